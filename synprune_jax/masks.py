@@ -1,0 +1,202 @@
+"""Binary masks over network parameters: initialisation, application and statistics.
+
+Masks are boolean pytrees with exactly the structure of the parameters. ``maskable`` is a pytree
+of Python bools with the same structure saying which leaves carry real masks (for an MLP: the
+kernels, see :meth:`synprune_jax.networks.MLPSpec.maskable`); the masks of other leaves are all
+``True`` and ignored by every statistic.
+
+Every function here works on **one individual**; ``jax.vmap`` adds the population axis.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from synprune_jax.networks import MLPSpec
+from synprune_jax.types import Masks, Params, PyTree
+
+_tree_map = jax.tree_util.tree_map
+
+
+def _maskable_leaves(tree: PyTree, maskable: PyTree) -> list[jax.Array]:
+    leaves = jax.tree_util.tree_leaves(tree)
+    flags = jax.tree_util.tree_leaves(maskable)
+    if len(leaves) != len(flags):
+        raise ValueError(f"maskable has {len(flags)} leaves but the tree has {len(leaves)}")
+    return [leaf for leaf, flag in zip(leaves, flags) if flag]
+
+
+def apply_masks(params: Params, masks: Masks) -> Params:
+    """Zeroes masked-out parameters (``where``, so a masked NaN cannot leak)."""
+    return _tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
+
+
+def full_masks(params: Params) -> Masks:
+    """All-``True`` masks shaped like ``params``."""
+    return _tree_map(lambda p: jnp.ones(p.shape, jnp.bool_), params)
+
+
+def exact_count_mask(key: jax.Array, shape: tuple[int, ...], count: jax.Array) -> jax.Array:
+    """A boolean array of ``shape`` with exactly ``count`` True entries at uniformly random places.
+
+    ``count`` may be traced; it is clipped to ``[0, size]``.
+    """
+    size = 1
+    for dim in shape:
+        size *= dim
+    noise = jax.random.uniform(key, (size,))
+    ranks = jnp.argsort(jnp.argsort(noise))
+    return (ranks < jnp.clip(count, 0, size)).reshape(shape)
+
+
+def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
+               exact: bool = False) -> Masks:
+    """Random masks with a given density in every maskable leaf.
+
+    Args:
+        key: PRNG key.
+        params: one individual's parameters.
+        maskable: pytree of bools (see module docstring).
+        density: scalar in [0, 1] (may be traced), or a sequence with one density per maskable
+            leaf in ``tree_leaves`` order.
+        exact: if True each leaf keeps exactly ``round(density * size)`` connections; otherwise
+            each connection survives independently with probability ``density`` (Bernoulli).
+
+    Returns:
+        Boolean masks shaped like ``params``.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    flags = jax.tree_util.tree_leaves(maskable)
+    num_maskable = sum(bool(f) for f in flags)
+    densities = jnp.broadcast_to(jnp.asarray(density, jnp.float32), (num_maskable,))
+    keys = jax.random.split(key, max(num_maskable, 1))
+    out, index = [], 0
+    for leaf, flag in zip(leaves, flags):
+        if not flag:
+            out.append(jnp.ones(leaf.shape, jnp.bool_))
+            continue
+        d = densities[index]
+        if exact:
+            count = jnp.round(d * leaf.size).astype(jnp.int32)
+            out.append(exact_count_mask(keys[index], leaf.shape, count))
+        else:
+            out.append(jax.random.bernoulli(keys[index], d, leaf.shape))
+        index += 1
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def sample_layer_densities(key: jax.Array, num_layers: int, beta_a=1.0, beta_b=1.0) -> jax.Array:
+    """Per-layer densities drawn i.i.d. from ``Beta(a, b)``: ``[num_layers]``."""
+    return jax.random.beta(key, beta_a, beta_b, (num_layers,))
+
+
+def init_masks_beta(key: jax.Array, params: Params, maskable: PyTree, beta_a=1.0, beta_b=1.0, *,
+                    exact: bool = False, per_layer: bool = True) -> Masks:
+    """Random masks whose density is drawn from ``Beta(a, b)``.
+
+    With ``per_layer=True`` (the default) every maskable leaf draws its own density, so layers of
+    one network differ; the network's overall density is then an average of L draws and
+    concentrates toward the Beta mean as L grows (for 3 layers and a = b = 1, under 1 % of
+    networks fall below 10 % density). With ``per_layer=False`` one density is drawn per network
+    and shared by its layers, so the overall density itself follows ``Beta(a, b)``.
+    With ``a = b = 1`` (the default) the draws are uniform on [0, 1].
+    """
+    key_density, key_mask = jax.random.split(key)
+    num_maskable = sum(bool(f) for f in jax.tree_util.tree_leaves(maskable))
+    densities = sample_layer_densities(key_density, num_maskable if per_layer else 1, beta_a,
+                                       beta_b)
+    return init_masks(key_mask, params, maskable, densities, exact=exact)
+
+
+def count_active(masks: Masks, maskable: PyTree) -> jax.Array:
+    """Number of active maskable connections (int32 scalar)."""
+    leaves = _maskable_leaves(masks, maskable)
+    return sum(jnp.sum(leaf, dtype=jnp.int32) for leaf in leaves)
+
+
+def count_maskable(masks: Masks, maskable: PyTree) -> int:
+    """Number of maskable connections (static)."""
+    return sum(int(leaf.size) for leaf in _maskable_leaves(masks, maskable))
+
+
+def density(masks: Masks, maskable: PyTree) -> jax.Array:
+    """Fraction of maskable connections that are active (float32 scalar)."""
+    return count_active(masks, maskable).astype(jnp.float32) / count_maskable(masks, maskable)
+
+
+# ----- MLP topology -------------------------------------------------------------------------------
+
+def incoming_alive(kernel_mask: jax.Array) -> jax.Array:
+    """``[out]`` bool: units with at least one active incoming connection (kernel ``[in, out]``)."""
+    return jnp.any(kernel_mask, axis=0)
+
+
+def forward_prune(spec: MLPSpec, masks: Masks) -> Masks:
+    """Cuts every outgoing connection of a unit that has no incoming connection, cascading.
+
+    Layer by layer from the input: a hidden unit whose incoming connections are all masked is
+    dead; its row in the next kernel is masked, which may kill units further on. Input units are
+    always alive. A dead unit still carries its bias, so forward pruning removes that constant
+    contribution: it changes outputs only through units that had no inputs.
+    """
+    kernels = spec.kernels(masks)
+    new_kernels = [kernels[0]]
+    for kernel in kernels[1:]:
+        alive = incoming_alive(new_kernels[-1])
+        new_kernels.append(kernel & alive[:, None])
+    return spec.replace_kernels(masks, new_kernels)
+
+
+class MaskStats(NamedTuple):
+    """Per-individual statistics of an MLP's masks (add ``[P]`` in front under vmap).
+
+    Attributes:
+        density: active / total kernel connections.
+        layer_density: ``[L]`` density per kernel.
+        active_synapses: int32 count of active kernel connections.
+        disconnected_per_layer: ``[L]`` int32, hidden/output units of each layer with no active
+            incoming connection.
+        disconnected_fraction: disconnected units / all hidden and output units.
+        effective_macs: multiply-adds of one forward pass that can influence an output: active
+            connections whose source unit receives input (input units always do) and whose target
+            unit reaches an output through active connections.
+    """
+
+    density: jax.Array
+    layer_density: jax.Array
+    active_synapses: jax.Array
+    disconnected_per_layer: jax.Array
+    disconnected_fraction: jax.Array
+    effective_macs: jax.Array
+
+
+def mask_statistics(spec: MLPSpec, masks: Masks) -> MaskStats:
+    """Statistics of one MLP's kernel masks (jittable)."""
+    kernels = spec.kernels(masks)
+    sizes = spec.layer_sizes
+    layer_active = jnp.stack([jnp.sum(k, dtype=jnp.int32) for k in kernels])
+    layer_total = jnp.asarray([a * b for a, b in zip(sizes[:-1], sizes[1:])], jnp.float32)
+    disconnected = jnp.stack([jnp.sum(~incoming_alive(k), dtype=jnp.int32) for k in kernels])
+
+    # Forward liveness: input units are live; a unit is live if a live unit feeds it.
+    forward_live = [jnp.ones((sizes[0],), jnp.bool_)]
+    for kernel in kernels:
+        forward_live.append(jnp.any(kernel & forward_live[-1][:, None], axis=0))
+    # Backward liveness: output units are live; a unit is live if it feeds a live unit.
+    backward_live = [jnp.ones((sizes[-1],), jnp.bool_)]
+    for kernel in reversed(kernels):
+        backward_live.insert(0, jnp.any(kernel & backward_live[0][None, :], axis=1))
+    macs = sum(jnp.sum(k & forward_live[i][:, None] & backward_live[i + 1][None, :],
+                       dtype=jnp.int32) for i, k in enumerate(kernels))
+    active = jnp.sum(layer_active)
+    return MaskStats(
+        density=active.astype(jnp.float32) / float(spec.num_synapses),
+        layer_density=layer_active.astype(jnp.float32) / layer_total,
+        active_synapses=active,
+        disconnected_per_layer=disconnected,
+        disconnected_fraction=jnp.sum(disconnected).astype(jnp.float32) / float(spec.num_units),
+        effective_macs=macs,
+    )

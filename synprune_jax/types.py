@@ -1,0 +1,69 @@
+"""Core data types shared by every part of the engine.
+
+All containers are ``flax.struct`` dataclasses, so they are pytrees: they pass through
+``jax.jit``, ``jax.vmap``, ``lax.scan`` and orbax checkpoints unchanged.
+
+Shapes use ``P`` for the population (batch) axis, ``D`` for descriptor dimensions and ``C`` for
+archive cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+PyTree = Any
+Params = PyTree
+Masks = PyTree
+
+
+@struct.dataclass
+class Population:
+    """A batch of masked networks.
+
+    Attributes:
+        params: network parameters; every leaf has a leading population axis ``[P, ...]``.
+            Masked-out weights keep their last value (so a reconnected synapse gets it back), but
+            they never influence outputs (see :func:`synprune_jax.masks.apply_masks`).
+        masks: boolean pytree with exactly the structure and shapes of ``params``. Leaves that are
+            not maskable (biases, by default) are all ``True``.
+        rates: ``[P, 2]`` float32, each individual's own ``(p_disconnect, p_connect)`` for the
+            prune / reconnect flip mutation. With fixed rates every row equals the configured pair;
+            with self-adaptive rates each individual carries and passes on its own.
+    """
+
+    params: PyTree
+    masks: PyTree
+    rates: jax.Array
+
+    @property
+    def size(self) -> int:
+        """Number of individuals ``P`` (static)."""
+        return int(self.rates.shape[0])
+
+    def __getitem__(self, index) -> "Population":
+        return jax.tree_util.tree_map(lambda leaf: leaf[index], self)
+
+
+@struct.dataclass
+class EvalResult:
+    """What a task returns for a batch.
+
+    Attributes:
+        fitness: ``[P]`` float32, to be maximised. NaN/inf marks an invalid evaluation; it never
+            enters an archive.
+        descriptors: ``[P, D]`` float32 behaviour descriptors.
+        extras: dict of ``[P, ...]`` arrays (e.g. ``"density"``, ``"episode_length"``).
+    """
+
+    fitness: jax.Array
+    descriptors: jax.Array
+    extras: dict = struct.field(default_factory=dict)
+
+
+def stack(individuals: list[PyTree]) -> PyTree:
+    """Stacks per-individual pytrees along a new leading axis."""
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *individuals)

@@ -1,0 +1,103 @@
+"""Variation operators for one masked individual (vmap for a population).
+
+:func:`mutate` is the composite operator of the MAP-Elites emitter:
+
+1. self-adaptive rates only: each of the individual's ``(p_disconnect, p_connect)`` is redrawn
+   with probability ``rate_redraw_probability``, log-uniformly in ``[rate_min, rate_max]``;
+2. prune / reconnect flips with the individual's rates (:func:`pruning.flip_mutation`);
+3. optional forward pruning (a unit with no incoming connection loses its outgoing ones);
+4. Gaussian mutation of every *active* parameter (masked weights are not mutated; unmasked
+   leaves such as biases are).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from synprune_jax import masks as masks_lib
+from synprune_jax import pruning
+from synprune_jax.networks import MLPSpec
+from synprune_jax.types import Masks, Params, Population, PyTree
+
+
+def gaussian_mutation(key: jax.Array, params: Params, masks: Masks, sigma) -> Params:
+    """Adds ``N(0, sigma^2)`` noise to every parameter whose mask is True."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    mask_leaves = jax.tree_util.tree_leaves(masks)
+    keys = jax.random.split(key, len(leaves))
+    out = [jnp.where(m, p + sigma * jax.random.normal(k, p.shape, p.dtype), p)
+           for p, m, k in zip(leaves, mask_leaves, keys)]
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def redraw_rates(key: jax.Array, rates: jax.Array, redraw_probability, rate_min,
+                 rate_max) -> jax.Array:
+    """Redraws each rate with probability ``redraw_probability``, log-uniform in [min, max].
+
+    Args:
+        key: PRNG key.
+        rates: ``[2]`` the individual's ``(p_disconnect, p_connect)``.
+    """
+    key_redraw, key_value = jax.random.split(key)
+    redraw = jax.random.bernoulli(key_redraw, redraw_probability, rates.shape)
+    log_min, log_max = jnp.log(rate_min), jnp.log(rate_max)
+    fresh = jnp.exp(jax.random.uniform(key_value, rates.shape, minval=log_min, maxval=log_max))
+    return jnp.where(redraw, fresh, rates).astype(rates.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class MutationConfig:
+    """Static structure of the composite mutation.
+
+    Attributes:
+        self_adaptive: each individual carries and passes on its own prune / reconnect rates.
+        forward_prune: cut the outgoing connections of units left without inputs (MLPs only).
+    """
+
+    self_adaptive: bool = False
+    forward_prune: bool = True
+
+
+@struct.dataclass
+class MutationHyper:
+    """Traced numeric knobs of the composite mutation (a sweep may vmap over them).
+
+    Attributes:
+        sigma: standard deviation of the Gaussian weight mutation.
+        p_disconnect: probability of cutting an active connection (fixed-rate mode, and the
+            initial rate in self-adaptive mode).
+        p_connect: probability of restoring a cut connection (likewise).
+        rate_redraw_probability: self-adaptive mode: chance each rate is redrawn at reproduction.
+        rate_min: lower end of the log-uniform redraw range.
+        rate_max: upper end of the log-uniform redraw range.
+    """
+
+    sigma: float = 0.05
+    p_disconnect: float = 0.02
+    p_connect: float = 0.01
+    rate_redraw_probability: float = 0.1
+    rate_min: float = 1e-4
+    rate_max: float = 0.2
+
+
+def mutate(key: jax.Array, individual: Population, maskable: PyTree, config: MutationConfig,
+           hyper: MutationHyper, spec: MLPSpec | None = None) -> Population:
+    """Composite mutation of one individual (``rates`` has shape ``[2]``); see module docstring."""
+    key_rates, key_flip, key_gauss = jax.random.split(key, 3)
+    if config.self_adaptive:
+        rates = redraw_rates(key_rates, individual.rates, hyper.rate_redraw_probability,
+                             hyper.rate_min, hyper.rate_max)
+    else:
+        rates = jnp.stack([jnp.asarray(hyper.p_disconnect, jnp.float32),
+                           jnp.asarray(hyper.p_connect, jnp.float32)])
+    masks = pruning.flip_mutation(key_flip, individual.masks, maskable, rates[0], rates[1])
+    if config.forward_prune:
+        if spec is None:
+            raise ValueError("forward_prune needs an MLP network (the task has no MLPSpec)")
+        masks = masks_lib.forward_prune(spec, masks)
+    params = gaussian_mutation(key_gauss, individual.params, masks, hyper.sigma)
+    return Population(params=params, masks=masks, rates=rates)

@@ -1,0 +1,80 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synprune_jax import masks as M
+from synprune_jax.networks import MLPSpec
+from synprune_jax.types import Population
+from synprune_jax.variation import (MutationConfig, MutationHyper, gaussian_mutation, mutate,
+                                    redraw_rates)
+
+SPEC = MLPSpec(input_size=6, output_size=4, hidden_sizes=(8,))
+
+
+def _individual(seed=0, density=0.5):
+    params = SPEC.init(jax.random.key(seed))
+    masks = M.init_masks(jax.random.key(seed + 1), params, SPEC.maskable(), density, exact=True)
+    return Population(params=params, masks=masks, rates=jnp.array([0.02, 0.01]))
+
+
+def test_gaussian_mutation_skips_masked_weights_and_mutates_biases():
+    ind = _individual()
+    out = gaussian_mutation(jax.random.key(3), ind.params, ind.masks, 0.1)
+    for p, q, m in zip(jax.tree_util.tree_leaves(ind.params), jax.tree_util.tree_leaves(out),
+                       jax.tree_util.tree_leaves(ind.masks)):
+        p, q, m = map(np.asarray, (p, q, m))
+        np.testing.assert_array_equal(p[~m], q[~m])
+        assert (p[m] != q[m]).all()
+    for b0, b1 in zip(SPEC.biases(ind.params), SPEC.biases(out)):
+        assert (np.asarray(b0) != np.asarray(b1)).all()
+
+
+def test_gaussian_mutation_scale():
+    params = {"w": jnp.zeros(20000)}
+    masks = {"w": jnp.ones(20000, bool)}
+    out = gaussian_mutation(jax.random.key(0), params, masks, 0.3)
+    assert abs(float(jnp.std(out["w"])) - 0.3) < 0.01
+
+
+def test_redraw_rates_probability_and_range():
+    rates = jnp.full((20000,), 0.5)
+    out = np.asarray(redraw_rates(jax.random.key(0), rates, 0.25, 1e-3, 1e-1))
+    redrawn = out != 0.5
+    assert abs(redrawn.mean() - 0.25) < 0.02
+    assert out[redrawn].min() >= 1e-3 and out[redrawn].max() <= 1e-1
+    # log-uniform: the median of redrawn values is near the geometric mean 1e-2
+    assert 0.008 < np.median(out[redrawn]) < 0.0125
+
+
+def test_mutate_fixed_rates_and_forward_prune():
+    ind = _individual(density=0.3)
+    hyper = MutationHyper(sigma=0.1, p_disconnect=0.3, p_connect=0.0)
+    child = mutate(jax.random.key(5), ind, SPEC.maskable(), MutationConfig(forward_prune=True),
+                   hyper, SPEC)
+    np.testing.assert_allclose(child.rates, [0.3, 0.0])
+    # pure pruning rates: density never rises; forward pruning leaves no output of a dead unit
+    assert float(M.density(child.masks, SPEC.maskable())) <= float(
+        M.density(ind.masks, SPEC.maskable()))
+    k0, k1 = [np.asarray(k) for k in SPEC.kernels(child.masks)]
+    assert not k1[~k0.any(axis=0)].any()
+
+
+def test_mutate_self_adaptive_inherits_or_redraws():
+    ind = _individual()
+    hyper = MutationHyper(rate_redraw_probability=0.0)
+    child = mutate(jax.random.key(5), ind, SPEC.maskable(), MutationConfig(self_adaptive=True),
+                   hyper, SPEC)
+    np.testing.assert_allclose(child.rates, ind.rates)  # nothing redrawn: inherited
+    hyper = MutationHyper(rate_redraw_probability=1.0, rate_min=0.5, rate_max=0.6)
+    child = mutate(jax.random.key(5), ind, SPEC.maskable(), MutationConfig(self_adaptive=True),
+                   hyper, SPEC)
+    assert ((np.asarray(child.rates) >= 0.5) & (np.asarray(child.rates) <= 0.6)).all()
+
+
+def test_mutate_vmaps_over_population():
+    keys = jax.random.split(jax.random.key(0), 7)
+    population = jax.vmap(lambda k: _individual())(keys)
+    children = jax.jit(jax.vmap(lambda k, ind: mutate(
+        k, ind, SPEC.maskable(), MutationConfig(), MutationHyper(), SPEC)))(keys, population)
+    assert children.rates.shape == (7, 2)
+    assert SPEC.kernels(children.masks)[0].shape == (7, 6, 8)
