@@ -1,0 +1,449 @@
+"""MAP-Elites repertoires with fixed shapes: a regular grid or a centroidal Voronoi tessellation.
+
+An archive holds one elite per cell. Every array is pre-allocated with ``C`` rows, an empty cell
+has fitness ``-inf`` and zeros everywhere else, and insertion is one scatter per leaf, so
+:func:`add` and :func:`sample` compile once for a given spec and batch size.
+
+A *spec* (:class:`GridSpec` or :class:`CVTSpec`) is a frozen, hashable dataclass: pass it as a
+static argument when jitting (``jax.jit(add, static_argnums=0)``, or use :func:`jitted_add`).
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from synprune_jax.types import EvalResult, Population
+    >>> spec = GridSpec(lower=(0.0,), upper=(1.0,), resolution=(4,))
+    >>> template = Population(params={"w": jnp.zeros(3)}, masks={"w": jnp.ones(3, bool)},
+    ...                       rates=jnp.zeros(2))
+    >>> archive = init_archive(spec, template)
+    >>> batch = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf, leaf]), template)
+    >>> result = EvalResult(fitness=jnp.array([1.0, 2.0]), descriptors=jnp.array([[0.1], [0.9]]),
+    ...                     extras={"density": jnp.array([0.5, 0.5])})
+    >>> archive, inserted = add(spec, archive, batch, result)
+    >>> inserted.tolist(), archive.fitness.tolist()
+    ([True, True], [1.0, -inf, -inf, 2.0])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from synprune_jax.types import EvalResult, Population
+
+# Largest number of float32 elements a nearest-centroid block may hold (about 64 MiB).
+_NEAREST_BLOCK_ELEMENTS = 1 << 24
+
+
+def _validate_bounds(name: str, lower, upper) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    lower = tuple(float(value) for value in lower)
+    upper = tuple(float(value) for value in upper)
+    if len(lower) == 0:
+        raise ValueError(f"{name}: need at least one descriptor dimension, got lower=()")
+    if len(lower) != len(upper):
+        raise ValueError(f"{name}: lower has {len(lower)} entries but upper has {len(upper)}")
+    for dim, (low, high) in enumerate(zip(lower, upper)):
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"{name}: bounds must be finite, got lower[{dim}]={low}, "
+                             f"upper[{dim}]={high}")
+        if not low < high:
+            raise ValueError(f"{name}: need lower < upper in every dimension, got "
+                             f"lower[{dim}]={low} >= upper[{dim}]={high}")
+    return lower, upper
+
+
+def _check_descriptors(descriptors: jax.Array, num_descriptors: int) -> None:
+    if descriptors.ndim != 2 or descriptors.shape[1] != num_descriptors:
+        raise ValueError(f"descriptors must have shape [B, {num_descriptors}], "
+                         f"got {descriptors.shape}")
+
+
+def _nearest(centroids: jax.Array, points: jax.Array) -> jax.Array:
+    """Index of the nearest centroid (squared Euclidean) for every point.
+
+    Args:
+        centroids: ``[C, D]``.
+        points: ``[N, D]``.
+
+    Returns:
+        ``[N]`` int32; ties go to the lowest centroid index.
+    """
+    num_cells, num_dims = centroids.shape
+
+    def one(point):
+        return jnp.argmin(jnp.sum(jnp.square(centroids - point[None, :]), axis=1)).astype(jnp.int32)
+
+    batch_size = max(1, min(points.shape[0], _NEAREST_BLOCK_ELEMENTS // (num_cells * num_dims)))
+    return jax.lax.map(one, points, batch_size=batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    """A regular grid over a box of descriptor space (static, hashable).
+
+    Cells are numbered in row-major (C) order: the last descriptor dimension varies fastest.
+
+    Attributes:
+        lower: ``D`` lower bounds.
+        upper: ``D`` upper bounds (each strictly above its lower bound).
+        resolution: ``D`` numbers of cells per dimension (each >= 1).
+    """
+
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    resolution: tuple[int, ...]
+
+    def __post_init__(self):
+        lower, upper = _validate_bounds("GridSpec", self.lower, self.upper)
+        resolution = tuple(self.resolution)
+        if len(resolution) != len(lower):
+            raise ValueError(f"GridSpec: resolution has {len(resolution)} entries but there are "
+                             f"{len(lower)} descriptor dimensions")
+        for dim, cells in enumerate(resolution):
+            if int(cells) != cells or cells < 1:
+                raise ValueError(f"GridSpec: resolution[{dim}] must be an integer >= 1, got {cells}")
+        object.__setattr__(self, "lower", lower)
+        object.__setattr__(self, "upper", upper)
+        object.__setattr__(self, "resolution", tuple(int(cells) for cells in resolution))
+
+    @property
+    def num_descriptors(self) -> int:
+        """Number of descriptor dimensions ``D``."""
+        return len(self.lower)
+
+    @property
+    def num_cells(self) -> int:
+        """Number of cells ``C`` (product of the resolution)."""
+        return math.prod(self.resolution)
+
+    def centroids(self) -> jax.Array:
+        """Cell centres, ``[C, D]`` float32, in row-major cell order."""
+        axes = [low + (np.arange(cells) + 0.5) * (high - low) / cells
+                for low, high, cells in zip(self.lower, self.upper, self.resolution)]
+        grid = np.meshgrid(*axes, indexing="ij")
+        return jnp.asarray(np.stack([g.reshape(-1) for g in grid], axis=1), jnp.float32)
+
+    def cell_index(self, centroids: jax.Array, descriptors: jax.Array) -> jax.Array:
+        """Cell of every descriptor, computed from the bounds.
+
+        Descriptors outside the box are clipped into it; a value equal to the upper bound falls
+        in the last cell. A NaN coordinate maps to cell 0 of that dimension (:func:`add` never
+        inserts such an individual).
+
+        Args:
+            centroids: ignored (kept so that grid and CVT specs share one signature).
+            descriptors: ``[B, D]``.
+
+        Returns:
+            ``[B]`` int32 cell indices in ``[0, C)``.
+        """
+        del centroids
+        _check_descriptors(descriptors, self.num_descriptors)
+        lower = jnp.asarray(self.lower, jnp.float32)
+        upper = jnp.asarray(self.upper, jnp.float32)
+        resolution = jnp.asarray(self.resolution, jnp.int32)
+        scaled = ((descriptors.astype(jnp.float32) - lower[None, :])
+                  / (upper - lower)[None, :] * resolution.astype(jnp.float32)[None, :])
+        scaled = jnp.where(jnp.isnan(scaled), 0.0, scaled)
+        # Clip in float first so that +-inf and huge values do not overflow the int cast.
+        scaled = jnp.clip(scaled, 0.0, resolution.astype(jnp.float32)[None, :])
+        per_dim = jnp.minimum(jnp.floor(scaled).astype(jnp.int32), resolution[None, :] - 1)
+        strides = np.cumprod((self.resolution[1:] + (1,))[::-1])[::-1].astype(np.int32)
+        return jnp.sum(per_dim * jnp.asarray(strides)[None, :], axis=1, dtype=jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def lloyd_kmeans(samples: jax.Array, initial_centroids: jax.Array,
+                 num_iterations: int) -> jax.Array:
+    """Lloyd's k-means with fixed shapes.
+
+    Each iteration assigns every sample to its nearest centroid and moves each centroid to the
+    mean of its samples; a centroid with no samples keeps its position.
+
+    Args:
+        samples: ``[N, D]`` points.
+        initial_centroids: ``[C, D]`` starting centroids.
+        num_iterations: number of Lloyd iterations (static).
+
+    Returns:
+        ``[C, D]`` float32 centroids.
+    """
+    samples = samples.astype(jnp.float32)
+    num_cells = initial_centroids.shape[0]
+
+    def iteration(_, centroids):
+        assignment = _nearest(centroids, samples)
+        sums = jax.ops.segment_sum(samples, assignment, num_segments=num_cells)
+        counts = jax.ops.segment_sum(jnp.ones(samples.shape[0], jnp.float32), assignment,
+                                     num_segments=num_cells)
+        means = sums / jnp.maximum(counts, 1.0)[:, None]
+        return jnp.where((counts > 0)[:, None], means, centroids)
+
+    return jax.lax.fori_loop(0, num_iterations, iteration,
+                             initial_centroids.astype(jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class CVTSpec:
+    """A centroidal Voronoi tessellation of a box of descriptor space (static, hashable).
+
+    The centroids come from k-means on uniform samples of the box; a descriptor belongs to the
+    cell of its nearest centroid.
+
+    Attributes:
+        lower: ``D`` lower bounds.
+        upper: ``D`` upper bounds (each strictly above its lower bound).
+        num_cells: number of cells ``C`` (>= 1).
+        num_samples: uniform samples used by k-means (>= ``num_cells``).
+        num_iterations: Lloyd iterations (>= 0).
+        seed: seed of the samples; the centroids are a deterministic function of the spec.
+    """
+
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    num_cells: int
+    num_samples: int = 50_000
+    num_iterations: int = 30
+    seed: int = 0
+
+    def __post_init__(self):
+        lower, upper = _validate_bounds("CVTSpec", self.lower, self.upper)
+        object.__setattr__(self, "lower", lower)
+        object.__setattr__(self, "upper", upper)
+        if int(self.num_cells) != self.num_cells or self.num_cells < 1:
+            raise ValueError(f"CVTSpec: num_cells must be an integer >= 1, got {self.num_cells}")
+        if int(self.num_samples) != self.num_samples or self.num_samples < self.num_cells:
+            raise ValueError(f"CVTSpec: num_samples must be an integer >= num_cells "
+                             f"({self.num_cells}), got {self.num_samples}")
+        if int(self.num_iterations) != self.num_iterations or self.num_iterations < 0:
+            raise ValueError(f"CVTSpec: num_iterations must be an integer >= 0, "
+                             f"got {self.num_iterations}")
+
+    @property
+    def num_descriptors(self) -> int:
+        """Number of descriptor dimensions ``D``."""
+        return len(self.lower)
+
+    def samples(self) -> jax.Array:
+        """The uniform k-means samples, ``[num_samples, D]`` float32 (deterministic from seed)."""
+        lower = jnp.asarray(self.lower, jnp.float32)
+        upper = jnp.asarray(self.upper, jnp.float32)
+        unit = jax.random.uniform(jax.random.key(self.seed),
+                                  (self.num_samples, self.num_descriptors))
+        return lower[None, :] + unit * (upper - lower)[None, :]
+
+    def centroids(self) -> jax.Array:
+        """k-means centroids, ``[C, D]`` float32, inside the bounds.
+
+        Starts from the first ``num_cells`` samples and runs ``num_iterations`` Lloyd steps in
+        JAX. Bitwise deterministic on CPU; on GPU the per-cluster sums use scatter-adds whose
+        summation order may vary in the last bits. Not cached: :func:`init_archive` computes them
+        once and stores them in :attr:`Archive.centroids`.
+        """
+        samples = self.samples()
+        return lloyd_kmeans(samples, samples[: self.num_cells], self.num_iterations)
+
+    def cell_index(self, centroids: jax.Array, descriptors: jax.Array) -> jax.Array:
+        """Nearest centroid of every descriptor (ties go to the lowest index).
+
+        Args:
+            centroids: ``[C, D]`` (normally ``archive.centroids``).
+            descriptors: ``[B, D]``.
+
+        Returns:
+            ``[B]`` int32 cell indices in ``[0, C)``. A NaN descriptor maps to cell 0
+            (:func:`add` never inserts it).
+        """
+        _check_descriptors(descriptors, self.num_descriptors)
+        return _nearest(centroids.astype(jnp.float32), descriptors.astype(jnp.float32))
+
+
+ArchiveSpec = Union[GridSpec, CVTSpec]
+
+
+@struct.dataclass
+class Archive:
+    """A MAP-Elites repertoire with ``C`` pre-allocated cells.
+
+    Attributes:
+        genomes: the elites; every leaf ``[C, ...]``. Empty cells hold zeros (masks ``False``).
+        fitness: ``[C]`` float32; ``-inf`` marks an empty cell.
+        descriptors: ``[C, D]`` float32, each elite's own descriptors (0 when empty).
+        density: ``[C]`` float32, each elite's mask density (0 when empty).
+        centroids: ``[C, D]`` float32 cell centres (grid) or k-means centroids (CVT).
+    """
+
+    genomes: Population
+    fitness: jax.Array
+    descriptors: jax.Array
+    density: jax.Array
+    centroids: jax.Array
+
+    @property
+    def filled(self) -> jax.Array:
+        """``[C]`` bool, True where the cell holds an elite."""
+        return self.fitness > -jnp.inf
+
+    @property
+    def num_cells(self) -> int:
+        """Number of cells ``C`` (static)."""
+        return int(self.fitness.shape[0])
+
+
+def init_archive(spec: ArchiveSpec, template: Population) -> Archive:
+    """An empty archive.
+
+    Args:
+        spec: grid or CVT spec (computes the centroids; for a CVT this runs k-means).
+        template: ONE individual (no population axis; ``rates`` has shape ``[2]``), used only for
+            the structure, shapes and dtypes of the genome.
+
+    Returns:
+        An :class:`Archive` whose genome leaves are zeros of shape ``[C, *leaf.shape]`` with the
+        template's dtypes, fitness ``-inf``, descriptors and density 0.
+    """
+    if jnp.ndim(template.rates) != 1:
+        raise ValueError(f"template must be one individual (rates of shape [2]), got rates of "
+                         f"shape {jnp.shape(template.rates)}; pass population[0]")
+    num_cells = spec.num_cells
+    centroids = spec.centroids()
+    genomes = jax.tree_util.tree_map(
+        lambda leaf: jnp.zeros((num_cells, *jnp.shape(leaf)), jnp.asarray(leaf).dtype), template)
+    return Archive(
+        genomes=genomes,
+        fitness=jnp.full((num_cells,), -jnp.inf, jnp.float32),
+        descriptors=jnp.zeros((num_cells, spec.num_descriptors), jnp.float32),
+        density=jnp.zeros((num_cells,), jnp.float32),
+        centroids=centroids,
+    )
+
+
+def add(spec: ArchiveSpec, archive: Archive, genomes: Population,
+        result: EvalResult) -> tuple[Archive, jax.Array]:
+    """Inserts a batch into the archive (fixed shapes, one scatter per leaf).
+
+    Rules, in order:
+
+    1. An individual is *invalid* if its fitness or any descriptor is NaN or +-inf; it never
+       enters.
+    2. Valid individuals that map to the same cell compete: the highest fitness wins, a tie goes
+       to the lowest batch index.
+    3. A batch winner replaces the cell's current elite only if its fitness is **strictly**
+       greater (an equal fitness keeps the incumbent; an empty cell has ``-inf``).
+
+    Args:
+        spec: the spec the archive was built with (static under jit).
+        archive: current archive with ``C`` cells.
+        genomes: ``B`` individuals; every leaf ``[B, ...]``, same structure as the archive's.
+        result: their evaluation: ``fitness [B]``, ``descriptors [B, D]`` and
+            ``extras["density"] [B]`` (the stored mask density).
+
+    Returns:
+        ``(new_archive, inserted)`` where ``inserted`` is ``[B]`` bool, True exactly for the
+        individuals now stored.
+    """
+    if "density" not in result.extras:
+        raise KeyError("add() reads each individual's mask density from result.extras['density'] "
+                       f"([B]); extras has keys {sorted(result.extras)}")
+    num_cells = archive.num_cells
+    fitness = jnp.asarray(result.fitness, jnp.float32)
+    descriptors = jnp.asarray(result.descriptors, jnp.float32)
+    density = jnp.asarray(result.extras["density"], jnp.float32)
+    batch_size = fitness.shape[0]
+    if fitness.shape != (batch_size,) or density.shape != (batch_size,):
+        raise ValueError(f"fitness and extras['density'] must have shape [B], got "
+                         f"{fitness.shape} and {density.shape}")
+    _check_descriptors(descriptors, spec.num_descriptors)
+    if descriptors.shape[0] != batch_size:
+        raise ValueError(f"descriptors have {descriptors.shape[0]} rows for {batch_size} "
+                         "fitness values")
+
+    valid = jnp.isfinite(fitness) & jnp.all(jnp.isfinite(descriptors), axis=1)
+    cells = spec.cell_index(archive.centroids, descriptors)
+    candidate_cells = jnp.where(valid, cells, num_cells)  # sentinel C: dropped by every scatter
+    candidate_fitness = jnp.where(valid, fitness, -jnp.inf)
+
+    best = jnp.full((num_cells,), -jnp.inf, jnp.float32).at[candidate_cells].max(
+        candidate_fitness, mode="drop")
+    is_best = valid & (fitness == best[cells])
+    batch_index = jnp.arange(batch_size, dtype=jnp.int32)
+    winner_index = jnp.full((num_cells,), batch_size, jnp.int32).at[candidate_cells].min(
+        jnp.where(is_best, batch_index, batch_size), mode="drop")
+    winner = valid & (winner_index[cells] == batch_index)
+    inserted = winner & (fitness > archive.fitness[cells])
+
+    # Each cell has at most one inserted individual, so the scatters are unambiguous.
+    target = jnp.where(inserted, cells, num_cells)
+    new_genomes = jax.tree_util.tree_map(
+        lambda stored, new: stored.at[target].set(new.astype(stored.dtype), mode="drop"),
+        archive.genomes, genomes)
+    new_archive = archive.replace(
+        genomes=new_genomes,
+        fitness=archive.fitness.at[target].set(fitness, mode="drop"),
+        descriptors=archive.descriptors.at[target].set(descriptors, mode="drop"),
+        density=archive.density.at[target].set(density, mode="drop"),
+    )
+    return new_archive, inserted
+
+
+def sample_indices(key: jax.Array, archive: Archive, num: int) -> jax.Array:
+    """Cells drawn uniformly, with replacement, among the filled ones.
+
+    Args:
+        key: PRNG key.
+        archive: archive with ``C`` cells.
+        num: number of draws (static).
+
+    Returns:
+        ``[num]`` int32 cell indices. If the archive is empty the draws are uniform over all
+        ``C`` cells (which hold zero genomes): seed the archive before sampling from it.
+    """
+    filled = archive.filled
+    logits = jnp.where(filled | ~jnp.any(filled), 0.0, -jnp.inf)
+    return jax.random.categorical(key, logits, shape=(num,)).astype(jnp.int32)
+
+
+def sample(key: jax.Array, archive: Archive, num: int) -> Population:
+    """Parents drawn uniformly, with replacement, among the filled cells.
+
+    Args:
+        key: PRNG key.
+        archive: archive with ``C`` cells.
+        num: number of parents (static).
+
+    Returns:
+        A :class:`Population` with every leaf ``[num, ...]``. If the archive is empty it holds
+        zero genomes (all-``False`` masks, zero rates); see :func:`sample_indices`.
+    """
+    indices = sample_indices(key, archive, num)
+    return jax.tree_util.tree_map(lambda leaf: leaf[indices], archive.genomes)
+
+
+jitted_add = jax.jit(add, static_argnums=0)
+"""``jax.jit(add, static_argnums=0)``: :func:`add` compiled per (spec, shapes)."""
+
+jitted_sample = jax.jit(sample, static_argnums=2)
+"""``jax.jit(sample, static_argnums=2)``: :func:`sample` compiled per (num, shapes)."""
+
+
+def elites(archive: Archive) -> dict:
+    """Host helper: the filled cells as NumPy arrays (not jittable).
+
+    Returns:
+        Dict with ``"cells"`` ``[K]`` int64 (filled cell indices, ascending), ``"genomes"``
+        (a :class:`Population` of NumPy leaves ``[K, ...]``), ``"fitness"`` ``[K]``,
+        ``"descriptors"`` ``[K, D]`` and ``"density"`` ``[K]``.
+    """
+    cells = np.flatnonzero(np.asarray(archive.filled))
+    return {
+        "cells": cells,
+        "genomes": jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[cells], archive.genomes),
+        "fitness": np.asarray(archive.fitness)[cells],
+        "descriptors": np.asarray(archive.descriptors)[cells],
+        "density": np.asarray(archive.density)[cells],
+    }

@@ -1,0 +1,188 @@
+"""Orbax checkpoints of algorithm states (host side).
+
+A state is any pytree of numeric / bool arrays (``flax.struct`` dataclasses included). States hold
+no PRNG keys: the runner derives every key from ``seed`` and ``state.generation``, so saving the
+arrays is enough to resume bit-exactly.
+
+Layout: ``directory/<step>/...`` as written by :class:`orbax.checkpoint.CheckpointManager`, one
+item per step saved with ``args.StandardSave`` and read back with ``args.StandardRestore``. Saves
+are synchronous (``enable_async_checkpointing=False``): a checkpoint is complete on disk when
+:func:`save` returns, which is what a run that may be killed at any moment needs.
+
+Example::
+
+    save("/tmp/run/checkpoints", 50, state)
+    step = latest_step("/tmp/run/checkpoints")                       # 50
+    abstract = jax.eval_shape(algorithm.init, key)
+    state = restore("/tmp/run/checkpoints", step, abstract)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+
+PyTree = Any
+
+DEFAULT_MAX_TO_KEEP = 2
+
+
+def _absolute(directory: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(directory))
+
+
+def _manager(directory: str | os.PathLike, *, max_to_keep: int | None, create: bool):
+    # Readers use create=False rather than orbax's read_only=True, which only adds log warnings;
+    # they never call save, so nothing is written or deleted.
+    import orbax.checkpoint as ocp  # lazy: heavy import, host only
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=create,
+        enable_async_checkpointing=False,
+    )
+    return ocp.CheckpointManager(_absolute(directory), options=options)
+
+
+class CheckpointWriter:
+    """Keeps one ``CheckpointManager`` open for repeated saves (what the runner uses).
+
+    Args:
+        directory: checkpoint folder (created if missing).
+        max_to_keep: how many of the most recent steps to keep; older ones are deleted.
+
+    Use as a context manager, or call :meth:`close` when done.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = DEFAULT_MAX_TO_KEEP):
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+        self._manager = _manager(directory, max_to_keep=max_to_keep, create=True)
+
+    def save(self, step: int, state: PyTree) -> None:
+        """Saves ``state`` as ``step`` (blocking). Overwrites nothing: a step that exists raises."""
+        import orbax.checkpoint as ocp
+
+        step = int(step)
+        if step in self._manager.all_steps():
+            raise FileExistsError(
+                f"checkpoint step {step} already exists in {self._manager.directory}"
+            )
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self._manager.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> "CheckpointWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def save(
+    directory: str | os.PathLike,
+    step: int,
+    state: PyTree,
+    *,
+    max_to_keep: int = DEFAULT_MAX_TO_KEEP,
+) -> None:
+    """Saves ``state`` under ``directory/<step>`` and keeps only the last ``max_to_keep`` steps.
+
+    Args:
+        directory: checkpoint folder (created if missing).
+        step: non-negative int, usually the number of completed generations.
+        state: pytree of arrays (no PRNG keys).
+        max_to_keep: most recent steps kept after this save.
+
+    Raises:
+        FileExistsError: if ``step`` is already saved there.
+    """
+    with CheckpointWriter(directory, max_to_keep=max_to_keep) as writer:
+        writer.save(step, state)
+
+
+def latest_step(directory: str | os.PathLike) -> int | None:
+    """The largest saved step in ``directory``, or ``None`` if it has none (or does not exist)."""
+    if not os.path.isdir(_absolute(directory)):
+        return None
+    manager = _manager(directory, max_to_keep=None, create=False)
+    try:
+        return manager.latest_step()
+    finally:
+        manager.close()
+
+
+def all_steps(directory: str | os.PathLike) -> list[int]:
+    """Every saved step in ``directory``, ascending (empty if none)."""
+    if not os.path.isdir(_absolute(directory)):
+        return []
+    manager = _manager(directory, max_to_keep=None, create=False)
+    try:
+        return sorted(int(step) for step in manager.all_steps())
+    finally:
+        manager.close()
+
+
+def _with_default_sharding(abstract_state: PyTree) -> PyTree:
+    """Gives every abstract leaf a sharding (single default device where it has none).
+
+    ``jax.eval_shape`` returns ``ShapeDtypeStruct`` leaves without sharding; orbax wants one to
+    know where to place restored arrays.
+    """
+    device_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def leaf(value):
+        if isinstance(value, jax.ShapeDtypeStruct):
+            if getattr(value, "sharding", None) is not None:
+                return value
+            return jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=device_sharding)
+        if isinstance(value, jax.Array):
+            return jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=value.sharding)
+        return value
+
+    return jax.tree_util.tree_map(leaf, abstract_state)
+
+
+def restore(directory: str | os.PathLike, step: int | None, abstract_state: PyTree) -> PyTree:
+    """Restores the state saved as ``step`` (``None``: the latest one).
+
+    Args:
+        directory: checkpoint folder.
+        step: step to restore, or ``None`` for :func:`latest_step`.
+        abstract_state: pytree with the target structure, shapes and dtypes, e.g.
+            ``jax.eval_shape(algorithm.init, key)``; concrete arrays work too.
+
+    Returns:
+        A pytree with the structure of ``abstract_state`` holding the saved arrays.
+
+    Raises:
+        FileNotFoundError: if there is no such checkpoint.
+    """
+    import orbax.checkpoint as ocp
+
+    if not os.path.isdir(_absolute(directory)):
+        raise FileNotFoundError(f"no checkpoint directory at {_absolute(directory)}")
+    manager = _manager(directory, max_to_keep=None, create=False)
+    try:
+        if step is None:
+            step = manager.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint in {_absolute(directory)}")
+        elif int(step) not in manager.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint step {step} in {_absolute(directory)}; "
+                f"available: {sorted(manager.all_steps())}"
+            )
+        return manager.restore(
+            int(step), args=ocp.args.StandardRestore(_with_default_sharding(abstract_state))
+        )
+    finally:
+        manager.close()
