@@ -1,0 +1,145 @@
+"""Engine overhead over raw Brax stepping (prints one JSON object per line).
+
+Raw: a plain jitted Brax rollout of the same *unmasked* tanh MLP, batch B, fixed episode length
+(vmapped reset + ``lax.scan``), rewards summed. Engine: full MAP-Elites generations (emit +
+masked evaluation with the alive mask + descriptors + archive insertion), scanned in chunks as the
+runner does. Both count ``B * episode_length`` env steps per call / generation.
+
+The last line holds ``raw_env_steps_per_s``, ``engine_env_steps_per_s``, ``overhead_ratio``
+(engine / raw; target >= 0.90 at batch 256), ``compile_s`` (engine chunk, AOT) and peak host
+memory after the first and the last timed chunk (it must not grow with generations).
+
+    python benchmarks/throughput.py --quick      # hopper/spring, batch 256, 100 steps
+    python benchmarks/throughput.py              # also batch 1024 and 200 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def raw_rollout_benchmark(env_name: str, backend: str, batch: int, episode_length: int,
+                          hidden: tuple[int, ...], repeats: int) -> dict:
+    """Plain Brax rollout of an unmasked MLP: the speed limit the engine is measured against."""
+    from brax import envs
+
+    from synprune_jax.networks import MLPSpec
+
+    env = envs.get_environment(env_name, backend=backend)
+    obs_size = jax.eval_shape(env.reset, jax.random.key(0)).obs.shape[-1]
+    spec = MLPSpec(obs_size, env.action_size, hidden)
+    params = jax.vmap(spec.init)(jax.random.split(jax.random.key(0), batch))
+
+    def rollout(key, params):
+        states = jax.vmap(env.reset)(jax.random.split(key, batch))
+
+        def body(states, _):
+            actions = jax.vmap(spec.apply_dense)(params, states.obs)
+            states = jax.vmap(env.step)(states, actions)
+            return states, states.reward
+
+        _, rewards = jax.lax.scan(body, states, None, length=episode_length)
+        return rewards.sum(axis=0)
+
+    start = time.perf_counter()
+    compiled = jax.jit(rollout).lower(jax.random.key(0), params).compile()
+    compile_s = time.perf_counter() - start
+    compiled(jax.random.key(1), params).block_until_ready()  # warm-up
+    start = time.perf_counter()
+    for index in range(repeats):
+        compiled(jax.random.key(2 + index), params).block_until_ready()
+    seconds = time.perf_counter() - start
+    return {"stage": "raw", "compile_s": compile_s,
+            "env_steps_per_s": repeats * batch * episode_length / seconds}
+
+
+def engine_benchmark(env_name: str, backend: str, batch: int, episode_length: int,
+                     hidden: tuple[int, ...], chunk: int, chunks: int) -> dict:
+    """Full MAP-Elites generations, scanned in chunks of ``chunk`` generations."""
+    from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
+    from synprune_jax.archives import GridSpec
+    from synprune_jax.tasks import BraxTask
+
+    task = BraxTask(env_name=env_name, backend=backend, episode_length=episode_length,
+                    hidden_sizes=hidden, descriptors=("sparsity", "disconnected_fraction"))
+    config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (32, 32)),
+                             batch_size=batch)
+    algorithm = MapElites(config, task)
+    state = jax.jit(algorithm.init)(jax.random.key(0))
+    root = jax.random.key(1)
+
+    def run_chunk(state):
+        def body(state, _):
+            return algorithm.step(jax.random.fold_in(root, state.generation), state)
+
+        return jax.lax.scan(body, state, None, length=chunk)
+
+    start = time.perf_counter()
+    compiled = jax.jit(run_chunk, donate_argnums=0).lower(state).compile()
+    compile_s = time.perf_counter() - start
+    state, _ = compiled(state)  # warm-up
+    jax.block_until_ready(state)
+    rss = []
+    start = time.perf_counter()
+    for _ in range(chunks):
+        state, metrics = compiled(state)
+        jax.block_until_ready(state)
+        rss.append(_peak_rss_mb())
+    seconds = time.perf_counter() - start
+    generations = chunk * chunks
+    return {"stage": "engine", "compile_s": compile_s,
+            "env_steps_per_s": generations * batch * episode_length / seconds,
+            "seconds_per_generation": seconds / generations,
+            "peak_rss_mb_first_chunk": rss[0], "peak_rss_mb_last_chunk": rss[-1],
+            "qd_score": float(metrics["qd_score"][-1]),
+            "coverage": float(metrics["coverage"][-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 256, 100 steps only")
+    parser.add_argument("--env", default="hopper")
+    parser.add_argument("--backend", default="spring")
+    parser.add_argument("--hidden", default="16,16")
+    args = parser.parse_args()
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    sizes = [(256, 100)] if args.quick else [(256, 100), (1024, 100), (256, 200)]
+    machine = {"jax": jax.__version__, "backend": jax.default_backend(),
+               "devices": [str(d) for d in jax.devices()], "processor": platform.processor(),
+               "machine": platform.machine()}
+    _emit({"stage": "machine", **machine})
+    for batch, episode_length in sizes:
+        common = {"env": args.env, "backend": args.backend, "batch": batch,
+                  "episode_length": episode_length, "hidden": list(hidden)}
+        raw = raw_rollout_benchmark(args.env, args.backend, batch, episode_length, hidden,
+                                    repeats=10 if args.quick else 20)
+        _emit({**common, **raw})
+        engine = engine_benchmark(args.env, args.backend, batch, episode_length, hidden,
+                                  chunk=5, chunks=2 if args.quick else 4)
+        _emit({**common, **engine})
+        _emit({**common, "stage": "summary",
+               "raw_env_steps_per_s": raw["env_steps_per_s"],
+               "engine_env_steps_per_s": engine["env_steps_per_s"],
+               "overhead_ratio": engine["env_steps_per_s"] / raw["env_steps_per_s"],
+               "compile_s": engine["compile_s"], "raw_compile_s": raw["compile_s"],
+               "peak_rss_mb_first_chunk": engine["peak_rss_mb_first_chunk"],
+               "peak_rss_mb_last_chunk": engine["peak_rss_mb_last_chunk"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Command-line interface: ``synprune run | resume | list | plot``.
+
+    synprune run [EXPERIMENT] [--set key.path=value ...] [--out DIR] [--config FILE]
+    synprune resume DIR
+    synprune list
+    synprune plot DIR
+
+Configs are validated (unknown keys, wrong types, unknown env / backend / descriptor names) before
+anything is compiled. The run directory holds ``config.json`` (the resolved config), metrics,
+``checkpoints/``, ``timing.json``, ``summary.md`` / ``summary.json`` and the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+
+
+def _enable_compilation_cache() -> None:
+    """Persistent XLA cache: a second run of the same shapes skips most compile time."""
+    import jax
+
+    if os.environ.get("SYNPRUNE_NO_CACHE"):
+        return
+    directory = os.environ.get("JAX_COMPILATION_CACHE_DIR",
+                               os.path.join(os.path.expanduser("~"), ".cache", "synprune_jax"))
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _default_out(name: str) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{name}-{stamp}")
+
+
+def _finish(built, run_dir: str, state, metrics) -> None:
+    from synprune_jax.experiments.map_elites import format_summary
+
+    summary = built.report(run_dir, state, metrics)
+    print(f"\nRun directory: {run_dir}")
+    print(f"generations {summary['generations']}, evaluations {summary['evaluations']}, "
+          f"coverage {summary['coverage']:.3f}, max fitness {summary['max_fitness']:.2f}\n")
+    print(format_summary(summary["best_by_density"]))
+
+
+def command_run(args) -> int:
+    from synprune_jax import config as config_lib
+    from synprune_jax.experiments import DEFAULT_EXPERIMENT, get_experiment
+    from synprune_jax.runner import run
+
+    if args.config:
+        config = config_lib.load(args.config)
+        name = config.get("experiment", args.experiment or DEFAULT_EXPERIMENT)
+        if args.experiment and args.experiment != name:
+            raise config_lib.ConfigError(
+                f"--config is for experiment {name!r} but {args.experiment!r} was named")
+    else:
+        name = args.experiment or DEFAULT_EXPERIMENT
+    experiment = get_experiment(name)
+    base = config if args.config else experiment.default_config()
+    config = config_lib.apply_overrides(base, args.set or [])
+    config["experiment"] = name
+    built = experiment.build(config)  # validates before anything compiles
+    run_dir = args.out or _default_out(name)
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise config_lib.ConfigError(
+            f"{run_dir} already holds a run; use `synprune resume {run_dir}` or another --out")
+    os.makedirs(run_dir, exist_ok=True)
+    config_lib.save(config, os.path.join(run_dir, "config.json"))
+    print(f"synprune: running {name!r} into {run_dir}", flush=True)
+    _enable_compilation_cache()
+    state, metrics = run(built.algorithm, run_dir, built.run_config)
+    _finish(built, run_dir, state, metrics)
+    return 0
+
+
+def _load_run(run_dir: str):
+    from synprune_jax import config as config_lib
+    from synprune_jax.experiments import get_experiment
+
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise config_lib.ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    config = config_lib.load(path)
+    return get_experiment(config["experiment"]).build(config)
+
+
+def command_resume(args) -> int:
+    from synprune_jax.runner import run
+
+    built = _load_run(args.run_dir)
+    _enable_compilation_cache()
+    state, metrics = run(built.algorithm, args.run_dir, built.run_config, resume=True)
+    _finish(built, args.run_dir, state, metrics)
+    return 0
+
+
+def command_plot(args) -> int:
+    import jax
+
+    from synprune_jax import checkpoint
+    from synprune_jax.experiments.map_elites import plot_run
+    from synprune_jax.runner import read_metrics
+
+    built = _load_run(args.run_dir)
+    directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
+    step = checkpoint.latest_step(directory)
+    if step is None:
+        print(f"synprune: no checkpoint in {directory}", file=sys.stderr)
+        return 1
+    abstract = jax.eval_shape(built.algorithm.init, jax.random.key(0))
+    state = checkpoint.restore(directory, step, abstract)
+    for path in plot_run(args.run_dir, state, read_metrics(args.run_dir)):
+        print(path)
+    return 0
+
+
+def command_list(args) -> int:
+    from synprune_jax.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
+
+    width = max(len(name) for name in EXPERIMENTS)
+    for name, experiment in sorted(EXPERIMENTS.items()):
+        marker = " (default)" if name == DEFAULT_EXPERIMENT else ""
+        print(f"{name:<{width}}  {experiment.description}{marker}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synprune", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run_parser = commands.add_parser("run", help="run an experiment (default: me-prune)")
+    run_parser.add_argument("experiment", nargs="?", help="experiment name (see `synprune list`)")
+    run_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                            help="override a config value, e.g. run.num_generations=50 "
+                                 "(repeatable)")
+    run_parser.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
+    run_parser.add_argument("--config", help="start from a saved config.json instead of the "
+                                             "experiment's defaults")
+    run_parser.set_defaults(handler=command_run)
+
+    resume_parser = commands.add_parser("resume", help="continue a run from its last checkpoint")
+    resume_parser.add_argument("run_dir")
+    resume_parser.set_defaults(handler=command_resume)
+
+    list_parser = commands.add_parser("list", help="list experiments")
+    list_parser.set_defaults(handler=command_list)
+
+    plot_parser = commands.add_parser("plot", help="redraw a run's plots from its checkpoint")
+    plot_parser.add_argument("run_dir")
+    plot_parser.set_defaults(handler=command_plot)
+    return parser
+
+
+def main(argv=None) -> int:
+    from synprune_jax.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"synprune: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

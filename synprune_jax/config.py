@@ -1,0 +1,124 @@
+"""Experiment configuration as plain nested dicts (JSON-serialisable), with typed overrides.
+
+Every experiment defines a complete default config; a user changes it with dotted overrides
+(``run.num_generations=50``, ``task.hidden_sizes=32,32``). Overrides are type-checked against the
+default value and unknown keys are rejected with the list of valid ones, all before anything is
+built or compiled. The objects built from a config (tasks, archive specs, algorithm configs) are
+frozen dataclasses that validate their own fields as well.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A configuration or override that cannot be used."""
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "on"):
+            return True
+        if lowered in ("false", "no", "off"):
+            return False
+        if lowered in ("none", "null"):
+            return None
+        return text
+
+
+def _coerce(key: str, text: str, default: Any) -> Any:
+    """Parses ``text`` into the type of ``default``."""
+    if isinstance(default, (list, tuple)):
+        value = _parse_scalar(text)
+        if isinstance(value, str):
+            value = [_parse_scalar(part) for part in text.split(",") if part.strip()]
+        if not isinstance(value, list):
+            value = [value]
+        if default:
+            value = [_coerce(key, json.dumps(v) if not isinstance(v, str) else v, default[0])
+                     for v in value]
+        return value
+    value = _parse_scalar(text)
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {text!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"{key}: expected an integer, got {text!r}")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {text!r}")
+        return float(value)
+    if isinstance(default, str):
+        return text
+    return value
+
+
+def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
+    """Returns a copy of ``config`` with ``key.path=value`` overrides applied.
+
+    Raises:
+        ConfigError: malformed override, unknown key (the message lists the valid keys), or a
+            value of the wrong type.
+    """
+    config = copy.deepcopy(config)
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not of the form key.path=value")
+        path, text = override.split("=", 1)
+        keys = path.strip().split(".")
+        node = config
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(keys[:depth]) or "<top level>"
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"unknown config key {path!r}: {key!r} is not in {where}; "
+                                  f"valid keys there: {valid}")
+            if depth == len(keys) - 1:
+                if isinstance(node[key], dict):
+                    raise ConfigError(f"{path} is a section; set one of its keys: "
+                                      f"{sorted(node[key])}")
+                node[key] = _coerce(path, text, node[key])
+            else:
+                node = node[key]
+    return config
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (for tables and logs)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def require_keys(section: dict, name: str, allowed: Iterable[str]) -> None:
+    """Rejects keys a builder does not know (typos in hand-written config files)."""
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown keys in {name}: {unknown}; valid: {sorted(allowed)}")
+
+
+def save(config: dict, path) -> None:
+    with open(path, "w") as handle:
+        json.dump(config, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def load(path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)

@@ -1,0 +1,254 @@
+"""MAP-Elites pruning experiments: default configs, builder and reporter."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Callable
+
+import numpy as np
+
+from synprune_jax.config import ConfigError, require_keys
+
+DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
+
+
+def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: int,
+            num_generations: int, qd_offset: float, forward_prune: bool, sigma: float) -> dict:
+    return {
+        "algorithm": "map_elites",
+        "task": task,
+        "archive": archive,
+        "map_elites": {
+            "batch_size": batch_size,
+            "initial_batch_size": initial_batch_size,
+            "self_adaptive": False,
+            "forward_prune": forward_prune,
+            "init_beta_a": 1.0,
+            "init_beta_b": 1.0,
+            "exact_init_density": True,
+            "init_per_layer": True,
+            "qd_offset": qd_offset,
+        },
+        "mutation": {
+            "sigma": sigma,
+            "p_disconnect": 0.02,
+            "p_connect": 0.01,
+            "rate_redraw_probability": 0.1,
+            "rate_min": 1e-4,
+            "rate_max": 0.2,
+        },
+        "run": {"num_generations": num_generations, "seed": 0, "chunk_size": 10,
+                "checkpoint_every": 50},
+    }
+
+
+def _grid(resolution: list[int]) -> dict:
+    """Archive section; ``lower``/``upper`` null means the task's own descriptor bounds."""
+    return {"kind": "grid", "resolution": resolution, "lower": None, "upper": None,
+            "num_cells": 400, "num_samples": 50000}
+
+
+def default_config_brax() -> dict:
+    """The default job: hopper (spring backend), sparsity x disconnected-fraction grid."""
+    task = {"name": "brax", "env_name": "hopper", "backend": "spring", "episode_length": 100,
+            "num_episodes": 1, "hidden_sizes": [16, 16],
+            "descriptors": ["sparsity", "disconnected_fraction"]}
+    # Hopper returns over 100 steps stay above -100 (healthy reward >= 0, control and
+    # backward-motion costs are small per step): the stated QD offset.
+    config = _common(task, _grid([20, 20]), batch_size=256, initial_batch_size=1024,
+                     num_generations=800, qd_offset=-100.0, forward_prune=True, sigma=0.05)
+    config["experiment"] = "me-prune"
+    return config
+
+
+def default_config_feet() -> dict:
+    task = {"name": "brax", "env_name": "halfcheetah", "backend": "spring",
+            "episode_length": 100, "num_episodes": 1, "hidden_sizes": [16, 16],
+            "descriptors": ["feet_contact"]}
+    config = _common(task, _grid([10, 10]), batch_size=128, initial_batch_size=512,
+                     num_generations=200, qd_offset=-200.0, forward_prune=True, sigma=0.05)
+    config["experiment"] = "me-prune-feet"
+    return config
+
+
+def default_config_arm() -> dict:
+    task = {"name": "arm", "num_joints": 8, "genotype": "angles"}
+    config = _common(task, _grid([32, 32]), batch_size=512, initial_batch_size=1024,
+                     num_generations=200, qd_offset=-float(np.pi ** 2), forward_prune=False,
+                     sigma=0.1)
+    config["experiment"] = "me-arm"
+    return config
+
+
+@dataclasses.dataclass
+class Built:
+    """What a builder returns: everything needed to run and report an experiment."""
+
+    algorithm: object
+    run_config: object
+    report: Callable[[str, object, dict], dict]
+
+
+def build_task(section: dict):
+    from synprune_jax.tasks import make_task
+
+    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()
+               if k != "name"}
+    try:
+        return make_task(section["name"], **options)
+    except TypeError as error:  # unknown keyword for this task
+        raise ConfigError(f"task {section['name']!r}: {error}") from error
+
+
+def build_archive_spec(section: dict, task):
+    from synprune_jax.archives import CVTSpec, GridSpec
+
+    require_keys(section, "archive", ("kind", "resolution", "lower", "upper", "num_cells",
+                                      "num_samples"))
+    lower, upper = task.descriptor_bounds()
+    lower = tuple(float(x) for x in (section["lower"] if section["lower"] is not None else lower))
+    upper = tuple(float(x) for x in (section["upper"] if section["upper"] is not None else upper))
+    section["lower"], section["upper"] = list(lower), list(upper)  # the resolved config says them
+    if section["kind"] == "grid":
+        resolution = tuple(int(r) for r in section["resolution"])
+        if len(resolution) == 1 and len(lower) > 1:
+            resolution = resolution * len(lower)
+        return GridSpec(lower=lower, upper=upper, resolution=resolution)
+    if section["kind"] == "cvt":
+        return CVTSpec(lower=lower, upper=upper, num_cells=int(section["num_cells"]),
+                       num_samples=int(section["num_samples"]))
+    raise ConfigError(f"unknown archive kind {section['kind']!r}; valid: ['cvt', 'grid']")
+
+
+def build(config: dict) -> Built:
+    """Builds task, archive, MAP-Elites and run configuration; validates everything first.
+
+    Resolves defaults in place (archive bounds taken from the task), so the config saved in the
+    run directory states every value used.
+    """
+    from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
+    from synprune_jax.runner import RunConfig
+    from synprune_jax.variation import MutationConfig, MutationHyper
+
+    require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
+                                    "mutation", "run"))
+    if config["algorithm"] != "map_elites":
+        raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: ['map_elites']")
+    try:
+        task = build_task(config["task"])
+        archive = build_archive_spec(config["archive"], task)
+        section = dict(config["map_elites"])
+        require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
+                                             "forward_prune", "init_beta_a", "init_beta_b",
+                                             "exact_init_density", "init_per_layer",
+                                             "qd_offset"))
+        mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
+                                  forward_prune=bool(section.pop("forward_prune")))
+        me_config = MapElitesConfig(archive=archive, mutation=mutation,
+                                    density_bands=DENSITY_BANDS, **section)
+        require_keys(config["mutation"], "mutation",
+                     [f.name for f in dataclasses.fields(MutationHyper)])
+        hyper = MutationHyper(**{k: float(v) for k, v in config["mutation"].items()})
+        _check_hyper(hyper)
+        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
+                                            "checkpoint_every"))
+        run_config = RunConfig(**config["run"])
+        algorithm = MapElites(me_config, task, hyper)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(str(error)) from error
+    return Built(algorithm=algorithm, run_config=run_config, report=report)
+
+
+def _check_hyper(hyper) -> None:
+    if hyper.sigma < 0:
+        raise ConfigError(f"mutation.sigma must be >= 0, got {hyper.sigma}")
+    for name in ("p_disconnect", "p_connect", "rate_redraw_probability"):
+        value = getattr(hyper, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"mutation.{name} must be in [0, 1], got {value}")
+    if not 0.0 < hyper.rate_min <= hyper.rate_max <= 1.0:
+        raise ConfigError("mutation needs 0 < rate_min <= rate_max <= 1")
+
+
+def summary_table(state, bands=DENSITY_BANDS) -> list[dict]:
+    """Best fitness among archive elites at density <= each band, with elite counts."""
+    fitness = np.asarray(state.archive.fitness)
+    density = np.asarray(state.archive.density)
+    filled = np.isfinite(fitness)
+    rows = []
+    for band in bands:
+        inside = filled & (density <= band + 1e-6)
+        best = float(fitness[inside].max()) if inside.any() else float("nan")
+        rows.append({"max_density": band, "best_fitness": best, "num_elites": int(inside.sum())})
+    return rows
+
+
+def format_summary(rows: list[dict]) -> str:
+    lines = ["| density <= | best return | elites |", "|---|---|---|"]
+    for row in rows:
+        best = "—" if np.isnan(row["best_fitness"]) else f"{row['best_fitness']:.2f}"
+        lines.append(f"| {row['max_density'] * 100:.0f} % | {best} | {row['num_elites']} |")
+    return "\n".join(lines)
+
+
+def report(run_dir: str, state, metrics: dict) -> dict:
+    """Writes ``summary.json``, ``summary.md`` and the plots; returns the summary dict."""
+    rows = summary_table(state)
+    archive = state.archive
+    fitness = np.asarray(archive.fitness, np.float64)
+    summary = {
+        "generations": int(state.generation),
+        "evaluations": int(state.num_evaluations),
+        "coverage": float(np.isfinite(fitness).mean()),
+        "max_fitness": float(fitness[np.isfinite(fitness)].max()) if np.isfinite(fitness).any()
+        else float("nan"),
+        "best_by_density": rows,
+    }
+    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
+        handle.write(format_summary(rows) + "\n")
+    plot_run(run_dir, state, metrics)
+    return summary
+
+
+def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
+    """Archive heatmap, QD curves and best fitness against density."""
+    from synprune_jax import plots
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
+    archive = state.archive
+    fitness = np.asarray(archive.fitness, np.float64)
+    fitness = np.where(np.isfinite(fitness), fitness, np.nan)
+    centroids = np.asarray(archive.centroids)
+    section = config["archive"]
+    lower, upper = np.asarray(section["lower"]), np.asarray(section["upper"])  # resolved by build
+    resolution = None
+    if section["kind"] == "grid":
+        resolution = tuple(section["resolution"])
+        if len(resolution) == 1:
+            resolution = resolution * centroids.shape[1]
+    names = _descriptor_names(config)
+    paths = [
+        plots.plot_archive_heatmap(os.path.join(run_dir, "archive_heatmap.png"), fitness,
+                                   centroids, resolution=resolution, lower=lower, upper=upper,
+                                   labels=(names[0], names[1] if len(names) > 1 else ""),
+                                   title=f"{config.get('experiment', '')}: elite fitness"),
+        plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
+                          keys=("qd_score", "coverage", "max_fitness")),
+        plots.plot_fitness_vs_density(os.path.join(run_dir, "fitness_vs_density.png"),
+                                      np.asarray(archive.density), fitness, bands=DENSITY_BANDS),
+    ]
+    return paths
+
+
+def _descriptor_names(config: dict) -> list[str]:
+    try:
+        return list(build_task(config["task"]).descriptor_names)
+    except Exception:  # plotting must not fail on a task that cannot be rebuilt
+        return ["descriptor 0", "descriptor 1"]

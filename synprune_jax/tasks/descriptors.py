@@ -1,0 +1,217 @@
+"""Behaviour descriptors, selectable by name.
+
+A task is built with a tuple of descriptor names (e.g. ``("sparsity", "disconnected_fraction")``).
+Each name expands to one or more descriptor columns; the task concatenates them into the
+``[P, D]`` ``EvalResult.descriptors`` array. Every descriptor has fixed bounds so a grid archive
+can be laid out before anything runs; values are clipped into those bounds.
+
+Registry (:data:`DESCRIPTORS`), grouped by what a task must provide:
+
+============================  =========================================  ===================
+name                          columns and meaning                         requires
+============================  =========================================  ===================
+``sparsity``                  1 - density of the maskable parameters      an :class:`MLPSpec`
+``disconnected_fraction``     hidden/output units without active input    an :class:`MLPSpec`
+``layer_density``             density of each kernel, one column per      an :class:`MLPSpec`
+                              layer
+``final_xy``                  torso (x, y) at the last alive step,        a Brax rollout
+                              clipped to ``[-xy_bound, xy_bound]``
+``feet_contact``              fraction of alive steps each foot touches   a Brax env with feet
+                              the ground, one column per foot
+``end_effector``              (x, y) of the kinematic arm's tip mapped    the kinematic arm
+                              to [0, 1]
+============================  =========================================  ===================
+
+Names are validated (:func:`validate`) when a task is constructed, before anything is traced or
+compiled; an unknown or unsupported name raises ``ValueError`` listing the names valid *for that
+task*.
+
+Every ``compute`` function works on **one individual**; tasks add the population axis with
+``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synprune_jax import masks as masks_lib
+from synprune_jax.networks import MLPSpec
+
+# Capabilities a task can offer (see DescriptorContext.capabilities).
+SPEC = "spec"
+ROLLOUT = "rollout"
+FEET = "feet"
+END_EFFECTOR = "end_effector"
+
+
+@dataclasses.dataclass(frozen=True)
+class DescriptorContext:
+    """Static facts about a task that descriptors need (hashable).
+
+    Attributes:
+        capabilities: which inputs the task can provide: any of ``"spec"``, ``"rollout"``,
+            ``"feet"``, ``"end_effector"``.
+        spec: the task's network, if any (required by mask-based descriptors).
+        feet: labels of the feet (one ``feet_contact`` column each).
+        xy_bound: half-width of the ``final_xy`` bounds.
+    """
+
+    capabilities: frozenset = frozenset()
+    spec: MLPSpec | None = None
+    feet: tuple[str, ...] = ()
+    xy_bound: float = 5.0
+
+
+# compute(context, inputs) -> [k] float32, for one individual. ``inputs`` keys:
+#   "masks" (the individual's masks), "final_xy" [2], "feet_contact" [F], "end_effector" [2].
+ComputeFn = Callable[[DescriptorContext, Mapping[str, jax.Array]], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Descriptor:
+    """One registry entry.
+
+    Attributes:
+        name: registry name.
+        requires: the capability a task must offer for this descriptor to be valid.
+        columns: ``context -> tuple of column names``.
+        bounds: ``context -> (lower [k], upper [k])`` numpy float32.
+        compute: ``(context, inputs) -> [k]`` float32 for one individual.
+        doc: one-line description.
+    """
+
+    name: str
+    requires: str
+    columns: Callable[[DescriptorContext], tuple[str, ...]]
+    bounds: Callable[[DescriptorContext], tuple[np.ndarray, np.ndarray]]
+    compute: ComputeFn
+    doc: str
+
+
+def _unit_bounds(k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((k,), np.float32), np.ones((k,), np.float32)
+
+
+# ----- mask-based ----------------------------------------------------------------------------
+
+def _sparsity(context: DescriptorContext, inputs: Mapping[str, jax.Array]) -> jax.Array:
+    # Counted in integers so a full network gives exactly 0 (1 - density can round below 0).
+    maskable = context.spec.maskable()
+    total = masks_lib.count_maskable(inputs["masks"], maskable)
+    inactive = total - masks_lib.count_active(inputs["masks"], maskable)
+    return jnp.reshape(inactive.astype(jnp.float32) / total, (1,))
+
+
+def _disconnected_fraction(context: DescriptorContext, inputs) -> jax.Array:
+    stats = masks_lib.mask_statistics(context.spec, inputs["masks"])
+    return jnp.clip(jnp.reshape(stats.disconnected_fraction, (1,)), 0.0, 1.0)
+
+
+def _layer_density(context: DescriptorContext, inputs) -> jax.Array:
+    return jnp.clip(masks_lib.mask_statistics(context.spec, inputs["masks"]).layer_density,
+                    0.0, 1.0)
+
+
+# ----- behaviour-based -----------------------------------------------------------------------
+
+def _final_xy_bounds(context: DescriptorContext) -> tuple[np.ndarray, np.ndarray]:
+    bound = float(context.xy_bound)
+    return np.full((2,), -bound, np.float32), np.full((2,), bound, np.float32)
+
+
+def _final_xy(context: DescriptorContext, inputs) -> jax.Array:
+    return jnp.clip(inputs["final_xy"], -context.xy_bound, context.xy_bound)
+
+
+def _feet_contact(context: DescriptorContext, inputs) -> jax.Array:
+    return jnp.clip(inputs["feet_contact"], 0.0, 1.0)
+
+
+def _end_effector(context: DescriptorContext, inputs) -> jax.Array:
+    return jnp.clip(inputs["end_effector"], 0.0, 1.0)
+
+
+DESCRIPTORS: dict[str, Descriptor] = {
+    d.name: d
+    for d in (
+        Descriptor("sparsity", SPEC, lambda c: ("sparsity",), lambda c: _unit_bounds(1),
+                   _sparsity, "1 - density of the maskable parameters"),
+        Descriptor("disconnected_fraction", SPEC, lambda c: ("disconnected_fraction",),
+                   lambda c: _unit_bounds(1), _disconnected_fraction,
+                   "fraction of hidden/output units with no active incoming connection"),
+        Descriptor("layer_density", SPEC,
+                   lambda c: tuple(f"layer_density_{i}" for i in range(c.spec.num_layers)),
+                   lambda c: _unit_bounds(c.spec.num_layers), _layer_density,
+                   "density of each kernel"),
+        Descriptor("final_xy", ROLLOUT, lambda c: ("final_x", "final_y"), _final_xy_bounds,
+                   _final_xy, "torso (x, y) at the last alive step"),
+        Descriptor("feet_contact", FEET,
+                   lambda c: tuple(f"feet_contact_{foot}" for foot in c.feet),
+                   lambda c: _unit_bounds(len(c.feet)), _feet_contact,
+                   "fraction of alive steps each foot touches the ground"),
+        Descriptor("end_effector", END_EFFECTOR, lambda c: ("end_effector_x", "end_effector_y"),
+                   lambda c: _unit_bounds(2), _end_effector,
+                   "kinematic arm tip (x, y) mapped to [0, 1]"),
+    )
+}
+
+
+def available(context: DescriptorContext) -> tuple[str, ...]:
+    """Descriptor names valid for a task with this context, in registry order."""
+    return tuple(name for name, d in DESCRIPTORS.items() if d.requires in context.capabilities)
+
+
+def validate(names, context: DescriptorContext, owner: str = "this task") -> tuple[str, ...]:
+    """Checks descriptor names (cheap: no tracing, no compiling).
+
+    Args:
+        names: a sequence of descriptor names (a single string is rejected, to catch
+            ``descriptors="sparsity"``).
+        context: the task's :class:`DescriptorContext`.
+        owner: how to name the task in error messages.
+
+    Returns:
+        The names as a tuple.
+
+    Raises:
+        ValueError: empty, duplicated, unknown or unsupported names; the message lists the valid
+            names for this task.
+    """
+    if isinstance(names, str):
+        raise ValueError(f"descriptors must be a sequence of names, not the string {names!r}")
+    names = tuple(names)
+    valid = available(context)
+    if not names:
+        raise ValueError(f"at least one descriptor is needed for {owner}; valid: {list(valid)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate descriptor names {list(names)} for {owner}")
+    for name in names:
+        if name not in valid:
+            reason = "unknown descriptor" if name not in DESCRIPTORS else (
+                f"descriptor not supported (needs {DESCRIPTORS[name].requires!r})")
+            raise ValueError(f"{reason} {name!r} for {owner}; valid: {list(valid)}")
+    return names
+
+
+def column_names(names, context: DescriptorContext) -> tuple[str, ...]:
+    """One name per descriptor column."""
+    return tuple(col for name in names for col in DESCRIPTORS[name].columns(context))
+
+
+def bounds(names, context: DescriptorContext) -> tuple[np.ndarray, np.ndarray]:
+    """``(lower [D], upper [D])`` float32 numpy arrays."""
+    pairs = [DESCRIPTORS[name].bounds(context) for name in names]
+    return (np.concatenate([p[0] for p in pairs]).astype(np.float32),
+            np.concatenate([p[1] for p in pairs]).astype(np.float32))
+
+
+def compute(names, context: DescriptorContext, inputs: Mapping[str, jax.Array]) -> jax.Array:
+    """Descriptor vector ``[D]`` float32 of one individual (vmap for a population)."""
+    parts = [jnp.reshape(DESCRIPTORS[name].compute(context, inputs), (-1,)).astype(jnp.float32)
+             for name in names]
+    return jnp.concatenate(parts)
