@@ -57,6 +57,17 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         (cut / "summary.json").read_text())
 
 
+def test_cvt_archive_and_jsonl_metrics(tmp_path):
+    out = tmp_path / "cvt"
+    assert main(["run", *ARM, "--set", "archive.kind=cvt", "--set", "archive.num_cells=50",
+                 "--set", "archive.num_samples=2000", "--set", "run.metrics_format=jsonl",
+                 "--set", "run.num_generations=10", "--out", str(out)]) == 0
+    metrics = read_metrics(out)
+    np.testing.assert_array_equal(metrics["generation"], np.arange(1, 11))
+    assert (out / "metrics.jsonl").exists() and (out / "archive_heatmap.png").exists()
+    assert 0 < metrics["coverage"][-1] <= 1
+
+
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "me-arm", "--set", "run.num_generation=3", "--out",
                  str(tmp_path / "x")]) == 2

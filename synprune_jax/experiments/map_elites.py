@@ -40,7 +40,7 @@ def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: i
             "rate_max": 0.2,
         },
         "run": {"num_generations": num_generations, "seed": 0, "chunk_size": 10,
-                "checkpoint_every": 50},
+                "checkpoint_every": 50, "metrics_format": "csv", "progress": True},
     }
 
 
@@ -153,7 +153,7 @@ def build(config: dict) -> Built:
         hyper = MutationHyper(**{k: float(v) for k, v in config["mutation"].items()})
         _check_hyper(hyper)
         require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
-                                            "checkpoint_every"))
+                                            "checkpoint_every", "metrics_format", "progress"))
         run_config = RunConfig(**config["run"])
         algorithm = MapElites(me_config, task, hyper)
     except (TypeError, ValueError) as error:
