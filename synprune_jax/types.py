@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import struct
 
 PyTree = Any
@@ -63,7 +62,3 @@ class EvalResult:
     descriptors: jax.Array
     extras: dict = struct.field(default_factory=dict)
 
-
-def stack(individuals: list[PyTree]) -> PyTree:
-    """Stacks per-individual pytrees along a new leading axis."""
-    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *individuals)

@@ -201,7 +201,3 @@ class MapElites:
 
     def step(self, key: jax.Array, state: MapElitesState):
         return step(key, state, self.task, self.config, self.hyper)
-
-    @property
-    def env_steps_per_generation(self) -> int:
-        return self.config.batch_size * int(getattr(self.task, "env_steps_per_individual", 0))
