@@ -36,13 +36,9 @@ def _default_out(name: str) -> str:
 
 
 def _finish(built, run_dir: str, state, metrics) -> None:
-    from synprune_jax.experiments.map_elites import format_summary
-
     summary = built.report(run_dir, state, metrics)
     print(f"\nRun directory: {run_dir}")
-    print(f"generations {summary['generations']}, evaluations {summary['evaluations']}, "
-          f"coverage {summary['coverage']:.3f}, max fitness {summary['max_fitness']:.2f}\n")
-    print(format_summary(summary["best_by_density"]))
+    print(built.describe(summary))
 
 
 def command_run(args) -> int:
@@ -101,7 +97,6 @@ def command_plot(args) -> int:
     import jax
 
     from synprune_jax import checkpoint
-    from synprune_jax.experiments.map_elites import plot_run
     from synprune_jax.runner import read_metrics
 
     built = _load_run(args.run_dir)
@@ -112,7 +107,7 @@ def command_plot(args) -> int:
         return 1
     abstract = jax.eval_shape(built.algorithm.init, jax.random.key(0))
     state = checkpoint.restore(directory, step, abstract)
-    for path in plot_run(args.run_dir, state, read_metrics(args.run_dir)):
+    for path in built.plot(args.run_dir, state, read_metrics(args.run_dir)):
         print(path)
     return 0
 

@@ -2,49 +2,34 @@
 
 An experiment is a default config (a nested dict, see :mod:`synprune_jax.config`) plus a builder
 that turns a config into an algorithm, a run configuration and a reporter (summary table and
-plots). ``DEFAULT_EXPERIMENT`` is what ``synprune run`` runs with no name.
+plots). Every module of this package that defines ``EXPERIMENTS`` (a tuple of
+:class:`~synprune_jax.experiments.base.Experiment`) is collected here, so a new method registers
+itself by adding a module. ``DEFAULT_EXPERIMENT`` is what ``synprune run`` runs with no name.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
+import importlib
+import pkgutil
 
 from synprune_jax.config import ConfigError
-from synprune_jax.experiments import map_elites as _map_elites
+from synprune_jax.experiments.base import Built, Experiment
 
 
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-    """A registered experiment.
-
-    Attributes:
-        name: the name used on the command line.
-        description: one line for ``synprune list``.
-        default_config: returns a fresh default config dict.
-        build: config dict -> :class:`~synprune_jax.experiments.map_elites.Built`.
-    """
-
-    name: str
-    description: str
-    default_config: Callable[[], dict]
-    build: Callable[[dict], object]
+def _collect() -> dict[str, Experiment]:
+    found: dict[str, Experiment] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name == "base" or module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for experiment in getattr(module, "EXPERIMENTS", ()):
+            if experiment.name in found:
+                raise RuntimeError(f"experiment {experiment.name!r} is registered twice")
+            found[experiment.name] = experiment
+    return found
 
 
-EXPERIMENTS: dict[str, Experiment] = {
-    experiment.name: experiment
-    for experiment in (
-        Experiment("me-prune", "MAP-Elites synaptic pruning of a tanh MLP on Brax hopper "
-                   "(descriptors: sparsity x disconnected fraction); about 5 min on 2 CPU cores",
-                   _map_elites.default_config_brax, _map_elites.build),
-        Experiment("me-prune-feet", "MAP-Elites pruning on Brax halfcheetah with feet-contact "
-                   "descriptors (behavioural diversity); reports density bands as well",
-                   _map_elites.default_config_feet, _map_elites.build),
-        Experiment("me-arm", "MAP-Elites on the kinematic planar arm (direct masked joint "
-                   "angles; end-effector descriptors): the quick QD benchmark, seconds on CPU",
-                   _map_elites.default_config_arm, _map_elites.build),
-    )
-}
+EXPERIMENTS: dict[str, Experiment] = _collect()
 
 DEFAULT_EXPERIMENT = "me-prune"
 
@@ -54,3 +39,6 @@ def get_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; valid: {sorted(EXPERIMENTS)}")
     return EXPERIMENTS[name]
+
+
+__all__ = ["Built", "DEFAULT_EXPERIMENT", "EXPERIMENTS", "Experiment", "get_experiment"]

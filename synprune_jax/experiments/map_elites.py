@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable
-
 import numpy as np
 
 from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.experiments.base import Built, Experiment
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
@@ -82,15 +81,6 @@ def default_config_arm() -> dict:
     return config
 
 
-@dataclasses.dataclass
-class Built:
-    """What a builder returns: everything needed to run and report an experiment."""
-
-    algorithm: object
-    run_config: object
-    report: Callable[[str, object, dict], dict]
-
-
 def build_task(section: dict):
     from synprune_jax.tasks import make_task
 
@@ -160,7 +150,8 @@ def build(config: dict) -> Built:
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(str(error)) from error
-    return Built(algorithm=algorithm, run_config=run_config, report=report)
+    return Built(algorithm=algorithm, run_config=run_config, report=report, describe=describe,
+                 plot=plot_run)
 
 
 def _check_hyper(hyper) -> None:
@@ -216,6 +207,13 @@ def report(run_dir: str, state, metrics: dict) -> dict:
     return summary
 
 
+def describe(summary: dict) -> str:
+    """The text ``synprune run`` prints at the end: totals and the best-by-density table."""
+    return (f"generations {summary['generations']}, evaluations {summary['evaluations']}, "
+            f"coverage {summary['coverage']:.3f}, max fitness {summary['max_fitness']:.2f}\n\n"
+            + format_summary(summary["best_by_density"]))
+
+
 def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
     """Archive heatmap, QD curves and best fitness against density."""
     from synprune_jax import plots
@@ -252,3 +250,16 @@ def _descriptor_names(config: dict) -> list[str]:
         return list(build_task(config["task"]).descriptor_names)
     except Exception:  # plotting must not fail on a task that cannot be rebuilt
         return ["descriptor 0", "descriptor 1"]
+
+
+EXPERIMENTS = (
+    Experiment("me-prune", "MAP-Elites synaptic pruning of a tanh MLP on Brax hopper "
+               "(descriptors: sparsity x disconnected fraction); about 3 min on 2 CPU cores",
+               default_config_brax, build),
+    Experiment("me-prune-feet", "MAP-Elites pruning on Brax halfcheetah with feet-contact "
+               "descriptors (behavioural diversity); reports density bands as well",
+               default_config_feet, build),
+    Experiment("me-arm", "MAP-Elites on the kinematic planar arm (direct masked joint "
+               "angles; end-effector descriptors): the quick QD benchmark, seconds on CPU",
+               default_config_arm, build),
+)

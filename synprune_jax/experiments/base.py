@@ -1,0 +1,51 @@
+"""What every experiment module provides: :class:`Experiment` entries and a :class:`Built`.
+
+An experiment module in :mod:`synprune_jax.experiments` defines a module-level ``EXPERIMENTS``
+tuple of :class:`Experiment`; the registry in ``synprune_jax/experiments/__init__.py`` collects
+them from every module of the package, so adding a method means adding one module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A registered experiment.
+
+    Attributes:
+        name: the name used on the command line.
+        description: one line for ``synprune list``.
+        default_config: returns a fresh default config dict (with ``"experiment": name``).
+        build: config dict -> :class:`Built`; validates the whole config before anything
+            compiles and raises :class:`~synprune_jax.config.ConfigError` on bad input.
+    """
+
+    name: str
+    description: str
+    default_config: Callable[[], dict]
+    build: Callable[[dict], "Built"]
+
+
+@dataclasses.dataclass
+class Built:
+    """What a builder returns: everything needed to run and report an experiment.
+
+    Attributes:
+        algorithm: an object with ``init(key) -> state`` and ``step(key, state) -> (state,
+            metrics)`` (see :mod:`synprune_jax.runner`).
+        run_config: a :class:`~synprune_jax.runner.RunConfig`.
+        report: ``(run_dir, state, metrics) -> summary dict``; writes ``summary.json``,
+            ``summary.md`` and the plots into the run directory.
+        describe: ``summary dict -> str``, the text the CLI prints at the end of a run.
+        plot: ``(run_dir, state, metrics) -> list of paths``; redraws the plots
+            (``synprune plot DIR``).
+    """
+
+    algorithm: object
+    run_config: object
+    report: Callable[[str, object, dict], dict]
+    describe: Callable[[dict], str]
+    plot: Callable[[str, object, dict], list]
