@@ -360,6 +360,18 @@ def test_sample_only_returns_filled_cells():
     chex.assert_trees_all_equal(parents, jitted_sample(jax.random.key(0), archive, 300))
 
 
+def test_sample_is_uniform_over_filled_cells():
+    spec = GridSpec((0.0,), (1.0,), (6,))
+    archive = init_archive(spec, template())
+    archive, _ = add(spec, archive, make_population([11, 13, 15]),
+                     make_result([1.0, 2.0, 3.0], [[0.05], [0.45], [0.95]]))
+    counts = np.bincount(np.asarray(sample_indices(jax.random.key(3), archive, 30_000)),
+                         minlength=6)
+    assert counts[[1, 3, 4]].sum() == 0
+    # 10,000 expected per filled cell; binomial sd ~82, so +-400 is about 5 sd.
+    np.testing.assert_allclose(counts[[0, 2, 5]], 10_000, atol=400)
+
+
 def test_sample_from_empty_archive_returns_zero_genomes():
     parents = sample(jax.random.key(1), init_archive(LINE, template()), 4)
     assert parents.size == 4

@@ -402,10 +402,20 @@ def sample_indices(key: jax.Array, archive: Archive, num: int) -> jax.Array:
     Returns:
         ``[num]`` int32 cell indices. If the archive is empty the draws are uniform over all
         ``C`` cells (which hold zero genomes): seed the archive before sampling from it.
+
+    Cost is ``O(C + num)``: the filled cells are listed once (``jnp.nonzero`` with a static size)
+    and each draw is one integer in ``[0, num_filled)`` (a Gumbel-max ``categorical`` over all
+    cells would draw ``num * C`` numbers, which dominated small generations).
     """
     filled = archive.filled
-    logits = jnp.where(filled | ~jnp.any(filled), 0.0, -jnp.inf)
-    return jax.random.categorical(key, logits, shape=(num,)).astype(jnp.int32)
+    num_cells = filled.shape[0]
+    num_filled = jnp.sum(filled, dtype=jnp.int32)
+    (filled_cells,) = jnp.nonzero(filled, size=num_cells, fill_value=0)
+    any_filled = num_filled > 0
+    table = jnp.where(any_filled, filled_cells, jnp.arange(num_cells, dtype=filled_cells.dtype))
+    upper = jnp.where(any_filled, num_filled, num_cells)
+    draws = jax.random.randint(key, (num,), 0, upper, dtype=jnp.int32)
+    return table[draws].astype(jnp.int32)
 
 
 def sample(key: jax.Array, archive: Archive, num: int) -> Population:
