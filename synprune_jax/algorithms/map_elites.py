@@ -201,3 +201,158 @@ class MapElites:
 
     def step(self, key: jax.Array, state: MapElitesState):
         return step(key, state, self.task, self.config, self.hyper)
+
+
+# ----- ES emitter (ME-ES style) ----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ESEmitterConfig:
+    """Static configuration of the ES emitter of :class:`MapElitesES`.
+
+    The emitter runs one evosax strategy (:class:`~synprune_jax.algorithms.es.MaskedStrategy`)
+    centred on an archive elite, with that elite's masks; its samples are offspring like any
+    others (inserted into the archive) and their fitness updates the strategy. Every
+    ``restart_every`` generations it restarts on a new uniformly drawn elite.
+
+    Attributes:
+        strategy: a distribution-based evosax strategy (OpenES, CMA-ES, SNES, PGPE, ARS, ...).
+        population_size: ES samples per generation (even for OpenES).
+        sigma_init: search std.
+        learning_rate: optimizer learning rate (strategies with an optimizer).
+        optimizer: ``"adam"`` or ``"sgd"``.
+        search_space: ``"unmasked"`` (only the elite's active weights) or ``"all"``.
+        restart_every: generations between restarts on a new elite.
+        use_mutation_emitter: also emit ``MapElitesConfig.batch_size`` mutated offspring each
+            generation (the two emitters mixed in one run); False: ES offspring only.
+    """
+
+    strategy: str = "open_es"
+    population_size: int = 32
+    sigma_init: float = 0.05
+    learning_rate: float = 0.05
+    optimizer: str = "adam"
+    search_space: str = "unmasked"
+    restart_every: int = 10
+    use_mutation_emitter: bool = True
+
+    def __post_init__(self):
+        from synprune_jax.algorithms import es as es_lib
+
+        if es_lib.is_population_based(self.strategy):
+            raise ValueError(f"the ES emitter needs a distribution-based strategy, got "
+                             f"{self.strategy!r}")
+        if self.population_size < 2:
+            raise ValueError(f"population_size must be >= 2, got {self.population_size}")
+        if self.restart_every < 1:
+            raise ValueError(f"restart_every must be >= 1, got {self.restart_every}")
+        if self.sigma_init <= 0 or self.learning_rate <= 0:
+            raise ValueError("sigma_init and learning_rate must be > 0")
+
+
+@struct.dataclass
+class MapElitesESState:
+    """State of :class:`MapElitesES`: the MAP-Elites fields plus the ES emitter's.
+
+    Attributes:
+        archive: the archive.
+        generation: int32 scalar.
+        num_evaluations: int32 scalar.
+        es_state: evosax state of the emitter (flat vectors of the network size).
+        es_masks: masks of the elite the emitter is improving (one network).
+        es_rates: ``[2]`` that elite's mutation rates (passed on to ES offspring).
+        es_age: int32, generations since the emitter's last restart.
+    """
+
+    archive: Archive
+    generation: jax.Array
+    num_evaluations: jax.Array
+    es_state: object
+    es_masks: object
+    es_rates: jax.Array
+    es_age: jax.Array
+
+
+class MapElitesES:
+    """MAP-Elites with an ES emitter, alone or mixed with the mutation emitter.
+
+    One generation: the mutation emitter's ``config.batch_size`` offspring (if
+    ``use_mutation_emitter``) and the ES emitter's ``population_size`` samples are evaluated in
+    one batch and inserted together; the ES is told its samples' fitness; on restart generations
+    the ES re-centres on a uniformly drawn elite. ``init`` is MAP-Elites' :func:`init` followed
+    by the emitter's first centring.
+    """
+
+    def __init__(self, config: MapElitesConfig, emitter: ESEmitterConfig, task,
+                 hyper: MutationHyper | None = None):
+        from synprune_jax.algorithms import es as es_lib
+
+        validate(config, task)
+        self.config = config
+        self.emitter = emitter
+        self.task = task
+        self.hyper = hyper if hyper is not None else MutationHyper()
+        template = jax.eval_shape(task.init_params, jax.random.key(0))
+        template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
+        self.adapter = es_lib.MaskedStrategy(
+            emitter.strategy, emitter.population_size, template,
+            search_space=emitter.search_space, sigma_init=emitter.sigma_init,
+            optimizer=emitter.optimizer, learning_rate=emitter.learning_rate)
+
+    def _centre(self, key: jax.Array, archive: Archive):
+        key_pick, key_init = jax.random.split(key)
+        elite = sample(key_pick, archive, 1)[0]
+        es_state = self.adapter.init(key_init, elite.params, elite.masks)
+        es_state = jax.tree_util.tree_map(
+            lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), es_state)
+        return es_state, elite.masks, elite.rates
+
+    def init(self, key: jax.Array) -> MapElitesESState:
+        key_me, key_es = jax.random.split(key)
+        base = init(key_me, self.task, self.config, self.hyper)
+        es_state, es_masks, es_rates = self._centre(key_es, base.archive)
+        return MapElitesESState(archive=base.archive, generation=base.generation,
+                                num_evaluations=base.num_evaluations, es_state=es_state,
+                                es_masks=es_masks, es_rates=es_rates,
+                                es_age=jnp.zeros((), jnp.int32))
+
+    def step(self, key: jax.Array, state: MapElitesESState):
+        config, emitter, adapter = self.config, self.emitter, self.adapter
+        key_emit, key_ask, key_eval, key_tell, key_restart = jax.random.split(key, 5)
+        samples, es_state = adapter.ask(key_ask, state.es_state, state.es_masks)
+        num_es = emitter.population_size
+        es_offspring = Population(
+            params=adapter.unravel_population(samples),
+            masks=jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (num_es, *m.shape)),
+                                         state.es_masks),
+            rates=jnp.broadcast_to(state.es_rates, (num_es, 2)))
+        if emitter.use_mutation_emitter:
+            mutated = emit(key_emit, state.archive, self.task, config, self.hyper)
+            offspring = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), mutated,
+                                               es_offspring)
+        else:
+            offspring = es_offspring
+        result = self.task.evaluate(key_eval, offspring)
+        archive, inserted = add(config.archive, state.archive, offspring, result)
+        es_fitness = result.fitness[-num_es:]
+        es_state, _ = adapter.tell(key_tell, samples, es_fitness, es_state, state.es_masks)
+        es_state = jax.tree_util.tree_map(
+            lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), es_state)
+
+        age = state.es_age + 1
+        restart = age >= emitter.restart_every
+        fresh_state, fresh_masks, fresh_rates = self._centre(key_restart, archive)
+        pick = lambda new, old: jnp.where(restart, new, old)
+        es_state = jax.tree_util.tree_map(pick, fresh_state, es_state)
+        es_masks = jax.tree_util.tree_map(pick, fresh_masks, state.es_masks)
+        es_rates = pick(fresh_rates, state.es_rates)
+        count = offspring.size
+        new_state = MapElitesESState(
+            archive=archive, generation=state.generation + 1,
+            num_evaluations=state.num_evaluations + count, es_state=es_state, es_masks=es_masks,
+            es_rates=es_rates, es_age=jnp.where(restart, 0, age).astype(jnp.int32))
+        metrics = _metrics(config, archive, offspring, result, inserted)
+        metrics["num_evaluations"] = new_state.num_evaluations
+        metrics["es_num_inserted"] = jnp.sum(inserted[-num_es:], dtype=jnp.int32)
+        metrics["es_max_fitness"] = jnp.max(jnp.where(jnp.isfinite(es_fitness), es_fitness,
+                                                      -jnp.inf))
+        return new_state, metrics

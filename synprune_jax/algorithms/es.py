@@ -1,0 +1,600 @@
+"""Evolution strategies over masked networks, through evosax (any strategy by name).
+
+Two layers:
+
+* :class:`MaskedStrategy` wraps one evosax strategy (``evosax.algorithms``) for one network
+  template. The search vector is the full raveled parameter vector ``[N]`` (fixed shape under jit);
+  masks are a float vector ``m [N]`` (1 = active or not maskable). Fitness is *maximised*: the
+  adapter negates it at the evosax boundary. Two search spaces:
+
+  - ``"all"``: evosax searches every coordinate; masks are only applied at evaluation, so masked
+    coordinates drift freely (and come back if a connection is restored).
+  - ``"unmasked"``: only active coordinates are searched. Samples are projected,
+    ``x <- where(m, x, 0)``, and the mean (or, for population-based strategies, every member)
+    is projected after every ``tell`` and after every prune. A masked coordinate therefore sits
+    at exactly 0 in the mean and in every sample, so ``x - mean`` is 0 there and the strategy's
+    update (gradient, covariance, evolution paths) sees no step along it: the effective search
+    dimension is the number of active coordinates while every array keeps its shape.
+
+* :class:`MaskedES` is an algorithm for the runner (``init(key)``, ``step(key, state)``): an ES
+  on one masked network with **pruning during the search** (every ``prune_every`` generations, to
+  a target density along a constant-rate, linear or cubic schedule, by ES-mean magnitude, at
+  random, or by signal-to-noise ``|mean| / std`` of the search distribution per weight).
+
+Example (kinematic arm, a second on CPU):
+    >>> import jax
+    >>> from synprune_jax.tasks import KinematicArm
+    >>> task = KinematicArm(num_joints=4, genotype="mlp")
+    >>> algorithm = MaskedES(ESConfig(strategy="open_es", population_size=8), task)
+    >>> state = algorithm.init(jax.random.key(0))
+    >>> state, metrics = algorithm.step(jax.random.key(1), state)
+    >>> int(state.generation)
+    1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax import flatten_util
+
+from synprune_jax import masks as masks_lib
+from synprune_jax import pruning
+from synprune_jax.types import Masks, Params, Population, PyTree
+
+SEARCH_SPACES = ("all", "unmasked")
+PRUNE_CRITERIA = ("magnitude", "random", "snr")
+PRUNE_SCHEDULES = ("constant", "linear", "cubic")
+OPTIMIZERS = ("sgd", "adam")
+
+# Short names -> evosax class names (any other evosax name works too, case / "_" insensitive).
+_ALIASES = {"openes": "Open_ES", "cmaes": "CMA_ES", "sepcmaes": "Sep_CMA_ES",
+            "de": "DifferentialEvolution", "ga": "SimpleGA"}
+
+
+def _ALLOW_RANK_PROMOTION():
+    """evosax broadcasts implicitly (``mean + std * z``); allow it inside its calls only."""
+    return jax.numpy_rank_promotion("allow")
+
+
+def _normalise(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
+def strategy_class(name: str) -> type:
+    """The evosax strategy class for ``name`` (``"open_es"``, ``"CMA_ES"``, ``"de"``, ...).
+
+    Raises:
+        ValueError: unknown name; the message lists the valid evosax names.
+    """
+    from evosax.algorithms import algorithms
+
+    by_name = {_normalise(key): value for key, value in algorithms.items()}
+    key = _normalise(_ALIASES.get(_normalise(name), name))
+    if key not in by_name:
+        raise ValueError(f"unknown evosax strategy {name!r}; valid: {sorted(algorithms)} "
+                         f"(aliases: {sorted(_ALIASES)})")
+    return by_name[key]
+
+
+def is_population_based(name: str) -> bool:
+    """True for evosax's population-based strategies (GA, DE, PSO, ...)."""
+    from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
+
+    return issubclass(strategy_class(name), PopulationBasedAlgorithm)
+
+
+def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    """``"sgd"`` or ``"adam"`` with a constant learning rate."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
+    return optax.sgd(learning_rate) if name == "sgd" else optax.adam(learning_rate)
+
+
+def make_std_schedule(sigma_init: float, sigma_decay: float = 1.0,
+                      sigma_min: float = 0.0) -> optax.Schedule:
+    """``sigma_init * sigma_decay ** g``, floored at ``sigma_min`` (constant when decay is 1)."""
+    if sigma_decay == 1.0:
+        return optax.constant_schedule(sigma_init)
+    return optax.exponential_decay(sigma_init, transition_steps=1, decay_rate=sigma_decay,
+                                   end_value=sigma_min)
+
+
+def _flat_mask(masks: Masks) -> jax.Array:
+    """``[N]`` float32, 1 where the parameter is active (masks raveled like the params)."""
+    flat, _ = flatten_util.ravel_pytree(
+        jax.tree_util.tree_map(lambda m: m.astype(jnp.float32), masks))
+    return flat
+
+
+def _shaped_loss(fitness: jax.Array) -> jax.Array:
+    """Maximised fitness ``[P]`` -> evosax loss ``[P]``; non-finite values become the worst."""
+    finite = jnp.isfinite(fitness)
+    loss = -jnp.where(finite, fitness, 0.0)
+    worst = jnp.max(jnp.where(finite, loss, -jnp.inf))
+    worst = jnp.where(jnp.isfinite(worst), worst, 0.0)
+    return jnp.where(finite, loss, worst + 1.0).astype(jnp.float32)
+
+
+class MaskedStrategy:
+    """An evosax strategy on the raveled parameters of one masked network (see module docstring).
+
+    Holds only static structure (the evosax instance is built once here and reused, so its jitted
+    methods compile once). Every method is pure; masks are passed in explicitly.
+
+    Args:
+        strategy: evosax name (:func:`strategy_class`).
+        population_size: ``P``.
+        template: one network's params (shapes only matter).
+        search_space: ``"all"`` or ``"unmasked"``.
+        sigma_init: initial search std (``std_schedule`` and/or ``params.std_init``).
+        sigma_decay: per-generation multiplicative std decay (strategies with ``std_schedule``).
+        sigma_min: floor of the decayed std.
+        optimizer: ``"sgd"`` / ``"adam"`` (strategies with an ``optimizer`` argument), or an
+            ``optax.GradientTransformation``.
+        learning_rate: optimizer learning rate.
+        strategy_kwargs: extra constructor arguments passed to evosax unchanged (they override
+            the ones above, e.g. ``{"std_schedule": my_schedule}``).
+        params_overrides: fields of the strategy's ``default_params`` to replace.
+    """
+
+    def __init__(self, strategy: str, population_size: int, template: Params, *,
+                 search_space: str = "unmasked", sigma_init: float = 0.05,
+                 sigma_decay: float = 1.0, sigma_min: float = 0.0,
+                 optimizer: Any = "adam", learning_rate: float = 0.01,
+                 strategy_kwargs: dict | None = None, params_overrides: dict | None = None):
+        if search_space not in SEARCH_SPACES:
+            raise ValueError(f"unknown search_space {search_space!r}; valid: {list(SEARCH_SPACES)}")
+        if population_size < 2:
+            raise ValueError(f"population_size must be >= 2, got {population_size}")
+        cls = strategy_class(strategy)
+        self.name = strategy
+        self.search_space = search_space
+        self.population_size = int(population_size)
+        self.population_based = is_population_based(strategy)
+        flat, self._unravel = flatten_util.ravel_pytree(template)
+        self.num_dims = int(flat.size)
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs: dict[str, Any] = {}
+        if "optimizer" in accepted:
+            kwargs["optimizer"] = (make_optimizer(optimizer, learning_rate)
+                                   if isinstance(optimizer, str) else optimizer)
+        if "std_schedule" in accepted:
+            kwargs["std_schedule"] = make_std_schedule(sigma_init, sigma_decay, sigma_min)
+        kwargs.update(strategy_kwargs or {})
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ValueError(f"{cls.__name__} does not accept {unknown}; it takes "
+                             f"{sorted(set(accepted) - {'self'})}")
+        self.es = cls(population_size=self.population_size,
+                      solution=jnp.zeros((self.num_dims,), jnp.float32), **kwargs)
+        params = self.es.default_params
+        if hasattr(params, "std_init"):
+            params = params.replace(std_init=jnp.asarray(sigma_init, jnp.float32))
+        if params_overrides:
+            bad = sorted(k for k in params_overrides if not hasattr(params, k))
+            if bad:
+                raise ValueError(f"{cls.__name__} params have no fields {bad}")
+            params = params.replace(**params_overrides)
+        self.params = params
+        self.sigma_init = float(sigma_init)
+
+    # ----- conversions -------------------------------------------------------------------------
+    def ravel(self, params: Params) -> jax.Array:
+        """One network's params -> ``[N]``."""
+        return flatten_util.ravel_pytree(params)[0]
+
+    def unravel(self, flat: jax.Array) -> Params:
+        """``[N]`` -> one network's params."""
+        return self._unravel(flat)
+
+    def unravel_population(self, flat: jax.Array) -> Params:
+        """``[P, N]`` -> params with a leading ``[P]`` axis."""
+        return jax.vmap(self._unravel)(flat)
+
+    def _project(self, flat: jax.Array, masks: Masks) -> jax.Array:
+        if self.search_space == "all":
+            return flat
+        return jnp.where(_flat_mask(masks) > 0, flat, jnp.zeros_like(flat))
+
+    # ----- strategy ----------------------------------------------------------------------------
+    def init(self, key: jax.Array, mean: Params, masks: Masks, population: jax.Array | None = None,
+             fitness: jax.Array | None = None):
+        """Initial evosax state.
+
+        Args:
+            key: PRNG key.
+            mean: initial network (distribution-based strategies centre on it).
+            masks: its masks.
+            population: population-based strategies only: ``[P, N]`` evaluated initial members.
+            fitness: ``[P]`` their (maximised) fitness.
+        """
+        if self.population_based:
+            if population is None or fitness is None:
+                raise ValueError(f"{self.name} is population-based: init needs an evaluated "
+                                 "initial population and its fitness (see initial_population)")
+            population = jax.vmap(lambda x: self._project(x, masks))(population)
+            with _ALLOW_RANK_PROMOTION():
+                return self.es.init(key, population, _shaped_loss(fitness), self.params)
+        with _ALLOW_RANK_PROMOTION():
+            return self.es.init(key, self._project(self.ravel(mean), masks), self.params)
+
+    def initial_population(self, key: jax.Array, mean: Params, masks: Masks) -> jax.Array:
+        """``[P, N]``: ``mean + sigma_init * N(0, I)`` (projected), to seed population-based
+        strategies; the first member is ``mean`` itself."""
+        flat = self.ravel(mean)
+        noise = jax.random.normal(key, (self.population_size, self.num_dims), flat.dtype)
+        population = flat[None, :] + self.sigma_init * noise
+        population = population.at[0].set(flat)
+        return jax.vmap(lambda x: self._project(x, masks))(population)
+
+    def ask(self, key: jax.Array, state, masks: Masks) -> tuple[jax.Array, Any]:
+        """Samples ``[P, N]`` (projected in the ``"unmasked"`` space) and the new state."""
+        with _ALLOW_RANK_PROMOTION():
+            population, state = self.es.ask(key, state, self.params)
+        return jax.vmap(lambda x: self._project(x, masks))(population), state
+
+    def tell(self, key: jax.Array, population: jax.Array, fitness: jax.Array, state,
+             masks: Masks):
+        """Updates with maximised ``fitness [P]`` for ``population [P, N]``; returns
+        ``(state, evosax metrics)``. The state is projected onto the mask afterwards."""
+        with _ALLOW_RANK_PROMOTION():
+            state, metrics = self.es.tell(key, population, _shaped_loss(fitness), state,
+                                          self.params)
+        return self.project(state, masks), metrics
+
+    def project(self, state, masks: Masks):
+        """Puts a state onto ``masks`` (call after changing them): in the ``"unmasked"`` space
+        masked coordinates of the mean / of every member become 0. Identity for ``"all"``."""
+        if self.search_space == "all":
+            return state
+        if self.population_based:
+            return state.replace(population=jax.vmap(lambda x: self._project(x, masks))(
+                state.population))
+        return state.replace(mean=self._project(state.mean, masks))
+
+    def mean_flat(self, state) -> jax.Array:
+        """``[N]``: the distribution mean, or the population mean (population-based)."""
+        if self.population_based:
+            return jnp.mean(state.population, axis=0)
+        return state.mean
+
+    def mean(self, state) -> Params:
+        """The search centre as a network's params."""
+        return self.unravel(self.mean_flat(state))
+
+    def coordinate_std_flat(self, state) -> jax.Array:
+        """``[N]`` per-coordinate std of the search distribution.
+
+        ``std * sqrt(diag C)`` for CMA-type states, the std vector of diagonal strategies
+        (SNES, PGPE), the scalar std broadcast (OpenES, ARS), or the spread of the population
+        for population-based strategies.
+        """
+        if self.population_based:
+            return jnp.std(state.population, axis=0)
+        std = jnp.asarray(state.std, jnp.float32)
+        if hasattr(state, "C"):
+            diagonal = jnp.diagonal(state.C) if state.C.ndim == 2 else state.C
+            std = std * jnp.sqrt(jnp.maximum(diagonal, 0.0))
+        return jnp.broadcast_to(std, (self.num_dims,))
+
+    def best(self, state) -> tuple[jax.Array, jax.Array]:
+        """``(best flat solution [N], best fitness)`` seen by evosax (maximised)."""
+        return state.best_solution, -state.best_fitness
+
+
+def _strong_types(tree: PyTree) -> PyTree:
+    """Drops weak types so a jitted ``step`` sees the same signature from generation 0 on."""
+    return jax.tree_util.tree_map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype),
+                                  tree)
+
+
+# ----- pruning ------------------------------------------------------------------------------------
+
+def prune_to_density_by_score(scores: PyTree, masks: Masks, maskable: PyTree, target_density, *,
+                              scope: str = "layer") -> Masks:
+    """Removes the lowest-score active connections until density <= ``target_density``.
+
+    Exact counts with ties broken by index (:func:`synprune_jax.pruning.select_lowest`); never
+    regrows. ``scope="layer"`` brings every maskable leaf to ``floor(target * size)`` active
+    connections; ``"global"`` ranks all maskable connections together.
+
+    Args:
+        scores: pytree shaped like ``masks`` (float).
+        masks: boolean masks of one network.
+        maskable: pytree of bools.
+        target_density: scalar in [0, 1] (may be traced).
+    """
+    if scope not in pruning.SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; valid: {pruning.SCOPES}")
+    leaves, treedef = jax.tree_util.tree_flatten(masks)
+    score_leaves = jax.tree_util.tree_leaves(scores)
+    flags = jax.tree_util.tree_leaves(maskable)
+    target = jnp.asarray(target_density, jnp.float32)
+    picked = [i for i, flag in enumerate(flags) if flag]
+    out = list(leaves)
+    if scope == "layer":
+        for i in picked:
+            flat = leaves[i].reshape(-1)
+            keep = jnp.floor(target * flat.size).astype(jnp.int32)
+            count = jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0)
+            chosen = pruning.select_lowest(score_leaves[i].reshape(-1), flat, count)
+            out[i] = (flat & ~chosen).reshape(leaves[i].shape)
+        return jax.tree_util.tree_unflatten(treedef, out)
+    flat = jnp.concatenate([leaves[i].reshape(-1) for i in picked])
+    flat_scores = jnp.concatenate([score_leaves[i].reshape(-1) for i in picked])
+    keep = jnp.floor(target * flat.size).astype(jnp.int32)
+    chosen = pruning.select_lowest(flat_scores, flat,
+                                   jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0))
+    new_flat = flat & ~chosen
+    offset = 0
+    for i in picked:
+        out[i] = new_flat[offset:offset + leaves[i].size].reshape(leaves[i].shape)
+        offset += leaves[i].size
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def scheduled_density(generation, *, schedule: str, current_density, target_density,
+                      prune_amount, start: int, end: int):
+    """Density a prune at ``generation`` (completed generations) aims for (never above current).
+
+    * ``"constant"``: ``max(target, current * (1 - prune_amount))`` (a fixed fraction per prune);
+    * ``"linear"``: ``1 + (target - 1) * t``;
+    * ``"cubic"``: ``target + (1 - target) * (1 - t) ** 3`` (Zhu & Gupta 2017);
+
+    with ``t = clip((generation - start) / (end - start), 0, 1)``.
+    """
+    current = jnp.asarray(current_density, jnp.float32)
+    target = jnp.asarray(target_density, jnp.float32)
+    if schedule == "constant":
+        goal = jnp.maximum(target, current * (1.0 - prune_amount))
+    else:
+        t = jnp.clip((jnp.asarray(generation, jnp.float32) - start) / max(end - start, 1), 0.0,
+                     1.0)
+        goal = 1.0 + (target - 1.0) * t if schedule == "linear" else \
+            target + (1.0 - target) * (1.0 - t) ** 3
+    return jnp.minimum(goal, current)
+
+
+# ----- the runner algorithm -----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    """Static configuration of :class:`MaskedES`.
+
+    Attributes:
+        strategy: evosax strategy name (any of ``evosax.algorithms``; aliases ``open_es``,
+            ``cma_es``, ``sep_cma_es``, ``snes``, ``pgpe``, ``ars``, ``simple_ga``, ``de``).
+        population_size: samples per generation ``P`` (even for OpenES).
+        search_space: ``"unmasked"`` (only active weights are searched) or ``"all"``.
+        sigma_init: initial search std.
+        sigma_decay: multiplicative std decay per generation (strategies with a std schedule).
+        sigma_min: floor of the decayed std.
+        optimizer: ``"adam"`` or ``"sgd"`` (strategies that take an optax optimizer).
+        learning_rate: its learning rate.
+        init_density: density of the initial mask (exact per layer; 1.0 = dense).
+        prune_criterion: ``"magnitude"`` (|mean|), ``"random"`` or ``"snr"`` (|mean| / std).
+        prune_every: prune after every ``prune_every`` generations (0: never prune).
+        prune_schedule: ``"constant"``, ``"linear"`` or ``"cubic"`` (:func:`scheduled_density`).
+        prune_amount: ``"constant"`` schedule: fraction of active weights removed per prune.
+        target_density: density never pruned below (end of the schedules).
+        prune_start: generation at which the schedules start (and before which no prune happens).
+        prune_end: generation at which linear / cubic schedules reach ``target_density``.
+        prune_scope: ``"layer"`` or ``"global"``.
+        evaluate_mean: also evaluate the mean network every generation (one more individual).
+    """
+
+    strategy: str = "open_es"
+    population_size: int = 64
+    search_space: str = "unmasked"
+    sigma_init: float = 0.05
+    sigma_decay: float = 1.0
+    sigma_min: float = 0.0
+    optimizer: str = "adam"
+    learning_rate: float = 0.01
+    init_density: float = 1.0
+    prune_criterion: str = "magnitude"
+    prune_every: int = 0
+    prune_schedule: str = "constant"
+    prune_amount: float = 0.1
+    target_density: float = 0.1
+    prune_start: int = 0
+    prune_end: int = 100
+    prune_scope: str = "layer"
+    evaluate_mean: bool = True
+
+    def __post_init__(self):
+        strategy_class(self.strategy)  # raises with the valid names
+        checks = [
+            (self.population_size >= 2, f"population_size must be >= 2, got {self.population_size}"),
+            (self.search_space in SEARCH_SPACES,
+             f"search_space must be one of {list(SEARCH_SPACES)}, got {self.search_space!r}"),
+            (self.sigma_init > 0, f"sigma_init must be > 0, got {self.sigma_init}"),
+            (0 < self.sigma_decay <= 1, f"sigma_decay must be in (0, 1], got {self.sigma_decay}"),
+            (self.sigma_min >= 0, f"sigma_min must be >= 0, got {self.sigma_min}"),
+            (self.optimizer in OPTIMIZERS,
+             f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (0 < self.init_density <= 1, f"init_density must be in (0, 1], got {self.init_density}"),
+            (self.prune_criterion in PRUNE_CRITERIA,
+             f"prune_criterion must be one of {list(PRUNE_CRITERIA)}, got {self.prune_criterion!r}"),
+            (self.prune_every >= 0, f"prune_every must be >= 0, got {self.prune_every}"),
+            (self.prune_schedule in PRUNE_SCHEDULES,
+             f"prune_schedule must be one of {list(PRUNE_SCHEDULES)}, got {self.prune_schedule!r}"),
+            (0 <= self.prune_amount <= 1, f"prune_amount must be in [0, 1], got {self.prune_amount}"),
+            (0 <= self.target_density <= 1,
+             f"target_density must be in [0, 1], got {self.target_density}"),
+            (0 <= self.prune_start < self.prune_end,
+             f"need 0 <= prune_start < prune_end, got {self.prune_start}, {self.prune_end}"),
+            (self.prune_scope in pruning.SCOPES,
+             f"prune_scope must be one of {list(pruning.SCOPES)}, got {self.prune_scope!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if _normalise(_ALIASES.get(_normalise(self.strategy), self.strategy)) == "openes" and \
+                self.population_size % 2:
+            raise ValueError(f"OpenES needs an even population_size, got {self.population_size}")
+
+
+@struct.dataclass
+class ESState:
+    """State of :class:`MaskedES` (no PRNG keys).
+
+    Attributes:
+        strategy: the evosax state (flat vectors of size ``N``).
+        masks: boolean masks of the searched network (shaped like one network's params).
+        best_params: best network evaluated so far (params of one network).
+        best_masks: its masks.
+        best_fitness: its fitness (float32 scalar, ``-inf`` before the first evaluation).
+        generation: int32 scalar.
+        num_evaluations: int32 scalar.
+    """
+
+    strategy: Any
+    masks: Masks
+    best_params: Params
+    best_masks: Masks
+    best_fitness: jax.Array
+    generation: jax.Array
+    num_evaluations: jax.Array
+
+
+class MaskedES:
+    """ES with pruning on one masked network (the runner's ``Algorithm`` protocol).
+
+    Every generation: ask ``P`` samples, evaluate them (plus the mean if ``evaluate_mean``) with
+    the current masks, tell evosax the maximised fitness; then, on prune generations, prune the
+    mask toward the scheduled density by the chosen criterion and put the strategy state onto the
+    new mask (:meth:`MaskedStrategy.project`).
+    """
+
+    def __init__(self, config: ESConfig, task, strategy_kwargs: dict | None = None,
+                 params_overrides: dict | None = None):
+        self.config = config
+        self.task = task
+        self.maskable = task.maskable()
+        template = jax.eval_shape(task.init_params, jax.random.key(0))
+        template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
+        self.adapter = MaskedStrategy(
+            config.strategy, config.population_size, template,
+            search_space=config.search_space, sigma_init=config.sigma_init,
+            sigma_decay=config.sigma_decay, sigma_min=config.sigma_min,
+            optimizer=config.optimizer, learning_rate=config.learning_rate,
+            strategy_kwargs=strategy_kwargs, params_overrides=params_overrides)
+
+    # ----- helpers -----------------------------------------------------------------------------
+    def _population(self, params: Params, masks: Masks) -> Population:
+        size = jax.tree_util.tree_leaves(params)[0].shape[0]
+        batched = jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)), masks)
+        return Population(params=params, masks=batched, rates=jnp.zeros((size, 2), jnp.float32))
+
+    def evaluate_flat(self, key: jax.Array, flat: jax.Array, masks: Masks):
+        """Evaluates ``flat [B, N]`` networks sharing ``masks``; returns the ``EvalResult``."""
+        return self.task.evaluate(key, self._population(self.adapter.unravel_population(flat),
+                                                        masks))
+
+    def initial_network(self, key: jax.Array) -> tuple[Params, Masks]:
+        key_params, key_masks = jax.random.split(key)
+        params = self.task.init_params(key_params)
+        masks = masks_lib.init_masks(key_masks, params, self.maskable, self.config.init_density,
+                                     exact=True)
+        return params, masks
+
+    def prune_scores(self, key: jax.Array, state) -> PyTree:
+        """Per-weight scores (low = pruned first) of the chosen criterion, shaped like params."""
+        criterion = self.config.prune_criterion
+        mean = self.adapter.mean_flat(state)
+        if criterion == "magnitude":
+            flat = jnp.abs(mean)
+        elif criterion == "snr":
+            flat = jnp.abs(mean) / jnp.maximum(self.adapter.coordinate_std_flat(state), 1e-12)
+        else:
+            flat = jax.random.uniform(key, mean.shape)
+        return self.adapter.unravel(flat)
+
+    # ----- protocol ----------------------------------------------------------------------------
+    def init(self, key: jax.Array) -> ESState:
+        key_network, key_rest = jax.random.split(key)
+        params, masks = self.initial_network(key_network)
+        return self.init_from(key_rest, params, masks)
+
+    def init_from(self, key: jax.Array, params: Params, masks: Masks) -> ESState:
+        """Initial state centred on a given network (one individual's params and masks)."""
+        key_population, key_eval, key_init = jax.random.split(key, 3)
+        adapter = self.adapter
+        num_evaluations = 0
+        if adapter.population_based:
+            population = adapter.initial_population(key_population, params, masks)
+            fitness = self.evaluate_flat(key_eval, population, masks).fitness
+            strategy = adapter.init(key_init, params, masks, population, fitness)
+            num_evaluations = adapter.population_size
+        else:
+            strategy = adapter.init(key_init, params, masks)
+        strategy = _strong_types(strategy)  # evosax leaves Python scalars (weak types) in it
+        mean = adapter.mean(strategy)
+        return ESState(strategy=strategy, masks=masks, best_params=mean, best_masks=masks,
+                       best_fitness=jnp.asarray(-jnp.inf, jnp.float32),
+                       generation=jnp.zeros((), jnp.int32),
+                       num_evaluations=jnp.asarray(num_evaluations, jnp.int32))
+
+    def step(self, key: jax.Array, state: ESState) -> tuple[ESState, dict[str, jax.Array]]:
+        config, adapter = self.config, self.adapter
+        key_ask, key_eval, key_tell, key_prune = jax.random.split(key, 4)
+        masks = state.masks
+        population, strategy = adapter.ask(key_ask, state.strategy, masks)
+        candidates = population
+        if config.evaluate_mean:
+            candidates = jnp.concatenate([population, adapter.mean_flat(strategy)[None]], axis=0)
+        result = self.evaluate_flat(key_eval, candidates, masks)
+        fitness = result.fitness[:config.population_size]
+        strategy, _ = adapter.tell(key_tell, population, fitness, strategy, masks)
+
+        finite = jnp.where(jnp.isfinite(result.fitness), result.fitness, -jnp.inf)
+        index = jnp.argmax(finite)
+        improved = finite[index] > state.best_fitness
+        best_params = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(improved, new, old),
+            adapter.unravel(candidates[index]), state.best_params)
+        best_masks = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old),
+                                            masks, state.best_masks)
+        best_fitness = jnp.where(improved, finite[index], state.best_fitness)
+
+        generation = state.generation + 1
+        if config.prune_every > 0:
+            current = masks_lib.density(masks, self.maskable)
+            goal = scheduled_density(generation, schedule=config.prune_schedule,
+                                     current_density=current,
+                                     target_density=config.target_density,
+                                     prune_amount=config.prune_amount,
+                                     start=config.prune_start, end=config.prune_end)
+            pruned = prune_to_density_by_score(self.prune_scores(key_prune, strategy), masks,
+                                               self.maskable, goal, scope=config.prune_scope)
+            due = (generation % config.prune_every == 0) & (generation >= config.prune_start)
+            masks = jax.tree_util.tree_map(lambda new, old: jnp.where(due, new, old), pruned,
+                                           masks)
+            strategy = adapter.project(strategy, masks)
+
+        evaluated = candidates.shape[0]
+        state = ESState(strategy=_strong_types(strategy), masks=masks, best_params=best_params,
+                        best_masks=best_masks, best_fitness=best_fitness, generation=generation,
+                        num_evaluations=state.num_evaluations + evaluated)
+        finite_population = finite[:config.population_size]
+        metrics = {
+            "max_fitness": jnp.max(finite_population),
+            "mean_fitness": jnp.nanmean(jnp.where(jnp.isfinite(fitness), fitness, jnp.nan)),
+            "best_fitness": best_fitness,
+            "density": masks_lib.density(masks, self.maskable),
+            "active_weights": masks_lib.count_active(masks, self.maskable),
+            "mean_std": jnp.mean(adapter.coordinate_std_flat(strategy)),
+            "num_evaluations": state.num_evaluations,
+        }
+        if config.evaluate_mean:
+            metrics["mean_network_fitness"] = result.fitness[-1]
+        return state, metrics

@@ -1,0 +1,26 @@
+"""Analysis of masked networks: information measures and learning-speed correlation.
+
+* :mod:`~synprune_jax.analysis.information`: histogram entropy, joint entropy, mutual
+  information and normalised MI in JAX; per unit, per layer and layer-vs-action profiles of an
+  MLP's activations.
+* :mod:`~synprune_jax.analysis.learning_speed`: a runner algorithm that relates MI at
+  generation 0 to the generations an ES needs to reach a return threshold, with a table, rank
+  correlations and a plot.
+"""
+
+from synprune_jax.analysis.information import (entropy, entropy_from_probabilities,
+                                               histogram, information_profile, joint_entropy,
+                                               joint_histogram, layer_activations,
+                                               mutual_information, mutual_information_matrix,
+                                               normalized_mutual_information, unit_entropies)
+from synprune_jax.analysis.learning_speed import (LearningSpeedStudy, generations_to_threshold,
+                                                  learning_speed_table,
+                                                  plot_mi_vs_learning_speed, rank_correlation)
+
+__all__ = [
+    "LearningSpeedStudy", "entropy", "entropy_from_probabilities", "generations_to_threshold",
+    "histogram", "information_profile", "joint_entropy", "joint_histogram", "layer_activations",
+    "learning_speed_table", "mutual_information", "mutual_information_matrix",
+    "normalized_mutual_information", "plot_mi_vs_learning_speed", "rank_correlation",
+    "unit_entropies",
+]

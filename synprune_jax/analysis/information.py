@@ -1,0 +1,206 @@
+"""Histogram-based information measures in JAX (entropies in nats).
+
+Every estimator bins samples into ``bins`` equal-width bins over ``[lower, upper]`` (by default
+the sample's own ``[min, max]``; a constant variable falls in one bin and has entropy 0) and uses
+the plug-in estimate of the discrete distribution:
+
+* :func:`entropy` ``H(X) = -sum_i p_i log p_i`` (``normalize=True`` divides by ``log(bins)``);
+* :func:`joint_entropy` ``H(X, Y)`` over the ``bins x bins`` grid;
+* :func:`mutual_information` ``I(X; Y) = H(X) + H(Y) - H(X, Y)``;
+* :func:`normalized_mutual_information` ``I / sqrt(H(X) H(Y))`` (``"sqrt"``), ``I / min``,
+  ``I / max``, ``2 I / (H(X) + H(Y))`` (``"arithmetic"``) or ``I / H(X, Y)`` (``"joint"``);
+  0 when the denominator is 0.
+
+For integer data with ``lower = min`` and ``upper = max + 1`` and ``bins = max - min + 1`` the
+bins are exactly the values, so the estimates are the exact entropies of the empirical
+distribution. Plug-in estimates are biased (MI of independent variables is >= 0 and shrinks like
+``(bins - 1)^2 / (2 T)``); compare values computed with the same ``bins`` and sample count.
+
+Network-level helpers record an MLP's activations (:func:`layer_activations`) and summarise them
+per unit, per layer and between each layer and the actions (:func:`information_profile`).
+All functions are pure and jittable (``bins`` static).
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> x = jnp.asarray([0, 0, 1, 1, 1, 1, 2, 2], jnp.float32)
+    >>> round(float(entropy(x, 3)), 4)  # -(.25 ln .25 + .5 ln .5 + .25 ln .25)
+    1.0397
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from synprune_jax import masks as masks_lib
+from synprune_jax.networks import ACTIVATIONS, MLPSpec
+
+NMI_METHODS = ("sqrt", "min", "max", "arithmetic", "joint")
+
+
+def bin_indices(x: jax.Array, bins: int, lower=None, upper=None) -> jax.Array:
+    """Bin index of every sample: ``x [T] -> int32 [T]`` in ``[0, bins)``.
+
+    ``lower``/``upper`` default to ``min(x)``/``max(x)``; values outside are clipped into the
+    end bins; a zero-width range puts everything in bin 0.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    x = jnp.asarray(x, jnp.float32)
+    lower = jnp.min(x) if lower is None else jnp.asarray(lower, jnp.float32)
+    upper = jnp.max(x) if upper is None else jnp.asarray(upper, jnp.float32)
+    width = upper - lower
+    scaled = jnp.where(width > 0, (x - lower) / jnp.where(width > 0, width, 1.0), 0.0)
+    return jnp.clip(jnp.floor(scaled * bins), 0, bins - 1).astype(jnp.int32)
+
+
+def entropy_from_probabilities(probabilities: jax.Array) -> jax.Array:
+    """``-sum p log p`` over all entries (``0 log 0 = 0``), in nats."""
+    p = jnp.asarray(probabilities, jnp.float32)
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+
+
+def _weights(x: jax.Array, weights) -> jax.Array:
+    if weights is None:
+        return jnp.ones(x.shape, jnp.float32)
+    return jnp.broadcast_to(jnp.asarray(weights, jnp.float32), x.shape)
+
+
+def histogram(x: jax.Array, bins: int, lower=None, upper=None, weights=None) -> jax.Array:
+    """Empirical probabilities ``[bins]`` of ``x [T]`` (``weights [T]``, e.g. an alive flag,
+    count samples fractionally; the bin range is taken over all samples)."""
+    index = bin_indices(x, bins, lower, upper)
+    w = _weights(x, weights)
+    counts = jnp.zeros((bins,), jnp.float32).at[index].add(w)
+    return counts / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def joint_histogram(x: jax.Array, y: jax.Array, bins: int, x_range=(None, None),
+                    y_range=(None, None), weights=None) -> jax.Array:
+    """Empirical joint probabilities ``[bins, bins]`` of paired samples ``x [T]``, ``y [T]``."""
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be paired 1-D samples, got {x.shape} and {y.shape}")
+    i = bin_indices(x, bins, *x_range)
+    j = bin_indices(y, bins, *y_range)
+    w = _weights(x, weights)
+    counts = jnp.zeros((bins, bins), jnp.float32).at[i, j].add(w)
+    return counts / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def entropy(x: jax.Array, bins: int = 16, *, lower=None, upper=None,
+            normalize: bool = False, weights=None) -> jax.Array:
+    """Histogram entropy of ``x [T]`` (nats; divided by ``log(bins)`` if ``normalize``)."""
+    h = entropy_from_probabilities(histogram(x, bins, lower, upper, weights))
+    return h / jnp.log(bins) if normalize and bins > 1 else h
+
+
+def joint_entropy(x: jax.Array, y: jax.Array, bins: int = 16, *, x_range=(None, None),
+                  y_range=(None, None), weights=None) -> jax.Array:
+    """``H(X, Y)`` of paired samples ``x [T]``, ``y [T]`` (nats)."""
+    return entropy_from_probabilities(joint_histogram(x, y, bins, x_range, y_range, weights))
+
+
+def mutual_information(x: jax.Array, y: jax.Array, bins: int = 16, *, x_range=(None, None),
+                       y_range=(None, None), weights=None) -> jax.Array:
+    """``I(X; Y) = H(X) + H(Y) - H(X, Y)`` of paired samples ``x [T]``, ``y [T]`` (nats)."""
+    joint = joint_histogram(x, y, bins, x_range, y_range, weights)
+    hx = entropy_from_probabilities(jnp.sum(joint, axis=1))
+    hy = entropy_from_probabilities(jnp.sum(joint, axis=0))
+    return hx + hy - entropy_from_probabilities(joint)
+
+
+def normalized_mutual_information(x: jax.Array, y: jax.Array, bins: int = 16,
+                                  method: str = "sqrt", *, x_range=(None, None),
+                                  y_range=(None, None), weights=None) -> jax.Array:
+    """Mutual information divided by an entropy bound (see module docstring); in [0, 1]."""
+    if method not in NMI_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {list(NMI_METHODS)}")
+    joint = joint_histogram(x, y, bins, x_range, y_range, weights)
+    hx = entropy_from_probabilities(jnp.sum(joint, axis=1))
+    hy = entropy_from_probabilities(jnp.sum(joint, axis=0))
+    hxy = entropy_from_probabilities(joint)
+    mi = hx + hy - hxy
+    denominator = {"sqrt": jnp.sqrt(hx * hy), "min": jnp.minimum(hx, hy),
+                   "max": jnp.maximum(hx, hy), "arithmetic": 0.5 * (hx + hy),
+                   "joint": hxy}[method]
+    return jnp.where(denominator > 1e-12, mi / jnp.where(denominator > 1e-12, denominator, 1.0),
+                     0.0)
+
+
+def unit_entropies(activations: jax.Array, bins: int = 16, normalize: bool = True,
+                   weights=None) -> jax.Array:
+    """Entropy of each column: ``activations [T, U] -> [U]`` (``weights [T]``)."""
+    return jax.vmap(lambda column: entropy(column, bins, normalize=normalize, weights=weights),
+                    in_axes=1)(activations)
+
+
+def mutual_information_matrix(a: jax.Array, b: jax.Array, bins: int = 16,
+                              normalized: bool = False, method: str = "sqrt",
+                              weights=None) -> jax.Array:
+    """MI between every column pair: ``a [T, U]``, ``b [T, V] -> [U, V]`` (``weights [T]``)."""
+    def pair(x, y):
+        if normalized:
+            return normalized_mutual_information(x, y, bins, method, weights=weights)
+        return mutual_information(x, y, bins, weights=weights)
+
+    return jax.vmap(lambda x: jax.vmap(lambda y: pair(x, y), in_axes=1)(b), in_axes=1)(a)
+
+
+def layer_activations(spec: MLPSpec, params, masks, inputs: jax.Array) -> tuple[jax.Array, ...]:
+    """Post-activation outputs of every layer of one masked MLP.
+
+    Args:
+        spec: the network.
+        params: one network's params.
+        masks: its masks.
+        inputs: ``[T, in]``.
+
+    Returns:
+        One ``[T, units]`` array per weight layer (hidden layers, then the output layer).
+    """
+    dense = masks_lib.apply_masks(params, masks)
+    x = jnp.asarray(inputs, jnp.float32)
+    outputs = []
+    for index, name in enumerate(spec.layer_names()):
+        layer = dense["params"][name]
+        last = index == spec.num_layers - 1
+        activation = ACTIVATIONS[spec.output_activation if last else spec.activation]
+        x = activation(x @ layer["kernel"] + layer["bias"][None, :])
+        outputs.append(x)
+    return tuple(outputs)
+
+
+def information_profile(spec: MLPSpec, params, masks, observations: jax.Array,
+                        actions: jax.Array | None = None, bins: int = 16,
+                        weights: jax.Array | None = None) -> dict:
+    """Per-unit and per-layer information measures of one network on recorded observations.
+
+    Args:
+        spec: the network.
+        params: one network's params.
+        masks: its masks.
+        observations: ``[T, in]`` inputs recorded during a rollout.
+        actions: ``[T, A]`` the actions taken (default: the network's own outputs).
+        bins: histogram bins.
+        weights: ``[T]`` sample weights (e.g. the alive flag of a rollout); default all 1.
+
+    Returns:
+        dict with ``"unit_entropy"``: tuple of ``[U_l]`` normalised entropies per layer;
+        ``"layer_entropy"`` ``[L]`` their means; ``"layer_action_mi"`` ``[L]`` mean MI (nats)
+        over (unit, action) pairs between each layer's units and the actions;
+        ``"layer_action_nmi"`` ``[L]`` the same with ``sqrt``-normalised MI;
+        ``"action_mi"`` scalar, the mean of ``layer_action_mi`` over hidden layers (the whole
+        network's when it has none).
+    """
+    activations = layer_activations(spec, params, masks, observations)
+    if actions is None:
+        actions = activations[-1]
+    unit = tuple(unit_entropies(a, bins, weights=weights) for a in activations)
+    mi = jnp.stack([jnp.mean(mutual_information_matrix(a, actions, bins, weights=weights))
+                    for a in activations])
+    nmi = jnp.stack([jnp.mean(mutual_information_matrix(a, actions, bins, normalized=True,
+                                                        weights=weights))
+                     for a in activations])
+    hidden = mi[:-1] if spec.num_layers > 1 else mi
+    return {"unit_entropy": unit, "layer_entropy": jnp.stack([jnp.mean(u) for u in unit]),
+            "layer_action_mi": mi, "layer_action_nmi": nmi, "action_mi": jnp.mean(hidden)}

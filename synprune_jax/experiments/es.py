@@ -1,0 +1,472 @@
+"""ES-with-pruning and truncation-GA experiments: default configs, builders and reporters.
+
+* ``es-prune`` / ``es-prune-arm``: an evosax strategy (OpenES by default) on one masked policy,
+  pruned every k generations along a schedule (:class:`~synprune_jax.algorithms.es.MaskedES`);
+* ``ga-pruned-init`` / ``ga-arm``: truncation GA from Beta-pruned random networks, or from the
+  elites of a finished MAP-Elites run (``ga.init=archive``, ``ga.archive_dir=DIR``)
+  (:class:`~synprune_jax.algorithms.ga.TruncationGA`);
+* ``me-es``: MAP-Elites whose offspring come from the core mutation emitter and an ES emitter
+  (:class:`~synprune_jax.algorithms.map_elites.MapElitesES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.experiments.base import Built, Experiment
+
+DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
+
+_BRAX_TASK = {"name": "brax", "env_name": "hopper", "backend": "spring", "episode_length": 100,
+              "num_episodes": 1, "hidden_sizes": [16, 16],
+              "descriptors": ["sparsity", "disconnected_fraction"]}
+_ARM_TASK = {"name": "arm", "num_joints": 8, "genotype": "mlp", "hidden_sizes": [16],
+             "descriptors": ["sparsity", "disconnected_fraction"]}
+
+
+def _run(num_generations: int, checkpoint_every: int = 50) -> dict:
+    return {"num_generations": num_generations, "seed": 0, "chunk_size": 10,
+            "checkpoint_every": checkpoint_every, "metrics_format": "csv", "progress": True}
+
+
+def _es_section(**overrides) -> dict:
+    from synprune_jax.algorithms.es import ESConfig
+
+    section = {field.name: field.default for field in dataclasses.fields(ESConfig)}
+    section.update(overrides)
+    return section
+
+
+def default_config_es_prune() -> dict:
+    """OpenES on hopper (spring), 16-16 tanh policy, pruned by |mean| toward 20 % density."""
+    return {"experiment": "es-prune", "algorithm": "es", "task": dict(_BRAX_TASK),
+            "es": _es_section(population_size=64, sigma_init=0.05, learning_rate=0.02,
+                              prune_every=10, prune_schedule="cubic", target_density=0.2,
+                              prune_start=10, prune_end=150),
+            "run": _run(200)}
+
+
+def default_config_es_prune_arm() -> dict:
+    return {"experiment": "es-prune-arm", "algorithm": "es", "task": dict(_ARM_TASK),
+            "es": _es_section(population_size=32, sigma_init=0.05, learning_rate=0.02,
+                              prune_every=5, prune_schedule="linear", target_density=0.25,
+                              prune_start=5, prune_end=60, prune_criterion="snr"),
+            "run": _run(100)}
+
+
+def _mutation_section(sigma: float) -> dict:
+    return {"sigma": sigma, "p_disconnect": 0.02, "p_connect": 0.01,
+            "rate_redraw_probability": 0.1, "rate_min": 1e-4, "rate_max": 0.2}
+
+
+def _ga_section(population_size: int) -> dict:
+    return {"population_size": population_size, "elite_fraction": 0.5, "crossover": "none",
+            "crossover_rate": 0.5, "init": "beta", "init_beta_a": 1.0, "init_beta_b": 1.0,
+            "init_per_layer": True, "exact_init_density": True, "archive_dir": None,
+            "self_adaptive": False, "forward_prune": True}
+
+
+def default_config_ga() -> dict:
+    """Truncation GA on hopper (spring) from Beta-pruned random 16-16 policies."""
+    return {"experiment": "ga-pruned-init", "algorithm": "ga", "task": dict(_BRAX_TASK),
+            "ga": _ga_section(128), "mutation": _mutation_section(0.05), "run": _run(200)}
+
+
+def default_config_ga_arm() -> dict:
+    return {"experiment": "ga-arm", "algorithm": "ga", "task": dict(_ARM_TASK),
+            "ga": _ga_section(64), "mutation": _mutation_section(0.1), "run": _run(100)}
+
+
+def default_config_me_es() -> dict:
+    """MAP-Elites with mutation + ES emitters on the arm MLP (sparsity x disconnection grid)."""
+    from synprune_jax.experiments.map_elites import _grid
+
+    return {"experiment": "me-es", "algorithm": "me_es", "task": dict(_ARM_TASK),
+            "archive": _grid([16, 16]),
+            "map_elites": {"batch_size": 64, "initial_batch_size": 128, "self_adaptive": False,
+                           "forward_prune": True, "init_beta_a": 1.0, "init_beta_b": 1.0,
+                           "exact_init_density": True, "init_per_layer": True,
+                           "qd_offset": -float(np.pi ** 2)},
+            "es_emitter": {"strategy": "open_es", "population_size": 32, "sigma_init": 0.05,
+                           "learning_rate": 0.05, "optimizer": "adam", "search_space": "unmasked",
+                           "restart_every": 10},
+            "mutation": _mutation_section(0.1), "run": _run(100)}
+
+
+def default_config_es_info() -> dict:
+    """Information at generation 0 vs ES learning speed: 16 Beta-pruned hopper policies."""
+    task = dict(_BRAX_TASK)
+    return {"experiment": "es-info", "algorithm": "learning_speed", "task": task,
+            "es": _es_section(population_size=32, sigma_init=0.05, learning_rate=0.02,
+                              evaluate_mean=False),
+            "study": {"num_networks": 16, "threshold": 225.0, "bins": 16, "init_beta_a": 1.0,
+                      "init_beta_b": 1.0},
+            "run": _run(50, checkpoint_every=10)}
+
+
+# ----- builders ---------------------------------------------------------------------------------
+
+def _as_config_error(function):
+    def wrapped(config: dict) -> Built:
+        try:
+            return function(config)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, FileNotFoundError) as error:
+            raise ConfigError(str(error)) from error
+    return wrapped
+
+
+def _run_config(config: dict):
+    from synprune_jax.runner import RunConfig
+
+    require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
+                                        "checkpoint_every", "metrics_format", "progress"))
+    return RunConfig(**config["run"])
+
+
+def _hyper(section: dict):
+    from synprune_jax.experiments.map_elites import _check_hyper
+    from synprune_jax.variation import MutationHyper
+
+    require_keys(section, "mutation", [f.name for f in dataclasses.fields(MutationHyper)])
+    hyper = MutationHyper(**{k: float(v) for k, v in section.items()})
+    _check_hyper(hyper)
+    return hyper
+
+
+@_as_config_error
+def build_es(config: dict) -> Built:
+    from synprune_jax.algorithms.es import ESConfig, MaskedES
+    from synprune_jax.experiments.map_elites import build_task
+
+    require_keys(config, "config", ("experiment", "algorithm", "task", "es", "run"))
+    if config["algorithm"] != "es":
+        raise ConfigError(f"algorithm must be 'es' for this experiment, got {config['algorithm']!r}")
+    require_keys(config["es"], "es", [f.name for f in dataclasses.fields(ESConfig)])
+    es_config = ESConfig(**config["es"])
+    task = build_task(config["task"])
+    run_config = _run_config(config)
+    return Built(algorithm=MaskedES(es_config, task), run_config=run_config, report=report_es,
+                 describe=describe_es, plot=plot_es)
+
+
+@_as_config_error
+def build_ga(config: dict) -> Built:
+    from synprune_jax.algorithms.ga import GAConfig, TruncationGA
+    from synprune_jax.experiments.map_elites import build_task
+    from synprune_jax.variation import MutationConfig
+
+    require_keys(config, "config", ("experiment", "algorithm", "task", "ga", "mutation", "run"))
+    if config["algorithm"] != "ga":
+        raise ConfigError(f"algorithm must be 'ga' for this experiment, got {config['algorithm']!r}")
+    section = dict(config["ga"])
+    require_keys(section, "ga", list(_ga_section(2)))
+    mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
+                              forward_prune=bool(section.pop("forward_prune")))
+    ga_config = GAConfig(mutation=mutation, **section)
+    task = build_task(config["task"])
+    hyper = _hyper(config["mutation"])
+    run_config = _run_config(config)
+    return Built(algorithm=TruncationGA(ga_config, task, hyper), run_config=run_config,
+                 report=report_ga, describe=describe_ga, plot=plot_ga)
+
+
+@_as_config_error
+def build_me_es(config: dict) -> Built:
+    from synprune_jax.algorithms.map_elites import ESEmitterConfig, MapElitesConfig, MapElitesES
+    from synprune_jax.experiments import map_elites as me_experiment
+    from synprune_jax.variation import MutationConfig
+
+    require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
+                                    "es_emitter", "mutation", "run"))
+    if config["algorithm"] != "me_es":
+        raise ConfigError(f"algorithm must be 'me_es', got {config['algorithm']!r}")
+    task = me_experiment.build_task(config["task"])
+    archive = me_experiment.build_archive_spec(config["archive"], task)
+    section = dict(config["map_elites"])
+    require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
+                                         "forward_prune", "init_beta_a", "init_beta_b",
+                                         "exact_init_density", "init_per_layer", "qd_offset"))
+    mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
+                              forward_prune=bool(section.pop("forward_prune")))
+    me_config = MapElitesConfig(archive=archive, mutation=mutation, density_bands=DENSITY_BANDS,
+                                **section)
+    require_keys(config["es_emitter"], "es_emitter",
+                 [f.name for f in dataclasses.fields(ESEmitterConfig)])
+    emitter = ESEmitterConfig(**config["es_emitter"])
+    hyper = _hyper(config["mutation"])
+    algorithm = MapElitesES(me_config, emitter, task, hyper)
+    return Built(algorithm=algorithm, run_config=_run_config(config),
+                 report=me_experiment.report, describe=me_experiment.describe,
+                 plot=me_experiment.plot_run)
+
+
+@_as_config_error
+def build_es_info(config: dict) -> Built:
+    from synprune_jax.algorithms.es import ESConfig
+    from synprune_jax.analysis.learning_speed import LearningSpeedStudy
+    from synprune_jax.experiments.map_elites import build_task
+
+    require_keys(config, "config", ("experiment", "algorithm", "task", "es", "study", "run"))
+    if config["algorithm"] != "learning_speed":
+        raise ConfigError(f"algorithm must be 'learning_speed', got {config['algorithm']!r}")
+    require_keys(config["es"], "es", [f.name for f in dataclasses.fields(ESConfig)])
+    es_config = ESConfig(**config["es"])
+    study = config["study"]
+    require_keys(study, "study", ("num_networks", "threshold", "bins", "init_beta_a",
+                                  "init_beta_b"))
+    task = build_task(config["task"])
+    if config["task"]["name"] != "brax":
+        raise ConfigError("es-info records rollouts: it needs a Brax task (task.name=brax)")
+    algorithm = LearningSpeedStudy(task, es_config, int(study["num_networks"]),
+                                   float(study["threshold"]), int(study["bins"]),
+                                   float(study["init_beta_a"]), float(study["init_beta_b"]))
+    return Built(algorithm=algorithm, run_config=_run_config(config), report=report_es_info,
+                 describe=describe_es_info, plot=plot_es_info)
+
+
+def report_es_info(run_dir: str, state, metrics: dict) -> dict:
+    """Table of MI at generation 0 vs generations to the threshold, correlation and plot."""
+    from synprune_jax.analysis import learning_speed as speed
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
+    generations = np.asarray(state.first_reached)
+    action_mi = np.asarray(state.action_mi, np.float64)
+    rows = speed.learning_speed_table(action_mi, np.asarray(state.entropy),
+                                      np.asarray(state.density), generations)
+    correlation = speed.rank_correlation(action_mi, generations, int(state.generation))
+    density_correlation = speed.rank_correlation(np.asarray(state.density, np.float64),
+                                                 generations, int(state.generation))
+    threshold = float(config["study"]["threshold"])
+    summary = {"generations": int(state.generation),
+               "evaluations": int(state.num_evaluations), "threshold": threshold,
+               "spearman_mi": correlation, "spearman_density": density_correlation,
+               "networks": rows}
+    _write_summary(run_dir, summary, speed.format_table(rows, correlation, threshold))
+    plot_es_info(run_dir, state, metrics)
+    return summary
+
+
+def describe_es_info(summary: dict) -> str:
+    from synprune_jax.analysis import learning_speed as speed
+
+    return (f"generations {summary['generations']}, evaluations {summary['evaluations']}\n\n"
+            + speed.format_table(summary["networks"], summary["spearman_mi"],
+                                 summary["threshold"]))
+
+
+def plot_es_info(run_dir: str, state, metrics: dict) -> list[str]:
+    from synprune_jax import plots
+    from synprune_jax.analysis import learning_speed as speed
+
+    return [speed.plot_mi_vs_learning_speed(os.path.join(run_dir, "mi_vs_learning_speed.png"),
+                                            np.asarray(state.action_mi),
+                                            np.asarray(state.first_reached),
+                                            int(state.generation)),
+            str(plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
+                                  keys=("max_fitness", "mean_best_fitness",
+                                        "fraction_reached")))]
+
+
+# ----- reports ----------------------------------------------------------------------------------
+
+def _write_summary(run_dir: str, summary: dict, markdown: str) -> None:
+    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
+        handle.write(markdown + "\n")
+
+
+def _last(metrics: dict, name: str) -> float:
+    values = np.asarray(metrics.get(name, []), np.float64)
+    return float(values[-1]) if values.size else float("nan")
+
+
+def report_es(run_dir: str, state, metrics: dict) -> dict:
+    """``summary.json`` / ``summary.md`` (best and final-mean fitness, density) and plots."""
+    from synprune_jax import masks as masks_lib
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
+    maskable = _task(config).maskable()
+    summary = {
+        "generations": int(state.generation),
+        "evaluations": int(state.num_evaluations),
+        "best_fitness": float(state.best_fitness),
+        "best_density": float(masks_lib.density(state.best_masks, maskable)),
+        "final_density": float(masks_lib.density(state.masks, maskable)),
+        "final_mean_fitness": _last(metrics, "mean_network_fitness"),
+        "strategy": config["es"]["strategy"],
+    }
+    _write_summary(run_dir, summary, _format_es(summary))
+    plot_es(run_dir, state, metrics)
+    return summary
+
+
+def _format_es(summary: dict) -> str:
+    return "\n".join([
+        "| strategy | generations | evaluations | best fitness | density of best | "
+        "final density | final mean fitness |",
+        "|---|---|---|---|---|---|---|",
+        f"| {summary['strategy']} | {summary['generations']} | {summary['evaluations']} | "
+        f"{summary['best_fitness']:.3f} | {summary['best_density']:.3f} | "
+        f"{summary['final_density']:.3f} | {summary['final_mean_fitness']:.3f} |"])
+
+
+def describe_es(summary: dict) -> str:
+    return _format_es(summary)
+
+
+def plot_es(run_dir: str, state, metrics: dict) -> list[str]:
+    from synprune_jax import plots
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
+    task = _task(config)
+    return [
+        str(plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
+                              keys=("max_fitness", "mean_network_fitness", "density"))),
+        plot_masks(os.path.join(run_dir, "masks.png"), state.masks, task.maskable(),
+                   title=f"{config['experiment']}: final mask"),
+    ]
+
+
+def summary_table_ga(state, maskable, bands=DENSITY_BANDS) -> list[dict]:
+    """Best fitness in the final population at density <= each band."""
+    fitness = np.asarray(state.fitness, np.float64)
+    density = population_density(state, maskable)
+    rows = []
+    for band in bands:
+        inside = np.isfinite(fitness) & (density <= band + 1e-6)
+        rows.append({"max_density": band, "best_fitness": float(fitness[inside].max())
+                     if inside.any() else float("nan"), "count": int(inside.sum())})
+    return rows
+
+
+def population_density(state, maskable) -> np.ndarray:
+    """``[P]`` density of every individual of a GA state (host side)."""
+    import jax
+
+    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state.population.masks)]
+    flags = jax.tree_util.tree_leaves(maskable)
+    active = sum(leaf.reshape(leaf.shape[0], -1).sum(1) for leaf, f in zip(leaves, flags) if f)
+    total = sum(leaf[0].size for leaf, f in zip(leaves, flags) if f)
+    return np.asarray(active, np.float64) / total
+
+
+def report_ga(run_dir: str, state, metrics: dict) -> dict:
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
+    maskable = _task(config).maskable()
+    fitness = np.asarray(state.fitness, np.float64)
+    best = int(np.argmax(np.where(np.isfinite(fitness), fitness, -np.inf)))
+    density = population_density(state, maskable)
+    summary = {
+        "generations": int(state.generation),
+        "evaluations": int(state.num_evaluations),
+        "max_fitness": float(fitness[best]),
+        "best_density": float(density[best]),
+        "mean_density": float(density.mean()),
+        "best_by_density": summary_table_ga(state, maskable),
+    }
+    _write_summary(run_dir, summary, _format_ga(summary))
+    plot_ga(run_dir, state, metrics)
+    return summary
+
+
+def _format_ga(summary: dict) -> str:
+    lines = [f"best fitness {summary['max_fitness']:.3f} at density {summary['best_density']:.3f}"
+             f" (population mean density {summary['mean_density']:.3f})", "",
+             "| density <= | best fitness | individuals |", "|---|---|---|"]
+    for row in summary["best_by_density"]:
+        best = "—" if np.isnan(row["best_fitness"]) else f"{row['best_fitness']:.3f}"
+        lines.append(f"| {row['max_density'] * 100:.0f} % | {best} | {row['count']} |")
+    return "\n".join(lines)
+
+
+def describe_ga(summary: dict) -> str:
+    return (f"generations {summary['generations']}, evaluations {summary['evaluations']}\n"
+            + _format_ga(summary))
+
+
+def plot_ga(run_dir: str, state, metrics: dict) -> list[str]:
+    import jax
+
+    from synprune_jax import plots
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
+    task = _task(config)
+    fitness = np.asarray(state.fitness, np.float64)
+    best = int(np.argmax(np.where(np.isfinite(fitness), fitness, -np.inf)))
+    best_masks = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[best],
+                                        state.population.masks)
+    return [
+        str(plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
+                              keys=("max_fitness", "mean_fitness", "mean_density"))),
+        str(plots.plot_fitness_vs_density(os.path.join(run_dir, "fitness_vs_density.png"),
+                                          population_density(state, task.maskable()),
+                                          np.where(np.isfinite(fitness), fitness, np.nan),
+                                          bands=DENSITY_BANDS)),
+        plot_masks(os.path.join(run_dir, "masks.png"), best_masks, task.maskable(),
+                   title=f"{config['experiment']}: mask of the best individual"),
+    ]
+
+
+def plot_masks(path: str, masks, maskable, title: str = "") -> str:
+    """One panel per maskable leaf (kernel ``[in, out]`` drawn as in x out; 1-D as one row)."""
+    import jax
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    leaves = [np.asarray(leaf) for leaf, flag in zip(jax.tree_util.tree_leaves(masks),
+                                                    jax.tree_util.tree_leaves(maskable)) if flag]
+    figure = Figure(figsize=(3.0 * len(leaves), 3.2))
+    axes_list = figure.subplots(1, len(leaves), squeeze=False)[0]
+    for index, (axes, leaf) in enumerate(zip(axes_list, leaves)):
+        image = leaf.reshape(1, -1) if leaf.ndim == 1 else leaf.reshape(leaf.shape[0], -1)
+        axes.imshow(image, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        axes.set_title(f"layer {index}: {image.mean() * 100:.0f} % active", fontsize=9)
+        axes.set_xlabel("output unit")
+        axes.set_ylabel("input unit")
+    if title:
+        figure.suptitle(f"{title} (black: active)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return str(path)
+
+
+def _task(config: dict):
+    from synprune_jax.experiments.map_elites import build_task
+
+    return build_task(dict(config["task"]))
+
+
+EXPERIMENTS = (
+    Experiment("es-prune", "OpenES (evosax) on one masked 16-16 policy for Brax hopper, pruned "
+               "by |mean| every 10 generations along a cubic schedule to 20 % density",
+               default_config_es_prune, build_es),
+    Experiment("es-prune-arm", "evosax ES with signal-to-noise pruning on the kinematic-arm MLP "
+               "(seconds on CPU)", default_config_es_prune_arm, build_es),
+    Experiment("ga-pruned-init", "truncation GA (best half mutated into the worst half) on Brax "
+               "hopper from Beta-pruned random policies, or from MAP-Elites elites "
+               "(ga.init=archive ga.archive_dir=DIR)", default_config_ga, build_ga),
+    Experiment("ga-arm", "truncation GA on the kinematic-arm MLP from Beta-pruned networks "
+               "(seconds on CPU)", default_config_ga_arm, build_ga),
+    Experiment("es-info", "mutual information (hidden units vs actions) of 16 Beta-pruned "
+               "hopper policies at generation 0 vs the ES generations each needs to reach a "
+               "return threshold: table, Spearman rho, plot", default_config_es_info,
+               build_es_info),
+    Experiment("me-es", "MAP-Elites on the arm MLP with mutation and evosax-ES emitters mixed "
+               "in one run (ME-ES style)", default_config_me_es, build_me_es),
+)
