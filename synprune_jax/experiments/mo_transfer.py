@@ -1,0 +1,493 @@
+"""Multi-objective evolutionary pruning of a transfer-learned sparse head (``mo-prune-transfer``).
+
+A CNN backbone pretrained on digits 0, 1, 2, 4, 6 is frozen; NSGA-II evolves which of its 128
+features feed a sparse head for the confusable digits 3, 5, 8, 9, trading validation accuracy,
+sparsity (1 - active fraction) and OOD AUROC (digit 7, temperature-scaled max softmax).
+``ga-prune-transfer`` is the single-objective steady-state GA of the original method (fitness:
+validation accuracy; ties to the sparser head).
+
+The data and backbone are prepared by ``build`` (host numpy, before anything is traced) and
+cached under ``data.cache_dir`` (default ``$SYNPRUNE_CACHE_DIR/transfer`` or
+``~/.cache/synprune_jax/transfer``); the report copies them to ``features.npz`` in the run
+directory. The test split is used only by the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+
+from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.experiments.base import Built, Experiment
+
+ALGORITHMS = ("nsga2", "ga")
+
+
+def _base_config(name: str, algorithm: str, objectives: list[str]) -> dict:
+    return {
+        "experiment": name,
+        "algorithm": algorithm,
+        "data": {"source": "digits", "source_classes": [0, 1, 2, 4, 6],
+                 "target_classes": [3, 5, 8, 9], "ood_classes": [7], "val_fraction": 0.25,
+                 "test_fraction": 0.25, "seed": 0, "backbone": "cnn", "cnn_channels": [16, 8],
+                 "pretrain_epochs": 30, "pretrain_batch_size": 64,
+                 "pretrain_learning_rate": 0.003, "cache_dir": None},
+        "head": {"num_hidden": 32, "genome": "input"},
+        "train": {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9, "epochs": 30,
+                  "batch_size": 64, "patience": 5},
+        "objectives": {"names": objectives, "temperature": 1000.0, "reference": None},
+        "nsga2": {"population_size": 60, "mode": "generational", "num_offspring": 1,
+                  "crossover_rate": 0.9, "mutation_rate": None, "memo_capacity": 4096},
+        "ga": {"population_size": 30, "num_offspring": 4, "num_candidates": 3,
+               "mutation_probability": 0.07, "memo_capacity": 4096},
+        "report": {"bands": [0.0, 50.0, 75.0, 90.0], "accuracy_tolerance": 0.02},
+        "run": {"num_generations": 40, "seed": 0, "chunk_size": 5, "checkpoint_every": 10,
+                "metrics_format": "csv", "progress": True},
+    }
+
+
+def default_config() -> dict:
+    """NSGA-II on accuracy x sparsity x OOD AUROC; 1-2 minutes on 2 CPU cores (half compiling)."""
+    return _base_config("mo-prune-transfer", "nsga2", ["accuracy", "sparsity", "auroc"])
+
+
+def default_config_ga() -> dict:
+    """The single-objective GA (fitness = validation accuracy) on the same transfer task."""
+    config = _base_config("ga-prune-transfer", "ga", ["accuracy", "sparsity", "auroc"])
+    config["run"]["num_generations"] = 150
+    config["run"]["chunk_size"] = 10
+    config["run"]["checkpoint_every"] = 50
+    return config
+
+
+class TransferAlgorithm:
+    """Runner-protocol wrapper around the search; :meth:`prepare` loads or computes the features
+    (host side, must run outside any trace; :func:`build` calls it)."""
+
+    def __init__(self, config: dict, data_config, head_section: dict, train_config,
+                 objective_names: tuple[str, ...], temperature: float, search_factory):
+        self._config = config
+        self.data_config = data_config
+        self.head_section = head_section
+        self.train_config = train_config
+        self.objective_names = objective_names
+        self.temperature = temperature
+        self._search_factory = search_factory
+        self._search = None
+        self._problem = None
+
+    @property
+    def cache_dir(self) -> str:
+        from synprune_jax.transfer.data import default_cache_dir
+
+        return self._config["data"].get("cache_dir") or default_cache_dir()
+
+    def prepare(self):
+        """Loads (or computes and caches) the features; builds problem and search."""
+        if self._search is None:
+            from synprune_jax.transfer.data import prepare_data
+            from synprune_jax.transfer.head import HeadConfig
+            from synprune_jax.transfer.problem import TransferProblem
+
+            data = prepare_data(self.data_config, cache_dir=self.cache_dir)
+            head = HeadConfig(num_features=data.num_features, num_classes=data.num_classes,
+                              **self.head_section)
+            self._problem = TransferProblem(data, head, self.train_config, self.objective_names,
+                                            self.temperature)
+            self._search = self._search_factory(self._problem)
+        return self._search
+
+    @property
+    def problem(self):
+        self.prepare()
+        return self._problem
+
+    @property
+    def search(self):
+        return self.prepare()
+
+    def init(self, key):
+        return self.search.init(key)
+
+    def step(self, key, state):
+        return self.search.step(key, state)
+
+
+def build(config: dict) -> Built:
+    """Validates the config, prepares the data (cached) and returns algorithm, run config and
+    report."""
+    from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, SteadyStateGA,
+                                               SteadyStateGAConfig)
+    from synprune_jax.runner import RunConfig
+    from synprune_jax.transfer.data import DataConfig
+    from synprune_jax.transfer.head import GENOME_KINDS, TrainConfig
+    from synprune_jax.transfer.objectives import OBJECTIVES
+
+    require_keys(config, "config", ("experiment", "algorithm", "data", "head", "train",
+                                    "objectives", "nsga2", "ga", "report", "run"))
+    if config["algorithm"] not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: {list(ALGORITHMS)}")
+    try:
+        data_section = dict(config["data"])
+        require_keys(data_section, "data", [f.name for f in dataclasses.fields(DataConfig)]
+                     + ["cache_dir"])
+        data_section.pop("cache_dir", None)
+        for name in ("source_classes", "target_classes", "ood_classes", "cnn_channels"):
+            data_section[name] = tuple(int(v) for v in data_section[name])
+        data_config = DataConfig(**data_section)
+        head_section = dict(config["head"])
+        require_keys(head_section, "head", ("num_hidden", "genome"))
+        if head_section["genome"] not in GENOME_KINDS:
+            raise ConfigError(f"head.genome must be one of {list(GENOME_KINDS)}")
+        if int(head_section["num_hidden"]) < 1:
+            raise ConfigError("head.num_hidden must be >= 1")
+        train_section = dict(config["train"])
+        require_keys(train_section, "train", ("optimizer", "learning_rate", "momentum", "epochs",
+                                              "batch_size", "patience"))
+        train_config = TrainConfig(seed=int(config["run"]["seed"]), **train_section)
+        objectives = dict(config["objectives"])
+        require_keys(objectives, "objectives", ("names", "temperature", "reference"))
+        names = tuple(objectives["names"])
+        unknown = [n for n in names if n not in OBJECTIVES]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ConfigError(f"objectives.names must be distinct names from {list(OBJECTIVES)},"
+                              f" got {list(names)}")
+        if not float(objectives["temperature"]) > 0:
+            raise ConfigError("objectives.temperature must be > 0")
+        reference = objectives["reference"]
+        if reference is not None and len(reference) != len(names):
+            raise ConfigError("objectives.reference needs one value per objective")
+        report_section = dict(config["report"])
+        require_keys(report_section, "report", ("bands", "accuracy_tolerance"))
+        if not all(0 <= float(b) <= 100 for b in report_section["bands"]):
+            raise ConfigError("report.bands are percentiles in [0, 100]")
+        if config["algorithm"] == "nsga2":
+            if len(names) < 2:
+                raise ConfigError("NSGA-II needs at least two objectives in objectives.names")
+            section = dict(config["nsga2"])
+            require_keys(section, "nsga2", [f.name for f in dataclasses.fields(NSGA2Config)])
+            search_config = NSGA2Config(**section)
+            factory = lambda problem: NSGA2(search_config, problem, names)  # noqa: E731
+        else:
+            section = dict(config["ga"])
+            require_keys(section, "ga", [f.name for f in dataclasses.fields(SteadyStateGAConfig)
+                                         if f.name != "objective_index"])
+            search_config = SteadyStateGAConfig(**section)
+            factory = lambda problem: SteadyStateGA(search_config, problem, names)  # noqa: E731
+        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
+                                            "checkpoint_every", "metrics_format", "progress"))
+        run_config = RunConfig(**config["run"])
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(str(error)) from error
+    algorithm = TransferAlgorithm(config, data_config, head_section, train_config, names,
+                                  float(objectives["temperature"]), factory)
+    algorithm.prepare()  # host work (data, backbone, cache) before the runner traces anything
+
+    def report_fn(run_dir, state, metrics):
+        return report(run_dir, state, metrics, algorithm=algorithm, config=config)
+
+    def plot_fn(run_dir, state, metrics):
+        return plot_run(run_dir, state, metrics, algorithm=algorithm, config=config)
+
+    return Built(algorithm=algorithm, run_config=run_config, report=report_fn,
+                 describe=describe, plot=plot_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Report.
+
+
+def _reference(config: dict, names: tuple[str, ...]) -> np.ndarray:
+    from synprune_jax.transfer.objectives import DEFAULT_REFERENCE
+
+    given = config["objectives"]["reference"]
+    if given is not None:
+        return np.asarray(given, np.float64)
+    return np.asarray([DEFAULT_REFERENCE[n] for n in names], np.float64)
+
+
+def front_of(state) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct first-front members of the final population: ``(genomes [K, L], objectives
+    [K, M])``, sorted by the first objective (descending)."""
+    from synprune_jax.archives.pareto import non_dominated_numpy
+
+    genomes = np.asarray(state.genomes, bool)
+    objectives = np.asarray(state.objectives, np.float64)
+    finite = np.all(np.isfinite(objectives), axis=1)
+    genomes, objectives = genomes[finite], objectives[finite]
+    genomes, first = np.unique(genomes, axis=0, return_index=True)
+    objectives = objectives[first]
+    keep = non_dominated_numpy(objectives)
+    genomes, objectives = genomes[keep], objectives[keep]
+    order = np.lexsort((genomes.sum(axis=1), -objectives[:, 0]))
+    return genomes[order], objectives[order]
+
+
+def key_figures(val_accuracy, active_fraction, val_auroc, test_accuracy, test_auroc,
+                tolerance: float) -> dict:
+    """The issue's headline numbers, chosen on validation figures only."""
+    from synprune_jax.transfer.ensembles import best_single_index
+
+    best = best_single_index(val_accuracy, active_fraction)
+    near = np.flatnonzero(val_accuracy >= val_accuracy[best] - tolerance - 1e-9)
+    sparse = near[np.lexsort((-val_accuracy[near], active_fraction[near]))[0]]
+    robust = int(np.lexsort((active_fraction, -val_auroc))[0])
+    pick = lambda i: {"val_accuracy": float(val_accuracy[i]),  # noqa: E731
+                      "test_accuracy": float(test_accuracy[i]),
+                      "active_fraction": float(active_fraction[i]),
+                      "val_auroc": float(val_auroc[i]), "test_auroc": float(test_auroc[i])}
+    return {"best_accuracy": pick(best), "sparsest_within_tolerance": pick(int(sparse)),
+            "best_auroc": pick(robust), "tolerance": tolerance}
+
+
+def report(run_dir: str, state, metrics: dict, *, algorithm: TransferAlgorithm,
+           config: dict) -> dict:
+    """Writes ``front.csv``, ``front.npz``, ``summary.json``, ``summary.md``, ``features.npz``
+    and the plots; returns the summary dict."""
+    from synprune_jax.archives.pareto import hypervolume
+    from synprune_jax.transfer.data import cache_key
+    from synprune_jax.transfer.ensembles import ensemble_table, importance
+
+    problem = algorithm.problem
+    names = algorithm.objective_names
+    genomes, objectives = front_of(state)
+    dense = np.ones((1, genomes.shape[1]), bool)  # the unpruned head, for comparison
+    both = problem.report_metrics(np.concatenate([genomes, dense]))
+    measured = {name: value[:-1] for name, value in both.items()}
+    reference = _reference(config, names)
+    data = problem.data
+    figures = key_figures(measured["val_accuracy"], measured["val_active_fraction"],
+                          measured["val_auroc"], measured["test_accuracy"],
+                          measured["test_auroc"], float(config["report"]["accuracy_tolerance"]))
+    table = ensemble_table(measured["val_accuracy"], measured["val_active_fraction"],
+                           measured["test_predictions"], measured["test_probabilities"],
+                           data.test_labels, bands=tuple(config["report"]["bands"]))
+    weights = importance(genomes, measured["val_accuracy"])
+    summary = {
+        "generations": int(state.generation),
+        "evaluations": int(state.num_evaluations),
+        "objectives": list(names),
+        "reference": reference.tolist(),
+        "hypervolume": hypervolume(objectives, reference),
+        "population_hypervolume": hypervolume(np.asarray(state.objectives), reference),
+        "front_size": int(genomes.shape[0]),
+        "key_figures": figures,
+        "dense_head": {f"{split}_{name}": float(both[f"{split}_{name}"][-1])
+                       for split in ("val", "test") for name in ("accuracy", "auroc")},
+        "ensembles": table,
+        "data": data.info,
+        "feature_shape": list(data.feature_shape),
+    }
+    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
+        handle.write(format_summary(summary) + "\n")
+    _write_front(run_dir, genomes, objectives, names, measured)
+    np.save(os.path.join(run_dir, "importance.npy"), weights)
+    cached = os.path.join(algorithm.cache_dir, f"features-{cache_key(algorithm.data_config)}.npz")
+    if os.path.exists(cached):
+        shutil.copyfile(cached, os.path.join(run_dir, "features.npz"))
+    plot_run(run_dir, state, metrics, algorithm=algorithm, config=config)
+    return summary
+
+
+def _write_front(run_dir, genomes, objectives, names, measured) -> None:
+    np.savez(os.path.join(run_dir, "front.npz"), genomes=genomes, objectives=objectives,
+             objective_names=np.asarray(names))
+    columns = [*names, "active_fraction", "val_accuracy", "val_auroc", "test_accuracy",
+               "test_auroc", "epochs_run", "mask"]
+    with open(os.path.join(run_dir, "front.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for k in range(genomes.shape[0]):
+            writer.writerow([*(repr(float(v)) for v in objectives[k]),
+                             repr(float(measured["val_active_fraction"][k])),
+                             repr(float(measured["val_accuracy"][k])),
+                             repr(float(measured["val_auroc"][k])),
+                             repr(float(measured["test_accuracy"][k])),
+                             repr(float(measured["test_auroc"][k])),
+                             int(measured["val_epochs_run"][k]),
+                             "".join("1" if bit else "0" for bit in genomes[k])])
+
+
+def format_summary(summary: dict) -> str:
+    figures = summary["key_figures"]
+    tolerance = figures["tolerance"] * 100
+    lines = [
+        f"Front: {summary['front_size']} heads, objectives {', '.join(summary['objectives'])}; "
+        f"hypervolume {summary['hypervolume']:.4f} (reference {summary['reference']})",
+        "",
+        "| head (chosen on validation) | val acc | test acc | active fraction | val AUROC | "
+        "test AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
+    labels = {"best_accuracy": "best accuracy",
+              "sparsest_within_tolerance": f"sparsest within {tolerance:.0f} pt of best",
+              "best_auroc": "best AUROC"}
+    rows = [(labels[key], figures[key]) for key in labels]
+    dense = summary.get("dense_head")
+    if dense is not None:
+        rows.append(("unpruned head (reference)", {
+            "val_accuracy": dense["val_accuracy"], "test_accuracy": dense["test_accuracy"],
+            "active_fraction": 1.0, "val_auroc": dense["val_auroc"],
+            "test_auroc": dense["test_auroc"]}))
+    for label, row in rows:
+        lines.append(f"| {label} | {row['val_accuracy']:.4f} | {row['test_accuracy']:.4f} | "
+                     f"{row['active_fraction']:.3f} | {row['val_auroc']:.4f} | "
+                     f"{row['test_auroc']:.4f} |")
+    lines += ["", "| band (val acc >= percentile) | members | ensemble test acc | "
+              "best single test acc | mean member test acc | mean active fraction |",
+              "|---|---|---|---|---|---|"]
+    for row in summary["ensembles"]:
+        lines.append(f"| p{row['percentile']:.0f} | {row['num_members']} | "
+                     f"{row['ensemble_test_accuracy']:.4f} | "
+                     f"{row['best_single_test_accuracy']:.4f} | "
+                     f"{row['mean_member_test_accuracy']:.4f} | "
+                     f"{row['mean_active_fraction']:.3f} |")
+    return "\n".join(lines)
+
+
+def describe(summary: dict) -> str:
+    return (f"generations {summary['generations']}, evaluations {summary['evaluations']}\n\n"
+            + format_summary(summary))
+
+
+# --------------------------------------------------------------------------------------------
+# Plots (host only).
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _label(name: str) -> str:
+    return {"sparsity": "sparsity (1 - active fraction)", "auroc": "OOD AUROC (validation)",
+            "accuracy": "accuracy (validation)", "neg_loss": "- loss (validation)"}.get(name, name)
+
+
+def plot_run(run_dir: str, state, metrics: dict, *, algorithm: TransferAlgorithm,
+             config: dict) -> list[str]:
+    """``front_2d.png``, ``front_3d.png`` (three or more objectives), ``importance.png``,
+    ``curves.png``."""
+    from synprune_jax import plots
+
+    names = algorithm.objective_names
+    population = np.asarray(state.objectives, np.float64)
+    genomes, front = front_of(state)
+    paths = []
+    figure = _figure(5.5, 4.2)
+    axes = figure.add_subplot()
+    x_index = names.index("sparsity") if "sparsity" in names else (1 if len(names) > 1 else 0)
+    y_index = names.index("accuracy") if "accuracy" in names else 0
+    colour = names.index("auroc") if "auroc" in names and len(names) > 2 else None
+    axes.scatter(population[:, x_index], population[:, y_index], s=10, c="lightgrey",
+                 label="population")
+    scatter = axes.scatter(front[:, x_index], front[:, y_index], s=28,
+                           c=None if colour is None else front[:, colour], cmap="viridis",
+                           edgecolors="black", linewidths=0.4, label="first front")
+    if colour is not None:
+        figure.colorbar(scatter, ax=axes, label=_label(names[colour]))
+    axes.set_xlabel(_label(names[x_index]))
+    axes.set_ylabel(_label(names[y_index]))
+    axes.legend(loc="lower left")
+    axes.set_title(f"{config.get('experiment', '')}: Pareto front")
+    paths.append(str(plots._save(figure, os.path.join(run_dir, "front_2d.png"))))
+    if len(names) >= 3:
+        figure = _figure(5.5, 4.5)
+        axes = figure.add_subplot(projection="3d")
+        axes.scatter(population[:, 0], population[:, 1], population[:, 2], s=6, c="lightgrey")
+        axes.scatter(front[:, 0], front[:, 1], front[:, 2], s=22, c=front[:, 2], cmap="viridis",
+                     edgecolors="black", linewidths=0.3)
+        axes.set_xlabel(_label(names[0]), fontsize=7)
+        axes.set_ylabel(_label(names[1]), fontsize=7)
+        axes.set_zlabel(_label(names[2]), fontsize=7)
+        axes.set_title("first front (3 objectives)")
+        paths.append(str(plots._save(figure, os.path.join(run_dir, "front_3d.png"))))
+    importance_path = os.path.join(run_dir, "importance.npy")
+    if os.path.exists(importance_path):
+        weights = np.load(importance_path)
+    else:
+        weights = genomes.mean(axis=0) if genomes.size else np.zeros(genomes.shape[1])
+    paths.append(plot_importance(os.path.join(run_dir, "importance.png"), weights,
+                                 algorithm.problem.head, algorithm.problem.data.feature_shape))
+    keys = tuple(k for k in metrics if k.startswith("max_") or k == "front_size")
+    if keys and metrics:
+        paths.append(str(plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
+                                           keys=keys)))
+    return paths
+
+
+def plot_importance(path: str, weights: np.ndarray, head, feature_shape) -> str:
+    """Input-feature importance as a picture (mean over channels of a ``[H, W, C]`` feature
+    map) when the features are spatial, plus bars for hidden neurons when they are evolved."""
+    from synprune_jax import plots
+
+    num_in = head.num_features if head.genome in ("input", "both") else 0
+    input_part = weights[:num_in]
+    hidden_part = weights[num_in:]
+    panels = (1 if num_in else 0) + (1 if hidden_part.size else 0)
+    figure = _figure(4.5 * panels, 3.8)
+    index = 1
+    if num_in:
+        axes = figure.add_subplot(1, panels, index)
+        index += 1
+        if len(feature_shape) >= 2:
+            picture, title = _mosaic(input_part.reshape(feature_shape))
+            top = max(float(np.nanmax(picture)), 1e-6)
+            image = axes.imshow(picture, cmap="magma", vmin=0.0, vmax=top)
+            figure.colorbar(image, ax=axes, label="importance")
+            axes.set_title(title, fontsize=9)
+            axes.set_xticks([])
+            axes.set_yticks([])
+        else:
+            axes.bar(np.arange(num_in), input_part)
+            axes.set_xlabel("input feature")
+            axes.set_ylabel("importance")
+    if hidden_part.size:
+        axes = figure.add_subplot(1, panels, index)
+        axes.bar(np.arange(hidden_part.size), hidden_part)
+        axes.set_xlabel("hidden neuron")
+        axes.set_ylabel("importance")
+    return str(plots._save(figure, path))
+
+
+def _mosaic(feature_map: np.ndarray) -> tuple[np.ndarray, str]:
+    """``[H, W]`` as is; ``[H, W, C]`` tiled channel by channel (4 per row, NaN gaps)."""
+    if feature_map.ndim == 2:
+        return feature_map, f"input features {feature_map.shape}"
+    height, width, channels = feature_map.shape[:3]
+    if channels == 1:
+        return feature_map[..., 0], f"input features {feature_map.shape[:2]}"
+    per_row = min(4, channels)
+    rows = -(-channels // per_row)
+    mosaic = np.full((rows * (height + 1) - 1, per_row * (width + 1) - 1), np.nan)
+    for channel in range(channels):
+        r, c = divmod(channel, per_row)
+        mosaic[r * (height + 1):r * (height + 1) + height,
+               c * (width + 1):c * (width + 1) + width] = feature_map[..., channel]
+    return mosaic, (f"input features {tuple(feature_map.shape)}: one {height}x{width} tile per "
+                    "channel")
+
+
+EXPERIMENTS = (
+    Experiment("mo-prune-transfer", "NSGA-II pruning of a transfer-learned sparse head (digits: "
+               "CNN pretrained on 0,1,2,4,6, target 3,5,8,9, OOD 7; accuracy x sparsity x OOD "
+               "AUROC); "
+               "Pareto front, ensembles, importance; 1-2 min on 2 CPU cores",
+               default_config, build),
+    Experiment("ga-prune-transfer", "The original single-objective steady-state GA (validation "
+               "accuracy, ties to the sparser head) on the same transfer task",
+               default_config_ga, build),
+)

@@ -1,0 +1,28 @@
+"""Transfer learning with evolved sparse heads (multi-objective evolutionary pruning).
+
+A frozen backbone turns images into features once (cached); a sparse head
+``features -> sparse dense layer -> dense -> softmax`` is trained per genome (the whole population
+at once with ``vmap``); the genome masks the head's input features and / or hidden neurons.
+
+* :mod:`~synprune_jax.transfer.data`: digits default and ``.npz`` bring-your-own data, splits,
+  feature cache (:func:`prepare_data`, :class:`DataConfig`, :class:`TransferData`);
+* :mod:`~synprune_jax.transfer.backbone`: the small CNN pretrained on the source classes;
+* :mod:`~synprune_jax.transfer.head`: head, genome layout, optax training with early stopping;
+* :mod:`~synprune_jax.transfer.objectives`: accuracy, sparsity, OOD AUROC (temperature-scaled
+  max softmax), negative loss;
+* :mod:`~synprune_jax.transfer.problem`: :class:`TransferProblem` (genomes -> objectives);
+* :mod:`~synprune_jax.transfer.ensembles`: Pareto ensembles and importance.
+"""
+
+from synprune_jax.transfer.data import DataConfig, TransferData, prepare_data
+from synprune_jax.transfer.ensembles import ensemble_table, importance, majority_vote
+from synprune_jax.transfer.head import (HeadConfig, TrainConfig, genome_key, head_logits,
+                                        init_head, train_head, train_population)
+from synprune_jax.transfer.objectives import OBJECTIVES, auroc, max_softmax_score
+from synprune_jax.transfer.problem import TransferProblem
+
+__all__ = [
+    "DataConfig", "HeadConfig", "OBJECTIVES", "TrainConfig", "TransferData", "TransferProblem",
+    "auroc", "ensemble_table", "genome_key", "head_logits", "importance", "init_head",
+    "majority_vote", "max_softmax_score", "prepare_data", "train_head", "train_population",
+]

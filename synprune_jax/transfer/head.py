@@ -1,0 +1,239 @@
+"""The sparse head, its genome, and vmapped optax training with early stopping.
+
+Head (per individual; ``F`` features, ``H`` hidden neurons, ``C`` classes)::
+
+    h      = relu((x * input_mask) @ W1 + b1) * hidden_mask        [N, H]
+    logits = h @ W2 + b2                                            [N, C]
+
+The genome is a bool vector ``[L]``: the input-feature mask (``genome="input"``, ``L = F``), the
+hidden-neuron mask (``"hidden"``, ``L = H``) or both concatenated (``"both"``, ``L = F + H``).
+A masked feature or neuron has all its connections cut (its inputs and outputs contribute zero,
+and it receives zero gradient).
+
+Training (:func:`train_head`) is written per individual and vmapped once over the population
+(:func:`train_population`). Each epoch shuffles the train split into ``floor(N / B)`` minibatches
+(one ``lax.scan``); after each epoch the validation loss is measured; the parameters with the
+lowest validation loss are kept, and once it has not improved for ``patience`` epochs the head
+stops (its parameters freeze; under ``vmap`` the remaining epochs are computed and discarded, so
+shapes stay fixed).
+
+The initialisation key of a genome is ``fold_in(fold_in(key(seed), h1), h2)`` with ``(h1, h2)``
+its 64-bit Zobrist hash (:func:`genome_hash`); the minibatch order depends on ``seed`` only and is
+shared by all heads. So the same genome always trains to the same head (a front member can be
+retrained exactly for the test-split report), and under ``vmap`` the population's heads consume
+the same minibatches, which turns the first layer into one large matrix product per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from synprune_jax.config import ConfigError
+
+GENOME_KINDS = ("input", "hidden", "both")
+OPTIMIZERS = ("adam", "sgd_nesterov")
+ZOBRIST_SEED = 0x5EED
+SHUFFLE_DATA = 0x5F1E
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    """Static shape of the head and of its genome.
+
+    Attributes:
+        num_features: ``F``. num_hidden: ``H``. num_classes: ``C``.
+        genome: ``"input"``, ``"hidden"`` or ``"both"`` (what the genome masks).
+    """
+
+    num_features: int
+    num_hidden: int
+    num_classes: int
+    genome: str = "input"
+
+    def __post_init__(self):
+        if self.genome not in GENOME_KINDS:
+            raise ConfigError(f"head.genome must be one of {list(GENOME_KINDS)}, "
+                              f"got {self.genome!r}")
+        for name in ("num_features", "num_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"head.{name} must be >= 1")
+        if self.num_classes < 2:
+            raise ConfigError("the head needs at least two classes")
+
+    @property
+    def genome_length(self) -> int:
+        """``L``."""
+        return {"input": self.num_features, "hidden": self.num_hidden,
+                "both": self.num_features + self.num_hidden}[self.genome]
+
+    def split(self, genome: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``[L]`` bool -> ``(input_mask [F], hidden_mask [H])`` (float32 0/1)."""
+        ones_in = jnp.ones((self.num_features,), jnp.float32)
+        ones_hidden = jnp.ones((self.num_hidden,), jnp.float32)
+        genome = genome.astype(jnp.float32)
+        if self.genome == "input":
+            return genome, ones_hidden
+        if self.genome == "hidden":
+            return ones_in, genome
+        return genome[: self.num_features], genome[self.num_features:]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How every head is trained (static; part of the compiled program).
+
+    Attributes:
+        optimizer: ``"adam"`` or ``"sgd_nesterov"`` (SGD with Nesterov momentum).
+        learning_rate: step size. momentum: Nesterov momentum (SGD only).
+        epochs: maximum epochs. batch_size: minibatch size (capped at the train size).
+        patience: epochs without a lower validation loss before a head stops.
+        seed: base of the per-genome training keys (see module docstring).
+    """
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
+    epochs: int = 30
+    batch_size: int = 64
+    patience: int = 5
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {list(OPTIMIZERS)}, "
+                              f"got {self.optimizer!r}")
+        if self.learning_rate <= 0:
+            raise ConfigError("train.learning_rate must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError("train.momentum must be in [0, 1)")
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+
+    def make_optimizer(self) -> optax.GradientTransformation:
+        if self.optimizer == "adam":
+            return optax.adam(self.learning_rate)
+        return optax.sgd(self.learning_rate, momentum=self.momentum, nesterov=True)
+
+
+def init_head(key: jax.Array, config: HeadConfig) -> dict:
+    """He-normal kernels, zero biases: ``{"w1": [F, H], "b1": [H], "w2": [H, C], "b2": [C]}``."""
+    key_1, key_2 = jax.random.split(key)
+    f, h, c = config.num_features, config.num_hidden, config.num_classes
+    return {"w1": jax.random.normal(key_1, (f, h)) * jnp.sqrt(2.0 / f),
+            "b1": jnp.zeros((h,)),
+            "w2": jax.random.normal(key_2, (h, c)) * jnp.sqrt(2.0 / h),
+            "b2": jnp.zeros((c,))}
+
+
+def head_logits(params: dict, input_mask: jax.Array, hidden_mask: jax.Array,
+                features: jax.Array) -> jax.Array:
+    """``features [N, F] -> logits [N, C]`` of one masked head."""
+    # mask the kernel rather than the features: under vmap the features stay unbatched, so a
+    # population's first layer is one large matrix product instead of P small ones
+    kernel = input_mask[:, None] * params["w1"]
+    hidden = jax.nn.relu(features @ kernel + params["b1"][None, :])
+    return (hidden * hidden_mask[None, :]) @ params["w2"] + params["b2"][None, :]
+
+
+def _loss(params, input_mask, hidden_mask, features, labels):
+    logits = head_logits(params, input_mask, hidden_mask, features)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def genome_hash(genome: jax.Array) -> jax.Array:
+    """64-bit Zobrist hash of a bool genome ``[L]`` as ``[2]`` uint32 (XOR of position words)."""
+    words = jax.random.bits(jax.random.key(ZOBRIST_SEED), (2, genome.shape[-1]), jnp.uint32)
+    chosen = jnp.where(genome[None, :], words, jnp.uint32(0))
+    return jax.lax.reduce(chosen, jnp.uint32(0), jax.lax.bitwise_xor, (1,))
+
+
+def genome_key(seed: int, genome: jax.Array) -> jax.Array:
+    """The training key of a genome (depends only on ``seed`` and the genome)."""
+    words = genome_hash(genome)
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), words[0]), words[1])
+
+
+def shuffle_key(seed: int) -> jax.Array:
+    """The key of the minibatch order of every head trained with ``seed``."""
+    return jax.random.fold_in(jax.random.key(seed), SHUFFLE_DATA)
+
+
+def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_x: jax.Array,
+               train_y: jax.Array, val_x: jax.Array, val_y: jax.Array, head: HeadConfig,
+               train: TrainConfig) -> tuple[dict, jax.Array]:
+    """Trains one head with early stopping on the validation loss.
+
+    Args:
+        key: initialisation key.
+        shuffle_key: key of the minibatch order (:func:`train_population` shares it across the
+            population, so every head sees the same minibatches and, under ``vmap``, each
+            minibatch is gathered once and multiplied by all heads' kernels together).
+        genome: ``[L]`` bool.
+        train_x: ``[N, F]``; train_y: ``[N]`` int. val_x: ``[V, F]``; val_y: ``[V]`` int.
+        head, train: static configs.
+
+    Returns:
+        ``(params, epochs_run)``: the parameters of the epoch with the lowest validation loss,
+        and the number of epochs that updated the parameters (int32 scalar).
+    """
+    input_mask, hidden_mask = head.split(genome)
+    params = init_head(key, head)
+    optimizer = train.make_optimizer()
+    num_train = train_x.shape[0]
+    batch_size = min(train.batch_size, num_train)
+    num_batches = num_train // batch_size
+    grad_fn = jax.grad(_loss)
+
+    def epoch(carry, epoch_key):
+        params, opt_state, best, best_loss, since_best, stopped, epochs_run = carry
+        order = jax.random.permutation(epoch_key, num_train)
+        batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+
+        def batch_step(inner, index):
+            params, opt_state = inner
+            grads = grad_fn(params, input_mask, hidden_mask, train_x[index], train_y[index])
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (new_params, new_state), _ = jax.lax.scan(batch_step, (params, opt_state), batches)
+        keep = lambda old, new: jax.tree_util.tree_map(  # noqa: E731
+            lambda a, b: jnp.where(stopped, a, b), old, new)
+        params, opt_state = keep(params, new_params), keep(opt_state, new_state)
+        val_loss = _loss(params, input_mask, hidden_mask, val_x, val_y)
+        improved = (val_loss < best_loss) & ~stopped
+        best = jax.tree_util.tree_map(lambda a, b: jnp.where(improved, b, a), best, params)
+        best_loss = jnp.where(improved, val_loss, best_loss)
+        epochs_run = epochs_run + (~stopped).astype(jnp.int32)
+        since_best = jnp.where(improved, 0, since_best + 1)
+        stopped = stopped | (since_best >= train.patience)
+        return (params, opt_state, best, best_loss, since_best, stopped, epochs_run), None
+
+    carry = (params, optimizer.init(params), params, jnp.asarray(jnp.inf, jnp.float32),
+             jnp.int32(0), jnp.asarray(False), jnp.int32(0))
+    keys = jax.random.split(shuffle_key, train.epochs)
+    carry, _ = jax.lax.scan(epoch, carry, keys)
+    return carry[2], carry[6]
+
+
+def train_population(seed: int, genomes: jax.Array, train_x, train_y, val_x, val_y,
+                     head: HeadConfig, train: TrainConfig) -> tuple[dict, jax.Array]:
+    """:func:`train_head` vmapped over ``genomes [P, L]``.
+
+    Each head is initialised from its genome's key (:func:`genome_key`); the minibatch order
+    comes from :func:`shuffle_key` (``seed`` only), shared by the population.
+
+    Returns:
+        ``(params, epochs_run)`` with a leading ``[P]`` axis on every leaf.
+    """
+    keys = jax.vmap(lambda g: genome_key(seed, g))(genomes)
+    order_key = shuffle_key(seed)
+
+    def one(key, genome):
+        return train_head(key, order_key, genome, train_x, train_y, val_x, val_y, head, train)
+
+    return jax.vmap(one)(keys, genomes)

@@ -1,0 +1,147 @@
+"""The evolutionary problem: genome ``[L]`` -> trained sparse head -> objectives ``[M]``.
+
+:class:`TransferProblem` closes over the cached features (as device arrays) and static configs.
+Its :meth:`~TransferProblem.evaluate` trains the whole batch of heads at once (one ``vmap``) and
+measures the chosen objectives on the **validation** split; :meth:`~TransferProblem.report_metrics`
+retrains given genomes (same per-genome keys, so the same heads) and measures the **test** split,
+for the final report only.
+
+Example (a few seconds on CPU):
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from synprune_jax.transfer.data import TransferData
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 2, 40)
+    >>> data = TransferData(x, y, x, y, x, y, x[:5] + 5, x[5:10] + 5, (6,), (0, 1))
+    >>> problem = TransferProblem(data, HeadConfig(6, 4, 2), TrainConfig(epochs=2))
+    >>> problem.evaluate(jax.random.key(0), jnp.ones((3, 6), bool)).shape
+    (3, 3)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synprune_jax.config import ConfigError
+from synprune_jax.transfer.data import TransferData
+from synprune_jax.transfer.head import HeadConfig, TrainConfig, head_logits, train_population
+from synprune_jax.transfer.objectives import (OBJECTIVES, auroc, classification_metrics,
+                                              max_softmax_score, objective_vector)
+
+
+class TransferProblem:
+    """Multi-objective evaluation of head genomes on transfer data.
+
+    Args:
+        data: :class:`~synprune_jax.transfer.data.TransferData` (host numpy).
+        head: :class:`HeadConfig`; ``num_features`` / ``num_classes`` must match ``data``.
+        train: :class:`TrainConfig`.
+        objectives: names from :data:`~synprune_jax.transfer.objectives.OBJECTIVES`.
+        temperature: ``T`` of the max-softmax OOD score.
+    """
+
+    def __init__(self, data: TransferData, head: HeadConfig, train: TrainConfig,
+                 objectives: tuple[str, ...] = ("accuracy", "sparsity", "auroc"),
+                 temperature: float = 1000.0):
+        objectives = tuple(objectives)
+        unknown = [name for name in objectives if name not in OBJECTIVES]
+        if unknown or not objectives or len(set(objectives)) != len(objectives):
+            raise ConfigError(f"objectives must be distinct names from {list(OBJECTIVES)}, "
+                              f"got {list(objectives)}")
+        if head.num_features != data.num_features or head.num_classes != data.num_classes:
+            raise ConfigError(f"head expects {head.num_features} features / {head.num_classes} "
+                              f"classes, data have {data.num_features} / {data.num_classes}")
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        self.data = data
+        self.head = head
+        self.train_config = train
+        self.objective_names = objectives
+        self.temperature = float(temperature)
+        as_x = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+        as_y = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
+        self.arrays = {
+            "train_x": as_x(data.train_features), "train_y": as_y(data.train_labels),
+            "val_x": as_x(data.val_features), "val_y": as_y(data.val_labels),
+            "test_x": as_x(data.test_features), "test_y": as_y(data.test_labels),
+            "ood_val_x": as_x(data.ood_val_features), "ood_test_x": as_x(data.ood_test_features),
+        }
+
+    @property
+    def genome_length(self) -> int:
+        return self.head.genome_length
+
+    @property
+    def num_objectives(self) -> int:
+        return len(self.objective_names)
+
+    def train_heads(self, genomes: jax.Array):
+        """``genomes [P, L]`` -> ``(params with leading [P], epochs_run [P])``."""
+        a = self.arrays
+        return train_population(self.train_config.seed, genomes, a["train_x"], a["train_y"],
+                                a["val_x"], a["val_y"], self.head, self.train_config)
+
+    def _head_metrics(self, params: dict, genome: jax.Array, split: str) -> dict:
+        a = self.arrays
+        input_mask, hidden_mask = self.head.split(genome)
+        x, y = a[f"{split}_x"], a[f"{split}_y"]
+        logits = head_logits(params, input_mask, hidden_mask, x)
+        ood_logits = head_logits(params, input_mask, hidden_mask, a[f"ood_{split}_x"])
+        accuracy, loss = classification_metrics(logits, y)
+        active = jnp.sum(genome.astype(jnp.int32))
+        in_score = max_softmax_score(logits, self.temperature)
+        out_score = max_softmax_score(ood_logits, self.temperature)
+        return {"accuracy": accuracy, "loss": loss, "auroc": auroc(in_score, out_score),
+                "active_fraction": active.astype(jnp.float32) / genome.shape[0],
+                "sparsity": (genome.shape[0] - active).astype(jnp.float32) / genome.shape[0],
+                "predictions": jnp.argmax(logits, axis=-1),
+                "probabilities": jax.nn.softmax(logits, axis=-1),
+                "in_score": in_score, "out_score": out_score}
+
+    def metrics(self, genomes: jax.Array, split: str = "val") -> dict:
+        """Trains ``genomes [P, L]`` and measures ``split`` (``"val"`` or ``"test"``).
+
+        Returns:
+            dict of ``[P]`` arrays (``accuracy``, ``loss``, ``auroc``, ``active_fraction``,
+            ``sparsity`` (exactly ``(L - active) / L``), ``epochs_run``) and ``[P, N]`` /
+            ``[P, N, C]`` ones (``predictions``, ``probabilities``, ``in_score``;
+            ``out_score`` is ``[P, N_ood]``).
+        """
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        params, epochs_run = self.train_heads(genomes)
+        result = jax.vmap(lambda p, g: self._head_metrics(p, g, split))(params, genomes)
+        result["epochs_run"] = epochs_run
+        return result
+
+    def evaluate(self, key: jax.Array, genomes: jax.Array) -> jax.Array:
+        """Validation objectives of ``genomes [P, L]`` -> ``[P, M]`` float32 (maximised).
+
+        ``key`` is unused: training keys derive from each genome (see
+        :mod:`synprune_jax.transfer.head`), so a genome's objectives do not depend on when it
+        is evaluated.
+        """
+        del key
+        metrics = self.metrics(genomes, "val")
+        return objective_vector(metrics, self.objective_names)
+
+    def report_metrics(self, genomes: np.ndarray, batch: int = 64) -> dict:
+        """Host helper: validation *and* test metrics of ``genomes [K, L]`` (numpy dict with
+        ``val_`` / ``test_`` prefixed keys; heads trained once, in batches of ``batch``)."""
+        genomes = jnp.asarray(genomes, bool)
+
+        @jax.jit
+        def both(chunk):
+            params, epochs_run = self.train_heads(chunk)
+            out = {"val_epochs_run": epochs_run, "test_epochs_run": epochs_run}
+            for split in ("val", "test"):
+                measured = jax.vmap(lambda p, g: self._head_metrics(p, g, split))(params, chunk)
+                out.update({f"{split}_{name}": value for name, value in measured.items()})
+            return out
+
+        parts: dict = {}
+        for start in range(0, genomes.shape[0], batch):
+            for name, value in both(genomes[start:start + batch]).items():
+                parts.setdefault(name, []).append(np.asarray(value))
+        return {name: np.concatenate(chunks, axis=0) for name, chunks in parts.items()}

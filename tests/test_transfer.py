@@ -1,0 +1,260 @@
+"""Transfer set-up: data, backbone, sparse head training, objectives, ensembles, experiment CLI."""
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from synprune_jax.cli import main
+from synprune_jax.config import ConfigError
+from synprune_jax.experiments import get_experiment
+from synprune_jax.runner import read_metrics
+from synprune_jax.transfer import (DataConfig, HeadConfig, TrainConfig, TransferData,
+                                   TransferProblem, auroc, ensemble_table, genome_key,
+                                   head_logits, importance, init_head, majority_vote,
+                                   max_softmax_score, prepare_data, train_head)
+from synprune_jax.transfer.head import shuffle_key
+
+
+def _toy_data(num_features=6, num_classes=3, seed=0):
+    """Separable Gaussian blobs; OOD samples far away."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, num_features)) * 3
+
+    def draw(n):
+        labels = rng.integers(0, num_classes, n).astype(np.int32)
+        return (centres[labels] + rng.normal(size=(n, num_features))).astype(np.float32), labels
+
+    (tx, ty), (vx, vy), (sx, sy) = draw(60), draw(30), draw(30)
+    ood = rng.normal(size=(20, num_features)).astype(np.float32) * 0.3
+    return TransferData(tx, ty, vx, vy, sx, sy, ood[:10], ood[10:], (num_features,),
+                        tuple(range(num_classes)))
+
+
+def test_auroc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        positive = np.round(rng.normal(0.5, 1.0, 37), 1)
+        negative = np.round(rng.normal(0.0, 1.0, 23), 1)
+        expected = roc_auc_score(np.r_[np.ones(37), np.zeros(23)], np.r_[positive, negative])
+        ours = float(jax.jit(auroc)(jnp.asarray(positive), jnp.asarray(negative)))
+        assert ours == pytest.approx(expected, abs=1e-6)
+    assert float(auroc(jnp.array([2.0, 3.0]), jnp.array([0.0, 1.0]))) == 1.0
+    assert float(auroc(jnp.array([1.0]), jnp.array([1.0]))) == 0.5
+
+
+def test_temperature_scaled_max_softmax():
+    logits = jnp.array([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3], [5.0, 5.0, 0.0]])
+    np.testing.assert_allclose(np.exp(np.asarray(max_softmax_score(logits, 1.0))),
+                               np.asarray(jax.nn.softmax(logits).max(axis=1)), rtol=1e-6)
+    # T = 1000: same ordering as the float64 maximum softmax probability
+    scores = np.asarray(max_softmax_score(logits, 1000.0))
+    reference = np.asarray(jax.nn.softmax(np.asarray(logits, np.float64) / 1000.0).max(axis=1))
+    np.testing.assert_array_equal(np.argsort(scores), np.argsort(reference))
+
+
+def test_masked_features_and_neurons_have_no_effect_and_no_gradient():
+    head = HeadConfig(num_features=5, num_hidden=4, num_classes=3, genome="both")
+    assert head.genome_length == 9
+    genome = jnp.array([1, 0, 1, 1, 0, 1, 1, 0, 1], bool)
+    input_mask, hidden_mask = head.split(genome)
+    params = init_head(jax.random.key(0), head)
+    x = jax.random.normal(jax.random.key(1), (7, 5))
+    changed = x.at[:, 1].set(100.0).at[:, 4].set(-50.0)  # masked features
+    np.testing.assert_allclose(np.asarray(head_logits(params, input_mask, hidden_mask, x)),
+                               np.asarray(head_logits(params, input_mask, hidden_mask, changed)))
+    grads = jax.grad(lambda p: head_logits(p, input_mask, hidden_mask, x).sum())(params)
+    assert not np.asarray(grads["w1"])[[1, 4]].any()  # cut inputs
+    assert not np.asarray(grads["w1"])[:, 2].any() and not np.asarray(grads["w2"])[2].any()
+    with pytest.raises(ConfigError):
+        HeadConfig(5, 4, 3, genome="weights")
+
+
+@pytest.fixture(scope="module")
+def toy_problem():
+    data = _toy_data()
+    head = HeadConfig(num_features=6, num_hidden=8, num_classes=3, genome="input")
+    train = TrainConfig(epochs=12, batch_size=16, patience=3, learning_rate=0.05)
+    return TransferProblem(data, head, train, ("accuracy", "sparsity", "auroc", "neg_loss"))
+
+
+def test_vmapped_training_equals_a_loop_and_is_deterministic(toy_problem):
+    problem = toy_problem
+    genomes = jnp.array([[1, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 0], [0, 0, 0, 1, 1, 1]], bool)
+    a = problem.arrays
+    batched, epochs_run = jax.jit(problem.train_heads)(genomes)
+    single_fn = jax.jit(train_head, static_argnums=(7, 8))
+    for index in range(3):
+        single, single_epochs = single_fn(genome_key(0, genomes[index]), shuffle_key(0),
+                                          genomes[index],
+                                          a["train_x"], a["train_y"], a["val_x"], a["val_y"],
+                                          problem.head, problem.train_config)
+        for name in single:
+            np.testing.assert_allclose(np.asarray(batched[name][index]),
+                                       np.asarray(single[name]), rtol=1e-5, atol=1e-6)
+        assert int(single_epochs) == int(epochs_run[index])
+    assert (np.asarray(epochs_run) <= 12).all() and (np.asarray(epochs_run) >= 1).all()
+    again, _ = jax.jit(problem.train_heads)(genomes[::-1])  # order does not matter
+    np.testing.assert_allclose(np.asarray(again["w1"][::-1]), np.asarray(batched["w1"]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_freezes_heads():
+    data = _toy_data(seed=1)
+    data.val_labels = (data.val_labels + 1) % 3  # learning the train split hurts validation
+    head = HeadConfig(6, 8, 3)
+    train = TrainConfig(epochs=40, patience=2, learning_rate=0.1, optimizer="sgd_nesterov")
+    problem = TransferProblem(data, head, train)
+    genomes = jnp.ones((2, 6), bool).at[1, 0].set(False)
+    params, epochs_run = jax.jit(problem.train_heads)(genomes)
+    assert (np.asarray(epochs_run) <= 4).all()  # stopped long before 40 epochs
+    # without early stopping all 40 epochs run, but the lowest-validation-loss parameters are
+    # still the ones returned: the same (early) heads
+    long = TransferProblem(data, head, TrainConfig(epochs=40, patience=40, learning_rate=0.1,
+                                                   optimizer="sgd_nesterov"))
+    late_params, late_epochs = jax.jit(long.train_heads)(genomes)
+    np.testing.assert_array_equal(np.asarray(late_epochs), [40, 40])
+    for name in params:
+        np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(late_params[name]))
+
+
+def test_problem_objectives(toy_problem):
+    genomes = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], bool)
+    evaluate = jax.jit(chex.assert_max_traces(toy_problem.evaluate, n=1))
+    objectives = np.asarray(evaluate(jax.random.key(0), genomes))
+    assert objectives.shape == (2, 4)
+    np.testing.assert_allclose(objectives[:, 1], [0.0, 4.0 / 6.0], rtol=1e-6)  # sparsity
+    assert objectives[0, 0] > 0.9 and objectives[0, 2] > 0.5  # separable blobs, far OOD
+    np.testing.assert_array_equal(objectives, np.asarray(evaluate(jax.random.key(9), genomes)))
+    report = toy_problem.report_metrics(np.asarray(genomes))
+    np.testing.assert_allclose(report["val_accuracy"], objectives[:, 0], rtol=1e-6)
+    assert report["test_predictions"].shape == (2, 30)
+    assert report["test_probabilities"].shape == (2, 30, 3)
+    with pytest.raises(ConfigError):
+        TransferProblem(toy_problem.data, toy_problem.head, toy_problem.train_config,
+                        ("accuracy", "beauty"))
+
+
+def test_majority_vote_ensembles_and_importance():
+    predictions = np.array([[0, 1, 2, 2], [0, 1, 1, 0], [1, 1, 2, 1]])
+    probabilities = np.full((3, 4, 3), 1.0 / 3.0)
+    probabilities[2, 3] = [0.0, 0.9, 0.1]  # sample 3 is a three-way tie; member 2 is surest
+    np.testing.assert_array_equal(majority_vote(predictions, probabilities), [0, 1, 2, 1])
+    labels = np.array([0, 1, 2, 1])
+    rows = ensemble_table(np.array([0.9, 0.8, 0.7]), np.array([0.5, 0.2, 0.1]), predictions,
+                          probabilities, labels, bands=(0.0, 90.0))
+    assert rows[0]["num_members"] == 3 and rows[0]["ensemble_test_accuracy"] == 1.0
+    assert rows[0]["best_single_test_accuracy"] == 0.75  # member 0 (best validation accuracy)
+    assert rows[1]["num_members"] == 1 and rows[1]["ensemble_test_accuracy"] == 0.75
+    weights = importance(np.array([[1, 0, 1], [1, 1, 0]], bool), np.array([0.75, 0.25]))
+    np.testing.assert_allclose(weights, [1.0, 0.25, 0.75])
+
+
+def test_bring_your_own_features_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    features = rng.normal(size=(60, 5)).astype(np.float32) + labels[:, None]
+    path = str(tmp_path / "mine.npz")
+    np.savez(path, features=features, labels=labels,
+             ood_features=rng.normal(size=(10, 5)).astype(np.float32) + 9)
+    config = DataConfig(source=path, source_classes=(), target_classes=(0, 1, 2),
+                        ood_classes=(), val_fraction=0.2, test_fraction=0.2)
+    data = prepare_data(config, cache_dir=str(tmp_path / "cache"))
+    assert data.train_features.shape == (36, 5) and data.val_features.shape == (12, 5)
+    assert data.ood_val_features.shape == (5, 5) and data.feature_shape == (5,)
+    np.testing.assert_allclose(data.train_features.mean(axis=0), 0.0, atol=1e-5)
+    again = prepare_data(config, cache_dir=str(tmp_path / "cache"))  # from the cache file
+    np.testing.assert_array_equal(again.test_features, data.test_features)
+    with pytest.raises(ConfigError):
+        DataConfig(target_classes=(3, 5), ood_classes=(5,))
+    with pytest.raises(ConfigError):
+        prepare_data(DataConfig(source=path, source_classes=(), target_classes=(0, 7),
+                                ood_classes=()))
+
+
+def test_custom_backbone_function():
+    config = DataConfig(backbone="pixels")
+    data = prepare_data(config, feature_fn=lambda images: images[:, ::2, ::2, 0])
+    assert data.feature_shape == (4, 4) and data.num_features == 16 and data.num_classes == 4
+    assert data.info["backbone"] == "custom"
+
+
+def test_cnn_backbone_pretrains_and_caches(tmp_path):
+    config = DataConfig(pretrain_epochs=2)
+    data = prepare_data(config, cache_dir=str(tmp_path))
+    assert data.feature_shape == (4, 4, 8) and data.num_features == 128
+    assert data.info["backbone_holdout_accuracy"] > 0.5  # 5 source classes: chance is 0.2
+    files = os.listdir(tmp_path)
+    assert len(files) == 1 and files[0].startswith("features-")
+    cached = TransferData.load(os.path.join(tmp_path, files[0]))
+    np.testing.assert_array_equal(cached.val_features, data.val_features)
+
+
+TINY = ["mo-prune-transfer", "--set", "data.backbone=pixels", "--set", "head.num_hidden=4",
+        "--set", "train.epochs=3", "--set", "nsga2.population_size=6",
+        "--set", "nsga2.memo_capacity=64", "--set", "run.chunk_size=2",
+        "--set", "run.checkpoint_every=2", "--set", "run.progress=false"]
+
+
+def test_cli_run_report_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SYNPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["run", *TINY, "--set", "run.num_generations=4", "--out", str(full)]) == 0
+    assert "sparsest within 2 pt" in capsys.readouterr().out
+    for name in ("summary.json", "summary.md", "front.csv", "front.npz", "front_2d.png",
+                 "front_3d.png", "importance.png", "curves.png", "features.npz"):
+        assert (full / name).stat().st_size > 0, name
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["front_size"] >= 1 and 0 < summary["hypervolume"] <= 1
+    assert summary["population_hypervolume"] == pytest.approx(summary["hypervolume"])
+    assert [row["percentile"] for row in summary["ensembles"]] == [0.0, 50.0, 75.0, 90.0]
+    front = np.load(full / "front.npz")
+    assert front["genomes"].shape == (summary["front_size"], 64)
+    np.testing.assert_allclose(1 - front["genomes"].mean(axis=1), front["objectives"][:, 1],
+                               rtol=1e-6)
+    # killed after 2 generations, then resumed to 4: identical metrics and summary
+    assert main(["run", *TINY, "--set", "run.num_generations=2", "--out", str(cut)]) == 0
+    config = json.loads((cut / "config.json").read_text())
+    config["run"]["num_generations"] = 4
+    (cut / "config.json").write_text(json.dumps(config))
+    assert main(["resume", str(cut)]) == 0
+    assert (full / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
+    assert json.loads((cut / "summary.json").read_text()) == summary
+    np.testing.assert_array_equal(read_metrics(cut)["generation"], [1, 2, 3, 4])
+    os.remove(full / "importance.png")
+    assert main(["plot", str(full)]) == 0 and (full / "importance.png").exists()
+
+
+def test_config_validation():
+    experiment = get_experiment("mo-prune-transfer")
+    config = experiment.default_config()
+    config["objectives"]["names"] = ["accuracy"]
+    with pytest.raises(ConfigError, match="two objectives"):
+        experiment.build(config)
+    config = experiment.default_config()
+    config["train"]["optimizer"] = "lbfgs"
+    with pytest.raises(ConfigError, match="optimizer"):
+        experiment.build(config)
+    config = experiment.default_config()
+    config["nsga2"]["mode"] = "island"
+    with pytest.raises(ConfigError, match="mode"):
+        experiment.build(config)
+    assert main(["run", "mo-prune-transfer", "--set", "data.backbone=vit"]) == 2
+
+
+@pytest.mark.slow
+def test_single_objective_ga_experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "ga"
+    args = ["ga-prune-transfer", "--set", "data.backbone=pixels", "--set", "head.num_hidden=4",
+            "--set", "train.epochs=3", "--set", "ga.population_size=6", "--set",
+            "ga.memo_capacity=64", "--set", "run.num_generations=6", "--set",
+            "run.chunk_size=3", "--set", "run.progress=false"]
+    assert main(["run", *args, "--out", str(out)]) == 0
+    metrics = read_metrics(out)
+    assert np.all(np.diff(metrics["max_fitness"]) >= 0)  # replace-worst never loses the best
