@@ -1,0 +1,137 @@
+"""Speed of the autoencoder spatial coevolution: cells vmapped vs cells stepped in Python.
+
+Prints one JSON object. Three ways to run one epoch of a ring of ``--cells`` cells (published
+sizes by default: 1000-30-10 autoencoder, 1000 training samples, batch 5, 200 steps per cell):
+
+* ``vmapped``: ``order="synchronous"``, all cells in one ``vmap`` (one compiled call);
+* ``python_loop``: the same cell function (:meth:`SpatialCoevolution.cell_epoch`, jitted once)
+  called cell by cell from Python, with the same snapshot semantics as ``vmapped`` (the two give
+  the same numbers; ``tests/test_autoencoder.py`` checks it);
+* ``sequential_scan``: the published visiting order (cells one after another inside a
+  ``lax.scan``), one compiled call.
+
+Then ``trials_per_hour``: a full run (``--epochs``, default 400) of ``--trials`` trials vmapped in
+the synchronous mode, extrapolated from steady-state epochs. Compile time is reported apart.
+
+    .venv/bin/python benchmarks/ae_coevolution.py [--cells 10] [--trials 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _block(tree):
+    jax.block_until_ready(tree)
+    return tree
+
+
+def _timed(function, repeats):
+    started = time.perf_counter()
+    _block(function())
+    compile_s = time.perf_counter() - started
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        _block(function())
+        times.append(time.perf_counter() - started)
+    return compile_s, float(np.median(times))
+
+
+def main() -> None:
+    from synprune_jax.autoencoder import (AutoencoderSpec, BinaryClusteringSpec,
+                                          CoevolutionConfig, SpatialCoevolution, TrainingHyper,
+                                          make_binary_clustering)
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cells", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=400)
+    parser.add_argument("--num-train", type=int, default=1000)
+    parser.add_argument("--operator", default="random")
+    args = parser.parse_args()
+
+    data_spec = BinaryClusteringSpec(num_train=args.num_train)
+    data = make_binary_clustering(jax.random.key(0), data_spec)
+    config = CoevolutionConfig(spec=AutoencoderSpec(), num_epochs=args.epochs, num_trials=1,
+                               operator=args.operator, schedule="fixed", num_cells=args.cells,
+                               order="synchronous", eval_every=args.epochs)
+    hyper = TrainingHyper(prune_probability=0.5)
+    synchronous = SpatialCoevolution(config, hyper, data["train"], data["test"])
+    sequential = SpatialCoevolution(dataclasses.replace(config, order="sequential"), hyper,
+                                    data["train"], data["test"])
+    params = synchronous.init_trial(jax.random.key(1))
+    masks = jax.tree_util.tree_map(jnp.ones_like, params)
+    rates = jnp.full((args.cells,), 1e-5)
+    kept = jnp.zeros((args.cells,), jnp.int32)
+    epoch = jnp.int32(5)
+    key = jax.random.key(2)
+
+    ring_vmapped = jax.jit(synchronous.ring_epoch)
+    ring_sequential = jax.jit(sequential.ring_epoch)
+    cell_epoch = jax.jit(synchronous.cell_epoch)
+    cell_keys = [jax.random.fold_in(jax.random.split(key)[1], c) for c in range(args.cells)]
+
+    def python_loop():
+        new_params, new_rates = params, rates
+        outputs = []
+        for cell in range(args.cells):
+            outputs.append(cell_epoch(cell_keys[cell], jnp.int32(cell), params, masks, rates,
+                                      kept, epoch))
+        for cell, (centre, _, rate, _, _, _) in enumerate(outputs):
+            new_params = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), new_params,
+                                                centre)
+            new_rates = new_rates.at[cell].set(rate)
+        return new_params, new_rates
+
+    results = {}
+    for name, function in (
+            ("vmapped", lambda: ring_vmapped(key, params, masks, rates, kept, epoch)),
+            ("python_loop", python_loop),
+            ("sequential_scan", lambda: ring_sequential(key, params, masks, rates, kept, epoch))):
+        compile_s, seconds = _timed(function, args.repeats)
+        results[name] = {"first_call_s": compile_s, "seconds_per_epoch": seconds,
+                         "epochs_per_s": 1.0 / seconds}
+
+    trial_config = dataclasses.replace(config, num_trials=args.trials)
+    trials = SpatialCoevolution(trial_config, hyper, data["train"], data["test"])
+    state = trials.init(jax.random.key(3))
+    step = jax.jit(trials.step)
+    compile_s, seconds = _timed(lambda: step(jax.random.key(4), state), args.repeats)
+    epochs_per_hour = 3600.0 / seconds
+    output = {
+        "benchmark": "ae_coevolution",
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "cells": args.cells,
+        "steps_per_cell_epoch": args.num_train // config.batch_size,
+        "operator": args.operator,
+        **{f"{name}_{key}": value for name, entry in results.items()
+           for key, value in entry.items()},
+        "speedup_vmapped_vs_python_loop": (results["python_loop"]["seconds_per_epoch"]
+                                           / results["vmapped"]["seconds_per_epoch"]),
+        "trials_vmapped": args.trials,
+        "trial_step_compile_s": compile_s,
+        "trial_seconds_per_epoch": seconds,
+        "trials_per_hour": epochs_per_hour * args.trials / args.epochs,
+        "epochs_per_run": args.epochs,
+    }
+    print(json.dumps(output, indent=2))
+
+
+if __name__ == "__main__":
+    main()

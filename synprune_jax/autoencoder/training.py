@@ -1,0 +1,639 @@
+"""Training loops: one canonically trained autoencoder, and spatial coevolution on a ring.
+
+Both are runner algorithms (``init(key) -> state``, ``step(key, state) -> (state, metrics)``; one
+runner generation is one epoch) and both run ``num_trials`` independent trials at once (every
+per-trial leaf of the state has a leading ``[num_trials]`` axis, trials are vmapped).
+
+**Canonical** (:class:`CanonicalTraining`): per trial one autoencoder trained with Adam
+(``beta1 = 0.5, beta2 = 0.999, eps = 1e-8``) on shuffled mini-batches of the training set, the
+learning rate divided by 10 every ``max(1, num_epochs // 4)`` epochs; after each epoch one pruning
+decision: prune with probability ``schedule(p0, t, T = num_epochs)``.
+
+**Spatial coevolution** (:class:`SpatialCoevolution`): per trial a ring of ``num_cells`` cells,
+each holding a centre encoder and decoder and a learning rate. In each epoch every cell
+
+1. gathers its neighbourhood (itself, then ``+1, -1, +2, -2, ...`` up to ``radius``; size
+   ``n = 2 radius + 1``);
+2. evaluates every encoder x decoder pairing of the neighbourhood on one random training batch
+   (an encoder's loss is its best over the decoders);
+3. picks neighbour ``i`` by a size-2 tournament on those losses (pair ``(E_i, D_i)``);
+4. trains that pair for one pass over the shuffled training set, each step starting from a fresh
+   Adam state, as published (the first Adam step is ``lr * g / (|g| + eps)``, computed so);
+5. prunes it with probability ``schedule(p0, t, T = num_epochs - 1, n)``;
+6. replaces its centre with it and mutates its learning rate
+   (``lr + N(0, lr_mutation_std)``, clipped to ``[lr_min, lr_max]``).
+
+``order="sequential"`` is the published behaviour: cells are visited one after another in a fresh
+random order each epoch (``lax.scan``), so a later cell sees neighbours already updated this epoch.
+``order="synchronous"`` runs all cells in parallel under ``vmap`` from the same snapshot of the
+ring. Every random choice derives from the runner's key (the published tournament and
+learning-rate draws are unseeded).
+
+Recorded activations for the variance operator are accumulated over the training passes of the
+current epoch (the published code keeps them from the last prune on, canonical, or from the cell's
+last visit, coevolution, and also records its evaluation passes).
+
+Metrics (after the epoch, every ``eval_every`` epochs and at the last one, else carried): L1 on
+the whole training and test sets, parameters kept (nonzero) in encoder and decoder. For the
+coevolution the per-trial figure is that of the cell with the lowest test L1 (the published code
+returns that cell's networks); means over cells are reported too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from synprune_jax.autoencoder.model import (ACTIVATION_POINTS, AutoencoderSpec, count_nonzero,
+                                            init_autoencoder, pair_loss, reconstruct)
+from synprune_jax.autoencoder.pruning import (accumulate_stats, apply_keep,
+                                              check_operator, init_stats, prune_keep)
+from synprune_jax.autoencoder.schedules import check_schedule, final_epoch, prune_probability
+from synprune_jax.config import ConfigError
+
+ORDERS = ("sequential", "synchronous")
+ADAM_EPSILON = 1e-8
+
+
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Static settings shared by both loops (shapes and structure; hashable).
+
+    Attributes:
+        spec: autoencoder sizes.
+        num_epochs: epochs of a run (``T`` of the schedules derives from it).
+        num_trials: independent trials run at once.
+        batch_size: training mini-batch; must divide the number of training samples.
+        operator: ``none | random | variance | conjunctive``.
+        schedule: see :mod:`synprune_jax.autoencoder.schedules`.
+        persistent: keep pruned weights at zero (mask) instead of letting them retrain.
+        activation_point: ``post_relu`` (published) or ``pre_activation``.
+        num_cases: cases drawn (with replacement, from the training set) by ``conjunctive``.
+        eval_every: full train / test evaluation period in epochs (also at the last epoch).
+        adam_beta1, adam_beta2: Adam moments.
+    """
+
+    spec: AutoencoderSpec = AutoencoderSpec()
+    num_epochs: int = 400
+    num_trials: int = 1
+    batch_size: int = 5
+    operator: str = "none"
+    schedule: str = "none"
+    persistent: bool = False
+    activation_point: str = "post_relu"
+    num_cases: int = 100
+    eval_every: int = 1
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.999
+
+    def __post_init__(self):
+        for name in ("num_epochs", "num_trials", "batch_size", "num_cases", "eval_every"):
+            _positive_int(name, getattr(self, name))
+        check_operator(self.operator)
+        check_schedule(self.schedule)
+        if self.activation_point not in ACTIVATION_POINTS:
+            raise ConfigError(f"activation_point must be one of {list(ACTIVATION_POINTS)}, got "
+                              f"{self.activation_point!r}")
+        if not isinstance(self.persistent, bool):
+            raise ConfigError(f"persistent must be true/false, got {self.persistent!r}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoevolutionConfig(TrainingConfig):
+    """:class:`TrainingConfig` plus the ring.
+
+    Attributes:
+        num_cells: cells on the ring.
+        radius: neighbourhood radius (``2 radius + 1 <= num_cells`` unless ``num_cells == 1``).
+        order: ``sequential`` (published) or ``synchronous``.
+    """
+
+    num_cells: int = 10
+    radius: int = 1
+    order: str = "sequential"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("num_cells", self.num_cells)
+        if not isinstance(self.radius, int) or isinstance(self.radius, bool) or self.radius < 0:
+            raise ConfigError(f"radius must be a non-negative int, got {self.radius!r}")
+        if self.order not in ORDERS:
+            raise ConfigError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
+
+    @property
+    def neighbourhood_size(self) -> int:
+        return 2 * self.radius + 1
+
+    def neighbour_offsets(self) -> tuple[int, ...]:
+        offsets = [0]
+        for distance in range(1, self.radius + 1):
+            offsets += [distance, -distance]
+        return tuple(offsets)
+
+
+@struct.dataclass
+class TrainingHyper:
+    """Traced numeric knobs (float32 scalars).
+
+    Attributes:
+        learning_rate: initial learning rate.
+        prune_probability: ``p0`` of the schedule.
+        prune_amount: fraction per tensor for the random operator.
+        threshold: ``theta`` of the conjunctive operator.
+        lr_mutation_std, lr_min, lr_max: the coevolution's learning-rate mutation.
+    """
+
+    learning_rate: Any = 1e-5
+    prune_probability: Any = 0.5
+    prune_amount: Any = 0.1
+    threshold: Any = 0.1
+    lr_mutation_std: Any = 1e-5
+    lr_min: Any = 1e-9
+    lr_max: Any = 10.0
+
+
+def check_hyper(hyper: TrainingHyper) -> None:
+    """Raises :class:`ConfigError` on out-of-range knobs (host-side, before compiling)."""
+    if not float(hyper.learning_rate) > 0:
+        raise ConfigError(f"learning_rate must be > 0, got {hyper.learning_rate}")
+    for name in ("prune_probability", "prune_amount", "threshold"):
+        value = float(getattr(hyper, name))
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
+    if float(hyper.lr_mutation_std) < 0:
+        raise ConfigError("lr_mutation_std must be >= 0")
+    if not 0.0 < float(hyper.lr_min) <= float(hyper.lr_max):
+        raise ConfigError("need 0 < lr_min <= lr_max")
+
+
+def _check_data(config: TrainingConfig, train: jax.Array, test: jax.Array) -> None:
+    for name, data in (("train", train), ("test", test)):
+        if data.ndim != 2 or data.shape[1] != config.spec.input_dim:
+            raise ConfigError(f"{name} data must be [N, {config.spec.input_dim}], got "
+                              f"{tuple(data.shape)}")
+    if train.shape[0] % config.batch_size:
+        raise ConfigError(f"batch_size {config.batch_size} must divide the {train.shape[0]} "
+                          "training samples")
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass over the training set.
+
+
+def _adam_init(params):
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    return {"mu": zeros, "nu": zeros, "count": jnp.zeros((), jnp.int32)}
+
+
+def adam_update(grads, opt_state, learning_rate, beta1, beta2):
+    """One Adam step (PyTorch's formula); returns ``(updates, opt_state)``."""
+    count = opt_state["count"] + 1
+    mu = jax.tree_util.tree_map(lambda m, g: beta1 * m + (1 - beta1) * g, opt_state["mu"], grads)
+    nu = jax.tree_util.tree_map(lambda v, g: beta2 * v + (1 - beta2) * g * g, opt_state["nu"],
+                                grads)
+    correction1 = 1 - jnp.float32(beta1) ** count
+    correction2 = 1 - jnp.float32(beta2) ** count
+    updates = jax.tree_util.tree_map(
+        lambda m, v: -learning_rate * (m / correction1) / (jnp.sqrt(v / correction2)
+                                                           + ADAM_EPSILON), mu, nu)
+    return updates, {"mu": mu, "nu": nu, "count": count}
+
+
+def fresh_adam_update(grads, learning_rate):
+    """The first step of a fresh Adam state: ``-lr * g / (|g| + eps)`` (any betas)."""
+    return jax.tree_util.tree_map(lambda g: -learning_rate * g / (jnp.abs(g) + ADAM_EPSILON),
+                                  grads)
+
+
+def train_epoch(key, params, masks, opt_state, learning_rate, train, config: TrainingConfig, *,
+                fresh_adam: bool):
+    """One pass over ``train`` (``[N, d]``) in shuffled mini-batches.
+
+    Returns:
+        ``(params, opt_state, stats, mean_batch_loss)``; ``stats`` are the recorded activations of
+        the pass (only accumulated for the variance operator, zeros otherwise).
+    """
+    num_batches = train.shape[0] // config.batch_size
+    order = jax.random.permutation(key, train.shape[0])
+    batches = train[order].reshape(num_batches, config.batch_size, train.shape[1])
+    record = config.operator == "variance"
+    stats = init_stats(params, config.batch_size)
+
+    def body(carry, batch):
+        params, opt_state, stats = carry
+
+        def loss_fn(p):
+            output, recorded = reconstruct(p, batch, config.activation_point)
+            return jnp.mean(jnp.abs(output - batch)), recorded
+
+        (loss, recorded), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        if record:
+            stats = accumulate_stats(stats, recorded)
+        if fresh_adam:
+            updates = fresh_adam_update(grads, learning_rate)
+        else:
+            updates, opt_state = adam_update(grads, opt_state, learning_rate, config.adam_beta1,
+                                             config.adam_beta2)
+        params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+        if config.persistent:
+            params = jax.tree_util.tree_map(lambda p, m: p * m, params, masks)
+        return (params, opt_state, stats), loss
+
+    (params, opt_state, stats), losses = jax.lax.scan(body, (params, opt_state, stats), batches)
+    return params, opt_state, stats, jnp.mean(losses)
+
+
+def maybe_prune(key, params, masks, stats, train, epoch, hyper: TrainingHyper,
+                config: TrainingConfig, final: int, neighbourhood_size: int = 1):
+    """The epoch's pruning decision and application.
+
+    Returns:
+        ``(params, masks, pruned bool [])``.
+    """
+    if config.operator == "none" or config.schedule == "none":
+        return params, masks, jnp.zeros((), bool)
+    decide_key, case_key, operator_key = jax.random.split(key, 3)
+    probability = prune_probability(config.schedule, hyper.prune_probability, epoch, final,
+                                    neighbourhood_size)
+    pruned = jax.random.uniform(decide_key) < probability
+    cases = None
+    if config.operator == "conjunctive":
+        cases = train[jax.random.randint(case_key, (config.num_cases,), 0, train.shape[0])]
+    keep = prune_keep(operator_key, config.operator, params, stats=stats, cases=cases,
+                      amount=hyper.prune_amount, threshold=hyper.threshold,
+                      activation_point=config.activation_point)
+    params, masks = apply_keep(params, masks, keep, config.persistent, pruned)
+    return params, masks, pruned
+
+
+def _full_l1(params, data):
+    return pair_loss(params["encoder"], params["decoder"], data)
+
+
+def _kept(params):
+    return count_nonzero(params["encoder"]), count_nonzero(params["decoder"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical training.
+
+
+@struct.dataclass
+class CanonicalState:
+    """Per-trial leaves have a leading ``[num_trials]`` axis.
+
+    Attributes:
+        generation: int32 [], epochs done.
+        params, masks: autoencoders ``{"encoder", "decoder"}`` ``[T, ...]``; masks float32 0/1.
+        opt_state: Adam ``{"mu", "nu", "count"}``.
+        l1_train, l1_test: float32 [T], latest full evaluation.
+        kept_encoder, kept_decoder: int32 [T], nonzero parameters at the latest evaluation.
+        kept_at_prune: int32 [T], nonzero parameters right after the latest prune (all at start).
+        num_prunes: int32 [T].
+    """
+
+    generation: jax.Array
+    params: Any
+    masks: Any
+    opt_state: Any
+    l1_train: jax.Array
+    l1_test: jax.Array
+    kept_encoder: jax.Array
+    kept_decoder: jax.Array
+    kept_at_prune: jax.Array
+    num_prunes: jax.Array
+
+
+def _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prune, pruned,
+                     spec: AutoencoderSpec) -> dict:
+    encoder_total = spec.num_parameters("encoder")
+    decoder_total = spec.num_parameters("decoder")
+    total = encoder_total + decoder_total
+    return {
+        "l1_train": jnp.mean(l1_train),
+        "l1_train_min": jnp.min(l1_train),
+        "l1_train_max": jnp.max(l1_train),
+        "l1_test": jnp.mean(l1_test),
+        "kept_fraction": jnp.mean((kept_encoder + kept_decoder) / total),
+        "kept_fraction_encoder": jnp.mean(kept_encoder / encoder_total),
+        "kept_fraction_decoder": jnp.mean(kept_decoder / decoder_total),
+        "kept_fraction_at_prune": jnp.mean(kept_at_prune / total),
+        "prune_rate": jnp.mean(pruned.astype(jnp.float32)),
+    }
+
+
+class CanonicalTraining:
+    """Canonical training with scheduled pruning, ``num_trials`` trials vmapped.
+
+    Args:
+        config: :class:`TrainingConfig`.
+        hyper: :class:`TrainingHyper`.
+        train: ``[N, d]`` training data; ``test``: ``[M, d]``.
+    """
+
+    def __init__(self, config: TrainingConfig, hyper: TrainingHyper, train, test):
+        self.config = config
+        self.hyper = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
+        check_hyper(hyper)
+        self.train = jnp.asarray(train, jnp.float32)
+        self.test = jnp.asarray(test, jnp.float32)
+        _check_data(config, self.train, self.test)
+        self.final_epoch = final_epoch("canonical", config.num_epochs)
+        self.decay_period = max(1, config.num_epochs // 4)
+
+    def init(self, key) -> CanonicalState:
+        config = self.config
+        keys = jax.random.split(key, config.num_trials)
+        params = jax.vmap(lambda k: init_autoencoder(k, config.spec))(keys)
+        l1_train = jax.vmap(_full_l1, in_axes=(0, None))(params, self.train)
+        l1_test = jax.vmap(_full_l1, in_axes=(0, None))(params, self.test)
+        kept_encoder, kept_decoder = jax.vmap(_kept)(params)
+        return CanonicalState(
+            generation=jnp.int32(0), params=params,
+            masks=jax.tree_util.tree_map(jnp.ones_like, params),
+            opt_state=jax.vmap(_adam_init)(params), l1_train=l1_train, l1_test=l1_test,
+            kept_encoder=kept_encoder, kept_decoder=kept_decoder,
+            kept_at_prune=kept_encoder + kept_decoder,
+            num_prunes=jnp.zeros((config.num_trials,), jnp.int32))
+
+    def learning_rate(self, epoch) -> jax.Array:
+        """StepLR: ``lr0 * 0.1 ** (epoch // max(1, num_epochs // 4))``."""
+        return self.hyper.learning_rate * jnp.float32(0.1) ** (epoch // self.decay_period)
+
+    def _trial(self, key, params, masks, opt_state, epoch):
+        """One trial's epoch: train, then the pruning decision (no leading axis)."""
+        train_key, prune_key = jax.random.split(key)
+        learning_rate = self.learning_rate(epoch)
+        params, opt_state, stats, _ = train_epoch(train_key, params, masks, opt_state,
+                                                  learning_rate, self.train, self.config,
+                                                  fresh_adam=False)
+        params, masks, pruned = maybe_prune(prune_key, params, masks, stats, self.train, epoch,
+                                            self.hyper, self.config, self.final_epoch)
+        return params, masks, opt_state, pruned
+
+    def step(self, key, state: CanonicalState):
+        config = self.config
+        epoch = state.generation
+        keys = jax.random.split(key, config.num_trials)
+        params, masks, opt_state, pruned = jax.vmap(self._trial, in_axes=(0, 0, 0, 0, None))(
+            keys, state.params, state.masks, state.opt_state, epoch)
+        kept_encoder_now, kept_decoder_now = jax.vmap(_kept)(params)
+        kept_at_prune = jnp.where(pruned, kept_encoder_now + kept_decoder_now,
+                                  state.kept_at_prune)
+        evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
+
+        def full_evaluation(_):
+            l1_train = jax.vmap(_full_l1, in_axes=(0, None))(params, self.train)
+            l1_test = jax.vmap(_full_l1, in_axes=(0, None))(params, self.test)
+            return l1_train, l1_test, kept_encoder_now, kept_decoder_now
+
+        def carried(_):
+            return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
+
+        l1_train, l1_test, kept_encoder, kept_decoder = jax.lax.cond(evaluate, full_evaluation,
+                                                                     carried, None)
+        new_state = state.replace(
+            params=params, masks=masks, opt_state=opt_state, l1_train=l1_train, l1_test=l1_test,
+            kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
+            num_prunes=state.num_prunes + pruned.astype(jnp.int32))
+        metrics = _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prune,
+                                   pruned, config.spec)
+        metrics["learning_rate"] = self.learning_rate(epoch)
+        return new_state, metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Spatial coevolution.
+
+
+@struct.dataclass
+class CoevolutionState:
+    """Per-trial, per-cell leaves have leading axes ``[num_trials, num_cells]``.
+
+    Attributes:
+        generation: int32 [], epochs done.
+        params, masks: cell centres ``{"encoder", "decoder"}`` ``[T, N, ...]``.
+        learning_rate: float32 [T, N].
+        l1_train, l1_test: float32 [T, N], latest full evaluation of every centre.
+        kept_encoder, kept_decoder: int32 [T, N] nonzero parameters at the latest evaluation.
+        kept_at_prune: int32 [T, N] nonzero parameters of each centre right after the latest prune
+            in its lineage (it travels with the networks when a cell adopts a neighbour's pair).
+        num_prunes: int32 [T, N], prune events in each cell.
+    """
+
+    generation: jax.Array
+    params: Any
+    masks: Any
+    learning_rate: jax.Array
+    l1_train: jax.Array
+    l1_test: jax.Array
+    kept_encoder: jax.Array
+    kept_decoder: jax.Array
+    kept_at_prune: jax.Array
+    num_prunes: jax.Array
+
+
+def _take(tree, index):
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+
+
+def _put(tree, index, value):
+    return jax.tree_util.tree_map(lambda leaf, v: leaf.at[index].set(v), tree, value)
+
+
+class SpatialCoevolution:
+    """Spatial coevolution of encoders and decoders on a ring, ``num_trials`` trials vmapped.
+
+    Args:
+        config: :class:`CoevolutionConfig`.
+        hyper: :class:`TrainingHyper`.
+        train: ``[N, d]`` training data; ``test``: ``[M, d]``.
+    """
+
+    def __init__(self, config: CoevolutionConfig, hyper: TrainingHyper, train, test):
+        self.config = config
+        check_hyper(hyper)
+        self.hyper = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
+        self.train = jnp.asarray(train, jnp.float32)
+        self.test = jnp.asarray(test, jnp.float32)
+        _check_data(config, self.train, self.test)
+        self.final_epoch = final_epoch("coevolution", config.num_epochs)
+        self.offsets = jnp.asarray(config.neighbour_offsets(), jnp.int32)
+
+    # -- one trial ------------------------------------------------------------------------------
+
+    def init_trial(self, key):
+        """Fresh centres of one trial's ring: ``{"encoder", "decoder"}`` with leading ``[N]``."""
+        config = self.config
+        keys = jax.random.split(key, config.num_cells)
+        params = jax.vmap(lambda k: init_autoencoder(k, config.spec))(keys)
+        return params
+
+    def neighbours(self, cell) -> jax.Array:
+        """``[n]`` int32 cell indices of ``cell``'s neighbourhood, itself first."""
+        return (cell + self.offsets) % self.config.num_cells
+
+    def cell_epoch(self, key, cell, params, masks, learning_rates, kept_at_prune, epoch):
+        """One cell's epoch against a snapshot of its trial's ring.
+
+        Args:
+            key: the cell's key.
+            cell: int32 [] cell index.
+            params, masks: the ring's centres ``[N, ...]``.
+            learning_rates: float32 [N].
+            kept_at_prune: int32 [N], nonzero parameters of each centre after its latest prune
+                (travels with the networks).
+            epoch: int32 [].
+
+        Returns:
+            ``(new_centre, new_mask, new_learning_rate, new_kept_at_prune, pruned,
+            selection_loss)`` for ``cell``.
+        """
+        config = self.config
+        batch_key, tournament_key, train_key, prune_key, lr_key = jax.random.split(key, 5)
+        neighbourhood = self.neighbours(cell)
+        candidates = _take(params, neighbourhood)
+        candidate_masks = _take(masks, neighbourhood)
+        batch = self.train[jax.random.choice(batch_key, self.train.shape[0],
+                                             (config.batch_size,), replace=False)]
+        losses = jax.vmap(lambda e: jax.vmap(lambda d: pair_loss(e, d, batch))(
+            candidates["decoder"]))(candidates["encoder"])  # [n encoders, n decoders]
+        encoder_losses = jnp.min(losses, axis=1)
+        first, second = jax.random.randint(tournament_key, (2,), 0, config.neighbourhood_size)
+        chosen = jnp.where(encoder_losses[first] < encoder_losses[second], first, second)
+        pair = _take(candidates, chosen)
+        pair_masks = _take(candidate_masks, chosen)
+        learning_rate = learning_rates[cell]
+        pair, _, stats, _ = train_epoch(train_key, pair, pair_masks, None, learning_rate,
+                                        self.train, config, fresh_adam=True)
+        pair, pair_masks, pruned = maybe_prune(prune_key, pair, pair_masks, stats, self.train,
+                                               epoch, self.hyper, config, self.final_epoch,
+                                               config.neighbourhood_size)
+        new_rate = jnp.clip(learning_rate + self.hyper.lr_mutation_std
+                            * jax.random.normal(lr_key), self.hyper.lr_min, self.hyper.lr_max)
+        kept = count_nonzero(pair)
+        new_kept_at_prune = jnp.where(pruned, kept, kept_at_prune[neighbourhood[chosen]])
+        return pair, pair_masks, new_rate, new_kept_at_prune, pruned, encoder_losses[chosen]
+
+    def ring_epoch(self, key, params, masks, learning_rates, kept_at_prune, epoch):
+        """All cells of one trial, ``sequential`` or ``synchronous`` (see module docstring).
+
+        Returns:
+            ``(params, masks, learning_rates, kept_at_prune, pruned bool [N])``.
+        """
+        config = self.config
+        order_key, cells_key = jax.random.split(key)
+        cells = jnp.arange(config.num_cells, dtype=jnp.int32)
+        cell_keys = jax.vmap(lambda c: jax.random.fold_in(cells_key, c))(cells)
+        if config.order == "synchronous":
+            new, new_masks, rates, kept, pruned, _ = jax.vmap(
+                self.cell_epoch, in_axes=(0, 0, None, None, None, None, None))(
+                cell_keys, cells, params, masks, learning_rates, kept_at_prune, epoch)
+            return new, new_masks, rates, kept, pruned
+
+        order = jax.random.permutation(order_key, cells)
+
+        def visit(carry, cell):
+            params, masks, rates, kept, pruned = carry
+            new, new_mask, rate, new_kept, was_pruned, _ = self.cell_epoch(
+                cell_keys[cell], cell, params, masks, rates, kept, epoch)
+            return (_put(params, cell, new), _put(masks, cell, new_mask),
+                    rates.at[cell].set(rate), kept.at[cell].set(new_kept),
+                    pruned.at[cell].set(was_pruned)), None
+
+        pruned = jnp.zeros((config.num_cells,), bool)
+        (params, masks, learning_rates, kept_at_prune, pruned), _ = jax.lax.scan(
+            visit, (params, masks, learning_rates, kept_at_prune, pruned), order)
+        return params, masks, learning_rates, kept_at_prune, pruned
+
+    # -- runner protocol ------------------------------------------------------------------------
+
+    def init(self, key) -> CoevolutionState:
+        config = self.config
+        keys = jax.random.split(key, config.num_trials)
+        params = jax.vmap(self.init_trial)(keys)
+        evaluate = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
+        kept_encoder, kept_decoder = jax.vmap(jax.vmap(_kept))(params)
+        shape = (config.num_trials, config.num_cells)
+        return CoevolutionState(
+            generation=jnp.int32(0), params=params,
+            masks=jax.tree_util.tree_map(jnp.ones_like, params),
+            learning_rate=jnp.full(shape, self.hyper.learning_rate, jnp.float32),
+            l1_train=evaluate(params, self.train), l1_test=evaluate(params, self.test),
+            kept_encoder=kept_encoder, kept_decoder=kept_decoder,
+            kept_at_prune=kept_encoder + kept_decoder,
+            num_prunes=jnp.zeros(shape, jnp.int32))
+
+    def step(self, key, state: CoevolutionState):
+        config = self.config
+        epoch = state.generation
+        keys = jax.random.split(key, config.num_trials)
+        params, masks, rates, kept_at_prune, pruned = jax.vmap(
+            self.ring_epoch, in_axes=(0, 0, 0, 0, 0, None))(
+            keys, state.params, state.masks, state.learning_rate, state.kept_at_prune, epoch)
+        kept_encoder_now, kept_decoder_now = jax.vmap(jax.vmap(_kept))(params)
+        evaluate_now = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
+        evaluate = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
+
+        def full_evaluation(_):
+            return (evaluate(params, self.train), evaluate(params, self.test), kept_encoder_now,
+                    kept_decoder_now)
+
+        def carried(_):
+            return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
+
+        l1_train, l1_test, kept_encoder, kept_decoder = jax.lax.cond(
+            evaluate_now, full_evaluation, carried, None)
+        new_state = state.replace(
+            params=params, masks=masks, learning_rate=rates, l1_train=l1_train, l1_test=l1_test,
+            kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
+            num_prunes=state.num_prunes + pruned.astype(jnp.int32))
+        best = best_cells(l1_test)
+        pick = lambda values: jnp.take_along_axis(values, best[:, None], axis=1)[:, 0]  # noqa: E731
+        metrics = _summary_metrics(pick(l1_train), pick(l1_test), pick(kept_encoder),
+                                   pick(kept_decoder), pick(kept_at_prune),
+                                   jnp.any(pruned, axis=1), config.spec)
+        metrics["prune_rate"] = jnp.mean(pruned.astype(jnp.float32))
+        metrics["l1_train_cells_mean"] = jnp.mean(l1_train)
+        total = config.spec.num_parameters("encoder") + config.spec.num_parameters("decoder")
+        metrics["kept_fraction_cells_mean"] = jnp.mean((kept_encoder + kept_decoder) / total)
+        metrics["learning_rate"] = jnp.mean(rates)
+        return new_state, metrics
+
+
+def best_cells(l1_test: jax.Array) -> jax.Array:
+    """``[T]`` int32: per trial, the cell with the lowest test L1 (``l1_test [T, N]``)."""
+    return jnp.argmin(l1_test, axis=1).astype(jnp.int32)
+
+
+def final_per_trial(state, spec: AutoencoderSpec) -> dict:
+    """Host-side per-trial figures of a state (numpy ``[T]`` each): ``l1_train, l1_test,
+    kept_fraction, kept_fraction_at_prune, num_prunes``; for the coevolution those of each
+    trial's best cell (lowest test L1)."""
+    import numpy as np
+
+    l1_train = np.asarray(state.l1_train, np.float64)
+    l1_test = np.asarray(state.l1_test, np.float64)
+    kept = np.asarray(state.kept_encoder) + np.asarray(state.kept_decoder)
+    at_prune = np.asarray(state.kept_at_prune)
+    prunes = np.asarray(state.num_prunes)
+    if l1_train.ndim == 2:
+        best = np.argmin(l1_test, axis=1)
+        rows = np.arange(l1_train.shape[0])
+        l1_train, l1_test = l1_train[rows, best], l1_test[rows, best]
+        kept, at_prune, prunes = kept[rows, best], at_prune[rows, best], prunes[rows, best]
+    total = spec.num_parameters("encoder") + spec.num_parameters("decoder")
+    return {"l1_train": l1_train, "l1_test": l1_test, "kept_fraction": kept / total,
+            "kept_fraction_at_prune": at_prune / total, "num_prunes": prunes}

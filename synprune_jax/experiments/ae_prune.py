@@ -1,0 +1,280 @@
+"""Activation-guided pruning of autoencoders: ``ae-prune`` (canonical) and ``ae-coevolution``.
+
+One runner generation is one epoch; ``run.num_generations`` is the number of epochs. The setting,
+operator and schedule are config keys::
+
+    synprune run ae-prune --set operator=conjunctive --set schedule=exponential
+    synprune run ae-coevolution --set operator=random --set schedule=exponential
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.experiments.base import Built, Experiment
+
+SETTINGS = ("canonical", "coevolution")
+# published p0: 0.1 for the variance operator, 0.5 for the others
+DEFAULT_PROBABILITY = {"variance": 0.1, "random": 0.5, "conjunctive": 0.5, "none": 0.5}
+
+
+def _default(setting: str, name: str) -> dict:
+    return {
+        "experiment": name,
+        "setting": setting,
+        "operator": "none",
+        "schedule": "exponential",
+        "data": {"num_clusters": 10, "dim": 1000, "num_train": 1000, "num_test": 1000,
+                 "flip_fraction": 0.05, "seed": 0},
+        "model": {"hidden_dim": 30, "bottleneck_dim": 10},
+        "training": {"num_trials": 30, "batch_size": 5, "learning_rate": 1e-5,
+                     "adam_beta1": 0.5, "adam_beta2": 0.999, "eval_every": 1},
+        "pruning": {"probability": None, "amount": 0.1, "threshold": 0.1, "num_cases": 100,
+                    "persistent": False, "activation_point": "post_relu"},
+        "coevolution": {"num_cells": 10, "radius": 1, "order": "sequential",
+                        "lr_mutation_std": 1e-5, "lr_min": 1e-9, "lr_max": 10.0},
+        "run": {"num_generations": 400, "seed": 0, "chunk_size": 10, "checkpoint_every": 50,
+                "metrics_format": "csv", "progress": True},
+    }
+
+
+def default_config_canonical() -> dict:
+    """Published canonical setting: 30 trials, 400 epochs, batch 5, lr 1e-5, no pruning."""
+    return _default("canonical", "ae-prune")
+
+
+def default_config_coevolution() -> dict:
+    """Published coevolution setting: ring of 10 cells, radius 1, cells visited in turn."""
+    return _default("coevolution", "ae-coevolution")
+
+
+def _number(section: dict, name: str, key: str) -> float:
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def build(config: dict) -> Built:
+    """Validates the config, generates the data and builds the algorithm (nothing compiles).
+
+    Resolves ``pruning.probability`` (null -> the published p0 of the operator) in place.
+    """
+    import jax
+
+    from synprune_jax.autoencoder import (AutoencoderSpec, BinaryClusteringSpec,
+                                          CanonicalTraining, CoevolutionConfig,
+                                          SpatialCoevolution, TrainingConfig, TrainingHyper,
+                                          make_binary_clustering)
+    from synprune_jax.autoencoder.pruning import check_operator
+    from synprune_jax.autoencoder.schedules import check_schedule
+    from synprune_jax.runner import RunConfig
+
+    require_keys(config, "config", ("experiment", "setting", "operator", "schedule", "data",
+                                    "model", "training", "pruning", "coevolution", "run"))
+    for name in ("operator", "schedule"):  # `--set operator=none` parses to null
+        if config[name] is None:
+            config[name] = "none"
+    if config["setting"] not in SETTINGS:
+        raise ConfigError(f"unknown setting {config['setting']!r}; valid: {list(SETTINGS)}")
+    check_operator(config["operator"])
+    check_schedule(config["schedule"])
+    data_section = dict(config["data"])
+    require_keys(data_section, "data", ("num_clusters", "dim", "num_train", "num_test",
+                                        "flip_fraction", "seed"))
+    require_keys(config["model"], "model", ("hidden_dim", "bottleneck_dim"))
+    training = config["training"]
+    require_keys(training, "training", ("num_trials", "batch_size", "learning_rate",
+                                        "adam_beta1", "adam_beta2", "eval_every"))
+    pruning = config["pruning"]
+    require_keys(pruning, "pruning", ("probability", "amount", "threshold", "num_cases",
+                                      "persistent", "activation_point"))
+    coevolution = config["coevolution"]
+    require_keys(coevolution, "coevolution", ("num_cells", "radius", "order", "lr_mutation_std",
+                                              "lr_min", "lr_max"))
+    require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
+                                        "checkpoint_every", "metrics_format", "progress"))
+    if pruning["probability"] is None:
+        pruning["probability"] = DEFAULT_PROBABILITY[config["operator"]]
+    try:
+        data_seed = data_section.pop("seed")
+        if not isinstance(data_seed, int) or isinstance(data_seed, bool) or data_seed < 0:
+            raise ConfigError(f"data.seed must be a non-negative int, got {data_seed!r}")
+        data_spec = BinaryClusteringSpec(**data_section)
+        spec = AutoencoderSpec(input_dim=data_spec.dim, **config["model"])
+        run_config = RunConfig(**config["run"])
+        common = dict(
+            spec=spec, num_epochs=run_config.num_generations,
+            num_trials=training["num_trials"], batch_size=training["batch_size"],
+            operator=config["operator"], schedule=config["schedule"],
+            persistent=pruning["persistent"], activation_point=pruning["activation_point"],
+            num_cases=pruning["num_cases"], eval_every=training["eval_every"],
+            adam_beta1=_number(training, "training", "adam_beta1"),
+            adam_beta2=_number(training, "training", "adam_beta2"))
+        hyper = TrainingHyper(
+            learning_rate=_number(training, "training", "learning_rate"),
+            prune_probability=_number(pruning, "pruning", "probability"),
+            prune_amount=_number(pruning, "pruning", "amount"),
+            threshold=_number(pruning, "pruning", "threshold"),
+            lr_mutation_std=_number(coevolution, "coevolution", "lr_mutation_std"),
+            lr_min=_number(coevolution, "coevolution", "lr_min"),
+            lr_max=_number(coevolution, "coevolution", "lr_max"))
+        if config["setting"] == "canonical":
+            algorithm_config = TrainingConfig(**common)
+        else:
+            algorithm_config = CoevolutionConfig(
+                **common, num_cells=coevolution["num_cells"], radius=coevolution["radius"],
+                order=coevolution["order"])
+            if (algorithm_config.num_cells > 1
+                    and algorithm_config.neighbourhood_size > algorithm_config.num_cells):
+                raise ConfigError(f"coevolution.radius {algorithm_config.radius} is too large "
+                                  f"for {algorithm_config.num_cells} cells")
+        data = make_binary_clustering(jax.random.key(data_seed), data_spec)
+        cls = CanonicalTraining if config["setting"] == "canonical" else SpatialCoevolution
+        algorithm = cls(algorithm_config, hyper, data["train"], data["test"])
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(str(error)) from error
+    return Built(algorithm=algorithm, run_config=run_config, report=report, describe=describe,
+                 plot=plot_run)
+
+
+def _spec_from_run(run_dir: str):
+    from synprune_jax.autoencoder import AutoencoderSpec
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
+    return config, AutoencoderSpec(input_dim=config["data"]["dim"], **config["model"])
+
+
+def summarize(state, spec) -> dict:
+    """Mean / std / min / max over trials of the final per-trial figures, plus the raw values."""
+    from synprune_jax.autoencoder import final_per_trial
+
+    per_trial = final_per_trial(state, spec)
+    summary = {"epochs": int(state.generation), "num_trials": int(len(per_trial["l1_train"]))}
+    for name, values in per_trial.items():
+        values = np.asarray(values, np.float64)
+        summary[name] = {"mean": float(values.mean()), "std": float(values.std()),
+                         "min": float(values.min()), "max": float(values.max()),
+                         "per_trial": [float(v) for v in values]}
+    return summary
+
+
+def report(run_dir: str, state, metrics: dict) -> dict:
+    """Writes ``summary.json``, ``summary.md`` and the plots; returns the summary."""
+    config, spec = _spec_from_run(run_dir)
+    summary = summarize(state, spec)
+    summary.update(setting=config["setting"], operator=config["operator"],
+                   schedule=config["schedule"])
+    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
+        handle.write(describe(summary) + "\n")
+    plot_run(run_dir, state, metrics)
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """One table row: final training / test L1 and parameters kept, mean ± std over trials."""
+    def cell(name, scale=1.0, digits=4):
+        entry = summary[name]
+        return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
+
+    return ("| setting | operator | schedule | epochs | trials | train L1 | test L1 | kept % | "
+            "kept % at last prune |\n|---|---|---|---|---|---|---|---|---|\n"
+            f"| {summary.get('setting', '')} | {summary.get('operator', '')} | "
+            f"{summary.get('schedule', '')} | {summary['epochs']} | {summary['num_trials']} | "
+            f"{cell('l1_train')} | {cell('l1_test')} | {cell('kept_fraction', 100, 1)} | "
+            f"{cell('kept_fraction_at_prune', 100, 1)} |")
+
+
+def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
+    """Curves of L1 and kept parameters against epoch; boxplots of the final values over trials."""
+    from synprune_jax import plots
+    from synprune_jax.autoencoder import final_per_trial
+
+    _, spec = _spec_from_run(run_dir)
+    paths = [plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
+                               keys=("l1_train", "l1_test", "kept_fraction",
+                                     "kept_fraction_at_prune"))]
+    per_trial = final_per_trial(state, spec)
+    paths.append(plot_boxplots(os.path.join(run_dir, "boxplots.png"),
+                               {"train L1": per_trial["l1_train"],
+                                "test L1": per_trial["l1_test"],
+                                "kept fraction": per_trial["kept_fraction"]}))
+    return [str(path) for path in paths]
+
+
+def plot_boxplots(path: str, groups: dict, title: str = "") -> str:
+    """One boxplot panel per entry of ``groups`` (``{label: [trials]}``); returns the path."""
+    from synprune_jax.plots import _new_figure, _save
+
+    figure = _new_figure(3.0 * len(groups), 3.0)
+    axes_list = figure.subplots(1, len(groups), squeeze=False)[0]
+    for axes, (label, values) in zip(axes_list, groups.items()):
+        axes.boxplot([np.asarray(values, np.float64)])
+        axes.set_title(label)
+        axes.set_xticks([])
+        axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return str(_save(figure, path))
+
+
+def plot_comparison(run_dirs: list[str], path: str) -> str:
+    """Compares finished runs: final training L1 and kept parameters across trials (boxplots) and
+    the mean training L1 / kept fraction at last prune against epoch (curves).
+
+    Args:
+        run_dirs: run directories holding ``summary.json`` and metrics.
+        path: output image.
+
+    Returns:
+        The saved path.
+    """
+    from synprune_jax.plots import _new_figure, _save
+    from synprune_jax.runner import read_metrics
+
+    labels, summaries, histories = [], [], []
+    for run_dir in run_dirs:
+        with open(os.path.join(run_dir, "summary.json")) as handle:
+            summary = json.load(handle)
+        summaries.append(summary)
+        histories.append(read_metrics(run_dir))
+        setting = "canon." if summary["setting"] == "canonical" else "coev."
+        labels.append(f"{setting} {summary['operator']}\n{summary['schedule']}")
+    figure = _new_figure(4.0 * 4, 4.0)
+    axes = figure.subplots(1, 4)
+    axes[0].boxplot([s["l1_train"]["per_trial"] for s in summaries])
+    axes[0].set_ylabel("final training L1 (per trial)")
+    axes[1].boxplot([[100 * v for v in s["kept_fraction_at_prune"]["per_trial"]]
+                     for s in summaries])
+    axes[1].set_ylabel("% parameters kept at last prune (per trial)")
+    for panel in axes[:2]:
+        panel.set_xticks(range(1, len(labels) + 1), labels, fontsize=6, rotation=60)
+        panel.grid(alpha=0.3)
+    for label, history in zip(labels, histories):
+        axes[2].plot(history["generation"], history["l1_train"], label=label.replace("\n", " "))
+        axes[3].plot(history["generation"], 100 * history["kept_fraction_at_prune"])
+    axes[2].set(xlabel="epoch", ylabel="training L1 (mean over trials)")
+    axes[3].set(xlabel="epoch", ylabel="% kept at last prune (mean)")
+    axes[2].legend(fontsize=6)
+    for panel in axes[2:]:
+        panel.grid(alpha=0.3)
+    return str(_save(figure, path))
+
+
+EXPERIMENTS = (
+    Experiment("ae-prune", "Autoencoder on binary clustering, canonical Adam training with "
+               "scheduled pruning (operator/schedule in config: variance, conjunctive, random)",
+               default_config_canonical, build),
+    Experiment("ae-coevolution", "Spatial coevolution of encoders/decoders on a ring of 10 cells "
+               "with scheduled pruning (cells vmapped, trials vmapped)",
+               default_config_coevolution, build),
+)

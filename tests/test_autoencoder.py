@@ -1,0 +1,421 @@
+"""Tests for activation-guided pruning of autoencoders: data, model, operators, schedules, loops."""
+
+import json
+import math
+
+import jax
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import chex  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+from synprune_jax.autoencoder import (  # noqa: E402
+                                      AutoencoderSpec, BinaryClusteringSpec, CanonicalTraining,
+                                      CoevolutionConfig, SpatialCoevolution, TrainingConfig,
+                                      TrainingHyper, accumulate_stats, apply_keep,
+                                      conjunctive_units, init_autoencoder, init_stats,
+                                      make_binary_clustering, prune_keep, prune_probability,
+                                      random_keep, reconstruct, variance_keep_probability,
+                                      variance_scores)
+from synprune_jax.autoencoder.model import count_nonzero  # noqa: E402
+from synprune_jax.autoencoder.pruning import random_keep_tensor, variance_keep  # noqa: E402
+from synprune_jax.autoencoder.schedules import final_epoch  # noqa: E402
+from synprune_jax.autoencoder.training import (adam_update, fresh_adam_update,  # noqa: E402
+                                               train_epoch, _adam_init)
+from synprune_jax.config import ConfigError  # noqa: E402
+
+TINY = AutoencoderSpec(input_dim=40, hidden_dim=6, bottleneck_dim=3)
+TINY_DATA = BinaryClusteringSpec(num_clusters=3, dim=40, num_train=20, num_test=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return make_binary_clustering(jax.random.key(0), TINY_DATA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and model.
+
+
+def test_binary_clustering_data():
+    spec = BinaryClusteringSpec()
+    generate = jax.jit(make_binary_clustering, static_argnums=1)
+    data = generate(jax.random.key(1), spec)
+    centroids, train = np.asarray(data["centroids"]), np.asarray(data["train"])
+    assert centroids.shape == (10, 1000) and train.shape == (1000, 1000)
+    assert data["test"].shape == (1000, 1000) and data["train"].dtype == jnp.float32
+    assert set(np.unique(train)) <= {0.0, 1.0}
+    # each centroid bit is 1 with probability 0.75: 10000 bits, 6 sigma ~ 0.026
+    assert abs(centroids.mean() - 0.75) < 0.026
+    # every sample is its centroid with exactly 5 % (50) bits flipped
+    flips = np.abs(train - centroids[np.asarray(data["train_labels"])]).sum(axis=1)
+    np.testing.assert_array_equal(flips, np.full(1000, 50.0))
+    again = generate(jax.random.key(1), spec)
+    np.testing.assert_array_equal(np.asarray(again["test"]), np.asarray(data["test"]))
+    with pytest.raises(ConfigError):
+        BinaryClusteringSpec(flip_fraction=1.5)
+
+
+def test_model_shapes_counts_and_recorded_activations():
+    spec = AutoencoderSpec()
+    assert spec.num_parameters("encoder") == 1000 * 30 + 30 + 30 * 10 + 10
+    assert spec.num_parameters("decoder") == 10 * 30 + 30 + 30 * 1000 + 1000
+    params = init_autoencoder(jax.random.key(0), TINY)
+    assert params["encoder"]["layer_0"]["kernel"].shape == (40, 6)
+    assert params["decoder"]["layer_1"]["bias"].shape == (40,)
+    bound = 1 / math.sqrt(40)
+    assert float(jnp.max(jnp.abs(params["encoder"]["layer_0"]["kernel"]))) <= bound
+    x = jnp.ones((4, 40))
+    output, recorded = reconstruct(params, x, "post_relu")
+    _, pre = reconstruct(params, x, "pre_activation")
+    assert output.shape == (4, 40) and bool(jnp.all((output > 0) & (output < 1)))
+    assert [a.shape for a in recorded["encoder"]] == [(4, 6), (4, 3)]
+    assert [a.shape for a in recorded["decoder"]] == [(4, 6), (4, 40)]
+    for post, linear in zip(recorded["encoder"] + recorded["decoder"][:1],
+                            pre["encoder"] + pre["decoder"][:1]):
+        np.testing.assert_allclose(post, jnp.maximum(linear, 0.0))
+    # the decoder's last layer is recorded before the sigmoid either way
+    np.testing.assert_allclose(jax.nn.sigmoid(recorded["decoder"][1]), output, rtol=1e-6)
+    np.testing.assert_array_equal(recorded["decoder"][1], pre["decoder"][1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules: every formula, exactly.
+
+
+@pytest.mark.parametrize("t", [0, 1, 150, 299, 300, 399, 400])
+def test_schedules_exact(t):
+    p0, final, n = 0.5, 400, 3
+    expected = {
+        "none": 0.0,
+        "fixed": p0,
+        "increase": p0 * t / final,
+        "decrease": 1 - p0 * t / final,
+        "population": p0 * t / (final * n),
+        "final_n": p0 if t >= 0.75 * final else 0.0,
+        "exponential": p0 * (1 - math.exp(-2 * t / final)),
+        "prune_after": p0 if t >= final else 0.0,
+    }
+    for name, value in expected.items():
+        got = float(prune_probability(name, p0, t, final, n))
+        assert got == pytest.approx(value, rel=1e-6, abs=1e-7), name
+
+
+def test_schedule_traced_and_errors():
+    values = jax.jit(jax.vmap(lambda t: prune_probability("final_n", 0.5, t, 8)))(jnp.arange(8))
+    np.testing.assert_array_equal(values, [0, 0, 0, 0, 0, 0, 0.5, 0.5])
+    assert final_epoch("canonical", 400) == 400 and final_epoch("coevolution", 400) == 399
+    with pytest.raises(ConfigError, match="unknown pruning schedule"):
+        prune_probability("linear", 0.5, 1, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators on hand-made activations.
+
+
+def test_variance_scores_match_numpy_std():
+    passes = np.random.default_rng(0).normal(size=(7, 3, 4)).astype(np.float32)  # [R, B, u]
+    params = {"encoder": {"layer_0": {"bias": jnp.zeros(4)}, "layer_1": {"bias": jnp.zeros(2)}},
+              "decoder": {"layer_0": {"bias": jnp.zeros(2)}, "layer_1": {"bias": jnp.zeros(2)}}}
+    stats = init_stats(params, batch_size=3)
+    for values in passes:
+        stats = accumulate_stats(stats, {"encoder": (jnp.asarray(values), jnp.zeros((3, 2))),
+                                         "decoder": (jnp.zeros((3, 2)), jnp.zeros((3, 2)))})
+    expected = np.std(passes, axis=0).sum(axis=0)
+    np.testing.assert_allclose(variance_scores(stats["encoder"]["layer_0"]), expected, rtol=1e-5)
+    np.testing.assert_array_equal(variance_scores(stats["encoder"]["layer_1"]), np.zeros(2))
+
+
+def test_variance_keep_probability_and_masks():
+    np.testing.assert_allclose(variance_keep_probability(jnp.array([1.0, 2.0, 3.0, 5.0])),
+                               [1.0, 0.75, 0.5, 0.0])
+    np.testing.assert_array_equal(variance_keep_probability(jnp.full(3, 2.0)), np.ones(3))
+    layer = {"kernel": jnp.ones((50, 3)), "bias": jnp.ones(3)}
+    keep = variance_keep(jax.random.key(0), layer, jnp.array([0.0, 1.0, 0.5]))
+    kernel = np.asarray(keep["kernel"])
+    # lowest variance: always kept; highest: always pruned; middle: about half
+    assert kernel[:, 0].all() and not kernel[:, 1].any()
+    assert 10 <= kernel[:, 2].sum() <= 40
+    assert keep["bias"][0] == 1 and keep["bias"][1] == 0
+
+
+def test_conjunctive_units_hand_made():
+    activations = jnp.array([
+        [0.0, 0.05, 1.0, 0.02, 0.5],   # normalised < 0.1: units 0, 1, 3
+        [0.0, 0.5, 1.0, 0.05, 0.0],    # units 0, 3, 4 -> intersection {0, 3}
+        [1.0, 0.0, 0.5, 0.0, 0.0],     # units 1, 3, 4 -> {3}: stop (one left)
+        [0.0, 1.0, 1.0, 1.0, 1.0],     # would leave {} but is never reached
+    ])
+    np.testing.assert_array_equal(conjunctive_units(activations, 0.1),
+                                  [False, False, False, True, False])
+    # an intersection can become empty; a constant case marks nothing
+    np.testing.assert_array_equal(
+        conjunctive_units(jnp.array([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]), 0.1), [False] * 3)
+    np.testing.assert_array_equal(
+        conjunctive_units(jnp.array([[0.0, 0.0, 1.0], [2.0, 2.0, 2.0]]), 0.1),
+        [False, False, False])
+    # first case marks a single unit: the filter stops at once and that unit is pruned
+    np.testing.assert_array_equal(
+        conjunctive_units(jnp.array([[0.0, 0.5, 1.0], [1.0, 0.0, 0.0]]), 0.1), [True, False, False])
+
+
+def test_conjunctive_keep_zeroes_surviving_units():
+    params = init_autoencoder(jax.random.key(0), TINY)
+    cases = jax.random.bernoulli(jax.random.key(2), 0.7, (30, 40)).astype(jnp.float32)
+    keep = jax.jit(lambda k, p, c: prune_keep(k, "conjunctive", p, cases=c, threshold=0.1))(
+        jax.random.key(1), params, cases)
+    for network in ("encoder", "decoder"):
+        for layer in ("layer_0", "layer_1"):
+            kernel, bias = np.asarray(keep[network][layer]["kernel"]), np.asarray(
+                keep[network][layer]["bias"])
+            # whole columns: a unit's incoming weights and bias go together
+            np.testing.assert_array_equal(kernel, np.broadcast_to(bias, kernel.shape))
+
+
+def test_random_keep_exact_counts():
+    for shape, zeros in (((10,), 1), ((30,), 3), ((1000, 30), 3000), ((7,), 1), ((15,), 2)):
+        keep = np.asarray(jax.jit(random_keep_tensor, static_argnums=1)(jax.random.key(3),
+                                                                         shape, 0.1))
+        assert keep.shape == shape and int((keep == 0).sum()) == zeros, shape
+    params = init_autoencoder(jax.random.key(0), AutoencoderSpec())
+    keep = jax.jit(random_keep)(jax.random.key(1), params, 0.1)
+    assert int(count_nonzero(keep)) == 61670 - (3000 + 3 + 30 + 1) - (30 + 3 + 3000 + 100)
+
+
+def test_apply_keep_modes():
+    params = {"w": jnp.arange(1.0, 5.0)}
+    masks = {"w": jnp.ones(4)}
+    keep = {"w": jnp.array([1.0, 0.0, 1.0, 0.0])}
+    pruned, same_masks = apply_keep(params, masks, keep, persistent=False, do_prune=True)
+    np.testing.assert_array_equal(pruned["w"], [1, 0, 3, 0])
+    np.testing.assert_array_equal(same_masks["w"], np.ones(4))
+    _, new_masks = apply_keep(params, masks, keep, persistent=True, do_prune=True)
+    np.testing.assert_array_equal(new_masks["w"], keep["w"])
+    untouched, kept_masks = apply_keep(params, masks, keep, persistent=True, do_prune=False)
+    np.testing.assert_array_equal(untouched["w"], params["w"])
+    np.testing.assert_array_equal(kept_masks["w"], np.ones(4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser steps and training passes.
+
+
+def test_adam_matches_optax_and_fresh_adam_is_first_step():
+    params = init_autoencoder(jax.random.key(0), TINY)
+    x = jax.random.bernoulli(jax.random.key(1), 0.7, (5, 40)).astype(jnp.float32)
+    from synprune_jax.autoencoder import l1_loss
+    optimizer = optax.adam(1e-3, b1=0.5, b2=0.999, eps=1e-8)
+
+    @jax.jit
+    def three_steps(params):
+        reference_state, state, outputs = optimizer.init(params), _adam_init(params), []
+        for _ in range(3):
+            grads = jax.grad(l1_loss)(params, x)
+            updates, state = adam_update(grads, state, 1e-3, 0.5, 0.999)
+            reference, reference_state = optimizer.update(grads, reference_state)
+            outputs.append((updates, reference, fresh_adam_update(grads, 1e-3)))
+            params = optax.apply_updates(params, updates)
+        return outputs
+
+    for step, (updates, reference, fresh) in enumerate(three_steps(params)):
+        chex.assert_trees_all_close(updates, reference, rtol=1e-5, atol=1e-9)
+        if step == 0:
+            chex.assert_trees_all_close(fresh, reference, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_persistent_mask_survives_training(tiny_data, persistent):
+    config = TrainingConfig(spec=TINY, num_epochs=2, batch_size=5, persistent=persistent)
+    params = init_autoencoder(jax.random.key(0), TINY)
+    keep = random_keep(jax.random.key(1), params, 0.5)
+    masks = jax.tree_util.tree_map(jnp.ones_like, params)
+    params, masks = apply_keep(params, masks, keep, persistent, True)
+    trained, _, _, _ = train_epoch(jax.random.key(2), params, masks, None, 1e-2,
+                                   tiny_data["train"], config, fresh_adam=True)
+    zero_after = [np.asarray(t)[np.asarray(k) == 0] for t, k in
+                  zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(keep))]
+    regrown = sum(int((values != 0).sum()) for values in zero_after)
+    if persistent:
+        assert regrown == 0
+    else:
+        assert regrown > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops (tiny sizes; one compile each, shared by the module).
+
+
+@pytest.fixture(scope="module")
+def canonical_run(tiny_data):
+    config = TrainingConfig(spec=TINY, num_epochs=8, num_trials=3, batch_size=5,
+                            operator="variance", schedule="fixed", eval_every=1)
+    algorithm = CanonicalTraining(config, TrainingHyper(learning_rate=1e-2, prune_probability=1.0),
+                                  tiny_data["train"], tiny_data["test"])
+    step = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
+    state = algorithm.init(jax.random.key(0))
+    history = []
+    for epoch in range(3):
+        state, metrics = step(jax.random.fold_in(jax.random.key(1), epoch), state)
+        state = state.replace(generation=state.generation + 1)
+        history.append(metrics)
+    return algorithm, state, history
+
+
+def test_canonical_prunes_and_records(canonical_run):
+    algorithm, state, history = canonical_run
+    assert [float(algorithm.learning_rate(t)) for t in (0, 1, 2, 4, 6)] == pytest.approx(
+        [1e-2, 1e-2, 1e-3, 1e-4, 1e-5])
+    np.testing.assert_array_equal(state.num_prunes, [3, 3, 3])  # p = 1 every epoch
+    assert all(float(m["prune_rate"]) == 1.0 for m in history)
+    total = TINY.num_parameters("encoder") + TINY.num_parameters("decoder")
+    kept = np.asarray(state.kept_encoder + state.kept_decoder)
+    # non-persistent: the metric counts nonzero weights right after this epoch's prune
+    np.testing.assert_array_equal(kept, np.asarray(state.kept_at_prune))
+    assert (kept < total).all()
+    assert float(history[-1]["kept_fraction"]) == pytest.approx(kept.mean() / total, rel=1e-6)
+    # trials are independent
+    assert len(set(np.asarray(state.l1_train).tolist())) == 3
+
+
+def test_canonical_config_errors(tiny_data):
+    with pytest.raises(ConfigError, match="divide"):
+        CanonicalTraining(TrainingConfig(spec=TINY, batch_size=3), TrainingHyper(),
+                          tiny_data["train"], tiny_data["test"])
+    with pytest.raises(ConfigError, match="unknown pruning operator"):
+        TrainingConfig(operator="magnitude")
+    with pytest.raises(ConfigError, match="prune_probability"):
+        CanonicalTraining(TrainingConfig(spec=TINY), TrainingHyper(prune_probability=2.0),
+                          tiny_data["train"], tiny_data["test"])
+    with pytest.raises(ConfigError, match="order"):
+        CoevolutionConfig(order="random")
+
+
+@pytest.fixture(scope="module")
+def coevolution(tiny_data):
+    config = CoevolutionConfig(spec=TINY, num_epochs=4, num_trials=2, batch_size=5,
+                               operator="random", schedule="fixed", num_cells=4, radius=1,
+                               order="sequential")
+    return SpatialCoevolution(config, TrainingHyper(learning_rate=1e-2, prune_probability=0.5),
+                              tiny_data["train"], tiny_data["test"])
+
+
+def test_neighbourhoods():
+    algorithm = SpatialCoevolution.__new__(SpatialCoevolution)
+    algorithm.config = CoevolutionConfig(spec=TINY, num_cells=5, radius=2)
+    algorithm.offsets = jnp.asarray(algorithm.config.neighbour_offsets())
+    np.testing.assert_array_equal(algorithm.neighbours(0), [0, 1, 4, 2, 3])
+    np.testing.assert_array_equal(algorithm.neighbours(4), [4, 0, 3, 1, 2])
+
+
+def _python_loop(algorithm, key, params, masks, rates, kept, epoch, synchronous):
+    """Reference: the same cell function stepped cell by cell in Python."""
+    config = algorithm.config
+    order_key, cells_key = jax.random.split(key)
+    cells = jnp.arange(config.num_cells, dtype=jnp.int32)
+    order = cells if synchronous else jax.random.permutation(order_key, cells)
+    snapshot = (params, masks, rates, kept)
+    cell_epoch = jax.jit(algorithm.cell_epoch)
+    for cell in np.asarray(order):
+        source = snapshot if synchronous else (params, masks, rates, kept)
+        new, new_mask, rate, new_kept, _, _ = cell_epoch(
+            jax.random.fold_in(cells_key, int(cell)), jnp.int32(cell), *source, epoch)
+        params = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), params, new)
+        masks = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), masks, new_mask)
+        rates, kept = rates.at[cell].set(rate), kept.at[cell].set(new_kept)
+    return params, rates
+
+
+@pytest.mark.parametrize("order", ["sequential", "synchronous"])
+def test_ring_epoch_equals_python_loop(coevolution, order):
+    import dataclasses
+
+    algorithm = SpatialCoevolution(dataclasses.replace(coevolution.config, order=order),
+                                   coevolution.hyper, coevolution.train, coevolution.test)
+    params = algorithm.init_trial(jax.random.key(0))
+    masks = jax.tree_util.tree_map(jnp.ones_like, params)
+    rates = jnp.full((4,), 1e-2)
+    kept = jnp.full((4,), 100, jnp.int32)
+    key, epoch = jax.random.key(5), jnp.int32(1)
+    got = jax.jit(algorithm.ring_epoch)(key, params, masks, rates, kept, epoch)
+    expected_params, expected_rates = _python_loop(algorithm, key, params, masks, rates, kept,
+                                                   epoch, order == "synchronous")
+    chex.assert_trees_all_close(got[0], expected_params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got[2], expected_rates, rtol=1e-6)
+    assert bool(jnp.all(got[2] >= 1e-9))
+
+
+def test_coevolution_step_metrics(coevolution):
+    state = coevolution.init(jax.random.key(0))
+    assert state.l1_train.shape == (2, 4) and state.learning_rate.shape == (2, 4)
+    state, metrics = jax.jit(coevolution.step)(jax.random.key(1), state)
+    assert int(state.num_prunes.sum()) > 0
+    best = np.argmin(np.asarray(state.l1_test), axis=1)
+    expected = np.asarray(state.l1_train)[np.arange(2), best].mean()
+    assert float(metrics["l1_train"]) == pytest.approx(expected, rel=1e-6)
+    assert float(metrics["l1_train_cells_mean"]) == pytest.approx(
+        float(np.asarray(state.l1_train).mean()), rel=1e-6)
+    assert 0 < float(metrics["kept_fraction"]) <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI, end to end with resume.
+
+CLI_TINY = ["--set", "data.dim=40", "--set", "data.num_train=20", "--set", "data.num_test=10",
+            "--set", "data.num_clusters=3", "--set", "model.hidden_dim=6", "--set",
+            "model.bottleneck_dim=3", "--set", "training.num_trials=2", "--set",
+            "coevolution.num_cells=4", "--set", "operator=random", "--set", "schedule=fixed",
+            "--set", "run.chunk_size=2", "--set", "run.checkpoint_every=2", "--set",
+            "run.progress=false", "--set", "training.learning_rate=0.01"]
+
+
+def test_cli_run_resume_and_plot(tmp_path):
+    from synprune_jax.cli import main
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    args = ["run", "ae-coevolution", *CLI_TINY, "--set", "coevolution.order=synchronous"]
+    assert main([*args, "--set", "run.num_generations=4", "--out", str(full)]) == 0
+    assert main([*args, "--set", "run.num_generations=2", "--out", str(cut)]) == 0
+    config = json.loads((cut / "config.json").read_text())
+    assert config["pruning"]["probability"] == 0.5  # resolved from the operator
+    config["run"]["num_generations"] = 4
+    (cut / "config.json").write_text(json.dumps(config))
+    assert main(["resume", str(cut)]) == 0
+    assert (full / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary == json.loads((cut / "summary.json").read_text())
+    assert summary["epochs"] == 4 and len(summary["l1_train"]["per_trial"]) == 2
+    for name in ("curves.png", "boxplots.png", "summary.md"):
+        assert (full / name).exists()
+    (full / "boxplots.png").unlink()
+    assert main(["plot", str(full)]) == 0 and (full / "boxplots.png").exists()
+
+
+def test_cli_rejects_bad_config(tmp_path, capsys):
+    from synprune_jax.cli import main
+
+    assert main(["run", "ae-prune", "--set", "operator=magnitude", "--out",
+                 str(tmp_path / "a")]) == 2
+    assert "unknown pruning operator" in capsys.readouterr().err
+    assert main(["run", "ae-coevolution", "--set", "coevolution.radius=6", "--out",
+                 str(tmp_path / "b")]) == 2
+    assert "too large" in capsys.readouterr().err
+    assert main(["run", "ae-prune", "--set", "setting=grid", "--out", str(tmp_path / "c")]) == 2
+
+
+@pytest.mark.slow
+def test_notebook_runs_tiny(monkeypatch):
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("SYNPRUNE_NOTEBOOK_TINY", "1")
+    path = os.path.join(os.path.dirname(__file__), "..", "notebooks",
+                        "autoencoder_coevolution.ipynb")
+    notebook = nbformat.read(path, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
