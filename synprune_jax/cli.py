@@ -1,9 +1,10 @@
-"""Command-line interface: ``synprune run | resume | list | plot``.
+"""Command-line interface: ``synprune run | resume | list | plot | sweep``.
 
     synprune run [EXPERIMENT] [--set key.path=value ...] [--out DIR] [--config FILE]
     synprune resume DIR
     synprune list
     synprune plot DIR
+    synprune sweep EXPERIMENT --seeds 0-7 [--grid key=v1,v2 ...] [--set key=value ...] --out DIR
 
 Configs are validated (unknown keys, wrong types, unknown env / backend / descriptor names) before
 anything is compiled. The run directory holds ``config.json`` (the resolved config), metrics,
@@ -122,6 +123,38 @@ def command_list(args) -> int:
     return 0
 
 
+def command_sweep(args) -> int:
+    from synprune_jax import config as config_lib
+    from synprune_jax import sweeps
+
+    config = config_lib.load(args.config) if args.config else None
+    if config is not None and config.get("experiment", args.experiment) != args.experiment:
+        raise config_lib.ConfigError(
+            f"--config is for experiment {config.get('experiment')!r} but {args.experiment!r} "
+            "was named")
+    seeds = sweeps.parse_seeds(args.seeds)
+    grid = sweeps.parse_grid(args.grid or [])
+    out = args.out or _default_out(f"sweep-{args.experiment}")
+    print(f"synprune: sweep {args.experiment!r}, {len(seeds)} seeds x "
+          f"{_grid_points(grid)} grid points into {out}", flush=True)
+    _enable_compilation_cache()
+    result = sweeps.sweep(args.experiment, seeds, grid, out=out, overrides=args.set or [],
+                          config=config, devices=args.devices, report=not args.no_report,
+                          progress=True, log=lambda message: print(message, flush=True))
+    if result.skipped:
+        print(f"already finished, not rerun: {len(result.skipped)} runs")
+    print(f"\nSweep directory: {out}  (results.csv, results.parquet, plots/, runs/)")
+    print(sweeps.format_summary(sweeps.summarize(result.table, list(grid)), list(grid)))
+    return 0
+
+
+def _grid_points(grid: dict) -> int:
+    count = 1
+    for values in grid.values():
+        count *= len(values)
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synprune", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser = commands.add_parser("plot", help="redraw a run's plots from its checkpoint")
     plot_parser.add_argument("run_dir")
     plot_parser.set_defaults(handler=command_plot)
+
+    sweep_parser = commands.add_parser(
+        "sweep", help="run seeds x a grid of settings, vmapped in one program per shape group; "
+                      "rerun the same command to resume")
+    sweep_parser.add_argument("experiment", help="experiment name (see `synprune list`)")
+    sweep_parser.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 0,2,5-6")
+    sweep_parser.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                              help="swept config key and its values (repeatable; list values: "
+                                   "task.hidden_sizes=[8,8];[16,16])")
+    sweep_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                              help="override applied to every run (repeatable)")
+    sweep_parser.add_argument("--out", help="sweep directory (default: runs/sweep-NAME-TIMESTAMP)")
+    sweep_parser.add_argument("--config", help="start from a saved config.json")
+    sweep_parser.add_argument("--devices", type=int, default=None,
+                              help="local devices to split the run axis over (default: all)")
+    sweep_parser.add_argument("--no-report", action="store_true",
+                              help="skip each run's summary and plots (the sweep plots are kept)")
+    sweep_parser.set_defaults(handler=command_sweep)
     return parser
 
 

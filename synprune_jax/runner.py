@@ -155,12 +155,27 @@ def _make_init(algorithm: Algorithm) -> Callable:
     return init
 
 
-def _make_chunk(algorithm: Algorithm, seed: int, length: int) -> Callable:
-    """``state -> (state, (generations[length], metrics{name: [length]}))``, not yet jitted."""
+def scan_generations(step: Callable, seed, state: State, length: int):
+    """``length`` generations of ``step`` in one ``lax.scan``, with the runner's key schedule.
+
+    The step that turns generation ``g`` into ``g + 1`` gets ``generation_key(seed, g)``; the
+    counter is then set to ``g + 1`` whatever ``step`` returned for it. This is the body of every
+    compiled chunk, in :func:`run` and in :mod:`synprune_jax.sweeps` (which vmaps it over runs), so
+    a run gives the same numbers whichever way it is driven.
+
+    Args:
+        step: ``(key, state) -> (state, {name: scalar})``.
+        seed: int or uint32 scalar (traced is fine, e.g. under ``vmap``).
+        state: the state at some generation ``g`` (int scalar field ``generation``).
+        length: number of generations (static).
+
+    Returns:
+        ``(state, (generations [length] int, metrics {name: [length]}))``.
+    """
 
     def body(state, _):
         generation = state.generation
-        new_state, metrics = algorithm.step(generation_key(seed, generation), state)
+        new_state, metrics = step(generation_key(seed, generation), state)
         next_generation = jnp.asarray(generation + 1, dtype=generation.dtype)
         new_state = _strong_types(_replace_generation(new_state, next_generation))
         if not isinstance(metrics, dict):
@@ -173,8 +188,14 @@ def _make_chunk(algorithm: Algorithm, seed: int, length: int) -> Callable:
             scalars[str(name)] = value
         return new_state, (next_generation, scalars)
 
+    return jax.lax.scan(body, state, None, length=length)
+
+
+def _make_chunk(algorithm: Algorithm, seed: int, length: int) -> Callable:
+    """``state -> (state, (generations[length], metrics{name: [length]}))``, not yet jitted."""
+
     def chunk(state):
-        return jax.lax.scan(body, state, None, length=length)
+        return scan_generations(algorithm.step, seed, state, length)
 
     return chunk
 
