@@ -1,0 +1,208 @@
+"""Synaptic-cluster-driven evolutionary synthesis of a sparse LeNet-5: config, builder, report.
+
+``synprune run cluster-synthesis`` trains a dense LeNet-5 ancestor on scikit-learn's digits
+(resized to 32x32), then synthesises sparser offspring generation after generation (see
+:mod:`synprune_jax.synthesis.algorithm`). The run directory gains ``summary.json`` /
+``summary.md`` (final synapse, cluster and FLOP reduction factors, accuracy vs the ancestor),
+``curves.png`` and ``compact.npz`` (the compacted network's parameters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import numpy as np
+
+from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.experiments.base import Built, Experiment
+
+NAME = "cluster-synthesis"
+PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction")
+
+
+def default_config() -> dict:
+    """Digits, LeNet-5, full encoding; about 3-4 minutes on 2 CPU cores."""
+    return {
+        "experiment": NAME,
+        "algorithm": "cluster_synthesis",
+        "data": {"name": "digits", "mnist_dir": None, "validation_fraction": 0.2,
+                 "test_fraction": 0.2, "split_seed": 0, "max_train": 0},
+        "network": {"widths": [6, 16, 120, 84]},
+        "encoding": {"synapse_factor": 1.0, "cluster_factor": 1.0, "truncation": 0.1,
+                     "mode": "both", "conv_clusters": "filter", "scope": "layer",
+                     "synapse_scope": "cluster"},
+        "synthesis": {"num_offspring": 3, "epochs": 8, "ancestor_epochs": 15, "batch_size": 16,
+                      "learning_rate": 3e-3, "schedule": "cosine", "remove_unused": True,
+                      "reinitialize": False, "tolerance": 0.02, "stop_on_drop": True,
+                      "patience": 4, "eval_batch_size": 512},
+        "run": {"num_generations": 8, "seed": 0, "chunk_size": 1, "checkpoint_every": 1,
+                "metrics_format": "csv", "progress": True},
+    }
+
+
+def _section(config: dict, name: str, cls) -> dict:
+    section = dict(config[name])
+    require_keys(section, name, [field.name for field in dataclasses.fields(cls)])
+    return section
+
+
+def build(config: dict) -> Built:
+    """Loads the data and builds :class:`~synprune_jax.synthesis.ClusterSynthesis`; validates
+    every section (unknown keys, ranges, data / network fit) before anything compiles."""
+    from synprune_jax.runner import RunConfig
+    from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec,
+                                        SynthesisConfig, load_dataset)
+
+    require_keys(config, "config", ("experiment", "algorithm", "data", "network", "encoding",
+                                     "synthesis", "run"))
+    if config["algorithm"] != "cluster_synthesis":
+        raise ConfigError(f"unknown algorithm {config['algorithm']!r}; "
+                          "valid: ['cluster_synthesis']")
+    try:
+        require_keys(config["data"], "data", ("name", "mnist_dir", "validation_fraction",
+                                              "test_fraction", "split_seed", "max_train"))
+        require_keys(config["network"], "network", ("widths",))
+        encoding = EncodingConfig(**_section(config, "encoding", EncodingConfig))
+        synthesis = _section(config, "synthesis", SynthesisConfig)
+        if "network" in synthesis or "encoding" in synthesis:
+            raise ConfigError("synthesis.network / synthesis.encoding are set in their own "
+                              "sections")
+        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
+                                            "checkpoint_every", "metrics_format", "progress"))
+        run_config = RunConfig(**config["run"])
+        widths = tuple(int(w) for w in config["network"]["widths"])
+        if len(widths) != 4:
+            raise ConfigError(f"network.widths needs 4 ints (conv1, conv2, dense1, dense2), "
+                              f"got {list(widths)}")
+        # check everything that does not need the data before loading it
+        LeNetSpec(widths=widths)
+        SynthesisConfig(encoding=encoding, **synthesis)
+        data_section = config["data"]
+        try:
+            data = load_dataset(data_section["name"], mnist_dir=data_section["mnist_dir"],
+                                validation_fraction=float(data_section["validation_fraction"]),
+                                test_fraction=float(data_section["test_fraction"]),
+                                split_seed=int(data_section["split_seed"]),
+                                max_train=int(data_section["max_train"]))
+        except (FileNotFoundError, OSError) as error:
+            raise ConfigError(f"data: {error}") from error
+        network = LeNetSpec(image_size=data.image_size, channels=data.train_images.shape[-1],
+                            num_classes=data.num_classes, widths=widths)
+        algorithm = ClusterSynthesis(SynthesisConfig(network=network, encoding=encoding,
+                                                     **synthesis), data)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(str(error)) from error
+    return Built(algorithm=algorithm, run_config=run_config,
+                 report=functools.partial(report, spec=network), describe=describe,
+                 plot=plot_run)
+
+
+def summarize(spec, state, metrics: dict) -> dict:
+    """Final figures of a run (host side): accuracy vs ancestor and reduction factors.
+
+    Args:
+        spec: the run's :class:`~synprune_jax.synthesis.LeNetSpec`.
+        state: the final :class:`~synprune_jax.synthesis.SynthesisState`.
+        metrics: the run's metrics (``read_metrics``).
+    """
+    from synprune_jax.synthesis import compact, network_stats
+
+    stats = network_stats(spec, state.masks)
+    compacted = compact(spec, state.params, state.masks)
+    ancestor_synapses = int(state.ancestor_synapses)
+    ancestor_clusters = int(state.ancestor_clusters)
+    synapses, clusters = int(stats.synapses), int(stats.clusters)
+    accepted = metrics.get("accepted", np.zeros(0))
+    return {
+        "generations": int(state.generation),
+        "accepted_generations": int(np.sum(accepted)),
+        "stopped": bool(state.stopped),
+        "ancestor_test_accuracy": float(state.ancestor_test_accuracy),
+        "ancestor_validation_accuracy": float(state.ancestor_validation_accuracy),
+        "test_accuracy": float(state.test_accuracy),
+        "validation_accuracy": float(state.validation_accuracy),
+        "accuracy_drop_points": 100.0 * float(state.ancestor_test_accuracy - state.test_accuracy),
+        "ancestor_synapses": ancestor_synapses,
+        "synapses": synapses,
+        "effective_synapses": int(stats.effective_synapses),
+        "synapse_reduction": ancestor_synapses / max(synapses, 1),
+        "ancestor_clusters": ancestor_clusters,
+        "clusters": clusters,
+        "cluster_reduction": ancestor_clusters / max(clusters, 1),
+        "ancestor_flops": float(state.ancestor_flops),
+        "flops": float(stats.flops),
+        "flops_reduction": float(state.ancestor_flops) / max(float(stats.flops), 1.0),
+        "layer_synapses": [int(x) for x in np.asarray(stats.layer_synapses)],
+        "compact_widths": list(compacted.widths),
+        "compact_weights": compacted.num_weights,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        "| | ancestor | final | reduction |",
+        "|---|---|---|---|",
+        f"| test accuracy | {100 * summary['ancestor_test_accuracy']:.2f} % | "
+        f"{100 * summary['test_accuracy']:.2f} % | {summary['accuracy_drop_points']:+.2f} points "
+        "drop |",
+        f"| synapses | {summary['ancestor_synapses']} | {summary['synapses']} | "
+        f"{summary['synapse_reduction']:.1f}x |",
+        f"| clusters (filters + hidden neurons) | {summary['ancestor_clusters']} | "
+        f"{summary['clusters']} | {summary['cluster_reduction']:.1f}x |",
+        f"| FLOPs per image | {summary['ancestor_flops']:.0f} | {summary['flops']:.0f} | "
+        f"{summary['flops_reduction']:.1f}x |",
+    ]
+    return "\n".join(lines)
+
+
+def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
+    """Writes ``summary.json``, ``summary.md``, ``compact.npz`` and the plots."""
+    from synprune_jax.synthesis import compact
+
+    summary = summarize(spec, state, metrics)
+    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
+        handle.write(format_summary(summary) + "\n")
+    compacted = compact(spec, state.params, state.masks)
+    arrays = {f"{layer}/{leaf}": np.asarray(value)
+              for layer, leaves in compacted.params.items() for leaf, value in leaves.items()}
+    np.savez(os.path.join(run_dir, "compact.npz"), widths=np.asarray(compacted.widths), **arrays)
+    plot_run(run_dir, state, metrics)
+    return summary
+
+
+def describe(summary: dict) -> str:
+    stop = ", stopped by the accuracy criterion" if summary["stopped"] else ""
+    return (f"generations {summary['generations']} ({summary['accepted_generations']} accepted"
+            f"{stop}); compact widths {summary['compact_widths']}\n\n" + format_summary(summary))
+
+
+def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
+    """Test accuracy, synapse / cluster / FLOP reduction factors of the kept network and the
+    best offspring's validation accuracy per generation (generation 0: the ancestor)."""
+    from synprune_jax import plots
+
+    if not metrics or "generation" not in metrics:
+        return []
+    # prepend generation 0: the ancestor (reduction factors 1)
+    series = {"generation": np.concatenate([[0], np.asarray(metrics["generation"])])}
+    ancestor = {"test_accuracy": float(np.asarray(metrics["ancestor_test_accuracy"])[0]),
+                "offspring_validation_accuracy": np.nan}
+    for key in PLOT_KEYS + ("offspring_validation_accuracy",):
+        first = ancestor.get(key, 1.0)
+        series[key] = np.concatenate([[first], np.asarray(metrics[key], np.float64)])
+    return [str(plots.plot_curves(os.path.join(run_dir, "curves.png"), series,
+                                  keys=PLOT_KEYS + ("offspring_validation_accuracy",)))]
+
+
+EXPERIMENTS = (
+    Experiment(NAME, "Synaptic-cluster-driven evolutionary synthesis of a sparse LeNet-5 on "
+               "scikit-learn digits at 32x32 (data.name=mnist with data.mnist_dir for MNIST); "
+               "a few minutes on 2 CPU cores", default_config, build),
+)

@@ -1,0 +1,261 @@
+"""Synaptic-cluster-driven probabilistic genetic encoding (pure, jittable).
+
+An offspring is synthesised from its parent's weights ``w`` (masked: dead synapses have
+``|w| = 0``). For every layer:
+
+* **synapse** survival inside a surviving cluster::
+
+      P_j = F_s * (exp(|w_j| / z_s) - 1),        z_s = max_j |w_j| / ln 2
+
+  so the strongest synapse has probability exactly ``F_s`` (1 before the environmental factor),
+  a synapse at half the largest magnitude ``F_s * (sqrt(2) - 1)``, a dead one 0;
+* **cluster** survival (a conv filter, optionally a conv kernel, or all incoming synapses of a
+  dense neuron)::
+
+      P_c = F_c * (exp(sum_{i in c} trunc(|w_i|) / z_c) - 1),     z_c = max_c sum_{i in c} trunc(|w_i|) / ln 2
+
+  with ``trunc(a) = a if a >= tau else 0`` and ``tau = truncation * max_j |w_j|`` (weak synapses
+  do not count toward their cluster); the strongest cluster has probability ``F_c``.
+
+The offspring keeps a synapse iff its parent had it, its cluster survived and it survived itself
+(independent Bernoulli draws). A cluster left without synapses is dead: its bias mask is cleared
+too, so it outputs exactly zero and the compact export can remove it. The output layer's neurons
+(the classes) are never removed as clusters; their synapses follow the synapse rule.
+
+The maxima behind ``z_c`` and ``tau`` run per layer (``scope="layer"``, default) or over the
+whole network (``scope="network"``); the maximum behind ``z_s`` runs per cluster
+(``synapse_scope="cluster"``: the strongest synapse of every cluster has probability ``F_s``),
+per layer or over the network. ``mode`` selects the full encoding (``"both"``) or the ablations
+``"synapse"`` (every cluster survives) and ``"cluster"`` (every synapse of a surviving cluster
+survives). Given the network's :class:`LeNetSpec`, :func:`synthesize` finally clears synapses that
+can no longer influence the output (:func:`remove_unused`, function-preserving).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import jax
+import jax.numpy as jnp
+
+from synprune_jax.synthesis.lenet import (CONV_LAYERS, LAYERS, LeNetSpec, Masks, Params, _along,
+                                          kept_inputs, kept_units)
+
+MODES = ("both", "synapse", "cluster")
+SCOPES = ("layer", "network")
+SYNAPSE_SCOPES = ("layer", "cluster", "network")
+CONV_CLUSTERS = ("filter", "kernel")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodingConfig:
+    """Constants of the encoding (all static; see the module docstring for the formulas).
+
+    Attributes:
+        synapse_factor: environmental factor ``F_s`` in (0, 1] on synapse probabilities
+            (default 1.0: the magnitude rule alone already removes most weak synapses).
+        cluster_factor: environmental factor ``F_c`` in (0, 1] on cluster probabilities
+            (default 1.0).
+        truncation: ``tau`` as a fraction of the layer's (or network's) largest ``|w|``, in
+            [0, 1) (default 0.1).
+        mode: ``"both"`` (default), ``"synapse"`` (synapse-only ablation) or ``"cluster"``
+            (cluster-only ablation).
+        conv_clusters: ``"filter"`` (default: a whole 5x5xC_in filter is one cluster) or
+            ``"kernel"`` (each 5x5 kernel of a filter is one cluster; a filter dies when all its
+            kernels have).
+        scope: normalisation of ``z_c`` and ``tau``: ``"layer"`` (default: per layer) or
+            ``"network"``.
+        synapse_scope: normalisation of ``z_s``: ``"cluster"`` (default: the strongest synapse
+            of each filter / neuron has probability ``F_s``), ``"layer"`` (the strongest of each
+            layer has) or ``"network"``.
+    """
+
+    synapse_factor: float = 1.0
+    cluster_factor: float = 1.0
+    truncation: float = 0.1
+    mode: str = "both"
+    conv_clusters: str = "filter"
+    scope: str = "layer"
+    synapse_scope: str = "cluster"
+
+    def __post_init__(self):
+        for name in ("synapse_factor", "cluster_factor"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"encoding.{name} must be in (0, 1], got {value}")
+        if not 0.0 <= self.truncation < 1.0:
+            raise ValueError(f"encoding.truncation must be in [0, 1), got {self.truncation}")
+        for name, valid in (("mode", MODES), ("conv_clusters", CONV_CLUSTERS),
+                            ("scope", SCOPES), ("synapse_scope", SYNAPSE_SCOPES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"encoding.{name} must be one of {list(valid)}, "
+                                 f"got {getattr(self, name)!r}")
+
+
+def _expm1_scaled(values: jax.Array, maximum: jax.Array) -> jax.Array:
+    """``exp(values / z) - 1`` with ``z = maximum / ln 2``, computed as ``2**(values / maximum) - 1``.
+
+    The two are equal; the base-2 form gives exactly 1 at ``values == maximum`` in floating
+    point. Where ``maximum`` is 0 every value is 0 and the result is 0.
+    """
+    safe = jnp.where(maximum > 0, maximum, 1.0)
+    # XLA may divide as x * (1 / m), which is not exactly 1 at x == m: pin the maximum itself
+    ratio = jnp.where((values >= maximum) & (maximum > 0), 1.0, values / safe)
+    return jnp.clip(jnp.exp2(ratio) - 1.0, 0.0, 1.0)
+
+
+def synapse_probabilities(magnitudes: jax.Array, maximum: jax.Array,
+                          factor: float = 1.0) -> jax.Array:
+    """``P_j = factor * (exp(|w_j| / z_s) - 1)`` with ``z_s = maximum / ln 2``.
+
+    Args:
+        magnitudes: ``[...]`` masked ``|w|`` of one layer (0 for dead synapses).
+        maximum: the largest ``|w|`` in the normalisation scope: a scalar, or an array that
+            broadcasts against ``magnitudes`` (per-cluster maxima).
+        factor: environmental factor ``F_s``.
+
+    Returns:
+        ``[...]`` survival probabilities in ``[0, factor]``.
+    """
+    return factor * _expm1_scaled(magnitudes, maximum)
+
+
+def truncate(magnitudes: jax.Array, threshold: jax.Array) -> jax.Array:
+    """``trunc``: magnitudes below ``threshold`` become 0 (same shape)."""
+    return jnp.where(magnitudes >= threshold, magnitudes, 0.0)
+
+
+def cluster_sums(name: str, magnitudes: jax.Array, conv_clusters: str = "filter") -> jax.Array:
+    """Sums of (truncated) magnitudes per cluster.
+
+    Args:
+        name: layer name (conv layers have kernels ``[5, 5, in, out]``, dense ``[in, out]``).
+        magnitudes: the layer's (truncated) ``|w|``.
+        conv_clusters: ``"filter"`` -> ``[out]``; ``"kernel"`` -> ``[in, out]`` for conv layers.
+            Dense layers always give ``[out]`` (a neuron's incoming synapses).
+    """
+    if name in CONV_LAYERS:
+        return jnp.sum(magnitudes, axis=(0, 1) if conv_clusters == "kernel" else (0, 1, 2))
+    return jnp.sum(magnitudes, axis=0)
+
+
+def _cluster_max(name: str, magnitudes: jax.Array, conv_clusters: str) -> jax.Array:
+    """Largest ``|w|`` of each synapse's cluster, shaped to broadcast against the kernel."""
+    if name in CONV_LAYERS:
+        axes = (0, 1) if conv_clusters == "kernel" else (0, 1, 2)
+    else:
+        axes = (0,)
+    return jnp.max(magnitudes, axis=axes, keepdims=True)
+
+
+def cluster_probabilities(sums: jax.Array, maximum: jax.Array, factor: float = 1.0) -> jax.Array:
+    """``P_c = factor * (exp(S_c / z_c) - 1)`` with ``z_c = maximum / ln 2``; shape of ``sums``."""
+    return factor * _expm1_scaled(sums, maximum)
+
+
+def _broadcast_cluster(name: str, values: jax.Array, kernel_ndim: int, conv_clusters: str):
+    """Cluster values -> a shape that broadcasts against the layer's kernel (explicit ranks)."""
+    if name in CONV_LAYERS:
+        if conv_clusters == "kernel":
+            return values.reshape(1, 1, *values.shape)
+        return values.reshape(1, 1, 1, -1)
+    return values.reshape(1, -1)
+
+
+def survival_probabilities(params: Params, masks: Masks,
+                           config: EncodingConfig) -> tuple[dict, dict]:
+    """Synapse and cluster survival probabilities of every layer.
+
+    Args:
+        params: one network's parameters (see :mod:`synprune_jax.synthesis.lenet`).
+        masks: its masks.
+        config: encoding constants.
+
+    Returns:
+        ``(synapse, cluster)``: dicts by layer name; ``synapse[name]`` is shaped like the kernel,
+        ``cluster[name]`` is ``[out]`` (``[in, out]`` for conv layers with kernel clusters).
+        The output layer's cluster probabilities are all 1. The ablation modes do not change
+        these values (see :func:`synthesize`).
+    """
+    magnitudes = {name: jnp.where(masks[name]["kernel"], jnp.abs(params[name]["kernel"]), 0.0)
+                  for name in LAYERS}
+    layer_max = {name: jnp.max(magnitudes[name]) for name in LAYERS}
+    network_max = jnp.max(jnp.stack(list(layer_max.values())))
+    scope_max = {name: network_max if config.scope == "network" else layer_max[name]
+                 for name in LAYERS}
+    synapse = {}
+    for name in LAYERS:
+        if config.synapse_scope == "cluster":
+            maximum = _cluster_max(name, magnitudes[name], config.conv_clusters)
+        elif config.synapse_scope == "network":
+            maximum = network_max
+        else:
+            maximum = layer_max[name]
+        synapse[name] = synapse_probabilities(magnitudes[name], maximum, config.synapse_factor)
+    sums = {name: cluster_sums(name, truncate(magnitudes[name],
+                                              config.truncation * scope_max[name]),
+                               config.conv_clusters) for name in LAYERS}
+    sums_max = {name: jnp.max(sums[name]) for name in LAYERS}
+    network_sums_max = jnp.max(jnp.stack([sums_max[name] for name in LAYERS[:-1]]))
+    cluster = {}
+    for name in LAYERS:
+        if name == LAYERS[-1]:
+            cluster[name] = jnp.ones(sums[name].shape, jnp.float32)
+            continue
+        maximum = network_sums_max if config.scope == "network" else sums_max[name]
+        cluster[name] = cluster_probabilities(sums[name], maximum, config.cluster_factor)
+    return synapse, cluster
+
+
+def synthesize(key: jax.Array, params: Params, masks: Masks, config: EncodingConfig,
+               spec: LeNetSpec | None = None) -> Masks:
+    """Draws an offspring's masks from its parent (one network; vmap for several).
+
+    Args:
+        key: PRNG key.
+        params: the parent's parameters.
+        masks: the parent's masks; the offspring's are a subset of them.
+        config: encoding constants.
+        spec: the network's structure; when given, synapses and biases that can no longer
+            influence the output are cleared too (:func:`remove_unused`).
+
+    Returns:
+        Offspring masks: kernel masks keep synapses that survive (cluster and synapse draws per
+        ``config.mode``); bias masks keep clusters that still have an alive synapse (output layer
+        biases always stay).
+    """
+    synapse_p, cluster_p = survival_probabilities(params, masks, config)
+    keys = jax.random.split(key, 2 * len(LAYERS))
+    out = {}
+    for index, name in enumerate(LAYERS):
+        kernel_mask = masks[name]["kernel"]
+        survive = kernel_mask
+        if config.mode in ("both", "synapse"):
+            survive = survive & jax.random.bernoulli(keys[2 * index], synapse_p[name])
+        if config.mode in ("both", "cluster") and name != LAYERS[-1]:
+            clusters = jax.random.bernoulli(keys[2 * index + 1], cluster_p[name])
+            survive = survive & _broadcast_cluster(name, clusters, kernel_mask.ndim,
+                                                   config.conv_clusters)
+        bias_mask = masks[name]["bias"]
+        if name != LAYERS[-1]:
+            bias_mask = bias_mask & jnp.any(survive.reshape(-1, survive.shape[-1]), axis=0)
+        out[name] = {"kernel": survive, "bias": bias_mask}
+    return remove_unused(spec, out) if spec is not None else out
+
+
+def remove_unused(spec: LeNetSpec, masks: Masks) -> Masks:
+    """Clears synapses and biases that cannot influence the output (function-preserving).
+
+    Keeps a synapse only if both its source and its target unit are kept by
+    :func:`~synprune_jax.synthesis.lenet.kept_units` (a unit that outputs nothing, or whose
+    output no kept unit reads, is not), and a bias only if its unit is kept. The network's outputs
+    do not change; its synapse count becomes the compact network's weight count.
+    """
+    kept = kept_units(spec, masks)
+    inputs = kept_inputs(spec, kept)
+    out = {}
+    for index, name in enumerate(LAYERS):
+        kernel = masks[name]["kernel"]
+        out[name] = {"kernel": kernel & _along(inputs[index], -2, kernel.ndim)
+                     & _along(kept[index], -1, kernel.ndim),
+                     "bias": masks[name]["bias"] & kept[index]}
+    return out
