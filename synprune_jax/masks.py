@@ -89,7 +89,16 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
 
 
 def sample_layer_densities(key: jax.Array, num_layers: int, beta_a=1.0, beta_b=1.0) -> jax.Array:
-    """Per-layer densities drawn i.i.d. from ``Beta(a, b)``: ``[num_layers]``."""
+    """Per-layer densities drawn i.i.d. from ``Beta(a, b)``: ``[num_layers]``.
+
+    When ``a`` and ``b`` are the Python numbers 1 (the default), Beta(1, 1) is the uniform
+    distribution and the draw is ``jax.random.uniform``: same distribution, and it compiles in a
+    fraction of the time of ``jax.random.beta`` (a rejection sampler, ~2.5 s of XLA compile on
+    CPU). Traced ``a``/``b`` always use ``jax.random.beta``.
+    """
+    if isinstance(beta_a, (int, float)) and isinstance(beta_b, (int, float)) \
+            and float(beta_a) == 1.0 and float(beta_b) == 1.0:
+        return jax.random.uniform(key, (num_layers,))
     return jax.random.beta(key, beta_a, beta_b, (num_layers,))
 
 

@@ -134,3 +134,12 @@ def test_pruned_weight_has_no_effect_on_outputs(seed, density, big):
         poisoned, [jnp.where(SPEC.kernels(masks)[0], first, jnp.nan)] + SPEC.kernels(poisoned)[1:])
     x = jax.random.normal(jax.random.key(seed + 2), (5, 3))
     np.testing.assert_array_equal(SPEC.apply(params, masks, x), SPEC.apply(poisoned, masks, x))
+
+
+def test_layer_densities_follow_a_non_uniform_beta():
+    draws = np.asarray(M.sample_layer_densities(jax.random.key(0), 20_000, 2.0, 5.0))
+    # Beta(2, 5): mean 2/7, variance 10 / (49 * 8) = 0.0255 (sd of the mean ~0.0011).
+    assert abs(draws.mean() - 2 / 7) < 0.006
+    assert abs(draws.var() - 10 / 392) < 0.002
+    uniform = np.asarray(M.sample_layer_densities(jax.random.key(0), 20_000))
+    assert abs(uniform.mean() - 0.5) < 0.01 and abs(uniform.var() - 1 / 12) < 0.003
