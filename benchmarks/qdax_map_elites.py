@@ -1,0 +1,294 @@
+"""MAP-Elites on Brax: synprune_jax vs QDax, same task and settings, interleaved in one process.
+
+Setting (both sides): Brax ``hopper`` on the ``spring`` backend, a tanh MLP policy (tanh output)
+of the same hidden widths, fixed episodes of ``episode_length`` steps that stop counting reward at
+termination (the terminating step counts), one initial state shared by the whole batch, the
+same batch size and number of generations, a 1-D grid of ``cells`` cells over the fraction of
+steps the foot touches the ground in [0, 1], and QD-score = sum over filled cells of
+``fitness - 0`` computed the same way from both archives.
+
+* ours: :class:`synprune_jax.algorithms.map_elites.MapElites` with
+  :class:`synprune_jax.tasks.BraxTask` (``descriptors=("feet_contact",)``) and the default
+  pruning mutation (prune/reconnect flips, forward pruning, Gaussian sigma 0.05); the random
+  initial networks have Beta-distributed densities, as in a real run.
+* QDax 0.5: ``MAPElites`` with ``MixingEmitter`` + ``isoline_variation`` (iso 0.005, line 0.05,
+  QDax's example settings), its ``hopper_uni`` environment (feet contact from the contact data)
+  and ``create_brax_scoring_fn`` (deterministic initial state, computed once with a jitted reset).
+
+The feet-contact descriptor has the same definition on both sides but each library computes it
+its own way, so QD-scores are comparable in scale, not bit for bit. Both sides are compiled
+ahead of time (compile time reported separately), then chunks of ``chunk`` generations
+(``lax.scan``) alternate ours / QDax; evaluations per second are medians over chunks, in wall
+time (``evals_per_s``) and in process CPU time (``evals_per_cpu_s``, all threads: steadier on a
+loaded machine, since waiting for a core does not count).
+Time to a QD-score: the steady-state seconds each side needs to reach ``target_fraction`` of the
+lower of the two final QD-scores (linear interpolation between chunks).
+
+Memory: XLA's own accounting of the compiled chunk (``xla_temp_mb``: scratch memory, a
+device-memory proxy), the state size, and with ``--suite full`` (or ``memory_probe=True``) the
+peak resident memory of a fresh process that runs only one side.
+
+    python -m benchmarks.qdax_map_elites --suite quick
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import (
+    check_suite,
+    compile_timed,
+    fresh_compilation_cache,
+    peak_rss_mb,
+    peer_status,
+    standalone_main,
+    tree_megabytes,
+)
+
+NAME = "qdax_map_elites"
+
+SIZES = {
+    "toy": {"env": "hopper", "episode_length": 5, "batches": (4,), "hidden": (4,), "cells": 8,
+            "chunk": 1, "chunks": 2, "memory_probe": False},
+    "quick": {"env": "hopper", "episode_length": 100, "batches": (256,), "hidden": (16, 16),
+              "cells": 128, "chunk": 5, "chunks": 8, "memory_probe": True},
+    "full": {"env": "hopper", "episode_length": 100, "batches": (256, 1024), "hidden": (16, 16),
+             "cells": 128, "chunk": 10, "chunks": 10, "memory_probe": True},
+}
+
+TARGET_FRACTION = 0.9
+QD_OFFSET = 0.0
+
+
+def qd_score(fitness: np.ndarray, offset: float = QD_OFFSET) -> tuple[float, float, float]:
+    """``(qd_score, coverage, max_fitness)`` of a flat cell-fitness array (``-inf`` = empty)."""
+    fitness = np.asarray(fitness, np.float64).reshape(-1)
+    filled = np.isfinite(fitness)
+    if not filled.any():
+        return 0.0, 0.0, float("-inf")
+    return (float(np.sum(fitness[filled] - offset)), float(filled.mean()),
+            float(fitness[filled].max()))
+
+
+class _Side:
+    """A compiled MAP-Elites: ``state``, ``chunk(state) -> state``, ``fitness(state)``."""
+
+    def __init__(self, name, state, chunk, fitness, init_compile_s, chunk_compile_s, memory):
+        self.name, self.state, self.chunk, self.fitness = name, state, chunk, fitness
+        self.init_compile_s, self.chunk_compile_s, self.memory = (init_compile_s,
+                                                                  chunk_compile_s, memory)
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []
+        self.scores: list[float] = []
+
+    def advance(self) -> None:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        self.state = self.chunk(self.state)
+        jax.block_until_ready(self.state)
+        self.times.append(time.perf_counter() - start)
+        self.cpu_times.append(time.process_time() - start_cpu)
+        self.scores.append(qd_score(self.fitness(self.state))[0])
+
+
+def build_ours(setting: dict, batch: int) -> _Side:
+    from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
+    from synprune_jax.archives import GridSpec
+    from synprune_jax.tasks import BraxTask
+
+    task = BraxTask(env_name=setting["env"], backend="spring",
+                    episode_length=setting["episode_length"], hidden_sizes=setting["hidden"],
+                    descriptors=("feet_contact",))
+    config = MapElitesConfig(archive=GridSpec((0.0,), (1.0,), (setting["cells"],)),
+                             batch_size=batch, qd_offset=QD_OFFSET)
+    algorithm = MapElites(config, task)
+    key = jax.random.key(0)
+    init, init_s, _ = compile_timed(algorithm.init, key)
+    state = init(key)
+    root = jax.random.key(1)
+
+    def run_chunk(state):
+        def body(state, _):
+            state, _ = algorithm.step(jax.random.fold_in(root, state.generation), state)
+            return state, None
+
+        return jax.lax.scan(body, state, None, length=setting["chunk"])[0]
+
+    chunk, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
+    memory["state_mb"] = tree_megabytes(state)
+    return _Side("ours", state, chunk, lambda s: s.archive.fitness, init_s, chunk_s, memory)
+
+
+def build_qdax(setting: dict, batch: int) -> _Side:
+    from qdax.core.containers.mapelites_repertoire import compute_euclidean_centroids
+    from qdax.core.emitters.mutation_operators import isoline_variation
+    from qdax.core.emitters.standard_emitters import MixingEmitter
+    from qdax.core.map_elites import MAPElites
+    from qdax.core.neuroevolution.networks.networks import MLP
+    from qdax.tasks.brax import v2 as environments
+    from qdax.tasks.brax.descriptor_extractors import get_feet_contact_proportion
+    from qdax.tasks.brax.v2.env_creators import create_brax_scoring_fn
+    from qdax.utils.metrics import default_qd_metrics
+
+    episode_length = setting["episode_length"]
+    env = environments.create(f"{setting['env']}_uni", episode_length=episode_length,
+                              backend="spring")
+    with jax.numpy_rank_promotion("allow"):
+        init_env_state = jax.jit(env.reset)(jax.random.key(2))
+    observation_size = int(init_env_state.obs.shape[-1])
+    network = MLP(layer_sizes=(*setting["hidden"], env.action_size),
+                  kernel_init=jax.nn.initializers.lecun_normal(), activation=jnp.tanh,
+                  final_activation=jnp.tanh)
+    scoring = create_brax_scoring_fn(env, network, get_feet_contact_proportion,
+                                     jax.random.key(3), episode_length=episode_length,
+                                     deterministic=False,
+                                     play_reset_fn=lambda _: init_env_state)
+    emitter = MixingEmitter(mutation_fn=None,
+                            variation_fn=functools.partial(isoline_variation, iso_sigma=0.005,
+                                                           line_sigma=0.05),
+                            variation_percentage=1.0, batch_size=batch)
+    algorithm = MAPElites(scoring_function=scoring, emitter=emitter,
+                          metrics_function=functools.partial(default_qd_metrics,
+                                                             qd_offset=QD_OFFSET))
+    centroids = compute_euclidean_centroids((setting["cells"],), minval=0.0, maxval=1.0)
+    keys = jax.random.split(jax.random.key(0), batch)
+    genotypes = jax.vmap(network.init, in_axes=(0, None))(keys, jnp.zeros(observation_size))
+
+    def init(genotypes, key):
+        repertoire, emitter_state, _ = algorithm.init(genotypes, centroids, key)
+        return repertoire, emitter_state, key
+
+    def run_chunk(carry):
+        carry, _ = jax.lax.scan(algorithm.scan_update, carry, None, length=setting["chunk"])
+        return carry
+
+    with jax.numpy_rank_promotion("allow"):  # Brax broadcasts implicitly
+        compiled_init, init_s, _ = compile_timed(init, genotypes, jax.random.key(1))
+        state = compiled_init(genotypes, jax.random.key(1))
+        chunk, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
+    memory["state_mb"] = tree_megabytes(state)
+    return _Side("qdax", state, chunk, lambda s: s[0].fitnesses, init_s, chunk_s, memory)
+
+
+def time_to_score(times: list[float], scores: list[float], target: float) -> float | None:
+    """Steady-state seconds until ``scores`` first reaches ``target`` (interpolated)."""
+    elapsed, previous_time, previous_score = 0.0, 0.0, None
+    for seconds, score in zip(times, scores):
+        start = elapsed
+        elapsed += seconds
+        if score >= target:
+            if previous_score is None or score == previous_score:
+                return elapsed
+            fraction = (target - previous_score) / (score - previous_score)
+            return start + max(0.0, min(1.0, fraction)) * seconds
+        previous_time, previous_score = elapsed, score
+    return None
+
+
+def memory_probe(side: str, suite: str, batch: int, cache_dir: str | None = None) -> dict:
+    """Runs ONE side in a fresh process; returns its peak RSS after imports and after 2 chunks.
+
+    With ``cache_dir`` (the persistent compilation cache the main run wrote) the probe loads its
+    programs instead of compiling them again; resident memory is what is measured, not time.
+    """
+    cache = ("" if cache_dir is None else
+             f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
+             "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); ")
+    code = ("import json, jax; from benchmarks import peak_rss_mb; " + cache +
+            "from benchmarks.qdax_map_elites import SIZES, build_ours, build_qdax; "
+            f"setting = dict(SIZES[{suite!r}]); "
+            f"builder = build_{side}; "
+            "import synprune_jax.tasks; "
+            + ("import qdax.core.map_elites; " if side == "qdax" else "")
+            + "base = peak_rss_mb(); "
+            f"s = builder(setting, {batch}); s.advance(); s.advance(); "
+            "print('PROBE ' + json.dumps({'rss_after_imports_mb': base, "
+            "'peak_rss_mb': peak_rss_mb()}))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=1800)
+    for line in completed.stdout.splitlines():
+        if line.startswith("PROBE "):
+            return json.loads(line[len("PROBE "):])
+    return {"probe_error": (completed.stderr or completed.stdout)[-300:]}
+
+
+def run(suite: str) -> list[dict]:
+    """One record per (batch, side), a ``ratio`` record per batch, and QD-score traces."""
+    setting = SIZES[check_suite(suite)]
+    qdax_ok, qdax_reason = peer_status("qdax")
+    records = []
+    if not qdax_ok:
+        records.append({"case": "peer_missing", "side": "qdax", "status": qdax_reason})
+    cache_dir = fresh_compilation_cache() if setting["memory_probe"] else None
+    for batch in setting["batches"]:
+        common = {"env": setting["env"], "backend": "spring",
+                  "episode_length": setting["episode_length"], "batch": batch,
+                  "hidden": list(setting["hidden"]), "cells": setting["cells"],
+                  "generations": setting["chunk"] * setting["chunks"],
+                  "compilation_cache": "cold" if cache_dir
+                  or not jax.config.jax_compilation_cache_dir else "configured"}
+        sides = [build_ours(setting, batch)]
+        if qdax_ok:
+            sides.append(build_qdax(setting, batch))
+        for _ in range(setting["chunks"]):  # interleaved: ours, QDax, ours, QDax, ...
+            for side in sides:
+                side.advance()
+        finals = {side.name: side.scores[-1] for side in sides}
+        target = TARGET_FRACTION * min(finals.values())
+        results = {}
+        for side in sides:
+            per_chunk = np.asarray(side.times)
+            evals_per_s = batch * setting["chunk"] / float(np.median(per_chunk))
+            score, coverage, max_fitness = qd_score(side.fitness(side.state))
+            reach = time_to_score(side.times, side.scores, target)
+            record = {**common, "case": "map_elites", "side": side.name,
+                      "evals_per_s": evals_per_s,
+                      "env_steps_per_s": evals_per_s * setting["episode_length"],
+                      "seconds_per_generation": float(np.median(per_chunk)) / setting["chunk"],
+                      "evals_per_cpu_s": batch * setting["chunk"]
+                      / float(np.median(side.cpu_times)),
+                      "init_compile_s": side.init_compile_s,
+                      "chunk_compile_s": side.chunk_compile_s,
+                      "qd_score": score, "coverage": coverage, "max_fitness": max_fitness,
+                      "target_qd_score": target, "seconds_to_target": reach,
+                      **side.memory}
+            if setting["memory_probe"]:
+                record.update(memory_probe(side.name, suite, batch, cache_dir))
+            results[side.name] = record
+            records.append(record)
+            for index, (seconds, score_value) in enumerate(zip(side.times, side.scores)):
+                records.append({**common, "case": "trace", "side": side.name,
+                                "generation": (index + 1) * setting["chunk"],
+                                "chunk_s": seconds, "qd_score": score_value})
+        if "qdax" in results:
+            ours, qdax = results["ours"], results["qdax"]
+            ratio = {**common, "case": "ratio", "side": "ours/qdax",
+                     "evals_per_s_ratio": ours["evals_per_s"] / qdax["evals_per_s"],
+                     "evals_per_cpu_s_ratio": ours["evals_per_cpu_s"] / qdax["evals_per_cpu_s"],
+                     "compile_ratio": (ours["init_compile_s"] + ours["chunk_compile_s"])
+                     / (qdax["init_compile_s"] + qdax["chunk_compile_s"]),
+                     "xla_temp_ratio": ours.get("xla_temp_mb", np.nan)
+                     / max(qdax.get("xla_temp_mb", np.nan), 1e-9)}
+            if "peak_rss_mb" in ours and "peak_rss_mb" in qdax:
+                ratio["peak_rss_ratio"] = ours["peak_rss_mb"] / qdax["peak_rss_mb"]
+            if ours["seconds_to_target"] and qdax["seconds_to_target"]:
+                ratio["time_to_target_ratio"] = (ours["seconds_to_target"]
+                                                 / qdax["seconds_to_target"])
+            records.append(ratio)
+        records.append({**common, "case": "process", "side": "both", "peak_rss_mb": peak_rss_mb()})
+    return records
+
+
+def main() -> None:
+    standalone_main(NAME, run, __doc__.split("\n")[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Smoke tests of the benchmark suite at toy sizes: functions run, records are well-formed JSON.
+
+No timing assertions: speed is measured only by the benchmark scripts themselves. The Brax and
+arm MAP-Elites benchmarks compile whole programs, so their toy runs are marked slow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # benchmarks/ is a top-level package of the repository, not installed
+    sys.path.insert(0, ROOT)
+
+import benchmarks  # noqa: E402
+from benchmarks import archive_insertion, masked_vs_dense, qdax_map_elites, run  # noqa: E402
+
+
+def _check_records(records, benchmark_keys):
+    assert records, "a benchmark returned no records"
+    for record in records:
+        line = json.dumps(record, default=benchmarks._json_default)
+        assert json.loads(line) == json.loads(line)  # round-trips as one JSON object
+        assert isinstance(json.loads(line), dict)
+    for key in benchmark_keys:
+        assert any(key in record for record in records), f"no record has {key!r}"
+
+
+def _has_qdax() -> bool:
+    return benchmarks.peer_status("qdax")[0]
+
+
+# ----- pure helpers: exact values -------------------------------------------------------------
+
+def test_write_csv_unions_columns(tmp_path):
+    path = benchmarks.write_csv(str(tmp_path / "x.csv"),
+                                [{"a": 1, "b": [2, 3]}, {"a": 0.5, "c": None, "d": "s"}])
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["a", "b", "c", "d"]
+    assert rows[0] == {"a": "1", "b": "2x3", "c": "", "d": ""}
+    assert rows[1] == {"a": "0.5", "b": "", "c": "", "d": "s"}
+
+
+def test_check_suite_rejects_unknown():
+    with pytest.raises(ValueError, match="valid"):
+        benchmarks.check_suite("huge")
+
+
+def test_peer_status_reports_missing_module_plainly():
+    available, reason = benchmarks.peer_status("no_such_peer_library_xyz")
+    assert not available
+    assert "no_such_peer_library_xyz" in reason and "[bench]" in reason
+
+
+def test_qd_score_and_time_to_score():
+    score, coverage, best = qdax_map_elites.qd_score(np.array([1.0, -np.inf, 3.0, -np.inf]))
+    assert (score, coverage, best) == (4.0, 0.5, 3.0)
+    assert qdax_map_elites.qd_score(np.full(3, -np.inf)) == (0.0, 0.0, float("-inf"))
+    # Chunks of 1 s reaching scores 2, 4, 8: the target 6 is met half-way through the third.
+    assert qdax_map_elites.time_to_score([1.0, 1.0, 1.0], [2.0, 4.0, 8.0], 6.0) == 2.5
+    assert qdax_map_elites.time_to_score([1.0, 1.0], [2.0, 4.0], 9.0) is None
+    assert qdax_map_elites.time_to_score([0.5], [3.0], 1.0) == 0.5
+
+
+def test_pack_unpack_round_trip():
+    masks = {"w": jnp.asarray(np.random.default_rng(0).random((3, 5, 7)) < 0.3)}
+    packed = masked_vs_dense.pack(masks)
+    assert packed["w"].shape == (3, 5) and packed["w"].dtype == jnp.uint8  # ceil(35 / 8) = 5
+    np.testing.assert_array_equal(masked_vs_dense.unpack(packed, masks)["w"], masks["w"])
+
+
+def test_compaction_drops_exactly_the_dead_units():
+    from synprune_jax.masks import apply_masks
+    from synprune_jax.networks import MLPSpec
+
+    spec, params, masks = masked_vs_dense.make_population(
+        jax.random.key(0), 2, 4, 1.0)
+    # Individual 0: hidden-1 unit 0 has no input; hidden-2 unit 3 reaches no output.
+    kernels = [np.array(k) for k in spec.kernels(masks)]
+    kernels[0][0, :, 0] = False
+    kernels[1][0, 0, :] = False  # forward pruning of the dead unit's outgoing weights
+    kernels[2][0, 3, :] = False
+    masks = spec.replace_kernels(masks, [jnp.asarray(k) for k in kernels])
+    live = masked_vs_dense.live_units(spec.kernels(masks))
+    np.testing.assert_array_equal(live[0], [[False, True, True, True], [True] * 4])
+    np.testing.assert_array_equal(live[1], [[True, True, True, False], [True] * 4])
+    x = jnp.linspace(-1.0, 1.0, masked_vs_dense.INPUT_SIZE)
+    dense = jax.vmap(apply_masks)(params, masks)
+    # Width 3 keeps individual 0's live units exactly; width 4 keeps everything of both.
+    for widths, individuals in (((3, 3), (0,)), ((4, 4), (0, 1))):
+        small_spec, small = masked_vs_dense.compact(spec, params, masks, widths)
+        assert isinstance(small_spec, MLPSpec) and small_spec.hidden_sizes == widths
+        for index in individuals:
+            pick = lambda tree: jax.tree_util.tree_map(lambda a: a[index], tree)
+            np.testing.assert_allclose(small_spec.apply_dense(pick(small), x),
+                                       spec.apply_dense(pick(dense), x), rtol=1e-5, atol=1e-6)
+
+
+# ----- toy runs of the benchmarks -----------------------------------------------------------
+
+def test_archive_insertion_toy():
+    records = archive_insertion.run("toy")
+    _check_records(records, ["insertions_per_s"])
+    ours = [r for r in records if r.get("side") == "ours"]
+    assert len(ours) == 1 and ours[0]["cells"] == 64 and ours[0]["insertions_per_s"] > 0
+    if _has_qdax():
+        ratio = [r for r in records if r.get("case") == "ratio"]
+        assert ratio and ratio[0]["same_fitness"] is True
+    else:
+        assert records[0]["case"] == "peer_missing" and "qdax" in records[0]["status"]
+
+
+def test_masked_vs_dense_toy():
+    records = masked_vs_dense.run("toy")
+    _check_records(records, ["ratio_to_dense", "compact_widths"])
+    by_variant = {r["variant"]: r for r in records}
+    assert set(by_variant) == {"dense", "masked_once", "masked_every_step", "packed_bits",
+                               "compacted"}
+    for variant in ("masked_every_step", "packed_bits", "compacted"):
+        assert by_variant[variant]["max_abs_diff_vs_masked"] < 1e-5, variant
+    assert by_variant["packed_bits"]["mask_mb"] < by_variant["masked_once"]["mask_mb"]
+    assert by_variant["dense"]["ratio_to_dense"] == 1.0
+
+
+def test_run_entry_point_writes_csv_and_json(tmp_path, capsys):
+    status = run.main(["--suite", "toy", "--only", "archive_insertion", "--out", str(tmp_path)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    assert status == 0
+    assert lines[0]["benchmark"] == "machine" and lines[0]["cpu_model"]
+    assert lines[-1]["benchmark"] == "suite" and lines[-1]["ran"] == ["archive_insertion"]
+    assert any(line.get("benchmark") == "archive_insertion" and "insertions_per_s" in line
+               for line in lines)
+    assert (tmp_path / "archive_insertion_toy.csv").exists()
+    assert (tmp_path / "machine_toy.csv").exists()
+
+
+def test_run_rejects_unknown_benchmark():
+    with pytest.raises(SystemExit):
+        run.main(["--suite", "toy", "--only", "no_such_benchmark"])
+
+
+@pytest.mark.slow
+def test_map_elites_benchmarks_toy(tmp_path):
+    from benchmarks import arm_million, plot, scaling
+
+    for module in (qdax_map_elites, arm_million, scaling):
+        records = module.run("toy")
+        _check_records(records, ["evals_per_s"])
+        for record in records:
+            if "evals_per_s" in record:
+                assert math.isfinite(record["evals_per_s"]) and record["evals_per_s"] > 0
+        benchmarks.write_csv(str(tmp_path / f"{module.NAME}_toy.csv"), records)
+    written = plot.plot_all(str(tmp_path), "toy")
+    assert any(path.endswith("scaling_toy.png") for path in written)
