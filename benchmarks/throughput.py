@@ -36,9 +36,13 @@ def _emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def raw_rollout_benchmark(env_name: str, backend: str, batch: int, episode_length: int,
-                          hidden: tuple[int, ...], repeats: int) -> dict:
-    """Plain Brax rollout of an unmasked MLP: the speed limit the engine is measured against."""
+def build_raw(env_name: str, backend: str, batch: int, episode_length: int,
+              hidden: tuple[int, ...]):
+    """Plain Brax rollout of an unmasked MLP: the speed limit the engine is measured against.
+
+    Returns ``(call, compile_s)``; ``call(index)`` runs one rollout (batch x episode_length env
+    steps) with a fresh reset key and blocks until it is done.
+    """
     from brax import envs
 
     from synprune_jax.networks import MLPSpec
@@ -66,18 +70,19 @@ def raw_rollout_benchmark(env_name: str, backend: str, batch: int, episode_lengt
     compiled = jax.jit(rollout).lower(jax.random.key(0), params).compile()
     compile_s = time.perf_counter() - start
     compiled(jax.random.key(1), params).block_until_ready()  # warm-up
-    times = []
-    for index in range(repeats):
-        start = time.perf_counter()
+
+    def call(index: int) -> None:
         compiled(jax.random.key(2 + index), params).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return {"stage": "raw", "compile_s": compile_s,
-            "env_steps_per_s": batch * episode_length / statistics.median(times)}
+
+    return call, compile_s
 
 
-def engine_benchmark(env_name: str, backend: str, batch: int, episode_length: int,
-                     hidden: tuple[int, ...], chunk: int, chunks: int) -> dict:
-    """Full MAP-Elites generations, scanned in chunks of ``chunk`` generations."""
+def build_engine(env_name: str, backend: str, batch: int, episode_length: int,
+                 hidden: tuple[int, ...], chunk: int):
+    """Full MAP-Elites generations, scanned in chunks of ``chunk`` generations as the runner does.
+
+    Returns ``(call, compile_s)``; ``call()`` runs one chunk, blocks, and returns its metrics.
+    """
     from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
     from synprune_jax.archives import GridSpec
     from synprune_jax.tasks import BraxTask
@@ -99,19 +104,47 @@ def engine_benchmark(env_name: str, backend: str, batch: int, episode_length: in
     start = time.perf_counter()
     compiled = jax.jit(run_chunk, donate_argnums=0).lower(state).compile()
     compile_s = time.perf_counter() - start
-    state, _ = compiled(state)  # warm-up
-    jax.block_until_ready(state)
-    rss, times = [], []
-    for _ in range(chunks):
+    holder = {"state": compiled(state)[0]}  # warm-up
+    jax.block_until_ready(holder["state"])
+
+    def call() -> dict:
+        holder["state"], metrics = compiled(holder["state"])
+        jax.block_until_ready(holder["state"])
+        return metrics
+
+    return call, compile_s
+
+
+def interleaved(env_name: str, backend: str, batch: int, episode_length: int,
+                hidden: tuple[int, ...], chunk: int, rounds: int) -> dict:
+    """Times raw rollouts and engine chunks alternately, so both see the same machine load.
+
+    Each round times ``chunk`` raw rollouts and then one engine chunk of ``chunk`` generations
+    (the same number of env steps); throughputs are medians over rounds.
+    """
+    raw_call, raw_compile_s = build_raw(env_name, backend, batch, episode_length, hidden)
+    engine_call, engine_compile_s = build_engine(env_name, backend, batch, episode_length,
+                                                 hidden, chunk)
+    raw_times, engine_times, rss = [], [], []
+    for index in range(rounds):
         start = time.perf_counter()
-        state, metrics = compiled(state)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - start)
+        for repeat in range(chunk):
+            raw_call(index * chunk + repeat)
+        raw_times.append((time.perf_counter() - start) / chunk)
+        start = time.perf_counter()
+        metrics = engine_call()
+        engine_times.append((time.perf_counter() - start) / chunk)
         rss.append(_peak_rss_mb())
-    seconds_per_generation = statistics.median(times) / chunk
-    return {"stage": "engine", "compile_s": compile_s,
-            "env_steps_per_s": batch * episode_length / seconds_per_generation,
-            "seconds_per_generation": seconds_per_generation, "generations_timed": chunk * chunks,
+    steps = batch * episode_length
+    ratios = [raw / engine for raw, engine in zip(raw_times, engine_times)]
+    return {"stage": "summary",
+            "raw_env_steps_per_s": steps / statistics.median(raw_times),
+            "engine_env_steps_per_s": steps / statistics.median(engine_times),
+            "overhead_ratio": statistics.median(ratios),
+            "overhead_ratio_min": min(ratios), "overhead_ratio_max": max(ratios),
+            "seconds_per_generation": statistics.median(engine_times),
+            "generations_timed": chunk * rounds, "compile_s": engine_compile_s,
+            "raw_compile_s": raw_compile_s,
             "peak_rss_mb_first_chunk": rss[0], "peak_rss_mb_last_chunk": rss[-1],
             "qd_score": float(metrics["qd_score"][-1]),
             "coverage": float(metrics["coverage"][-1])}
@@ -133,19 +166,8 @@ def main() -> None:
     for batch, episode_length in sizes:
         common = {"env": args.env, "backend": args.backend, "batch": batch,
                   "episode_length": episode_length, "hidden": list(hidden)}
-        raw = raw_rollout_benchmark(args.env, args.backend, batch, episode_length, hidden,
-                                    repeats=10 if args.quick else 20)
-        _emit({**common, **raw})
-        engine = engine_benchmark(args.env, args.backend, batch, episode_length, hidden,
-                                  chunk=5, chunks=4 if args.quick else 8)
-        _emit({**common, **engine})
-        _emit({**common, "stage": "summary",
-               "raw_env_steps_per_s": raw["env_steps_per_s"],
-               "engine_env_steps_per_s": engine["env_steps_per_s"],
-               "overhead_ratio": engine["env_steps_per_s"] / raw["env_steps_per_s"],
-               "compile_s": engine["compile_s"], "raw_compile_s": raw["compile_s"],
-               "peak_rss_mb_first_chunk": engine["peak_rss_mb_first_chunk"],
-               "peak_rss_mb_last_chunk": engine["peak_rss_mb_last_chunk"]})
+        _emit({**common, **interleaved(args.env, args.backend, batch, episode_length, hidden,
+                                       chunk=5, rounds=6 if args.quick else 10)})
 
 
 if __name__ == "__main__":

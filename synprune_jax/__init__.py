@@ -10,32 +10,70 @@ The public API in one screen (submodules hold the rest):
   :func:`prune_random`, :func:`prune_magnitude_to_density`, :func:`regrow`,
   :func:`flip_mutation`, :func:`gaussian_mutation`, :func:`mutate`;
 * tasks: :class:`BraxTask`, :class:`KinematicArm`, :func:`make_task`;
-* archives: :class:`GridSpec`, :class:`CVTSpec`, :class:`Archive`, :func:`qd_metrics`;
+* archives: :class:`GridSpec`, :class:`CVTSpec`, :class:`Archive`, :func:`qd_metrics`; Pareto
+  utilities :func:`non_dominated_rank`, :func:`crowding_distance`, :func:`hypervolume`,
+  :class:`ParetoFront`;
 * MAP-Elites: :class:`MapElites`, :class:`MapElitesConfig`, :class:`MutationConfig`,
-  :class:`MutationHyper`;
-* running: :class:`RunConfig`, :func:`run`, :func:`read_metrics`; experiments by name in
-  :data:`synprune_jax.experiments.EXPERIMENTS`.
+  :class:`MutationHyper`; with an evosax ES emitter :class:`MapElitesES`,
+  :class:`ESEmitterConfig`;
+* evolution strategies and GAs (:mod:`synprune_jax.algorithms.es`, ``.ga``):
+  :class:`MaskedStrategy` (any evosax strategy on masked networks), :class:`MaskedES`,
+  :class:`TruncationGA`; information measures (:mod:`synprune_jax.analysis`);
+* multi-objective transfer pruning (:mod:`synprune_jax.transfer`,
+  :mod:`synprune_jax.algorithms.nsga2`): :class:`TransferProblem`, :class:`NSGA2`,
+  :class:`SteadyStateGA`;
+* cluster-driven synthesis (:mod:`synprune_jax.synthesis`): :class:`ClusterSynthesis`,
+  :class:`LeNetSpec`, :func:`synthesize`, :func:`compact`;
+* autoencoder pruning (:mod:`synprune_jax.autoencoder`): :class:`CanonicalTraining`,
+  :class:`SpatialCoevolution`;
+* running: :class:`RunConfig`, :func:`run`, :func:`read_metrics`, :func:`scan_generations`;
+  sweeps and devices: :func:`sweep`, :class:`ShardedTask`, :class:`ChunkedTask`,
+  :func:`make_mesh`; experiments by name in :data:`synprune_jax.experiments.EXPERIMENTS`.
 """
 
-from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig, MapElitesState
+from synprune_jax.algorithms.es import ESConfig, ESState, MaskedES, MaskedStrategy
+from synprune_jax.algorithms.ga import GAConfig, GAState, TruncationGA
+from synprune_jax.algorithms.map_elites import (ESEmitterConfig, MapElites, MapElitesConfig,
+                                                MapElitesES, MapElitesState)
+from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, NSGA2State, SteadyStateGA,
+                                           SteadyStateGAConfig)
+from synprune_jax.analysis import (entropy, joint_entropy, mutual_information,
+                                   normalized_mutual_information)
 from synprune_jax.archives import Archive, CVTSpec, GridSpec, qd_metrics
+from synprune_jax.archives.pareto import (ParetoFront, crowding_distance, hypervolume,
+                                          non_dominated_rank)
+from synprune_jax.autoencoder import (AutoencoderSpec, CanonicalTraining, CoevolutionConfig,
+                                      SpatialCoevolution, TrainingConfig)
 from synprune_jax.masks import (apply_masks, density, forward_prune, init_masks, init_masks_beta,
                                 mask_statistics)
 from synprune_jax.networks import MLPSpec
 from synprune_jax.pruning import (flip_mutation, prune_magnitude, prune_magnitude_to_density,
                                   prune_random, regrow)
-from synprune_jax.runner import RunConfig, read_metrics, run
+from synprune_jax.runner import RunConfig, read_metrics, run, scan_generations
+from synprune_jax.sharding import ChunkedTask, ShardedTask, make_mesh
+from synprune_jax.sweeps import SweepResult, sweep
+from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec, SynthesisConfig,
+                                    compact, synthesize)
 from synprune_jax.tasks import BraxTask, KinematicArm, make_task
+from synprune_jax.transfer import TransferProblem
 from synprune_jax.types import EvalResult, Population
 from synprune_jax.variation import MutationConfig, MutationHyper, gaussian_mutation, mutate
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "Archive", "BraxTask", "CVTSpec", "EvalResult", "GridSpec", "KinematicArm", "MLPSpec",
-    "MapElites", "MapElitesConfig", "MapElitesState", "MutationConfig", "MutationHyper",
-    "Population", "RunConfig", "apply_masks", "density", "flip_mutation", "forward_prune",
-    "gaussian_mutation", "init_masks", "init_masks_beta", "make_task", "mask_statistics",
-    "mutate", "prune_magnitude", "prune_magnitude_to_density", "prune_random", "qd_metrics",
-    "read_metrics", "regrow", "run",
+    "Archive", "AutoencoderSpec", "BraxTask", "CVTSpec", "CanonicalTraining", "ChunkedTask",
+    "ClusterSynthesis", "CoevolutionConfig", "ESConfig", "ESEmitterConfig", "ESState",
+    "EncodingConfig", "EvalResult", "GAConfig", "GAState", "GridSpec", "KinematicArm",
+    "LeNetSpec", "MLPSpec", "MapElites", "MapElitesConfig", "MapElitesES", "MapElitesState",
+    "MaskedES", "MaskedStrategy", "MutationConfig", "MutationHyper", "NSGA2", "NSGA2Config",
+    "NSGA2State", "ParetoFront", "Population", "RunConfig", "ShardedTask", "SpatialCoevolution",
+    "SteadyStateGA", "SteadyStateGAConfig", "SweepResult", "SynthesisConfig", "TrainingConfig",
+    "TransferProblem", "TruncationGA", "apply_masks", "compact", "crowding_distance", "density",
+    "entropy", "flip_mutation", "forward_prune", "gaussian_mutation", "hypervolume",
+    "init_masks", "init_masks_beta", "joint_entropy", "make_mesh", "make_task",
+    "mask_statistics", "mutate", "mutual_information", "non_dominated_rank",
+    "normalized_mutual_information", "prune_magnitude", "prune_magnitude_to_density",
+    "prune_random", "qd_metrics", "read_metrics", "regrow", "run", "scan_generations", "sweep",
+    "synthesize",
 ]
