@@ -204,6 +204,34 @@ def compile_timed(function: Callable, *args, donate_argnums=(), static_argnums=(
     return compiled, seconds, xla_memory(compiled)
 
 
+def compile_map_elites(algorithm, chunk: int):
+    """AOT-compiles ``algorithm.init`` and a ``lax.scan`` chunk of ``chunk`` generations.
+
+    Keys as in every benchmark of ours: init with ``key(0)``, generation ``g`` with
+    ``fold_in(key(1), g)``. The chunk donates its state and returns only the new state.
+
+    Returns:
+        ``(state, compiled_chunk, init_compile_s, chunk_compile_s, memory)``, ``state`` the
+        initial state and ``memory`` the chunk's XLA accounting (see :func:`compile_timed`).
+    """
+    import jax
+
+    key = jax.random.key(0)
+    init, init_s, _ = compile_timed(algorithm.init, key)
+    state = init(key)
+    root = jax.random.key(1)
+
+    def run_chunk(state):
+        def body(state, _):
+            state, _ = algorithm.step(jax.random.fold_in(root, state.generation), state)
+            return state, None
+
+        return jax.lax.scan(body, state, None, length=chunk)[0]
+
+    compiled, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
+    return state, compiled, init_s, chunk_s, memory
+
+
 def xla_memory(compiled) -> dict:
     """XLA's memory accounting of a compiled program, in MiB (empty if unavailable)."""
     try:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import check_suite, compile_timed, peer_status, standalone_main
+from benchmarks import check_suite, compile_map_elites, compile_timed, peer_status, standalone_main
 
 NAME = "arm_million"
 
@@ -76,19 +76,7 @@ def _ours_algorithm(setting: dict):
 def build_ours(setting: dict, per_chunk: int):
 
     algorithm = _ours_algorithm(setting)
-    key = jax.random.key(0)
-    init, init_s, _ = compile_timed(algorithm.init, key)
-    state = init(key)
-    root = jax.random.key(1)
-
-    def run_chunk(state):
-        def body(state, _):
-            state, _ = algorithm.step(jax.random.fold_in(root, state.generation), state)
-            return state, None
-
-        return jax.lax.scan(body, state, None, length=per_chunk)[0]
-
-    chunk, chunk_s, _ = compile_timed(run_chunk, state, donate_argnums=0)
+    state, chunk, init_s, chunk_s, _ = compile_map_elites(algorithm, per_chunk)
     return state, chunk, init_s, chunk_s, lambda s: s.archive.fitness
 
 

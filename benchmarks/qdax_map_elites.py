@@ -45,6 +45,7 @@ import numpy as np
 
 from benchmarks import (
     check_suite,
+    compile_map_elites,
     compile_timed,
     fresh_compilation_cache,
     peak_rss_mb,
@@ -109,19 +110,7 @@ def build_ours(setting: dict, batch: int) -> _Side:
     config = MapElitesConfig(archive=GridSpec((0.0,), (1.0,), (setting["cells"],)),
                              batch_size=batch, qd_offset=QD_OFFSET)
     algorithm = MapElites(config, task)
-    key = jax.random.key(0)
-    init, init_s, _ = compile_timed(algorithm.init, key)
-    state = init(key)
-    root = jax.random.key(1)
-
-    def run_chunk(state):
-        def body(state, _):
-            state, _ = algorithm.step(jax.random.fold_in(root, state.generation), state)
-            return state, None
-
-        return jax.lax.scan(body, state, None, length=setting["chunk"])[0]
-
-    chunk, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
+    state, chunk, init_s, chunk_s, memory = compile_map_elites(algorithm, setting["chunk"])
     memory["state_mb"] = tree_megabytes(state)
     return _Side("ours", state, chunk, lambda s: s.archive.fitness, init_s, chunk_s, memory)
 
@@ -179,7 +168,7 @@ def build_qdax(setting: dict, batch: int) -> _Side:
 
 def time_to_score(times: list[float], scores: list[float], target: float) -> float | None:
     """Steady-state seconds until ``scores`` first reaches ``target`` (interpolated)."""
-    elapsed, previous_time, previous_score = 0.0, 0.0, None
+    elapsed, previous_score = 0.0, None
     for seconds, score in zip(times, scores):
         start = elapsed
         elapsed += seconds
@@ -188,7 +177,7 @@ def time_to_score(times: list[float], scores: list[float], target: float) -> flo
                 return elapsed
             fraction = (target - previous_score) / (score - previous_score)
             return start + max(0.0, min(1.0, fraction)) * seconds
-        previous_time, previous_score = elapsed, score
+        previous_score = score
     return None
 
 

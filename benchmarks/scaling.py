@@ -28,7 +28,7 @@ import time
 
 import jax
 
-from benchmarks import check_suite, compile_timed, fresh_compilation_cache, standalone_main
+from benchmarks import check_suite, compile_map_elites, fresh_compilation_cache, standalone_main
 
 NAME = "scaling"
 
@@ -48,19 +48,7 @@ SIZES = {
 
 
 def _measure(algorithm, chunk: int, chunks: int) -> dict:
-    key = jax.random.key(0)
-    init, init_s, _ = compile_timed(algorithm.init, key)
-    state = init(key)
-    root = jax.random.key(1)
-
-    def run_chunk(state):
-        def body(state, _):
-            state, _ = algorithm.step(jax.random.fold_in(root, state.generation), state)
-            return state, None
-
-        return jax.lax.scan(body, state, None, length=chunk)[0]
-
-    compiled, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
+    state, compiled, init_s, chunk_s, memory = compile_map_elites(algorithm, chunk)
     times = []
     for _ in range(chunks):
         start = time.perf_counter()

@@ -386,7 +386,6 @@ def run_group(members: Sequence[_Member], *, mesh=None, progress: bool = False,
     seeds = _pad(np.asarray([m.spec.seed for m in members], np.uint32), padding)
     hypers = _pad(_stack([m.hyper for m in members]), padding) \
         if first.hyper is not None else None
-    total = len(members) + padding
 
     if mesh is None:
         lead = None

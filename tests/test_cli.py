@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from synprune_jax import checkpoint
 from synprune_jax.cli import main

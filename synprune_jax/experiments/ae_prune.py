@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from synprune_jax.config import ConfigError, require_keys
-from synprune_jax.experiments.base import Built, Experiment
+from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 SETTINGS = ("canonical", "coevolution")
 # published p0: 0.1 for the variance operator, 0.5 for the others
@@ -172,10 +172,7 @@ def report(run_dir: str, state, metrics: dict) -> dict:
     summary = summarize(state, spec)
     summary.update(setting=config["setting"], operator=config["operator"],
                    schedule=config["schedule"])
-    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
-        handle.write(describe(summary) + "\n")
+    write_summary(run_dir, summary, describe(summary))
     plot_run(run_dir, state, metrics)
     return summary
 

@@ -8,6 +8,8 @@ them from every module of the package, so adding a method means adding one modul
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Callable
 
 
@@ -49,3 +51,11 @@ class Built:
     report: Callable[[str, object, dict], dict]
     describe: Callable[[dict], str]
     plot: Callable[[str, object, dict], list]
+
+
+def write_summary(run_dir: str, summary: dict, markdown: str) -> None:
+    """Writes ``summary.json`` (the dict, indented) and ``summary.md`` (``markdown``) to a run dir."""
+    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
+        handle.write(markdown + "\n")

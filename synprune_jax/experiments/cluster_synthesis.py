@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 
 import numpy as np
 
 from synprune_jax.config import ConfigError, require_keys
-from synprune_jax.experiments.base import Built, Experiment
+from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 NAME = "cluster-synthesis"
 PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction")
@@ -165,10 +164,7 @@ def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
     from synprune_jax.synthesis import compact
 
     summary = summarize(spec, state, metrics)
-    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
-        handle.write(format_summary(summary) + "\n")
+    write_summary(run_dir, summary, format_summary(summary))
     compacted = compact(spec, state.params, state.masks)
     arrays = {f"{layer}/{leaf}": np.asarray(value)
               for layer, leaves in compacted.params.items() for leaf, value in leaves.items()}

@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
 from synprune_jax.config import ConfigError, require_keys
-from synprune_jax.experiments.base import Built, Experiment
+from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
@@ -249,7 +248,7 @@ def report_es_info(run_dir: str, state, metrics: dict) -> dict:
                "evaluations": int(state.num_evaluations), "threshold": threshold,
                "spearman_mi": correlation, "spearman_density": density_correlation,
                "networks": rows}
-    _write_summary(run_dir, summary, speed.format_table(rows, correlation, threshold))
+    write_summary(run_dir, summary, speed.format_table(rows, correlation, threshold))
     plot_es_info(run_dir, state, metrics)
     return summary
 
@@ -277,13 +276,6 @@ def plot_es_info(run_dir: str, state, metrics: dict) -> list[str]:
 
 # ----- reports ----------------------------------------------------------------------------------
 
-def _write_summary(run_dir: str, summary: dict, markdown: str) -> None:
-    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
-        handle.write(markdown + "\n")
-
-
 def _last(metrics: dict, name: str) -> float:
     values = np.asarray(metrics.get(name, []), np.float64)
     return float(values[-1]) if values.size else float("nan")
@@ -305,7 +297,7 @@ def report_es(run_dir: str, state, metrics: dict) -> dict:
         "final_mean_fitness": _last(metrics, "mean_network_fitness"),
         "strategy": config["es"]["strategy"],
     }
-    _write_summary(run_dir, summary, _format_es(summary))
+    write_summary(run_dir, summary, _format_es(summary))
     plot_es(run_dir, state, metrics)
     return summary
 
@@ -377,7 +369,7 @@ def report_ga(run_dir: str, state, metrics: dict) -> dict:
         "mean_density": float(density.mean()),
         "best_by_density": summary_table_ga(state, maskable),
     }
-    _write_summary(run_dir, summary, _format_ga(summary))
+    write_summary(run_dir, summary, _format_ga(summary))
     plot_ga(run_dir, state, metrics)
     return summary
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import numpy as np
 
 from synprune_jax.config import ConfigError, require_keys
-from synprune_jax.experiments.base import Built, Experiment
+from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
@@ -199,10 +198,7 @@ def report(run_dir: str, state, metrics: dict) -> dict:
         else float("nan"),
         "best_by_density": rows,
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
-        handle.write(format_summary(rows) + "\n")
+    write_summary(run_dir, summary, format_summary(rows))
     plot_run(run_dir, state, metrics)
     return summary
 

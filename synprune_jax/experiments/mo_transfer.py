@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import shutil
 
 import numpy as np
 
 from synprune_jax.config import ConfigError, require_keys
-from synprune_jax.experiments.base import Built, Experiment
+from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 ALGORITHMS = ("nsga2", "ga")
 
@@ -285,10 +284,7 @@ def report(run_dir: str, state, metrics: dict, *, algorithm: TransferAlgorithm,
         "data": data.info,
         "feature_shape": list(data.feature_shape),
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
-        handle.write(format_summary(summary) + "\n")
+    write_summary(run_dir, summary, format_summary(summary))
     _write_front(run_dir, genomes, objectives, names, measured)
     np.save(os.path.join(run_dir, "importance.npy"), weights)
     cached = os.path.join(algorithm.cache_dir, f"features-{cache_key(algorithm.data_config)}.npz")
