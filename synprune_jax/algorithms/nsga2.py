@@ -196,6 +196,19 @@ def most_distant_candidate(key: jax.Array, genomes: jax.Array, anchors: jax.Arra
 # NSGA-II.
 
 
+def _ask_evaluate_tell(algorithm, key: jax.Array, state):
+    """One step shared by :class:`NSGA2` and :class:`SteadyStateGA`: ask, evaluate through the
+    memo (every objective stored), tell, count generation and evaluations."""
+    ask_key, eval_key = jax.random.split(key)
+    children = algorithm.ask(ask_key, state)
+    objectives, memo, count = evaluate_with_memo(algorithm.problem, eval_key, state.memo,
+                                                 children)
+    state = algorithm.tell(state.replace(memo=memo), children, objectives)
+    state = state.replace(generation=state.generation + 1,
+                          num_evaluations=state.num_evaluations + count)
+    return state, algorithm.metrics(state)
+
+
 @dataclasses.dataclass(frozen=True)
 class NSGA2Config:
     """Static settings of NSGA-II.
@@ -319,14 +332,7 @@ class NSGA2:
 
     def step(self, key: jax.Array, state: NSGA2State) -> tuple[NSGA2State, dict]:
         """One generation (or one steady-state insertion of ``num_offspring`` children)."""
-        ask_key, eval_key = jax.random.split(key)
-        children = self.ask(ask_key, state)
-        objectives, memo, count = evaluate_with_memo(self.problem, eval_key, state.memo,
-                                                     children)
-        state = self.tell(state.replace(memo=memo), children, objectives)
-        state = state.replace(generation=state.generation + 1,
-                              num_evaluations=state.num_evaluations + count)
-        return state, self.metrics(state)
+        return _ask_evaluate_tell(self, key, state)
 
     def metrics(self, state: NSGA2State) -> dict:
         """Scalar metrics: front size, best value of each objective, evaluations, density."""
@@ -466,14 +472,7 @@ class SteadyStateGA:
         return state.replace(genomes=genomes, objectives=all_objectives, fitness=fitness)
 
     def step(self, key: jax.Array, state: SteadyStateGAState) -> tuple[SteadyStateGAState, dict]:
-        ask_key, eval_key = jax.random.split(key)
-        children = self.ask(ask_key, state)
-        objectives, memo, count = evaluate_with_memo(self.problem, eval_key, state.memo,
-                                                     children)
-        state = self.tell(state.replace(memo=memo), children, objectives)
-        state = state.replace(generation=state.generation + 1,
-                              num_evaluations=state.num_evaluations + count)
-        return state, self.metrics(state)
+        return _ask_evaluate_tell(self, key, state)
 
     def metrics(self, state: SteadyStateGAState) -> dict:
         fitness = jnp.where(jnp.isnan(state.fitness), -jnp.inf, state.fitness)
