@@ -9,6 +9,8 @@ frozen dataclasses that validate their own fields as well.
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import json
 from typing import Any, Iterable
@@ -16,6 +18,21 @@ from typing import Any, Iterable
 
 class ConfigError(ValueError):
     """A configuration or override that cannot be used."""
+
+
+@contextlib.contextmanager
+def config_errors(*also: type[Exception]):
+    """Re-raises ``TypeError`` / ``ValueError`` (and any ``also`` types) as :class:`ConfigError`.
+
+    Builders wrap the construction of tasks, algorithms and run configs in it, so a bad value
+    reaches the CLI as one clear line instead of a traceback; a :class:`ConfigError` passes as is.
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, *also) as error:
+        raise ConfigError(str(error)) from error
 
 
 def _parse_scalar(text: str) -> Any:

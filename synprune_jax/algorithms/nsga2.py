@@ -196,6 +196,16 @@ def most_distant_candidate(key: jax.Array, genomes: jax.Array, anchors: jax.Arra
 # NSGA-II.
 
 
+def _initial_population(key: jax.Array, config, problem):
+    """Random-density genomes ``[P, L]`` evaluated through a fresh memo (NSGA-II and the GA):
+    returns ``(genomes, objectives [P, M], memo, num_evaluations)``."""
+    genome_key, eval_key = jax.random.split(key)
+    genomes = random_density_genomes(genome_key, config.population_size, problem.genome_length)
+    memo = init_memo(config.memo_capacity, problem.genome_length, problem.num_objectives)
+    objectives, memo, count = evaluate_with_memo(problem, eval_key, memo, genomes)
+    return genomes, objectives, memo, count
+
+
 def _ask_evaluate_tell(algorithm, key: jax.Array, state):
     """One step shared by :class:`NSGA2` and :class:`SteadyStateGA`: ask, evaluate through the
     memo (every objective stored), tell, count generation and evaluations."""
@@ -300,11 +310,7 @@ class NSGA2:
     def init(self, key: jax.Array) -> NSGA2State:
         """Random-density population, evaluated and sorted."""
         config, problem = self.config, self.problem
-        genome_key, eval_key = jax.random.split(key)
-        genomes = random_density_genomes(genome_key, config.population_size,
-                                         problem.genome_length)
-        memo = init_memo(config.memo_capacity, problem.genome_length, problem.num_objectives)
-        objectives, memo, count = evaluate_with_memo(problem, eval_key, memo, genomes)
+        genomes, objectives, memo, count = _initial_population(key, config, problem)
         ranks, crowding = self._sorted(objectives)
         return NSGA2State(genomes=genomes, objectives=objectives, ranks=ranks, crowding=crowding,
                           memo=memo, generation=jnp.int32(0), num_evaluations=count)
@@ -434,14 +440,10 @@ class SteadyStateGA:
 
     def init(self, key: jax.Array) -> SteadyStateGAState:
         config, problem = self.config, self.problem
-        genome_key, eval_key = jax.random.split(key)
-        genomes = random_density_genomes(genome_key, config.population_size,
-                                         problem.genome_length)
-        memo = init_memo(config.memo_capacity, problem.genome_length, problem.num_objectives)
-        objectives, memo, count = evaluate_with_memo(problem, eval_key, memo, genomes)
+        genomes, objectives, memo, count = _initial_population(key, config, problem)
         return SteadyStateGAState(genomes=genomes, objectives=objectives,
-                       fitness=objectives[:, config.objective_index], memo=memo,
-                       generation=jnp.int32(0), num_evaluations=count)
+                                  fitness=objectives[:, config.objective_index], memo=memo,
+                                  generation=jnp.int32(0), num_evaluations=count)
 
     def ask(self, key: jax.Array, state: SteadyStateGAState) -> jax.Array:
         config = self.config

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.config import ConfigError, config_errors, require_keys
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 SETTINGS = ("canonical", "coevolution")
@@ -100,7 +100,7 @@ def build(config: dict) -> Built:
                                         "checkpoint_every", "metrics_format", "progress"))
     if pruning["probability"] is None:
         pruning["probability"] = DEFAULT_PROBABILITY[config["operator"]]
-    try:
+    with config_errors():
         data_seed = data_section.pop("seed")
         if not isinstance(data_seed, int) or isinstance(data_seed, bool) or data_seed < 0:
             raise ConfigError(f"data.seed must be a non-negative int, got {data_seed!r}")
@@ -136,10 +136,6 @@ def build(config: dict) -> Built:
         data = make_binary_clustering(jax.random.key(data_seed), data_spec)
         cls = CanonicalTraining if config["setting"] == "canonical" else SpatialCoevolution
         algorithm = cls(algorithm_config, hyper, data["train"], data["test"])
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(str(error)) from error
     return Built(algorithm=algorithm, run_config=run_config, report=report, describe=describe,
                  plot=plot_run)
 

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.config import ConfigError, config_errors, require_keys
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 NAME = "cluster-synthesis"
@@ -60,7 +60,7 @@ def build(config: dict) -> Built:
     if config["algorithm"] != "cluster_synthesis":
         raise ConfigError(f"unknown algorithm {config['algorithm']!r}; "
                           "valid: ['cluster_synthesis']")
-    try:
+    with config_errors():
         require_keys(config["data"], "data", ("name", "mnist_dir", "validation_fraction",
                                               "test_fraction", "split_seed", "max_train"))
         require_keys(config["network"], "network", ("widths",))
@@ -92,10 +92,6 @@ def build(config: dict) -> Built:
                             num_classes=data.num_classes, widths=widths)
         algorithm = ClusterSynthesis(SynthesisConfig(network=network, encoding=encoding,
                                                      **synthesis), data)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(str(error)) from error
     return Built(algorithm=algorithm, run_config=run_config,
                  report=functools.partial(report, spec=network), describe=describe,
                  plot=plot_run)

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.config import ConfigError, config_errors, require_keys
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
@@ -112,12 +112,8 @@ def default_config_es_info() -> dict:
 
 def _as_config_error(function):
     def wrapped(config: dict) -> Built:
-        try:
+        with config_errors(FileNotFoundError):
             return function(config)
-        except ConfigError:
-            raise
-        except (TypeError, ValueError, FileNotFoundError) as error:
-            raise ConfigError(str(error)) from error
     return wrapped
 
 

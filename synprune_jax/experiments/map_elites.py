@@ -6,7 +6,7 @@ import dataclasses
 import os
 import numpy as np
 
-from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.config import ConfigError, config_errors, require_keys
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
@@ -125,7 +125,7 @@ def build(config: dict) -> Built:
                                     "mutation", "run"))
     if config["algorithm"] != "map_elites":
         raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: ['map_elites']")
-    try:
+    with config_errors():
         task = build_task(config["task"])
         archive = build_archive_spec(config["archive"], task)
         section = dict(config["map_elites"])
@@ -145,10 +145,6 @@ def build(config: dict) -> Built:
                                             "checkpoint_every", "metrics_format", "progress"))
         run_config = RunConfig(**config["run"])
         algorithm = MapElites(me_config, task, hyper)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(str(error)) from error
     return Built(algorithm=algorithm, run_config=run_config, report=report, describe=describe,
                  plot=plot_run)
 

@@ -21,7 +21,7 @@ import shutil
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, require_keys
+from synprune_jax.config import ConfigError, config_errors, require_keys
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 ALGORITHMS = ("nsga2", "ga")
@@ -131,7 +131,7 @@ def build(config: dict) -> Built:
                                     "objectives", "nsga2", "ga", "report", "run"))
     if config["algorithm"] not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: {list(ALGORITHMS)}")
-    try:
+    with config_errors():
         data_section = dict(config["data"])
         require_keys(data_section, "data", [f.name for f in dataclasses.fields(DataConfig)]
                      + ["cache_dir"])
@@ -181,10 +181,6 @@ def build(config: dict) -> Built:
         require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
                                             "checkpoint_every", "metrics_format", "progress"))
         run_config = RunConfig(**config["run"])
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(str(error)) from error
     algorithm = TransferAlgorithm(config, data_config, head_section, train_config, names,
                                   float(objectives["temperature"]), factory)
     algorithm.prepare()  # host work (data, backbone, cache) before the runner traces anything
