@@ -7,7 +7,11 @@
 How runs are grouped. Every run (one grid point x one seed) is built from its own config by the
 experiment's ``build``. An :class:`SweepAdapter` splits the built algorithm into a hashable
 *static* part (shapes and structure: task, archive geometry, batch sizes) and a *traced*
-hyper-parameter pytree (for MAP-Elites: :class:`~synprune_jax.variation.MutationHyper`). Runs with
+hyper-parameter pytree (for MAP-Elites: :class:`~synprune_jax.variation.MutationHyper`; for the
+ES :class:`~synprune_jax.algorithms.es.ESHyper`, the truncation GA
+:class:`~synprune_jax.algorithms.ga.GAHyper`, NSGA-II / the steady-state GA
+:class:`~synprune_jax.algorithms.nsga2.NSGA2Hyper` / ``SteadyStateGAHyper``; see
+``docs/sweeps.md`` for the keys). Runs with
 equal static parts and equal run settings (``num_generations``, ``chunk_size``,
 ``checkpoint_every``, ``metrics_format``) form a group: their seeds and hyper-parameters are
 stacked on a leading run axis ``[R]`` and the group runs as ``jit(vmap(chunk))``, compiled once
@@ -37,9 +41,11 @@ Files under ``out``:
 * ``timing.json``: per group, runs, compile seconds and steady-state seconds per generation.
 * ``plots/``: final metric versus each swept value (mean and spread over seeds) and metric curves.
 
-Other algorithms join by registering an adapter (:func:`register_adapter`) for their algorithm
-class; without one, runs are still grouped (static key: the algorithm object itself, which must
-then be hashable) and vmapped over seeds only.
+Other algorithms join by having ``sweep_static()``, ``sweep_hyper``, ``init_with(key, hyper)``
+and ``step_with(key, state, hyper)`` (:class:`HyperAdapter`; the ES, truncation GA, NSGA-II,
+steady-state GA and transfer experiments do), or by registering an adapter
+(:func:`register_adapter`) for their algorithm class; without either, runs are still grouped
+(static key: the algorithm object itself, which must then be hashable) and vmapped over seeds only.
 """
 
 from __future__ import annotations
@@ -124,7 +130,33 @@ class MapElitesAdapter:
         return map_elites.step(key, state, algorithm.task, algorithm.config, hyper)
 
 
+class HyperAdapter:
+    """Algorithms that carry their own split: ``sweep_static()`` (hashable), ``sweep_hyper``
+    (pytree of numeric scalars), ``init_with(key, hyper)`` and ``step_with(key, state, hyper)``
+    (``init(key)`` / ``step(key, state)`` being these with ``sweep_hyper``).
+
+    Used for :class:`~synprune_jax.algorithms.es.MaskedES` (:class:`~synprune_jax.algorithms.
+    es.ESHyper`), :class:`~synprune_jax.algorithms.ga.TruncationGA` (:class:`~synprune_jax.
+    algorithms.ga.GAHyper`), :class:`~synprune_jax.algorithms.nsga2.NSGA2` /
+    :class:`~synprune_jax.algorithms.nsga2.SteadyStateGA` and the transfer experiments'
+    algorithm (their hyper carries the transfer problem's
+    :class:`~synprune_jax.transfer.problem.ProblemHyper`), and for any algorithm with these four
+    members.
+    """
+
+    def split(self, algorithm):
+        return algorithm.sweep_static(), algorithm.sweep_hyper
+
+    def init(self, algorithm, key, hyper):
+        return algorithm.init_with(key, hyper)
+
+    def step(self, algorithm, key, state, hyper):
+        return algorithm.step_with(key, state, hyper)
+
+
 _ADAPTERS: dict[type, SweepAdapter] = {}
+_BUILTINS_REGISTERED = False
+_HYPER_MEMBERS = ("sweep_static", "sweep_hyper", "init_with", "step_with")
 
 
 def register_adapter(algorithm_type: type, adapter: SweepAdapter) -> None:
@@ -132,18 +164,29 @@ def register_adapter(algorithm_type: type, adapter: SweepAdapter) -> None:
     _ADAPTERS[algorithm_type] = adapter
 
 
-def adapter_for(algorithm) -> SweepAdapter:
-    """The registered adapter for ``type(algorithm)`` (nearest in the MRO), else seed-only."""
-    if not _ADAPTERS:
-        from synprune_jax.algorithms.map_elites import MapElites
+def _register_builtins() -> None:
+    global _BUILTINS_REGISTERED
+    if _BUILTINS_REGISTERED:
+        return
+    _BUILTINS_REGISTERED = True
+    from synprune_jax.algorithms.map_elites import MapElites
 
-        register_adapter(MapElites, MapElitesAdapter())
+    _ADAPTERS.setdefault(MapElites, MapElitesAdapter())
+
+
+def adapter_for(algorithm) -> SweepAdapter:
+    """The adapter for ``algorithm``: its own ``sweep_adapter``, else the registered adapter for
+    ``type(algorithm)`` (nearest in the MRO), else :class:`HyperAdapter` when the algorithm has
+    ``sweep_static`` / ``sweep_hyper`` / ``init_with`` / ``step_with``, else seed-only."""
+    _register_builtins()
     own = getattr(algorithm, "sweep_adapter", None)
     if own is not None:
         return own
     for cls in type(algorithm).__mro__:
         if cls in _ADAPTERS:
             return _ADAPTERS[cls]
+    if all(hasattr(type(algorithm), name) for name in _HYPER_MEMBERS):
+        return HyperAdapter()
     return SeedOnlyAdapter()
 
 

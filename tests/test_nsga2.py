@@ -198,3 +198,39 @@ def test_steady_state_ga_improves_and_prefers_sparse_ties():
     ones = np.asarray(state.genomes).sum(axis=1)
     assert ones[np.asarray(state.fitness) == 8.0].min() == 8
     np.testing.assert_array_equal(np.asarray(state.fitness), np.asarray(state.objectives[:, 0]))
+
+
+def test_hyper_parameters_vmap_like_separate_runs():
+    # NSGA2Hyper (crossover and mutation rates) stacked on a run axis: one vmapped program gives
+    # each run's numbers; a problem without sweep_hyper contributes no traced knobs
+    from synprune_jax.algorithms.nsga2 import NSGA2Hyper
+    from synprune_jax.sweeps import HyperAdapter, _stack, adapter_for
+
+    problem = LeadingOnesTrailingZeros(10)
+    rates = [(0.9, None), (0.5, 0.3)]
+    algorithms = [NSGA2(NSGA2Config(population_size=8, crossover_rate=c, mutation_rate=m,
+                                    memo_capacity=16), problem) for c, m in rates]
+    assert isinstance(adapter_for(algorithms[0]), HyperAdapter)
+    assert algorithms[0].sweep_static() == algorithms[1].sweep_static()
+    assert algorithms[0].sweep_hyper == NSGA2Hyper(crossover_rate=0.9, mutation_rate=0.1)
+    hypers = _stack([a.sweep_hyper for a in algorithms])
+    first = algorithms[0]
+
+    def run(hyper):
+        state = first.init_with(jax.random.key(0), hyper)
+        for g in range(3):
+            state, metrics = first.step_with(jax.random.key(g + 1), state, hyper)
+        return state, metrics
+
+    batched_state, batched_metrics = jax.jit(jax.vmap(run))(hypers)
+    for index, algorithm in enumerate(algorithms):
+        state = algorithm.init(jax.random.key(0))
+        for g in range(3):
+            state, metrics = algorithm.step(jax.random.key(g + 1), state)
+        np.testing.assert_array_equal(np.asarray(batched_state.genomes[index]),
+                                      np.asarray(state.genomes))
+        for name, value in metrics.items():
+            np.testing.assert_allclose(np.asarray(batched_metrics[name][index]),
+                                       np.asarray(value), err_msg=name)
+    assert not np.array_equal(np.asarray(batched_state.genomes[0]),
+                              np.asarray(batched_state.genomes[1]))

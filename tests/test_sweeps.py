@@ -180,3 +180,141 @@ def test_invalid_devices_and_experiment(tmp_path, capsys):
         sweeps.sweep("me-arm", [0], out=tmp_path / "d", overrides=OVERRIDES, devices=64)
     assert cli.main(["sweep", "no-such-experiment", "--out", str(tmp_path / "e")]) == 2
     assert "unknown experiment" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Traced hyper-parameters of the other methods: ES, truncation GA, NSGA-II / steady-state GA on
+# the transfer problem. For each, 2 grid values x 2 seeds form ONE compiled group, and each run of
+# the vmapped sweep equals the same run done alone through the runner.
+
+_TINY_RUN = ["run.num_generations=4", "run.chunk_size=2", "run.checkpoint_every=2",
+             "run.progress=false"]
+_TINY_TRANSFER = ["data.backbone=pixels", "head.num_hidden=4", "train.epochs=3",
+                  "nsga2.population_size=6", "nsga2.memo_capacity=64", "ga.population_size=6",
+                  "ga.memo_capacity=64"]
+METHODS = {
+    # experiment: (overrides, swept key and its two values, every traced key with two values)
+    "es-prune-arm": (
+        ["task.num_joints=4", "task.hidden_sizes=[8]", "es.population_size=8",
+         "es.prune_every=2", "es.prune_start=2", "es.prune_end=6", "es.prune_criterion=magnitude",
+         "es.prune_schedule=constant"] + _TINY_RUN,
+        ("es.sigma_init", [0.05, 0.2]),
+        {"es.sigma_init": [0.05, 0.1], "es.learning_rate": [0.01, 0.05],
+         "es.prune_amount": [0.1, 0.3], "es.target_density": [0.2, 0.5],
+         "es.init_density": [1.0, 0.8], "es.sigma_min": [0.0, 0.01]}),
+    "ga-arm": (
+        ["task.num_joints=4", "task.hidden_sizes=[8]", "ga.population_size=8",
+         "ga.crossover=uniform"] + _TINY_RUN,
+        ("mutation.sigma", [0.05, 0.2]),
+        {"mutation.sigma": [0.05, 0.1], "mutation.p_disconnect": [0.01, 0.05],
+         "mutation.p_connect": [0.0, 0.02], "ga.crossover_rate": [0.3, 0.7]}),
+    "mo-prune-transfer": (
+        _TINY_TRANSFER + _TINY_RUN,
+        ("nsga2.mutation_rate", [0.02, 0.2]),
+        {"nsga2.mutation_rate": [0.02, 0.1], "nsga2.crossover_rate": [0.5, 0.9],
+         "train.learning_rate": [0.01, 0.02], "train.momentum": [0.8, 0.9],
+         "objectives.temperature": [1.0, 1000.0]}),
+    "ga-prune-transfer": (
+        _TINY_TRANSFER + _TINY_RUN,
+        ("ga.mutation_probability", [0.0, 1.0]),
+        {"ga.mutation_probability": [0.07, 0.5], "train.learning_rate": [0.01, 0.02],
+         "objectives.temperature": [1.0, 1000.0]}),
+}
+
+
+@pytest.fixture
+def transfer_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("experiment", sorted(METHODS))
+def test_traced_keys_share_one_group(experiment, transfer_cache):
+    overrides, _, traced = METHODS[experiment]
+    groups = sweeps.plan_groups(experiment, [0, 1], traced, overrides)
+    assert [len(group) for group in groups] == [2 * 2 ** len(traced)]  # one compiled program
+    adapter = sweeps.adapter_for(get_experiment(experiment).build(config_lib.apply_overrides(
+        get_experiment(experiment).default_config(), overrides)).algorithm)
+    assert isinstance(adapter, sweeps.HyperAdapter)
+
+
+def test_static_keys_still_split_groups(transfer_cache):
+    overrides, _, _ = METHODS["es-prune-arm"]
+    groups = sweeps.plan_groups("es-prune-arm", [0], {"es.population_size": [8, 16],
+                                                      "es.sigma_init": [0.05, 0.1]}, overrides)
+    assert groups == [["run-000", "run-001"], ["run-002", "run-003"]]
+    overrides, _, _ = METHODS["mo-prune-transfer"]
+    groups = sweeps.plan_groups("mo-prune-transfer", [0], {"train.epochs": [2, 3]}, overrides)
+    assert len(groups) == 2
+
+
+def _single_run(tmp_path, experiment, overrides):
+    entry = get_experiment(experiment)
+    built = entry.build(config_lib.apply_overrides(entry.default_config(), overrides))
+    _, metrics = runner.run(built.algorithm, tmp_path / "single", built.run_config)
+    return metrics
+
+
+@pytest.mark.parametrize("experiment", sorted(METHODS))
+def test_method_sweep_is_one_group_and_equals_single_runs(experiment, tmp_path, transfer_cache):
+    overrides, (key, values), _ = METHODS[experiment]
+    result = sweeps.sweep(experiment, seeds=[0, 1], grid={key: values}, out=tmp_path / "sweep",
+                          overrides=overrides, devices=1, report=False, plots=False)
+    table = result.table
+    assert len(result.timing) == 1 and set(table["group"]) == {0}  # one compiled group
+    assert list(result.timing[0]["chunk_compile_s"]) == ["2"]
+    assert len(table) == 4 * 4
+    finals = []
+    for seed, value in [(0, values[0]), (1, values[1])]:
+        rows = table[(table["seed"] == seed) & (table[key] == value)]
+        expected = _single_run(tmp_path / f"{seed}-{value}", experiment,
+                               overrides + [f"run.seed={seed}", f"{key}={value}"])
+        assert rows["generation"].tolist() == [1, 2, 3, 4]
+        for name, column in expected.items():
+            # AUROC at T = 1000 compares near-tied scores: one ulp of a batched kernel can flip
+            # a pair (1 / (A * B) ~ 5e-4 here); everything else agrees to float tolerance
+            atol = 2e-3 if "auroc" in name else 1e-5
+            np.testing.assert_allclose(rows[name].to_numpy(np.float64), column, rtol=1e-5,
+                                       atol=atol, err_msg=f"{experiment}: {name}")
+        finals.append(rows)
+    # the grid value really reaches the traced program: same seed, other value, other numbers
+    other = table[(table["seed"] == 0) & (table[key] == values[1])]
+    names = [n for n in finals[0].columns if n not in ("run_id", "group", "seed", key,
+                                                        "generation")]
+    assert any(not np.array_equal(other[n].to_numpy(), finals[0][n].to_numpy()) for n in names)
+
+
+def test_cli_sweep_of_a_traced_es_key(tmp_path, capsys):
+    overrides, _, _ = METHODS["es-prune-arm"]
+    argv = ["sweep", "es-prune-arm", "--seeds", "0", "--grid", "es.learning_rate=0.01,0.05",
+            "--out", str(tmp_path / "es"), "--devices", "1", "--no-report"]
+    for override in overrides + ["run.num_generations=2"]:
+        argv += ["--set", override]
+    assert cli.main(argv) == 0
+    assert "es.learning_rate" in capsys.readouterr().out
+    timing = json.loads((tmp_path / "es" / "timing.json").read_text())["groups"]
+    assert len(timing) == 1 and timing[0]["runs"] == ["run-000", "run-001"]
+
+
+@pytest.mark.parametrize("strategy", ["sep_cma_es", "simple_ga"])
+def test_es_sweep_over_sigma_with_other_evosax_strategies(strategy, tmp_path):
+    # Sep-CMA-ES takes sigma through params.std_init, SimpleGA through its initial population and
+    # a decaying std schedule (sigma_min traced inside optax's exponential_decay). Full CMA-ES is
+    # left out on purpose: its covariance starts at I, so the eigendecomposition after the first
+    # update is ill-conditioned and a last-bit difference (constant vs traced sigma) rotates its
+    # eigenvectors; sweep and single run are then statistically equivalent, not equal.
+    overrides = METHODS["es-prune-arm"][0] + [f"es.strategy={strategy}", "es.sigma_decay=0.9",
+                                              "run.num_generations=2"]
+    result = sweeps.sweep("es-prune-arm", seeds=[1], grid={"es.sigma_init": [0.05, 0.2],
+                                                           "es.sigma_min": [0.01, 0.1]},
+                          out=tmp_path / "sweep", overrides=overrides, devices=1, report=False,
+                          plots=False)
+    assert len(result.timing) == 1
+    table = result.table
+    rows = table[(table["es.sigma_init"] == 0.2) & (table["es.sigma_min"] == 0.1)]
+    expected = _single_run(tmp_path, "es-prune-arm", overrides + [
+        "run.seed=1", "es.sigma_init=0.2", "es.sigma_min=0.1"])
+    for name, column in expected.items():
+        np.testing.assert_allclose(rows[name].to_numpy(np.float64), column, rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{strategy}: {name}")
+    first = table[(table["es.sigma_init"] == 0.05) & (table["es.sigma_min"] == 0.01)]
+    assert not np.array_equal(first["mean_std"].to_numpy(), rows["mean_std"].to_numpy())

@@ -34,6 +34,7 @@ Example (kinematic arm, a second on CPU):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from typing import Any
@@ -160,30 +161,59 @@ class MaskedStrategy:
         self.population_based = is_population_based(strategy)
         flat, self._unravel = flatten_util.ravel_pytree(template)
         self.num_dims = int(flat.size)
+        self._cls = cls
+        self._optimizer = optimizer
+        self._sigma_decay = sigma_decay
+        self._strategy_kwargs = dict(strategy_kwargs or {})
+        self._params_overrides = dict(params_overrides or {})
+        self._hyper = (sigma_init, sigma_min, learning_rate)
+        self.es, self.params = self._build(sigma_init, sigma_min, learning_rate)
+        self.sigma_init = float(sigma_init)
+
+    def _build(self, sigma_init, sigma_min, learning_rate):
+        """The evosax instance and its params for these (possibly traced) values."""
+        cls = self._cls
         accepted = inspect.signature(cls.__init__).parameters
         kwargs: dict[str, Any] = {}
         if "optimizer" in accepted:
-            kwargs["optimizer"] = (make_optimizer(optimizer, learning_rate)
-                                   if isinstance(optimizer, str) else optimizer)
+            kwargs["optimizer"] = (make_optimizer(self._optimizer, learning_rate)
+                                   if isinstance(self._optimizer, str) else self._optimizer)
         if "std_schedule" in accepted:
-            kwargs["std_schedule"] = make_std_schedule(sigma_init, sigma_decay, sigma_min)
-        kwargs.update(strategy_kwargs or {})
+            kwargs["std_schedule"] = make_std_schedule(sigma_init, self._sigma_decay, sigma_min)
+        kwargs.update(self._strategy_kwargs)
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             raise ValueError(f"{cls.__name__} does not accept {unknown}; it takes "
                              f"{sorted(set(accepted) - {'self'})}")
-        self.es = cls(population_size=self.population_size,
-                      solution=jnp.zeros((self.num_dims,), jnp.float32), **kwargs)
-        params = self.es.default_params
+        es = cls(population_size=self.population_size,
+                 solution=jnp.zeros((self.num_dims,), jnp.float32), **kwargs)
+        params = es.default_params
         if hasattr(params, "std_init"):
             params = params.replace(std_init=jnp.asarray(sigma_init, jnp.float32))
-        if params_overrides:
-            bad = sorted(k for k in params_overrides if not hasattr(params, k))
+        if self._params_overrides:
+            bad = sorted(k for k in self._params_overrides if not hasattr(params, k))
             if bad:
                 raise ValueError(f"{cls.__name__} params have no fields {bad}")
-            params = params.replace(**params_overrides)
-        self.params = params
-        self.sigma_init = float(sigma_init)
+            params = params.replace(**self._params_overrides)
+        return es, params
+
+    def with_hyper(self, sigma_init, sigma_min, learning_rate) -> "MaskedStrategy":
+        """This strategy with another (possibly traced) initial std, std floor and learning rate.
+
+        Returns ``self`` when the values are the Python numbers it was built with; otherwise a
+        copy holding a new evosax instance built (at trace time) from the given values, so a
+        sweep can vmap runs whose ``sigma_init`` / ``learning_rate`` differ. ``sigma_decay``,
+        the optimizer's kind and ``strategy_kwargs`` stay those of ``self``.
+        """
+        values = (sigma_init, sigma_min, learning_rate)
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) \
+                and tuple(float(v) for v in values) == tuple(float(v) for v in self._hyper):
+            return self
+        bound = copy.copy(self)
+        bound.es, bound.params = self._build(sigma_init, sigma_min, learning_rate)
+        bound.sigma_init = sigma_init
+        bound._hyper = values
+        return bound
 
     # ----- conversions -------------------------------------------------------------------------
     def ravel(self, params: Params) -> jax.Array:
@@ -443,6 +473,37 @@ class ESConfig:
             raise ValueError(f"OpenES needs an even population_size, got {self.population_size}")
 
 
+# ESConfig fields that are traced in :class:`ESHyper` (a sweep vmaps runs that differ in them).
+TRACED_CONFIG_FIELDS = ("sigma_init", "sigma_min", "learning_rate", "init_density",
+                        "prune_amount", "target_density")
+
+
+@struct.dataclass
+class ESHyper:
+    """Traced numeric knobs of :class:`MaskedES` (same meaning as in :class:`ESConfig`).
+
+    ``sigma_init``, ``sigma_min`` and ``learning_rate`` rebuild the evosax instance inside the
+    trace (std schedule, ``params.std_init``, optax optimizer; :meth:`MaskedStrategy.with_hyper`);
+    ``init_density``, ``prune_amount`` and ``target_density`` enter the mask initialisation and
+    the pruning schedule. Everything else of :class:`ESConfig` is static.
+    """
+
+    sigma_init: float
+    sigma_min: float
+    learning_rate: float
+    init_density: float
+    prune_amount: float
+    target_density: float
+
+
+def _hashable(value):
+    try:
+        hash(value)
+    except TypeError:
+        return ("id", id(value))
+    return value
+
+
 @struct.dataclass
 class ESState:
     """State of :class:`MaskedES` (no PRNG keys).
@@ -479,6 +540,9 @@ class MaskedES:
                  params_overrides: dict | None = None):
         self.config = config
         self.task = task
+        self._extra = (tuple(sorted((k, _hashable(v)) for k, v in (strategy_kwargs or {}).items())),
+                       tuple(sorted((k, _hashable(v))
+                                    for k, v in (params_overrides or {}).items())))
         self.maskable = task.maskable()
         template = jax.eval_shape(task.init_params, jax.random.key(0))
         template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
@@ -488,6 +552,22 @@ class MaskedES:
             sigma_decay=config.sigma_decay, sigma_min=config.sigma_min,
             optimizer=config.optimizer, learning_rate=config.learning_rate,
             strategy_kwargs=strategy_kwargs, params_overrides=params_overrides)
+
+    # ----- sweeps ------------------------------------------------------------------------------
+    @property
+    def sweep_hyper(self) -> ESHyper:
+        """The algorithm's own traced hyper-parameters (its config's values)."""
+        return ESHyper(**{name: getattr(self.config, name) for name in TRACED_CONFIG_FIELDS})
+
+    def sweep_static(self):
+        """Hashable key of what fixes the compiled program (everything but :class:`ESHyper`)."""
+        config = tuple((f.name, getattr(self.config, f.name))
+                       for f in dataclasses.fields(self.config)
+                       if f.name not in TRACED_CONFIG_FIELDS)
+        return ("masked_es", config, self.task, self._extra)
+
+    def _strategy(self, hyper: ESHyper) -> MaskedStrategy:
+        return self.adapter.with_hyper(hyper.sigma_init, hyper.sigma_min, hyper.learning_rate)
 
     # ----- helpers -----------------------------------------------------------------------------
     def _population(self, params: Params, masks: Masks) -> Population:
@@ -500,11 +580,11 @@ class MaskedES:
         return self.task.evaluate(key, self._population(self.adapter.unravel_population(flat),
                                                         masks))
 
-    def initial_network(self, key: jax.Array) -> tuple[Params, Masks]:
+    def initial_network(self, key: jax.Array, init_density=None) -> tuple[Params, Masks]:
         key_params, key_masks = jax.random.split(key)
         params = self.task.init_params(key_params)
-        masks = masks_lib.init_masks(key_masks, params, self.maskable, self.config.init_density,
-                                     exact=True)
+        density = self.config.init_density if init_density is None else init_density
+        masks = masks_lib.init_masks(key_masks, params, self.maskable, density, exact=True)
         return params, masks
 
     def prune_scores(self, key: jax.Array, state) -> PyTree:
@@ -521,14 +601,19 @@ class MaskedES:
 
     # ----- protocol ----------------------------------------------------------------------------
     def init(self, key: jax.Array) -> ESState:
-        key_network, key_rest = jax.random.split(key)
-        params, masks = self.initial_network(key_network)
-        return self.init_from(key_rest, params, masks)
+        return self.init_with(key, self.sweep_hyper)
 
-    def init_from(self, key: jax.Array, params: Params, masks: Masks) -> ESState:
+    def init_with(self, key: jax.Array, hyper: ESHyper) -> ESState:
+        """:meth:`init` with the given (possibly traced) hyper-parameters."""
+        key_network, key_rest = jax.random.split(key)
+        params, masks = self.initial_network(key_network, hyper.init_density)
+        return self.init_from(key_rest, params, masks, hyper)
+
+    def init_from(self, key: jax.Array, params: Params, masks: Masks,
+                  hyper: ESHyper | None = None) -> ESState:
         """Initial state centred on a given network (one individual's params and masks)."""
         key_population, key_eval, key_init = jax.random.split(key, 3)
-        adapter = self.adapter
+        adapter = self._strategy(self.sweep_hyper if hyper is None else hyper)
         num_evaluations = 0
         if adapter.population_based:
             population = adapter.initial_population(key_population, params, masks)
@@ -545,7 +630,12 @@ class MaskedES:
                        num_evaluations=jnp.asarray(num_evaluations, jnp.int32))
 
     def step(self, key: jax.Array, state: ESState) -> tuple[ESState, dict[str, jax.Array]]:
-        config, adapter = self.config, self.adapter
+        return self.step_with(key, state, self.sweep_hyper)
+
+    def step_with(self, key: jax.Array, state: ESState,
+                  hyper: ESHyper) -> tuple[ESState, dict[str, jax.Array]]:
+        """:meth:`step` with the given (possibly traced) hyper-parameters."""
+        config, adapter = self.config, self._strategy(hyper)
         key_ask, key_eval, key_tell, key_prune = jax.random.split(key, 4)
         masks = state.masks
         population, strategy = adapter.ask(key_ask, state.strategy, masks)
@@ -571,8 +661,8 @@ class MaskedES:
             current = masks_lib.density(masks, self.maskable)
             goal = scheduled_density(generation, schedule=config.prune_schedule,
                                      current_density=current,
-                                     target_density=config.target_density,
-                                     prune_amount=config.prune_amount,
+                                     target_density=hyper.target_density,
+                                     prune_amount=hyper.prune_amount,
                                      start=config.prune_start, end=config.prune_end)
             pruned = prune_to_density_by_score(self.prune_scores(key_prune, strategy), masks,
                                                self.maskable, goal, scope=config.prune_scope)

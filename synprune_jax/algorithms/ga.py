@@ -23,6 +23,7 @@ loaded on the host with :func:`load_archive_elites`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import jax
@@ -33,6 +34,11 @@ from flax import struct
 from synprune_jax import masks as masks_lib
 from synprune_jax.types import Population
 from synprune_jax.variation import MutationConfig, MutationHyper, mutate
+
+# GAConfig fields that are traced in :class:`GAHyper`. (``init_beta_a`` / ``init_beta_b`` stay
+# static: at a = b = 1 the initial densities are drawn with ``uniform``, traced values would switch
+# to ``jax.random.beta`` and change the numbers; see masks.sample_layer_densities.)
+TRACED_CONFIG_FIELDS = ("crossover_rate",)
 
 CROSSOVERS = ("none", "uniform", "layer")
 INITS = ("beta", "archive")
@@ -88,6 +94,19 @@ class GAConfig:
     @property
     def num_elites(self) -> int:
         return int(round(self.elite_fraction * self.population_size))
+
+
+@struct.dataclass
+class GAHyper:
+    """Traced numeric knobs of :class:`TruncationGA` (a sweep stacks them on a run axis).
+
+    Attributes:
+        mutation: :class:`~synprune_jax.variation.MutationHyper` of the core mutation.
+        crossover_rate: probability that a child is produced by crossover.
+    """
+
+    mutation: MutationHyper
+    crossover_rate: float = 0.5
 
 
 @struct.dataclass
@@ -185,6 +204,10 @@ class TruncationGA:
         hyper: traced numeric knobs of the core mutation.
         elites: ``init="archive"``: the dict of :func:`load_archive_elites` (loaded from
             ``config.archive_dir`` when omitted). Its networks must match the task's.
+
+    ``init(key)`` / ``step(key, state)`` are :meth:`init_with` / :meth:`step_with` with the
+    algorithm's own :attr:`sweep_hyper` (a :class:`GAHyper`); a sweep passes other, traced,
+    values (:mod:`synprune_jax.sweeps`) and groups runs by :meth:`sweep_static`.
     """
 
     def __init__(self, config: GAConfig, task, hyper: MutationHyper | None = None,
@@ -207,10 +230,33 @@ class TruncationGA:
                                  f"{expected}")
             self.elites = {k: elites[k] for k in ("params", "masks", "rates")}
 
+    # ----- sweeps ------------------------------------------------------------------------------
+    @property
+    def sweep_hyper(self) -> GAHyper:
+        """The algorithm's own traced hyper-parameters."""
+        config = self.config
+        return GAHyper(mutation=self.hyper, crossover_rate=config.crossover_rate)
+
+    def sweep_static(self):
+        """Hashable key of everything that fixes the compiled program (not :class:`GAHyper`)."""
+        config = tuple((f.name, getattr(self.config, f.name))
+                       for f in dataclasses.fields(self.config)
+                       if f.name not in TRACED_CONFIG_FIELDS)
+        elites = None
+        if self.elites is not None:
+            digest = hashlib.sha1()
+            for leaf in jax.tree_util.tree_leaves(self.elites):
+                leaf = np.ascontiguousarray(np.asarray(leaf))
+                digest.update(str((leaf.shape, leaf.dtype)).encode())
+                digest.update(leaf.tobytes())
+            elites = digest.hexdigest()
+        return ("truncation_ga", config, self.task, elites)
+
     # ----- initial population ------------------------------------------------------------------
-    def initial_population(self, key: jax.Array) -> Population:
+    def initial_population(self, key: jax.Array, hyper: GAHyper | None = None) -> Population:
         """``P`` networks: Beta-pruned random ones, or archive elites best first (cycled when the
         archive holds fewer than ``P``; the copies are mutated so they differ)."""
+        hyper = self.sweep_hyper if hyper is None else hyper
         config, size = self.config, self.config.population_size
         if config.init == "archive":
             count = self.elites["rates"].shape[0]
@@ -220,7 +266,7 @@ class TruncationGA:
                 masks=jax.tree_util.tree_map(lambda l: jnp.asarray(l[index]), self.elites["masks"]),
                 rates=jnp.asarray(self.elites["rates"][index], jnp.float32))
             copies = jnp.asarray(np.arange(size) >= count)
-            mutated = self._mutate_all(key, population)
+            mutated = self._mutate_all(key, population, hyper.mutation)
             return jax.tree_util.tree_map(
                 lambda new, old: jnp.where(copies.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
                 mutated, population)
@@ -233,28 +279,35 @@ class TruncationGA:
                                               per_layer=config.init_per_layer)
             if config.mutation.forward_prune:
                 masks = masks_lib.forward_prune(self.task.spec, masks)
-            rates = jnp.stack([jnp.asarray(self.hyper.p_disconnect, jnp.float32),
-                               jnp.asarray(self.hyper.p_connect, jnp.float32)])
+            rates = jnp.stack([jnp.asarray(hyper.mutation.p_disconnect, jnp.float32),
+                               jnp.asarray(hyper.mutation.p_connect, jnp.float32)])
             return Population(params=params, masks=masks, rates=rates)
 
         return jax.vmap(one)(jax.random.split(key, size))
 
-    def _mutate_all(self, key: jax.Array, population: Population) -> Population:
+    def _mutate_all(self, key: jax.Array, population: Population,
+                    mutation: MutationHyper) -> Population:
         mutate_one = lambda k, individual: mutate(k, individual, self.maskable,
-                                                  self.config.mutation, self.hyper, self.task.spec)
+                                                  self.config.mutation, mutation, self.task.spec)
         return jax.vmap(mutate_one)(jax.random.split(key, population.size), population)
 
     # ----- protocol ----------------------------------------------------------------------------
     def init(self, key: jax.Array) -> GAState:
+        return self.init_with(key, self.sweep_hyper)
+
+    def init_with(self, key: jax.Array, hyper: GAHyper) -> GAState:
+        """:meth:`init` with the given (possibly traced) hyper-parameters."""
         key_population, key_eval = jax.random.split(key)
-        population = self.initial_population(key_population)
+        population = self.initial_population(key_population, hyper)
         fitness = self.task.evaluate(key_eval, population).fitness
         return GAState(population=population, fitness=fitness.astype(jnp.float32),
                        generation=jnp.zeros((), jnp.int32),
                        num_evaluations=jnp.asarray(self.config.population_size, jnp.int32))
 
-    def reproduce(self, key: jax.Array, elites: Population) -> Population:
+    def reproduce(self, key: jax.Array, elites: Population,
+                  hyper: GAHyper | None = None) -> Population:
         """``P - E`` children of ``elites`` (``E`` individuals, best first)."""
+        hyper = self.sweep_hyper if hyper is None else hyper
         config = self.config
         num_elites = config.num_elites
         num_children = config.population_size - num_elites
@@ -268,20 +321,25 @@ class TruncationGA:
             else:
                 crossed = jax.vmap(lambda k, a, b: layer_mask_crossover(k, a, b, self.maskable))(
                     cross_keys, parents, others)
-            do = jax.random.bernoulli(key_do, config.crossover_rate, (num_children,))
+            do = jax.random.bernoulli(key_do, hyper.crossover_rate, (num_children,))
             parents = jax.tree_util.tree_map(
                 lambda new, old: jnp.where(do.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
                 crossed, parents)
-        return self._mutate_all(key_mutate, parents)
+        return self._mutate_all(key_mutate, parents, hyper.mutation)
 
     def step(self, key: jax.Array, state: GAState) -> tuple[GAState, dict[str, jax.Array]]:
+        return self.step_with(key, state, self.sweep_hyper)
+
+    def step_with(self, key: jax.Array, state: GAState,
+                  hyper: GAHyper) -> tuple[GAState, dict[str, jax.Array]]:
+        """:meth:`step` with the given (possibly traced) hyper-parameters."""
         config = self.config
         key_children, key_eval = jax.random.split(key)
         ranked = jnp.where(jnp.isfinite(state.fitness), state.fitness, -jnp.inf)
         order = jnp.argsort(-ranked, stable=True)
         elites = state.population[order[:config.num_elites]]
         elite_fitness = state.fitness[order[:config.num_elites]]
-        children = self.reproduce(key_children, elites)
+        children = self.reproduce(key_children, elites, hyper)
         result = self.task.evaluate(key_eval, children)
         population = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), elites,
                                             children)

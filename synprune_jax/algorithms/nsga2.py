@@ -33,6 +33,13 @@ objective of each. A genome already in the table gets its stored objective vecto
 original code's cache returned a stale single value for a genome seen before); duplicates inside
 one batch share the objectives of their first occurrence. When every child of a step hits the
 memo, the evaluation is skipped (``lax.cond``).
+
+**Sweeps.** ``init(key)`` / ``step(key, state)`` are ``init_with`` / ``step_with`` called with the
+algorithm's own ``sweep_hyper`` (:class:`NSGA2Hyper`: crossover and mutation rates;
+:class:`SteadyStateGAHyper`: mutation probability; each also carries the problem's own traced
+hyper-parameters when the problem has ``sweep_hyper`` and ``bind(hyper)``, e.g. the transfer
+problem's learning rate, momentum, OOD temperature and training seed). :mod:`synprune_jax.sweeps`
+stacks these on a run axis and groups runs by ``sweep_static()``.
 """
 
 from __future__ import annotations
@@ -206,17 +213,72 @@ def _initial_population(key: jax.Array, config, problem):
     return genomes, objectives, memo, count
 
 
-def _ask_evaluate_tell(algorithm, key: jax.Array, state):
+def _ask_evaluate_tell(algorithm, key: jax.Array, state, hyper):
     """One step shared by :class:`NSGA2` and :class:`SteadyStateGA`: ask, evaluate through the
     memo (every objective stored), tell, count generation and evaluations."""
     ask_key, eval_key = jax.random.split(key)
-    children = algorithm.ask(ask_key, state)
-    objectives, memo, count = evaluate_with_memo(algorithm.problem, eval_key, state.memo,
-                                                 children)
+    children = algorithm.ask(ask_key, state, hyper)
+    objectives, memo, count = evaluate_with_memo(_bound_problem(algorithm.problem, hyper),
+                                                 eval_key, state.memo, children)
     state = algorithm.tell(state.replace(memo=memo), children, objectives)
     state = state.replace(generation=state.generation + 1,
                           num_evaluations=state.num_evaluations + count)
     return state, algorithm.metrics(state)
+
+
+def _problem_hyper(problem):
+    """The problem's own traced hyper-parameters, or None (a problem joins sweeps with traced
+    knobs by having ``sweep_hyper`` and ``bind(hyper) -> problem``)."""
+    if hasattr(problem, "bind") and hasattr(problem, "sweep_hyper"):
+        return problem.sweep_hyper
+    return None
+
+
+def _bound_problem(problem, hyper):
+    """``problem`` evaluating with ``hyper.problem`` (itself when that is None)."""
+    return problem if hyper.problem is None else problem.bind(hyper.problem)
+
+
+def _problem_static(problem):
+    """Hashable identity of a problem's static part: ``problem.sweep_static()``, else the problem
+    itself when hashable, else its ``id`` (then every run compiles alone)."""
+    if hasattr(problem, "sweep_static"):
+        return problem.sweep_static()
+    try:
+        hash(problem)
+    except TypeError:
+        return ("unhashable", id(problem))
+    return problem
+
+
+def _static_fields(config, traced: tuple[str, ...]) -> tuple:
+    return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config)
+                 if f.name not in traced)
+
+
+@struct.dataclass
+class NSGA2Hyper:
+    """Traced knobs of :class:`NSGA2`.
+
+    Attributes:
+        crossover_rate: probability that a pair is recombined.
+        mutation_rate: bit-flip probability per bit (resolved: ``1 / L`` when the config says
+            None).
+        problem: the problem's own hyper-parameter pytree, or None.
+    """
+
+    crossover_rate: float
+    mutation_rate: float
+    problem: object = None
+
+
+@struct.dataclass
+class SteadyStateGAHyper:
+    """Traced knobs of :class:`SteadyStateGA`: ``mutation_probability`` and the problem's own
+    hyper-parameter pytree (or None)."""
+
+    mutation_probability: float
+    problem: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,23 +369,41 @@ class NSGA2:
         ranks = non_dominated_rank(objectives)
         return ranks, crowding_distance(objectives, ranks)
 
+    @property
+    def sweep_hyper(self) -> NSGA2Hyper:
+        """The algorithm's own traced hyper-parameters."""
+        return NSGA2Hyper(crossover_rate=self.config.crossover_rate,
+                          mutation_rate=self.mutation_rate,
+                          problem=_problem_hyper(self.problem))
+
+    def sweep_static(self):
+        """Hashable key of what fixes the compiled program (everything but :attr:`sweep_hyper`)."""
+        return ("nsga2", _static_fields(self.config, ("crossover_rate", "mutation_rate")),
+                _problem_static(self.problem), self.objective_names)
+
     def init(self, key: jax.Array) -> NSGA2State:
         """Random-density population, evaluated and sorted."""
-        config, problem = self.config, self.problem
+        return self.init_with(key, self.sweep_hyper)
+
+    def init_with(self, key: jax.Array, hyper: NSGA2Hyper) -> NSGA2State:
+        """:meth:`init` with the given (possibly traced) hyper-parameters."""
+        config, problem = self.config, _bound_problem(self.problem, hyper)
         genomes, objectives, memo, count = _initial_population(key, config, problem)
         ranks, crowding = self._sorted(objectives)
         return NSGA2State(genomes=genomes, objectives=objectives, ranks=ranks, crowding=crowding,
                           memo=memo, generation=jnp.int32(0), num_evaluations=count)
 
-    def ask(self, key: jax.Array, state: NSGA2State) -> jax.Array:
+    def ask(self, key: jax.Array, state: NSGA2State,
+            hyper: NSGA2Hyper | None = None) -> jax.Array:
         """Children ``[B, L]`` of one step."""
+        hyper = self.sweep_hyper if hyper is None else hyper
         num = self.config.offspring_per_step
         select_key, cross_key, mutate_key = jax.random.split(key, 3)
         winners = binary_tournament(select_key, state.ranks, state.crowding, 2 * num)
         children = uniform_crossover_bits(cross_key, state.genomes[winners[:num]],
                                           state.genomes[winners[num:]],
-                                          self.config.crossover_rate)
-        return bit_flip_mutation(mutate_key, children, self.mutation_rate)
+                                          hyper.crossover_rate)
+        return bit_flip_mutation(mutate_key, children, hyper.mutation_rate)
 
     def tell(self, state: NSGA2State, children: jax.Array,
              objectives: jax.Array) -> NSGA2State:
@@ -338,7 +418,12 @@ class NSGA2:
 
     def step(self, key: jax.Array, state: NSGA2State) -> tuple[NSGA2State, dict]:
         """One generation (or one steady-state insertion of ``num_offspring`` children)."""
-        return _ask_evaluate_tell(self, key, state)
+        return self.step_with(key, state, self.sweep_hyper)
+
+    def step_with(self, key: jax.Array, state: NSGA2State,
+                  hyper: NSGA2Hyper) -> tuple[NSGA2State, dict]:
+        """:meth:`step` with the given (possibly traced) hyper-parameters."""
+        return _ask_evaluate_tell(self, key, state, hyper)
 
     def metrics(self, state: NSGA2State) -> dict:
         """Scalar metrics: front size, best value of each objective, evaluations, density."""
@@ -438,14 +523,31 @@ class SteadyStateGA:
         self.objective_names = tuple(objective_names or
                                      (f"objective_{i}" for i in range(problem.num_objectives)))
 
+    @property
+    def sweep_hyper(self) -> SteadyStateGAHyper:
+        """The algorithm's own traced hyper-parameters."""
+        return SteadyStateGAHyper(mutation_probability=self.config.mutation_probability,
+                                  problem=_problem_hyper(self.problem))
+
+    def sweep_static(self):
+        """Hashable key of what fixes the compiled program (everything but :attr:`sweep_hyper`)."""
+        return ("steady_state_ga", _static_fields(self.config, ("mutation_probability",)),
+                _problem_static(self.problem), self.objective_names)
+
     def init(self, key: jax.Array) -> SteadyStateGAState:
-        config, problem = self.config, self.problem
+        return self.init_with(key, self.sweep_hyper)
+
+    def init_with(self, key: jax.Array, hyper: SteadyStateGAHyper) -> SteadyStateGAState:
+        """:meth:`init` with the given (possibly traced) hyper-parameters."""
+        config, problem = self.config, _bound_problem(self.problem, hyper)
         genomes, objectives, memo, count = _initial_population(key, config, problem)
         return SteadyStateGAState(genomes=genomes, objectives=objectives,
                                   fitness=objectives[:, config.objective_index], memo=memo,
                                   generation=jnp.int32(0), num_evaluations=count)
 
-    def ask(self, key: jax.Array, state: SteadyStateGAState) -> jax.Array:
+    def ask(self, key: jax.Array, state: SteadyStateGAState,
+            hyper: SteadyStateGAHyper | None = None) -> jax.Array:
+        hyper = self.sweep_hyper if hyper is None else hyper
         config = self.config
         first_key, second_key, cross_key, mutate_key = jax.random.split(key, 4)
         num = config.num_offspring
@@ -453,7 +555,7 @@ class SteadyStateGA:
         second = most_distant_candidate(second_key, state.genomes, first, config.num_candidates)
         children = uniform_crossover_bits(cross_key, state.genomes[first],
                                           state.genomes[second], 1.0)
-        return one_bit_mutation(mutate_key, children, config.mutation_probability)
+        return one_bit_mutation(mutate_key, children, hyper.mutation_probability)
 
     def tell(self, state: SteadyStateGAState, children: jax.Array,
              objectives: jax.Array) -> SteadyStateGAState:
@@ -474,7 +576,12 @@ class SteadyStateGA:
         return state.replace(genomes=genomes, objectives=all_objectives, fitness=fitness)
 
     def step(self, key: jax.Array, state: SteadyStateGAState) -> tuple[SteadyStateGAState, dict]:
-        return _ask_evaluate_tell(self, key, state)
+        return self.step_with(key, state, self.sweep_hyper)
+
+    def step_with(self, key: jax.Array, state: SteadyStateGAState,
+                  hyper: SteadyStateGAHyper) -> tuple[SteadyStateGAState, dict]:
+        """:meth:`step` with the given (possibly traced) hyper-parameters."""
+        return _ask_evaluate_tell(self, key, state, hyper)
 
     def metrics(self, state: SteadyStateGAState) -> dict:
         fitness = jnp.where(jnp.isnan(state.fitness), -jnp.inf, state.fitness)
@@ -490,8 +597,8 @@ class SteadyStateGA:
 
 
 __all__ = [
-    "Memo", "NSGA2", "NSGA2Config", "NSGA2State", "SteadyStateGA", "SteadyStateGAConfig",
-    "SteadyStateGAState",
+    "Memo", "NSGA2", "NSGA2Config", "NSGA2Hyper", "NSGA2State", "SteadyStateGA",
+    "SteadyStateGAConfig", "SteadyStateGAHyper", "SteadyStateGAState",
     "binary_tournament", "bit_flip_mutation", "evaluate_with_memo", "first_occurrence",
     "init_memo", "memo_insert", "memo_lookup", "most_distant_candidate", "one_bit_mutation",
     "random_density_genomes", "replace_worst", "uniform_crossover_bits",

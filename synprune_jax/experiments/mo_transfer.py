@@ -116,6 +116,22 @@ class TransferAlgorithm:
     def step(self, key, state):
         return self.search.step(key, state)
 
+    # sweeps (synprune_jax.sweeps): the search's traced hyper-parameters (NSGA2Hyper or
+    # SteadyStateGAHyper, which carry the problem's ProblemHyper: learning rate, momentum, OOD
+    # temperature, training seed = run seed); static key from the search and the problem
+    @property
+    def sweep_hyper(self):
+        return self.search.sweep_hyper
+
+    def sweep_static(self):
+        return ("transfer", self.search.sweep_static())
+
+    def init_with(self, key, hyper):
+        return self.search.init_with(key, hyper)
+
+    def step_with(self, key, state, hyper):
+        return self.search.step_with(key, state, hyper)
+
 
 def build(config: dict) -> Built:
     """Validates the config, prepares the data (cached) and returns algorithm, run config and

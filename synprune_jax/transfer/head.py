@@ -114,10 +114,14 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")
 
-    def make_optimizer(self) -> optax.GradientTransformation:
+    def make_optimizer(self, learning_rate=None, momentum=None) -> optax.GradientTransformation:
+        """The optimizer; ``learning_rate`` / ``momentum`` (may be traced, e.g. in a sweep)
+        replace the configured values when given."""
+        learning_rate = self.learning_rate if learning_rate is None else learning_rate
+        momentum = self.momentum if momentum is None else momentum
         if self.optimizer == "adam":
-            return optax.adam(self.learning_rate)
-        return optax.sgd(self.learning_rate, momentum=self.momentum, nesterov=True)
+            return optax.adam(learning_rate)
+        return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
 
 
 def init_head(key: jax.Array, config: HeadConfig) -> dict:
@@ -165,7 +169,8 @@ def shuffle_key(seed: int) -> jax.Array:
 
 def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_x: jax.Array,
                train_y: jax.Array, val_x: jax.Array, val_y: jax.Array, head: HeadConfig,
-               train: TrainConfig) -> tuple[dict, jax.Array]:
+               train: TrainConfig, optimizer: optax.GradientTransformation | None = None
+               ) -> tuple[dict, jax.Array]:
     """Trains one head with early stopping on the validation loss.
 
     Args:
@@ -176,6 +181,8 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
         genome: ``[L]`` bool.
         train_x: ``[N, F]``; train_y: ``[N]`` int. val_x: ``[V, F]``; val_y: ``[V]`` int.
         head, train: static configs.
+        optimizer: replaces ``train.make_optimizer()`` (a sweep passes one built from traced
+            learning rate / momentum).
 
     Returns:
         ``(params, epochs_run)``: the parameters of the epoch with the lowest validation loss,
@@ -183,7 +190,7 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
     """
     input_mask, hidden_mask = head.split(genome)
     params = init_head(key, head)
-    optimizer = train.make_optimizer()
+    optimizer = train.make_optimizer() if optimizer is None else optimizer
     num_train = train_x.shape[0]
     batch_size = min(train.batch_size, num_train)
     num_batches = num_train // batch_size
@@ -221,11 +228,14 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
 
 
 def train_population(seed: int, genomes: jax.Array, train_x, train_y, val_x, val_y,
-                     head: HeadConfig, train: TrainConfig) -> tuple[dict, jax.Array]:
+                     head: HeadConfig, train: TrainConfig,
+                     optimizer: optax.GradientTransformation | None = None
+                     ) -> tuple[dict, jax.Array]:
     """:func:`train_head` vmapped over ``genomes [P, L]``.
 
     Each head is initialised from its genome's key (:func:`genome_key`); the minibatch order
-    comes from :func:`shuffle_key` (``seed`` only), shared by the population.
+    comes from :func:`shuffle_key` (``seed`` only), shared by the population. ``seed`` may be
+    traced; ``optimizer`` replaces ``train.make_optimizer()`` when given.
 
     Returns:
         ``(params, epochs_run)`` with a leading ``[P]`` axis on every leaf.
@@ -234,6 +244,7 @@ def train_population(seed: int, genomes: jax.Array, train_x, train_y, val_x, val
     order_key = shuffle_key(seed)
 
     def one(key, genome):
-        return train_head(key, order_key, genome, train_x, train_y, val_x, val_y, head, train)
+        return train_head(key, order_key, genome, train_x, train_y, val_x, val_y, head, train,
+                          optimizer)
 
     return jax.vmap(one)(keys, genomes)

@@ -19,15 +19,48 @@ Example (a few seconds on CPU):
 
 from __future__ import annotations
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from synprune_jax.config import ConfigError
 from synprune_jax.transfer.data import TransferData
 from synprune_jax.transfer.head import HeadConfig, TrainConfig, head_logits, train_population
 from synprune_jax.transfer.objectives import (OBJECTIVES, auroc, classification_metrics,
                                               max_softmax_score, objective_vector)
+
+
+@struct.dataclass
+class ProblemHyper:
+    """Traced knobs of :class:`TransferProblem` (a sweep stacks them on a run axis).
+
+    Attributes:
+        learning_rate: head optimizer step size. momentum: Nesterov momentum (SGD only).
+        temperature: ``T`` of the max-softmax OOD score.
+        seed: base of the per-genome training keys (uint32; the run seed in the experiments).
+    """
+
+    learning_rate: float
+    momentum: float
+    temperature: float
+    seed: object
+
+
+class _BoundProblem:
+    """A :class:`TransferProblem` evaluating with given (possibly traced) hyper-parameters."""
+
+    def __init__(self, problem: "TransferProblem", hyper: ProblemHyper):
+        self.problem = problem
+        self.hyper = hyper
+        self.genome_length = problem.genome_length
+        self.num_objectives = problem.num_objectives
+        self.objective_names = problem.objective_names
+
+    def evaluate(self, key: jax.Array, genomes: jax.Array) -> jax.Array:
+        return self.problem.evaluate(key, genomes, self.hyper)
 
 
 class TransferProblem:
@@ -72,17 +105,51 @@ class TransferProblem:
     def genome_length(self) -> int:
         return self.head.genome_length
 
+    # ----- sweeps ------------------------------------------------------------------------------
+    @property
+    def sweep_hyper(self) -> ProblemHyper:
+        """The problem's own traced hyper-parameters (configured values, training seed)."""
+        return ProblemHyper(learning_rate=self.train_config.learning_rate,
+                            momentum=self.train_config.momentum, temperature=self.temperature,
+                            seed=np.uint32(self.train_config.seed))
+
+    def bind(self, hyper: ProblemHyper) -> _BoundProblem:
+        """This problem evaluating with ``hyper`` (``evaluate(key, genomes)`` only)."""
+        return _BoundProblem(self, hyper)
+
+    def sweep_static(self):
+        """Hashable key of what fixes the compiled program: the data (content digest), the head,
+        the static training settings and the objectives."""
+        if getattr(self, "_data_digest", None) is None:
+            digest = hashlib.sha1()
+            for name in sorted(self.arrays):
+                array = np.ascontiguousarray(np.asarray(self.arrays[name]))
+                digest.update(f"{name}{array.shape}{array.dtype}".encode())
+                digest.update(array.tobytes())
+            self._data_digest = digest.hexdigest()
+        train = self.train_config
+        return ("transfer_problem", self._data_digest, self.head,
+                (train.optimizer, train.epochs, train.batch_size, train.patience),
+                self.objective_names)
+
     @property
     def num_objectives(self) -> int:
         return len(self.objective_names)
 
-    def train_heads(self, genomes: jax.Array):
-        """``genomes [P, L]`` -> ``(params with leading [P], epochs_run [P])``."""
+    def train_heads(self, genomes: jax.Array, hyper: ProblemHyper | None = None):
+        """``genomes [P, L]`` -> ``(params with leading [P], epochs_run [P])``; ``hyper``
+        replaces the configured learning rate, momentum and seed."""
         a = self.arrays
-        return train_population(self.train_config.seed, genomes, a["train_x"], a["train_y"],
-                                a["val_x"], a["val_y"], self.head, self.train_config)
+        if hyper is None:
+            seed, optimizer = self.train_config.seed, None
+        else:
+            seed = hyper.seed
+            optimizer = self.train_config.make_optimizer(hyper.learning_rate, hyper.momentum)
+        return train_population(seed, genomes, a["train_x"], a["train_y"],
+                                a["val_x"], a["val_y"], self.head, self.train_config, optimizer)
 
-    def _head_metrics(self, params: dict, genome: jax.Array, split: str) -> dict:
+    def _head_metrics(self, params: dict, genome: jax.Array, split: str,
+                      temperature=None) -> dict:
         a = self.arrays
         input_mask, hidden_mask = self.head.split(genome)
         x, y = a[f"{split}_x"], a[f"{split}_y"]
@@ -90,8 +157,9 @@ class TransferProblem:
         ood_logits = head_logits(params, input_mask, hidden_mask, a[f"ood_{split}_x"])
         accuracy, loss = classification_metrics(logits, y)
         active = jnp.sum(genome.astype(jnp.int32))
-        in_score = max_softmax_score(logits, self.temperature)
-        out_score = max_softmax_score(ood_logits, self.temperature)
+        temperature = self.temperature if temperature is None else temperature
+        in_score = max_softmax_score(logits, temperature)
+        out_score = max_softmax_score(ood_logits, temperature)
         return {"accuracy": accuracy, "loss": loss, "auroc": auroc(in_score, out_score),
                 "active_fraction": active.astype(jnp.float32) / genome.shape[0],
                 "sparsity": (genome.shape[0] - active).astype(jnp.float32) / genome.shape[0],
@@ -99,8 +167,10 @@ class TransferProblem:
                 "probabilities": jax.nn.softmax(logits, axis=-1),
                 "in_score": in_score, "out_score": out_score}
 
-    def metrics(self, genomes: jax.Array, split: str = "val") -> dict:
-        """Trains ``genomes [P, L]`` and measures ``split`` (``"val"`` or ``"test"``).
+    def metrics(self, genomes: jax.Array, split: str = "val",
+                hyper: ProblemHyper | None = None) -> dict:
+        """Trains ``genomes [P, L]`` and measures ``split`` (``"val"`` or ``"test"``), with the
+        configured hyper-parameters or ``hyper``.
 
         Returns:
             dict of ``[P]`` arrays (``accuracy``, ``loss``, ``auroc``, ``active_fraction``,
@@ -110,20 +180,24 @@ class TransferProblem:
         """
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        params, epochs_run = self.train_heads(genomes)
-        result = jax.vmap(lambda p, g: self._head_metrics(p, g, split))(params, genomes)
+        params, epochs_run = self.train_heads(genomes, hyper)
+        temperature = None if hyper is None else hyper.temperature
+        result = jax.vmap(lambda p, g: self._head_metrics(p, g, split, temperature))(params,
+                                                                                   genomes)
         result["epochs_run"] = epochs_run
         return result
 
-    def evaluate(self, key: jax.Array, genomes: jax.Array) -> jax.Array:
+    def evaluate(self, key: jax.Array, genomes: jax.Array,
+                 hyper: ProblemHyper | None = None) -> jax.Array:
         """Validation objectives of ``genomes [P, L]`` -> ``[P, M]`` float32 (maximised).
 
         ``key`` is unused: training keys derive from each genome (see
         :mod:`synprune_jax.transfer.head`), so a genome's objectives do not depend on when it
-        is evaluated.
+        is evaluated. ``hyper`` replaces the configured learning rate, momentum, temperature
+        and training seed (see :meth:`bind`).
         """
         del key
-        metrics = self.metrics(genomes, "val")
+        metrics = self.metrics(genomes, "val", hyper)
         return objective_vector(metrics, self.objective_names)
 
     def report_metrics(self, genomes: np.ndarray, batch: int = 64) -> dict:
