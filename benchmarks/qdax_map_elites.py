@@ -147,10 +147,11 @@ def build_qdax(setting: dict, batch: int) -> _Side:
                           metrics_function=functools.partial(default_qd_metrics,
                                                              qd_offset=QD_OFFSET))
     centroids = compute_euclidean_centroids((setting["cells"],), minval=0.0, maxval=1.0)
-    keys = jax.random.split(jax.random.key(0), batch)
-    genotypes = jax.vmap(network.init, in_axes=(0, None))(keys, jnp.zeros(observation_size))
-
-    def init(genotypes, key):
+    def init(key):
+        # The random initial networks are part of QDax's init, as they are of ours: creating them
+        # is compiled and timed on both sides.
+        keys = jax.random.split(jax.random.key(0), batch)
+        genotypes = jax.vmap(network.init, in_axes=(0, None))(keys, jnp.zeros(observation_size))
         repertoire, emitter_state, _ = algorithm.init(genotypes, centroids, key)
         return repertoire, emitter_state, key
 
@@ -159,8 +160,8 @@ def build_qdax(setting: dict, batch: int) -> _Side:
         return carry
 
     with jax.numpy_rank_promotion("allow"):  # Brax broadcasts implicitly
-        compiled_init, init_s, _ = compile_timed(init, genotypes, jax.random.key(1))
-        state = compiled_init(genotypes, jax.random.key(1))
+        compiled_init, init_s, _ = compile_timed(init, jax.random.key(1))
+        state = compiled_init(jax.random.key(1))
         chunk, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
     memory["state_mb"] = tree_megabytes(state)
     return _Side("qdax", state, chunk, lambda s: s[0].fitnesses, init_s, chunk_s, memory)

@@ -7,13 +7,23 @@ Part 1 (``"part": "sweep"``). The same 8 runs (seeds 0-7 of one experiment) adva
 * vmapped: ``jit(vmap(chunk))`` over the run axis, exactly what :func:`synprune_jax.sweeps.sweep`
   compiles for a group;
 * sequential: ``jit(chunk)`` with the seed as a traced argument, compiled once and called for one
-  run after another (the fastest sequential baseline: ``synprune run`` would also recompile per
-  seed, since the runner bakes the seed into its program).
+  run after another (the fastest sequential baseline: no compile and no file I/O per run).
 
 Compile seconds are reported separately; steady-state seconds are the median of ``--repeats``
 timed passes after a warm-up pass, the two paths alternating pass by pass. ``speedup`` = sequential / vmapped steady-state seconds.
 Both paths use one chunk body (:func:`synprune_jax.runner.scan_generations`) and file I/O is left
 out. ``max_abs_difference`` compares the final QD-scores of the two paths.
+
+Part 3 (``"part": "end_to_end"``, ``--end-to-end``). What a user waits for: the whole sweep through
+the public API, :func:`synprune_jax.sweeps.sweep` (8 runs, one compiled program, run directories,
+metrics and checkpoints written), against the same 8 runs one after another through
+:func:`synprune_jax.runner.run` (what ``synprune run EXPERIMENT --set run.seed=i`` does 8 times,
+without the process start-up). Each side runs in a fresh subprocess, timed from after the
+imports to the end, twice: with the persistent compilation cache off (each ``run`` call compiles
+its own program) and with a fresh one on, as the CLI keeps it (runs that differ only in their seed
+then load the first run's program from the cache: the seed is an argument of the runner's
+program, not a constant in it). The compile (or cache load) seconds inside each side are read
+from the runs' ``timing.json`` and reported apart.
 
 Part 2 (``"part": "devices"``). For 1, 2, 4, 8 devices a subprocess with
 ``--xla_force_host_platform_device_count=n`` evaluates one population with
@@ -131,6 +141,82 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
     }
 
 
+END_TO_END_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+import jax
+if sys.argv[6]:  # a fresh persistent compilation cache, as the CLI keeps one
+    jax.config.update("jax_compilation_cache_dir", sys.argv[6])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+else:
+    jax.config.update("jax_enable_compilation_cache", False)
+from synprune_jax import config as config_lib, runner, sweeps
+from synprune_jax.experiments import get_experiment
+
+side, experiment, out, runs = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+overrides = json.loads(sys.argv[5])
+started = time.perf_counter()
+if side == "sweep":
+    sweeps.sweep(experiment, seeds=range(runs), out=out, overrides=overrides, devices=1,
+                 report=False, plots=False)
+else:
+    definition = get_experiment(experiment)
+    for seed in range(runs):
+        config = config_lib.apply_overrides(definition.default_config(),
+                                            [*overrides, f"run.seed={seed}"])
+        config["experiment"] = experiment
+        built = definition.build(config)
+        runner.run(built.algorithm, out / f"run-{seed:03d}", built.run_config)
+wall = time.perf_counter() - started
+compile_s = 0.0
+for timing in out.rglob("timing.json"):
+    record = json.loads(timing.read_text())
+    for entry in record.get("groups", [record]):  # a sweep's file lists its groups
+        compile_s += float(entry.get("init_compile_s") or 0.0)
+        compile_s += sum(float(v) for v in (entry.get("chunk_compile_s") or {}).values())
+print(json.dumps({"wall_s": wall, "compile_s": compile_s,
+                  "timing_files": len(list(out.rglob("timing.json")))}))
+"""
+
+
+def end_to_end_benchmark(experiment: str, overrides: list[str], num_runs: int,
+                         generations: int, chunk_size: int) -> dict:
+    """Part 3: ``sweeps.sweep`` vs ``runner.run`` per run, each side in a fresh process."""
+    import tempfile
+
+    overrides = [*overrides, f"run.num_generations={generations}", f"run.chunk_size={chunk_size}",
+                 "run.progress=false"]
+    records = []
+    for cache in (False, True):
+        sides = {}
+        with tempfile.TemporaryDirectory() as directory:
+            for side in ("sweep", "sequential"):
+                out = os.path.join(directory, side)
+                cache_dir = os.path.join(directory, f"cache-{side}") if cache else ""
+                completed = subprocess.run(
+                    [sys.executable, "-c", END_TO_END_CHILD, side, experiment, out,
+                     str(num_runs), json.dumps(overrides), cache_dir],
+                    capture_output=True, text=True, check=False)
+                if completed.returncode != 0:
+                    tail = completed.stderr.strip().splitlines()[-1:] or ["?"]
+                    return {"part": "end_to_end", "status": "error", "side": side,
+                            "error": tail[0]}
+                sides[side] = json.loads(completed.stdout.strip().splitlines()[-1])
+        sweep_s, sequential_s = sides["sweep"]["wall_s"], sides["sequential"]["wall_s"]
+        records.append({
+            "persistent_cache": cache,
+            "sweep_wall_s": round(sweep_s, 2), "sequential_wall_s": round(sequential_s, 2),
+            "sweep_compile_s": round(sides["sweep"]["compile_s"], 2),
+            "sequential_compile_s": round(sides["sequential"]["compile_s"], 2),
+            "speedup": round(sequential_s / sweep_s, 2),
+            "speedup_without_compile": round(
+                (sequential_s - sides["sequential"]["compile_s"])
+                / max(sweep_s - sides["sweep"]["compile_s"], 1e-9), 2),
+        })
+    return {"part": "end_to_end", "experiment": experiment, "overrides": overrides,
+            "runs": num_runs, "generations": generations, "results": records}
+
+
 DEVICE_CHILD = r"""
 import hashlib, json, statistics, sys, time
 import jax, numpy as np
@@ -216,6 +302,8 @@ def main(argv=None) -> int:
     parser.add_argument("--real-devices", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-devices", action="store_true")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also part 3: sweeps.sweep vs runner.run per run, fresh processes")
     args = parser.parse_args(argv)
     overrides = args.set if args.set is not None else [
         "map_elites.batch_size=64", "map_elites.initial_batch_size=128"]
@@ -229,6 +317,9 @@ def main(argv=None) -> int:
     if not args.skip_sweep:
         _emit(sweep_benchmark(args.experiment, overrides, args.runs, args.generations,
                               args.chunk_size, args.repeats))
+    if args.end_to_end:
+        _emit(end_to_end_benchmark(args.experiment, overrides, args.runs, args.generations,
+                                   args.chunk_size))
     if not args.skip_devices:
         task_options = ({"env_name": "hopper", "backend": "spring", "episode_length": 50,
                          "hidden_sizes": [16, 16]} if args.device_task == "brax"

@@ -191,10 +191,13 @@ def scan_generations(step: Callable, seed, state: State, length: int):
     return jax.lax.scan(body, state, None, length=length)
 
 
-def _make_chunk(algorithm: Algorithm, seed: int, length: int) -> Callable:
-    """``state -> (state, (generations[length], metrics{name: [length]}))``, not yet jitted."""
+def _make_chunk(algorithm: Algorithm, length: int) -> Callable:
+    """``(state, seed) -> (state, (generations[length], metrics{name: [length]}))``, not yet
+    jitted. The seed is an argument (a uint32 scalar), not a constant of the program, so runs that
+    differ only in their seed compile to the same program (and hit the persistent compilation
+    cache that the CLI turns on)."""
 
-    def chunk(state):
+    def chunk(state, seed):
         return scan_generations(algorithm.step, seed, state, length)
 
     return chunk
@@ -447,6 +450,7 @@ def run(
     _write_json(config_path, dataclasses.asdict(run_config))
 
     key = init_key(seed)
+    traced_seed = np.uint32(seed)
     init = _make_init(algorithm)
     abstract_state = jax.eval_shape(init, key)
     _check_state(abstract_state)
@@ -504,13 +508,13 @@ def run(
                 if length not in compiled_chunks:
                     started = time.perf_counter()
                     compiled_chunks[length] = (
-                        jax.jit(_make_chunk(algorithm, seed, length))
-                        .lower(abstract_state)
+                        jax.jit(_make_chunk(algorithm, length))
+                        .lower(abstract_state, traced_seed)
                         .compile()
                     )
                     timing["chunk_compile_s"][str(length)] = time.perf_counter() - started
                 started = time.perf_counter()
-                state, outputs = compiled_chunks[length](state)
+                state, outputs = compiled_chunks[length](state, traced_seed)
                 generations, metrics = jax.device_get(outputs)  # the chunk's one host round trip
                 elapsed = time.perf_counter() - started
                 if length == run_config.chunk_size:

@@ -239,3 +239,18 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
     assert restored.inner.mask.dtype == jnp.bool_
     with pytest.raises(FileNotFoundError):
         checkpoint.restore(directory, 5, abstract)
+
+
+def test_runs_differing_in_seed_share_one_compiled_program(tmp_path):
+    """The seed is an argument of the chunk program, not a constant in it, so a second run with
+    another seed hits the persistent compilation cache; the keys still follow the seed."""
+    algorithm = ToyAlgorithm()
+    abstract = jax.eval_shape(algorithm.init, runner.init_key(0))
+    texts = [jax.jit(runner._make_chunk(algorithm, 3)).lower(abstract, np.uint32(seed)).as_text()
+             for seed in (0, 7)]
+    assert texts[0] == texts[1]
+    state_a, _ = run(ToyAlgorithm(), tmp_path / "a", _config(seed=1))
+    state_b, _ = run(ToyAlgorithm(), tmp_path / "b", _config(seed=2))
+    assert not np.allclose(np.asarray(state_a.position), np.asarray(state_b.position))
+    state_c, _ = run(ToyAlgorithm(), tmp_path / "c", _config(seed=1))
+    _assert_states_equal(state_a, state_c)
