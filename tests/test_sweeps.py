@@ -208,6 +208,13 @@ METHODS = {
         ("mutation.sigma", [0.05, 0.2]),
         {"mutation.sigma": [0.05, 0.1], "mutation.p_disconnect": [0.01, 0.05],
          "mutation.p_connect": [0.0, 0.02], "ga.crossover_rate": [0.3, 0.7]}),
+    "me-es": (
+        ["task.num_joints=4", "task.hidden_sizes=[8]", "map_elites.batch_size=8",
+         "map_elites.initial_batch_size=16", "archive.resolution=[4,4]",
+         "es_emitter.population_size=8", "es_emitter.restart_every=2"] + _TINY_RUN,
+        ("es_emitter.sigma_init", [0.05, 0.2]),
+        {"es_emitter.sigma_init": [0.05, 0.1], "es_emitter.learning_rate": [0.01, 0.05],
+         "mutation.sigma": [0.05, 0.1], "mutation.p_disconnect": [0.01, 0.05]}),
     "mo-prune-transfer": (
         _TINY_TRANSFER + _TINY_RUN,
         ("nsga2.mutation_rate", [0.02, 0.2]),

@@ -272,6 +272,21 @@ class MapElitesESState:
     es_age: jax.Array
 
 
+@struct.dataclass
+class MapElitesESHyper:
+    """Traced hyper-parameters of :class:`MapElitesES` (what a sweep may vmap over).
+
+    Attributes:
+        mutation: the mutation emitter's :class:`~synprune_jax.variation.MutationHyper`.
+        sigma_init: the ES emitter's search std (``ESEmitterConfig.sigma_init``).
+        learning_rate: the ES emitter's optimizer step (``ESEmitterConfig.learning_rate``).
+    """
+
+    mutation: MutationHyper
+    sigma_init: float
+    learning_rate: float
+
+
 class MapElitesES:
     """MAP-Elites with an ES emitter, alone or mixed with the mutation emitter.
 
@@ -298,25 +313,50 @@ class MapElitesES:
             search_space=emitter.search_space, sigma_init=emitter.sigma_init,
             optimizer=emitter.optimizer, learning_rate=emitter.learning_rate)
 
-    def _centre(self, key: jax.Array, archive: Archive):
+    # ----- sweeps (sweeps.HyperAdapter) --------------------------------------------------------
+    @property
+    def sweep_hyper(self) -> MapElitesESHyper:
+        """The algorithm's own traced hyper-parameters."""
+        return MapElitesESHyper(mutation=self.hyper, sigma_init=self.emitter.sigma_init,
+                                learning_rate=self.emitter.learning_rate)
+
+    def sweep_static(self):
+        """Hashable key of what fixes the compiled program (everything but the hyper)."""
+        emitter = dataclasses.replace(self.emitter, sigma_init=1.0, learning_rate=1.0)
+        return ("map_elites_es", self.config, emitter, self.task)
+
+    def _strategy(self, hyper: MapElitesESHyper):
+        return self.adapter.with_hyper(hyper.sigma_init, 0.0, hyper.learning_rate)
+
+    # ----- protocol ----------------------------------------------------------------------------
+    def _centre(self, key: jax.Array, archive: Archive, adapter=None):
+        adapter = self.adapter if adapter is None else adapter
         key_pick, key_init = jax.random.split(key)
         elite = sample(key_pick, archive, 1)[0]
-        es_state = self.adapter.init(key_init, elite.params, elite.masks)
+        es_state = adapter.init(key_init, elite.params, elite.masks)
         es_state = jax.tree_util.tree_map(
             lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), es_state)
         return es_state, elite.masks, elite.rates
 
     def init(self, key: jax.Array) -> MapElitesESState:
+        return self.init_with(key, self.sweep_hyper)
+
+    def init_with(self, key: jax.Array, hyper: MapElitesESHyper) -> MapElitesESState:
+        """:meth:`init` with the given (possibly traced) hyper-parameters."""
         key_me, key_es = jax.random.split(key)
-        base = init(key_me, self.task, self.config, self.hyper)
-        es_state, es_masks, es_rates = self._centre(key_es, base.archive)
+        base = init(key_me, self.task, self.config, hyper.mutation)
+        es_state, es_masks, es_rates = self._centre(key_es, base.archive, self._strategy(hyper))
         return MapElitesESState(archive=base.archive, generation=base.generation,
                                 num_evaluations=base.num_evaluations, es_state=es_state,
                                 es_masks=es_masks, es_rates=es_rates,
                                 es_age=jnp.zeros((), jnp.int32))
 
     def step(self, key: jax.Array, state: MapElitesESState):
-        config, emitter, adapter = self.config, self.emitter, self.adapter
+        return self.step_with(key, state, self.sweep_hyper)
+
+    def step_with(self, key: jax.Array, state: MapElitesESState, hyper: MapElitesESHyper):
+        """:meth:`step` with the given (possibly traced) hyper-parameters."""
+        config, emitter, adapter = self.config, self.emitter, self._strategy(hyper)
         key_emit, key_ask, key_eval, key_tell, key_restart = jax.random.split(key, 5)
         samples, es_state = adapter.ask(key_ask, state.es_state, state.es_masks)
         num_es = emitter.population_size
@@ -326,7 +366,7 @@ class MapElitesES:
                                          state.es_masks),
             rates=jnp.broadcast_to(state.es_rates, (num_es, 2)))
         if emitter.use_mutation_emitter:
-            mutated = emit(key_emit, state.archive, self.task, config, self.hyper)
+            mutated = emit(key_emit, state.archive, self.task, config, hyper.mutation)
             offspring = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), mutated,
                                                es_offspring)
         else:
@@ -340,7 +380,7 @@ class MapElitesES:
 
         age = state.es_age + 1
         restart = age >= emitter.restart_every
-        fresh_state, fresh_masks, fresh_rates = self._centre(key_restart, archive)
+        fresh_state, fresh_masks, fresh_rates = self._centre(key_restart, archive, adapter)
         pick = lambda new, old: jnp.where(restart, new, old)
         es_state = jax.tree_util.tree_map(pick, fresh_state, es_state)
         es_masks = jax.tree_util.tree_map(pick, fresh_masks, state.es_masks)
