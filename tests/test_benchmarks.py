@@ -163,3 +163,15 @@ def test_map_elites_benchmarks_toy(tmp_path):
         benchmarks.write_csv(str(tmp_path / f"{module.NAME}_toy.csv"), records)
     written = plot.plot_all(str(tmp_path), "toy")
     assert any(path.endswith("scaling_toy.png") for path in written)
+
+
+def test_rng_compile_variants_draw_the_same_shapes(capsys):
+    from benchmarks import rng_compile
+
+    key = jax.random.key(0)
+    a, b = rng_compile.per_leaf(key), rng_compile.one_call(key)
+    assert [x.shape for x in a] == [x.shape for x in b] == [tuple(s) for s in rng_compile.SHAPES]
+    assert rng_compile.main(["--batch", "2", "--repeats", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_variant = {line["variant"]: line for line in lines if "variant" in line}
+    assert by_variant["one_call"]["stablehlo_lines"] < by_variant["per_leaf"]["stablehlo_lines"]
