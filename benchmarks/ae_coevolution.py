@@ -1,7 +1,8 @@
 """Speed of the autoencoder spatial coevolution: cells vmapped vs cells stepped in Python.
 
-Prints one JSON object. Three ways to run one epoch of a ring of ``--cells`` cells (published
-sizes by default: 1000-30-10 autoencoder, 1000 training samples, batch 5, 200 steps per cell):
+Prints one JSON object. Three ways to run one epoch of a ring (or ``--topology torus``) of
+``--cells`` cells (published sizes by default: 1000-30-10 autoencoder, 1000 training samples,
+batch 5, 200 steps per cell):
 
 * ``vmapped``: ``order="synchronous"``, all cells in one ``vmap`` (one compiled call);
 * ``python_loop``: the same cell function (:meth:`SpatialCoevolution.cell_epoch`, jitted once)
@@ -14,6 +15,7 @@ Then ``trials_per_hour``: a full run (``--epochs``, default 400) of ``--trials``
 the synchronous mode, extrapolated from steady-state epochs. Compile time is reported apart.
 
     .venv/bin/python benchmarks/ae_coevolution.py [--cells 10] [--trials 4] [--repeats 3]
+        [--topology torus [--grid-shape 2x5] [--neighbourhood von_neumann|moore]]
 """
 
 from __future__ import annotations
@@ -59,13 +61,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--operator", default="random")
+    parser.add_argument("--topology", default="ring", choices=("ring", "torus"))
+    parser.add_argument("--grid-shape", default=None, help="torus rows x cols, e.g. 2x5")
+    parser.add_argument("--neighbourhood", default="von_neumann",
+                        choices=("von_neumann", "moore"))
     args = parser.parse_args()
+    grid_shape = (tuple(int(v) for v in args.grid_shape.lower().split("x"))
+                  if args.grid_shape else None)
 
     data_spec = BinaryClusteringSpec(num_train=args.num_train)
     data = make_binary_clustering(jax.random.key(0), data_spec)
     config = CoevolutionConfig(spec=AutoencoderSpec(), num_epochs=args.epochs, num_trials=1,
                                operator=args.operator, schedule="fixed", num_cells=args.cells,
-                               order="synchronous", eval_every=args.epochs)
+                               order="synchronous", eval_every=args.epochs,
+                               topology=args.topology, grid_shape=grid_shape,
+                               neighbourhood=args.neighbourhood)
     hyper = TrainingHyper(prune_probability=0.5)
     synchronous = SpatialCoevolution(config, hyper, data["train"], data["test"])
     sequential = SpatialCoevolution(dataclasses.replace(config, order="sequential"), hyper,
@@ -118,6 +128,9 @@ def main() -> None:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "cells": args.cells,
+        "topology": config.topology,
+        "grid_shape": list(config.grid_shape) if config.grid_shape else None,
+        "neighbourhood_size": config.neighbourhood_size,
         "steps_per_cell_epoch": args.num_train // config.batch_size,
         "operator": args.operator,
         **{f"{name}_{key}": value for name, entry in results.items()

@@ -303,12 +303,84 @@ def coevolution(tiny_data):
                               tiny_data["train"], tiny_data["test"])
 
 
-def test_neighbourhoods():
+def _neighbours(**kwargs):
     algorithm = SpatialCoevolution.__new__(SpatialCoevolution)
-    algorithm.config = CoevolutionConfig(spec=TINY, num_cells=5, radius=2)
-    algorithm.offsets = jnp.asarray(algorithm.config.neighbour_offsets())
-    np.testing.assert_array_equal(algorithm.neighbours(0), [0, 1, 4, 2, 3])
-    np.testing.assert_array_equal(algorithm.neighbours(4), [4, 0, 3, 1, 2])
+    algorithm.config = CoevolutionConfig(spec=TINY, **kwargs)
+    algorithm.neighbour_table = jnp.asarray(algorithm.config.neighbour_table())
+    return algorithm
+
+
+def test_neighbourhoods():
+    ring = _neighbours(num_cells=5, radius=2)
+    np.testing.assert_array_equal(ring.neighbours(0), [0, 1, 4, 2, 3])
+    np.testing.assert_array_equal(ring.neighbours(4), [4, 0, 3, 1, 2])
+    assert ring.config.neighbourhood_size == 5
+    np.testing.assert_array_equal(_neighbours(num_cells=10).neighbour_table[9], [9, 0, 8])
+    # torus 3 x 4, von Neumann radius 1: itself, N, W, E, S (row-major index row * 4 + col)
+    torus = _neighbours(num_cells=12, topology="torus", grid_shape=(3, 4))
+    assert torus.config.neighbourhood_size == 5
+    np.testing.assert_array_equal(torus.neighbours(0), [0, 8, 3, 1, 4])  # corner: wraps both
+    np.testing.assert_array_equal(torus.neighbours(11), [11, 7, 10, 8, 3])  # opposite corner
+    np.testing.assert_array_equal(torus.neighbours(5), [5, 1, 4, 6, 9])  # interior
+    # Moore radius 1 on 3 x 3: every cell, itself first, then by (d_row, d_col)
+    moore = _neighbours(num_cells=9, topology="torus", grid_shape=[3, 3], neighbourhood="moore")
+    assert moore.config.grid_shape == (3, 3) and moore.config.neighbourhood_size == 9
+    np.testing.assert_array_equal(moore.neighbours(0), [0, 8, 6, 7, 2, 1, 5, 3, 4])
+    np.testing.assert_array_equal(moore.neighbours(8), [8, 4, 5, 3, 7, 6, 1, 2, 0])
+    # small grids: offsets that wrap onto the same cell count once
+    default = _neighbours(num_cells=10, topology="torus")  # 2 x 5: N and S coincide
+    assert default.config.grid_shape == (2, 5) and default.config.neighbourhood_size == 4
+    np.testing.assert_array_equal(default.neighbours(0), [0, 5, 4, 1])
+    np.testing.assert_array_equal(default.neighbours(9), [9, 4, 8, 5])
+    small = _neighbours(num_cells=4, topology="torus", grid_shape=(2, 2), neighbourhood="moore",
+                        radius=2)
+    assert small.config.neighbourhood_size == 4
+    np.testing.assert_array_equal(small.neighbours(3), [3, 0, 1, 2])
+    line = _neighbours(num_cells=4, topology="torus", grid_shape=(1, 4))  # 1 row: a ring
+    np.testing.assert_array_equal(line.neighbours(0), [0, 3, 1])
+    for algorithm in (ring, torus, moore, default, small, line):
+        table = np.asarray(algorithm.neighbour_table)
+        assert all(len(set(row)) == len(row) for row in table.tolist())
+        # symmetric: b is a neighbour of a iff a is a neighbour of b
+        pairs = {(a, b) for a, row in enumerate(table.tolist()) for b in row}
+        assert pairs == {(b, a) for a, b in pairs}
+
+
+def test_topology_config_errors():
+    with pytest.raises(ConfigError, match="has 9 cells but num_cells is 10"):
+        CoevolutionConfig(topology="torus", grid_shape=(3, 3))
+    with pytest.raises(ConfigError, match="grid_shape must be"):
+        CoevolutionConfig(num_cells=4, topology="torus", grid_shape=(4,))
+    with pytest.raises(ConfigError, match="grid_shape must be"):
+        CoevolutionConfig(num_cells=4, topology="torus", grid_shape=(0, 4))
+    with pytest.raises(ConfigError, match="topology=torus only"):
+        CoevolutionConfig(grid_shape=(2, 5))
+    with pytest.raises(ConfigError, match="topology"):
+        CoevolutionConfig(topology="hex")
+    with pytest.raises(ConfigError, match="neighbourhood"):
+        CoevolutionConfig(topology="torus", neighbourhood="hexagonal")
+    with pytest.raises(ConfigError, match="too large"):
+        CoevolutionConfig(num_cells=4, radius=2)
+    # a torus has no such limit: wrapped neighbours are deduplicated
+    assert CoevolutionConfig(num_cells=4, radius=5, topology="torus").neighbourhood_size == 4
+
+
+@pytest.mark.parametrize("text", ["2x3", "2,3", "[2,3]"])
+def test_build_parses_grid_shape(text):
+    from synprune_jax import config as config_lib
+    from synprune_jax.experiments import get_experiment
+
+    experiment = get_experiment("ae-coevolution")
+    config = config_lib.apply_overrides(experiment.default_config(), [
+        "data.dim=40", "data.num_train=20", "data.num_test=10", "model.hidden_dim=6",
+        "coevolution.num_cells=6", "coevolution.topology=torus",
+        f"coevolution.grid_shape={text}", "coevolution.neighbourhood=moore"])
+    algorithm = experiment.build(config).algorithm
+    assert algorithm.config.grid_shape == (2, 3) and algorithm.config.neighbourhood_size == 6
+    np.testing.assert_array_equal(algorithm.neighbours(0), [0, 5, 3, 4, 2, 1])
+    with pytest.raises(ConfigError, match="grid_shape"):
+        config["coevolution"]["grid_shape"] = "2xthree"
+        experiment.build(config)
 
 
 def _python_loop(algorithm, key, params, masks, rates, kept, epoch, synchronous):
@@ -329,11 +401,13 @@ def _python_loop(algorithm, key, params, masks, rates, kept, epoch, synchronous)
     return params, rates
 
 
+@pytest.mark.parametrize("topology", ["ring", "torus"])
 @pytest.mark.parametrize("order", ["sequential", "synchronous"])
-def test_ring_epoch_equals_python_loop(coevolution, order):
+def test_ring_epoch_equals_python_loop(coevolution, order, topology):
     import dataclasses
 
-    algorithm = SpatialCoevolution(dataclasses.replace(coevolution.config, order=order),
+    grid = {"topology": "torus", "grid_shape": (2, 2)} if topology == "torus" else {}
+    algorithm = SpatialCoevolution(dataclasses.replace(coevolution.config, order=order, **grid),
                                    coevolution.hyper, coevolution.train, coevolution.test)
     params = algorithm.init_trial(jax.random.key(0))
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
@@ -348,6 +422,34 @@ def test_ring_epoch_equals_python_loop(coevolution, order):
     assert bool(jnp.all(got[2] >= 1e-9))
 
 
+@pytest.mark.parametrize("order", ["sequential", "synchronous"])
+def test_torus_run_is_deterministic_and_finite(tiny_data, order):
+    config = CoevolutionConfig(spec=TINY, num_epochs=2, num_trials=2, batch_size=5,
+                               operator="random", schedule="population", num_cells=6,
+                               topology="torus", grid_shape=(2, 3), neighbourhood="moore",
+                               order=order)
+    assert config.neighbourhood_size == 6  # 2 rows: d_row = -1 and +1 coincide
+    algorithm = SpatialCoevolution(config, TrainingHyper(learning_rate=1e-2, prune_probability=1.0),
+                                   tiny_data["train"], tiny_data["test"])
+    step = jax.jit(algorithm.step)
+
+    def run():
+        state = algorithm.init(jax.random.key(3))
+        history = []
+        for epoch in range(2):
+            state, metrics = step(jax.random.fold_in(jax.random.key(4), epoch), state)
+            history.append({name: float(value) for name, value in metrics.items()})
+        return state, history
+
+    state, first = run()
+    _, second = run()
+    assert first == second
+    assert all(math.isfinite(v) for row in first for v in row.values())
+    assert state.l1_train.shape == (2, 6) and state.learning_rate.shape == (2, 6)
+    # population schedule: p = p0 t / (T n) = 1 / 6 in the last epoch (T = 1), 0 in the first
+    assert first[0]["prune_rate"] == 0.0
+
+
 def test_coevolution_step_metrics(coevolution):
     state = coevolution.init(jax.random.key(0))
     assert state.l1_train.shape == (2, 4) and state.learning_rate.shape == (2, 4)
@@ -359,6 +461,69 @@ def test_coevolution_step_metrics(coevolution):
     assert float(metrics["l1_train_cells_mean"]) == pytest.approx(
         float(np.asarray(state.l1_train).mean()), rel=1e-6)
     assert 0 < float(metrics["kept_fraction"]) <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps: traced hyper-parameters share one compiled program.
+
+SWEEP_TINY = ["data.dim=40", "data.num_train=20", "data.num_test=10", "data.num_clusters=3",
+              "model.hidden_dim=6", "model.bottleneck_dim=3", "training.num_trials=2",
+              "coevolution.num_cells=4", "operator=random", "schedule=fixed",
+              "run.num_generations=3", "run.chunk_size=3", "run.checkpoint_every=3",
+              "run.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def ae_sweep(tmp_path_factory):
+    from synprune_jax import sweeps
+
+    out = tmp_path_factory.mktemp("ae-sweep")
+    return sweeps.sweep("ae-prune", seeds=(0, 1), grid={"training.learning_rate": [1e-2, 1e-3]},
+                        out=out, overrides=SWEEP_TINY, devices=1, report=False, plots=False)
+
+
+def test_sweep_learning_rates_form_one_group(ae_sweep):
+    assert set(ae_sweep.table["group"]) == {0}
+    assert len(ae_sweep.timing) == 1 and list(ae_sweep.timing[0]["chunk_compile_s"]) == ["3"]
+    assert len(ae_sweep.table) == 4 * 3
+
+
+@pytest.mark.parametrize("seed,learning_rate", [(0, 1e-2), (1, 1e-3)])
+def test_sweep_run_equals_the_run_alone(ae_sweep, tmp_path, seed, learning_rate):
+    from synprune_jax import config as config_lib
+    from synprune_jax import runner
+    from synprune_jax.experiments import get_experiment
+
+    experiment = get_experiment("ae-prune")
+    config = config_lib.apply_overrides(experiment.default_config(), SWEEP_TINY + [
+        f"run.seed={seed}", f"training.learning_rate={learning_rate}"])
+    built = experiment.build(config)
+    _, expected = runner.run(built.algorithm, tmp_path / "alone", built.run_config)
+    table = ae_sweep.table
+    rows = table[(table["seed"] == seed) & (table["training.learning_rate"] == learning_rate)]
+    assert len(rows) == 3
+    for name, values in expected.items():
+        np.testing.assert_allclose(rows[name].to_numpy(np.float64), values, rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    other = table[table["training.learning_rate"] != learning_rate]
+    assert not np.allclose(other["l1_train"].to_numpy()[:3], rows["l1_train"].to_numpy())
+
+
+def test_sweep_groups_traced_and_static_keys():
+    from synprune_jax import sweeps
+
+    traced = {"training.learning_rate": [1e-2, 1e-3], "pruning.probability": [0.2, 0.5],
+              "pruning.amount": [0.1, 0.3], "pruning.threshold": [0.1, 0.2],
+              "coevolution.lr_mutation_std": [1e-5, 1e-4], "coevolution.lr_min": [1e-9, 1e-8],
+              "coevolution.lr_max": [1.0, 10.0]}
+    for key, values in traced.items():
+        assert len(sweeps.plan_groups("ae-coevolution", (0, 1), {key: values},
+                                      SWEEP_TINY)) == 1, key
+    static = {"coevolution.topology": ["ring", "torus"], "operator": ["random", "variance"],
+              "data.seed": [0, 1], "training.adam_beta1": [0.5, 0.9]}
+    for key, values in static.items():
+        experiment = "ae-prune" if key == "training.adam_beta1" else "ae-coevolution"
+        assert len(sweeps.plan_groups(experiment, (0,), {key: values}, SWEEP_TINY)) == 2, key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +568,12 @@ def test_cli_rejects_bad_config(tmp_path, capsys):
     assert main(["run", "ae-coevolution", "--set", "coevolution.radius=6", "--out",
                  str(tmp_path / "b")]) == 2
     assert "too large" in capsys.readouterr().err
+    assert main(["run", "ae-coevolution", "--set", "coevolution.topology=torus", "--set",
+                 "coevolution.grid_shape=3x3", "--out", str(tmp_path / "d")]) == 2
+    assert "has 9 cells but num_cells is 10" in capsys.readouterr().err
+    assert main(["run", "ae-coevolution", "--set", "coevolution.grid_shape=[2,5]", "--out",
+                 str(tmp_path / "e")]) == 2
+    assert "topology=torus only" in capsys.readouterr().err
     assert main(["run", "ae-prune", "--set", "setting=grid", "--out", str(tmp_path / "c")]) == 2
 
 

@@ -8,8 +8,9 @@
   :func:`random_keep`, :func:`apply_keep`;
 * schedules: :func:`prune_probability` (:data:`SCHEDULES`);
 * loops (runner algorithms, trials vmapped): :class:`CanonicalTraining`,
-  :class:`SpatialCoevolution` with :class:`TrainingConfig`, :class:`CoevolutionConfig`,
-  :class:`TrainingHyper`.
+  :class:`SpatialCoevolution` (ring or toroidal grid) with :class:`TrainingConfig`,
+  :class:`CoevolutionConfig`, :class:`TrainingHyper`; both sweep over :class:`TrainingHyper` in
+  one compiled program (:class:`TrainingSweepAdapter`).
 
 See ``docs/autoencoder.md``.
 """
@@ -25,13 +26,13 @@ from synprune_jax.autoencoder.schedules import SCHEDULES, prune_probability
 from synprune_jax.autoencoder.training import (CanonicalState, CanonicalTraining,
                                                CoevolutionConfig, CoevolutionState,
                                                SpatialCoevolution, TrainingConfig, TrainingHyper,
-                                               final_per_trial)
+                                               TrainingSweepAdapter, final_per_trial)
 
 __all__ = [
     "AutoencoderSpec", "BinaryClusteringSpec", "CanonicalState", "CanonicalTraining",
     "CoevolutionConfig", "CoevolutionState", "OPERATORS", "SCHEDULES", "SMALL",
-    "SpatialCoevolution", "TrainingConfig", "TrainingHyper", "accumulate_stats", "apply_keep",
-    "conjunctive_units", "final_per_trial", "init_autoencoder", "init_stats", "l1_loss",
+    "SpatialCoevolution", "TrainingConfig", "TrainingHyper", "TrainingSweepAdapter",
+    "accumulate_stats", "apply_keep", "conjunctive_units", "final_per_trial", "init_autoencoder", "init_stats", "l1_loss",
     "make_binary_clustering", "prune_keep", "prune_probability", "random_keep", "reconstruct",
     "variance_keep_probability", "variance_scores",
 ]

@@ -1,4 +1,5 @@
-"""Training loops: one canonically trained autoencoder, and spatial coevolution on a ring.
+"""Training loops: one canonically trained autoencoder, and spatial coevolution on a ring or a
+toroidal grid.
 
 Both are runner algorithms (``init(key) -> state``, ``step(key, state) -> (state, metrics)``; one
 runner generation is one epoch) and both run ``num_trials`` independent trials at once (every
@@ -9,11 +10,13 @@ per-trial leaf of the state has a leading ``[num_trials]`` axis, trials are vmap
 learning rate divided by 10 every ``max(1, num_epochs // 4)`` epochs; after each epoch one pruning
 decision: prune with probability ``schedule(p0, t, T = num_epochs)``.
 
-**Spatial coevolution** (:class:`SpatialCoevolution`): per trial a ring of ``num_cells`` cells,
-each holding a centre encoder and decoder and a learning rate. In each epoch every cell
+**Spatial coevolution** (:class:`SpatialCoevolution`): per trial a ring (or a toroidal
+``rows x cols`` grid) of ``num_cells`` cells, each holding a centre encoder and decoder and a
+learning rate. In each epoch every cell
 
-1. gathers its neighbourhood (itself, then ``+1, -1, +2, -2, ...`` up to ``radius``; size
-   ``n = 2 radius + 1``);
+1. gathers its neighbourhood (ring: itself, then ``+1, -1, +2, -2, ...`` up to ``radius``, size
+   ``n = 2 radius + 1``; torus: itself, then the von Neumann or Moore neighbours within
+   ``radius``, wrapped cells counted once; see :class:`CoevolutionConfig`);
 2. evaluates every encoder x decoder pairing of the neighbourhood on one random training batch
    (an encoder's loss is its best over the decoders);
 3. picks neighbour ``i`` by a size-2 tournament on those losses (pair ``(E_i, D_i)``);
@@ -26,7 +29,7 @@ each holding a centre encoder and decoder and a learning rate. In each epoch eve
 ``order="sequential"`` is the published behaviour: cells are visited one after another in a fresh
 random order each epoch (``lax.scan``), so a later cell sees neighbours already updated this epoch.
 ``order="synchronous"`` runs all cells in parallel under ``vmap`` from the same snapshot of the
-ring. Every random choice derives from the runner's key (the published tournament and
+grid. Every random choice derives from the runner's key (the published tournament and
 learning-rate draws are unseeded).
 
 Recorded activations for the variance operator are accumulated over the training passes of the
@@ -56,6 +59,8 @@ from synprune_jax.autoencoder.schedules import check_schedule, final_epoch, prun
 from synprune_jax.config import ConfigError
 
 ORDERS = ("sequential", "synchronous")
+TOPOLOGIES = ("ring", "torus")
+NEIGHBOURHOODS = ("von_neumann", "moore")
 ADAM_EPSILON = 1e-8
 
 
@@ -110,19 +115,45 @@ class TrainingConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
+def _grid_shape(num_cells: int) -> tuple[int, int]:
+    """The most square ``(rows, cols)`` with ``rows * cols == num_cells`` and ``rows <= cols``."""
+    rows = max(d for d in range(1, int(num_cells ** 0.5) + 1) if num_cells % d == 0)
+    return rows, num_cells // rows
+
+
 @dataclasses.dataclass(frozen=True)
 class CoevolutionConfig(TrainingConfig):
-    """:class:`TrainingConfig` plus the ring.
+    """:class:`TrainingConfig` plus the spatial grid.
 
     Attributes:
-        num_cells: cells on the ring.
-        radius: neighbourhood radius (``2 radius + 1 <= num_cells`` unless ``num_cells == 1``).
+        num_cells: cells of the grid.
+        radius: neighbourhood radius.
         order: ``sequential`` (published) or ``synchronous``.
+        topology: ``ring`` (published: cells ``0..N-1`` on a circle) or ``torus`` (a
+            ``rows x cols`` grid, row-major cell index ``row * cols + col``, wrapping at both
+            edges).
+        grid_shape: ``(rows, cols)`` of the torus, ``rows * cols == num_cells``; ``None`` picks
+            the most square factorisation (``rows <= cols``; 10 cells: 2 x 5). Ring: must be
+            ``None``.
+        neighbourhood: torus only: ``von_neumann`` (cells within Manhattan distance ``radius``:
+            ``2 r (r + 1) + 1`` cells, 5 at radius 1, as Lipizzaner's grid) or ``moore`` (within
+            Chebyshev distance ``radius``: ``(2 r + 1)^2`` cells, 9 at radius 1).
+
+    Neighbourhoods: the ring's is the cell itself, then ``+1, -1, +2, -2, ...`` up to ``radius``
+    (``2 radius + 1 <= num_cells`` required unless ``num_cells == 1``). The torus's is the cell
+    itself, then the offsets ``(d_row, d_col)`` ordered by distance, then ``d_row``, then
+    ``d_col``; offsets that wrap onto the same cell on a small grid (``d_row = -1`` and ``+1`` on a
+    grid of 2 rows, say) are kept once (the first in that order), so every cell of a torus has the
+    same number ``n`` of distinct neighbours (:attr:`neighbourhood_size`, the ``n`` of the
+    ``population`` schedule and of the tournament).
     """
 
     num_cells: int = 10
     radius: int = 1
     order: str = "sequential"
+    topology: str = "ring"
+    grid_shape: Any = None
+    neighbourhood: str = "von_neumann"
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,16 +162,74 @@ class CoevolutionConfig(TrainingConfig):
             raise ConfigError(f"radius must be a non-negative int, got {self.radius!r}")
         if self.order not in ORDERS:
             raise ConfigError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
+        if self.topology not in TOPOLOGIES:
+            raise ConfigError(f"topology must be one of {list(TOPOLOGIES)}, got "
+                              f"{self.topology!r}")
+        if self.neighbourhood not in NEIGHBOURHOODS:
+            raise ConfigError(f"neighbourhood must be one of {list(NEIGHBOURHOODS)}, got "
+                              f"{self.neighbourhood!r}")
+        if self.topology == "ring":
+            if self.grid_shape is not None:
+                raise ConfigError("grid_shape applies to topology=torus only (the ring has "
+                                  f"num_cells cells), got {self.grid_shape!r}")
+            if self.num_cells > 1 and 2 * self.radius + 1 > self.num_cells:
+                raise ConfigError(f"radius {self.radius} is too large for a ring of "
+                                  f"{self.num_cells} cells (need 2 radius + 1 <= num_cells)")
+            return
+        shape = self.grid_shape
+        if shape is None:
+            shape = _grid_shape(self.num_cells)
+        if (not isinstance(shape, (list, tuple)) or len(shape) != 2
+                or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape)):
+            raise ConfigError(f"grid_shape must be [rows, cols] of positive ints, got "
+                              f"{self.grid_shape!r}")
+        if shape[0] * shape[1] != self.num_cells:
+            raise ConfigError(f"grid_shape {list(shape)} has {shape[0] * shape[1]} cells but "
+                              f"num_cells is {self.num_cells}")
+        object.__setattr__(self, "grid_shape", (int(shape[0]), int(shape[1])))
 
     @property
     def neighbourhood_size(self) -> int:
-        return 2 * self.radius + 1
+        """``n``: distinct cells in every neighbourhood (the cell itself included)."""
+        return len(self.neighbour_offsets())
 
-    def neighbour_offsets(self) -> tuple[int, ...]:
-        offsets = [0]
-        for distance in range(1, self.radius + 1):
-            offsets += [distance, -distance]
+    def neighbour_offsets(self) -> tuple:
+        """Ring: ``(0, 1, -1, 2, -2, ...)``. Torus: distinct ``(d_row, d_col)`` offsets, the cell
+        itself first (see the class docstring)."""
+        if self.topology == "ring":
+            offsets = [0]
+            for distance in range(1, self.radius + 1):
+                offsets += [distance, -distance]
+            return tuple(offsets)
+        rows, cols = self.grid_shape
+        span = range(-self.radius, self.radius + 1)
+        if self.neighbourhood == "von_neumann":
+            distance = lambda dr, dc: abs(dr) + abs(dc)  # noqa: E731
+        else:
+            distance = lambda dr, dc: max(abs(dr), abs(dc))  # noqa: E731
+        candidates = sorted(((distance(dr, dc), dr, dc) for dr in span for dc in span
+                             if distance(dr, dc) <= self.radius))
+        offsets, seen = [], set()
+        for _, dr, dc in candidates:
+            if (dr % rows, dc % cols) not in seen:
+                seen.add((dr % rows, dc % cols))
+                offsets.append((dr, dc))
         return tuple(offsets)
+
+    def neighbour_table(self):
+        """``[num_cells, n]`` int32 numpy array: row ``c`` lists cell ``c``'s neighbourhood, itself
+        first."""
+        import numpy as np
+
+        cells = np.arange(self.num_cells)
+        if self.topology == "ring":
+            offsets = np.asarray(self.neighbour_offsets())
+            return ((cells[:, None] + offsets[None, :]) % self.num_cells).astype(np.int32)
+        rows, cols = self.grid_shape
+        offsets = np.asarray(self.neighbour_offsets()).reshape(-1, 2)
+        row = (cells[:, None] // cols + offsets[None, :, 0]) % rows
+        col = (cells[:, None] % cols + offsets[None, :, 1]) % cols
+        return (row * cols + col).astype(np.int32)
 
 
 @struct.dataclass
@@ -287,6 +376,84 @@ def _kept(params):
 
 
 # ---------------------------------------------------------------------------------------------
+# Sweeps: many hyper-parameter settings in one compiled program.
+
+
+def data_fingerprint(train, test) -> str:
+    """SHA-1 of the training and test sets (shapes, dtype and bytes): part of the sweep's static
+    key, so that only runs on identical data share a program."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha1()
+    for data in (train, test):
+        array = np.ascontiguousarray(np.asarray(data))
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+class TrainingSweepAdapter:
+    """Sweep adapter (:mod:`synprune_jax.sweeps`) for :class:`CanonicalTraining` and
+    :class:`SpatialCoevolution` (through :class:`SweepableTraining`'s members).
+
+    Static key (``sweep_static()``): the loop class, its frozen config (:class:`TrainingConfig` /
+    :class:`CoevolutionConfig`: sizes, operator, schedule, trials, epochs, batch size, Adam betas,
+    topology, ...) and a fingerprint of the data. Traced (``sweep_hyper``): the
+    :class:`TrainingHyper` pytree (``learning_rate``, ``prune_probability``, ``prune_amount``,
+    ``threshold``, ``lr_mutation_std``, ``lr_min``, ``lr_max``), so runs differing only in those
+    keys (and the seed) run as one ``jit(vmap(...))`` program.
+    """
+
+    def split(self, algorithm):
+        return algorithm.sweep_static(), algorithm.sweep_hyper
+
+    def init(self, algorithm, key, hyper):
+        return algorithm.init_with(key, hyper)
+
+    def step(self, algorithm, key, state, hyper):
+        return algorithm.step_with(key, state, hyper)
+
+
+class SweepableTraining:
+    """Sweep members shared by both loops (``self.config``, ``self.hyper``, ``self.train``,
+    ``self.test``, ``init``, ``step``): ``init_with`` / ``step_with`` run the loop's own
+    ``init`` / ``step`` on a shallow copy whose :class:`TrainingHyper` is ``hyper`` (which may hold
+    tracers; it is not range-checked here: a sweep builds, and so checks, every run's config)."""
+
+    sweep_adapter = TrainingSweepAdapter()
+
+    def sweep_static(self):
+        """Hashable static part: the loop class, its frozen config and the data fingerprint."""
+        fingerprint = getattr(self, "_data_fingerprint", None)
+        if fingerprint is None:
+            fingerprint = data_fingerprint(self.train, self.test)
+            self._data_fingerprint = fingerprint
+        return ("autoencoder", type(self).__name__, self.config, fingerprint)
+
+    @property
+    def sweep_hyper(self) -> TrainingHyper:
+        """The traced part: the loop's :class:`TrainingHyper` (float32 scalars)."""
+        return self.hyper
+
+    def _with_hyper(self, hyper):
+        import copy
+
+        clone = copy.copy(self)
+        clone.hyper = hyper
+        return clone
+
+    def init_with(self, key, hyper):
+        """``init(key)`` with ``hyper`` in place of the loop's own :class:`TrainingHyper`."""
+        return self._with_hyper(hyper).init(key)
+
+    def step_with(self, key, state, hyper):
+        """``step(key, state)`` with ``hyper`` in place of the loop's own."""
+        return self._with_hyper(hyper).step(key, state)
+
+
+# ---------------------------------------------------------------------------------------------
 # Canonical training.
 
 
@@ -334,7 +501,7 @@ def _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prun
     }
 
 
-class CanonicalTraining:
+class CanonicalTraining(SweepableTraining):
     """Canonical training with scheduled pruning, ``num_trials`` trials vmapped.
 
     Args:
@@ -453,8 +620,9 @@ def _put(tree, index, value):
     return jax.tree_util.tree_map(lambda leaf, v: leaf.at[index].set(v), tree, value)
 
 
-class SpatialCoevolution:
-    """Spatial coevolution of encoders and decoders on a ring, ``num_trials`` trials vmapped.
+class SpatialCoevolution(SweepableTraining):
+    """Spatial coevolution of encoders and decoders on a ring or torus, ``num_trials`` trials
+    vmapped.
 
     Args:
         config: :class:`CoevolutionConfig`.
@@ -470,28 +638,29 @@ class SpatialCoevolution:
         self.test = jnp.asarray(test, jnp.float32)
         _check_data(config, self.train, self.test)
         self.final_epoch = final_epoch("coevolution", config.num_epochs)
-        self.offsets = jnp.asarray(config.neighbour_offsets(), jnp.int32)
+        self.neighbour_table = jnp.asarray(config.neighbour_table(), jnp.int32)
 
     # -- one trial ------------------------------------------------------------------------------
 
     def init_trial(self, key):
-        """Fresh centres of one trial's ring: ``{"encoder", "decoder"}`` with leading ``[N]``."""
+        """Fresh centres of one trial's grid: ``{"encoder", "decoder"}`` with leading ``[N]``."""
         config = self.config
         keys = jax.random.split(key, config.num_cells)
         params = jax.vmap(lambda k: init_autoencoder(k, config.spec))(keys)
         return params
 
     def neighbours(self, cell) -> jax.Array:
-        """``[n]`` int32 cell indices of ``cell``'s neighbourhood, itself first."""
-        return (cell + self.offsets) % self.config.num_cells
+        """``[n]`` int32 cell indices of ``cell``'s neighbourhood, itself first (ring or torus,
+        see :class:`CoevolutionConfig`)."""
+        return self.neighbour_table[cell]
 
     def cell_epoch(self, key, cell, params, masks, learning_rates, kept_at_prune, epoch):
-        """One cell's epoch against a snapshot of its trial's ring.
+        """One cell's epoch against a snapshot of its trial's grid.
 
         Args:
             key: the cell's key.
             cell: int32 [] cell index.
-            params, masks: the ring's centres ``[N, ...]``.
+            params, masks: the grid's centres ``[N, ...]``.
             learning_rates: float32 [N].
             kept_at_prune: int32 [N], nonzero parameters of each centre after its latest prune
                 (travels with the networks).

@@ -5,6 +5,7 @@ operator and schedule are config keys::
 
     synprune run ae-prune --set operator=conjunctive --set schedule=exponential
     synprune run ae-coevolution --set operator=random --set schedule=exponential
+    synprune run ae-coevolution --set coevolution.topology=torus --set coevolution.grid_shape=2x5
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _default(setting: str, name: str) -> dict:
         "pruning": {"probability": None, "amount": 0.1, "threshold": 0.1, "num_cases": 100,
                     "persistent": False, "activation_point": "post_relu"},
         "coevolution": {"num_cells": 10, "radius": 1, "order": "sequential",
+                        "topology": "ring", "grid_shape": None, "neighbourhood": "von_neumann",
                         "lr_mutation_std": 1e-5, "lr_min": 1e-9, "lr_max": 10.0},
         "run": {"num_generations": 400, "seed": 0, "chunk_size": 10, "checkpoint_every": 50,
                 "metrics_format": "csv", "progress": True},
@@ -48,7 +50,8 @@ def default_config_canonical() -> dict:
 
 
 def default_config_coevolution() -> dict:
-    """Published coevolution setting: ring of 10 cells, radius 1, cells visited in turn."""
+    """Published coevolution setting: ring of 10 cells, radius 1, cells visited in turn
+    (``coevolution.topology=torus``: a toroidal grid instead)."""
     return _default("coevolution", "ae-coevolution")
 
 
@@ -57,6 +60,20 @@ def _number(section: dict, name: str, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}.{key} must be a number, got {value!r}")
     return float(value)
+
+
+def _grid_shape(value):
+    """``coevolution.grid_shape``: null, ``[rows, cols]`` or the text ``"2x5"`` / ``"2,5"``."""
+    if isinstance(value, str):
+        parts = value.lower().replace("x", ",").split(",")
+        try:
+            value = [int(part) for part in parts]
+        except ValueError:
+            raise ConfigError(f"coevolution.grid_shape must be [rows, cols] or 'ROWSxCOLS', got "
+                              f"{value!r}") from None
+    if isinstance(value, list):
+        value = tuple(value)
+    return value
 
 
 def build(config: dict) -> Built:
@@ -94,7 +111,8 @@ def build(config: dict) -> Built:
     require_keys(pruning, "pruning", ("probability", "amount", "threshold", "num_cases",
                                       "persistent", "activation_point"))
     coevolution = config["coevolution"]
-    require_keys(coevolution, "coevolution", ("num_cells", "radius", "order", "lr_mutation_std",
+    require_keys(coevolution, "coevolution", ("num_cells", "radius", "order", "topology",
+                                              "grid_shape", "neighbourhood", "lr_mutation_std",
                                               "lr_min", "lr_max"))
     require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
                                         "checkpoint_every", "metrics_format", "progress"))
@@ -126,13 +144,13 @@ def build(config: dict) -> Built:
         if config["setting"] == "canonical":
             algorithm_config = TrainingConfig(**common)
         else:
+            # topology keys are optional so that run directories made before they existed
+            # still resume (as rings)
             algorithm_config = CoevolutionConfig(
                 **common, num_cells=coevolution["num_cells"], radius=coevolution["radius"],
-                order=coevolution["order"])
-            if (algorithm_config.num_cells > 1
-                    and algorithm_config.neighbourhood_size > algorithm_config.num_cells):
-                raise ConfigError(f"coevolution.radius {algorithm_config.radius} is too large "
-                                  f"for {algorithm_config.num_cells} cells")
+                order=coevolution["order"], topology=coevolution.get("topology", "ring"),
+                grid_shape=_grid_shape(coevolution.get("grid_shape")),
+                neighbourhood=coevolution.get("neighbourhood", "von_neumann"))
         data = make_binary_clustering(jax.random.key(data_seed), data_spec)
         cls = CanonicalTraining if config["setting"] == "canonical" else SpatialCoevolution
         algorithm = cls(algorithm_config, hyper, data["train"], data["test"])
@@ -268,6 +286,6 @@ EXPERIMENTS = (
                "scheduled pruning (operator/schedule in config: variance, conjunctive, random)",
                default_config_canonical, build),
     Experiment("ae-coevolution", "Spatial coevolution of encoders/decoders on a ring of 10 cells "
-               "with scheduled pruning (cells vmapped, trials vmapped)",
+               "(or a toroidal grid) with scheduled pruning (cells vmapped, trials vmapped)",
                default_config_coevolution, build),
 )
