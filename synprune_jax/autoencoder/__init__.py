@@ -10,7 +10,7 @@
 * loops (runner algorithms, trials vmapped): :class:`CanonicalTraining`,
   :class:`SpatialCoevolution` (ring or toroidal grid) with :class:`TrainingConfig`,
   :class:`CoevolutionConfig`, :class:`TrainingHyper`; both sweep over :class:`TrainingHyper` in
-  one compiled program (:class:`TrainingSweepAdapter`).
+  one compiled program (``sweeps.HyperAdapter``).
 
 See ``docs/autoencoder.md``.
 """
@@ -26,13 +26,14 @@ from synprune_jax.autoencoder.schedules import SCHEDULES, prune_probability
 from synprune_jax.autoencoder.training import (CanonicalState, CanonicalTraining,
                                                CoevolutionConfig, CoevolutionState,
                                                SpatialCoevolution, TrainingConfig, TrainingHyper,
-                                               TrainingSweepAdapter, final_per_trial)
+                                               final_per_trial)
 
 __all__ = [
     "AutoencoderSpec", "BinaryClusteringSpec", "CanonicalState", "CanonicalTraining",
     "CoevolutionConfig", "CoevolutionState", "OPERATORS", "SCHEDULES", "SMALL",
-    "SpatialCoevolution", "TrainingConfig", "TrainingHyper", "TrainingSweepAdapter",
-    "accumulate_stats", "apply_keep", "conjunctive_units", "final_per_trial", "init_autoencoder", "init_stats", "l1_loss",
+    "SpatialCoevolution", "TrainingConfig", "TrainingHyper",
+    "accumulate_stats", "apply_keep", "conjunctive_units", "final_per_trial", "init_autoencoder",
+    "init_stats", "l1_loss",
     "make_binary_clustering", "prune_keep", "prune_probability", "random_keep", "reconstruct",
     "variance_keep_probability", "variance_scores",
 ]

@@ -394,35 +394,18 @@ def data_fingerprint(train, test) -> str:
     return digest.hexdigest()
 
 
-class TrainingSweepAdapter:
-    """Sweep adapter (:mod:`synprune_jax.sweeps`) for :class:`CanonicalTraining` and
-    :class:`SpatialCoevolution` (through :class:`SweepableTraining`'s members).
-
-    Static key (``sweep_static()``): the loop class, its frozen config (:class:`TrainingConfig` /
-    :class:`CoevolutionConfig`: sizes, operator, schedule, trials, epochs, batch size, Adam betas,
-    topology, ...) and a fingerprint of the data. Traced (``sweep_hyper``): the
-    :class:`TrainingHyper` pytree (``learning_rate``, ``prune_probability``, ``prune_amount``,
-    ``threshold``, ``lr_mutation_std``, ``lr_min``, ``lr_max``), so runs differing only in those
-    keys (and the seed) run as one ``jit(vmap(...))`` program.
-    """
-
-    def split(self, algorithm):
-        return algorithm.sweep_static(), algorithm.sweep_hyper
-
-    def init(self, algorithm, key, hyper):
-        return algorithm.init_with(key, hyper)
-
-    def step(self, algorithm, key, state, hyper):
-        return algorithm.step_with(key, state, hyper)
-
-
 class SweepableTraining:
     """Sweep members shared by both loops (``self.config``, ``self.hyper``, ``self.train``,
     ``self.test``, ``init``, ``step``): ``init_with`` / ``step_with`` run the loop's own
     ``init`` / ``step`` on a shallow copy whose :class:`TrainingHyper` is ``hyper`` (which may hold
-    tracers; it is not range-checked here: a sweep builds, and so checks, every run's config)."""
+    tracers; it is not range-checked here: a sweep builds, and so checks, every run's config).
 
-    sweep_adapter = TrainingSweepAdapter()
+    With these four members :func:`synprune_jax.sweeps.adapter_for` picks
+    :class:`~synprune_jax.sweeps.HyperAdapter` for both loops. Static key (``sweep_static()``):
+    the loop class, its frozen config (sizes, operator, schedule, trials, epochs, batch size, Adam
+    betas, topology, ...) and a fingerprint of the data; traced (``sweep_hyper``): the
+    :class:`TrainingHyper` pytree (``learning_rate``, ``prune_probability``, ``prune_amount``,
+    ``threshold``, ``lr_mutation_std``, ``lr_min``, ``lr_max``)."""
 
     def sweep_static(self):
         """Hashable static part: the loop class, its frozen config and the data fingerprint."""
