@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec, SynthesisConfig,
-                                    cluster_probabilities, cluster_sums, compact, kept_units,
+                                    cluster_probabilities, cluster_sums, compact, gentle,
+                                    kept_units,
                                     load_digits_32, load_mnist, network_stats, read_idx, remove_unused,
                                     survival_probabilities, synapse_probabilities, synthesize,
                                     truncate, write_idx)
@@ -72,6 +73,18 @@ def test_encoding_config_validates():
         EncodingConfig(mode="neurons")
     with pytest.raises(ValueError, match="truncation"):
         EncodingConfig(truncation=1.0)
+    with pytest.raises(ValueError, match="synapse_rate"):
+        EncodingConfig(synapse_rate=0.0)
+    with pytest.raises(ValueError, match="cluster_rate"):
+        EncodingConfig(cluster_rate=1.2)
+
+
+def test_removal_rate_formula_is_exact():
+    p = jnp.asarray([0.0, 0.25, 0.5, 1.0], jnp.float32)
+    # P' = 1 - r (1 - P): the removal probability 1 - P scaled by r
+    np.testing.assert_allclose(gentle(p, 0.5), [0.5, 0.625, 0.75, 1.0], rtol=1e-7)
+    np.testing.assert_allclose(gentle(p, 0.2), [0.8, 0.85, 0.9, 1.0], rtol=1e-7)
+    assert gentle(p, 1.0) is p  # r = 1: the published probabilities, untouched
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +122,58 @@ def test_survival_probabilities_per_layer(tiny_network):
     synapse_dead, _ = survival_probabilities(params, dead, config)
     np.testing.assert_array_equal(synapse_dead["dense2"][0], 0.0)
     assert float(jnp.max(synapse_dead["dense2"])) == pytest.approx(0.9, abs=1e-7)
+
+
+def test_removal_rates_scale_the_survival_probabilities(tiny_network):
+    params, masks = tiny_network
+    base = EncodingConfig(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2)
+    synapse, cluster = survival_probabilities(params, masks, base)
+    # explicit rates of 1 are the published encoding, bit for bit (probabilities and draws)
+    published = EncodingConfig(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2,
+                               synapse_rate=1.0, cluster_rate=1.0)
+    chex.assert_trees_all_equal(survival_probabilities(params, masks, published),
+                                (synapse, cluster))
+    key = jax.random.key(5)
+    chex.assert_trees_all_equal(synthesize(key, params, masks, base),
+                                synthesize(key, params, masks, published))
+    gentler = EncodingConfig(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2,
+                             synapse_rate=0.4, cluster_rate=0.25)
+    synapse_g, cluster_g = survival_probabilities(params, masks, gentler)
+    for name in LAYERS:
+        np.testing.assert_allclose(synapse_g[name], 1.0 - 0.4 * (1.0 - np.asarray(synapse[name])),
+                                   rtol=1e-6, atol=1e-7)
+        expected = (1.0 if name == LAYERS[-1] else
+                    1.0 - 0.25 * (1.0 - np.asarray(cluster[name])))
+        np.testing.assert_allclose(cluster_g[name], expected, rtol=1e-6, atol=1e-7)
+    # dead synapses keep probability 0 (not 1 - r)
+    dead = {**masks, "dense2": {**masks["dense2"],
+                                "kernel": masks["dense2"]["kernel"].at[0, :].set(False)}}
+    synapse_dead, _ = survival_probabilities(params, dead, gentler)
+    np.testing.assert_array_equal(synapse_dead["dense2"][0], 0.0)
+
+
+def test_removal_fraction_scales_with_the_rate(tiny_network):
+    """Synapse-only encoding: the expected removed fraction is r * mean(1 - P); measured over
+    many fixed-key draws it matches to within 6 standard errors (about 0.01; deterministic)."""
+    params, masks = tiny_network
+    keys = jax.random.split(jax.random.key(11), 64)
+    total = sum(int(np.sum(masks[name]["kernel"])) for name in LAYERS)
+    means = {}
+    for rate in (1.0, 0.5, 0.25):
+        config = EncodingConfig(mode="synapse", synapse_rate=rate)
+        drawn = jax.jit(jax.vmap(lambda k: synthesize(k, params, masks, config)))(keys)
+        kept = sum(np.asarray(drawn[name]["kernel"]).reshape(64, -1).sum(axis=1)
+                   for name in LAYERS)
+        removed = 1.0 - kept / total
+        synapse, _ = survival_probabilities(params, masks, config)
+        expected = 1.0 - sum(float(jnp.sum(synapse[name])) for name in LAYERS) / total
+        # per-draw removed fraction has variance <= 1 / (4 total); 64 draws average it
+        assert abs(removed.mean() - expected) < 6 * 0.5 / math.sqrt(64 * total)
+        means[rate] = removed.mean()
+    published = means[1.0]
+    assert published > 0.3  # the magnitude rule removes a lot at r = 1
+    for rate in (0.5, 0.25):
+        assert abs(means[rate] - rate * published) < 12 * 0.5 / math.sqrt(64 * total)
 
 
 def test_synapse_normalisation_scopes(tiny_network):

@@ -16,7 +16,7 @@ from synprune_jax.synthesis.algorithm import ClusterSynthesis, SynthesisConfig, 
 from synprune_jax.synthesis.data import (Dataset, load_dataset, load_digits_32, load_mnist,
                                          read_idx, write_idx)
 from synprune_jax.synthesis.encoding import (EncodingConfig, cluster_probabilities, cluster_sums,
-                                             remove_unused, survival_probabilities,
+                                             gentle, remove_unused, survival_probabilities,
                                              synapse_probabilities, synthesize, truncate)
 from synprune_jax.synthesis.lenet import (CompactNetwork, LeNet5, LeNetSpec, NetworkStats, compact,
                                           kept_inputs, kept_units, network_stats)
@@ -24,7 +24,7 @@ from synprune_jax.synthesis.lenet import (CompactNetwork, LeNet5, LeNetSpec, Net
 __all__ = [
     "ClusterSynthesis", "CompactNetwork", "Dataset", "EncodingConfig", "LeNet5", "LeNetSpec",
     "NetworkStats", "SynthesisConfig", "SynthesisState", "cluster_probabilities", "cluster_sums",
-    "compact", "kept_inputs", "kept_units", "load_dataset", "load_digits_32", "load_mnist", "network_stats",
+    "compact", "gentle", "kept_inputs", "kept_units", "load_dataset", "load_digits_32", "load_mnist", "network_stats",
     "read_idx", "remove_unused", "survival_probabilities", "synapse_probabilities", "synthesize", "truncate",
     "write_idx",
 ]

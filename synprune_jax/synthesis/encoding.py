@@ -17,6 +17,16 @@ An offspring is synthesised from its parent's weights ``w`` (masked: dead synaps
   with ``trunc(a) = a if a >= tau else 0`` and ``tau = truncation * max_j |w_j|`` (weak synapses
   do not count toward their cluster); the strongest cluster has probability ``F_c``.
 
+Optional **removal rates** ``r_s``, ``r_c`` in (0, 1] make each generation's step gentler: the
+removal probability ``1 - P`` is scaled by ``r``::
+
+      P'_j = 1 - r_s * (1 - P_j),        P'_c = 1 - r_c * (1 - P_c)
+
+``r = 1`` (the library default) is the published encoding exactly; ``r = 0.5`` removes half as
+much in expectation per generation (the strongest synapse / cluster keeps ``P' = 1 - r (1 - F)``).
+This is not part of the published method (there ``F <= 1`` can only remove more): it trades more
+generations for smaller steps, each of which training can recover from.
+
 The offspring keeps a synapse iff its parent had it, its cluster survived and it survived itself
 (independent Bernoulli draws). A cluster left without synapses is dead: its bias mask is cleared
 too, so it outputs exactly zero and the compact export can remove it. The output layer's neurons
@@ -67,6 +77,11 @@ class EncodingConfig:
         synapse_scope: normalisation of ``z_s``: ``"cluster"`` (default: the strongest synapse
             of each filter / neuron has probability ``F_s``), ``"layer"`` (the strongest of each
             layer has) or ``"network"``.
+        synapse_rate: removal rate ``r_s`` in (0, 1]: synapse survival becomes
+            ``1 - r_s * (1 - P_j)`` (default 1.0: the published encoding; smaller is a gentler
+            step per generation).
+        cluster_rate: removal rate ``r_c`` in (0, 1] on cluster survival, likewise
+            (default 1.0).
     """
 
     synapse_factor: float = 1.0
@@ -76,9 +91,11 @@ class EncodingConfig:
     conv_clusters: str = "filter"
     scope: str = "layer"
     synapse_scope: str = "cluster"
+    synapse_rate: float = 1.0
+    cluster_rate: float = 1.0
 
     def __post_init__(self):
-        for name in ("synapse_factor", "cluster_factor"):
+        for name in ("synapse_factor", "cluster_factor", "synapse_rate", "cluster_rate"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"encoding.{name} must be in (0, 1], got {value}")
@@ -101,6 +118,16 @@ def _expm1_scaled(values: jax.Array, maximum: jax.Array) -> jax.Array:
     # XLA may divide as x * (1 / m), which is not exactly 1 at x == m: pin the maximum itself
     ratio = jnp.where((values >= maximum) & (maximum > 0), 1.0, values / safe)
     return jnp.clip(jnp.exp2(ratio) - 1.0, 0.0, 1.0)
+
+
+def gentle(probabilities: jax.Array, rate: float = 1.0) -> jax.Array:
+    """``1 - rate * (1 - P)``: the removal probability ``1 - P`` scaled by ``rate`` in (0, 1].
+
+    ``rate = 1`` returns ``probabilities`` unchanged (the published encoding, bit for bit).
+    """
+    if rate == 1.0:
+        return probabilities
+    return 1.0 - rate * (1.0 - probabilities)
 
 
 def synapse_probabilities(magnitudes: jax.Array, maximum: jax.Array,
@@ -173,8 +200,9 @@ def survival_probabilities(params: Params, masks: Masks,
     Returns:
         ``(synapse, cluster)``: dicts by layer name; ``synapse[name]`` is shaped like the kernel,
         ``cluster[name]`` is ``[out]`` (``[in, out]`` for conv layers with kernel clusters).
-        The output layer's cluster probabilities are all 1. The ablation modes do not change
-        these values (see :func:`synthesize`).
+        The removal rates are applied (:func:`gentle`); masked-out synapses keep probability 0.
+        The output layer's cluster probabilities are all 1. The ablation modes do not
+        change these values (see :func:`synthesize`).
     """
     magnitudes = {name: jnp.where(masks[name]["kernel"], jnp.abs(params[name]["kernel"]), 0.0)
                   for name in LAYERS}
@@ -190,7 +218,10 @@ def survival_probabilities(params: Params, masks: Masks,
             maximum = network_max
         else:
             maximum = layer_max[name]
-        synapse[name] = synapse_probabilities(magnitudes[name], maximum, config.synapse_factor)
+        probabilities = gentle(synapse_probabilities(magnitudes[name], maximum,
+                                                     config.synapse_factor), config.synapse_rate)
+        # a dead synapse stays at probability 0 (gentle would give it 1 - r_s)
+        synapse[name] = jnp.where(masks[name]["kernel"], probabilities, 0.0)
     sums = {name: cluster_sums(name, truncate(magnitudes[name],
                                               config.truncation * scope_max[name]),
                                config.conv_clusters) for name in LAYERS}
@@ -202,7 +233,8 @@ def survival_probabilities(params: Params, masks: Masks,
             cluster[name] = jnp.ones(sums[name].shape, jnp.float32)
             continue
         maximum = network_sums_max if config.scope == "network" else sums_max[name]
-        cluster[name] = cluster_probabilities(sums[name], maximum, config.cluster_factor)
+        cluster[name] = gentle(cluster_probabilities(sums[name], maximum, config.cluster_factor),
+                               config.cluster_rate)
     return synapse, cluster
 
 
