@@ -215,6 +215,14 @@ METHODS = {
         ("es_emitter.sigma_init", [0.05, 0.2]),
         {"es_emitter.sigma_init": [0.05, 0.1], "es_emitter.learning_rate": [0.01, 0.05],
          "mutation.sigma": [0.05, 0.1], "mutation.p_disconnect": [0.01, 0.05]}),
+    "cluster-synthesis": (
+        ["network.widths=3,4,8,6", "data.max_train=96", "synthesis.epochs=1",
+         "synthesis.ancestor_epochs=1", "synthesis.num_offspring=2"] + _TINY_RUN,
+        ("encoding.synapse_rate", [0.25, 1.0]),
+        {"synthesis.learning_rate": [3e-3, 1e-2], "synthesis.tolerance": [0.02, 0.05],
+         "encoding.synapse_factor": [1.0, 0.8], "encoding.cluster_factor": [1.0, 0.9],
+         "encoding.truncation": [0.1, 0.2], "encoding.synapse_rate": [0.25, 1.0],
+         "encoding.cluster_rate": [0.1, 1.0]}),
     "mo-prune-transfer": (
         _TINY_TRANSFER + _TINY_RUN,
         ("nsga2.mutation_rate", [0.02, 0.2]),

@@ -12,7 +12,8 @@ intelligence").
 See ``docs/cluster_synthesis.md``.
 """
 
-from synprune_jax.synthesis.algorithm import ClusterSynthesis, SynthesisConfig, SynthesisState
+from synprune_jax.synthesis.algorithm import (ClusterSynthesis, SynthesisConfig, SynthesisHyper,
+                                          SynthesisState)
 from synprune_jax.synthesis.data import (Dataset, load_dataset, load_digits_32, load_mnist,
                                          read_idx, write_idx)
 from synprune_jax.synthesis.encoding import (EncodingConfig, cluster_probabilities, cluster_sums,
@@ -23,8 +24,8 @@ from synprune_jax.synthesis.lenet import (CompactNetwork, LeNet5, LeNetSpec, Net
 
 __all__ = [
     "ClusterSynthesis", "CompactNetwork", "Dataset", "EncodingConfig", "LeNet5", "LeNetSpec",
-    "NetworkStats", "SynthesisConfig", "SynthesisState", "cluster_probabilities", "cluster_sums",
-    "compact", "gentle", "kept_inputs", "kept_units", "load_dataset", "load_digits_32", "load_mnist", "network_stats",
-    "read_idx", "remove_unused", "survival_probabilities", "synapse_probabilities", "synthesize", "truncate",
-    "write_idx",
+    "NetworkStats", "SynthesisConfig", "SynthesisHyper", "SynthesisState",
+    "cluster_probabilities", "cluster_sums", "compact", "gentle", "kept_inputs", "kept_units",
+    "load_dataset", "load_digits_32", "load_mnist", "network_stats", "read_idx", "remove_unused",
+    "survival_probabilities", "synapse_probabilities", "synthesize", "truncate", "write_idx",
 ]

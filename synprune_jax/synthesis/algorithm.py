@@ -19,7 +19,9 @@ the ancestor's figures and counters only, so checkpoints stay small.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -129,6 +131,39 @@ def _pad_to_multiple(images, labels, multiple: int):
     return images, labels, valid
 
 
+TRACED_SYNTHESIS_FIELDS = ("learning_rate", "tolerance")
+TRACED_ENCODING_FIELDS = ("synapse_factor", "cluster_factor", "truncation", "synapse_rate",
+                          "cluster_rate")
+
+
+@struct.dataclass
+class SynthesisHyper:
+    """The numeric settings of :class:`ClusterSynthesis` that a sweep may trace (vmap over).
+
+    ``learning_rate`` and ``tolerance`` of :class:`SynthesisConfig`; ``synapse_factor``,
+    ``cluster_factor``, ``truncation``, ``synapse_rate``, ``cluster_rate`` of
+    :class:`~synprune_jax.synthesis.encoding.EncodingConfig`.
+    """
+
+    learning_rate: float
+    tolerance: float
+    synapse_factor: float
+    cluster_factor: float
+    truncation: float
+    synapse_rate: float
+    cluster_rate: float
+
+
+def _with_fields(frozen, values: dict):
+    """A shallow copy of a frozen dataclass with ``values`` set as they are (possibly tracers):
+    ``__post_init__`` range checks are skipped, since a sweep has already built, and so checked,
+    every run's own config."""
+    bound = copy.copy(frozen)
+    for name, value in values.items():
+        object.__setattr__(bound, name, value)
+    return bound
+
+
 class ClusterSynthesis:
     """Evolutionary synthesis of a sparse LeNet-5 (the runner's ``Algorithm`` protocol).
 
@@ -213,6 +248,49 @@ class ClusterSynthesis:
         return total.astype(jnp.float32) / jnp.sum(valid).astype(jnp.float32)
 
     # ----- protocol --------------------------------------------------------------------------------
+    # ----- sweeps (sweeps.HyperAdapter) --------------------------------------------------------
+    @property
+    def sweep_hyper(self) -> SynthesisHyper:
+        """The run's own traced settings (its config's values)."""
+        values = {name: getattr(self.config, name) for name in TRACED_SYNTHESIS_FIELDS}
+        values.update({name: getattr(self.config.encoding, name)
+                       for name in TRACED_ENCODING_FIELDS})
+        return SynthesisHyper(**values)
+
+    def sweep_static(self):
+        """Hashable key of what fixes the compiled program: the config without the traced
+        fields, and a SHA-1 of the data (the data are constants of the program)."""
+        if getattr(self, "_data_digest", None) is None:
+            digest = hashlib.sha1()
+            for array in (self.train_images, self.train_labels, *self.validation, *self.test):
+                digest.update(str(array.shape).encode())
+                digest.update(memoryview(jax.device_get(array)).tobytes())
+            self._data_digest = digest.hexdigest()
+        encoding = dataclasses.replace(self.config.encoding,
+                                       **{name: 0.5 for name in TRACED_ENCODING_FIELDS})
+        config = dataclasses.replace(self.config, learning_rate=1.0, tolerance=0.0,
+                                     encoding=encoding)
+        return ("cluster_synthesis", config, self._data_digest)
+
+    def _bound(self, hyper: SynthesisHyper) -> "ClusterSynthesis":
+        encoding = _with_fields(self.config.encoding,
+                                {name: getattr(hyper, name) for name in TRACED_ENCODING_FIELDS})
+        config = _with_fields(self.config, {
+            **{name: getattr(hyper, name) for name in TRACED_SYNTHESIS_FIELDS},
+            "encoding": encoding})
+        bound = copy.copy(self)
+        bound.config = config
+        return bound
+
+    def init_with(self, key: jax.Array, hyper: SynthesisHyper) -> SynthesisState:
+        """:meth:`init` with the given (possibly traced) settings."""
+        return self._bound(hyper).init(key)
+
+    def step_with(self, key: jax.Array, state: SynthesisState, hyper: SynthesisHyper):
+        """:meth:`step` with the given (possibly traced) settings."""
+        return self._bound(hyper).step(key, state)
+
+    # ----- protocol ----------------------------------------------------------------------------
     def init(self, key: jax.Array) -> SynthesisState:
         """Trains the dense ancestor (generation 0)."""
         key_init, key_train = jax.random.split(key)

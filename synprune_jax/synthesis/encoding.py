@@ -125,7 +125,7 @@ def gentle(probabilities: jax.Array, rate: float = 1.0) -> jax.Array:
 
     ``rate = 1`` returns ``probabilities`` unchanged (the published encoding, bit for bit).
     """
-    if rate == 1.0:
+    if isinstance(rate, (int, float)) and float(rate) == 1.0:  # a traced rate (a sweep) computes
         return probabilities
     return 1.0 - rate * (1.0 - probabilities)
 
