@@ -71,6 +71,27 @@ from synprune_jax.config import ConfigError
 PyTree = Any
 SWEEP_FILE = "sweep.json"
 SUMMARY_METRICS = ("qd_score", "max_fitness", "coverage")
+# Headline metrics of the other methods, used when a sweep's table has none of SUMMARY_METRICS:
+# NSGA-II (max of each objective, front size), autoencoders (L1, kept parameters), cluster
+# synthesis (accuracy and reductions).
+FALLBACK_METRICS = ("max_accuracy", "max_auroc", "max_sparsity", "front_size", "l1_train",
+                    "l1_test", "kept_fraction", "test_accuracy", "synapse_reduction",
+                    "cluster_reduction")
+_BOOKKEEPING = ("run_id", "group", "seed", "generation")
+
+
+def summary_metrics(table, swept_keys: Sequence[str] = ()) -> list[str]:
+    """The metrics a sweep summary reports for ``table``: those of :data:`SUMMARY_METRICS` it
+    has; else those of :data:`FALLBACK_METRICS`; else its first three numeric metric columns."""
+    columns = list(getattr(table, "columns", ()))
+    chosen = [name for name in SUMMARY_METRICS if name in columns]
+    if not chosen:
+        chosen = [name for name in FALLBACK_METRICS if name in columns]
+    if not chosen:
+        skip = set(_BOOKKEEPING) | set(swept_keys)
+        chosen = [name for name in columns if name not in skip
+                  and np.issubdtype(np.asarray(table[name]).dtype, np.number)][:3]
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,7 +740,7 @@ def final_rows(table):
 
 
 def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
-               metrics: Sequence[str] = SUMMARY_METRICS) -> list[Path]:
+               metrics: Sequence[str] | None = None) -> list[Path]:
     """Summary figures of a sweep (host only).
 
     For every swept key and metric: the final value against the swept value, mean over seeds with
@@ -732,6 +753,7 @@ def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
     paths: list[Path] = []
     if table.empty:
         return paths
+    metrics = summary_metrics(table, swept_keys) if metrics is None else metrics
     metrics = [name for name in metrics if name in table.columns]
     directory = Path(directory)
     final = final_rows(table)
@@ -790,7 +812,7 @@ def _sort_key(value):
 
 
 def summarize(table, swept_keys: Sequence[str],
-              metrics: Sequence[str] = SUMMARY_METRICS):
+              metrics: Sequence[str] | None = None):
     """Final value of each metric per grid point: mean, std (ddof=0), min, max over seeds.
 
     Returns:
@@ -800,6 +822,7 @@ def summarize(table, swept_keys: Sequence[str],
     import pandas as pd
 
     final = final_rows(table)
+    metrics = summary_metrics(final, swept_keys) if metrics is None else metrics
     metrics = [name for name in metrics if name in final.columns]
     if final.empty:
         return pd.DataFrame()
@@ -820,10 +843,13 @@ def summarize(table, swept_keys: Sequence[str],
 
 
 def format_summary(summary, swept_keys: Sequence[str],
-                   metrics: Sequence[str] = SUMMARY_METRICS) -> str:
+                   metrics: Sequence[str] | None = None) -> str:
     """Markdown table of :func:`summarize`: ``mean ± std`` of each final metric per grid point."""
     if summary.empty:
         return "(no finished runs)"
+    if metrics is None:  # every metric summarize() reported
+        metrics = [column[:-len("_mean")] for column in summary.columns
+                   if column.endswith("_mean")]
     metrics = [name for name in metrics if f"{name}_mean" in summary.columns]
     header = list(swept_keys) + ["seeds"] + [f"final {name}" for name in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

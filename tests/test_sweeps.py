@@ -333,3 +333,23 @@ def test_es_sweep_over_sigma_with_other_evosax_strategies(strategy, tmp_path):
                                    err_msg=f"{strategy}: {name}")
     first = table[(table["es.sigma_init"] == 0.05) & (table["es.sigma_min"] == 0.01)]
     assert not np.array_equal(first["mean_std"].to_numpy(), rows["mean_std"].to_numpy())
+
+
+def test_summary_metrics_follow_the_method():
+    import pandas as pd
+
+    base = {"run_id": ["run-000", "run-001"], "group": [0, 0], "seed": [0, 1],
+            "generation": [4, 4], "mutation.sigma": [0.1, 0.2]}
+    map_elites = pd.DataFrame({**base, "qd_score": [1.0, 2.0], "coverage": [0.1, 0.2],
+                               "num_inserted": [3, 4]})
+    assert sweeps.summary_metrics(map_elites) == ["qd_score", "coverage"]
+    autoencoder = pd.DataFrame({**base, "l1_train": [0.3, 0.2], "kept_fraction": [0.9, 0.8],
+                                "lr_mean": [1e-5, 1e-5]})
+    assert sweeps.summary_metrics(autoencoder) == ["l1_train", "kept_fraction"]
+    other = pd.DataFrame({**base, "a": [1.0, 2.0], "b": [3, 4], "c": [5.0, 6.0], "d": [7, 8],
+                          "label": ["x", "y"]})
+    assert sweeps.summary_metrics(other, ["mutation.sigma"]) == ["a", "b", "c"]
+    summary = sweeps.summarize(autoencoder, ["mutation.sigma"])
+    assert summary["l1_train_mean"].tolist() == [0.3, 0.2]
+    text = sweeps.format_summary(summary, ["mutation.sigma"])
+    assert "final l1_train" in text and "final kept_fraction" in text and "lr_mean" not in text
