@@ -7,11 +7,10 @@
 How runs are grouped. Every run (one grid point x one seed) is built from its own config by the
 experiment's ``build``. An :class:`SweepAdapter` splits the built algorithm into a hashable
 *static* part (shapes and structure: task, archive geometry, batch sizes) and a *traced*
-hyper-parameter pytree (for MAP-Elites: :class:`~synprune_jax.variation.MutationHyper`; for the
-ES :class:`~synprune_jax.algorithms.es.ESHyper`, the truncation GA
-:class:`~synprune_jax.algorithms.ga.GAHyper`, NSGA-II / the steady-state GA
-:class:`~synprune_jax.algorithms.nsga2.NSGA2Hyper` / ``SteadyStateGAHyper``; see
-``docs/sweeps.md`` for the keys). Runs with
+hyper-parameter pytree (for MAP-Elites: :class:`~synprune_jax.variation.MutationHyper`; every
+other method has its own: ``ESHyper``, ``GAHyper``, ``NSGA2Hyper``, ``SteadyStateGAHyper``,
+``MapElitesESHyper``, ``TrainingHyper``, ``SynthesisHyper``; ``docs/sweeps.md`` lists the keys
+per method). Runs with
 equal static parts and equal run settings (``num_generations``, ``chunk_size``,
 ``checkpoint_every``, ``metrics_format``) form a group: their seeds and hyper-parameters are
 stacked on a leading run axis ``[R]`` and the group runs as ``jit(vmap(chunk))``, compiled once
@@ -42,8 +41,8 @@ Files under ``out``:
 * ``plots/``: final metric versus each swept value (mean and spread over seeds) and metric curves.
 
 Other algorithms join by having ``sweep_static()``, ``sweep_hyper``, ``init_with(key, hyper)``
-and ``step_with(key, state, hyper)`` (:class:`HyperAdapter`; the ES, truncation GA, NSGA-II,
-steady-state GA and transfer experiments do), or by registering an adapter
+and ``step_with(key, state, hyper)`` (:class:`HyperAdapter`; every built-in method but MAP-Elites, which has
+:class:`MapElitesAdapter`, and the ``es-info`` study do), or by registering an adapter
 (:func:`register_adapter`) for their algorithm class; without either, runs are still grouped
 (static key: the algorithm object itself, which must then be hashable) and vmapped over seeds only.
 """
@@ -156,13 +155,13 @@ class HyperAdapter:
     (pytree of numeric scalars), ``init_with(key, hyper)`` and ``step_with(key, state, hyper)``
     (``init(key)`` / ``step(key, state)`` being these with ``sweep_hyper``).
 
-    Used for :class:`~synprune_jax.algorithms.es.MaskedES` (:class:`~synprune_jax.algorithms.
-    es.ESHyper`), :class:`~synprune_jax.algorithms.ga.TruncationGA` (:class:`~synprune_jax.
-    algorithms.ga.GAHyper`), :class:`~synprune_jax.algorithms.nsga2.NSGA2` /
-    :class:`~synprune_jax.algorithms.nsga2.SteadyStateGA` and the transfer experiments'
-    algorithm (their hyper carries the transfer problem's
-    :class:`~synprune_jax.transfer.problem.ProblemHyper`), and for any algorithm with these four
-    members.
+    Used for :class:`~synprune_jax.algorithms.es.MaskedES` (``ESHyper``),
+    :class:`~synprune_jax.algorithms.ga.TruncationGA` (``GAHyper``),
+    :class:`~synprune_jax.algorithms.nsga2.NSGA2` / ``SteadyStateGA`` and the transfer
+    experiments' algorithm (their hyper carries the transfer problem's ``ProblemHyper``),
+    :class:`~synprune_jax.algorithms.map_elites.MapElitesES` (``MapElitesESHyper``), the
+    autoencoder loops (``TrainingHyper``), :class:`~synprune_jax.synthesis.ClusterSynthesis`
+    (``SynthesisHyper``), and any algorithm with these four members.
     """
 
     def split(self, algorithm):

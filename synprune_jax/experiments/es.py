@@ -93,7 +93,7 @@ def default_config_me_es() -> dict:
                            "qd_offset": -float(np.pi ** 2)},
             "es_emitter": {"strategy": "open_es", "population_size": 32, "sigma_init": 0.05,
                            "learning_rate": 0.05, "optimizer": "adam", "search_space": "unmasked",
-                           "restart_every": 10},
+                           "restart_every": 10, "use_mutation_emitter": True},
             "mutation": _mutation_section(0.1), "run": _run(100)}
 
 

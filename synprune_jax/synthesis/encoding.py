@@ -125,9 +125,10 @@ def gentle(probabilities: jax.Array, rate: float = 1.0) -> jax.Array:
 
     ``rate = 1`` returns ``probabilities`` unchanged (the published encoding, bit for bit).
     """
-    if isinstance(rate, (int, float)) and float(rate) == 1.0:  # a traced rate (a sweep) computes
-        return probabilities
-    return 1.0 - rate * (1.0 - probabilities)
+    if isinstance(rate, (int, float)):
+        return probabilities if float(rate) == 1.0 else 1.0 - rate * (1.0 - probabilities)
+    # a traced rate (a sweep): exactly ``probabilities`` where it is 1, as for the Python 1.0
+    return jnp.where(rate == 1.0, probabilities, 1.0 - rate * (1.0 - probabilities))
 
 
 def synapse_probabilities(magnitudes: jax.Array, maximum: jax.Array,
