@@ -90,6 +90,14 @@ def peer_status(module: str) -> tuple[bool, str]:
     return True, "ok"
 
 
+def peer_records(module: str) -> tuple[bool, list[dict]]:
+    """:func:`peer_status` as a benchmark's opening records: ``(usable, records)`` where
+    ``records`` holds one ``peer_missing`` record when the peer is not usable, else nothing."""
+    usable, reason = peer_status(module)
+    records = [] if usable else [{"case": "peer_missing", "side": module, "status": reason}]
+    return usable, records
+
+
 def emit(record: dict) -> dict:
     """Prints one JSON line (flushes) and returns the record."""
     print(json.dumps(record, default=_json_default), flush=True)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import check_suite, interleaved_medians, peer_status, standalone_main
+from benchmarks import check_suite, interleaved_medians, peer_records, standalone_main
 
 NAME = "archive_insertion"
 
@@ -115,10 +115,7 @@ def _same(fitness_of, states, side: str) -> bool:
 def run(suite: str) -> list[dict]:
     """One record per (cells, batch, side) plus a ``ratio`` record per size."""
     sizes = SIZES[check_suite(suite)]
-    qdax_ok, qdax_reason = peer_status("qdax")
-    records = []
-    if not qdax_ok:
-        records.append({"case": "peer_missing", "side": "qdax", "status": qdax_reason})
+    qdax_ok, records = peer_records("qdax")
     genome_size = sizes["genome_size"]
     for cells in sizes["cells"]:
         resolution = grid_resolution(cells)

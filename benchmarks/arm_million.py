@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import check_suite, compile_map_elites, compile_timed, peer_status, standalone_main
+from benchmarks import check_suite, compile_map_elites, compile_timed, peer_records, standalone_main
 
 NAME = "arm_million"
 
@@ -174,10 +174,7 @@ def run(suite: str) -> list[dict]:
     """One record per side (and a ``ratio`` record when QDax is present)."""
     setting = SIZES[check_suite(suite)]
     per_chunk, generations = _schedule(setting)
-    qdax_ok, qdax_reason = peer_status("qdax")
-    records = []
-    if not qdax_ok:
-        records.append({"case": "peer_missing", "side": "qdax", "status": qdax_reason})
+    qdax_ok, records = peer_records("qdax")
     builders = {"ours": build_ours, "ours_cdf_parents": build_ours_cdf_parents}
     if qdax_ok:
         builders["qdax"] = build_qdax

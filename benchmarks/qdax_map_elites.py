@@ -49,7 +49,7 @@ from benchmarks import (
     compile_timed,
     fresh_compilation_cache,
     peak_rss_mb,
-    peer_status,
+    peer_records,
     standalone_main,
     tree_megabytes,
 )
@@ -212,10 +212,7 @@ def memory_probe(side: str, suite: str, batch: int, cache_dir: str | None = None
 def run(suite: str) -> list[dict]:
     """One record per (batch, side), a ``ratio`` record per batch, and QD-score traces."""
     setting = SIZES[check_suite(suite)]
-    qdax_ok, qdax_reason = peer_status("qdax")
-    records = []
-    if not qdax_ok:
-        records.append({"case": "peer_missing", "side": "qdax", "status": qdax_reason})
+    qdax_ok, records = peer_records("qdax")
     cache_dir = fresh_compilation_cache() if setting["memory_probe"] else None
     for batch in setting["batches"]:
         common = {"env": setting["env"], "backend": "spring",

@@ -60,6 +60,10 @@ def test_peer_status_reports_missing_module_plainly():
     available, reason = benchmarks.peer_status("no_such_peer_library_xyz")
     assert not available
     assert "no_such_peer_library_xyz" in reason and "[bench]" in reason
+    usable, records = benchmarks.peer_records("no_such_peer_library_xyz")
+    assert not usable
+    assert records == [{"case": "peer_missing", "side": "no_such_peer_library_xyz",
+                        "status": reason}]
 
 
 def test_qd_score_and_time_to_score():

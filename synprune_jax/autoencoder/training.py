@@ -435,6 +435,32 @@ class SweepableTraining:
         """``step(key, state)`` with ``hyper`` in place of the loop's own."""
         return self._with_hyper(hyper).step(key, state)
 
+    # -- shared by both loops ---------------------------------------------------------------------
+    def _setup(self, config, hyper, train, test, setting: str) -> None:
+        """Checks and stores the config, hyper-parameters (float32) and data of either loop."""
+        check_hyper(hyper)
+        self.config = config
+        self.hyper = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
+        self.train = jnp.asarray(train, jnp.float32)
+        self.test = jnp.asarray(test, jnp.float32)
+        _check_data(config, self.train, self.test)
+        self.final_epoch = final_epoch(setting, config.num_epochs)
+
+    def _evaluation(self, epoch, state, full_l1, kept_encoder_now, kept_decoder_now):
+        """``(l1_train, l1_test, kept_encoder, kept_decoder)``: measured on the full sets
+        (``full_l1(data)``) every ``eval_every`` epochs and at the last one, else carried over
+        from ``state`` (``lax.cond``: only the taken branch runs)."""
+        config = self.config
+        evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
+
+        def full_evaluation(_):
+            return full_l1(self.train), full_l1(self.test), kept_encoder_now, kept_decoder_now
+
+        def carried(_):
+            return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
+
+        return jax.lax.cond(evaluate, full_evaluation, carried, None)
+
 
 # ---------------------------------------------------------------------------------------------
 # Canonical training.
@@ -494,13 +520,7 @@ class CanonicalTraining(SweepableTraining):
     """
 
     def __init__(self, config: TrainingConfig, hyper: TrainingHyper, train, test):
-        self.config = config
-        self.hyper = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
-        check_hyper(hyper)
-        self.train = jnp.asarray(train, jnp.float32)
-        self.test = jnp.asarray(test, jnp.float32)
-        _check_data(config, self.train, self.test)
-        self.final_epoch = final_epoch("canonical", config.num_epochs)
+        self._setup(config, hyper, train, test, "canonical")
         self.decay_period = max(1, config.num_epochs // 4)
 
     def init(self, key) -> CanonicalState:
@@ -542,18 +562,9 @@ class CanonicalTraining(SweepableTraining):
         kept_encoder_now, kept_decoder_now = jax.vmap(_kept)(params)
         kept_at_prune = jnp.where(pruned, kept_encoder_now + kept_decoder_now,
                                   state.kept_at_prune)
-        evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
-
-        def full_evaluation(_):
-            l1_train = jax.vmap(_full_l1, in_axes=(0, None))(params, self.train)
-            l1_test = jax.vmap(_full_l1, in_axes=(0, None))(params, self.test)
-            return l1_train, l1_test, kept_encoder_now, kept_decoder_now
-
-        def carried(_):
-            return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
-
-        l1_train, l1_test, kept_encoder, kept_decoder = jax.lax.cond(evaluate, full_evaluation,
-                                                                     carried, None)
+        l1_train, l1_test, kept_encoder, kept_decoder = self._evaluation(
+            epoch, state, lambda data: jax.vmap(_full_l1, in_axes=(0, None))(params, data),
+            kept_encoder_now, kept_decoder_now)
         new_state = state.replace(
             params=params, masks=masks, opt_state=opt_state, l1_train=l1_train, l1_test=l1_test,
             kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
@@ -614,13 +625,7 @@ class SpatialCoevolution(SweepableTraining):
     """
 
     def __init__(self, config: CoevolutionConfig, hyper: TrainingHyper, train, test):
-        self.config = config
-        check_hyper(hyper)
-        self.hyper = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
-        self.train = jnp.asarray(train, jnp.float32)
-        self.test = jnp.asarray(test, jnp.float32)
-        _check_data(config, self.train, self.test)
-        self.final_epoch = final_epoch("coevolution", config.num_epochs)
+        self._setup(config, hyper, train, test, "coevolution")
         self.neighbour_table = jnp.asarray(config.neighbour_table(), jnp.int32)
 
     # -- one trial ------------------------------------------------------------------------------
@@ -736,18 +741,9 @@ class SpatialCoevolution(SweepableTraining):
             self.ring_epoch, in_axes=(0, 0, 0, 0, 0, None))(
             keys, state.params, state.masks, state.learning_rate, state.kept_at_prune, epoch)
         kept_encoder_now, kept_decoder_now = jax.vmap(jax.vmap(_kept))(params)
-        evaluate_now = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
-        evaluate = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
-
-        def full_evaluation(_):
-            return (evaluate(params, self.train), evaluate(params, self.test), kept_encoder_now,
-                    kept_decoder_now)
-
-        def carried(_):
-            return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
-
-        l1_train, l1_test, kept_encoder, kept_decoder = jax.lax.cond(
-            evaluate_now, full_evaluation, carried, None)
+        per_cell = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
+        l1_train, l1_test, kept_encoder, kept_decoder = self._evaluation(
+            epoch, state, lambda data: per_cell(params, data), kept_encoder_now, kept_decoder_now)
         new_state = state.replace(
             params=params, masks=masks, learning_rate=rates, l1_train=l1_train, l1_test=l1_test,
             kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
