@@ -15,6 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from synprune_jax import rng
 from synprune_jax.networks import MLPSpec
 from synprune_jax.types import Masks, Params, PyTree
 
@@ -56,6 +57,10 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
                exact: bool = False) -> Masks:
     """Random masks with a given density in every maskable leaf.
 
+    The ``j``-th maskable leaf uses ``keys[j]`` of ``keys = jax.random.split(key, num_maskable)``.
+    The Bernoulli draws are batched by :func:`synprune_jax.rng.leafwise` (same numbers, fewer
+    Threefry hashes to compile).
+
     Args:
         key: PRNG key.
         params: one individual's parameters.
@@ -73,18 +78,19 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
     num_maskable = sum(bool(f) for f in flags)
     densities = jnp.broadcast_to(jnp.asarray(density, jnp.float32), (num_maskable,))
     keys = jax.random.split(key, max(num_maskable, 1))
-    out, index = [], 0
-    for leaf, flag in zip(leaves, flags):
-        if not flag:
-            out.append(jnp.ones(leaf.shape, jnp.bool_))
-            continue
-        d = densities[index]
-        if exact:
-            count = jnp.round(d * leaf.size).astype(jnp.int32)
-            out.append(exact_count_mask(keys[index], leaf.shape, count))
-        else:
-            out.append(jax.random.bernoulli(keys[index], d, leaf.shape))
-        index += 1
+    picked = [i for i, flag in enumerate(flags) if flag]
+    out = [None if flag else jnp.ones(leaf.shape, jnp.bool_) for leaf, flag in zip(leaves, flags)]
+    if exact:
+        for index, i in enumerate(picked):
+            count = jnp.round(densities[index] * leaves[i].size).astype(jnp.int32)
+            out[i] = exact_count_mask(keys[index], leaves[i].shape, count)
+    else:
+        draws = rng.leafwise(lambda k, shape, p: jax.random.bernoulli(k, p, shape),
+                             [keys[index] for index in range(num_maskable)],
+                             [leaves[i].shape for i in picked],
+                             [densities[index] for index in range(num_maskable)])
+        for i, draw in zip(picked, draws):
+            out[i] = draw
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
