@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import time
@@ -194,6 +195,38 @@ def test_feet_table_matches_link_names():
         for label, link in feet:
             assert names[link] == ("" if env_name == "ant" else label), (env_name, label)
 
+
+
+def _quaternion_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+@pytest.mark.parametrize("env_name", sorted(FEET))
+def test_feet_lowest_points_match_rotation_matrices(env_name):
+    # The quaternion rotation against full rotation matrices in float64 numpy, for random poses
+    # of every link (unit quaternions, as Brax keeps them).
+    from synprune_jax.tasks.brax_task import _foot_geometry, feet_lowest_points
+
+    geometry = _foot_geometry(env_name, "spring", False)
+    num_links = len(make_env(env_name, "spring").sys.link_names)
+    rng = np.random.default_rng(len(env_name))
+    positions = rng.normal(size=(num_links, 3)).astype(np.float32)
+    quaternions = rng.normal(size=(num_links, 4))
+    quaternions = (quaternions / np.linalg.norm(quaternions, axis=1, keepdims=True)).astype(
+        np.float32)
+    expected = np.full(geometry.num_feet, np.inf)
+    for g, link in enumerate(geometry.link):
+        matrix = _quaternion_matrix(quaternions[link].astype(np.float64))
+        centre = positions[link] + matrix @ geometry.position[g]
+        half_axis = matrix @ geometry.half_axis[g]
+        lowest = centre[2] - abs(half_axis[2]) - geometry.radius[g]
+        expected[geometry.foot[g]] = min(expected[geometry.foot[g]], lowest)
+    fast = jax.jit(functools.partial(feet_lowest_points, geometry))(positions, quaternions)
+    assert fast.shape == (geometry.num_feet,) == (len(FEET[env_name]),)
+    np.testing.assert_allclose(np.asarray(fast), expected, rtol=0, atol=2e-6)
 
 def test_brax_static_structure():
     task = BraxTask("hopper", episode_length=20, num_episodes=3, hidden_sizes=(4,),
