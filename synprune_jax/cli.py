@@ -31,6 +31,23 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def _claim_cpu_devices(config: dict) -> None:
+    """Creates ``task.devices`` CPU devices before JAX starts (a no-op for other backends).
+
+    ``jax_num_cpu_devices`` only counts before the first JAX operation, so this runs before the
+    config is built. On a GPU / TPU the accelerator's own devices are used and this changes
+    nothing for them.
+    """
+    devices = config.get("task", {}).get("devices", 1) if isinstance(config, dict) else 1
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1:
+        import jax
+
+        try:
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:  # JAX already started (e.g. called from Python): keep its devices
+            pass
+
+
 def _default_out(name: str) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{name}-{stamp}")
@@ -59,6 +76,7 @@ def command_run(args) -> int:
     base = config if args.config else experiment.default_config()
     config = config_lib.apply_overrides(base, args.set or [])
     config["experiment"] = name
+    _claim_cpu_devices(config)
     built = experiment.build(config)  # validates before anything compiles
     run_dir = args.out or _default_out(name)
     if os.path.exists(os.path.join(run_dir, "config.json")):
@@ -81,6 +99,7 @@ def _load_run(run_dir: str):
     if not os.path.exists(path):
         raise config_lib.ConfigError(f"{run_dir} is not a run directory (no config.json)")
     config = config_lib.load(path)
+    _claim_cpu_devices(config)
     return get_experiment(config["experiment"]).build(config)
 
 

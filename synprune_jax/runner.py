@@ -513,6 +513,10 @@ def run(
                         .compile()
                     )
                     timing["chunk_compile_s"][str(length)] = time.perf_counter() - started
+                    # A restored checkpoint lives on the default device; a program that spans a
+                    # mesh (a task sharded over devices) wants its state replicated there. A
+                    # no-op when the state is already where the program expects it.
+                    state = jax.device_put(state, compiled_chunks[length].input_shardings[0][0])
                 started = time.perf_counter()
                 state, outputs = compiled_chunks[length](state, traced_seed)
                 generations, metrics = jax.device_get(outputs)  # the chunk's one host round trip

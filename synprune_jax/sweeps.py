@@ -377,6 +377,14 @@ def build_members(experiment: str, runs: Sequence[RunSpec], out: str | os.PathLi
     entry = get_experiment(experiment)
     members = []
     for spec in runs:
+        task_devices = spec.config.get("task", {}).get("devices", 1) \
+            if isinstance(spec.config.get("task"), dict) else 1
+        if task_devices != 1:
+            from synprune_jax.config import ConfigError
+
+            raise ConfigError(f"run {spec.run_id}: task.devices={task_devices!r}, but a sweep "
+                              "places whole runs on devices itself (`--devices`); leave "
+                              "task.devices at 1")
         built = entry.build(spec.config)  # validates; resolves defaults in spec.config
         static_key, hyper = adapter_for(built.algorithm).split(built.algorithm)
         members.append(_Member(spec=spec, built=built, static_key=static_key, hyper=hyper,

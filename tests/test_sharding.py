@@ -316,3 +316,60 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
     assert called == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 2,
                        "process_id": 1}]
     np.testing.assert_array_equal(sharding.gather_to_host(np.arange(3)), np.arange(3))
+
+
+def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path):
+    # `task.devices=2` on a CPU: the CLI creates 2 CPU devices before JAX starts (no XLA_FLAGS),
+    # the evaluation is split over them, a run cut at 10 generations resumes to the same metrics
+    # as an uninterrupted one, and sizes that do not split evenly are refused before compiling.
+    code = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        from synprune_jax.cli import main
+        root = Path({str(tmp_path)!r})
+        arm = ["me-arm", "--set", "task.devices=2", "--set", "map_elites.batch_size=32",
+               "--set", "map_elites.initial_batch_size=64", "--set", "run.chunk_size=5",
+               "--set", "run.checkpoint_every=5", "--set", "run.progress=false"]
+        assert main(["run", *arm, "--set", "run.num_generations=20", "--out",
+                     str(root / "full")]) == 0
+        assert main(["run", *arm, "--set", "run.num_generations=10", "--out",
+                     str(root / "cut")]) == 0
+        config = json.loads((root / "cut" / "config.json").read_text())
+        config["run"]["num_generations"] = 20
+        (root / "cut" / "config.json").write_text(json.dumps(config))
+        assert main(["resume", str(root / "cut")]) == 0
+        bad = main(["run", *arm, "--set", "map_elites.batch_size=33", "--out",
+                    str(root / "bad")])
+        import jax
+        print("REPORT " + json.dumps({{"devices": jax.local_device_count(), "bad": bad,
+                                       "config_devices": config["task"]["devices"]}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=600)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+    assert report == {"devices": 2, "bad": 2, "config_devices": 2}
+    assert "map_elites.batch_size=33 cannot be split over task.devices=2" in completed.stderr
+    assert (tmp_path / "full" / "metrics.csv").read_text() == \
+        (tmp_path / "cut" / "metrics.csv").read_text()
+
+
+def test_task_devices_needs_the_devices(tmp_path, capsys):
+    # This process has one CPU device (JAX has started; jax_num_cpu_devices can no longer
+    # change): a clear error, nothing compiled.
+    from synprune_jax.cli import main
+
+    jax.devices()
+    assert jax.local_device_count() == 1
+
+    assert main(["run", "me-arm", "--set", "task.devices=2", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "task.devices=2 but only 1 local device(s) exist" in err
+    assert "jax_num_cpu_devices" in err
+    assert main(["run", "me-arm", "--set", "task.devices=0", "--out", str(tmp_path / "y")]) == 2
+    assert "task.devices must be a positive int" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

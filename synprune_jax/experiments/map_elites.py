@@ -16,7 +16,7 @@ def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: i
             num_generations: int, qd_offset: float, forward_prune: bool, sigma: float) -> dict:
     return {
         "algorithm": "map_elites",
-        "task": task,
+        "task": {**task, "devices": 1},
         "archive": archive,
         "map_elites": {
             "batch_size": batch_size,
@@ -81,14 +81,51 @@ def default_config_arm() -> dict:
 
 
 def build_task(section: dict):
+    """The task of a config's ``task`` section.
+
+    ``devices`` (default 1) is not a task option: with ``devices = N > 1`` the task is wrapped in
+    :class:`~synprune_jax.sharding.ShardedTask` over the first ``N`` local devices, so each device
+    evaluates ``P / N`` individuals. On a CPU, ``synprune run`` creates ``N`` CPU devices
+    (``jax_num_cpu_devices``) before JAX starts: one XLA device per core evaluates its slice on
+    its own thread, which uses the cores far better than XLA's intra-op threads for the many small
+    ops of a physics step (``benchmarks/qdax_map_elites.py`` measures it). Results then differ from
+    a 1-device run in the last bits (other kernels for other batch sizes; see
+    :mod:`synprune_jax.sharding`), so seeded runs reproduce for a fixed ``devices``.
+    """
     from synprune_jax.tasks import make_task
 
+    devices = section.get("devices", 1)
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"task.devices must be a positive int, got {devices!r}")
     options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()
-               if k != "name"}
+               if k not in ("name", "devices")}
     try:
-        return make_task(section["name"], **options)
+        task = make_task(section["name"], **options)
     except TypeError as error:  # unknown keyword for this task
         raise ConfigError(f"task {section['name']!r}: {error}") from error
+    if devices == 1:
+        return task
+    import jax
+
+    from synprune_jax.sharding import ShardedTask, make_mesh
+
+    available = jax.local_device_count()
+    if devices > available:
+        raise ConfigError(
+            f"task.devices={devices} but only {available} local device(s) exist. On a CPU, "
+            "`synprune run` creates task.devices CPU devices itself; from Python, call "
+            f"jax.config.update('jax_num_cpu_devices', {devices}) right after `import jax`, "
+            "before anything runs on a device")
+    return ShardedTask(task, make_mesh(devices))
+
+
+def check_divisible(section: dict, **sizes: int) -> None:
+    """Every population size must split evenly over ``task.devices`` (checked before tracing)."""
+    devices = section.get("devices", 1)
+    for name, size in sizes.items():
+        if devices > 1 and int(size) % devices:
+            raise ConfigError(f"{name}={size} cannot be split over task.devices={devices}: "
+                              f"use a multiple of {devices}")
 
 
 def build_archive_spec(section: dict, task):
@@ -137,6 +174,10 @@ def build(config: dict) -> Built:
                                   forward_prune=bool(section.pop("forward_prune")))
         me_config = MapElitesConfig(archive=archive, mutation=mutation,
                                     density_bands=DENSITY_BANDS, **section)
+        check_divisible(config["task"], **{
+            "map_elites.batch_size": me_config.batch_size,
+            "map_elites.initial_batch_size": me_config.initial_batch_size
+            or me_config.batch_size})
         require_keys(config["mutation"], "mutation",
                      [f.name for f in dataclasses.fields(MutationHyper)])
         hyper = MutationHyper(**{k: float(v) for k, v in config["mutation"].items()})
