@@ -48,9 +48,13 @@ def exact_count_mask(key: jax.Array, shape: tuple[int, ...], count: jax.Array) -
     size = 1
     for dim in shape:
         size *= dim
-    noise = jax.random.uniform(key, (size,))
+    return _mask_from_noise(jax.random.uniform(key, (size,)), shape, count)
+
+
+def _mask_from_noise(noise: jax.Array, shape: tuple[int, ...], count: jax.Array) -> jax.Array:
+    """The ``count`` places of smallest ``noise`` (ties by index), as a mask of ``shape``."""
     ranks = jnp.argsort(jnp.argsort(noise))
-    return (ranks < jnp.clip(count, 0, size)).reshape(shape)
+    return (ranks < jnp.clip(count, 0, noise.size)).reshape(shape)
 
 
 def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
@@ -58,8 +62,8 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
     """Random masks with a given density in every maskable leaf.
 
     The ``j``-th maskable leaf uses ``keys[j]`` of ``keys = jax.random.split(key, num_maskable)``.
-    The Bernoulli draws are batched by :func:`synprune_jax.rng.leafwise` (same numbers, fewer
-    Threefry hashes to compile).
+    The Bernoulli draws and the exact-count noise are batched by
+    :func:`synprune_jax.rng.leafwise` (same numbers, fewer Threefry hashes to compile).
 
     Args:
         key: PRNG key.
@@ -80,10 +84,13 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
     keys = jax.random.split(key, max(num_maskable, 1))
     picked = [i for i, flag in enumerate(flags) if flag]
     out = [None if flag else jnp.ones(leaf.shape, jnp.bool_) for leaf, flag in zip(leaves, flags)]
-    if exact:
+    if exact:  # exact_count_mask's noise, drawn in batches: the same numbers
+        noise = rng.leafwise(lambda k, shape: jax.random.uniform(k, shape),
+                             [keys[index] for index in range(num_maskable)],
+                             [(leaves[i].size,) for i in picked])
         for index, i in enumerate(picked):
             count = jnp.round(densities[index] * leaves[i].size).astype(jnp.int32)
-            out[i] = exact_count_mask(keys[index], leaves[i].shape, count)
+            out[i] = _mask_from_noise(noise[index], leaves[i].shape, count)
     else:
         draws = rng.leafwise(lambda k, shape, p: jax.random.bernoulli(k, p, shape),
                              [keys[index] for index in range(num_maskable)],

@@ -361,6 +361,39 @@ def test_init_masks_bernoulli_matches_old(per_layer):
                         M.init_masks(keys[0], params, maskable, 0.3))
 
 
+def _old_init_masks_exact(key, params, maskable, density):
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    flags = jax.tree_util.tree_leaves(maskable)
+    num_maskable = sum(bool(f) for f in flags)
+    densities = jnp.broadcast_to(jnp.asarray(density, jnp.float32), (num_maskable,))
+    keys = jax.random.split(key, max(num_maskable, 1))
+    out, index = [], 0
+    for leaf, flag in zip(leaves, flags):
+        if not flag:
+            out.append(jnp.ones(leaf.shape, jnp.bool_))
+            continue
+        noise = jax.random.uniform(keys[index], (leaf.size,))
+        count = jnp.round(densities[index] * leaf.size).astype(jnp.int32)
+        ranks = jnp.argsort(jnp.argsort(noise))
+        out.append((ranks < jnp.clip(count, 0, leaf.size)).reshape(leaf.shape))
+        index += 1
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def test_init_masks_exact_matches_old():
+    params = SPEC.init(jax.random.key(0))
+    maskable = SPEC.maskable()
+    keys = jax.random.split(jax.random.key(7), BATCH)
+    density = jax.random.uniform(jax.random.key(9), (BATCH, len(SPEC.kernels(params))))
+    old, new = _both(lambda k, d: _old_init_masks_exact(k, params, maskable, d),
+                     lambda k, d: M.init_masks(k, params, maskable, d, exact=True),
+                     keys, density)
+    _assert_trees_equal(old, new)
+    # exact counts, and the one-leaf helper agrees with the batched path
+    kernel = M.exact_count_mask(keys[0], (11, 16), jnp.asarray(50))
+    assert int(kernel.sum()) == 50
+
+
 @pytest.mark.parametrize("self_adaptive", [False, True])
 def test_mutate_matches_old_operators(monkeypatch, self_adaptive):
     """The composite mutation of GA / MAP-Elites, jitted over a population, is unchanged."""
