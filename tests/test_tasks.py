@@ -330,6 +330,27 @@ def test_brax_all_masked_policy_runs(hopper):
     assert np.all(np.asarray(result.descriptors[:, -1]) > 0.5)
 
 
+def test_batched_rollouts_equal_per_individual_rollouts():
+    # evaluate() scans once over time with the step vmapped over individuals and episodes; the
+    # public per-individual `rollout` under two vmaps must give the same numbers, bit for bit.
+    task = BraxTask("hopper", "spring", episode_length=20, num_episodes=2, hidden_sizes=(4,),
+                    descriptors=("final_xy", "feet_contact"), keep_trajectories=True)
+    population = make_population(task, jax.random.key(4), 3, density=0.7)
+    dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
+    keys = jax.random.split(jax.random.key(5), 2)
+    with jax.numpy_rank_promotion("allow"):  # Brax broadcasts implicitly (see evaluate)
+        per_individual = jax.jit(jax.vmap(jax.vmap(task.rollout, in_axes=(None, 0)),
+                                          in_axes=(0, None)))(dense, keys)
+        batched = jax.jit(task._rollouts)(dense, keys)
+    assert set(per_individual) == set(batched) == {
+        "return", "steps", "final_xy", "feet_contact_steps", "observations", "actions", "alive"}
+    for name in per_individual:
+        assert batched[name].shape == per_individual[name].shape, name
+        np.testing.assert_array_equal(np.asarray(batched[name]),
+                                      np.asarray(per_individual[name]), err_msg=name)
+    assert batched["observations"].shape == (3, 2, 20, task.observation_size)
+
+
 def test_brax_determinism(hopper):
     evaluate, population, result = hopper
     again = evaluate(jax.random.key(0), population)

@@ -257,8 +257,7 @@ class BraxTask:
     def _evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
         episode_keys = jax.random.split(key, self.num_episodes)
-        per_episode = jax.vmap(self.rollout, in_axes=(None, 0))
-        out = jax.vmap(per_episode, in_axes=(0, None))(dense, episode_keys)  # leaves [P, E, ...]
+        out = self._rollouts(dense, episode_keys)  # leaves [P, E, ...]
 
         steps = out["steps"].astype(jnp.float32)
         inputs = {"masks": population.masks,
@@ -287,11 +286,32 @@ class BraxTask:
             ``[F]`` (if ``feet_contact`` is requested) and, with ``keep_trajectories``,
             ``"observations" [T, obs]``, ``"actions" [T, act]``, ``"alive" [T]``.
         """
-        env, spec = self.env, self.spec
-        track_feet = "feet_contact" in self.descriptors
-        geometry = _foot_geometry(self.env_name, self.backend, self.mjx_fast_solver) \
-            if track_feet else None
-        state = env.reset(key)
+        carry = self._first_carry(key)
+        final, trace = jax.lax.scan(lambda c, _: self._step(c, dense_params), carry, None,
+                                    length=self.episode_length)
+        return self._outputs(final, trace)
+
+    def _rollouts(self, dense_params: Params, keys: jax.Array) -> dict:
+        """:meth:`rollout` for ``P`` individuals x ``E`` episode keys: leaves ``[P, E, ...]``.
+
+        One ``lax.scan`` over time whose body is the step vmapped over individuals and episodes
+        (rather than a vmap of per-individual scans): the same batched operations, but JAX traces
+        the step once instead of running the scan batching rule (a fixed point over the carry)
+        through two nested vmaps, which halves the Python time spent lowering the program.
+        """
+        population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
+        first = jax.vmap(self._first_carry)(keys)                       # [E, ...]
+        carry = jax.tree_util.tree_map(                                 # [P, E, ...]
+            lambda leaf: jnp.broadcast_to(leaf, (population, *leaf.shape)), first)
+        step = jax.vmap(jax.vmap(self._step, in_axes=(0, None)), in_axes=(0, 0))
+        final, trace = jax.lax.scan(lambda c, _: step(c, dense_params), carry, None,
+                                    length=self.episode_length)
+        if trace is not None:  # [T, P, E, ...] -> [P, E, T, ...]
+            trace = jax.tree_util.tree_map(lambda leaf: jnp.moveaxis(leaf, 0, 2), trace)
+        return self._outputs(final, trace)
+
+    def _first_carry(self, key: jax.Array) -> dict:
+        state = self.env.reset(key)
         carry = {
             "state": state,
             "alive": jnp.asarray(True),
@@ -299,30 +319,33 @@ class BraxTask:
             "steps": jnp.zeros((), jnp.int32),
             "final_xy": state.pipeline_state.x.pos[0, :2].astype(jnp.float32),
         }
-        if track_feet:
-            carry["feet_contact_steps"] = jnp.zeros((geometry.num_feet,), jnp.float32)
+        if "feet_contact" in self.descriptors:
+            carry["feet_contact_steps"] = jnp.zeros((len(self.feet),), jnp.float32)
+        return carry
 
-        def step(carry, _):
-            state, alive = carry["state"], carry["alive"]
-            action = spec.apply_dense(dense_params, state.obs)
-            next_state = env.step(state, action)
-            x = next_state.pipeline_state.x
-            new = {
-                "state": next_state,
-                "alive": alive & (next_state.done == 0),
-                "return": carry["return"] + jnp.where(alive, next_state.reward, 0.0),
-                "steps": carry["steps"] + alive.astype(jnp.int32),
-                "final_xy": jnp.where(alive, x.pos[0, :2], carry["final_xy"]),
-            }
-            if track_feet:
-                touching = feet_lowest_points(geometry, x.pos, x.rot) < self.contact_threshold
-                new["feet_contact_steps"] = carry["feet_contact_steps"] + jnp.where(
-                    alive, touching.astype(jnp.float32), 0.0)
-            trace = {"observations": state.obs, "actions": action, "alive": alive} \
-                if self.keep_trajectories else None
-            return new, trace
+    def _step(self, carry: dict, dense_params: Params) -> tuple[dict, dict | None]:
+        """One step of one individual's episode (see the module docstring for ``alive``)."""
+        state, alive = carry["state"], carry["alive"]
+        action = self.spec.apply_dense(dense_params, state.obs)
+        next_state = self.env.step(state, action)
+        x = next_state.pipeline_state.x
+        new = {
+            "state": next_state,
+            "alive": alive & (next_state.done == 0),
+            "return": carry["return"] + jnp.where(alive, next_state.reward, 0.0),
+            "steps": carry["steps"] + alive.astype(jnp.int32),
+            "final_xy": jnp.where(alive, x.pos[0, :2], carry["final_xy"]),
+        }
+        if "feet_contact_steps" in carry:
+            geometry = _foot_geometry(self.env_name, self.backend, self.mjx_fast_solver)
+            touching = feet_lowest_points(geometry, x.pos, x.rot) < self.contact_threshold
+            new["feet_contact_steps"] = carry["feet_contact_steps"] + jnp.where(
+                alive, touching.astype(jnp.float32), 0.0)
+        trace = {"observations": state.obs, "actions": action, "alive": alive} \
+            if self.keep_trajectories else None
+        return new, trace
 
-        final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
+    def _outputs(self, final: dict, trace: dict | None) -> dict:
         out = {name: value for name, value in final.items() if name not in ("state", "alive")}
         out["return"] = out["return"].astype(jnp.float32)
         if self.keep_trajectories:
