@@ -23,7 +23,6 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from synprune_jax import rng
 from synprune_jax.types import Masks, Params, PyTree
 
 Scope = Literal["layer", "global"]
@@ -166,27 +165,22 @@ def prune_magnitude_to_density(params: Params, masks: Masks, maskable: PyTree,
 def flip_mutation(key: jax.Array, masks: Masks, maskable: PyTree, p_disconnect,
                   p_connect) -> Masks:
     """Prune / reconnect flips: each active maskable connection is cut with probability
-    ``p_disconnect``; each inactive one is restored with probability ``p_connect``.
-
-    The key is split over *all* leaves; maskable leaf ``i`` draws ``uniform(keys[i], shape)``
-    (non-maskable leaves leave their key unused). The draws are batched by
-    :func:`synprune_jax.rng.leafwise` (same numbers, fewer Threefry hashes to compile).
-    """
+    ``p_disconnect``; each inactive one is restored with probability ``p_connect``."""
     leaves, treedef = jax.tree_util.tree_flatten(masks)
     flags = jax.tree_util.tree_leaves(maskable)
     keys = jax.random.split(key, len(leaves))
-    picked = [i for i, flag in enumerate(flags) if flag]
-    draws = rng.leafwise(jax.random.uniform, [keys[i] for i in picked],
-                         [leaves[i].shape for i in picked])
-    out = list(leaves)
-    for i, u in zip(picked, draws):
-        out[i] = jnp.where(leaves[i], u >= p_disconnect, u < p_connect)
+    out = []
+    for leaf, flag, leaf_key in zip(leaves, flags, keys):
+        if not flag:
+            out.append(leaf)
+            continue
+        u = jax.random.uniform(leaf_key, leaf.shape)
+        out.append(jnp.where(leaf, u >= p_disconnect, u < p_connect))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _uniform_like(key: jax.Array, tree: PyTree) -> PyTree:
-    """``uniform(keys[i], leaf.shape)`` per leaf, ``keys = split(key, num_leaves)`` (batched)."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, rng.leafwise(jax.random.uniform, keys, [leaf.shape for leaf in leaves]))
+        treedef, [jax.random.uniform(k, leaf.shape) for k, leaf in zip(keys, leaves)])

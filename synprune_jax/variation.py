@@ -19,36 +19,18 @@ import jax.numpy as jnp
 from flax import struct
 
 from synprune_jax import masks as masks_lib
-from synprune_jax import pruning, rng
+from synprune_jax import pruning
 from synprune_jax.networks import MLPSpec
 from synprune_jax.types import Masks, Params, Population, PyTree
 
 
 def gaussian_mutation(key: jax.Array, params: Params, masks: Masks, sigma) -> Params:
-    """Adds ``N(0, sigma^2)`` noise to every parameter whose mask is True.
-
-    Leaf ``i`` (in ``tree_leaves`` order) draws ``jax.random.normal(keys[i], shape, dtype)`` with
-    ``keys = jax.random.split(key, num_leaves)``; :func:`synprune_jax.rng.leafwise` batches these
-    draws (same numbers, fewer Threefry hashes to compile).
-    """
+    """Adds ``N(0, sigma^2)`` noise to every parameter whose mask is True."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     mask_leaves = jax.tree_util.tree_leaves(masks)
     keys = jax.random.split(key, len(leaves))
-
-    def scaled_normal(leaf_key, shape, dtype):
-        return sigma * jax.random.normal(leaf_key, shape, dtype)
-
-    # The draws are bit-identical either way, but the jitted sum must round as the per-leaf code
-    # did: when sigma is broadcast onto the draw, XLA folds it into normal's sqrt(2) constant
-    # (`erfinv(u) * (sigma * sqrt(2))`), a 1-ulp difference from `sigma * (erfinv(u) * sqrt(2))`.
-    # So sigma multiplies inside the sampler, before any slicing, and one-element leaves (where
-    # sigma may not be broadcast, e.g. when batched under vmap) keep their own per-leaf call.
-    vector = [i for i, p in enumerate(leaves) if p.size > 1]
-    noise = dict(zip(vector, rng.leafwise(scaled_normal, [keys[i] for i in vector],
-                                          [leaves[i].shape for i in vector],
-                                          [leaves[i].dtype for i in vector])))
-    out = [jnp.where(m, p + (noise[i] if i in noise else scaled_normal(keys[i], p.shape, p.dtype)),
-                     p) for i, (p, m) in enumerate(zip(leaves, mask_leaves))]
+    out = [jnp.where(m, p + sigma * jax.random.normal(k, p.shape, p.dtype), p)
+           for p, m, k in zip(leaves, mask_leaves, keys)]
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

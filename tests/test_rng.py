@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from synprune_jax import masks as M
-from synprune_jax import pruning, rng, variation
+from synprune_jax import rng
 from synprune_jax.networks import MLPSpec
-from synprune_jax.types import Population
 
 HOPPER = ((11, 16), (16,), (16, 16), (16,), (16, 3), (3,))  # hopper 16-16 policy
 HUGE = ((300, 200), (200,), (200, 16), (16,), (16, 3), (3,))  # one layer dwarfs the rest
@@ -236,37 +235,7 @@ def test_leafwise_argument_checks():
         rng.leafwise(_bernoulli, keys, [(2,), (2,)], [jnp.full((2,), 0.5)] * 2)
 
 
-# ----- the rewritten operators == their old per-leaf implementations ------------------------
-
-def _old_gaussian_mutation(key, params, masks, sigma):
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    mask_leaves = jax.tree_util.tree_leaves(masks)
-    keys = jax.random.split(key, len(leaves))
-    out = [jnp.where(m, p + sigma * jax.random.normal(k, p.shape, p.dtype), p)
-           for p, m, k in zip(leaves, mask_leaves, keys)]
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def _old_flip_mutation(key, masks, maskable, p_disconnect, p_connect):
-    leaves, treedef = jax.tree_util.tree_flatten(masks)
-    flags = jax.tree_util.tree_leaves(maskable)
-    keys = jax.random.split(key, len(leaves))
-    out = []
-    for leaf, flag, leaf_key in zip(leaves, flags, keys):
-        if not flag:
-            out.append(leaf)
-            continue
-        u = jax.random.uniform(leaf_key, leaf.shape)
-        out.append(jnp.where(leaf, u >= p_disconnect, u < p_connect))
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def _old_uniform_like(key, tree):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.uniform(k, leaf.shape) for k, leaf in zip(keys, leaves)])
-
+# ----- the initial masks == their old per-leaf implementation ------------------------
 
 def _old_init_masks_bernoulli(key, params, maskable, density):
     leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -300,50 +269,6 @@ def _both(old, new, *args, in_axes=0):
     """Old and new results, vmapped over BATCH individuals under jit."""
     return (jax.jit(jax.vmap(old, in_axes=in_axes))(*args),
             jax.jit(jax.vmap(new, in_axes=in_axes))(*args))
-
-
-def test_gaussian_mutation_matches_old():
-    params, masks = _population()
-    # extra leaves (all unmasked): another dtype, one-element leaves and a zero-size leaf
-    extra = {"half": jnp.ones((BATCH, 5, 4), jnp.bfloat16), "scalar": jnp.full((BATCH,), 0.3),
-             "one": jnp.full((BATCH, 1, 1), -0.2), "two": jnp.full((BATCH, 2), 0.7),
-             "empty": jnp.zeros((BATCH, 0))}
-    params = dict(params, extra=extra)
-    masks = dict(masks, extra=jax.tree_util.tree_map(lambda x: jnp.ones(x.shape, bool), extra))
-    keys = jax.random.split(jax.random.key(2), BATCH)
-    sigma = jnp.linspace(0.05, 0.2, BATCH)
-    # jitted, sigma batched / shared / a Python float
-    _assert_trees_equal(*_both(_old_gaussian_mutation, variation.gaussian_mutation, keys, params,
-                               masks, sigma))
-    _assert_trees_equal(*_both(_old_gaussian_mutation, variation.gaussian_mutation, keys, params,
-                               masks, jnp.float32(0.1), in_axes=(0, 0, 0, None)))
-    one = jax.tree_util.tree_map(lambda x: x[0], (params, masks))
-    _assert_trees_equal(*[jax.jit(lambda k, p, m, f=f: f(k, p, m, 0.1))(keys[0], *one)
-                          for f in (_old_gaussian_mutation, variation.gaussian_mutation)])
-    # eager
-    _assert_trees_equal(_old_gaussian_mutation(keys[0], *one, 0.1),
-                        variation.gaussian_mutation(keys[0], *one, 0.1))
-
-
-@pytest.mark.parametrize("mask_biases", [False, True])
-def test_flip_mutation_matches_old(mask_biases):
-    spec = MLPSpec(input_size=11, output_size=3, hidden_sizes=(16, 16), mask_biases=mask_biases)
-    _, masks = _population()
-    maskable = spec.maskable()
-    keys = jax.random.split(jax.random.key(3), BATCH)
-    p_disconnect, p_connect = jnp.linspace(0.1, 0.4, BATCH), jnp.linspace(0.2, 0.5, BATCH)
-    old, new = _both(lambda k, m, a, b: _old_flip_mutation(k, m, maskable, a, b),
-                     lambda k, m, a, b: pruning.flip_mutation(k, m, maskable, a, b),
-                     keys, masks, p_disconnect, p_connect)
-    _assert_trees_equal(old, new)
-
-
-def test_uniform_like_matches_old():
-    params, masks = _population()
-    keys = jax.random.split(jax.random.key(4), BATCH)
-    for tree in (params, masks):
-        old, new = _both(_old_uniform_like, pruning._uniform_like, keys, tree)
-        _assert_trees_equal(old, new)
 
 
 @pytest.mark.parametrize("per_layer", [False, True])
@@ -392,23 +317,3 @@ def test_init_masks_exact_matches_old():
     # exact counts, and the one-leaf helper agrees with the batched path
     kernel = M.exact_count_mask(keys[0], (11, 16), jnp.asarray(50))
     assert int(kernel.sum()) == 50
-
-
-@pytest.mark.parametrize("self_adaptive", [False, True])
-def test_mutate_matches_old_operators(monkeypatch, self_adaptive):
-    """The composite mutation of GA / MAP-Elites, jitted over a population, is unchanged."""
-    params, masks = _population()
-    population = Population(params=params, masks=masks,
-                            rates=jnp.tile(jnp.array([0.05, 0.02]), (BATCH, 1)))
-    config = variation.MutationConfig(self_adaptive=self_adaptive, forward_prune=True)
-    hyper = variation.MutationHyper(sigma=0.1, rate_redraw_probability=0.5)
-    keys = jax.random.split(jax.random.key(8), BATCH)
-
-    def run():
-        mutate = lambda k, ind: variation.mutate(k, ind, SPEC.maskable(), config, hyper, SPEC)
-        return jax.jit(jax.vmap(mutate))(keys, population)
-
-    new = run()
-    monkeypatch.setattr(pruning, "flip_mutation", _old_flip_mutation)
-    monkeypatch.setattr(variation, "gaussian_mutation", _old_gaussian_mutation)
-    _assert_trees_equal(run(), new)
