@@ -330,6 +330,24 @@ def test_brax_all_masked_policy_runs(hopper):
     assert np.all(np.asarray(result.descriptors[:, -1]) > 0.5)
 
 
+def test_env_first_created_inside_a_trace_is_concrete():
+    # Regression: a feet-contact task whose env was first built inside jit cached a Brax system of
+    # tracers, and the foot geometry could not read it (TracerArrayConversionError).
+    from synprune_jax.tasks import brax_task
+
+    for cached in (brax_task.make_env, brax_task.env_sizes, brax_task._foot_geometry):
+        cached.cache_clear()
+    task = BraxTask("hopper", "spring", episode_length=3, hidden_sizes=(2,),
+                    descriptors=("feet_contact",))
+    population = jax.eval_shape(lambda k: make_population(task, k, 2, density=1.0),
+                                jax.random.key(0))
+    result = jax.eval_shape(task.evaluate, jax.random.key(0), population)
+    assert result.descriptors.shape == (2, 1)
+    system = brax_task.make_env("hopper", "spring").sys
+    assert not isinstance(system.geom_pos, jax.core.Tracer)
+    assert brax_task._foot_geometry("hopper", "spring", False).num_feet == 1
+
+
 def test_batched_rollouts_equal_per_individual_rollouts():
     # evaluate() scans once over time with the step vmapped over individuals and episodes; the
     # public per-individual `rollout` under two vmaps must give the same numbers, bit for bit.

@@ -69,12 +69,19 @@ def env_names() -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=None)
 def make_env(env_name: str, backend: str, mjx_fast_solver: bool = False):
-    """Creates (once per argument triple) a Brax environment."""
+    """Creates (once per argument triple) a Brax environment.
+
+    Brax builds the system with ``jnp`` operations; when the first call comes from inside a
+    ``jit`` / ``eval_shape`` trace those would be tracers, cached here and leaked into every later
+    program (and :func:`_foot_geometry` could not read them). ``ensure_compile_time_eval`` makes
+    the construction eager wherever it is called from.
+    """
     from brax import envs
 
-    env = envs.get_environment(env_name, backend=backend)
-    if mjx_fast_solver:
-        env.sys = env.sys.tree_replace({"opt.iterations": 1, "opt.ls_iterations": 4})
+    with jax.ensure_compile_time_eval():
+        env = envs.get_environment(env_name, backend=backend)
+        if mjx_fast_solver:
+            env.sys = env.sys.tree_replace({"opt.iterations": 1, "opt.ls_iterations": 4})
     return env
 
 
