@@ -24,6 +24,15 @@ loaded machine, since waiting for a core does not count).
 Time to a QD-score: the steady-state seconds each side needs to reach ``target_fraction`` of the
 lower of the two final QD-scores (linear interpolation between chunks).
 
+A third side, ``ours_sharded`` (``devices`` in the setting, 2 in ``quick`` / ``full``), is the
+same MAP-Elites with the population's evaluation split over ``devices`` CPU devices
+(:class:`synprune_jax.sharding.ShardedTask`; ``task.devices`` in a config). It runs in its own
+process, created with ``jax_num_cpu_devices = devices``, because that setting changes every
+program of a process (with two CPU devices, a one-device program gets one core's worth of
+threads): ours and QDax keep the usual one-device process. The parent drives the worker over a
+pipe, so the three sides still alternate chunk by chunk and the idle side waits on a read.
+Its results equal ``ours`` up to the last bits (per-device batch sizes pick other CPU kernels).
+
 Memory: XLA's own accounting of the compiled chunk (``xla_temp_mb``: scratch memory, a
 device-memory proxy), the state size, and with ``--suite full`` (or ``memory_probe=True``) the
 peak resident memory of a fresh process that runs only one side.
@@ -58,11 +67,11 @@ NAME = "qdax_map_elites"
 
 SIZES = {
     "toy": {"env": "hopper", "episode_length": 5, "batches": (4,), "hidden": (4,), "cells": 8,
-            "chunk": 1, "chunks": 2, "memory_probe": False},
+            "chunk": 1, "chunks": 2, "memory_probe": False, "devices": 1},
     "quick": {"env": "hopper", "episode_length": 100, "batches": (256,), "hidden": (16, 16),
-              "cells": 128, "chunk": 5, "chunks": 8, "memory_probe": True},
+              "cells": 128, "chunk": 5, "chunks": 8, "memory_probe": True, "devices": 2},
     "full": {"env": "hopper", "episode_length": 100, "batches": (256, 1024), "hidden": (16, 16),
-             "cells": 128, "chunk": 10, "chunks": 10, "memory_probe": True},
+             "cells": 128, "chunk": 10, "chunks": 10, "memory_probe": True, "devices": 2},
 }
 
 TARGET_FRACTION = 0.9
@@ -98,21 +107,107 @@ class _Side:
         self.cpu_times.append(time.process_time() - start_cpu)
         self.scores.append(qd_score(self.fitness(self.state))[0])
 
+    def final(self) -> tuple[float, float, float]:
+        return qd_score(self.fitness(self.state))
 
-def build_ours(setting: dict, batch: int) -> _Side:
+    def close(self) -> None:
+        pass
+
+
+class _RemoteSide:
+    """A side built and advanced in a worker process with ``devices`` CPU devices (see module
+    docstring); same interface as :class:`_Side`, timings measured inside the worker."""
+
+    def __init__(self, name: str, suite: str, batch: int, devices: int,
+                 cache_dir: str | None = None):
+        import os
+
+        self.name = name
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.qdax_map_elites", "--worker", suite, str(batch),
+             str(devices), cache_dir or ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env=env)
+        ready = self._read()
+        self.init_compile_s, self.chunk_compile_s = ready["init_compile_s"], ready[
+            "chunk_compile_s"]
+        self.memory = ready["memory"]
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []
+        self.scores: list[float] = []
+
+    def _read(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith("WORKER "):
+                return json.loads(line[len("WORKER "):])
+        raise RuntimeError(f"the {self.name} worker exited (status {self.process.wait()})")
+
+    def _ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def advance(self) -> None:
+        reply = self._ask("advance")
+        self.times.append(reply["seconds"])
+        self.cpu_times.append(reply["cpu_seconds"])
+        self.scores.append(reply["qd_score"])
+
+    def final(self) -> tuple[float, float, float]:
+        return tuple(self._ask("final")["final"])
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def worker(suite: str, batch: int, devices: int, cache_dir: str = "") -> None:
+    """The worker of :class:`_RemoteSide`: ``devices`` CPU devices, ``ours`` sharded over them.
+
+    ``cache_dir``: the parent's (fresh) persistent compilation cache, so that the memory probe
+    of this side loads its programs as the probes of the other sides do.
+    """
+    jax.config.update("jax_num_cpu_devices", devices)  # before anything runs on a device
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    side = build_ours(dict(SIZES[check_suite(suite)]), batch, devices=devices)
+
+    def say(record: dict) -> None:
+        print("WORKER " + json.dumps(record), flush=True)
+
+    say({"init_compile_s": side.init_compile_s, "chunk_compile_s": side.chunk_compile_s,
+         "memory": side.memory})
+    for command in sys.stdin:
+        command = command.strip()
+        if command == "advance":
+            side.advance()
+            say({"seconds": side.times[-1], "cpu_seconds": side.cpu_times[-1],
+                 "qd_score": side.scores[-1]})
+        elif command == "final":
+            say({"final": list(side.final())})
+
+
+def build_ours(setting: dict, batch: int, devices: int = 1) -> _Side:
     from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
     from synprune_jax.archives import GridSpec
+    from synprune_jax.sharding import ShardedTask, make_mesh
     from synprune_jax.tasks import BraxTask
 
     task = BraxTask(env_name=setting["env"], backend="spring",
                     episode_length=setting["episode_length"], hidden_sizes=setting["hidden"],
                     descriptors=("feet_contact",))
+    if devices > 1:
+        task = ShardedTask(task, make_mesh(devices))
     config = MapElitesConfig(archive=GridSpec((0.0,), (1.0,), (setting["cells"],)),
                              batch_size=batch, qd_offset=QD_OFFSET)
     algorithm = MapElites(config, task)
     state, chunk, init_s, chunk_s, memory = compile_map_elites(algorithm, setting["chunk"])
     memory["state_mb"] = tree_megabytes(state)
-    return _Side("ours", state, chunk, lambda s: s.archive.fitness, init_s, chunk_s, memory)
+    return _Side("ours" if devices == 1 else "ours_sharded", state, chunk,
+                 lambda s: s.archive.fitness, init_s, chunk_s, memory)
 
 
 def build_qdax(setting: dict, batch: int) -> _Side:
@@ -191,14 +286,19 @@ def memory_probe(side: str, suite: str, batch: int, cache_dir: str | None = None
     cache = ("" if cache_dir is None else
              f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
              "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); ")
+    devices = SIZES[suite].get("devices", 1) if side == "ours_sharded" else 1
+    builder = "build_qdax" if side == "qdax" else "build_ours"
     code = ("import json, jax; from benchmarks import peak_rss_mb; " + cache +
+            (f"jax.config.update('jax_num_cpu_devices', {devices}); " if devices > 1 else "") +
             "from benchmarks.qdax_map_elites import SIZES, build_ours, build_qdax; "
             f"setting = dict(SIZES[{suite!r}]); "
-            f"builder = build_{side}; "
+            f"builder = {builder}; "
             "import synprune_jax.tasks; "
             + ("import qdax.core.map_elites; " if side == "qdax" else "")
             + "base = peak_rss_mb(); "
-            f"s = builder(setting, {batch}); s.advance(); s.advance(); "
+            + (f"s = builder(setting, {batch}, devices={devices}); " if devices > 1 else
+               f"s = builder(setting, {batch}); ")
+            + "s.advance(); s.advance(); "
             "print('PROBE ' + json.dumps({'rss_after_imports_mb': base, "
             "'peak_rss_mb': peak_rss_mb()}))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -224,7 +324,10 @@ def run(suite: str) -> list[dict]:
         sides = [build_ours(setting, batch)]
         if qdax_ok:
             sides.append(build_qdax(setting, batch))
-        for _ in range(setting["chunks"]):  # interleaved: ours, QDax, ours, QDax, ...
+        if setting.get("devices", 1) > 1:
+            sides.append(_RemoteSide("ours_sharded", suite, batch, setting["devices"],
+                                     cache_dir))
+        for _ in range(setting["chunks"]):  # interleaved: ours, QDax, ours sharded, ours, ...
             for side in sides:
                 side.advance()
         finals = {side.name: side.scores[-1] for side in sides}
@@ -233,7 +336,7 @@ def run(suite: str) -> list[dict]:
         for side in sides:
             per_chunk = np.asarray(side.times)
             evals_per_s = batch * setting["chunk"] / float(np.median(per_chunk))
-            score, coverage, max_fitness = qd_score(side.fitness(side.state))
+            score, coverage, max_fitness = side.final()
             reach = time_to_score(side.times, side.scores, target)
             record = {**common, "case": "map_elites", "side": side.name,
                       "evals_per_s": evals_per_s,
@@ -246,6 +349,9 @@ def run(suite: str) -> list[dict]:
                       "qd_score": score, "coverage": coverage, "max_fitness": max_fitness,
                       "target_qd_score": target, "seconds_to_target": reach,
                       **side.memory}
+            if side.name == "ours_sharded":
+                record["devices"] = setting["devices"]
+                side.close()
             if setting["memory_probe"]:
                 record.update(memory_probe(side.name, suite, batch, cache_dir))
             results[side.name] = record
@@ -254,9 +360,11 @@ def run(suite: str) -> list[dict]:
                 records.append({**common, "case": "trace", "side": side.name,
                                 "generation": (index + 1) * setting["chunk"],
                                 "chunk_s": seconds, "qd_score": score_value})
-        if "qdax" in results:
-            ours, qdax = results["ours"], results["qdax"]
-            ratio = {**common, "case": "ratio", "side": "ours/qdax",
+        for name in ("ours", "ours_sharded"):
+            if "qdax" not in results or name not in results:
+                continue
+            ours, qdax = results[name], results["qdax"]
+            ratio = {**common, "case": "ratio", "side": f"{name}/qdax",
                      "evals_per_s_ratio": ours["evals_per_s"] / qdax["evals_per_s"],
                      "evals_per_cpu_s_ratio": ours["evals_per_cpu_s"] / qdax["evals_per_cpu_s"],
                      "compile_ratio": (ours["init_compile_s"] + ours["chunk_compile_s"])
@@ -278,4 +386,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--worker"]:  # the ours_sharded side's process (see _RemoteSide)
+        worker(*sys.argv[2:3], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])
+    else:
+        main()
