@@ -71,7 +71,8 @@ def plot_all(directory: str, suite: str) -> list[str]:
     me = _read(directory, "qdax_map_elites", suite)
     if me is not None and "evals_per_s_ratio" in me:
         for _, row in me[me["case"] == "ratio"].iterrows():
-            labels.append(f"ME Brax b{int(row['batch'])}")
+            sharded = str(row.get("side", "")).startswith("ours_sharded")
+            labels.append(f"ME Brax b{int(row['batch'])}" + (" (2 CPU devices)" if sharded else ""))
             values.append(_preferred(row, "evals_per_cpu_s_ratio", "evals_per_s_ratio"))
     arm = _read(directory, "arm_million", suite)
     if arm is not None and "speedup" in arm:
