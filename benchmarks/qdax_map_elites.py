@@ -1,4 +1,4 @@
-"""MAP-Elites on Brax: synprune_jax vs QDax, same task and settings, interleaved in one process.
+"""MAP-Elites on Brax: synprune_jax vs QDax, same task and settings, interleaved chunk by chunk.
 
 Setting (both sides): Brax ``hopper`` on the ``spring`` backend, a tanh MLP policy (tanh output)
 of the same hidden widths, fixed episodes of ``episode_length`` steps that stop counting reward at
@@ -22,7 +22,7 @@ ahead of time (compile time reported separately), then chunks of ``chunk`` gener
 time (``evals_per_s``) and in process CPU time (``evals_per_cpu_s``, all threads: steadier on a
 loaded machine, since waiting for a core does not count).
 Time to a QD-score: the steady-state seconds each side needs to reach ``target_fraction`` of the
-lower of the two final QD-scores (linear interpolation between chunks).
+lowest final QD-score of the sides (linear interpolation between chunks).
 
 A third side, ``ours_sharded`` (``devices`` in the setting, 2 in ``quick`` / ``full``), is the
 same MAP-Elites with the population's evaluation split over ``devices`` CPU devices
@@ -47,6 +47,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,7 @@ from benchmarks import (
 )
 
 NAME = "qdax_map_elites"
+ROOT = str(Path(__file__).resolve().parents[1])  # the repository root
 
 SIZES = {
     "toy": {"env": "hopper", "episode_length": 5, "batches": (4,), "hidden": (4,), "cells": 8,
@@ -124,11 +126,11 @@ class _RemoteSide:
 
         self.name = name
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        env["PYTHONUNBUFFERED"] = "1"
+        env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")  # CPU devices, even on a GPU host
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.qdax_map_elites", "--worker", suite, str(batch),
              str(devices), cache_dir or ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=env)
+            text=True, env=env, cwd=ROOT)
         ready = self._read()
         self.init_compile_s, self.chunk_compile_s = ready["init_compile_s"], ready[
             "chunk_compile_s"]
@@ -160,7 +162,11 @@ class _RemoteSide:
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.stdin.close()
-            self.process.wait(timeout=60)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def worker(suite: str, batch: int, devices: int, cache_dir: str = "") -> None:
@@ -301,8 +307,14 @@ def memory_probe(side: str, suite: str, batch: int, cache_dir: str | None = None
             + "s.advance(); s.advance(); "
             "print('PROBE ' + json.dumps({'rss_after_imports_mb': base, "
             "'peak_rss_mb': peak_rss_mb()}))")
+    env = None
+    if devices > 1:  # CPU devices, even on a GPU host
+        import os
+
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        env.pop("XLA_FLAGS", None)
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=1800)
+                               timeout=1800, cwd=ROOT, env=env)
     for line in completed.stdout.splitlines():
         if line.startswith("PROBE "):
             return json.loads(line[len("PROBE "):])
@@ -377,7 +389,8 @@ def run(suite: str) -> list[dict]:
                 ratio["time_to_target_ratio"] = (ours["seconds_to_target"]
                                                  / qdax["seconds_to_target"])
             records.append(ratio)
-        records.append({**common, "case": "process", "side": "both", "peak_rss_mb": peak_rss_mb()})
+        records.append({**common, "case": "process", "side": "parent (ours, qdax)",
+                        "peak_rss_mb": peak_rss_mb()})
     return records
 
 
@@ -387,6 +400,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:  # the ours_sharded side's process (see _RemoteSide)
-        worker(*sys.argv[2:3], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])
+        # argv: --worker SUITE BATCH DEVICES [CACHE_DIR]
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+               sys.argv[5] if len(sys.argv) > 5 else "")
     else:
         main()

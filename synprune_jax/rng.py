@@ -4,8 +4,9 @@ Mutation and initialisation draw one random array per parameter leaf, each from 
 ``[jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]``. Every ``jax.random``
 call inlines one Threefry hash into the program, and XLA's compile time grows with the number of
 these hashes, not with the number of random numbers: drawing Gaussian noise for the six leaves
-of a hopper 16-16 policy, vmapped over 256 individuals, compiles in about 1.1 s on CPU with one
-call per leaf and 0.5 s with :func:`leafwise` (``benchmarks/rng_compile.py``). :func:`leafwise`
+of a hopper 16-16 policy, vmapped over 256 individuals, compiles in 1.1-1.4 s on this
+project's CPU with one call per leaf and 0.5-0.6 s with :func:`leafwise` (two runs of
+``benchmarks/rng_compile.py``, load 1-2). :func:`leafwise`
 returns exactly the same arrays, bit for bit, while drawing each *group* of leaves with one
 vmapped call.
 

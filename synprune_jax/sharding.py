@@ -158,7 +158,8 @@ class ShardedTask(_TaskWrapper):
             or ``"constraint"`` (``with_sharding_constraint`` on the population and on the
             result; GSPMD partitions the unchanged program).
 
-    ``evaluate`` needs ``P`` to be a multiple of the number of devices (checked while tracing).
+    When ``P`` is not a multiple of the number of devices, the population is padded with copies
+    of individual 0 whose results are dropped (a little wasted work, same results).
     Results equal the wrapped task's for tasks with common random numbers, up to the last bits
     where XLA picks other kernels for the per-device batch size (module docstring).
     """
@@ -184,9 +185,18 @@ class ShardedTask(_TaskWrapper):
     def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         """Evaluates ``population`` (leaves ``[P, ...]``) split over the mesh; see the class."""
         size = population.size
-        if size % self.num_devices:
-            raise ValueError(f"ShardedTask: a population of {size} cannot be split over "
-                             f"{self.num_devices} devices; use a multiple of {self.num_devices}")
+        padded = -(-size // self.num_devices) * self.num_devices
+        if padded != size:
+            # Pad with copies of individual 0 (valid genomes; their results are dropped), as
+            # ChunkedTask does: an ES that also evaluates its mean, or a GA's children, need not
+            # come in multiples of the device count.
+            index = jnp.concatenate([jnp.arange(size), jnp.zeros(padded - size, jnp.int32)])
+            result = self._evaluate_split(key, jax.tree_util.tree_map(lambda leaf: leaf[index],
+                                                                      population))
+            return jax.tree_util.tree_map(lambda leaf: leaf[:size], result)
+        return self._evaluate_split(key, population)
+
+    def _evaluate_split(self, key: jax.Array, population: Population) -> EvalResult:
         split = PartitionSpec(self.axis_name)
         if self.method == "constraint":
             sharding = NamedSharding(self.mesh, split)

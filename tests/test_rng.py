@@ -257,14 +257,6 @@ SPEC = MLPSpec(input_size=11, output_size=3, hidden_sizes=(16, 16))  # hopper po
 BATCH = 4
 
 
-def _population():
-    params = jax.vmap(SPEC.init)(jax.random.split(jax.random.key(0), BATCH))
-    masks = jax.vmap(lambda k: M.init_masks(k, SPEC.init(jax.random.key(0)), SPEC.maskable(),
-                                            0.6, exact=True))(
-        jax.random.split(jax.random.key(1), BATCH))
-    return params, masks
-
-
 def _both(old, new, *args, in_axes=0):
     """Old and new results, vmapped over BATCH individuals under jit."""
     return (jax.jit(jax.vmap(old, in_axes=in_axes))(*args),
@@ -314,6 +306,11 @@ def test_init_masks_exact_matches_old():
                      lambda k, d: M.init_masks(k, params, maskable, d, exact=True),
                      keys, density)
     _assert_trees_equal(old, new)
-    # exact counts, and the one-leaf helper agrees with the batched path
-    kernel = M.exact_count_mask(keys[0], (11, 16), jnp.asarray(50))
-    assert int(kernel.sum()) == 50
+    # the one-leaf helper draws the same mask as the batched path for the first kernel
+    leaf_keys = jax.random.split(keys[0], len(SPEC.kernels(params)))
+    count = jnp.round(density[0, 0] * 11 * 16).astype(jnp.int32)
+    first = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda m: m[0], new))[1]
+    assert first.shape == (11, 16)
+    np.testing.assert_array_equal(np.asarray(M.exact_count_mask(leaf_keys[0], (11, 16), count)),
+                                  np.asarray(first))
+    assert int(first.sum()) == int(count)

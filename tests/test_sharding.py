@@ -321,7 +321,9 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
 def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path):
     # `task.devices=2` on a CPU: the CLI creates 2 CPU devices before JAX starts (no XLA_FLAGS),
     # the evaluation is split over them, a run cut at 10 generations resumes to the same metrics
-    # as an uninterrupted one, and sizes that do not split evenly are refused before compiling.
+    # as an uninterrupted one; batches that do not split evenly (an odd MAP-Elites batch, an ES
+    # that also evaluates its mean, GA children) are padded; a GA seeded from the sharded run's
+    # archive builds it without claiming devices.
     code = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
@@ -338,10 +340,20 @@ def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path):
         config["run"]["num_generations"] = 20
         (root / "cut" / "config.json").write_text(json.dumps(config))
         assert main(["resume", str(root / "cut")]) == 0
-        bad = main(["run", *arm, "--set", "map_elites.batch_size=33", "--out",
-                    str(root / "bad")])
+        odd = main(["run", *arm, "--set", "map_elites.batch_size=33", "--set",
+                    "run.num_generations=5", "--out", str(root / "odd")])
+        es = main(["run", "es-prune-arm", "--set", "task.devices=2", "--set", "es.population_size=30",
+                   "--set", "run.num_generations=3", "--set", "run.progress=false", "--out",
+                   str(root / "es")])
+        ga = main(["run", "ga-arm", "--set", "task.devices=2", "--set", "ga.population_size=10",
+                   "--set", "ga.elite_fraction=0.3", "--set", "run.num_generations=3",
+                   "--set", "run.progress=false", "--out", str(root / "ga")])
+        from synprune_jax.algorithms.ga import load_archive_elites
+        elites = load_archive_elites(str(root / "full"), 4)
         import jax
-        print("REPORT " + json.dumps({{"devices": jax.local_device_count(), "bad": bad,
+        print("REPORT " + json.dumps({{"devices": jax.local_device_count(), "odd": odd,
+                                       "es": es, "ga": ga,
+                                       "elites": int(elites["fitness"].shape[0]),
                                        "config_devices": config["task"]["devices"]}}))
     """)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -352,8 +364,8 @@ def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path):
     lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-3000:]
     report = json.loads(lines[-1][len("REPORT "):])
-    assert report == {"devices": 2, "bad": 2, "config_devices": 2}
-    assert "map_elites.batch_size=33 cannot be split over task.devices=2" in completed.stderr
+    assert report == {"devices": 2, "odd": 0, "es": 0, "ga": 0, "elites": 4,
+                      "config_devices": 2}
     assert (tmp_path / "full" / "metrics.csv").read_text() == \
         (tmp_path / "cut" / "metrics.csv").read_text()
 
@@ -373,3 +385,44 @@ def test_task_devices_needs_the_devices(tmp_path, capsys):
     assert main(["run", "me-arm", "--set", "task.devices=0", "--out", str(tmp_path / "y")]) == 2
     assert "task.devices must be a positive int" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_sharded_task_pads_a_population_that_does_not_split():
+    # 5 individuals over 2 devices: padded to 6 with a copy of individual 0, results dropped; the
+    # arm task gives the same values as the plain evaluation. The Brax recording used by es-info
+    # keeps the wrapper.
+    report = _run_with_devices("""
+        import numpy as np
+        from synprune_jax import sharding
+        from synprune_jax.algorithms import map_elites
+        from synprune_jax.archives import GridSpec
+        from synprune_jax.tasks import KinematicArm
+        task = KinematicArm(num_joints=4, genotype="mlp", hidden_sizes=(8,))
+        config = map_elites.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4, 4)),
+                                            batch_size=16)
+        population = map_elites.random_population(jax.random.key(0), task, config,
+                                                  map_elites.MutationHyper(), 5)
+        plain = jax.jit(task.evaluate)(jax.random.key(1), population)
+        sharded = jax.jit(sharding.ShardedTask(task, sharding.make_mesh(2)).evaluate)(
+            jax.random.key(1), population)
+        report["shapes"] = [list(sharded.fitness.shape), list(sharded.descriptors.shape)]
+        report["fitness_equal"] = bool(np.array_equal(plain.fitness, sharded.fitness))
+        report["descriptors_equal"] = bool(np.array_equal(plain.descriptors, sharded.descriptors))
+    """, 2)
+    assert report == {"num_devices": 2, "shapes": [[5], [5, 2]], "fitness_equal": True,
+                      "descriptors_equal": True}
+
+
+def test_es_info_recording_keeps_a_sharding_wrapper():
+    from synprune_jax.analysis.learning_speed import brax_observations
+    from synprune_jax.tasks import BraxTask
+
+    task = sharding.ShardedTask(BraxTask("hopper", episode_length=4, hidden_sizes=(2,)),
+                                sharding.make_mesh(1))
+    recording = brax_observations(task)
+    population = jax.eval_shape(lambda k: map_elites.random_population(
+        k, task, map_elites.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)),
+                                            batch_size=3), map_elites.MutationHyper(), 3),
+        jax.random.key(0))
+    observations, alive = jax.eval_shape(recording, jax.random.key(0), population)
+    assert observations.shape == (3, 4, 11) and alive.shape == (3, 4)

@@ -175,6 +175,8 @@ def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) ->
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
     config = load(config_path)
+    if isinstance(config.get("task"), dict):  # only shapes are needed: no devices to claim
+        config["task"]["devices"] = 1
     built = get_experiment(config["experiment"]).build(config)
     abstract = jax.eval_shape(built.algorithm.init, init_key(built.run_config.seed))
     if not hasattr(abstract, "archive"):

@@ -149,8 +149,14 @@ ObservationsFn = Callable[[jax.Array, Population], tuple[jax.Array, jax.Array]]
 
 def brax_observations(task) -> ObservationsFn:
     """``(key, population) -> (observations [P, T, obs], alive [P, T])`` from one episode of a
-    :class:`~synprune_jax.tasks.BraxTask` (its first episode, trajectories kept)."""
-    recording = dataclasses.replace(task, keep_trajectories=True, num_episodes=1)
+    :class:`~synprune_jax.tasks.BraxTask` (its first episode, trajectories kept); a task wrapped
+    in :class:`~synprune_jax.sharding.ShardedTask` / ``ChunkedTask`` keeps its wrapper."""
+    inner = getattr(task, "task", None)
+    if inner is not None and dataclasses.is_dataclass(task):  # a wrapper: replace inside it
+        recording = dataclasses.replace(task, task=dataclasses.replace(
+            inner, keep_trajectories=True, num_episodes=1))
+    else:
+        recording = dataclasses.replace(task, keep_trajectories=True, num_episodes=1)
 
     def observations(key, population):
         extras = recording.evaluate(key, population).extras

@@ -138,7 +138,7 @@ def _hyper(section: dict):
 @_as_config_error
 def build_es(config: dict) -> Built:
     from synprune_jax.algorithms.es import ESConfig, MaskedES
-    from synprune_jax.experiments.map_elites import build_task, check_divisible
+    from synprune_jax.experiments.map_elites import build_task
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "es", "run"))
     if config["algorithm"] != "es":
@@ -146,7 +146,6 @@ def build_es(config: dict) -> Built:
     require_keys(config["es"], "es", [f.name for f in dataclasses.fields(ESConfig)])
     es_config = ESConfig(**config["es"])
     task = build_task(config["task"])
-    check_divisible(config["task"], **{"es.population_size": es_config.population_size})
     run_config = _run_config(config)
     return Built(algorithm=MaskedES(es_config, task), run_config=run_config, report=report_es,
                  describe=describe_es, plot=plot_es)
@@ -155,7 +154,7 @@ def build_es(config: dict) -> Built:
 @_as_config_error
 def build_ga(config: dict) -> Built:
     from synprune_jax.algorithms.ga import GAConfig, TruncationGA
-    from synprune_jax.experiments.map_elites import build_task, check_divisible
+    from synprune_jax.experiments.map_elites import build_task
     from synprune_jax.variation import MutationConfig
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "ga", "mutation", "run"))
@@ -167,7 +166,6 @@ def build_ga(config: dict) -> Built:
                               forward_prune=bool(section.pop("forward_prune")))
     ga_config = GAConfig(mutation=mutation, **section)
     task = build_task(config["task"])
-    check_divisible(config["task"], **{"ga.population_size": ga_config.population_size})
     hyper = _hyper(config["mutation"])
     run_config = _run_config(config)
     return Built(algorithm=TruncationGA(ga_config, task, hyper), run_config=run_config,
@@ -197,10 +195,6 @@ def build_me_es(config: dict) -> Built:
     require_keys(config["es_emitter"], "es_emitter",
                  [f.name for f in dataclasses.fields(ESEmitterConfig)])
     emitter = ESEmitterConfig(**config["es_emitter"])
-    me_experiment.check_divisible(config["task"], **{
-        "map_elites.batch_size": me_config.batch_size,
-        "map_elites.initial_batch_size": me_config.initial_batch_size or me_config.batch_size,
-        "es_emitter.population_size": emitter.population_size})
     hyper = _hyper(config["mutation"])
     algorithm = MapElitesES(me_config, emitter, task, hyper)
     return Built(algorithm=algorithm, run_config=_run_config(config),
@@ -212,7 +206,7 @@ def build_me_es(config: dict) -> Built:
 def build_es_info(config: dict) -> Built:
     from synprune_jax.algorithms.es import ESConfig
     from synprune_jax.analysis.learning_speed import LearningSpeedStudy
-    from synprune_jax.experiments.map_elites import build_task, check_divisible
+    from synprune_jax.experiments.map_elites import build_task
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "es", "study", "run"))
     if config["algorithm"] != "learning_speed":
@@ -223,7 +217,6 @@ def build_es_info(config: dict) -> Built:
     require_keys(study, "study", ("num_networks", "threshold", "bins", "init_beta_a",
                                   "init_beta_b"))
     task = build_task(config["task"])
-    check_divisible(config["task"], **{"es.population_size": es_config.population_size})
     if config["task"]["name"] != "brax":
         raise ConfigError("es-info records rollouts: it needs a Brax task (task.name=brax)")
     algorithm = LearningSpeedStudy(task, es_config, int(study["num_networks"]),

@@ -90,7 +90,8 @@ def build_task(section: dict):
     its own thread, which uses the cores far better than XLA's intra-op threads for the many small
     ops of a physics step (``benchmarks/qdax_map_elites.py`` measures it). Results then differ from
     a 1-device run in the last bits (other kernels for other batch sizes; see
-    :mod:`synprune_jax.sharding`), so seeded runs reproduce for a fixed ``devices``.
+    :mod:`synprune_jax.sharding`), so seeded runs reproduce for a fixed ``devices``. A batch that
+    is not a multiple of ``N`` is padded with copies of its first individual (results dropped).
     """
     from synprune_jax.tasks import make_task
 
@@ -117,15 +118,6 @@ def build_task(section: dict):
             f"jax.config.update('jax_num_cpu_devices', {devices}) right after `import jax`, "
             "before anything runs on a device")
     return ShardedTask(task, make_mesh(devices))
-
-
-def check_divisible(section: dict, **sizes: int) -> None:
-    """Every population size must split evenly over ``task.devices`` (checked before tracing)."""
-    devices = section.get("devices", 1)
-    for name, size in sizes.items():
-        if devices > 1 and int(size) % devices:
-            raise ConfigError(f"{name}={size} cannot be split over task.devices={devices}: "
-                              f"use a multiple of {devices}")
 
 
 def build_archive_spec(section: dict, task):
@@ -174,10 +166,6 @@ def build(config: dict) -> Built:
                                   forward_prune=bool(section.pop("forward_prune")))
         me_config = MapElitesConfig(archive=archive, mutation=mutation,
                                     density_bands=DENSITY_BANDS, **section)
-        check_divisible(config["task"], **{
-            "map_elites.batch_size": me_config.batch_size,
-            "map_elites.initial_batch_size": me_config.initial_batch_size
-            or me_config.batch_size})
         require_keys(config["mutation"], "mutation",
                      [f.name for f in dataclasses.fields(MutationHyper)])
         hyper = MutationHyper(**{k: float(v) for k, v in config["mutation"].items()})

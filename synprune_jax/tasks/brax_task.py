@@ -304,7 +304,8 @@ class BraxTask:
         One ``lax.scan`` over time whose body is the step vmapped over individuals and episodes
         (rather than a vmap of per-individual scans): the same batched operations, but JAX traces
         the step once instead of running the scan batching rule (a fixed point over the carry)
-        through two nested vmaps, which halves the Python time spent lowering the program.
+        through two nested vmaps: lowering ``evaluate`` (hopper, 256 x 100 steps) takes 1.0 s
+        instead of 1.6 s on this project's CPU. Outputs are bit-identical (tested).
         """
         population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
         first = jax.vmap(self._first_carry)(keys)                       # [E, ...]
