@@ -237,7 +237,8 @@ def test_leafwise_argument_checks():
 
 # ----- the initial masks == their old per-leaf implementation ------------------------
 
-def _old_init_masks_bernoulli(key, params, maskable, density):
+def _old_init_masks(key, params, maskable, density, exact=False):
+    """``masks.init_masks`` as it was: one ``jax.random`` call per maskable leaf."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     flags = jax.tree_util.tree_leaves(maskable)
     num_maskable = sum(bool(f) for f in flags)
@@ -248,7 +249,13 @@ def _old_init_masks_bernoulli(key, params, maskable, density):
         if not flag:
             out.append(jnp.ones(leaf.shape, jnp.bool_))
             continue
-        out.append(jax.random.bernoulli(keys[index], densities[index], leaf.shape))
+        if exact:
+            noise = jax.random.uniform(keys[index], (leaf.size,))
+            count = jnp.round(densities[index] * leaf.size).astype(jnp.int32)
+            ranks = jnp.argsort(jnp.argsort(noise))
+            out.append((ranks < jnp.clip(count, 0, leaf.size)).reshape(leaf.shape))
+        else:
+            out.append(jax.random.bernoulli(keys[index], densities[index], leaf.shape))
         index += 1
     return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -270,31 +277,12 @@ def test_init_masks_bernoulli_matches_old(per_layer):
     keys = jax.random.split(jax.random.key(5), BATCH)
     shape = (BATCH, len(SPEC.kernels(params))) if per_layer else (BATCH,)
     density = jax.random.uniform(jax.random.key(6), shape)
-    old, new = _both(lambda k, d: _old_init_masks_bernoulli(k, params, maskable, d),
+    old, new = _both(lambda k, d: _old_init_masks(k, params, maskable, d),
                      lambda k, d: M.init_masks(k, params, maskable, d),
                      keys, density)
     _assert_trees_equal(old, new)
-    _assert_trees_equal(_old_init_masks_bernoulli(keys[0], params, maskable, 0.3),
+    _assert_trees_equal(_old_init_masks(keys[0], params, maskable, 0.3),
                         M.init_masks(keys[0], params, maskable, 0.3))
-
-
-def _old_init_masks_exact(key, params, maskable, density):
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    flags = jax.tree_util.tree_leaves(maskable)
-    num_maskable = sum(bool(f) for f in flags)
-    densities = jnp.broadcast_to(jnp.asarray(density, jnp.float32), (num_maskable,))
-    keys = jax.random.split(key, max(num_maskable, 1))
-    out, index = [], 0
-    for leaf, flag in zip(leaves, flags):
-        if not flag:
-            out.append(jnp.ones(leaf.shape, jnp.bool_))
-            continue
-        noise = jax.random.uniform(keys[index], (leaf.size,))
-        count = jnp.round(densities[index] * leaf.size).astype(jnp.int32)
-        ranks = jnp.argsort(jnp.argsort(noise))
-        out.append((ranks < jnp.clip(count, 0, leaf.size)).reshape(leaf.shape))
-        index += 1
-    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def test_init_masks_exact_matches_old():
@@ -302,7 +290,7 @@ def test_init_masks_exact_matches_old():
     maskable = SPEC.maskable()
     keys = jax.random.split(jax.random.key(7), BATCH)
     density = jax.random.uniform(jax.random.key(9), (BATCH, len(SPEC.kernels(params))))
-    old, new = _both(lambda k, d: _old_init_masks_exact(k, params, maskable, d),
+    old, new = _both(lambda k, d: _old_init_masks(k, params, maskable, d, exact=True),
                      lambda k, d: M.init_masks(k, params, maskable, d, exact=True),
                      keys, density)
     _assert_trees_equal(old, new)

@@ -84,6 +84,11 @@ for method in sharding.SHARD_METHODS:
         jax.random.key(1), population)
     report[f"evaluate_{method}_equal"] = equal(plain, result)
     report[f"evaluate_{method}_devices"] = len(result.fitness.sharding.device_set)
+# 5 individuals over 4 devices: padded with copies of individual 0, their results dropped
+odd = jax.tree_util.tree_map(lambda leaf: leaf[:5], population)
+result = jax.jit(sharding.ShardedTask(task, mesh).evaluate)(jax.random.key(1), odd)
+report["padded_evaluate_equal"] = equal(jax.jit(task.evaluate)(jax.random.key(1), odd), result)
+report["padded_evaluate_shape"] = list(result.descriptors.shape)
 
 # insertion into an archive split over cells (4 cells per device) == replicated insertion
 spec = config.archive
@@ -123,6 +128,7 @@ def test_four_devices_give_the_single_device_results():
     for method in sharding.SHARD_METHODS:
         assert report[f"evaluate_{method}_equal"], method
         assert report[f"evaluate_{method}_devices"] == 4, method
+    assert report["padded_evaluate_equal"] and report["padded_evaluate_shape"] == [5, 2]
     assert report["archive_equal"] and report["archive_devices"] == 4
     assert report["num_inserted"] > 1  # several cells, on several shards, were written
     assert report["replicated_devices"] == 4 and report["replicated_full_copy"] == 16
@@ -385,32 +391,6 @@ def test_task_devices_needs_the_devices(tmp_path, capsys):
     assert main(["run", "me-arm", "--set", "task.devices=0", "--out", str(tmp_path / "y")]) == 2
     assert "task.devices must be a positive int" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
-
-
-def test_sharded_task_pads_a_population_that_does_not_split():
-    # 5 individuals over 2 devices: padded to 6 with a copy of individual 0, results dropped; the
-    # arm task gives the same values as the plain evaluation. The Brax recording used by es-info
-    # keeps the wrapper.
-    report = _run_with_devices("""
-        import numpy as np
-        from synprune_jax import sharding
-        from synprune_jax.algorithms import map_elites
-        from synprune_jax.archives import GridSpec
-        from synprune_jax.tasks import KinematicArm
-        task = KinematicArm(num_joints=4, genotype="mlp", hidden_sizes=(8,))
-        config = map_elites.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4, 4)),
-                                            batch_size=16)
-        population = map_elites.random_population(jax.random.key(0), task, config,
-                                                  map_elites.MutationHyper(), 5)
-        plain = jax.jit(task.evaluate)(jax.random.key(1), population)
-        sharded = jax.jit(sharding.ShardedTask(task, sharding.make_mesh(2)).evaluate)(
-            jax.random.key(1), population)
-        report["shapes"] = [list(sharded.fitness.shape), list(sharded.descriptors.shape)]
-        report["fitness_equal"] = bool(np.array_equal(plain.fitness, sharded.fitness))
-        report["descriptors_equal"] = bool(np.array_equal(plain.descriptors, sharded.descriptors))
-    """, 2)
-    assert report == {"num_devices": 2, "shapes": [[5], [5, 2]], "fitness_equal": True,
-                      "descriptors_equal": True}
 
 
 def test_es_info_recording_keeps_a_sharding_wrapper():
