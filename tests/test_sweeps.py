@@ -168,6 +168,7 @@ def test_parse_grid():
     ({"mutation.sigma": []}, "non-empty"),
     ({"mutation.sigma": ["fast"]}, "expected a number"),
     ({"mutation.sigma": [-1.0]}, "sigma must be >= 0"),
+    ({"task.devices": [2]}, "places whole runs on devices itself"),
 ])
 def test_invalid_sweeps_fail_before_compiling(tmp_path, grid, match):
     with pytest.raises(ConfigError, match=match):
