@@ -67,6 +67,16 @@ from benchmarks import (
 NAME = "qdax_map_elites"
 ROOT = str(Path(__file__).resolve().parents[1])  # the repository root
 
+
+def _cpu_devices_env() -> dict:
+    """Environment of a child process that creates its own CPU devices (``jax_num_cpu_devices``)
+    even on a GPU host: no inherited ``XLA_FLAGS`` device count, ``JAX_PLATFORMS=cpu``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+    return env
+
 SIZES = {
     "toy": {"env": "hopper", "episode_length": 5, "batches": (4,), "hidden": (4,), "cells": 8,
             "chunk": 1, "chunks": 2, "memory_probe": False, "devices": 1},
@@ -122,15 +132,11 @@ class _RemoteSide:
 
     def __init__(self, name: str, suite: str, batch: int, devices: int,
                  cache_dir: str | None = None):
-        import os
-
         self.name = name
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")  # CPU devices, even on a GPU host
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.qdax_map_elites", "--worker", suite, str(batch),
              str(devices), cache_dir or ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=env, cwd=ROOT)
+            text=True, env=_cpu_devices_env(), cwd=ROOT)
         ready = self._read()
         self.init_compile_s, self.chunk_compile_s = ready["init_compile_s"], ready[
             "chunk_compile_s"]
@@ -307,14 +313,9 @@ def memory_probe(side: str, suite: str, batch: int, cache_dir: str | None = None
             + "s.advance(); s.advance(); "
             "print('PROBE ' + json.dumps({'rss_after_imports_mb': base, "
             "'peak_rss_mb': peak_rss_mb()}))")
-    env = None
-    if devices > 1:  # CPU devices, even on a GPU host
-        import os
-
-        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-        env.pop("XLA_FLAGS", None)
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=1800, cwd=ROOT, env=env)
+                               timeout=1800, cwd=ROOT,
+                               env=_cpu_devices_env() if devices > 1 else None)
     for line in completed.stdout.splitlines():
         if line.startswith("PROBE "):
             return json.loads(line[len("PROBE "):])

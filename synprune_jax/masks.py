@@ -83,21 +83,18 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
     densities = jnp.broadcast_to(jnp.asarray(density, jnp.float32), (num_maskable,))
     keys = jax.random.split(key, max(num_maskable, 1))
     picked = [i for i, flag in enumerate(flags) if flag]
-    out = [None if flag else jnp.ones(leaf.shape, jnp.bool_) for leaf, flag in zip(leaves, flags)]
+    leaf_keys = [keys[index] for index in range(num_maskable)]
     if exact:  # exact_count_mask's noise, drawn in batches: the same numbers
-        noise = rng.leafwise(lambda k, shape: jax.random.uniform(k, shape),
-                             [keys[index] for index in range(num_maskable)],
-                             [(leaves[i].size,) for i in picked])
-        for index, i in enumerate(picked):
-            count = jnp.round(densities[index] * leaves[i].size).astype(jnp.int32)
-            out[i] = _mask_from_noise(noise[index], leaves[i].shape, count)
+        noise = rng.leafwise(jax.random.uniform, leaf_keys, [(leaves[i].size,) for i in picked])
+        drawn = [_mask_from_noise(n, leaves[i].shape,
+                                  jnp.round(d * leaves[i].size).astype(jnp.int32))
+                 for n, i, d in zip(noise, picked, densities)]
     else:
-        draws = rng.leafwise(lambda k, shape, p: jax.random.bernoulli(k, p, shape),
-                             [keys[index] for index in range(num_maskable)],
-                             [leaves[i].shape for i in picked],
-                             [densities[index] for index in range(num_maskable)])
-        for i, draw in zip(picked, draws):
-            out[i] = draw
+        drawn = rng.leafwise(lambda k, shape, p: jax.random.bernoulli(k, p, shape), leaf_keys,
+                             [leaves[i].shape for i in picked], list(densities))
+    out = [jnp.ones(leaf.shape, jnp.bool_) for leaf in leaves]
+    for i, mask in zip(picked, drawn):
+        out[i] = mask
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

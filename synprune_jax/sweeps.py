@@ -380,8 +380,6 @@ def build_members(experiment: str, runs: Sequence[RunSpec], out: str | os.PathLi
         task_devices = spec.config.get("task", {}).get("devices", 1) \
             if isinstance(spec.config.get("task"), dict) else 1
         if task_devices != 1:
-            from synprune_jax.config import ConfigError
-
             raise ConfigError(f"run {spec.run_id}: task.devices={task_devices!r}, but a sweep "
                               "places whole runs on devices itself (`--devices`); leave "
                               "task.devices at 1")

@@ -247,7 +247,6 @@ class ClusterSynthesis:
         total = jnp.sum(jax.lax.map(correct, reshaped))
         return total.astype(jnp.float32) / jnp.sum(valid).astype(jnp.float32)
 
-    # ----- protocol --------------------------------------------------------------------------------
     # ----- sweeps (sweeps.HyperAdapter) --------------------------------------------------------
     @property
     def sweep_hyper(self) -> SynthesisHyper:
