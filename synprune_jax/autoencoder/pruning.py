@@ -128,15 +128,44 @@ def conjunctive_keep(layer: dict, units: jax.Array) -> dict:
             "bias": keep}
 
 
+def smallest_entries(values: jax.Array, count) -> jax.Array:
+    """``[n]`` bool: the ``count`` smallest of ``values`` (``[n]`` int32 in ``[0, 2**30)``), ties
+    broken by index (the lower index first) — the entries whose rank in a stable ascending sort
+    is below ``count`` (traced ``count`` allowed; ``0 <= count <= n``).
+
+    Found without sorting: a 31-step bisection over the value range finds the ``count``-th
+    smallest value ``t`` (``#(v < t) < count <= #(v <= t)``); every entry below ``t`` is taken,
+    plus the lowest-indexed entries equal to ``t`` up to ``count``. On a CPU this is ~50x faster
+    than the double ``argsort`` of the same ranks for the 30k-entry kernels of the autoencoder.
+    """
+    count = jnp.asarray(count, jnp.int32)
+
+    def bisect(_, bounds):  # invariant: #(v <= low) < count <= #(v <= high)
+        low, high = bounds
+        middle = low + (high - low) // 2
+        enough = jnp.sum(values <= middle, dtype=jnp.int32) >= count
+        return jnp.where(enough, low, middle), jnp.where(enough, middle, high)
+
+    bounds = (jnp.int32(-1), jnp.maximum(jnp.max(values), 0).astype(jnp.int32))
+    _, threshold = jax.lax.fori_loop(0, 31, bisect, bounds)
+    below = values < threshold
+    ties = values == threshold
+    needed = count - jnp.sum(below, dtype=jnp.int32)
+    chosen = below | (ties & (jnp.cumsum(ties, dtype=jnp.int32) <= needed))
+    return chosen & (count > 0)
+
+
 def random_keep_tensor(key: jax.Array, shape: tuple[int, ...], amount) -> jax.Array:
     """float32 0/1 of ``shape`` with exactly ``round(amount * size)`` zeros (uniform positions;
-    ties of the uniform draw broken by index)."""
+    ties of the uniform draw broken by index): the zeros are the entries with the smallest
+    ``jax.random.uniform`` draws (:func:`smallest_entries` on their bit patterns, which order
+    like the non-negative floats)."""
     size = 1
     for dim in shape:
         size *= dim
     count = jnp.round(jnp.asarray(amount, jnp.float32) * size).astype(jnp.int32)
-    ranks = jnp.argsort(jnp.argsort(jax.random.uniform(key, (size,))))
-    return (ranks >= count).astype(jnp.float32).reshape(shape)
+    draws = jax.lax.bitcast_convert_type(jax.random.uniform(key, (size,)), jnp.int32)
+    return (~smallest_entries(draws, count)).astype(jnp.float32).reshape(shape)
 
 
 def random_keep(key: jax.Array, tree: dict, amount) -> dict:
