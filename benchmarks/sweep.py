@@ -7,18 +7,32 @@ Part 1 (``"part": "sweep"``). The same 8 runs (seeds 0-7 of one experiment) adva
 * vmapped: ``jit(vmap(chunk))`` over the run axis, exactly what :func:`synprune_jax.sweeps.sweep`
   compiles for a group;
 * sequential: ``jit(chunk)`` with the seed as a traced argument, compiled once and called for one
-  run after another (the fastest sequential baseline: no compile and no file I/O per run).
+  run after another (the fastest sequential baseline: no compile and no file I/O per run);
+
+and, when more than one device is used (``--sweep-devices``; by default, as ``synprune sweep``
+does on a CPU host, one CPU device per core up to ``--runs``, created before JAX starts):
+
+* vmapped_sharded: the same vmapped chunk with the run axis split over the devices, as
+  ``sweeps.sweep(devices=N)`` compiles it (nothing exchanged between devices during a chunk);
+* sequential_task_devices: the runs one after another, each with its population sharded over the
+  same devices (``task.devices=N``; MAP-Elites experiments): one-after-another runs that also use
+  every core.
 
 Compile seconds are reported separately; steady-state seconds are the median of ``--repeats``
-timed passes after a warm-up pass, the two paths alternating pass by pass. ``speedup`` = sequential / vmapped steady-state seconds.
-Both paths use one chunk body (:func:`synprune_jax.runner.scan_generations`) and file I/O is left
-out. ``max_abs_difference`` compares the final QD-scores of the two paths.
+timed passes after a warm-up pass, the variants alternating pass by pass, with the median process
+CPU time (all threads) of each. ``speedup`` = sequential / vmapped steady-state seconds (one
+device each); ``speedup_sharded`` = the faster of the two sequential variants (``best_sequential``)
+/ vmapped_sharded, and ``speedup_sharded_per_cpu_s`` the same in CPU seconds. All variants use
+one chunk body (:func:`synprune_jax.runner.scan_generations`) and file I/O is left out.
+``max_abs_difference_final_qd_score(_sharded)`` compares the final QD-scores with the sequential
+runs'.
 
 Part 3 (``"part": "end_to_end"``, ``--end-to-end``). What a user waits for: the whole sweep through
 the public API, :func:`synprune_jax.sweeps.sweep` (8 runs, one compiled program, run directories,
 metrics and checkpoints written), against the same 8 runs one after another through
 :func:`synprune_jax.runner.run` (what ``synprune run EXPERIMENT --set run.seed=i`` does 8 times,
-without the process start-up). Each side runs in a fresh subprocess, timed from after the
+without the process start-up); the sweep side creates its CPU devices as ``synprune sweep`` does.
+Each side runs in a fresh subprocess, timed from after the
 imports to the end, twice: with the persistent compilation cache off (each ``run`` call compiles
 its own program) and with a fresh one on, as the CLI keeps it (runs that differ only in their seed
 then load the first run's program from the cache: the seed is an argument of the runner's
@@ -56,12 +70,47 @@ def _emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
+def _timed_call(function) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds, all threads) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _task_devices_runner(experiment, overrides, num_devices, chunk_size):
+    """One run's chunk with the population sharded over ``num_devices`` (``task.devices``), or
+    ``None`` when the experiment has no ``task.devices`` option."""
+    import jax
+
+    from synprune_jax import config as config_lib
+    from synprune_jax import runner, sweeps
+    from synprune_jax.experiments import get_experiment
+
+    definition = get_experiment(experiment)
+    config = definition.default_config()
+    if "devices" not in config.get("task", {}):
+        return None
+    config = config_lib.apply_overrides(config, [*overrides, f"task.devices={num_devices}"])
+    config["experiment"] = experiment
+    algorithm = definition.build(config).algorithm
+    adapter = sweeps.adapter_for(algorithm)
+    _, hyper = adapter.split(algorithm)
+    init = jax.jit(lambda seed: runner._strong_types(
+        adapter.init(algorithm, runner.init_key(seed), hyper)))
+
+    def chunk(seed, state):
+        step = lambda key, state: adapter.step(algorithm, key, state, hyper)
+        return runner.scan_generations(step, seed, state, chunk_size)
+
+    return init, jax.jit(chunk)
+
+
 def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, generations: int,
-                    chunk_size: int, repeats: int) -> dict:
+                    chunk_size: int, repeats: int, num_devices: int = 1) -> dict:
     import jax
     import numpy as np
 
-    from synprune_jax import runner, sweeps
+    from synprune_jax import runner, sharding, sweeps
 
     runs = sweeps.plan_runs(experiment, range(num_runs), None, overrides)
     members = sweeps.build_members(experiment, runs, ".")
@@ -80,7 +129,8 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
         return runner.scan_generations(step, seed, state, chunk_size)
 
     one = lambda tree, i: jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
-    states = jax.jit(jax.vmap(init_one))(seeds, hypers)
+    first_device = jax.local_devices()[0]
+    states = jax.device_put(jax.jit(jax.vmap(init_one))(seeds, hypers), first_device)
     jax.block_until_ready(states)
 
     started = time.perf_counter()
@@ -91,10 +141,9 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
     single_compile = time.perf_counter() - started
     num_chunks = max(1, generations // chunk_size)
 
-    def run_vmapped():
-        current = states
+    def run_vmapped(program=vmapped, run_seeds=seeds, run_hypers=hypers, current=states):
         for _ in range(num_chunks):
-            current, outputs = vmapped(seeds, hypers, current)
+            current, outputs = program(run_seeds, run_hypers, current)
         return jax.block_until_ready(current)
 
     def run_sequential():
@@ -106,45 +155,96 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
             finals.append(jax.block_until_ready(current))
         return finals
 
-    # Warm up both, then alternate them so that load changes on a shared machine hit both alike.
-    run_vmapped(), run_sequential()
-    vmapped_times, sequential_times = [], []
+    variants = {"vmapped": run_vmapped, "sequential": run_sequential}
+    compile_s = {"vmapped": vmapped_compile, "sequential": single_compile}
+    if num_devices > 1:
+        # The sweep as `sweeps.sweep(devices=num_devices)` runs it: the run axis split over the
+        # devices (on a CPU host, one CPU device per core), nothing exchanged during a chunk.
+        mesh = sharding.make_mesh(num_devices, "runs")
+        lead = sharding.leading_axis_sharding(mesh)
+        if num_runs % num_devices:
+            raise SystemExit(f"--runs {num_runs} must be a multiple of the {num_devices} devices")
+        put = lambda tree: None if tree is None else sharding.shard_leading_axis(tree, mesh)
+        placed = (put(seeds), put(hypers), put(states))
+        started = time.perf_counter()
+        sharded = jax.jit(jax.vmap(chunk), in_shardings=lead, out_shardings=lead).lower(
+            *placed).compile()
+        compile_s["vmapped_sharded"] = time.perf_counter() - started
+        variants["vmapped_sharded"] = lambda: run_vmapped(sharded, *placed)
+        # The strongest one-after-another baseline that also uses every device: each run's
+        # population sharded over the devices (`task.devices`), where the experiment has it.
+        task_devices = _task_devices_runner(experiment, overrides, num_devices, chunk_size)
+        if task_devices is not None:
+            init, task_chunk = task_devices
+            started = time.perf_counter()
+            first_state = init(seeds[0])
+            program = task_chunk.lower(seeds[0], first_state).compile()
+            compile_s["sequential_task_devices"] = time.perf_counter() - started
+            placement = program.input_shardings[0][1]
+            run_states = [jax.device_put(init(seed), placement) for seed in seeds]
+
+            def run_task_devices():
+                for seed, current in zip(seeds, run_states):
+                    for _ in range(num_chunks):
+                        current, outputs = program(seed, current)
+                    jax.block_until_ready(current)
+
+            variants["sequential_task_devices"] = run_task_devices
+
+    # Warm up every variant, then alternate them pass by pass so that load changes on a shared
+    # machine hit all of them alike.
+    finals = {name: function() for name, function in variants.items()}
+    calls = {name: [] for name in variants}
     for _ in range(repeats):
-        started = time.perf_counter()
-        vmapped_final = run_vmapped()
-        vmapped_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        sequential_final = run_sequential()
-        sequential_times.append(time.perf_counter() - started)
-    vmapped_s = statistics.median(vmapped_times)
-    sequential_s = statistics.median(sequential_times)
+        for name, function in variants.items():
+            calls[name].append(_timed_call(function))
+    steady = {name: statistics.median(wall for wall, _ in values) for name, values in calls.items()}
+    cpu = {name: statistics.median(c for _, c in values) for name, values in calls.items()}
     from synprune_jax.archives import qd_metrics
 
     offset = algorithm.config.qd_offset if hasattr(algorithm, "config") else 0.0
-    difference = 0.0
-    if hasattr(vmapped_final, "archive"):
-        for index, final in enumerate(sequential_final):
-            a = float(qd_metrics(one(vmapped_final, index).archive, offset)["qd_score"])
+    difference = {"vmapped": 0.0, "vmapped_sharded": 0.0}
+    if hasattr(finals["vmapped"], "archive"):
+        for index, final in enumerate(finals["sequential"]):
             b = float(qd_metrics(final.archive, offset)["qd_score"])
-            difference = max(difference, abs(a - b))
+            for name in difference:
+                if name in finals:
+                    a = float(qd_metrics(one(finals[name], index).archive, offset)["qd_score"])
+                    difference[name] = max(difference[name], abs(a - b))
     generations_run = num_chunks * chunk_size
-    return {
+    record = {
         "part": "sweep", "experiment": experiment, "overrides": overrides, "runs": num_runs,
         "generations": generations_run, "chunk_size": chunk_size, "repeats": repeats,
-        "vmapped_compile_s": round(vmapped_compile, 3),
-        "sequential_compile_s": round(single_compile, 3),
-        "vmapped_steady_s": round(vmapped_s, 4), "sequential_steady_s": round(sequential_s, 4),
-        "vmapped_runs_generations_per_s": round(num_runs * generations_run / vmapped_s, 1),
-        "sequential_runs_generations_per_s": round(num_runs * generations_run / sequential_s, 1),
-        "speedup": round(sequential_s / vmapped_s, 2),
-        "max_abs_difference_final_qd_score": difference,
+        "devices": num_devices,
+        **{f"{name}_compile_s": round(value, 3) for name, value in compile_s.items()},
+        **{f"{name}_steady_s": round(value, 4) for name, value in steady.items()},
+        **{f"{name}_cpu_s": round(value, 4) for name, value in cpu.items()},
+        **{f"{name}_runs_generations_per_s": round(num_runs * generations_run / value, 1)
+           for name, value in steady.items()},
+        "speedup": round(steady["sequential"] / steady["vmapped"], 2),
+        "max_abs_difference_final_qd_score": difference["vmapped"],
     }
+    if "vmapped_sharded" in steady:
+        baselines = [name for name in ("sequential", "sequential_task_devices") if name in steady]
+        best = min(baselines, key=steady.get)
+        record.update({
+            "best_sequential": best,
+            "speedup_sharded": round(steady[best] / steady["vmapped_sharded"], 2),
+            "speedup_sharded_vs_one_device_sequential": round(
+                steady["sequential"] / steady["vmapped_sharded"], 2),
+            "speedup_sharded_per_cpu_s": round(cpu[best] / cpu["vmapped_sharded"], 2),
+            "max_abs_difference_final_qd_score_sharded": difference["vmapped_sharded"],
+        })
+    return record
 
 
 END_TO_END_CHILD = r"""
 import json, sys, time
 from pathlib import Path
 import jax
+from synprune_jax.cli import _claim_sweep_cpu_devices
+if sys.argv[1] == "sweep":  # as `synprune sweep` does: one CPU device per core, up to the runs
+    _claim_sweep_cpu_devices(None, int(sys.argv[4]))
 if sys.argv[6]:  # a fresh persistent compilation cache, as the CLI keeps one
     jax.config.update("jax_compilation_cache_dir", sys.argv[6])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -157,8 +257,8 @@ side, experiment, out, runs = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(s
 overrides = json.loads(sys.argv[5])
 started = time.perf_counter()
 if side == "sweep":
-    sweeps.sweep(experiment, seeds=range(runs), out=out, overrides=overrides, devices=1,
-                 report=False, plots=False)
+    sweeps.sweep(experiment, seeds=range(runs), out=out, overrides=overrides, report=False,
+                 plots=False)
 else:
     definition = get_experiment(experiment)
     for seed in range(runs):
@@ -304,9 +404,16 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-devices", action="store_true")
     parser.add_argument("--end-to-end", action="store_true",
                         help="also part 3: sweeps.sweep vs runner.run per run, fresh processes")
+    parser.add_argument("--sweep-devices", type=int, default=None,
+                        help="devices for the sharded sweep of part 1 (default: on a CPU host "
+                             "one CPU device per core up to --runs, as `synprune sweep` "
+                             "creates them; 1 skips the sharded variants)")
     args = parser.parse_args(argv)
     overrides = args.set if args.set is not None else [
         "map_elites.batch_size=64", "map_elites.initial_batch_size=128"]
+    from synprune_jax.cli import _claim_sweep_cpu_devices
+
+    _claim_sweep_cpu_devices(args.sweep_devices, args.runs)  # before JAX starts
     import jax
 
     _emit({"part": "environment", "backend": jax.default_backend(),
@@ -315,8 +422,10 @@ def main(argv=None) -> int:
            "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     if not args.skip_sweep:
+        sweep_devices = min(args.sweep_devices or len(jax.local_devices()),
+                            len(jax.local_devices()), args.runs)
         _emit(sweep_benchmark(args.experiment, overrides, args.runs, args.generations,
-                              args.chunk_size, args.repeats))
+                              args.chunk_size, args.repeats, sweep_devices))
     if args.end_to_end:
         _emit(end_to_end_benchmark(args.experiment, overrides, args.runs, args.generations,
                                    args.chunk_size))

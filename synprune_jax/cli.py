@@ -40,12 +40,35 @@ def _claim_cpu_devices(config: dict) -> None:
     """
     devices = config.get("task", {}).get("devices", 1) if isinstance(config, dict) else 1
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1:
-        import jax
+        _set_cpu_devices(devices)
 
-        try:
-            jax.config.update("jax_num_cpu_devices", devices)
-        except RuntimeError:  # JAX already started (e.g. called from Python): keep its devices
-            pass
+
+def _set_cpu_devices(count: int) -> None:
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX already started (e.g. called from Python): keep its devices
+        pass
+
+
+def sweep_cpu_devices(requested: int | None, num_runs: int) -> int:
+    """How many CPU devices ``synprune sweep`` creates: ``--devices`` when given, otherwise one
+    per core up to the number of runs (each device then advances its share of the run axis on
+    its own core; XLA:CPU runs one program's small operations on one thread)."""
+    if requested is not None:
+        return requested
+    return max(1, min(os.cpu_count() or 1, num_runs))
+
+
+def _claim_sweep_cpu_devices(requested: int | None, num_runs: int) -> None:
+    """Before JAX starts: :func:`sweep_cpu_devices` CPU devices, unless the user fixed the CPU
+    device count with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (kept)."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    count = sweep_cpu_devices(requested, num_runs)
+    if count > 1:
+        _set_cpu_devices(count)
 
 
 def _default_out(name: str) -> str:
@@ -153,6 +176,7 @@ def command_sweep(args) -> int:
             "was named")
     seeds = sweeps.parse_seeds(args.seeds)
     grid = sweeps.parse_grid(args.grid or [])
+    _claim_sweep_cpu_devices(args.devices, len(seeds) * _grid_points(grid))
     out = args.out or _default_out(f"sweep-{args.experiment}")
     print(f"synprune: sweep {args.experiment!r}, {len(seeds)} seeds x "
           f"{_grid_points(grid)} grid points into {out}", flush=True)
@@ -212,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--out", help="sweep directory (default: runs/sweep-NAME-TIMESTAMP)")
     sweep_parser.add_argument("--config", help="start from a saved config.json")
     sweep_parser.add_argument("--devices", type=int, default=None,
-                              help="local devices to split the run axis over (default: all)")
+                              help="local devices to split the run axis over (default: all; "
+                                   "on a CPU host one CPU device per core, up to the number of "
+                                   "runs)")
     sweep_parser.add_argument("--no-report", action="store_true",
                               help="skip each run's summary and plots (the sweep plots are kept)")
     sweep_parser.set_defaults(handler=command_sweep)

@@ -176,6 +176,66 @@ def test_invalid_sweeps_fail_before_compiling(tmp_path, grid, match):
     assert not (tmp_path / "bad").exists()
 
 
+def test_cli_sweep_puts_runs_on_one_cpu_device_per_core(sweep_dir, tmp_path):
+    # `synprune sweep` without --devices, in a fresh process: one CPU device per core (up to the
+    # 4 runs), the run axis split over them, and the same table as the one-device sweep.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cores"
+    argv = ["sweep", "me-arm", "--seeds", "0-1", "--grid", "mutation.sigma=0.05,0.2",
+            "--out", str(out), "--no-report"]
+    for override in OVERRIDES:
+        argv += ["--set", override]
+    code = textwrap.dedent(f"""
+        import json, jax
+        from synprune_jax.cli import main
+        assert main({argv!r}) == 0
+        print("REPORT " + json.dumps({{"devices": jax.local_device_count()}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / ".jax_cache"))
+    completed = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                               capture_output=True, text=True, timeout=600)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    expected = cli.sweep_cpu_devices(None, 4)
+    assert expected == min(os.cpu_count() or 1, 4)
+    assert json.loads(lines[-1][len("REPORT "):]) == {"devices": expected}
+    timing = json.loads((out / "timing.json").read_text())["groups"]
+    assert [group["num_devices"] for group in timing] == [expected]
+    sharded = pd.read_parquet(out / "results.parquet")
+    single = pd.read_parquet(sweep_dir / "results.parquet")
+    assert list(sharded.columns) == list(single.columns)
+    for column in single.columns:
+        if pd.api.types.is_float_dtype(single[column]):
+            np.testing.assert_allclose(sharded[column].to_numpy(np.float64),
+                                       single[column].to_numpy(np.float64), rtol=1e-5,
+                                       atol=1e-5, err_msg=column)
+        else:
+            assert sharded[column].tolist() == single[column].tolist(), column
+
+
+def test_sweep_cpu_device_count(monkeypatch):
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 6)
+    assert cli.sweep_cpu_devices(None, 4) == 4  # no more devices than runs
+    assert cli.sweep_cpu_devices(None, 40) == 6  # one per core
+    assert cli.sweep_cpu_devices(3, 40) == 3  # --devices wins
+    claimed = []
+    monkeypatch.setattr(cli, "_set_cpu_devices", claimed.append)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    cli._claim_sweep_cpu_devices(None, 8)  # the user's XLA flag is kept
+    monkeypatch.setenv("XLA_FLAGS", "")
+    cli._claim_sweep_cpu_devices(None, 1)  # one run: nothing to split
+    cli._claim_sweep_cpu_devices(None, 8)
+    assert claimed == [6]
+
+
 def test_invalid_devices_and_experiment(tmp_path, capsys):
     with pytest.raises(ConfigError, match="devices"):
         sweeps.sweep("me-arm", [0], out=tmp_path / "d", overrides=OVERRIDES, devices=64)
