@@ -9,8 +9,10 @@ Part 1 (``"part": "sweep"``). The same 8 runs (seeds 0-7 of one experiment) adva
 * sequential: ``jit(chunk)`` with the seed as a traced argument, compiled once and called for one
   run after another (the fastest sequential baseline: no compile and no file I/O per run);
 
-and, when more than one device is used (``--sweep-devices``; by default, as ``synprune sweep``
-does on a CPU host, one CPU device per core up to ``--runs``, created before JAX starts):
+and, in a second, fresh process with ``N`` devices (``--sweep-devices``; by default on a CPU host
+the largest divisor of ``--runs`` not above the usable cores, one CPU device per core as
+``synprune sweep`` creates them; the one-device variants never share a process with extra CPU
+devices, which would change how XLA:CPU threads their programs):
 
 * vmapped_sharded: the same vmapped chunk with the run axis split over the devices, as
   ``sweeps.sweep(devices=N)`` compiles it (nothing exchanged between devices during a chunk);
@@ -19,8 +21,9 @@ does on a CPU host, one CPU device per core up to ``--runs``, created before JAX
   every core.
 
 Compile seconds are reported separately; steady-state seconds are the median of ``--repeats``
-timed passes after a warm-up pass, the variants alternating pass by pass, with the median process
-CPU time (all threads) of each. ``speedup`` = sequential / vmapped steady-state seconds (one
+timed passes after a warm-up pass, the variants of a process alternating pass by pass, with the
+median process CPU time (all threads) of each; per-run arguments are sliced and placed before the
+clock starts. ``speedup`` = sequential / vmapped steady-state seconds (one
 device each); ``speedup_sharded`` = the faster of the two sequential variants (``best_sequential``)
 / vmapped_sharded, and ``speedup_sharded_per_cpu_s`` the same in CPU seconds. All variants use
 one chunk body (:func:`synprune_jax.runner.scan_generations`) and file I/O is left out.
@@ -106,7 +109,12 @@ def _task_devices_runner(experiment, overrides, num_devices, chunk_size):
 
 
 def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, generations: int,
-                    chunk_size: int, repeats: int, num_devices: int = 1) -> dict:
+                    chunk_size: int, repeats: int, num_devices: int = 1,
+                    sharded_only: bool = False) -> dict:
+    """Part 1 in this process. ``num_devices == 1``: the one-device variants (vmapped,
+    sequential); ``sharded_only``: only the variants on ``num_devices`` devices (run in a process
+    that has them, so that the one-device variants never share a process with extra CPU
+    devices, which would change how XLA:CPU threads their programs)."""
     import jax
     import numpy as np
 
@@ -133,30 +141,36 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
     states = jax.device_put(jax.jit(jax.vmap(init_one))(seeds, hypers), first_device)
     jax.block_until_ready(states)
 
-    started = time.perf_counter()
-    vmapped = jax.jit(jax.vmap(chunk)).lower(seeds, hypers, states).compile()
-    vmapped_compile = time.perf_counter() - started
-    started = time.perf_counter()
-    single = jax.jit(chunk).lower(seeds[0], one(hypers, 0), one(states, 0)).compile()
-    single_compile = time.perf_counter() - started
     num_chunks = max(1, generations // chunk_size)
 
-    def run_vmapped(program=vmapped, run_seeds=seeds, run_hypers=hypers, current=states):
+    def run_vmapped(program, run_seeds, run_hypers, current):
         for _ in range(num_chunks):
             current, outputs = program(run_seeds, run_hypers, current)
         return jax.block_until_ready(current)
 
-    def run_sequential():
-        finals = []
-        for index in range(num_runs):
-            current = one(states, index)
-            for _ in range(num_chunks):
-                current, outputs = single(seeds[index], one(hypers, index), current)
-            finals.append(jax.block_until_ready(current))
-        return finals
+    variants, compile_s = {}, {}
+    if not sharded_only:
+        started = time.perf_counter()
+        vmapped = jax.jit(jax.vmap(chunk)).lower(seeds, hypers, states).compile()
+        compile_s["vmapped"] = time.perf_counter() - started
+        started = time.perf_counter()
+        single = jax.jit(chunk).lower(seeds[0], one(hypers, 0), one(states, 0)).compile()
+        compile_s["sequential"] = time.perf_counter() - started
+        variants["vmapped"] = lambda: run_vmapped(vmapped, seeds, hypers, states)
+        # per-run arguments sliced and placed before any timing: the loop times only the calls
+        run_args = [jax.device_put((seeds[index], one(hypers, index), one(states, index)),
+                                   first_device) for index in range(num_runs)]
 
-    variants = {"vmapped": run_vmapped, "sequential": run_sequential}
-    compile_s = {"vmapped": vmapped_compile, "sequential": single_compile}
+        def run_sequential():
+            finals = []
+            for seed, hyper, current in run_args:
+                for _ in range(num_chunks):
+                    current, outputs = single(seed, hyper, current)
+                finals.append(jax.block_until_ready(current))
+            return finals
+
+        variants["sequential"] = run_sequential
+
     if num_devices > 1:
         # The sweep as `sweeps.sweep(devices=num_devices)` runs it: the run axis split over the
         # devices (on a CPU host, one CPU device per core), nothing exchanged during a chunk.
@@ -180,14 +194,16 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
             first_state = init(seeds[0])
             program = task_chunk.lower(seeds[0], first_state).compile()
             compile_s["sequential_task_devices"] = time.perf_counter() - started
-            placement = program.input_shardings[0][1]
-            run_states = [jax.device_put(init(seed), placement) for seed in seeds]
+            placement = program.input_shardings[0]
+            task_args = [jax.device_put((seed, init(seed)), placement) for seed in seeds]
 
             def run_task_devices():
-                for seed, current in zip(seeds, run_states):
+                finals = []
+                for seed, current in task_args:
                     for _ in range(num_chunks):
                         current, outputs = program(seed, current)
-                    jax.block_until_ready(current)
+                    finals.append(jax.block_until_ready(current))
+                return finals
 
             variants["sequential_task_devices"] = run_task_devices
 
@@ -203,27 +219,44 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
     from synprune_jax.archives import qd_metrics
 
     offset = algorithm.config.qd_offset if hasattr(algorithm, "config") else 0.0
-    difference = {"vmapped": 0.0, "vmapped_sharded": 0.0}
-    if hasattr(finals["vmapped"], "archive"):
-        for index, final in enumerate(finals["sequential"]):
-            b = float(qd_metrics(final.archive, offset)["qd_score"])
-            for name in difference:
-                if name in finals:
-                    a = float(qd_metrics(one(finals[name], index).archive, offset)["qd_score"])
-                    difference[name] = max(difference[name], abs(a - b))
+    final_scores = {}
+    for name, final in finals.items():  # per run, to compare the variants' results
+        runs_final = final if isinstance(final, list) else [one(final, i) for i in range(num_runs)]
+        if hasattr(runs_final[0], "archive"):
+            final_scores[name] = [float(qd_metrics(state.archive, offset)["qd_score"])
+                                  for state in runs_final]
     generations_run = num_chunks * chunk_size
-    record = {
+    return {
         "part": "sweep", "experiment": experiment, "overrides": overrides, "runs": num_runs,
         "generations": generations_run, "chunk_size": chunk_size, "repeats": repeats,
-        "devices": num_devices,
+        "load_average": round(os.getloadavg()[0], 2),
         **{f"{name}_compile_s": round(value, 3) for name, value in compile_s.items()},
         **{f"{name}_steady_s": round(value, 4) for name, value in steady.items()},
         **{f"{name}_cpu_s": round(value, 4) for name, value in cpu.items()},
         **{f"{name}_runs_generations_per_s": round(num_runs * generations_run / value, 1)
            for name, value in steady.items()},
-        "speedup": round(steady["sequential"] / steady["vmapped"], 2),
-        "max_abs_difference_final_qd_score": difference["vmapped"],
+        "final_qd_scores": final_scores,
     }
+
+
+def summarize_sweep(record: dict) -> dict:
+    """Speed-ups and result differences of a part-1 record (one-device fields merged with the
+    sharded child's): ``speedup`` = sequential / vmapped (one device); with the sharded variants,
+    ``speedup_sharded`` = the faster sequential variant (``best_sequential``) / vmapped_sharded."""
+    steady = {name[:-len("_steady_s")]: value for name, value in record.items()
+              if name.endswith("_steady_s")}
+    cpu = {name[:-len("_cpu_s")]: value for name, value in record.items()
+           if name.endswith("_cpu_s")}
+    scores = record.pop("final_qd_scores", {})
+    reference = scores.get("sequential")
+
+    def difference(name):
+        if reference is None or name not in scores:
+            return None
+        return max(abs(a - b) for a, b in zip(scores[name], reference))
+
+    record["speedup"] = round(steady["sequential"] / steady["vmapped"], 2)
+    record["max_abs_difference_final_qd_score"] = difference("vmapped")
     if "vmapped_sharded" in steady:
         baselines = [name for name in ("sequential", "sequential_task_devices") if name in steady]
         best = min(baselines, key=steady.get)
@@ -233,9 +266,34 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
             "speedup_sharded_vs_one_device_sequential": round(
                 steady["sequential"] / steady["vmapped_sharded"], 2),
             "speedup_sharded_per_cpu_s": round(cpu[best] / cpu["vmapped_sharded"], 2),
-            "max_abs_difference_final_qd_score_sharded": difference["vmapped_sharded"],
+            "max_abs_difference_final_qd_score_sharded": difference("vmapped_sharded"),
+            "max_abs_difference_final_qd_score_task_devices": difference(
+                "sequential_task_devices"),
         })
     return record
+
+
+def sharded_sweep_child(argv: list[str], num_devices: int) -> dict:
+    """Runs this script's part 1 ``sharded_only`` in a fresh process with ``num_devices`` CPU
+    devices (``JAX_NUM_CPU_DEVICES``, read by JAX at start) and returns its record."""
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(num_devices))
+    env.pop("XLA_FLAGS", None)
+    completed = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *argv, "--sharded-child", str(num_devices)],
+        env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"sharded sweep child failed:\n{completed.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def default_sweep_devices(num_runs: int) -> int:
+    """The largest divisor of ``num_runs`` not above the usable cores (the sharded variant needs
+    the runs to split evenly)."""
+    from synprune_jax.cli import usable_cores
+
+    cores = usable_cores()
+    return max(d for d in range(1, num_runs + 1) if num_runs % d == 0 and d <= cores)
 
 
 END_TO_END_CHILD = r"""
@@ -405,15 +463,20 @@ def main(argv=None) -> int:
     parser.add_argument("--end-to-end", action="store_true",
                         help="also part 3: sweeps.sweep vs runner.run per run, fresh processes")
     parser.add_argument("--sweep-devices", type=int, default=None,
-                        help="devices for the sharded sweep of part 1 (default: on a CPU host "
-                             "one CPU device per core up to --runs, as `synprune sweep` "
-                             "creates them; 1 skips the sharded variants)")
+                        help="devices for the sharded variants of part 1 (default: on a CPU "
+                             "host the largest divisor of --runs not above the cores, one CPU "
+                             "device per core as `synprune sweep` creates them; elsewhere of "
+                             "the local devices; 1 skips the sharded variants)")
+    parser.add_argument("--sharded-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     overrides = args.set if args.set is not None else [
         "map_elites.batch_size=64", "map_elites.initial_batch_size=128"]
-    from synprune_jax.cli import _claim_sweep_cpu_devices
-
-    _claim_sweep_cpu_devices(args.sweep_devices, args.runs)  # before JAX starts
+    sweep_options = (args.experiment, overrides, args.runs, args.generations, args.chunk_size,
+                     args.repeats)
+    if args.sharded_child:  # the process with the devices (see sharded_sweep_child)
+        _emit(sweep_benchmark(*sweep_options, num_devices=args.sharded_child,
+                              sharded_only=True))
+        return 0
     import jax
 
     _emit({"part": "environment", "backend": jax.default_backend(),
@@ -422,10 +485,28 @@ def main(argv=None) -> int:
            "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     if not args.skip_sweep:
-        sweep_devices = min(args.sweep_devices or len(jax.local_devices()),
-                            len(jax.local_devices()), args.runs)
-        _emit(sweep_benchmark(args.experiment, overrides, args.runs, args.generations,
-                              args.chunk_size, args.repeats, sweep_devices))
+        record = sweep_benchmark(*sweep_options)  # one device, in this process
+        if args.sweep_devices is not None:
+            count = args.sweep_devices
+        elif jax.default_backend() == "cpu":
+            count = default_sweep_devices(args.runs)
+        else:
+            local = len(jax.local_devices())
+            count = max(d for d in range(1, args.runs + 1) if args.runs % d == 0 and d <= local)
+        record["devices"] = count
+        if count > 1:
+            child_argv = ["--experiment", args.experiment, "--runs", str(args.runs),
+                          "--generations", str(args.generations), "--chunk-size",
+                          str(args.chunk_size), "--repeats", str(args.repeats)]
+            for override in overrides:
+                child_argv += ["--set", override]
+            child = sharded_sweep_child(child_argv, count)
+            for key, value in child.items():
+                if key.startswith(("vmapped_sharded_", "sequential_task_devices_")):
+                    record[key] = value
+            record["final_qd_scores"].update(child["final_qd_scores"])
+            record["load_average_sharded_child"] = child["load_average"]
+        _emit(summarize_sweep(record))
     if args.end_to_end:
         _emit(end_to_end_benchmark(args.experiment, overrides, args.runs, args.generations,
                                    args.chunk_size))

@@ -52,19 +52,30 @@ def _set_cpu_devices(count: int) -> None:
         pass
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports it, else
+    ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def sweep_cpu_devices(requested: int | None, num_runs: int) -> int:
     """How many CPU devices ``synprune sweep`` creates: ``--devices`` when given, otherwise one
-    per core up to the number of runs (each device then advances its share of the run axis on
-    its own core; XLA:CPU runs one program's small operations on one thread)."""
+    per usable core up to the number of runs (each device then advances its share of the run
+    axis on its own core; XLA:CPU runs one program's small operations on one thread)."""
     if requested is not None:
         return requested
-    return max(1, min(os.cpu_count() or 1, num_runs))
+    return max(1, min(usable_cores(), num_runs))
 
 
 def _claim_sweep_cpu_devices(requested: int | None, num_runs: int) -> None:
-    """Before JAX starts: :func:`sweep_cpu_devices` CPU devices, unless the user fixed the CPU
-    device count with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (kept)."""
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    """Before JAX starts: :func:`sweep_cpu_devices` CPU devices, unless the user already fixed
+    the CPU device count (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or
+    ``JAX_NUM_CPU_DEVICES``), which is kept."""
+    if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+            or os.environ.get("JAX_NUM_CPU_DEVICES")):
         return
     count = sweep_cpu_devices(requested, num_runs)
     if count > 1:

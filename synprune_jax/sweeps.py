@@ -22,9 +22,9 @@ Exactness. A vmapped run follows the same key schedule as :func:`synprune_jax.ru
 same numbers as the run done alone, up to floating-point reassociation in batched kernels
 (tested within float tolerance).
 
-Devices. The run axis is split over the local devices (``devices=None``: all of them; a group is
-padded with copies of its first run up to a multiple of the device count and the copies'
-outputs dropped). Each device then holds the archives of its own runs; nothing is exchanged
+Devices. The run axis is split over the local devices (``devices=None``: all of them; a group of
+``R`` runs uses the first ``min(R, devices)`` of them and is padded with copies of its first run up
+to a multiple of that count, the copies' outputs dropped). Each device then holds the archives of its own runs; nothing is exchanged
 between devices during a chunk.
 
 Files under ``out``:
@@ -657,12 +657,21 @@ def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Seque
     group_ids = {id(m): index for index, group in enumerate(groups) for m in group}
     _write_runs_index(out, runs, grid, {m.spec.run_id: group_ids[id(m)] for m in members})
 
-    mesh = None
     count = local if devices is None else devices
-    if count > 1:
-        from synprune_jax import sharding
+    meshes: dict[int, object] = {}
 
-        mesh = sharding.make_mesh(count, "runs")
+    def mesh_for(runs: int):
+        """The first ``min(count, runs)`` devices: a group smaller than the device count is not
+        padded up to it (no copies computed for nothing); ``None`` for one device."""
+        size = min(count, runs)
+        if size <= 1:
+            return None
+        if size not in meshes:
+            from synprune_jax import sharding
+
+            meshes[size] = sharding.make_mesh(size, "runs")
+        return meshes[size]
+
     timing, skipped = [], []
     for group_index, group in enumerate(groups):
         num_generations = group[0].built.run_config.num_generations
@@ -676,7 +685,8 @@ def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Seque
         for start, subgroup in sorted(by_start.items()):
             if log is not None:
                 log(f"group {group_index}: {len(subgroup)} runs from generation {max(start, 0)}")
-            group_timing, states = run_group(subgroup, mesh=mesh, progress=progress, log=log)
+            group_timing, states = run_group(subgroup, mesh=mesh_for(len(subgroup)),
+                                             progress=progress, log=log)
             group_timing["group"] = group_index
             timing.append(group_timing)
             if report:

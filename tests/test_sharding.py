@@ -105,20 +105,28 @@ replicated = sharding.place_archive(archive, mesh)
 report["replicated_devices"] = len(replicated.fitness.sharding.device_set)
 report["replicated_full_copy"] = replicated.fitness.addressable_shards[0].data.shape[0]
 
-# a sweep of 3 runs split over 4 devices (padded to 4) == the same sweep on one device
+# a sweep of 5 runs split over 4 devices (padded to 8) == the same sweep on one device; a group
+# of 3 runs uses only 3 of the 4 devices (no padding copies)
 overrides = ["map_elites.batch_size=8", "map_elites.initial_batch_size=8",
              "archive.resolution=4,4", "task.num_joints=4", "run.num_generations=4",
              "run.chunk_size=2", "run.progress=false"]
 tables = {}
 for devices in (4, 1):
     out = tempfile.mkdtemp()
-    result = sweeps.sweep("me-arm", seeds=[0, 1, 2], out=out, overrides=overrides,
+    result = sweeps.sweep("me-arm", seeds=[0, 1, 2, 3, 4], out=out, overrides=overrides,
                           devices=devices, report=False, plots=False)
     tables[devices] = result.table
     report[f"padded_{devices}"] = result.timing[0]["padded_runs"]
     shutil.rmtree(out)
 report["sweep_equal"] = bool(tables[4].equals(tables[1]))
 report["sweep_rows"] = len(tables[4])
+out = tempfile.mkdtemp()
+result = sweeps.sweep("me-arm", seeds=[0, 1, 2], out=out, overrides=overrides, devices=4,
+                      report=False, plots=False)
+report["small_group"] = [result.timing[0]["num_devices"], result.timing[0]["padded_runs"]]
+report["small_group_equal"] = bool(result.table.equals(
+    tables[1][tables[1]["seed"].isin([0, 1, 2])].reset_index(drop=True)))
+shutil.rmtree(out)
 """
 
 
@@ -132,8 +140,9 @@ def test_four_devices_give_the_single_device_results():
     assert report["archive_equal"] and report["archive_devices"] == 4
     assert report["num_inserted"] > 1  # several cells, on several shards, were written
     assert report["replicated_devices"] == 4 and report["replicated_full_copy"] == 16
-    assert report["padded_4"] == 1 and report["padded_1"] == 0
-    assert report["sweep_equal"] and report["sweep_rows"] == 3 * 4
+    assert report["padded_4"] == 3 and report["padded_1"] == 0
+    assert report["sweep_equal"] and report["sweep_rows"] == 5 * 4
+    assert report["small_group"] == [3, 0] and report["small_group_equal"]
 
 
 MAP_ELITES_SHARDED = """

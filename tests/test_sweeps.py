@@ -205,7 +205,7 @@ def test_cli_sweep_puts_runs_on_one_cpu_device_per_core(sweep_dir, tmp_path):
     lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-3000:]
     expected = cli.sweep_cpu_devices(None, 4)
-    assert expected == min(os.cpu_count() or 1, 4)
+    assert expected == min(cli.usable_cores(), 4)
     assert json.loads(lines[-1][len("REPORT "):]) == {"devices": expected}
     timing = json.loads((out / "timing.json").read_text())["groups"]
     assert [group["num_devices"] for group in timing] == [expected]
@@ -222,18 +222,27 @@ def test_cli_sweep_puts_runs_on_one_cpu_device_per_core(sweep_dir, tmp_path):
 
 
 def test_sweep_cpu_device_count(monkeypatch):
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(cli, "usable_cores", lambda: 6)
     assert cli.sweep_cpu_devices(None, 4) == 4  # no more devices than runs
     assert cli.sweep_cpu_devices(None, 40) == 6  # one per core
     assert cli.sweep_cpu_devices(3, 40) == 3  # --devices wins
     claimed = []
     monkeypatch.setattr(cli, "_set_cpu_devices", claimed.append)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
     cli._claim_sweep_cpu_devices(None, 8)  # the user's XLA flag is kept
     monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "3")
+    cli._claim_sweep_cpu_devices(None, 8)  # so is the user's JAX setting
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES")
     cli._claim_sweep_cpu_devices(None, 1)  # one run: nothing to split
     cli._claim_sweep_cpu_devices(None, 8)
     assert claimed == [6]
+
+
+def test_usable_cores_follows_the_affinity(monkeypatch):
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert cli.usable_cores() == 3
 
 
 def test_invalid_devices_and_experiment(tmp_path, capsys):
