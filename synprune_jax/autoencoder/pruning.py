@@ -146,7 +146,7 @@ def smallest_entries(values: jax.Array, count) -> jax.Array:
         enough = jnp.sum(values <= middle, dtype=jnp.int32) >= count
         return jnp.where(enough, low, middle), jnp.where(enough, middle, high)
 
-    bounds = (jnp.int32(-1), jnp.maximum(jnp.max(values), 0).astype(jnp.int32))
+    bounds = (jnp.int32(-1), jnp.max(values, initial=0).astype(jnp.int32))
     _, threshold = jax.lax.fori_loop(0, 31, bisect, bounds)
     below = values < threshold
     ties = values == threshold
