@@ -101,7 +101,8 @@ def _qdax(resolution, batch, genome_size, batches):
         del masks  # QDax genomes carry no masks
         return repertoire.add(genomes, descriptors, fitness)
 
-    compiled = jax.jit(insert, donate_argnums=0).lower(repertoire, *batches[0]).compile()
+    with jax.numpy_rank_promotion("allow"):  # QDax's add broadcasts implicitly
+        compiled = jax.jit(insert, donate_argnums=0).lower(repertoire, *batches[0]).compile()
     return repertoire, compiled, lambda r: jnp.reshape(r.fitnesses, (-1,))
 
 

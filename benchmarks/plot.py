@@ -71,8 +71,10 @@ def plot_all(directory: str, suite: str) -> list[str]:
     me = _read(directory, "qdax_map_elites", suite)
     if me is not None and "evals_per_s_ratio" in me:
         for _, row in me[me["case"] == "ratio"].iterrows():
-            sharded = str(row.get("side", "")).startswith("ours_sharded")
-            labels.append(f"ME Brax b{int(row['batch'])}" + (" (2 CPU devices)" if sharded else ""))
+            side = str(row.get("side", ""))
+            suffix = {"ours_sharded/qdax": " (ours 2 CPU devices)",
+                      "ours_sharded/qdax_distributed": " (both 2 CPU devices)"}.get(side, "")
+            labels.append(f"ME Brax b{int(row['batch'])}{suffix}")
             values.append(_preferred(row, "evals_per_cpu_s_ratio", "evals_per_s_ratio"))
     arm = _read(directory, "arm_million", suite)
     if arm is not None and "speedup" in arm:

@@ -30,8 +30,23 @@ same MAP-Elites with the population's evaluation split over ``devices`` CPU devi
 process, created with ``jax_num_cpu_devices = devices``, because that setting changes every
 program of a process (with two CPU devices, a one-device program gets one core's worth of
 threads): ours and QDax keep the usual one-device process. The parent drives the worker over a
-pipe, so the three sides still alternate chunk by chunk and the idle side waits on a read.
+pipe, so all sides still alternate chunk by chunk and the idle ones wait on a read.
 Its results equal ``ours`` up to the last bits (per-device batch sizes pick other CPU kernels).
+
+A fourth side, ``qdax_distributed``, is QDax's own multi-device MAP-Elites
+(``qdax.core.distributed_map_elites.DistributedMAPElites``) on the same ``devices`` CPU devices,
+in a worker process of its own like ``ours_sharded``: each device emits and scores
+``batch / devices`` offspring (the same total batch per generation), the batches are
+all-gathered and every device adds all of them to its own copy of the repertoire (replicated:
+the insertion is done once per device, and the state holds ``devices`` repertoires). Its
+programs are ``jax.pmap`` of the same per-device init and chunk as the ``qdax`` side (what
+QDax's ``get_distributed_init_fn`` / ``get_distributed_update_fn`` pmap, with the initial networks
+built inside the pmapped init and each device's key kept in the carry); its QD-score is read from
+device 0's repertoire. ``ours_sharded`` / ``qdax_distributed`` is the equal-devices ratio.
+It starts from the ``qdax`` side's initial networks; their fitnesses are computed by batches
+of ``batch / devices`` with other CPU kernels, and 100 steps of physics amplify those last-bit
+differences (``init_qd_score`` 7,007 vs 6,904 in the quick suite, coverage equal); later
+generations draw other offspring.
 
 Memory: XLA's own accounting of the compiled chunk (``xla_temp_mb``: scratch memory, a
 device-memory proxy), the state size, and with ``--suite full`` (or ``memory_probe=True``) the
@@ -86,6 +101,19 @@ SIZES = {
              "cells": 128, "chunk": 10, "chunks": 10, "memory_probe": True, "devices": 2},
 }
 
+# side -> (builder name, whether it runs on the setting's ``devices`` CPU devices)
+SIDES = {"ours": ("build_ours", False), "qdax": ("build_qdax", False),
+         "ours_sharded": ("build_ours", True), "qdax_distributed": ("build_qdax", True)}
+
+
+def _setting(suite: str | dict) -> dict:
+    """A suite's setting (a copy), or ``suite`` itself when it already is a setting (a dict, e.g.
+    decoded from JSON in a worker: lists become the tuples the builders expect)."""
+    setting = dict(SIZES[check_suite(suite)] if isinstance(suite, str) else suite)
+    setting["hidden"], setting["batches"] = tuple(setting["hidden"]), tuple(setting["batches"])
+    return setting
+
+
 TARGET_FRACTION = 0.9
 QD_OFFSET = 0.0
 
@@ -107,6 +135,7 @@ class _Side:
         self.name, self.state, self.chunk, self.fitness = name, state, chunk, fitness
         self.init_compile_s, self.chunk_compile_s, self.memory = (init_compile_s,
                                                                   chunk_compile_s, memory)
+        self.initial = qd_score(fitness(state))  # after the init, before the first chunk
         self.times: list[float] = []
         self.cpu_times: list[float] = []
         self.scores: list[float] = []
@@ -130,17 +159,23 @@ class _RemoteSide:
     """A side built and advanced in a worker process with ``devices`` CPU devices (see module
     docstring); same interface as :class:`_Side`, timings measured inside the worker."""
 
-    def __init__(self, name: str, suite: str, batch: int, devices: int,
+    def __init__(self, name: str, suite: str | dict, batch: int, devices: int,
                  cache_dir: str | None = None):
+        """``name``: a side of :data:`SIDES` (``ours_sharded`` or ``qdax_distributed``);
+        ``suite``: a suite name or a setting dict (sent to the worker as JSON)."""
+        if name not in SIDES:
+            raise ValueError(f"unknown side {name!r}; valid: {sorted(SIDES)}")
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.qdax_map_elites", "--worker", suite, str(batch),
-             str(devices), cache_dir or ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=_cpu_devices_env(), cwd=ROOT)
+            [sys.executable, "-m", "benchmarks.qdax_map_elites", "--worker", name,
+             json.dumps(_setting(suite)), str(batch), str(devices), cache_dir or ""],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_cpu_devices_env(),
+            cwd=ROOT)
         ready = self._read()
         self.init_compile_s, self.chunk_compile_s = ready["init_compile_s"], ready[
             "chunk_compile_s"]
         self.memory = ready["memory"]
+        self.initial = tuple(ready["initial"])
         self.times: list[float] = []
         self.cpu_times: list[float] = []
         self.scores: list[float] = []
@@ -175,8 +210,9 @@ class _RemoteSide:
                 self.process.wait()
 
 
-def worker(suite: str, batch: int, devices: int, cache_dir: str = "") -> None:
-    """The worker of :class:`_RemoteSide`: ``devices`` CPU devices, ``ours`` sharded over them.
+def worker(name: str, suite: str | dict, batch: int, devices: int, cache_dir: str = "") -> None:
+    """The worker of :class:`_RemoteSide`: ``devices`` CPU devices, side ``name`` (``ours``
+    sharded over them, or QDax's ``DistributedMAPElites``) built by its builder in :data:`SIDES`.
 
     ``cache_dir``: the parent's (fresh) persistent compilation cache, so that the memory probe
     of this side loads its programs as the probes of the other sides do.
@@ -185,13 +221,13 @@ def worker(suite: str, batch: int, devices: int, cache_dir: str = "") -> None:
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    side = build_ours(dict(SIZES[check_suite(suite)]), batch, devices=devices)
+    side = globals()[SIDES[name][0]](_setting(suite), batch, devices=devices)
 
     def say(record: dict) -> None:
         print("WORKER " + json.dumps(record), flush=True)
 
     say({"init_compile_s": side.init_compile_s, "chunk_compile_s": side.chunk_compile_s,
-         "memory": side.memory})
+         "memory": side.memory, "initial": list(side.initial)})
     for command in sys.stdin:
         command = command.strip()
         if command == "advance":
@@ -222,8 +258,14 @@ def build_ours(setting: dict, batch: int, devices: int = 1) -> _Side:
                  lambda s: s.archive.fitness, init_s, chunk_s, memory)
 
 
-def build_qdax(setting: dict, batch: int) -> _Side:
+def build_qdax(setting: dict, batch: int, devices: int = 1) -> _Side:
+    """QDax 0.5's MAP-Elites: ``MAPElites`` jitted on one device (side ``qdax``) or, with
+    ``devices > 1``, ``DistributedMAPElites`` pmapped over ``devices`` devices (side
+    ``qdax_distributed``; each device emits and scores ``batch / devices``). Both use the same
+    environment, policy, scoring, variation, centroids and per-device init / chunk functions.
+    """
     from qdax.core.containers.mapelites_repertoire import compute_euclidean_centroids
+    from qdax.core.distributed_map_elites import DistributedMAPElites
     from qdax.core.emitters.mutation_operators import isoline_variation
     from qdax.core.emitters.standard_emitters import MixingEmitter
     from qdax.core.map_elites import MAPElites
@@ -233,6 +275,11 @@ def build_qdax(setting: dict, batch: int) -> _Side:
     from qdax.tasks.brax.v2.env_creators import create_brax_scoring_fn
     from qdax.utils.metrics import default_qd_metrics
 
+    from benchmarks import xla_memory
+
+    if batch % devices:
+        raise ValueError(f"batch {batch} does not split over {devices} devices")
+    per_device = batch // devices
     episode_length = setting["episode_length"]
     env = environments.create(f"{setting['env']}_uni", episode_length=episode_length,
                               backend="spring")
@@ -249,29 +296,64 @@ def build_qdax(setting: dict, batch: int) -> _Side:
     emitter = MixingEmitter(mutation_fn=None,
                             variation_fn=functools.partial(isoline_variation, iso_sigma=0.005,
                                                            line_sigma=0.05),
-                            variation_percentage=1.0, batch_size=batch)
-    algorithm = MAPElites(scoring_function=scoring, emitter=emitter,
-                          metrics_function=functools.partial(default_qd_metrics,
-                                                             qd_offset=QD_OFFSET))
+                            variation_percentage=1.0, batch_size=per_device)
+    algorithm = (MAPElites if devices == 1 else DistributedMAPElites)(
+        scoring_function=scoring, emitter=emitter,
+        metrics_function=functools.partial(default_qd_metrics, qd_offset=QD_OFFSET))
     centroids = compute_euclidean_centroids((setting["cells"],), minval=0.0, maxval=1.0)
+
     def init(key):
         # The random initial networks are part of QDax's init, as they are of ours: creating them
-        # is compiled and timed on both sides.
+        # is compiled and timed on both sides. The batch's networks are the same on every side:
+        # device d of ``qdax_distributed`` creates slice d of the one-device side's batch, and
+        # the all-gather puts the slices back in order (device 0 first).
         keys = jax.random.split(jax.random.key(0), batch)
+        if devices > 1:
+            keys = keys.reshape(devices, per_device)[jax.lax.axis_index("p")]
         genotypes = jax.vmap(network.init, in_axes=(0, None))(keys, jnp.zeros(observation_size))
+        # MAPElites.init scores with split(key)[1]; DistributedMAPElites.init scores with the key
+        # itself. The scoring ignores its key here (one fixed initial state, deterministic
+        # policies), so the initial repertoires differ only through fitnesses that a batch of
+        # ``per_device`` evaluates with other CPU kernels than a batch of ``batch`` (last bits,
+        # amplified by the physics over a long episode).
         repertoire, emitter_state, _ = algorithm.init(genotypes, centroids, key)
         return repertoire, emitter_state, key
 
     def run_chunk(carry):
+        # scan_update calls ``algorithm.update``: with DistributedMAPElites, each device emits
+        # ``per_device`` offspring from its own key, and all devices add the all-gathered batch.
         carry, _ = jax.lax.scan(algorithm.scan_update, carry, None, length=setting["chunk"])
         return carry
 
     with jax.numpy_rank_promotion("allow"):  # Brax broadcasts implicitly
-        compiled_init, init_s, _ = compile_timed(init, jax.random.key(1))
-        state = compiled_init(jax.random.key(1))
-        chunk, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
-    memory["state_mb"] = tree_megabytes(state)
-    return _Side("qdax", state, chunk, lambda s: s[0].fitnesses, init_s, chunk_s, memory)
+        if devices == 1:
+            compiled_init, init_s, _ = compile_timed(init, jax.random.key(1))
+            state = compiled_init(jax.random.key(1))
+            chunk, chunk_s, memory = compile_timed(run_chunk, state, donate_argnums=0)
+        else:
+            # As QDax's get_distributed_init_fn / get_distributed_update_fn: pmap over the
+            # devices with axis "p" and a leading device axis of keys, one key per device split
+            # from one key (as in QDax's distributed example). Unlike QDax's update_fn, which
+            # returns no key (its example passes the same keys to every call), the chunk keeps
+            # each device's key in its carry, so that successive chunks draw new offspring.
+            local = jax.local_devices()[:devices]
+            if len(local) < devices:
+                raise RuntimeError(f"{devices} devices wanted, {len(local)} present: set "
+                                   "jax_num_cpu_devices before JAX starts (see worker)")
+            keys = jax.random.split(jax.random.key(1), devices)
+            start = time.perf_counter()
+            compiled_init = jax.pmap(init, axis_name="p", devices=local).lower(keys).compile()
+            init_s = time.perf_counter() - start
+            state = compiled_init(keys)
+            start = time.perf_counter()
+            chunk = jax.pmap(run_chunk, axis_name="p", devices=local,
+                             donate_argnums=0).lower(state).compile()
+            chunk_s = time.perf_counter() - start
+            memory = xla_memory(chunk)  # one device's program
+    memory["state_mb"] = tree_megabytes(state)  # all devices' copies of the repertoire
+    return _Side("qdax" if devices == 1 else "qdax_distributed", state, chunk,
+                 lambda s: s[0].fitnesses if devices == 1 else s[0].fitnesses[0],
+                 init_s, chunk_s, memory)
 
 
 def time_to_score(times: list[float], scores: list[float], target: float) -> float | None:
@@ -289,28 +371,30 @@ def time_to_score(times: list[float], scores: list[float], target: float) -> flo
     return None
 
 
-def memory_probe(side: str, suite: str, batch: int, cache_dir: str | None = None) -> dict:
+def memory_probe(side: str, suite: str | dict, batch: int, cache_dir: str | None = None) -> dict:
     """Runs ONE side in a fresh process; returns its peak RSS after imports and after 2 chunks.
 
-    With ``cache_dir`` (the persistent compilation cache the main run wrote) the probe loads its
-    programs instead of compiling them again; resident memory is what is measured, not time.
+    ``suite``: a suite name or a setting dict. The sides on several devices (``ours_sharded``,
+    ``qdax_distributed``) get a process with the setting's ``devices`` CPU devices, as their
+    worker has. With ``cache_dir`` (the persistent compilation cache the main run wrote) the
+    probe loads its programs instead of compiling them again; resident memory is what is
+    measured, not time.
     """
+    setting = _setting(suite)
+    builder, on_devices = SIDES[side]
+    devices = setting.get("devices", 1) if on_devices else 1
     cache = ("" if cache_dir is None else
              f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
              "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); ")
-    devices = SIZES[suite].get("devices", 1) if side == "ours_sharded" else 1
-    builder = "build_qdax" if side == "qdax" else "build_ours"
     code = ("import json, jax; from benchmarks import peak_rss_mb; " + cache +
             (f"jax.config.update('jax_num_cpu_devices', {devices}); " if devices > 1 else "") +
-            "from benchmarks.qdax_map_elites import SIZES, build_ours, build_qdax; "
-            f"setting = dict(SIZES[{suite!r}]); "
-            f"builder = {builder}; "
+            f"from benchmarks.qdax_map_elites import _setting, {builder} as builder; "
+            f"setting = _setting(json.loads({json.dumps(setting)!r})); "
             "import synprune_jax.tasks; "
-            + ("import qdax.core.map_elites; " if side == "qdax" else "")
+            + ("import qdax.core.map_elites; " if builder == "build_qdax" else "")
             + "base = peak_rss_mb(); "
-            + (f"s = builder(setting, {batch}, devices={devices}); " if devices > 1 else
-               f"s = builder(setting, {batch}); ")
-            + "s.advance(); s.advance(); "
+            + f"s = builder(setting, {batch}, devices={devices}); "
+            "s.advance(); s.advance(); "
             "print('PROBE ' + json.dumps({'rss_after_imports_mb': base, "
             "'peak_rss_mb': peak_rss_mb()}))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -338,9 +422,13 @@ def run(suite: str) -> list[dict]:
         if qdax_ok:
             sides.append(build_qdax(setting, batch))
         if setting.get("devices", 1) > 1:
-            sides.append(_RemoteSide("ours_sharded", suite, batch, setting["devices"],
+            sides.append(_RemoteSide("ours_sharded", setting, batch, setting["devices"],
                                      cache_dir))
-        for _ in range(setting["chunks"]):  # interleaved: ours, QDax, ours sharded, ours, ...
+            if qdax_ok:
+                sides.append(_RemoteSide("qdax_distributed", setting, batch,
+                                         setting["devices"], cache_dir))
+        # interleaved: ours, QDax, ours sharded, QDax distributed, ours, ...
+        for _ in range(setting["chunks"]):
             for side in sides:
                 side.advance()
         finals = {side.name: side.scores[-1] for side in sides}
@@ -359,25 +447,28 @@ def run(suite: str) -> list[dict]:
                       / float(np.median(side.cpu_times)),
                       "init_compile_s": side.init_compile_s,
                       "chunk_compile_s": side.chunk_compile_s,
+                      "init_qd_score": side.initial[0], "init_coverage": side.initial[1],
                       "qd_score": score, "coverage": coverage, "max_fitness": max_fitness,
                       "target_qd_score": target, "seconds_to_target": reach,
                       **side.memory}
-            if side.name == "ours_sharded":
+            if SIDES[side.name][1]:  # ours_sharded, qdax_distributed: close the worker
                 record["devices"] = setting["devices"]
                 side.close()
             if setting["memory_probe"]:
-                record.update(memory_probe(side.name, suite, batch, cache_dir))
+                record.update(memory_probe(side.name, setting, batch, cache_dir))
             results[side.name] = record
             records.append(record)
             for index, (seconds, score_value) in enumerate(zip(side.times, side.scores)):
                 records.append({**common, "case": "trace", "side": side.name,
                                 "generation": (index + 1) * setting["chunk"],
                                 "chunk_s": seconds, "qd_score": score_value})
-        for name in ("ours", "ours_sharded"):
-            if "qdax" not in results or name not in results:
+        # ours / QDax on one device, ours on N devices / QDax on one, and on equal devices
+        for name, peer in (("ours", "qdax"), ("ours_sharded", "qdax"),
+                           ("ours_sharded", "qdax_distributed")):
+            if peer not in results or name not in results:
                 continue
-            ours, qdax = results[name], results["qdax"]
-            ratio = {**common, "case": "ratio", "side": f"{name}/qdax",
+            ours, qdax = results[name], results[peer]
+            ratio = {**common, "case": "ratio", "side": f"{name}/{peer}",
                      "evals_per_s_ratio": ours["evals_per_s"] / qdax["evals_per_s"],
                      "evals_per_cpu_s_ratio": ours["evals_per_cpu_s"] / qdax["evals_per_cpu_s"],
                      "compile_ratio": (ours["init_compile_s"] + ours["chunk_compile_s"])
@@ -400,9 +491,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--worker"]:  # the ours_sharded side's process (see _RemoteSide)
-        # argv: --worker SUITE BATCH DEVICES [CACHE_DIR]
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
-               sys.argv[5] if len(sys.argv) > 5 else "")
+    if sys.argv[1:2] == ["--worker"]:  # a multi-device side's process (see _RemoteSide)
+        # argv: --worker SIDE SETTING_JSON BATCH DEVICES [CACHE_DIR]
+        worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+               sys.argv[6] if len(sys.argv) > 6 else "")
     else:
         main()

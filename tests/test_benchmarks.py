@@ -97,6 +97,34 @@ def test_sharded_side_runs_in_a_two_device_worker():
     np.testing.assert_allclose(final, local.final(), rtol=1e-4)
 
 
+def test_qdax_distributed_side_runs_in_a_two_device_worker():
+    # The qdax_distributed side: QDax's DistributedMAPElites pmapped over the 2 CPU devices of a
+    # worker process (2 offspring per device, total batch 4 as the one-device qdax side). Each
+    # device creates its slice of the one-device side's initial networks, so the initial
+    # repertoires hold the same elites (fitnesses equal up to float rounding); later chunks draw
+    # other offspring (one key per device), so only their QD-scores' sanity is checked.
+    if not _has_qdax():
+        pytest.skip("qdax is not installed here (it lives in .venv-bench)")
+    setting = dict(qdax_map_elites.SIZES["toy"])
+    remote = qdax_map_elites._RemoteSide("qdax_distributed", "toy", 4, 2)
+    local = qdax_map_elites.build_qdax(setting, 4)
+    try:
+        for _ in range(2):
+            remote.advance()
+            local.advance()
+        final = remote.final()
+    finally:
+        remote.close()
+    assert remote.process.returncode == 0
+    assert len(remote.times) == len(remote.cpu_times) == 2 and min(remote.times) > 0
+    assert remote.init_compile_s > 0 and remote.chunk_compile_s > 0
+    assert remote.memory["state_mb"] == pytest.approx(2 * local.memory["state_mb"])  # replicated
+    np.testing.assert_allclose(remote.initial[0], local.initial[0], rtol=1e-5)
+    assert remote.initial[1] == local.initial[1] > 0  # same cells filled
+    assert all(math.isfinite(score) for score in remote.scores)
+    assert final[0] == remote.scores[-1] and final[1] >= remote.initial[1]
+
+
 def test_pack_unpack_round_trip():
     masks = {"w": jnp.asarray(np.random.default_rng(0).random((3, 5, 7)) < 0.3)}
     packed = masked_vs_dense.pack(masks)
