@@ -188,6 +188,26 @@ def fresh_compilation_cache() -> str | None:
     return directory
 
 
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's practical float32 ceiling: GFLOP/s of the fastest of ``repeats`` jitted
+    ``[size, size] @ [size, size]`` products on the default device (large enough for XLA to use
+    every core). A workload's GFLOP/s divided by this says how much headroom a faster program
+    could still find; it bounds the speed-up any rewrite of a compute-bound loop can reach."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    product = jax.jit(jnp.matmul)
+    jax.block_until_ready(product(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(product(a, b))
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * size ** 3 / best / 1e9
+
+
 def tree_megabytes(tree) -> float:
     """Total bytes of the arrays in a pytree, in MiB."""
     import jax

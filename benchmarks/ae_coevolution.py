@@ -13,6 +13,10 @@ batch 5, 200 steps per cell):
 
 Then ``trials_per_hour``: a full run (``--epochs``, default 400) of ``--trials`` trials vmapped in
 the synchronous mode, extrapolated from steady-state epochs. Compile time is reported apart.
+``flops_per_cell_epoch`` counts the matrix products of one cell's epoch from the shapes; each
+variant's ``gflops``, the machine's ``matmul_peak_gflops`` (a 2048^3 float32 product,
+:func:`benchmarks.matmul_peak_gflops`) and ``speedup_bound_at_matmul_peak`` (the loop's time over
+the time of the same products at that ceiling) say how much room batching could still find.
 
     .venv/bin/python benchmarks/ae_coevolution.py [--cells 10] [--trials 4] [--repeats 3]
         [--topology torus [--grid-shape 2x5] [--neighbourhood von_neumann|moore]]
@@ -25,6 +29,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -113,6 +118,23 @@ def main() -> None:
         results[name] = {"first_call_s": compile_s, "seconds_per_epoch": seconds,
                          "epochs_per_s": 1.0 / seconds}
 
+    # Matrix-product work of one cell's epoch (multiply-adds x 2; d, h, z the layer sizes, B the
+    # batch): per training step forward B(2dh + 2hz), weight gradients the same, input gradients
+    # of every layer but the first B(hd + 2hz); plus the n x n pairings' forward passes on one
+    # batch for the selection.
+    spec = config.spec
+    d, h, z = spec.input_dim, spec.hidden_dim, spec.bottleneck_dim
+    b, n = config.batch_size, config.neighbourhood_size
+    steps = args.num_train // b
+    flops_per_cell_epoch = 2.0 * (steps * b * (5 * d * h + 6 * h * z)
+                                  + n * n * b * (2 * d * h + 2 * h * z))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import matmul_peak_gflops  # run as a script: the repository root on the path
+
+    peak = matmul_peak_gflops()
+    for entry in results.values():
+        entry["gflops"] = flops_per_cell_epoch * args.cells / entry["seconds_per_epoch"] / 1e9
+
     trial_config = dataclasses.replace(config, num_trials=args.trials)
     trials = SpatialCoevolution(trial_config, hyper, data["train"], data["test"])
     state = trials.init(jax.random.key(3))
@@ -137,6 +159,12 @@ def main() -> None:
            for key, value in entry.items()},
         "speedup_vmapped_vs_python_loop": (results["python_loop"]["seconds_per_epoch"]
                                            / results["vmapped"]["seconds_per_epoch"]),
+        "flops_per_cell_epoch": flops_per_cell_epoch,
+        "matmul_peak_gflops": peak,
+        # how many times faster than the Python loop an epoch could be if every product ran at
+        # the machine's large-matmul ceiling: the bound on any vmapped speed-up
+        "speedup_bound_at_matmul_peak": (results["python_loop"]["seconds_per_epoch"]
+                                         / (flops_per_cell_epoch * args.cells / (peak * 1e9))),
         "trials_vmapped": args.trials,
         "trial_step_compile_s": compile_s,
         "trial_seconds_per_epoch": seconds,

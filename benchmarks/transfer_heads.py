@@ -11,7 +11,12 @@ Prints one JSON object:
   minibatches) and a jitted validation loss, with early stopping decided in Python;
 * ``speedup`` / ``speedup_vs_python_epochs``: heads per second vmapped / each loop;
 * ``nsga2_generation``: compile time and steady-state seconds of one NSGA-II generation
-  (``population_size`` children trained and evaluated, non-dominated sorting, survival).
+  (``population_size`` children trained and evaluated, non-dominated sorting, survival);
+* ``flops_per_head`` (the matrix products of one head's training and evaluation, counted from
+  the shapes), each variant's ``gflops`` (at its minimum wall time), ``matmul_peak_gflops`` (a
+  2048^3 float32 product on this machine, :func:`benchmarks.matmul_peak_gflops`) and
+  ``speedup_bound_at_matmul_peak``: how many times faster than the loop the population could be
+  trained if every product ran at that ceiling.
 
 Compile time (``first_call_s``) is reported apart from steady state: the median (``steady_s``)
 and minimum (``min_s``) wall time and the median process CPU time (``cpu_s``, all threads) of
@@ -29,6 +34,7 @@ import datetime
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -167,6 +173,24 @@ def main() -> None:
         times.append(time.perf_counter() - started)
 
     heads = args.population
+    # Matrix-product work of one head (multiply-adds x 2), dense as the masked head computes it:
+    # every epoch runs (the vmapped program and the jitted loop both compute the epochs after an
+    # early stop and discard them); per minibatch step forward F*H + H*C, weight gradients
+    # F*H + H*C, hidden gradient H*C; a validation pass per epoch; the final validation and
+    # out-of-distribution passes of the objectives.
+    f, h, c = head.num_features, head.num_hidden, head.num_classes
+    train_n = int(data.train_features.shape[0])
+    batch = min(problem.train_config.batch_size, train_n)
+    val_n, ood_n = int(data.val_features.shape[0]), int(data.ood_val_features.shape[0])
+    flops_per_head = 2.0 * (args.epochs * (train_n // batch) * batch * (2 * f * h + 3 * h * c)
+                            + (args.epochs + 1) * val_n * (f * h + h * c)
+                            + ood_n * (f * h + h * c))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import matmul_peak_gflops  # run as a script: the repository root on the path
+
+    peak = matmul_peak_gflops()
+    for name in variants:
+        timings[name]["gflops"] = flops_per_head * heads / timings[name]["min_s"] / 1e9
     result = {
         "benchmark": "transfer_heads",
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
@@ -177,7 +201,8 @@ def main() -> None:
         "population": heads,
         "head": {"features": head.num_features, "hidden": head.num_hidden,
                  "classes": head.num_classes, "genome": head.genome},
-        "train": {"epochs": args.epochs, "batch_size": 64, "train_samples":
+        "train": {"epochs": args.epochs, "batch_size": problem.train_config.batch_size,
+                  "train_samples":
                   int(data.train_features.shape[0]), "optimizer": "adam",
                   "early_stopping_patience": 5},
         **timings,
@@ -188,6 +213,12 @@ def main() -> None:
                                      / timings["vmapped"]["steady_s"]),
         "speedup_vs_python_epochs_cpu": (timings["loop_python_epochs"]["cpu_s"]
                                          / timings["vmapped"]["cpu_s"]),
+        "flops_per_head": flops_per_head,
+        "matmul_peak_gflops": peak,
+        # the fastest any program could train and evaluate the population at the matmul ceiling,
+        # as a multiple of the jitted loop (min wall): the bound on the vmapped speed-up
+        "speedup_bound_at_matmul_peak": (timings["loop"]["min_s"]
+                                         / (flops_per_head * heads / (peak * 1e9))),
         "nsga2_generation": {"compile_s": step_compile,
                              "steady_s": statistics.median(times), "min_s": min(times),
                              "children_per_generation": heads},
