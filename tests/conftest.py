@@ -1,8 +1,16 @@
-"""Test-suite settings: strict JAX flags and a persistent compilation cache."""
+"""Test-suite settings: strict JAX flags and a persistent compilation cache; the
+``run_report`` fixture (a snippet in a fresh CPU-only Python process)."""
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Compiled Brax rollouts are the slow part of the suite; cache them across test processes/runs.
@@ -10,3 +18,24 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("JAX_COMPILATION_CACHE_DIR",
                                  os.path.join(os.path.dirname(__file__), "..", ".jax_cache")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def run_report(code: str, *, env: dict | None = None, timeout: int = 600) -> dict:
+    """Runs ``code`` in a fresh Python process (repository root, CPU only, the user's
+    ``XLA_FLAGS`` dropped, then ``env`` applied) and returns the JSON object printed on its last
+    ``REPORT `` line; fails with the process's stderr when it exits non-zero or prints none."""
+    environment = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    environment["JAX_PLATFORMS"] = "cpu"
+    environment.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
+    environment.update(env or {})
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment,
+                               capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    return json.loads(lines[-1][len("REPORT "):])
+
+
+@pytest.fixture(name="run_report")
+def run_report_fixture():
+    """:func:`run_report` for tests."""
+    return run_report

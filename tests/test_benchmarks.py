@@ -76,13 +76,12 @@ def test_qd_score_and_time_to_score():
     assert qdax_map_elites.time_to_score([0.5], [3.0], 1.0) == 0.5
 
 
-def test_sharded_side_runs_in_a_two_device_worker():
-    # The ours_sharded side of the QDax comparison: a worker process with 2 CPU devices, driven
-    # over a pipe; it reports the same QD-score trace as the one-device side up to float rounding
-    # (toy setting: batch 4, 5-step hopper episodes).
-    setting = dict(qdax_map_elites.SIZES["toy"])
-    remote = qdax_map_elites._RemoteSide("ours_sharded", "toy", 4, 2)
-    local = qdax_map_elites.build_ours(setting, 4)
+def _two_chunks(side, build_local):
+    """Side ``side`` in a 2-device worker and its one-device counterpart built here, both advanced
+    two chunks at the toy size (batch 4); checks the worker's bookkeeping and returns
+    ``(remote, local, remote_final)``."""
+    remote = qdax_map_elites._RemoteSide(side, "toy", 4, 2)
+    local = build_local(dict(qdax_map_elites.SIZES["toy"]), 4)
     try:
         for _ in range(2):
             remote.advance()
@@ -93,6 +92,14 @@ def test_sharded_side_runs_in_a_two_device_worker():
     assert remote.process.returncode == 0
     assert len(remote.times) == len(remote.cpu_times) == 2 and min(remote.times) > 0
     assert remote.init_compile_s > 0 and remote.chunk_compile_s > 0
+    return remote, local, final
+
+
+def test_sharded_side_runs_in_a_two_device_worker():
+    # The ours_sharded side of the QDax comparison: a worker process with 2 CPU devices, driven
+    # over a pipe; it reports the same QD-score trace as the one-device side up to float rounding
+    # (toy setting: batch 4, 5-step hopper episodes).
+    remote, local, final = _two_chunks("ours_sharded", qdax_map_elites.build_ours)
     np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-4)
     np.testing.assert_allclose(final, local.final(), rtol=1e-4)
 
@@ -105,19 +112,7 @@ def test_qdax_distributed_side_runs_in_a_two_device_worker():
     # other offspring (one key per device), so only their QD-scores' sanity is checked.
     if not _has_qdax():
         pytest.skip("qdax is not installed here (it lives in .venv-bench)")
-    setting = dict(qdax_map_elites.SIZES["toy"])
-    remote = qdax_map_elites._RemoteSide("qdax_distributed", "toy", 4, 2)
-    local = qdax_map_elites.build_qdax(setting, 4)
-    try:
-        for _ in range(2):
-            remote.advance()
-            local.advance()
-        final = remote.final()
-    finally:
-        remote.close()
-    assert remote.process.returncode == 0
-    assert len(remote.times) == len(remote.cpu_times) == 2 and min(remote.times) > 0
-    assert remote.init_compile_s > 0 and remote.chunk_compile_s > 0
+    remote, local, final = _two_chunks("qdax_distributed", qdax_map_elites.build_qdax)
     assert remote.memory["state_mb"] == pytest.approx(2 * local.memory["state_mb"])  # replicated
     np.testing.assert_allclose(remote.initial[0], local.initial[0], rtol=1e-5)
     assert remote.initial[1] == local.initial[1] > 0  # same cells filled

@@ -40,11 +40,9 @@ def _assert_trees_equal(left, right):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def _run_with_devices(code: str, num_devices: int, timeout: int = 600) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
+def _run_with_devices(run_report, code: str, num_devices: int, timeout: int = 600) -> dict:
+    """``code`` in a fresh process with ``num_devices`` emulated CPU devices (``run_report`` is
+    the conftest fixture)."""
     prelude = textwrap.dedent("""
         import json, os, jax
         jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -52,12 +50,9 @@ def _run_with_devices(code: str, num_devices: int, timeout: int = 600) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
         report = {"num_devices": jax.device_count()}
     """)
-    completed = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)
-                                + "\nprint('REPORT ' + json.dumps(report))"],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return run_report(prelude + textwrap.dedent(code) + "\nprint('REPORT ' + json.dumps(report))",
+                      env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"},
+                      timeout=timeout)
 
 
 MULTI_DEVICE = """
@@ -130,8 +125,8 @@ shutil.rmtree(out)
 """
 
 
-def test_four_devices_give_the_single_device_results():
-    report = _run_with_devices(MULTI_DEVICE, 4)
+def test_four_devices_give_the_single_device_results(run_report):
+    report = _run_with_devices(run_report, MULTI_DEVICE, 4)
     assert report["num_devices"] == 4
     for method in sharding.SHARD_METHODS:
         assert report[f"evaluate_{method}_equal"], method
@@ -184,8 +179,8 @@ report["brax_equal"] = equal(run(brax, config), run(sharding.ShardedTask(brax, m
 
 
 @pytest.mark.slow
-def test_map_elites_with_a_sharded_population_is_unchanged():
-    report = _run_with_devices(MAP_ELITES_SHARDED, 4)
+def test_map_elites_with_a_sharded_population_is_unchanged(run_report):
+    report = _run_with_devices(run_report, MAP_ELITES_SHARDED, 4)
     assert report["arm_equal"] and report["brax_equal"]
 
 
@@ -333,7 +328,7 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
     np.testing.assert_array_equal(sharding.gather_to_host(np.arange(3)), np.arange(3))
 
 
-def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path):
+def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path, run_report):
     # `task.devices=2` on a CPU: the CLI creates 2 CPU devices before JAX starts (no XLA_FLAGS),
     # the evaluation is split over them, a run cut at 10 generations resumes to the same metrics
     # as an uninterrupted one; batches that do not split evenly (an odd MAP-Elites batch, an ES
@@ -371,14 +366,7 @@ def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path):
                                        "elites": int(elites["fitness"].shape[0]),
                                        "config_devices": config["task"]["devices"]}}))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
-    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=600)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    report = json.loads(lines[-1][len("REPORT "):])
+    report = run_report(code)
     assert report == {"devices": 2, "odd": 0, "es": 0, "ga": 0, "elites": 4,
                       "config_devices": 2}
     assert (tmp_path / "full" / "metrics.csv").read_text() == \

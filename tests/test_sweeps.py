@@ -176,37 +176,25 @@ def test_invalid_sweeps_fail_before_compiling(tmp_path, grid, match):
     assert not (tmp_path / "bad").exists()
 
 
-def test_cli_sweep_puts_runs_on_one_cpu_device_per_core(sweep_dir, tmp_path):
+def test_cli_sweep_puts_runs_on_one_cpu_device_per_core(sweep_dir, tmp_path, run_report):
     # `synprune sweep` without --devices, in a fresh process: one CPU device per core (up to the
     # 4 runs), the run axis split over them, and the same table as the one-device sweep.
-    import os
-    import subprocess
-    import sys
     import textwrap
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "cores"
     argv = ["sweep", "me-arm", "--seeds", "0-1", "--grid", "mutation.sigma=0.05,0.2",
             "--out", str(out), "--no-report"]
     for override in OVERRIDES:
         argv += ["--set", override]
-    code = textwrap.dedent(f"""
+    report = run_report(textwrap.dedent(f"""
         import json, jax
         from synprune_jax.cli import main
         assert main({argv!r}) == 0
         print("REPORT " + json.dumps({{"devices": jax.local_device_count()}}))
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / ".jax_cache"))
-    completed = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
-                               capture_output=True, text=True, timeout=600)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    """))
     expected = cli.sweep_cpu_devices(None, 4)
     assert expected == min(cli.usable_cores(), 4)
-    assert json.loads(lines[-1][len("REPORT "):]) == {"devices": expected}
+    assert report == {"devices": expected}
     timing = json.loads((out / "timing.json").read_text())["groups"]
     assert [group["num_devices"] for group in timing] == [expected]
     sharded = pd.read_parquet(out / "results.parquet")
