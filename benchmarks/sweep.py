@@ -287,13 +287,10 @@ def sharded_sweep_child(argv: list[str], num_devices: int) -> dict:
     return json.loads(lines[-1])
 
 
-def default_sweep_devices(num_runs: int) -> int:
-    """The largest divisor of ``num_runs`` not above the usable cores (the sharded variant needs
-    the runs to split evenly)."""
-    from synprune_jax.cli import usable_cores
-
-    cores = usable_cores()
-    return max(d for d in range(1, num_runs + 1) if num_runs % d == 0 and d <= cores)
+def largest_divisor(num_runs: int, limit: int) -> int:
+    """The largest divisor of ``num_runs`` not above ``limit`` (the sharded variant needs the runs
+    to split evenly over its devices)."""
+    return max(d for d in range(1, num_runs + 1) if num_runs % d == 0 and d <= limit)
 
 
 END_TO_END_CHILD = r"""
@@ -488,11 +485,12 @@ def main(argv=None) -> int:
         record = sweep_benchmark(*sweep_options)  # one device, in this process
         if args.sweep_devices is not None:
             count = args.sweep_devices
-        elif jax.default_backend() == "cpu":
-            count = default_sweep_devices(args.runs)
-        else:
-            local = len(jax.local_devices())
-            count = max(d for d in range(1, args.runs + 1) if args.runs % d == 0 and d <= local)
+        else:  # CPU: one device per usable core, created in the child; else the local devices
+            from synprune_jax.cli import usable_cores
+
+            limit = (usable_cores() if jax.default_backend() == "cpu"
+                     else len(jax.local_devices()))
+            count = largest_divisor(args.runs, limit)
         record["devices"] = count
         if count > 1:
             child_argv = ["--experiment", args.experiment, "--runs", str(args.runs),

@@ -184,17 +184,14 @@ class ShardedTask(_TaskWrapper):
 
     def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         """Evaluates ``population`` (leaves ``[P, ...]``) split over the mesh; see the class."""
+        # an ES that also evaluates its mean, or a GA's children, need not come in multiples of
+        # the device count: pad, evaluate, drop the copies' results
         size = population.size
-        padded = -(-size // self.num_devices) * self.num_devices
-        if padded != size:
-            # Pad with copies of individual 0 (valid genomes; their results are dropped), as
-            # ChunkedTask does: an ES that also evaluates its mean, or a GA's children, need not
-            # come in multiples of the device count.
-            index = jnp.concatenate([jnp.arange(size), jnp.zeros(padded - size, jnp.int32)])
-            result = self._evaluate_split(key, jax.tree_util.tree_map(lambda leaf: leaf[index],
-                                                                      population))
-            return jax.tree_util.tree_map(lambda leaf: leaf[:size], result)
-        return self._evaluate_split(key, population)
+        padded = _pad_with_first(population, self.num_devices)
+        result = self._evaluate_split(key, padded)
+        if padded.size == size:
+            return result
+        return jax.tree_util.tree_map(lambda leaf: leaf[:size], result)
 
     def _evaluate_split(self, key: jax.Array, population: Population) -> EvalResult:
         split = PartitionSpec(self.axis_name)
@@ -207,6 +204,18 @@ class ShardedTask(_TaskWrapper):
                                  in_specs=(PartitionSpec(), split), out_specs=split,
                                  check_vma=False)
         return evaluate(key, population)
+
+
+def _pad_with_first(population: Population, multiple: int) -> Population:
+    """``population`` padded up to a multiple of ``multiple`` individuals with copies of
+    individual 0 (valid genomes; the caller drops their results); unchanged when it already is
+    one."""
+    size = population.size
+    padded = -(-size // multiple) * multiple
+    if padded == size:
+        return population
+    index = jnp.concatenate([jnp.arange(size), jnp.zeros(padded - size, jnp.int32)])
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], population)
 
 
 @dataclasses.dataclass(frozen=True, eq=True)
@@ -239,17 +248,13 @@ class ChunkedTask(_TaskWrapper):
         size = population.size
         if size <= self.chunk_size:
             return self.task.evaluate(key, population)
-        num_chunks = -(-size // self.chunk_size)
-        padded = num_chunks * self.chunk_size
-        # Pad with copies of individual 0 (valid genomes; their results are dropped), then view
-        # the population as [num_chunks, chunk_size, ...].
-        index = jnp.concatenate([jnp.arange(size), jnp.zeros(padded - size, jnp.int32)])
+        padded = _pad_with_first(population, self.chunk_size)  # viewed as [chunks, chunk, ...]
+        num_chunks = padded.size // self.chunk_size
         chunks = jax.tree_util.tree_map(
-            lambda leaf: leaf[index].reshape(num_chunks, self.chunk_size, *leaf.shape[1:]),
-            population)
+            lambda leaf: leaf.reshape(num_chunks, self.chunk_size, *leaf.shape[1:]), padded)
         results = jax.lax.map(lambda chunk: self.task.evaluate(key, chunk), chunks)
         return jax.tree_util.tree_map(
-            lambda leaf: leaf.reshape(padded, *leaf.shape[2:])[:size], results)
+            lambda leaf: leaf.reshape(padded.size, *leaf.shape[2:])[:size], results)
 
 
 def unwrap(task) -> Any:

@@ -23,9 +23,9 @@ same numbers as the run done alone, up to floating-point reassociation in batche
 (tested within float tolerance).
 
 Devices. The run axis is split over the local devices (``devices=None``: all of them; a group of
-``R`` runs uses the first ``min(R, devices)`` of them and is padded with copies of its first run up
-to a multiple of that count, the copies' outputs dropped). Each device then holds the archives of its own runs; nothing is exchanged
-between devices during a chunk.
+``R`` runs uses the first ``min(R, devices)`` of them and is padded with copies of its first run
+up to a multiple of that count, the copies' outputs dropped). Each device then holds the archives
+of its own runs; nothing is exchanged between devices during a chunk.
 
 Files under ``out``:
 
