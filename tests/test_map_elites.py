@@ -16,7 +16,8 @@ GRID = GridSpec((0.0, 0.0), (1.0, 1.0), (10, 10))
 
 
 def _algorithm(**kwargs):
-    config = me.MapElitesConfig(archive=GRID, batch_size=32, initial_batch_size=64, **kwargs)
+    kwargs = {"batch_size": 32, "initial_batch_size": 64, **kwargs}
+    config = me.MapElitesConfig(archive=GRID, **kwargs)
     return me.MapElites(config, TASK, MutationHyper(p_disconnect=0.05, p_connect=0.02))
 
 
@@ -110,3 +111,17 @@ def test_config_and_task_mismatch_fail_before_compiling():
         me.MapElites(me.MapElitesConfig(archive=GRID), KinematicArm(num_joints=3))
     with pytest.raises(ValueError, match="batch_size"):
         me.MapElitesConfig(archive=GRID, batch_size=0)
+
+
+def test_mutation_blocks_give_the_vmapped_offspring():
+    # lax.map in blocks (with a remainder block: 10 = 4 + 4 + 2) mutates every child from its
+    # own key, exactly as one vmap over the batch.
+    whole = _algorithm(batch_size=10)
+    blocked = _algorithm(batch_size=10, mutation_block=4)
+    state = whole.init(jax.random.key(0))
+    emitted = [jax.jit(lambda k, a, alg=alg: me.emit(k, a, TASK, alg.config, alg.hyper))(
+        jax.random.key(1), state.archive) for alg in (whole, blocked)]
+    chex.assert_trees_all_equal(*emitted)
+    assert float(jnp.max(jnp.abs(emitted[0].params["params"]["Dense_0"]["kernel"]))) > 0
+    with pytest.raises(ValueError, match="mutation_block"):
+        me.MapElitesConfig(archive=GRID, mutation_block=0)

@@ -62,6 +62,13 @@ class MapElitesConfig:
             draw per network is shared by its layers (False: overall density ~ Beta(a, b)).
         qd_offset: stated lower bound of fitness; QD-score = sum over elites of (fitness - offset).
         density_bands: densities at which the best fitness is reported each generation.
+        mutation_block: mutate the offspring this many at a time (``lax.map``) instead of all
+            at once (``None``, the default); same results. The mutation draws several random
+            words per weight and XLA keeps them live together, so the generation's scratch
+            memory grows with ``batch x weights``; blocks bound it at some cost in compile time,
+            and in speed when the evaluation is cheap. Measured on 2 CPU cores: hopper 16-16 at
+            batch 1024, blocks of 63 halve XLA's scratch (17.1 -> 8.7 MiB) at the same speed but
+            compile 1.8 s longer; the kinematic arm (MLP genotype, batch 512, blocks of 151) runs 1.6x slower.
     """
 
     archive: ArchiveSpec
@@ -74,6 +81,7 @@ class MapElitesConfig:
     init_per_layer: bool = True
     qd_offset: float = 0.0
     density_bands: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    mutation_block: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.archive, (GridSpec, CVTSpec)):
@@ -86,6 +94,8 @@ class MapElitesConfig:
             raise ValueError("init_beta_a and init_beta_b must be > 0")
         if not all(0.0 < band <= 1.0 for band in self.density_bands):
             raise ValueError(f"density_bands must lie in (0, 1], got {self.density_bands}")
+        if self.mutation_block is not None and self.mutation_block < 1:
+            raise ValueError(f"mutation_block must be >= 1 or None, got {self.mutation_block}")
 
 
 @struct.dataclass
@@ -134,12 +144,21 @@ def random_population(key: jax.Array, task, config: MapElitesConfig, hyper: Muta
 
 def emit(key: jax.Array, archive: Archive, task, config: MapElitesConfig,
          hyper: MutationHyper) -> Population:
-    """The mutation emitter: uniform parents from filled cells, composite mutation."""
+    """The mutation emitter: uniform parents from filled cells, composite mutation.
+
+    With ``config.mutation_block`` set, offspring are mutated that many at a time
+    (``lax.map``), with the same numbers as one ``vmap`` over the batch (every child has its own
+    key).
+    """
     key_parents, key_mutate = jax.random.split(key)
     parents = sample(key_parents, archive, config.batch_size)
+    keys = jax.random.split(key_mutate, config.batch_size)
     mutate_one = lambda k, parent: mutate(k, parent, task.maskable(), config.mutation, hyper,
                                           task.spec)
-    return jax.vmap(mutate_one)(jax.random.split(key_mutate, config.batch_size), parents)
+    block = config.mutation_block
+    if block is None or block >= config.batch_size:
+        return jax.vmap(mutate_one)(keys, parents)
+    return jax.lax.map(lambda pair: mutate_one(*pair), (keys, parents), batch_size=block)
 
 
 def _metrics(config: MapElitesConfig, archive: Archive, offspring: Population,
