@@ -223,3 +223,11 @@ def test_rng_compile_variants_draw_the_same_shapes(capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_variant = {line["variant"]: line for line in lines if "variant" in line}
     assert by_variant["one_call"]["stablehlo_lines"] < by_variant["per_leaf"]["stablehlo_lines"]
+
+
+def test_mutation_block_benchmark_compares_equal_archives():
+    from benchmarks import mutation_block
+
+    record = mutation_block.measure("arm", batch=16, block=4, repeats=1)
+    assert record["same_archive"] and record["block"] == 4 and record["weights"] == 216
+    assert record["whole"]["steady_s"] > 0 and record["blocks"]["min_s"] > 0

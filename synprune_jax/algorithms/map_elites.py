@@ -68,7 +68,8 @@ class MapElitesConfig:
             memory grows with ``batch x weights``; blocks bound it at some cost in compile time,
             and in speed when the evaluation is cheap. Measured on 2 CPU cores: hopper 16-16 at
             batch 1024, blocks of 63 halve XLA's scratch (17.1 -> 8.7 MiB) at the same speed but
-            compile 1.8 s longer; the kinematic arm (MLP genotype, batch 512, blocks of 151) runs 1.6x slower.
+            compile 1.5 s longer; the kinematic arm (MLP genotype, batch 512, blocks of 151) runs
+            1.5x slower (`python benchmarks/mutation_block.py`).
     """
 
     archive: ArchiveSpec
