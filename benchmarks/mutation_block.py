@@ -47,6 +47,8 @@ def measure(name: str, batch: int, block: int | None, repeats: int) -> dict:
     weights = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(
         task.init_params(jax.random.key(0))))
     block = block or max(1, (1 << 15) // weights)
+    if block >= batch:
+        raise SystemExit(f"block {block} >= batch {batch}: both sides would be one vmap")
     chunk = TASKS[name]["chunk"]
     sides = {}
     for side, size in (("whole", None), ("blocks", block)):

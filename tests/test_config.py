@@ -57,12 +57,21 @@ def test_every_experiment_builds_and_resolves_bounds(name):
     ("mutation.p_disconnect=1.5", "p_disconnect"),
     ("archive.kind=hexagonal", "cvt"),
     ("map_elites.batch_size=0", "batch_size"),
+    ("map_elites.mutation_block=0", "mutation_block"),
+    ("map_elites.mutation_block=true", "mutation_block"),
 ])
 def test_invalid_configs_fail_before_compiling(override, message):
     experiment = get_experiment("me-prune")
     config = apply_overrides(experiment.default_config(), [override])
     with pytest.raises(ValueError, match=message):
         experiment.build(config)
+
+
+@pytest.mark.parametrize("name", ["me-prune", "me-es"])
+def test_mutation_block_reaches_the_algorithm(name):
+    experiment = get_experiment(name)
+    config = apply_overrides(experiment.default_config(), ["map_elites.mutation_block=16"])
+    assert experiment.build(config).algorithm.config.mutation_block == 16
 
 
 def test_unknown_experiment_lists_valid():

@@ -90,7 +90,7 @@ def default_config_me_es() -> dict:
             "map_elites": {"batch_size": 64, "initial_batch_size": 128, "self_adaptive": False,
                            "forward_prune": True, "init_beta_a": 1.0, "init_beta_b": 1.0,
                            "exact_init_density": True, "init_per_layer": True,
-                           "qd_offset": -float(np.pi ** 2)},
+                           "qd_offset": -float(np.pi ** 2), "mutation_block": None},
             "es_emitter": {"strategy": "open_es", "population_size": 32, "sigma_init": 0.05,
                            "learning_rate": 0.05, "optimizer": "adam", "search_space": "unmasked",
                            "restart_every": 10, "use_mutation_emitter": True},
@@ -187,7 +187,8 @@ def build_me_es(config: dict) -> Built:
     section = dict(config["map_elites"])
     require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
                                          "forward_prune", "init_beta_a", "init_beta_b",
-                                         "exact_init_density", "init_per_layer", "qd_offset"))
+                                         "exact_init_density", "init_per_layer", "qd_offset",
+                                         "mutation_block"))
     mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
                               forward_prune=bool(section.pop("forward_prune")))
     me_config = MapElitesConfig(archive=archive, mutation=mutation, density_bands=DENSITY_BANDS,

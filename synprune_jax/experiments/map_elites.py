@@ -28,6 +28,7 @@ def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: i
             "exact_init_density": True,
             "init_per_layer": True,
             "qd_offset": qd_offset,
+            "mutation_block": None,
         },
         "mutation": {
             "sigma": sigma,
@@ -161,7 +162,7 @@ def build(config: dict) -> Built:
         require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
                                              "forward_prune", "init_beta_a", "init_beta_b",
                                              "exact_init_density", "init_per_layer",
-                                             "qd_offset"))
+                                             "qd_offset", "mutation_block"))
         mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
                                   forward_prune=bool(section.pop("forward_prune")))
         me_config = MapElitesConfig(archive=archive, mutation=mutation,
