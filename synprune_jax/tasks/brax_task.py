@@ -4,7 +4,8 @@ Evaluation of a population (all pure, one compiled program):
 
 1. masks are applied **once** per individual (:func:`synprune_jax.masks.apply_masks`), so a
    pruned weight cannot influence the policy, whatever value it keeps;
-2. ``jax.vmap`` over the population and over episodes; every individual sees the same episode
+2. ``jax.vmap`` over the population and over episodes (the physics on one flat batch of
+   ``P * E`` episodes, the policy on ``[P, E, obs]``); every individual sees the same episode
    keys (common random numbers: an individual's result depends only on its own genome and the
    key, not on the rest of the batch);
 3. ``lax.scan`` over a fixed ``episode_length`` with **no auto-reset**: ``alive`` is the product
