@@ -309,9 +309,12 @@ class BraxTask:
         steps) takes 1.0 s instead of 1.6 s on this project's CPU. One flat axis rather than two
         nested vmaps over ``[P, E]``: with the usual ``E = 1``, XLA:CPU fuses the physics of a
         ``[P, 1, ...]`` batch worse (hopper at ``P = 1024``: 1.30 s per evaluation before,
-        1.08 s now; docs/benchmarks.md). The policy itself still runs on ``[P, E, obs]``, so an individual's
-        episodes share its parameters as in :meth:`rollout` under two vmaps. Outputs are
-        bit-identical to the per-individual :meth:`rollout` under two vmaps (tested).
+        1.08 s now; docs/benchmarks.md). The policy itself still runs on ``[P, E, obs]``, so an
+        individual's episodes share its parameters as in :meth:`rollout` under two vmaps. Outputs
+        equal the per-individual :meth:`rollout` under two vmaps: bit for bit with ``E = 2``;
+        with ``E = 1`` up to float32 rounding, since XLA:CPU compiles a ``[P, 1, ...]`` physics
+        batch differently from a ``[P, ...]`` one (tested; the README's default-run table is
+        unchanged).
         """
         population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
         episodes = keys.shape[0]
@@ -321,8 +324,7 @@ class BraxTask:
             lambda leaf: jnp.broadcast_to(leaf, (population, *leaf.shape)).reshape(
                 flat, *leaf.shape[1:]), first)
         # the policy runs on [P, E, obs] (an individual's parameters shared by its episodes, as
-        # in `rollout` under two vmaps, so the actions are the same to the bit); the physics on
-        # the flat batch
+        # in `rollout` under two vmaps); the physics on the flat batch
         policy = jax.vmap(jax.vmap(self.spec.apply_dense, in_axes=(None, 0)), in_axes=(0, 0))
 
         def step(carry, _):
