@@ -174,9 +174,8 @@ def build_ga(config: dict) -> Built:
 
 @_as_config_error
 def build_me_es(config: dict) -> Built:
-    from synprune_jax.algorithms.map_elites import ESEmitterConfig, MapElitesConfig, MapElitesES
+    from synprune_jax.algorithms.map_elites import ESEmitterConfig, MapElitesES
     from synprune_jax.experiments import map_elites as me_experiment
-    from synprune_jax.variation import MutationConfig
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
                                     "es_emitter", "mutation", "run"))
@@ -184,15 +183,7 @@ def build_me_es(config: dict) -> Built:
         raise ConfigError(f"algorithm must be 'me_es', got {config['algorithm']!r}")
     task = me_experiment.build_task(config["task"])
     archive = me_experiment.build_archive_spec(config["archive"], task)
-    section = dict(config["map_elites"])
-    require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
-                                         "forward_prune", "init_beta_a", "init_beta_b",
-                                         "exact_init_density", "init_per_layer", "qd_offset",
-                                         "mutation_block"))
-    mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
-                              forward_prune=bool(section.pop("forward_prune")))
-    me_config = MapElitesConfig(archive=archive, mutation=mutation, density_bands=DENSITY_BANDS,
-                                **section)
+    me_config = me_experiment.map_elites_config(config["map_elites"], archive)
     require_keys(config["es_emitter"], "es_emitter",
                  [f.name for f in dataclasses.fields(ESEmitterConfig)])
     emitter = ESEmitterConfig(**config["es_emitter"])

@@ -147,9 +147,9 @@ def build(config: dict) -> Built:
     Resolves defaults in place (archive bounds taken from the task), so the config saved in the
     run directory states every value used.
     """
-    from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
+    from synprune_jax.algorithms.map_elites import MapElites
     from synprune_jax.runner import RunConfig
-    from synprune_jax.variation import MutationConfig, MutationHyper
+    from synprune_jax.variation import MutationHyper
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
                                     "mutation", "run"))
@@ -158,15 +158,7 @@ def build(config: dict) -> Built:
     with config_errors():
         task = build_task(config["task"])
         archive = build_archive_spec(config["archive"], task)
-        section = dict(config["map_elites"])
-        require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
-                                             "forward_prune", "init_beta_a", "init_beta_b",
-                                             "exact_init_density", "init_per_layer",
-                                             "qd_offset", "mutation_block"))
-        mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
-                                  forward_prune=bool(section.pop("forward_prune")))
-        me_config = MapElitesConfig(archive=archive, mutation=mutation,
-                                    density_bands=DENSITY_BANDS, **section)
+        me_config = map_elites_config(config["map_elites"], archive)
         require_keys(config["mutation"], "mutation",
                      [f.name for f in dataclasses.fields(MutationHyper)])
         hyper = MutationHyper(**{k: float(v) for k, v in config["mutation"].items()})
@@ -177,6 +169,23 @@ def build(config: dict) -> Built:
         algorithm = MapElites(me_config, task, hyper)
     return Built(algorithm=algorithm, run_config=run_config, report=report, describe=describe,
                  plot=plot_run)
+
+
+def map_elites_config(section: dict, archive):
+    """The ``map_elites`` section of a run config -> ``MapElitesConfig`` (shared by the
+    MAP-Elites and ME-ES experiments; unknown keys are refused)."""
+    from synprune_jax.algorithms.map_elites import MapElitesConfig
+    from synprune_jax.variation import MutationConfig
+
+    section = dict(section)
+    require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
+                                         "forward_prune", "init_beta_a", "init_beta_b",
+                                         "exact_init_density", "init_per_layer", "qd_offset",
+                                         "mutation_block"))
+    mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
+                              forward_prune=bool(section.pop("forward_prune")))
+    return MapElitesConfig(archive=archive, mutation=mutation, density_bands=DENSITY_BANDS,
+                           **section)
 
 
 def _check_hyper(hyper) -> None:

@@ -318,29 +318,27 @@ class BraxTask:
         """
         population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
         episodes = keys.shape[0]
-        flat = population * episodes
+        # axis `axis` of P * E episodes (individual-major) <-> axes (axis, axis + 1) of [P, E]
+        to_flat = lambda leaf, axis=0: leaf.reshape(  # noqa: E731
+            *leaf.shape[:axis], population * episodes, *leaf.shape[axis + 2:])
+        to_grid = lambda leaf, axis=0: leaf.reshape(  # noqa: E731
+            *leaf.shape[:axis], population, episodes, *leaf.shape[axis + 1:])
         first = jax.vmap(self._first_carry)(keys)                       # [E, ...]
         carry = jax.tree_util.tree_map(                                 # [P * E, ...]
-            lambda leaf: jnp.broadcast_to(leaf, (population, *leaf.shape)).reshape(
-                flat, *leaf.shape[1:]), first)
+            lambda leaf: to_flat(jnp.broadcast_to(leaf, (population, *leaf.shape))), first)
         # the policy runs on [P, E, obs] (an individual's parameters shared by its episodes, as
         # in `rollout` under two vmaps); the physics on the flat batch
         policy = jax.vmap(jax.vmap(self.spec.apply_dense, in_axes=(None, 0)), in_axes=(0, 0))
 
         def step(carry, _):
-            observations = carry["state"].obs
-            actions = policy(dense_params, observations.reshape(
-                population, episodes, *observations.shape[1:]))
-            return jax.vmap(self._advance)(carry, actions.reshape(flat, *actions.shape[2:]))
+            actions = policy(dense_params, to_grid(carry["state"].obs))
+            return jax.vmap(self._advance)(carry, to_flat(actions))
 
         final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
-        final = jax.tree_util.tree_map(                                 # [P, E, ...]
-            lambda leaf: leaf.reshape(population, episodes, *leaf.shape[1:]), final)
+        final = jax.tree_util.tree_map(to_grid, final)                  # [P, E, ...]
         if trace is not None:  # [T, P * E, ...] -> [P, E, T, ...]
             trace = jax.tree_util.tree_map(
-                lambda leaf: jnp.moveaxis(
-                    leaf.reshape(leaf.shape[0], population, episodes, *leaf.shape[2:]), 0, 2),
-                trace)
+                lambda leaf: jnp.moveaxis(to_grid(leaf, axis=1), 0, 2), trace)
         return self._outputs(final, trace)
 
     def _first_carry(self, key: jax.Array) -> dict:
