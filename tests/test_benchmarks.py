@@ -231,3 +231,17 @@ def test_mutation_block_benchmark_compares_equal_archives():
     record = mutation_block.measure("arm", batch=16, block=4, repeats=1)
     assert record["same_archive"] and record["block"] == 4 and record["weights"] == 216
     assert record["whole"]["steady_s"] > 0 and record["blocks"]["min_s"] > 0
+
+
+def test_profile_ops_indexes_compiled_hlo():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import profile_ops
+
+    compiled = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(
+        jnp.ones((4, 3)), jnp.ones((3, 5))).compile()
+    index = profile_ops._hlo_index(compiled.as_text())
+    shapes = {shape for shape, _ in index.values()}
+    assert "f32[4,5]{1,0}" in shapes and "f32[4,3]{1,0}" in shapes
+    assert any(op.endswith("dot_general") for _, op in index.values())
