@@ -18,6 +18,8 @@ import datetime
 import os
 import sys
 
+from synprune_jax.config import requested_devices
+
 
 def _enable_compilation_cache() -> None:
     """Persistent XLA cache: a second run of the same shapes skips most compile time."""
@@ -32,13 +34,14 @@ def _enable_compilation_cache() -> None:
 
 
 def _claim_cpu_devices(config: dict) -> None:
-    """Creates ``task.devices`` CPU devices before JAX starts (a no-op for other backends).
+    """Creates ``task.devices`` / ``train.devices`` CPU devices before JAX starts (a no-op for
+    other backends).
 
     ``jax_num_cpu_devices`` only counts before the first JAX operation, so this runs before the
     config is built. On a GPU / TPU the accelerator's own devices are used and this changes
     nothing for them.
     """
-    devices = config.get("task", {}).get("devices", 1) if isinstance(config, dict) else 1
+    _, devices = requested_devices(config)
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1:
         _set_cpu_devices(devices)
 

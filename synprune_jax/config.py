@@ -130,6 +130,22 @@ def require_keys(section: dict, name: str, allowed: Iterable[str]) -> None:
         raise ConfigError(f"unknown keys in {name}: {unknown}; valid: {sorted(allowed)}")
 
 
+DEVICE_OPTIONS = ("task.devices", "train.devices")
+
+
+def requested_devices(config: dict) -> tuple[str, Any]:
+    """``(option, value)`` of the config's population-sharding option: ``task.devices`` (the
+    MAP-Elites / ES / GA experiments) or ``train.devices`` (the transfer experiments), ``1``
+    when it has neither. The value is returned unvalidated (builders validate it); read without
+    importing JAX, so the CLI can create CPU devices before JAX starts."""
+    for option in DEVICE_OPTIONS:
+        section, key = option.split(".")
+        if isinstance(config, dict) and isinstance(config.get(section), dict) \
+                and key in config[section]:
+            return option, config[section][key]
+    return DEVICE_OPTIONS[0], 1
+
+
 def save(config: dict, path) -> None:
     with open(path, "w") as handle:
         json.dump(config, handle, indent=2, sort_keys=True)

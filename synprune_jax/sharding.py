@@ -83,6 +83,41 @@ def make_mesh(num_devices: int | None = None, axis_name: str = DEFAULT_AXIS, *,
     return Mesh(np.asarray(devices[:num_devices]), (axis_name,))
 
 
+def devices_mesh(devices: Any, option: str = "devices") -> Mesh | None:
+    """The mesh of a config's ``devices`` option (``task.devices``, ``train.devices``):
+    ``None`` for 1, else a one-axis mesh over the first ``devices`` local devices.
+
+    Raises:
+        ConfigError: ``devices`` is not a positive int, or more than the local devices (with
+            how to create CPU devices).
+    """
+    from synprune_jax.config import ConfigError
+
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"{option} must be a positive int, got {devices!r}")
+    if devices == 1:
+        return None
+    available = jax.local_device_count()
+    if devices > available:
+        raise ConfigError(
+            f"{option}={devices} but only {available} local device(s) exist. On a CPU, "
+            f"`synprune run` creates {option} CPU devices itself; from Python, call "
+            f"jax.config.update('jax_num_cpu_devices', {devices}) right after `import jax`, "
+            "before anything runs on a device")
+    return make_mesh(devices)
+
+
+def pad_rows(tree: PyTree, multiple: int) -> tuple[PyTree, int]:
+    """``(tree padded, original size)``: every leaf's leading axis padded up to a multiple of
+    ``multiple`` with copies of row 0 (valid inputs whose results the caller drops)."""
+    size = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    padded = -(-size // multiple) * multiple
+    if padded == size:
+        return tree, size
+    index = jnp.concatenate([jnp.arange(size), jnp.zeros(padded - size, jnp.int32)])
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], tree), size
+
+
 def leading_axis_sharding(mesh: Mesh, axis_name: str | None = None) -> NamedSharding:
     """``NamedSharding`` that splits the leading axis of an array over the mesh axis."""
     return NamedSharding(mesh, PartitionSpec(axis_name or mesh.axis_names[0]))
@@ -210,12 +245,7 @@ def _pad_with_first(population: Population, multiple: int) -> Population:
     """``population`` padded up to a multiple of ``multiple`` individuals with copies of
     individual 0 (valid genomes; the caller drops their results); unchanged when it already is
     one."""
-    size = population.size
-    padded = -(-size // multiple) * multiple
-    if padded == size:
-        return population
-    index = jnp.concatenate([jnp.arange(size), jnp.zeros(padded - size, jnp.int32)])
-    return jax.tree_util.tree_map(lambda leaf: leaf[index], population)
+    return pad_rows(population, multiple)[0]
 
 
 @dataclasses.dataclass(frozen=True, eq=True)

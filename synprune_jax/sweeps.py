@@ -65,7 +65,7 @@ import numpy as np
 from synprune_jax import checkpoint as checkpoint_lib
 from synprune_jax import config as config_lib
 from synprune_jax import runner as runner_lib
-from synprune_jax.config import ConfigError
+from synprune_jax.config import ConfigError, requested_devices
 
 PyTree = Any
 SWEEP_FILE = "sweep.json"
@@ -377,12 +377,11 @@ def build_members(experiment: str, runs: Sequence[RunSpec], out: str | os.PathLi
     entry = get_experiment(experiment)
     members = []
     for spec in runs:
-        task_devices = spec.config.get("task", {}).get("devices", 1) \
-            if isinstance(spec.config.get("task"), dict) else 1
-        if task_devices != 1:
-            raise ConfigError(f"run {spec.run_id}: task.devices={task_devices!r}, but a sweep "
+        option, devices = requested_devices(spec.config)
+        if devices != 1:
+            raise ConfigError(f"run {spec.run_id}: {option}={devices!r}, but a sweep "
                               "places whole runs on devices itself (`--devices`); leave "
-                              "task.devices at 1")
+                              f"{option} at 1")
         built = entry.build(spec.config)  # validates; resolves defaults in spec.config
         static_key, hyper = adapter_for(built.algorithm).split(built.algorithm)
         members.append(_Member(spec=spec, built=built, static_key=static_key, hyper=hyper,

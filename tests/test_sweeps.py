@@ -238,6 +238,22 @@ def test_invalid_devices_and_experiment(tmp_path, capsys):
         sweeps.sweep("me-arm", [0], out=tmp_path / "d", overrides=OVERRIDES, devices=64)
     assert cli.main(["sweep", "no-such-experiment", "--out", str(tmp_path / "e")]) == 2
     assert "unknown experiment" in capsys.readouterr().err
+    # the transfer experiments' population-sharding option is refused like task.devices, before
+    # any data or compile work
+    with pytest.raises(ConfigError, match=r"train.devices=2.*leave train.devices at 1"):
+        sweeps.sweep("mo-prune-transfer", [0], {"train.devices": [2]}, out=tmp_path / "t",
+                     overrides=["run.progress=false"])
+    assert not (tmp_path / "t").exists()
+
+
+def test_requested_devices_reads_either_option():
+    from synprune_jax.config import requested_devices
+
+    assert requested_devices({"task": {"devices": 3}}) == ("task.devices", 3)
+    assert requested_devices({"train": {"devices": 2}, "task": {"name": "x"}}) == \
+        ("train.devices", 2)
+    assert requested_devices({"task": {"name": "x"}}) == ("task.devices", 1)
+    assert requested_devices(None) == ("task.devices", 1)
 
 
 # --------------------------------------------------------------------------------------------

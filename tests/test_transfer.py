@@ -2,6 +2,7 @@
 
 import json
 import os
+import textwrap
 
 import chex
 import jax
@@ -245,6 +246,70 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="mode"):
         experiment.build(config)
     assert main(["run", "mo-prune-transfer", "--set", "data.backbone=vit"]) == 2
+
+
+def test_train_devices_validation(tmp_path, capsys):
+    # this process has one CPU device: a clear error before any data or compile work
+    data = _toy_data()
+    head, train = HeadConfig(6, 4, 3), TrainConfig(epochs=2)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ConfigError, match="devices must be a positive int"):
+            TransferProblem(data, head, train, devices=bad)
+    with pytest.raises(ConfigError, match="jax_num_cpu_devices"):
+        TransferProblem(data, head, train, devices=2)
+    assert main(["run", *TINY, "--set", "train.devices=2", "--out", str(tmp_path / "x")]) == 2
+    assert "train.devices=2 but only 1 local device(s) exist" in capsys.readouterr().err
+    assert main(["run", *TINY, "--set", "train.devices=0", "--out", str(tmp_path / "y")]) == 2
+    assert "train.devices must be a positive int" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_heads_split_over_devices(tmp_path, run_report):
+    # 4 CPU devices: a batch of 7 genomes (padded to 8) gives the 1-device objectives, also with
+    # traced hyper-parameters (a bound problem); `train.devices=2` through the CLI creates the
+    # devices itself, and a run cut at 2 generations resumes to the uninterrupted run's metrics.
+    code = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        import jax
+        jax.config.update("jax_num_cpu_devices", 4)
+        import numpy as np
+        sys.path.insert(0, "tests")
+        from test_transfer import TINY, _toy_data
+        from synprune_jax.transfer import HeadConfig, TrainConfig, TransferProblem
+        from synprune_jax.cli import main
+        data = _toy_data()
+        genomes = jax.random.bernoulli(jax.random.key(0), 0.6, (7, 6))
+        one, four = (TransferProblem(data, HeadConfig(6, 4, 3), TrainConfig(epochs=4),
+                                     devices=n) for n in (1, 4))
+        hyper = four.sweep_hyper.replace(learning_rate=0.05, temperature=2.0)
+        out = {{}}
+        for name, a, b in (("plain", one.evaluate, four.evaluate),
+                           ("bound", one.bind(hyper).evaluate, four.bind(hyper).evaluate)):
+            x = np.asarray(jax.jit(a)(jax.random.key(0), genomes))
+            y = np.asarray(jax.jit(b)(jax.random.key(0), genomes))
+            out[name] = [list(y.shape), float(np.max(np.abs(x - y))), float(x[:, 0].std())]
+        root = Path({str(tmp_path)!r})
+        tiny = [*TINY, "--set", "train.devices=2"]
+        out["full"] = main(["run", *tiny, "--set", "run.num_generations=4", "--out",
+                            str(root / "full")])
+        out["cut"] = main(["run", *tiny, "--set", "run.num_generations=2", "--out",
+                           str(root / "cut")])
+        config = json.loads((root / "cut" / "config.json").read_text())
+        config["run"]["num_generations"] = 4
+        (root / "cut" / "config.json").write_text(json.dumps(config))
+        out["resume"] = main(["resume", str(root / "cut")])
+        out["config_devices"] = config["train"]["devices"]
+        print("REPORT " + json.dumps(out))
+    """)
+    report = run_report(code, env={"SYNPRUNE_CACHE_DIR": str(tmp_path / "cache")})
+    for name in ("plain", "bound"):
+        shape, difference, spread = report[name]
+        assert shape == [7, 3] and difference <= 1e-5 and spread > 0, (name, report[name])
+    assert report["full"] == report["cut"] == report["resume"] == 0
+    assert report["config_devices"] == 2
+    assert (tmp_path / "full" / "metrics.csv").read_text() == \
+        (tmp_path / "cut" / "metrics.csv").read_text()
 
 
 @pytest.mark.slow

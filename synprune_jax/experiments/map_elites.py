@@ -96,29 +96,16 @@ def build_task(section: dict):
     """
     from synprune_jax.tasks import make_task
 
-    devices = section.get("devices", 1)
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise ConfigError(f"task.devices must be a positive int, got {devices!r}")
+    from synprune_jax.sharding import ShardedTask, devices_mesh
+
+    mesh = devices_mesh(section.get("devices", 1), "task.devices")
     options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()
                if k not in ("name", "devices")}
     try:
         task = make_task(section["name"], **options)
     except TypeError as error:  # unknown keyword for this task
         raise ConfigError(f"task {section['name']!r}: {error}") from error
-    if devices == 1:
-        return task
-    import jax
-
-    from synprune_jax.sharding import ShardedTask, make_mesh
-
-    available = jax.local_device_count()
-    if devices > available:
-        raise ConfigError(
-            f"task.devices={devices} but only {available} local device(s) exist. On a CPU, "
-            "`synprune run` creates task.devices CPU devices itself; from Python, call "
-            f"jax.config.update('jax_num_cpu_devices', {devices}) right after `import jax`, "
-            "before anything runs on a device")
-    return ShardedTask(task, make_mesh(devices))
+    return task if mesh is None else ShardedTask(task, mesh)
 
 
 def build_archive_spec(section: dict, task):

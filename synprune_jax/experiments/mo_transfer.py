@@ -38,7 +38,7 @@ def _base_config(name: str, algorithm: str, objectives: list[str]) -> dict:
                  "pretrain_learning_rate": 0.003, "cache_dir": None},
         "head": {"num_hidden": 32, "genome": "input"},
         "train": {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9, "epochs": 30,
-                  "batch_size": 64, "patience": 5},
+                  "batch_size": 64, "patience": 5, "devices": 1},
         "objectives": {"names": objectives, "temperature": 1000.0, "reference": None},
         "nsga2": {"population_size": 60, "mode": "generational", "num_offspring": 1,
                   "crossover_rate": 0.9, "mutation_rate": None, "memo_capacity": 4096},
@@ -69,8 +69,10 @@ class TransferAlgorithm:
     (host side, must run outside any trace; :func:`build` calls it)."""
 
     def __init__(self, config: dict, data_config, head_section: dict, train_config,
-                 objective_names: tuple[str, ...], temperature: float, search_factory):
+                 objective_names: tuple[str, ...], temperature: float, search_factory,
+                 devices: int = 1):
         self._config = config
+        self.devices = devices
         self.data_config = data_config
         self.head_section = head_section
         self.train_config = train_config
@@ -97,7 +99,7 @@ class TransferAlgorithm:
             head = HeadConfig(num_features=data.num_features, num_classes=data.num_classes,
                               **self.head_section)
             self._problem = TransferProblem(data, head, self.train_config, self.objective_names,
-                                            self.temperature)
+                                            self.temperature, devices=self.devices)
             self._search = self._search_factory(self._problem)
         return self._search
 
@@ -139,6 +141,7 @@ def build(config: dict) -> Built:
     from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, SteadyStateGA,
                                                SteadyStateGAConfig)
     from synprune_jax.runner import RunConfig
+    from synprune_jax.sharding import devices_mesh
     from synprune_jax.transfer.data import DataConfig
     from synprune_jax.transfer.head import GENOME_KINDS, TrainConfig
     from synprune_jax.transfer.objectives import OBJECTIVES
@@ -163,7 +166,9 @@ def build(config: dict) -> Built:
             raise ConfigError("head.num_hidden must be >= 1")
         train_section = dict(config["train"])
         require_keys(train_section, "train", ("optimizer", "learning_rate", "momentum", "epochs",
-                                              "batch_size", "patience"))
+                                              "batch_size", "patience", "devices"))
+        devices = train_section.pop("devices", 1)
+        devices_mesh(devices, "train.devices")  # before the data / backbone work
         train_config = TrainConfig(seed=int(config["run"]["seed"]), **train_section)
         objectives = dict(config["objectives"])
         require_keys(objectives, "objectives", ("names", "temperature", "reference"))
@@ -198,7 +203,7 @@ def build(config: dict) -> Built:
                                             "checkpoint_every", "metrics_format", "progress"))
         run_config = RunConfig(**config["run"])
     algorithm = TransferAlgorithm(config, data_config, head_section, train_config, names,
-                                  float(objectives["temperature"]), factory)
+                                  float(objectives["temperature"]), factory, devices)
     algorithm.prepare()  # host work (data, backbone, cache) before the runner traces anything
 
     def report_fn(run_dir, state, metrics):

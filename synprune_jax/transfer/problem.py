@@ -72,11 +72,21 @@ class TransferProblem:
         train: :class:`TrainConfig`.
         objectives: names from :data:`~synprune_jax.transfer.objectives.OBJECTIVES`.
         temperature: ``T`` of the max-softmax OOD score.
+        devices: local devices :meth:`evaluate` splits the batch of genomes over (default 1).
+            With ``N > 1`` each device trains and measures ``B / N`` heads (``jax.shard_map``;
+            a batch that is not a multiple of ``N`` is padded with copies of its first genome,
+            results dropped). On a CPU create the devices first
+            (``jax.config.update('jax_num_cpu_devices', N)`` before anything runs; ``synprune
+            run`` does it for ``train.devices``): each device runs its heads on its own thread,
+            which keeps both cores busy through the small elementwise and batched operations
+            between the large products (``benchmarks/transfer_heads.py --devices 2``). The
+            objectives then differ from a 1-device evaluation in the last bits (other kernels
+            for the smaller batch; each head's result does not depend on the rest of the batch).
     """
 
     def __init__(self, data: TransferData, head: HeadConfig, train: TrainConfig,
                  objectives: tuple[str, ...] = ("accuracy", "sparsity", "auroc"),
-                 temperature: float = 1000.0):
+                 temperature: float = 1000.0, devices: int = 1):
         objectives = tuple(objectives)
         unknown = [name for name in objectives if name not in OBJECTIVES]
         if unknown or not objectives or len(set(objectives)) != len(objectives):
@@ -87,6 +97,10 @@ class TransferProblem:
                               f"classes, data have {data.num_features} / {data.num_classes}")
         if not temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
+        from synprune_jax.sharding import devices_mesh
+
+        self.mesh = devices_mesh(devices, "devices")
+        self.devices = devices
         self.data = data
         self.head = head
         self.train_config = train
@@ -130,7 +144,7 @@ class TransferProblem:
         train = self.train_config
         return ("transfer_problem", self._data_digest, self.head,
                 (train.optimizer, train.epochs, train.batch_size, train.patience),
-                self.objective_names)
+                self.objective_names, self.devices)
 
     @property
     def num_objectives(self) -> int:
@@ -194,11 +208,31 @@ class TransferProblem:
         ``key`` is unused: training keys derive from each genome (see
         :mod:`synprune_jax.transfer.head`), so a genome's objectives do not depend on when it
         is evaluated. ``hyper`` replaces the configured learning rate, momentum, temperature
-        and training seed (see :meth:`bind`).
+        and training seed (see :meth:`bind`). With ``devices > 1`` the batch is split over the
+        devices (see the class).
         """
         del key
-        metrics = self.metrics(genomes, "val", hyper)
-        return objective_vector(metrics, self.objective_names)
+
+        def objectives(genomes, *hyper):
+            metrics = self.metrics(genomes, "val", *hyper)
+            return objective_vector(metrics, self.objective_names)
+
+        extra = () if hyper is None else (hyper,)
+        if self.mesh is None:
+            return objectives(genomes, *extra)
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from synprune_jax.sharding import pad_rows
+
+        padded, size = pad_rows(genomes, self.devices)
+        split = PartitionSpec(self.mesh.axis_names[0])
+        sharded = jax.shard_map(objectives, mesh=self.mesh,
+                                in_specs=(split, *[PartitionSpec()] * len(extra)),
+                                out_specs=split, check_vma=False)  # unvarying scan inits
+        # the [B, M] result replicated: the search's state keeps one sharding from generation
+        # to generation (no recompilation when a compiled step is fed its own output)
+        return jax.lax.with_sharding_constraint(
+            sharded(padded, *extra)[:size], NamedSharding(self.mesh, PartitionSpec()))
 
     def report_metrics(self, genomes: np.ndarray, batch: int = 64) -> dict:
         """Host helper: validation *and* test metrics of ``genomes [K, L]`` (numpy dict with
