@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import subprocess
 import sys
 
 import jax
@@ -245,3 +246,28 @@ def test_profile_ops_indexes_compiled_hlo():
     shapes = {shape for shape, _ in index.values()}
     assert "f32[4,5]{1,0}" in shapes and "f32[4,3]{1,0}" in shapes
     assert any(op.endswith("dot_general") for _, op in index.values())
+
+
+def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
+    # the whole script at a tiny size over 2 CPU devices (it creates them itself): every
+    # variant timed, the sharded heads give the one-device objectives, the floors reported
+    environment = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    environment.update(JAX_PLATFORMS="cpu", SYNPRUNE_CACHE_DIR=str(tmp_path / "cache"))
+    completed = subprocess.run(
+        [sys.executable, "benchmarks/transfer_heads.py", "--population", "3", "--repeats", "1",
+         "--epochs", "2", "--hidden", "4", "--backbone", "pixels", "--devices", "2"],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    record = json.loads(completed.stdout)
+    assert record["devices"] == 2 and record["head"]["features"] == 64
+    variants = ("vmapped", "sharded", "loop", "loop_python_epochs", "floor_first_layer",
+                "floor_first_layer_sharded", "floor_training", "floor_training_sharded")
+    assert all(record[name]["min_s"] > 0 and record[name]["gflops"] > 0 for name in variants)
+    assert record["sharded"]["max_abs_objective_difference_vs_vmapped"] <= 1e-5
+    assert record["loop_python_epochs"]["max_abs_objective_difference_vs_vmapped"] <= 1e-4
+    assert set(record["speedup_at_floor"]) == {name for name in variants if "floor" in name}
+    assert record["speedup_bound_measured"] == max(
+        record["speedup_at_floor"]["floor_first_layer"],
+        record["speedup_at_floor"]["floor_first_layer_sharded"])
+    for name in ("nsga2_generation", "nsga2_generation_sharded"):
+        assert record[name]["children_per_generation"] == 3 and record[name]["min_s"] > 0
