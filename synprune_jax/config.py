@@ -136,8 +136,9 @@ DEVICE_OPTIONS = ("task.devices", "train.devices")
 def requested_devices(config: dict) -> tuple[str, Any]:
     """``(option, value)`` of the config's population-sharding option: ``task.devices`` (the
     MAP-Elites / ES / GA experiments) or ``train.devices`` (the transfer experiments), ``1``
-    when it has neither. The value is returned unvalidated (builders validate it); read without
-    importing JAX, so the CLI can create CPU devices before JAX starts."""
+    when it has neither (the first of the two present wins; no experiment has both). The value
+    is returned unvalidated (builders validate it); read without importing JAX, so the CLI can
+    create CPU devices before JAX starts."""
     for option in DEVICE_OPTIONS:
         section, key = option.split(".")
         if isinstance(config, dict) and isinstance(config.get(section), dict) \

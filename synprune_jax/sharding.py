@@ -101,8 +101,8 @@ def devices_mesh(devices: Any, option: str = "devices") -> Mesh | None:
     if devices > available:
         raise ConfigError(
             f"{option}={devices} but only {available} local device(s) exist. On a CPU, "
-            f"`synprune run` creates {option} CPU devices itself; from Python, call "
-            f"jax.config.update('jax_num_cpu_devices', {devices}) right after `import jax`, "
+            "`synprune run` and `synprune resume` create the CPU devices first; from Python, "
+            f"call jax.config.update('jax_num_cpu_devices', {devices}) right after `import jax`, "
             "before anything runs on a device")
     return make_mesh(devices)
 

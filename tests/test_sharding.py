@@ -403,3 +403,26 @@ def test_es_info_recording_keeps_a_sharding_wrapper():
         jax.random.key(0))
     observations, alive = jax.eval_shape(recording, jax.random.key(0), population)
     assert observations.shape == (3, 4, 11) and alive.shape == (3, 4)
+
+
+def test_pad_rows_pads_every_leaf_with_row_zero():
+    tree = {"a": np.arange(5 * 2).reshape(5, 2), "b": np.arange(5) * 10.0}
+    padded, size = sharding.pad_rows(tree, 4)
+    assert size == 5
+    np.testing.assert_array_equal(padded["a"], np.r_[tree["a"], tree["a"][[0, 0, 0]]])
+    np.testing.assert_array_equal(padded["b"], [0, 10, 20, 30, 40, 0, 0, 0])
+    same, size = sharding.pad_rows(tree, 5)  # already a multiple: returned as it is
+    assert same is tree and size == 5
+    small, size = sharding.pad_rows({"a": np.array([7, 8])}, 3)  # fewer rows than the multiple
+    assert size == 2 and small["a"].tolist() == [7, 8, 7]
+
+
+def test_devices_mesh_validates_before_building():
+    from synprune_jax.config import ConfigError
+
+    assert sharding.devices_mesh(1, "train.devices") is None
+    for bad in (0, -2, True, 2.0, "2", None):
+        with pytest.raises(ConfigError, match="train.devices must be a positive int"):
+            sharding.devices_mesh(bad, "train.devices")
+    with pytest.raises(ConfigError, match=r"train.devices=\d+ but only \d+ local device\(s\)"):
+        sharding.devices_mesh(jax.local_device_count() + 1, "train.devices")

@@ -79,9 +79,11 @@ class TransferProblem:
             (``jax.config.update('jax_num_cpu_devices', N)`` before anything runs; ``synprune
             run`` does it for ``train.devices``): each device runs its heads on its own thread,
             which keeps both cores busy through the small elementwise and batched operations
-            between the large products (``benchmarks/transfer_heads.py --devices 2``). The
-            objectives then differ from a 1-device evaluation in the last bits (other kernels
-            for the smaller batch; each head's result does not depend on the rest of the batch).
+            between the large products (``benchmarks/transfer_heads.py --devices 2``). Each
+            head's result does not depend on the rest of the batch, but the smaller per-device
+            batch can pick other CPU kernels: the trained heads equal a 1-device evaluation up
+            to float rounding, which can flip a near-tie and so move an accuracy or AUROC by one
+            step (runs reproduce exactly for a fixed ``devices``).
     """
 
     def __init__(self, data: TransferData, head: HeadConfig, train: TrainConfig,
@@ -229,8 +231,8 @@ class TransferProblem:
         sharded = jax.shard_map(objectives, mesh=self.mesh,
                                 in_specs=(split, *[PartitionSpec()] * len(extra)),
                                 out_specs=split, check_vma=False)  # unvarying scan inits
-        # the [B, M] result replicated: the search's state keeps one sharding from generation
-        # to generation (no recompilation when a compiled step is fed its own output)
+        # the [B, M] result replicated, like the rest of the search's state (a scan over
+        # generations, the runner's chunk, carries one sharding through)
         return jax.lax.with_sharding_constraint(
             sharded(padded, *extra)[:size], NamedSharding(self.mesh, PartitionSpec()))
 
