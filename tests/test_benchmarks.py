@@ -250,7 +250,9 @@ def test_profile_ops_indexes_compiled_hlo():
 
 def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
     # the whole script at a tiny size over 2 CPU devices (it creates them itself): every
-    # variant timed, the sharded heads give the one-device objectives, the floors reported
+    # variant timed, the floors reported with both statistics. The objectives of the variants
+    # are compared in tests/test_transfer.py; here only loosely (a rounding difference may flip
+    # a near-tied accuracy or AUROC pair)
     environment = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     environment.update(JAX_PLATFORMS="cpu", SYNPRUNE_CACHE_DIR=str(tmp_path / "cache"))
     completed = subprocess.run(
@@ -263,11 +265,15 @@ def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
     variants = ("vmapped", "sharded", "loop", "loop_python_epochs", "floor_first_layer",
                 "floor_first_layer_sharded", "floor_training", "floor_training_sharded")
     assert all(record[name]["min_s"] > 0 and record[name]["gflops"] > 0 for name in variants)
-    assert record["sharded"]["max_abs_objective_difference_vs_vmapped"] <= 1e-5
-    assert record["loop_python_epochs"]["max_abs_objective_difference_vs_vmapped"] <= 1e-4
-    assert set(record["speedup_at_floor"]) == {name for name in variants if "floor" in name}
-    assert record["speedup_bound_measured"] == max(
-        record["speedup_at_floor"]["floor_first_layer"],
-        record["speedup_at_floor"]["floor_first_layer_sharded"])
+    assert record["sharded"]["max_abs_objective_difference_vs_vmapped"] <= 0.05
+    assert record["loop_python_epochs"]["max_abs_objective_difference_vs_vmapped"] <= 0.05
+    floors = record["speedup_at_floor"]
+    assert set(floors) == {name for name in variants if "floor" in name}
+    for statistic, time_key in (("min_wall", "min_s"), ("median_wall", "steady_s")):
+        assert floors["floor_training"][statistic] == pytest.approx(
+            record["loop"][time_key] / record["floor_training"][time_key])
+        assert record["speedup_bound_measured"][statistic] == max(
+            floors["floor_first_layer"][statistic],
+            floors["floor_first_layer_sharded"][statistic])
     for name in ("nsga2_generation", "nsga2_generation_sharded"):
         assert record[name]["children_per_generation"] == 3 and record[name]["min_s"] > 0
