@@ -1,7 +1,8 @@
 """Smoke tests of the benchmark suite at toy sizes: functions run, records are well-formed JSON.
 
 No timing assertions: speed is measured only by the benchmark scripts themselves. The Brax and
-arm MAP-Elites benchmarks compile whole programs, so their toy runs are marked slow.
+arm MAP-Elites benchmarks compile whole programs, so their toy runs are marked slow, as are the
+two-device worker of the QDax comparison and the transfer-heads script (30-60 s each on 2 cores).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def _two_chunks(side, build_local):
     return remote, local, final
 
 
+@pytest.mark.slow
 def test_sharded_side_runs_in_a_two_device_worker():
     # The ours_sharded side of the QDax comparison: a worker process with 2 CPU devices, driven
     # over a pipe; it reports the same QD-score trace as the one-device side up to float rounding
@@ -248,6 +250,7 @@ def test_profile_ops_indexes_compiled_hlo():
     assert any(op.endswith("dot_general") for _, op in index.values())
 
 
+@pytest.mark.slow
 def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
     # the whole script at a tiny size over 2 CPU devices (it creates them itself): every
     # variant timed, the floors reported with both statistics. The objectives of the variants
