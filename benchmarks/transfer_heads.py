@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import statistics
@@ -134,6 +135,11 @@ def _python_epoch_loop(problem):
     return run
 
 
+def _first_row(run, key, genomes):
+    """``run(key, genomes)`` with a leading axis of one (a device's row of a split result)."""
+    return run(key, genomes)[None]
+
+
 def _floor_programs(problem, heads: int, devices: int = 1) -> dict:
     """Measured floors: the training's dense arithmetic alone, as jitted XLA programs.
 
@@ -220,17 +226,19 @@ def _floor_programs(problem, heads: int, devices: int = 1) -> dict:
 
         return run
 
+    if devices > 1:
+        from jax.sharding import PartitionSpec
+
+        from synprune_jax.sharding import make_mesh
+
+        mesh = make_mesh(devices)
     programs = {}
     for name, first_layer_only in (("floor_first_layer", True), ("floor_training", False)):
         programs[name] = jax.jit(program(heads, first_layer_only))
         if devices > 1:
-            from jax.sharding import PartitionSpec
-
-            from synprune_jax.sharding import make_mesh
-
-            mesh = make_mesh(devices)
-            part = program(-(-heads // devices), first_layer_only)
-            split = jax.shard_map(lambda key, genomes: part(key, genomes)[None], mesh=mesh,
+            # bound now (a lambda would see the loop's last program when jit traces it)
+            part = functools.partial(_first_row, program(-(-heads // devices), first_layer_only))
+            split = jax.shard_map(part, mesh=mesh,
                                   in_specs=(PartitionSpec(), PartitionSpec()),
                                   out_specs=PartitionSpec(mesh.axis_names[0]),
                                   check_vma=False)
