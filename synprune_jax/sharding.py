@@ -222,7 +222,7 @@ class ShardedTask(_TaskWrapper):
         # an ES that also evaluates its mean, or a GA's children, need not come in multiples of
         # the device count: pad, evaluate, drop the copies' results
         size = population.size
-        padded = _pad_with_first(population, self.num_devices)
+        padded, _ = pad_rows(population, self.num_devices)
         result = self._evaluate_split(key, padded)
         if padded.size == size:
             return result
@@ -239,13 +239,6 @@ class ShardedTask(_TaskWrapper):
                                  in_specs=(PartitionSpec(), split), out_specs=split,
                                  check_vma=False)
         return evaluate(key, population)
-
-
-def _pad_with_first(population: Population, multiple: int) -> Population:
-    """``population`` padded up to a multiple of ``multiple`` individuals with copies of
-    individual 0 (valid genomes; the caller drops their results); unchanged when it already is
-    one."""
-    return pad_rows(population, multiple)[0]
 
 
 @dataclasses.dataclass(frozen=True, eq=True)
@@ -278,7 +271,7 @@ class ChunkedTask(_TaskWrapper):
         size = population.size
         if size <= self.chunk_size:
             return self.task.evaluate(key, population)
-        padded = _pad_with_first(population, self.chunk_size)  # viewed as [chunks, chunk, ...]
+        padded, _ = pad_rows(population, self.chunk_size)  # viewed as [chunks, chunk, ...]
         num_chunks = padded.size // self.chunk_size
         chunks = jax.tree_util.tree_map(
             lambda leaf: leaf.reshape(num_chunks, self.chunk_size, *leaf.shape[1:]), padded)
