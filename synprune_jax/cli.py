@@ -4,7 +4,7 @@
     synprune resume DIR
     synprune list
     synprune plot DIR
-    synprune sweep EXPERIMENT --seeds 0-7 [--grid key=v1,v2 ...] [--set key=value ...] --out DIR
+    synprune sweep EXPERIMENT [--seeds 0-7] [--grid key=v1,v2 ...] [--set key=value ...] [--out DIR]
 
 Configs are validated (unknown keys, wrong types, unknown env / backend / descriptor names) before
 anything is compiled. The run directory holds ``config.json`` (the resolved config), metrics,
