@@ -87,7 +87,8 @@ def test_unmasked_space_freezes_masked_coordinates_at_zero():
     np.testing.assert_allclose(mean[[0, 2, 4, 5]], np.asarray(TARGET)[[0, 2, 4, 5]], atol=0.2)
 
 
-@pytest.mark.parametrize("strategy", ["open_es", "cma_es", "simple_ga"])
+@pytest.mark.parametrize("strategy", ["open_es", "cma_es", "sep_cma_es", "snes", "pgpe", "ars",
+                                      "simple_ga", "de"])
 def test_state_stays_consistent_after_a_prune(strategy):
     template = {"w": jnp.zeros(6)}
     adapter = es_lib.MaskedStrategy(strategy, 8, template, sigma_init=0.2)

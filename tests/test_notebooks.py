@@ -56,3 +56,5 @@ def test_executes_at_tiny_size(path, tmp_path, monkeypatch):
     errors = [output for cell in notebook.cells if cell.cell_type == "code"
               for output in cell.get("outputs", []) if output.get("output_type") == "error"]
     assert errors == []
+    # outputs go to temporary directories (notebooks/README.md), never into the working directory
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == []
