@@ -123,7 +123,7 @@ def command_run(args) -> int:
     config_lib.save(config, os.path.join(run_dir, "config.json"))
     print(f"synprune: running {name!r} into {run_dir}", flush=True)
     _enable_compilation_cache()
-    state, metrics = run(built.algorithm, run_dir, built.run_config)
+    state, metrics = run(built.algorithm, run_dir, built.run_config, hyper=built.hyper)
     _finish(built, run_dir, state, metrics)
     return 0
 
@@ -145,16 +145,15 @@ def command_resume(args) -> int:
 
     built = _load_run(args.run_dir)
     _enable_compilation_cache()
-    state, metrics = run(built.algorithm, args.run_dir, built.run_config, resume=True)
+    state, metrics = run(built.algorithm, args.run_dir, built.run_config, hyper=built.hyper,
+                         resume=True)
     _finish(built, args.run_dir, state, metrics)
     return 0
 
 
 def command_plot(args) -> int:
-    import jax
-
     from synprune_jax import checkpoint
-    from synprune_jax.runner import read_metrics
+    from synprune_jax.runner import abstract_state, read_metrics
 
     built = _load_run(args.run_dir)
     directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
@@ -162,7 +161,7 @@ def command_plot(args) -> int:
     if step is None:
         print(f"synprune: no checkpoint in {directory}", file=sys.stderr)
         return 1
-    abstract = jax.eval_shape(built.algorithm.init, jax.random.key(0))
+    abstract = abstract_state(built.algorithm, built.hyper)
     state = checkpoint.restore(directory, step, abstract)
     for path in built.plot(args.run_dir, state, read_metrics(args.run_dir)):
         print(path)

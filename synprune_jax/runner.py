@@ -1,10 +1,12 @@
 """Host loop: compile once, scan chunks of generations, log, checkpoint, resume.
 
-The runner drives any object with the :class:`Algorithm` protocol::
+The runner drives any object with the :class:`Algorithm` protocol (evosax's shape: static
+structure in the object, traced hyper-parameters passed to every call)::
 
     class Algorithm(Protocol):
-        def init(self, key) -> State
-        def step(self, key, state) -> tuple[State, dict[str, jax.Array]]   # scalar metrics
+        default_hyper: Hyper                                    # a pytree of numeric scalars
+        def init(self, key, hyper) -> State
+        def step(self, key, state, hyper) -> tuple[State, dict[str, jax.Array]]   # scalar metrics
 
 ``State`` is a pytree (a ``flax.struct`` dataclass or NamedTuple) with an int32 scalar field
 ``generation`` and only numeric / bool array leaves (no PRNG keys).
@@ -17,59 +19,65 @@ Determinism. Every key derives from ``RunConfig.seed`` alone:
 
 So results do not depend on ``chunk_size``, on checkpoint placement, or on resuming. The runner
 owns the counter: after each step it sets ``generation`` to the input generation + 1, whatever
-``step`` returned for it (an algorithm that increments it itself is unaffected).
+``step`` returned for it.
 
-Compilation. ``init`` and one chunk function (``jax.jit`` of a ``lax.scan`` over ``chunk_size``
-steps) are compiled ahead of time (``jit(...).lower(...).compile()``), once per call to
-:func:`run`. When the generations left are not a multiple of ``chunk_size``, the final, shorter
-chunk compiles one more program (at most two chunk compilations per call). Compile and steady-state
-times go to ``run_dir/timing.json``.
+One loop. :func:`run_loop` is the only host loop: :func:`run` calls it for one run (its
+hyper-parameters are constants of the compiled program), :func:`synprune_jax.sweeps.sweep` for a
+group of runs stacked on a leading run axis (``jit(vmap(chunk))``, seeds and hyper-parameters
+traced). It compiles ``init`` and one chunk (``jit`` of a ``lax.scan`` over ``chunk_size``
+steps) ahead of time, plus one shorter final chunk when the generations left are not a multiple
+of ``chunk_size``; restores, writes metrics and checkpoints through
+:class:`~synprune_jax.rundir.RunDirectory` and shows progress. The files are described in
+:mod:`synprune_jax.rundir`.
 
-Files in ``run_dir``:
-
-* ``metrics.csv`` or ``metrics.jsonl``: one row per generation, appended and flushed after every
-  chunk. Column ``generation`` counts *completed* generations, so rows are numbered ``1..N``; the
-  row with ``generation == g`` holds the metrics returned by the step that produced generation
-  ``g`` (i.e. the state saved in checkpoint step ``g``). Other columns are the step's metrics in
-  sorted order. Floats are written with ``repr`` (exact round trip), bools as 0/1.
-* ``checkpoints/<g>``: orbax checkpoints (see :mod:`synprune_jax.checkpoint`), the last two kept.
-* ``run_config.json``: the :class:`RunConfig` of the latest call.
-* ``timing.json``: compile seconds and steady-state seconds per generation of the latest call.
+Example:
+    >>> import jax, tempfile
+    >>> from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
+    >>> from synprune_jax.archives import GridSpec
+    >>> from synprune_jax.tasks import KinematicArm
+    >>> algorithm = MapElites(MapElitesConfig(batch_size=8, archive=GridSpec((0.0, 0.0),
+    ...     (1.0, 1.0), (4, 4))), KinematicArm(num_joints=3, genotype="mlp"))
+    >>> state, metrics = run(algorithm, tempfile.mkdtemp(), RunConfig(num_generations=4,
+    ...     chunk_size=2, progress=False))
+    >>> metrics["generation"].tolist()
+    [1, 2, 3, 4]
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import statistics
 import time
 import warnings
-from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from synprune_jax import checkpoint as checkpoint_lib
+from synprune_jax.rundir import (METRICS_FORMATS, RunDirectory, completed_generation,
+                                 read_metrics, write_json)
 
 PyTree = Any
 State = Any
 
 INIT_KEY_DATA = 0x7FFFFFFF  # == -1 & 0x7fffffff; fold_in data for the init key
-CHECKPOINTS_TO_KEEP = 2
-METRICS_FORMATS = ("csv", "jsonl")
 _POSTFIX_PREFERRED = ("qd_score", "coverage", "max_fitness")
 
 
 class Algorithm(Protocol):
     """What :func:`run` needs from an algorithm."""
 
-    def init(self, key: jax.Array) -> State: ...
+    @property
+    def default_hyper(self) -> PyTree: ...
 
-    def step(self, key: jax.Array, state: State) -> tuple[State, dict[str, jax.Array]]: ...
+    def init(self, key: jax.Array, hyper: PyTree) -> State: ...
+
+    def step(self, key: jax.Array, state: State,
+             hyper: PyTree) -> tuple[State, dict[str, jax.Array]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,16 +151,9 @@ def _replace_generation(state: State, generation: jax.Array) -> State:
     raise TypeError(f"cannot set `generation` on a state of type {type(state).__name__}")
 
 
-def _strong_types(tree: PyTree) -> PyTree:
-    """Drops weak types (e.g. from Python scalars) so the scan carry and AOT signatures agree."""
+def strong_types(tree: PyTree) -> PyTree:
+    """Drops weak types (e.g. from Python scalars) so scan carries and AOT signatures agree."""
     return jax.tree_util.tree_map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), tree)
-
-
-def _make_init(algorithm: Algorithm) -> Callable:
-    def init(key):
-        return _strong_types(algorithm.init(key))
-
-    return init
 
 
 def scan_generations(step: Callable, seed, state: State, length: int):
@@ -160,8 +161,7 @@ def scan_generations(step: Callable, seed, state: State, length: int):
 
     The step that turns generation ``g`` into ``g + 1`` gets ``generation_key(seed, g)``; the
     counter is then set to ``g + 1`` whatever ``step`` returned for it. This is the body of every
-    compiled chunk, in :func:`run` and in :mod:`synprune_jax.sweeps` (which vmaps it over runs), so
-    a run gives the same numbers whichever way it is driven.
+    compiled chunk (:func:`run_loop`), so a run gives the same numbers however it is driven.
 
     Args:
         step: ``(key, state) -> (state, {name: scalar})``.
@@ -177,7 +177,7 @@ def scan_generations(step: Callable, seed, state: State, length: int):
         generation = state.generation
         new_state, metrics = step(generation_key(seed, generation), state)
         next_generation = jnp.asarray(generation + 1, dtype=generation.dtype)
-        new_state = _strong_types(_replace_generation(new_state, next_generation))
+        new_state = strong_types(_replace_generation(new_state, next_generation))
         if not isinstance(metrics, dict):
             raise TypeError(f"step must return (state, dict of metrics), got {type(metrics)}")
         scalars = {}
@@ -191,19 +191,8 @@ def scan_generations(step: Callable, seed, state: State, length: int):
     return jax.lax.scan(body, state, None, length=length)
 
 
-def _make_chunk(algorithm: Algorithm, length: int) -> Callable:
-    """``(state, seed) -> (state, (generations[length], metrics{name: [length]}))``, not yet
-    jitted. The seed is an argument (a uint32 scalar), not a constant of the program, so runs that
-    differ only in their seed compile to the same program (and hit the persistent compilation
-    cache that the CLI turns on)."""
-
-    def chunk(state, seed):
-        return scan_generations(algorithm.step, seed, state, length)
-
-    return chunk
-
-
-def _check_state(abstract_state: PyTree) -> None:
+def check_state(abstract_state: PyTree) -> None:
+    """Raises ``TypeError`` unless the state has an int scalar ``generation`` and no PRNG key."""
     generation = getattr(abstract_state, "generation", None)
     if generation is None:
         raise TypeError("the algorithm state must have a `generation` field (int32 scalar)")
@@ -219,158 +208,37 @@ def _check_state(abstract_state: PyTree) -> None:
             )
 
 
-# --------------------------------------------------------------------------------------------
-# Metrics files.
-
-
-def _format_value(value) -> str | int | float:
-    value = np.asarray(value)
-    if value.dtype == np.bool_:
-        return int(value)
-    if np.issubdtype(value.dtype, np.integer):
-        return int(value)
-    return float(value)
-
-
-def _metrics_path(run_dir: Path, metrics_format: str) -> Path:
-    return run_dir / f"metrics.{metrics_format}"
-
-
-class _MetricsWriter:
-    """Appends chunks of rows to ``metrics.csv`` / ``metrics.jsonl`` (open, write, flush, close)."""
-
-    def __init__(self, path: Path, metrics_format: str, columns: list[str] | None):
-        self.path = path
-        self.metrics_format = metrics_format
-        self.columns = columns  # CSV header once known
-
-    def append(self, rows: dict[str, np.ndarray]) -> None:
-        columns = list(rows)
-        if self.columns is None:
-            self.columns = columns
-            if self.metrics_format == "csv":
-                with open(self.path, "w") as file:
-                    file.write(",".join(columns) + "\n")
-        elif columns != self.columns:
-            raise ValueError(
-                f"metric names changed: file {self.path} has {self.columns}, step returns {columns}"
-            )
-        num_rows = len(rows["generation"])
-        lines = []
-        for index in range(num_rows):
-            values = [_format_value(rows[name][index]) for name in columns]
-            if self.metrics_format == "csv":
-                lines.append(",".join(repr(value) for value in values))
-            else:
-                lines.append(json.dumps(dict(zip(columns, values))))
-        with open(self.path, "a") as file:
-            file.write("".join(line + "\n" for line in lines))
-            file.flush()
-
-
-def _parse_token(token: str) -> int | float:
-    try:
-        return int(token)
-    except ValueError:
-        return float(token)
-
-
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """Complete, parseable rows (a torn last line from a killed run is dropped)."""
-    columns: list[str] = []
-    rows: list[dict[str, Any]] = []
-    with open(path) as file:
-        text = file.read()
-    lines = text.split("\n")
-    if not text.endswith("\n"):
-        lines = lines[:-1]  # last line was cut mid-write
-    if path.suffix == ".csv":
-        if not lines or not lines[0]:
-            return columns, rows
-        columns = lines[0].split(",")
-        for line in lines[1:]:
-            tokens = line.split(",")
-            if len(tokens) != len(columns):
-                continue
-            try:
-                rows.append(dict(zip(columns, (_parse_token(token) for token in tokens))))
-            except ValueError:
-                continue
-    else:
-        for line in lines:
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not columns:
-                columns = list(row)
-            rows.append(row)
-    return columns, rows
-
-
-def _columns_to_arrays(columns: list[str], rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    history = {}
-    for name in columns:
-        values = [row[name] for row in rows]
-        if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
-            history[name] = np.asarray(values, dtype=np.int64)
-        else:
-            history[name] = np.asarray(values, dtype=np.float64)
-    return history
-
-
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads ``run_dir/metrics.csv`` or ``run_dir/metrics.jsonl``.
-
-    Returns:
-        ``{column: [num_rows]}``: ``generation`` and every integer-only column as int64, the rest
-        as float64 (exact copies of the float32 values written).
-
-    Raises:
-        FileNotFoundError: if neither file exists. ValueError: if both do.
-    """
-    run_dir = Path(run_dir)
-    paths = [_metrics_path(run_dir, fmt) for fmt in METRICS_FORMATS]
-    existing = [path for path in paths if path.exists()]
-    if not existing:
-        raise FileNotFoundError(f"no metrics.csv or metrics.jsonl in {run_dir}")
-    if len(existing) > 1:
-        raise ValueError(f"both metrics.csv and metrics.jsonl exist in {run_dir}")
-    return _columns_to_arrays(*_read_rows(existing[0]))
-
-
-def _truncate_metrics(path: Path, last_generation: int) -> list[str] | None:
-    """Keeps rows with ``generation <= last_generation``; returns the columns (None if no file)."""
-    if not path.exists():
-        return None
-    columns, rows = _read_rows(path)
-    kept = [row for row in rows if int(row["generation"]) <= last_generation]
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as file:
-        if path.suffix == ".csv" and columns:
-            file.write(",".join(columns) + "\n")
-        for row in kept:
-            values = [row[name] for name in columns]
-            if path.suffix == ".csv":
-                file.write(",".join(repr(value) for value in values) + "\n")
-            else:
-                file.write(json.dumps(dict(zip(columns, values))) + "\n")
-    os.replace(temporary, path)
-    return columns or None
+def abstract_state(algorithm: Algorithm, hyper: PyTree | None = None) -> PyTree:
+    """The state's shapes and dtypes (``jax.eval_shape`` of ``init``; compiles nothing)."""
+    hyper = algorithm.default_hyper if hyper is None else hyper
+    return jax.eval_shape(lambda key: strong_types(algorithm.init(key, hyper)), init_key(0))
 
 
 # --------------------------------------------------------------------------------------------
 # The loop.
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as file:
-        json.dump(payload, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temporary, path)
+def stack(trees: Sequence[PyTree]) -> PyTree:
+    """Stacks pytrees of scalars / arrays on a new leading axis (float64 -> float32,
+    int64 -> int32)."""
+
+    def one(*leaves):
+        array = np.stack([np.asarray(leaf) for leaf in leaves])
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        elif array.dtype == np.int64:
+            array = array.astype(np.int32)
+        return array
+
+    return jax.tree_util.tree_map(one, *trees)
+
+
+def _pad(tree: PyTree, count: int) -> PyTree:
+    """Appends ``count`` copies of row 0 to every leaf."""
+    if count == 0:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda leaf: np.concatenate([np.asarray(leaf)] + [np.asarray(leaf)[:1]] * count), tree)
 
 
 def _postfix(rows: dict[str, np.ndarray]) -> dict[str, str]:
@@ -380,11 +248,201 @@ def _postfix(rows: dict[str, np.ndarray]) -> dict[str, str]:
     return {name: f"{float(rows[name][-1]):.4g}" for name in names}
 
 
+class _Single:
+    """One run: seed and hyper-parameters are constants of the compiled programs."""
+
+    batched = False
+
+    def __init__(self, algorithm, seed: int, hyper):
+        self.algorithm, self.hyper = algorithm, hyper
+        self.key = init_key(seed)
+        self.seed = np.uint32(seed)  # an argument, so runs differing in seed share a program
+
+    def abstract(self):
+        return abstract_state(self.algorithm, self.hyper)
+
+    def compile_init(self):
+        init = lambda key: strong_types(self.algorithm.init(key, self.hyper))
+        compiled = jax.jit(init).lower(self.key).compile()
+        return lambda: compiled(self.key)
+
+    def compile_chunk(self, length: int, abstract):
+        step = lambda key, state: self.algorithm.step(key, state, self.hyper)
+        chunk = lambda state, seed: scan_generations(step, seed, state, length)
+        compiled = jax.jit(chunk).lower(abstract, self.seed).compile()
+        # A restored checkpoint lives on the default device; a program that spans a mesh (a task
+        # sharded over devices) wants its state there. A no-op when it already is.
+        sharding = compiled.input_shardings[0][0]
+        return lambda state: compiled(jax.device_put(state, sharding), self.seed)
+
+    def restore(self, directories, generation, abstract):
+        return checkpoint_lib.restore(directories[0].checkpoint_dir, generation, abstract)
+
+    def take(self, tree, index: int):
+        del index
+        return tree
+
+
+class _Batched:
+    """A group of runs stacked on a leading run axis, split over ``mesh`` (``None``: one
+    device); seeds and hyper-parameters are traced, padded with copies of the first run."""
+
+    batched = True
+
+    def __init__(self, algorithm, seeds: Sequence[int], hypers: Sequence[PyTree], mesh=None):
+        self.algorithm = algorithm
+        self.num_devices = 1 if mesh is None else int(mesh.devices.size)
+        self.padding = (-len(seeds)) % self.num_devices
+        if mesh is None:
+            self.put, self.shardings = jax.device_put, {}
+        else:
+            from synprune_jax import sharding
+
+            lead = sharding.leading_axis_sharding(mesh)  # every leaf split along the run axis
+            self.put = lambda tree: sharding.shard_leading_axis(tree, mesh)
+            self.shardings = {"in_shardings": lead, "out_shardings": lead}
+        self.seeds = self.put(_pad(np.asarray(seeds, np.uint32), self.padding))
+        self.hypers = self.put(_pad(stack(hypers), self.padding))
+
+    def _init_one(self, seed, hyper):
+        return strong_types(self.algorithm.init(init_key(seed), hyper))
+
+    def abstract(self):
+        one = lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
+        return jax.eval_shape(self._init_one, one(self.seeds),
+                              jax.tree_util.tree_map(one, self.hypers))
+
+    def compile_init(self):
+        compiled = jax.jit(jax.vmap(self._init_one), **self.shardings).lower(
+            self.seeds, self.hypers).compile()
+        return lambda: compiled(self.seeds, self.hypers)
+
+    def compile_chunk(self, length: int, abstract):
+        def chunk(seed, hyper, state):
+            step = lambda key, state: self.algorithm.step(key, state, hyper)
+            return scan_generations(step, seed, state, length)
+
+        size = len(self.seeds)
+        batched = jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct((size, *leaf.shape), leaf.dtype), abstract)
+        compiled = jax.jit(jax.vmap(chunk), **self.shardings).lower(
+            self.seeds, self.hypers, batched).compile()
+        return lambda states: compiled(self.seeds, self.hypers, states)
+
+    def restore(self, directories, generation, abstract):
+        states = [checkpoint_lib.restore(d.checkpoint_dir, generation, abstract)
+                  for d in directories]
+        return self.put(_pad(jax.device_get(stack(states)), self.padding))
+
+    def take(self, tree, index: int):
+        return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+
+
+def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig, *,
+             resume: bool, on_chunk: Callable | None = None, progress: bool = False,
+             description: str | None = None) -> tuple[State, dict]:
+    """The host loop shared by :func:`run` and sweeps (see the module docstring).
+
+    Args:
+        program: ``_Single`` (one run) or ``_Batched`` (a group on a run axis).
+        directories: one :class:`~synprune_jax.rundir.RunDirectory` per run, in run-axis order.
+        run_config: the runs' shared settings (``num_generations``, ``chunk_size``, ...).
+        resume: continue from the latest checkpoint (all runs must be at the same one); else
+            start afresh.
+        on_chunk: host callback ``on_chunk(state, rows)`` after each chunk of a single run.
+        progress: show a tqdm bar.
+        description: the bar's label.
+
+    Returns:
+        ``(state, timing)``: the final state (``[R + padding, ...]`` leaves for a group) and a
+        timing dict (``init_compile_s``, ``chunk_compile_s`` per chunk length,
+        ``seconds_per_generation``: median over full chunks after the first, ``wall_s``,
+        ``start_generation``, ``end_generation``).
+    """
+    abstract = program.abstract()
+    check_state(abstract)
+    timing: dict[str, Any] = {"backend": jax.default_backend(), "init_compile_s": None,
+                              "chunk_compile_s": {}}
+    saved = [completed_generation(d.path) for d in directories] if resume else [None]
+    if len(set(saved)) != 1:
+        raise ValueError(f"the runs of a group are at different checkpoints {saved}")
+    saved_generation = saved[0]
+    if saved_generation is not None:
+        state = program.restore(directories, saved_generation, abstract)
+        found = np.asarray(jax.device_get(state.generation)).reshape(-1)
+        if int(found[0]) != saved_generation:
+            raise ValueError(f"checkpoint step {saved_generation} holds a state at generation "
+                             f"{int(found[0])}")
+    else:
+        started = time.perf_counter()
+        init = program.compile_init()
+        timing["init_compile_s"] = time.perf_counter() - started
+        state = init()
+    for directory in directories:
+        directory.open(saved_generation)
+
+    generation = int(np.asarray(jax.device_get(state.generation)).reshape(-1)[0])
+    end_generation = run_config.num_generations
+    timing["start_generation"] = generation
+    if generation > end_generation:
+        warnings.warn(f"{directories[0].path} is already at generation {generation} > "
+                      f"num_generations={end_generation}; returning it unchanged", stacklevel=3)
+    interval = run_config.checkpoint_interval
+    chunks: dict[int, Callable] = {}
+    per_generation: list[float] = []
+    bar = None
+    if progress and generation < end_generation:
+        from tqdm.auto import tqdm  # lazy: host only
+
+        bar = tqdm(total=end_generation, initial=generation, unit="gen", dynamic_ncols=True,
+                   desc=description, disable=None)
+    started_run = time.perf_counter()
+    try:
+        while generation < end_generation:
+            length = min(run_config.chunk_size, end_generation - generation)
+            if length not in chunks:
+                started = time.perf_counter()
+                chunks[length] = program.compile_chunk(length, abstract)
+                timing["chunk_compile_s"][str(length)] = time.perf_counter() - started
+            started = time.perf_counter()
+            state, outputs = chunks[length](state)
+            generations, metrics = jax.device_get(outputs)  # the chunk's one host round trip
+            if length == run_config.chunk_size:
+                per_generation.append((time.perf_counter() - started) / length)
+            new_generation = generation + length
+            save = (new_generation // interval > generation // interval
+                    or new_generation >= end_generation)
+            host_state = jax.device_get(state) if save and program.batched else state
+            for index, directory in enumerate(directories):
+                rows = {"generation": np.asarray(program.take(generations, index), np.int64)}
+                rows.update((name, np.asarray(program.take(metrics[name], index)))
+                            for name in sorted(metrics))
+                directory.append(rows)
+                if save:
+                    directory.save(new_generation, program.take(host_state, index))
+            if bar is not None:
+                bar.set_postfix(_postfix(rows), refresh=False)
+                bar.update(length)  # refreshes (rate-limited by tqdm)
+            generation = new_generation
+            if on_chunk is not None:
+                on_chunk(state, rows)
+    finally:
+        if bar is not None:
+            bar.close()
+        for directory in directories:
+            directory.close()
+        steady = per_generation[1:] or per_generation
+        timing.update(end_generation=generation, wall_s=time.perf_counter() - started_run,
+                      seconds_per_generation=statistics.median(steady) if steady else None)
+    return state, timing
+
+
 def run(
     algorithm: Algorithm,
     run_dir: str | os.PathLike,
     run_config: RunConfig,
     *,
+    hyper: PyTree | None = None,
     resume: bool = False,
     on_chunk: Callable[[State, dict[str, np.ndarray]], None] | None = None,
 ) -> tuple[State, dict[str, np.ndarray]]:
@@ -394,6 +452,7 @@ def run(
         algorithm: see :class:`Algorithm`.
         run_dir: output folder (created if missing).
         run_config: see :class:`RunConfig`.
+        hyper: the algorithm's hyper-parameters (``None``: ``algorithm.default_hyper``).
         resume: continue from the latest checkpoint in ``run_dir/checkpoints``: metrics rows past
             it (written by a run killed between checkpoints) are dropped, then the run continues
             to ``num_generations``. If the checkpoint is already at (or past) ``num_generations``
@@ -404,8 +463,8 @@ def run(
             (``generation`` plus each metric). An exception it raises stops the run.
 
     Returns:
-        ``(final_state, metrics_history)``, the history being :func:`read_metrics` of the run
-        (every row of the run, resumed parts included).
+        ``(final_state, metrics_history)``, the history being
+        :func:`~synprune_jax.rundir.read_metrics` of the run (resumed parts included).
 
     Raises:
         FileExistsError: ``resume=False`` and ``run_dir`` already holds checkpoints or metrics.
@@ -413,139 +472,16 @@ def run(
     """
     if not isinstance(run_config, RunConfig):
         raise TypeError(f"run_config must be a RunConfig, got {type(run_config).__name__}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_dir = run_dir / "checkpoints"
-    metrics_path = _metrics_path(run_dir, run_config.metrics_format)
-    config_path = run_dir / "run_config.json"
-    seed = run_config.seed
-    other_metrics = [
-        _metrics_path(run_dir, fmt) for fmt in METRICS_FORMATS if fmt != run_config.metrics_format
-    ]
+    directory = RunDirectory(run_dir, run_config)
+    directory.check(resume=resume)
+    hyper = algorithm.default_hyper if hyper is None else hyper
+    program = _Single(algorithm, run_config.seed, hyper)
+    state, timing = run_loop(program, [directory], run_config, resume=resume,
+                             on_chunk=on_chunk, progress=run_config.progress)
+    write_json(directory.path / "timing.json", timing)
+    return state, read_metrics(run_dir) if directory.metrics.exists() else {}
 
-    saved_step = checkpoint_lib.latest_step(checkpoint_dir)
-    if not resume:
-        existing = [str(path) for path in [metrics_path, *other_metrics] if path.exists()]
-        if saved_step is not None:
-            existing.insert(0, f"{checkpoint_dir} (step {saved_step})")
-        if existing:
-            raise FileExistsError(
-                f"run directory {run_dir} already holds a run ({', '.join(existing)}); "
-                "pass resume=True to continue it, or use a new directory"
-            )
-    else:
-        if config_path.exists():
-            previous = json.loads(config_path.read_text())
-            if previous.get("seed") != seed:
-                raise ValueError(
-                    f"cannot resume {run_dir} with seed {seed}: it was run with seed "
-                    f"{previous.get('seed')}"
-                )
-        for path in other_metrics:
-            if path.exists():
-                raise ValueError(
-                    f"cannot resume {run_dir} with metrics_format="
-                    f"{run_config.metrics_format!r}: it holds {path.name}"
-                )
-    _write_json(config_path, dataclasses.asdict(run_config))
 
-    key = init_key(seed)
-    traced_seed = np.uint32(seed)
-    init = _make_init(algorithm)
-    abstract_state = jax.eval_shape(init, key)
-    _check_state(abstract_state)
-    timing: dict[str, Any] = {"backend": jax.default_backend(), "init_compile_s": None}
-
-    if resume and saved_step is not None:
-        state = checkpoint_lib.restore(checkpoint_dir, saved_step, abstract_state)
-        if int(state.generation) != saved_step:
-            raise ValueError(
-                f"checkpoint step {saved_step} holds a state at generation {int(state.generation)}"
-            )
-        columns = _truncate_metrics(metrics_path, saved_step)
-    else:
-        if metrics_path.exists():  # resume=True before the first checkpoint: start afresh
-            metrics_path.unlink()
-        columns = None
-        started = time.perf_counter()
-        compiled_init = jax.jit(init).lower(key).compile()
-        timing["init_compile_s"] = time.perf_counter() - started
-        state = compiled_init(key)
-        saved_step = None
-
-    start_generation = int(state.generation)
-    end_generation = run_config.num_generations
-    timing.update(start_generation=start_generation, chunk_compile_s={})
-    if start_generation >= end_generation:
-        if start_generation > end_generation:
-            warnings.warn(
-                f"{run_dir} is already at generation {start_generation} > num_generations="
-                f"{end_generation}; returning it unchanged",
-                stacklevel=2,
-            )
-        return state, read_metrics(run_dir) if metrics_path.exists() else {}
-
-    writer = _MetricsWriter(metrics_path, run_config.metrics_format, columns)
-    interval = run_config.checkpoint_interval
-    compiled_chunks: dict[int, Callable] = {}
-    per_generation_seconds: list[float] = []
-    progress_bar = None
-    if run_config.progress:
-        from tqdm.auto import tqdm  # lazy: host only
-
-        progress_bar = tqdm(
-            total=end_generation, initial=start_generation, unit="gen", dynamic_ncols=True,
-            disable=None,
-        )
-    run_started = time.perf_counter()
-    generation = start_generation
-    try:
-        with checkpoint_lib.CheckpointWriter(
-            checkpoint_dir, max_to_keep=CHECKPOINTS_TO_KEEP
-        ) as checkpoints:
-            while generation < end_generation:
-                length = min(run_config.chunk_size, end_generation - generation)
-                if length not in compiled_chunks:
-                    started = time.perf_counter()
-                    compiled_chunks[length] = (
-                        jax.jit(_make_chunk(algorithm, length))
-                        .lower(abstract_state, traced_seed)
-                        .compile()
-                    )
-                    timing["chunk_compile_s"][str(length)] = time.perf_counter() - started
-                    # A restored checkpoint lives on the default device; a program that spans a
-                    # mesh (a task sharded over devices) wants its state replicated there. A
-                    # no-op when the state is already where the program expects it.
-                    state = jax.device_put(state, compiled_chunks[length].input_shardings[0][0])
-                started = time.perf_counter()
-                state, outputs = compiled_chunks[length](state, traced_seed)
-                generations, metrics = jax.device_get(outputs)  # the chunk's one host round trip
-                elapsed = time.perf_counter() - started
-                if length == run_config.chunk_size:
-                    per_generation_seconds.append(elapsed / length)
-                rows = {"generation": np.asarray(generations, dtype=np.int64)}
-                rows.update((name, np.asarray(metrics[name])) for name in sorted(metrics))
-                writer.append(rows)
-                new_generation = generation + length
-                if new_generation // interval > generation // interval or (
-                    new_generation >= end_generation
-                ):
-                    checkpoints.save(new_generation, state)
-                if progress_bar is not None:
-                    progress_bar.set_postfix(_postfix(rows), refresh=False)
-                    progress_bar.update(length)  # refreshes (rate-limited by tqdm)
-                generation = new_generation
-                if on_chunk is not None:
-                    on_chunk(state, rows)
-    finally:
-        if progress_bar is not None:
-            progress_bar.close()
-        # steady state: drop the first full chunk (warm-up) when there are others
-        steady = per_generation_seconds[1:] or per_generation_seconds
-        timing.update(
-            end_generation=generation,
-            wall_s=time.perf_counter() - run_started,
-            seconds_per_generation=statistics.median(steady) if steady else None,
-        )
-        _write_json(run_dir / "timing.json", timing)
-    return state, read_metrics(run_dir)
+__all__ = ["Algorithm", "RunConfig", "abstract_state", "check_state", "generation_key",
+           "init_key", "read_metrics", "run", "run_loop", "scan_generations", "stack",
+           "strong_types"]

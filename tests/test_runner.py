@@ -23,21 +23,23 @@ class ToyState:
 
 
 class ToyAlgorithm:
-    """Random walk; counts how often `step` is traced."""
+    """Random walk with step size ``hyper``; counts how often `step` is traced."""
+
+    default_hyper = 0.1
 
     def __init__(self):
         self.traces = 0
 
-    def init(self, key):
+    def init(self, key, hyper):
         return ToyState(
             generation=jnp.int32(0),
             position=jax.random.normal(key, (4,)),
             steps_taken=jnp.int32(0),
         )
 
-    def step(self, key, state):
+    def step(self, key, state, hyper):
         self.traces += 1
-        position = state.position + 0.1 * jax.random.normal(key, (4,))
+        position = state.position + hyper * jax.random.normal(key, (4,))
         new_state = state.replace(position=position, steps_taken=state.steps_taken + 1)
         metrics = {
             "norm": jnp.linalg.norm(position),

@@ -21,8 +21,9 @@ Example (kinematic arm, a second on CPU):
     >>> task = KinematicArm(num_joints=4, genotype="mlp")
     >>> config = MapElitesConfig(batch_size=32, archive=GridSpec((0.0, 0.0), (1.0, 1.0), (8, 8)))
     >>> algorithm = MapElites(config, task)
-    >>> state = algorithm.init(jax.random.key(0))
-    >>> state, metrics = algorithm.step(jax.random.key(1), state)
+    >>> hyper = algorithm.default_hyper.replace(sigma=0.1)
+    >>> state = algorithm.init(jax.random.key(0), hyper)
+    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
     >>> int(state.generation)
     1
 """
@@ -179,52 +180,56 @@ def _metrics(config: MapElitesConfig, archive: Archive, offspring: Population,
     return metrics
 
 
-def init(key: jax.Array, task, config: MapElitesConfig,
-         hyper: MutationHyper) -> MapElitesState:
-    """Seeds an archive with ``initial_batch_size`` random individuals."""
-    validate(config, task)
-    key_population, key_eval = jax.random.split(key)
-    size = config.initial_batch_size or config.batch_size
-    population = random_population(key_population, task, config, hyper, size)
-    template = jax.tree_util.tree_map(lambda leaf: leaf[0], population)
-    archive = init_archive(config.archive, template)
-    result = task.evaluate(key_eval, population)
-    archive, _ = add(config.archive, archive, population, result)
-    return MapElitesState(archive=archive, generation=jnp.zeros((), jnp.int32),
-                          num_evaluations=jnp.asarray(size, jnp.int32))
-
-
-def step(key: jax.Array, state: MapElitesState, task, config: MapElitesConfig,
-         hyper: MutationHyper) -> tuple[MapElitesState, dict[str, jax.Array]]:
-    """One generation: emit, evaluate, insert. Pure; the caller jits / scans it."""
-    key_emit, key_eval = jax.random.split(key)
-    offspring = emit(key_emit, state.archive, task, config, hyper)
-    result = task.evaluate(key_eval, offspring)
-    archive, inserted = add(config.archive, state.archive, offspring, result)
-    state = MapElitesState(archive=archive, generation=state.generation + 1,
-                           num_evaluations=state.num_evaluations + config.batch_size)
-    metrics = _metrics(config, archive, offspring, result, inserted)
-    metrics["num_evaluations"] = state.num_evaluations
-    return state, metrics
-
-
+@dataclasses.dataclass(frozen=True)
 class MapElites:
-    """MAP-Elites bound to a task and hyper-parameters (the runner's ``Algorithm`` protocol).
+    """MAP-Elites synaptic pruning on a task (the runner's ``Algorithm`` protocol).
 
-    Holds only static configuration; ``init`` and ``step`` are pure functions of their inputs.
+    Holds only static structure (hashable: runs of a sweep with equal ``config`` and ``task``
+    share one compiled program); the numeric knobs are the
+    :class:`~synprune_jax.variation.MutationHyper` passed to every call.
+
+    Args:
+        config: :class:`MapElitesConfig`.
+        task: the evaluation task (its descriptor count must match the archive's).
     """
 
-    def __init__(self, config: MapElitesConfig, task, hyper: MutationHyper | None = None):
-        validate(config, task)
-        self.config = config
-        self.task = task
-        self.hyper = hyper if hyper is not None else MutationHyper()
+    config: MapElitesConfig
+    task: object
 
-    def init(self, key: jax.Array) -> MapElitesState:
-        return init(key, self.task, self.config, self.hyper)
+    def __post_init__(self):
+        validate(self.config, self.task)
 
-    def step(self, key: jax.Array, state: MapElitesState):
-        return step(key, state, self.task, self.config, self.hyper)
+    @property
+    def default_hyper(self) -> MutationHyper:
+        """``MutationHyper()``: the library's default rates and sigma."""
+        return MutationHyper()
+
+    def init(self, key: jax.Array, hyper: MutationHyper) -> MapElitesState:
+        """Seeds an archive with ``initial_batch_size`` random individuals."""
+        config, task = self.config, self.task
+        key_population, key_eval = jax.random.split(key)
+        size = config.initial_batch_size or config.batch_size
+        population = random_population(key_population, task, config, hyper, size)
+        template = jax.tree_util.tree_map(lambda leaf: leaf[0], population)
+        archive = init_archive(config.archive, template)
+        result = task.evaluate(key_eval, population)
+        archive, _ = add(config.archive, archive, population, result)
+        return MapElitesState(archive=archive, generation=jnp.zeros((), jnp.int32),
+                              num_evaluations=jnp.asarray(size, jnp.int32))
+
+    def step(self, key: jax.Array, state: MapElitesState,
+             hyper: MutationHyper) -> tuple[MapElitesState, dict[str, jax.Array]]:
+        """One generation: emit, evaluate, insert. Pure; the caller jits / scans it."""
+        config, task = self.config, self.task
+        key_emit, key_eval = jax.random.split(key)
+        offspring = emit(key_emit, state.archive, task, config, hyper)
+        result = task.evaluate(key_eval, offspring)
+        archive, inserted = add(config.archive, state.archive, offspring, result)
+        state = MapElitesState(archive=archive, generation=state.generation + 1,
+                               num_evaluations=state.num_evaluations + config.batch_size)
+        metrics = _metrics(config, archive, offspring, result, inserted)
+        metrics["num_evaluations"] = state.num_evaluations
+        return state, metrics
 
 
 # ----- ES emitter (ME-ES style) ----------------------------------------------------------------

@@ -36,14 +36,18 @@ class Built:
     """What a builder returns: everything needed to run and report an experiment.
 
     Attributes:
-        algorithm: an object with ``init(key) -> state`` and ``step(key, state) -> (state,
-            metrics)`` (see :mod:`synprune_jax.runner`).
+        algorithm: an object with ``default_hyper``, ``init(key, hyper) -> state`` and
+            ``step(key, state, hyper) -> (state, metrics)`` holding only static structure (see
+            :mod:`synprune_jax.runner`); runs whose algorithms compare equal share a compiled
+            program in a sweep.
         run_config: a :class:`~synprune_jax.runner.RunConfig`.
         report: ``(run_dir, state, metrics) -> summary dict``; writes ``summary.json``,
             ``summary.md`` and the plots into the run directory.
         describe: ``summary dict -> str``, the text the CLI prints at the end of a run.
         plot: ``(run_dir, state, metrics) -> list of paths``; redraws the plots
             (``synprune plot DIR``).
+        hyper: the config's hyper-parameters for ``algorithm`` (a pytree of numeric scalars;
+            ``None``: ``algorithm.default_hyper``).
     """
 
     algorithm: object
@@ -51,6 +55,11 @@ class Built:
     report: Callable[[str, object, dict], dict]
     describe: Callable[[dict], str]
     plot: Callable[[str, object, dict], list]
+    hyper: object = None
+
+    def __post_init__(self):
+        if self.hyper is None:
+            self.hyper = self.algorithm.default_hyper
 
 
 def write_summary(run_dir: str, summary: dict, markdown: str) -> None:

@@ -153,8 +153,9 @@ def build(config: dict) -> Built:
         require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
                                             "checkpoint_every", "metrics_format", "progress"))
         run_config = RunConfig(**config["run"])
-        algorithm = MapElites(me_config, task, hyper)
-    return Built(algorithm=algorithm, run_config=run_config, report=report, describe=describe,
+        algorithm = MapElites(me_config, task)
+    return Built(algorithm=algorithm, hyper=hyper, run_config=run_config, report=report,
+                 describe=describe,
                  plot=plot_run)
 
 

@@ -1,0 +1,276 @@
+"""Run directories: the files of one run, written only by the host loop.
+
+A run directory holds:
+
+* ``metrics.csv`` or ``metrics.jsonl``: one row per generation, appended after every chunk.
+  Column ``generation`` counts *completed* generations (rows ``1..N``); the row with
+  ``generation == g`` holds the metrics of the step that produced generation ``g`` (the state
+  saved as checkpoint step ``g``). The other columns are the step's metrics in sorted order.
+  Floats are written with ``repr`` (exact round trip), bools as 0/1.
+* ``checkpoints/<g>``: orbax checkpoints (:mod:`synprune_jax.checkpoint`), the last
+  :data:`CHECKPOINTS_TO_KEEP` kept.
+* ``run_config.json``: the :class:`~synprune_jax.runner.RunConfig` of the latest call.
+* ``timing.json``: compile seconds and steady-state seconds per generation (single runs).
+
+:class:`RunDirectory` is what :func:`synprune_jax.runner.run_loop` writes through, for a single
+run and for every run of a sweep group alike.
+
+Example::
+
+    directory = RunDirectory("runs/a", run_config)
+    start = directory.open(resume=False)        # None: start afresh
+    directory.append({"generation": np.array([1, 2]), "loss": np.array([0.5, 0.4])})
+    directory.save(2, state)
+    directory.close()
+    read_metrics("runs/a")["loss"]               # array([0.5, 0.4])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synprune_jax import checkpoint as checkpoint_lib
+
+METRICS_FORMATS = ("csv", "jsonl")
+CHECKPOINTS_TO_KEEP = 2
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Writes ``payload`` as indented, key-sorted JSON, atomically (temporary file + rename)."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w") as file:
+        json.dump(payload, file, indent=2, sort_keys=True)
+        file.write("\n")
+    os.replace(temporary, path)
+
+
+def metrics_path(run_dir: str | os.PathLike, metrics_format: str) -> Path:
+    """``run_dir/metrics.<format>``."""
+    return Path(run_dir) / f"metrics.{metrics_format}"
+
+
+def _format_value(value) -> int | float:
+    value = np.asarray(value)
+    if value.dtype == np.bool_ or np.issubdtype(value.dtype, np.integer):
+        return int(value)
+    return float(value)
+
+
+def _format_line(columns: list[str], values: list, metrics_format: str) -> str:
+    if metrics_format == "csv":
+        return ",".join(repr(value) for value in values)
+    return json.dumps(dict(zip(columns, values)))
+
+
+class MetricsWriter:
+    """Appends chunks of rows to ``metrics.csv`` / ``metrics.jsonl`` (open, write, close).
+
+    Args:
+        path: the metrics file.
+        metrics_format: ``"csv"`` or ``"jsonl"``.
+        columns: the columns already in the file (``None``: none yet; the first
+            :meth:`append` writes the CSV header).
+    """
+
+    def __init__(self, path: Path, metrics_format: str, columns: list[str] | None):
+        self.path = Path(path)
+        self.metrics_format = metrics_format
+        self.columns = columns
+
+    def append(self, rows: dict[str, np.ndarray]) -> None:
+        """Appends ``rows`` (``{column: [n]}``, ``generation`` first) as ``n`` lines."""
+        columns = list(rows)
+        if self.columns is None:
+            self.columns = columns
+            if self.metrics_format == "csv":
+                with open(self.path, "w") as file:
+                    file.write(",".join(columns) + "\n")
+        elif columns != self.columns:
+            raise ValueError(
+                f"metric names changed: file {self.path} has {self.columns}, step returns {columns}"
+            )
+        lines = [_format_line(columns, [_format_value(rows[name][index]) for name in columns],
+                              self.metrics_format)
+                 for index in range(len(rows["generation"]))]
+        with open(self.path, "a") as file:
+            file.write("".join(line + "\n" for line in lines))
+            file.flush()
+
+
+def _parse_token(token: str) -> int | float:
+    try:
+        return int(token)
+    except ValueError:
+        return float(token)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Complete, parseable rows (a torn last line from a killed run is dropped)."""
+    columns: list[str] = []
+    rows: list[dict[str, Any]] = []
+    text = Path(path).read_text()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # last line was cut mid-write
+    if path.suffix == ".csv":
+        if not lines or not lines[0]:
+            return columns, rows
+        columns = lines[0].split(",")
+        for line in lines[1:]:
+            tokens = line.split(",")
+            if len(tokens) != len(columns):
+                continue
+            try:
+                rows.append(dict(zip(columns, (_parse_token(token) for token in tokens))))
+            except ValueError:
+                continue
+    else:
+        for line in lines:
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not columns:
+                columns = list(row)
+            rows.append(row)
+    return columns, rows
+
+
+def _columns_to_arrays(columns: list[str], rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    history = {}
+    for name in columns:
+        values = [row[name] for row in rows]
+        if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+            history[name] = np.asarray(values, dtype=np.int64)
+        else:
+            history[name] = np.asarray(values, dtype=np.float64)
+    return history
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads ``run_dir/metrics.csv`` or ``run_dir/metrics.jsonl``.
+
+    Returns:
+        ``{column: [num_rows]}``: ``generation`` and every integer-only column as int64, the rest
+        as float64 (exact copies of the float32 values written).
+
+    Raises:
+        FileNotFoundError: if neither file exists. ValueError: if both do.
+    """
+    run_dir = Path(run_dir)
+    existing = [path for path in (metrics_path(run_dir, fmt) for fmt in METRICS_FORMATS)
+                if path.exists()]
+    if not existing:
+        raise FileNotFoundError(f"no metrics.csv or metrics.jsonl in {run_dir}")
+    if len(existing) > 1:
+        raise ValueError(f"both metrics.csv and metrics.jsonl exist in {run_dir}")
+    return _columns_to_arrays(*_read_rows(existing[0]))
+
+
+def truncate_metrics(path: Path, last_generation: int) -> list[str] | None:
+    """Keeps rows with ``generation <= last_generation``; returns the columns (None if no file)."""
+    if not path.exists():
+        return None
+    columns, rows = _read_rows(path)
+    metrics_format = path.suffix[1:]
+    lines = [",".join(columns)] if metrics_format == "csv" and columns else []
+    lines += [_format_line(columns, [row[name] for name in columns], metrics_format)
+              for row in rows if int(row["generation"]) <= last_generation]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in lines))
+    os.replace(temporary, path)
+    return columns or None
+
+
+def completed_generation(run_dir: str | os.PathLike) -> int | None:
+    """The generation of the latest checkpoint in ``run_dir`` (``None``: no checkpoint)."""
+    return checkpoint_lib.latest_step(Path(run_dir) / "checkpoints")
+
+
+class RunDirectory:
+    """The files of one run: metrics rows, checkpoints and ``run_config.json``.
+
+    Args:
+        path: the run directory (created by :meth:`open`).
+        run_config: the run's :class:`~synprune_jax.runner.RunConfig`.
+    """
+
+    def __init__(self, path: str | os.PathLike, run_config):
+        self.path = Path(path)
+        self.run_config = run_config
+        self.metrics = metrics_path(self.path, run_config.metrics_format)
+        self._writer: MetricsWriter | None = None
+        self._checkpoints: checkpoint_lib.CheckpointWriter | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def check(self, *, resume: bool) -> None:
+        """Refuses what the run would overwrite or could not continue.
+
+        Raises:
+            FileExistsError: ``resume=False`` and the directory already holds checkpoints or
+                metrics.
+            ValueError: resuming with another seed or metrics format than the run had.
+        """
+        others = [metrics_path(self.path, fmt) for fmt in METRICS_FORMATS
+                  if fmt != self.run_config.metrics_format]
+        if not resume:
+            existing = [str(path) for path in [self.metrics, *others] if path.exists()]
+            saved = completed_generation(self.path)
+            if saved is not None:
+                existing.insert(0, f"{self.checkpoint_dir} (step {saved})")
+            if existing:
+                raise FileExistsError(
+                    f"run directory {self.path} already holds a run ({', '.join(existing)}); "
+                    "pass resume=True to continue it, or use a new directory")
+            return
+        config_path = self.path / "run_config.json"
+        if config_path.exists():
+            previous = json.loads(config_path.read_text()).get("seed")
+            if previous != self.run_config.seed:
+                raise ValueError(f"cannot resume {self.path} with seed {self.run_config.seed}: "
+                                 f"it was run with seed {previous}")
+        for path in others:
+            if path.exists():
+                raise ValueError(f"cannot resume {self.path} with metrics_format="
+                                 f"{self.run_config.metrics_format!r}: it holds {path.name}")
+
+    def open(self, saved_generation: int | None) -> None:
+        """Creates the directory, writes ``run_config.json`` and prepares the metrics file:
+        rows past ``saved_generation`` (the restored checkpoint) are dropped; with ``None``
+        (a fresh start) any old metrics file is removed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / "run_config.json", dataclasses.asdict(self.run_config))
+        if saved_generation is None:
+            if self.metrics.exists():
+                self.metrics.unlink()
+            columns = None
+        else:
+            columns = truncate_metrics(self.metrics, saved_generation)
+        self._writer = MetricsWriter(self.metrics, self.run_config.metrics_format, columns)
+        self._checkpoints = checkpoint_lib.CheckpointWriter(self.checkpoint_dir,
+                                                            max_to_keep=CHECKPOINTS_TO_KEEP)
+
+    def append(self, rows: dict[str, np.ndarray]) -> None:
+        """Appends one chunk's rows (see :class:`MetricsWriter`)."""
+        self._writer.append(rows)
+
+    def save(self, generation: int, state) -> None:
+        """Checkpoints ``state`` as step ``generation`` (blocking)."""
+        self._checkpoints.save(generation, state)
+
+    def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None

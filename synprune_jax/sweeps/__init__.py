@@ -1,0 +1,229 @@
+"""Sweeps: many seeds and hyper-parameter settings in one compiled program per shape group.
+
+    result = sweep("me-arm", seeds=range(8), grid={"mutation.sigma": [0.02, 0.1]},
+                   out="runs/arm-sweep", overrides=["run.num_generations=100"])
+    result.table            # pandas DataFrame: one row per run and generation
+
+The work is split by job: :mod:`~synprune_jax.sweeps.plan` expands the definition into runs and
+groups them, :func:`run_group` executes a group through the one host loop
+(:func:`synprune_jax.runner.run_loop`), :mod:`~synprune_jax.sweeps.report` builds the tidy table,
+summaries and figures.
+
+How runs are grouped. Every run (one grid point x one seed) is built from its own config by the
+experiment's ``build``, which returns the algorithm (static structure only: task, archive
+geometry, batch sizes) and its hyper-parameters ``Built.hyper`` (a pytree of numeric scalars:
+``MutationHyper``, ``ESHyper``, ``GAHyper``, ...; ``docs/sweeps.md`` lists the keys per method).
+Runs whose algorithms compare equal and whose run settings (``num_generations``, ``chunk_size``,
+``checkpoint_every``, ``metrics_format``) agree form a group: their seeds and hyper-parameters
+are stacked on a leading run axis ``[R]`` and the group runs as ``jit(vmap(chunk))`` over
+``algorithm.step(key, state, hyper)``, compiled once (plus once more for a shorter final chunk).
+Sweeping a structural key (``map_elites.batch_size``, ``task.hidden_sizes``) simply makes more
+groups.
+
+Exactness. A vmapped run follows the same key schedule as :func:`synprune_jax.runner.run`
+(:func:`~synprune_jax.runner.scan_generations` with ``seed`` on the run axis), so it produces the
+same numbers as the run done alone, up to floating-point reassociation in batched kernels
+(tested within float tolerance).
+
+Devices. The run axis is split over the local devices (``devices=None``: all of them; a group of
+``R`` runs uses the first ``min(R, devices)`` of them and is padded with copies of its first run
+up to a multiple of that count, the copies' outputs dropped). Each device then holds the archives
+of its own runs; nothing is exchanged between devices during a chunk.
+
+Files under ``out``:
+
+* ``sweep.json``: the sweep's definition (experiment, seeds, grid, overrides); a second call with
+  the same definition **resumes** (finished runs are skipped, unfinished ones restart from their
+  last checkpoint), a different definition is refused.
+* ``runs.csv``: one row per run (``run_id``, ``group``, ``seed``, one column per swept key).
+* ``runs/<run_id>/``: an ordinary run directory (``config.json``, ``run_config.json``,
+  ``metrics.csv``, ``checkpoints/``, and with ``report=True`` the experiment's summary and
+  plots), so ``synprune resume`` and ``synprune plot`` work on a single run.
+* ``results.csv`` and ``results.parquet``: the tidy table (one row per run and generation).
+* ``timing.json``: per group, runs, compile seconds and steady-state seconds per generation.
+* ``plots/``: final metric versus each swept value (mean and spread over seeds) and metric curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+
+from synprune_jax import config as config_lib
+from synprune_jax import runner as runner_lib
+from synprune_jax.config import ConfigError
+from synprune_jax.rundir import RunDirectory, completed_generation, read_metrics, write_json
+from synprune_jax.sweeps.plan import (Member, RunSpec, build_members, group_members, parse_grid,
+                                      parse_seeds, plan_groups, plan_runs, check_seeds)
+from synprune_jax.sweeps.report import (FALLBACK_METRICS, SUMMARY_METRICS, collect, final_rows,
+                                        format_summary, plot_sweep, summarize, summary_metrics,
+                                        write_runs_index)
+
+
+def run_group(members: Sequence[Member], *, mesh=None, progress: bool = False,
+              log: Callable[[str], None] | None = None) -> tuple[dict, Any]:
+    """Runs the runs of one group together (``jit(vmap(...))`` over the run axis).
+
+    Every member must be at the same starting point: all fresh, or all restored from a checkpoint
+    at the same generation (:func:`sweep` arranges this). Writes each member's metrics and
+    checkpoints into its run directory as :func:`synprune_jax.runner.run` would.
+
+    Returns:
+        ``(timing, states)``: timing dict (``runs``, ``padded_runs``, ``num_devices``,
+        ``init_compile_s``, ``chunk_compile_s`` per chunk length, ``seconds_per_generation``:
+        median over full chunks after the first, ``wall_s``) and the final states, every leaf
+        ``[R + padding, ...]``.
+    """
+    first = members[0]
+    run_config = first.built.run_config
+    program = runner_lib._Batched(first.built.algorithm, [m.spec.seed for m in members],
+                                  [m.built.hyper for m in members], mesh)
+    directories = []
+    for member in members:
+        member.run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = member.run_dir / "config.json"
+        if not config_path.exists():
+            config_lib.save(member.spec.config, config_path)
+        directories.append(RunDirectory(member.run_dir, member.built.run_config))
+    states, timing = runner_lib.run_loop(program, directories, run_config, resume=True,
+                                         progress=progress,
+                                         description=f"{len(members)} runs")
+    timing = {"runs": [m.spec.run_id for m in members], "padded_runs": program.padding,
+              "num_devices": program.num_devices, **timing}
+    if log is not None:
+        log(f"group of {len(members)} runs done in {timing['wall_s']:.1f} s")
+    return timing, states
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What :func:`sweep` returns.
+
+    Attributes:
+        out: the sweep directory.
+        runs: one :class:`RunSpec` per run.
+        table: the tidy ``pandas.DataFrame`` (columns ``run_id``, ``group``, ``seed``, each
+            swept key, ``generation`` and every metric).
+        timing: per group timing dicts (empty for groups that were already finished).
+        skipped: run ids that were already finished and not run again.
+    """
+
+    out: Path
+    runs: list[RunSpec]
+    table: Any
+    timing: list[dict]
+    skipped: list[str]
+
+
+def _definition(experiment, seeds, grid, overrides, config) -> dict:
+    return {"experiment": experiment, "seeds": list(seeds),
+            "grid": {key: list(values) for key, values in (grid or {}).items()},
+            "overrides": list(overrides), "config": config}
+
+
+def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Sequence] | None = None,
+          *, out: str | os.PathLike, overrides: Sequence[str] = (), config: dict | None = None,
+          devices: int | None = None, report: bool = True, plots: bool = True,
+          progress: bool = False, log: Callable[[str], None] | None = None) -> SweepResult:
+    """Runs (or resumes) a sweep; see the module docstring.
+
+    Args:
+        experiment: registered experiment name (``synprune list``).
+        seeds: seeds run at every grid point.
+        grid: ``{"dotted.config.key": [values, ...]}``; the sweep is the Cartesian product.
+        out: sweep directory. If it holds a sweep with the same definition, that sweep is resumed.
+        overrides: ``key=value`` strings applied to every run before the grid.
+        config: a full config to start from instead of the experiment's default.
+        devices: local devices to split the run axis over (``None``: all; 1: no sharding).
+        report: call the experiment's reporter for each run (summary and plots in its run dir).
+        plots: draw the sweep summary plots into ``out/plots``.
+        progress: tqdm bar per group.
+        log: optional callable receiving one-line progress messages.
+
+    Returns:
+        :class:`SweepResult`.
+
+    Raises:
+        ConfigError: invalid definition (checked, for every run, before anything compiles), or
+            ``out`` holds a different sweep.
+    """
+
+    out = Path(out)
+    seeds = check_seeds(seeds)
+    grid = {key: list(values) for key, values in (grid or {}).items()}
+    definition = _definition(experiment, seeds, grid, overrides, config)
+    runs = plan_runs(experiment, seeds, grid, overrides, config)
+    members = build_members(experiment, runs, out)
+    local = len(jax.local_devices())
+    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int)
+                                or not 1 <= devices <= local):
+        raise ConfigError(f"devices must be an int in [1, {local}] (local devices), "
+                          f"got {devices!r}")
+
+    definition_path = out / SWEEP_FILE
+    if definition_path.exists():
+        previous = json.loads(definition_path.read_text())
+        if previous != json.loads(json.dumps(definition)):
+            raise ConfigError(f"{out} holds a different sweep ({definition_path}); use another "
+                              "directory or repeat the original definition to resume it")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(definition_path, definition)
+
+    groups = group_members(members)
+    group_ids = {id(m): index for index, group in enumerate(groups) for m in group}
+    write_runs_index(out, runs, grid, {m.spec.run_id: group_ids[id(m)] for m in members})
+
+    count = local if devices is None else devices
+    meshes: dict[int, object] = {}
+
+    def mesh_for(runs: int):
+        """The first ``min(count, runs)`` devices: a group smaller than the device count is not
+        padded up to it (no copies computed for nothing); ``None`` for one device."""
+        size = min(count, runs)
+        if size <= 1:
+            return None
+        if size not in meshes:
+            from synprune_jax import sharding
+
+            meshes[size] = sharding.make_mesh(size, "runs")
+        return meshes[size]
+
+    timing, skipped = [], []
+    for group_index, group in enumerate(groups):
+        num_generations = group[0].built.run_config.num_generations
+        by_start: dict[int, list[Member]] = {}
+        for member in group:
+            done = completed_generation(member.run_dir)
+            if done is not None and done >= num_generations:
+                skipped.append(member.spec.run_id)
+                continue
+            by_start.setdefault(done if done is not None else -1, []).append(member)
+        for start, subgroup in sorted(by_start.items()):
+            if log is not None:
+                log(f"group {group_index}: {len(subgroup)} runs from generation {max(start, 0)}")
+            group_timing, states = run_group(subgroup, mesh=mesh_for(len(subgroup)),
+                                             progress=progress, log=log)
+            group_timing["group"] = group_index
+            timing.append(group_timing)
+            if report:
+                host = jax.device_get(states)
+                for index, member in enumerate(subgroup):
+                    state = jax.tree_util.tree_map(lambda leaf: leaf[index], host)
+                    member.built.report(str(member.run_dir), state,
+                                        read_metrics(member.run_dir))
+    if timing:
+        write_json(out / "timing.json", {"groups": timing})
+    table = collect(out)
+    if plots:
+        plot_sweep(table, list(grid), out / "plots")
+    return SweepResult(out=out, runs=runs, table=table, timing=timing, skipped=skipped)
+
+
+__all__ = ["FALLBACK_METRICS", "Member", "RunSpec", "SUMMARY_METRICS", "SweepResult", "collect",
+           "final_rows", "format_summary", "parse_grid", "parse_seeds", "plan_groups",
+           "plan_runs", "plot_sweep", "run_group", "summarize", "summary_metrics", "sweep"]
