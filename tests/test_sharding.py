@@ -152,11 +152,11 @@ mesh = sharding.make_mesh()
 hyper = map_elites.MutationHyper()
 
 def run(task, config):
+    algorithm = map_elites.MapElites(config, task)
     def go(key):
-        state = map_elites.init(jax.random.fold_in(key, 99), task, config, hyper)
+        state = algorithm.init(jax.random.fold_in(key, 99), hyper)
         def body(state, generation):
-            state, metrics = map_elites.step(jax.random.fold_in(key, generation), state, task,
-                                             config, hyper)
+            state, metrics = algorithm.step(jax.random.fold_in(key, generation), state, hyper)
             return state, metrics["qd_score"]
         return jax.lax.scan(body, state, jnp.arange(3))
     return jax.device_get(jax.jit(go)(jax.random.key(3)))

@@ -35,7 +35,7 @@ def _runner_metrics(tmp_path, seed, sigma):
                                         OVERRIDES + [f"run.seed={seed}", f"mutation.sigma={sigma}"])
     built = get_experiment("me-arm").build(config)
     _, metrics = runner.run(built.algorithm, tmp_path / f"single-{seed}-{sigma}",
-                            built.run_config)
+                            built.run_config, hyper=built.hyper)
     return metrics
 
 
@@ -129,17 +129,18 @@ def test_plan_runs_order_values_and_types():
     assert runs[3].config["run"]["seed"] == 5 and runs[3].config["run"]["num_generations"] == 6
 
 
-def test_adapters():
+def test_algorithms_hold_static_structure_and_hyper_is_separate():
     from synprune_jax.algorithms.map_elites import MapElites
+    from synprune_jax.variation import MutationHyper
 
-    built = get_experiment("me-arm").build(config_lib.apply_overrides(
-        get_experiment("me-arm").default_config(), OVERRIDES))
-    assert isinstance(built.algorithm, MapElites)
-    adapter = sweeps.adapter_for(built.algorithm)
-    assert isinstance(adapter, sweeps.MapElitesAdapter)
-    static, hyper = adapter.split(built.algorithm)
-    assert hyper is built.algorithm.hyper and hash(static) == hash(adapter.split(built.algorithm)[0])
-    assert isinstance(sweeps.adapter_for(object()), sweeps.SeedOnlyAdapter)
+    entry = get_experiment("me-arm")
+    build = lambda extra: entry.build(config_lib.apply_overrides(entry.default_config(),
+                                                                 OVERRIDES + extra))
+    first, second = build(["mutation.sigma=0.05"]), build(["mutation.sigma=0.2"])
+    assert isinstance(first.algorithm, MapElites)
+    assert first.algorithm == second.algorithm and hash(first.algorithm) == hash(second.algorithm)
+    assert first.hyper == MutationHyper(sigma=0.05) and second.hyper.sigma == 0.2
+    assert build(["map_elites.batch_size=8"]).algorithm != first.algorithm
 
 
 @pytest.mark.parametrize("text,expected", [("0-3", [0, 1, 2, 3]), ("7", [7]),
@@ -321,9 +322,6 @@ def test_traced_keys_share_one_group(experiment, transfer_cache):
     overrides, _, traced = METHODS[experiment]
     groups = sweeps.plan_groups(experiment, [0, 1], traced, overrides)
     assert [len(group) for group in groups] == [2 * 2 ** len(traced)]  # one compiled program
-    adapter = sweeps.adapter_for(get_experiment(experiment).build(config_lib.apply_overrides(
-        get_experiment(experiment).default_config(), overrides)).algorithm)
-    assert isinstance(adapter, sweeps.HyperAdapter)
 
 
 def test_static_keys_still_split_groups(transfer_cache):
@@ -339,7 +337,8 @@ def test_static_keys_still_split_groups(transfer_cache):
 def _single_run(tmp_path, experiment, overrides):
     entry = get_experiment(experiment)
     built = entry.build(config_lib.apply_overrides(entry.default_config(), overrides))
-    _, metrics = runner.run(built.algorithm, tmp_path / "single", built.run_config)
+    _, metrics = runner.run(built.algorithm, tmp_path / "single", built.run_config,
+                            hyper=built.hyper)
     return metrics
 
 
