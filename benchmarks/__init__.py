@@ -232,8 +232,9 @@ def compile_timed(function: Callable, *args, donate_argnums=(), static_argnums=(
     return compiled, seconds, xla_memory(compiled)
 
 
-def compile_map_elites(algorithm, chunk: int):
-    """AOT-compiles ``algorithm.init`` and a ``lax.scan`` chunk of ``chunk`` generations.
+def compile_map_elites(algorithm, chunk: int, hyper=None):
+    """AOT-compiles ``algorithm.init`` and a ``lax.scan`` chunk of ``chunk`` generations
+    (with ``hyper``, default ``algorithm.default_hyper``, as constants).
 
     Keys as in every benchmark of ours: init with ``key(0)``, generation ``g`` with
     ``fold_in(key(1), g)``. The chunk donates its state and returns only the new state.
@@ -244,14 +245,15 @@ def compile_map_elites(algorithm, chunk: int):
     """
     import jax
 
+    hyper = algorithm.default_hyper if hyper is None else hyper
     key = jax.random.key(0)
-    init, init_s, _ = compile_timed(algorithm.init, key)
+    init, init_s, _ = compile_timed(lambda key: algorithm.init(key, hyper), key)
     state = init(key)
     root = jax.random.key(1)
 
     def run_chunk(state):
         def body(state, _):
-            state, _ = algorithm.step(jax.random.fold_in(root, state.generation), state)
+            state, _ = algorithm.step(jax.random.fold_in(root, state.generation), state, hyper)
             return state, None
 
         return jax.lax.scan(body, state, None, length=chunk)[0]

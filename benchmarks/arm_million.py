@@ -105,7 +105,7 @@ def cdf_parent_indices(key: jax.Array, filled: jax.Array, num: int) -> jax.Array
 def build_ours_cdf_parents(setting: dict, per_chunk: int):
     """Ours with one change, the proposed fix: parents drawn by :func:`cdf_parent_indices`.
 
-    The generation is otherwise :func:`synprune_jax.algorithms.map_elites.step` built from the
+    The generation is otherwise ``MapElites.step`` built from the
     same public pieces (``mutate``, ``task.evaluate``, ``archives.add``).
     """
     from synprune_jax.archives import add
@@ -113,7 +113,7 @@ def build_ours_cdf_parents(setting: dict, per_chunk: int):
 
     state, _, init_s, _, fitness_of = build_ours(setting, 1)
     algorithm = _ours_algorithm(setting)
-    task, config, hyper = algorithm.task, algorithm.config, algorithm.hyper
+    task, config, hyper = algorithm.task, algorithm.config, algorithm.default_hyper
     root = jax.random.key(1)
 
     def step(key, state):

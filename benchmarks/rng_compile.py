@@ -130,7 +130,7 @@ def _emitter(args) -> None:
                     descriptors=("feet_contact",))
     config = me.MapElitesConfig(archive=GridSpec((0.0,), (1.0,), (128,)), batch_size=args.batch)
     hyper = me.MutationHyper()
-    archive = jax.jit(lambda k: me.init(k, task, config, hyper))(jax.random.key(0)).archive
+    archive = jax.jit(lambda k: me.MapElites(config, task).init(k, hyper))(jax.random.key(0)).archive
 
     def flips(max_waste):
         def flip_mutation(key, masks, maskable, p_disconnect, p_connect):

@@ -95,14 +95,13 @@ def _task_devices_runner(experiment, overrides, num_devices, chunk_size):
         return None
     config = config_lib.apply_overrides(config, [*overrides, f"task.devices={num_devices}"])
     config["experiment"] = experiment
-    algorithm = definition.build(config).algorithm
-    adapter = sweeps.adapter_for(algorithm)
-    _, hyper = adapter.split(algorithm)
-    init = jax.jit(lambda seed: runner._strong_types(
-        adapter.init(algorithm, runner.init_key(seed), hyper)))
+    built = definition.build(config)
+    algorithm, hyper = built.algorithm, built.hyper
+    init = jax.jit(lambda seed: runner.strong_types(
+        algorithm.init(runner.init_key(seed), hyper)))
 
     def chunk(seed, state):
-        step = lambda key, state: adapter.step(algorithm, key, state, hyper)
+        step = lambda key, state: algorithm.step(key, state, hyper)
         return runner.scan_generations(step, seed, state, chunk_size)
 
     return init, jax.jit(chunk)
@@ -125,15 +124,14 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
     groups = sweeps.group_members(members)
     assert len(groups) == 1, "seeds only: one group"
     algorithm = members[0].built.algorithm
-    adapter = sweeps.adapter_for(algorithm)
     seeds = np.arange(num_runs, dtype=np.uint32)
-    hypers = sweeps._stack([m.hyper for m in members]) if members[0].hyper is not None else None
+    hypers = runner.stack([m.built.hyper for m in members])
 
     def init_one(seed, hyper):
-        return runner._strong_types(adapter.init(algorithm, runner.init_key(seed), hyper))
+        return runner.strong_types(algorithm.init(runner.init_key(seed), hyper))
 
     def chunk(seed, hyper, state):
-        step = lambda key, state: adapter.step(algorithm, key, state, hyper)
+        step = lambda key, state: algorithm.step(key, state, hyper)
         return runner.scan_generations(step, seed, state, chunk_size)
 
     one = lambda tree, i: jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
@@ -321,7 +319,7 @@ else:
                                             [*overrides, f"run.seed={seed}"])
         config["experiment"] = experiment
         built = definition.build(config)
-        runner.run(built.algorithm, out / f"run-{seed:03d}", built.run_config)
+        runner.run(built.algorithm, out / f"run-{seed:03d}", built.run_config, hyper=built.hyper)
 wall = time.perf_counter() - started
 compile_s = 0.0
 for timing in out.rglob("timing.json"):

@@ -92,12 +92,13 @@ def build_engine(env_name: str, backend: str, batch: int, episode_length: int,
     config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (32, 32)),
                              batch_size=batch)
     algorithm = MapElites(config, task)
-    state = jax.jit(algorithm.init)(jax.random.key(0))
+    hyper = algorithm.default_hyper
+    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     root = jax.random.key(1)
 
     def run_chunk(state):
         def body(state, _):
-            return algorithm.step(jax.random.fold_in(root, state.generation), state)
+            return algorithm.step(jax.random.fold_in(root, state.generation), state, hyper)
 
         return jax.lax.scan(body, state, None, length=chunk)
 

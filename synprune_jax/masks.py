@@ -10,14 +10,16 @@ Every function here works on **one individual**; ``jax.vmap`` adds the populatio
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from synprune_jax import rng
-from synprune_jax.networks import MLPSpec
 from synprune_jax.types import Masks, Params, PyTree
+
+if TYPE_CHECKING:  # masks take any spec with kernels(); networks imports this module
+    from synprune_jax.networks import MLPSpec
 
 _tree_map = jax.tree_util.tree_map
 

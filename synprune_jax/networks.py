@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from synprune_jax import masks as masks_lib
 from synprune_jax.types import Masks, Params
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -135,14 +136,12 @@ class MLPSpec:
         return self.module().init(key, jnp.zeros((self.input_size,), jnp.float32))
 
     def full_masks(self, params: Params) -> Masks:
-        """All-``True`` masks shaped like ``params``."""
-        return jax.tree_util.tree_map(lambda leaf: jnp.ones(leaf.shape, jnp.bool_), params)
+        """All-``True`` masks shaped like ``params`` (:func:`synprune_jax.masks.full_masks`)."""
+        return masks_lib.full_masks(params)
 
     def apply(self, params: Params, masks: Masks, x: jax.Array) -> jax.Array:
         """Forward pass of one masked network: ``x [..., in] -> [..., out]``."""
-        from synprune_jax.masks import apply_masks
-
-        return self.module().apply(apply_masks(params, masks), x)
+        return self.module().apply(masks_lib.apply_masks(params, masks), x)
 
     def apply_dense(self, params: Params, x: jax.Array) -> jax.Array:
         """Forward pass with already-masked (or unmasked) parameters."""

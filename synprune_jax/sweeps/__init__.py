@@ -64,6 +64,8 @@ from synprune_jax.sweeps.report import (FALLBACK_METRICS, SUMMARY_METRICS, colle
                                         format_summary, plot_sweep, summarize, summary_metrics,
                                         write_runs_index)
 
+SWEEP_FILE = "sweep.json"
+
 
 def run_group(members: Sequence[Member], *, mesh=None, progress: bool = False,
               log: Callable[[str], None] | None = None) -> tuple[dict, Any]:
@@ -224,6 +226,7 @@ def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Seque
     return SweepResult(out=out, runs=runs, table=table, timing=timing, skipped=skipped)
 
 
-__all__ = ["FALLBACK_METRICS", "Member", "RunSpec", "SUMMARY_METRICS", "SweepResult", "collect",
+__all__ = ["FALLBACK_METRICS", "Member", "RunSpec", "SUMMARY_METRICS", "SweepResult", "build_members",
+           "collect", "group_members",
            "final_rows", "format_summary", "parse_grid", "parse_seeds", "plan_groups",
            "plan_runs", "plot_sweep", "run_group", "summarize", "summary_metrics", "sweep"]
