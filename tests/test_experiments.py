@@ -1,0 +1,139 @@
+"""The contract every registered experiment keeps, checked at tiny sizes for each one.
+
+For every experiment of ``synprune list``: its default config builds; its algorithm holds only
+static structure (hashable, equal for configs that differ only in a traced knob) and its
+hyper-parameters are a separate pytree; a run through the runner writes one finite metrics row
+per generation and a summary; a run cut after 2 generations and resumed gives the same metrics
+file and the same final state, bit for bit, as the uninterrupted run; and a sweep of two seeds
+(one vmapped, compiled group) gives the numbers of the two runs done alone.
+"""
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from synprune_jax import config as config_lib
+from synprune_jax import runner, sweeps
+from synprune_jax.experiments import EXPERIMENTS, get_experiment
+
+_RUN = ["run.num_generations=4", "run.chunk_size=2", "run.checkpoint_every=2",
+        "run.progress=false"]
+_BRAX = ["task.episode_length=10", "task.hidden_sizes=[4]"]
+_ARM = ["task.num_joints=4", "task.hidden_sizes=[8]"]
+_MAP_ELITES = ["map_elites.batch_size=8", "map_elites.initial_batch_size=8",
+               "archive.resolution=[4,4]"]
+_TRANSFER = ["data.backbone=pixels", "head.num_hidden=4", "train.epochs=3",
+             "nsga2.population_size=6", "nsga2.memo_capacity=64", "ga.population_size=6",
+             "ga.memo_capacity=64"]
+_AUTOENCODER = ["data.num_clusters=2", "data.dim=16", "data.num_train=8", "data.num_test=8",
+                "model.hidden_dim=4", "model.bottleneck_dim=2", "training.num_trials=2",
+                "training.batch_size=4", "pruning.num_cases=4"]
+
+# experiment: (tiny overrides, a traced key and two values that must share one compiled group)
+TINY = {
+    "me-prune": (_BRAX + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
+    "me-prune-feet": (_BRAX + _MAP_ELITES + ["archive.resolution=[3,3]"],
+                      ("mutation.p_connect", [0.01, 0.02])),
+    "me-arm": (["task.num_joints=4"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
+    "me-es": (_ARM + _MAP_ELITES + ["es_emitter.population_size=4",
+                                    "es_emitter.restart_every=2"],
+              ("es_emitter.sigma_init", [0.05, 0.1])),
+    "es-prune": (_BRAX + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1",
+                          "es.prune_end=3"], ("es.learning_rate", [0.01, 0.02])),
+    "es-prune-arm": (_ARM + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1",
+                             "es.prune_end=3"], ("es.sigma_init", [0.05, 0.1])),
+    "ga-pruned-init": (_BRAX + ["ga.population_size=4"], ("mutation.sigma", [0.05, 0.1])),
+    "ga-arm": (_ARM + ["ga.population_size=4", "ga.crossover=uniform"],
+               ("ga.crossover_rate", [0.3, 0.7])),
+    "es-info": (_BRAX + ["es.population_size=4", "study.num_networks=2", "study.bins=4"],
+                ("es.sigma_init", [0.05, 0.1])),
+    "mo-prune-transfer": (_TRANSFER, ("nsga2.crossover_rate", [0.5, 0.9])),
+    "ga-prune-transfer": (_TRANSFER, ("ga.mutation_probability", [0.07, 0.5])),
+    "ae-prune": (_AUTOENCODER + ["operator=variance"], ("training.learning_rate", [1e-4, 1e-3])),
+    "ae-coevolution": (_AUTOENCODER + ["coevolution.num_cells=3"],
+                       ("coevolution.lr_mutation_std", [1e-5, 1e-4])),
+    "cluster-synthesis": (["network.widths=3,4,8,6", "data.max_train=96", "synthesis.epochs=1",
+                           "synthesis.ancestor_epochs=1", "synthesis.num_offspring=2"],
+                          ("encoding.synapse_rate", [0.25, 1.0])),
+}
+
+
+@pytest.fixture(autouse=True)
+def _transfer_cache(tmp_path_factory, monkeypatch):
+    """The transfer experiments cache their pre-trained backbone; keep it in the test's tmp."""
+    monkeypatch.setenv("SYNPRUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_every_experiment_has_a_tiny_contract_case():
+    assert sorted(TINY) == sorted(EXPERIMENTS)
+
+
+def _build(name, extra=()):
+    entry = get_experiment(name)
+    config = config_lib.apply_overrides(entry.default_config(), [*TINY[name][0], *_RUN, *extra])
+    config["experiment"] = name
+    return config, entry.build(config)
+
+
+def _run(name, run_dir, extra=(), resume=False):
+    config, built = _build(name, extra)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save(config, run_dir / "config.json")
+    state, metrics = runner.run(built.algorithm, run_dir, built.run_config, hyper=built.hyper,
+                                resume=resume)
+    return built, state, metrics
+
+
+def _assert_trees_equal(first, second):
+    leaves_a, tree_a = jax.tree_util.tree_flatten(first)
+    leaves_b, tree_b = jax.tree_util.tree_flatten(second)
+    assert tree_a == tree_b
+    for a, b in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_experiment_contract(name, tmp_path):
+    key, (low, high) = TINY[name][1]
+    # static structure vs traced knobs: a traced key leaves the algorithm equal
+    _, built_low = _build(name, [f"{key}={low}"])
+    _, built_high = _build(name, [f"{key}={high}"])
+    assert built_low.algorithm == built_high.algorithm
+    assert hash(built_low.algorithm) == hash(built_high.algorithm)
+    assert jax.tree_util.tree_structure(built_low.hyper) == jax.tree_util.tree_structure(
+        built_high.hyper)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(built_low.hyper),
+                                                        jax.tree_util.tree_leaves(built_high.hyper)))
+
+    # a run: one finite row per generation, a report
+    built, state, metrics = _run(name, tmp_path / "full")
+    np.testing.assert_array_equal(metrics["generation"], [1, 2, 3, 4])
+    assert int(state.generation) == 4
+    assert all(np.isfinite(values).all() or name.startswith("es-info") for column, values in
+               metrics.items() if column != "generation"), metrics
+    summary = built.report(str(tmp_path / "full"), state, metrics)
+    assert isinstance(built.describe(summary), str)
+    assert (tmp_path / "full" / "summary.json").exists()
+
+    # cut after 2 generations, resumed to 4: the same file and the same state, bit for bit
+    _run(name, tmp_path / "cut", ["run.num_generations=2"])
+    _, resumed, _ = _run(name, tmp_path / "cut", resume=True)
+    assert (tmp_path / "full" / "metrics.csv").read_text() == (
+        tmp_path / "cut" / "metrics.csv").read_text()
+    _assert_trees_equal(state, resumed)
+
+    # a sweep of two seeds: one compiled group whose runs equal the runs done alone
+    _, _, metrics_seed1 = _run(name, tmp_path / "seed1", ["run.seed=1"])
+    result = sweeps.sweep(name, seeds=[0, 1], out=tmp_path / "sweep", overrides=TINY[name][0] + _RUN,
+                          devices=1, report=False, plots=False)
+    assert len(result.timing) == 1 and set(result.table["group"]) == {0}
+    for seed, expected in ((0, metrics), (1, metrics_seed1)):
+        rows = result.table[result.table["seed"] == seed]
+        for column, values in expected.items():
+            np.testing.assert_allclose(rows[column].to_numpy(np.float64), values, rtol=2e-5,
+                                       atol=2e-5, err_msg=f"{name} seed {seed} {column}")
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["experiment"] == name
+    assert isinstance(result.table, pd.DataFrame)
