@@ -3,19 +3,14 @@
 Mutation and initialisation draw one random array per parameter leaf, each from its own key:
 ``[jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]``. Every ``jax.random``
 call inlines one Threefry hash into the program, and XLA's compile time grows with the number of
-these hashes, not with the number of random numbers: drawing Gaussian noise for the six leaves
-of a hopper 16-16 policy, vmapped over 256 individuals, compiles in 1.1-1.4 s on this
-project's CPU with one call per leaf and 0.5-0.6 s with :func:`leafwise` (two runs of
-``benchmarks/rng_compile.py``, load 1-2). :func:`leafwise`
-returns exactly the same arrays, bit for bit, while drawing each *group* of leaves with one
-vmapped call.
+these hashes, not with the number of random numbers (``benchmarks/rng_compile.py`` measures
+it; figures in docs/benchmarks.md, "Design figures"). :func:`leafwise` returns exactly the same
+arrays, bit for bit, while drawing each *group* of leaves with one vmapped call.
 
 The price is scratch memory: the padded ``[group, largest leaf]`` draw is materialised before it
-is sliced, where one call per leaf fuses into its consumer. For the MAP-Elites emitter (flips and
-Gaussian noise of 256 hopper policies; ``python benchmarks/rng_compile.py --emitter``) XLA's
-scratch is 2.1 MiB with one call per leaf and 2.1 / 3.5 / 4.6 / 7.5 MiB with ``max_waste``
-1 / 1.5 / 2 / 3, while compile time falls from 1.7 s to 1.0 s (``max_waste`` 2). Memory grows
-with the population and compile time does not, so the per-generation
+is sliced, where one call per leaf fuses into its consumer (``python benchmarks/rng_compile.py
+--emitter`` measures both for the MAP-Elites emitter). Memory grows with the population and
+compile time does not, so the per-generation
 operators (:func:`synprune_jax.variation.gaussian_mutation`,
 :func:`synprune_jax.pruning.flip_mutation`) keep one call per leaf; :func:`leafwise` draws the
 initial masks (:func:`synprune_jax.masks.init_masks`), which run once per run.

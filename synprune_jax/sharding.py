@@ -22,8 +22,8 @@ and an individual's result depends only on its own genome and that key, never on
 batch. Then evaluating the batch in slices (per device or per chunk) with the same key computes
 the same per-individual values. They are bit-identical when XLA uses the same kernels for the
 slice as for the whole batch (tested: the arm task, and Brax with 64 vs 32 individuals); XLA:CPU
-may pick other kernels for other batch sizes, and then the last bits differ (measured: Brax hopper,
-50 steps, 256 vs 128 individuals: relative difference <= 2.3e-6, descriptors equal). A custom task
+may pick other kernels for other batch sizes, and then the last bits differ (docs/benchmarks.md,
+"Design figures", gives the size of the difference). A custom task
 that draws per-individual noise as ``split(key, P)[i]`` does not have this property; keep it
 unsharded / unchunked or give it common random numbers.
 

@@ -273,7 +273,7 @@ def _descriptor_names(config: dict) -> list[str]:
 
 EXPERIMENTS = (
     Experiment("me-prune", "MAP-Elites synaptic pruning of a tanh MLP on Brax hopper "
-               "(descriptors: sparsity x disconnected fraction); about 3 min on 2 CPU cores",
+               "(descriptors: sparsity x disconnected fraction)",
                default_config_brax, build),
     Experiment("me-prune-feet", "MAP-Elites pruning on Brax halfcheetah with feet-contact "
                "descriptors (behavioural diversity); reports density bands as well",

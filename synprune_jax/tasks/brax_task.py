@@ -305,11 +305,10 @@ class BraxTask:
         One ``lax.scan`` over time whose body is the step vmapped once over a flat batch of
         ``P * E`` episodes (individual-major), rather than a vmap of per-individual scans: the
         same batched operations, but JAX traces the step once instead of running the scan
-        batching rule (a fixed point over the carry): lowering ``evaluate`` (hopper, 256 x 100
-        steps) takes 1.0 s instead of 1.6 s on this project's CPU. One flat axis rather than two
-        nested vmaps over ``[P, E]``: with the usual ``E = 1``, XLA:CPU fuses the physics of a
-        ``[P, 1, ...]`` batch worse (hopper at ``P = 1024``: 1.30 s per evaluation before,
-        1.08 s now; docs/benchmarks.md). The policy itself still runs on ``[P, E, obs]``, so an
+        batching rule (a fixed point over the carry), which lowers faster. One flat axis rather
+        than two nested vmaps over ``[P, E]``: with the usual ``E = 1``, XLA:CPU fuses the
+        physics of a ``[P, 1, ...]`` batch worse (docs/benchmarks.md has both figures). The
+        policy itself still runs on ``[P, E, obs]``, so an
         individual's episodes share its parameters as in :meth:`rollout` under two vmaps. Outputs
         equal the per-individual :meth:`rollout` under two vmaps: bit for bit with ``E = 2``;
         with ``E = 1`` up to float32 rounding, since XLA:CPU compiles a ``[P, 1, ...]`` physics
