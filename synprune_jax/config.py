@@ -10,8 +10,8 @@ frozen dataclasses that validate their own fields as well.
 from __future__ import annotations
 
 import contextlib
-
 import copy
+import dataclasses
 import json
 from typing import Any, Iterable
 
@@ -121,6 +121,61 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def section_defaults(cls, **values) -> dict:
+    """The config section of a dataclass ``cls``: every field with its default, ``values``
+    applied (tuples become lists, so the section is JSON). The dataclass is the one source of
+    the section's keys, defaults and types.
+
+    Example:
+        >>> from synprune_jax.variation import MutationHyper
+        >>> section_defaults(MutationHyper, sigma=0.1)["sigma"], len(section_defaults(MutationHyper))
+        (0.1, 6)
+    """
+    names = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {unknown}")
+    section = {}
+    for field in dataclasses.fields(cls):
+        if field.name in values:
+            value = values[field.name]
+        elif field.default is not dataclasses.MISSING:
+            value = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        else:
+            raise ValueError(f"{cls.__name__}.{field.name} has no default; pass it")
+        section[field.name] = list(value) if isinstance(value, tuple) else value
+    return section
+
+
+def from_section(cls, section: dict, name: str, **fixed):
+    """Builds the dataclass ``cls`` from a config section (the inverse of
+    :func:`section_defaults`): the section's keys must be ``cls``'s fields less those given in
+    ``fixed``; an int given for a float field becomes a float, a list for a tuple field a tuple.
+
+    Raises:
+        ConfigError: an unknown or missing key.
+        ValueError / TypeError: what ``cls`` itself refuses (wrap in :func:`config_errors`).
+    """
+    fields = {field.name: field for field in dataclasses.fields(cls) if field.name not in fixed}
+    require_keys(section, name, fields)
+    missing = sorted(key for key, field in fields.items() if key not in section
+                     and field.default is dataclasses.MISSING
+                     and field.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"missing keys in {name}: {missing}")
+    values = {}
+    for key, value in section.items():
+        default = fields[key].default
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values, **fixed)
 
 
 def require_keys(section: dict, name: str, allowed: Iterable[str]) -> None:

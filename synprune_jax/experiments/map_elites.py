@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import numpy as np
 
-from synprune_jax.config import ConfigError, config_errors, require_keys
+from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+                                 section_defaults)
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
@@ -14,6 +14,9 @@ DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
 def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: int,
             num_generations: int, qd_offset: float, forward_prune: bool, sigma: float) -> dict:
+    from synprune_jax.runner import RunConfig
+    from synprune_jax.variation import MutationHyper
+
     return {
         "algorithm": "map_elites",
         "task": {**task, "devices": 1},
@@ -30,16 +33,8 @@ def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: i
             "qd_offset": qd_offset,
             "mutation_block": None,
         },
-        "mutation": {
-            "sigma": sigma,
-            "p_disconnect": 0.02,
-            "p_connect": 0.01,
-            "rate_redraw_probability": 0.1,
-            "rate_min": 1e-4,
-            "rate_max": 0.2,
-        },
-        "run": {"num_generations": num_generations, "seed": 0, "chunk_size": 10,
-                "checkpoint_every": 50, "metrics_format": "csv", "progress": True},
+        "mutation": section_defaults(MutationHyper, sigma=sigma),
+        "run": section_defaults(RunConfig, num_generations=num_generations),
     }
 
 
@@ -146,17 +141,11 @@ def build(config: dict) -> Built:
         task = build_task(config["task"])
         archive = build_archive_spec(config["archive"], task)
         me_config = map_elites_config(config["map_elites"], archive)
-        require_keys(config["mutation"], "mutation",
-                     [f.name for f in dataclasses.fields(MutationHyper)])
-        hyper = MutationHyper(**{k: float(v) for k, v in config["mutation"].items()})
-        _check_hyper(hyper)
-        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
-                                            "checkpoint_every", "metrics_format", "progress"))
-        run_config = RunConfig(**config["run"])
+        hyper = mutation_hyper(config["mutation"])
+        run_config = from_section(RunConfig, config["run"], "run")
         algorithm = MapElites(me_config, task)
     return Built(algorithm=algorithm, hyper=hyper, run_config=run_config, report=report,
-                 describe=describe,
-                 plot=plot_run)
+                 describe=describe, plot=plot_run)
 
 
 def map_elites_config(section: dict, archive):
@@ -174,6 +163,15 @@ def map_elites_config(section: dict, archive):
                               forward_prune=bool(section.pop("forward_prune")))
     return MapElitesConfig(archive=archive, mutation=mutation, density_bands=DENSITY_BANDS,
                            **section)
+
+
+def mutation_hyper(section: dict):
+    """The ``mutation`` section -> a validated :class:`~synprune_jax.variation.MutationHyper`."""
+    from synprune_jax.variation import MutationHyper
+
+    hyper = from_section(MutationHyper, {k: float(v) for k, v in section.items()}, "mutation")
+    _check_hyper(hyper)
+    return hyper
 
 
 def _check_hyper(hyper) -> None:
