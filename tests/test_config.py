@@ -77,3 +77,22 @@ def test_mutation_block_reaches_the_algorithm(name):
 def test_unknown_experiment_lists_valid():
     with pytest.raises(ConfigError, match="me-prune"):
         get_experiment("nope")
+
+
+def test_sections_are_derived_from_their_dataclass():
+    from synprune_jax.config import ConfigError, from_section, section_defaults
+    from synprune_jax.runner import RunConfig
+    from synprune_jax.variation import MutationHyper
+
+    section = section_defaults(RunConfig, num_generations=7)
+    assert section == {"num_generations": 7, "seed": 0, "chunk_size": 10, "checkpoint_every": 50,
+                       "metrics_format": "csv", "progress": True}
+    assert from_section(RunConfig, section, "run") == RunConfig(num_generations=7)
+    hyper = from_section(MutationHyper, {"sigma": 1}, "mutation")  # int -> float, rest default
+    assert hyper == MutationHyper(sigma=1.0) and isinstance(hyper.sigma, float)
+    with pytest.raises(ConfigError, match="unknown keys in run: \\['sede'\\]"):
+        from_section(RunConfig, {**section, "sede": 1}, "run")
+    with pytest.raises(ConfigError, match="missing keys in run: \\['num_generations'\\]"):
+        from_section(RunConfig, {"seed": 1}, "run")
+    with pytest.raises(ValueError, match="no fields"):
+        section_defaults(RunConfig, generations=3)
