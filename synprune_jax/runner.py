@@ -60,6 +60,7 @@ import numpy as np
 from synprune_jax import checkpoint as checkpoint_lib
 from synprune_jax.rundir import (METRICS_FORMATS, RunDirectory, completed_generation,
                                  read_metrics, write_json)
+from synprune_jax.trees import strong_types
 
 PyTree = Any
 State = Any
@@ -149,11 +150,6 @@ def _replace_generation(state: State, generation: jax.Array) -> State:
     if hasattr(state, "_replace"):  # NamedTuple
         return state._replace(generation=generation)
     raise TypeError(f"cannot set `generation` on a state of type {type(state).__name__}")
-
-
-def strong_types(tree: PyTree) -> PyTree:
-    """Drops weak types (e.g. from Python scalars) so scan carries and AOT signatures agree."""
-    return jax.tree_util.tree_map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), tree)
 
 
 def scan_generations(step: Callable, seed, state: State, length: int):
