@@ -19,6 +19,7 @@ def test_select_scalar_and_per_row():
 
 def test_strong_types_drops_weak_types():
     weak = {"x": jnp.asarray(1.0) * 2}  # Python scalar -> weakly typed
+    assert jax.tree_util.tree_leaves(weak)[0].weak_type
     assert not jax.tree_util.tree_leaves(trees.strong_types(weak))[0].weak_type
 
 
