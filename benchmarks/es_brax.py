@@ -45,17 +45,19 @@ DEFAULT_BRAX_PYTHON = os.path.join(ROOT, ".venv-brax", "bin", "python")
 
 def build_ours(args):
     """Compiled generation of ours: ``(step, state, compile_s, record)``."""
-    from synprune_jax.algorithms.es import ESConfig, MaskedES
+    from synprune_jax.algorithms.es import ESConfig, ESHyper, MaskedES
     from synprune_jax.tasks import BraxTask
 
     task = BraxTask(env_name=args.env, backend=args.backend, episode_length=args.episode_length,
                     hidden_sizes=args.hidden)
-    config = ESConfig(strategy="open_es", population_size=args.population, sigma_init=0.05,
-                      learning_rate=0.01, search_space="unmasked", evaluate_mean=False)
+    config = ESConfig(strategy="open_es", population_size=args.population,
+                      search_space="unmasked", evaluate_mean=False)
+    hyper = ESHyper(sigma_init=0.05, learning_rate=0.01)  # constants of the program, as a run's
     algorithm = MaskedES(config, task)
-    state = jax.jit(algorithm.init)(jax.random.key(0))
+    state = jax.jit(lambda key: algorithm.init(key, hyper))(jax.random.key(0))
     started = time.perf_counter()
-    step = jax.jit(algorithm.step).lower(jax.random.key(0), state).compile()
+    step = jax.jit(lambda key, state: algorithm.step(key, state, hyper)).lower(
+        jax.random.key(0), state).compile()
     compile_s = time.perf_counter() - started
     return step, state, compile_s, {
         "side": "ours", "algorithm": "MaskedES(open_es, unmasked)", "env": args.env,

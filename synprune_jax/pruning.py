@@ -27,6 +27,7 @@ from synprune_jax.types import Masks, Params, PyTree
 
 Scope = Literal["layer", "global"]
 SCOPES = ("layer", "global")
+SCHEDULES = ("constant", "linear", "cubic")  # of :func:`scheduled_density`
 
 
 def select_lowest(scores: jax.Array, candidates: jax.Array, count: jax.Array) -> jax.Array:
@@ -136,30 +137,106 @@ def prune_magnitude_to_density(params: Params, masks: Masks, maskable: PyTree,
     """Magnitude-prunes until density is at most ``target_density`` (never regrows).
 
     With ``scope="layer"`` each maskable leaf is brought to ``floor(target * size)`` active
-    connections; with ``"global"`` the whole network is.
+    connections; with ``"global"`` the whole network is. Same as
+    :func:`prune_to_density_by_score` with scores ``|w|``.
+    """
+    scores = jax.tree_util.tree_map(jnp.abs, params)
+    return prune_to_density_by_score(scores, masks, maskable, target_density, scope=scope)
+
+
+def prune_to_density_by_score(scores: PyTree, masks: Masks, maskable: PyTree, target_density, *,
+                              scope: Scope = "layer") -> Masks:
+    """Removes the lowest-score active connections until density <= ``target_density``.
+
+    Exact counts with ties broken by index (:func:`select_lowest`); never regrows.
+    ``scope="layer"`` brings every maskable leaf to ``floor(target * size)`` active connections;
+    ``"global"`` ranks all maskable connections together and keeps ``floor(target * total)``.
+
+    Args:
+        scores: pytree shaped like ``masks`` (float; low = removed first).
+        masks: boolean masks of one network.
+        maskable: pytree of bools.
+        target_density: scalar in [0, 1] (may be traced).
+        scope: ``"layer"`` or ``"global"``.
+
+    Returns:
+        The pruned masks (same structure and shapes).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> scores = {"w": jnp.array([2.0, 2.0, 1.0, 2.0])}
+        >>> masks = {"w": jnp.array([True, True, True, True])}
+        >>> prune_to_density_by_score(scores, masks, {"w": True}, 0.5)["w"].tolist()
+        [False, True, False, True]
     """
     _check_scope(scope)
-    flags = jax.tree_util.tree_leaves(maskable)
     leaves, treedef = jax.tree_util.tree_flatten(masks)
+    score_leaves = jax.tree_util.tree_leaves(scores)
+    flags = jax.tree_util.tree_leaves(maskable)
     target = jnp.asarray(target_density, jnp.float32)
+    picked = [i for i, flag in enumerate(flags) if flag]
+    out = list(leaves)
     if scope == "layer":
-        out = list(leaves)
-        param_leaves = jax.tree_util.tree_leaves(params)
-        for i, flag in enumerate(flags):
-            if not flag:
-                continue
-            active = jnp.sum(leaves[i], dtype=jnp.int32)
-            keep = jnp.floor(target * leaves[i].size).astype(jnp.int32)
+        for i in picked:
             flat = leaves[i].reshape(-1)
-            chosen = select_lowest(jnp.abs(param_leaves[i]).reshape(-1), flat,
-                                   jnp.maximum(active - keep, 0))
+            keep = jnp.floor(target * flat.size).astype(jnp.int32)
+            count = jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0)
+            chosen = select_lowest(score_leaves[i].reshape(-1), flat, count)
             out[i] = (flat & ~chosen).reshape(leaves[i].shape)
         return jax.tree_util.tree_unflatten(treedef, out)
-    total = sum(leaf.size for leaf, flag in zip(leaves, flags) if flag)
-    active = sum(jnp.sum(leaf, dtype=jnp.int32) for leaf, flag in zip(leaves, flags) if flag)
-    keep = jnp.floor(target * total).astype(jnp.int32)
-    return prune_magnitude(params, masks, maskable, count=jnp.maximum(active - keep, 0),
-                           scope="global")
+    flat = jnp.concatenate([leaves[i].reshape(-1) for i in picked])
+    flat_scores = jnp.concatenate([score_leaves[i].reshape(-1) for i in picked])
+    keep = jnp.floor(target * flat.size).astype(jnp.int32)
+    chosen = select_lowest(flat_scores, flat,
+                           jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0))
+    new_flat = flat & ~chosen
+    offset = 0
+    for i in picked:
+        out[i] = new_flat[offset:offset + leaves[i].size].reshape(leaves[i].shape)
+        offset += leaves[i].size
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def scheduled_density(generation, *, schedule: str, current_density, target_density,
+                      prune_amount, start: int, end: int):
+    """Density a prune at ``generation`` (completed generations) aims for (never above current).
+
+    * ``"constant"``: ``max(target, current * (1 - prune_amount))`` (a fixed fraction per prune);
+    * ``"linear"``: ``1 + (target - 1) * t``;
+    * ``"cubic"``: ``target + (1 - target) * (1 - t) ** 3`` (Zhu & Gupta 2017);
+
+    with ``t = clip((generation - start) / (end - start), 0, 1)``.
+
+    Args:
+        generation: int scalar (may be traced).
+        schedule: one of :data:`SCHEDULES` (static).
+        current_density: the network's density now (scalar, may be traced).
+        target_density: end density of the schedules (may be traced).
+        prune_amount: ``"constant"``: fraction removed per prune (may be traced).
+        start: generation at which ``t`` starts (static int).
+        end: generation at which ``t`` reaches 1 (static int).
+
+    Returns:
+        float32 scalar, ``<= current_density``.
+
+    Example:
+        >>> goal = scheduled_density(20, schedule="linear", current_density=1.0,
+        ...                          target_density=0.2, prune_amount=0.0, start=10, end=30)
+        >>> round(float(goal), 4)
+        0.6
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {SCHEDULES}")
+    current = jnp.asarray(current_density, jnp.float32)
+    target = jnp.asarray(target_density, jnp.float32)
+    if schedule == "constant":
+        goal = jnp.maximum(target, current * (1.0 - prune_amount))
+    else:
+        t = jnp.clip((jnp.asarray(generation, jnp.float32) - start) / max(end - start, 1), 0.0,
+                     1.0)
+        goal = 1.0 + (target - 1.0) * t if schedule == "linear" else \
+            target + (1.0 - target) * (1.0 - t) ** 3
+    return jnp.minimum(goal, current)
 
 
 def flip_mutation(key: jax.Array, masks: Masks, maskable: PyTree, p_disconnect,

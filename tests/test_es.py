@@ -1,11 +1,14 @@
 """Tests for the evosax adapter and masked ES with pruning (synprune_jax.algorithms.es)."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from synprune_jax import pruning
 from synprune_jax.algorithms import es as es_lib
 from synprune_jax.tasks import KinematicArm
 
@@ -38,6 +41,7 @@ def _run_evosax(cls, kwargs, params, steps, key=0):
 
 
 FULL = {"w": jnp.ones(6, bool)}
+ARM = KinematicArm(num_joints=8, genotype="angles")
 
 
 @pytest.mark.parametrize("search_space", ["all", "unmasked"])
@@ -129,7 +133,7 @@ def test_coordinate_std_of_cma_and_snr_pruning_order():
                                [0.5, 1.0, 1.5, 2.0])
     # snr = |mean| / std = [2, 2, 1.33, 2]: the third goes first, then ties by index
     snr = {"w": jnp.asarray([2.0, 2.0, 4.0 / 3.0, 2.0])}
-    pruned = es_lib.prune_to_density_by_score(snr, {"w": jnp.ones(4, bool)}, {"w": True}, 0.5)
+    pruned = pruning.prune_to_density_by_score(snr, {"w": jnp.ones(4, bool)}, {"w": True}, 0.5)
     assert pruned["w"].tolist() == [False, True, False, True]
 
 
@@ -138,29 +142,43 @@ def test_prune_to_density_exact_counts_and_scopes():
     maskable = {"a": True, "b": True, "bias": False}
     scores = {"a": jnp.arange(10.0), "b": jnp.asarray([0.5, 0.5, 100.0, 0.1]),
               "bias": jnp.zeros(3)}
-    layer = es_lib.prune_to_density_by_score(scores, masks, maskable, 0.5)
+    layer = pruning.prune_to_density_by_score(scores, masks, maskable, 0.5)
     assert layer["a"].tolist() == [False] * 5 + [True] * 5
     assert layer["b"].tolist() == [False, True, True, False]  # 0.1, then first of the 0.5 tie
     assert layer["bias"].tolist() == [True] * 3
-    glob = es_lib.prune_to_density_by_score(scores, masks, maskable, 0.5, scope="global")
+    glob = pruning.prune_to_density_by_score(scores, masks, maskable, 0.5, scope="global")
     # 14 maskable, keep floor(7): remove the 7 lowest: b[3]=.1, b[0]=b[1]=.5, a[0..3]
     assert glob["a"].tolist() == [False] * 4 + [True] * 6
     assert glob["b"].tolist() == [False, False, True, False]
-    again = es_lib.prune_to_density_by_score(scores, layer, maskable, 0.8)
+    again = pruning.prune_to_density_by_score(scores, layer, maskable, 0.8)
     assert again["a"].tolist() == layer["a"].tolist()  # never regrows
 
 
 def test_scheduled_density_formulas():
     kw = dict(current_density=1.0, target_density=0.2, prune_amount=0.3, start=10, end=30)
-    assert float(es_lib.scheduled_density(20, schedule="linear", **kw)) == pytest.approx(0.6)
-    assert float(es_lib.scheduled_density(20, schedule="cubic", **kw)) == pytest.approx(
+    assert float(pruning.scheduled_density(20, schedule="linear", **kw)) == pytest.approx(0.6)
+    assert float(pruning.scheduled_density(20, schedule="cubic", **kw)) == pytest.approx(
         0.2 + 0.8 * 0.125)
-    assert float(es_lib.scheduled_density(5, schedule="cubic", **kw)) == pytest.approx(1.0)
-    assert float(es_lib.scheduled_density(99, schedule="linear", **kw)) == pytest.approx(0.2)
-    assert float(es_lib.scheduled_density(0, schedule="constant", **kw)) == pytest.approx(0.7)
+    assert float(pruning.scheduled_density(5, schedule="cubic", **kw)) == pytest.approx(1.0)
+    assert float(pruning.scheduled_density(99, schedule="linear", **kw)) == pytest.approx(0.2)
+    assert float(pruning.scheduled_density(0, schedule="constant", **kw)) == pytest.approx(0.7)
     kw["current_density"] = 0.25
-    assert float(es_lib.scheduled_density(0, schedule="constant", **kw)) == pytest.approx(0.2)
-    assert float(es_lib.scheduled_density(12, schedule="linear", **kw)) == pytest.approx(0.25)
+    assert float(pruning.scheduled_density(0, schedule="constant", **kw)) == pytest.approx(0.2)
+    assert float(pruning.scheduled_density(12, schedule="linear", **kw)) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        pruning.scheduled_density(12, schedule="exponential", **kw)
+
+
+def test_magnitude_to_density_is_score_pruning_by_absolute_value():
+    params = {"w": jnp.asarray([0.3, -0.1, 0.2, 0.1, -0.4, 0.0]), "b": jnp.zeros(2)}
+    masks = {"w": jnp.asarray([True, True, True, True, True, False]), "b": jnp.ones(2, bool)}
+    maskable = {"w": True, "b": False}
+    for scope in ("layer", "global"):
+        by_magnitude = pruning.prune_magnitude_to_density(params, masks, maskable, 0.5,
+                                                          scope=scope)
+        # keep floor(0.5 * 6) = 3 of the 5 active: |-0.1| and |0.1| go (ties by index)
+        assert by_magnitude["w"].tolist() == [True, False, True, False, True, False]
+        assert by_magnitude["b"].tolist() == [True, True]
 
 
 def test_names_and_config_validation():
@@ -177,23 +195,85 @@ def test_names_and_config_validation():
     with pytest.raises(ValueError, match="does not accept"):
         es_lib.MaskedStrategy("cma_es", 8, {"w": jnp.zeros(3)},
                               strategy_kwargs={"optimizer": None})
+    for bad, message in [(dict(sigma_init=0.0), "sigma_init must be > 0"),
+                         (dict(sigma_min=-0.1), "sigma_min must be >= 0"),
+                         (dict(learning_rate=0.0), "learning_rate must be > 0"),
+                         (dict(init_density=0.0), "init_density must be in"),
+                         (dict(prune_amount=1.5), "prune_amount must be in"),
+                         (dict(target_density=-0.1), "target_density must be in")]:
+        with pytest.raises(ValueError, match=message):
+            es_lib.validate_hyper(es_lib.ESHyper(**bad))
+    es_lib.validate_hyper(es_lib.ESHyper())
+    # traced values are not checked (a sweep's stacked knobs); concrete ones are, in init too
+    jax.jit(es_lib.validate_hyper)(es_lib.ESHyper(sigma_init=-1.0))
+    algorithm = es_lib.MaskedES(es_lib.ESConfig(population_size=4), ARM)
+    with pytest.raises(ValueError, match="sigma_init must be > 0"):
+        algorithm.init(jax.random.key(0), es_lib.ESHyper(sigma_init=-1.0))
 
 
-ARM = KinematicArm(num_joints=8, genotype="angles")
+def test_algorithm_is_static_and_compares_by_value():
+    config = es_lib.ESConfig(population_size=8, prune_every=2)
+    first, second = es_lib.MaskedES(config, ARM), es_lib.MaskedES(config, ARM)
+    assert first == second and hash(first) == hash(second)
+    assert first != es_lib.MaskedES(es_lib.ESConfig(population_size=10, prune_every=2), ARM)
+    plain = {"use_antithetic_sampling": False}
+    extra = es_lib.MaskedES(config, ARM, strategy_kwargs=plain)
+    assert extra != first and extra == es_lib.MaskedES(config, ARM, strategy_kwargs=dict(plain))
+    assert first.default_hyper == es_lib.ESHyper()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.config = config
+    # the hyper reaches the evosax instance; the run's own Python values rebuild nothing
+    assert first.strategy_for(first.default_hyper) is first.adapter
+    bound = first.strategy_for(es_lib.ESHyper(sigma_init=0.3))
+    assert bound is not first.adapter and bound.sigma_init == 0.3
+
+
+def test_builder_splits_the_es_section_into_config_and_hyper():
+    from synprune_jax import config as config_lib
+    from synprune_jax.config import ConfigError
+    from synprune_jax.experiments import es as es_experiment
+    from synprune_jax.experiments import get_experiment
+
+    section = es_experiment._es_section(sigma_init=0.2, prune_every=3)
+    assert list(section) == list(es_experiment._ES_KEYS)
+    config, hyper = es_experiment.es_config_and_hyper(section)
+    assert config == es_lib.ESConfig(prune_every=3)
+    assert hyper == es_lib.ESHyper(sigma_init=0.2)
+    # a missing key takes its default, as before
+    assert es_experiment.es_config_and_hyper({"learning_rate": 1})[1] == es_lib.ESHyper(
+        learning_rate=1.0)
+
+    entry = get_experiment("es-prune-arm")
+
+    def build(*overrides):
+        return entry.build(config_lib.apply_overrides(entry.default_config(), list(overrides)))
+
+    low, high = build("es.sigma_init=0.05"), build("es.sigma_init=0.1")
+    assert low.algorithm == high.algorithm and hash(low.algorithm) == hash(high.algorithm)
+    assert (low.hyper.sigma_init, high.hyper.sigma_init) == (0.05, 0.1)
+    assert low.hyper.learning_rate == 0.02 and low.hyper.target_density == 0.25
+    assert build("es.population_size=16").algorithm != low.algorithm
+    with pytest.raises(ConfigError, match="target_density must be in"):
+        build("es.target_density=2")
+    hand_written = entry.default_config()  # a config file, not --set (which checks types)
+    hand_written["es"]["sigma_init"] = "small"
+    with pytest.raises(ConfigError, match="es.sigma_init must be a number"):
+        entry.build(hand_written)
 
 
 @pytest.fixture(scope="module")
 def pruned_run():
-    config = es_lib.ESConfig(strategy="open_es", population_size=16, sigma_init=0.1,
-                             learning_rate=0.05, prune_every=2, prune_schedule="constant",
-                             prune_amount=0.25, target_density=0.5, prune_criterion="magnitude")
+    config = es_lib.ESConfig(strategy="open_es", population_size=16, prune_every=2,
+                             prune_schedule="constant", prune_criterion="magnitude")
+    hyper = es_lib.ESHyper(sigma_init=0.1, learning_rate=0.05, prune_amount=0.25,
+                           target_density=0.5)
     algorithm = es_lib.MaskedES(config, ARM)
-    state = jax.jit(algorithm.init)(jax.random.key(0))
+    state = jax.jit(lambda key: algorithm.init(key, hyper))(jax.random.key(0))
 
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(key, state):
-        return algorithm.step(key, state)
+        return algorithm.step(key, state, hyper)
 
     history = []
     for g in range(8):

@@ -1,5 +1,6 @@
 """Tests for the truncation GA (synprune_jax.algorithms.ga) and its experiments."""
 
+import dataclasses
 import json
 
 import chex
@@ -57,22 +58,87 @@ def test_config_validation():
         ga_lib.GAConfig(population_size=4, elite_fraction=1.0)
     with pytest.raises(ValueError, match="crossover"):
         ga_lib.GAConfig(crossover="two-point")
-    with pytest.raises(ValueError, match="archive_dir"):
-        ga_lib.GAConfig(init="archive")
+    with pytest.raises(ValueError, match="needs elites"):
+        ga_lib.TruncationGA(ga_lib.GAConfig(init="archive"), ARM)
     with pytest.raises(ValueError, match="direct genotype"):
         ga_lib.TruncationGA(ga_lib.GAConfig(), KinematicArm(genotype="angles"))
+    with pytest.raises(ValueError, match="crossover_rate must be in"):
+        ga_lib.validate_hyper(ga_lib.GAHyper(crossover_rate=1.5))
+    algorithm = ga_lib.TruncationGA(ga_lib.GAConfig(population_size=4), ARM)
+    with pytest.raises(ValueError, match="crossover_rate must be in"):
+        algorithm.init(jax.random.key(0), ga_lib.GAHyper(crossover_rate=-0.1))
+    jax.jit(ga_lib.validate_hyper)(ga_lib.GAHyper(crossover_rate=1.5))  # traced: not checked
+    assert algorithm.default_hyper == ga_lib.GAHyper(MutationHyper(), 0.5)
+
+
+def _elites(count=3, seed=5):
+    params = jax.tree_util.tree_map(np.asarray, jax.vmap(ARM.init_params)(
+        jax.random.split(jax.random.key(seed), count)))
+    masks = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf) > 0, params)
+    return {"params": params, "masks": masks, "rates": np.full((count, 2), 0.03, np.float32),
+            "fitness": np.zeros(count)}
+
+
+def test_algorithm_is_static_and_compares_by_value():
+    config = ga_lib.GAConfig(population_size=8, init="archive")
+    first = ga_lib.TruncationGA(config, ARM, _elites())
+    second = ga_lib.TruncationGA(config, ARM, _elites())  # equal content, other arrays
+    assert first == second and hash(first) == hash(second)
+    assert first != ga_lib.TruncationGA(config, ARM, _elites(seed=6))
+    assert first != ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8), ARM)
+    assert set(first.elites) == {"params", "masks", "rates"}  # other keys dropped
+    beta = ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8), ARM, _elites())
+    assert beta.elites is None and beta == ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8),
+                                                               ARM)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.config = config
+
+
+def test_builder_puts_crossover_rate_and_mutation_in_the_hyper():
+    from synprune_jax import config as config_lib
+    from synprune_jax.experiments import get_experiment
+
+    entry = get_experiment("ga-arm")
+
+    def build(*overrides):
+        return entry.build(config_lib.apply_overrides(entry.default_config(), list(overrides)))
+
+    low = build("ga.crossover_rate=0.3", "mutation.sigma=0.05")
+    high = build("ga.crossover_rate=0.7", "mutation.sigma=0.2")
+    assert low.algorithm == high.algorithm and hash(low.algorithm) == hash(high.algorithm)
+    assert low.hyper == ga_lib.GAHyper(MutationHyper(sigma=0.05, p_disconnect=0.02,
+                                                     p_connect=0.01, rate_redraw_probability=0.1,
+                                                     rate_min=1e-4, rate_max=0.2), 0.3)
+    assert high.hyper.crossover_rate == 0.7 and high.hyper.mutation.sigma == 0.2
+    assert build("ga.crossover=layer").algorithm != low.algorithm
+
+
+def test_archive_init_starts_from_the_elites_best_first():
+    elites = _elites()
+    algorithm = ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8, init="archive"), ARM,
+                                    elites)
+    population = algorithm.initial_population(jax.random.key(0),
+                                              ga_lib.GAHyper(MutationHyper(sigma=0.1)))
+    changed = []
+    for stored, leaf in zip(jax.tree_util.tree_leaves(elites["params"]),
+                            jax.tree_util.tree_leaves(population.params)):
+        np.testing.assert_array_equal(np.asarray(leaf)[:3], stored)  # the elites as they are
+        changed.append(np.asarray(leaf)[3:] != stored[[0, 1, 2, 0, 1]])  # cycled copies
+    # the copies are mutated (Gaussian noise on active weights): every copy differs
+    assert all(any(c[i].any() for c in changed) for i in range(5))
 
 
 @pytest.fixture(scope="module")
 def ga_run():
-    config = ga_lib.GAConfig(population_size=16, crossover="uniform", crossover_rate=0.5)
-    algorithm = ga_lib.TruncationGA(config, ARM, MutationHyper(sigma=0.1, p_disconnect=0.05))
-    state = jax.jit(algorithm.init)(jax.random.key(0))
+    config = ga_lib.GAConfig(population_size=16, crossover="uniform")
+    hyper = ga_lib.GAHyper(MutationHyper(sigma=0.1, p_disconnect=0.05), crossover_rate=0.5)
+    algorithm = ga_lib.TruncationGA(config, ARM)
+    state = jax.jit(lambda key: algorithm.init(key, hyper))(jax.random.key(0))
 
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(key, state):
-        return algorithm.step(key, state)
+        return algorithm.step(key, state, hyper)
 
     states, history = [state], []
     for g in range(6):
@@ -110,6 +176,7 @@ def test_initial_population_is_beta_pruned(ga_run):
 
 def test_cli_ga_from_map_elites_archive_and_resume(tmp_path):
     from synprune_jax.experiments import get_experiment
+    from synprune_jax.experiments.es import load_archive_elites
 
     me_dir = tmp_path / "me"
     me_config = get_experiment("me-arm").default_config()
@@ -120,7 +187,7 @@ def test_cli_ga_from_map_elites_archive_and_resume(tmp_path):
     me_config["run"].update(num_generations=5, chunk_size=5, progress=False)
     (tmp_path / "me.json").write_text(json.dumps(me_config))
     assert main(["run", "--config", str(tmp_path / "me.json"), "--out", str(me_dir)]) == 0
-    elites = ga_lib.load_archive_elites(str(me_dir))
+    elites = load_archive_elites(str(me_dir))
     assert elites["experiment"] == "me-arm"
     assert list(elites["fitness"]) == sorted(elites["fitness"], reverse=True)
 
@@ -147,7 +214,11 @@ def test_cli_ga_from_map_elites_archive_and_resume(tmp_path):
 def test_archive_init_rejects_a_different_network(tmp_path):
     elites = {"params": {"w": np.zeros((3, 5))}, "masks": {"w": np.ones((3, 5), bool)},
               "rates": np.zeros((3, 2), np.float32)}
-    config = ga_lib.GAConfig(population_size=4, init="archive", archive_dir="unused",
+    config = ga_lib.GAConfig(population_size=4, init="archive",
                              mutation=MutationConfig(forward_prune=False))
     with pytest.raises(ValueError, match="do not match"):
         ga_lib.TruncationGA(config, ARM, elites=elites)
+    # through the CLI: init=archive without a directory is a config error, nothing runs
+    assert main(["run", "ga-arm", "--set", "ga.init=archive", "--out",
+                 str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()

@@ -110,7 +110,7 @@ def test_generations_to_threshold_and_rank_correlation():
 
 
 def test_learning_speed_study_runs(tmp_path):
-    from synprune_jax.algorithms.es import ESConfig
+    from synprune_jax.algorithms.es import ESConfig, ESHyper
     from synprune_jax.tasks import KinematicArm
 
     task = KinematicArm(num_joints=3, genotype="mlp", hidden_sizes=(6,))
@@ -122,9 +122,11 @@ def test_learning_speed_study_runs(tmp_path):
     study = speed.LearningSpeedStudy(task, ESConfig(population_size=8, evaluate_mean=False),
                                      num_networks=4, threshold=-0.05, bins=6,
                                      observations_fn=observations)
-    state = jax.jit(study.init)(jax.random.key(0))
+    assert study.default_hyper == ESHyper()
+    hyper = study.default_hyper
+    state = jax.jit(lambda key: study.init(key, hyper))(jax.random.key(0))
     assert state.action_mi.shape == (4,) and (np.asarray(state.action_mi) >= 0).all()
-    step = jax.jit(study.step)
+    step = jax.jit(lambda key, state: study.step(key, state, hyper))
     for g in range(3):
         state, metrics = step(jax.random.key(g), state)
     first = np.asarray(state.first_reached)
@@ -134,6 +136,42 @@ def test_learning_speed_study_runs(tmp_path):
     path = speed.plot_mi_vs_learning_speed(tmp_path / "mi.png", np.asarray(state.action_mi),
                                            first, 3)
     assert (tmp_path / "mi.png").stat().st_size > 0 and path.endswith("mi.png")
+
+
+def test_learning_speed_study_is_static_and_takes_the_es_hyper():
+    from synprune_jax.algorithms.es import ESConfig, ESHyper
+    from synprune_jax.tasks import KinematicArm
+
+    task = KinematicArm(num_joints=3, genotype="mlp", hidden_sizes=(6,))
+
+    def observations(key, population):
+        return (jax.random.normal(key, (population.size, 16, task.input_size)),
+                jnp.ones((population.size, 16)))
+
+    def study(**changes):
+        arguments = dict(task=task, es_config=ESConfig(population_size=4, evaluate_mean=False),
+                         num_networks=2, threshold=-0.05, bins=4, observations_fn=observations)
+        return speed.LearningSpeedStudy(**{**arguments, **changes})
+
+    assert study() == study() and hash(study()) == hash(study())
+    assert study(threshold=-0.05) == study(threshold=-0.05 + 0.0)
+    assert study(num_networks=3) != study()
+    assert study(observations_fn=lambda key, population: observations(key, population)) != study()
+    with pytest.raises(ValueError, match="observations_fn"):
+        study(observations_fn=None)  # the arm cannot record trajectories
+    with pytest.raises(ValueError, match="num_networks"):
+        study(num_networks=1)
+    # the hyper reaches every network's ES: another sigma, another search
+    one = study()
+    runs = []
+    for sigma in (0.05, 0.2):
+        hyper = ESHyper(sigma_init=sigma)
+        state = one.init(jax.random.key(0), hyper)
+        state, _ = one.step(jax.random.key(1), state, hyper)
+        runs.append(np.asarray(state.es.strategy.mean))
+    assert runs[0].shape == runs[1].shape and not np.array_equal(runs[0], runs[1])
+    with pytest.raises(ValueError, match="sigma_init"):
+        one.init(jax.random.key(0), ESHyper(sigma_init=0.0))
 
 
 @pytest.mark.slow

@@ -16,18 +16,21 @@ Two layers:
     update (gradient, covariance, evolution paths) sees no step along it: the effective search
     dimension is the number of active coordinates while every array keeps its shape.
 
-* :class:`MaskedES` is an algorithm for the runner (``init(key)``, ``step(key, state)``): an ES
-  on one masked network with **pruning during the search** (every ``prune_every`` generations, to
-  a target density along a constant-rate, linear or cubic schedule, by ES-mean magnitude, at
-  random, or by signal-to-noise ``|mean| / std`` of the search distribution per weight).
+* :class:`MaskedES` is an algorithm for the runner (``default_hyper``, ``init(key, hyper)``,
+  ``step(key, state, hyper)``): an ES on one masked network with **pruning during the search**
+  (every ``prune_every`` generations, to a target density along a constant-rate, linear or cubic
+  schedule, by ES-mean magnitude, at random, or by signal-to-noise ``|mean| / std`` of the search
+  distribution per weight; the operators live in :mod:`synprune_jax.pruning`). Static structure
+  is :class:`ESConfig`; the numeric knobs are :class:`ESHyper`.
 
-Example (kinematic arm, a second on CPU):
+Example (kinematic arm):
     >>> import jax
     >>> from synprune_jax.tasks import KinematicArm
     >>> task = KinematicArm(num_joints=4, genotype="mlp")
     >>> algorithm = MaskedES(ESConfig(strategy="open_es", population_size=8), task)
-    >>> state = algorithm.init(jax.random.key(0))
-    >>> state, metrics = algorithm.step(jax.random.key(1), state)
+    >>> hyper = algorithm.default_hyper.replace(sigma_init=0.1)
+    >>> state = algorithm.init(jax.random.key(0), hyper)
+    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
     >>> int(state.generation)
     1
 """
@@ -46,12 +49,12 @@ from flax import struct
 from jax import flatten_util
 
 from synprune_jax import masks as masks_lib
-from synprune_jax import pruning
+from synprune_jax.pruning import SCHEDULES, SCOPES, prune_to_density_by_score, scheduled_density
 from synprune_jax.types import Masks, Params, Population, PyTree
 
 SEARCH_SPACES = ("all", "unmasked")
 PRUNE_CRITERIA = ("magnitude", "random", "snr")
-PRUNE_SCHEDULES = ("constant", "linear", "cubic")
+PRUNE_SCHEDULES = SCHEDULES
 OPTIMIZERS = ("sgd", "adam")
 
 # Short names -> evosax class names (any other evosax name works too, case / "_" insensitive).
@@ -325,95 +328,22 @@ def _strong_types(tree: PyTree) -> PyTree:
                                   tree)
 
 
-# ----- pruning ------------------------------------------------------------------------------------
-
-def prune_to_density_by_score(scores: PyTree, masks: Masks, maskable: PyTree, target_density, *,
-                              scope: str = "layer") -> Masks:
-    """Removes the lowest-score active connections until density <= ``target_density``.
-
-    Exact counts with ties broken by index (:func:`synprune_jax.pruning.select_lowest`); never
-    regrows. ``scope="layer"`` brings every maskable leaf to ``floor(target * size)`` active
-    connections; ``"global"`` ranks all maskable connections together.
-
-    Args:
-        scores: pytree shaped like ``masks`` (float).
-        masks: boolean masks of one network.
-        maskable: pytree of bools.
-        target_density: scalar in [0, 1] (may be traced).
-    """
-    if scope not in pruning.SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; valid: {pruning.SCOPES}")
-    leaves, treedef = jax.tree_util.tree_flatten(masks)
-    score_leaves = jax.tree_util.tree_leaves(scores)
-    flags = jax.tree_util.tree_leaves(maskable)
-    target = jnp.asarray(target_density, jnp.float32)
-    picked = [i for i, flag in enumerate(flags) if flag]
-    out = list(leaves)
-    if scope == "layer":
-        for i in picked:
-            flat = leaves[i].reshape(-1)
-            keep = jnp.floor(target * flat.size).astype(jnp.int32)
-            count = jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0)
-            chosen = pruning.select_lowest(score_leaves[i].reshape(-1), flat, count)
-            out[i] = (flat & ~chosen).reshape(leaves[i].shape)
-        return jax.tree_util.tree_unflatten(treedef, out)
-    flat = jnp.concatenate([leaves[i].reshape(-1) for i in picked])
-    flat_scores = jnp.concatenate([score_leaves[i].reshape(-1) for i in picked])
-    keep = jnp.floor(target * flat.size).astype(jnp.int32)
-    chosen = pruning.select_lowest(flat_scores, flat,
-                                   jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0))
-    new_flat = flat & ~chosen
-    offset = 0
-    for i in picked:
-        out[i] = new_flat[offset:offset + leaves[i].size].reshape(leaves[i].shape)
-        offset += leaves[i].size
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def scheduled_density(generation, *, schedule: str, current_density, target_density,
-                      prune_amount, start: int, end: int):
-    """Density a prune at ``generation`` (completed generations) aims for (never above current).
-
-    * ``"constant"``: ``max(target, current * (1 - prune_amount))`` (a fixed fraction per prune);
-    * ``"linear"``: ``1 + (target - 1) * t``;
-    * ``"cubic"``: ``target + (1 - target) * (1 - t) ** 3`` (Zhu & Gupta 2017);
-
-    with ``t = clip((generation - start) / (end - start), 0, 1)``.
-    """
-    current = jnp.asarray(current_density, jnp.float32)
-    target = jnp.asarray(target_density, jnp.float32)
-    if schedule == "constant":
-        goal = jnp.maximum(target, current * (1.0 - prune_amount))
-    else:
-        t = jnp.clip((jnp.asarray(generation, jnp.float32) - start) / max(end - start, 1), 0.0,
-                     1.0)
-        goal = 1.0 + (target - 1.0) * t if schedule == "linear" else \
-            target + (1.0 - target) * (1.0 - t) ** 3
-    return jnp.minimum(goal, current)
-
-
 # ----- the runner algorithm -----------------------------------------------------------------------
-
 @dataclasses.dataclass(frozen=True)
 class ESConfig:
-    """Static configuration of :class:`MaskedES`.
+    """Static configuration of :class:`MaskedES` (its numeric knobs are :class:`ESHyper`).
 
     Attributes:
         strategy: evosax strategy name (any of ``evosax.algorithms``; aliases ``open_es``,
             ``cma_es``, ``sep_cma_es``, ``snes``, ``pgpe``, ``ars``, ``simple_ga``, ``de``).
         population_size: samples per generation ``P`` (even for OpenES).
         search_space: ``"unmasked"`` (only active weights are searched) or ``"all"``.
-        sigma_init: initial search std.
         sigma_decay: multiplicative std decay per generation (strategies with a std schedule).
-        sigma_min: floor of the decayed std.
         optimizer: ``"adam"`` or ``"sgd"`` (strategies that take an optax optimizer).
-        learning_rate: its learning rate.
-        init_density: density of the initial mask (exact per layer; 1.0 = dense).
         prune_criterion: ``"magnitude"`` (|mean|), ``"random"`` or ``"snr"`` (|mean| / std).
         prune_every: prune after every ``prune_every`` generations (0: never prune).
-        prune_schedule: ``"constant"``, ``"linear"`` or ``"cubic"`` (:func:`scheduled_density`).
-        prune_amount: ``"constant"`` schedule: fraction of active weights removed per prune.
-        target_density: density never pruned below (end of the schedules).
+        prune_schedule: ``"constant"``, ``"linear"`` or ``"cubic"``
+            (:func:`~synprune_jax.pruning.scheduled_density`).
         prune_start: generation at which the schedules start (and before which no prune happens).
         prune_end: generation at which linear / cubic schedules reach ``target_density``.
         prune_scope: ``"layer"`` or ``"global"``.
@@ -423,17 +353,11 @@ class ESConfig:
     strategy: str = "open_es"
     population_size: int = 64
     search_space: str = "unmasked"
-    sigma_init: float = 0.05
     sigma_decay: float = 1.0
-    sigma_min: float = 0.0
     optimizer: str = "adam"
-    learning_rate: float = 0.01
-    init_density: float = 1.0
     prune_criterion: str = "magnitude"
     prune_every: int = 0
     prune_schedule: str = "constant"
-    prune_amount: float = 0.1
-    target_density: float = 0.1
     prune_start: int = 0
     prune_end: int = 100
     prune_scope: str = "layer"
@@ -445,25 +369,18 @@ class ESConfig:
             (self.population_size >= 2, f"population_size must be >= 2, got {self.population_size}"),
             (self.search_space in SEARCH_SPACES,
              f"search_space must be one of {list(SEARCH_SPACES)}, got {self.search_space!r}"),
-            (self.sigma_init > 0, f"sigma_init must be > 0, got {self.sigma_init}"),
             (0 < self.sigma_decay <= 1, f"sigma_decay must be in (0, 1], got {self.sigma_decay}"),
-            (self.sigma_min >= 0, f"sigma_min must be >= 0, got {self.sigma_min}"),
             (self.optimizer in OPTIMIZERS,
              f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
-            (0 < self.init_density <= 1, f"init_density must be in (0, 1], got {self.init_density}"),
             (self.prune_criterion in PRUNE_CRITERIA,
              f"prune_criterion must be one of {list(PRUNE_CRITERIA)}, got {self.prune_criterion!r}"),
             (self.prune_every >= 0, f"prune_every must be >= 0, got {self.prune_every}"),
             (self.prune_schedule in PRUNE_SCHEDULES,
              f"prune_schedule must be one of {list(PRUNE_SCHEDULES)}, got {self.prune_schedule!r}"),
-            (0 <= self.prune_amount <= 1, f"prune_amount must be in [0, 1], got {self.prune_amount}"),
-            (0 <= self.target_density <= 1,
-             f"target_density must be in [0, 1], got {self.target_density}"),
             (0 <= self.prune_start < self.prune_end,
              f"need 0 <= prune_start < prune_end, got {self.prune_start}, {self.prune_end}"),
-            (self.prune_scope in pruning.SCOPES,
-             f"prune_scope must be one of {list(pruning.SCOPES)}, got {self.prune_scope!r}"),
+            (self.prune_scope in SCOPES,
+             f"prune_scope must be one of {list(SCOPES)}, got {self.prune_scope!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -473,27 +390,64 @@ class ESConfig:
             raise ValueError(f"OpenES needs an even population_size, got {self.population_size}")
 
 
-# ESConfig fields that are traced in :class:`ESHyper` (a sweep vmaps runs that differ in them).
-TRACED_CONFIG_FIELDS = ("sigma_init", "sigma_min", "learning_rate", "init_density",
-                        "prune_amount", "target_density")
-
-
 @struct.dataclass
 class ESHyper:
-    """Traced numeric knobs of :class:`MaskedES` (same meaning as in :class:`ESConfig`).
+    """Numeric knobs of :class:`MaskedES` (scalars; a sweep stacks them on a run axis).
 
-    ``sigma_init``, ``sigma_min`` and ``learning_rate`` rebuild the evosax instance inside the
+    ``sigma_init``, ``sigma_min`` and ``learning_rate`` build the evosax instance inside the
     trace (std schedule, ``params.std_init``, optax optimizer; :meth:`MaskedStrategy.with_hyper`);
     ``init_density``, ``prune_amount`` and ``target_density`` enter the mask initialisation and
-    the pruning schedule. Everything else of :class:`ESConfig` is static.
+    the pruning schedule. Check values with :func:`validate_hyper`.
+
+    Attributes:
+        sigma_init: initial search std (> 0).
+        sigma_min: floor of the decayed std (>= 0).
+        learning_rate: optimizer learning rate (> 0).
+        init_density: density of the initial mask, exact per layer (in (0, 1]; 1.0 = dense).
+        prune_amount: ``"constant"`` schedule: fraction of active weights removed per prune.
+        target_density: density never pruned below (end of the schedules).
+
+    Example:
+        >>> hyper = ESHyper().replace(sigma_init=0.1)
+        >>> hyper.sigma_init, hyper.learning_rate
+        (0.1, 0.01)
     """
 
-    sigma_init: float
-    sigma_min: float
-    learning_rate: float
-    init_density: float
-    prune_amount: float
-    target_density: float
+    sigma_init: float = 0.05
+    sigma_min: float = 0.0
+    learning_rate: float = 0.01
+    init_density: float = 1.0
+    prune_amount: float = 0.1
+    target_density: float = 0.1
+
+
+def _concrete(value) -> float | None:
+    """``float(value)`` for a concrete scalar; ``None`` for a tracer or a stacked array."""
+    try:
+        return float(value)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def validate_hyper(hyper: ESHyper) -> None:
+    """Raises ValueError for an out-of-range :class:`ESHyper` value (traced values are skipped).
+
+    Example:
+        >>> validate_hyper(ESHyper(sigma_init=0.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: sigma_init must be > 0, got 0.0
+    """
+    rules = [("sigma_init", lambda v: v > 0, "must be > 0"),
+             ("sigma_min", lambda v: v >= 0, "must be >= 0"),
+             ("learning_rate", lambda v: v > 0, "must be > 0"),
+             ("init_density", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+             ("prune_amount", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+             ("target_density", lambda v: 0 <= v <= 1, "must be in [0, 1]")]
+    for name, ok, rule in rules:
+        value = _concrete(getattr(hyper, name))
+        if value is not None and not ok(value):
+            raise ValueError(f"{name} {rule}, got {getattr(hyper, name)}")
 
 
 def _hashable(value):
@@ -527,6 +481,7 @@ class ESState:
     num_evaluations: jax.Array
 
 
+@dataclasses.dataclass(frozen=True)
 class MaskedES:
     """ES with pruning on one masked network (the runner's ``Algorithm`` protocol).
 
@@ -534,39 +489,55 @@ class MaskedES:
     the current masks, tell evosax the maximised fitness; then, on prune generations, prune the
     mask toward the scheduled density by the chosen criterion and put the strategy state onto the
     new mask (:meth:`MaskedStrategy.project`).
+
+    Holds only static structure and compares by value (``config``, ``task`` and the extra evosax
+    arguments), so runs that differ only in their :class:`ESHyper` share one compiled program.
+
+    Args:
+        config: :class:`ESConfig`.
+        task: the evaluation task.
+        strategy_kwargs: extra evosax constructor arguments (see :class:`MaskedStrategy`).
+        params_overrides: fields of the strategy's ``default_params`` to replace.
+
+    Attributes:
+        adapter: the :class:`MaskedStrategy`, built with :attr:`default_hyper`'s values;
+            :meth:`strategy_for` binds it to a run's hyper-parameters.
+        maskable: the task's maskable-leaf flags.
     """
 
-    def __init__(self, config: ESConfig, task, strategy_kwargs: dict | None = None,
-                 params_overrides: dict | None = None):
-        self.config = config
-        self.task = task
-        self._extra = (tuple(sorted((k, _hashable(v)) for k, v in (strategy_kwargs or {}).items())),
-                       tuple(sorted((k, _hashable(v))
-                                    for k, v in (params_overrides or {}).items())))
-        self.maskable = task.maskable()
+    config: ESConfig
+    task: Any
+    strategy_kwargs: dict | None = dataclasses.field(default=None, compare=False)
+    params_overrides: dict | None = dataclasses.field(default=None, compare=False)
+    _extra: tuple = dataclasses.field(init=False, repr=False)
+    maskable: PyTree = dataclasses.field(init=False, repr=False, compare=False)
+    adapter: MaskedStrategy = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        config, task = self.config, self.task
+        extra = (tuple(sorted((k, _hashable(v)) for k, v in (self.strategy_kwargs or {}).items())),
+                 tuple(sorted((k, _hashable(v))
+                              for k, v in (self.params_overrides or {}).items())))
         template = jax.eval_shape(task.init_params, jax.random.key(0))
         template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
-        self.adapter = MaskedStrategy(
+        defaults = ESHyper()
+        adapter = MaskedStrategy(
             config.strategy, config.population_size, template,
-            search_space=config.search_space, sigma_init=config.sigma_init,
-            sigma_decay=config.sigma_decay, sigma_min=config.sigma_min,
-            optimizer=config.optimizer, learning_rate=config.learning_rate,
-            strategy_kwargs=strategy_kwargs, params_overrides=params_overrides)
+            search_space=config.search_space, sigma_init=defaults.sigma_init,
+            sigma_decay=config.sigma_decay, sigma_min=defaults.sigma_min,
+            optimizer=config.optimizer, learning_rate=defaults.learning_rate,
+            strategy_kwargs=self.strategy_kwargs, params_overrides=self.params_overrides)
+        object.__setattr__(self, "_extra", extra)
+        object.__setattr__(self, "maskable", task.maskable())
+        object.__setattr__(self, "adapter", adapter)
 
-    # ----- sweeps ------------------------------------------------------------------------------
     @property
-    def sweep_hyper(self) -> ESHyper:
-        """The algorithm's own traced hyper-parameters (its config's values)."""
-        return ESHyper(**{name: getattr(self.config, name) for name in TRACED_CONFIG_FIELDS})
+    def default_hyper(self) -> ESHyper:
+        """``ESHyper()``: the library's default knobs."""
+        return ESHyper()
 
-    def sweep_static(self):
-        """Hashable key of what fixes the compiled program (everything but :class:`ESHyper`)."""
-        config = tuple((f.name, getattr(self.config, f.name))
-                       for f in dataclasses.fields(self.config)
-                       if f.name not in TRACED_CONFIG_FIELDS)
-        return ("masked_es", config, self.task, self._extra)
-
-    def _strategy(self, hyper: ESHyper) -> MaskedStrategy:
+    def strategy_for(self, hyper: ESHyper) -> MaskedStrategy:
+        """:attr:`adapter` with ``hyper``'s ``sigma_init``, ``sigma_min`` and ``learning_rate``."""
         return self.adapter.with_hyper(hyper.sigma_init, hyper.sigma_min, hyper.learning_rate)
 
     # ----- helpers -----------------------------------------------------------------------------
@@ -580,11 +551,12 @@ class MaskedES:
         return self.task.evaluate(key, self._population(self.adapter.unravel_population(flat),
                                                         masks))
 
-    def initial_network(self, key: jax.Array, init_density=None) -> tuple[Params, Masks]:
+    def initial_network(self, key: jax.Array, hyper: ESHyper) -> tuple[Params, Masks]:
+        """A random network of the task and its masks (``hyper.init_density``, exact per layer)."""
         key_params, key_masks = jax.random.split(key)
         params = self.task.init_params(key_params)
-        density = self.config.init_density if init_density is None else init_density
-        masks = masks_lib.init_masks(key_masks, params, self.maskable, density, exact=True)
+        masks = masks_lib.init_masks(key_masks, params, self.maskable, hyper.init_density,
+                                     exact=True)
         return params, masks
 
     def prune_scores(self, key: jax.Array, state) -> PyTree:
@@ -600,20 +572,22 @@ class MaskedES:
         return self.adapter.unravel(flat)
 
     # ----- protocol ----------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> ESState:
-        return self.init_with(key, self.sweep_hyper)
+    def init(self, key: jax.Array, hyper: ESHyper) -> ESState:
+        """A random network (:meth:`initial_network`) and the strategy centred on it.
 
-    def init_with(self, key: jax.Array, hyper: ESHyper) -> ESState:
-        """:meth:`init` with the given (possibly traced) hyper-parameters."""
+        Raises:
+            ValueError: a concrete ``hyper`` value out of range (:func:`validate_hyper`).
+        """
+        validate_hyper(hyper)
         key_network, key_rest = jax.random.split(key)
-        params, masks = self.initial_network(key_network, hyper.init_density)
+        params, masks = self.initial_network(key_network, hyper)
         return self.init_from(key_rest, params, masks, hyper)
 
     def init_from(self, key: jax.Array, params: Params, masks: Masks,
-                  hyper: ESHyper | None = None) -> ESState:
+                  hyper: ESHyper) -> ESState:
         """Initial state centred on a given network (one individual's params and masks)."""
         key_population, key_eval, key_init = jax.random.split(key, 3)
-        adapter = self._strategy(self.sweep_hyper if hyper is None else hyper)
+        adapter = self.strategy_for(hyper)
         num_evaluations = 0
         if adapter.population_based:
             population = adapter.initial_population(key_population, params, masks)
@@ -629,13 +603,10 @@ class MaskedES:
                        generation=jnp.zeros((), jnp.int32),
                        num_evaluations=jnp.asarray(num_evaluations, jnp.int32))
 
-    def step(self, key: jax.Array, state: ESState) -> tuple[ESState, dict[str, jax.Array]]:
-        return self.step_with(key, state, self.sweep_hyper)
-
-    def step_with(self, key: jax.Array, state: ESState,
-                  hyper: ESHyper) -> tuple[ESState, dict[str, jax.Array]]:
-        """:meth:`step` with the given (possibly traced) hyper-parameters."""
-        config, adapter = self.config, self._strategy(hyper)
+    def step(self, key: jax.Array, state: ESState,
+             hyper: ESHyper) -> tuple[ESState, dict[str, jax.Array]]:
+        """One generation: ask, evaluate, tell, and prune on prune generations. Pure."""
+        config, adapter = self.config, self.strategy_for(hyper)
         key_ask, key_eval, key_tell, key_prune = jax.random.split(key, 4)
         masks = state.masks
         population, strategy = adapter.ask(key_ask, state.strategy, masks)

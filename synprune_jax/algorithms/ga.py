@@ -16,15 +16,29 @@ parent or the other (weights from the first parent: masked weights keep their st
 restored connection gets a meaningful weight back).
 
 The initial population is either random networks with Beta-distributed per-layer densities
-(``init="beta"``) or the best elites of a finished MAP-Elites run directory (``init="archive"``,
-loaded on the host with :func:`load_archive_elites`).
+(``init="beta"``) or given elites, best first (``init="archive"``: arrays passed to
+:class:`TruncationGA`; :func:`synprune_jax.experiments.es.load_archive_elites` reads them from a
+finished MAP-Elites run directory).
+
+Static structure is :class:`GAConfig` (plus the elites' content); the numeric knobs are
+:class:`GAHyper`, passed to every call.
+
+Example (kinematic arm):
+    >>> import jax
+    >>> from synprune_jax.tasks import KinematicArm
+    >>> task = KinematicArm(num_joints=4, genotype="mlp")
+    >>> algorithm = TruncationGA(GAConfig(population_size=8), task)
+    >>> hyper = algorithm.default_hyper.replace(crossover_rate=0.3)
+    >>> state = algorithm.init(jax.random.key(0), hyper)
+    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> int(state.generation), state.fitness.shape
+    (1, (8,))
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 
 import jax
 import jax.numpy as jnp
@@ -35,44 +49,38 @@ from synprune_jax import masks as masks_lib
 from synprune_jax.types import Population
 from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 
-# GAConfig fields that are traced in :class:`GAHyper`. (``init_beta_a`` / ``init_beta_b`` stay
-# static: at a = b = 1 the initial densities are drawn with ``uniform``, traced values would switch
-# to ``jax.random.beta`` and change the numbers; see masks.sample_layer_densities.)
-TRACED_CONFIG_FIELDS = ("crossover_rate",)
-
 CROSSOVERS = ("none", "uniform", "layer")
 INITS = ("beta", "archive")
 
 
 @dataclasses.dataclass(frozen=True)
 class GAConfig:
-    """Static configuration of :class:`TruncationGA`.
+    """Static configuration of :class:`TruncationGA` (its numeric knobs are :class:`GAHyper`).
+
+    ``init_beta_a`` / ``init_beta_b`` are static: at ``a = b = 1`` the initial densities are
+    drawn with ``uniform``; traced values would switch to ``jax.random.beta`` (other numbers).
 
     Attributes:
         population_size: ``P`` (>= 2).
         elite_fraction: fraction kept each generation (``E = round(fraction * P)``, 1..P-1).
         mutation: static structure of the core mutation (self-adaptive rates, forward pruning).
         crossover: ``"none"``, ``"uniform"`` or ``"layer"``.
-        crossover_rate: probability that a child is produced by crossover before mutation.
-        init: ``"beta"`` (randomly pruned networks) or ``"archive"`` (elites of a run directory).
+        init: ``"beta"`` (randomly pruned networks) or ``"archive"`` (given elites).
         init_beta_a: ``a`` of the Beta distribution of initial densities.
         init_beta_b: ``b`` of that distribution.
         init_per_layer: each layer draws its own density (else one per network).
         exact_init_density: initial masks keep exactly ``round(d * size)`` connections.
-        archive_dir: MAP-Elites run directory (``init="archive"``).
     """
 
     population_size: int = 128
     elite_fraction: float = 0.5
     mutation: MutationConfig = MutationConfig()
     crossover: str = "none"
-    crossover_rate: float = 0.5
     init: str = "beta"
     init_beta_a: float = 1.0
     init_beta_b: float = 1.0
     init_per_layer: bool = True
     exact_init_density: bool = True
-    archive_dir: str | None = None
 
     def __post_init__(self):
         if self.population_size < 2:
@@ -82,14 +90,10 @@ class GAConfig:
                              f"{self.population_size}; it must keep between 1 and P - 1")
         if self.crossover not in CROSSOVERS:
             raise ValueError(f"crossover must be one of {list(CROSSOVERS)}, got {self.crossover!r}")
-        if not 0.0 <= self.crossover_rate <= 1.0:
-            raise ValueError(f"crossover_rate must be in [0, 1], got {self.crossover_rate}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
         if self.init_beta_a <= 0 or self.init_beta_b <= 0:
             raise ValueError("init_beta_a and init_beta_b must be > 0")
-        if self.init == "archive" and not self.archive_dir:
-            raise ValueError("init='archive' needs archive_dir (a finished MAP-Elites run)")
 
     @property
     def num_elites(self) -> int:
@@ -98,15 +102,43 @@ class GAConfig:
 
 @struct.dataclass
 class GAHyper:
-    """Traced numeric knobs of :class:`TruncationGA` (a sweep stacks them on a run axis).
+    """Numeric knobs of :class:`TruncationGA` (scalars; a sweep stacks them on a run axis).
 
     Attributes:
         mutation: :class:`~synprune_jax.variation.MutationHyper` of the core mutation.
-        crossover_rate: probability that a child is produced by crossover.
+        crossover_rate: probability that a child is produced by crossover (in [0, 1]).
+
+    Example:
+        >>> GAHyper().crossover_rate, GAHyper().mutation == MutationHyper()
+        (0.5, True)
     """
 
-    mutation: MutationHyper
+    mutation: MutationHyper = dataclasses.field(default_factory=MutationHyper)
     crossover_rate: float = 0.5
+
+
+def validate_hyper(hyper: GAHyper) -> None:
+    """Raises ValueError for a concrete ``crossover_rate`` outside [0, 1] (traced values are
+    skipped; the builders check ``hyper.mutation``)."""
+    try:
+        rate = float(hyper.crossover_rate)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"crossover_rate must be in [0, 1], got {hyper.crossover_rate}")
+
+
+def elites_digest(elites: dict | None) -> str | None:
+    """SHA-1 of the elites' ``params``, ``masks`` and ``rates`` (shapes, dtypes and bytes);
+    ``None`` for ``None``. Two :class:`TruncationGA` with equal digests start alike."""
+    if elites is None:
+        return None
+    digest = hashlib.sha1()
+    for leaf in jax.tree_util.tree_leaves({k: elites[k] for k in ("params", "masks", "rates")}):
+        leaf = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(str((leaf.shape, leaf.dtype)).encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()
 
 
 @struct.dataclass
@@ -152,113 +184,63 @@ def layer_mask_crossover(key: jax.Array, first: Population, second: Population,
     return first.replace(masks=jax.tree_util.tree_unflatten(treedef, out))
 
 
-def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) -> dict:
-    """Elites of a finished MAP-Elites run directory, best first (host side).
-
-    Rebuilds the run's algorithm from ``run_dir/config.json``, restores the latest checkpoint
-    with :mod:`synprune_jax.checkpoint` and returns the filled cells sorted by fitness.
-
-    Returns:
-        ``{"params": [K, ...], "masks": [K, ...], "rates": [K, 2], "fitness": [K]}`` numpy
-        pytrees (``K`` = filled cells, or ``count`` of them).
-
-    Raises:
-        FileNotFoundError: no config or checkpoint. ValueError: the state has no archive, or
-            it is empty.
-    """
-    from synprune_jax import checkpoint
-    from synprune_jax.config import load
-    from synprune_jax.experiments import get_experiment
-    from synprune_jax.runner import init_key
-
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
-    config = load(config_path)
-    if isinstance(config.get("task"), dict):  # only shapes are needed: no devices to claim
-        config["task"]["devices"] = 1
-    built = get_experiment(config["experiment"]).build(config)
-    abstract = jax.eval_shape(built.algorithm.init, init_key(built.run_config.seed))
-    if not hasattr(abstract, "archive"):
-        raise ValueError(f"the run in {run_dir} ({config['experiment']}) has no archive")
-    state = checkpoint.restore(os.path.join(run_dir, "checkpoints"), None, abstract)
-    archive = jax.device_get(state.archive)
-    fitness = np.asarray(archive.fitness)
-    filled = np.nonzero(np.isfinite(fitness))[0]
-    if filled.size == 0:
-        raise ValueError(f"the archive of {run_dir} is empty")
-    order = filled[np.argsort(-fitness[filled], kind="stable")]
-    if count is not None:
-        order = order[:count]
-    genomes = archive.genomes
-    take = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[order], tree)
-    return {"params": take(genomes.params), "masks": take(genomes.masks),
-            "rates": np.asarray(genomes.rates, np.float32)[order],
-            "fitness": fitness[order], "experiment": config["experiment"]}
-
-
+@dataclasses.dataclass(frozen=True)
 class TruncationGA:
-    """Truncation GA bound to a task and mutation hyper-parameters (runner protocol).
+    """Truncation GA on a task (the runner's ``Algorithm`` protocol).
+
+    Holds only static structure and compares by value (``config``, ``task`` and the digest of
+    the elites), so runs that differ only in their :class:`GAHyper` share one compiled program.
 
     Args:
         config: :class:`GAConfig`.
         task: evaluation task.
-        hyper: traced numeric knobs of the core mutation.
-        elites: ``init="archive"``: the dict of :func:`load_archive_elites` (loaded from
-            ``config.archive_dir`` when omitted). Its networks must match the task's.
+        elites: ``init="archive"`` only: ``{"params": [K, ...], "masks": [K, ...],
+            "rates": [K, 2]}`` arrays, best first (other keys are ignored; e.g. the dict of
+            :func:`synprune_jax.experiments.es.load_archive_elites`). Its networks must match
+            the task's. Ignored with ``init="beta"``.
 
-    ``init(key)`` / ``step(key, state)`` are :meth:`init_with` / :meth:`step_with` with the
-    algorithm's own :attr:`sweep_hyper` (a :class:`GAHyper`); a sweep passes other, traced,
-    values (:mod:`synprune_jax.sweeps`) and groups runs by :meth:`sweep_static`.
+    Raises:
+        ValueError: ``forward_prune`` on a direct genotype; ``init="archive"`` without elites,
+            or elites whose networks differ from the task's.
     """
 
-    def __init__(self, config: GAConfig, task, hyper: MutationHyper | None = None,
-                 elites: dict | None = None):
+    config: GAConfig
+    task: object
+    elites: dict | None = dataclasses.field(default=None, compare=False, repr=False)
+    elites_digest: str | None = dataclasses.field(init=False)
+    maskable: object = dataclasses.field(init=False, compare=False, repr=False)
+
+    def __post_init__(self):
+        config, task = self.config, self.task
         if config.mutation.forward_prune and task.spec is None:
             raise ValueError("mutation.forward_prune needs an MLP network; this task has a direct "
                              "genotype (set forward_prune=False)")
-        self.config = config
-        self.task = task
-        self.hyper = hyper if hyper is not None else MutationHyper()
-        self.maskable = task.maskable()
-        self.elites = None
+        elites = None
         if config.init == "archive":
-            elites = elites if elites is not None else load_archive_elites(config.archive_dir)
+            if self.elites is None:
+                raise ValueError("init='archive' needs elites (params, masks, rates of a finished "
+                                 "MAP-Elites run)")
             template = jax.eval_shape(task.init_params, jax.random.key(0))
             expected = [leaf.shape for leaf in jax.tree_util.tree_leaves(template)]
-            found = [tuple(leaf.shape[1:]) for leaf in jax.tree_util.tree_leaves(elites["params"])]
+            found = [tuple(leaf.shape[1:])
+                     for leaf in jax.tree_util.tree_leaves(self.elites["params"])]
             if expected != found:
                 raise ValueError(f"the archive's networks {found} do not match the task's "
                                  f"{expected}")
-            self.elites = {k: elites[k] for k in ("params", "masks", "rates")}
+            elites = {k: self.elites[k] for k in ("params", "masks", "rates")}
+        object.__setattr__(self, "elites", elites)
+        object.__setattr__(self, "elites_digest", elites_digest(elites))
+        object.__setattr__(self, "maskable", task.maskable())
 
-    # ----- sweeps ------------------------------------------------------------------------------
     @property
-    def sweep_hyper(self) -> GAHyper:
-        """The algorithm's own traced hyper-parameters."""
-        config = self.config
-        return GAHyper(mutation=self.hyper, crossover_rate=config.crossover_rate)
-
-    def sweep_static(self):
-        """Hashable key of everything that fixes the compiled program (not :class:`GAHyper`)."""
-        config = tuple((f.name, getattr(self.config, f.name))
-                       for f in dataclasses.fields(self.config)
-                       if f.name not in TRACED_CONFIG_FIELDS)
-        elites = None
-        if self.elites is not None:
-            digest = hashlib.sha1()
-            for leaf in jax.tree_util.tree_leaves(self.elites):
-                leaf = np.ascontiguousarray(np.asarray(leaf))
-                digest.update(str((leaf.shape, leaf.dtype)).encode())
-                digest.update(leaf.tobytes())
-            elites = digest.hexdigest()
-        return ("truncation_ga", config, self.task, elites)
+    def default_hyper(self) -> GAHyper:
+        """``GAHyper()``: the library's default mutation and crossover rate."""
+        return GAHyper()
 
     # ----- initial population ------------------------------------------------------------------
-    def initial_population(self, key: jax.Array, hyper: GAHyper | None = None) -> Population:
+    def initial_population(self, key: jax.Array, hyper: GAHyper) -> Population:
         """``P`` networks: Beta-pruned random ones, or archive elites best first (cycled when the
         archive holds fewer than ``P``; the copies are mutated so they differ)."""
-        hyper = self.sweep_hyper if hyper is None else hyper
         config, size = self.config, self.config.population_size
         if config.init == "archive":
             count = self.elites["rates"].shape[0]
@@ -294,11 +276,13 @@ class TruncationGA:
         return jax.vmap(mutate_one)(jax.random.split(key, population.size), population)
 
     # ----- protocol ----------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> GAState:
-        return self.init_with(key, self.sweep_hyper)
+    def init(self, key: jax.Array, hyper: GAHyper) -> GAState:
+        """Initial population (:meth:`initial_population`), evaluated.
 
-    def init_with(self, key: jax.Array, hyper: GAHyper) -> GAState:
-        """:meth:`init` with the given (possibly traced) hyper-parameters."""
+        Raises:
+            ValueError: a concrete ``crossover_rate`` outside [0, 1].
+        """
+        validate_hyper(hyper)
         key_population, key_eval = jax.random.split(key)
         population = self.initial_population(key_population, hyper)
         fitness = self.task.evaluate(key_eval, population).fitness
@@ -306,10 +290,8 @@ class TruncationGA:
                        generation=jnp.zeros((), jnp.int32),
                        num_evaluations=jnp.asarray(self.config.population_size, jnp.int32))
 
-    def reproduce(self, key: jax.Array, elites: Population,
-                  hyper: GAHyper | None = None) -> Population:
+    def reproduce(self, key: jax.Array, elites: Population, hyper: GAHyper) -> Population:
         """``P - E`` children of ``elites`` (``E`` individuals, best first)."""
-        hyper = self.sweep_hyper if hyper is None else hyper
         config = self.config
         num_elites = config.num_elites
         num_children = config.population_size - num_elites
@@ -329,12 +311,10 @@ class TruncationGA:
                 crossed, parents)
         return self._mutate_all(key_mutate, parents, hyper.mutation)
 
-    def step(self, key: jax.Array, state: GAState) -> tuple[GAState, dict[str, jax.Array]]:
-        return self.step_with(key, state, self.sweep_hyper)
-
-    def step_with(self, key: jax.Array, state: GAState,
-                  hyper: GAHyper) -> tuple[GAState, dict[str, jax.Array]]:
-        """:meth:`step` with the given (possibly traced) hyper-parameters."""
+    def step(self, key: jax.Array, state: GAState,
+             hyper: GAHyper) -> tuple[GAState, dict[str, jax.Array]]:
+        """One generation: keep the ``E`` best, reproduce them into ``P - E`` children,
+        evaluate the children. Pure; the caller jits / scans it."""
         config = self.config
         key_children, key_eval = jax.random.split(key)
         ranked = jnp.where(jnp.isfinite(state.fitness), state.fitness, -jnp.inf)

@@ -5,8 +5,9 @@
 profile (:func:`~synprune_jax.analysis.information.information_profile`: mean MI between each
 hidden layer's units and the actions, and mean normalised unit entropy) and then trains every
 network with its own masked ES (:class:`~synprune_jax.algorithms.es.MaskedES`, vmapped over the
-``N`` networks). Each generation it records, per network, the first generation at which the
-best return reached ``threshold``. Host helpers turn the final state into a table
+``N`` networks; the study's hyper-parameters are the ES's
+:class:`~synprune_jax.algorithms.es.ESHyper`). Each generation it records, per network, the first
+generation at which the best return reached ``threshold``. Host helpers turn the final state into a table
 (:func:`learning_speed_table`), rank correlations (:func:`rank_correlation`) and a scatter plot
 (:func:`plot_mi_vs_learning_speed`).
 """
@@ -23,7 +24,7 @@ import numpy as np
 from flax import struct
 
 from synprune_jax import masks as masks_lib
-from synprune_jax.algorithms.es import ESConfig, ESState, MaskedES
+from synprune_jax.algorithms.es import ESConfig, ESHyper, ESState, MaskedES, validate_hyper
 from synprune_jax.analysis.information import information_profile
 from synprune_jax.types import Population
 
@@ -165,65 +166,90 @@ def brax_observations(task) -> ObservationsFn:
     return observations
 
 
+@dataclasses.dataclass(frozen=True)
 class LearningSpeedStudy:
     """Runner algorithm: information at generation 0 vs ES learning speed (module docstring).
 
+    Holds only static structure and compares by value; the numeric knobs are the ES's
+    :class:`~synprune_jax.algorithms.es.ESHyper` (``default_hyper``, ``init(key, hyper)``,
+    ``step(key, state, hyper)``; its ``init_density`` is not used: the networks are Beta-pruned).
+
     Args:
         task: an MLP task (``task.spec`` not None).
-        es_config: the ES each network is trained with (its ``init_density`` is ignored: the
-            networks are Beta-pruned).
+        es_config: the ES each network is trained with.
         num_networks: ``N``.
         threshold: return threshold.
         bins: histogram bins of the information measures.
         init_beta_a: ``a`` of the Beta distribution of per-layer densities.
         init_beta_b: ``b``.
         observations_fn: ``(key, population) -> (observations [P, T, in], weights [P, T])``;
-            default :func:`brax_observations` (Brax tasks only).
+            default (``None``) :func:`brax_observations` (Brax tasks only).
+
+    Attributes:
+        es: the :class:`~synprune_jax.algorithms.es.MaskedES` every network is trained with.
     """
 
-    def __init__(self, task, es_config: ESConfig, num_networks: int, threshold: float,
-                 bins: int = 16, init_beta_a: float = 1.0, init_beta_b: float = 1.0,
-                 observations_fn: ObservationsFn | None = None):
+    task: object
+    es_config: ESConfig
+    num_networks: int
+    threshold: float
+    bins: int = 16
+    init_beta_a: float = 1.0
+    init_beta_b: float = 1.0
+    observations_fn: ObservationsFn | None = None
+    es: MaskedES = dataclasses.field(init=False, repr=False, compare=False)
+    _observations: ObservationsFn = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        task = self.task
         if task.spec is None:
             raise ValueError("the learning-speed study needs an MLP task (task.spec is None)")
-        if num_networks < 2:
-            raise ValueError(f"num_networks must be >= 2, got {num_networks}")
-        if bins < 2:
-            raise ValueError(f"bins must be >= 2, got {bins}")
+        if self.num_networks < 2:
+            raise ValueError(f"num_networks must be >= 2, got {self.num_networks}")
+        if self.bins < 2:
+            raise ValueError(f"bins must be >= 2, got {self.bins}")
+        observations_fn = self.observations_fn
         if observations_fn is None:
             if not hasattr(task, "keep_trajectories"):
                 raise ValueError("give observations_fn for a task that cannot keep trajectories")
             observations_fn = brax_observations(task)
-        self.task = task
-        self.es = MaskedES(es_config, task)
-        self.num_networks = int(num_networks)
-        self.threshold = float(threshold)
-        self.bins = int(bins)
-        self.beta = (float(init_beta_a), float(init_beta_b))
-        self.observations_fn = observations_fn
+        for name, kind in (("num_networks", int), ("threshold", float), ("bins", int),
+                           ("init_beta_a", float), ("init_beta_b", float)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        object.__setattr__(self, "es", MaskedES(self.es_config, task))
+        object.__setattr__(self, "_observations", observations_fn)
+
+    @property
+    def default_hyper(self) -> ESHyper:
+        """``ESHyper()`` (the ES's defaults)."""
+        return ESHyper()
 
     def initial_networks(self, key: jax.Array) -> Population:
+        """``N`` random networks, per-layer density ~ Beta(a, b), forward-pruned."""
         maskable, spec = self.task.maskable(), self.task.spec
 
         def one(k):
             key_params, key_masks = jax.random.split(k)
             params = self.task.init_params(key_params)
-            masks = masks_lib.init_masks_beta(key_masks, params, maskable, *self.beta, exact=True)
+            masks = masks_lib.init_masks_beta(key_masks, params, maskable, self.init_beta_a,
+                                              self.init_beta_b, exact=True)
             masks = masks_lib.forward_prune(spec, masks)
             return Population(params=params, masks=masks, rates=jnp.zeros((2,), jnp.float32))
 
         return jax.vmap(one)(jax.random.split(key, self.num_networks))
 
-    def init(self, key: jax.Array) -> LearningSpeedState:
+    def init(self, key: jax.Array, hyper: ESHyper) -> LearningSpeedState:
+        """Draws the networks, records their information profile and return, starts their ES."""
+        validate_hyper(hyper)
         key_networks, key_record, key_eval, key_es = jax.random.split(key, 4)
         networks = self.initial_networks(key_networks)
-        observations, weights = self.observations_fn(key_record, networks)
+        observations, weights = self._observations(key_record, networks)
         profile = jax.vmap(lambda p, m, o, w: information_profile(
             self.task.spec, p, m, o, None, self.bins, w))(networks.params, networks.masks,
                                                          observations, weights)
         initial = self.task.evaluate(key_eval, networks)
-        es = jax.vmap(self.es.init_from)(jax.random.split(key_es, self.num_networks),
-                                         networks.params, networks.masks)
+        es = jax.vmap(lambda k, p, m: self.es.init_from(k, p, m, hyper))(
+            jax.random.split(key_es, self.num_networks), networks.params, networks.masks)
         reached = initial.fitness >= self.threshold
         return LearningSpeedState(
             es=es, action_mi=profile["action_mi"].astype(jnp.float32),
@@ -236,9 +262,10 @@ class LearningSpeedStudy:
             num_evaluations=jnp.asarray(2 * self.num_networks, jnp.int32)
             + jnp.sum(es.num_evaluations))
 
-    def step(self, key: jax.Array, state: LearningSpeedState):
+    def step(self, key: jax.Array, state: LearningSpeedState, hyper: ESHyper):
+        """One ES generation of every network; updates the first generation at threshold."""
         keys = jax.random.split(key, self.num_networks)
-        es, metrics = jax.vmap(self.es.step)(keys, state.es)
+        es, metrics = jax.vmap(lambda k, s: self.es.step(k, s, hyper))(keys, state.es)
         generation = state.generation + 1
         reached = metrics["best_fitness"] >= self.threshold
         first = jnp.where((state.first_reached < 0) & reached, generation,

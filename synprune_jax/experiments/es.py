@@ -3,8 +3,8 @@
 * ``es-prune`` / ``es-prune-arm``: an evosax strategy (OpenES by default) on one masked policy,
   pruned every k generations along a schedule (:class:`~synprune_jax.algorithms.es.MaskedES`);
 * ``ga-pruned-init`` / ``ga-arm``: truncation GA from Beta-pruned random networks, or from the
-  elites of a finished MAP-Elites run (``ga.init=archive``, ``ga.archive_dir=DIR``)
-  (:class:`~synprune_jax.algorithms.ga.TruncationGA`);
+  elites of a finished MAP-Elites run (``ga.init=archive``, ``ga.archive_dir=DIR``, read on the
+  host by :func:`load_archive_elites`) (:class:`~synprune_jax.algorithms.ga.TruncationGA`);
 * ``me-es``: MAP-Elites whose offspring come from the core mutation emitter and an ES emitter
   (:class:`~synprune_jax.algorithms.map_elites.MapElitesES`).
 """
@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 
 import numpy as np
@@ -33,12 +34,44 @@ def _run(num_generations: int, checkpoint_every: int = 50) -> dict:
             "checkpoint_every": checkpoint_every, "metrics_format": "csv", "progress": True}
 
 
-def _es_section(**overrides) -> dict:
-    from synprune_jax.algorithms.es import ESConfig
+# The ``es`` section's keys, in the order config files show them: ESConfig's static fields and
+# ESHyper's numeric knobs together.
+_ES_KEYS = ("strategy", "population_size", "search_space", "sigma_init", "sigma_decay",
+            "sigma_min", "optimizer", "learning_rate", "init_density", "prune_criterion",
+            "prune_every", "prune_schedule", "prune_amount", "target_density", "prune_start",
+            "prune_end", "prune_scope", "evaluate_mean")
 
-    section = {field.name: field.default for field in dataclasses.fields(ESConfig)}
+
+def _es_section(**overrides) -> dict:
+    from synprune_jax.algorithms.es import ESConfig, ESHyper
+
+    defaults = {field.name: field.default
+                for kind in (ESConfig, ESHyper) for field in dataclasses.fields(kind)}
+    section = {name: defaults[name] for name in _ES_KEYS}
     section.update(overrides)
     return section
+
+
+def _number(section: dict, name: str, key: str) -> float:
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def es_config_and_hyper(section: dict):
+    """``(ESConfig, ESHyper)`` from a config's ``es`` section (a missing key takes its default);
+    the hyper's values are checked (:func:`~synprune_jax.algorithms.es.validate_hyper`). Raises
+    ``ConfigError`` (unknown keys, non-numeric knobs) or ``ValueError`` / ``TypeError`` (bad
+    values; the builders turn them into ``ConfigError``)."""
+    from synprune_jax.algorithms.es import ESConfig, ESHyper, validate_hyper
+
+    require_keys(section, "es", list(_ES_KEYS))
+    knobs = [field.name for field in dataclasses.fields(ESHyper)]
+    config = ESConfig(**{k: v for k, v in section.items() if k not in knobs})
+    hyper = ESHyper(**{k: _number(section, "es", k) for k in knobs if k in section})
+    validate_hyper(hyper)
+    return config, hyper
 
 
 def default_config_es_prune() -> dict:
@@ -137,23 +170,22 @@ def _hyper(section: dict):
 
 @_as_config_error
 def build_es(config: dict) -> Built:
-    from synprune_jax.algorithms.es import ESConfig, MaskedES
+    from synprune_jax.algorithms.es import MaskedES
     from synprune_jax.experiments.map_elites import build_task
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "es", "run"))
     if config["algorithm"] != "es":
         raise ConfigError(f"algorithm must be 'es' for this experiment, got {config['algorithm']!r}")
-    require_keys(config["es"], "es", [f.name for f in dataclasses.fields(ESConfig)])
-    es_config = ESConfig(**config["es"])
+    es_config, hyper = es_config_and_hyper(config["es"])
     task = build_task(config["task"])
     run_config = _run_config(config)
-    return Built(algorithm=MaskedES(es_config, task), run_config=run_config, report=report_es,
-                 describe=describe_es, plot=plot_es)
+    return Built(algorithm=MaskedES(es_config, task), hyper=hyper, run_config=run_config,
+                 report=report_es, describe=describe_es, plot=plot_es)
 
 
 @_as_config_error
 def build_ga(config: dict) -> Built:
-    from synprune_jax.algorithms.ga import GAConfig, TruncationGA
+    from synprune_jax.algorithms.ga import GAConfig, GAHyper, TruncationGA, validate_hyper
     from synprune_jax.experiments.map_elites import build_task
     from synprune_jax.variation import MutationConfig
 
@@ -164,12 +196,68 @@ def build_ga(config: dict) -> Built:
     require_keys(section, "ga", list(_ga_section(2)))
     mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
                               forward_prune=bool(section.pop("forward_prune")))
+    archive_dir = section.pop("archive_dir", None)
+    rate = {"crossover_rate": _number(section, "ga", "crossover_rate")} \
+        if "crossover_rate" in section else {}
+    section.pop("crossover_rate", None)
+    hyper = GAHyper(mutation=_hyper(config["mutation"]), **rate)
     ga_config = GAConfig(mutation=mutation, **section)
+    validate_hyper(hyper)
+    if ga_config.init == "archive" and not archive_dir:
+        raise ConfigError("ga.init='archive' needs ga.archive_dir (a finished MAP-Elites run)")
     task = build_task(config["task"])
-    hyper = _hyper(config["mutation"])
+    elites = load_archive_elites(archive_dir) if ga_config.init == "archive" else None
     run_config = _run_config(config)
-    return Built(algorithm=TruncationGA(ga_config, task, hyper), run_config=run_config,
-                 report=report_ga, describe=describe_ga, plot=plot_ga)
+    return Built(algorithm=TruncationGA(ga_config, task, elites), hyper=hyper,
+                 run_config=run_config, report=report_ga, describe=describe_ga, plot=plot_ga)
+
+
+def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) -> dict:
+    """Elites of a finished MAP-Elites run directory, best first (host side).
+
+    Rebuilds the run's algorithm from ``run_dir/config.json``, restores the latest checkpoint
+    with :mod:`synprune_jax.checkpoint` and returns the filled cells sorted by fitness.
+
+    Returns:
+        ``{"params": [K, ...], "masks": [K, ...], "rates": [K, 2], "fitness": [K],
+        "experiment": name}`` (numpy pytrees; ``K`` = filled cells, or ``count`` of them), the
+        ``elites`` argument of :class:`~synprune_jax.algorithms.ga.TruncationGA`.
+
+    Raises:
+        FileNotFoundError: no config or checkpoint. ValueError: the state has no archive, or
+            it is empty.
+    """
+    import jax
+
+    from synprune_jax import checkpoint
+    from synprune_jax.config import load
+    from synprune_jax.experiments import get_experiment
+    from synprune_jax.runner import abstract_state
+
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
+    config = load(config_path)
+    if isinstance(config.get("task"), dict):  # only shapes are needed: no devices to claim
+        config["task"]["devices"] = 1
+    built = get_experiment(config["experiment"]).build(config)
+    abstract = abstract_state(built.algorithm, built.hyper)
+    if not hasattr(abstract, "archive"):
+        raise ValueError(f"the run in {run_dir} ({config['experiment']}) has no archive")
+    state = checkpoint.restore(os.path.join(run_dir, "checkpoints"), None, abstract)
+    archive = jax.device_get(state.archive)
+    fitness = np.asarray(archive.fitness)
+    filled = np.nonzero(np.isfinite(fitness))[0]
+    if filled.size == 0:
+        raise ValueError(f"the archive of {run_dir} is empty")
+    order = filled[np.argsort(-fitness[filled], kind="stable")]
+    if count is not None:
+        order = order[:count]
+    genomes = archive.genomes
+    take = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[order], tree)
+    return {"params": take(genomes.params), "masks": take(genomes.masks),
+            "rates": np.asarray(genomes.rates, np.float32)[order],
+            "fitness": fitness[order], "experiment": config["experiment"]}
 
 
 @_as_config_error
@@ -196,15 +284,13 @@ def build_me_es(config: dict) -> Built:
 
 @_as_config_error
 def build_es_info(config: dict) -> Built:
-    from synprune_jax.algorithms.es import ESConfig
     from synprune_jax.analysis.learning_speed import LearningSpeedStudy
     from synprune_jax.experiments.map_elites import build_task
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "es", "study", "run"))
     if config["algorithm"] != "learning_speed":
         raise ConfigError(f"algorithm must be 'learning_speed', got {config['algorithm']!r}")
-    require_keys(config["es"], "es", [f.name for f in dataclasses.fields(ESConfig)])
-    es_config = ESConfig(**config["es"])
+    es_config, hyper = es_config_and_hyper(config["es"])
     study = config["study"]
     require_keys(study, "study", ("num_networks", "threshold", "bins", "init_beta_a",
                                   "init_beta_b"))
@@ -214,8 +300,8 @@ def build_es_info(config: dict) -> Built:
     algorithm = LearningSpeedStudy(task, es_config, int(study["num_networks"]),
                                    float(study["threshold"]), int(study["bins"]),
                                    float(study["init_beta_a"]), float(study["init_beta_b"]))
-    return Built(algorithm=algorithm, run_config=_run_config(config), report=report_es_info,
-                 describe=describe_es_info, plot=plot_es_info)
+    return Built(algorithm=algorithm, hyper=hyper, run_config=_run_config(config),
+                 report=report_es_info, describe=describe_es_info, plot=plot_es_info)
 
 
 def report_es_info(run_dir: str, state, metrics: dict) -> dict:
