@@ -69,8 +69,9 @@ def _summary(first: float, calls: list[tuple[float, float]], heads: int) -> dict
             "heads_per_s": heads / statistics.median(walls)}
 
 
-def _python_epoch_loop(problem):
-    """Per-individual training with the epoch loop and early stopping in Python."""
+def _python_epoch_loop(problem, hyper):
+    """Per-individual training with the epoch loop and early stopping in Python (``hyper``: the
+    problem's :class:`~synprune_jax.transfer.problem.ProblemHyper`)."""
     import jax.numpy as jnp
     import optax
 
@@ -78,7 +79,7 @@ def _python_epoch_loop(problem):
     from synprune_jax.transfer.objectives import objective_vector
 
     head, train, a = problem.head, problem.train_config, problem.arrays
-    optimizer = train.make_optimizer()
+    optimizer = train.make_optimizer(hyper.learning_rate, hyper.momentum)
     num_train = a["train_x"].shape[0]
     batch_size = min(train.batch_size, num_train)
     num_batches = num_train // batch_size
@@ -90,7 +91,7 @@ def _python_epoch_loop(problem):
 
     @jax.jit
     def init(genome):
-        params = init_head(genome_key(train.seed, genome), head)
+        params = init_head(genome_key(hyper.seed, genome), head)
         return params, optimizer.init(params)
 
     @jax.jit
@@ -109,10 +110,10 @@ def _python_epoch_loop(problem):
 
     @jax.jit
     def objectives(params, genome):
-        measured = problem._head_metrics(params, genome, "val")
+        measured = problem._head_metrics(params, genome, "val", hyper.temperature)
         return objective_vector(measured, problem.objective_names)
 
-    keys = jax.random.split(shuffle_key(train.seed), train.epochs)
+    keys = jax.random.split(shuffle_key(hyper.seed), train.epochs)
 
     def run(key, genomes):
         del key
@@ -140,7 +141,7 @@ def _first_row(run, key, genomes):
     return run(key, genomes)[None]
 
 
-def _floor_programs(problem, heads: int, devices: int = 1) -> dict:
+def _floor_programs(problem, hyper, heads: int, devices: int = 1) -> dict:
     """Measured floors: the training's dense arithmetic alone, as jitted XLA programs.
 
     Both are written directly on population-wide arrays (the first-layer kernel ``[F, P * H]``,
@@ -173,7 +174,7 @@ def _floor_programs(problem, heads: int, devices: int = 1) -> dict:
     batch = min(train.batch_size, train_x.shape[0])
     steps = train_x.shape[0] // batch
     f, h, c = head.num_features, head.num_hidden, head.num_classes
-    optimizer = train.make_optimizer()
+    optimizer = train.make_optimizer(hyper.learning_rate, hyper.momentum)
 
     def program(heads: int, first_layer_only: bool):
         keys = jax.random.split(jax.random.key(0), 2)
@@ -269,23 +270,24 @@ def main() -> None:
     data = prepare_data(DataConfig(backbone=args.backbone), cache_dir=default_cache_dir())
     head = HeadConfig(data.num_features, args.hidden, data.num_classes, genome="input")
     problem = TransferProblem(data, head, TrainConfig(epochs=args.epochs))
+    hyper = problem.default_hyper  # learning rate 0.01, seed 0, temperature 1000: constants
     genomes = random_density_genomes(jax.random.key(0), args.population, head.genome_length)
     key = jax.random.key(1)
 
-    vmapped = jax.jit(problem.evaluate)
-    single = jax.jit(problem.evaluate)
+    vmapped = jax.jit(functools.partial(problem.evaluate, hyper=hyper))
+    single = jax.jit(functools.partial(problem.evaluate, hyper=hyper))
 
     def loop(key, genomes):
         return [single(key, genomes[index:index + 1]) for index in range(genomes.shape[0])]
 
-    python_loop = _python_epoch_loop(problem)
+    python_loop = _python_epoch_loop(problem, hyper)
     variants = {"vmapped": vmapped, "loop": loop, "loop_python_epochs": python_loop,
-                **_floor_programs(problem, args.population, args.devices)}
+                **_floor_programs(problem, hyper, args.population, args.devices)}
     sharded_problem = None
     if args.devices > 1:
         sharded_problem = TransferProblem(data, head, TrainConfig(epochs=args.epochs),
                                           devices=args.devices)
-        variants["sharded"] = jax.jit(sharded_problem.evaluate)
+        variants["sharded"] = jax.jit(functools.partial(sharded_problem.evaluate, hyper=hyper))
     first = {name: _call(fn, key, genomes)[0] for name, fn in variants.items()}
     calls = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so load changes hit every variant alike
@@ -300,8 +302,9 @@ def main() -> None:
 
     def nsga2_generation(problem) -> dict:
         algorithm = NSGA2(NSGA2Config(population_size=args.population), problem)
-        state = jax.jit(algorithm.init)(jax.random.key(2))
-        step = jax.jit(algorithm.step)
+        search_hyper = algorithm.default_hyper  # constants of the compiled programs
+        state = jax.jit(functools.partial(algorithm.init, hyper=search_hyper))(jax.random.key(2))
+        step = jax.jit(functools.partial(algorithm.step, hyper=search_hyper))
         started = time.perf_counter()
         # lowered for the state's shape alone, and the state placed where the compiled step
         # wants it before each call (a no-op once it is there): with a sharded problem, init's

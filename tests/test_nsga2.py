@@ -6,14 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, SteadyStateGA, SteadyStateGAConfig,
-                                           binary_tournament, bit_flip_mutation,
-                                           evaluate_with_memo, init_memo, memo_insert,
-                                           memo_lookup, most_distant_candidate, one_bit_mutation,
-                                           random_density_genomes, replace_worst,
-                                           uniform_crossover_bits)
+from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, NSGA2Hyper, binary_tournament,
+                                           bit_flip_mutation, evaluate_with_memo, init_memo,
+                                           memo_insert, memo_lookup, random_density_genomes,
+                                           uniform_crossover_bits, validate_hyper)
+from synprune_jax.algorithms.steady_state_ga import (SteadyStateGA, SteadyStateGAConfig,
+                                                     SteadyStateGAHyper, most_distant_candidate,
+                                                     one_bit_mutation, replace_worst)
+from synprune_jax.algorithms.steady_state_ga import validate_hyper as validate_ga_hyper
 from synprune_jax.archives.pareto import hypervolume
-from synprune_jax.config import ConfigError
+from synprune_jax.runner import stack
 
 
 class LeadingOnesTrailingZeros:
@@ -120,11 +122,13 @@ def test_replace_worst_ties_go_to_the_sparser_model():
 def lotz_run():
     problem = LeadingOnesTrailingZeros(8)
     algorithm = NSGA2(NSGA2Config(population_size=24, memo_capacity=256), problem)
+    hyper = algorithm.default_hyper
+    assert hyper == NSGA2Hyper(crossover_rate=0.9, mutation_rate=1 / 8)  # P = 1 / L
     step = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
-    state = jax.jit(algorithm.init)(jax.random.key(0))
+    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     initial = state
     for generation in range(60):
-        state, metrics = step(jax.random.fold_in(jax.random.key(1), generation), state)
+        state, metrics = step(jax.random.fold_in(jax.random.key(1), generation), state, hyper)
     return problem, initial, state, metrics
 
 
@@ -151,7 +155,7 @@ def test_nsga2_population_objectives_belong_to_their_genomes(lotz_run):
 def test_nsga2_elitist_survival_exact():
     problem = LeadingOnesTrailingZeros(4)
     algorithm = NSGA2(NSGA2Config(population_size=2, memo_capacity=0), problem)
-    state = algorithm.init(jax.random.key(0))
+    state = algorithm.init(jax.random.key(0), algorithm.default_hyper)
     parents = jnp.array([[0, 0, 0, 0], [1, 0, 0, 0]], bool)  # (0, 4), (1, 3)
     state = state.replace(genomes=parents, objectives=problem.evaluate(None, parents))
     children = jnp.array([[1, 1, 0, 0], [0, 1, 0, 0]], bool)  # (2, 2), dominated (0, 2)
@@ -166,29 +170,37 @@ def test_steady_state_nsga2_and_config_errors():
     problem = OneMax()
     algorithm = NSGA2(NSGA2Config(population_size=10, mode="steady_state", num_offspring=2,
                                   memo_capacity=64), problem)
-    state = algorithm.init(jax.random.key(0))
+    hyper = algorithm.default_hyper
+    state = algorithm.init(jax.random.key(0), hyper)
     step = jax.jit(algorithm.step)
     for generation in range(40):
-        state, metrics = step(jax.random.key(generation), state)
+        state, metrics = step(jax.random.key(generation), state, hyper)
     assert float(metrics["max_objective_0"]) == 8.0
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="mode"):
         NSGA2Config(mode="sideways")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="memo_capacity"):
         NSGA2Config(population_size=10, memo_capacity=5)  # below the 10 children per step
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="two objectives"):
         NSGA2(NSGA2Config(), type("One", (), {"num_objectives": 1, "genome_length": 3})())
+    with pytest.raises(ValueError, match="crossover_rate"):
+        validate_hyper(NSGA2Hyper(crossover_rate=1.5))
+    with pytest.raises(ValueError, match="mutation_rate"):
+        validate_hyper(NSGA2Hyper(mutation_rate=-0.1))
+    validate_hyper(NSGA2Hyper())  # None: 1 / L
 
 
 def test_steady_state_ga_improves_and_prefers_sparse_ties():
     problem = OneMax()  # fitness min(ones, 8): ties above 8 ones go to sparser genomes
     config = SteadyStateGAConfig(population_size=12, num_offspring=3, memo_capacity=64)
     algorithm = SteadyStateGA(config, problem)
-    state = algorithm.init(jax.random.key(0))
+    hyper = algorithm.default_hyper
+    assert hyper == SteadyStateGAHyper(mutation_probability=0.07)
+    state = algorithm.init(jax.random.key(0), hyper)
     step = jax.jit(algorithm.step)
     initial_best = float(state.fitness.max())
     worst, best = [float(state.fitness.min())], [initial_best]
     for generation in range(150):
-        state, metrics = step(jax.random.key(generation), state)
+        state, metrics = step(jax.random.key(generation), state, hyper)
         worst.append(float(state.fitness.min()))
         best.append(float(metrics["max_fitness"]))
     assert best[-1] == 8.0 >= initial_best
@@ -200,33 +212,52 @@ def test_steady_state_ga_improves_and_prefers_sparse_ties():
     np.testing.assert_array_equal(np.asarray(state.fitness), np.asarray(state.objectives[:, 0]))
 
 
-def test_hyper_parameters_vmap_like_separate_runs():
-    # NSGA2Hyper (crossover and mutation rates) stacked on a run axis: one vmapped program gives
-    # each run's numbers; a problem without sweep_hyper contributes no traced knobs
-    from synprune_jax.algorithms.nsga2 import NSGA2Hyper
-    from synprune_jax.sweeps import HyperAdapter, _stack, adapter_for
-
+def test_algorithms_compare_by_static_structure():
+    # what a sweep groups on: equal configs and the same problem -> equal, hashable algorithms
     problem = LeadingOnesTrailingZeros(10)
-    rates = [(0.9, None), (0.5, 0.3)]
-    algorithms = [NSGA2(NSGA2Config(population_size=8, crossover_rate=c, mutation_rate=m,
-                                    memo_capacity=16), problem) for c, m in rates]
-    assert isinstance(adapter_for(algorithms[0]), HyperAdapter)
-    assert algorithms[0].sweep_static() == algorithms[1].sweep_static()
-    assert algorithms[0].sweep_hyper == NSGA2Hyper(crossover_rate=0.9, mutation_rate=0.1)
-    hypers = _stack([a.sweep_hyper for a in algorithms])
-    first = algorithms[0]
+    config = NSGA2Config(population_size=8, memo_capacity=16)
+    assert NSGA2(config, problem) == NSGA2(NSGA2Config(population_size=8, memo_capacity=16),
+                                           problem)
+    assert hash(NSGA2(config, problem)) == hash(NSGA2(config, problem))
+    assert NSGA2(config, problem) != NSGA2(config, LeadingOnesTrailingZeros(10))  # by identity
+    assert NSGA2(config, problem) != NSGA2(NSGA2Config(population_size=10, memo_capacity=16),
+                                           problem)
+    assert NSGA2(config, problem, ["a", "b"]).objective_names == ("a", "b")
+    one_max = OneMax()
+    ga_config = SteadyStateGAConfig(population_size=8, memo_capacity=16)
+    assert SteadyStateGA(ga_config, one_max) == SteadyStateGA(ga_config, one_max)
+    assert hash(SteadyStateGA(ga_config, one_max)) == hash(SteadyStateGA(ga_config, one_max))
+    with pytest.raises(ValueError, match="mutation_probability"):
+        validate_ga_hyper(SteadyStateGAHyper(mutation_probability=2.0))
+    with pytest.raises(ValueError, match="objective_index"):
+        SteadyStateGA(SteadyStateGAConfig(objective_index=2), OneMax())
+
+
+@pytest.mark.parametrize("kind", ["nsga2", "steady_state_ga"])
+def test_hyper_parameters_vmap_like_separate_runs(kind):
+    # hyper-parameters stacked on a run axis: one vmapped program gives each run's numbers (a
+    # problem without default_hyper contributes no traced knobs)
+    if kind == "nsga2":
+        algorithm = NSGA2(NSGA2Config(population_size=8, memo_capacity=16),
+                          LeadingOnesTrailingZeros(10))
+        hypers = [algorithm.default_hyper,
+                  algorithm.resolve_hyper(NSGA2Hyper(crossover_rate=0.5, mutation_rate=0.3))]
+        assert hypers[0] == NSGA2Hyper(crossover_rate=0.9, mutation_rate=0.1)
+    else:
+        algorithm = SteadyStateGA(SteadyStateGAConfig(population_size=8, num_offspring=2,
+                                                      memo_capacity=16), OneMax())
+        hypers = [algorithm.default_hyper, SteadyStateGAHyper(mutation_probability=1.0)]
+    assert hypers[0].problem is None
 
     def run(hyper):
-        state = first.init_with(jax.random.key(0), hyper)
+        state = algorithm.init(jax.random.key(0), hyper)
         for g in range(3):
-            state, metrics = first.step_with(jax.random.key(g + 1), state, hyper)
+            state, metrics = algorithm.step(jax.random.key(g + 1), state, hyper)
         return state, metrics
 
-    batched_state, batched_metrics = jax.jit(jax.vmap(run))(hypers)
-    for index, algorithm in enumerate(algorithms):
-        state = algorithm.init(jax.random.key(0))
-        for g in range(3):
-            state, metrics = algorithm.step(jax.random.key(g + 1), state)
+    batched_state, batched_metrics = jax.jit(jax.vmap(run))(stack(hypers))
+    for index, hyper in enumerate(hypers):
+        state, metrics = run(hyper)
         np.testing.assert_array_equal(np.asarray(batched_state.genomes[index]),
                                       np.asarray(state.genomes))
         for name, value in metrics.items():
@@ -234,3 +265,48 @@ def test_hyper_parameters_vmap_like_separate_runs():
                                        np.asarray(value), err_msg=name)
     assert not np.array_equal(np.asarray(batched_state.genomes[0]),
                               np.asarray(batched_state.genomes[1]))
+
+
+class ScaledOneMax:
+    """Two objectives whose scale is a hyper-parameter of the problem."""
+
+    num_objectives = 2
+    genome_length = 6
+
+    @property
+    def default_hyper(self):
+        return jnp.float32(1.0)
+
+    def evaluate(self, key, genomes, scale):
+        ones = jnp.sum(genomes.astype(jnp.float32), axis=1)
+        return jnp.stack([ones * scale, -ones], axis=1)
+
+
+@pytest.mark.parametrize("kind", ["nsga2", "steady_state_ga"])
+def test_problem_hyper_parameters_reach_the_evaluation(kind):
+    # objective 0 scaled by 3 (exact in float32) changes no rank, crowding ratio or comparison,
+    # so the run is the same with every objective-0 value three times as large: the problem's
+    # hyper-parameter reached the initial and every later evaluation
+    problem = ScaledOneMax()
+    if kind == "nsga2":
+        algorithm = NSGA2(NSGA2Config(population_size=6, memo_capacity=8), problem)
+        assert algorithm.default_hyper.mutation_rate == pytest.approx(1 / 6)
+    else:
+        algorithm = SteadyStateGA(SteadyStateGAConfig(population_size=6, num_offspring=2,
+                                                      memo_capacity=8), problem)
+    hyper = algorithm.default_hyper
+    assert float(hyper.problem) == 1.0
+
+    def run(hyper):
+        state = algorithm.init(jax.random.key(0), hyper)
+        for g in range(4):
+            state, metrics = algorithm.step(jax.random.key(g + 1), state, hyper)
+        return state
+
+    plain, scaled = run(hyper), run(hyper.replace(problem=jnp.float32(3.0)))
+    np.testing.assert_array_equal(np.asarray(plain.genomes), np.asarray(scaled.genomes))
+    np.testing.assert_array_equal(np.asarray(scaled.objectives[:, 0]),
+                                  3.0 * np.asarray(plain.objectives[:, 0]))
+    np.testing.assert_array_equal(np.asarray(scaled.objectives[:, 1]),
+                                  np.asarray(plain.objectives[:, 1]))
+    assert int(plain.num_evaluations) > 6  # children were evaluated, not only the initial ones

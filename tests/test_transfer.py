@@ -1,5 +1,6 @@
 """Transfer set-up: data, backbone, sparse head training, objectives, ensembles, experiment CLI."""
 
+import functools
 import json
 import os
 import textwrap
@@ -15,11 +16,14 @@ from synprune_jax.cli import main
 from synprune_jax.config import ConfigError
 from synprune_jax.experiments import get_experiment
 from synprune_jax.runner import read_metrics
-from synprune_jax.transfer import (DataConfig, HeadConfig, TrainConfig, TransferData,
-                                   TransferProblem, auroc, ensemble_table, genome_key,
-                                   head_logits, importance, init_head, majority_vote,
+from synprune_jax.transfer import (DataConfig, HeadConfig, ProblemHyper, TrainConfig,
+                                   TransferData, TransferProblem, auroc, ensemble_table,
+                                   genome_key, head_logits, importance, init_head, majority_vote,
                                    max_softmax_score, prepare_data, train_head)
 from synprune_jax.transfer.head import shuffle_key
+from synprune_jax.transfer.problem import validate_hyper
+
+TOY_HYPER = ProblemHyper(learning_rate=0.05)  # momentum 0.9, temperature 1000, seed 0
 
 
 def _toy_data(num_features=6, num_classes=3, seed=0):
@@ -72,7 +76,7 @@ def test_masked_features_and_neurons_have_no_effect_and_no_gradient():
     grads = jax.grad(lambda p: head_logits(p, input_mask, hidden_mask, x).sum())(params)
     assert not np.asarray(grads["w1"])[[1, 4]].any()  # cut inputs
     assert not np.asarray(grads["w1"])[:, 2].any() and not np.asarray(grads["w2"])[2].any()
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="head.genome"):
         HeadConfig(5, 4, 3, genome="weights")
 
 
@@ -80,7 +84,7 @@ def test_masked_features_and_neurons_have_no_effect_and_no_gradient():
 def toy_problem():
     data = _toy_data()
     head = HeadConfig(num_features=6, num_hidden=8, num_classes=3, genome="input")
-    train = TrainConfig(epochs=12, batch_size=16, patience=3, learning_rate=0.05)
+    train = TrainConfig(epochs=12, batch_size=16, patience=3)
     return TransferProblem(data, head, train, ("accuracy", "sparsity", "auroc", "neg_loss"))
 
 
@@ -88,19 +92,21 @@ def test_vmapped_training_equals_a_loop_and_is_deterministic(toy_problem):
     problem = toy_problem
     genomes = jnp.array([[1, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 0], [0, 0, 0, 1, 1, 1]], bool)
     a = problem.arrays
-    batched, epochs_run = jax.jit(problem.train_heads)(genomes)
-    single_fn = jax.jit(train_head, static_argnums=(7, 8))
+    train_heads = jax.jit(functools.partial(problem.train_heads, hyper=TOY_HYPER))
+    batched, epochs_run = train_heads(genomes)
+    optimizer = problem.train_config.make_optimizer(0.05, 0.9)
+    single_fn = jax.jit(functools.partial(train_head, head=problem.head,
+                                          train=problem.train_config, optimizer=optimizer))
     for index in range(3):
         single, single_epochs = single_fn(genome_key(0, genomes[index]), shuffle_key(0),
                                           genomes[index],
-                                          a["train_x"], a["train_y"], a["val_x"], a["val_y"],
-                                          problem.head, problem.train_config)
+                                          a["train_x"], a["train_y"], a["val_x"], a["val_y"])
         for name in single:
             np.testing.assert_allclose(np.asarray(batched[name][index]),
                                        np.asarray(single[name]), rtol=1e-5, atol=1e-6)
         assert int(single_epochs) == int(epochs_run[index])
     assert (np.asarray(epochs_run) <= 12).all() and (np.asarray(epochs_run) >= 1).all()
-    again, _ = jax.jit(problem.train_heads)(genomes[::-1])  # order does not matter
+    again, _ = train_heads(genomes[::-1])  # order does not matter
     np.testing.assert_allclose(np.asarray(again["w1"][::-1]), np.asarray(batched["w1"]),
                                rtol=1e-5, atol=1e-6)
 
@@ -109,16 +115,17 @@ def test_early_stopping_freezes_heads():
     data = _toy_data(seed=1)
     data.val_labels = (data.val_labels + 1) % 3  # learning the train split hurts validation
     head = HeadConfig(6, 8, 3)
-    train = TrainConfig(epochs=40, patience=2, learning_rate=0.1, optimizer="sgd_nesterov")
+    train = TrainConfig(epochs=40, patience=2, optimizer="sgd_nesterov")
     problem = TransferProblem(data, head, train)
+    hyper = ProblemHyper(learning_rate=0.1)
     genomes = jnp.ones((2, 6), bool).at[1, 0].set(False)
-    params, epochs_run = jax.jit(problem.train_heads)(genomes)
+    params, epochs_run = jax.jit(functools.partial(problem.train_heads, hyper=hyper))(genomes)
     assert (np.asarray(epochs_run) <= 4).all()  # stopped long before 40 epochs
     # without early stopping all 40 epochs run, but the lowest-validation-loss parameters are
     # still the ones returned: the same (early) heads
-    long = TransferProblem(data, head, TrainConfig(epochs=40, patience=40, learning_rate=0.1,
+    long = TransferProblem(data, head, TrainConfig(epochs=40, patience=40,
                                                    optimizer="sgd_nesterov"))
-    late_params, late_epochs = jax.jit(long.train_heads)(genomes)
+    late_params, late_epochs = jax.jit(functools.partial(long.train_heads, hyper=hyper))(genomes)
     np.testing.assert_array_equal(np.asarray(late_epochs), [40, 40])
     for name in params:
         np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(late_params[name]))
@@ -126,19 +133,60 @@ def test_early_stopping_freezes_heads():
 
 def test_problem_objectives(toy_problem):
     genomes = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], bool)
-    evaluate = jax.jit(chex.assert_max_traces(toy_problem.evaluate, n=1))
+    def evaluate_toy(key, genomes):
+        return toy_problem.evaluate(key, genomes, TOY_HYPER)
+
+    evaluate = jax.jit(chex.assert_max_traces(evaluate_toy, n=1))
     objectives = np.asarray(evaluate(jax.random.key(0), genomes))
     assert objectives.shape == (2, 4)
     np.testing.assert_allclose(objectives[:, 1], [0.0, 4.0 / 6.0], rtol=1e-6)  # sparsity
     assert objectives[0, 0] > 0.9 and objectives[0, 2] > 0.5  # separable blobs, far OOD
     np.testing.assert_array_equal(objectives, np.asarray(evaluate(jax.random.key(9), genomes)))
-    report = toy_problem.report_metrics(np.asarray(genomes))
+    report = toy_problem.report_metrics(np.asarray(genomes), TOY_HYPER)
     np.testing.assert_allclose(report["val_accuracy"], objectives[:, 0], rtol=1e-6)
     assert report["test_predictions"].shape == (2, 30)
     assert report["test_probabilities"].shape == (2, 30, 3)
-    with pytest.raises(ConfigError):
+    # the hyper-parameters reach training and scoring: another seed trains other heads (other
+    # losses), another temperature gives other OOD scores
+    reseeded = np.asarray(evaluate_with(toy_problem, TOY_HYPER.replace(seed=np.uint32(7)),
+                                        genomes))
+    assert not np.array_equal(reseeded[:, 3], objectives[:, 3])
+    np.testing.assert_array_equal(reseeded[:, 1], objectives[:, 1])  # sparsity: the genome's
+    warm = toy_problem.metrics(genomes, TOY_HYPER.replace(temperature=1.0))
+    cold = toy_problem.metrics(genomes, TOY_HYPER)
+    np.testing.assert_array_equal(np.asarray(warm["loss"]), np.asarray(cold["loss"]))
+    assert not np.allclose(np.asarray(warm["in_score"]), np.asarray(cold["in_score"]))
+    with pytest.raises(ValueError, match="objectives must be distinct"):
         TransferProblem(toy_problem.data, toy_problem.head, toy_problem.train_config,
                         ("accuracy", "beauty"))
+
+
+def evaluate_with(problem, hyper, genomes):
+    return jax.jit(functools.partial(problem.evaluate, hyper=hyper))(jax.random.key(0), genomes)
+
+
+def test_problem_equality_and_hyper_validation(toy_problem):
+    # value equality: what a sweep groups runs on (the data by content, not by object)
+    data = toy_problem.data
+    copy = TransferData(**{name: np.array(getattr(data, name)) for name in TransferData.ARRAYS},
+                        feature_shape=data.feature_shape, class_names=data.class_names)
+    names = toy_problem.objective_names
+    same = TransferProblem(copy, toy_problem.head, TrainConfig(epochs=12, batch_size=16,
+                                                               patience=3), names)
+    assert same == toy_problem and hash(same) == hash(toy_problem)
+    other_train = TransferProblem(copy, toy_problem.head, TrainConfig(epochs=11, batch_size=16,
+                                                                      patience=3), names)
+    copy.val_labels = (copy.val_labels + 1) % 3
+    other_data = TransferProblem(copy, toy_problem.head, toy_problem.train_config, names)
+    assert other_train != toy_problem and other_data != toy_problem
+    assert toy_problem.default_hyper == ProblemHyper(learning_rate=0.01, momentum=0.9,
+                                                     temperature=1000.0, seed=np.uint32(0))
+    validate_hyper(TOY_HYPER)
+    for bad, match in ((TOY_HYPER.replace(learning_rate=0.0), "learning_rate"),
+                       (TOY_HYPER.replace(momentum=1.0), "momentum"),
+                       (TOY_HYPER.replace(temperature=-1.0), "temperature")):
+        with pytest.raises(ValueError, match=match):
+            validate_hyper(bad)
 
 
 def test_majority_vote_ensembles_and_importance():
@@ -171,9 +219,9 @@ def test_bring_your_own_features_npz(tmp_path):
     np.testing.assert_allclose(data.train_features.mean(axis=0), 0.0, atol=1e-5)
     again = prepare_data(config, cache_dir=str(tmp_path / "cache"))  # from the cache file
     np.testing.assert_array_equal(again.test_features, data.test_features)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="disjoint"):
         DataConfig(target_classes=(3, 5), ood_classes=(5,))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="do not occur"):
         prepare_data(DataConfig(source=path, source_classes=(), target_classes=(0, 7),
                                 ood_classes=()))
 
@@ -231,7 +279,7 @@ def test_cli_run_report_and_resume(tmp_path, monkeypatch, capsys):
     assert main(["plot", str(full)]) == 0 and (full / "importance.png").exists()
 
 
-def test_config_validation():
+def test_config_validation(tmp_path):
     experiment = get_experiment("mo-prune-transfer")
     config = experiment.default_config()
     config["objectives"]["names"] = ["accuracy"]
@@ -245,7 +293,57 @@ def test_config_validation():
     config["nsga2"]["mode"] = "island"
     with pytest.raises(ConfigError, match="mode"):
         experiment.build(config)
+    # the hyper-parameters' values are checked too, before any data or backbone work
+    for section, key, value in (("train", "learning_rate", 0.0), ("train", "momentum", 1.0),
+                                ("objectives", "temperature", 0.0),
+                                ("nsga2", "crossover_rate", 1.5), ("nsga2", "mutation_rate", 2.0)):
+        config = experiment.default_config()
+        config["data"]["cache_dir"] = str(tmp_path)
+        config[section][key] = value
+        with pytest.raises(ConfigError, match=key):
+            experiment.build(config)
+    config = get_experiment("ga-prune-transfer").default_config()
+    config["data"]["cache_dir"] = str(tmp_path)
+    config["ga"]["mutation_probability"] = -0.5
+    with pytest.raises(ConfigError, match="mutation_probability"):
+        get_experiment("ga-prune-transfer").build(config)
+    assert not any(tmp_path.iterdir())
     assert main(["run", "mo-prune-transfer", "--set", "data.backbone=vit"]) == 2
+
+
+def test_builders_return_the_search_and_its_hyper_parameters(tmp_path, monkeypatch):
+    # the builder's algorithm is the search itself; runs that differ only in traced knobs (the
+    # rates, learning rate, temperature, seed) build equal algorithms: one compiled sweep group
+    from synprune_jax.algorithms.nsga2 import NSGA2, NSGA2Hyper
+    from synprune_jax.algorithms.steady_state_ga import SteadyStateGA, SteadyStateGAHyper
+    from synprune_jax.config import apply_overrides
+
+    monkeypatch.setenv("SYNPRUNE_CACHE_DIR", str(tmp_path))
+    tiny = TINY[2::2]  # the overrides of TINY, without "--set"
+
+    def build(experiment, *overrides):
+        entry = get_experiment(experiment)
+        return entry.build(apply_overrides(entry.default_config(), [*tiny, *overrides]))
+
+    first = build("mo-prune-transfer", "run.seed=5", "train.learning_rate=0.02",
+                  "nsga2.crossover_rate=0.5")
+    assert isinstance(first.algorithm, NSGA2)
+    assert first.algorithm.problem.genome_length == 64  # the 8x8 pixels
+    assert first.hyper == NSGA2Hyper(
+        crossover_rate=0.5, mutation_rate=1 / 64,
+        problem=ProblemHyper(learning_rate=0.02, momentum=0.9, temperature=1000.0,
+                             seed=np.uint32(5)))
+    second = build("mo-prune-transfer", "run.seed=6", "nsga2.mutation_rate=0.2",
+                   "objectives.temperature=2.0", "train.momentum=0.5")
+    assert second.hyper.mutation_rate == 0.2 and second.hyper.problem.temperature == 2.0
+    assert second.algorithm == first.algorithm and hash(second.algorithm) == hash(first.algorithm)
+    assert build("mo-prune-transfer", "train.epochs=2").algorithm != first.algorithm
+    ga = build("ga-prune-transfer", "ga.population_size=6", "ga.memo_capacity=16",
+               "ga.mutation_probability=0.3")
+    assert isinstance(ga.algorithm, SteadyStateGA)
+    assert ga.hyper == SteadyStateGAHyper(mutation_probability=0.3,
+                                          problem=first.hyper.problem.replace(
+                                              learning_rate=0.01, seed=np.uint32(0)))
 
 
 def test_train_devices_validation(tmp_path, capsys):
@@ -265,8 +363,9 @@ def test_train_devices_validation(tmp_path, capsys):
 
 
 def test_heads_split_over_devices(tmp_path, run_report):
-    # 4 CPU devices: a batch of 7 genomes (padded to 8) trains the 1-device heads, also with
-    # traced hyper-parameters (a bound problem). The validation loss (continuous) agrees to
+    # 4 CPU devices: a batch of 7 genomes (padded to 8) trains the 1-device heads, with the
+    # default hyper-parameters as constants and with other ones traced (jit arguments, as in a
+    # sweep). The validation loss (continuous) agrees to
     # float rounding; sparsity exactly; accuracy and AUROC count discrete events, where a
     # rounding difference may flip a near-tie, so they may move by a few steps at most.
     # Through the CLI `train.devices=2` creates the devices itself, and a run cut at 2
@@ -286,12 +385,15 @@ def test_heads_split_over_devices(tmp_path, run_report):
         names = ("accuracy", "sparsity", "auroc", "neg_loss")
         one, four = (TransferProblem(data, HeadConfig(6, 4, 3), TrainConfig(epochs=4), names,
                                      devices=n) for n in (1, 4))
-        hyper = four.sweep_hyper.replace(learning_rate=0.05, temperature=2.0)
+        default = four.default_hyper
+        traced = default.replace(learning_rate=0.05, temperature=2.0)
         out = {{}}
-        for name, a, b in (("plain", one.evaluate, four.evaluate),
-                           ("bound", one.bind(hyper).evaluate, four.bind(hyper).evaluate)):
-            x = np.asarray(jax.jit(a)(jax.random.key(0), genomes))
-            y = np.asarray(jax.jit(b)(jax.random.key(0), genomes))
+        for name, a, b, extra in (
+                ("default", lambda k, g: one.evaluate(k, g, default),
+                 lambda k, g: four.evaluate(k, g, default), ()),
+                ("traced", one.evaluate, four.evaluate, (traced,))):
+            x = np.asarray(jax.jit(a)(jax.random.key(0), genomes, *extra))
+            y = np.asarray(jax.jit(b)(jax.random.key(0), genomes, *extra))
             out[name] = {{"shape": list(y.shape), "difference": np.abs(x - y).max(0).tolist(),
                          "spread": x.std(0).tolist()}}
         root = Path({str(tmp_path)!r})
@@ -309,7 +411,7 @@ def test_heads_split_over_devices(tmp_path, run_report):
     """)
     report = run_report(code, env={"SYNPRUNE_CACHE_DIR": str(tmp_path / "cache")})
     num_val, num_ood = 30, 10  # _toy_data's validation and OOD validation sizes
-    for name in ("plain", "bound"):
+    for name in ("default", "traced"):
         measured = report[name]
         accuracy, sparsity, auroc, neg_loss = measured["difference"]
         assert measured["shape"] == [7, 4], (name, measured)

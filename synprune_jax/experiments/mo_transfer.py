@@ -51,7 +51,7 @@ def _base_config(name: str, algorithm: str, objectives: list[str]) -> dict:
 
 
 def default_config() -> dict:
-    """NSGA-II on accuracy x sparsity x OOD AUROC; 1-2 minutes on 2 CPU cores (half compiling)."""
+    """NSGA-II on accuracy x sparsity x OOD AUROC."""
     return _base_config("mo-prune-transfer", "nsga2", ["accuracy", "sparsity", "auroc"])
 
 
@@ -64,86 +64,31 @@ def default_config_ga() -> dict:
     return config
 
 
-class TransferAlgorithm:
-    """Runner-protocol wrapper around the search; :meth:`prepare` loads or computes the features
-    (host side, must run outside any trace; :func:`build` calls it)."""
-
-    def __init__(self, config: dict, data_config, head_section: dict, train_config,
-                 objective_names: tuple[str, ...], temperature: float, search_factory,
-                 devices: int = 1):
-        self._config = config
-        self.devices = devices
-        self.data_config = data_config
-        self.head_section = head_section
-        self.train_config = train_config
-        self.objective_names = objective_names
-        self.temperature = temperature
-        self._search_factory = search_factory
-        self._search = None
-        self._problem = None
-
-    @property
-    def cache_dir(self) -> str:
-        from synprune_jax.transfer.data import default_cache_dir
-
-        return self._config["data"].get("cache_dir") or default_cache_dir()
-
-    def prepare(self):
-        """Loads (or computes and caches) the features; builds problem and search."""
-        if self._search is None:
-            from synprune_jax.transfer.data import prepare_data
-            from synprune_jax.transfer.head import HeadConfig
-            from synprune_jax.transfer.problem import TransferProblem
-
-            data = prepare_data(self.data_config, cache_dir=self.cache_dir)
-            head = HeadConfig(num_features=data.num_features, num_classes=data.num_classes,
-                              **self.head_section)
-            self._problem = TransferProblem(data, head, self.train_config, self.objective_names,
-                                            self.temperature, devices=self.devices)
-            self._search = self._search_factory(self._problem)
-        return self._search
-
-    @property
-    def problem(self):
-        self.prepare()
-        return self._problem
-
-    @property
-    def search(self):
-        return self.prepare()
-
-    def init(self, key):
-        return self.search.init(key)
-
-    def step(self, key, state):
-        return self.search.step(key, state)
-
-    # sweeps (synprune_jax.sweeps): the search's traced hyper-parameters (NSGA2Hyper or
-    # SteadyStateGAHyper, which carry the problem's ProblemHyper: learning rate, momentum, OOD
-    # temperature, training seed = run seed); static key from the search and the problem
-    @property
-    def sweep_hyper(self):
-        return self.search.sweep_hyper
-
-    def sweep_static(self):
-        return ("transfer", self.search.sweep_static())
-
-    def init_with(self, key, hyper):
-        return self.search.init_with(key, hyper)
-
-    def step_with(self, key, state, hyper):
-        return self.search.step_with(key, state, hyper)
+def _pop_floats(section: dict, names) -> dict:
+    """Removes ``names`` from a config section: ``{name: float value}`` for those present (None
+    stays None); absent ones keep the hyper-parameter struct's defaults."""
+    values = {}
+    for name in names:
+        if name in section:
+            value = section.pop(name)
+            values[name] = None if value is None else float(value)
+    return values
 
 
 def build(config: dict) -> Built:
-    """Validates the config, prepares the data (cached) and returns algorithm, run config and
-    report."""
-    from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, SteadyStateGA,
-                                               SteadyStateGAConfig)
+    """Validates the config, prepares the data (cached) and returns the search (an
+    :class:`~synprune_jax.algorithms.nsga2.NSGA2` or
+    :class:`~synprune_jax.algorithms.steady_state_ga.SteadyStateGA` over a
+    :class:`~synprune_jax.transfer.problem.TransferProblem`), its hyper-parameters, the run
+    config and the report."""
+    from synprune_jax.algorithms import nsga2 as nsga2_lib
+    from synprune_jax.algorithms import steady_state_ga as ga_lib
     from synprune_jax.runner import RunConfig
     from synprune_jax.sharding import devices_mesh
-    from synprune_jax.transfer.data import DataConfig
-    from synprune_jax.transfer.head import GENOME_KINDS, TrainConfig
+    from synprune_jax.transfer import problem as problem_lib
+    from synprune_jax.transfer.data import (DataConfig, cache_key, default_cache_dir,
+                                            prepare_data)
+    from synprune_jax.transfer.head import GENOME_KINDS, HeadConfig, TrainConfig
     from synprune_jax.transfer.objectives import OBJECTIVES
 
     require_keys(config, "config", ("experiment", "algorithm", "data", "head", "train",
@@ -151,10 +96,13 @@ def build(config: dict) -> Built:
     if config["algorithm"] not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: {list(ALGORITHMS)}")
     with config_errors():
+        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
+                                            "checkpoint_every", "metrics_format", "progress"))
+        run_config = RunConfig(**config["run"])
         data_section = dict(config["data"])
         require_keys(data_section, "data", [f.name for f in dataclasses.fields(DataConfig)]
                      + ["cache_dir"])
-        data_section.pop("cache_dir", None)
+        cache_dir = data_section.pop("cache_dir", None) or default_cache_dir()
         for name in ("source_classes", "target_classes", "ood_classes", "cnn_channels"):
             data_section[name] = tuple(int(v) for v in data_section[name])
         data_config = DataConfig(**data_section)
@@ -169,7 +117,8 @@ def build(config: dict) -> Built:
                                               "batch_size", "patience", "devices"))
         devices = train_section.pop("devices", 1)
         devices_mesh(devices, "train.devices")  # before the data / backbone work
-        train_config = TrainConfig(seed=int(config["run"]["seed"]), **train_section)
+        knobs = _pop_floats(train_section, ("learning_rate", "momentum"))
+        train_config = TrainConfig(**train_section)
         objectives = dict(config["objectives"])
         require_keys(objectives, "objectives", ("names", "temperature", "reference"))
         names = tuple(objectives["names"])
@@ -177,8 +126,11 @@ def build(config: dict) -> Built:
         if unknown or not names or len(set(names)) != len(names):
             raise ConfigError(f"objectives.names must be distinct names from {list(OBJECTIVES)},"
                               f" got {list(names)}")
-        if not float(objectives["temperature"]) > 0:
-            raise ConfigError("objectives.temperature must be > 0")
+        # the run seed is also the heads' training seed
+        problem_hyper = problem_lib.ProblemHyper(
+            **knobs, temperature=float(objectives["temperature"]),
+            seed=np.uint32(run_config.seed))
+        problem_lib.validate_hyper(problem_hyper)
         reference = objectives["reference"]
         if reference is not None and len(reference) != len(names):
             raise ConfigError("objectives.reference needs one value per objective")
@@ -190,30 +142,47 @@ def build(config: dict) -> Built:
             if len(names) < 2:
                 raise ConfigError("NSGA-II needs at least two objectives in objectives.names")
             section = dict(config["nsga2"])
-            require_keys(section, "nsga2", [f.name for f in dataclasses.fields(NSGA2Config)])
-            search_config = NSGA2Config(**section)
-            factory = lambda problem: NSGA2(search_config, problem, names)  # noqa: E731
+            require_keys(section, "nsga2",
+                         [f.name for f in dataclasses.fields(nsga2_lib.NSGA2Config)]
+                         + [f.name for f in dataclasses.fields(nsga2_lib.NSGA2Hyper)
+                            if f.name != "problem"])
+            hyper = nsga2_lib.NSGA2Hyper(
+                **_pop_floats(section, ("crossover_rate", "mutation_rate")),
+                problem=problem_hyper)
+            nsga2_lib.validate_hyper(hyper)
+            search_config = nsga2_lib.NSGA2Config(**section)
         else:
             section = dict(config["ga"])
-            require_keys(section, "ga", [f.name for f in dataclasses.fields(SteadyStateGAConfig)
-                                         if f.name != "objective_index"])
-            search_config = SteadyStateGAConfig(**section)
-            factory = lambda problem: SteadyStateGA(search_config, problem, names)  # noqa: E731
-        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
-                                            "checkpoint_every", "metrics_format", "progress"))
-        run_config = RunConfig(**config["run"])
-    algorithm = TransferAlgorithm(config, data_config, head_section, train_config, names,
-                                  float(objectives["temperature"]), factory, devices)
-    algorithm.prepare()  # host work (data, backbone, cache) before the runner traces anything
+            require_keys(section, "ga",
+                         [f.name for f in dataclasses.fields(ga_lib.SteadyStateGAConfig)
+                          if f.name != "objective_index"]
+                         + [f.name for f in dataclasses.fields(ga_lib.SteadyStateGAHyper)
+                            if f.name != "problem"])
+            hyper = ga_lib.SteadyStateGAHyper(
+                **_pop_floats(section, ("mutation_probability",)), problem=problem_hyper)
+            ga_lib.validate_hyper(hyper)
+            search_config = ga_lib.SteadyStateGAConfig(**section)
+        # host work (data, backbone, cache) before the runner traces anything
+        data = prepare_data(data_config, cache_dir=cache_dir)
+        head = HeadConfig(num_features=data.num_features, num_classes=data.num_classes,
+                          **head_section)
+        problem = problem_lib.TransferProblem(data, head, train_config, names, devices=devices)
+        if config["algorithm"] == "nsga2":
+            algorithm = nsga2_lib.NSGA2(search_config, problem, names)
+            hyper = algorithm.resolve_hyper(hyper)  # mutation_rate null: 1 / L
+        else:
+            algorithm = ga_lib.SteadyStateGA(search_config, problem, names)
+    features_path = os.path.join(cache_dir, f"features-{cache_key(data_config)}.npz")
 
     def report_fn(run_dir, state, metrics):
-        return report(run_dir, state, metrics, algorithm=algorithm, config=config)
+        return report(run_dir, state, metrics, algorithm=algorithm, hyper=hyper, config=config,
+                      features_path=features_path)
 
     def plot_fn(run_dir, state, metrics):
         return plot_run(run_dir, state, metrics, algorithm=algorithm, config=config)
 
     return Built(algorithm=algorithm, run_config=run_config, report=report_fn,
-                 describe=describe, plot=plot_fn)
+                 describe=describe, plot=plot_fn, hyper=hyper)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,19 +232,26 @@ def key_figures(val_accuracy, active_fraction, val_auroc, test_accuracy, test_au
             "best_auroc": pick(robust), "tolerance": tolerance}
 
 
-def report(run_dir: str, state, metrics: dict, *, algorithm: TransferAlgorithm,
-           config: dict) -> dict:
+def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict,
+           features_path: str | None = None) -> dict:
     """Writes ``front.csv``, ``front.npz``, ``summary.json``, ``summary.md``, ``features.npz``
-    and the plots; returns the summary dict."""
+    (a copy of ``features_path``, the cached features, when it exists) and the plots; returns
+    the summary dict.
+
+    Args:
+        algorithm: the run's :class:`~synprune_jax.algorithms.nsga2.NSGA2` or
+            :class:`~synprune_jax.algorithms.steady_state_ga.SteadyStateGA` (its ``problem``
+            retrains the front members for the test split).
+        hyper: the run's hyper-parameters (``hyper.problem`` trains the heads as the run did).
+    """
     from synprune_jax.archives.pareto import hypervolume
-    from synprune_jax.transfer.data import cache_key
     from synprune_jax.transfer.ensembles import ensemble_table, importance
 
     problem = algorithm.problem
     names = algorithm.objective_names
     genomes, objectives = front_of(state)
     dense = np.ones((1, genomes.shape[1]), bool)  # the unpruned head, for comparison
-    both = problem.report_metrics(np.concatenate([genomes, dense]))
+    both = problem.report_metrics(np.concatenate([genomes, dense]), hyper.problem)
     measured = {name: value[:-1] for name, value in both.items()}
     reference = _reference(config, names)
     data = problem.data
@@ -304,9 +280,8 @@ def report(run_dir: str, state, metrics: dict, *, algorithm: TransferAlgorithm,
     write_summary(run_dir, summary, format_summary(summary))
     _write_front(run_dir, genomes, objectives, names, measured)
     np.save(os.path.join(run_dir, "importance.npy"), weights)
-    cached = os.path.join(algorithm.cache_dir, f"features-{cache_key(algorithm.data_config)}.npz")
-    if os.path.exists(cached):
-        shutil.copyfile(cached, os.path.join(run_dir, "features.npz"))
+    if features_path is not None and os.path.exists(features_path):
+        shutil.copyfile(features_path, os.path.join(run_dir, "features.npz"))
     plot_run(run_dir, state, metrics, algorithm=algorithm, config=config)
     return summary
 
@@ -390,10 +365,9 @@ def _label(name: str) -> str:
             "accuracy": "accuracy (validation)", "neg_loss": "- loss (validation)"}.get(name, name)
 
 
-def plot_run(run_dir: str, state, metrics: dict, *, algorithm: TransferAlgorithm,
-             config: dict) -> list[str]:
+def plot_run(run_dir: str, state, metrics: dict, *, algorithm, config: dict) -> list[str]:
     """``front_2d.png``, ``front_3d.png`` (three or more objectives), ``importance.png``,
-    ``curves.png``."""
+    ``curves.png`` (``algorithm``: the run's search, for the objective names and the head)."""
     from synprune_jax import plots
 
     names = algorithm.objective_names

@@ -8,7 +8,7 @@ Architecture (per image ``[H, W, C]``)::
 The classifier on top of the feature map is linear, so the frozen features have to carry the
 class information themselves. For 8x8 digits with the default ``(16, 8)`` channels the feature map
 is ``4 x 4 x 8 = 128`` features. Pretraining is Adam on softmax cross-entropy with minibatches,
-one compiled ``lax.scan`` over all epochs; it takes a few seconds on a CPU.
+one compiled ``lax.scan`` over all epochs.
 """
 
 from __future__ import annotations

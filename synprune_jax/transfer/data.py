@@ -33,8 +33,6 @@ from typing import Callable
 
 import numpy as np
 
-from synprune_jax.config import ConfigError
-
 BACKBONES = ("cnn", "pixels")
 
 
@@ -76,31 +74,31 @@ class DataConfig:
                   "ood_classes": self.ood_classes}
         for name, classes in groups.items():
             if len(set(classes)) != len(classes):
-                raise ConfigError(f"data.{name} has repeated classes: {list(classes)}")
+                raise ValueError(f"data.{name} has repeated classes: {list(classes)}")
         if len(self.target_classes) < 2:
-            raise ConfigError("data.target_classes needs at least two classes")
+            raise ValueError("data.target_classes needs at least two classes")
         if (set(self.target_classes) & set(self.ood_classes)
                 or set(self.target_classes) & set(self.source_classes)
                 or set(self.source_classes) & set(self.ood_classes)):
-            raise ConfigError("data.source_classes, target_classes and ood_classes must be "
-                              "disjoint")
+            raise ValueError("data.source_classes, target_classes and ood_classes must be "
+                             "disjoint")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
-            raise ConfigError("data.val_fraction and data.test_fraction must be in (0, 1) with "
-                              "a sum below 1")
+            raise ValueError("data.val_fraction and data.test_fraction must be in (0, 1) with "
+                             "a sum below 1")
         if self.backbone not in BACKBONES:
-            raise ConfigError(f"data.backbone must be one of {list(BACKBONES)}, "
-                              f"got {self.backbone!r}")
+            raise ValueError(f"data.backbone must be one of {list(BACKBONES)}, "
+                             f"got {self.backbone!r}")
         if len(self.cnn_channels) != 2 or min(self.cnn_channels) < 1:
-            raise ConfigError("data.cnn_channels needs two positive ints")
+            raise ValueError("data.cnn_channels needs two positive ints")
         for name in ("pretrain_epochs", "pretrain_batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"data.{name} must be >= 1")
+                raise ValueError(f"data.{name} must be >= 1")
         if self.pretrain_learning_rate <= 0:
-            raise ConfigError("data.pretrain_learning_rate must be > 0")
+            raise ValueError("data.pretrain_learning_rate must be > 0")
         if self.source != "digits" and not str(self.source).endswith(".npz"):
-            raise ConfigError(f"data.source must be 'digits' or a path to an .npz file, "
-                              f"got {self.source!r}")
+            raise ValueError(f"data.source must be 'digits' or a path to an .npz file, "
+                             f"got {self.source!r}")
 
 
 @dataclasses.dataclass
@@ -167,27 +165,27 @@ def load_raw(source: str) -> dict:
         images = (digits.images / 16.0).astype(np.float32)[..., None]  # [1797, 8, 8, 1]
         return {"images": images, "labels": digits.target.astype(np.int32)}
     if not os.path.exists(source):
-        raise ConfigError(f"data.source {source!r} does not exist")
+        raise ValueError(f"data.source {source!r} does not exist")
     with np.load(source) as archive:
         raw = {k: np.asarray(archive[k]) for k in archive.files}
     if "labels" not in raw or ("images" in raw) == ("features" in raw):
-        raise ConfigError(f"{source}: needs 'labels' and exactly one of 'images' / 'features'; "
-                          f"found {sorted(raw)}")
+        raise ValueError(f"{source}: needs 'labels' and exactly one of 'images' / 'features'; "
+                         f"found {sorted(raw)}")
     if "images" in raw:
         if raw["images"].ndim == 3:
             raw["images"] = raw["images"][..., None]
         if raw["images"].ndim != 4:
-            raise ConfigError(f"{source}: images must be [N, H, W] or [N, H, W, C]")
+            raise ValueError(f"{source}: images must be [N, H, W] or [N, H, W, C]")
         raw["images"] = raw["images"].astype(np.float32)
         if "ood_images" in raw and raw["ood_images"].ndim == 3:
             raw["ood_images"] = raw["ood_images"][..., None]
     elif raw["features"].ndim != 2:
-        raise ConfigError(f"{source}: features must be [N, F]")
+        raise ValueError(f"{source}: features must be [N, F]")
     raw["labels"] = raw["labels"].astype(np.int32).reshape(-1)
     inputs = raw.get("images", raw.get("features"))
     if inputs.shape[0] != raw["labels"].shape[0]:
-        raise ConfigError(f"{source}: {inputs.shape[0]} inputs but {raw['labels'].shape[0]} "
-                          "labels")
+        raise ValueError(f"{source}: {inputs.shape[0]} inputs but {raw['labels'].shape[0]} "
+                         "labels")
     return raw
 
 
@@ -197,7 +195,7 @@ def _split_indices(labels: np.ndarray, classes, val_fraction, test_fraction, rng
     for cls in classes:
         members = rng.permutation(np.flatnonzero(labels == cls))
         if members.size < 3:
-            raise ConfigError(f"class {cls} has {members.size} samples; at least 3 are needed")
+            raise ValueError(f"class {cls} has {members.size} samples; at least 3 are needed")
         num_val = max(1, int(round(val_fraction * members.size)))
         num_test = max(1, int(round(test_fraction * members.size)))
         val.append(members[:num_val])
@@ -251,7 +249,7 @@ def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
     present = set(np.unique(labels).tolist())
     missing = [c for c in (*config.target_classes, *config.ood_classes) if c not in present]
     if missing:
-        raise ConfigError(f"classes {missing} do not occur in {config.source}")
+        raise ValueError(f"classes {missing} do not occur in {config.source}")
     train, val, test = _split_indices(labels, config.target_classes, config.val_fraction,
                                       config.test_fraction, rng)
     info: dict = {"source": config.source}
@@ -267,7 +265,7 @@ def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
 
             source_mask = np.isin(labels, config.source_classes)
             if not source_mask.any():
-                raise ConfigError(f"no sample of source_classes {list(config.source_classes)}")
+                raise ValueError(f"no sample of source_classes {list(config.source_classes)}")
             extract, backbone_info = pretrain_cnn(images[source_mask], labels[source_mask],
                                                   config)
             info.update(backbone_info)
@@ -285,8 +283,8 @@ def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
     features = features.reshape(features.shape[0], -1)
     ood_features = ood_features.reshape(ood_features.shape[0], -1)
     if ood_features.shape[0] < 2:
-        raise ConfigError("at least two out-of-distribution samples are needed (ood_classes or "
-                          "ood_images / ood_features)")
+        raise ValueError("at least two out-of-distribution samples are needed (ood_classes or "
+                         "ood_images / ood_features)")
     mean = features[train].mean(axis=0)
     scale = features[train].std(axis=0) + 1e-6
     standardise = lambda x: ((x - mean) / scale).astype(np.float32)  # noqa: E731

@@ -32,8 +32,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from synprune_jax.config import ConfigError
-
 GENOME_KINDS = ("input", "hidden", "both")
 OPTIMIZERS = ("adam", "sgd_nesterov")
 ZOBRIST_SEED = 0x5EED
@@ -56,13 +54,13 @@ class HeadConfig:
 
     def __post_init__(self):
         if self.genome not in GENOME_KINDS:
-            raise ConfigError(f"head.genome must be one of {list(GENOME_KINDS)}, "
-                              f"got {self.genome!r}")
+            raise ValueError(f"head.genome must be one of {list(GENOME_KINDS)}, "
+                             f"got {self.genome!r}")
         for name in ("num_features", "num_hidden"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"head.{name} must be >= 1")
+                raise ValueError(f"head.{name} must be >= 1")
         if self.num_classes < 2:
-            raise ConfigError("the head needs at least two classes")
+            raise ValueError("the head needs at least two classes")
 
     @property
     def genome_length(self) -> int:
@@ -84,41 +82,31 @@ class HeadConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How every head is trained (static; part of the compiled program).
+    """How every head is trained: the static part (the learning rate, momentum and seed are
+    numeric knobs, :class:`~synprune_jax.transfer.problem.ProblemHyper`).
 
     Attributes:
         optimizer: ``"adam"`` or ``"sgd_nesterov"`` (SGD with Nesterov momentum).
-        learning_rate: step size. momentum: Nesterov momentum (SGD only).
         epochs: maximum epochs. batch_size: minibatch size (capped at the train size).
         patience: epochs without a lower validation loss before a head stops.
-        seed: base of the per-genome training keys (see module docstring).
     """
 
     optimizer: str = "adam"
-    learning_rate: float = 1e-2
-    momentum: float = 0.9
     epochs: int = 30
     batch_size: int = 64
     patience: int = 5
-    seed: int = 0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"train.optimizer must be one of {list(OPTIMIZERS)}, "
-                              f"got {self.optimizer!r}")
-        if self.learning_rate <= 0:
-            raise ConfigError("train.learning_rate must be > 0")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError("train.momentum must be in [0, 1)")
+            raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1")
+                raise ValueError(f"train.{name} must be >= 1")
 
-    def make_optimizer(self, learning_rate=None, momentum=None) -> optax.GradientTransformation:
-        """The optimizer; ``learning_rate`` / ``momentum`` (may be traced, e.g. in a sweep)
-        replace the configured values when given."""
-        learning_rate = self.learning_rate if learning_rate is None else learning_rate
-        momentum = self.momentum if momentum is None else momentum
+    def make_optimizer(self, learning_rate, momentum) -> optax.GradientTransformation:
+        """The optimizer with step size ``learning_rate`` and Nesterov ``momentum`` (SGD only;
+        both may be traced)."""
         if self.optimizer == "adam":
             return optax.adam(learning_rate)
         return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
@@ -169,7 +157,7 @@ def shuffle_key(seed: int) -> jax.Array:
 
 def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_x: jax.Array,
                train_y: jax.Array, val_x: jax.Array, val_y: jax.Array, head: HeadConfig,
-               train: TrainConfig, optimizer: optax.GradientTransformation | None = None
+               train: TrainConfig, optimizer: optax.GradientTransformation
                ) -> tuple[dict, jax.Array]:
     """Trains one head with early stopping on the validation loss.
 
@@ -181,8 +169,7 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
         genome: ``[L]`` bool.
         train_x: ``[N, F]``; train_y: ``[N]`` int. val_x: ``[V, F]``; val_y: ``[V]`` int.
         head, train: static configs.
-        optimizer: replaces ``train.make_optimizer()`` (a sweep passes one built from traced
-            learning rate / momentum).
+        optimizer: ``train.make_optimizer(learning_rate, momentum)`` (the two may be traced).
 
     Returns:
         ``(params, epochs_run)``: the parameters of the epoch with the lowest validation loss,
@@ -190,7 +177,6 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
     """
     input_mask, hidden_mask = head.split(genome)
     params = init_head(key, head)
-    optimizer = train.make_optimizer() if optimizer is None else optimizer
     num_train = train_x.shape[0]
     batch_size = min(train.batch_size, num_train)
     num_batches = num_train // batch_size
@@ -227,15 +213,14 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
     return carry[2], carry[6]
 
 
-def train_population(seed: int, genomes: jax.Array, train_x, train_y, val_x, val_y,
+def train_population(seed, genomes: jax.Array, train_x, train_y, val_x, val_y,
                      head: HeadConfig, train: TrainConfig,
-                     optimizer: optax.GradientTransformation | None = None
-                     ) -> tuple[dict, jax.Array]:
+                     optimizer: optax.GradientTransformation) -> tuple[dict, jax.Array]:
     """:func:`train_head` vmapped over ``genomes [P, L]``.
 
     Each head is initialised from its genome's key (:func:`genome_key`); the minibatch order
-    comes from :func:`shuffle_key` (``seed`` only), shared by the population. ``seed`` may be
-    traced; ``optimizer`` replaces ``train.make_optimizer()`` when given.
+    comes from :func:`shuffle_key` (``seed`` only), shared by the population. ``seed`` (int or
+    uint32 scalar) may be traced, and so may the learning rate / momentum inside ``optimizer``.
 
     Returns:
         ``(params, epochs_run)`` with a leading ``[P]`` axis on every leaf.

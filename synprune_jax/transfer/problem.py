@@ -1,32 +1,36 @@
 """The evolutionary problem: genome ``[L]`` -> trained sparse head -> objectives ``[M]``.
 
-:class:`TransferProblem` closes over the cached features (as device arrays) and static configs.
-Its :meth:`~TransferProblem.evaluate` trains the whole batch of heads at once (one ``vmap``) and
-measures the chosen objectives on the **validation** split; :meth:`~TransferProblem.report_metrics`
-retrains given genomes (same per-genome keys, so the same heads) and measures the **test** split,
-for the final report only.
+:class:`TransferProblem` closes over the cached features (as device arrays) and static configs;
+its numeric knobs (learning rate, momentum, OOD temperature, training seed) are a
+:class:`ProblemHyper` passed to every call, so runs that differ only in them share a compiled
+program. :meth:`~TransferProblem.evaluate` trains the whole batch of heads at once (one ``vmap``)
+and measures the chosen objectives on the **validation** split;
+:meth:`~TransferProblem.report_metrics` retrains given genomes (same per-genome keys, so the same
+heads) and measures the **test** split, for the final report only.
 
-Example (a few seconds on CPU):
+Example:
     >>> import jax, jax.numpy as jnp, numpy as np
     >>> from synprune_jax.transfer.data import TransferData
     >>> rng = np.random.default_rng(0)
     >>> x, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 2, 40)
     >>> data = TransferData(x, y, x, y, x, y, x[:5] + 5, x[5:10] + 5, (6,), (0, 1))
     >>> problem = TransferProblem(data, HeadConfig(6, 4, 2), TrainConfig(epochs=2))
-    >>> problem.evaluate(jax.random.key(0), jnp.ones((3, 6), bool)).shape
+    >>> hyper = problem.default_hyper.replace(learning_rate=0.05)
+    >>> problem.evaluate(jax.random.key(0), jnp.ones((3, 6), bool), hyper).shape
     (3, 3)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from synprune_jax.config import ConfigError
 from synprune_jax.transfer.data import TransferData
 from synprune_jax.transfer.head import HeadConfig, TrainConfig, head_logits, train_population
 from synprune_jax.transfer.objectives import (OBJECTIVES, auroc, classification_metrics,
@@ -35,70 +39,65 @@ from synprune_jax.transfer.objectives import (OBJECTIVES, auroc, classification_
 
 @struct.dataclass
 class ProblemHyper:
-    """Traced knobs of :class:`TransferProblem` (a sweep stacks them on a run axis).
+    """Numeric knobs of :class:`TransferProblem` (traced: a sweep stacks them on a run axis).
 
     Attributes:
-        learning_rate: head optimizer step size. momentum: Nesterov momentum (SGD only).
-        temperature: ``T`` of the max-softmax OOD score.
+        learning_rate: head optimizer step size (> 0).
+        momentum: Nesterov momentum, SGD only (in ``[0, 1)``).
+        temperature: ``T`` of the max-softmax OOD score (> 0).
         seed: base of the per-genome training keys (uint32; the run seed in the experiments).
     """
 
-    learning_rate: float
-    momentum: float
-    temperature: float
-    seed: object
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
+    temperature: float = 1000.0
+    seed: Any = np.uint32(0)
 
 
-class _BoundProblem:
-    """A :class:`TransferProblem` evaluating with given (possibly traced) hyper-parameters."""
-
-    def __init__(self, problem: "TransferProblem", hyper: ProblemHyper):
-        self.problem = problem
-        self.hyper = hyper
-        self.genome_length = problem.genome_length
-        self.num_objectives = problem.num_objectives
-        self.objective_names = problem.objective_names
-
-    def evaluate(self, key: jax.Array, genomes: jax.Array) -> jax.Array:
-        return self.problem.evaluate(key, genomes, self.hyper)
+def validate_hyper(hyper: ProblemHyper) -> None:
+    """Raises ``ValueError`` for values the training cannot use (concrete values)."""
+    if not hyper.learning_rate > 0:
+        raise ValueError("train.learning_rate must be > 0")
+    if not 0 <= hyper.momentum < 1:
+        raise ValueError("train.momentum must be in [0, 1)")
+    if not hyper.temperature > 0:
+        raise ValueError(f"objectives.temperature must be > 0, got {hyper.temperature}")
 
 
 class TransferProblem:
     """Multi-objective evaluation of head genomes on transfer data.
+
+    Compares equal to (and hashes like) another problem with the same data (content digest),
+    head, training settings, objectives and devices, so equal algorithms share a compiled sweep.
 
     Args:
         data: :class:`~synprune_jax.transfer.data.TransferData` (host numpy).
         head: :class:`HeadConfig`; ``num_features`` / ``num_classes`` must match ``data``.
         train: :class:`TrainConfig`.
         objectives: names from :data:`~synprune_jax.transfer.objectives.OBJECTIVES`.
-        temperature: ``T`` of the max-softmax OOD score.
         devices: local devices :meth:`evaluate` splits the batch of genomes over (default 1).
             With ``N > 1`` each device trains and measures ``B / N`` heads (``jax.shard_map``;
             a batch that is not a multiple of ``N`` is padded with copies of its first genome,
             results dropped). On a CPU create the devices first
             (``jax.config.update('jax_num_cpu_devices', N)`` before anything runs; ``synprune
-            run`` does it for ``train.devices``): each device runs its heads on its own thread,
-            which keeps both cores busy through the small elementwise and batched operations
-            between the large products (``benchmarks/transfer_heads.py --devices 2``). Each
-            head's result does not depend on the rest of the batch, but the smaller per-device
-            batch can pick other CPU kernels: the trained heads equal a 1-device evaluation up
-            to float rounding, which can flip a near-tie and so move an accuracy or AUROC by one
-            step (runs reproduce exactly for a fixed ``devices``).
+            run`` does it for ``train.devices``). Each head's result does not depend on the
+            rest of the batch, but the smaller per-device batch can pick other CPU kernels: the
+            trained heads equal a 1-device evaluation up to float rounding, which can flip a
+            near-tie and so move an accuracy or AUROC by one step (runs reproduce exactly for a
+            fixed ``devices``).
     """
 
     def __init__(self, data: TransferData, head: HeadConfig, train: TrainConfig,
                  objectives: tuple[str, ...] = ("accuracy", "sparsity", "auroc"),
-                 temperature: float = 1000.0, devices: int = 1):
+                 devices: int = 1):
         objectives = tuple(objectives)
         unknown = [name for name in objectives if name not in OBJECTIVES]
         if unknown or not objectives or len(set(objectives)) != len(objectives):
-            raise ConfigError(f"objectives must be distinct names from {list(OBJECTIVES)}, "
-                              f"got {list(objectives)}")
+            raise ValueError(f"objectives must be distinct names from {list(OBJECTIVES)}, "
+                             f"got {list(objectives)}")
         if head.num_features != data.num_features or head.num_classes != data.num_classes:
-            raise ConfigError(f"head expects {head.num_features} features / {head.num_classes} "
-                              f"classes, data have {data.num_features} / {data.num_classes}")
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
+            raise ValueError(f"head expects {head.num_features} features / {head.num_classes} "
+                             f"classes, data have {data.num_features} / {data.num_classes}")
         from synprune_jax.sharding import devices_mesh
 
         self.mesh = devices_mesh(devices, "devices")
@@ -107,7 +106,6 @@ class TransferProblem:
         self.head = head
         self.train_config = train
         self.objective_names = objectives
-        self.temperature = float(temperature)
         as_x = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
         as_y = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
         self.arrays = {
@@ -121,51 +119,45 @@ class TransferProblem:
     def genome_length(self) -> int:
         return self.head.genome_length
 
-    # ----- sweeps ------------------------------------------------------------------------------
     @property
-    def sweep_hyper(self) -> ProblemHyper:
-        """The problem's own traced hyper-parameters (configured values, training seed)."""
-        return ProblemHyper(learning_rate=self.train_config.learning_rate,
-                            momentum=self.train_config.momentum, temperature=self.temperature,
-                            seed=np.uint32(self.train_config.seed))
+    def default_hyper(self) -> ProblemHyper:
+        """``ProblemHyper()``: learning rate 0.01, momentum 0.9, temperature 1000, seed 0."""
+        return ProblemHyper()
 
-    def bind(self, hyper: ProblemHyper) -> _BoundProblem:
-        """This problem evaluating with ``hyper`` (``evaluate(key, genomes)`` only)."""
-        return _BoundProblem(self, hyper)
+    # ----- value equality (what fixes the compiled program) ---------------------------------
+    @functools.cached_property
+    def _identity(self) -> tuple:
+        digest = hashlib.sha1()
+        for name in sorted(self.arrays):
+            array = np.ascontiguousarray(np.asarray(self.arrays[name]))
+            digest.update(f"{name}{array.shape}{array.dtype}".encode())
+            digest.update(array.tobytes())
+        return (digest.hexdigest(), self.head, self.train_config, self.objective_names,
+                self.devices)
 
-    def sweep_static(self):
-        """Hashable key of what fixes the compiled program: the data (content digest), the head,
-        the static training settings and the objectives."""
-        if getattr(self, "_data_digest", None) is None:
-            digest = hashlib.sha1()
-            for name in sorted(self.arrays):
-                array = np.ascontiguousarray(np.asarray(self.arrays[name]))
-                digest.update(f"{name}{array.shape}{array.dtype}".encode())
-                digest.update(array.tobytes())
-            self._data_digest = digest.hexdigest()
-        train = self.train_config
-        return ("transfer_problem", self._data_digest, self.head,
-                (train.optimizer, train.epochs, train.batch_size, train.patience),
-                self.objective_names, self.devices)
+    def __eq__(self, other) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, TransferProblem):
+            return NotImplemented
+        return self._identity == other._identity
+
+    def __hash__(self) -> int:
+        return hash(self._identity)
 
     @property
     def num_objectives(self) -> int:
         return len(self.objective_names)
 
-    def train_heads(self, genomes: jax.Array, hyper: ProblemHyper | None = None):
-        """``genomes [P, L]`` -> ``(params with leading [P], epochs_run [P])``; ``hyper``
-        replaces the configured learning rate, momentum and seed."""
+    def train_heads(self, genomes: jax.Array, hyper: ProblemHyper):
+        """``genomes [P, L]`` -> ``(params with leading [P], epochs_run [P])``, trained with
+        ``hyper``'s learning rate, momentum and seed."""
         a = self.arrays
-        if hyper is None:
-            seed, optimizer = self.train_config.seed, None
-        else:
-            seed = hyper.seed
-            optimizer = self.train_config.make_optimizer(hyper.learning_rate, hyper.momentum)
-        return train_population(seed, genomes, a["train_x"], a["train_y"],
+        optimizer = self.train_config.make_optimizer(hyper.learning_rate, hyper.momentum)
+        return train_population(hyper.seed, genomes, a["train_x"], a["train_y"],
                                 a["val_x"], a["val_y"], self.head, self.train_config, optimizer)
 
-    def _head_metrics(self, params: dict, genome: jax.Array, split: str,
-                      temperature=None) -> dict:
+    def _head_metrics(self, params: dict, genome: jax.Array, split: str, temperature) -> dict:
         a = self.arrays
         input_mask, hidden_mask = self.head.split(genome)
         x, y = a[f"{split}_x"], a[f"{split}_y"]
@@ -173,7 +165,6 @@ class TransferProblem:
         ood_logits = head_logits(params, input_mask, hidden_mask, a[f"ood_{split}_x"])
         accuracy, loss = classification_metrics(logits, y)
         active = jnp.sum(genome.astype(jnp.int32))
-        temperature = self.temperature if temperature is None else temperature
         in_score = max_softmax_score(logits, temperature)
         out_score = max_softmax_score(ood_logits, temperature)
         return {"accuracy": accuracy, "loss": loss, "auroc": auroc(in_score, out_score),
@@ -183,10 +174,9 @@ class TransferProblem:
                 "probabilities": jax.nn.softmax(logits, axis=-1),
                 "in_score": in_score, "out_score": out_score}
 
-    def metrics(self, genomes: jax.Array, split: str = "val",
-                hyper: ProblemHyper | None = None) -> dict:
-        """Trains ``genomes [P, L]`` and measures ``split`` (``"val"`` or ``"test"``), with the
-        configured hyper-parameters or ``hyper``.
+    def metrics(self, genomes: jax.Array, hyper: ProblemHyper, split: str = "val") -> dict:
+        """Trains ``genomes [P, L]`` with ``hyper`` and measures ``split`` (``"val"`` or
+        ``"test"``).
 
         Returns:
             dict of ``[P]`` arrays (``accuracy``, ``loss``, ``auroc``, ``active_fraction``,
@@ -197,56 +187,53 @@ class TransferProblem:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         params, epochs_run = self.train_heads(genomes, hyper)
-        temperature = None if hyper is None else hyper.temperature
-        result = jax.vmap(lambda p, g: self._head_metrics(p, g, split, temperature))(params,
-                                                                                   genomes)
+        result = jax.vmap(lambda p, g: self._head_metrics(p, g, split, hyper.temperature))(
+            params, genomes)
         result["epochs_run"] = epochs_run
         return result
 
-    def evaluate(self, key: jax.Array, genomes: jax.Array,
-                 hyper: ProblemHyper | None = None) -> jax.Array:
-        """Validation objectives of ``genomes [P, L]`` -> ``[P, M]`` float32 (maximised).
+    def evaluate(self, key: jax.Array, genomes: jax.Array, hyper: ProblemHyper) -> jax.Array:
+        """Validation objectives of ``genomes [P, L]`` -> ``[P, M]`` float32 (maximised), the
+        heads trained and scored with ``hyper``.
 
-        ``key`` is unused: training keys derive from each genome (see
+        ``key`` is unused: training keys derive from each genome and ``hyper.seed`` (see
         :mod:`synprune_jax.transfer.head`), so a genome's objectives do not depend on when it
-        is evaluated. ``hyper`` replaces the configured learning rate, momentum, temperature
-        and training seed (see :meth:`bind`). With ``devices > 1`` the batch is split over the
-        devices (see the class).
+        is evaluated. With ``devices > 1`` the batch is split over the devices (see the class).
         """
         del key
 
-        def objectives(genomes, *hyper):
-            metrics = self.metrics(genomes, "val", *hyper)
+        def objectives(genomes, hyper):
+            metrics = self.metrics(genomes, hyper, "val")
             return objective_vector(metrics, self.objective_names)
 
-        extra = () if hyper is None else (hyper,)
         if self.mesh is None:
-            return objectives(genomes, *extra)
+            return objectives(genomes, hyper)
         from jax.sharding import NamedSharding, PartitionSpec
 
         from synprune_jax.sharding import pad_rows
 
         padded, size = pad_rows(genomes, self.devices)
         split = PartitionSpec(self.mesh.axis_names[0])
-        sharded = jax.shard_map(objectives, mesh=self.mesh,
-                                in_specs=(split, *[PartitionSpec()] * len(extra)),
+        sharded = jax.shard_map(objectives, mesh=self.mesh, in_specs=(split, PartitionSpec()),
                                 out_specs=split, check_vma=False)  # unvarying scan inits
         # the [B, M] result replicated, like the rest of the search's state (a scan over
         # generations, the runner's chunk, carries one sharding through)
         return jax.lax.with_sharding_constraint(
-            sharded(padded, *extra)[:size], NamedSharding(self.mesh, PartitionSpec()))
+            sharded(padded, hyper)[:size], NamedSharding(self.mesh, PartitionSpec()))
 
-    def report_metrics(self, genomes: np.ndarray, batch: int = 64) -> dict:
-        """Host helper: validation *and* test metrics of ``genomes [K, L]`` (numpy dict with
-        ``val_`` / ``test_`` prefixed keys; heads trained once, in batches of ``batch``)."""
+    def report_metrics(self, genomes: np.ndarray, hyper: ProblemHyper, batch: int = 64) -> dict:
+        """Host helper: validation *and* test metrics of ``genomes [K, L]`` trained with
+        ``hyper`` (numpy dict with ``val_`` / ``test_`` prefixed keys; heads trained once, in
+        batches of ``batch``)."""
         genomes = jnp.asarray(genomes, bool)
 
         @jax.jit
         def both(chunk):
-            params, epochs_run = self.train_heads(chunk)
+            params, epochs_run = self.train_heads(chunk, hyper)
             out = {"val_epochs_run": epochs_run, "test_epochs_run": epochs_run}
             for split in ("val", "test"):
-                measured = jax.vmap(lambda p, g: self._head_metrics(p, g, split))(params, chunk)
+                measured = jax.vmap(
+                    lambda p, g: self._head_metrics(p, g, split, hyper.temperature))(params, chunk)
                 out.update({f"{split}_{name}": value for name, value in measured.items()})
             return out
 
