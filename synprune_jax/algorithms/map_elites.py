@@ -1,20 +1,24 @@
 """MAP-Elites synaptic pruning.
 
-One generation (:func:`step`) is pure and jittable:
+One generation (:meth:`MapElites.step`) is pure and jittable; the offspring come from an emitter
+(:mod:`synprune_jax.algorithms.emitters`), by default the mutation emitter:
 
-    parents  = uniform sample over filled archive cells            [B]
-    children = vmap(mutate)(parents)   # rates, prune/reconnect flips, forward prune, Gaussian
-    result   = task.evaluate(children)                              fitness [B], descriptors [B, D]
+    key_emit, key_eval = split(key)
+    children = emitter.emit(key_emit, archive)   # uniform parents from filled cells, vmap(mutate)
+    result   = task.evaluate(key_eval, children)                    fitness [B], descriptors [B, D]
     archive  = add(archive, children, result)                       one scatter per leaf
+    emitter  = emitter.update(key_emit, children, result)           (the ES emitter learns here)
 
 The initial archive is filled from ``initial_batch_size`` random networks whose per-layer density
 is drawn from ``Beta(init_beta_a, init_beta_b)`` (uniform by default), so the search starts spread
 over all sparsities.
 
-Static structure lives in :class:`MapElitesConfig` (hashable); numeric knobs live in the traced
-:class:`~synprune_jax.variation.MutationHyper`, so many settings can share one compiled program.
+Static structure lives in :class:`MapElitesConfig` and the emitter (hashable); numeric knobs live
+in the traced hyper (:class:`~synprune_jax.variation.MutationHyper` for the mutation emitter,
+:class:`MapElitesESHyper` with an ES emitter), so many settings can share one compiled program.
+:func:`MapElitesES` builds MAP-Elites with an ES emitter, alone or mixed with the mutation one.
 
-Example (kinematic arm, a second on CPU):
+Example (kinematic arm):
     >>> import jax
     >>> from synprune_jax.tasks import KinematicArm
     >>> from synprune_jax.archives import GridSpec
@@ -38,9 +42,12 @@ import jax.numpy as jnp
 from flax import struct
 
 from synprune_jax import masks as masks_lib
-from synprune_jax.archives import Archive, CVTSpec, GridSpec, add, init_archive, qd_metrics, sample
+from synprune_jax.algorithms.emitters import (Emitter, ESEmitter, ESEmitterConfig,
+                                              MapElitesESHyper, MixEmitter, MutationEmitter,
+                                              mutation_hyper)
+from synprune_jax.archives import Archive, CVTSpec, GridSpec, add, init_archive, qd_metrics
 from synprune_jax.types import EvalResult, Population
-from synprune_jax.variation import MutationConfig, MutationHyper, mutate
+from synprune_jax.variation import MutationConfig, MutationHyper
 
 ArchiveSpec = Union[GridSpec, CVTSpec]
 
@@ -63,15 +70,11 @@ class MapElitesConfig:
             draw per network is shared by its layers (False: overall density ~ Beta(a, b)).
         qd_offset: stated lower bound of fitness; QD-score = sum over elites of (fitness - offset).
         density_bands: densities at which the best fitness is reported each generation.
-        mutation_block: mutate the offspring this many at a time (``lax.map``) instead of all
-            at once (``None``, the default); the same random draws, and the same offspring in
-            every configuration tested (compiled; ``jit``). The mutation draws several random
-            words per weight and XLA keeps them live together, so the generation's scratch
-            memory grows with ``batch x weights``; blocks bound it at some cost in compile time,
-            and in speed when the evaluation is cheap. Measured on 2 CPU cores: hopper 16-16 at
-            batch 1024, blocks of 63 halve XLA's scratch (17.1 -> 8.7 MiB) at the same speed but
-            compile 1.5 s longer; the kinematic arm (MLP genotype, batch 512, blocks of 151) runs
-            1.5x slower (`python benchmarks/mutation_block.py`).
+        mutation_block: the mutation emitter mutates the offspring this many at a time
+            (``lax.map``) instead of all at once (``None``, the default); every child keeps its
+            own key, so the offspring are those of one ``vmap`` over the batch. Blocks bound the
+            mutation's scratch memory, which grows with ``batch x weights``, at some cost in
+            compile time and speed (see ``docs/benchmarks.md``).
     """
 
     archive: ArchiveSpec
@@ -106,11 +109,22 @@ class MapElitesConfig:
 
 @struct.dataclass
 class MapElitesState:
-    """Algorithm state: the archive and counters (no PRNG keys: they derive from the seed)."""
+    """Algorithm state: the archive and counters (no PRNG keys: they derive from the seed).
+
+    With an emitter that has state (its ``init`` returns other than ``None``) the state is a
+    :class:`MapElitesEmitterState`, which adds ``emitter_state``.
+    """
 
     archive: Archive
     generation: jax.Array  # int32 scalar
     num_evaluations: jax.Array  # int32 scalar
+
+
+@struct.dataclass
+class MapElitesEmitterState(MapElitesState):
+    """:class:`MapElitesState` plus the state of the emitter (e.g. the ES emitter's)."""
+
+    emitter_state: object
 
 
 def validate(config: MapElitesConfig, task) -> None:
@@ -148,23 +162,17 @@ def random_population(key: jax.Array, task, config: MapElitesConfig, hyper: Muta
     return jax.vmap(one)(jax.random.split(key, size))
 
 
+def mutation_emitter(config: MapElitesConfig, task) -> MutationEmitter:
+    """The mutation emitter of ``config`` (its ``batch_size``, ``mutation``, ``mutation_block``)."""
+    return MutationEmitter(task, batch_size=config.batch_size, mutation=config.mutation,
+                           mutation_block=config.mutation_block)
+
+
 def emit(key: jax.Array, archive: Archive, task, config: MapElitesConfig,
          hyper: MutationHyper) -> Population:
-    """The mutation emitter: uniform parents from filled cells, composite mutation.
-
-    With ``config.mutation_block`` set, offspring are mutated that many at a time
-    (``lax.map``): every child has its own key, so the draws are those of one ``vmap`` over the
-    batch (and the compiled offspring equal in every configuration tested).
-    """
-    key_parents, key_mutate = jax.random.split(key)
-    parents = sample(key_parents, archive, config.batch_size)
-    keys = jax.random.split(key_mutate, config.batch_size)
-    mutate_one = lambda k, parent: mutate(k, parent, task.maskable(), config.mutation, hyper,
-                                          task.spec)
-    block = config.mutation_block
-    if block is None or block >= config.batch_size:
-        return jax.vmap(mutate_one)(keys, parents)
-    return jax.lax.map(lambda pair: mutate_one(*pair), (keys, parents), batch_size=block)
+    """The offspring of ``mutation_emitter(config, task)`` (``[config.batch_size, ...]``)."""
+    offspring, _ = mutation_emitter(config, task).emit(key, archive, None, hyper)
+    return offspring
 
 
 def _metrics(config: MapElitesConfig, archive: Archive, offspring: Population,
@@ -184,244 +192,110 @@ def _metrics(config: MapElitesConfig, archive: Archive, offspring: Population,
 class MapElites:
     """MAP-Elites synaptic pruning on a task (the runner's ``Algorithm`` protocol).
 
-    Holds only static structure (hashable: runs of a sweep with equal ``config`` and ``task``
-    share one compiled program); the numeric knobs are the
-    :class:`~synprune_jax.variation.MutationHyper` passed to every call.
+    Holds only static structure (hashable: runs of a sweep with equal ``config``, ``task`` and
+    ``emitter`` share one compiled program); the numeric knobs are the hyper passed to every call.
 
     Args:
         config: :class:`MapElitesConfig`.
         task: the evaluation task (its descriptor count must match the archive's).
+        emitter: where offspring come from (:mod:`synprune_jax.algorithms.emitters`); ``None``
+            (the default) means ``mutation_emitter(config, task)``, and the hyper is then a
+            :class:`~synprune_jax.variation.MutationHyper`.
     """
 
     config: MapElitesConfig
     task: object
+    emitter: Emitter | None = None
 
     def __post_init__(self):
         validate(self.config, self.task)
+        if self.emitter is None:
+            object.__setattr__(self, "emitter", mutation_emitter(self.config, self.task))
+        for method in ("init", "emit", "update", "check_hyper"):
+            if not callable(getattr(self.emitter, method, None)):
+                raise TypeError(f"emitter {type(self.emitter).__name__} has no {method}() "
+                                "(see synprune_jax.algorithms.emitters.Emitter)")
 
     @property
-    def default_hyper(self) -> MutationHyper:
-        """``MutationHyper()``: the library's default rates and sigma."""
-        return MutationHyper()
+    def default_hyper(self):
+        """The emitter's default hyper (``MutationHyper()`` for the mutation emitter)."""
+        return self.emitter.default_hyper
 
-    def init(self, key: jax.Array, hyper: MutationHyper) -> MapElitesState:
-        """Seeds an archive with ``initial_batch_size`` random individuals."""
+    def init(self, key: jax.Array, hyper) -> MapElitesState:
+        """Seeds an archive with ``initial_batch_size`` random individuals, then the emitter.
+
+        Draws: ``key_population, key_eval = split(key)``; the emitter's ``init`` takes no key.
+        """
         config, task = self.config, self.task
+        self.emitter.check_hyper(hyper)
         key_population, key_eval = jax.random.split(key)
         size = config.initial_batch_size or config.batch_size
-        population = random_population(key_population, task, config, hyper, size)
+        population = random_population(key_population, task, config, mutation_hyper(hyper), size)
         template = jax.tree_util.tree_map(lambda leaf: leaf[0], population)
         archive = init_archive(config.archive, template)
         result = task.evaluate(key_eval, population)
         archive, _ = add(config.archive, archive, population, result)
-        return MapElitesState(archive=archive, generation=jnp.zeros((), jnp.int32),
-                              num_evaluations=jnp.asarray(size, jnp.int32))
+        emitter_state = self.emitter.init(archive, hyper)
+        counters = dict(archive=archive, generation=jnp.zeros((), jnp.int32),
+                        num_evaluations=jnp.asarray(size, jnp.int32))
+        if emitter_state is None:
+            return MapElitesState(**counters)
+        return MapElitesEmitterState(**counters, emitter_state=emitter_state)
 
     def step(self, key: jax.Array, state: MapElitesState,
-             hyper: MutationHyper) -> tuple[MapElitesState, dict[str, jax.Array]]:
-        """One generation: emit, evaluate, insert. Pure; the caller jits / scans it."""
-        config, task = self.config, self.task
+             hyper) -> tuple[MapElitesState, dict[str, jax.Array]]:
+        """One generation: emit, evaluate, insert, update the emitter. Pure; the caller jits /
+        scans it. Metrics: the archive's QD metrics, the offspring's, then the emitter's."""
+        config, task, emitter = self.config, self.task, self.emitter
         key_emit, key_eval = jax.random.split(key)
-        offspring = emit(key_emit, state.archive, task, config, hyper)
+        emitter_state = getattr(state, "emitter_state", None)
+        offspring, emitter_state = emitter.emit(key_emit, state.archive, emitter_state, hyper)
         result = task.evaluate(key_eval, offspring)
         archive, inserted = add(config.archive, state.archive, offspring, result)
-        state = MapElitesState(archive=archive, generation=state.generation + 1,
-                               num_evaluations=state.num_evaluations + config.batch_size)
+        emitter_state, emitter_metrics = emitter.update(key_emit, emitter_state, offspring,
+                                                        result, inserted, hyper)
+        counters = dict(archive=archive, generation=state.generation + 1,
+                        num_evaluations=state.num_evaluations + emitter.batch_size)
+        if emitter_state is None:
+            state = MapElitesState(**counters)
+        else:
+            state = MapElitesEmitterState(**counters, emitter_state=emitter_state)
         metrics = _metrics(config, archive, offspring, result, inserted)
         metrics["num_evaluations"] = state.num_evaluations
+        clash = sorted(set(metrics) & set(emitter_metrics))
+        if clash:
+            raise ValueError(f"the emitter reports metrics named like MAP-Elites' own: {clash}")
+        metrics.update(emitter_metrics)
         return state, metrics
 
 
 # ----- ES emitter (ME-ES style) ----------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class ESEmitterConfig:
-    """Static configuration of the ES emitter of :class:`MapElitesES`.
-
-    The emitter runs one evosax strategy (:class:`~synprune_jax.algorithms.es.MaskedStrategy`)
-    centred on an archive elite, with that elite's masks; its samples are offspring like any
-    others (inserted into the archive) and their fitness updates the strategy. Every
-    ``restart_every`` generations it restarts on a new uniformly drawn elite.
-
-    Attributes:
-        strategy: a distribution-based evosax strategy (OpenES, CMA-ES, SNES, PGPE, ARS, ...).
-        population_size: ES samples per generation (even for OpenES).
-        sigma_init: search std.
-        learning_rate: optimizer learning rate (strategies with an optimizer).
-        optimizer: ``"adam"`` or ``"sgd"``.
-        search_space: ``"unmasked"`` (only the elite's active weights) or ``"all"``.
-        restart_every: generations between restarts on a new elite.
-        use_mutation_emitter: also emit ``MapElitesConfig.batch_size`` mutated offspring each
-            generation (the two emitters mixed in one run); False: ES offspring only.
-    """
-
-    strategy: str = "open_es"
-    population_size: int = 32
-    sigma_init: float = 0.05
-    learning_rate: float = 0.05
-    optimizer: str = "adam"
-    search_space: str = "unmasked"
-    restart_every: int = 10
-    use_mutation_emitter: bool = True
-
-    def __post_init__(self):
-        from synprune_jax.algorithms import es as es_lib
-
-        if es_lib.is_population_based(self.strategy):
-            raise ValueError(f"the ES emitter needs a distribution-based strategy, got "
-                             f"{self.strategy!r}")
-        if self.population_size < 2:
-            raise ValueError(f"population_size must be >= 2, got {self.population_size}")
-        if self.restart_every < 1:
-            raise ValueError(f"restart_every must be >= 1, got {self.restart_every}")
-        if self.sigma_init <= 0 or self.learning_rate <= 0:
-            raise ValueError("sigma_init and learning_rate must be > 0")
-
-
-@struct.dataclass
-class MapElitesESState:
-    """State of :class:`MapElitesES`: the MAP-Elites fields plus the ES emitter's.
-
-    Attributes:
-        archive: the archive.
-        generation: int32 scalar.
-        num_evaluations: int32 scalar.
-        es_state: evosax state of the emitter (flat vectors of the network size).
-        es_masks: masks of the elite the emitter is improving (one network).
-        es_rates: ``[2]`` that elite's mutation rates (passed on to ES offspring).
-        es_age: int32, generations since the emitter's last restart.
-    """
-
-    archive: Archive
-    generation: jax.Array
-    num_evaluations: jax.Array
-    es_state: object
-    es_masks: object
-    es_rates: jax.Array
-    es_age: jax.Array
-
-
-@struct.dataclass
-class MapElitesESHyper:
-    """Traced hyper-parameters of :class:`MapElitesES` (what a sweep may vmap over).
-
-    Attributes:
-        mutation: the mutation emitter's :class:`~synprune_jax.variation.MutationHyper`.
-        sigma_init: the ES emitter's search std (``ESEmitterConfig.sigma_init``).
-        learning_rate: the ES emitter's optimizer step (``ESEmitterConfig.learning_rate``).
-    """
-
-    mutation: MutationHyper
-    sigma_init: float
-    learning_rate: float
-
-
-class MapElitesES:
+def MapElitesES(config: MapElitesConfig, emitter: ESEmitterConfig, task) -> MapElites:
     """MAP-Elites with an ES emitter, alone or mixed with the mutation emitter.
 
-    One generation: the mutation emitter's ``config.batch_size`` offspring (if
-    ``use_mutation_emitter``) and the ES emitter's ``population_size`` samples are evaluated in
-    one batch and inserted together; the ES is told its samples' fitness; on restart generations
-    the ES re-centres on a uniformly drawn elite. ``init`` is MAP-Elites' :func:`init` followed
-    by the emitter's first centring.
+    A :class:`MapElites` whose emitter is ``MixEmitter((mutation_emitter(config, task),
+    ESEmitter(emitter, task)))`` when ``emitter.use_mutation_emitter`` (``config.batch_size``
+    mutated and ``emitter.population_size`` ES offspring per generation, evaluated in one batch
+    and inserted together), else ``ESEmitter(emitter, task)`` alone. Its hyper is a
+    :class:`MapElitesESHyper` (``default_hyper``: ``MapElitesESHyper()``); extra metrics
+    ``es_num_inserted`` and ``es_max_fitness``.
+
+    Example:
+        >>> import jax
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> from synprune_jax.archives import GridSpec
+        >>> task = KinematicArm(num_joints=4, genotype="mlp")
+        >>> config = MapElitesConfig(batch_size=8, archive=GridSpec((0.0, 0.0), (1.0, 1.0), (8, 8)))
+        >>> algorithm = MapElitesES(config, ESEmitterConfig(population_size=8), task)
+        >>> hyper = algorithm.default_hyper.replace(sigma_init=0.1)
+        >>> state = algorithm.init(jax.random.key(0), hyper)
+        >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+        >>> int(metrics["num_evaluations"])  # 8 to seed the archive, then 8 mutated + 8 ES
+        24
     """
+    es_emitter = ESEmitter(emitter, task)
+    if emitter.use_mutation_emitter:
+        return MapElites(config, task, MixEmitter((mutation_emitter(config, task), es_emitter)))
+    return MapElites(config, task, es_emitter)
 
-    def __init__(self, config: MapElitesConfig, emitter: ESEmitterConfig, task,
-                 hyper: MutationHyper | None = None):
-        from synprune_jax.algorithms import es as es_lib
-
-        validate(config, task)
-        self.config = config
-        self.emitter = emitter
-        self.task = task
-        self.hyper = hyper if hyper is not None else MutationHyper()
-        template = jax.eval_shape(task.init_params, jax.random.key(0))
-        template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
-        self.adapter = es_lib.MaskedStrategy(
-            emitter.strategy, emitter.population_size, template,
-            search_space=emitter.search_space, sigma_init=emitter.sigma_init,
-            optimizer=emitter.optimizer, learning_rate=emitter.learning_rate)
-
-    # ----- sweeps (sweeps.HyperAdapter) --------------------------------------------------------
-    @property
-    def sweep_hyper(self) -> MapElitesESHyper:
-        """The algorithm's own traced hyper-parameters."""
-        return MapElitesESHyper(mutation=self.hyper, sigma_init=self.emitter.sigma_init,
-                                learning_rate=self.emitter.learning_rate)
-
-    def sweep_static(self):
-        """Hashable key of what fixes the compiled program (everything but the hyper)."""
-        emitter = dataclasses.replace(self.emitter, sigma_init=1.0, learning_rate=1.0)
-        return ("map_elites_es", self.config, emitter, self.task)
-
-    def _strategy(self, hyper: MapElitesESHyper):
-        return self.adapter.with_hyper(hyper.sigma_init, 0.0, hyper.learning_rate)
-
-    # ----- protocol ----------------------------------------------------------------------------
-    def _centre(self, key: jax.Array, archive: Archive, adapter=None):
-        adapter = self.adapter if adapter is None else adapter
-        key_pick, key_init = jax.random.split(key)
-        elite = sample(key_pick, archive, 1)[0]
-        es_state = adapter.init(key_init, elite.params, elite.masks)
-        es_state = jax.tree_util.tree_map(
-            lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), es_state)
-        return es_state, elite.masks, elite.rates
-
-    def init(self, key: jax.Array) -> MapElitesESState:
-        return self.init_with(key, self.sweep_hyper)
-
-    def init_with(self, key: jax.Array, hyper: MapElitesESHyper) -> MapElitesESState:
-        """:meth:`init` with the given (possibly traced) hyper-parameters."""
-        key_me, key_es = jax.random.split(key)
-        base = init(key_me, self.task, self.config, hyper.mutation)
-        es_state, es_masks, es_rates = self._centre(key_es, base.archive, self._strategy(hyper))
-        return MapElitesESState(archive=base.archive, generation=base.generation,
-                                num_evaluations=base.num_evaluations, es_state=es_state,
-                                es_masks=es_masks, es_rates=es_rates,
-                                es_age=jnp.zeros((), jnp.int32))
-
-    def step(self, key: jax.Array, state: MapElitesESState):
-        return self.step_with(key, state, self.sweep_hyper)
-
-    def step_with(self, key: jax.Array, state: MapElitesESState, hyper: MapElitesESHyper):
-        """:meth:`step` with the given (possibly traced) hyper-parameters."""
-        config, emitter, adapter = self.config, self.emitter, self._strategy(hyper)
-        key_emit, key_ask, key_eval, key_tell, key_restart = jax.random.split(key, 5)
-        samples, es_state = adapter.ask(key_ask, state.es_state, state.es_masks)
-        num_es = emitter.population_size
-        es_offspring = Population(
-            params=adapter.unravel_population(samples),
-            masks=jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (num_es, *m.shape)),
-                                         state.es_masks),
-            rates=jnp.broadcast_to(state.es_rates, (num_es, 2)))
-        if emitter.use_mutation_emitter:
-            mutated = emit(key_emit, state.archive, self.task, config, hyper.mutation)
-            offspring = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), mutated,
-                                               es_offspring)
-        else:
-            offspring = es_offspring
-        result = self.task.evaluate(key_eval, offspring)
-        archive, inserted = add(config.archive, state.archive, offspring, result)
-        es_fitness = result.fitness[-num_es:]
-        es_state, _ = adapter.tell(key_tell, samples, es_fitness, es_state, state.es_masks)
-        es_state = jax.tree_util.tree_map(
-            lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), es_state)
-
-        age = state.es_age + 1
-        restart = age >= emitter.restart_every
-        fresh_state, fresh_masks, fresh_rates = self._centre(key_restart, archive, adapter)
-        pick = lambda new, old: jnp.where(restart, new, old)
-        es_state = jax.tree_util.tree_map(pick, fresh_state, es_state)
-        es_masks = jax.tree_util.tree_map(pick, fresh_masks, state.es_masks)
-        es_rates = pick(fresh_rates, state.es_rates)
-        count = offspring.size
-        new_state = MapElitesESState(
-            archive=archive, generation=state.generation + 1,
-            num_evaluations=state.num_evaluations + count, es_state=es_state, es_masks=es_masks,
-            es_rates=es_rates, es_age=jnp.where(restart, 0, age).astype(jnp.int32))
-        metrics = _metrics(config, archive, offspring, result, inserted)
-        metrics["num_evaluations"] = new_state.num_evaluations
-        metrics["es_num_inserted"] = jnp.sum(inserted[-num_es:], dtype=jnp.int32)
-        metrics["es_max_fitness"] = jnp.max(jnp.where(jnp.isfinite(es_fitness), es_fitness,
-                                                      -jnp.inf))
-        return new_state, metrics

@@ -262,7 +262,9 @@ def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) ->
 
 @_as_config_error
 def build_me_es(config: dict) -> Built:
-    from synprune_jax.algorithms.map_elites import ESEmitterConfig, MapElitesES
+    from synprune_jax.algorithms.map_elites import (ESEmitterConfig, MapElitesES,
+                                                    MapElitesESHyper)
+    from synprune_jax.algorithms.emitters import validate_es_hyper
     from synprune_jax.experiments import map_elites as me_experiment
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
@@ -272,14 +274,18 @@ def build_me_es(config: dict) -> Built:
     task = me_experiment.build_task(config["task"])
     archive = me_experiment.build_archive_spec(config["archive"], task)
     me_config = me_experiment.map_elites_config(config["map_elites"], archive)
-    require_keys(config["es_emitter"], "es_emitter",
-                 [f.name for f in dataclasses.fields(ESEmitterConfig)])
-    emitter = ESEmitterConfig(**config["es_emitter"])
-    hyper = _hyper(config["mutation"])
-    algorithm = MapElitesES(me_config, emitter, task, hyper)
-    return Built(algorithm=algorithm, run_config=_run_config(config),
-                 report=me_experiment.report, describe=me_experiment.describe,
-                 plot=me_experiment.plot_run)
+    traced = ("sigma_init", "learning_rate")  # es_emitter keys that go to the hyper
+    section = dict(config["es_emitter"])
+    require_keys(section, "es_emitter",
+                 [f.name for f in dataclasses.fields(ESEmitterConfig)] + list(traced))
+    defaults = MapElitesESHyper()
+    es_hyper = {name: float(section.pop(name, getattr(defaults, name))) for name in traced}
+    hyper = MapElitesESHyper(mutation=_hyper(config["mutation"]), **es_hyper)
+    validate_es_hyper(hyper)
+    emitter = ESEmitterConfig(**section)
+    return Built(algorithm=MapElitesES(me_config, emitter, task), hyper=hyper,
+                 run_config=_run_config(config), report=me_experiment.report,
+                 describe=me_experiment.describe, plot=me_experiment.plot_run)
 
 
 @_as_config_error
