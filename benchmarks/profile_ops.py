@@ -45,7 +45,8 @@ def _heads():
     head = HeadConfig(data.num_features, 32, data.num_classes, genome="input")
     problem = TransferProblem(data, head, TrainConfig(epochs=30))
     genomes = random_density_genomes(jax.random.key(0), 30, head.genome_length)
-    return problem.evaluate, (jax.random.key(1), genomes)
+    return (lambda key, genomes: problem.evaluate(key, genomes, problem.default_hyper)), (
+        jax.random.key(1), genomes)
 
 
 def _ae_ring():

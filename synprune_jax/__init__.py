@@ -14,29 +14,37 @@ The public API in one screen (submodules hold the rest):
   utilities :func:`non_dominated_rank`, :func:`crowding_distance`, :func:`hypervolume`,
   :class:`ParetoFront`;
 * MAP-Elites: :class:`MapElites`, :class:`MapElitesConfig`, :class:`MutationConfig`,
-  :class:`MutationHyper`; with an evosax ES emitter :class:`MapElitesES`,
-  :class:`ESEmitterConfig`;
+  :class:`MutationHyper`; emitters (:mod:`synprune_jax.algorithms.emitters`):
+  :class:`MutationEmitter`, :class:`ESEmitter` (an evosax ES), :class:`MixEmitter`;
+  :func:`MapElitesES` builds MAP-Elites with an ES emitter (:class:`ESEmitterConfig`,
+  :class:`MapElitesESHyper`);
 * evolution strategies and GAs (:mod:`synprune_jax.algorithms.es`, ``.ga``):
-  :class:`MaskedStrategy` (any evosax strategy on masked networks), :class:`MaskedES`,
-  :class:`TruncationGA`; information measures (:mod:`synprune_jax.analysis`);
+  :class:`MaskedStrategy` (any evosax strategy on masked networks), :class:`MaskedES`
+  (:class:`ESConfig`, :class:`ESHyper`), :class:`TruncationGA` (:class:`GAConfig`,
+  :class:`GAHyper`); information measures (:mod:`synprune_jax.analysis`);
 * multi-objective transfer pruning (:mod:`synprune_jax.transfer`,
-  :mod:`synprune_jax.algorithms.nsga2`): :class:`TransferProblem`, :class:`NSGA2`,
-  :class:`SteadyStateGA`;
+  :mod:`synprune_jax.algorithms.nsga2`, :mod:`synprune_jax.algorithms.steady_state_ga`):
+  :class:`TransferProblem`, :class:`NSGA2`, :class:`SteadyStateGA`;
 * cluster-driven synthesis (:mod:`synprune_jax.synthesis`): :class:`ClusterSynthesis`,
   :class:`LeNetSpec`, :func:`synthesize`, :func:`compact`;
 * autoencoder pruning (:mod:`synprune_jax.autoencoder`): :class:`CanonicalTraining`,
   :class:`SpatialCoevolution`;
-* running: :class:`RunConfig`, :func:`run`, :func:`read_metrics`, :func:`scan_generations`;
+* running: every algorithm holds static structure and takes its hyper-parameters per call
+  (``default_hyper``, ``init(key, hyper)``, ``step(key, state, hyper)``); :class:`RunConfig`,
+  :func:`run`, :func:`read_metrics`, :func:`scan_generations`;
   sweeps and devices: :func:`sweep`, :class:`ShardedTask`, :class:`ChunkedTask`,
   :func:`make_mesh`; experiments by name in :data:`synprune_jax.experiments.EXPERIMENTS`.
 """
 
-from synprune_jax.algorithms.es import ESConfig, ESState, MaskedES, MaskedStrategy
-from synprune_jax.algorithms.ga import GAConfig, GAState, TruncationGA
-from synprune_jax.algorithms.map_elites import (ESEmitterConfig, MapElites, MapElitesConfig,
-                                                MapElitesES, MapElitesState)
-from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, NSGA2State, SteadyStateGA,
-                                           SteadyStateGAConfig)
+from synprune_jax.algorithms.emitters import (ESEmitter, ESEmitterConfig, MapElitesESHyper,
+                                              MixEmitter, MutationEmitter)
+from synprune_jax.algorithms.es import ESConfig, ESHyper, ESState, MaskedES, MaskedStrategy
+from synprune_jax.algorithms.ga import GAConfig, GAHyper, GAState, TruncationGA
+from synprune_jax.algorithms.map_elites import (MapElites, MapElitesConfig, MapElitesES,
+                                                MapElitesState)
+from synprune_jax.algorithms.nsga2 import NSGA2, NSGA2Config, NSGA2Hyper, NSGA2State
+from synprune_jax.algorithms.steady_state_ga import (SteadyStateGA, SteadyStateGAConfig,
+                                                     SteadyStateGAHyper)
 from synprune_jax.analysis import (entropy, joint_entropy, mutual_information,
                                    normalized_mutual_information)
 from synprune_jax.archives import Archive, CVTSpec, GridSpec, qd_metrics
@@ -63,8 +71,9 @@ __version__ = "0.2.0"
 
 __all__ = [
     "Archive", "AutoencoderSpec", "BraxTask", "CVTSpec", "CanonicalTraining", "ChunkedTask",
-    "ClusterSynthesis", "CoevolutionConfig", "ESConfig", "ESEmitterConfig", "ESState",
-    "EncodingConfig", "EvalResult", "GAConfig", "GAState", "GridSpec", "KinematicArm",
+    "ClusterSynthesis", "CoevolutionConfig", "ESConfig", "ESEmitter", "ESEmitterConfig",
+    "ESHyper", "ESState", "EncodingConfig", "EvalResult", "GAConfig", "GAHyper", "GAState",
+    "MapElitesESHyper", "MixEmitter", "MutationEmitter", "NSGA2Hyper", "SteadyStateGAHyper", "GridSpec", "KinematicArm",
     "LeNetSpec", "MLPSpec", "MapElites", "MapElitesConfig", "MapElitesES", "MapElitesState",
     "MaskedES", "MaskedStrategy", "MutationConfig", "MutationHyper", "NSGA2", "NSGA2Config",
     "NSGA2State", "ParetoFront", "Population", "RunConfig", "ShardedTask", "SpatialCoevolution",

@@ -327,39 +327,3 @@ def test_cli_es_prune_run_and_resume(tmp_path):
         assert (full / name).stat().st_size > 0, name
     assert main(["run", "es-prune-arm", "--set", "es.strategy=nope", "--out",
                  str(tmp_path / "bad")]) == 2
-
-
-@pytest.mark.parametrize("mixed", [True, pytest.param(False, marks=pytest.mark.slow)])
-def test_map_elites_es_emitter(mixed):
-    from synprune_jax.algorithms import map_elites as me
-    from synprune_jax.archives import GridSpec
-
-    task = KinematicArm(num_joints=4, genotype="mlp", hidden_sizes=(8,),
-                        descriptors=("sparsity", "disconnected_fraction"))
-    config = me.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (6, 6)), batch_size=8,
-                                initial_batch_size=16)
-    if True:
-        emitter = me.ESEmitterConfig(population_size=8, restart_every=2,
-                                     use_mutation_emitter=mixed)
-        algorithm = me.MapElitesES(config, emitter, task)
-        state = jax.jit(algorithm.init)(jax.random.key(0))
-        chex.clear_trace_counter()
-
-        @jax.jit
-        @chex.assert_max_traces(n=1)
-        def step(key, state):
-            return algorithm.step(key, state)
-
-        previous = np.asarray(state.archive.fitness)
-        ages = []
-        for g in range(4):
-            state, metrics = step(jax.random.key(g), state)
-            fitness = np.asarray(state.archive.fitness)
-            assert (fitness >= previous).all()
-            previous = fitness
-            ages.append(int(state.es_age))
-        assert ages == [1, 0, 1, 0]  # restarts every 2 generations
-        assert int(state.num_evaluations) == 16 + 4 * (16 if mixed else 8)
-        assert 0 <= int(metrics["es_num_inserted"]) <= 8
-    with pytest.raises(ValueError, match="distribution-based"):
-        me.ESEmitterConfig(strategy="simple_ga")

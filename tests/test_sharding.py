@@ -358,7 +358,7 @@ def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path, run_report):
         ga = main(["run", "ga-arm", "--set", "task.devices=2", "--set", "ga.population_size=10",
                    "--set", "ga.elite_fraction=0.3", "--set", "run.num_generations=3",
                    "--set", "run.progress=false", "--out", str(root / "ga")])
-        from synprune_jax.algorithms.ga import load_archive_elites
+        from synprune_jax.experiments.es import load_archive_elites
         elites = load_archive_elites(str(root / "full"), 4)
         import jax
         print("REPORT " + json.dumps({{"devices": jax.local_device_count(), "odd": odd,

@@ -50,6 +50,7 @@ from jax import flatten_util
 
 from synprune_jax import masks as masks_lib
 from synprune_jax.pruning import SCHEDULES, SCOPES, prune_to_density_by_score, scheduled_density
+from synprune_jax.trees import strong_types
 from synprune_jax.types import Masks, Params, Population, PyTree
 
 SEARCH_SPACES = ("all", "unmasked")
@@ -322,12 +323,6 @@ class MaskedStrategy:
         return state.best_solution, -state.best_fitness
 
 
-def _strong_types(tree: PyTree) -> PyTree:
-    """Drops weak types so a jitted ``step`` sees the same signature from generation 0 on."""
-    return jax.tree_util.tree_map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype),
-                                  tree)
-
-
 # ----- the runner algorithm -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ESConfig:
@@ -596,7 +591,7 @@ class MaskedES:
             num_evaluations = adapter.population_size
         else:
             strategy = adapter.init(key_init, params, masks)
-        strategy = _strong_types(strategy)  # evosax leaves Python scalars (weak types) in it
+        strategy = strong_types(strategy)  # evosax leaves Python scalars (weak types) in it
         mean = adapter.mean(strategy)
         return ESState(strategy=strategy, masks=masks, best_params=mean, best_masks=masks,
                        best_fitness=jnp.asarray(-jnp.inf, jnp.float32),
@@ -643,7 +638,7 @@ class MaskedES:
             strategy = adapter.project(strategy, masks)
 
         evaluated = candidates.shape[0]
-        state = ESState(strategy=_strong_types(strategy), masks=masks, best_params=best_params,
+        state = ESState(strategy=strong_types(strategy), masks=masks, best_params=best_params,
                         best_masks=best_masks, best_fitness=best_fitness, generation=generation,
                         num_evaluations=state.num_evaluations + evaluated)
         finite_population = finite[:config.population_size]

@@ -425,17 +425,6 @@ class NSGA2:
         return metrics
 
 
-_MOVED = ("SteadyStateGA", "SteadyStateGAConfig")
-
-
-def __getattr__(name):
-    # Temporary: ``synprune_jax/__init__.py`` still imports these two from here. They live in
-    # synprune_jax.algorithms.steady_state_ga; remove this once the package imports them there.
-    if name in _MOVED:
-        from synprune_jax.algorithms import steady_state_ga
-
-        return getattr(steady_state_ga, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
