@@ -86,7 +86,7 @@ def _task_devices_runner(experiment, overrides, num_devices, chunk_size):
     import jax
 
     from synprune_jax import config as config_lib
-    from synprune_jax import runner, sweeps
+    from synprune_jax import runner
     from synprune_jax.experiments import get_experiment
 
     definition = get_experiment(experiment)

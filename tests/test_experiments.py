@@ -50,7 +50,7 @@ TINY = {
                ("ga.crossover_rate", [0.3, 0.7])),
     "es-info": (_BRAX + ["es.population_size=4", "study.num_networks=2", "study.bins=4"],
                 ("es.sigma_init", [0.05, 0.1])),
-    "mo-prune-transfer": (_TRANSFER, ("nsga2.crossover_rate", [0.5, 0.9])),
+    "mo-prune-transfer": (_TRANSFER, ("nsga2.mutation_rate", [0.02, 0.2])),
     "ga-prune-transfer": (_TRANSFER, ("ga.mutation_probability", [0.07, 0.5])),
     "ae-prune": (_AUTOENCODER + ["operator=variance"], ("training.learning_rate", [1e-4, 1e-3])),
     "ae-coevolution": (_AUTOENCODER + ["coevolution.num_cells=3"],
@@ -112,8 +112,8 @@ def test_experiment_contract(name, tmp_path):
     built, state, metrics = _run(name, tmp_path / "full", [f"{key}={low}"])
     np.testing.assert_array_equal(metrics["generation"], [1, 2, 3, 4])
     assert int(state.generation) == 4
-    for column, values in metrics.items():
-        assert not np.isinf(values).any() and not np.isnan(values).all(), (column, values)
+    for column, values in metrics.items():  # -inf is allowed: e.g. an empty density band
+        assert not np.isnan(values).all() and not np.isposinf(values).any(), (column, values)
     summary = built.report(str(tmp_path / "full"), state, metrics)
     assert isinstance(built.describe(summary), str)
     assert (tmp_path / "full" / "summary.json").exists()
@@ -126,14 +126,15 @@ def test_experiment_contract(name, tmp_path):
     _assert_trees_equal(state, resumed)
 
     # a sweep of 2 seeds x 2 values of the traced key: one compiled group whose runs equal the
-    # runs done alone, and the value reaches the program (same seed, other value, other numbers)
-    _, _, metrics_high = _run(name, tmp_path / "seed1", [f"{key}={high}", "run.seed=1"])
+    # runs done alone, and the value reaches the program (same seed, other value, other numbers).
+    # The seed is an argument of a single run's programs, so the seed-1 run reuses them.
+    _, _, metrics_seed1 = _run(name, tmp_path / "seed1", [f"{key}={low}", "run.seed=1"])
     result = sweeps.sweep(name, seeds=[0, 1], grid={key: [low, high]}, out=tmp_path / "sweep",
                           overrides=TINY[name][0] + _RUN, devices=1, report=False, plots=False)
     table = result.table
     assert len(result.timing) == 1 and set(table["group"]) == {0} and len(table) == 4 * 4
-    for seed, value, expected in ((0, low, metrics), (1, high, metrics_high)):
-        rows = table[(table["seed"] == seed) & (table[key] == value)]
+    for seed, expected in ((0, metrics), (1, metrics_seed1)):
+        rows = table[(table["seed"] == seed) & (table[key] == low)]
         for column, values in expected.items():
             # AUROC at T = 1000 compares near-tied scores: one ulp of a batched kernel can flip
             # a pair (1 / (A * B) ~ 5e-4 here); everything else agrees to float tolerance

@@ -131,7 +131,6 @@ def build(config: dict) -> Built:
     """
     from synprune_jax.algorithms.map_elites import MapElites
     from synprune_jax.runner import RunConfig
-    from synprune_jax.variation import MutationHyper
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
                                     "mutation", "run"))

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from synprune_jax.rundir import read_metrics
+
+if TYPE_CHECKING:
+    from synprune_jax.sweeps.plan import RunSpec
 
 SUMMARY_METRICS = ("qd_score", "max_fitness", "coverage")
 # Headline metrics of the other methods, used when a sweep's table has none of SUMMARY_METRICS:
@@ -38,8 +41,6 @@ def summary_metrics(table, swept_keys: Sequence[str] = ()) -> list[str]:
         chosen = [name for name in columns if name not in skip
                   and np.issubdtype(np.asarray(table[name]).dtype, np.number)][:3]
     return chosen
-
-
 
 
 def write_runs_index(out: Path, runs: Sequence[RunSpec], grid: Mapping, groups: dict) -> None:
