@@ -212,6 +212,6 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
 
 EXPERIMENTS = (
     Experiment(NAME, "Synaptic-cluster-driven evolutionary synthesis of a sparse LeNet-5 on "
-               "scikit-learn digits at 32x32 (data.name=mnist with data.mnist_dir for MNIST); "
-               "about 4-5 minutes on 2 CPU cores", default_config, build),
+               "scikit-learn digits at 32x32 (data.name=mnist with data.mnist_dir for MNIST)",
+               default_config, build),
 )
