@@ -82,8 +82,8 @@ def main() -> None:
                                topology=args.topology, grid_shape=grid_shape,
                                neighbourhood=args.neighbourhood)
     hyper = TrainingHyper(prune_probability=0.5)
-    synchronous = SpatialCoevolution(config, hyper, data["train"], data["test"])
-    sequential = SpatialCoevolution(dataclasses.replace(config, order="sequential"), hyper,
+    synchronous = SpatialCoevolution(config, data["train"], data["test"])
+    sequential = SpatialCoevolution(dataclasses.replace(config, order="sequential"),
                                     data["train"], data["test"])
     params = synchronous.init_trial(jax.random.key(1))
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
@@ -92,9 +92,10 @@ def main() -> None:
     epoch = jnp.int32(5)
     key = jax.random.key(2)
 
-    ring_vmapped = jax.jit(synchronous.ring_epoch)
-    ring_sequential = jax.jit(sequential.ring_epoch)
-    cell_epoch = jax.jit(synchronous.cell_epoch)
+    # the hyper-parameters are constants of the compiled programs, as in a single run
+    ring_vmapped = jax.jit(lambda *args: synchronous.ring_epoch(*args, hyper))
+    ring_sequential = jax.jit(lambda *args: sequential.ring_epoch(*args, hyper))
+    cell_epoch = jax.jit(lambda *args: synchronous.cell_epoch(*args, hyper))
     cell_keys = [jax.random.fold_in(jax.random.split(key)[1], c) for c in range(args.cells)]
 
     def python_loop():
@@ -136,9 +137,9 @@ def main() -> None:
         entry["gflops"] = flops_per_cell_epoch * args.cells / entry["seconds_per_epoch"] / 1e9
 
     trial_config = dataclasses.replace(config, num_trials=args.trials)
-    trials = SpatialCoevolution(trial_config, hyper, data["train"], data["test"])
-    state = trials.init(jax.random.key(3))
-    step = jax.jit(trials.step)
+    trials = SpatialCoevolution(trial_config, data["train"], data["test"])
+    state = trials.init(jax.random.key(3), hyper)
+    step = jax.jit(lambda key, state: trials.step(key, state, hyper))
     compile_s, seconds = _timed(lambda: step(jax.random.key(4), state), args.repeats)
     epochs_per_hour = 3600.0 / seconds
     output = {

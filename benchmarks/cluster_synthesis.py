@@ -57,17 +57,19 @@ def main(argv=None) -> dict:
     if args.quick:
         config["run"]["num_generations"] = 3
     built = build(config)
-    algorithm, seed = built.algorithm, config["run"]["seed"]
+    algorithm, hyper, seed = built.algorithm, built.hyper, config["run"]["seed"]
     spec = algorithm.spec
 
+    # the hyper-parameters are constants of the compiled programs, as in `synprune run`
     started = time.perf_counter()
-    init = jax.jit(algorithm.init).lower(init_key(seed)).compile()
+    init = jax.jit(lambda key: algorithm.init(key, hyper)).lower(init_key(seed)).compile()
     init_compile_s = time.perf_counter() - started
     started = time.perf_counter()
     state = jax.block_until_ready(init(init_key(seed)))
     ancestor_s = time.perf_counter() - started
     started = time.perf_counter()
-    step = jax.jit(algorithm.step).lower(generation_key(seed, 0), state).compile()
+    step = jax.jit(lambda key, state: algorithm.step(key, state, hyper)).lower(
+        generation_key(seed, 0), state).compile()
     step_compile_s = time.perf_counter() - started
     _emit({"stage": "compiled", "init_compile_s": init_compile_s, "ancestor_train_s": ancestor_s,
            "step_compile_s": step_compile_s})

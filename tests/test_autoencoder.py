@@ -1,4 +1,5 @@
-"""Tests for activation-guided pruning of autoencoders: data, model, operators, schedules, loops."""
+"""Tests for activation-guided pruning of autoencoders (data, model, operators, schedules, loops)
+and for the shared minibatch training function :func:`synprune_jax.training.fit`."""
 
 import json
 import math
@@ -16,18 +17,18 @@ import pytest  # noqa: E402
 from synprune_jax.autoencoder import (  # noqa: E402
                                       AutoencoderSpec, BinaryClusteringSpec, CanonicalTraining,
                                       CoevolutionConfig, SpatialCoevolution, TrainingConfig,
-                                      TrainingHyper, accumulate_stats, apply_keep,
-                                      conjunctive_units, init_autoencoder, init_stats,
-                                      make_binary_clustering, prune_keep, prune_probability,
-                                      random_keep, reconstruct, variance_keep_probability,
-                                      variance_scores)
+                                      TrainingHyper, accumulate_stats, apply_keep, check_hyper,
+                                      conjunctive_units, fresh_adam, init_autoencoder,
+                                      init_stats, make_binary_clustering, prune_keep,
+                                      prune_probability, random_keep, reconstruct,
+                                      variance_keep_probability, variance_scores)
 from synprune_jax.autoencoder.model import count_nonzero  # noqa: E402
 from synprune_jax.autoencoder.pruning import (random_keep_tensor, smallest_entries,  # noqa: E402
                                               variance_keep)
 from synprune_jax.autoencoder.schedules import final_epoch  # noqa: E402
-from synprune_jax.autoencoder.training import (adam_update, fresh_adam_update,  # noqa: E402
-                                               train_epoch, _adam_init)
+from synprune_jax.autoencoder.training import canonical_optimizer, train_epoch  # noqa: E402
 from synprune_jax.config import ConfigError  # noqa: E402
+from synprune_jax.training import fit  # noqa: E402
 
 TINY = AutoencoderSpec(input_dim=40, hidden_dim=6, bottleneck_dim=3)
 TINY_DATA = BinaryClusteringSpec(num_clusters=3, dim=40, num_train=20, num_test=10)
@@ -35,6 +36,10 @@ TINY_DATA = BinaryClusteringSpec(num_clusters=3, dim=40, num_train=20, num_test=
 
 @pytest.fixture(scope="module")
 def tiny_data():
+    return make_binary_clustering(jax.random.key(0), TINY_DATA)
+
+
+def _tiny_data():
     return make_binary_clustering(jax.random.key(0), TINY_DATA)
 
 
@@ -57,7 +62,7 @@ def test_binary_clustering_data():
     np.testing.assert_array_equal(flips, np.full(1000, 50.0))
     again = generate(jax.random.key(1), spec)
     np.testing.assert_array_equal(np.asarray(again["test"]), np.asarray(data["test"]))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         BinaryClusteringSpec(flip_fraction=1.5)
 
 
@@ -110,7 +115,7 @@ def test_schedule_traced_and_errors():
     values = jax.jit(jax.vmap(lambda t: prune_probability("final_n", 0.5, t, 8)))(jnp.arange(8))
     np.testing.assert_array_equal(values, [0, 0, 0, 0, 0, 0, 0.5, 0.5])
     assert final_epoch("canonical", 400) == 400 and final_epoch("coevolution", 400) == 399
-    with pytest.raises(ConfigError, match="unknown pruning schedule"):
+    with pytest.raises(ValueError, match="unknown pruning schedule"):
         prune_probability("linear", 0.5, 1, 10)
 
 
@@ -234,45 +239,217 @@ def test_apply_keep_modes():
 
 
 # ---------------------------------------------------------------------------------------------
-# Optimiser steps and training passes.
+# The shared minibatch training function (synprune_jax.training.fit).
 
 
-def test_adam_matches_optax_and_fresh_adam_is_first_step():
+def _epoch_orders(key, num_epochs, num_examples):
+    """The documented batch order: epoch e permutes with jax.random.split(key, E)[e]."""
+    return [np.asarray(jax.random.permutation(k, num_examples))
+            for k in jax.random.split(key, num_epochs)]
+
+
+def test_fit_sgd_on_a_linear_loss_is_exact():
+    # loss = sum(w * batch): each step subtracts lr * (sum of its batch) from w, so an epoch
+    # subtracts the sum of every example but the one left out of the last, partial minibatch
+    data = jnp.arange(1.0, 6.0)  # 5 examples, batches of 2: one example dropped per epoch
+    key = jax.random.key(3)
+    result = jax.jit(lambda k: fit(k, jnp.float32(0.0), data, lambda w, x: jnp.sum(w * x),
+                                   optax.sgd(1.0), batch_size=2, num_epochs=3))(key)
+    dropped = sum(float(data[order[-1]]) for order in _epoch_orders(key, 3, 5))
+    assert float(result.params) == -(3 * 15.0 - dropped)
+    # the loss of every step is recorded before its update: [epochs, minibatches]
+    assert result.losses.shape == (3, 2) and float(result.losses[0, 0]) == 0.0
+    assert int(result.epochs_run) == 3 and float(result.best_validation_loss) == np.inf
+    assert bool(jnp.all(jnp.isnan(result.validation_losses)))
+
+
+def test_fit_batches_follow_the_epoch_permutations():
+    """Each step sees data[permutation[i B:(i + 1) B]] in order; a pytree of data is indexed
+    alike; [E] epoch keys are used as they are."""
+    features = jnp.arange(7.0) * 10.0
+    labels = jnp.arange(7)
+
+    def loss_fn(w, batch):
+        x, y = batch
+        return jnp.sum(w * x), y  # aux: the batch's labels
+
+    def record(seen, labels_of_batch):
+        step, rows = seen
+        return step + 1, rows.at[step].set(labels_of_batch)
+
+    key = jax.random.key(5)
+    result = fit(key, jnp.float32(0.0), (features, labels), loss_fn, optax.sgd(0.0),
+                 batch_size=3, num_epochs=2, has_aux=True, accumulate=record,
+                 accumulator=(jnp.int32(0), jnp.zeros((4, 3), jnp.int32)))
+    expected = np.concatenate([order[:6].reshape(2, 3) for order in _epoch_orders(key, 2, 7)])
+    np.testing.assert_array_equal(result.accumulator[1], expected)
+    # [E] epoch keys: the same epochs
+    again = fit(jax.random.split(key, 2), jnp.float32(0.0), (features, labels), loss_fn,
+                optax.sgd(0.0), batch_size=3, has_aux=True, accumulate=record,
+                accumulator=(jnp.int32(0), jnp.zeros((4, 3), jnp.int32)))
+    np.testing.assert_array_equal(again.accumulator[1], expected)
+    # loss values are those of the batches: sum(0 * x) = 0
+    np.testing.assert_array_equal(result.losses, np.zeros((2, 2)))
+
+
+def test_fit_early_stopping_keeps_the_best_epoch():
+    # w rises by exactly 1 per step (SGD on loss -w), 2 steps per epoch: w = 2, 4, 6, 8, 10, ...
+    # after the epochs; validation (w - 6)^2 = 16, 4, 0, 4, 16: best after epoch 3 (index 2),
+    # then 2 epochs without improvement stop the run (patience 2)
+    result = jax.jit(lambda k: fit(
+        k, jnp.float32(0.0), jnp.ones(4), lambda w, x: -w * jnp.mean(x), optax.sgd(1.0),
+        batch_size=2, num_epochs=8, validation_loss_fn=lambda w: (w - 6.0) ** 2,
+        patience=2))(jax.random.key(0))
+    assert float(result.params) == 6.0  # the best epoch's parameters
+    assert int(result.epochs_run) == 5 and float(result.best_validation_loss) == 0.0
+    np.testing.assert_array_equal(result.validation_losses, [16, 4, 0, 4, 16, 16, 16, 16])
+    assert bool(jnp.all(jnp.isnan(result.losses[5:]))) and float(result.losses[4, 1]) == -9.0
+    # without patience every epoch runs and the best is still returned
+    unstopped = fit(jax.random.key(0), jnp.float32(0.0), jnp.ones(4),
+                    lambda w, x: -w * jnp.mean(x), optax.sgd(1.0), batch_size=2, num_epochs=8,
+                    validation_loss_fn=lambda w: (w - 6.0) ** 2)
+    assert float(unstopped.params) == 6.0 and int(unstopped.epochs_run) == 8
+    assert float(unstopped.validation_losses[-1]) == 100.0
+    # under vmap (a population) stopped members freeze while others go on
+    targets = jnp.array([2.0, 6.0, 100.0])
+    batched = jax.vmap(lambda target: fit(
+        jax.random.key(0), jnp.float32(0.0), jnp.ones(4), lambda w, x: -w * jnp.mean(x),
+        optax.sgd(1.0), batch_size=2, num_epochs=8,
+        validation_loss_fn=lambda w: (w - target) ** 2, patience=2))(targets)
+    np.testing.assert_array_equal(batched.params, [2.0, 6.0, 16.0])
+    np.testing.assert_array_equal(batched.epochs_run, [3, 5, 8])
+
+
+def test_fit_continues_from_an_optimizer_state():
+    """Two one-epoch calls that pass the optimizer state on equal one two-epoch call."""
+    data = jax.random.normal(jax.random.key(1), (12, 3))
+    loss_fn = lambda w, x: jnp.mean((x - w[None, :]) ** 2)  # noqa: E731
+    keys = jax.random.split(jax.random.key(2), 2)
+    optimizer = optax.adam(0.1)
+    whole = fit(keys, jnp.zeros(3), data, loss_fn, optimizer, batch_size=4)
+    first = fit(keys[:1], jnp.zeros(3), data, loss_fn, optimizer, batch_size=4)
+    second = fit(keys[1:], first.params, data, loss_fn, optimizer, batch_size=4,
+                 opt_state=first.opt_state)
+    chex.assert_trees_all_close(second.params, whole.params, rtol=1e-6)
+    assert int(second.opt_state[0].count) == 6
+    np.testing.assert_allclose(np.concatenate([first.losses, second.losses]), whole.losses,
+                               rtol=1e-6)
+
+
+def test_fit_zero_masked_gradients_and_argument_errors():
+    mask = jnp.array([1.0, 0.0, 1.0])
+    loss_fn = lambda w, x: jnp.sum(((w * mask)[None, :] - x) ** 2)  # noqa: E731
+    result = fit(jax.random.key(0), jnp.full(3, 0.5), jnp.ones((4, 3)), loss_fn, optax.adam(0.1),
+                 batch_size=2, num_epochs=2)
+    assert float(result.params[1]) == 0.5  # no gradient, fresh Adam: unchanged
+    assert float(result.params[0]) != 0.5
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
+            batch_size=5, num_epochs=1)
+    with pytest.raises(ValueError, match="leading axis"):
+        fit(jax.random.key(0), jnp.zeros(3), (jnp.ones((4, 3)), jnp.ones(5)), loss_fn,
+            optax.sgd(0.1), batch_size=2, num_epochs=1)
+    with pytest.raises(ValueError, match="num_epochs"):
+        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
+            batch_size=2)
+    with pytest.raises(ValueError, match="has_aux"):
+        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
+            batch_size=2, num_epochs=1, accumulate=lambda a, b: a)
+    with pytest.raises(ValueError, match="patience"):
+        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
+            batch_size=2, num_epochs=1, patience=2)
+    with pytest.raises(TypeError, match="typed PRNG key"):
+        fit(jax.random.PRNGKey(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
+            batch_size=2, num_epochs=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisers and training passes of the autoencoder loops.
+
+
+def test_fresh_adam_is_the_first_step_of_optax_adam():
+    """The coevolution restarts Adam every step; its closed form equals optax.adam's first
+    update from a fresh state (betas of the canonical loop and optax's defaults)."""
     params = init_autoencoder(jax.random.key(0), TINY)
-    x = jax.random.bernoulli(jax.random.key(1), 0.7, (5, 40)).astype(jnp.float32)
     from synprune_jax.autoencoder import l1_loss
-    optimizer = optax.adam(1e-3, b1=0.5, b2=0.999, eps=1e-8)
-
-    @jax.jit
-    def three_steps(params):
-        reference_state, state, outputs = optimizer.init(params), _adam_init(params), []
-        for _ in range(3):
-            grads = jax.grad(l1_loss)(params, x)
-            updates, state = adam_update(grads, state, 1e-3, 0.5, 0.999)
-            reference, reference_state = optimizer.update(grads, reference_state)
-            outputs.append((updates, reference, fresh_adam_update(grads, 1e-3)))
-            params = optax.apply_updates(params, updates)
-        return outputs
-
-    for step, (updates, reference, fresh) in enumerate(three_steps(params)):
-        chex.assert_trees_all_close(updates, reference, rtol=1e-5, atol=1e-9)
-        if step == 0:
+    for seed in range(3):
+        x = jax.random.bernoulli(jax.random.key(seed + 1), 0.7, (5, 40)).astype(jnp.float32)
+        grads = jax.grad(l1_loss)(params, x)
+        fresh, state = fresh_adam(1e-3).update(grads, fresh_adam(1e-3).init(params))
+        assert state == optax.EmptyState()
+        for b1, b2 in ((0.5, 0.999), (0.9, 0.999)):
+            adam = optax.adam(1e-3, b1=b1, b2=b2, eps=1e-8)
+            reference, _ = adam.update(grads, adam.init(params))
             chex.assert_trees_all_close(fresh, reference, rtol=1e-5, atol=1e-9)
 
 
+def _reference_epoch(key, params, masks, opt_state, learning_rate, train, config, fresh):
+    """The training pass as written before it used fit: the permuted data cut into batches,
+    value_and_grad, Adam (optax, or its first step in closed form), p + u, then the mask."""
+    order = jax.random.permutation(key, train.shape[0])
+    batches = train[order].reshape(-1, config.batch_size, train.shape[1])
+    optimizer = canonical_optimizer(config, learning_rate)
+    stats = init_stats(params, config.batch_size)
+
+    def body(carry, batch):
+        params, opt_state, stats = carry
+
+        def loss_fn(p):
+            output, recorded = reconstruct(p, batch, config.activation_point)
+            return jnp.mean(jnp.abs(output - batch)), recorded
+
+        (loss, recorded), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        stats = accumulate_stats(stats, recorded)
+        if fresh:
+            updates = jax.tree_util.tree_map(
+                lambda g: -learning_rate * g / (jnp.abs(g) + 1e-8), grads)
+        else:
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+        if config.persistent:
+            params = jax.tree_util.tree_map(lambda p, m: p * m, params, masks)
+        return (params, opt_state, stats), loss
+
+    (params, opt_state, stats), losses = jax.lax.scan(body, (params, opt_state, stats), batches)
+    return params, stats, jnp.mean(losses)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
 @pytest.mark.parametrize("persistent", [True, False])
-def test_persistent_mask_survives_training(tiny_data, persistent):
-    config = TrainingConfig(spec=TINY, num_epochs=2, batch_size=5, persistent=persistent)
+def test_train_epoch_equals_the_plain_loop(tiny_data, persistent, fresh):
+    """train_epoch (fit with masks in the loss) gives the numbers of the plain loop that projects
+    the parameters onto the mask after every update: the same batches in the same order and the
+    same updates (equal up to XLA fusing the two programs differently: a few float32 ulps)."""
+    config = TrainingConfig(spec=TINY, num_epochs=2, batch_size=5, persistent=persistent,
+                            operator="variance")
+    train = tiny_data["train"]
     params = init_autoencoder(jax.random.key(0), TINY)
-    keep = random_keep(jax.random.key(1), params, 0.5)
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
+    optimizer = canonical_optimizer(config, 1e-2)
+    opt_state = optimizer.init(params)
+    if not fresh:  # momentum from an unpruned epoch first, as in the canonical loop
+        params, opt_state, _, _ = train_epoch(jax.random.key(1), params, masks, optimizer,
+                                              opt_state, train, config)
+    keep = random_keep(jax.random.key(2), params, 0.5)
     params, masks = apply_keep(params, masks, keep, persistent, True)
-    trained, _, _, _ = train_epoch(jax.random.key(2), params, masks, None, 1e-2,
-                                   tiny_data["train"], config, fresh_adam=True)
+
+    @jax.jit
+    def both(params, masks, opt_state):
+        chosen = fresh_adam(1e-2) if fresh else optimizer
+        got = train_epoch(jax.random.key(3), params, masks, chosen, None if fresh else opt_state,
+                          train, config)
+        return got, _reference_epoch(jax.random.key(3), params, masks, opt_state, 1e-2, train,
+                                     config, fresh)
+
+    (trained, _, stats, loss), (expected, expected_stats, expected_loss) = both(
+        params, masks, opt_state)
+    chex.assert_trees_all_close(trained, expected, rtol=1e-6, atol=1e-9)
+    chex.assert_trees_all_close(stats, expected_stats, rtol=1e-6, atol=1e-9)
+    assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
     zero_after = [np.asarray(t)[np.asarray(k) == 0] for t, k in
                   zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(keep))]
     regrown = sum(int((values != 0).sum()) for values in zero_after)
-    if persistent:
+    if persistent:  # pruned weights stay zero even with Adam momentum from before the prune
         assert regrown == 0
     else:
         assert regrown > 0
@@ -282,17 +459,20 @@ def test_persistent_mask_survives_training(tiny_data, persistent):
 # Loops (tiny sizes; one compile each, shared by the module).
 
 
+CANONICAL_HYPER = TrainingHyper(learning_rate=1e-2, prune_probability=1.0)
+
+
 @pytest.fixture(scope="module")
 def canonical_run(tiny_data):
     config = TrainingConfig(spec=TINY, num_epochs=8, num_trials=3, batch_size=5,
                             operator="variance", schedule="fixed", eval_every=1)
-    algorithm = CanonicalTraining(config, TrainingHyper(learning_rate=1e-2, prune_probability=1.0),
-                                  tiny_data["train"], tiny_data["test"])
+    algorithm = CanonicalTraining(config, tiny_data["train"], tiny_data["test"])
     step = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
-    state = algorithm.init(jax.random.key(0))
+    state = algorithm.init(jax.random.key(0), CANONICAL_HYPER)
     history = []
     for epoch in range(3):
-        state, metrics = step(jax.random.fold_in(jax.random.key(1), epoch), state)
+        state, metrics = step(jax.random.fold_in(jax.random.key(1), epoch), state,
+                              CANONICAL_HYPER)
         state = state.replace(generation=state.generation + 1)
         history.append(metrics)
     return algorithm, state, history
@@ -300,8 +480,10 @@ def canonical_run(tiny_data):
 
 def test_canonical_prunes_and_records(canonical_run):
     algorithm, state, history = canonical_run
-    assert [float(algorithm.learning_rate(t)) for t in (0, 1, 2, 4, 6)] == pytest.approx(
-        [1e-2, 1e-2, 1e-3, 1e-4, 1e-5])
+    assert [float(algorithm.learning_rate(t, CANONICAL_HYPER)) for t in (0, 1, 2, 4, 6)] == \
+        pytest.approx([1e-2, 1e-2, 1e-3, 1e-4, 1e-5])
+    # optax.adam's state is carried across epochs: 3 epochs x 4 steps per trial
+    np.testing.assert_array_equal(state.opt_state[0].count, [12, 12, 12])
     np.testing.assert_array_equal(state.num_prunes, [3, 3, 3])  # p = 1 every epoch
     assert all(float(m["prune_rate"]) == 1.0 for m in history)
     total = TINY.num_parameters("encoder") + TINY.num_parameters("decoder")
@@ -315,16 +497,42 @@ def test_canonical_prunes_and_records(canonical_run):
 
 
 def test_canonical_config_errors(tiny_data):
-    with pytest.raises(ConfigError, match="divide"):
-        CanonicalTraining(TrainingConfig(spec=TINY, batch_size=3), TrainingHyper(),
-                          tiny_data["train"], tiny_data["test"])
-    with pytest.raises(ConfigError, match="unknown pruning operator"):
+    with pytest.raises(ValueError, match="divide"):
+        CanonicalTraining(TrainingConfig(spec=TINY, batch_size=3), tiny_data["train"],
+                          tiny_data["test"])
+    with pytest.raises(ValueError, match=r"train data must be \[N, 40\]"):
+        CanonicalTraining(TrainingConfig(spec=TINY), tiny_data["train"][:, :30],
+                          tiny_data["test"])
+    with pytest.raises(ValueError, match="unknown pruning operator"):
         TrainingConfig(operator="magnitude")
-    with pytest.raises(ConfigError, match="prune_probability"):
-        CanonicalTraining(TrainingConfig(spec=TINY), TrainingHyper(prune_probability=2.0),
-                          tiny_data["train"], tiny_data["test"])
-    with pytest.raises(ConfigError, match="order"):
+    with pytest.raises(ValueError, match="prune_probability"):
+        check_hyper(TrainingHyper(prune_probability=2.0))
+    with pytest.raises(ValueError, match="lr_min"):
+        check_hyper(TrainingHyper(lr_min=1.0, lr_max=0.5))
+    check_hyper(TrainingHyper())  # the defaults are valid
+    with pytest.raises(ValueError, match="order"):
         CoevolutionConfig(order="random")
+
+
+def test_loops_compare_by_config_and_data(tiny_data):
+    """Static structure only: equal configs and identical data make equal, equally hashed loops
+    (one compiled program in a sweep); the hyper-parameters are not part of the object."""
+    config = TrainingConfig(spec=TINY, num_epochs=3, operator="random", schedule="fixed")
+    train, test = tiny_data["train"], tiny_data["test"]
+    one = CanonicalTraining(config, train, test)
+    copy = CanonicalTraining(TrainingConfig(spec=TINY, num_epochs=3, operator="random",
+                                            schedule="fixed"), np.array(train), np.array(test))
+    assert one == copy and hash(one) == hash(copy) and len({one, copy}) == 1
+    assert one != CanonicalTraining(config, 1.0 - train, test)
+    assert one != CanonicalTraining(TrainingConfig(spec=TINY, num_epochs=4, operator="random",
+                                                   schedule="fixed"), train, test)
+    ring = CoevolutionConfig(spec=TINY, num_epochs=3, num_cells=4)
+    assert SpatialCoevolution(ring, train, test) == SpatialCoevolution(ring, train, test)
+    assert SpatialCoevolution(ring, train, test) != CanonicalTraining(config, train, test)
+    assert one.default_hyper == TrainingHyper()
+
+
+COEVOLUTION_HYPER = TrainingHyper(learning_rate=1e-2, prune_probability=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -332,15 +540,12 @@ def coevolution(tiny_data):
     config = CoevolutionConfig(spec=TINY, num_epochs=4, num_trials=2, batch_size=5,
                                operator="random", schedule="fixed", num_cells=4, radius=1,
                                order="sequential")
-    return SpatialCoevolution(config, TrainingHyper(learning_rate=1e-2, prune_probability=0.5),
-                              tiny_data["train"], tiny_data["test"])
+    return SpatialCoevolution(config, tiny_data["train"], tiny_data["test"])
 
 
 def _neighbours(**kwargs):
-    algorithm = SpatialCoevolution.__new__(SpatialCoevolution)
-    algorithm.config = CoevolutionConfig(spec=TINY, **kwargs)
-    algorithm.neighbour_table = jnp.asarray(algorithm.config.neighbour_table())
-    return algorithm
+    data = _tiny_data()
+    return SpatialCoevolution(CoevolutionConfig(spec=TINY, **kwargs), data["train"], data["test"])
 
 
 def test_neighbourhoods():
@@ -380,19 +585,19 @@ def test_neighbourhoods():
 
 
 def test_topology_config_errors():
-    with pytest.raises(ConfigError, match="has 9 cells but num_cells is 10"):
+    with pytest.raises(ValueError, match="has 9 cells but num_cells is 10"):
         CoevolutionConfig(topology="torus", grid_shape=(3, 3))
-    with pytest.raises(ConfigError, match="grid_shape must be"):
+    with pytest.raises(ValueError, match="grid_shape must be"):
         CoevolutionConfig(num_cells=4, topology="torus", grid_shape=(4,))
-    with pytest.raises(ConfigError, match="grid_shape must be"):
+    with pytest.raises(ValueError, match="grid_shape must be"):
         CoevolutionConfig(num_cells=4, topology="torus", grid_shape=(0, 4))
-    with pytest.raises(ConfigError, match="topology=torus only"):
+    with pytest.raises(ValueError, match="topology=torus only"):
         CoevolutionConfig(grid_shape=(2, 5))
-    with pytest.raises(ConfigError, match="topology"):
+    with pytest.raises(ValueError, match="topology"):
         CoevolutionConfig(topology="hex")
-    with pytest.raises(ConfigError, match="neighbourhood"):
+    with pytest.raises(ValueError, match="neighbourhood"):
         CoevolutionConfig(topology="torus", neighbourhood="hexagonal")
-    with pytest.raises(ConfigError, match="too large"):
+    with pytest.raises(ValueError, match="too large"):
         CoevolutionConfig(num_cells=4, radius=2)
     # a torus has no such limit: wrapped neighbours are deduplicated
     assert CoevolutionConfig(num_cells=4, radius=5, topology="torus").neighbourhood_size == 4
@@ -416,7 +621,7 @@ def test_build_parses_grid_shape(text):
         experiment.build(config)
 
 
-def _python_loop(algorithm, key, params, masks, rates, kept, epoch, synchronous):
+def _python_loop(algorithm, key, params, masks, rates, kept, epoch, hyper, synchronous):
     """Reference: the same cell function stepped cell by cell in Python."""
     config = algorithm.config
     order_key, cells_key = jax.random.split(key)
@@ -427,7 +632,7 @@ def _python_loop(algorithm, key, params, masks, rates, kept, epoch, synchronous)
     for cell in np.asarray(order):
         source = snapshot if synchronous else (params, masks, rates, kept)
         new, new_mask, rate, new_kept, _, _ = cell_epoch(
-            jax.random.fold_in(cells_key, int(cell)), jnp.int32(cell), *source, epoch)
+            jax.random.fold_in(cells_key, int(cell)), jnp.int32(cell), *source, epoch, hyper)
         params = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), params, new)
         masks = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), masks, new_mask)
         rates, kept = rates.at[cell].set(rate), kept.at[cell].set(new_kept)
@@ -441,15 +646,16 @@ def test_ring_epoch_equals_python_loop(coevolution, order, topology):
 
     grid = {"topology": "torus", "grid_shape": (2, 2)} if topology == "torus" else {}
     algorithm = SpatialCoevolution(dataclasses.replace(coevolution.config, order=order, **grid),
-                                   coevolution.hyper, coevolution.train, coevolution.test)
+                                   coevolution.train, coevolution.test)
     params = algorithm.init_trial(jax.random.key(0))
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
     rates = jnp.full((4,), 1e-2)
     kept = jnp.full((4,), 100, jnp.int32)
     key, epoch = jax.random.key(5), jnp.int32(1)
-    got = jax.jit(algorithm.ring_epoch)(key, params, masks, rates, kept, epoch)
+    got = jax.jit(algorithm.ring_epoch)(key, params, masks, rates, kept, epoch, COEVOLUTION_HYPER)
     expected_params, expected_rates = _python_loop(algorithm, key, params, masks, rates, kept,
-                                                   epoch, order == "synchronous")
+                                                   epoch, COEVOLUTION_HYPER,
+                                                   order == "synchronous")
     chex.assert_trees_all_close(got[0], expected_params, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(got[2], expected_rates, rtol=1e-6)
     assert bool(jnp.all(got[2] >= 1e-9))
@@ -462,15 +668,15 @@ def test_torus_run_is_deterministic_and_finite(tiny_data, order):
                                topology="torus", grid_shape=(2, 3), neighbourhood="moore",
                                order=order)
     assert config.neighbourhood_size == 6  # 2 rows: d_row = -1 and +1 coincide
-    algorithm = SpatialCoevolution(config, TrainingHyper(learning_rate=1e-2, prune_probability=1.0),
-                                   tiny_data["train"], tiny_data["test"])
+    algorithm = SpatialCoevolution(config, tiny_data["train"], tiny_data["test"])
+    hyper = TrainingHyper(learning_rate=1e-2, prune_probability=1.0)
     step = jax.jit(algorithm.step)
 
     def run():
-        state = algorithm.init(jax.random.key(3))
+        state = algorithm.init(jax.random.key(3), hyper)
         history = []
         for epoch in range(2):
-            state, metrics = step(jax.random.fold_in(jax.random.key(4), epoch), state)
+            state, metrics = step(jax.random.fold_in(jax.random.key(4), epoch), state, hyper)
             history.append({name: float(value) for name, value in metrics.items()})
         return state, history
 
@@ -484,9 +690,10 @@ def test_torus_run_is_deterministic_and_finite(tiny_data, order):
 
 
 def test_coevolution_step_metrics(coevolution):
-    state = coevolution.init(jax.random.key(0))
+    state = coevolution.init(jax.random.key(0), COEVOLUTION_HYPER)
     assert state.l1_train.shape == (2, 4) and state.learning_rate.shape == (2, 4)
-    state, metrics = jax.jit(coevolution.step)(jax.random.key(1), state)
+    np.testing.assert_array_equal(state.learning_rate, np.full((2, 4), np.float32(1e-2)))
+    state, metrics = jax.jit(coevolution.step)(jax.random.key(1), state, COEVOLUTION_HYPER)
     assert int(state.num_prunes.sum()) > 0
     best = np.argmin(np.asarray(state.l1_test), axis=1)
     expected = np.asarray(state.l1_train)[np.arange(2), best].mean()
@@ -531,7 +738,9 @@ def test_sweep_run_equals_the_run_alone(ae_sweep, tmp_path, seed, learning_rate)
     config = config_lib.apply_overrides(experiment.default_config(), SWEEP_TINY + [
         f"run.seed={seed}", f"training.learning_rate={learning_rate}"])
     built = experiment.build(config)
-    _, expected = runner.run(built.algorithm, tmp_path / "alone", built.run_config)
+    assert built.hyper.learning_rate == learning_rate and built.hyper.prune_probability == 0.5
+    _, expected = runner.run(built.algorithm, tmp_path / "alone", built.run_config,
+                             hyper=built.hyper)
     table = ae_sweep.table
     rows = table[(table["seed"] == seed) & (table["training.learning_rate"] == learning_rate)]
     assert len(rows) == 3
@@ -608,6 +817,14 @@ def test_cli_rejects_bad_config(tmp_path, capsys):
                  str(tmp_path / "e")]) == 2
     assert "topology=torus only" in capsys.readouterr().err
     assert main(["run", "ae-prune", "--set", "setting=grid", "--out", str(tmp_path / "c")]) == 2
+    # hyper-parameters are range-checked by the builder, before anything compiles
+    assert main(["run", "ae-prune", "--set", "pruning.amount=1.5", "--out",
+                 str(tmp_path / "f")]) == 2
+    assert "prune_amount must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main(["run", "ae-coevolution", "--set", "coevolution.lr_min=0", "--out",
+                 str(tmp_path / "g")]) == 2
+    assert "lr_min" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcdefg")
 
 
 @pytest.mark.slow

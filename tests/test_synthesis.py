@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec, SynthesisConfig,
-                                    cluster_probabilities, cluster_sums, compact, gentle,
-                                    kept_units,
-                                    load_digits_32, load_mnist, network_stats, read_idx, remove_unused,
-                                    survival_probabilities, synapse_probabilities, synthesize,
-                                    truncate, write_idx)
+from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, EncodingHyper, LeNetSpec,
+                                    SynthesisConfig, SynthesisHyper, check_encoding_hyper,
+                                    check_hyper, cluster_probabilities, cluster_sums, compact,
+                                    gentle, kept_units, load_digits_32, load_mnist, network_stats,
+                                    read_idx, remove_unused, survival_probabilities,
+                                    synapse_probabilities, synthesize, truncate, write_idx)
 from synprune_jax.synthesis.lenet import LAYERS
 
 SQRT2_M1 = math.sqrt(2.0) - 1.0
@@ -64,19 +64,21 @@ def test_cluster_probability_with_truncation_is_exact():
                                np.asarray(conv).sum(axis=(0, 1)))
 
 
-def test_encoding_config_validates():
+def test_encoding_config_and_hyper_validate():
     with pytest.raises(ValueError, match="synapse_factor"):
-        EncodingConfig(synapse_factor=0.0)
+        check_encoding_hyper(EncodingHyper(synapse_factor=0.0))
     with pytest.raises(ValueError, match="cluster_factor"):
-        EncodingConfig(cluster_factor=1.5)
+        check_encoding_hyper(EncodingHyper(cluster_factor=1.5))
     with pytest.raises(ValueError, match="mode"):
         EncodingConfig(mode="neurons")
     with pytest.raises(ValueError, match="truncation"):
-        EncodingConfig(truncation=1.0)
+        check_encoding_hyper(EncodingHyper(truncation=1.0))
     with pytest.raises(ValueError, match="synapse_rate"):
-        EncodingConfig(synapse_rate=0.0)
-    with pytest.raises(ValueError, match="cluster_rate"):
-        EncodingConfig(cluster_rate=1.2)
+        check_encoding_hyper(EncodingHyper(synapse_rate=0.0))
+    with pytest.raises(ValueError, match="encoding.cluster_rate"):
+        check_hyper(SynthesisHyper(encoding=EncodingHyper(cluster_rate=1.2)))
+    check_hyper(SynthesisHyper())  # the defaults: the published encoding
+    assert SynthesisHyper().encoding == EncodingHyper(1.0, 1.0, 0.1, 1.0, 1.0)
 
 
 def test_removal_rate_formula_is_exact():
@@ -100,9 +102,9 @@ def tiny_network(tiny_spec):
 
 def test_survival_probabilities_per_layer(tiny_network):
     params, masks = tiny_network
-    config = EncodingConfig(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2,
-                            synapse_scope="layer")
-    synapse, cluster = survival_probabilities(params, masks, config)
+    config = EncodingConfig(synapse_scope="layer")
+    hyper = EncodingHyper(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2)
+    synapse, cluster = survival_probabilities(params, masks, config, hyper)
     for name in LAYERS:
         magnitude = np.abs(np.asarray(params[name]["kernel"]))
         expected = 0.9 * (2.0 ** (magnitude / magnitude.max()) - 1.0)
@@ -119,15 +121,16 @@ def test_survival_probabilities_per_layer(tiny_network):
     # masked-out synapses have probability 0 and do not count toward the maximum
     dead = jax.tree_util.tree_map(lambda m: m, masks)
     dead["dense2"] = {**dead["dense2"], "kernel": dead["dense2"]["kernel"].at[0, :].set(False)}
-    synapse_dead, _ = survival_probabilities(params, dead, config)
+    synapse_dead, _ = survival_probabilities(params, dead, config, hyper)
     np.testing.assert_array_equal(synapse_dead["dense2"][0], 0.0)
     assert float(jnp.max(synapse_dead["dense2"])) == pytest.approx(0.9, abs=1e-7)
 
 
 def test_removal_rates_scale_the_survival_probabilities(tiny_network):
     params, masks = tiny_network
-    base = EncodingConfig(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2)
-    synapse, cluster = survival_probabilities(params, masks, base)
+    config = EncodingConfig()
+    base = EncodingHyper(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2)
+    synapse, cluster = survival_probabilities(params, masks, config, base)
     # a rate of 1 leaves the (published, numpy-checked above) probabilities untouched, bit for
     # bit, whether it is a Python float or traced (a sweep)
     values = jnp.asarray([0.0, 1e-9, 0.3, 0.7, 1.0], jnp.float32)
@@ -135,9 +138,8 @@ def test_removal_rates_scale_the_survival_probabilities(tiny_network):
     chex.assert_trees_all_equal(jax.jit(gentle)(values, jnp.float32(1.0)), values)
     np.testing.assert_allclose(jax.jit(gentle)(values, jnp.float32(0.25)), gentle(values, 0.25),
                                rtol=1e-6)
-    gentler = EncodingConfig(synapse_factor=0.9, cluster_factor=0.7, truncation=0.2,
-                             synapse_rate=0.4, cluster_rate=0.25)
-    synapse_g, cluster_g = survival_probabilities(params, masks, gentler)
+    gentler = base.replace(synapse_rate=0.4, cluster_rate=0.25)
+    synapse_g, cluster_g = survival_probabilities(params, masks, config, gentler)
     for name in LAYERS:
         np.testing.assert_allclose(synapse_g[name], 1.0 - 0.4 * (1.0 - np.asarray(synapse[name])),
                                    rtol=1e-6, atol=1e-7)
@@ -147,7 +149,7 @@ def test_removal_rates_scale_the_survival_probabilities(tiny_network):
     # dead synapses keep probability 0 (not 1 - r)
     dead = {**masks, "dense2": {**masks["dense2"],
                                 "kernel": masks["dense2"]["kernel"].at[0, :].set(False)}}
-    synapse_dead, _ = survival_probabilities(params, dead, gentler)
+    synapse_dead, _ = survival_probabilities(params, dead, config, gentler)
     np.testing.assert_array_equal(synapse_dead["dense2"][0], 0.0)
 
 
@@ -159,12 +161,12 @@ def test_removal_fraction_scales_with_the_rate(tiny_network):
     total = sum(int(np.sum(masks[name]["kernel"])) for name in LAYERS)
     means = {}
     for rate in (1.0, 0.5, 0.25):
-        config = EncodingConfig(mode="synapse", synapse_rate=rate)
-        drawn = jax.jit(jax.vmap(lambda k: synthesize(k, params, masks, config)))(keys)
+        config, hyper = EncodingConfig(mode="synapse"), EncodingHyper(synapse_rate=rate)
+        drawn = jax.jit(jax.vmap(lambda k: synthesize(k, params, masks, config, hyper)))(keys)
         kept = sum(np.asarray(drawn[name]["kernel"]).reshape(64, -1).sum(axis=1)
                    for name in LAYERS)
         removed = 1.0 - kept / total
-        synapse, _ = survival_probabilities(params, masks, config)
+        synapse, _ = survival_probabilities(params, masks, config, hyper)
         expected = 1.0 - sum(float(jnp.sum(synapse[name])) for name in LAYERS) / total
         # per-draw removed fraction has variance <= 1 / (4 total); 64 draws average it
         assert abs(removed.mean() - expected) < 6 * 0.5 / math.sqrt(64 * total)
@@ -177,14 +179,16 @@ def test_removal_fraction_scales_with_the_rate(tiny_network):
 
 def test_synapse_normalisation_scopes(tiny_network):
     params, masks = tiny_network
-    synapse, _ = survival_probabilities(params, masks, EncodingConfig(synapse_scope="network"))
+    synapse, _ = survival_probabilities(params, masks, EncodingConfig(synapse_scope="network"),
+                                        EncodingHyper())
     overall = max(float(jnp.max(jnp.abs(params[name]["kernel"]))) for name in LAYERS)
     for name in LAYERS:
         magnitude = np.abs(np.asarray(params[name]["kernel"]))
         np.testing.assert_allclose(synapse[name], 2.0 ** (magnitude / overall) - 1.0, rtol=2e-6,
                                    atol=1e-7)
     # per cluster: the strongest synapse of every filter / neuron has probability exactly 1
-    synapse, _ = survival_probabilities(params, masks, EncodingConfig(synapse_scope="cluster"))
+    synapse, _ = survival_probabilities(params, masks, EncodingConfig(synapse_scope="cluster"),
+                                        EncodingHyper())
     for name in LAYERS:
         magnitude = np.abs(np.asarray(params[name]["kernel"]))
         flat = magnitude.reshape(-1, magnitude.shape[-1])
@@ -194,16 +198,16 @@ def test_synapse_normalisation_scopes(tiny_network):
         np.testing.assert_array_equal(probabilities.max(axis=0), 1.0)
 
 
-def _draws(params, masks, config, count):
+def _draws(params, masks, config, hyper, count):
     keys = jax.random.split(jax.random.key(11), count)
-    return jax.jit(jax.vmap(lambda k: synthesize(k, params, masks, config)))(keys)
+    return jax.jit(jax.vmap(lambda k: synthesize(k, params, masks, config, hyper)))(keys)
 
 
 def test_synapse_only_ablation_matches_probabilities(tiny_network):
     params, masks = tiny_network
-    config = EncodingConfig(mode="synapse", synapse_factor=0.6)
-    draws = _draws(params, masks, config, 2000)
-    synapse, _ = survival_probabilities(params, masks, config)
+    config, hyper = EncodingConfig(mode="synapse"), EncodingHyper(synapse_factor=0.6)
+    draws = _draws(params, masks, config, hyper, 2000)
+    synapse, _ = survival_probabilities(params, masks, config, hyper)
     for name in ("conv2", "dense2"):
         frequency = np.asarray(draws[name]["kernel"]).mean(axis=0)
         np.testing.assert_allclose(frequency, synapse[name], atol=0.05)  # 2000 Bernoulli draws
@@ -218,8 +222,8 @@ def test_synapse_only_ablation_matches_probabilities(tiny_network):
 def test_cluster_only_ablation_keeps_whole_clusters(tiny_network):
     params, masks = tiny_network
     config = EncodingConfig(mode="cluster")
-    draws = _draws(params, masks, config, 500)
-    _, cluster = survival_probabilities(params, masks, config)
+    draws = _draws(params, masks, config, EncodingHyper(), 500)
+    _, cluster = survival_probabilities(params, masks, config, EncodingHyper())
     for name in LAYERS[:-1]:
         kernel = np.asarray(draws[name]["kernel"])
         flat = kernel.reshape(kernel.shape[0], -1, kernel.shape[-1])
@@ -235,18 +239,18 @@ def test_cluster_only_ablation_keeps_whole_clusters(tiny_network):
 def test_kernel_clusters(tiny_network):
     params, masks = tiny_network
     config = EncodingConfig(mode="cluster", conv_clusters="kernel")
-    _, cluster = survival_probabilities(params, masks, config)
+    _, cluster = survival_probabilities(params, masks, config, EncodingHyper())
     assert cluster["conv2"].shape == (TINY_WIDTHS[0], TINY_WIDTHS[1])
-    draws = _draws(params, masks, config, 50)
+    draws = _draws(params, masks, config, EncodingHyper(), 50)
     kernel = np.asarray(draws["conv2"]["kernel"])  # [K, 5, 5, in, out]
     assert np.all(kernel.all(axis=(1, 2)) == kernel.any(axis=(1, 2)))  # whole 5x5 kernels
 
 
 def test_full_encoding_only_removes(tiny_network):
     params, masks = tiny_network
-    config = EncodingConfig(synapse_factor=0.8, cluster_factor=0.8)
-    first = synthesize(jax.random.key(0), params, masks, config)
-    second = synthesize(jax.random.key(1), params, first, config)
+    config, hyper = EncodingConfig(), EncodingHyper(synapse_factor=0.8, cluster_factor=0.8)
+    first = synthesize(jax.random.key(0), params, masks, config, hyper)
+    second = synthesize(jax.random.key(1), params, first, config, hyper)
     for name in LAYERS:
         for leaf in ("kernel", "bias"):
             child, parent = np.asarray(second[name][leaf]), np.asarray(first[name][leaf])
@@ -298,7 +302,7 @@ def _synthesised(seed, widths, generations=3):
     key_params, key_masks, key_images = jax.random.split(jax.random.key(seed), 3)
     params = jax.tree_util.tree_map(lambda p: p + 0.05, spec.init(key_params))  # non-zero biases
     masks = spec.full_masks(params)
-    draw = jax.jit(lambda k, m: synthesize(k, params, m, EncodingConfig()))
+    draw = jax.jit(lambda k, m: synthesize(k, params, m, EncodingConfig(), EncodingHyper()))
     for key in jax.random.split(key_masks, generations):
         masks = draw(key, masks)
     return spec, params, masks, jax.random.uniform(key_images, (8, 32, 32, 1))
@@ -326,7 +330,8 @@ def test_remove_unused_preserves_outputs_and_counts_effective_synapses():
     np.testing.assert_allclose(apply_of(spec, params, cleaned, images),
                                apply_of(spec, params, masks, images), rtol=1e-6, atol=1e-6)
     # synthesize(..., spec) cleans as it goes
-    drawn = jax.jit(lambda k, m: synthesize(k, params, m, EncodingConfig(), spec))(
+    drawn = jax.jit(lambda k, m: synthesize(k, params, m, EncodingConfig(), EncodingHyper(),
+                                            spec))(
         jax.random.key(4), cleaned)
     stats = stats_of(spec, drawn)
     assert int(stats.synapses) == int(stats.effective_synapses)
@@ -401,17 +406,22 @@ def test_digits_at_32x32():
 
 # ----- the generation loop ---------------------------------------------------------------------------
 
+TINY_HYPER = SynthesisHyper(learning_rate=3e-3, encoding=EncodingHyper(synapse_factor=0.9))
+
+
+def _tiny_data():
+    data = load_digits_32()
+    return data._replace(train_images=data.train_images[:96], train_labels=data.train_labels[:96])
+
+
 @pytest.fixture(scope="module")
 def tiny_algorithm():
-    data = load_digits_32()
-    data = data._replace(train_images=data.train_images[:96], train_labels=data.train_labels[:96])
     config = SynthesisConfig(network=LeNetSpec(widths=TINY_WIDTHS), num_offspring=2, epochs=1,
-                             ancestor_epochs=2, batch_size=32, learning_rate=3e-3, patience=2,
-                             encoding=EncodingConfig(synapse_factor=0.9))
-    algorithm = ClusterSynthesis(config, data)
-    step = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
-    state = jax.jit(algorithm.init)(jax.random.key(0))
-    return algorithm, step, state
+                             ancestor_epochs=2, batch_size=32, patience=2)
+    algorithm = ClusterSynthesis(config, _tiny_data())
+    jitted = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
+    state = jax.jit(algorithm.init)(jax.random.key(0), TINY_HYPER)
+    return algorithm, lambda key, state: jitted(key, state, TINY_HYPER), state
 
 
 def test_generation_synthesises_trains_and_counts(tiny_algorithm):
@@ -462,7 +472,8 @@ def test_training_lowers_the_loss(tiny_algorithm):
     masks = algorithm.spec.full_masks(params)
     images, labels = algorithm.train_images, algorithm.train_labels
     before = float(algorithm.loss(params, masks, images, labels))
-    trained = jax.jit(algorithm.train, static_argnums=3)(jax.random.key(1), params, masks, 3)
+    trained = jax.jit(algorithm.train, static_argnums=3)(jax.random.key(1), params, masks, 3,
+                                                         3e-3)
     assert float(algorithm.loss(trained, masks, images, labels)) < before
 
 
@@ -470,9 +481,64 @@ def test_config_validation():
     with pytest.raises(ValueError, match="num_offspring"):
         SynthesisConfig(num_offspring=0)
     with pytest.raises(ValueError, match="tolerance"):
-        SynthesisConfig(tolerance=-0.1)
+        check_hyper(SynthesisHyper(tolerance=-0.1))
+    with pytest.raises(ValueError, match="learning_rate"):
+        check_hyper(SynthesisHyper(learning_rate=0.0))
     with pytest.raises(ValueError, match="widths"):
         LeNetSpec(widths=(6, 16, 120))
+
+
+def test_training_follows_the_epoch_permutations(tiny_algorithm):
+    """ClusterSynthesis.train is fit with the key split into epoch keys: it equals the plain
+    loop over jax.random.permutation(split(key, epochs)[e], N) minibatches, dropping the last
+    partial batch (96 = 3 x 32 here, so 2 epochs of 3 Adam steps)."""
+    import optax
+
+    algorithm, _, _ = tiny_algorithm
+    params = algorithm.spec.init(jax.random.key(9))
+    masks = algorithm.spec.full_masks(params)
+    masks["dense1"]["kernel"] = masks["dense1"]["kernel"].at[:5].set(False)
+    optimizer = algorithm.optimizer(6, 3e-3)
+
+    def plain(key, params):
+        opt_state = optimizer.init(params)
+        for epoch_key in jax.random.split(key, 2):
+            order = jax.random.permutation(epoch_key, 96).reshape(3, 32)
+            for indices in order:
+                grads = jax.grad(algorithm.loss)(params, masks, algorithm.train_images[indices],
+                                                 algorithm.train_labels[indices])
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+        return jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, 0.0), params, masks)
+
+    trained = jax.jit(algorithm.train, static_argnums=3)(jax.random.key(1), params, masks, 2,
+                                                         3e-3)
+    chex.assert_trees_all_close(trained, jax.jit(plain)(jax.random.key(1), params), rtol=1e-5,
+                                atol=1e-7)
+    assert not np.any(np.asarray(trained["dense1"]["kernel"])[:5])
+
+
+def test_algorithm_is_static_structure():
+    """Equal configs and identical data make equal, equally hashed algorithms (a sweep compiles
+    them once); the learning rate, tolerance and encoding constants are the hyper-parameters."""
+    from synprune_jax import config as config_lib
+    from synprune_jax.experiments import get_experiment
+
+    entry = get_experiment("cluster-synthesis")
+    tiny = ["network.widths=3,4,8,6", "data.max_train=96"]
+    built = [entry.build(config_lib.apply_overrides(entry.default_config(), tiny + extra))
+             for extra in ([], ["synthesis.learning_rate=0.01", "encoding.truncation=0.2",
+                                "synthesis.tolerance=0.05"], ["encoding.mode=synapse"])]
+    assert built[0].algorithm == built[1].algorithm
+    assert hash(built[0].algorithm) == hash(built[1].algorithm)
+    assert built[0].algorithm != built[2].algorithm
+    assert built[1].hyper == SynthesisHyper(
+        learning_rate=0.01, tolerance=0.05,
+        encoding=EncodingHyper(synapse_rate=0.25, cluster_rate=0.1, truncation=0.2))
+    assert built[0].algorithm.default_hyper == SynthesisHyper()
+    other_data = ClusterSynthesis(built[0].algorithm.config, _tiny_data()._replace(
+        train_labels=_tiny_data().train_labels[::-1].copy()))
+    assert other_data != built[0].algorithm
 
 
 # ----- CLI -------------------------------------------------------------------------------------------
@@ -518,4 +584,11 @@ def test_cli_rejects_bad_config(tmp_path, capsys):
     assert main(["run", "cluster-synthesis", "--set", "data.name=mnist", "--out",
                  str(tmp_path / "b")]) == 2
     assert "mnist_dir" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # hyper-parameters are range-checked by the builder, before anything compiles
+    assert main(["run", "cluster-synthesis", "--set", "encoding.synapse_rate=0", "--out",
+                 str(tmp_path / "c")]) == 2
+    assert "encoding.synapse_rate must be in (0, 1]" in capsys.readouterr().err
+    assert main(["run", "cluster-synthesis", "--set", "synthesis.tolerance=2", "--out",
+                 str(tmp_path / "d")]) == 2
+    assert "synthesis.tolerance must be in [0, 1]" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcd")

@@ -12,7 +12,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from synprune_jax.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +37,9 @@ class BinaryClusteringSpec:
         for name in ("num_clusters", "dim", "num_train", "num_test"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"data.{name} must be a positive int, got {value!r}")
+                raise ValueError(f"data.{name} must be a positive int, got {value!r}")
         if not 0.0 <= float(self.flip_fraction) <= 1.0:
-            raise ConfigError(f"data.flip_fraction must be in [0, 1], got {self.flip_fraction}")
+            raise ValueError(f"data.flip_fraction must be in [0, 1], got {self.flip_fraction}")
 
     @property
     def num_flips(self) -> int:

@@ -25,7 +25,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from synprune_jax.config import ConfigError
 
 ACTIVATION_POINTS = ("post_relu", "pre_activation")
 LAYERS = ("layer_0", "layer_1")
@@ -44,7 +43,7 @@ class AutoencoderSpec:
         for name in ("input_dim", "hidden_dim", "bottleneck_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model.{name} must be a positive int, got {value!r}")
+                raise ValueError(f"model.{name} must be a positive int, got {value!r}")
 
     @property
     def encoder_sizes(self) -> tuple[int, int, int]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from synprune_jax.config import ConfigError
 
 SCHEDULES = ("none", "fixed", "increase", "decrease", "population", "final_n", "exponential",
              "prune_after")
@@ -31,7 +30,7 @@ SCHEDULES = ("none", "fixed", "increase", "decrease", "population", "final_n", "
 
 def check_schedule(name: str) -> None:
     if name not in SCHEDULES:
-        raise ConfigError(f"unknown pruning schedule {name!r}; valid: {list(SCHEDULES)}")
+        raise ValueError(f"unknown pruning schedule {name!r}; valid: {list(SCHEDULES)}")
 
 
 def prune_probability(schedule: str, base_probability, epoch, final_epoch,

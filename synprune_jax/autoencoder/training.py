@@ -1,14 +1,18 @@
 """Training loops: one canonically trained autoencoder, and spatial coevolution on a ring or a
 toroidal grid.
 
-Both are runner algorithms (``init(key) -> state``, ``step(key, state) -> (state, metrics)``; one
-runner generation is one epoch) and both run ``num_trials`` independent trials at once (every
-per-trial leaf of the state has a leading ``[num_trials]`` axis, trials are vmapped).
+Both are runner algorithms (``default_hyper``, ``init(key, hyper) -> state``,
+``step(key, state, hyper) -> (state, metrics)``; one runner generation is one epoch). The objects
+hold static structure only (the config and the data); the numeric knobs are the
+:class:`TrainingHyper` passed to every call, so runs that differ only in those share one
+compiled program in a sweep. Both run ``num_trials`` independent trials at once (every per-trial
+leaf of the state has a leading ``[num_trials]`` axis, trials are vmapped).
 
-**Canonical** (:class:`CanonicalTraining`): per trial one autoencoder trained with Adam
-(``beta1 = 0.5, beta2 = 0.999, eps = 1e-8``) on shuffled mini-batches of the training set, the
-learning rate divided by 10 every ``max(1, num_epochs // 4)`` epochs; after each epoch one pruning
-decision: prune with probability ``schedule(p0, t, T = num_epochs)``.
+**Canonical** (:class:`CanonicalTraining`): per trial one autoencoder trained with
+``optax.adam`` (``beta1 = 0.5, beta2 = 0.999, eps = 1e-8``) on shuffled mini-batches of the
+training set (:func:`synprune_jax.training.fit`, one epoch per generation), the learning rate
+divided by 10 every ``max(1, num_epochs // 4)`` epochs; after each epoch one pruning decision:
+prune with probability ``schedule(p0, t, T = num_epochs)``.
 
 **Spatial coevolution** (:class:`SpatialCoevolution`): per trial a ring (or a toroidal
 ``rows x cols`` grid) of ``num_cells`` cells, each holding a centre encoder and decoder and a
@@ -21,7 +25,8 @@ learning rate. In each epoch every cell
    (an encoder's loss is its best over the decoders);
 3. picks neighbour ``i`` by a size-2 tournament on those losses (pair ``(E_i, D_i)``);
 4. trains that pair for one pass over the shuffled training set, each step starting from a fresh
-   Adam state, as published (the first Adam step is ``lr * g / (|g| + eps)``, computed so);
+   Adam state, as published (:func:`fresh_adam`: Adam's first step ``lr * g / (|g| + eps)``,
+   computed so);
 5. prunes it with probability ``schedule(p0, t, T = num_epochs - 1, n)``;
 6. replaces its centre with it and mutates its learning rate
    (``lr + N(0, lr_mutation_std)``, clipped to ``[lr_min, lr_max]``).
@@ -32,6 +37,9 @@ random order each epoch (``lax.scan``), so a later cell sees neighbours already 
 grid. Every random choice derives from the runner's key (the published tournament and
 learning-rate draws are unseeded).
 
+Persistent pruning (``persistent=True``) applies the masks inside the training loss (a pruned
+weight gets no gradient and reads as zero) and zeroes the pruned weights again after each pass.
+
 Recorded activations for the variance operator are accumulated over the training passes of the
 current epoch (the published code keeps them from the last prune on, canonical, or from the cell's
 last visit, coevolution, and also records its evaluation passes).
@@ -40,15 +48,33 @@ Metrics (after the epoch, every ``eval_every`` epochs and at the last one, else 
 the whole training and test sets, parameters kept (nonzero) in encoder and decoder. For the
 coevolution the per-trial figure is that of the cell with the lowest test L1 (the published code
 returns that cell's networks); means over cells are reported too.
+
+Example (a tiny canonical run, stepped by hand; :func:`synprune_jax.runner.run` does the same
+with run directories and checkpoints):
+    >>> import jax
+    >>> from synprune_jax.autoencoder import BinaryClusteringSpec, make_binary_clustering
+    >>> data = make_binary_clustering(jax.random.key(0), BinaryClusteringSpec(
+    ...     num_clusters=3, dim=40, num_train=20, num_test=10))
+    >>> config = TrainingConfig(spec=AutoencoderSpec(40, 6, 3), num_epochs=2, num_trials=2,
+    ...                         operator="random", schedule="fixed")
+    >>> algorithm = CanonicalTraining(config, data["train"], data["test"])
+    >>> hyper = algorithm.default_hyper.replace(learning_rate=1e-2)
+    >>> state = algorithm.init(jax.random.key(1), hyper)
+    >>> state, metrics = algorithm.step(jax.random.key(2), state, hyper)
+    >>> state.l1_train.shape
+    (2,)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 from flax import struct
 
 from synprune_jax.autoencoder.model import (ACTIVATION_POINTS, AutoencoderSpec, count_nonzero,
@@ -56,7 +82,7 @@ from synprune_jax.autoencoder.model import (ACTIVATION_POINTS, AutoencoderSpec, 
 from synprune_jax.autoencoder.pruning import (accumulate_stats, apply_keep,
                                               check_operator, init_stats, prune_keep)
 from synprune_jax.autoencoder.schedules import check_schedule, final_epoch, prune_probability
-from synprune_jax.config import ConfigError
+from synprune_jax.training import fit
 
 ORDERS = ("sequential", "synchronous")
 TOPOLOGIES = ("ring", "torus")
@@ -66,7 +92,7 @@ ADAM_EPSILON = 1e-8
 
 def _positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,13 +132,13 @@ class TrainingConfig:
         check_operator(self.operator)
         check_schedule(self.schedule)
         if self.activation_point not in ACTIVATION_POINTS:
-            raise ConfigError(f"activation_point must be one of {list(ACTIVATION_POINTS)}, got "
-                              f"{self.activation_point!r}")
+            raise ValueError(f"activation_point must be one of {list(ACTIVATION_POINTS)}, got "
+                             f"{self.activation_point!r}")
         if not isinstance(self.persistent, bool):
-            raise ConfigError(f"persistent must be true/false, got {self.persistent!r}")
+            raise ValueError(f"persistent must be true/false, got {self.persistent!r}")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 def _grid_shape(num_cells: int) -> tuple[int, int]:
@@ -159,33 +185,33 @@ class CoevolutionConfig(TrainingConfig):
         super().__post_init__()
         _positive_int("num_cells", self.num_cells)
         if not isinstance(self.radius, int) or isinstance(self.radius, bool) or self.radius < 0:
-            raise ConfigError(f"radius must be a non-negative int, got {self.radius!r}")
+            raise ValueError(f"radius must be a non-negative int, got {self.radius!r}")
         if self.order not in ORDERS:
-            raise ConfigError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
+            raise ValueError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
         if self.topology not in TOPOLOGIES:
-            raise ConfigError(f"topology must be one of {list(TOPOLOGIES)}, got "
-                              f"{self.topology!r}")
+            raise ValueError(f"topology must be one of {list(TOPOLOGIES)}, got "
+                             f"{self.topology!r}")
         if self.neighbourhood not in NEIGHBOURHOODS:
-            raise ConfigError(f"neighbourhood must be one of {list(NEIGHBOURHOODS)}, got "
-                              f"{self.neighbourhood!r}")
+            raise ValueError(f"neighbourhood must be one of {list(NEIGHBOURHOODS)}, got "
+                             f"{self.neighbourhood!r}")
         if self.topology == "ring":
             if self.grid_shape is not None:
-                raise ConfigError("grid_shape applies to topology=torus only (the ring has "
-                                  f"num_cells cells), got {self.grid_shape!r}")
+                raise ValueError("grid_shape applies to topology=torus only (the ring has "
+                                 f"num_cells cells), got {self.grid_shape!r}")
             if self.num_cells > 1 and 2 * self.radius + 1 > self.num_cells:
-                raise ConfigError(f"radius {self.radius} is too large for a ring of "
-                                  f"{self.num_cells} cells (need 2 radius + 1 <= num_cells)")
+                raise ValueError(f"radius {self.radius} is too large for a ring of "
+                                 f"{self.num_cells} cells (need 2 radius + 1 <= num_cells)")
             return
         shape = self.grid_shape
         if shape is None:
             shape = _grid_shape(self.num_cells)
         if (not isinstance(shape, (list, tuple)) or len(shape) != 2
                 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape)):
-            raise ConfigError(f"grid_shape must be [rows, cols] of positive ints, got "
-                              f"{self.grid_shape!r}")
+            raise ValueError(f"grid_shape must be [rows, cols] of positive ints, got "
+                             f"{self.grid_shape!r}")
         if shape[0] * shape[1] != self.num_cells:
-            raise ConfigError(f"grid_shape {list(shape)} has {shape[0] * shape[1]} cells but "
-                              f"num_cells is {self.num_cells}")
+            raise ValueError(f"grid_shape {list(shape)} has {shape[0] * shape[1]} cells but "
+                             f"num_cells is {self.num_cells}")
         object.__setattr__(self, "grid_shape", (int(shape[0]), int(shape[1])))
 
     @property
@@ -219,8 +245,6 @@ class CoevolutionConfig(TrainingConfig):
     def neighbour_table(self):
         """``[num_cells, n]`` int32 numpy array: row ``c`` lists cell ``c``'s neighbourhood, itself
         first."""
-        import numpy as np
-
         cells = np.arange(self.num_cells)
         if self.topology == "ring":
             offsets = np.asarray(self.neighbour_offsets())
@@ -254,94 +278,104 @@ class TrainingHyper:
 
 
 def check_hyper(hyper: TrainingHyper) -> None:
-    """Raises :class:`ConfigError` on out-of-range knobs (host-side, before compiling)."""
+    """Raises ``ValueError`` on out-of-range knobs (host side, before anything compiles; a sweep
+    checks every run's hyper-parameters when it builds them)."""
     if not float(hyper.learning_rate) > 0:
-        raise ConfigError(f"learning_rate must be > 0, got {hyper.learning_rate}")
+        raise ValueError(f"learning_rate must be > 0, got {hyper.learning_rate}")
     for name in ("prune_probability", "prune_amount", "threshold"):
         value = float(getattr(hyper, name))
         if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{name} must be in [0, 1], got {value}")
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
     if float(hyper.lr_mutation_std) < 0:
-        raise ConfigError("lr_mutation_std must be >= 0")
+        raise ValueError("lr_mutation_std must be >= 0")
     if not 0.0 < float(hyper.lr_min) <= float(hyper.lr_max):
-        raise ConfigError("need 0 < lr_min <= lr_max")
+        raise ValueError("need 0 < lr_min <= lr_max")
 
 
 def _check_data(config: TrainingConfig, train: jax.Array, test: jax.Array) -> None:
     for name, data in (("train", train), ("test", test)):
         if data.ndim != 2 or data.shape[1] != config.spec.input_dim:
-            raise ConfigError(f"{name} data must be [N, {config.spec.input_dim}], got "
-                              f"{tuple(data.shape)}")
+            raise ValueError(f"{name} data must be [N, {config.spec.input_dim}], got "
+                             f"{tuple(data.shape)}")
     if train.shape[0] % config.batch_size:
-        raise ConfigError(f"batch_size {config.batch_size} must divide the {train.shape[0]} "
-                          "training samples")
+        raise ValueError(f"batch_size {config.batch_size} must divide the {train.shape[0]} "
+                         "training samples")
 
 
 # ---------------------------------------------------------------------------------------------
 # One pass over the training set.
 
 
-def _adam_init(params):
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    return {"mu": zeros, "nu": zeros, "count": jnp.zeros((), jnp.int32)}
+def fresh_adam(learning_rate) -> optax.GradientTransformation:
+    """``optax.adam`` restarted from a fresh state at every update (the coevolution's optimizer).
+
+    The first update of a fresh Adam state is ``-lr * g / (|g| + eps)`` whatever the betas (the
+    bias corrections cancel the moment decays); it is computed in that closed form
+    (``eps = 1e-8``). The state is empty.
+
+    Args:
+        learning_rate: float scalar (traced allowed).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> updates, _ = fresh_adam(0.1).update({"w": jnp.array([2.0, -0.5])}, None)
+        >>> [round(value, 6) for value in updates["w"].tolist()]  # -lr * sign(g), |g| >> eps
+        [-0.1, 0.1]
+    """
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(
+            lambda g: -learning_rate * g / (jnp.abs(g) + ADAM_EPSILON), updates), state
+
+    return optax.GradientTransformation(init, update)
 
 
-def adam_update(grads, opt_state, learning_rate, beta1, beta2):
-    """One Adam step (PyTorch's formula); returns ``(updates, opt_state)``."""
-    count = opt_state["count"] + 1
-    mu = jax.tree_util.tree_map(lambda m, g: beta1 * m + (1 - beta1) * g, opt_state["mu"], grads)
-    nu = jax.tree_util.tree_map(lambda v, g: beta2 * v + (1 - beta2) * g * g, opt_state["nu"],
-                                grads)
-    correction1 = 1 - jnp.float32(beta1) ** count
-    correction2 = 1 - jnp.float32(beta2) ** count
-    updates = jax.tree_util.tree_map(
-        lambda m, v: -learning_rate * (m / correction1) / (jnp.sqrt(v / correction2)
-                                                           + ADAM_EPSILON), mu, nu)
-    return updates, {"mu": mu, "nu": nu, "count": count}
+def canonical_optimizer(config: TrainingConfig, learning_rate) -> optax.GradientTransformation:
+    """``optax.adam(learning_rate, b1=adam_beta1, b2=adam_beta2, eps=1e-8)``; its state's
+    structure does not depend on ``learning_rate``, so each epoch builds it with that epoch's
+    rate and carries the state on."""
+    return optax.adam(learning_rate, b1=config.adam_beta1, b2=config.adam_beta2,
+                      eps=ADAM_EPSILON)
 
 
-def fresh_adam_update(grads, learning_rate):
-    """The first step of a fresh Adam state: ``-lr * g / (|g| + eps)`` (any betas)."""
-    return jax.tree_util.tree_map(lambda g: -learning_rate * g / (jnp.abs(g) + ADAM_EPSILON),
-                                  grads)
+def train_epoch(key, params, masks, optimizer: optax.GradientTransformation, opt_state, train,
+                config: TrainingConfig):
+    """One pass over ``train`` (``[N, d]``) in shuffled mini-batches of ``config.batch_size``
+    (:func:`synprune_jax.training.fit` with the single epoch key ``key``).
 
-
-def train_epoch(key, params, masks, opt_state, learning_rate, train, config: TrainingConfig, *,
-                fresh_adam: bool):
-    """One pass over ``train`` (``[N, d]``) in shuffled mini-batches.
+    Args:
+        key: the epoch's key (the batch order is ``jax.random.permutation(key, N)``).
+        params, masks: one autoencoder and its masks (float 0/1; used in persistent mode).
+        optimizer: e.g. :func:`canonical_optimizer` or :func:`fresh_adam`.
+        opt_state: its state; ``None``: a fresh one.
+        train: ``[N, d]``, ``N`` a multiple of the batch size.
+        config: the loop's static settings.
 
     Returns:
         ``(params, opt_state, stats, mean_batch_loss)``; ``stats`` are the recorded activations of
-        the pass (only accumulated for the variance operator, zeros otherwise).
+        the pass (only accumulated for the variance operator, zeros otherwise). In persistent
+        mode the pruned weights are zero.
     """
-    num_batches = train.shape[0] // config.batch_size
-    order = jax.random.permutation(key, train.shape[0])
-    batches = train[order].reshape(num_batches, config.batch_size, train.shape[1])
     record = config.operator == "variance"
-    stats = init_stats(params, config.batch_size)
 
-    def body(carry, batch):
-        params, opt_state, stats = carry
+    def loss_fn(p, batch):
+        if config.persistent:  # a pruned weight reads as zero and gets no gradient
+            p = jax.tree_util.tree_map(lambda w, m: w * m, p, masks)
+        output, recorded = reconstruct(p, batch, config.activation_point)
+        return jnp.mean(jnp.abs(output - batch)), recorded
 
-        def loss_fn(p):
-            output, recorded = reconstruct(p, batch, config.activation_point)
-            return jnp.mean(jnp.abs(output - batch)), recorded
-
-        (loss, recorded), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        if record:
-            stats = accumulate_stats(stats, recorded)
-        if fresh_adam:
-            updates = fresh_adam_update(grads, learning_rate)
-        else:
-            updates, opt_state = adam_update(grads, opt_state, learning_rate, config.adam_beta1,
-                                             config.adam_beta2)
-        params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
-        if config.persistent:
-            params = jax.tree_util.tree_map(lambda p, m: p * m, params, masks)
-        return (params, opt_state, stats), loss
-
-    (params, opt_state, stats), losses = jax.lax.scan(body, (params, opt_state, stats), batches)
-    return params, opt_state, stats, jnp.mean(losses)
+    result = fit(key[None], params, train, loss_fn, optimizer, batch_size=config.batch_size,
+                 opt_state=opt_state, has_aux=True,
+                 accumulate=accumulate_stats if record else None,
+                 accumulator=init_stats(params, config.batch_size))
+    params = result.params
+    if config.persistent:  # optimizer state (momentum) may have moved pruned weights
+        params = jax.tree_util.tree_map(lambda p, m: p * m, params, masks)
+    return params, result.opt_state, result.accumulator, jnp.mean(result.losses)
 
 
 def maybe_prune(key, params, masks, stats, train, epoch, hyper: TrainingHyper,
@@ -375,16 +409,18 @@ def _kept(params):
     return count_nonzero(params["encoder"]), count_nonzero(params["decoder"])
 
 
+def _float32(hyper: TrainingHyper) -> TrainingHyper:
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
+
+
 # ---------------------------------------------------------------------------------------------
-# Sweeps: many hyper-parameter settings in one compiled program.
+# Shared by both loops: the data they hold, value equality, the periodic evaluation.
 
 
 def data_fingerprint(train, test) -> str:
-    """SHA-1 of the training and test sets (shapes, dtype and bytes): part of the sweep's static
-    key, so that only runs on identical data share a program."""
+    """SHA-1 of the training and test sets (shapes, dtype and bytes): with the config, what makes
+    two loops equal (and so share a compiled program in a sweep)."""
     import hashlib
-
-    import numpy as np
 
     digest = hashlib.sha1()
     for data in (train, test):
@@ -394,72 +430,40 @@ def data_fingerprint(train, test) -> str:
     return digest.hexdigest()
 
 
-class SweepableTraining:
-    """Sweep members shared by both loops (``self.config``, ``self.hyper``, ``self.train``,
-    ``self.test``, ``init``, ``step``): ``init_with`` / ``step_with`` run the loop's own
-    ``init`` / ``step`` on a shallow copy whose :class:`TrainingHyper` is ``hyper`` (which may hold
-    tracers; it is not range-checked here: a sweep builds, and so checks, every run's config).
+def _setup(algorithm) -> None:
+    """``__post_init__`` of both loops: the data as float32 arrays, checked against the config."""
+    object.__setattr__(algorithm, "train", jnp.asarray(algorithm.train, jnp.float32))
+    object.__setattr__(algorithm, "test", jnp.asarray(algorithm.test, jnp.float32))
+    _check_data(algorithm.config, algorithm.train, algorithm.test)
 
-    With these four members :func:`synprune_jax.sweeps.adapter_for` picks
-    :class:`~synprune_jax.sweeps.HyperAdapter` for both loops. Static key (``sweep_static()``):
-    the loop class, its frozen config (sizes, operator, schedule, trials, epochs, batch size, Adam
-    betas, topology, ...) and a fingerprint of the data; traced (``sweep_hyper``): the
-    :class:`TrainingHyper` pytree (``learning_rate``, ``prune_probability``, ``prune_amount``,
-    ``threshold``, ``lr_mutation_std``, ``lr_min``, ``lr_max``)."""
 
-    def sweep_static(self):
-        """Hashable static part: the loop class, its frozen config and the data fingerprint."""
-        fingerprint = getattr(self, "_data_fingerprint", None)
-        if fingerprint is None:
-            fingerprint = data_fingerprint(self.train, self.test)
-            self._data_fingerprint = fingerprint
-        return ("autoencoder", type(self).__name__, self.config, fingerprint)
+def _equal(algorithm, other) -> bool:
+    """Value equality of both loops: same class, equal configs, identical data."""
+    if type(other) is not type(algorithm):
+        return NotImplemented
+    return (algorithm.config == other.config
+            and (algorithm.train is other.train and algorithm.test is other.test
+                 or algorithm.fingerprint == other.fingerprint))
 
-    @property
-    def sweep_hyper(self) -> TrainingHyper:
-        """The traced part: the loop's :class:`TrainingHyper` (float32 scalars)."""
-        return self.hyper
 
-    def _with_hyper(self, hyper):
-        import copy
+def _hash(algorithm) -> int:
+    return hash((type(algorithm).__name__, algorithm.config, algorithm.fingerprint))
 
-        clone = copy.copy(self)
-        clone.hyper = hyper
-        return clone
 
-    def init_with(self, key, hyper):
-        """``init(key)`` with ``hyper`` in place of the loop's own :class:`TrainingHyper`."""
-        return self._with_hyper(hyper).init(key)
+def _evaluation(config: TrainingConfig, epoch, state, full_l1, train, test, kept_encoder_now,
+                kept_decoder_now):
+    """``(l1_train, l1_test, kept_encoder, kept_decoder)``: measured on the full sets
+    (``full_l1(data)``) every ``eval_every`` epochs and at the last one, else carried over from
+    ``state`` (``lax.cond``: only the taken branch runs)."""
+    evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
 
-    def step_with(self, key, state, hyper):
-        """``step(key, state)`` with ``hyper`` in place of the loop's own."""
-        return self._with_hyper(hyper).step(key, state)
+    def full_evaluation(_):
+        return full_l1(train), full_l1(test), kept_encoder_now, kept_decoder_now
 
-    # -- shared by both loops ---------------------------------------------------------------------
-    def _setup(self, config, hyper, train, test, setting: str) -> None:
-        """Checks and stores the config, hyper-parameters (float32) and data of either loop."""
-        check_hyper(hyper)
-        self.config = config
-        self.hyper = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
-        self.train = jnp.asarray(train, jnp.float32)
-        self.test = jnp.asarray(test, jnp.float32)
-        _check_data(config, self.train, self.test)
-        self.final_epoch = final_epoch(setting, config.num_epochs)
+    def carried(_):
+        return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
 
-    def _evaluation(self, epoch, state, full_l1, kept_encoder_now, kept_decoder_now):
-        """``(l1_train, l1_test, kept_encoder, kept_decoder)``: measured on the full sets
-        (``full_l1(data)``) every ``eval_every`` epochs and at the last one, else carried over
-        from ``state`` (``lax.cond``: only the taken branch runs)."""
-        config = self.config
-        evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
-
-        def full_evaluation(_):
-            return full_l1(self.train), full_l1(self.test), kept_encoder_now, kept_decoder_now
-
-        def carried(_):
-            return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
-
-        return jax.lax.cond(evaluate, full_evaluation, carried, None)
+    return jax.lax.cond(evaluate, full_evaluation, carried, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,7 +477,7 @@ class CanonicalState:
     Attributes:
         generation: int32 [], epochs done.
         params, masks: autoencoders ``{"encoder", "decoder"}`` ``[T, ...]``; masks float32 0/1.
-        opt_state: Adam ``{"mu", "nu", "count"}``.
+        opt_state: the ``optax.adam`` state (:func:`canonical_optimizer`), leaves ``[T, ...]``.
         l1_train, l1_test: float32 [T], latest full evaluation.
         kept_encoder, kept_decoder: int32 [T], nonzero parameters at the latest evaluation.
         kept_at_prune: int32 [T], nonzero parameters right after the latest prune (all at start).
@@ -510,68 +514,108 @@ def _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prun
     }
 
 
-class CanonicalTraining(SweepableTraining):
-    """Canonical training with scheduled pruning, ``num_trials`` trials vmapped.
+@dataclasses.dataclass(frozen=True, eq=False)
+class CanonicalTraining:
+    """Canonical training with scheduled pruning, ``num_trials`` trials vmapped (the runner's
+    ``Algorithm`` protocol).
+
+    Holds only static structure: two loops are equal (and hash alike) when their configs are
+    equal and their data identical (by content, :func:`data_fingerprint`).
 
     Args:
         config: :class:`TrainingConfig`.
-        hyper: :class:`TrainingHyper`.
-        train: ``[N, d]`` training data; ``test``: ``[M, d]``.
+        train: ``[N, d]`` training data (``N`` a multiple of ``config.batch_size``).
+        test: ``[M, d]`` test data.
+
+    Raises:
+        ValueError: data that do not fit the config.
     """
 
-    def __init__(self, config: TrainingConfig, hyper: TrainingHyper, train, test):
-        self._setup(config, hyper, train, test, "canonical")
-        self.decay_period = max(1, config.num_epochs // 4)
+    config: TrainingConfig
+    train: jax.Array = dataclasses.field(repr=False)
+    test: jax.Array = dataclasses.field(repr=False)
 
-    def init(self, key) -> CanonicalState:
+    def __post_init__(self):
+        _setup(self)
+
+    __eq__ = _equal
+    __hash__ = _hash
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """:func:`data_fingerprint` of the data (computed once, when first compared)."""
+        return data_fingerprint(self.train, self.test)
+
+    @property
+    def final_epoch(self) -> int:
+        """``T`` of the schedules: ``num_epochs``."""
+        return final_epoch("canonical", self.config.num_epochs)
+
+    @property
+    def decay_period(self) -> int:
+        """Epochs between learning-rate divisions by 10: ``max(1, num_epochs // 4)``."""
+        return max(1, self.config.num_epochs // 4)
+
+    @property
+    def default_hyper(self) -> TrainingHyper:
+        """``TrainingHyper()``: the published learning rate and the library's default knobs."""
+        return TrainingHyper()
+
+    def init(self, key: jax.Array, hyper: TrainingHyper) -> CanonicalState:
+        """Fresh autoencoders and Adam states for every trial, evaluated."""
         config = self.config
+        hyper = _float32(hyper)
         keys = jax.random.split(key, config.num_trials)
         params = jax.vmap(lambda k: init_autoencoder(k, config.spec))(keys)
         l1_train = jax.vmap(_full_l1, in_axes=(0, None))(params, self.train)
         l1_test = jax.vmap(_full_l1, in_axes=(0, None))(params, self.test)
         kept_encoder, kept_decoder = jax.vmap(_kept)(params)
+        optimizer = canonical_optimizer(config, hyper.learning_rate)
         return CanonicalState(
             generation=jnp.int32(0), params=params,
             masks=jax.tree_util.tree_map(jnp.ones_like, params),
-            opt_state=jax.vmap(_adam_init)(params), l1_train=l1_train, l1_test=l1_test,
+            opt_state=jax.vmap(optimizer.init)(params), l1_train=l1_train, l1_test=l1_test,
             kept_encoder=kept_encoder, kept_decoder=kept_decoder,
             kept_at_prune=kept_encoder + kept_decoder,
             num_prunes=jnp.zeros((config.num_trials,), jnp.int32))
 
-    def learning_rate(self, epoch) -> jax.Array:
-        """StepLR: ``lr0 * 0.1 ** (epoch // max(1, num_epochs // 4))``."""
-        return self.hyper.learning_rate * jnp.float32(0.1) ** (epoch // self.decay_period)
+    def learning_rate(self, epoch, hyper: TrainingHyper) -> jax.Array:
+        """StepLR: ``lr0 * 0.1 ** (epoch // max(1, num_epochs // 4))`` (float32 scalar)."""
+        hyper = _float32(hyper)
+        return hyper.learning_rate * jnp.float32(0.1) ** (epoch // self.decay_period)
 
-    def _trial(self, key, params, masks, opt_state, epoch):
+    def _trial(self, key, params, masks, opt_state, epoch, hyper):
         """One trial's epoch: train, then the pruning decision (no leading axis)."""
         train_key, prune_key = jax.random.split(key)
-        learning_rate = self.learning_rate(epoch)
-        params, opt_state, stats, _ = train_epoch(train_key, params, masks, opt_state,
-                                                  learning_rate, self.train, self.config,
-                                                  fresh_adam=False)
+        optimizer = canonical_optimizer(self.config, self.learning_rate(epoch, hyper))
+        params, opt_state, stats, _ = train_epoch(train_key, params, masks, optimizer, opt_state,
+                                                  self.train, self.config)
         params, masks, pruned = maybe_prune(prune_key, params, masks, stats, self.train, epoch,
-                                            self.hyper, self.config, self.final_epoch)
+                                            hyper, self.config, self.final_epoch)
         return params, masks, opt_state, pruned
 
-    def step(self, key, state: CanonicalState):
+    def step(self, key: jax.Array, state: CanonicalState, hyper: TrainingHyper):
+        """One epoch of every trial; returns ``(state, metrics)`` (see the module docstring)."""
         config = self.config
+        hyper = _float32(hyper)
         epoch = state.generation
         keys = jax.random.split(key, config.num_trials)
-        params, masks, opt_state, pruned = jax.vmap(self._trial, in_axes=(0, 0, 0, 0, None))(
-            keys, state.params, state.masks, state.opt_state, epoch)
+        params, masks, opt_state, pruned = jax.vmap(
+            self._trial, in_axes=(0, 0, 0, 0, None, None))(
+            keys, state.params, state.masks, state.opt_state, epoch, hyper)
         kept_encoder_now, kept_decoder_now = jax.vmap(_kept)(params)
         kept_at_prune = jnp.where(pruned, kept_encoder_now + kept_decoder_now,
                                   state.kept_at_prune)
-        l1_train, l1_test, kept_encoder, kept_decoder = self._evaluation(
-            epoch, state, lambda data: jax.vmap(_full_l1, in_axes=(0, None))(params, data),
-            kept_encoder_now, kept_decoder_now)
+        l1_train, l1_test, kept_encoder, kept_decoder = _evaluation(
+            config, epoch, state, lambda data: jax.vmap(_full_l1, in_axes=(0, None))(params, data),
+            self.train, self.test, kept_encoder_now, kept_decoder_now)
         new_state = state.replace(
             params=params, masks=masks, opt_state=opt_state, l1_train=l1_train, l1_test=l1_test,
             kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
             num_prunes=state.num_prunes + pruned.astype(jnp.int32))
         metrics = _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prune,
                                    pruned, config.spec)
-        metrics["learning_rate"] = self.learning_rate(epoch)
+        metrics["learning_rate"] = self.learning_rate(epoch, hyper)
         return new_state, metrics
 
 
@@ -614,19 +658,52 @@ def _put(tree, index, value):
     return jax.tree_util.tree_map(lambda leaf, v: leaf.at[index].set(v), tree, value)
 
 
-class SpatialCoevolution(SweepableTraining):
+@dataclasses.dataclass(frozen=True, eq=False)
+class SpatialCoevolution:
     """Spatial coevolution of encoders and decoders on a ring or torus, ``num_trials`` trials
-    vmapped.
+    vmapped (the runner's ``Algorithm`` protocol).
+
+    Holds only static structure: two loops are equal (and hash alike) when their configs are
+    equal and their data identical (by content, :func:`data_fingerprint`).
 
     Args:
         config: :class:`CoevolutionConfig`.
-        hyper: :class:`TrainingHyper`.
-        train: ``[N, d]`` training data; ``test``: ``[M, d]``.
+        train: ``[N, d]`` training data (``N`` a multiple of ``config.batch_size``).
+        test: ``[M, d]`` test data.
+
+    Raises:
+        ValueError: data that do not fit the config.
     """
 
-    def __init__(self, config: CoevolutionConfig, hyper: TrainingHyper, train, test):
-        self._setup(config, hyper, train, test, "coevolution")
-        self.neighbour_table = jnp.asarray(config.neighbour_table(), jnp.int32)
+    config: CoevolutionConfig
+    train: jax.Array = dataclasses.field(repr=False)
+    test: jax.Array = dataclasses.field(repr=False)
+
+    def __post_init__(self):
+        _setup(self)
+
+    __eq__ = _equal
+    __hash__ = _hash
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """:func:`data_fingerprint` of the data (computed once, when first compared)."""
+        return data_fingerprint(self.train, self.test)
+
+    @functools.cached_property
+    def neighbour_table(self) -> np.ndarray:
+        """``[num_cells, n]`` int32: :meth:`CoevolutionConfig.neighbour_table`."""
+        return self.config.neighbour_table()
+
+    @property
+    def final_epoch(self) -> int:
+        """``T`` of the schedules: ``num_epochs - 1`` (at least 1)."""
+        return final_epoch("coevolution", self.config.num_epochs)
+
+    @property
+    def default_hyper(self) -> TrainingHyper:
+        """``TrainingHyper()``: the published learning rate and learning-rate mutation."""
+        return TrainingHyper()
 
     # -- one trial ------------------------------------------------------------------------------
 
@@ -640,9 +717,10 @@ class SpatialCoevolution(SweepableTraining):
     def neighbours(self, cell) -> jax.Array:
         """``[n]`` int32 cell indices of ``cell``'s neighbourhood, itself first (ring or torus,
         see :class:`CoevolutionConfig`)."""
-        return self.neighbour_table[cell]
+        return jnp.asarray(self.neighbour_table)[cell]
 
-    def cell_epoch(self, key, cell, params, masks, learning_rates, kept_at_prune, epoch):
+    def cell_epoch(self, key, cell, params, masks, learning_rates, kept_at_prune, epoch,
+                   hyper: TrainingHyper):
         """One cell's epoch against a snapshot of its trial's grid.
 
         Args:
@@ -653,12 +731,14 @@ class SpatialCoevolution(SweepableTraining):
             kept_at_prune: int32 [N], nonzero parameters of each centre after its latest prune
                 (travels with the networks).
             epoch: int32 [].
+            hyper: :class:`TrainingHyper`.
 
         Returns:
             ``(new_centre, new_mask, new_learning_rate, new_kept_at_prune, pruned,
             selection_loss)`` for ``cell``.
         """
         config = self.config
+        hyper = _float32(hyper)
         batch_key, tournament_key, train_key, prune_key, lr_key = jax.random.split(key, 5)
         neighbourhood = self.neighbours(cell)
         candidates = _take(params, neighbourhood)
@@ -673,18 +753,19 @@ class SpatialCoevolution(SweepableTraining):
         pair = _take(candidates, chosen)
         pair_masks = _take(candidate_masks, chosen)
         learning_rate = learning_rates[cell]
-        pair, _, stats, _ = train_epoch(train_key, pair, pair_masks, None, learning_rate,
-                                        self.train, config, fresh_adam=True)
+        pair, _, stats, _ = train_epoch(train_key, pair, pair_masks, fresh_adam(learning_rate),
+                                        None, self.train, config)
         pair, pair_masks, pruned = maybe_prune(prune_key, pair, pair_masks, stats, self.train,
-                                               epoch, self.hyper, config, self.final_epoch,
+                                               epoch, hyper, config, self.final_epoch,
                                                config.neighbourhood_size)
-        new_rate = jnp.clip(learning_rate + self.hyper.lr_mutation_std
-                            * jax.random.normal(lr_key), self.hyper.lr_min, self.hyper.lr_max)
+        new_rate = jnp.clip(learning_rate + hyper.lr_mutation_std * jax.random.normal(lr_key),
+                            hyper.lr_min, hyper.lr_max)
         kept = count_nonzero(pair)
         new_kept_at_prune = jnp.where(pruned, kept, kept_at_prune[neighbourhood[chosen]])
         return pair, pair_masks, new_rate, new_kept_at_prune, pruned, encoder_losses[chosen]
 
-    def ring_epoch(self, key, params, masks, learning_rates, kept_at_prune, epoch):
+    def ring_epoch(self, key, params, masks, learning_rates, kept_at_prune, epoch,
+                   hyper: TrainingHyper):
         """All cells of one trial, ``sequential`` or ``synchronous`` (see module docstring).
 
         Returns:
@@ -696,8 +777,8 @@ class SpatialCoevolution(SweepableTraining):
         cell_keys = jax.vmap(lambda c: jax.random.fold_in(cells_key, c))(cells)
         if config.order == "synchronous":
             new, new_masks, rates, kept, pruned, _ = jax.vmap(
-                self.cell_epoch, in_axes=(0, 0, None, None, None, None, None))(
-                cell_keys, cells, params, masks, learning_rates, kept_at_prune, epoch)
+                self.cell_epoch, in_axes=(0, 0, None, None, None, None, None, None))(
+                cell_keys, cells, params, masks, learning_rates, kept_at_prune, epoch, hyper)
             return new, new_masks, rates, kept, pruned
 
         order = jax.random.permutation(order_key, cells)
@@ -705,7 +786,7 @@ class SpatialCoevolution(SweepableTraining):
         def visit(carry, cell):
             params, masks, rates, kept, pruned = carry
             new, new_mask, rate, new_kept, was_pruned, _ = self.cell_epoch(
-                cell_keys[cell], cell, params, masks, rates, kept, epoch)
+                cell_keys[cell], cell, params, masks, rates, kept, epoch, hyper)
             return (_put(params, cell, new), _put(masks, cell, new_mask),
                     rates.at[cell].set(rate), kept.at[cell].set(new_kept),
                     pruned.at[cell].set(was_pruned)), None
@@ -717,8 +798,10 @@ class SpatialCoevolution(SweepableTraining):
 
     # -- runner protocol ------------------------------------------------------------------------
 
-    def init(self, key) -> CoevolutionState:
+    def init(self, key: jax.Array, hyper: TrainingHyper) -> CoevolutionState:
+        """Fresh centres of every trial's grid, all at ``hyper.learning_rate``, evaluated."""
         config = self.config
+        hyper = _float32(hyper)
         keys = jax.random.split(key, config.num_trials)
         params = jax.vmap(self.init_trial)(keys)
         evaluate = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
@@ -727,23 +810,27 @@ class SpatialCoevolution(SweepableTraining):
         return CoevolutionState(
             generation=jnp.int32(0), params=params,
             masks=jax.tree_util.tree_map(jnp.ones_like, params),
-            learning_rate=jnp.full(shape, self.hyper.learning_rate, jnp.float32),
+            learning_rate=jnp.full(shape, hyper.learning_rate, jnp.float32),
             l1_train=evaluate(params, self.train), l1_test=evaluate(params, self.test),
             kept_encoder=kept_encoder, kept_decoder=kept_decoder,
             kept_at_prune=kept_encoder + kept_decoder,
             num_prunes=jnp.zeros(shape, jnp.int32))
 
-    def step(self, key, state: CoevolutionState):
+    def step(self, key: jax.Array, state: CoevolutionState, hyper: TrainingHyper):
+        """One epoch of every cell of every trial; returns ``(state, metrics)``."""
         config = self.config
+        hyper = _float32(hyper)
         epoch = state.generation
         keys = jax.random.split(key, config.num_trials)
         params, masks, rates, kept_at_prune, pruned = jax.vmap(
-            self.ring_epoch, in_axes=(0, 0, 0, 0, 0, None))(
-            keys, state.params, state.masks, state.learning_rate, state.kept_at_prune, epoch)
+            self.ring_epoch, in_axes=(0, 0, 0, 0, 0, None, None))(
+            keys, state.params, state.masks, state.learning_rate, state.kept_at_prune, epoch,
+            hyper)
         kept_encoder_now, kept_decoder_now = jax.vmap(jax.vmap(_kept))(params)
         per_cell = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
-        l1_train, l1_test, kept_encoder, kept_decoder = self._evaluation(
-            epoch, state, lambda data: per_cell(params, data), kept_encoder_now, kept_decoder_now)
+        l1_train, l1_test, kept_encoder, kept_decoder = _evaluation(
+            config, epoch, state, lambda data: per_cell(params, data), self.train, self.test,
+            kept_encoder_now, kept_decoder_now)
         new_state = state.replace(
             params=params, masks=masks, learning_rate=rates, l1_train=l1_train, l1_test=l1_test,
             kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
@@ -770,8 +857,6 @@ def final_per_trial(state, spec: AutoencoderSpec) -> dict:
     """Host-side per-trial figures of a state (numpy ``[T]`` each): ``l1_train, l1_test,
     kept_fraction, kept_fraction_at_prune, num_prunes``; for the coevolution those of each
     trial's best cell (lowest test L1)."""
-    import numpy as np
-
     l1_train = np.asarray(state.l1_train, np.float64)
     l1_test = np.asarray(state.l1_test, np.float64)
     kept = np.asarray(state.kept_encoder) + np.asarray(state.kept_decoder)

@@ -77,7 +77,8 @@ def _grid_shape(value):
 
 
 def build(config: dict) -> Built:
-    """Validates the config, generates the data and builds the algorithm (nothing compiles).
+    """Validates the config, generates the data and builds the algorithm and its
+    :class:`~synprune_jax.autoencoder.TrainingHyper` (nothing compiles).
 
     Resolves ``pruning.probability`` (null -> the published p0 of the operator) in place.
     """
@@ -86,7 +87,7 @@ def build(config: dict) -> Built:
     from synprune_jax.autoencoder import (AutoencoderSpec, BinaryClusteringSpec,
                                           CanonicalTraining, CoevolutionConfig,
                                           SpatialCoevolution, TrainingConfig, TrainingHyper,
-                                          make_binary_clustering)
+                                          check_hyper, make_binary_clustering)
     from synprune_jax.autoencoder.pruning import check_operator
     from synprune_jax.autoencoder.schedules import check_schedule
     from synprune_jax.runner import RunConfig
@@ -98,8 +99,9 @@ def build(config: dict) -> Built:
             config[name] = "none"
     if config["setting"] not in SETTINGS:
         raise ConfigError(f"unknown setting {config['setting']!r}; valid: {list(SETTINGS)}")
-    check_operator(config["operator"])
-    check_schedule(config["schedule"])
+    with config_errors():
+        check_operator(config["operator"])
+        check_schedule(config["schedule"])
     data_section = dict(config["data"])
     require_keys(data_section, "data", ("num_clusters", "dim", "num_train", "num_test",
                                         "flip_fraction", "seed"))
@@ -141,6 +143,7 @@ def build(config: dict) -> Built:
             lr_mutation_std=_number(coevolution, "coevolution", "lr_mutation_std"),
             lr_min=_number(coevolution, "coevolution", "lr_min"),
             lr_max=_number(coevolution, "coevolution", "lr_max"))
+        check_hyper(hyper)
         if config["setting"] == "canonical":
             algorithm_config = TrainingConfig(**common)
         else:
@@ -153,9 +156,9 @@ def build(config: dict) -> Built:
                 neighbourhood=coevolution.get("neighbourhood", "von_neumann"))
         data = make_binary_clustering(jax.random.key(data_seed), data_spec)
         cls = CanonicalTraining if config["setting"] == "canonical" else SpatialCoevolution
-        algorithm = cls(algorithm_config, hyper, data["train"], data["test"])
-    return Built(algorithm=algorithm, run_config=run_config, report=report, describe=describe,
-                 plot=plot_run)
+        algorithm = cls(algorithm_config, data["train"], data["test"])
+    return Built(algorithm=algorithm, hyper=hyper, run_config=run_config, report=report,
+                 describe=describe, plot=plot_run)
 
 
 def _spec_from_run(run_dir: str):

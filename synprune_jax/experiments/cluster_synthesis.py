@@ -24,9 +24,8 @@ PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_r
 
 def default_config() -> dict:
     """Digits, LeNet-5, full encoding with gentle removal rates (``encoding.synapse_rate=0.25``,
-    ``encoding.cluster_rate=0.1``; rates of 1 are the published encoding), 15 generations; about
-    4-5 minutes on the 2-core CPU machine at load average ~3 (measured: 54-64x fewer synapses;
-    see ``docs/cluster_synthesis.md``)."""
+    ``encoding.cluster_rate=0.1``; rates of 1 are the published encoding), 15 generations (the
+    results and run times are in ``docs/cluster_synthesis.md``)."""
     return {
         "experiment": NAME,
         "algorithm": "cluster_synthesis",
@@ -45,18 +44,28 @@ def default_config() -> dict:
     }
 
 
-def _section(config: dict, name: str, cls) -> dict:
+def _section(config: dict, name: str, *classes) -> dict:
     section = dict(config[name])
-    require_keys(section, name, [field.name for field in dataclasses.fields(cls)])
+    require_keys(section, name, [field.name for cls in classes for field in dataclasses.fields(cls)
+                                 if field.name not in ("network", "encoding")])
     return section
 
 
+def _number(section: dict, name: str, key: str) -> float:
+    value = section.pop(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}.{key} must be a number, got {value!r}")
+    return float(value)
+
+
 def build(config: dict) -> Built:
-    """Loads the data and builds :class:`~synprune_jax.synthesis.ClusterSynthesis`; validates
-    every section (unknown keys, ranges, data / network fit) before anything compiles."""
+    """Loads the data and builds :class:`~synprune_jax.synthesis.ClusterSynthesis` and its
+    :class:`~synprune_jax.synthesis.SynthesisHyper`; validates every section (unknown keys,
+    ranges, data / network fit) before anything compiles."""
     from synprune_jax.runner import RunConfig
-    from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec,
-                                        SynthesisConfig, load_dataset)
+    from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, EncodingHyper, LeNetSpec,
+                                        SynthesisConfig, SynthesisHyper, check_hyper,
+                                        load_dataset)
 
     require_keys(config, "config", ("experiment", "algorithm", "data", "network", "encoding",
                                      "synthesis", "run"))
@@ -67,11 +76,16 @@ def build(config: dict) -> Built:
         require_keys(config["data"], "data", ("name", "mnist_dir", "validation_fraction",
                                               "test_fraction", "split_seed", "max_train"))
         require_keys(config["network"], "network", ("widths",))
-        encoding = EncodingConfig(**_section(config, "encoding", EncodingConfig))
-        synthesis = _section(config, "synthesis", SynthesisConfig)
-        if "network" in synthesis or "encoding" in synthesis:
-            raise ConfigError("synthesis.network / synthesis.encoding are set in their own "
-                              "sections")
+        encoding_section = _section(config, "encoding", EncodingConfig, EncodingHyper)
+        encoding_hyper = EncodingHyper(**{
+            field.name: _number(encoding_section, "encoding", field.name)
+            for field in dataclasses.fields(EncodingHyper)})
+        encoding = EncodingConfig(**encoding_section)
+        synthesis = _section(config, "synthesis", SynthesisConfig, SynthesisHyper)
+        hyper = SynthesisHyper(learning_rate=_number(synthesis, "synthesis", "learning_rate"),
+                               tolerance=_number(synthesis, "synthesis", "tolerance"),
+                               encoding=encoding_hyper)
+        check_hyper(hyper)
         require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
                                             "checkpoint_every", "metrics_format", "progress"))
         run_config = RunConfig(**config["run"])
@@ -95,7 +109,7 @@ def build(config: dict) -> Built:
                             num_classes=data.num_classes, widths=widths)
         algorithm = ClusterSynthesis(SynthesisConfig(network=network, encoding=encoding,
                                                      **synthesis), data)
-    return Built(algorithm=algorithm, run_config=run_config,
+    return Built(algorithm=algorithm, hyper=hyper, run_config=run_config,
                  report=functools.partial(report, spec=network), describe=describe,
                  plot=plot_run)
 
@@ -198,6 +212,6 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
 
 EXPERIMENTS = (
     Experiment(NAME, "Synaptic-cluster-driven evolutionary synthesis of a sparse LeNet-5 on "
-               "scikit-learn digits at 32x32 (data.name=mnist with data.mnist_dir for MNIST); "
-               "about 4-5 minutes on 2 CPU cores", default_config, build),
+               "scikit-learn digits at 32x32 (data.name=mnist with data.mnist_dir for MNIST)",
+               default_config, build),
 )

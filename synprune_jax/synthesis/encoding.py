@@ -39,13 +39,30 @@ per layer or over the network. ``mode`` selects the full encoding (``"both"``) o
 ``"synapse"`` (every cluster survives) and ``"cluster"`` (every synapse of a surviving cluster
 survives). Given the network's :class:`LeNetSpec`, :func:`synthesize` finally clears synapses that
 can no longer influence the output (:func:`remove_unused`, function-preserving).
+
+The structure (``mode``, scopes, conv clusters) is the static :class:`EncodingConfig`; the
+numbers (``F_s``, ``F_c``, ``truncation``, ``r_s``, ``r_c``) are the :class:`EncodingHyper`
+pytree, so a sweep can trace them.
+
+Example:
+    >>> import jax
+    >>> from synprune_jax.synthesis.lenet import LeNetSpec
+    >>> spec = LeNetSpec(image_size=16, widths=(3, 4, 8, 6))
+    >>> params = spec.init(jax.random.key(0))
+    >>> masks = synthesize(jax.random.key(1), params, spec.full_masks(params), EncodingConfig(),
+    ...                    EncodingHyper(synapse_rate=0.5), spec)
+    >>> masks["conv1"]["kernel"].shape, masks["conv1"]["kernel"].dtype
+    ((5, 5, 1, 3), dtype('bool'))
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from synprune_jax.synthesis.lenet import (CONV_LAYERS, LAYERS, LeNetSpec, Masks, Params, _along,
                                           kept_inputs, kept_units)
@@ -58,15 +75,9 @@ CONV_CLUSTERS = ("filter", "kernel")
 
 @dataclasses.dataclass(frozen=True)
 class EncodingConfig:
-    """Constants of the encoding (all static; see the module docstring for the formulas).
+    """Static structure of the encoding (hashable; see the module docstring).
 
     Attributes:
-        synapse_factor: environmental factor ``F_s`` in (0, 1] on synapse probabilities
-            (default 1.0: the magnitude rule alone already removes most weak synapses).
-        cluster_factor: environmental factor ``F_c`` in (0, 1] on cluster probabilities
-            (default 1.0).
-        truncation: ``tau`` as a fraction of the layer's (or network's) largest ``|w|``, in
-            [0, 1) (default 0.1).
         mode: ``"both"`` (default), ``"synapse"`` (synapse-only ablation) or ``"cluster"``
             (cluster-only ablation).
         conv_clusters: ``"filter"`` (default: a whole 5x5xC_in filter is one cluster) or
@@ -77,6 +88,33 @@ class EncodingConfig:
         synapse_scope: normalisation of ``z_s``: ``"cluster"`` (default: the strongest synapse
             of each filter / neuron has probability ``F_s``), ``"layer"`` (the strongest of each
             layer has) or ``"network"``.
+    """
+
+    mode: str = "both"
+    conv_clusters: str = "filter"
+    scope: str = "layer"
+    synapse_scope: str = "cluster"
+
+    def __post_init__(self):
+        for name, valid in (("mode", MODES), ("conv_clusters", CONV_CLUSTERS),
+                            ("scope", SCOPES), ("synapse_scope", SYNAPSE_SCOPES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"encoding.{name} must be one of {list(valid)}, "
+                                 f"got {getattr(self, name)!r}")
+
+
+@struct.dataclass
+class EncodingHyper:
+    """Numeric constants of the encoding (float scalars, traced in a sweep); the defaults are the
+    published encoding. :func:`check_encoding_hyper` checks their ranges.
+
+    Attributes:
+        synapse_factor: environmental factor ``F_s`` in (0, 1] on synapse probabilities
+            (default 1.0: the magnitude rule alone already removes most weak synapses).
+        cluster_factor: environmental factor ``F_c`` in (0, 1] on cluster probabilities
+            (default 1.0).
+        truncation: ``tau`` as a fraction of the layer's (or network's) largest ``|w|``, in
+            [0, 1) (default 0.1).
         synapse_rate: removal rate ``r_s`` in (0, 1]: synapse survival becomes
             ``1 - r_s * (1 - P_j)`` (default 1.0: the published encoding; smaller is a gentler
             step per generation).
@@ -84,28 +122,21 @@ class EncodingConfig:
             (default 1.0).
     """
 
-    synapse_factor: float = 1.0
-    cluster_factor: float = 1.0
-    truncation: float = 0.1
-    mode: str = "both"
-    conv_clusters: str = "filter"
-    scope: str = "layer"
-    synapse_scope: str = "cluster"
-    synapse_rate: float = 1.0
-    cluster_rate: float = 1.0
+    synapse_factor: Any = 1.0
+    cluster_factor: Any = 1.0
+    truncation: Any = 0.1
+    synapse_rate: Any = 1.0
+    cluster_rate: Any = 1.0
 
-    def __post_init__(self):
-        for name in ("synapse_factor", "cluster_factor", "synapse_rate", "cluster_rate"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"encoding.{name} must be in (0, 1], got {value}")
-        if not 0.0 <= self.truncation < 1.0:
-            raise ValueError(f"encoding.truncation must be in [0, 1), got {self.truncation}")
-        for name, valid in (("mode", MODES), ("conv_clusters", CONV_CLUSTERS),
-                            ("scope", SCOPES), ("synapse_scope", SYNAPSE_SCOPES)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"encoding.{name} must be one of {list(valid)}, "
-                                 f"got {getattr(self, name)!r}")
+
+def check_encoding_hyper(hyper: EncodingHyper) -> None:
+    """Raises ``ValueError`` on out-of-range constants (host side, concrete values)."""
+    for name in ("synapse_factor", "cluster_factor", "synapse_rate", "cluster_rate"):
+        value = float(getattr(hyper, name))
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"encoding.{name} must be in (0, 1], got {value}")
+    if not 0.0 <= float(hyper.truncation) < 1.0:
+        raise ValueError(f"encoding.truncation must be in [0, 1), got {float(hyper.truncation)}")
 
 
 def _expm1_scaled(values: jax.Array, maximum: jax.Array) -> jax.Array:
@@ -189,14 +220,15 @@ def _broadcast_cluster(name: str, values: jax.Array, kernel_ndim: int, conv_clus
     return values.reshape(1, -1)
 
 
-def survival_probabilities(params: Params, masks: Masks,
-                           config: EncodingConfig) -> tuple[dict, dict]:
+def survival_probabilities(params: Params, masks: Masks, config: EncodingConfig,
+                           hyper: EncodingHyper) -> tuple[dict, dict]:
     """Synapse and cluster survival probabilities of every layer.
 
     Args:
         params: one network's parameters (see :mod:`synprune_jax.synthesis.lenet`).
         masks: its masks.
-        config: encoding constants.
+        config: the encoding's structure (scopes, conv clusters).
+        hyper: its constants (factors, truncation, removal rates).
 
     Returns:
         ``(synapse, cluster)``: dicts by layer name; ``synapse[name]`` is shaped like the kernel,
@@ -220,11 +252,11 @@ def survival_probabilities(params: Params, masks: Masks,
         else:
             maximum = layer_max[name]
         probabilities = gentle(synapse_probabilities(magnitudes[name], maximum,
-                                                     config.synapse_factor), config.synapse_rate)
+                                                     hyper.synapse_factor), hyper.synapse_rate)
         # a dead synapse stays at probability 0 (gentle would give it 1 - r_s)
         synapse[name] = jnp.where(masks[name]["kernel"], probabilities, 0.0)
     sums = {name: cluster_sums(name, truncate(magnitudes[name],
-                                              config.truncation * scope_max[name]),
+                                              hyper.truncation * scope_max[name]),
                                config.conv_clusters) for name in LAYERS}
     sums_max = {name: jnp.max(sums[name]) for name in LAYERS}
     network_sums_max = jnp.max(jnp.stack([sums_max[name] for name in LAYERS[:-1]]))
@@ -234,20 +266,21 @@ def survival_probabilities(params: Params, masks: Masks,
             cluster[name] = jnp.ones(sums[name].shape, jnp.float32)
             continue
         maximum = network_sums_max if config.scope == "network" else sums_max[name]
-        cluster[name] = gentle(cluster_probabilities(sums[name], maximum, config.cluster_factor),
-                               config.cluster_rate)
+        cluster[name] = gentle(cluster_probabilities(sums[name], maximum, hyper.cluster_factor),
+                               hyper.cluster_rate)
     return synapse, cluster
 
 
 def synthesize(key: jax.Array, params: Params, masks: Masks, config: EncodingConfig,
-               spec: LeNetSpec | None = None) -> Masks:
+               hyper: EncodingHyper, spec: LeNetSpec | None = None) -> Masks:
     """Draws an offspring's masks from its parent (one network; vmap for several).
 
     Args:
         key: PRNG key.
         params: the parent's parameters.
         masks: the parent's masks; the offspring's are a subset of them.
-        config: encoding constants.
+        config: the encoding's structure.
+        hyper: its constants.
         spec: the network's structure; when given, synapses and biases that can no longer
             influence the output are cleared too (:func:`remove_unused`).
 
@@ -256,7 +289,7 @@ def synthesize(key: jax.Array, params: Params, masks: Masks, config: EncodingCon
         ``config.mode``); bias masks keep clusters that still have an alive synapse (output layer
         biases always stay).
     """
-    synapse_p, cluster_p = survival_probabilities(params, masks, config)
+    synapse_p, cluster_p = survival_probabilities(params, masks, config, hyper)
     keys = jax.random.split(key, 2 * len(LAYERS))
     out = {}
     for index, name in enumerate(LAYERS):
