@@ -74,6 +74,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from synprune_jax import trees
 from synprune_jax.archives import Archive, sample
 from synprune_jax.types import EvalResult, Masks, Population
 from synprune_jax.variation import MutationConfig, MutationHyper, mutate
@@ -357,8 +358,7 @@ class ESEmitter:
         key_centre, key_ask, _ = jax.random.split(key, 3)
         restart = state.age >= self.config.restart_every
         fresh = self._centre(key_centre, archive, adapter)
-        state = jax.tree_util.tree_map(lambda new, old: jnp.where(restart, new, old), fresh,
-                                       state)
+        state = trees.select(restart, fresh, state)
         samples, strategy = adapter.ask(key_ask, state.strategy, state.masks)
         size = self.batch_size
         offspring = Population(

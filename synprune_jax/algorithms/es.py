@@ -50,7 +50,7 @@ from jax import flatten_util
 
 from synprune_jax import masks as masks_lib
 from synprune_jax.pruning import SCHEDULES, SCOPES, prune_to_density_by_score, scheduled_density
-from synprune_jax.trees import strong_types
+from synprune_jax import trees
 from synprune_jax.types import Masks, Params, Population, PyTree
 
 SEARCH_SPACES = ("all", "unmasked")
@@ -591,7 +591,7 @@ class MaskedES:
             num_evaluations = adapter.population_size
         else:
             strategy = adapter.init(key_init, params, masks)
-        strategy = strong_types(strategy)  # evosax leaves Python scalars (weak types) in it
+        strategy = trees.strong_types(strategy)  # evosax leaves Python scalars (weak types) in it
         mean = adapter.mean(strategy)
         return ESState(strategy=strategy, masks=masks, best_params=mean, best_masks=masks,
                        best_fitness=jnp.asarray(-jnp.inf, jnp.float32),
@@ -615,11 +615,9 @@ class MaskedES:
         finite = jnp.where(jnp.isfinite(result.fitness), result.fitness, -jnp.inf)
         index = jnp.argmax(finite)
         improved = finite[index] > state.best_fitness
-        best_params = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(improved, new, old),
-            adapter.unravel(candidates[index]), state.best_params)
-        best_masks = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old),
-                                            masks, state.best_masks)
+        best_params = trees.select(improved, adapter.unravel(candidates[index]),
+                                   state.best_params)
+        best_masks = trees.select(improved, masks, state.best_masks)
         best_fitness = jnp.where(improved, finite[index], state.best_fitness)
 
         generation = state.generation + 1
@@ -633,12 +631,11 @@ class MaskedES:
             pruned = prune_to_density_by_score(self.prune_scores(key_prune, strategy), masks,
                                                self.maskable, goal, scope=config.prune_scope)
             due = (generation % config.prune_every == 0) & (generation >= config.prune_start)
-            masks = jax.tree_util.tree_map(lambda new, old: jnp.where(due, new, old), pruned,
-                                           masks)
+            masks = trees.select(due, pruned, masks)
             strategy = adapter.project(strategy, masks)
 
         evaluated = candidates.shape[0]
-        state = ESState(strategy=strong_types(strategy), masks=masks, best_params=best_params,
+        state = ESState(strategy=trees.strong_types(strategy), masks=masks, best_params=best_params,
                         best_masks=best_masks, best_fitness=best_fitness, generation=generation,
                         num_evaluations=state.num_evaluations + evaluated)
         finite_population = finite[:config.population_size]

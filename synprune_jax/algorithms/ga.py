@@ -38,7 +38,6 @@ Example (kinematic arm):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +46,7 @@ from flax import struct
 
 from synprune_jax import masks as masks_lib
 from synprune_jax.types import Population
+from synprune_jax import trees
 from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 
 CROSSOVERS = ("none", "uniform", "layer")
@@ -129,16 +129,11 @@ def validate_hyper(hyper: GAHyper) -> None:
 
 
 def elites_digest(elites: dict | None) -> str | None:
-    """SHA-1 of the elites' ``params``, ``masks`` and ``rates`` (shapes, dtypes and bytes);
+    """:func:`~synprune_jax.trees.fingerprint` of the elites' ``params``, ``masks`` and ``rates``;
     ``None`` for ``None``. Two :class:`TruncationGA` with equal digests start alike."""
     if elites is None:
         return None
-    digest = hashlib.sha1()
-    for leaf in jax.tree_util.tree_leaves({k: elites[k] for k in ("params", "masks", "rates")}):
-        leaf = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(str((leaf.shape, leaf.dtype)).encode())
-        digest.update(leaf.tobytes())
-    return digest.hexdigest()
+    return trees.fingerprint({k: elites[k] for k in ("params", "masks", "rates")})
 
 
 @struct.dataclass
@@ -251,9 +246,7 @@ class TruncationGA:
                 rates=jnp.asarray(self.elites["rates"][index], jnp.float32))
             copies = jnp.asarray(np.arange(size) >= count)
             mutated = self._mutate_all(key, population, hyper.mutation)
-            return jax.tree_util.tree_map(
-                lambda new, old: jnp.where(copies.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                mutated, population)
+            return trees.select(copies, mutated, population)
 
         def one(k):
             key_params, key_masks = jax.random.split(k)
@@ -306,9 +299,7 @@ class TruncationGA:
                 crossed = jax.vmap(lambda k, a, b: layer_mask_crossover(k, a, b, self.maskable))(
                     cross_keys, parents, others)
             do = jax.random.bernoulli(key_do, hyper.crossover_rate, (num_children,))
-            parents = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(do.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                crossed, parents)
+            parents = trees.select(do, crossed, parents)
         return self._mutate_all(key_mutate, parents, hyper.mutation)
 
     def step(self, key: jax.Array, state: GAState,

@@ -82,6 +82,7 @@ from synprune_jax.autoencoder.model import (ACTIVATION_POINTS, AutoencoderSpec, 
 from synprune_jax.autoencoder.pruning import (accumulate_stats, apply_keep,
                                               check_operator, init_stats, prune_keep)
 from synprune_jax.autoencoder.schedules import check_schedule, final_epoch, prune_probability
+from synprune_jax import trees
 from synprune_jax.training import fit
 
 ORDERS = ("sequential", "synchronous")
@@ -417,19 +418,6 @@ def _float32(hyper: TrainingHyper) -> TrainingHyper:
 # Shared by both loops: the data they hold, value equality, the periodic evaluation.
 
 
-def data_fingerprint(train, test) -> str:
-    """SHA-1 of the training and test sets (shapes, dtype and bytes): with the config, what makes
-    two loops equal (and so share a compiled program in a sweep)."""
-    import hashlib
-
-    digest = hashlib.sha1()
-    for data in (train, test):
-        array = np.ascontiguousarray(np.asarray(data))
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def _setup(algorithm) -> None:
     """``__post_init__`` of both loops: the data as float32 arrays, checked against the config."""
     object.__setattr__(algorithm, "train", jnp.asarray(algorithm.train, jnp.float32))
@@ -520,7 +508,7 @@ class CanonicalTraining:
     ``Algorithm`` protocol).
 
     Holds only static structure: two loops are equal (and hash alike) when their configs are
-    equal and their data identical (by content, :func:`data_fingerprint`).
+    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`).
 
     Args:
         config: :class:`TrainingConfig`.
@@ -543,8 +531,9 @@ class CanonicalTraining:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """:func:`data_fingerprint` of the data (computed once, when first compared)."""
-        return data_fingerprint(self.train, self.test)
+        """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
+        compared)."""
+        return trees.fingerprint((self.train, self.test))
 
     @property
     def final_epoch(self) -> int:
@@ -664,7 +653,7 @@ class SpatialCoevolution:
     vmapped (the runner's ``Algorithm`` protocol).
 
     Holds only static structure: two loops are equal (and hash alike) when their configs are
-    equal and their data identical (by content, :func:`data_fingerprint`).
+    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`).
 
     Args:
         config: :class:`CoevolutionConfig`.
@@ -687,8 +676,9 @@ class SpatialCoevolution:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """:func:`data_fingerprint` of the data (computed once, when first compared)."""
-        return data_fingerprint(self.train, self.test)
+        """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
+        compared)."""
+        return trees.fingerprint((self.train, self.test))
 
     @functools.cached_property
     def neighbour_table(self) -> np.ndarray:

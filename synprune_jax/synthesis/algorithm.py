@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
@@ -52,6 +50,7 @@ from synprune_jax.synthesis.data import Dataset
 from synprune_jax.synthesis.encoding import (EncodingConfig, EncodingHyper, check_encoding_hyper,
                                              synthesize)
 from synprune_jax.synthesis.lenet import LeNetSpec, Masks, Params, network_stats
+from synprune_jax import trees
 from synprune_jax.training import fit
 
 _tree_map = jax.tree_util.tree_map
@@ -171,23 +170,13 @@ def _pad_to_multiple(images, labels, multiple: int):
     return images, labels, valid
 
 
-def data_digest(data: Dataset) -> str:
-    """SHA-1 of a dataset's arrays (shapes, dtypes and bytes)."""
-    digest = hashlib.sha1()
-    for array in data:
-        array = np.ascontiguousarray(np.asarray(array))
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClusterSynthesis:
     """Evolutionary synthesis of a sparse LeNet-5 (the runner's ``Algorithm`` protocol).
 
     Holds only static structure: two instances are equal (and hash alike) when their configs are
-    equal and their data identical (by content, :func:`data_digest`), so a sweep compiles runs
-    that differ only in :class:`SynthesisHyper` once.
+    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`), so a
+    sweep compiles runs that differ only in :class:`SynthesisHyper` once.
 
     Args:
         config: static settings.
@@ -235,8 +224,9 @@ class ClusterSynthesis:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """:func:`data_digest` of the data (computed once, when first compared)."""
-        return data_digest(self.data)
+        """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
+        compared)."""
+        return trees.fingerprint(tuple(self.data))
 
     @property
     def spec(self) -> LeNetSpec:

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import hashlib
 from typing import Any
 
 import jax
@@ -35,6 +34,7 @@ from synprune_jax.transfer.data import TransferData
 from synprune_jax.transfer.head import HeadConfig, TrainConfig, head_logits, train_population
 from synprune_jax.transfer.objectives import (OBJECTIVES, auroc, classification_metrics,
                                               max_softmax_score, objective_vector)
+from synprune_jax import trees
 
 
 @struct.dataclass
@@ -127,13 +127,8 @@ class TransferProblem:
     # ----- value equality (what fixes the compiled program) ---------------------------------
     @functools.cached_property
     def _identity(self) -> tuple:
-        digest = hashlib.sha1()
-        for name in sorted(self.arrays):
-            array = np.ascontiguousarray(np.asarray(self.arrays[name]))
-            digest.update(f"{name}{array.shape}{array.dtype}".encode())
-            digest.update(array.tobytes())
-        return (digest.hexdigest(), self.head, self.train_config, self.objective_names,
-                self.devices)
+        return (trees.fingerprint(dict(self.arrays)), self.head, self.train_config,
+                self.objective_names, self.devices)
 
     def __eq__(self, other) -> bool:
         if self is other:
