@@ -270,16 +270,21 @@ def test_chunked_brax_evaluation_is_identical():
 
 def test_wrappers_forward_the_task_protocol():
     mesh = sharding.make_mesh(1)
-    for wrapped in (sharding.ChunkedTask(TASK, 4), sharding.ShardedTask(TASK, mesh),
-                    sharding.ChunkedTask(sharding.ShardedTask(TASK, mesh), 8)):
+    build = (lambda: sharding.ChunkedTask(TASK, 4), lambda: sharding.ShardedTask(TASK, mesh),
+             lambda: sharding.ChunkedTask(sharding.ShardedTask(TASK, mesh), 8))
+    for make in build:
+        wrapped = make()
         assert wrapped.descriptor_names == TASK.descriptor_names
         assert wrapped.spec == TASK.spec and wrapped.maskable() == TASK.maskable()
         assert wrapped.num_joints == 4  # other attributes come from the inner task
         np.testing.assert_array_equal(wrapped.descriptor_bounds()[1], TASK.descriptor_bounds()[1])
         assert sharding.unwrap(wrapped) is TASK
-        assert hash(wrapped) == hash(wrapped)  # static: usable in jit / sweep group keys
-    # MAP-Elites accepts a wrapped task unchanged
-    map_elites.MapElites(CONFIG, sharding.ChunkedTask(TASK, 4))
+        # static, compared by value: equal wrappers share jit caches and sweep groups
+        assert wrapped == make() and hash(wrapped) == hash(make())
+    assert sharding.ChunkedTask(TASK, 4) != sharding.ChunkedTask(TASK, 8)
+    # MAP-Elites accepts a wrapped task unchanged, and compares by it
+    assert map_elites.MapElites(CONFIG, sharding.ChunkedTask(TASK, 4)) == map_elites.MapElites(
+        CONFIG, sharding.ChunkedTask(TASK, 4))
 
 
 def test_wrapper_validation():
