@@ -503,21 +503,9 @@ def _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prun
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class CanonicalTraining:
-    """Canonical training with scheduled pruning, ``num_trials`` trials vmapped (the runner's
-    ``Algorithm`` protocol).
-
-    Holds only static structure: two loops are equal (and hash alike) when their configs are
-    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`).
-
-    Args:
-        config: :class:`TrainingConfig`.
-        train: ``[N, d]`` training data (``N`` a multiple of ``config.batch_size``).
-        test: ``[M, d]`` test data.
-
-    Raises:
-        ValueError: data that do not fit the config.
-    """
+class _Loop:
+    """What both loops share: a config and the data, compared by value (configs equal, data
+    identical by :func:`synprune_jax.trees.fingerprint`)."""
 
     config: TrainingConfig
     train: jax.Array = dataclasses.field(repr=False)
@@ -534,6 +522,24 @@ class CanonicalTraining:
         """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
         compared)."""
         return trees.fingerprint((self.train, self.test))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CanonicalTraining(_Loop):
+    """Canonical training with scheduled pruning, ``num_trials`` trials vmapped (the runner's
+    ``Algorithm`` protocol).
+
+    Holds only static structure: two loops are equal (and hash alike) when their configs are
+    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`).
+
+    Args:
+        config: :class:`TrainingConfig`.
+        train: ``[N, d]`` training data (``N`` a multiple of ``config.batch_size``).
+        test: ``[M, d]`` test data.
+
+    Raises:
+        ValueError: data that do not fit the config.
+    """
 
     @property
     def final_epoch(self) -> int:
@@ -648,7 +654,7 @@ def _put(tree, index, value):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SpatialCoevolution:
+class SpatialCoevolution(_Loop):
     """Spatial coevolution of encoders and decoders on a ring or torus, ``num_trials`` trials
     vmapped (the runner's ``Algorithm`` protocol).
 
@@ -663,22 +669,6 @@ class SpatialCoevolution:
     Raises:
         ValueError: data that do not fit the config.
     """
-
-    config: CoevolutionConfig
-    train: jax.Array = dataclasses.field(repr=False)
-    test: jax.Array = dataclasses.field(repr=False)
-
-    def __post_init__(self):
-        _setup(self)
-
-    __eq__ = _equal
-    __hash__ = _hash
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
-        compared)."""
-        return trees.fingerprint((self.train, self.test))
 
     @functools.cached_property
     def neighbour_table(self) -> np.ndarray:
