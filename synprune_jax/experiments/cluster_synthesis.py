@@ -51,8 +51,11 @@ def _section(config: dict, name: str, *classes) -> dict:
     return section
 
 
-def _number(section: dict, name: str, key: str) -> float:
-    value = section.pop(key)
+def _number(section: dict, name: str, key: str, hyper_class) -> float:
+    """Takes ``key`` out of ``section`` as a float (absent: the field's default in
+    ``hyper_class``, as the dataclass configs default their own missing keys)."""
+    value = section.pop(key, {field.name: field.default
+                              for field in dataclasses.fields(hyper_class)}[key])
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}.{key} must be a number, got {value!r}")
     return float(value)
@@ -78,13 +81,14 @@ def build(config: dict) -> Built:
         require_keys(config["network"], "network", ("widths",))
         encoding_section = _section(config, "encoding", EncodingConfig, EncodingHyper)
         encoding_hyper = EncodingHyper(**{
-            field.name: _number(encoding_section, "encoding", field.name)
+            field.name: _number(encoding_section, "encoding", field.name, EncodingHyper)
             for field in dataclasses.fields(EncodingHyper)})
         encoding = EncodingConfig(**encoding_section)
         synthesis = _section(config, "synthesis", SynthesisConfig, SynthesisHyper)
-        hyper = SynthesisHyper(learning_rate=_number(synthesis, "synthesis", "learning_rate"),
-                               tolerance=_number(synthesis, "synthesis", "tolerance"),
-                               encoding=encoding_hyper)
+        hyper = SynthesisHyper(
+            learning_rate=_number(synthesis, "synthesis", "learning_rate", SynthesisHyper),
+            tolerance=_number(synthesis, "synthesis", "tolerance", SynthesisHyper),
+            encoding=encoding_hyper)
         check_hyper(hyper)
         require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
                                             "checkpoint_every", "metrics_format", "progress"))

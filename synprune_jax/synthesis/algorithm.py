@@ -182,6 +182,12 @@ class ClusterSynthesis:
         config: static settings.
         data: the dataset (host arrays; kept as constants of the compiled programs).
 
+    Attributes (derived from ``data``, constants of the compiled programs):
+        train_images: ``[N, S, S, C]`` float32; train_labels: ``[N]`` int32.
+        validation, test: ``(images, labels, valid)`` padded to a multiple of ``eval_batch``
+            (``valid`` marks the real examples).
+        eval_batch: images per evaluation pass.
+
     Raises:
         ValueError: data that do not fit the network or the batch size.
     """
