@@ -529,16 +529,9 @@ class CanonicalTraining(_Loop):
     """Canonical training with scheduled pruning, ``num_trials`` trials vmapped (the runner's
     ``Algorithm`` protocol).
 
-    Holds only static structure: two loops are equal (and hash alike) when their configs are
-    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`).
-
-    Args:
-        config: :class:`TrainingConfig`.
-        train: ``[N, d]`` training data (``N`` a multiple of ``config.batch_size``).
-        test: ``[M, d]`` test data.
-
-    Raises:
-        ValueError: data that do not fit the config.
+    Args: ``config`` (:class:`TrainingConfig`), ``train [N, d]`` (``N`` a multiple of
+    ``config.batch_size``), ``test [M, d]``; data that do not fit the config raise
+    ``ValueError``. Static structure only, compared by value like :class:`SpatialCoevolution`.
     """
 
     @property
@@ -658,16 +651,9 @@ class SpatialCoevolution(_Loop):
     """Spatial coevolution of encoders and decoders on a ring or torus, ``num_trials`` trials
     vmapped (the runner's ``Algorithm`` protocol).
 
-    Holds only static structure: two loops are equal (and hash alike) when their configs are
-    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`).
-
-    Args:
-        config: :class:`CoevolutionConfig`.
-        train: ``[N, d]`` training data (``N`` a multiple of ``config.batch_size``).
-        test: ``[M, d]`` test data.
-
-    Raises:
-        ValueError: data that do not fit the config.
+    Takes ``config`` (a :class:`CoevolutionConfig`) and the data as
+    :class:`CanonicalTraining` does; two loops compare equal when their configs are equal and
+    their data identical by content (:func:`synprune_jax.trees.fingerprint`).
     """
 
     @functools.cached_property

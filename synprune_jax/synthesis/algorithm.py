@@ -46,11 +46,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from synprune_jax import trees
+from synprune_jax.masks import apply_masks
 from synprune_jax.synthesis.data import Dataset
 from synprune_jax.synthesis.encoding import (EncodingConfig, EncodingHyper, check_encoding_hyper,
                                              synthesize)
 from synprune_jax.synthesis.lenet import LeNetSpec, Masks, Params, network_stats
-from synprune_jax import trees
 from synprune_jax.training import fit
 
 _tree_map = jax.tree_util.tree_map
@@ -270,7 +271,7 @@ class ClusterSynthesis:
         result = fit(key, params, (self.train_images, self.train_labels),
                      lambda p, batch: self.loss(p, masks, *batch), optimizer,
                      batch_size=self.config.batch_size, num_epochs=epochs)
-        return _tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), result.params, masks)
+        return apply_masks(result.params, masks)
 
     def accuracy(self, params: Params, masks: Masks, split: str = "validation") -> jax.Array:
         """Fraction of correctly classified examples of ``"validation"`` or ``"test"`` (float32)."""
@@ -318,7 +319,7 @@ class ClusterSynthesis:
             masks = synthesize(key_masks, state.params, state.masks, self.config.encoding,
                                hyper.encoding, self.spec if self.config.remove_unused else None)
             params = self.spec.init(key_init) if self.config.reinitialize else state.params
-            params = _tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
+            params = apply_masks(params, masks)
             params = self.train(key_train, params, masks, self.config.epochs,
                                 hyper.learning_rate)
             return (params, masks, self.accuracy(params, masks, "validation"),

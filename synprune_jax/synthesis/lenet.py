@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synprune_jax.masks import apply_masks
+
 Params = dict
 Masks = dict
 
@@ -55,10 +57,6 @@ class LeNet5(nn.Module):
         x = nn.relu(nn.Dense(self.widths[2], name="dense1")(x))
         x = nn.relu(nn.Dense(self.widths[3], name="dense2")(x))
         return nn.Dense(self.num_classes, name="dense3")(x)
-
-
-def _mask_params(params: Params, masks: Masks) -> Params:
-    return jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +142,7 @@ class LeNetSpec:
 
     def apply(self, params: Params, masks: Masks, images: jax.Array) -> jax.Array:
         """Masked forward pass: ``images [N, S, S, C] -> logits [N, num_classes]``."""
-        return self.module().apply({"params": _mask_params(params, masks)}, images)
+        return self.module().apply({"params": apply_masks(params, masks)}, images)
 
     def check_images(self, images) -> None:
         expected = (self.image_size, self.image_size, self.channels)
