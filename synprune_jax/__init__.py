@@ -28,7 +28,8 @@ The public API in one screen (submodules hold the rest):
 * cluster-driven synthesis (:mod:`synprune_jax.synthesis`): :class:`ClusterSynthesis`,
   :class:`LeNetSpec`, :func:`synthesize`, :func:`compact`;
 * autoencoder pruning (:mod:`synprune_jax.autoencoder`): :class:`CanonicalTraining`,
-  :class:`SpatialCoevolution`;
+  :class:`SpatialCoevolution` (:class:`TrainingHyper`); minibatch training shared by the
+  methods: :func:`fit`;
 * running: every algorithm holds static structure and takes its hyper-parameters per call
   (``default_hyper``, ``init(key, hyper)``, ``step(key, state, hyper)``); :class:`RunConfig`,
   :func:`run`, :func:`read_metrics`, :func:`scan_generations`;
@@ -51,7 +52,7 @@ from synprune_jax.archives import Archive, CVTSpec, GridSpec, qd_metrics
 from synprune_jax.archives.pareto import (ParetoFront, crowding_distance, hypervolume,
                                           non_dominated_rank)
 from synprune_jax.autoencoder import (AutoencoderSpec, CanonicalTraining, CoevolutionConfig,
-                                      SpatialCoevolution, TrainingConfig)
+                                      SpatialCoevolution, TrainingConfig, TrainingHyper)
 from synprune_jax.masks import (apply_masks, density, forward_prune, init_masks, init_masks_beta,
                                 mask_statistics)
 from synprune_jax.networks import MLPSpec
@@ -62,6 +63,9 @@ from synprune_jax.sharding import ChunkedTask, ShardedTask, make_mesh
 from synprune_jax.sweeps import SweepResult, sweep
 from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec, SynthesisConfig,
                                     compact, synthesize)
+from synprune_jax.synthesis.algorithm import SynthesisHyper
+from synprune_jax.synthesis.encoding import EncodingHyper
+from synprune_jax.training import FitResult, fit
 from synprune_jax.tasks import BraxTask, KinematicArm, make_task
 from synprune_jax.transfer import TransferProblem
 from synprune_jax.types import EvalResult, Population
@@ -73,7 +77,8 @@ __all__ = [
     "Archive", "AutoencoderSpec", "BraxTask", "CVTSpec", "CanonicalTraining", "ChunkedTask",
     "ClusterSynthesis", "CoevolutionConfig", "ESConfig", "ESEmitter", "ESEmitterConfig",
     "ESHyper", "ESState", "EncodingConfig", "EvalResult", "GAConfig", "GAHyper", "GAState",
-    "MapElitesESHyper", "MixEmitter", "MutationEmitter", "NSGA2Hyper", "SteadyStateGAHyper", "GridSpec", "KinematicArm",
+    "MapElitesESHyper", "MixEmitter", "MutationEmitter", "NSGA2Hyper", "SteadyStateGAHyper",
+    "EncodingHyper", "FitResult", "SynthesisHyper", "TrainingHyper", "fit", "GridSpec", "KinematicArm",
     "LeNetSpec", "MLPSpec", "MapElites", "MapElitesConfig", "MapElitesES", "MapElitesState",
     "MaskedES", "MaskedStrategy", "MutationConfig", "MutationHyper", "NSGA2", "NSGA2Config",
     "NSGA2State", "ParetoFront", "Population", "RunConfig", "ShardedTask", "SpatialCoevolution",
