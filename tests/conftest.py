@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,17 @@ def run_report(code: str, *, env: dict | None = None, timeout: int = 600) -> dic
     lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-3000:]
     return json.loads(lines[-1][len("REPORT "):])
+
+
+def assert_trees_equal(first, second) -> None:
+    """The two pytrees have the same structure and, leaf by leaf, the same shape, dtype and
+    values (bit for bit; NaN equals NaN)."""
+    leaves_a, tree_a = jax.tree_util.tree_flatten(first)
+    leaves_b, tree_b = jax.tree_util.tree_flatten(second)
+    assert tree_a == tree_b
+    for a, b in zip(leaves_a, leaves_b):
+        assert np.shape(a) == np.shape(b) and a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.fixture(name="run_report")

@@ -14,6 +14,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from conftest import assert_trees_equal
 
 from synprune_jax import config as config_lib
 from synprune_jax import runner, sweeps
@@ -87,14 +88,6 @@ def _run(name, run_dir, extra=(), resume=False):
     return built, state, metrics
 
 
-def _assert_trees_equal(first, second):
-    leaves_a, tree_a = jax.tree_util.tree_flatten(first)
-    leaves_b, tree_b = jax.tree_util.tree_flatten(second)
-    assert tree_a == tree_b
-    for a, b in zip(leaves_a, leaves_b):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
 # Brax experiments whose algorithm has a kinematic-arm twin in this table (the same algorithm
 # code on a cheap task) or whose task is covered elsewhere: their compiles (15-20 s each, 4 per
 # case) would double the default suite, so they run with `-m slow`. me-prune, the default job,
@@ -135,7 +128,7 @@ def test_experiment_contract(name, tmp_path):
     _, resumed, _ = _run(name, tmp_path / "cut", [f"{key}={low}"], resume=True)
     assert (tmp_path / "full" / "metrics.csv").read_text() == (
         tmp_path / "cut" / "metrics.csv").read_text()
-    _assert_trees_equal(state, resumed)
+    assert_trees_equal(state, resumed)
 
     # a sweep of 2 seeds x 2 values of the traced key: one compiled group whose runs equal the
     # runs done alone, and the value reaches the program (same seed, other value, other numbers).

@@ -15,6 +15,7 @@ import pytest
 from synprune_jax import masks as M
 from synprune_jax import rng
 from synprune_jax.networks import MLPSpec
+from conftest import assert_trees_equal
 
 HOPPER = ((11, 16), (16,), (16, 16), (16,), (16, 3), (3,))  # hopper 16-16 policy
 HUGE = ((300, 200), (200,), (200, 16), (16,), (16, 3), (3,))  # one layer dwarfs the rest
@@ -52,15 +53,6 @@ def _draws(kind, keys, shapes, values, fn):
         return fn(_uniform, keys, shapes, [values[i] for i in range(n)],
                   [2.0 + (i % 2) for i in range(n)])
     return fn(_bernoulli, keys, shapes, [values[i] for i in range(n)])
-
-
-def _assert_trees_equal(a, b):
-    a_leaves, a_def = jax.tree_util.tree_flatten(a)
-    b_leaves, b_def = jax.tree_util.tree_flatten(b)
-    assert a_def == b_def
-    for x, y in zip(a_leaves, b_leaves):
-        assert x.shape == y.shape and x.dtype == y.dtype
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @contextlib.contextmanager
@@ -280,8 +272,8 @@ def test_init_masks_bernoulli_matches_old(per_layer):
     old, new = _both(lambda k, d: _old_init_masks(k, params, maskable, d),
                      lambda k, d: M.init_masks(k, params, maskable, d),
                      keys, density)
-    _assert_trees_equal(old, new)
-    _assert_trees_equal(_old_init_masks(keys[0], params, maskable, 0.3),
+    assert_trees_equal(old, new)
+    assert_trees_equal(_old_init_masks(keys[0], params, maskable, 0.3),
                         M.init_masks(keys[0], params, maskable, 0.3))
 
 
@@ -293,7 +285,7 @@ def test_init_masks_exact_matches_old():
     old, new = _both(lambda k, d: _old_init_masks(k, params, maskable, d, exact=True),
                      lambda k, d: M.init_masks(k, params, maskable, d, exact=True),
                      keys, density)
-    _assert_trees_equal(old, new)
+    assert_trees_equal(old, new)
     # the one-leaf helper draws the same mask as the batched path for the first kernel
     leaf_keys = jax.random.split(keys[0], len(SPEC.kernels(params)))
     count = jnp.round(density[0, 0] * 11 * 16).astype(jnp.int32)

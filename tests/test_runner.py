@@ -13,6 +13,7 @@ from flax import struct  # noqa: E402
 
 from synprune_jax import checkpoint, runner  # noqa: E402
 from synprune_jax.runner import RunConfig, read_metrics, run  # noqa: E402
+from conftest import assert_trees_equal  # noqa: E402
 
 
 @struct.dataclass
@@ -54,15 +55,6 @@ def _config(**overrides):
     values = dict(num_generations=12, seed=3, chunk_size=3, checkpoint_every=6, progress=False)
     values.update(overrides)
     return RunConfig(**values)
-
-
-def _assert_states_equal(a, b):
-    leaves_a, tree_a = jax.tree_util.tree_flatten(a)
-    leaves_b, tree_b = jax.tree_util.tree_flatten(b)
-    assert tree_a == tree_b
-    for leaf_a, leaf_b in zip(leaves_a, leaves_b):
-        np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
-        assert leaf_a.dtype == leaf_b.dtype
 
 
 @pytest.mark.parametrize("metrics_format", ["csv", "jsonl"])
@@ -109,7 +101,7 @@ def test_resume_after_kill_is_identical(tmp_path):
     assert read_metrics(tmp_path / "b")["generation"][-1] == 9
     state_b, history_b = run(ToyAlgorithm(), tmp_path / "b", config, resume=True)
 
-    _assert_states_equal(state_a, state_b)
+    assert_trees_equal(state_a, state_b)
     assert (tmp_path / "a" / "metrics.csv").read_bytes() == (
         tmp_path / "b" / "metrics.csv"
     ).read_bytes()
@@ -121,7 +113,7 @@ def test_resume_from_shorter_run_and_finished_run(tmp_path):
     state_a, _ = run(ToyAlgorithm(), tmp_path / "a", _config(metrics_format="jsonl"))
     run(ToyAlgorithm(), tmp_path / "b", _config(num_generations=5, metrics_format="jsonl"))
     state_b, _ = run(ToyAlgorithm(), tmp_path / "b", _config(metrics_format="jsonl"), resume=True)
-    _assert_states_equal(state_a, state_b)
+    assert_trees_equal(state_a, state_b)
     assert (tmp_path / "a" / "metrics.jsonl").read_bytes() == (
         tmp_path / "b" / "metrics.jsonl"
     ).read_bytes()
@@ -133,7 +125,7 @@ def test_resume_from_shorter_run_and_finished_run(tmp_path):
         algorithm, tmp_path / "b", _config(metrics_format="jsonl"), resume=True
     )
     assert algorithm.traces == 0
-    _assert_states_equal(state_a, state_c)
+    assert_trees_equal(state_a, state_c)
     assert (tmp_path / "b" / "metrics.jsonl").read_bytes() == before
     assert len(history_c["generation"]) == 12
 
@@ -143,7 +135,7 @@ def test_chunk_size_does_not_change_results(tmp_path):
     state_5, history_5 = run(
         ToyAlgorithm(), tmp_path / "c5", _config(num_generations=11, chunk_size=5)
     )
-    _assert_states_equal(state_3, state_5)
+    assert_trees_equal(state_3, state_5)
     assert (tmp_path / "c3" / "metrics.csv").read_bytes() == (
         tmp_path / "c5" / "metrics.csv"
     ).read_bytes()
@@ -176,7 +168,7 @@ def test_resume_without_checkpoint_starts_afresh(tmp_path):
         run(ToyAlgorithm(), tmp_path / "b", config, on_chunk=kill)  # dies at 3, no checkpoint
     state_b, _ = run(ToyAlgorithm(), tmp_path / "b", config, resume=True)
     state_a, _ = run(ToyAlgorithm(), tmp_path / "a", config)
-    _assert_states_equal(state_a, state_b)
+    assert_trees_equal(state_a, state_b)
     assert (tmp_path / "a" / "metrics.csv").read_bytes() == (
         tmp_path / "b" / "metrics.csv"
     ).read_bytes()
@@ -237,7 +229,7 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
     abstract = jax.eval_shape(lambda: state)
     restored = checkpoint.restore(directory, 7, abstract)
     assert isinstance(restored, NestedState) and isinstance(restored.inner, Inner)
-    _assert_states_equal(state, restored)
+    assert_trees_equal(state, restored)
     assert restored.inner.mask.dtype == jnp.bool_
     with pytest.raises(FileNotFoundError):
         checkpoint.restore(directory, 5, abstract)
@@ -253,12 +245,12 @@ def test_runs_differing_in_seed_share_one_compiled_program(tmp_path):
 
     script = f"""
 import os, sys, jax
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import numpy as np
+from test_runner import ToyAlgorithm, _config  # imports conftest, which sets a cache: set ours after
 cache = {str(tmp_path / "cache")!r}
 jax.config.update("jax_compilation_cache_dir", cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-sys.path.insert(0, {os.path.dirname(__file__)!r})
-import numpy as np
-from test_runner import ToyAlgorithm, _config
 from synprune_jax.runner import run
 counts = []
 finals = []

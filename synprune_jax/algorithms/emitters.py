@@ -125,6 +125,13 @@ def _strong(tree):
 
 # ----- mutation emitter -------------------------------------------------------------------------
 
+def check_mutation_block(value) -> None:
+    """Raises ``ValueError`` unless ``value`` is ``None`` or an integer >= 1 (the
+    ``mutation_block`` of :class:`MutationEmitter` and of ``MapElitesConfig``)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"mutation_block must be an integer >= 1 or None, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class MutationEmitter:
     """Uniform parents from the filled cells, each mutated by the composite mutation.
@@ -152,11 +159,7 @@ class MutationEmitter:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if self.mutation_block is not None and (
-                isinstance(self.mutation_block, bool) or not isinstance(self.mutation_block, int)
-                or self.mutation_block < 1):
-            raise ValueError(f"mutation_block must be an integer >= 1 or None, got "
-                             f"{self.mutation_block!r}")
+        check_mutation_block(self.mutation_block)
         if self.mutation.forward_prune and self.task.spec is None:
             raise ValueError("mutation.forward_prune needs an MLP network; this task has a direct "
                              "genotype (set forward_prune=False)")

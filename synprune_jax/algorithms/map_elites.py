@@ -44,7 +44,7 @@ from flax import struct
 from synprune_jax import masks as masks_lib
 from synprune_jax.algorithms.emitters import (Emitter, ESEmitter, ESEmitterConfig,
                                               MapElitesESHyper, MixEmitter, MutationEmitter,
-                                              mutation_hyper)
+                                              check_mutation_block, mutation_hyper)
 from synprune_jax.archives import Archive, CVTSpec, GridSpec, add, init_archive, qd_metrics
 from synprune_jax.types import EvalResult, Population
 from synprune_jax.variation import MutationConfig, MutationHyper
@@ -100,11 +100,7 @@ class MapElitesConfig:
             raise ValueError("init_beta_a and init_beta_b must be > 0")
         if not all(0.0 < band <= 1.0 for band in self.density_bands):
             raise ValueError(f"density_bands must lie in (0, 1], got {self.density_bands}")
-        if self.mutation_block is not None and (
-                isinstance(self.mutation_block, bool) or not isinstance(self.mutation_block, int)
-                or self.mutation_block < 1):
-            raise ValueError(f"mutation_block must be an integer >= 1 or None, got "
-                             f"{self.mutation_block!r}")
+        check_mutation_block(self.mutation_block)
 
 
 @struct.dataclass
