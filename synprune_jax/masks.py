@@ -10,6 +10,7 @@ Every function here works on **one individual**; ``jax.vmap`` adds the populatio
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
@@ -42,21 +43,47 @@ def full_masks(params: Params) -> Masks:
     return _tree_map(lambda p: jnp.ones(p.shape, jnp.bool_), params)
 
 
+def smallest_entries(values: jax.Array, count) -> jax.Array:
+    """``[n]`` bool: the ``count`` smallest of ``values`` (``[n]``, non-negative: int32 below
+    ``2**30``, or float32 below 2), ties broken by index (the lower index first) — the entries
+    whose rank in a stable ascending sort is below ``count`` (``count`` may be traced; clipped
+    to ``[0, n]``).
+
+    Found without sorting: a float's bit pattern orders like the float, and a 31-step bisection
+    over the value range finds the ``count``-th smallest value ``t``; every entry below ``t`` is
+    taken, plus the lowest-indexed entries equal to ``t`` up to ``count``.
+
+    Example:
+        >>> smallest_entries(jnp.array([3, 1, 2, 1], jnp.int32), 2).tolist()
+        [False, True, False, True]
+    """
+    if jnp.issubdtype(values.dtype, jnp.floating):
+        values = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.int32)
+    count = jnp.clip(jnp.asarray(count, jnp.int32), 0, values.size)
+
+    def bisect(_, bounds):  # invariant: #(v <= low) < count <= #(v <= high)
+        low, high = bounds
+        middle = low + (high - low) // 2
+        enough = jnp.sum(values <= middle, dtype=jnp.int32) >= count
+        return jnp.where(enough, low, middle), jnp.where(enough, middle, high)
+
+    bounds = (jnp.int32(-1), jnp.max(values, initial=0).astype(jnp.int32))
+    _, threshold = jax.lax.fori_loop(0, 31, bisect, bounds)
+    below = values < threshold
+    ties = values == threshold
+    needed = count - jnp.sum(below, dtype=jnp.int32)
+    chosen = below | (ties & (jnp.cumsum(ties, dtype=jnp.int32) <= needed))
+    return chosen & (count > 0)
+
+
 def exact_count_mask(key: jax.Array, shape: tuple[int, ...], count: jax.Array) -> jax.Array:
-    """A boolean array of ``shape`` with exactly ``count`` True entries at uniformly random places.
+    """A boolean array of ``shape`` with exactly ``count`` True entries at uniformly random places
+    (the ``count`` smallest of ``jax.random.uniform(key, (size,))``, ties by index).
 
     ``count`` may be traced; it is clipped to ``[0, size]``.
     """
-    size = 1
-    for dim in shape:
-        size *= dim
-    return _mask_from_noise(jax.random.uniform(key, (size,)), shape, count)
-
-
-def _mask_from_noise(noise: jax.Array, shape: tuple[int, ...], count: jax.Array) -> jax.Array:
-    """The ``count`` places of smallest ``noise`` (ties by index), as a mask of ``shape``."""
-    ranks = jnp.argsort(jnp.argsort(noise))
-    return (ranks < jnp.clip(count, 0, noise.size)).reshape(shape)
+    size = math.prod(shape)
+    return smallest_entries(jax.random.uniform(key, (size,)), count).reshape(shape)
 
 
 def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
@@ -88,9 +115,8 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
     leaf_keys = [keys[index] for index in range(num_maskable)]
     if exact:  # exact_count_mask's noise, drawn in batches: the same numbers
         noise = rng.leafwise(jax.random.uniform, leaf_keys, [(leaves[i].size,) for i in picked])
-        drawn = [_mask_from_noise(n, leaves[i].shape,
-                                  jnp.round(d * leaves[i].size).astype(jnp.int32))
-                 for n, i, d in zip(noise, picked, densities)]
+        drawn = [smallest_entries(n, jnp.round(d * leaves[i].size).astype(jnp.int32))
+                 .reshape(leaves[i].shape) for n, i, d in zip(noise, picked, densities)]
     else:
         drawn = rng.leafwise(lambda k, shape, p: jax.random.bernoulli(k, p, shape), leaf_keys,
                              [leaves[i].shape for i in picked], list(densities))

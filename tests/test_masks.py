@@ -143,3 +143,31 @@ def test_layer_densities_follow_a_non_uniform_beta():
     assert abs(draws.var() - 10 / 392) < 0.002
     uniform = np.asarray(M.sample_layer_densities(jax.random.key(0), 20_000))
     assert abs(uniform.mean() - 0.5) < 0.01 and abs(uniform.var() - 1 / 12) < 0.003
+
+
+def _ranks_below(values, count):
+    """The reference: ranks in a stable ascending sort (the double argsort of earlier releases)."""
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable") < count
+
+
+def test_smallest_entries_matches_the_stable_sort_ranks():
+    rng = np.random.default_rng(0)
+    select = jax.jit(M.smallest_entries)
+    for size, high in ((1, 5), (9, 3), (40, 4), (257, 2**30), (1000, 10), (3000, 2**23)):
+        values = rng.integers(0, high, size).astype(np.int32)  # small ranges: many ties
+        for count in sorted({0, 1, size // 3, size // 2, size - 1, size}):
+            chosen = np.asarray(select(jnp.asarray(values), count))
+            np.testing.assert_array_equal(chosen, _ranks_below(values, count),
+                                          err_msg=f"{size} {high} {count}")
+    # 2**30 - 1 is the largest bit pattern of a float32 in [0, 1) that can matter here
+    values = np.array([2**30 - 1, 0, 2**30 - 1, 5], np.int32)
+    np.testing.assert_array_equal(np.asarray(select(jnp.asarray(values), 3)),
+                                  [True, True, False, True])
+
+
+def test_smallest_entries_orders_floats_like_their_values():
+    draws = np.array(jax.random.uniform(jax.random.key(5), (500,)))
+    draws[::7] = draws[3]  # ties among floats: broken by index
+    for count in (0, 1, 71, 250, 499, 500, 600):
+        np.testing.assert_array_equal(np.asarray(M.smallest_entries(jnp.asarray(draws), count)),
+                                      _ranks_below(draws, min(count, 500)), err_msg=str(count))

@@ -12,6 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from synprune_jax.masks import smallest_entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +64,9 @@ def sample_from_centroids(key: jax.Array, centroids: jax.Array, num_samples: int
     num_clusters, dim = centroids.shape
     label_key, flip_key = jax.random.split(key)
     labels = jax.random.randint(label_key, (num_samples,), 0, num_clusters)
-    # rank of a uniform draw per bit: the num_flips lowest ranks are flipped (exact count)
-    ranks = jnp.argsort(jnp.argsort(jax.random.uniform(flip_key, (num_samples, dim)), axis=1),
-                        axis=1)
-    flip = ranks < num_flips
+    # the num_flips smallest uniform draws of a sample are its flipped bits (exact count)
+    draws = jax.random.uniform(flip_key, (num_samples, dim))
+    flip = jax.vmap(smallest_entries, in_axes=(0, None))(draws, num_flips)
     base = centroids[labels]
     samples = jnp.where(flip, 1.0 - base, base)
     return samples.astype(jnp.float32), labels.astype(jnp.int32)

@@ -21,10 +21,13 @@ the keep pytree into the network's mask so they stay zero during later training.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 from synprune_jax.autoencoder.model import LAYERS
+from synprune_jax.masks import exact_count_mask
 
 OPERATORS = ("none", "random", "variance", "conjunctive")
 NETWORKS = ("encoder", "decoder")
@@ -127,48 +130,11 @@ def conjunctive_keep(layer: dict, units: jax.Array) -> dict:
             "bias": keep}
 
 
-def smallest_entries(values: jax.Array, count) -> jax.Array:
-    """``[n]`` bool: the ``count`` smallest of ``values`` (``[n]`` int32 in ``[0, 2**30)``), ties
-    broken by index (the lower index first) — the entries whose rank in a stable ascending sort
-    is below ``count`` (traced ``count`` allowed; ``0 <= count <= n``).
-
-    Found without sorting: a 31-step bisection over the value range finds the ``count``-th
-    smallest value ``t`` (``#(v < t) < count <= #(v <= t)``); every entry below ``t`` is taken,
-    plus the lowest-indexed entries equal to ``t`` up to ``count`` (the same entries as a double
-    ``argsort`` of the values, without the sorts).
-
-    Example:
-        >>> smallest_entries(jnp.array([3, 1, 2, 1], jnp.int32), 2).tolist()
-        [False, True, False, True]
-    """
-    count = jnp.asarray(count, jnp.int32)
-
-    def bisect(_, bounds):  # invariant: #(v <= low) < count <= #(v <= high)
-        low, high = bounds
-        middle = low + (high - low) // 2
-        enough = jnp.sum(values <= middle, dtype=jnp.int32) >= count
-        return jnp.where(enough, low, middle), jnp.where(enough, middle, high)
-
-    bounds = (jnp.int32(-1), jnp.max(values, initial=0).astype(jnp.int32))
-    _, threshold = jax.lax.fori_loop(0, 31, bisect, bounds)
-    below = values < threshold
-    ties = values == threshold
-    needed = count - jnp.sum(below, dtype=jnp.int32)
-    chosen = below | (ties & (jnp.cumsum(ties, dtype=jnp.int32) <= needed))
-    return chosen & (count > 0)
-
-
 def random_keep_tensor(key: jax.Array, shape: tuple[int, ...], amount) -> jax.Array:
-    """float32 0/1 of ``shape`` with exactly ``round(amount * size)`` zeros (uniform positions;
-    ties of the uniform draw broken by index): the zeros are the entries with the smallest
-    ``jax.random.uniform`` draws (:func:`smallest_entries` on their bit patterns, which order
-    like the non-negative floats)."""
-    size = 1
-    for dim in shape:
-        size *= dim
-    count = jnp.round(jnp.asarray(amount, jnp.float32) * size).astype(jnp.int32)
-    draws = jax.lax.bitcast_convert_type(jax.random.uniform(key, (size,)), jnp.int32)
-    return (~smallest_entries(draws, count)).astype(jnp.float32).reshape(shape)
+    """float32 0/1 of ``shape`` with exactly ``round(amount * size)`` zeros at uniformly random
+    places (:func:`synprune_jax.masks.exact_count_mask` marks the zeros)."""
+    count = jnp.round(jnp.asarray(amount, jnp.float32) * math.prod(shape)).astype(jnp.int32)
+    return (~exact_count_mask(key, shape, count)).astype(jnp.float32)
 
 
 def random_keep(key: jax.Array, tree: dict, amount) -> dict:
