@@ -49,6 +49,42 @@ def redraw_rates(key: jax.Array, rates: jax.Array, redraw_probability, rate_min,
     return jnp.where(redraw, fresh, rates).astype(rates.dtype)
 
 
+def random_population(key: jax.Array, task, size: int, rates, *, beta_a=1.0, beta_b=1.0,
+                      exact: bool = True, per_layer: bool = True, forward_prune: bool = True,
+                      rate_range=None) -> Population:
+    """``size`` random pruned networks: the starting population of MAP-Elites, the GA and the
+    learning-speed study.
+
+    Individual ``i`` uses ``k = jax.random.split(key, size)[i]`` split into ``(params, masks,
+    rates)`` keys: weights from ``task.init_params``, masks of density ~ ``Beta(beta_a,
+    beta_b)`` (:func:`synprune_jax.masks.init_masks_beta`; per layer or per network, exact
+    counts or Bernoulli), optionally forward-pruned (MLP tasks), and the rates ``(p_disconnect,
+    p_connect)`` (``rates``, or log-uniform in ``rate_range = (low, high)`` when given).
+
+    Example:
+        >>> from synprune_jax.tasks.arm import KinematicArm
+        >>> task = KinematicArm(genotype="mlp")
+        >>> random_population(jax.random.key(0), task, 64, jnp.zeros(2)).rates.shape
+        (64, 2)
+    """
+    maskable = task.maskable()
+
+    def one(k):
+        key_params, key_masks, key_rates = jax.random.split(k, 3)
+        params = task.init_params(key_params)
+        masks = masks_lib.init_masks_beta(key_masks, params, maskable, beta_a, beta_b,
+                                          exact=exact, per_layer=per_layer)
+        if forward_prune:
+            masks = masks_lib.forward_prune(task.spec, masks)
+        drawn = jnp.asarray(rates, jnp.float32)
+        if rate_range is not None:
+            low, high = jnp.log(rate_range[0]), jnp.log(rate_range[1])
+            drawn = jnp.exp(jax.random.uniform(key_rates, (2,), minval=low, maxval=high))
+        return Population(params=params, masks=masks, rates=drawn)
+
+    return jax.vmap(one)(jax.random.split(key, size))
+
+
 @dataclasses.dataclass(frozen=True)
 class MutationConfig:
     """Static structure of the composite mutation.

@@ -46,7 +46,7 @@ from flax import struct
 
 from synprune_jax import masks as masks_lib
 from synprune_jax.types import Population
-from synprune_jax import trees
+from synprune_jax import trees, variation
 from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 
 CROSSOVERS = ("none", "uniform", "layer")
@@ -248,19 +248,12 @@ class TruncationGA:
             mutated = self._mutate_all(key, population, hyper.mutation)
             return trees.select(copies, mutated, population)
 
-        def one(k):
-            key_params, key_masks = jax.random.split(k)
-            params = self.task.init_params(key_params)
-            masks = masks_lib.init_masks_beta(key_masks, params, self.maskable, config.init_beta_a,
-                                              config.init_beta_b, exact=config.exact_init_density,
-                                              per_layer=config.init_per_layer)
-            if config.mutation.forward_prune:
-                masks = masks_lib.forward_prune(self.task.spec, masks)
-            rates = jnp.stack([jnp.asarray(hyper.mutation.p_disconnect, jnp.float32),
-                               jnp.asarray(hyper.mutation.p_connect, jnp.float32)])
-            return Population(params=params, masks=masks, rates=rates)
-
-        return jax.vmap(one)(jax.random.split(key, size))
+        return variation.random_population(
+            key, self.task, size, jnp.stack([hyper.mutation.p_disconnect,
+                                             hyper.mutation.p_connect]),
+            beta_a=config.init_beta_a, beta_b=config.init_beta_b,
+            exact=config.exact_init_density, per_layer=config.init_per_layer,
+            forward_prune=config.mutation.forward_prune)
 
     def _mutate_all(self, key: jax.Array, population: Population,
                     mutation: MutationHyper) -> Population:

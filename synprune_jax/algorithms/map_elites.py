@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from synprune_jax import masks as masks_lib
+from synprune_jax import variation
 from synprune_jax.algorithms.emitters import (Emitter, ESEmitter, ESEmitterConfig,
                                               MapElitesESHyper, MixEmitter, MutationEmitter,
                                               check_mutation_block, mutation_hyper)
@@ -137,25 +137,14 @@ def validate(config: MapElitesConfig, task) -> None:
 
 def random_population(key: jax.Array, task, config: MapElitesConfig, hyper: MutationHyper,
                       size: int) -> Population:
-    """``size`` random networks with Beta-distributed per-layer densities."""
-    maskable = task.maskable()
-
-    def one(k):
-        key_params, key_masks, key_rates = jax.random.split(k, 3)
-        params = task.init_params(key_params)
-        masks = masks_lib.init_masks_beta(key_masks, params, maskable, config.init_beta_a,
-                                          config.init_beta_b, exact=config.exact_init_density,
-                                          per_layer=config.init_per_layer)
-        if config.mutation.forward_prune:
-            masks = masks_lib.forward_prune(task.spec, masks)
-        rates = jnp.stack([jnp.asarray(hyper.p_disconnect, jnp.float32),
-                           jnp.asarray(hyper.p_connect, jnp.float32)])
-        if config.mutation.self_adaptive:  # start spread over the whole rate range
-            rates = jnp.exp(jax.random.uniform(key_rates, (2,), minval=jnp.log(hyper.rate_min),
-                                               maxval=jnp.log(hyper.rate_max)))
-        return Population(params=params, masks=masks, rates=rates)
-
-    return jax.vmap(one)(jax.random.split(key, size))
+    """``size`` random networks with Beta-distributed per-layer densities
+    (:func:`synprune_jax.variation.random_population` with ``config``'s settings); self-adaptive
+    rates start log-uniform over ``[rate_min, rate_max]``."""
+    return variation.random_population(
+        key, task, size, jnp.stack([hyper.p_disconnect, hyper.p_connect]),
+        beta_a=config.init_beta_a, beta_b=config.init_beta_b, exact=config.exact_init_density,
+        per_layer=config.init_per_layer, forward_prune=config.mutation.forward_prune,
+        rate_range=(hyper.rate_min, hyper.rate_max) if config.mutation.self_adaptive else None)
 
 
 def mutation_emitter(config: MapElitesConfig, task) -> MutationEmitter:

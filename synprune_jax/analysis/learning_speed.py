@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from synprune_jax import masks as masks_lib
+from synprune_jax import variation
 from synprune_jax.algorithms.es import ESConfig, ESHyper, ESState, MaskedES, validate_hyper
 from synprune_jax.analysis.information import information_profile
 from synprune_jax.types import Population
@@ -226,17 +226,8 @@ class LearningSpeedStudy:
 
     def initial_networks(self, key: jax.Array) -> Population:
         """``N`` random networks, per-layer density ~ Beta(a, b), forward-pruned."""
-        maskable, spec = self.task.maskable(), self.task.spec
-
-        def one(k):
-            key_params, key_masks = jax.random.split(k)
-            params = self.task.init_params(key_params)
-            masks = masks_lib.init_masks_beta(key_masks, params, maskable, self.init_beta_a,
-                                              self.init_beta_b, exact=True)
-            masks = masks_lib.forward_prune(spec, masks)
-            return Population(params=params, masks=masks, rates=jnp.zeros((2,), jnp.float32))
-
-        return jax.vmap(one)(jax.random.split(key, self.num_networks))
+        return variation.random_population(key, self.task, self.num_networks, jnp.zeros(2),
+                                           beta_a=self.init_beta_a, beta_b=self.init_beta_b)
 
     def init(self, key: jax.Array, hyper: ESHyper) -> LearningSpeedState:
         """Draws the networks, records their information profile and return, starts their ES."""
