@@ -13,6 +13,9 @@ import contextlib
 import copy
 import dataclasses
 import json
+import numbers
+import types
+import typing
 from typing import Any, Iterable
 
 
@@ -123,59 +126,138 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def section_defaults(cls, **values) -> dict:
-    """The config section of a dataclass ``cls``: every field with its default, ``values``
-    applied (tuples become lists, so the section is JSON). The dataclass is the one source of
-    the section's keys, defaults and types.
+def _default(field, base=None):
+    """A field's default (``base``: the instance whose value is the default)."""
+    if base is not None:
+        return getattr(base, field.name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _split(part) -> tuple[type, Any]:
+    return part if isinstance(part, tuple) else (part, ())
+
+
+def _keys(classes) -> dict[str, tuple]:
+    """``{key: (class, type hint, default)}`` of the section of ``classes`` (as in
+    :func:`section_defaults`), in field order."""
+    keys: dict[str, tuple] = {}
+
+    def add(cls, leave_out=(), base=None):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if not field.init or field.name in leave_out:
+                continue
+            default = _default(field, base)
+            if dataclasses.is_dataclass(default):
+                add(type(default), base=default)
+            elif field.name in keys:
+                raise ValueError(f"two fields {field.name!r} in one section")
+            else:
+                keys[field.name] = (cls, hints[field.name], default)
+
+    for part in classes:
+        add(*_split(part))
+    return keys
+
+
+def section_defaults(*classes, **values) -> dict:
+    """The config section of one or more dataclasses: every field, in order, with its default
+    (``values`` replace defaults; tuples become lists, so the section is JSON). A class may be
+    given as ``(cls, names)`` to leave those fields out (the builder supplies them); a field whose
+    default is a dataclass contributes that dataclass's fields in its place. The dataclasses are
+    the one source of the section's keys, defaults and types.
 
     Example:
         >>> from synprune_jax.variation import MutationHyper
         >>> section_defaults(MutationHyper, sigma=0.1)["sigma"], len(section_defaults(MutationHyper))
         (0.1, 6)
     """
-    names = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
+    keys = _keys(classes)
+    unknown = sorted(set(values) - set(keys))
     if unknown:
-        raise ValueError(f"{cls.__name__} has no fields {unknown}")
+        raise ValueError(f"{[_split(part)[0].__name__ for part in classes]} have no fields "
+                         f"{unknown}")
     section = {}
-    for field in dataclasses.fields(cls):
-        if field.name in values:
-            value = values[field.name]
-        elif field.default is not dataclasses.MISSING:
-            value = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            value = field.default_factory()
-        else:
-            raise ValueError(f"{cls.__name__}.{field.name} has no default; pass it")
-        section[field.name] = list(value) if isinstance(value, tuple) else value
+    for key, (cls, _, default) in keys.items():
+        value = values.get(key, default)
+        if value is dataclasses.MISSING:
+            raise ValueError(f"{cls.__name__}.{key} has no default; pass it")
+        section[key] = list(value) if isinstance(value, tuple) else value
     return section
 
 
-def from_section(cls, section: dict, name: str, **fixed):
-    """Builds the dataclass ``cls`` from a config section (the inverse of
-    :func:`section_defaults`): the section's keys must be ``cls``'s fields less those given in
-    ``fixed``; an int given for a float field becomes a float, a list for a tuple field a tuple.
+def _typed(where: str, value, hint, default):
+    """``value`` checked against a field's type hint (``Any``: the type of its default)."""
+    if hint is Any:
+        hint = type(default)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return value
+        hint = options[0] if len(options) == 1 else Any
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        element = (typing.get_args(hint) or (Any,))[0]
+        return tuple(_typed(where, item, element, None) for item in value)
+    expected = {float: (numbers.Real, "a number"), int: (numbers.Integral, "an integer"),
+                bool: (bool, "true or false"), str: (str, "a string")}.get(hint)
+    if expected is None:
+        return tuple(value) if isinstance(value, list) else value
+    if not isinstance(value, expected[0]) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {expected[1]}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def _build(cls, given, values: dict, base=None):
+    """``cls`` from checked section values; ``given`` as in :func:`from_section`."""
+    kwargs = dict(given) if isinstance(given, dict) else {}
+    for field in dataclasses.fields(cls):
+        if not field.init or field.name in given:
+            continue
+        default = _default(field, base)
+        if dataclasses.is_dataclass(default):
+            kwargs[field.name] = _build(type(default), (), values, default)
+        elif field.name in values:
+            kwargs[field.name] = values[field.name]
+    return cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
+
+
+def from_section(section: dict, name: str, *classes, extra: Iterable[str] = ()):
+    """Builds the dataclasses of a config section (the inverse of :func:`section_defaults`).
+
+    Each of ``classes`` is a dataclass or ``(cls, {field: value})``: those fields are given, not
+    read from the section (``(cls, names)``: they keep their defaults). The section's keys must
+    be the classes' other fields (plus ``extra``, keys the caller reads itself); a missing key
+    takes its default. Each value is checked against its field's type before the classes see
+    it: a number for a float (an int becomes a float), an int, a bool, a str, a list for a tuple
+    (it becomes a tuple); ``None`` only where the field is optional.
+
+    Returns:
+        the instance, or a tuple of one instance per class.
 
     Raises:
-        ConfigError: an unknown or missing key.
-        ValueError / TypeError: what ``cls`` itself refuses (wrap in :func:`config_errors`).
+        ConfigError: an unknown or missing key, a value of the wrong type.
+        ValueError / TypeError: what the classes themselves refuse (wrap in
+            :func:`config_errors`).
+
+    Example:
+        >>> from synprune_jax.runner import RunConfig
+        >>> from_section({"num_generations": 5, "seed": 1}, "run", RunConfig).seed
+        1
     """
-    fields = {field.name: field for field in dataclasses.fields(cls) if field.name not in fixed}
-    require_keys(section, name, fields)
-    missing = sorted(key for key, field in fields.items() if key not in section
-                     and field.default is dataclasses.MISSING
-                     and field.default_factory is dataclasses.MISSING)
+    keys = _keys(classes)
+    require_keys(section, name, [*keys, *extra])
+    missing = sorted(key for key, (_, _, default) in keys.items()
+                     if key not in section and default is dataclasses.MISSING)
     if missing:
         raise ConfigError(f"missing keys in {name}: {missing}")
-    values = {}
-    for key, value in section.items():
-        default = fields[key].default
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        values[key] = value
-    return cls(**values, **fixed)
+    values = {key: _typed(f"{name}.{key}", value, *keys[key][1:])
+              for key, value in section.items() if key in keys}
+    built = tuple(_build(*_split(part), values) for part in classes)
+    return built[0] if len(built) == 1 else built
 
 
 def require_keys(section: dict, name: str, allowed: Iterable[str]) -> None:

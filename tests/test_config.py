@@ -87,12 +87,64 @@ def test_sections_are_derived_from_their_dataclass():
     section = section_defaults(RunConfig, num_generations=7)
     assert section == {"num_generations": 7, "seed": 0, "chunk_size": 10, "checkpoint_every": 50,
                        "metrics_format": "csv", "progress": True}
-    assert from_section(RunConfig, section, "run") == RunConfig(num_generations=7)
-    hyper = from_section(MutationHyper, {"sigma": 1}, "mutation")  # int -> float, rest default
+    assert from_section(section, "run", RunConfig) == RunConfig(num_generations=7)
+    hyper = from_section({"sigma": 1}, "mutation", MutationHyper)  # int -> float, rest default
     assert hyper == MutationHyper(sigma=1.0) and isinstance(hyper.sigma, float)
     with pytest.raises(ConfigError, match="unknown keys in run: \\['sede'\\]"):
-        from_section(RunConfig, {**section, "sede": 1}, "run")
+        from_section({**section, "sede": 1}, "run", RunConfig)
     with pytest.raises(ConfigError, match="missing keys in run: \\['num_generations'\\]"):
-        from_section(RunConfig, {"seed": 1}, "run")
+        from_section({"seed": 1}, "run", RunConfig)
     with pytest.raises(ValueError, match="no fields"):
         section_defaults(RunConfig, generations=3)
+
+
+def test_a_section_of_several_dataclasses():
+    """A static config and its hyper-parameters share one section; a nested dataclass's fields
+    sit in place of its field; given fields are not keys; values are type-checked."""
+    from synprune_jax.algorithms.ga import GAConfig, GAHyper
+    from synprune_jax.config import ConfigError, from_section, section_defaults
+    from synprune_jax.variation import MutationConfig, MutationHyper
+
+    section = section_defaults(GAConfig, (GAHyper, ("mutation",)), population_size=8)
+    assert list(section) == ["population_size", "elite_fraction", "self_adaptive",
+                             "forward_prune", "crossover", "init", "init_beta_a", "init_beta_b",
+                             "init_per_layer", "exact_init_density", "crossover_rate"]
+    mutation = MutationHyper(sigma=0.3)
+
+    def build(**values):
+        return from_section({**section, **values}, "ga", GAConfig,
+                            (GAHyper, {"mutation": mutation}), extra=("archive_dir",))
+
+    config, hyper = build(self_adaptive=True, crossover_rate=1, archive_dir="runs/x")
+    assert config == GAConfig(population_size=8, mutation=MutationConfig(self_adaptive=True))
+    assert hyper == GAHyper(mutation=mutation, crossover_rate=1.0)
+    assert isinstance(hyper.crossover_rate, float)
+    for key, value, message in [("population_size", 8.5, "ga.population_size must be an integer"),
+                                ("population_size", True, "ga.population_size must be an integer"),
+                                ("crossover_rate", "high", "ga.crossover_rate must be a number"),
+                                ("forward_prune", 1, "ga.forward_prune must be true or false"),
+                                ("init", None, "ga.init must be a string")]:
+        with pytest.raises(ConfigError, match=message):
+            build(**{key: value})
+    with pytest.raises(ConfigError, match="unknown keys in ga: \\['sigma'\\]; .*archive_dir"):
+        build(sigma=0.1)  # the hyper's mutation is given: its fields are not keys here
+
+
+def test_given_fields_and_optional_values():
+    from synprune_jax.algorithms.nsga2 import NSGA2Config, NSGA2Hyper
+    from synprune_jax.config import ConfigError, from_section, section_defaults
+    from synprune_jax.transfer.data import DataConfig
+
+    section = section_defaults(NSGA2Config, (NSGA2Hyper, ("problem",)))
+    assert "problem" not in section and section["mutation_rate"] is None
+    _, hyper = from_section(section, "nsga2", NSGA2Config, (NSGA2Hyper, {"problem": 7}))
+    assert hyper.mutation_rate is None and hyper.problem == 7
+    _, hyper = from_section({"mutation_rate": 0}, "nsga2", NSGA2Config, (NSGA2Hyper, ("problem",)))
+    assert hyper.mutation_rate == 0.0 and isinstance(hyper.mutation_rate, float)
+    assert hyper.problem is None  # named, not given: keeps its default
+    data = from_section({"target_classes": [3, 5]}, "data", DataConfig)
+    assert data.target_classes == (3, 5)  # lists become tuples
+    with pytest.raises(ConfigError, match="data.target_classes must be an integer, got 1.5"):
+        from_section({"target_classes": [3, 1.5]}, "data", DataConfig)
+    with pytest.raises(ConfigError, match="data.source_classes must be a list"):
+        from_section({"source_classes": 3}, "data", DataConfig)

@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, config_errors, require_keys
+from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+                                 section_defaults)
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 SETTINGS = ("canonical", "coevolution")
@@ -24,14 +25,16 @@ DEFAULT_PROBABILITY = {"variance": 0.1, "random": 0.5, "conjunctive": 0.5, "none
 
 
 def _default(setting: str, name: str) -> dict:
+    from synprune_jax.autoencoder import AutoencoderSpec, BinaryClusteringSpec
+    from synprune_jax.runner import RunConfig
+
     return {
         "experiment": name,
         "setting": setting,
         "operator": "none",
         "schedule": "exponential",
-        "data": {"num_clusters": 10, "dim": 1000, "num_train": 1000, "num_test": 1000,
-                 "flip_fraction": 0.05, "seed": 0},
-        "model": {"hidden_dim": 30, "bottleneck_dim": 10},
+        "data": {**section_defaults(BinaryClusteringSpec), "seed": 0},
+        "model": section_defaults((AutoencoderSpec, ("input_dim",))),
         "training": {"num_trials": 30, "batch_size": 5, "learning_rate": 1e-5,
                      "adam_beta1": 0.5, "adam_beta2": 0.999, "eval_every": 1},
         "pruning": {"probability": None, "amount": 0.1, "threshold": 0.1, "num_cases": 100,
@@ -39,8 +42,7 @@ def _default(setting: str, name: str) -> dict:
         "coevolution": {"num_cells": 10, "radius": 1, "order": "sequential",
                         "topology": "ring", "grid_shape": None, "neighbourhood": "von_neumann",
                         "lr_mutation_std": 1e-5, "lr_min": 1e-9, "lr_max": 10.0},
-        "run": {"num_generations": 400, "seed": 0, "chunk_size": 10, "checkpoint_every": 50,
-                "metrics_format": "csv", "progress": True},
+        "run": section_defaults(RunConfig, num_generations=400),
     }
 
 
@@ -102,10 +104,6 @@ def build(config: dict) -> Built:
     with config_errors():
         check_operator(config["operator"])
         check_schedule(config["schedule"])
-    data_section = dict(config["data"])
-    require_keys(data_section, "data", ("num_clusters", "dim", "num_train", "num_test",
-                                        "flip_fraction", "seed"))
-    require_keys(config["model"], "model", ("hidden_dim", "bottleneck_dim"))
     training = config["training"]
     require_keys(training, "training", ("num_trials", "batch_size", "learning_rate",
                                         "adam_beta1", "adam_beta2", "eval_every"))
@@ -116,17 +114,16 @@ def build(config: dict) -> Built:
     require_keys(coevolution, "coevolution", ("num_cells", "radius", "order", "topology",
                                               "grid_shape", "neighbourhood", "lr_mutation_std",
                                               "lr_min", "lr_max"))
-    require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
-                                        "checkpoint_every", "metrics_format", "progress"))
     if pruning["probability"] is None:
         pruning["probability"] = DEFAULT_PROBABILITY[config["operator"]]
     with config_errors():
-        data_seed = data_section.pop("seed")
+        data_spec = from_section(config["data"], "data", BinaryClusteringSpec, extra=("seed",))
+        data_seed = config["data"].get("seed", 0)
         if not isinstance(data_seed, int) or isinstance(data_seed, bool) or data_seed < 0:
             raise ConfigError(f"data.seed must be a non-negative int, got {data_seed!r}")
-        data_spec = BinaryClusteringSpec(**data_section)
-        spec = AutoencoderSpec(input_dim=data_spec.dim, **config["model"])
-        run_config = RunConfig(**config["run"])
+        spec = from_section(config["model"], "model",
+                            (AutoencoderSpec, {"input_dim": data_spec.dim}))
+        run_config = from_section(config["run"], "run", RunConfig)
         common = dict(
             spec=spec, num_epochs=run_config.num_generations,
             num_trials=training["num_trials"], batch_size=training["batch_size"],
@@ -166,7 +163,8 @@ def _spec_from_run(run_dir: str):
     from synprune_jax.config import load
 
     config = load(os.path.join(run_dir, "config.json"))
-    return config, AutoencoderSpec(input_dim=config["data"]["dim"], **config["model"])
+    given = {"input_dim": config["data"]["dim"]}
+    return config, from_section(config["model"], "model", (AutoencoderSpec, given))
 
 
 def summarize(state, spec) -> dict:

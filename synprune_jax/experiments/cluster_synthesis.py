@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, config_errors, require_keys
+from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+                                 section_defaults)
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 NAME = "cluster-synthesis"
@@ -26,39 +27,26 @@ def default_config() -> dict:
     """Digits, LeNet-5, full encoding with gentle removal rates (``encoding.synapse_rate=0.25``,
     ``encoding.cluster_rate=0.1``; rates of 1 are the published encoding), 15 generations (the
     results and run times are in ``docs/cluster_synthesis.md``)."""
+    from synprune_jax.runner import RunConfig
+    from synprune_jax.synthesis import (EncodingConfig, EncodingHyper, LeNetSpec, SynthesisConfig,
+                                        SynthesisHyper)
+
     return {
         "experiment": NAME,
         "algorithm": "cluster_synthesis",
         "data": {"name": "digits", "mnist_dir": None, "validation_fraction": 0.2,
                  "test_fraction": 0.2, "split_seed": 0, "max_train": 0},
-        "network": {"widths": [6, 16, 120, 84]},
-        "encoding": {"synapse_factor": 1.0, "cluster_factor": 1.0, "truncation": 0.1,
-                     "mode": "both", "conv_clusters": "filter", "scope": "layer",
-                     "synapse_scope": "cluster", "synapse_rate": 0.25, "cluster_rate": 0.1},
-        "synthesis": {"num_offspring": 3, "epochs": 8, "ancestor_epochs": 15, "batch_size": 16,
-                      "learning_rate": 3e-3, "schedule": "cosine", "remove_unused": True,
-                      "reinitialize": False, "tolerance": 0.02, "stop_on_drop": True,
-                      "patience": 4, "eval_batch_size": 512},
-        "run": {"num_generations": 15, "seed": 0, "chunk_size": 1, "checkpoint_every": 1,
-                "metrics_format": "csv", "progress": True},
+        "network": section_defaults((LeNetSpec, _SIZED_BY_DATA)),
+        "encoding": section_defaults(EncodingConfig, EncodingHyper, synapse_rate=0.25,
+                                     cluster_rate=0.1),
+        "synthesis": section_defaults((SynthesisConfig, ("network", "encoding")),
+                                      (SynthesisHyper, ("encoding",))),
+        "run": section_defaults(RunConfig, num_generations=15, chunk_size=1, checkpoint_every=1),
     }
 
 
-def _section(config: dict, name: str, *classes) -> dict:
-    section = dict(config[name])
-    require_keys(section, name, [field.name for cls in classes for field in dataclasses.fields(cls)
-                                 if field.name not in ("network", "encoding")])
-    return section
-
-
-def _number(section: dict, name: str, key: str, hyper_class) -> float:
-    """Takes ``key`` out of ``section`` as a float (absent: the field's default in
-    ``hyper_class``, as the dataclass configs default their own missing keys)."""
-    value = section.pop(key, {field.name: field.default
-                              for field in dataclasses.fields(hyper_class)}[key])
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}.{key} must be a number, got {value!r}")
-    return float(value)
+# LeNetSpec fields that come from the data, not the config
+_SIZED_BY_DATA = ("image_size", "channels", "num_classes")
 
 
 def build(config: dict) -> Built:
@@ -78,28 +66,16 @@ def build(config: dict) -> Built:
     with config_errors():
         require_keys(config["data"], "data", ("name", "mnist_dir", "validation_fraction",
                                               "test_fraction", "split_seed", "max_train"))
-        require_keys(config["network"], "network", ("widths",))
-        encoding_section = _section(config, "encoding", EncodingConfig, EncodingHyper)
-        encoding_hyper = EncodingHyper(**{
-            field.name: _number(encoding_section, "encoding", field.name, EncodingHyper)
-            for field in dataclasses.fields(EncodingHyper)})
-        encoding = EncodingConfig(**encoding_section)
-        synthesis = _section(config, "synthesis", SynthesisConfig, SynthesisHyper)
-        hyper = SynthesisHyper(
-            learning_rate=_number(synthesis, "synthesis", "learning_rate", SynthesisHyper),
-            tolerance=_number(synthesis, "synthesis", "tolerance", SynthesisHyper),
-            encoding=encoding_hyper)
+        encoding, encoding_hyper = from_section(config["encoding"], "encoding", EncodingConfig,
+                                                EncodingHyper)
+        # checked now with LeNetSpec's default sizes; sized from the data below
+        network = from_section(config["network"], "network", (LeNetSpec, _SIZED_BY_DATA))
+        synthesis, hyper = from_section(
+            config["synthesis"], "synthesis",
+            (SynthesisConfig, {"network": network, "encoding": encoding}),
+            (SynthesisHyper, {"encoding": encoding_hyper}))
         check_hyper(hyper)
-        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
-                                            "checkpoint_every", "metrics_format", "progress"))
-        run_config = RunConfig(**config["run"])
-        widths = tuple(int(w) for w in config["network"]["widths"])
-        if len(widths) != 4:
-            raise ConfigError(f"network.widths needs 4 ints (conv1, conv2, dense1, dense2), "
-                              f"got {list(widths)}")
-        # check everything that does not need the data before loading it
-        LeNetSpec(widths=widths)
-        SynthesisConfig(encoding=encoding, **synthesis)
+        run_config = from_section(config["run"], "run", RunConfig)
         data_section = config["data"]
         try:
             data = load_dataset(data_section["name"], mnist_dir=data_section["mnist_dir"],
@@ -109,10 +85,10 @@ def build(config: dict) -> Built:
                                 max_train=int(data_section["max_train"]))
         except (FileNotFoundError, OSError) as error:
             raise ConfigError(f"data: {error}") from error
-        network = LeNetSpec(image_size=data.image_size, channels=data.train_images.shape[-1],
-                            num_classes=data.num_classes, widths=widths)
-        algorithm = ClusterSynthesis(SynthesisConfig(network=network, encoding=encoding,
-                                                     **synthesis), data)
+        network = dataclasses.replace(network, image_size=data.image_size,
+                                      channels=data.train_images.shape[-1],
+                                      num_classes=data.num_classes)
+        algorithm = ClusterSynthesis(dataclasses.replace(synthesis, network=network), data)
     return Built(algorithm=algorithm, hyper=hyper, run_config=run_config,
                  report=functools.partial(report, spec=network), describe=describe,
                  plot=plot_run)

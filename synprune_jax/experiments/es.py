@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import numbers
 import os
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, config_errors, require_keys
+from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+                                 section_defaults)
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
@@ -30,46 +29,27 @@ _ARM_TASK = {"name": "arm", "num_joints": 8, "genotype": "mlp", "hidden_sizes": 
 
 
 def _run(num_generations: int, checkpoint_every: int = 50) -> dict:
-    return {"num_generations": num_generations, "seed": 0, "chunk_size": 10,
-            "checkpoint_every": checkpoint_every, "metrics_format": "csv", "progress": True}
+    from synprune_jax.runner import RunConfig
+
+    return section_defaults(RunConfig, num_generations=num_generations,
+                            checkpoint_every=checkpoint_every)
 
 
-# The ``es`` section's keys, in the order config files show them: ESConfig's static fields and
-# ESHyper's numeric knobs together.
-_ES_KEYS = ("strategy", "population_size", "search_space", "sigma_init", "sigma_decay",
-            "sigma_min", "optimizer", "learning_rate", "init_density", "prune_criterion",
-            "prune_every", "prune_schedule", "prune_amount", "target_density", "prune_start",
-            "prune_end", "prune_scope", "evaluate_mean")
-
-
-def _es_section(**overrides) -> dict:
+def _es_section(**values) -> dict:
+    """The ``es`` section: ``ESConfig``'s fields, then ``ESHyper``'s."""
     from synprune_jax.algorithms.es import ESConfig, ESHyper
 
-    defaults = {field.name: field.default
-                for kind in (ESConfig, ESHyper) for field in dataclasses.fields(kind)}
-    section = {name: defaults[name] for name in _ES_KEYS}
-    section.update(overrides)
-    return section
-
-
-def _number(section: dict, name: str, key: str) -> float:
-    value = section[key]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name}.{key} must be a number, got {value!r}")
-    return float(value)
+    return section_defaults(ESConfig, ESHyper, **values)
 
 
 def es_config_and_hyper(section: dict):
     """``(ESConfig, ESHyper)`` from a config's ``es`` section (a missing key takes its default);
     the hyper's values are checked (:func:`~synprune_jax.algorithms.es.validate_hyper`). Raises
-    ``ConfigError`` (unknown keys, non-numeric knobs) or ``ValueError`` / ``TypeError`` (bad
-    values; the builders turn them into ``ConfigError``)."""
+    ``ConfigError`` (unknown keys, values of the wrong type) or ``ValueError`` / ``TypeError``
+    (bad values; the builders turn them into ``ConfigError``)."""
     from synprune_jax.algorithms.es import ESConfig, ESHyper, validate_hyper
 
-    require_keys(section, "es", list(_ES_KEYS))
-    knobs = [field.name for field in dataclasses.fields(ESHyper)]
-    config = ESConfig(**{k: v for k, v in section.items() if k not in knobs})
-    hyper = ESHyper(**{k: _number(section, "es", k) for k in knobs if k in section})
+    config, hyper = from_section(section, "es", ESConfig, ESHyper)
     validate_hyper(hyper)
     return config, hyper
 
@@ -92,15 +72,18 @@ def default_config_es_prune_arm() -> dict:
 
 
 def _mutation_section(sigma: float) -> dict:
-    return {"sigma": sigma, "p_disconnect": 0.02, "p_connect": 0.01,
-            "rate_redraw_probability": 0.1, "rate_min": 1e-4, "rate_max": 0.2}
+    from synprune_jax.variation import MutationHyper
+
+    return section_defaults(MutationHyper, sigma=sigma)
 
 
 def _ga_section(population_size: int) -> dict:
-    return {"population_size": population_size, "elite_fraction": 0.5, "crossover": "none",
-            "crossover_rate": 0.5, "init": "beta", "init_beta_a": 1.0, "init_beta_b": 1.0,
-            "init_per_layer": True, "exact_init_density": True, "archive_dir": None,
-            "self_adaptive": False, "forward_prune": True}
+    """The ``ga`` section: ``GAConfig``'s fields (its ``mutation``'s in place), ``GAHyper``'s
+    less ``mutation`` (the ``mutation`` section) and ``archive_dir`` (``ga.init=archive``)."""
+    from synprune_jax.algorithms.ga import GAConfig, GAHyper
+
+    return {**section_defaults(GAConfig, (GAHyper, ("mutation",)),
+                               population_size=population_size), "archive_dir": None}
 
 
 def default_config_ga() -> dict:
@@ -116,28 +99,26 @@ def default_config_ga_arm() -> dict:
 
 def default_config_me_es() -> dict:
     """MAP-Elites with mutation + ES emitters on the arm MLP (sparsity x disconnection grid)."""
-    from synprune_jax.experiments.map_elites import _grid
+    from synprune_jax.algorithms.map_elites import ESEmitterConfig, MapElitesESHyper
+    from synprune_jax.experiments.map_elites import _grid, map_elites_section
 
     return {"experiment": "me-es", "algorithm": "me_es", "task": dict(_ARM_TASK),
             "archive": _grid([16, 16]),
-            "map_elites": {"batch_size": 64, "initial_batch_size": 128, "self_adaptive": False,
-                           "forward_prune": True, "init_beta_a": 1.0, "init_beta_b": 1.0,
-                           "exact_init_density": True, "init_per_layer": True,
-                           "qd_offset": -float(np.pi ** 2), "mutation_block": None},
-            "es_emitter": {"strategy": "open_es", "population_size": 32, "sigma_init": 0.05,
-                           "learning_rate": 0.05, "optimizer": "adam", "search_space": "unmasked",
-                           "restart_every": 10, "use_mutation_emitter": True},
+            "map_elites": map_elites_section(batch_size=64, initial_batch_size=128,
+                                             qd_offset=-float(np.pi ** 2)),
+            "es_emitter": section_defaults(ESEmitterConfig, (MapElitesESHyper, ("mutation",))),
             "mutation": _mutation_section(0.1), "run": _run(100)}
 
 
 def default_config_es_info() -> dict:
     """Information at generation 0 vs ES learning speed: 16 Beta-pruned hopper policies."""
-    task = dict(_BRAX_TASK)
-    return {"experiment": "es-info", "algorithm": "learning_speed", "task": task,
+    from synprune_jax.analysis.learning_speed import LearningSpeedStudy
+
+    study = (LearningSpeedStudy, ("task", "es_config", "observations_fn"))
+    return {"experiment": "es-info", "algorithm": "learning_speed", "task": dict(_BRAX_TASK),
             "es": _es_section(population_size=32, sigma_init=0.05, learning_rate=0.02,
                               evaluate_mean=False),
-            "study": {"num_networks": 16, "threshold": 225.0, "bins": 16, "init_beta_a": 1.0,
-                      "init_beta_b": 1.0},
+            "study": section_defaults(study, num_networks=16, threshold=225.0),
             "run": _run(50, checkpoint_every=10)}
 
 
@@ -150,35 +131,18 @@ def _as_config_error(function):
     return wrapped
 
 
-def _run_config(config: dict):
-    from synprune_jax.runner import RunConfig
-
-    require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
-                                        "checkpoint_every", "metrics_format", "progress"))
-    return RunConfig(**config["run"])
-
-
-def _hyper(section: dict):
-    from synprune_jax.experiments.map_elites import _check_hyper
-    from synprune_jax.variation import MutationHyper
-
-    require_keys(section, "mutation", [f.name for f in dataclasses.fields(MutationHyper)])
-    hyper = MutationHyper(**{k: float(v) for k, v in section.items()})
-    _check_hyper(hyper)
-    return hyper
-
-
 @_as_config_error
 def build_es(config: dict) -> Built:
     from synprune_jax.algorithms.es import MaskedES
     from synprune_jax.experiments.map_elites import build_task
+    from synprune_jax.runner import RunConfig
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "es", "run"))
     if config["algorithm"] != "es":
         raise ConfigError(f"algorithm must be 'es' for this experiment, got {config['algorithm']!r}")
     es_config, hyper = es_config_and_hyper(config["es"])
     task = build_task(config["task"])
-    run_config = _run_config(config)
+    run_config = from_section(config["run"], "run", RunConfig)
     return Built(algorithm=MaskedES(es_config, task), hyper=hyper, run_config=run_config,
                  report=report_es, describe=describe_es, plot=plot_es)
 
@@ -186,28 +150,22 @@ def build_es(config: dict) -> Built:
 @_as_config_error
 def build_ga(config: dict) -> Built:
     from synprune_jax.algorithms.ga import GAConfig, GAHyper, TruncationGA, validate_hyper
-    from synprune_jax.experiments.map_elites import build_task
-    from synprune_jax.variation import MutationConfig
+    from synprune_jax.experiments.map_elites import build_task, mutation_hyper
+    from synprune_jax.runner import RunConfig
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "ga", "mutation", "run"))
     if config["algorithm"] != "ga":
         raise ConfigError(f"algorithm must be 'ga' for this experiment, got {config['algorithm']!r}")
-    section = dict(config["ga"])
-    require_keys(section, "ga", list(_ga_section(2)))
-    mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
-                              forward_prune=bool(section.pop("forward_prune")))
-    archive_dir = section.pop("archive_dir", None)
-    rate = {"crossover_rate": _number(section, "ga", "crossover_rate")} \
-        if "crossover_rate" in section else {}
-    section.pop("crossover_rate", None)
-    hyper = GAHyper(mutation=_hyper(config["mutation"]), **rate)
-    ga_config = GAConfig(mutation=mutation, **section)
+    ga_config, hyper = from_section(config["ga"], "ga", GAConfig,
+                                    (GAHyper, {"mutation": mutation_hyper(config["mutation"])}),
+                                    extra=("archive_dir",))
     validate_hyper(hyper)
+    archive_dir = config["ga"].get("archive_dir")
     if ga_config.init == "archive" and not archive_dir:
         raise ConfigError("ga.init='archive' needs ga.archive_dir (a finished MAP-Elites run)")
     task = build_task(config["task"])
     elites = load_archive_elites(archive_dir) if ga_config.init == "archive" else None
-    run_config = _run_config(config)
+    run_config = from_section(config["run"], "run", RunConfig)
     return Built(algorithm=TruncationGA(ga_config, task, elites), hyper=hyper,
                  run_config=run_config, report=report_ga, describe=describe_ga, plot=plot_ga)
 
@@ -266,6 +224,7 @@ def build_me_es(config: dict) -> Built:
                                                     MapElitesESHyper)
     from synprune_jax.algorithms.emitters import validate_es_hyper
     from synprune_jax.experiments import map_elites as me_experiment
+    from synprune_jax.runner import RunConfig
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
                                     "es_emitter", "mutation", "run"))
@@ -274,39 +233,33 @@ def build_me_es(config: dict) -> Built:
     task = me_experiment.build_task(config["task"])
     archive = me_experiment.build_archive_spec(config["archive"], task)
     me_config = me_experiment.map_elites_config(config["map_elites"], archive)
-    traced = ("sigma_init", "learning_rate")  # es_emitter keys that go to the hyper
-    section = dict(config["es_emitter"])
-    require_keys(section, "es_emitter",
-                 [f.name for f in dataclasses.fields(ESEmitterConfig)] + list(traced))
-    defaults = MapElitesESHyper()
-    es_hyper = {name: float(section.pop(name, getattr(defaults, name))) for name in traced}
-    hyper = MapElitesESHyper(mutation=_hyper(config["mutation"]), **es_hyper)
+    mutation = me_experiment.mutation_hyper(config["mutation"])
+    emitter, hyper = from_section(config["es_emitter"], "es_emitter", ESEmitterConfig,
+                                  (MapElitesESHyper, {"mutation": mutation}))
     validate_es_hyper(hyper)
-    emitter = ESEmitterConfig(**section)
     return Built(algorithm=MapElitesES(me_config, emitter, task), hyper=hyper,
-                 run_config=_run_config(config), report=me_experiment.report,
-                 describe=me_experiment.describe, plot=me_experiment.plot_run)
+                 run_config=from_section(config["run"], "run", RunConfig),
+                 report=me_experiment.report, describe=me_experiment.describe,
+                 plot=me_experiment.plot_run)
 
 
 @_as_config_error
 def build_es_info(config: dict) -> Built:
     from synprune_jax.analysis.learning_speed import LearningSpeedStudy
     from synprune_jax.experiments.map_elites import build_task
+    from synprune_jax.runner import RunConfig
 
     require_keys(config, "config", ("experiment", "algorithm", "task", "es", "study", "run"))
     if config["algorithm"] != "learning_speed":
         raise ConfigError(f"algorithm must be 'learning_speed', got {config['algorithm']!r}")
     es_config, hyper = es_config_and_hyper(config["es"])
-    study = config["study"]
-    require_keys(study, "study", ("num_networks", "threshold", "bins", "init_beta_a",
-                                  "init_beta_b"))
     task = build_task(config["task"])
     if config["task"]["name"] != "brax":
         raise ConfigError("es-info records rollouts: it needs a Brax task (task.name=brax)")
-    algorithm = LearningSpeedStudy(task, es_config, int(study["num_networks"]),
-                                   float(study["threshold"]), int(study["bins"]),
-                                   float(study["init_beta_a"]), float(study["init_beta_b"]))
-    return Built(algorithm=algorithm, hyper=hyper, run_config=_run_config(config),
+    given = {"task": task, "es_config": es_config, "observations_fn": None}
+    algorithm = from_section(config["study"], "study", (LearningSpeedStudy, given))
+    return Built(algorithm=algorithm, hyper=hyper,
+                 run_config=from_section(config["run"], "run", RunConfig),
                  report=report_es_info, describe=describe_es_info, plot=plot_es_info)
 
 

@@ -12,8 +12,7 @@ from synprune_jax.experiments.base import Built, Experiment, write_summary
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
 
-def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: int,
-            num_generations: int, qd_offset: float, forward_prune: bool, sigma: float) -> dict:
+def _common(task: dict, archive: dict, *, sigma: float, num_generations: int, **values) -> dict:
     from synprune_jax.runner import RunConfig
     from synprune_jax.variation import MutationHyper
 
@@ -21,21 +20,18 @@ def _common(task: dict, archive: dict, *, batch_size: int, initial_batch_size: i
         "algorithm": "map_elites",
         "task": {**task, "devices": 1},
         "archive": archive,
-        "map_elites": {
-            "batch_size": batch_size,
-            "initial_batch_size": initial_batch_size,
-            "self_adaptive": False,
-            "forward_prune": forward_prune,
-            "init_beta_a": 1.0,
-            "init_beta_b": 1.0,
-            "exact_init_density": True,
-            "init_per_layer": True,
-            "qd_offset": qd_offset,
-            "mutation_block": None,
-        },
+        "map_elites": map_elites_section(**values),
         "mutation": section_defaults(MutationHyper, sigma=sigma),
         "run": section_defaults(RunConfig, num_generations=num_generations),
     }
+
+
+def map_elites_section(**values) -> dict:
+    """The ``map_elites`` section: ``MapElitesConfig``'s fields (its ``mutation``'s in place),
+    ``values`` replacing defaults (shared by the MAP-Elites and ME-ES experiments)."""
+    from synprune_jax.algorithms.map_elites import MapElitesConfig
+
+    return section_defaults((MapElitesConfig, ("archive", "density_bands")), **values)
 
 
 def _grid(resolution: list[int]) -> dict:
@@ -106,8 +102,7 @@ def build_task(section: dict):
 def build_archive_spec(section: dict, task):
     from synprune_jax.archives import CVTSpec, GridSpec
 
-    require_keys(section, "archive", ("kind", "resolution", "lower", "upper", "num_cells",
-                                      "num_samples"))
+    require_keys(section, "archive", _grid([1]))  # one key set for both kinds
     lower, upper = task.descriptor_bounds()
     lower = tuple(float(x) for x in (section["lower"] if section["lower"] is not None else lower))
     upper = tuple(float(x) for x in (section["upper"] if section["upper"] is not None else upper))
@@ -141,7 +136,7 @@ def build(config: dict) -> Built:
         archive = build_archive_spec(config["archive"], task)
         me_config = map_elites_config(config["map_elites"], archive)
         hyper = mutation_hyper(config["mutation"])
-        run_config = from_section(RunConfig, config["run"], "run")
+        run_config = from_section(config["run"], "run", RunConfig)
         algorithm = MapElites(me_config, task)
     return Built(algorithm=algorithm, hyper=hyper, run_config=run_config, report=report,
                  describe=describe, plot=plot_run)
@@ -151,29 +146,16 @@ def map_elites_config(section: dict, archive):
     """The ``map_elites`` section of a run config -> ``MapElitesConfig`` (shared by the
     MAP-Elites and ME-ES experiments; unknown keys are refused)."""
     from synprune_jax.algorithms.map_elites import MapElitesConfig
-    from synprune_jax.variation import MutationConfig
 
-    section = dict(section)
-    require_keys(section, "map_elites", ("batch_size", "initial_batch_size", "self_adaptive",
-                                         "forward_prune", "init_beta_a", "init_beta_b",
-                                         "exact_init_density", "init_per_layer", "qd_offset",
-                                         "mutation_block"))
-    mutation = MutationConfig(self_adaptive=bool(section.pop("self_adaptive")),
-                              forward_prune=bool(section.pop("forward_prune")))
-    return MapElitesConfig(archive=archive, mutation=mutation, density_bands=DENSITY_BANDS,
-                           **section)
+    given = {"archive": archive, "density_bands": DENSITY_BANDS}
+    return from_section(section, "map_elites", (MapElitesConfig, given))
 
 
 def mutation_hyper(section: dict):
     """The ``mutation`` section -> a validated :class:`~synprune_jax.variation.MutationHyper`."""
     from synprune_jax.variation import MutationHyper
 
-    hyper = from_section(MutationHyper, {k: float(v) for k, v in section.items()}, "mutation")
-    _check_hyper(hyper)
-    return hyper
-
-
-def _check_hyper(hyper) -> None:
+    hyper = from_section(section, "mutation", MutationHyper)
     if hyper.sigma < 0:
         raise ConfigError(f"mutation.sigma must be >= 0, got {hyper.sigma}")
     for name in ("p_disconnect", "p_connect", "rate_redraw_probability"):
@@ -182,6 +164,7 @@ def _check_hyper(hyper) -> None:
             raise ConfigError(f"mutation.{name} must be in [0, 1], got {value}")
     if not 0.0 < hyper.rate_min <= hyper.rate_max <= 1.0:
         raise ConfigError("mutation needs 0 < rate_min <= rate_max <= 1")
+    return hyper
 
 
 def summary_table(state, bands=DENSITY_BANDS) -> list[dict]:

@@ -21,32 +21,37 @@ import shutil
 
 import numpy as np
 
-from synprune_jax.config import ConfigError, config_errors, require_keys
+from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+                                 section_defaults)
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 ALGORITHMS = ("nsga2", "ga")
 
 
 def _base_config(name: str, algorithm: str, objectives: list[str]) -> dict:
+    from synprune_jax.algorithms.nsga2 import NSGA2Config, NSGA2Hyper
+    from synprune_jax.algorithms.steady_state_ga import SteadyStateGAConfig, SteadyStateGAHyper
+    from synprune_jax.runner import RunConfig
+    from synprune_jax.transfer.data import DataConfig
+    from synprune_jax.transfer.head import HeadConfig, TrainConfig
+    from synprune_jax.transfer.problem import ProblemHyper
+
     return {
         "experiment": name,
         "algorithm": algorithm,
-        "data": {"source": "digits", "source_classes": [0, 1, 2, 4, 6],
-                 "target_classes": [3, 5, 8, 9], "ood_classes": [7], "val_fraction": 0.25,
-                 "test_fraction": 0.25, "seed": 0, "backbone": "cnn", "cnn_channels": [16, 8],
-                 "pretrain_epochs": 30, "pretrain_batch_size": 64,
-                 "pretrain_learning_rate": 0.003, "cache_dir": None},
-        "head": {"num_hidden": 32, "genome": "input"},
-        "train": {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9, "epochs": 30,
-                  "batch_size": 64, "patience": 5, "devices": 1},
+        "data": {**section_defaults(DataConfig), "cache_dir": None},
+        "head": section_defaults((HeadConfig, ("num_features", "num_classes")),
+                                 num_hidden=32),
+        "train": {**section_defaults(TrainConfig, (ProblemHyper, ("temperature", "seed"))),
+                  "devices": 1},
         "objectives": {"names": objectives, "temperature": 1000.0, "reference": None},
-        "nsga2": {"population_size": 60, "mode": "generational", "num_offspring": 1,
-                  "crossover_rate": 0.9, "mutation_rate": None, "memo_capacity": 4096},
-        "ga": {"population_size": 30, "num_offspring": 4, "num_candidates": 3,
-               "mutation_probability": 0.07, "memo_capacity": 4096},
+        "nsga2": section_defaults(NSGA2Config, (NSGA2Hyper, ("problem",)), population_size=60,
+                                  memo_capacity=4096),
+        "ga": section_defaults((SteadyStateGAConfig, ("objective_index",)),
+                               (SteadyStateGAHyper, ("problem",)), population_size=30,
+                               memo_capacity=4096),
         "report": {"bands": [0.0, 50.0, 75.0, 90.0], "accuracy_tolerance": 0.02},
-        "run": {"num_generations": 40, "seed": 0, "chunk_size": 5, "checkpoint_every": 10,
-                "metrics_format": "csv", "progress": True},
+        "run": section_defaults(RunConfig, num_generations=40, chunk_size=5, checkpoint_every=10),
     }
 
 
@@ -64,17 +69,6 @@ def default_config_ga() -> dict:
     return config
 
 
-def _pop_floats(section: dict, names) -> dict:
-    """Removes ``names`` from a config section: ``{name: float value}`` for those present (None
-    stays None); absent ones keep the hyper-parameter struct's defaults."""
-    values = {}
-    for name in names:
-        if name in section:
-            value = section.pop(name)
-            values[name] = None if value is None else float(value)
-    return values
-
-
 def build(config: dict) -> Built:
     """Validates the config, prepares the data (cached) and returns the search (an
     :class:`~synprune_jax.algorithms.nsga2.NSGA2` or
@@ -88,7 +82,7 @@ def build(config: dict) -> Built:
     from synprune_jax.transfer import problem as problem_lib
     from synprune_jax.transfer.data import (DataConfig, cache_key, default_cache_dir,
                                             prepare_data)
-    from synprune_jax.transfer.head import GENOME_KINDS, HeadConfig, TrainConfig
+    from synprune_jax.transfer.head import HeadConfig, TrainConfig
     from synprune_jax.transfer.objectives import OBJECTIVES
 
     require_keys(config, "config", ("experiment", "algorithm", "data", "head", "train",
@@ -96,30 +90,15 @@ def build(config: dict) -> Built:
     if config["algorithm"] not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: {list(ALGORITHMS)}")
     with config_errors():
-        require_keys(config["run"], "run", ("num_generations", "seed", "chunk_size",
-                                            "checkpoint_every", "metrics_format", "progress"))
-        run_config = RunConfig(**config["run"])
-        data_section = dict(config["data"])
-        require_keys(data_section, "data", [f.name for f in dataclasses.fields(DataConfig)]
-                     + ["cache_dir"])
-        cache_dir = data_section.pop("cache_dir", None) or default_cache_dir()
-        for name in ("source_classes", "target_classes", "ood_classes", "cnn_channels"):
-            data_section[name] = tuple(int(v) for v in data_section[name])
-        data_config = DataConfig(**data_section)
-        head_section = dict(config["head"])
-        require_keys(head_section, "head", ("num_hidden", "genome"))
-        if head_section["genome"] not in GENOME_KINDS:
-            raise ConfigError(f"head.genome must be one of {list(GENOME_KINDS)}")
-        if int(head_section["num_hidden"]) < 1:
-            raise ConfigError("head.num_hidden must be >= 1")
-        train_section = dict(config["train"])
-        require_keys(train_section, "train", ("optimizer", "learning_rate", "momentum", "epochs",
-                                              "batch_size", "patience", "devices"))
-        devices = train_section.pop("devices", 1)
+        run_config = from_section(config["run"], "run", RunConfig)
+        data_config = from_section(config["data"], "data", DataConfig, extra=("cache_dir",))
+        cache_dir = config["data"].get("cache_dir") or default_cache_dir()
+        # checked now with stand-in sizes; sized from the data below
+        head = from_section(config["head"], "head",
+                            (HeadConfig, {"num_features": 1, "num_classes": 2}))
+        devices = config["train"].get("devices", 1)
         devices_mesh(devices, "train.devices")  # before the data / backbone work
-        knobs = _pop_floats(train_section, ("learning_rate", "momentum"))
-        train_config = TrainConfig(**train_section)
-        objectives = dict(config["objectives"])
+        objectives = config["objectives"]
         require_keys(objectives, "objectives", ("names", "temperature", "reference"))
         names = tuple(objectives["names"])
         unknown = [n for n in names if n not in OBJECTIVES]
@@ -127,9 +106,11 @@ def build(config: dict) -> Built:
             raise ConfigError(f"objectives.names must be distinct names from {list(OBJECTIVES)},"
                               f" got {list(names)}")
         # the run seed is also the heads' training seed
-        problem_hyper = problem_lib.ProblemHyper(
-            **knobs, temperature=float(objectives["temperature"]),
-            seed=np.uint32(run_config.seed))
+        train_config, problem_hyper = from_section(
+            config["train"], "train", TrainConfig,
+            (problem_lib.ProblemHyper, {"temperature": float(objectives["temperature"]),
+                                        "seed": np.uint32(run_config.seed)}),
+            extra=("devices",))
         problem_lib.validate_hyper(problem_hyper)
         reference = objectives["reference"]
         if reference is not None and len(reference) != len(names):
@@ -138,34 +119,22 @@ def build(config: dict) -> Built:
         require_keys(report_section, "report", ("bands", "accuracy_tolerance"))
         if not all(0 <= float(b) <= 100 for b in report_section["bands"]):
             raise ConfigError("report.bands are percentiles in [0, 100]")
+        problem = {"problem": problem_hyper}
         if config["algorithm"] == "nsga2":
             if len(names) < 2:
                 raise ConfigError("NSGA-II needs at least two objectives in objectives.names")
-            section = dict(config["nsga2"])
-            require_keys(section, "nsga2",
-                         [f.name for f in dataclasses.fields(nsga2_lib.NSGA2Config)]
-                         + [f.name for f in dataclasses.fields(nsga2_lib.NSGA2Hyper)
-                            if f.name != "problem"])
-            hyper = nsga2_lib.NSGA2Hyper(
-                **_pop_floats(section, ("crossover_rate", "mutation_rate")),
-                problem=problem_hyper)
+            search_config, hyper = from_section(config["nsga2"], "nsga2", nsga2_lib.NSGA2Config,
+                                                (nsga2_lib.NSGA2Hyper, problem))
             nsga2_lib.validate_hyper(hyper)
-            search_config = nsga2_lib.NSGA2Config(**section)
         else:
-            section = dict(config["ga"])
-            require_keys(section, "ga",
-                         [f.name for f in dataclasses.fields(ga_lib.SteadyStateGAConfig)
-                          if f.name != "objective_index"]
-                         + [f.name for f in dataclasses.fields(ga_lib.SteadyStateGAHyper)
-                            if f.name != "problem"])
-            hyper = ga_lib.SteadyStateGAHyper(
-                **_pop_floats(section, ("mutation_probability",)), problem=problem_hyper)
+            search_config, hyper = from_section(
+                config["ga"], "ga", (ga_lib.SteadyStateGAConfig, ("objective_index",)),
+                (ga_lib.SteadyStateGAHyper, problem))
             ga_lib.validate_hyper(hyper)
-            search_config = ga_lib.SteadyStateGAConfig(**section)
         # host work (data, backbone, cache) before the runner traces anything
         data = prepare_data(data_config, cache_dir=cache_dir)
-        head = HeadConfig(num_features=data.num_features, num_classes=data.num_classes,
-                          **head_section)
+        head = dataclasses.replace(head, num_features=data.num_features,
+                                   num_classes=data.num_classes)
         problem = problem_lib.TransferProblem(data, head, train_config, names, devices=devices)
         if config["algorithm"] == "nsga2":
             algorithm = nsga2_lib.NSGA2(search_config, problem, names)
