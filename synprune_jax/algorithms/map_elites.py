@@ -43,7 +43,7 @@ from flax import struct
 
 from synprune_jax import variation
 from synprune_jax.algorithms.emitters import (Emitter, ESEmitter, ESEmitterConfig,
-                                              MapElitesESHyper, MixEmitter, MutationEmitter,
+                                              MixEmitter, MutationEmitter,
                                               check_mutation_block, mutation_hyper)
 from synprune_jax.archives import Archive, CVTSpec, GridSpec, add, init_archive, qd_metrics
 from synprune_jax.types import EvalResult, Population

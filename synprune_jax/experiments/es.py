@@ -99,7 +99,7 @@ def default_config_ga_arm() -> dict:
 
 def default_config_me_es() -> dict:
     """MAP-Elites with mutation + ES emitters on the arm MLP (sparsity x disconnection grid)."""
-    from synprune_jax.algorithms.map_elites import ESEmitterConfig, MapElitesESHyper
+    from synprune_jax.algorithms.emitters import ESEmitterConfig, MapElitesESHyper
     from synprune_jax.experiments.map_elites import _grid, map_elites_section
 
     return {"experiment": "me-es", "algorithm": "me_es", "task": dict(_ARM_TASK),
@@ -220,9 +220,9 @@ def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) ->
 
 @_as_config_error
 def build_me_es(config: dict) -> Built:
-    from synprune_jax.algorithms.map_elites import (ESEmitterConfig, MapElitesES,
-                                                    MapElitesESHyper)
-    from synprune_jax.algorithms.emitters import validate_es_hyper
+    from synprune_jax.algorithms.emitters import (ESEmitterConfig, MapElitesESHyper,
+                                                  validate_es_hyper)
+    from synprune_jax.algorithms.map_elites import MapElitesES
     from synprune_jax.experiments import map_elites as me_experiment
     from synprune_jax.runner import RunConfig
 
