@@ -118,8 +118,9 @@ def fit(key: jax.Array, params: PyTree, data: PyTree, loss_fn: Callable,
         validation_loss_fn: ``params -> float scalar``, evaluated after every epoch that runs;
             the parameters with the lowest value are returned (strictly lower replaces).
         patience: with ``validation_loss_fn``, stop after this many epochs in a row without a
-            lower validation loss (later epochs leave parameters and optimizer state unchanged;
-            under ``vmap`` they are still computed); ``None``: never stop.
+            lower validation loss; ``None``: never stop. Epochs after the stop are still
+            computed (fixed shapes, with or without ``vmap``) and discarded: parameters,
+            optimizer state and accumulator keep their values.
 
     Returns:
         A :class:`FitResult`.
@@ -170,7 +171,6 @@ def fit(key: jax.Array, params: PyTree, data: PyTree, loss_fn: Callable,
         carry, losses = jax.lax.scan(train_step, carry, batches)
         return carry, jnp.asarray(losses, jnp.float32)
 
-    nan = jnp.full((num_batches,), jnp.nan, jnp.float32)
     if validation_loss_fn is None:
         (params, opt_state, accumulator), losses = jax.lax.scan(
             train_epoch, (params, opt_state, accumulator), epoch_keys)
@@ -182,8 +182,10 @@ def fit(key: jax.Array, params: PyTree, data: PyTree, loss_fn: Callable,
 
     def epoch_with_validation(carry, epoch_key):
         training, best, best_loss, since_best, stopped, epochs_run = carry
-        training, losses = jax.lax.cond(stopped, lambda c, _: (c, nan), train_epoch,
-                                        training, epoch_key)
+        trained, losses = train_epoch(training, epoch_key)
+        training = jax.tree_util.tree_map(lambda old, new: jnp.where(stopped, old, new),
+                                          training, trained)
+        losses = jnp.where(stopped, jnp.nan, losses)
         validation = jnp.asarray(validation_loss_fn(training[0]), jnp.float32)
         improved = (validation < best_loss) & ~stopped
         best = jax.tree_util.tree_map(lambda old, new: jnp.where(improved, new, old), best,

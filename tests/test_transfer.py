@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -129,6 +130,51 @@ def test_early_stopping_freezes_heads():
     np.testing.assert_array_equal(np.asarray(late_epochs), [40, 40])
     for name in params:
         np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(late_params[name]))
+
+
+def test_training_follows_the_documented_rule():
+    """train_heads equals the plain loop: epoch e cuts permutation(split(shuffle_key(seed), E)[e],
+    N) into N // B minibatches, one optimizer step each; then the validation loss; the lowest
+    one's parameters are kept and the head stops after ``patience`` epochs without a lower one
+    (equal up to XLA fusing the two programs differently)."""
+    data = _toy_data(seed=1)
+    data.val_labels = (data.val_labels + 1) % 3  # learning the train split hurts validation
+    head = HeadConfig(6, 8, 3, genome="both")
+    train = TrainConfig(epochs=10, batch_size=16, patience=2, optimizer="sgd_nesterov")
+    problem = TransferProblem(data, head, train)
+    a = problem.arrays
+    optimizer = train.make_optimizer(0.1, 0.9)
+    genomes = jnp.ones((2, 14), bool).at[1, :3].set(False)
+    params, epochs_run = jax.jit(functools.partial(
+        problem.train_heads, hyper=ProblemHyper(learning_rate=0.1, seed=np.uint32(3))))(genomes)
+
+    def loss(params, masks, x, y):
+        logits = head_logits(params, *masks, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    @jax.jit
+    def step(params, opt_state, masks, indices):
+        grads = jax.grad(loss)(params, masks, a["train_x"][indices], a["train_y"][indices])
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    for index, genome in enumerate(genomes):
+        masks = head.split(genome)
+        current = init_head(genome_key(3, genome), head)
+        opt_state = optimizer.init(current)
+        best, best_loss, since_best, epochs = current, np.inf, 0, 0
+        for epoch_key in jax.random.split(shuffle_key(3), train.epochs):
+            for indices in jax.random.permutation(epoch_key, 60)[:48].reshape(3, 16):
+                current, opt_state = step(current, opt_state, masks, indices)
+            epochs += 1
+            validation = float(loss(current, masks, a["val_x"], a["val_y"]))
+            best, best_loss, since_best = ((current, validation, 0) if validation < best_loss
+                                           else (best, best_loss, since_best + 1))
+            if since_best >= train.patience:
+                break
+        assert int(epochs_run[index]) == epochs < train.epochs
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[index], params), best,
+                                    rtol=1e-5, atol=1e-6)
 
 
 def test_problem_objectives(toy_problem):

@@ -7,8 +7,8 @@ Architecture (per image ``[H, W, C]``)::
 
 The classifier on top of the feature map is linear, so the frozen features have to carry the
 class information themselves. For 8x8 digits with the default ``(16, 8)`` channels the feature map
-is ``4 x 4 x 8 = 128`` features. Pretraining is Adam on softmax cross-entropy with minibatches,
-one compiled ``lax.scan`` over all epochs.
+is ``4 x 4 x 8 = 128`` features. Pretraining is Adam on softmax cross-entropy with minibatches
+(:func:`synprune_jax.training.fit`, all epochs in one compiled program).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from synprune_jax.training import fit
 
 
 class DigitsCNN(nn.Module):
@@ -64,32 +66,15 @@ def pretrain_cnn(images: np.ndarray, labels: np.ndarray, config):
     optimizer = optax.adam(config.pretrain_learning_rate)
     train_images = jnp.asarray(images[train])
     train_targets = jnp.asarray(targets[train])
-    batch_size = min(config.pretrain_batch_size, train.size)
-    num_batches = train.size // batch_size
 
-    def loss_fn(params, x, y):
-        logits = model.apply(params, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    def loss_fn(params, batch):
+        logits = model.apply(params, batch[0])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
 
-    @jax.jit
-    def fit(params, key):
-        def epoch(carry, epoch_key):
-            permutation = jax.random.permutation(epoch_key, train.size)
-            batches = permutation[: num_batches * batch_size].reshape(num_batches, batch_size)
-
-            def batch_step(carry, index):
-                params, opt_state = carry
-                grads = jax.grad(loss_fn)(params, train_images[index], train_targets[index])
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), None
-
-            return jax.lax.scan(batch_step, carry, batches)[0], None
-
-        keys = jax.random.split(key, config.pretrain_epochs)
-        (params, _), _ = jax.lax.scan(epoch, (params, optimizer.init(params)), keys)
-        return params
-
-    params = fit(params, shuffle_key)
+    params = jax.jit(lambda params, key: fit(
+        key, params, (train_images, train_targets), loss_fn, optimizer,
+        batch_size=min(config.pretrain_batch_size, train.size),
+        num_epochs=config.pretrain_epochs).params)(params, shuffle_key)
 
     @jax.jit
     def features(x):

@@ -10,12 +10,12 @@ hidden-neuron mask (``"hidden"``, ``L = H``) or both concatenated (``"both"``, `
 A masked feature or neuron has all its connections cut (its inputs and outputs contribute zero,
 and it receives zero gradient).
 
-Training (:func:`train_head`) is written per individual and vmapped once over the population
-(:func:`train_population`). Each epoch shuffles the train split into ``floor(N / B)`` minibatches
-(one ``lax.scan``); after each epoch the validation loss is measured; the parameters with the
-lowest validation loss are kept, and once it has not improved for ``patience`` epochs the head
-stops (its parameters freeze; under ``vmap`` the remaining epochs are computed and discarded, so
-shapes stay fixed).
+Training (:func:`train_head`, :func:`synprune_jax.training.fit` with the validation loss and
+``patience``) is written per individual and vmapped once over the population
+(:func:`train_population`). Each epoch shuffles the train split into ``floor(N / B)``
+minibatches; after each epoch the validation loss is measured; the parameters with the lowest
+validation loss are kept, and once it has not improved for ``patience`` epochs the head stops
+(its parameters freeze; the remaining epochs are computed and discarded, so shapes stay fixed).
 
 The initialisation key of a genome is ``fold_in(fold_in(key(seed), h1), h2)`` with ``(h1, h2)``
 its 64-bit Zobrist hash (:func:`genome_hash`); the minibatch order depends on ``seed`` only and is
@@ -31,6 +31,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
+
+from synprune_jax.training import fit
 
 GENOME_KINDS = ("input", "hidden", "both")
 OPTIMIZERS = ("adam", "sgd_nesterov")
@@ -176,41 +178,15 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
         and the number of epochs that updated the parameters (int32 scalar).
     """
     input_mask, hidden_mask = head.split(genome)
-    params = init_head(key, head)
-    num_train = train_x.shape[0]
-    batch_size = min(train.batch_size, num_train)
-    num_batches = num_train // batch_size
-    grad_fn = jax.grad(_loss)
 
-    def epoch(carry, epoch_key):
-        params, opt_state, best, best_loss, since_best, stopped, epochs_run = carry
-        order = jax.random.permutation(epoch_key, num_train)
-        batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+    def loss(params, batch):
+        return _loss(params, input_mask, hidden_mask, *batch)
 
-        def batch_step(inner, index):
-            params, opt_state = inner
-            grads = grad_fn(params, input_mask, hidden_mask, train_x[index], train_y[index])
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        (new_params, new_state), _ = jax.lax.scan(batch_step, (params, opt_state), batches)
-        keep = lambda old, new: jax.tree_util.tree_map(  # noqa: E731
-            lambda a, b: jnp.where(stopped, a, b), old, new)
-        params, opt_state = keep(params, new_params), keep(opt_state, new_state)
-        val_loss = _loss(params, input_mask, hidden_mask, val_x, val_y)
-        improved = (val_loss < best_loss) & ~stopped
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(improved, b, a), best, params)
-        best_loss = jnp.where(improved, val_loss, best_loss)
-        epochs_run = epochs_run + (~stopped).astype(jnp.int32)
-        since_best = jnp.where(improved, 0, since_best + 1)
-        stopped = stopped | (since_best >= train.patience)
-        return (params, opt_state, best, best_loss, since_best, stopped, epochs_run), None
-
-    carry = (params, optimizer.init(params), params, jnp.asarray(jnp.inf, jnp.float32),
-             jnp.int32(0), jnp.asarray(False), jnp.int32(0))
-    keys = jax.random.split(shuffle_key, train.epochs)
-    carry, _ = jax.lax.scan(epoch, carry, keys)
-    return carry[2], carry[6]
+    result = fit(shuffle_key, init_head(key, head), (train_x, train_y), loss, optimizer,
+                 batch_size=min(train.batch_size, train_x.shape[0]), num_epochs=train.epochs,
+                 validation_loss_fn=lambda params: loss(params, (val_x, val_y)),
+                 patience=train.patience)
+    return result.params, result.epochs_run
 
 
 def train_population(seed, genomes: jax.Array, train_x, train_y, val_x, val_y,
