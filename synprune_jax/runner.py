@@ -28,7 +28,9 @@ traced). It compiles ``init`` and one chunk (``jit`` of a ``lax.scan`` over ``ch
 steps) ahead of time, plus one shorter final chunk when the generations left are not a multiple
 of ``chunk_size``; restores, writes metrics and checkpoints through
 :class:`~synprune_jax.rundir.RunDirectory` and shows progress. The files are described in
-:mod:`synprune_jax.rundir`.
+:mod:`synprune_jax.rundir`. A single run's compiled programs are kept in the process (the last
+:data:`PROGRAMS_KEPT`, keyed by the algorithm's value, the hyper-parameters and the chunk length):
+another seed, a rerun or a resume of the same run compiles nothing again.
 
 Example:
     >>> import jax, tempfile
@@ -45,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -60,7 +63,7 @@ import numpy as np
 from synprune_jax import checkpoint as checkpoint_lib
 from synprune_jax.rundir import (METRICS_FORMATS, RunDirectory, completed_generation,
                                  read_metrics, write_json)
-from synprune_jax.trees import strong_types
+from synprune_jax.trees import fingerprint, strong_types
 
 PyTree = Any
 State = Any
@@ -244,6 +247,27 @@ def _postfix(rows: dict[str, np.ndarray]) -> dict[str, str]:
     return {name: f"{float(rows[name][-1]):.4g}" for name in names}
 
 
+# Compiled programs of recent single runs, keyed by what they are built from. A rerun, a resume or
+# another seed of the same algorithm and hyper-parameters in the same process reuses them.
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+PROGRAMS_KEPT = 8
+
+
+def _reuse(key, build: Callable):
+    """``build()``, or the program an earlier call built under an equal ``key`` (the last
+    :data:`PROGRAMS_KEPT` are kept; an unhashable or uncomparable key is never cached)."""
+    try:
+        program = _PROGRAMS.pop(key, None)
+    except (TypeError, ValueError):  # an algorithm holding arrays in compared fields
+        return build()
+    if program is None:
+        program = build()
+    _PROGRAMS[key] = program
+    while len(_PROGRAMS) > PROGRAMS_KEPT:
+        _PROGRAMS.popitem(last=False)
+    return program
+
+
 class _Single:
     """One run: seed and hyper-parameters are constants of the compiled programs."""
 
@@ -253,19 +277,29 @@ class _Single:
         self.algorithm, self.hyper = algorithm, hyper
         self.key = init_key(seed)
         self.seed = np.uint32(seed)  # an argument, so runs differing in seed share a program
+        # the hyper-parameters are constants: their values and Python types (weak or not) count
+        self.identity = (algorithm, fingerprint(hyper),
+                         tuple(type(leaf).__name__ for leaf in jax.tree_util.tree_leaves(hyper)))
 
     def abstract(self):
         return abstract_state(self.algorithm, self.hyper)
 
     def compile_init(self):
-        init = lambda key: strong_types(self.algorithm.init(key, self.hyper))
-        compiled = jax.jit(init).lower(self.key).compile()
+        def build():
+            init = lambda key: strong_types(self.algorithm.init(key, self.hyper))
+            return jax.jit(init).lower(self.key).compile()
+
+        compiled = _reuse(("init", *self.identity), build)
         return lambda: compiled(self.key)
 
     def compile_chunk(self, length: int, abstract):
-        step = lambda key, state: self.algorithm.step(key, state, self.hyper)
-        chunk = lambda state, seed: scan_generations(step, seed, state, length)
-        compiled = jax.jit(chunk).lower(abstract, self.seed).compile()
+        def build():
+            step = lambda key, state: self.algorithm.step(key, state, self.hyper)
+            chunk = lambda state, seed: scan_generations(step, seed, state, length)
+            return jax.jit(chunk).lower(abstract, self.seed).compile()
+
+        shapes = str(jax.tree_util.tree_map(lambda leaf: (leaf.shape, leaf.dtype), abstract))
+        compiled = _reuse(("chunk", *self.identity, length, shapes), build)
         # A restored checkpoint lives on the default device; a program that spans a mesh (a task
         # sharded over devices) wants its state there. A no-op when it already is.
         sharding = compiled.input_shardings[0][0]

@@ -235,6 +235,33 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
         checkpoint.restore(directory, 5, abstract)
 
 
+def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path):
+    """Runs of an equal algorithm with equal hyper-parameters (another seed, a resume) trace and
+    compile nothing again; other hyper-parameters (constants of the program) do."""
+    algorithm = ToyAlgorithm()
+    first, _ = run(algorithm, tmp_path / "a", _config())
+    traces = algorithm.traces
+    assert traces > 0
+    other_seed, _ = run(algorithm, tmp_path / "b", _config(seed=4))
+    again, _ = run(algorithm, tmp_path / "c", _config())
+    run(algorithm, tmp_path / "d", _config(num_generations=6))
+    resumed, _ = run(algorithm, tmp_path / "d", _config(), resume=True)
+    assert algorithm.traces == traces
+    assert_trees_equal(first, again)
+    assert_trees_equal(first, resumed)
+    assert not np.array_equal(first.position, other_seed.position)
+    bigger, _ = run(algorithm, tmp_path / "e", _config(), hyper=0.2)
+    assert algorithm.traces > traces
+    assert not np.array_equal(first.position, bigger.position)
+    # a float32 hyper-parameter is another program (not weakly typed): never mistaken for 0.2
+    traces = algorithm.traces
+    run(algorithm, tmp_path / "f", _config(), hyper=np.float32(0.2))
+    assert algorithm.traces > traces
+    for index in range(runner.PROGRAMS_KEPT + 2):  # the cache keeps the latest programs only
+        run(algorithm, tmp_path / f"g{index}", _config(num_generations=3), hyper=1.0 + index)
+    assert len(runner._PROGRAMS) == runner.PROGRAMS_KEPT
+
+
 def test_runs_differing_in_seed_share_one_compiled_program(tmp_path):
     """The seed is an argument of the runner's programs, not a constant in them: with a
     persistent compilation cache (as the CLI keeps one), a second run with another seed compiles
