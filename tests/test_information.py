@@ -163,11 +163,11 @@ def test_learning_speed_study_is_static_and_takes_the_es_hyper():
         study(num_networks=1)
     # the hyper reaches every network's ES: another sigma, another search
     one = study()
+    init, step = jax.jit(one.init), jax.jit(one.step)  # hyper traced: one program for both
     runs = []
     for sigma in (0.05, 0.2):
         hyper = ESHyper(sigma_init=sigma)
-        state = one.init(jax.random.key(0), hyper)
-        state, _ = one.step(jax.random.key(1), state, hyper)
+        state, _ = step(jax.random.key(1), init(jax.random.key(0), hyper), hyper)
         runs.append(np.asarray(state.es.strategy.mean))
     assert runs[0].shape == runs[1].shape and not np.array_equal(runs[0], runs[1])
     with pytest.raises(ValueError, match="sigma_init"):
