@@ -494,9 +494,8 @@ class CanonicalTraining(_Loop):
 
     def learning_rate(self, epoch, hyper: TrainingHyper) -> jax.Array:
         """StepLR: ``lr0 * 0.1 ** (epoch // max(1, num_epochs // 4))`` (float32 scalar)."""
-        hyper = _float32(hyper)
         decay_period = max(1, self.config.num_epochs // 4)
-        return hyper.learning_rate * jnp.float32(0.1) ** (epoch // decay_period)
+        return _float32(hyper).learning_rate * jnp.float32(0.1) ** (epoch // decay_period)
 
     def _trial(self, key, params, masks, opt_state, epoch, hyper):
         """One trial's epoch: train, then the pruning decision (no leading axis)."""

@@ -254,14 +254,13 @@ def plot_comparison(run_dirs: list[str], path: str) -> str:
     axes[1].set_ylabel("% parameters kept at last prune (per trial)")
     for panel in axes[:2]:
         panel.set_xticks(range(1, len(labels) + 1), labels, fontsize=6, rotation=60)
-        panel.grid(alpha=0.3)
     for label, history in zip(labels, histories):
         axes[2].plot(history["generation"], history["l1_train"], label=label.replace("\n", " "))
         axes[3].plot(history["generation"], 100 * history["kept_fraction_at_prune"])
     axes[2].set(xlabel="epoch", ylabel="training L1 (mean over trials)")
     axes[3].set(xlabel="epoch", ylabel="% kept at last prune (mean)")
     axes[2].legend(fontsize=6)
-    for panel in axes[2:]:
+    for panel in axes:
         panel.grid(alpha=0.3)
     return str(_save(figure, path))
 
