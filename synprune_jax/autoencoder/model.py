@@ -12,10 +12,8 @@ published PyTorch code. The loss is the mean absolute error (L1) between input a
 reconstruction.
 
 Every forward function also returns the *recorded activations* of each linear layer (``[B,
-units]`` per layer), the quantity the activation-guided pruning operators score:
-``"post_relu"`` records a ReLU layer's output after the ReLU (what the published code records,
-its ReLUs run in place) and ``"pre_activation"`` the linear output; the decoder's sigmoid layer
-is always recorded before the sigmoid.
+units]``), which the pruning operators score: ``"post_relu"`` (published) records a ReLU layer
+after its ReLU, ``"pre_activation"`` the linear output; the sigmoid layer is recorded before it.
 """
 
 from __future__ import annotations

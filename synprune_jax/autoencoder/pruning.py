@@ -2,21 +2,8 @@
 
 Every operator returns a *keep* pytree shaped like the parameters (float32 0/1, one leaf per
 kernel and bias); :func:`apply_keep` zeroes the pruned parameters and, in persistent mode, folds
-the keep pytree into the network's mask so they stay zero during later training.
-
-* **variance** — per linear layer, the score of unit ``j`` is the std over recorded forward passes
-  of its activation, summed over batch positions (:func:`variance_scores`); every weight in unit
-  ``j``'s column and its bias are kept independently with probability
-  ``(max s - s_j) / (max s - min s)`` (all kept when every score is equal). High-variance units
-  are pruned; the prune amount is ignored, as published, so one application removes roughly a
-  third to a half of a layer.
-* **conjunctive** (lexicase-like) — per layer, activations on ``C`` random cases (``[C, units]``)
-  are min-max normalised over units per case and units below ``threshold`` are marked; the marked
-  sets are intersected case by case, stopping once at most one unit remains
-  (:func:`conjunctive_units`); the surviving units' incoming weights and bias are zeroed.
-* **random** — exactly ``round(amount * size)`` entries of every weight and bias tensor, drawn
-  uniformly among all entries (already-zero ones included, as ``torch.nn.utils.prune
-  .random_unstructured`` does).
+the keep pytree into the network's mask so they stay zero during later training. The operators
+(``variance``, ``conjunctive``, ``random``) are described in ``docs/autoencoder.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from synprune_jax.autoencoder.model import LAYERS
+from synprune_jax.autoencoder.model import LAYERS, reconstruct
 from synprune_jax.masks import exact_count_mask
 
 OPERATORS = ("none", "random", "variance", "conjunctive")
@@ -56,16 +43,14 @@ def init_stats(params: dict, batch_size: int) -> dict:
 
 def accumulate_stats(stats: dict, recorded: dict) -> dict:
     """Adds one forward pass: ``recorded = {network: (a0 [B, u0], a1 [B, u1])}``."""
-    out = {}
-    for network in NETWORKS:
-        out[network] = {}
-        for layer, values in zip(LAYERS, recorded[network]):
-            values = jax.lax.stop_gradient(values).astype(jnp.float32)
-            entry = stats[network][layer]
-            out[network][layer] = {"count": entry["count"] + 1.0,
-                                   "sum": entry["sum"] + values,
-                                   "sum_sq": entry["sum_sq"] + values * values}
-    return out
+    def add(entry, values):
+        values = jax.lax.stop_gradient(values).astype(jnp.float32)
+        return {"count": entry["count"] + 1.0, "sum": entry["sum"] + values,
+                "sum_sq": entry["sum_sq"] + values * values}
+
+    return {network: {layer: add(stats[network][layer], values)
+                      for layer, values in zip(LAYERS, recorded[network])}
+            for network in NETWORKS}
 
 
 def variance_scores(entry: dict) -> jax.Array:
@@ -149,15 +134,6 @@ def random_keep(key: jax.Array, tree: dict, amount) -> dict:
 # Whole autoencoder.
 
 
-def case_activations(params: dict, cases: jax.Array, activation_point: str) -> dict:
-    """Recorded activations of every layer on ``cases`` (``[C, d]``), each case a forward pass of
-    its own (``{network: (a0 [C, u0], a1 [C, u1])}``)."""
-    from synprune_jax.autoencoder.model import reconstruct
-
-    _, recorded = reconstruct(params, cases, activation_point)
-    return recorded
-
-
 def prune_keep(key: jax.Array, operator: str, params: dict, *, stats: dict | None = None,
                cases: jax.Array | None = None, amount=0.1, threshold=0.1,
                activation_point: str = "post_relu") -> dict:
@@ -188,7 +164,7 @@ def prune_keep(key: jax.Array, operator: str, params: dict, *, stats: dict | Non
                 for i, network in enumerate(NETWORKS)}
     if cases is None:
         raise ValueError("the conjunctive operator needs cases")
-    recorded = case_activations(params, cases, activation_point)
+    _, recorded = reconstruct(params, cases, activation_point)  # [C, units] per layer
     return {network: {layer: conjunctive_keep(params[network][layer],
                                               conjunctive_units(recorded[network][j], threshold))
                       for j, layer in enumerate(LAYERS)}

@@ -1,22 +1,8 @@
-"""Pruning schedules: the probability of pruning in epoch ``t``.
+"""Pruning schedules: the probability of pruning in epoch ``t`` (:func:`prune_probability`).
 
-With base probability ``p0``, epoch ``t`` (0-based), final epoch ``T`` and neighbourhood size
-``n`` (the published code's names in brackets):
-
-=============== =====================================
-``fixed``       ``p0``
-``increase``    ``p0 t / T``
-``decrease``    ``1 - p0 t / T``
-``population``  ``p0 t / (T n)``
-``final_n``     ``p0`` if ``t >= 0.75 T`` else ``0``
-``exponential`` ``p0 (1 - exp(-2 t / T))``
-``prune_after`` ``p0`` if ``t >= T`` else ``0``
-``none``        ``0`` (never prune)
-=============== =====================================
-
-``decrease`` is ``1 - p0 t / T`` exactly as published (it starts at 1 whatever ``p0``). The
-published canonical loop passes ``T = epochs`` and the coevolutionary one ``T = epochs - 1``;
-the training loops here do the same (see :func:`final_epoch`).
+The formulas of the :data:`SCHEDULES` are tabled in ``docs/autoencoder.md``; as published,
+``decrease`` starts at 1 whatever ``p0``, and the final epoch ``T`` is ``epochs`` in the canonical
+loop and ``epochs - 1`` in the coevolution (:func:`final_epoch`).
 """
 
 from __future__ import annotations

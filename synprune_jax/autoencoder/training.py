@@ -1,53 +1,13 @@
-"""Training loops: one canonically trained autoencoder, and spatial coevolution on a ring or a
-toroidal grid.
+"""Training loops: one canonically trained autoencoder (:class:`CanonicalTraining`) and spatial
+coevolution on a ring or a toroidal grid (:class:`SpatialCoevolution`). The method, the metrics
+and the deviations from the published code are described in ``docs/autoencoder.md``.
 
 Both are runner algorithms (``default_hyper``, ``init(key, hyper) -> state``,
-``step(key, state, hyper) -> (state, metrics)``; one runner generation is one epoch). The objects
-hold static structure only (the config and the data); the numeric knobs are the
-:class:`TrainingHyper` passed to every call, so runs that differ only in those share one
-compiled program in a sweep. Both run ``num_trials`` independent trials at once (every per-trial
-leaf of the state has a leading ``[num_trials]`` axis, trials are vmapped).
-
-**Canonical** (:class:`CanonicalTraining`): per trial one autoencoder trained with
-``optax.adam`` (``beta1 = 0.5, beta2 = 0.999, eps = 1e-8``) on shuffled mini-batches of the
-training set (:func:`synprune_jax.training.fit`, one epoch per generation), the learning rate
-divided by 10 every ``max(1, num_epochs // 4)`` epochs; after each epoch one pruning decision:
-prune with probability ``schedule(p0, t, T = num_epochs)``.
-
-**Spatial coevolution** (:class:`SpatialCoevolution`): per trial a ring (or a toroidal
-``rows x cols`` grid) of ``num_cells`` cells, each holding a centre encoder and decoder and a
-learning rate. In each epoch every cell
-
-1. gathers its neighbourhood (ring: itself, then ``+1, -1, +2, -2, ...`` up to ``radius``, size
-   ``n = 2 radius + 1``; torus: itself, then the von Neumann or Moore neighbours within
-   ``radius``, wrapped cells counted once; see :class:`CoevolutionConfig`);
-2. evaluates every encoder x decoder pairing of the neighbourhood on one random training batch
-   (an encoder's loss is its best over the decoders);
-3. picks neighbour ``i`` by a size-2 tournament on those losses (pair ``(E_i, D_i)``);
-4. trains that pair for one pass over the shuffled training set, each step starting from a fresh
-   Adam state, as published (:func:`fresh_adam`: Adam's first step ``lr * g / (|g| + eps)``,
-   computed so);
-5. prunes it with probability ``schedule(p0, t, T = num_epochs - 1, n)``;
-6. replaces its centre with it and mutates its learning rate
-   (``lr + N(0, lr_mutation_std)``, clipped to ``[lr_min, lr_max]``).
-
-``order="sequential"`` is the published behaviour: cells are visited one after another in a fresh
-random order each epoch (``lax.scan``), so a later cell sees neighbours already updated this epoch.
-``order="synchronous"`` runs all cells in parallel under ``vmap`` from the same snapshot of the
-grid. Every random choice derives from the runner's key (the published tournament and
-learning-rate draws are unseeded).
-
-Persistent pruning (``persistent=True``) applies the masks inside the training loss (a pruned
-weight gets no gradient and reads as zero) and zeroes the pruned weights again after each pass.
-
-Recorded activations for the variance operator are accumulated over the training passes of the
-current epoch (the published code keeps them from the last prune on, canonical, or from the cell's
-last visit, coevolution, and also records its evaluation passes).
-
-Metrics (after the epoch, every ``eval_every`` epochs and at the last one, else carried): L1 on
-the whole training and test sets, parameters kept (nonzero) in encoder and decoder. For the
-coevolution the per-trial figure is that of the cell with the lowest test L1 (the published code
-returns that cell's networks); means over cells are reported too.
+``step(key, state, hyper) -> (state, metrics)``; one runner generation is one epoch) holding
+static structure only (the config and the data); the numeric knobs are the :class:`TrainingHyper`
+passed to every call, so runs that differ only in those share one compiled program in a sweep.
+Both run ``num_trials`` independent trials at once (every per-trial leaf of the state has a
+leading ``[num_trials]`` axis, trials are vmapped).
 
 Example (a tiny canonical run, stepped by hand; :func:`synprune_jax.runner.run` does the same
 with run directories and checkpoints):
@@ -78,9 +38,9 @@ import optax
 from flax import struct
 
 from synprune_jax.autoencoder.model import (ACTIVATION_POINTS, AutoencoderSpec, count_nonzero,
-                                            init_autoencoder, pair_loss, reconstruct)
-from synprune_jax.autoencoder.pruning import (accumulate_stats, apply_keep,
-                                              check_operator, init_stats, prune_keep)
+                                            init_autoencoder, l1_loss, pair_loss, reconstruct)
+from synprune_jax.autoencoder.pruning import (accumulate_stats, apply_keep, check_operator,
+                                              init_stats, prune_keep)
 from synprune_jax.autoencoder.schedules import check_schedule, final_epoch, prune_probability
 from synprune_jax import trees
 from synprune_jax.training import fit
@@ -91,9 +51,18 @@ NEIGHBOURHOODS = ("von_neumann", "moore")
 ADAM_EPSILON = 1e-8
 
 
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def _check_int(name: str, value, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} int, got {value!r}")
+
+
+def _check_choices(config, choices) -> None:
+    """``choices``: ``(field, valid values)`` pairs of ``config``'s string fields."""
+    for name, valid in choices:
+        if getattr(config, name) not in valid:
+            raise ValueError(f"{name} must be one of {list(valid)}, got "
+                             f"{getattr(config, name)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,23 +98,15 @@ class TrainingConfig:
 
     def __post_init__(self):
         for name in ("num_epochs", "num_trials", "batch_size", "num_cases", "eval_every"):
-            _positive_int(name, getattr(self, name))
+            _check_int(name, getattr(self, name))
         check_operator(self.operator)
         check_schedule(self.schedule)
-        if self.activation_point not in ACTIVATION_POINTS:
-            raise ValueError(f"activation_point must be one of {list(ACTIVATION_POINTS)}, got "
-                             f"{self.activation_point!r}")
+        _check_choices(self, [("activation_point", ACTIVATION_POINTS)])
         if not isinstance(self.persistent, bool):
             raise ValueError(f"persistent must be true/false, got {self.persistent!r}")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-
-
-def _grid_shape(num_cells: int) -> tuple[int, int]:
-    """The most square ``(rows, cols)`` with ``rows * cols == num_cells`` and ``rows <= cols``."""
-    rows = max(d for d in range(1, int(num_cells ** 0.5) + 1) if num_cells % d == 0)
-    return rows, num_cells // rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,13 +127,9 @@ class CoevolutionConfig(TrainingConfig):
             ``2 r (r + 1) + 1`` cells, 5 at radius 1, as Lipizzaner's grid) or ``moore`` (within
             Chebyshev distance ``radius``: ``(2 r + 1)^2`` cells, 9 at radius 1).
 
-    Neighbourhoods: the ring's is the cell itself, then ``+1, -1, +2, -2, ...`` up to ``radius``
-    (``2 radius + 1 <= num_cells`` required unless ``num_cells == 1``). The torus's is the cell
-    itself, then the offsets ``(d_row, d_col)`` ordered by distance, then ``d_row``, then
-    ``d_col``; offsets that wrap onto the same cell on a small grid (``d_row = -1`` and ``+1`` on a
-    grid of 2 rows, say) are kept once (the first in that order), so every cell of a torus has the
-    same number ``n`` of distinct neighbours (:attr:`neighbourhood_size`, the ``n`` of the
-    ``population`` schedule and of the tournament).
+    Neighbourhoods list the cell itself first; the ring needs ``2 radius + 1 <= num_cells``
+    (unless ``num_cells == 1``); on a small torus, offsets that wrap onto the same cell are kept
+    once, so every cell has the same :attr:`neighbourhood_size` ``n`` (``docs/autoencoder.md``).
     """
 
     num_cells: int = 10
@@ -184,17 +141,10 @@ class CoevolutionConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _positive_int("num_cells", self.num_cells)
-        if not isinstance(self.radius, int) or isinstance(self.radius, bool) or self.radius < 0:
-            raise ValueError(f"radius must be a non-negative int, got {self.radius!r}")
-        if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
-        if self.topology not in TOPOLOGIES:
-            raise ValueError(f"topology must be one of {list(TOPOLOGIES)}, got "
-                             f"{self.topology!r}")
-        if self.neighbourhood not in NEIGHBOURHOODS:
-            raise ValueError(f"neighbourhood must be one of {list(NEIGHBOURHOODS)}, got "
-                             f"{self.neighbourhood!r}")
+        _check_int("num_cells", self.num_cells)
+        _check_int("radius", self.radius, minimum=0)
+        _check_choices(self, [("order", ORDERS), ("topology", TOPOLOGIES),
+                              ("neighbourhood", NEIGHBOURHOODS)])
         if self.topology == "ring":
             if self.grid_shape is not None:
                 raise ValueError("grid_shape applies to topology=torus only (the ring has "
@@ -203,9 +153,10 @@ class CoevolutionConfig(TrainingConfig):
                 raise ValueError(f"radius {self.radius} is too large for a ring of "
                                  f"{self.num_cells} cells (need 2 radius + 1 <= num_cells)")
             return
-        shape = self.grid_shape
-        if shape is None:
-            shape = _grid_shape(self.num_cells)
+        shape, cells = self.grid_shape, self.num_cells
+        if shape is None:  # the most square factorisation, rows <= cols
+            rows = max(d for d in range(1, int(cells ** 0.5) + 1) if cells % d == 0)
+            shape = (rows, cells // rows)
         if (not isinstance(shape, (list, tuple)) or len(shape) != 2
                 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape)):
             raise ValueError(f"grid_shape must be [rows, cols] of positive ints, got "
@@ -222,20 +173,15 @@ class CoevolutionConfig(TrainingConfig):
 
     def neighbour_offsets(self) -> tuple:
         """Ring: ``(0, 1, -1, 2, -2, ...)``. Torus: distinct ``(d_row, d_col)`` offsets, the cell
-        itself first (see the class docstring)."""
+        itself first, then by distance, ``d_row``, ``d_col`` (wrapped duplicates kept once)."""
         if self.topology == "ring":
-            offsets = [0]
-            for distance in range(1, self.radius + 1):
-                offsets += [distance, -distance]
-            return tuple(offsets)
+            return (0, *(sign * distance for distance in range(1, self.radius + 1)
+                         for sign in (1, -1)))
         rows, cols = self.grid_shape
         span = range(-self.radius, self.radius + 1)
-        if self.neighbourhood == "von_neumann":
-            distance = lambda dr, dc: abs(dr) + abs(dc)  # noqa: E731
-        else:
-            distance = lambda dr, dc: max(abs(dr), abs(dc))  # noqa: E731
-        candidates = sorted(((distance(dr, dc), dr, dc) for dr in span for dc in span
-                             if distance(dr, dc) <= self.radius))
+        norm = sum if self.neighbourhood == "von_neumann" else max
+        candidates = sorted((norm((abs(dr), abs(dc))), dr, dc) for dr in span for dc in span)
+        candidates = [entry for entry in candidates if entry[0] <= self.radius]
         offsets, seen = [], set()
         for _, dr, dc in candidates:
             if (dr % rows, dc % cols) not in seen:
@@ -291,16 +237,6 @@ def check_hyper(hyper: TrainingHyper) -> None:
         raise ValueError("lr_mutation_std must be >= 0")
     if not 0.0 < float(hyper.lr_min) <= float(hyper.lr_max):
         raise ValueError("need 0 < lr_min <= lr_max")
-
-
-def _check_data(config: TrainingConfig, train: jax.Array, test: jax.Array) -> None:
-    for name, data in (("train", train), ("test", test)):
-        if data.ndim != 2 or data.shape[1] != config.spec.input_dim:
-            raise ValueError(f"{name} data must be [N, {config.spec.input_dim}], got "
-                             f"{tuple(data.shape)}")
-    if train.shape[0] % config.batch_size:
-        raise ValueError(f"batch_size {config.batch_size} must divide the {train.shape[0]} "
-                         "training samples")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,9 +328,8 @@ def maybe_prune(key, params, masks, stats, train, epoch, hyper: TrainingHyper,
     probability = prune_probability(config.schedule, hyper.prune_probability, epoch, final,
                                     neighbourhood_size)
     pruned = jax.random.uniform(decide_key) < probability
-    cases = None
-    if config.operator == "conjunctive":
-        cases = train[jax.random.randint(case_key, (config.num_cases,), 0, train.shape[0])]
+    cases = (train[jax.random.randint(case_key, (config.num_cases,), 0, train.shape[0])]
+             if config.operator == "conjunctive" else None)
     keep = prune_keep(operator_key, config.operator, params, stats=stats, cases=cases,
                       amount=hyper.prune_amount, threshold=hyper.threshold,
                       activation_point=config.activation_point)
@@ -402,56 +337,8 @@ def maybe_prune(key, params, masks, stats, train, epoch, hyper: TrainingHyper,
     return params, masks, pruned
 
 
-def _full_l1(params, data):
-    return pair_loss(params["encoder"], params["decoder"], data)
-
-
-def _kept(params):
-    return count_nonzero(params["encoder"]), count_nonzero(params["decoder"])
-
-
 def _float32(hyper: TrainingHyper) -> TrainingHyper:
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hyper)
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared by both loops: the data they hold, value equality, the periodic evaluation.
-
-
-def _setup(algorithm) -> None:
-    """``__post_init__`` of both loops: the data as float32 arrays, checked against the config."""
-    object.__setattr__(algorithm, "train", jnp.asarray(algorithm.train, jnp.float32))
-    object.__setattr__(algorithm, "test", jnp.asarray(algorithm.test, jnp.float32))
-    _check_data(algorithm.config, algorithm.train, algorithm.test)
-
-
-def _equal(algorithm, other) -> bool:
-    """Value equality of both loops: same class, equal configs, identical data."""
-    if type(other) is not type(algorithm):
-        return NotImplemented
-    return (algorithm.config == other.config
-            and (algorithm.train is other.train and algorithm.test is other.test
-                 or algorithm.fingerprint == other.fingerprint))
-
-
-def _hash(algorithm) -> int:
-    return hash((type(algorithm).__name__, algorithm.config, algorithm.fingerprint))
-
-
-def _evaluation(config: TrainingConfig, epoch, state, full_l1, train, test, kept_encoder_now,
-                kept_decoder_now):
-    """``(l1_train, l1_test, kept_encoder, kept_decoder)``: measured on the full sets
-    (``full_l1(data)``) every ``eval_every`` epochs and at the last one, else carried over from
-    ``state`` (``lax.cond``: only the taken branch runs)."""
-    evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
-
-    def full_evaluation(_):
-        return full_l1(train), full_l1(test), kept_encoder_now, kept_decoder_now
-
-    def carried(_):
-        return state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder
-
-    return jax.lax.cond(evaluate, full_evaluation, carried, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,44 +371,106 @@ class CanonicalState:
     num_prunes: jax.Array
 
 
-def _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prune, pruned,
-                     spec: AutoencoderSpec) -> dict:
+def _summary_metrics(state, pruned, spec: AutoencoderSpec) -> dict:
+    """Means over trials of ``state``'s figures (``[T]`` each) and the prune rate of ``pruned``."""
     encoder_total = spec.num_parameters("encoder")
     decoder_total = spec.num_parameters("decoder")
     total = encoder_total + decoder_total
     return {
-        "l1_train": jnp.mean(l1_train),
-        "l1_train_min": jnp.min(l1_train),
-        "l1_train_max": jnp.max(l1_train),
-        "l1_test": jnp.mean(l1_test),
-        "kept_fraction": jnp.mean((kept_encoder + kept_decoder) / total),
-        "kept_fraction_encoder": jnp.mean(kept_encoder / encoder_total),
-        "kept_fraction_decoder": jnp.mean(kept_decoder / decoder_total),
-        "kept_fraction_at_prune": jnp.mean(kept_at_prune / total),
+        "l1_train": jnp.mean(state.l1_train),
+        "l1_train_min": jnp.min(state.l1_train),
+        "l1_train_max": jnp.max(state.l1_train),
+        "l1_test": jnp.mean(state.l1_test),
+        "kept_fraction": jnp.mean((state.kept_encoder + state.kept_decoder) / total),
+        "kept_fraction_encoder": jnp.mean(state.kept_encoder / encoder_total),
+        "kept_fraction_decoder": jnp.mean(state.kept_decoder / decoder_total),
+        "kept_fraction_at_prune": jnp.mean(state.kept_at_prune / total),
         "prune_rate": jnp.mean(pruned.astype(jnp.float32)),
     }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Loop:
-    """What both loops share: a config and the data, compared by value (configs equal, data
-    identical by :func:`synprune_jax.trees.fingerprint`)."""
+    """What both loops share: a config and the data (float32, checked against the config),
+    compared by value (configs equal, data identical by
+    :func:`synprune_jax.trees.fingerprint`)."""
 
     config: TrainingConfig
     train: jax.Array = dataclasses.field(repr=False)
     test: jax.Array = dataclasses.field(repr=False)
+    setting = "canonical"  # which published loop's T the schedules use (final_epoch)
+    state_axes = 1  # leading axes of the per-network state leaves: [T] (coevolution: [T, N])
 
     def __post_init__(self):
-        _setup(self)
+        config = self.config
+        for name in ("train", "test"):
+            data = jnp.asarray(getattr(self, name), jnp.float32)
+            object.__setattr__(self, name, data)
+            if data.ndim != 2 or data.shape[1] != config.spec.input_dim:
+                raise ValueError(f"{name} data must be [N, {config.spec.input_dim}], got "
+                                 f"{tuple(data.shape)}")
+        if self.train.shape[0] % config.batch_size:
+            raise ValueError(f"batch_size {config.batch_size} must divide the "
+                             f"{self.train.shape[0]} training samples")
 
-    __eq__ = _equal
-    __hash__ = _hash
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.config == other.config and (
+            self.train is other.train and self.test is other.test
+            or self.fingerprint == other.fingerprint)
+
+    def __hash__(self):
+        return hash((type(self).__name__, self.config, self.fingerprint))
 
     @functools.cached_property
     def fingerprint(self) -> str:
         """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
         compared)."""
         return trees.fingerprint((self.train, self.test))
+
+    @property
+    def default_hyper(self) -> TrainingHyper:
+        """``TrainingHyper()``: the published learning rate and learning-rate mutation."""
+        return TrainingHyper()
+
+    @property
+    def final_epoch(self) -> int:
+        """``T`` of the schedules: ``num_epochs`` (canonical), ``num_epochs - 1`` (coevolution),
+        at least 1."""
+        return final_epoch(self.setting, self.config.num_epochs)
+
+    def _measure(self, params) -> tuple:
+        """``(l1_train, l1_test, kept_encoder, kept_decoder)`` of every network in ``params``."""
+        l1 = l1_loss
+        kept = lambda p: (count_nonzero(p["encoder"]), count_nonzero(p["decoder"]))  # noqa: E731
+        for _ in range(self.state_axes):
+            l1, kept = jax.vmap(l1, in_axes=(0, None)), jax.vmap(kept)
+        return (l1(params, self.train), l1(params, self.test), *kept(params))
+
+    def _fresh_state(self, params) -> dict:
+        """The state fields both loops start from: ``params`` measured, masks all ones."""
+        l1_train, l1_test, kept_encoder, kept_decoder = self._measure(params)
+        return dict(generation=jnp.int32(0), params=params,
+                    masks=jax.tree_util.tree_map(jnp.ones_like, params), l1_train=l1_train,
+                    l1_test=l1_test, kept_encoder=kept_encoder, kept_decoder=kept_decoder,
+                    kept_at_prune=kept_encoder + kept_decoder,
+                    num_prunes=jnp.zeros(l1_train.shape, jnp.int32))
+
+    def _next_state(self, state, params, masks, kept_at_prune, pruned, **others):
+        """``state`` after an epoch: the figures are measured on the full sets every
+        ``eval_every`` epochs and at the last one, else carried over (``lax.cond``: only the
+        taken branch runs)."""
+        epoch, config = state.generation, self.config
+        evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
+        l1_train, l1_test, kept_encoder, kept_decoder = jax.lax.cond(
+            evaluate, lambda _: self._measure(params),
+            lambda _: (state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder),
+            None)
+        return state.replace(
+            params=params, masks=masks, l1_train=l1_train, l1_test=l1_test,
+            kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
+            num_prunes=state.num_prunes + pruned.astype(jnp.int32), **others)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -534,43 +483,19 @@ class CanonicalTraining(_Loop):
     ``ValueError``. Static structure only, compared by value like :class:`SpatialCoevolution`.
     """
 
-    @property
-    def final_epoch(self) -> int:
-        """``T`` of the schedules: ``num_epochs``."""
-        return final_epoch("canonical", self.config.num_epochs)
-
-    @property
-    def decay_period(self) -> int:
-        """Epochs between learning-rate divisions by 10: ``max(1, num_epochs // 4)``."""
-        return max(1, self.config.num_epochs // 4)
-
-    @property
-    def default_hyper(self) -> TrainingHyper:
-        """``TrainingHyper()``: the published learning rate and the library's default knobs."""
-        return TrainingHyper()
-
     def init(self, key: jax.Array, hyper: TrainingHyper) -> CanonicalState:
         """Fresh autoencoders and Adam states for every trial, evaluated."""
         config = self.config
-        hyper = _float32(hyper)
         keys = jax.random.split(key, config.num_trials)
         params = jax.vmap(lambda k: init_autoencoder(k, config.spec))(keys)
-        l1_train = jax.vmap(_full_l1, in_axes=(0, None))(params, self.train)
-        l1_test = jax.vmap(_full_l1, in_axes=(0, None))(params, self.test)
-        kept_encoder, kept_decoder = jax.vmap(_kept)(params)
-        optimizer = canonical_optimizer(config, hyper.learning_rate)
-        return CanonicalState(
-            generation=jnp.int32(0), params=params,
-            masks=jax.tree_util.tree_map(jnp.ones_like, params),
-            opt_state=jax.vmap(optimizer.init)(params), l1_train=l1_train, l1_test=l1_test,
-            kept_encoder=kept_encoder, kept_decoder=kept_decoder,
-            kept_at_prune=kept_encoder + kept_decoder,
-            num_prunes=jnp.zeros((config.num_trials,), jnp.int32))
+        optimizer = canonical_optimizer(config, _float32(hyper).learning_rate)
+        return CanonicalState(opt_state=jax.vmap(optimizer.init)(params),
+                              **self._fresh_state(params))
 
     def learning_rate(self, epoch, hyper: TrainingHyper) -> jax.Array:
         """StepLR: ``lr0 * 0.1 ** (epoch // max(1, num_epochs // 4))`` (float32 scalar)."""
-        hyper = _float32(hyper)
-        return hyper.learning_rate * jnp.float32(0.1) ** (epoch // self.decay_period)
+        decay_period = max(1, self.config.num_epochs // 4)
+        return _float32(hyper).learning_rate * jnp.float32(0.1) ** (epoch // decay_period)
 
     def _trial(self, key, params, masks, opt_state, epoch, hyper):
         """One trial's epoch: train, then the pruning decision (no leading axis)."""
@@ -583,27 +508,17 @@ class CanonicalTraining(_Loop):
         return params, masks, opt_state, pruned
 
     def step(self, key: jax.Array, state: CanonicalState, hyper: TrainingHyper):
-        """One epoch of every trial; returns ``(state, metrics)`` (see the module docstring)."""
-        config = self.config
+        """One epoch of every trial; returns ``(state, metrics)`` (``docs/autoencoder.md``)."""
         hyper = _float32(hyper)
-        epoch = state.generation
-        keys = jax.random.split(key, config.num_trials)
+        keys = jax.random.split(key, self.config.num_trials)
         params, masks, opt_state, pruned = jax.vmap(
             self._trial, in_axes=(0, 0, 0, 0, None, None))(
-            keys, state.params, state.masks, state.opt_state, epoch, hyper)
-        kept_encoder_now, kept_decoder_now = jax.vmap(_kept)(params)
-        kept_at_prune = jnp.where(pruned, kept_encoder_now + kept_decoder_now,
-                                  state.kept_at_prune)
-        l1_train, l1_test, kept_encoder, kept_decoder = _evaluation(
-            config, epoch, state, lambda data: jax.vmap(_full_l1, in_axes=(0, None))(params, data),
-            self.train, self.test, kept_encoder_now, kept_decoder_now)
-        new_state = state.replace(
-            params=params, masks=masks, opt_state=opt_state, l1_train=l1_train, l1_test=l1_test,
-            kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
-            num_prunes=state.num_prunes + pruned.astype(jnp.int32))
-        metrics = _summary_metrics(l1_train, l1_test, kept_encoder, kept_decoder, kept_at_prune,
-                                   pruned, config.spec)
-        metrics["learning_rate"] = self.learning_rate(epoch, hyper)
+            keys, state.params, state.masks, state.opt_state, state.generation, hyper)
+        kept_at_prune = jnp.where(pruned, jax.vmap(count_nonzero)(params), state.kept_at_prune)
+        new_state = self._next_state(state, params, masks, kept_at_prune, pruned,
+                                     opt_state=opt_state)
+        metrics = _summary_metrics(new_state, pruned, self.config.spec)
+        metrics["learning_rate"] = self.learning_rate(state.generation, hyper)
         return new_state, metrics
 
 
@@ -649,36 +564,22 @@ def _put(tree, index, value):
 @dataclasses.dataclass(frozen=True, eq=False)
 class SpatialCoevolution(_Loop):
     """Spatial coevolution of encoders and decoders on a ring or torus, ``num_trials`` trials
-    vmapped (the runner's ``Algorithm`` protocol).
+    vmapped (the runner's ``Algorithm`` protocol); ``config`` is a :class:`CoevolutionConfig`,
+    the data as for :class:`CanonicalTraining`."""
 
-    Takes ``config`` (a :class:`CoevolutionConfig`) and the data as
-    :class:`CanonicalTraining` does; two loops compare equal when their configs are equal and
-    their data identical by content (:func:`synprune_jax.trees.fingerprint`).
-    """
+    setting, state_axes = "coevolution", 2
 
     @functools.cached_property
     def neighbour_table(self) -> np.ndarray:
         """``[num_cells, n]`` int32: :meth:`CoevolutionConfig.neighbour_table`."""
         return self.config.neighbour_table()
 
-    @property
-    def final_epoch(self) -> int:
-        """``T`` of the schedules: ``num_epochs - 1`` (at least 1)."""
-        return final_epoch("coevolution", self.config.num_epochs)
-
-    @property
-    def default_hyper(self) -> TrainingHyper:
-        """``TrainingHyper()``: the published learning rate and learning-rate mutation."""
-        return TrainingHyper()
-
     # -- one trial ------------------------------------------------------------------------------
 
     def init_trial(self, key):
         """Fresh centres of one trial's grid: ``{"encoder", "decoder"}`` with leading ``[N]``."""
-        config = self.config
-        keys = jax.random.split(key, config.num_cells)
-        params = jax.vmap(lambda k: init_autoencoder(k, config.spec))(keys)
-        return params
+        keys = jax.random.split(key, self.config.num_cells)
+        return jax.vmap(lambda k: init_autoencoder(k, self.config.spec))(keys)
 
     def neighbours(self, cell) -> jax.Array:
         """``[n]`` int32 cell indices of ``cell``'s neighbourhood, itself first (ring or torus,
@@ -707,8 +608,7 @@ class SpatialCoevolution(_Loop):
         hyper = _float32(hyper)
         batch_key, tournament_key, train_key, prune_key, lr_key = jax.random.split(key, 5)
         neighbourhood = self.neighbours(cell)
-        candidates = _take(params, neighbourhood)
-        candidate_masks = _take(masks, neighbourhood)
+        candidates, candidate_masks = _take((params, masks), neighbourhood)
         batch = self.train[jax.random.choice(batch_key, self.train.shape[0],
                                              (config.batch_size,), replace=False)]
         losses = jax.vmap(lambda e: jax.vmap(lambda d: pair_loss(e, d, batch))(
@@ -716,8 +616,7 @@ class SpatialCoevolution(_Loop):
         encoder_losses = jnp.min(losses, axis=1)
         first, second = jax.random.randint(tournament_key, (2,), 0, config.neighbourhood_size)
         chosen = jnp.where(encoder_losses[first] < encoder_losses[second], first, second)
-        pair = _take(candidates, chosen)
-        pair_masks = _take(candidate_masks, chosen)
+        pair, pair_masks = _take((candidates, candidate_masks), chosen)
         learning_rate = learning_rates[cell]
         pair, _, stats, _ = train_epoch(train_key, pair, pair_masks, fresh_adam(learning_rate),
                                         None, self.train, config)
@@ -726,13 +625,13 @@ class SpatialCoevolution(_Loop):
                                                config.neighbourhood_size)
         new_rate = jnp.clip(learning_rate + hyper.lr_mutation_std * jax.random.normal(lr_key),
                             hyper.lr_min, hyper.lr_max)
-        kept = count_nonzero(pair)
-        new_kept_at_prune = jnp.where(pruned, kept, kept_at_prune[neighbourhood[chosen]])
+        new_kept_at_prune = jnp.where(pruned, count_nonzero(pair),
+                                      kept_at_prune[neighbourhood[chosen]])
         return pair, pair_masks, new_rate, new_kept_at_prune, pruned, encoder_losses[chosen]
 
     def ring_epoch(self, key, params, masks, learning_rates, kept_at_prune, epoch,
                    hyper: TrainingHyper):
-        """All cells of one trial, ``sequential`` or ``synchronous`` (see module docstring).
+        """All cells of one trial, ``sequential`` or ``synchronous`` (``docs/autoencoder.md``).
 
         Returns:
             ``(params, masks, learning_rates, kept_at_prune, pruned bool [N])``.
@@ -742,10 +641,8 @@ class SpatialCoevolution(_Loop):
         cells = jnp.arange(config.num_cells, dtype=jnp.int32)
         cell_keys = jax.vmap(lambda c: jax.random.fold_in(cells_key, c))(cells)
         if config.order == "synchronous":
-            new, new_masks, rates, kept, pruned, _ = jax.vmap(
-                self.cell_epoch, in_axes=(0, 0, None, None, None, None, None, None))(
-                cell_keys, cells, params, masks, learning_rates, kept_at_prune, epoch, hyper)
-            return new, new_masks, rates, kept, pruned
+            return jax.vmap(self.cell_epoch, in_axes=(0, 0, None, None, None, None, None, None))(
+                cell_keys, cells, params, masks, learning_rates, kept_at_prune, epoch, hyper)[:5]
 
         order = jax.random.permutation(order_key, cells)
 
@@ -767,56 +664,32 @@ class SpatialCoevolution(_Loop):
     def init(self, key: jax.Array, hyper: TrainingHyper) -> CoevolutionState:
         """Fresh centres of every trial's grid, all at ``hyper.learning_rate``, evaluated."""
         config = self.config
-        hyper = _float32(hyper)
-        keys = jax.random.split(key, config.num_trials)
-        params = jax.vmap(self.init_trial)(keys)
-        evaluate = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
-        kept_encoder, kept_decoder = jax.vmap(jax.vmap(_kept))(params)
-        shape = (config.num_trials, config.num_cells)
+        params = jax.vmap(self.init_trial)(jax.random.split(key, config.num_trials))
         return CoevolutionState(
-            generation=jnp.int32(0), params=params,
-            masks=jax.tree_util.tree_map(jnp.ones_like, params),
-            learning_rate=jnp.full(shape, hyper.learning_rate, jnp.float32),
-            l1_train=evaluate(params, self.train), l1_test=evaluate(params, self.test),
-            kept_encoder=kept_encoder, kept_decoder=kept_decoder,
-            kept_at_prune=kept_encoder + kept_decoder,
-            num_prunes=jnp.zeros(shape, jnp.int32))
+            learning_rate=jnp.full((config.num_trials, config.num_cells),
+                                   _float32(hyper).learning_rate, jnp.float32),
+            **self._fresh_state(params))
 
     def step(self, key: jax.Array, state: CoevolutionState, hyper: TrainingHyper):
         """One epoch of every cell of every trial; returns ``(state, metrics)``."""
-        config = self.config
-        hyper = _float32(hyper)
-        epoch = state.generation
-        keys = jax.random.split(key, config.num_trials)
+        spec = self.config.spec
         params, masks, rates, kept_at_prune, pruned = jax.vmap(
             self.ring_epoch, in_axes=(0, 0, 0, 0, 0, None, None))(
-            keys, state.params, state.masks, state.learning_rate, state.kept_at_prune, epoch,
-            hyper)
-        kept_encoder_now, kept_decoder_now = jax.vmap(jax.vmap(_kept))(params)
-        per_cell = jax.vmap(jax.vmap(_full_l1, in_axes=(0, None)), in_axes=(0, None))
-        l1_train, l1_test, kept_encoder, kept_decoder = _evaluation(
-            config, epoch, state, lambda data: per_cell(params, data), self.train, self.test,
-            kept_encoder_now, kept_decoder_now)
-        new_state = state.replace(
-            params=params, masks=masks, learning_rate=rates, l1_train=l1_train, l1_test=l1_test,
-            kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
-            num_prunes=state.num_prunes + pruned.astype(jnp.int32))
-        best = best_cells(l1_test)
-        pick = lambda values: jnp.take_along_axis(values, best[:, None], axis=1)[:, 0]  # noqa: E731
-        metrics = _summary_metrics(pick(l1_train), pick(l1_test), pick(kept_encoder),
-                                   pick(kept_decoder), pick(kept_at_prune),
-                                   jnp.any(pruned, axis=1), config.spec)
-        metrics["prune_rate"] = jnp.mean(pruned.astype(jnp.float32))
-        metrics["l1_train_cells_mean"] = jnp.mean(l1_train)
-        total = config.spec.num_parameters("encoder") + config.spec.num_parameters("decoder")
-        metrics["kept_fraction_cells_mean"] = jnp.mean((kept_encoder + kept_decoder) / total)
+            jax.random.split(key, self.config.num_trials), state.params, state.masks,
+            state.learning_rate, state.kept_at_prune, state.generation, _float32(hyper))
+        new_state = self._next_state(state, params, masks, kept_at_prune, pruned,
+                                     learning_rate=rates)
+        best = jnp.argmin(new_state.l1_test, axis=1).astype(jnp.int32)[:, None]  # lowest test L1
+        best_cells = new_state.replace(**{
+            name: jnp.take_along_axis(getattr(new_state, name), best, axis=1)[:, 0]
+            for name in ("l1_train", "l1_test", "kept_encoder", "kept_decoder", "kept_at_prune")})
+        metrics = _summary_metrics(best_cells, pruned, spec)
+        metrics["l1_train_cells_mean"] = jnp.mean(new_state.l1_train)
+        total = spec.num_parameters("encoder") + spec.num_parameters("decoder")
+        metrics["kept_fraction_cells_mean"] = jnp.mean(
+            (new_state.kept_encoder + new_state.kept_decoder) / total)
         metrics["learning_rate"] = jnp.mean(rates)
         return new_state, metrics
-
-
-def best_cells(l1_test: jax.Array) -> jax.Array:
-    """``[T]`` int32: per trial, the cell with the lowest test L1 (``l1_test [T, N]``)."""
-    return jnp.argmin(l1_test, axis=1).astype(jnp.int32)
 
 
 def final_per_trial(state, spec: AutoencoderSpec) -> dict:

@@ -10,6 +10,7 @@ operator and schedule are config keys::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -22,6 +23,12 @@ from synprune_jax.experiments.base import Built, Experiment, write_summary
 SETTINGS = ("canonical", "coevolution")
 # published p0: 0.1 for the variance operator, 0.5 for the others
 DEFAULT_PROBABILITY = {"variance": 0.1, "random": 0.5, "conjunctive": 0.5, "none": 0.5}
+# TrainingHyper field: (config section, key)
+HYPER_KEYS = {"learning_rate": ("training", "learning_rate"),
+              "prune_probability": ("pruning", "probability"),
+              "prune_amount": ("pruning", "amount"), "threshold": ("pruning", "threshold"),
+              "lr_mutation_std": ("coevolution", "lr_mutation_std"),
+              "lr_min": ("coevolution", "lr_min"), "lr_max": ("coevolution", "lr_max")}
 
 
 def _default(setting: str, name: str) -> dict:
@@ -67,15 +74,12 @@ def _number(section: dict, name: str, key: str) -> float:
 def _grid_shape(value):
     """``coevolution.grid_shape``: null, ``[rows, cols]`` or the text ``"2x5"`` / ``"2,5"``."""
     if isinstance(value, str):
-        parts = value.lower().replace("x", ",").split(",")
         try:
-            value = [int(part) for part in parts]
+            value = [int(part) for part in value.lower().replace("x", ",").split(",")]
         except ValueError:
             raise ConfigError(f"coevolution.grid_shape must be [rows, cols] or 'ROWSxCOLS', got "
                               f"{value!r}") from None
-    if isinstance(value, list):
-        value = tuple(value)
-    return value
+    return tuple(value) if isinstance(value, list) else value
 
 
 def build(config: dict) -> Built:
@@ -94,8 +98,8 @@ def build(config: dict) -> Built:
     from synprune_jax.autoencoder.schedules import check_schedule
     from synprune_jax.runner import RunConfig
 
-    require_keys(config, "config", ("experiment", "setting", "operator", "schedule", "data",
-                                    "model", "training", "pruning", "coevolution", "run"))
+    defaults = _default("canonical", "ae-prune")
+    require_keys(config, "config", defaults)
     for name in ("operator", "schedule"):  # `--set operator=none` parses to null
         if config[name] is None:
             config[name] = "none"
@@ -104,16 +108,9 @@ def build(config: dict) -> Built:
     with config_errors():
         check_operator(config["operator"])
         check_schedule(config["schedule"])
-    training = config["training"]
-    require_keys(training, "training", ("num_trials", "batch_size", "learning_rate",
-                                        "adam_beta1", "adam_beta2", "eval_every"))
-    pruning = config["pruning"]
-    require_keys(pruning, "pruning", ("probability", "amount", "threshold", "num_cases",
-                                      "persistent", "activation_point"))
-    coevolution = config["coevolution"]
-    require_keys(coevolution, "coevolution", ("num_cells", "radius", "order", "topology",
-                                              "grid_shape", "neighbourhood", "lr_mutation_std",
-                                              "lr_min", "lr_max"))
+    for name in ("training", "pruning", "coevolution"):
+        require_keys(config[name], name, defaults[name])
+    training, pruning, coevolution = config["training"], config["pruning"], config["coevolution"]
     if pruning["probability"] is None:
         pruning["probability"] = DEFAULT_PROBABILITY[config["operator"]]
     with config_errors():
@@ -125,21 +122,14 @@ def build(config: dict) -> Built:
                             (AutoencoderSpec, {"input_dim": data_spec.dim}))
         run_config = from_section(config["run"], "run", RunConfig)
         common = dict(
-            spec=spec, num_epochs=run_config.num_generations,
-            num_trials=training["num_trials"], batch_size=training["batch_size"],
-            operator=config["operator"], schedule=config["schedule"],
-            persistent=pruning["persistent"], activation_point=pruning["activation_point"],
-            num_cases=pruning["num_cases"], eval_every=training["eval_every"],
+            spec=spec, num_epochs=run_config.num_generations, operator=config["operator"],
+            schedule=config["schedule"],
+            **{key: training[key] for key in ("num_trials", "batch_size", "eval_every")},
+            **{key: pruning[key] for key in ("persistent", "activation_point", "num_cases")},
             adam_beta1=_number(training, "training", "adam_beta1"),
             adam_beta2=_number(training, "training", "adam_beta2"))
-        hyper = TrainingHyper(
-            learning_rate=_number(training, "training", "learning_rate"),
-            prune_probability=_number(pruning, "pruning", "probability"),
-            prune_amount=_number(pruning, "pruning", "amount"),
-            threshold=_number(pruning, "pruning", "threshold"),
-            lr_mutation_std=_number(coevolution, "coevolution", "lr_mutation_std"),
-            lr_min=_number(coevolution, "coevolution", "lr_min"),
-            lr_max=_number(coevolution, "coevolution", "lr_max"))
+        hyper = TrainingHyper(**{field: _number(config[section], section, key)
+                                 for field, (section, key) in HYPER_KEYS.items()})
         check_hyper(hyper)
         if config["setting"] == "canonical":
             algorithm_config = TrainingConfig(**common)
@@ -154,17 +144,10 @@ def build(config: dict) -> Built:
         data = make_binary_clustering(jax.random.key(data_seed), data_spec)
         cls = CanonicalTraining if config["setting"] == "canonical" else SpatialCoevolution
         algorithm = cls(algorithm_config, data["train"], data["test"])
-    return Built(algorithm=algorithm, hyper=hyper, run_config=run_config, report=report,
-                 describe=describe, plot=plot_run)
-
-
-def _spec_from_run(run_dir: str):
-    from synprune_jax.autoencoder import AutoencoderSpec
-    from synprune_jax.config import load
-
-    config = load(os.path.join(run_dir, "config.json"))
-    given = {"input_dim": config["data"]["dim"]}
-    return config, from_section(config["model"], "model", (AutoencoderSpec, given))
+    labels = {name: config[name] for name in ("setting", "operator", "schedule")}
+    return Built(algorithm=algorithm, hyper=hyper, run_config=run_config,
+                 report=functools.partial(report, spec=spec, labels=labels), describe=describe,
+                 plot=functools.partial(plot_run, spec=spec))
 
 
 def summarize(state, spec) -> dict:
@@ -181,14 +164,17 @@ def summarize(state, spec) -> dict:
     return summary
 
 
-def report(run_dir: str, state, metrics: dict) -> dict:
-    """Writes ``summary.json``, ``summary.md`` and the plots; returns the summary."""
-    config, spec = _spec_from_run(run_dir)
+def report(run_dir: str, state, metrics: dict, *, spec, labels: dict) -> dict:
+    """Writes ``summary.json``, ``summary.md`` and the plots; returns the summary.
+
+    Args:
+        spec: the run's :class:`~synprune_jax.autoencoder.AutoencoderSpec`.
+        labels: ``{"setting", "operator", "schedule"}`` of the run, added to the summary.
+    """
     summary = summarize(state, spec)
-    summary.update(setting=config["setting"], operator=config["operator"],
-                   schedule=config["schedule"])
+    summary.update(labels)
     write_summary(run_dir, summary, describe(summary))
-    plot_run(run_dir, state, metrics)
+    plot_run(run_dir, state, metrics, spec=spec)
     return summary
 
 
@@ -206,12 +192,12 @@ def describe(summary: dict) -> str:
             f"{cell('kept_fraction_at_prune', 100, 1)} |")
 
 
-def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
-    """Curves of L1 and kept parameters against epoch; boxplots of the final values over trials."""
+def plot_run(run_dir: str, state, metrics: dict, *, spec) -> list[str]:
+    """Curves of L1 and kept parameters against epoch; boxplots of the final values over trials
+    (``spec``: the run's :class:`~synprune_jax.autoencoder.AutoencoderSpec`)."""
     from synprune_jax import plots
     from synprune_jax.autoencoder import final_per_trial
 
-    _, spec = _spec_from_run(run_dir)
     paths = [plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
                                keys=("l1_train", "l1_test", "kept_fraction",
                                      "kept_fraction_at_prune"))]
@@ -223,7 +209,7 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
     return [str(path) for path in paths]
 
 
-def plot_boxplots(path: str, groups: dict, title: str = "") -> str:
+def plot_boxplots(path: str, groups: dict) -> str:
     """One boxplot panel per entry of ``groups`` (``{label: [trials]}``); returns the path."""
     from synprune_jax.plots import _new_figure, _save
 
@@ -234,8 +220,6 @@ def plot_boxplots(path: str, groups: dict, title: str = "") -> str:
         axes.set_title(label)
         axes.set_xticks([])
         axes.grid(alpha=0.3)
-    if title:
-        figure.suptitle(title)
     return str(_save(figure, path))
 
 
@@ -270,14 +254,13 @@ def plot_comparison(run_dirs: list[str], path: str) -> str:
     axes[1].set_ylabel("% parameters kept at last prune (per trial)")
     for panel in axes[:2]:
         panel.set_xticks(range(1, len(labels) + 1), labels, fontsize=6, rotation=60)
-        panel.grid(alpha=0.3)
     for label, history in zip(labels, histories):
         axes[2].plot(history["generation"], history["l1_train"], label=label.replace("\n", " "))
         axes[3].plot(history["generation"], 100 * history["kept_fraction_at_prune"])
     axes[2].set(xlabel="epoch", ylabel="training L1 (mean over trials)")
     axes[3].set(xlabel="epoch", ylabel="% kept at last prune (mean)")
     axes[2].legend(fontsize=6)
-    for panel in axes[2:]:
+    for panel in axes:
         panel.grid(alpha=0.3)
     return str(_save(figure, path))
 

@@ -20,7 +20,8 @@ from synprune_jax.config import (ConfigError, config_errors, from_section, requi
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 NAME = "cluster-synthesis"
-PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction")
+PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction",
+             "offspring_validation_accuracy")
 
 
 def default_config() -> dict:
@@ -183,11 +184,10 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
     series = {"generation": np.concatenate([[0], np.asarray(metrics["generation"])])}
     ancestor = {"test_accuracy": float(np.asarray(metrics["ancestor_test_accuracy"])[0]),
                 "offspring_validation_accuracy": np.nan}
-    for key in PLOT_KEYS + ("offspring_validation_accuracy",):
-        first = ancestor.get(key, 1.0)
-        series[key] = np.concatenate([[first], np.asarray(metrics[key], np.float64)])
-    return [str(plots.plot_curves(os.path.join(run_dir, "curves.png"), series,
-                                  keys=PLOT_KEYS + ("offspring_validation_accuracy",)))]
+    for key in PLOT_KEYS:
+        series[key] = np.concatenate([[ancestor.get(key, 1.0)],
+                                      np.asarray(metrics[key], np.float64)])
+    return [str(plots.plot_curves(os.path.join(run_dir, "curves.png"), series, keys=PLOT_KEYS))]
 
 
 EXPERIMENTS = (

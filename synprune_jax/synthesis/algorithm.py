@@ -1,24 +1,12 @@
 """The generation loop of evolutionary synthesis, in the runner's protocol (``default_hyper``,
 ``init(key, hyper)``, ``step(key, state, hyper)``).
 
-``init`` trains the dense **ancestor** for ``ancestor_epochs`` epochs and records its accuracy,
-synapse, cluster and FLOP counts. One generation (:meth:`ClusterSynthesis.step`, pure, jittable)::
-
-    offspring masks  = synthesize(parent params, parent masks)          x num_offspring (vmapped)
-    offspring params = parent params (inherited) or a fresh init (reinitialize=True), masked
-    train each offspring for `epochs` epochs (synprune_jax.training.fit: optax Adam,
-        cross-entropy, masked forward pass)
-    best offspring   = highest validation accuracy, ties to fewer synapses
-    accept it if its validation accuracy >= ancestor's - tolerance (or always, stop_on_drop=False)
-
-A rejected offspring leaves the parent in place; after ``patience`` rejections in a row the run is
-``stopped`` (a flag in the state and the metrics): later generations change nothing and cost
-almost nothing (``lax.cond``). The kept network is therefore always within the tolerance.
-
-Static structure lives in :class:`SynthesisConfig` (hashable); the numbers a sweep may trace
-(learning rate, tolerance and the encoding's constants) in :class:`SynthesisHyper`. Data live in
-the algorithm (constants of the compiled program); the state holds the kept network, the
-ancestor's figures and counters only, so checkpoints stay small.
+``init`` trains the dense **ancestor**; one generation (:meth:`ClusterSynthesis.step`, pure,
+jittable) synthesises ``num_offspring`` offspring from the kept network (vmapped), trains them,
+and keeps the best if its validation accuracy stays within ``tolerance`` of the ancestor's; after
+``patience`` rejections in a row the run is ``stopped`` and later generations are no-ops. Static
+structure lives in :class:`SynthesisConfig` (hashable), the numbers a sweep may trace in
+:class:`SynthesisHyper`. See ``docs/cluster_synthesis.md``.
 
 Example (a tiny network on 96 digits; the runner adds run directories and checkpoints):
     >>> import jax
@@ -53,8 +41,6 @@ from synprune_jax.synthesis.encoding import (EncodingConfig, EncodingHyper, chec
                                              synthesize)
 from synprune_jax.synthesis.lenet import LeNetSpec, Masks, Params, network_stats
 from synprune_jax.training import fit
-
-_tree_map = jax.tree_util.tree_map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,17 +194,13 @@ class ClusterSynthesis:
                              " training examples")
         size = min(config.eval_batch_size, max(len(data.validation_labels),
                                                len(data.test_labels)))
-        derived = {
-            "train_images": jnp.asarray(data.train_images, jnp.float32),
-            "train_labels": jnp.asarray(data.train_labels, jnp.int32),
-            "eval_batch": size,
-            "validation": _pad_to_multiple(jnp.asarray(data.validation_images, jnp.float32),
-                                           jnp.asarray(data.validation_labels, jnp.int32), size),
-            "test": _pad_to_multiple(jnp.asarray(data.test_images, jnp.float32),
-                                     jnp.asarray(data.test_labels, jnp.int32), size),
-        }
-        for name, value in derived.items():
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "train_images", jnp.asarray(data.train_images, jnp.float32))
+        object.__setattr__(self, "train_labels", jnp.asarray(data.train_labels, jnp.int32))
+        object.__setattr__(self, "eval_batch", size)
+        for split in ("validation", "test"):
+            object.__setattr__(self, split, _pad_to_multiple(
+                jnp.asarray(getattr(data, f"{split}_images"), jnp.float32),
+                jnp.asarray(getattr(data, f"{split}_labels"), jnp.int32), size))
 
     def __eq__(self, other):
         if type(other) is not type(self):
@@ -332,20 +314,19 @@ class ClusterSynthesis:
         best_accuracy = jnp.max(accuracies)
         candidates = jnp.where(accuracies == best_accuracy, synapses, jnp.iinfo(jnp.int32).max)
         best = jnp.argmin(candidates)  # highest accuracy, ties to fewer synapses
-        child_params = _tree_map(lambda leaf: leaf[best], params)
-        child_masks = _tree_map(lambda leaf: leaf[best], masks)
+        child_params, child_masks = jax.tree_util.tree_map(lambda leaf: leaf[best],
+                                                           (params, masks))
         floor = state.ancestor_validation_accuracy - hyper.tolerance
         accept = best_accuracy >= floor if self.config.stop_on_drop else jnp.asarray(True)
-        pick = lambda new, old: jnp.where(accept, new, old)
         rejections = jnp.where(accept, 0, state.rejections + 1).astype(jnp.int32)
-        new_params = _tree_map(pick, child_params, state.params)
-        new_masks = _tree_map(pick, child_masks, state.masks)
-        test = jnp.where(accept, self.accuracy(child_params, child_masks, "test"),
-                         state.test_accuracy)
+        new_params, new_masks = trees.select(accept, (child_params, child_masks),
+                                             (state.params, state.masks))
         new_state = state.replace(
             params=new_params, masks=new_masks,
-            validation_accuracy=pick(best_accuracy, state.validation_accuracy),
-            test_accuracy=test, rejections=rejections,
+            validation_accuracy=jnp.where(accept, best_accuracy, state.validation_accuracy),
+            test_accuracy=jnp.where(accept, self.accuracy(child_params, child_masks, "test"),
+                                    state.test_accuracy),
+            rejections=rejections,
             stopped=jnp.asarray(self.config.stop_on_drop) & (rejections >= self.config.patience))
         return new_state, accept, best_accuracy, synapses[best]
 
@@ -363,9 +344,10 @@ class ClusterSynthesis:
         return state, self.metrics(state, accepted, offspring_accuracy, offspring_synapses)
 
     def metrics(self, state: SynthesisState, accepted, offspring_accuracy, offspring_synapses):
-        """Scalar metrics of the kept network after a generation (see ``docs/cluster_synthesis.md``)."""
+        """Scalar metrics of the kept network after a generation (``docs/cluster_synthesis.md``)."""
         stats = network_stats(self.spec, state.masks)
-        as_float = lambda value: jnp.asarray(value, jnp.float32)
+        reduction = lambda ancestor, now: (jnp.asarray(ancestor, jnp.float32)  # noqa: E731
+                                           / jnp.maximum(jnp.asarray(now, jnp.float32), 1.0))
         return {
             "validation_accuracy": state.validation_accuracy,
             "test_accuracy": state.test_accuracy,
@@ -375,11 +357,9 @@ class ClusterSynthesis:
             "effective_synapses": stats.effective_synapses,
             "clusters": stats.clusters,
             "flops": stats.flops,
-            "synapse_reduction": as_float(state.ancestor_synapses) / jnp.maximum(
-                as_float(stats.synapses), 1.0),
-            "cluster_reduction": as_float(state.ancestor_clusters) / jnp.maximum(
-                as_float(stats.clusters), 1.0),
-            "flops_reduction": state.ancestor_flops / jnp.maximum(stats.flops, 1.0),
+            "synapse_reduction": reduction(state.ancestor_synapses, stats.synapses),
+            "cluster_reduction": reduction(state.ancestor_clusters, stats.clusters),
+            "flops_reduction": reduction(state.ancestor_flops, stats.flops),
             "offspring_validation_accuracy": offspring_accuracy,
             "offspring_synapses": offspring_synapses,
             "accepted": accepted,

@@ -1,16 +1,9 @@
-"""Image classification data for the synthesis experiments (host side, numpy).
-
-Two sources, both returned as a :class:`Dataset` of float32 images ``[N, H, W, 1]`` in ``[0, 1]``
-and int32 labels ``[N]``:
-
-* :func:`load_digits_32`: scikit-learn's bundled 8x8 handwritten digits (1,797 images, offline),
-  bilinearly resized to 32x32 (the LeNet-5 input size) — the offline default;
-* :func:`load_mnist`: MNIST from its standard IDX files (``train-images-idx3-ubyte`` etc., plain or
-  ``.gz``) in a folder the user provides, zero-padded from 28x28 to 32x32 by default (the classic
-  LeNet-5 preprocessing).
-
-:func:`read_idx` / :func:`write_idx` handle the IDX format itself (big-endian header: two zero
-bytes, a type code, the number of dimensions, one int32 per dimension, then the data).
+"""Image classification data for the synthesis experiments (host side, numpy): a
+:class:`Dataset` of float32 images ``[N, H, W, 1]`` in ``[0, 1]`` and int32 labels ``[N]`` from
+scikit-learn's bundled 8x8 digits resized to 32x32 (:func:`load_digits_32`, the offline default)
+or from MNIST's IDX files in a folder the user provides (:func:`load_mnist`; :func:`read_idx` /
+:func:`write_idx` handle the format: big-endian header of two zero bytes, a type code, the number
+of dimensions and one int32 per dimension, then the data).
 """
 
 from __future__ import annotations
@@ -62,9 +55,9 @@ class Dataset(NamedTuple):
 
 # ----- IDX ----------------------------------------------------------------------------------------
 
-def _open(path: str | os.PathLike):
+def _open(path: str | os.PathLike, mode: str = "rb"):
     path = os.fspath(path)
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    return gzip.open(path, mode) if path.endswith(".gz") else open(path, mode)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -101,10 +94,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         raise ValueError(f"write_idx supports uint8 and int8 arrays, got {array.dtype}")
     header = bytes([0, 0, _IDX_CODES[array.dtype], array.ndim])
     header += struct_lib.pack(f">{array.ndim}i", *array.shape)
-    payload = header + np.ascontiguousarray(array).tobytes()
-    opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "wb") as handle:
-        handle.write(payload)
+    with _open(path, "wb") as handle:
+        handle.write(header + np.ascontiguousarray(array).tobytes())
 
 
 def _find(directory: str, stem: str) -> str:
@@ -129,15 +120,15 @@ def _split(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(labels))
     cut = len(labels) - int(round(fraction * len(labels)))
     if cut < 1 or cut >= len(labels):
-        raise ValueError(f"a fraction of {fraction} of {len(labels)} examples leaves an empty split")
+        raise ValueError(f"a fraction of {fraction} of {len(labels)} examples leaves an empty "
+                         "split")
     first, second = order[:cut], order[cut:]
     return images[first], labels[first], images[second], labels[second]
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, limit: int):
-    if limit and limit < len(labels):
-        return images[:limit], labels[:limit]
-    return images, labels
+    """The first ``limit`` examples (all when ``limit`` is 0)."""
+    return (images[:limit], labels[:limit]) if limit else (images, labels)
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

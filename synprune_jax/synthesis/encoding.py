@@ -1,44 +1,13 @@
 """Synaptic-cluster-driven probabilistic genetic encoding (pure, jittable).
 
-An offspring is synthesised from its parent's weights ``w`` (masked: dead synapses have
-``|w| = 0``). For every layer:
-
-* **synapse** survival inside a surviving cluster::
-
-      P_j = F_s * (exp(|w_j| / z_s) - 1),        z_s = max_j |w_j| / ln 2
-
-  so the strongest synapse has probability exactly ``F_s`` (1 before the environmental factor),
-  a synapse at half the largest magnitude ``F_s * (sqrt(2) - 1)``, a dead one 0;
-* **cluster** survival (a conv filter, optionally a conv kernel, or all incoming synapses of a
-  dense neuron)::
-
-      P_c = F_c * (exp(sum_{i in c} trunc(|w_i|) / z_c) - 1),     z_c = max_c sum_{i in c} trunc(|w_i|) / ln 2
-
-  with ``trunc(a) = a if a >= tau else 0`` and ``tau = truncation * max_j |w_j|`` (weak synapses
-  do not count toward their cluster); the strongest cluster has probability ``F_c``.
-
-Optional **removal rates** ``r_s``, ``r_c`` in (0, 1] make each generation's step gentler: the
-removal probability ``1 - P`` is scaled by ``r``::
-
-      P'_j = 1 - r_s * (1 - P_j),        P'_c = 1 - r_c * (1 - P_c)
-
-``r = 1`` (the library default) is the published encoding exactly; ``r = 0.5`` removes half as
-much in expectation per generation (the strongest synapse / cluster keeps ``P' = 1 - r (1 - F)``).
-This is not part of the published method (there ``F <= 1`` can only remove more): it trades more
-generations for smaller steps, each of which training can recover from.
-
-The offspring keeps a synapse iff its parent had it, its cluster survived and it survived itself
-(independent Bernoulli draws). A cluster left without synapses is dead: its bias mask is cleared
-too, so it outputs exactly zero and the compact export can remove it. The output layer's neurons
-(the classes) are never removed as clusters; their synapses follow the synapse rule.
-
-The maxima behind ``z_c`` and ``tau`` run per layer (``scope="layer"``, default) or over the
-whole network (``scope="network"``); the maximum behind ``z_s`` runs per cluster
-(``synapse_scope="cluster"``: the strongest synapse of every cluster has probability ``F_s``),
-per layer or over the network. ``mode`` selects the full encoding (``"both"``) or the ablations
-``"synapse"`` (every cluster survives) and ``"cluster"`` (every synapse of a surviving cluster
-survives). Given the network's :class:`LeNetSpec`, :func:`synthesize` finally clears synapses that
-can no longer influence the output (:func:`remove_unused`, function-preserving).
+An offspring's masks are drawn from its parent's masked weights ``w``: a cluster (a conv filter,
+optionally a conv kernel, or all incoming synapses of a dense neuron) survives with probability
+``P_c = F_c * (exp(sum_{i in c} trunc(|w_i|) / z_c) - 1)``, each of its synapses with
+``P_j = F_s * (exp(|w_j| / z_s) - 1)``, where ``z = max / ln 2`` (the strongest synapse / cluster
+has probability ``F``) and optional removal rates ``r`` in (0, 1] scale the removal probabilities
+(``P' = 1 - r (1 - P)``; ``r = 1``, the default, is the published encoding). A cluster left
+without synapses loses its bias too; the output layer's neurons are never removed as clusters.
+The formulas, scopes and ablation modes are described in ``docs/cluster_synthesis.md``.
 
 The structure (``mode``, scopes, conv clusters) is the static :class:`EncodingConfig`; the
 numbers (``F_s``, ``F_c``, ``truncation``, ``r_s``, ``r_c``) are the :class:`EncodingHyper`
@@ -64,8 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from synprune_jax.synthesis.lenet import (CONV_LAYERS, LAYERS, LeNetSpec, Masks, Params, _along,
-                                          kept_inputs, kept_units)
+from synprune_jax.synthesis.lenet import (CONV_LAYERS, LAYERS, LeNetSpec, Masks, Params,
+                                          kept_synapses)
 
 MODES = ("both", "synapse", "cluster")
 SCOPES = ("layer", "network")
@@ -140,7 +109,7 @@ def check_encoding_hyper(hyper: EncodingHyper) -> None:
 
 
 def _expm1_scaled(values: jax.Array, maximum: jax.Array) -> jax.Array:
-    """``exp(values / z) - 1`` with ``z = maximum / ln 2``, computed as ``2**(values / maximum) - 1``.
+    """``exp(values / z) - 1`` with ``z = maximum / ln 2``, computed as ``2**(values / max) - 1``.
 
     The two are equal; the base-2 form gives exactly 1 at ``values == maximum`` in floating
     point. Where ``maximum`` is 0 every value is 0 and the result is 0.
@@ -183,6 +152,13 @@ def truncate(magnitudes: jax.Array, threshold: jax.Array) -> jax.Array:
     return jnp.where(magnitudes >= threshold, magnitudes, 0.0)
 
 
+def _cluster_axes(name: str, conv_clusters: str) -> tuple[int, ...]:
+    """The kernel axes a cluster spans (the others index the clusters)."""
+    if name in CONV_LAYERS:
+        return (0, 1) if conv_clusters == "kernel" else (0, 1, 2)
+    return (0,)
+
+
 def cluster_sums(name: str, magnitudes: jax.Array, conv_clusters: str = "filter") -> jax.Array:
     """Sums of (truncated) magnitudes per cluster.
 
@@ -192,32 +168,12 @@ def cluster_sums(name: str, magnitudes: jax.Array, conv_clusters: str = "filter"
         conv_clusters: ``"filter"`` -> ``[out]``; ``"kernel"`` -> ``[in, out]`` for conv layers.
             Dense layers always give ``[out]`` (a neuron's incoming synapses).
     """
-    if name in CONV_LAYERS:
-        return jnp.sum(magnitudes, axis=(0, 1) if conv_clusters == "kernel" else (0, 1, 2))
-    return jnp.sum(magnitudes, axis=0)
-
-
-def _cluster_max(name: str, magnitudes: jax.Array, conv_clusters: str) -> jax.Array:
-    """Largest ``|w|`` of each synapse's cluster, shaped to broadcast against the kernel."""
-    if name in CONV_LAYERS:
-        axes = (0, 1) if conv_clusters == "kernel" else (0, 1, 2)
-    else:
-        axes = (0,)
-    return jnp.max(magnitudes, axis=axes, keepdims=True)
+    return jnp.sum(magnitudes, axis=_cluster_axes(name, conv_clusters))
 
 
 def cluster_probabilities(sums: jax.Array, maximum: jax.Array, factor: float = 1.0) -> jax.Array:
     """``P_c = factor * (exp(S_c / z_c) - 1)`` with ``z_c = maximum / ln 2``; shape of ``sums``."""
     return factor * _expm1_scaled(sums, maximum)
-
-
-def _broadcast_cluster(name: str, values: jax.Array, kernel_ndim: int, conv_clusters: str):
-    """Cluster values -> a shape that broadcasts against the layer's kernel (explicit ranks)."""
-    if name in CONV_LAYERS:
-        if conv_clusters == "kernel":
-            return values.reshape(1, 1, *values.shape)
-        return values.reshape(1, 1, 1, -1)
-    return values.reshape(1, -1)
 
 
 def survival_probabilities(params: Params, masks: Masks, config: EncodingConfig,
@@ -246,7 +202,8 @@ def survival_probabilities(params: Params, masks: Masks, config: EncodingConfig,
     synapse = {}
     for name in LAYERS:
         if config.synapse_scope == "cluster":
-            maximum = _cluster_max(name, magnitudes[name], config.conv_clusters)
+            maximum = jnp.max(magnitudes[name], keepdims=True,
+                              axis=_cluster_axes(name, config.conv_clusters))
         elif config.synapse_scope == "network":
             maximum = network_max
         else:
@@ -293,14 +250,14 @@ def synthesize(key: jax.Array, params: Params, masks: Masks, config: EncodingCon
     keys = jax.random.split(key, 2 * len(LAYERS))
     out = {}
     for index, name in enumerate(LAYERS):
-        kernel_mask = masks[name]["kernel"]
-        survive = kernel_mask
+        survive = masks[name]["kernel"]
         if config.mode in ("both", "synapse"):
             survive = survive & jax.random.bernoulli(keys[2 * index], synapse_p[name])
         if config.mode in ("both", "cluster") and name != LAYERS[-1]:
             clusters = jax.random.bernoulli(keys[2 * index + 1], cluster_p[name])
-            survive = survive & _broadcast_cluster(name, clusters, kernel_mask.ndim,
-                                                   config.conv_clusters)
+            # cluster values broadcast against the kernel (explicit ranks)
+            survive = survive & jnp.expand_dims(
+                clusters, _cluster_axes(name, config.conv_clusters))
         bias_mask = masks[name]["bias"]
         if name != LAYERS[-1]:
             bias_mask = bias_mask & jnp.any(survive.reshape(-1, survive.shape[-1]), axis=0)
@@ -316,12 +273,6 @@ def remove_unused(spec: LeNetSpec, masks: Masks) -> Masks:
     output no kept unit reads, is not), and a bias only if its unit is kept. The network's outputs
     do not change; its synapse count becomes the compact network's weight count.
     """
-    kept = kept_units(spec, masks)
-    inputs = kept_inputs(spec, kept)
-    out = {}
-    for index, name in enumerate(LAYERS):
-        kernel = masks[name]["kernel"]
-        out[name] = {"kernel": kernel & _along(inputs[index], -2, kernel.ndim)
-                     & _along(kept[index], -1, kernel.ndim),
-                     "bias": masks[name]["bias"] & kept[index]}
-    return out
+    kept, kernels = kept_synapses(spec, masks)
+    return {name: {"kernel": kernel, "bias": masks[name]["bias"] & units}
+            for name, kernel, units in zip(LAYERS, kernels, kept)}

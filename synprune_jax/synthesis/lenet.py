@@ -16,9 +16,7 @@ with ``F = P * P * w1`` (``P`` the side after the second pooling, 5 for 32x32 in
 boolean trees of the same structure. A kernel mask says which **synapses** are alive; a bias mask
 says which **clusters** (conv filters, dense neurons) are alive: the encoding clears a cluster's
 bias mask together with all its synapses, so a dead cluster outputs exactly zero.
-
-:func:`compact` removes dead and unused filters / neurons physically and returns the parameters of
-a smaller :class:`LeNet5` whose outputs equal the masked network's (up to float summation order).
+:func:`compact` removes dead and unused filters / neurons physically.
 """
 
 from __future__ import annotations
@@ -118,10 +116,8 @@ class LeNetSpec:
 
     @property
     def num_synapses(self) -> int:
-        total = 0
-        for name, fan_in, fan_out in zip(LAYERS, self.layer_inputs, self.layer_outputs):
-            total += fan_in * fan_out * (KERNEL_SIZE ** 2 if name in CONV_LAYERS else 1)
-        return total
+        return sum(fan_in * fan_out * (KERNEL_SIZE ** 2 if name in CONV_LAYERS else 1)
+                   for name, fan_in, fan_out in zip(LAYERS, self.layer_inputs, self.layer_outputs))
 
     @property
     def num_clusters(self) -> int:
@@ -131,7 +127,7 @@ class LeNetSpec:
     def module(self) -> LeNet5:
         return LeNet5(widths=self.widths, num_classes=self.num_classes)
 
-    # ----- per-network functions -------------------------------------------------------------------
+    # ----- per-network functions ---------------------------------------------------------------
     def init(self, key: jax.Array) -> Params:
         """Initial parameters of one network (flax defaults: LeCun-normal kernels, zero biases)."""
         dummy = jnp.zeros((1, self.image_size, self.image_size, self.channels), jnp.float32)
@@ -180,12 +176,6 @@ def _along(vector: jax.Array, axis: int, ndim: int) -> jax.Array:
     return vector.reshape(shape)
 
 
-def _flat_channel_axis(spec: LeNetSpec, vector: jax.Array) -> jax.Array:
-    """``[w1]`` per-channel flags -> ``[P*P*w1]`` flags in flatten order (h, w, c)."""
-    side = spec.pooled_size
-    return jnp.broadcast_to(vector, (side, side, vector.shape[0])).reshape(-1)
-
-
 def kept_units(spec: LeNetSpec, masks: Masks) -> list[jax.Array]:
     """Which filters / neurons survive compaction: ``[w0], [w1], [w2], [w3], [classes]`` bools.
 
@@ -193,50 +183,44 @@ def kept_units(spec: LeNetSpec, masks: Masks) -> list[jax.Array]:
     is) **and** some alive synapse of the next layer reads it from a kept unit (computed from the
     output backwards). Output units are always kept. Removing the others changes no output.
     """
-    produces = []
-    for name in LAYERS:
-        kernel = masks[name]["kernel"]
-        incoming = jnp.any(kernel.reshape(-1, kernel.shape[-1]), axis=0)
-        produces.append(masks[name]["bias"] | incoming)
-    kept = [None] * len(LAYERS)
-    kept[-1] = jnp.ones((spec.num_classes,), jnp.bool_)
+    kept = [jnp.ones((spec.num_classes,), jnp.bool_)]
     for index in range(len(LAYERS) - 2, -1, -1):
-        next_kernel = masks[LAYERS[index + 1]]["kernel"] & _along(kept[index + 1], -1, 4 if
-                                                                  LAYERS[index + 1] in CONV_LAYERS
-                                                                  else 2)
-        if LAYERS[index + 1] in CONV_LAYERS:
-            used = jnp.any(next_kernel, axis=(0, 1, 3))
-        elif LAYERS[index] in CONV_LAYERS:  # conv2 -> dense1 through the flatten
-            side = spec.pooled_size
-            used = jnp.any(next_kernel.reshape(side, side, -1, next_kernel.shape[-1]),
-                           axis=(0, 1, 3))
-        else:
-            used = jnp.any(next_kernel, axis=1)
-        kept[index] = produces[index] & used
+        kernel, bias = masks[LAYERS[index]]["kernel"], masks[LAYERS[index]]["bias"]
+        produces = bias | jnp.any(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+        reader = masks[LAYERS[index + 1]]["kernel"]
+        reader = reader & _along(kept[0], -1, reader.ndim)  # synapses into kept units
+        if LAYERS[index] == "conv2":  # dense1 reads conv2 through the flatten (h, w, c)
+            reader = reader.reshape(spec.pooled_size, spec.pooled_size, -1, reader.shape[-1])
+        kept.insert(0, produces & jnp.any(reader, axis=(0, 1, 3) if reader.ndim == 4 else 1))
     return kept
 
 
-def kept_inputs(spec: LeNetSpec, kept: list[jax.Array]) -> list[jax.Array]:
-    """Per layer, which of its inputs come from kept units (dense1: per flattened feature)."""
-    return [jnp.ones((spec.channels,), jnp.bool_), kept[0], _flat_channel_axis(spec, kept[1]),
-            kept[2], kept[3]]
+def kept_synapses(spec: LeNetSpec, masks: Masks) -> tuple[list, list]:
+    """``(kept, kernels)``: per layer, the units kept by :func:`kept_units` and the kernel mask of
+    the alive synapses between kept units (the compact network's weights)."""
+    kept = kept_units(spec, masks)
+    side = spec.pooled_size
+    # per layer, which inputs come from kept units (dense1: per flattened feature, order h, w, c)
+    inputs = [jnp.ones((spec.channels,), jnp.bool_), kept[0],
+              jnp.broadcast_to(kept[1], (side, side, kept[1].shape[0])).reshape(-1), *kept[2:4]]
+    kernels = []
+    for index, name in enumerate(LAYERS):
+        kernel = masks[name]["kernel"]
+        kernels.append(kernel & _along(inputs[index], -2, kernel.ndim)
+                       & _along(kept[index], -1, kernel.ndim))
+    return kept, kernels
 
 
 def network_stats(spec: LeNetSpec, masks: Masks) -> NetworkStats:
     """Synapse, cluster and FLOP counts of one masked network (jittable)."""
-    kept = kept_units(spec, masks)
-    inputs = kept_inputs(spec, kept)
-    layer_synapses, effective, macs = [], [], 0
-    for index, name in enumerate(LAYERS):
-        kernel = masks[name]["kernel"]
-        layer_synapses.append(jnp.sum(kernel, dtype=jnp.int32))
-        between = (kernel & _along(inputs[index], -2, kernel.ndim)
-                   & _along(kept[index], -1, kernel.ndim))
-        count = jnp.sum(between, dtype=jnp.int32)
-        effective.append(count)
-        macs = macs + count.astype(jnp.float32) * float(spec.positions[index])
+    kept, kernels = kept_synapses(spec, masks)
+    layer_synapses = jnp.stack([jnp.sum(masks[name]["kernel"], dtype=jnp.int32)
+                                for name in LAYERS])
+    effective = [jnp.sum(kernel, dtype=jnp.int32) for kernel in kernels]
+    macs = 0
+    for count, positions in zip(effective, spec.positions):
+        macs = macs + count.astype(jnp.float32) * float(positions)
     layer_clusters = jnp.stack([jnp.sum(k, dtype=jnp.int32) for k in kept])
-    layer_synapses = jnp.stack(layer_synapses)
     return NetworkStats(
         synapses=jnp.sum(layer_synapses),
         effective_synapses=sum(effective),
@@ -247,7 +231,7 @@ def network_stats(spec: LeNetSpec, masks: Masks) -> NetworkStats:
     )
 
 
-# ----- compact export (host) -----------------------------------------------------------------------
+# ----- compact export (host) -------------------------------------------------------------------
 
 class CompactNetwork(NamedTuple):
     """A dense LeNet-5 with dead filters and neurons physically removed.
@@ -290,11 +274,8 @@ def compact(spec: LeNetSpec, params: Params, masks: Masks) -> CompactNetwork:
         every input ``x`` (up to float summation order).
     """
     kept = [np.asarray(k) for k in jax.jit(kept_units, static_argnums=0)(spec, masks)]
-    indices = []
-    for flags in kept[:-1]:
-        found = np.flatnonzero(flags)
-        indices.append(found if found.size else np.zeros((1,), np.int64))
-    indices.append(np.arange(spec.num_classes))
+    indices = [np.flatnonzero(flags) if flags.any() else np.zeros((1,), np.int64)
+               for flags in kept[:-1]] + [np.arange(spec.num_classes)]
     zeroed = [not flags.any() for flags in kept[:-1]] + [False]
     masked = jax.tree_util.tree_map(
         lambda p, m: np.where(np.asarray(m), np.asarray(p), 0).astype(np.asarray(p).dtype),
