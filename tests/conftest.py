@@ -14,6 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The suite is compile-bound: XLA's cheap compile mode halves it (set SYNPRUNE_TEST_OPTIMIZE=1 to
+# test the fully optimised programs users run). The variable reaches the tests' subprocesses.
+if os.environ.get("SYNPRUNE_TEST_OPTIMIZE", "0") != "1":
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    jax.config.update("jax_disable_most_optimizations", True)
 # Compiled Brax rollouts are the slow part of the suite; cache them across test processes/runs.
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("JAX_COMPILATION_CACHE_DIR",

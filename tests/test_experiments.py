@@ -89,10 +89,9 @@ def _run(name, run_dir, extra=(), resume=False):
 
 
 # Brax experiments whose algorithm has a kinematic-arm twin in this table (the same algorithm
-# code on a cheap task) or whose task is covered elsewhere: their compiles (15-20 s each, 4 per
-# case) would double the default suite, so they run with `-m slow`. me-prune, the default job,
-# stays in the default suite.
-_SLOW = {"me-prune-feet", "es-prune", "ga-pruned-init", "es-info"}
+# code on a cheap task) or whose task is covered elsewhere (tests/test_tasks.py, the CLI's tiny
+# Brax run): their compiles would double the default suite, so they run with `-m slow`.
+_SLOW = {"me-prune", "me-prune-feet", "es-prune", "ga-pruned-init", "es-info"}
 # Feet-contact descriptors are step functions of the physics: the last-bit differences of a
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs
 # agree with the runs alone only statistically; the sweep is still checked to be one group.
