@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -56,3 +57,28 @@ def fingerprint(tree: PyTree) -> str:
         digest.update(f"{array.shape}{array.dtype}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+class EqualByData:
+    """Value equality for an algorithm of a static ``config`` plus arrays (``data_arrays()``):
+    equal when the configs are equal and the arrays are the same objects or hold the same bytes
+    (:func:`fingerprint`, computed once); hashes accordingly, so sweeps group such algorithms and
+    the runner reuses their programs. Use with ``@dataclasses.dataclass(eq=False)``.
+    """
+
+    def data_arrays(self) -> tuple:
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        same = all(a is b for a, b in zip(self.data_arrays(), other.data_arrays()))
+        return self.config == other.config and (same or self.fingerprint == other.fingerprint)
+
+    def __hash__(self):
+        return hash((type(self).__name__, self.config, self.fingerprint))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """:func:`fingerprint` of ``data_arrays()``."""
+        return fingerprint(tuple(self.data_arrays()))

@@ -390,7 +390,7 @@ def _summary_metrics(state, pruned, spec: AutoencoderSpec) -> dict:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _Loop:
+class _Loop(trees.EqualByData):
     """What both loops share: a config and the data (float32, checked against the config),
     compared by value (configs equal, data identical by
     :func:`synprune_jax.trees.fingerprint`)."""
@@ -413,21 +413,8 @@ class _Loop:
             raise ValueError(f"batch_size {config.batch_size} must divide the "
                              f"{self.train.shape[0]} training samples")
 
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.config == other.config and (
-            self.train is other.train and self.test is other.test
-            or self.fingerprint == other.fingerprint)
-
-    def __hash__(self):
-        return hash((type(self).__name__, self.config, self.fingerprint))
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
-        compared)."""
-        return trees.fingerprint((self.train, self.test))
+    def data_arrays(self) -> tuple:
+        return self.train, self.test
 
     @property
     def default_hyper(self) -> TrainingHyper:

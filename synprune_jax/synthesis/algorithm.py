@@ -158,7 +158,7 @@ def _pad_to_multiple(images, labels, multiple: int):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ClusterSynthesis:
+class ClusterSynthesis(trees.EqualByData):
     """Evolutionary synthesis of a sparse LeNet-5 (the runner's ``Algorithm`` protocol).
 
     Holds only static structure: two instances are equal (and hash alike) when their configs are
@@ -202,20 +202,8 @@ class ClusterSynthesis:
                 jnp.asarray(getattr(data, f"{split}_images"), jnp.float32),
                 jnp.asarray(getattr(data, f"{split}_labels"), jnp.int32), size))
 
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.config == other.config and (self.data is other.data
-                                                or self.fingerprint == other.fingerprint)
-
-    def __hash__(self):
-        return hash((type(self).__name__, self.config, self.fingerprint))
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """:func:`synprune_jax.trees.fingerprint` of the data (computed once, when first
-        compared)."""
-        return trees.fingerprint(tuple(self.data))
+    def data_arrays(self) -> tuple:
+        return tuple(self.data)
 
     @property
     def spec(self) -> LeNetSpec:
