@@ -1,27 +1,15 @@
 """Evolution strategies over masked networks, through evosax (any strategy by name).
 
-Two layers:
+* :class:`MaskedStrategy` wraps one evosax strategy for one network template: the search vector
+  is the raveled parameter vector ``[N]``, masks a float vector ``m [N]``; fitness is maximised
+  (negated at the evosax boundary). Search space ``"all"`` applies masks only at evaluation;
+  ``"unmasked"`` projects samples and the mean (or every member) onto the mask, so masked
+  coordinates stay at exactly 0.
+* :class:`MaskedES` is a runner algorithm: an ES on one masked network, pruned every
+  ``prune_every`` generations toward a scheduled density (:mod:`synprune_jax.pruning`). Static
+  structure is :class:`ESConfig`; the numeric knobs are :class:`ESHyper`.
 
-* :class:`MaskedStrategy` wraps one evosax strategy (``evosax.algorithms``) for one network
-  template. The search vector is the full raveled parameter vector ``[N]`` (fixed shape under jit);
-  masks are a float vector ``m [N]`` (1 = active or not maskable). Fitness is *maximised*: the
-  adapter negates it at the evosax boundary. Two search spaces:
-
-  - ``"all"``: evosax searches every coordinate; masks are only applied at evaluation, so masked
-    coordinates drift freely (and come back if a connection is restored).
-  - ``"unmasked"``: only active coordinates are searched. Samples are projected,
-    ``x <- where(m, x, 0)``, and the mean (or, for population-based strategies, every member)
-    is projected after every ``tell`` and after every prune. A masked coordinate therefore sits
-    at exactly 0 in the mean and in every sample, so ``x - mean`` is 0 there and the strategy's
-    update (gradient, covariance, evolution paths) sees no step along it: the effective search
-    dimension is the number of active coordinates while every array keeps its shape.
-
-* :class:`MaskedES` is an algorithm for the runner (``default_hyper``, ``init(key, hyper)``,
-  ``step(key, state, hyper)``): an ES on one masked network with **pruning during the search**
-  (every ``prune_every`` generations, to a target density along a constant-rate, linear or cubic
-  schedule, by ES-mean magnitude, at random, or by signal-to-noise ``|mean| / std`` of the search
-  distribution per weight; the operators live in :mod:`synprune_jax.pruning`). Static structure
-  is :class:`ESConfig`; the numeric knobs are :class:`ESHyper`.
+See ``docs/es_ga.md`` for the search spaces, the per-coordinate std and the pruning schedules.
 
 Example (kinematic arm):
     >>> import jax
@@ -163,7 +151,7 @@ class MaskedStrategy:
         self.search_space = search_space
         self.population_size = int(population_size)
         self.population_based = is_population_based(strategy)
-        flat, self._unravel = flatten_util.ravel_pytree(template)
+        flat, self.unravel = flatten_util.ravel_pytree(template)  # [N] -> one network's params
         self.num_dims = int(flat.size)
         self._cls = cls
         self._optimizer = optimizer
@@ -224,13 +212,9 @@ class MaskedStrategy:
         """One network's params -> ``[N]``."""
         return flatten_util.ravel_pytree(params)[0]
 
-    def unravel(self, flat: jax.Array) -> Params:
-        """``[N]`` -> one network's params."""
-        return self._unravel(flat)
-
     def unravel_population(self, flat: jax.Array) -> Params:
         """``[P, N]`` -> params with a leading ``[P]`` axis."""
-        return jax.vmap(self._unravel)(flat)
+        return jax.vmap(self.unravel)(flat)
 
     def _project(self, flat: jax.Array, masks: Masks) -> jax.Array:
         if self.search_space == "all":
@@ -360,39 +344,31 @@ class ESConfig:
 
     def __post_init__(self):
         strategy_class(self.strategy)  # raises with the valid names
+        for name, valid in (("search_space", SEARCH_SPACES), ("optimizer", OPTIMIZERS),
+                            ("prune_criterion", PRUNE_CRITERIA),
+                            ("prune_schedule", PRUNE_SCHEDULES), ("prune_scope", SCOPES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {list(valid)}, "
+                                 f"got {getattr(self, name)!r}")
         checks = [
-            (self.population_size >= 2, f"population_size must be >= 2, got {self.population_size}"),
-            (self.search_space in SEARCH_SPACES,
-             f"search_space must be one of {list(SEARCH_SPACES)}, got {self.search_space!r}"),
+            (self.population_size >= 2,
+             f"population_size must be >= 2, got {self.population_size}"),
             (0 < self.sigma_decay <= 1, f"sigma_decay must be in (0, 1], got {self.sigma_decay}"),
-            (self.optimizer in OPTIMIZERS,
-             f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.prune_criterion in PRUNE_CRITERIA,
-             f"prune_criterion must be one of {list(PRUNE_CRITERIA)}, got {self.prune_criterion!r}"),
             (self.prune_every >= 0, f"prune_every must be >= 0, got {self.prune_every}"),
-            (self.prune_schedule in PRUNE_SCHEDULES,
-             f"prune_schedule must be one of {list(PRUNE_SCHEDULES)}, got {self.prune_schedule!r}"),
             (0 <= self.prune_start < self.prune_end,
              f"need 0 <= prune_start < prune_end, got {self.prune_start}, {self.prune_end}"),
-            (self.prune_scope in SCOPES,
-             f"prune_scope must be one of {list(SCOPES)}, got {self.prune_scope!r}"),
+            (strategy_class(self.strategy).__name__ != "Open_ES" or self.population_size % 2 == 0,
+             f"OpenES needs an even population_size, got {self.population_size}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if _normalise(_ALIASES.get(_normalise(self.strategy), self.strategy)) == "openes" and \
-                self.population_size % 2:
-            raise ValueError(f"OpenES needs an even population_size, got {self.population_size}")
 
 
 @struct.dataclass
 class ESHyper:
-    """Numeric knobs of :class:`MaskedES` (scalars; a sweep stacks them on a run axis).
-
-    ``sigma_init``, ``sigma_min`` and ``learning_rate`` build the evosax instance inside the
-    trace (std schedule, ``params.std_init``, optax optimizer; :meth:`MaskedStrategy.with_hyper`);
-    ``init_density``, ``prune_amount`` and ``target_density`` enter the mask initialisation and
-    the pruning schedule. Check values with :func:`validate_hyper`.
+    """Numeric knobs of :class:`MaskedES` (scalars; a sweep stacks them on a run axis; check
+    values with :func:`validate_hyper`).
 
     Attributes:
         sigma_init: initial search std (> 0).
@@ -480,13 +456,11 @@ class ESState:
 class MaskedES:
     """ES with pruning on one masked network (the runner's ``Algorithm`` protocol).
 
-    Every generation: ask ``P`` samples, evaluate them (plus the mean if ``evaluate_mean``) with
-    the current masks, tell evosax the maximised fitness; then, on prune generations, prune the
-    mask toward the scheduled density by the chosen criterion and put the strategy state onto the
-    new mask (:meth:`MaskedStrategy.project`).
-
-    Holds only static structure and compares by value (``config``, ``task`` and the extra evosax
-    arguments), so runs that differ only in their :class:`ESHyper` share one compiled program.
+    Every generation: ask ``P`` samples, evaluate them (plus the mean if ``evaluate_mean``), tell
+    evosax the maximised fitness; on prune generations, prune the mask toward the scheduled
+    density and project the strategy state onto it (:meth:`MaskedStrategy.project`). Compares by
+    value (``config``, ``task``, the extra evosax arguments): runs that differ only in their
+    :class:`ESHyper` share one compiled program.
 
     Args:
         config: :class:`ESConfig`.
