@@ -30,13 +30,8 @@ from synprune_jax.types import Population
 
 
 def generations_to_threshold(curves: np.ndarray, threshold: float) -> np.ndarray:
-    """First generation (1-based) at which each curve reaches ``threshold``; -1 if never.
-
-    (:class:`LearningSpeedStudy` records the same in its state, 0 meaning "before training".)
-
-    Args:
-        curves: ``[N, G]`` (row ``n``, column ``g`` = value after generation ``g + 1``).
-    """
+    """First generation (1-based) at which each curve ``[N, G]`` (column ``g``: the value after
+    generation ``g + 1``) reaches ``threshold``; -1 if never."""
     curves = np.asarray(curves, np.float64)
     reached = curves >= threshold
     first = np.argmax(reached, axis=1) + 1
@@ -48,8 +43,8 @@ def rank_correlation(measure: np.ndarray, generations: np.ndarray,
     """Spearman correlations between a measure and generations-to-threshold.
 
     ``generations`` holds -1 for "never". ``"reached"``: over the networks that reached it;
-    ``"censored"``: over all, a network that
-    never did counted as ``num_generations + 1``. NaN where fewer than 3 networks or a constant.
+    ``"censored"``: over all, a network that never did counted as ``num_generations + 1``. NaN
+    where fewer than 3 networks or a constant.
     """
     from scipy.stats import spearmanr
 

@@ -252,13 +252,6 @@ def hypervolume(points, reference) -> float:
 
 
 __all__ = [
-    "ParetoFront",
-    "crowding_distance",
-    "dominance_matrix",
-    "hypervolume",
-    "non_dominated_numpy",
-    "non_dominated_rank",
-    "padded_front",
-    "survival_order",
-    "valid_rows",
+    "ParetoFront", "crowding_distance", "dominance_matrix", "hypervolume", "non_dominated_numpy",
+    "non_dominated_rank", "padded_front", "survival_order", "valid_rows",
 ]

@@ -302,18 +302,11 @@ class BraxTask:
     def _rollouts(self, dense_params: Params, keys: jax.Array) -> dict:
         """:meth:`rollout` for ``P`` individuals x ``E`` episode keys: leaves ``[P, E, ...]``.
 
-        One ``lax.scan`` over time whose body is the step vmapped once over a flat batch of
-        ``P * E`` episodes (individual-major), rather than a vmap of per-individual scans: the
-        same batched operations, but JAX traces the step once instead of running the scan
-        batching rule (a fixed point over the carry), which lowers faster. One flat axis rather
-        than two nested vmaps over ``[P, E]``: with the usual ``E = 1``, XLA:CPU fuses the
-        physics of a ``[P, 1, ...]`` batch worse (docs/benchmarks.md has both figures). The
-        policy itself still runs on ``[P, E, obs]``, so an
-        individual's episodes share its parameters as in :meth:`rollout` under two vmaps. Outputs
-        equal the per-individual :meth:`rollout` under two vmaps: bit for bit with ``E = 2``;
-        with ``E = 1`` up to float32 rounding, since XLA:CPU compiles a ``[P, 1, ...]`` physics
-        batch differently from a ``[P, ...]`` one (tested; the README's default-run table is
-        unchanged).
+        One ``lax.scan`` over time whose body is the physics step vmapped over a flat batch of
+        ``P * E`` episodes (individual-major) and the policy on ``[P, E, obs]``; it lowers
+        faster than a vmap of per-individual scans (``docs/benchmarks.md``, "flat episode
+        axis"). Outputs equal :meth:`rollout` under two vmaps: bit for bit with ``E = 2``, up to
+        float32 rounding with ``E = 1`` (XLA:CPU compiles a ``[P, 1, ...]`` batch differently).
         """
         population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
         episodes = keys.shape[0]
@@ -325,8 +318,6 @@ class BraxTask:
         first = jax.vmap(self._first_carry)(keys)                       # [E, ...]
         carry = jax.tree_util.tree_map(                                 # [P * E, ...]
             lambda leaf: to_flat(jnp.broadcast_to(leaf, (population, *leaf.shape))), first)
-        # the policy runs on [P, E, obs] (an individual's parameters shared by its episodes, as
-        # in `rollout` under two vmaps); the physics on the flat batch
         policy = jax.vmap(jax.vmap(self.spec.apply_dense, in_axes=(None, 0)), in_axes=(0, 0))
 
         def step(carry, _):
