@@ -12,7 +12,7 @@ Example:
     >>> import jax, jax.numpy as jnp
     >>> params = {"w": jnp.array([0.3, -0.1, 0.2, 0.1])}
     >>> masks = {"w": jnp.array([True, True, True, True])}
-    >>> prune_magnitude(params, masks, {"w": True}, 0.5)["w"].tolist()  # |-0.1| and |0.1| tie: both go
+    >>> prune_magnitude(params, masks, {"w": True}, 0.5)["w"].tolist()  # the two |w| = 0.1 go
     [True, False, True, False]
 """
 
@@ -125,18 +125,15 @@ def regrow(key: jax.Array, params: Params, masks: Masks, maskable: PyTree, amoun
     elif criterion == "magnitude":
         scores = jax.tree_util.tree_map(lambda p: -jnp.abs(p), params)
     else:
-        raise ValueError(f"unknown regrowth criterion {criterion!r}; valid: ('random', 'magnitude')")
+        raise ValueError(f"unknown regrowth criterion {criterion!r}; "
+                         "valid: ('random', 'magnitude')")
     return _apply_selection(masks, maskable, scores, lambda m: ~m, count_fn, scope, remove=False)
 
 
 def prune_magnitude_to_density(params: Params, masks: Masks, maskable: PyTree,
                                target_density, *, scope: Scope = "layer") -> Masks:
-    """Magnitude-prunes until density is at most ``target_density`` (never regrows).
-
-    With ``scope="layer"`` each maskable leaf is brought to ``floor(target * size)`` active
-    connections; with ``"global"`` the whole network is. Same as
-    :func:`prune_to_density_by_score` with scores ``|w|``.
-    """
+    """Magnitude-prunes until density is at most ``target_density``:
+    :func:`prune_to_density_by_score` with scores ``|w|``."""
     scores = jax.tree_util.tree_map(jnp.abs, params)
     return prune_to_density_by_score(scores, masks, maskable, target_density, scope=scope)
 

@@ -50,7 +50,6 @@ def group_leaves(sizes: Sequence[int], max_waste: float = 2.0,
     Leaves with different ``labels`` never share a group. Within a label, leaves are sorted by
     size (descending, ties by index) and added greedily to the current group while
     ``len(group) * max(size) <= max_waste * sum(size)`` still holds; otherwise a new group starts.
-    (A smaller leaf can only make the ratio worse, so the greedy pass never skips a leaf.)
 
     Args:
         sizes: number of elements of each leaf (0 allowed).
@@ -114,11 +113,9 @@ def leafwise(sampler: Callable[..., jax.Array], keys: jax.Array | Sequence[jax.A
              max_waste: float = 2.0) -> list[jax.Array]:
     """``[sampler(keys[i], shapes[i], *(a[i] for a in per_leaf_args)) for each leaf i]``, batched.
 
-    The result is bit-identical to those per-leaf calls (see the module docstring for why and
-    when), but leaves are drawn in groups (:func:`group_leaves`), one vmapped ``sampler`` call
-    per group, so the program holds one Threefry hash per group instead of one per leaf. Leaves
-    that are alone in their group are drawn with the plain per-leaf call. Works under ``jit`` and
-    ``vmap``.
+    Bit-identical to those per-leaf calls (module docstring), but drawn with one vmapped
+    ``sampler`` call per group of leaves (:func:`group_leaves`; a leaf alone in its group gets
+    the plain call). Works under ``jit`` and ``vmap``.
 
     Example:
         >>> keys = jax.random.split(jax.random.key(0), len(leaves))

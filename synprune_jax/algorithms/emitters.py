@@ -15,15 +15,8 @@ time:
 ``emit`` and ``update`` of one generation receive the **same** key; an emitter that draws in
 both splits it the same way in both and uses disjoint parts. ``init`` takes no key, so
 MAP-Elites' own draws are those of the mutation-only algorithm. The hyper is one pytree shared
-by MAP-Elites and its emitters; each reads the fields it needs.
-
-* :class:`MutationEmitter`: uniform parents from filled cells, composite mutation
-  (:func:`synprune_jax.variation.mutate`); stateless.
-* :class:`ESEmitter`: one evosax strategy
-  (:class:`~synprune_jax.algorithms.es.MaskedStrategy`) centred on an archive elite, re-centred
-  every ``restart_every`` generations, told its samples' fitness.
-* :class:`MixEmitter`: several emitters at once; offspring concatenated in order, each emitter
-  updated from its own slice of the evaluation.
+by MAP-Elites and its emitters; each reads the fields it needs. Emitters here:
+:class:`MutationEmitter`, :class:`ESEmitter` and :class:`MixEmitter` (several at once).
 
 Example (mutation and ES offspring in one generation):
     >>> import jax
@@ -59,33 +52,30 @@ from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 
 class Emitter(Protocol):
     """What :class:`~synprune_jax.algorithms.map_elites.MapElites` needs of an emitter (call
-    order and keys: module docstring).
-
-    * ``batch_size``: offspring per generation ``B`` (static);
-    * ``default_hyper``: a hyper-parameter pytree the emitter can read, with default values;
-    * ``check_hyper(hyper)``: raises ``TypeError`` when ``hyper`` lacks what the emitter reads;
-    * ``init(archive, hyper) -> state`` once the archive is seeded (``None``: no state);
-    * ``emit(key, archive, state, hyper) -> (offspring, state)``, ``B`` individuals;
-    * ``update(key, state, offspring, result, inserted, hyper) -> (state, metrics)`` after the
-      evaluation (``[B]`` fitness) and the insertion (``inserted [B]`` bool); ``metrics`` is a
-      dict of scalars reported with the generation's.
-    """
+    order and keys: module docstring)."""
 
     @property
-    def batch_size(self) -> int: ...
+    def batch_size(self) -> int:
+        """Offspring per generation ``B`` (static)."""
 
     @property
-    def default_hyper(self) -> Any: ...
+    def default_hyper(self) -> Any:
+        """A hyper-parameter pytree the emitter can read, with default values."""
 
-    def check_hyper(self, hyper: Any) -> None: ...
+    def check_hyper(self, hyper: Any) -> None:
+        """Raises ``TypeError`` when ``hyper`` lacks what the emitter reads."""
 
-    def init(self, archive: Archive, hyper: Any) -> Any: ...
+    def init(self, archive: Archive, hyper: Any) -> Any:
+        """The state, once the archive is seeded (``None``: no state)."""
 
     def emit(self, key: jax.Array, archive: Archive, state: Any,
-             hyper: Any) -> tuple[Population, Any]: ...
+             hyper: Any) -> tuple[Population, Any]:
+        """``(offspring, state)``: ``B`` individuals."""
 
     def update(self, key: jax.Array, state: Any, offspring: Population, result: EvalResult,
-               inserted: jax.Array, hyper: Any) -> tuple[Any, dict[str, jax.Array]]: ...
+               inserted: jax.Array, hyper: Any) -> tuple[Any, dict[str, jax.Array]]:
+        """``(state, metrics)`` after the evaluation (``[B]`` fitness) and the insertion
+        (``inserted [B]`` bool); ``metrics``: scalars reported with the generation's."""
 
 
 def mutation_hyper(hyper: Any) -> MutationHyper:
@@ -125,10 +115,9 @@ class MutationEmitter:
         task: the task (its ``maskable()`` and, for forward pruning, its ``spec``).
         batch_size: offspring per generation.
         mutation: static structure of the mutation (self-adaptive rates, forward pruning).
-        mutation_block: mutate the offspring this many at a time (``lax.map``) instead of all at
-            once (``None``); every child keeps its own key, so the offspring are those of one
-            ``vmap`` over the batch. Blocks bound the mutation's scratch memory (it grows with
-            ``batch_size x weights``) at some cost in compile time and speed.
+        mutation_block: mutate the offspring this many at a time (``lax.map``; the same
+            offspring as one ``vmap``, with less scratch memory, slower) instead of all at once
+            (``None``).
     """
 
     task: Any
@@ -323,9 +312,8 @@ class ESEmitter:
 
     def init(self, archive: Archive, hyper: Any) -> ESEmitterState:
         """A state due for centring: zeros shaped like a centred one, ``age = restart_every``."""
-        adapter = self.adapter
-        shapes = jax.eval_shape(lambda k, a: self._centre(k, a, adapter), jax.random.key(0),
-                                archive)
+        shapes = jax.eval_shape(lambda k, a: self._centre(k, a, self.adapter),
+                                jax.random.key(0), archive)
         state = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         return state.replace(age=jnp.asarray(self.config.restart_every, jnp.int32))
 
@@ -358,10 +346,9 @@ class ESEmitter:
                                    state.masks)
         state = state.replace(strategy=trees.strong_types(strategy), age=state.age + 1)
         fitness = result.fitness
-        metrics = {"es_num_inserted": jnp.sum(inserted, dtype=jnp.int32),
-                   "es_max_fitness": jnp.max(jnp.where(jnp.isfinite(fitness), fitness,
-                                                       -jnp.inf))}
-        return state, metrics
+        return state, {"es_num_inserted": jnp.sum(inserted, dtype=jnp.int32),
+                       "es_max_fitness": jnp.max(jnp.where(jnp.isfinite(fitness), fitness,
+                                                           -jnp.inf))}
 
 
 # ----- mix of emitters --------------------------------------------------------------------------
@@ -448,8 +435,6 @@ class MixEmitter:
             states.append(emitter_state)
             reported.append(metrics)
         names = [name for metrics in reported for name in metrics]
-        merged = {}
-        for index, metrics in enumerate(reported):
-            for name, value in metrics.items():
-                merged[f"{name}_{index}" if names.count(name) > 1 else name] = value
+        merged = {f"{name}_{index}" if names.count(name) > 1 else name: value
+                  for index, metrics in enumerate(reported) for name, value in metrics.items()}
         return (None if state is None else tuple(states)), merged

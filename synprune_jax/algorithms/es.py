@@ -146,14 +146,13 @@ class MaskedStrategy:
             raise ValueError(f"unknown search_space {search_space!r}; valid: {list(SEARCH_SPACES)}")
         if population_size < 2:
             raise ValueError(f"population_size must be >= 2, got {population_size}")
-        cls = strategy_class(strategy)
+        self._cls = strategy_class(strategy)
         self.name = strategy
         self.search_space = search_space
         self.population_size = int(population_size)
         self.population_based = is_population_based(strategy)
         flat, self.unravel = flatten_util.ravel_pytree(template)  # [N] -> one network's params
         self.num_dims = int(flat.size)
-        self._cls = cls
         self._optimizer = optimizer
         self._sigma_decay = sigma_decay
         self._strategy_kwargs = dict(strategy_kwargs or {})
@@ -192,10 +191,9 @@ class MaskedStrategy:
     def with_hyper(self, sigma_init, sigma_min, learning_rate) -> "MaskedStrategy":
         """This strategy with another (possibly traced) initial std, std floor and learning rate.
 
-        Returns ``self`` when the values are the Python numbers it was built with; otherwise a
-        copy holding a new evosax instance built (at trace time) from the given values, so a
-        sweep can vmap runs whose ``sigma_init`` / ``learning_rate`` differ. ``sigma_decay``,
-        the optimizer's kind and ``strategy_kwargs`` stay those of ``self``.
+        ``self`` when the values are the Python numbers it was built with; otherwise a copy with
+        an evosax instance built (at trace time) from them, so a sweep can vmap runs whose values
+        differ. ``sigma_decay``, the optimizer's kind and ``strategy_kwargs`` stay.
         """
         values = (sigma_init, sigma_min, learning_rate)
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) \
@@ -224,15 +222,9 @@ class MaskedStrategy:
     # ----- strategy ----------------------------------------------------------------------------
     def init(self, key: jax.Array, mean: Params, masks: Masks, population: jax.Array | None = None,
              fitness: jax.Array | None = None):
-        """Initial evosax state.
-
-        Args:
-            key: PRNG key.
-            mean: initial network (distribution-based strategies centre on it).
-            masks: its masks.
-            population: population-based strategies only: ``[P, N]`` evaluated initial members.
-            fitness: ``[P]`` their (maximised) fitness.
-        """
+        """Initial evosax state: distribution-based strategies centre on the network ``mean``
+        (with its ``masks``); population-based ones need ``population [P, N]``, evaluated initial
+        members, and ``fitness [P]``, their maximised fitness."""
         if self.population_based:
             if population is None or fitness is None:
                 raise ValueError(f"{self.name} is population-based: init needs an evaluated "
@@ -288,12 +280,9 @@ class MaskedStrategy:
         return self.unravel(self.mean_flat(state))
 
     def coordinate_std_flat(self, state) -> jax.Array:
-        """``[N]`` per-coordinate std of the search distribution.
-
-        ``std * sqrt(diag C)`` for CMA-type states, the std vector of diagonal strategies
-        (SNES, PGPE), the scalar std broadcast (OpenES, ARS), or the spread of the population
-        for population-based strategies.
-        """
+        """``[N]`` per-coordinate std of the search distribution: ``std * sqrt(diag C)``
+        (CMA-type), the std vector (SNES, PGPE), the scalar std broadcast (OpenES, ARS), or the
+        population's spread (population-based)."""
         if self.population_based:
             return jnp.std(state.population, axis=0)
         std = jnp.asarray(state.std, jnp.float32)
@@ -377,11 +366,6 @@ class ESHyper:
         init_density: density of the initial mask, exact per layer (in (0, 1]; 1.0 = dense).
         prune_amount: ``"constant"`` schedule: fraction of active weights removed per prune.
         target_density: density never pruned below (end of the schedules).
-
-    Example:
-        >>> hyper = ESHyper().replace(sigma_init=0.1)
-        >>> hyper.sigma_init, hyper.learning_rate
-        (0.1, 0.01)
     """
 
     sigma_init: float = 0.05
@@ -510,15 +494,13 @@ class MaskedES:
         return self.adapter.with_hyper(hyper.sigma_init, hyper.sigma_min, hyper.learning_rate)
 
     # ----- helpers -----------------------------------------------------------------------------
-    def _population(self, params: Params, masks: Masks) -> Population:
-        size = jax.tree_util.tree_leaves(params)[0].shape[0]
-        batched = jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)), masks)
-        return Population(params=params, masks=batched, rates=jnp.zeros((size, 2), jnp.float32))
-
     def evaluate_flat(self, key: jax.Array, flat: jax.Array, masks: Masks):
         """Evaluates ``flat [B, N]`` networks sharing ``masks``; returns the ``EvalResult``."""
-        return self.task.evaluate(key, self._population(self.adapter.unravel_population(flat),
-                                                        masks))
+        size = flat.shape[0]
+        batched = jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)), masks)
+        return self.task.evaluate(key, Population(
+            params=self.adapter.unravel_population(flat), masks=batched,
+            rates=jnp.zeros((size, 2), jnp.float32)))
 
     def initial_network(self, key: jax.Array, hyper: ESHyper) -> tuple[Params, Masks]:
         """A random network of the task and its masks (``hyper.init_density``, exact per layer)."""
@@ -608,13 +590,11 @@ class MaskedES:
             masks = trees.select(due, pruned, masks)
             strategy = adapter.project(strategy, masks)
 
-        evaluated = candidates.shape[0]
         state = ESState(strategy=trees.strong_types(strategy), masks=masks, best_params=best_params,
                         best_masks=best_masks, best_fitness=best_fitness, generation=generation,
-                        num_evaluations=state.num_evaluations + evaluated)
-        finite_population = finite[:config.population_size]
+                        num_evaluations=state.num_evaluations + candidates.shape[0])
         metrics = {
-            "max_fitness": jnp.max(finite_population),
+            "max_fitness": jnp.max(finite[:config.population_size]),
             "mean_fitness": jnp.nanmean(jnp.where(jnp.isfinite(fitness), fitness, jnp.nan)),
             "best_fitness": best_fitness,
             "density": masks_lib.density(masks, self.maskable),

@@ -46,10 +46,8 @@ INITS = ("beta", "archive")
 
 @dataclasses.dataclass(frozen=True)
 class GAConfig:
-    """Static configuration of :class:`TruncationGA` (its numeric knobs are :class:`GAHyper`).
-
-    ``init_beta_a`` / ``init_beta_b`` are static: at ``a = b = 1`` the initial densities are
-    drawn with ``uniform``; traced values would switch to ``jax.random.beta`` (other numbers).
+    """Static configuration of :class:`TruncationGA` (its numeric knobs are :class:`GAHyper`;
+    ``init_beta_a`` / ``init_beta_b`` stay static, see ``docs/es_ga.md``).
 
     Attributes:
         population_size: ``P`` (>= 2).
@@ -98,10 +96,6 @@ class GAHyper:
     Attributes:
         mutation: :class:`~synprune_jax.variation.MutationHyper` of the core mutation.
         crossover_rate: probability that a child is produced by crossover (in [0, 1]).
-
-    Example:
-        >>> GAHyper().crossover_rate, GAHyper().mutation == MutationHyper()
-        (0.5, True)
     """
 
     mutation: MutationHyper = dataclasses.field(default_factory=MutationHyper)

@@ -165,8 +165,8 @@ def _metrics(config: MapElitesConfig, archive: Archive, offspring: Population,
 class MapElites:
     """MAP-Elites synaptic pruning on a task (the runner's ``Algorithm`` protocol).
 
-    Holds only static structure (hashable: runs of a sweep with equal ``config``, ``task`` and
-    ``emitter`` share one compiled program); the numeric knobs are the hyper passed to every call.
+    Static and hashable (equal ``config``, ``task`` and ``emitter``: one compiled program); the
+    numeric knobs are the hyper passed to every call.
 
     Args:
         config: :class:`MapElitesConfig`.

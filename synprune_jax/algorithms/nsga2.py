@@ -13,17 +13,9 @@ A *problem* is any hashable object with
   as ``evaluate(key, genomes, hyper.problem)`` and those knobs travel in the algorithm's hyper
   (e.g. :class:`~synprune_jax.transfer.problem.ProblemHyper`).
 
-One NSGA-II step::
-
-    parents   = binary tournament on (rank ascending, crowding descending)      [2 * B]
-    children  = uniform crossover (probability crossover_rate, else a copy of parent 1)
-                + independent bit flips (probability mutation_rate, 1 / L by default)   [B, L]
-    objectives = memo lookup, else problem.evaluate                             [B, M]
-    survivors = best P of parents + children by (rank, -crowding)               (elitist)
-
-with ``B = P`` (generational) or ``B = num_offspring`` (steady state). The :class:`Memo` stores
-*every* objective of each evaluated genome; duplicates inside one batch share the objectives of
-their first occurrence, and a batch that all hits the memo skips the evaluation.
+One NSGA-II step: binary tournament on (rank, crowding), uniform crossover, bit flips, objectives
+through the :class:`Memo` (which stores *every* objective of each evaluated genome), elitist
+survival of the best ``P`` of parents + children.
 
 Example (bi-objective LOTZ: leading ones x trailing zeros):
     >>> import jax, jax.numpy as jnp
@@ -115,14 +107,8 @@ def memo_insert(memo: Memo, genomes: jax.Array, objectives: jax.Array,
 
 def evaluate_with_memo(problem, key: jax.Array, memo: Memo, genomes: jax.Array,
                        problem_hyper=None) -> tuple[jax.Array, Memo, jax.Array]:
-    """Objectives of ``genomes [B, L]`` through the memo.
-
-    Args:
-        problem: see the module docstring.
-        key: passed to ``problem.evaluate``.
-        memo: :class:`Memo`.
-        genomes: ``[B, L]`` bool.
-        problem_hyper: the problem's hyper-parameters (None for a problem without any).
+    """Objectives of ``genomes [B, L]`` bool through the memo; ``key`` and ``problem_hyper``
+    (None for a problem without hyper-parameters) go to ``problem.evaluate``.
 
     Returns:
         ``(objectives [B, M], new memo, number of genomes actually evaluated (int32))``; the
@@ -307,8 +293,8 @@ class NSGA2State:
 class NSGA2:
     """NSGA-II for a bit-string problem (see module docstring).
 
-    Static structure only: two instances with equal config, problem and names compare equal
-    (a sweep compiles them once); the rates are the :class:`NSGA2Hyper` of each call.
+    Static structure only (equal config, problem and names compare equal); the rates are the
+    :class:`NSGA2Hyper` of each call.
 
     Args:
         config: :class:`NSGA2Config`.
@@ -389,11 +375,3 @@ class NSGA2:
             values = jnp.where(valid, state.objectives[:, index], -jnp.inf)
             metrics[f"max_{name}"] = jnp.max(values)
         return metrics
-
-
-__all__ = [
-    "MODES", "Memo", "NSGA2", "NSGA2Config", "NSGA2Hyper", "NSGA2State", "ask_evaluate_tell",
-    "binary_tournament", "bit_flip_mutation", "evaluate_with_memo", "first_occurrence",
-    "init_memo", "initial_population", "memo_insert", "memo_lookup", "objective_names_of",
-    "random_density_genomes", "uniform_crossover_bits", "validate_hyper",
-]

@@ -151,8 +151,8 @@ def replace_worst(genomes: jax.Array, fitness: jax.Array, child: jax.Array,
 class SteadyStateGA:
     """The single-objective GA of the original method (see module docstring).
 
-    Static structure only: two instances with equal config, problem and names compare equal;
-    the mutation probability is the :class:`SteadyStateGAHyper` of each call.
+    Static structure only (equal config, problem and names compare equal); the mutation
+    probability is the :class:`SteadyStateGAHyper` of each call.
 
     Args:
         config: :class:`SteadyStateGAConfig`.
@@ -238,9 +238,3 @@ class SteadyStateGA:
             metrics[f"max_{name}"] = jnp.max(jnp.where(jnp.isfinite(state.objectives[:, i]),
                                                        state.objectives[:, i], -jnp.inf))
         return metrics
-
-
-__all__ = [
-    "SteadyStateGA", "SteadyStateGAConfig", "SteadyStateGAHyper", "SteadyStateGAState",
-    "most_distant_candidate", "one_bit_mutation", "replace_worst", "validate_hyper",
-]

@@ -64,15 +64,8 @@ def _check_descriptors(descriptors: jax.Array, num_descriptors: int) -> None:
 
 
 def _nearest(centroids: jax.Array, points: jax.Array) -> jax.Array:
-    """Index of the nearest centroid (squared Euclidean) for every point.
-
-    Args:
-        centroids: ``[C, D]``.
-        points: ``[N, D]``.
-
-    Returns:
-        ``[N]`` int32; ties go to the lowest centroid index.
-    """
+    """``[N]`` int32 index of the nearest centroid of ``centroids [C, D]`` (squared Euclidean;
+    ties go to the lowest index) for every point of ``points [N, D]``."""
     num_cells, num_dims = centroids.shape
 
     def one(point):
@@ -106,7 +99,8 @@ class GridSpec:
                              f"{len(lower)} descriptor dimensions")
         for dim, cells in enumerate(resolution):
             if int(cells) != cells or cells < 1:
-                raise ValueError(f"GridSpec: resolution[{dim}] must be an integer >= 1, got {cells}")
+                raise ValueError(f"GridSpec: resolution[{dim}] must be an integer >= 1, "
+                                 f"got {cells}")
         object.__setattr__(self, "lower", lower)
         object.__setattr__(self, "upper", upper)
         object.__setattr__(self, "resolution", tuple(int(cells) for cells in resolution))
@@ -293,16 +287,13 @@ class Archive:
 
 
 def init_archive(spec: ArchiveSpec, template: Population) -> Archive:
-    """An empty archive.
+    """An empty archive: genome leaves zeros ``[C, *leaf.shape]``, fitness ``-inf``,
+    descriptors and density 0.
 
     Args:
         spec: grid or CVT spec (computes the centroids; for a CVT this runs k-means).
         template: ONE individual (no population axis; ``rates`` has shape ``[2]``), used only for
             the structure, shapes and dtypes of the genome.
-
-    Returns:
-        An :class:`Archive` whose genome leaves are zeros of shape ``[C, *leaf.shape]`` with the
-        template's dtypes, fitness ``-inf``, descriptors and density 0.
     """
     if jnp.ndim(template.rates) != 1:
         raise ValueError(f"template must be one individual (rates of shape [2]), got rates of "

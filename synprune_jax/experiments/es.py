@@ -43,10 +43,9 @@ def _es_section(**values) -> dict:
 
 
 def es_config_and_hyper(section: dict):
-    """``(ESConfig, ESHyper)`` from a config's ``es`` section (a missing key takes its default);
-    the hyper's values are checked (:func:`~synprune_jax.algorithms.es.validate_hyper`). Raises
-    ``ConfigError`` (unknown keys, values of the wrong type) or ``ValueError`` / ``TypeError``
-    (bad values; the builders turn them into ``ConfigError``)."""
+    """``(ESConfig, ESHyper)`` from a config's ``es`` section, the hyper's values checked
+    (:func:`~synprune_jax.algorithms.es.validate_hyper`; the builders turn errors into
+    ``ConfigError``)."""
     from synprune_jax.algorithms.es import ESConfig, ESHyper, validate_hyper
 
     config, hyper = from_section(section, "es", ESConfig, ESHyper)
@@ -173,10 +172,8 @@ def build_ga(config: dict) -> Built:
 
 
 def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) -> dict:
-    """Elites of a finished MAP-Elites run directory, best first (host side).
-
-    Rebuilds the run's algorithm from ``run_dir/config.json``, restores the latest checkpoint
-    with :mod:`synprune_jax.checkpoint` and returns the filled cells sorted by fitness.
+    """Elites of a finished MAP-Elites run directory, best first (host side): rebuilds the
+    run's algorithm from ``run_dir/config.json`` and restores its latest checkpoint.
 
     Returns:
         ``{"params": [K, ...], "masks": [K, ...], "rates": [K, 2], "fitness": [K],

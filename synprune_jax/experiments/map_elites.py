@@ -226,7 +226,7 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
         if len(resolution) == 1:
             resolution = resolution * centroids.shape[1]
     names = _descriptor_names(config)
-    paths = [
+    return [
         plots.plot_archive_heatmap(os.path.join(run_dir, "archive_heatmap.png"), fitness,
                                    centroids, resolution=resolution, lower=lower, upper=upper,
                                    labels=(names[0], names[1] if len(names) > 1 else ""),
@@ -236,7 +236,6 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
         plots.plot_fitness_vs_density(os.path.join(run_dir, "fitness_vs_density.png"),
                                       np.asarray(archive.density), fitness, bands=DENSITY_BANDS),
     ]
-    return paths
 
 
 def _descriptor_names(config: dict) -> list[str]:

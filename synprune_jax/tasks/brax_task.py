@@ -152,7 +152,8 @@ def feet_lowest_points(geometry: _FootGeometry, link_positions: jax.Array,
     centre = position + rotate(jnp.asarray(geometry.position), rotation)
     half_axis = rotate(jnp.asarray(geometry.half_axis), rotation)
     lowest = centre[:, 2] - jnp.abs(half_axis[:, 2]) - jnp.asarray(geometry.radius)
-    return jnp.stack([jnp.min(lowest[np.nonzero(geometry.foot == f)[0]]) for f in range(geometry.num_feet)])
+    return jnp.stack([jnp.min(lowest[np.nonzero(geometry.foot == foot)[0]])
+                      for foot in range(geometry.num_feet)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +257,7 @@ class BraxTask:
     def init_params(self, key: jax.Array) -> Params:
         return self.spec.init(key)
 
-    # ----- evaluation ------------------------------------------------------------------------------
+    # ----- evaluation ---------------------------------------------------------------------------
     def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         """Evaluates a population (pure; jit it at the top). See :class:`~.base.Task`."""
         with jax.numpy_rank_promotion("allow"):  # Brax's internals broadcast implicitly
@@ -295,8 +296,8 @@ class BraxTask:
             ``"observations" [T, obs]``, ``"actions" [T, act]``, ``"alive" [T]``.
         """
         carry = self._first_carry(key)
-        final, trace = jax.lax.scan(lambda c, _: self._step(c, dense_params), carry, None,
-                                    length=self.episode_length)
+        step = lambda c, _: self._advance(c, self.spec.apply_dense(dense_params, c["state"].obs))
+        final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
         return self._outputs(final, trace)
 
     def _rollouts(self, dense_params: Params, keys: jax.Array) -> dict:
@@ -344,12 +345,8 @@ class BraxTask:
             carry["feet_contact_steps"] = jnp.zeros((len(self.feet),), jnp.float32)
         return carry
 
-    def _step(self, carry: dict, dense_params: Params) -> tuple[dict, dict | None]:
-        """One step of one individual's episode (see the module docstring for ``alive``)."""
-        return self._advance(carry, self.spec.apply_dense(dense_params, carry["state"].obs))
-
     def _advance(self, carry: dict, action: jax.Array) -> tuple[dict, dict | None]:
-        """:meth:`_step` after the policy: the environment step with ``action``."""
+        """One environment step of one episode with ``action`` (module docstring: ``alive``)."""
         state, alive = carry["state"], carry["alive"]
         next_state = self.env.step(state, action)
         x = next_state.pipeline_state.x

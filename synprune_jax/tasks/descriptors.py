@@ -12,10 +12,7 @@ Registry (:data:`DESCRIPTORS`; each entry's ``doc`` says what its columns mean):
 
 Names are validated (:func:`validate`) when a task is constructed, before anything is traced or
 compiled; an unknown or unsupported name raises ``ValueError`` listing the names valid *for that
-task*.
-
-Every ``compute`` function works on **one individual**; tasks add the population axis with
-``jax.vmap``.
+task*. Every ``compute`` function works on **one individual** (tasks ``vmap`` it).
 """
 
 from __future__ import annotations
@@ -155,16 +152,8 @@ def available(context: DescriptorContext) -> tuple[str, ...]:
 
 
 def validate(names, context: DescriptorContext, owner: str = "this task") -> tuple[str, ...]:
-    """Checks descriptor names (cheap: no tracing, no compiling).
-
-    Args:
-        names: a sequence of descriptor names (a single string is rejected, to catch
-            ``descriptors="sparsity"``).
-        context: the task's :class:`DescriptorContext`.
-        owner: how to name the task in error messages.
-
-    Returns:
-        The names as a tuple.
+    """``names`` (a sequence; a single string is rejected) as a tuple, checked against the
+    task's ``context`` (cheap: no tracing, no compiling); ``owner`` names the task in errors.
 
     Raises:
         ValueError: empty, duplicated, unknown or unsupported names; the message lists the valid
