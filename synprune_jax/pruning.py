@@ -12,7 +12,7 @@ Example:
     >>> import jax, jax.numpy as jnp
     >>> params = {"w": jnp.array([0.3, -0.1, 0.2, 0.1])}
     >>> masks = {"w": jnp.array([True, True, True, True])}
-    >>> prune_magnitude(params, masks, {"w": True}, 0.5)["w"].tolist()  # |-0.1| and |0.1| tie: both go
+    >>> prune_magnitude(params, masks, {"w": True}, 0.5)["w"].tolist()  # the two |w| = 0.1 go
     [True, False, True, False]
 """
 
@@ -48,46 +48,43 @@ def select_lowest(scores: jax.Array, candidates: jax.Array, count: jax.Array) ->
     return candidates & (ranks < count)
 
 
-def _check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; valid: {SCOPES}")
-
-
-def _apply_selection(masks: Masks, maskable: PyTree, scores: PyTree, candidate_fn, amount, count,
-                     scope: str, *, remove: bool) -> Masks:
-    """Shared machinery: select lowest-score candidates per leaf or globally, then flip them."""
-    _check_scope(scope)
+def _count_of(amount, count):
+    """``(flat mask, candidates) -> k``: ``count``, or ``floor(amount * candidates)``."""
     if (amount is None) == (count is None):
         raise ValueError("give exactly one of amount (fraction) or count (exact number)")
+    if count is not None:
+        return lambda flat, candidates: jnp.asarray(count, jnp.int32)
+    return lambda flat, candidates: jnp.floor(jnp.asarray(amount, jnp.float32) * jnp.sum(
+        candidates, dtype=jnp.int32)).astype(jnp.int32)
+
+
+def _apply_selection(masks: Masks, maskable: PyTree, scores: PyTree, candidate_fn, count_fn,
+                     scope: str, *, remove: bool) -> Masks:
+    """Selects the ``count_fn(flat, candidates)`` lowest-score candidates per maskable leaf
+    (``scope="layer"``) or over all of them (``"global"``), then removes or restores them."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; valid: {SCOPES}")
     leaves, treedef = jax.tree_util.tree_flatten(masks)
     score_leaves = jax.tree_util.tree_leaves(scores)
-    flags = jax.tree_util.tree_leaves(maskable)
-    picked = [i for i, flag in enumerate(flags) if flag]
+    picked = [i for i, flag in enumerate(jax.tree_util.tree_leaves(maskable)) if flag]
 
-    def k_of(candidates):
-        if count is not None:
-            return jnp.asarray(count, jnp.int32)
-        total = jnp.sum(candidates, dtype=jnp.int32)
-        return jnp.floor(jnp.asarray(amount, jnp.float32) * total).astype(jnp.int32)
+    def flip(flat, flat_scores):
+        candidates = candidate_fn(flat)
+        chosen = select_lowest(flat_scores, candidates, count_fn(flat, candidates))
+        return flat & ~chosen if remove else flat | chosen
 
     out = list(leaves)
     if scope == "layer":
         for i in picked:
-            flat = leaves[i].reshape(-1)
-            candidates = candidate_fn(flat)
-            chosen = select_lowest(score_leaves[i].reshape(-1), candidates, k_of(candidates))
-            out[i] = (flat & ~chosen if remove else flat | chosen).reshape(leaves[i].shape)
+            out[i] = flip(leaves[i].reshape(-1),
+                          score_leaves[i].reshape(-1)).reshape(leaves[i].shape)
     else:
-        flat = jnp.concatenate([leaves[i].reshape(-1) for i in picked])
-        flat_scores = jnp.concatenate([score_leaves[i].reshape(-1) for i in picked])
-        candidates = candidate_fn(flat)
-        chosen = select_lowest(flat_scores, candidates, k_of(candidates))
-        new_flat = flat & ~chosen if remove else flat | chosen
+        new_flat = flip(jnp.concatenate([leaves[i].reshape(-1) for i in picked]),
+                        jnp.concatenate([score_leaves[i].reshape(-1) for i in picked]))
         offset = 0
         for i in picked:
-            size = leaves[i].size
-            out[i] = new_flat[offset:offset + size].reshape(leaves[i].shape)
-            offset += size
+            out[i] = new_flat[offset:offset + leaves[i].size].reshape(leaves[i].shape)
+            offset += leaves[i].size
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -103,15 +100,15 @@ def prune_magnitude(params: Params, masks: Masks, maskable: PyTree, amount=None,
         count: exact number to remove instead of ``amount``.
         scope: ``"layer"`` (k per maskable leaf) or ``"global"`` (one ranking over all leaves).
     """
-    scores = jax.tree_util.tree_map(jnp.abs, params)
-    return _apply_selection(masks, maskable, scores, lambda m: m, amount, count, scope, remove=True)
+    return _apply_selection(masks, maskable, jax.tree_util.tree_map(jnp.abs, params),
+                            lambda m: m, _count_of(amount, count), scope, remove=True)
 
 
 def prune_random(key: jax.Array, masks: Masks, maskable: PyTree, amount=None, *, count=None,
                  scope: Scope = "layer") -> Masks:
     """Removes exactly k uniformly chosen active connections (same k rules as magnitude)."""
-    scores = _uniform_like(key, masks)
-    return _apply_selection(masks, maskable, scores, lambda m: m, amount, count, scope, remove=True)
+    return _apply_selection(masks, maskable, _uniform_like(key, masks), lambda m: m,
+                            _count_of(amount, count), scope, remove=True)
 
 
 def regrow(key: jax.Array, params: Params, masks: Masks, maskable: PyTree, amount=None, *,
@@ -122,24 +119,21 @@ def regrow(key: jax.Array, params: Params, masks: Masks, maskable: PyTree, amoun
     (masked weights keep their last value, so this revives the strongest former synapses).
     A restored connection gets back its stored weight.
     """
+    count_fn = _count_of(amount, count)
     if criterion == "random":
         scores = _uniform_like(key, masks)
     elif criterion == "magnitude":
         scores = jax.tree_util.tree_map(lambda p: -jnp.abs(p), params)
     else:
-        raise ValueError(f"unknown regrowth criterion {criterion!r}; valid: ('random', 'magnitude')")
-    return _apply_selection(masks, maskable, scores, lambda m: ~m, amount, count, scope,
-                            remove=False)
+        raise ValueError(f"unknown regrowth criterion {criterion!r}; "
+                         "valid: ('random', 'magnitude')")
+    return _apply_selection(masks, maskable, scores, lambda m: ~m, count_fn, scope, remove=False)
 
 
 def prune_magnitude_to_density(params: Params, masks: Masks, maskable: PyTree,
                                target_density, *, scope: Scope = "layer") -> Masks:
-    """Magnitude-prunes until density is at most ``target_density`` (never regrows).
-
-    With ``scope="layer"`` each maskable leaf is brought to ``floor(target * size)`` active
-    connections; with ``"global"`` the whole network is. Same as
-    :func:`prune_to_density_by_score` with scores ``|w|``.
-    """
+    """Magnitude-prunes until density is at most ``target_density``:
+    :func:`prune_to_density_by_score` with scores ``|w|``."""
     scores = jax.tree_util.tree_map(jnp.abs, params)
     return prune_to_density_by_score(scores, masks, maskable, target_density, scope=scope)
 
@@ -169,32 +163,13 @@ def prune_to_density_by_score(scores: PyTree, masks: Masks, maskable: PyTree, ta
         >>> prune_to_density_by_score(scores, masks, {"w": True}, 0.5)["w"].tolist()
         [False, True, False, True]
     """
-    _check_scope(scope)
-    leaves, treedef = jax.tree_util.tree_flatten(masks)
-    score_leaves = jax.tree_util.tree_leaves(scores)
-    flags = jax.tree_util.tree_leaves(maskable)
     target = jnp.asarray(target_density, jnp.float32)
-    picked = [i for i, flag in enumerate(flags) if flag]
-    out = list(leaves)
-    if scope == "layer":
-        for i in picked:
-            flat = leaves[i].reshape(-1)
-            keep = jnp.floor(target * flat.size).astype(jnp.int32)
-            count = jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0)
-            chosen = select_lowest(score_leaves[i].reshape(-1), flat, count)
-            out[i] = (flat & ~chosen).reshape(leaves[i].shape)
-        return jax.tree_util.tree_unflatten(treedef, out)
-    flat = jnp.concatenate([leaves[i].reshape(-1) for i in picked])
-    flat_scores = jnp.concatenate([score_leaves[i].reshape(-1) for i in picked])
-    keep = jnp.floor(target * flat.size).astype(jnp.int32)
-    chosen = select_lowest(flat_scores, flat,
-                           jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0))
-    new_flat = flat & ~chosen
-    offset = 0
-    for i in picked:
-        out[i] = new_flat[offset:offset + leaves[i].size].reshape(leaves[i].shape)
-        offset += leaves[i].size
-    return jax.tree_util.tree_unflatten(treedef, out)
+
+    def count_fn(flat, candidates):
+        keep = jnp.floor(target * flat.size).astype(jnp.int32)
+        return jnp.maximum(jnp.sum(flat, dtype=jnp.int32) - keep, 0)
+
+    return _apply_selection(masks, maskable, scores, lambda m: m, count_fn, scope, remove=True)
 
 
 def scheduled_density(generation, *, schedule: str, current_density, target_density,

@@ -1,53 +1,32 @@
 """Per-leaf random draws with few ``jax.random`` calls (same numbers, less XLA compile time).
 
-Mutation and initialisation draw one random array per parameter leaf, each from its own key:
-``[jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]``. Every ``jax.random``
-call inlines one Threefry hash into the program, and XLA's compile time grows with the number of
-these hashes, not with the number of random numbers (``benchmarks/rng_compile.py`` measures
-it; figures in docs/benchmarks.md, "Design figures"). :func:`leafwise` returns exactly the same
-arrays, bit for bit, while drawing each *group* of leaves with one vmapped call.
-
-The price is scratch memory: the padded ``[group, largest leaf]`` draw is materialised before it
-is sliced, where one call per leaf fuses into its consumer (``python benchmarks/rng_compile.py
---emitter`` measures both for the MAP-Elites emitter). Memory grows with the population and
-compile time does not, so the per-generation
-operators (:func:`synprune_jax.variation.gaussian_mutation`,
-:func:`synprune_jax.pruning.flip_mutation`) keep one call per leaf; :func:`leafwise` draws the
-initial masks (:func:`synprune_jax.masks.init_masks`), which run once per run.
+Drawing one array per parameter leaf, each from its own key, inlines one Threefry hash per leaf,
+and XLA's compile time grows with the number of hashes. :func:`leafwise` returns exactly the
+same arrays, bit for bit, while drawing each *group* of leaves with one vmapped call; the padded
+``[group, largest leaf]`` draw costs scratch memory, so the per-generation operators
+(:func:`synprune_jax.variation.gaussian_mutation`, :func:`synprune_jax.pruning.flip_mutation`)
+keep one call per leaf and :func:`leafwise` draws the initial masks
+(:func:`synprune_jax.masks.init_masks`). Measurements: ``docs/benchmarks.md`` ("Design
+figures", ``benchmarks/rng_compile.py``).
 
 Why the numbers do not change. With ``jax_threefry_partitionable`` on (the default since JAX
 0.5), Threefry hashes each element's row-major linear index under the key, independently of the
-requested shape. Hence, for the samplers built on ``random_bits`` element by element (``normal``,
-``uniform`` with any ``minval``/``maxval``, ``bernoulli`` in its default ``mode="low"``, which is
-``uniform < p``, ...):
+requested shape. Hence, for samplers built on ``random_bits`` element by element (``normal``,
+``uniform``, ``bernoulli`` in its default ``mode="low"``), ``sampler(k, shape)`` equals
+``sampler(k, (prod(shape),)).reshape(shape)`` and ``sampler(k, (n,))[:m]`` equals
+``sampler(k, (m,))`` for ``m <= n``. With the flag off, or a PRNG implementation other than
+``threefry2x32``, this does not hold and :func:`leafwise` falls back to one call per leaf.
+Samplers that are not elementwise (``permutation``, ``gamma`` / ``beta``,
+``bernoulli(mode="high")``, ...) must not go through :func:`leafwise`.
 
-* ``sampler(k, shape)`` equals ``sampler(k, (prod(shape),)).reshape(shape)``, and
-* ``sampler(k, (n,))[:m]`` equals ``sampler(k, (m,))`` for ``m <= n``.
+Leaves are grouped by size so that a group's padded count stays at most ``max_waste`` times its
+useful count (:func:`group_leaves`).
 
-So a group of leaves is drawn as ``jax.vmap(lambda k: sampler(k, (n,)))(group_keys)`` with
-``n`` the group's largest leaf size, and each row is cut to its leaf's size and reshaped. With
-the flag off (the legacy Threefry layout, where the bits depend on the total size), or with a
-PRNG implementation other than ``threefry2x32`` (``rbg`` uses XLA's RngBitGenerator), this does
-not hold and :func:`leafwise` falls back to one call per leaf, which is exactly the old code.
-
-The waste bound. A group draws ``len(group) * max(size)`` numbers for ``sum(size)`` useful ones.
-Leaves are sorted by size (descending) and grouped greedily so that this padded count stays at
-most ``max_waste`` times the useful count (see :func:`group_leaves`): a network with one huge
-layer draws it alone instead of padding every bias to its size.
-
-The sampler must be elementwise in the sense above. Samplers that are not (``permutation``,
-``choice`` without replacement, rejection samplers such as ``gamma`` / ``beta``,
-``bernoulli(mode="high")``, which draws a ``(2, *shape)`` block) must not go through
-:func:`leafwise`; the tests in ``tests/test_rng.py`` check the samplers used in this package.
-
-Arithmetic on the draws. The draws are bit-identical, but XLA's algebraic simplifier sees a
-different program around them, and floating-point rewrites may then differ. In particular
-``sigma * jax.random.normal(...)`` is compiled as ``erfinv(u) * (sigma * sqrt(2))`` when
-``sigma`` is broadcast onto the draw, while scaling slices of a batched draw computes
-``sigma * (erfinv(u) * sqrt(2))``: a 1-ulp difference. To keep jitted results identical, do
-such arithmetic inside the sampler (``lambda k, s, d: sigma * jax.random.normal(k, s, d)``), and
-give one-element leaves their own call (under ``vmap`` a batched ``sigma`` is not broadcast onto
-them). Comparisons (``u < p``) are exact.
+Arithmetic on the draws. The draws are bit-identical, but XLA may simplify the program around
+them differently: ``sigma * jax.random.normal(...)`` can differ by 1 ulp from scaling a slice of
+a batched draw. Do such arithmetic inside the sampler
+(``lambda k, s, d: sigma * jax.random.normal(k, s, d)``), and give one-element leaves their own
+call (under ``vmap`` a batched ``sigma`` is not broadcast onto them). Comparisons are exact.
 """
 
 from __future__ import annotations
@@ -71,7 +50,6 @@ def group_leaves(sizes: Sequence[int], max_waste: float = 2.0,
     Leaves with different ``labels`` never share a group. Within a label, leaves are sorted by
     size (descending, ties by index) and added greedily to the current group while
     ``len(group) * max(size) <= max_waste * sum(size)`` still holds; otherwise a new group starts.
-    (A smaller leaf can only make the ratio worse, so the greedy pass never skips a leaf.)
 
     Args:
         sizes: number of elements of each leaf (0 allowed).
@@ -135,11 +113,9 @@ def leafwise(sampler: Callable[..., jax.Array], keys: jax.Array | Sequence[jax.A
              max_waste: float = 2.0) -> list[jax.Array]:
     """``[sampler(keys[i], shapes[i], *(a[i] for a in per_leaf_args)) for each leaf i]``, batched.
 
-    The result is bit-identical to those per-leaf calls (see the module docstring for why and
-    when), but leaves are drawn in groups (:func:`group_leaves`), one vmapped ``sampler`` call
-    per group, so the program holds one Threefry hash per group instead of one per leaf. Leaves
-    that are alone in their group are drawn with the plain per-leaf call. Works under ``jit`` and
-    ``vmap``.
+    Bit-identical to those per-leaf calls (module docstring), but drawn with one vmapped
+    ``sampler`` call per group of leaves (:func:`group_leaves`; a leaf alone in its group gets
+    the plain call). Works under ``jit`` and ``vmap``.
 
     Example:
         >>> keys = jax.random.split(jax.random.key(0), len(leaves))

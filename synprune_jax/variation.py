@@ -97,6 +97,12 @@ class MutationConfig:
     self_adaptive: bool = False
     forward_prune: bool = True
 
+    def check_task(self, task) -> None:
+        """Raises ValueError when ``forward_prune`` meets a task without an MLP network."""
+        if self.forward_prune and task.spec is None:
+            raise ValueError("mutation.forward_prune needs an MLP network; this task has a "
+                             "direct genotype (set forward_prune=False)")
+
 
 @struct.dataclass
 class MutationHyper:

@@ -212,7 +212,7 @@ def test_algorithms_are_static_and_compare_by_value():
     assert isinstance(first.emitter, em.MixEmitter) and first.emitter.batch_size == 32 + 8
     alone = me.MapElitesES(config, dataclasses.replace(es, use_mutation_emitter=False), TASK)
     assert isinstance(alone.emitter, em.ESEmitter) and alone.emitter.batch_size == 8
-    assert first.default_hyper == alone.default_hyper == me.MapElitesESHyper(
+    assert first.default_hyper == alone.default_hyper == em.MapElitesESHyper(
         mutation=MutationHyper(), sigma_init=0.05, learning_rate=0.05)
 
 
@@ -224,7 +224,7 @@ def test_hyper_errors_are_clear():
     with pytest.raises(TypeError, match="MutationHyper"):
         em.mutation_hyper(em.MapElitesESHyper().replace(mutation=None))
     with pytest.raises(ValueError, match="sigma_init and learning_rate must be > 0"):
-        em.validate_es_hyper(me.MapElitesESHyper(sigma_init=0.0))
+        em.validate_es_hyper(em.MapElitesESHyper(sigma_init=0.0))
     with pytest.raises(ValueError, match="distribution-based"):
         me.ESEmitterConfig(strategy="simple_ga")
     with pytest.raises(ValueError, match="restart_every"):
@@ -316,7 +316,7 @@ def _old_emit(key, archive, task, config, mutation):
 def test_me_es_generation_matches_its_statement():
     es_config = me.ESEmitterConfig(population_size=8, restart_every=2)
     algorithm = me.MapElitesES(SMALL_CONFIG, es_config, SMALL_TASK)
-    hyper = me.MapElitesESHyper(mutation=MutationHyper(sigma=0.1), sigma_init=0.1,
+    hyper = em.MapElitesESHyper(mutation=MutationHyper(sigma=0.1), sigma_init=0.1,
                                 learning_rate=0.02)
     state = jax.jit(algorithm.init)(jax.random.key(3), hyper)
     step = jax.jit(algorithm.step)
@@ -336,7 +336,7 @@ def test_mix_splits_keys_and_slices_and_renames_shared_metrics():
     mix = em.MixEmitter((em.MutationEmitter(SMALL_TASK, batch_size=4), first, second))
     algorithm = me.MapElites(SMALL_CONFIG, SMALL_TASK, mix)
     hyper = algorithm.default_hyper
-    assert hyper == me.MapElitesESHyper()
+    assert hyper == em.MapElitesESHyper()
     state = algorithm.init(jax.random.key(0), hyper)
     assert state.emitter_state[0] is None
     key = jax.random.key(1)
@@ -370,7 +370,7 @@ def test_me_es_builder_puts_sigma_and_learning_rate_in_the_hyper():
              for overrides in (["es_emitter.sigma_init=0.2", "es_emitter.learning_rate=0.01"],
                                ["mutation.sigma=0.3"])]
     assert built[0].algorithm == built[1].algorithm  # one compiled group in a sweep
-    assert built[0].hyper == me.MapElitesESHyper(
+    assert built[0].hyper == em.MapElitesESHyper(
         mutation=dataclasses.replace(built[1].hyper.mutation, sigma=0.1), sigma_init=0.2,
         learning_rate=0.01)
     assert built[1].hyper.mutation.sigma == 0.3 and built[1].hyper.sigma_init == 0.05

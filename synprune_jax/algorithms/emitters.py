@@ -1,8 +1,9 @@
 """Emitters for MAP-Elites: where each generation's offspring come from.
 
-An emitter is a static, hashable object (a frozen dataclass) with pure methods; its state is a
-pytree without PRNG keys, carried in the MAP-Elites state. :class:`~synprune_jax.algorithms.
-map_elites.MapElites` drives it, one generation at a time:
+An emitter is a static, hashable object (a frozen dataclass) with pure methods (the
+:class:`Emitter` protocol); its state is a pytree without PRNG keys, carried in the MAP-Elites
+state. :class:`~synprune_jax.algorithms.map_elites.MapElites` drives it, one generation at a
+time:
 
     key_emit, key_eval = split(key)
     offspring, emitter_state = emitter.emit(key_emit, archive, emitter_state, hyper)    [B]
@@ -11,42 +12,11 @@ map_elites.MapElites` drives it, one generation at a time:
     emitter_state, metrics = emitter.update(key_emit, emitter_state, offspring, result,
                                             inserted, hyper)
 
-The protocol (:class:`Emitter`):
-
-* ``batch_size``: offspring per generation ``B`` (static);
-* ``default_hyper``: a hyper-parameter pytree the emitter can read, with default values;
-* ``check_hyper(hyper)``: raises ``TypeError`` when ``hyper`` lacks what the emitter reads;
-* ``init(archive, hyper) -> state``: called once the archive is seeded; ``None`` for an emitter
-  without state;
-* ``emit(key, archive, state, hyper) -> (offspring, state)``: ``offspring`` is a
-  :class:`~synprune_jax.types.Population` of ``B`` individuals;
-* ``update(key, state, offspring, result, inserted, hyper) -> (state, metrics)``: after the
-  offspring were evaluated (``result``: :class:`~synprune_jax.types.EvalResult` with ``[B]``
-  fitness) and offered to the archive (``inserted``: ``[B]`` bool); ``metrics`` is a dict of
-  scalars, reported with the generation's metrics.
-
-Keys. ``emit`` and ``update`` of one generation receive the **same** key, the emitter's key for
-that generation; an emitter that draws in both splits it the same way in both and uses disjoint
-parts (:class:`ESEmitter`: ``key_centre, key_ask, key_tell = split(key, 3)``). ``init`` takes no
-key: an emitter that needs a random start draws it in its first ``emit``. This keeps MAP-Elites'
-own draws exactly those of the mutation-only algorithm (``key_emit, key_eval = split(key)`` per
-generation, ``key_population, key_eval = split(key)`` at init).
-
-Hyper-parameters. The hyper is one pytree shared by MAP-Elites and its emitters; each reads the
-fields it needs. :func:`mutation_hyper` finds the
-:class:`~synprune_jax.variation.MutationHyper` (the hyper itself, or its ``mutation`` field): the
-mutation emitter and the archive's seeding read it. The ES emitter reads ``sigma_init`` and
-``learning_rate`` (:class:`MapElitesESHyper` has both, plus ``mutation``).
-
-Emitters here:
-
-* :class:`MutationEmitter`: uniform parents from filled cells, composite mutation
-  (:func:`synprune_jax.variation.mutate`); stateless.
-* :class:`ESEmitter`: one evosax strategy
-  (:class:`~synprune_jax.algorithms.es.MaskedStrategy`) centred on an archive elite, re-centred
-  every ``restart_every`` generations, told its samples' fitness.
-* :class:`MixEmitter`: several emitters at once; offspring concatenated in order, each emitter
-  updated from its own slice of the evaluation.
+``emit`` and ``update`` of one generation receive the **same** key; an emitter that draws in
+both splits it the same way in both and uses disjoint parts. ``init`` takes no key, so
+MAP-Elites' own draws are those of the mutation-only algorithm. The hyper is one pytree shared
+by MAP-Elites and its emitters; each reads the fields it needs. Emitters here:
+:class:`MutationEmitter`, :class:`ESEmitter` and :class:`MixEmitter` (several at once).
 
 Example (mutation and ES offspring in one generation):
     >>> import jax
@@ -81,24 +51,31 @@ from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 
 
 class Emitter(Protocol):
-    """What :class:`~synprune_jax.algorithms.map_elites.MapElites` needs of an emitter (see the
-    module docstring for the call order and the keys)."""
+    """What :class:`~synprune_jax.algorithms.map_elites.MapElites` needs of an emitter (call
+    order and keys: module docstring)."""
 
     @property
-    def batch_size(self) -> int: ...
+    def batch_size(self) -> int:
+        """Offspring per generation ``B`` (static)."""
 
     @property
-    def default_hyper(self) -> Any: ...
+    def default_hyper(self) -> Any:
+        """A hyper-parameter pytree the emitter can read, with default values."""
 
-    def check_hyper(self, hyper: Any) -> None: ...
+    def check_hyper(self, hyper: Any) -> None:
+        """Raises ``TypeError`` when ``hyper`` lacks what the emitter reads."""
 
-    def init(self, archive: Archive, hyper: Any) -> Any: ...
+    def init(self, archive: Archive, hyper: Any) -> Any:
+        """The state, once the archive is seeded (``None``: no state)."""
 
     def emit(self, key: jax.Array, archive: Archive, state: Any,
-             hyper: Any) -> tuple[Population, Any]: ...
+             hyper: Any) -> tuple[Population, Any]:
+        """``(offspring, state)``: ``B`` individuals."""
 
     def update(self, key: jax.Array, state: Any, offspring: Population, result: EvalResult,
-               inserted: jax.Array, hyper: Any) -> tuple[Any, dict[str, jax.Array]]: ...
+               inserted: jax.Array, hyper: Any) -> tuple[Any, dict[str, jax.Array]]:
+        """``(state, metrics)`` after the evaluation (``[B]`` fitness) and the insertion
+        (``inserted [B]`` bool); ``metrics``: scalars reported with the generation's."""
 
 
 def mutation_hyper(hyper: Any) -> MutationHyper:
@@ -115,12 +92,6 @@ def mutation_hyper(hyper: Any) -> MutationHyper:
         return inner
     raise TypeError(f"expected a MutationHyper or a hyper with a MutationHyper `mutation` field, "
                     f"got {type(hyper).__name__}")
-
-
-def _strong(tree):
-    """The same values without weak types (evosax leaves Python scalars in its states)."""
-    return jax.tree_util.tree_map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype),
-                                  tree)
 
 
 # ----- mutation emitter -------------------------------------------------------------------------
@@ -144,10 +115,9 @@ class MutationEmitter:
         task: the task (its ``maskable()`` and, for forward pruning, its ``spec``).
         batch_size: offspring per generation.
         mutation: static structure of the mutation (self-adaptive rates, forward pruning).
-        mutation_block: mutate the offspring this many at a time (``lax.map``) instead of all at
-            once (``None``); every child keeps its own key, so the offspring are those of one
-            ``vmap`` over the batch. Blocks bound the mutation's scratch memory (it grows with
-            ``batch_size x weights``) at some cost in compile time and speed.
+        mutation_block: mutate the offspring this many at a time (``lax.map``; the same
+            offspring as one ``vmap``, with less scratch memory, slower) instead of all at once
+            (``None``).
     """
 
     task: Any
@@ -160,9 +130,7 @@ class MutationEmitter:
                 or self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
         check_mutation_block(self.mutation_block)
-        if self.mutation.forward_prune and self.task.spec is None:
-            raise ValueError("mutation.forward_prune needs an MLP network; this task has a direct "
-                             "genotype (set forward_prune=False)")
+        self.mutation.check_task(self.task)
 
     @property
     def default_hyper(self) -> MutationHyper:
@@ -266,9 +234,8 @@ class ESEmitterState:
         masks: masks of the elite the strategy is centred on (one network).
         rates: ``[2]`` that elite's mutation rates (passed on to the ES offspring).
         age: int32 scalar, generations told since the last centring; the next ``emit``
-            re-centres when it reaches ``restart_every`` (``init`` sets it there, so the first
-            ``emit`` centres the strategy; until then ``strategy``, ``masks`` and ``rates`` are
-            zeros).
+            re-centres when it reaches ``restart_every`` (``init`` sets it there, with zeros
+            elsewhere).
     """
 
     strategy: Any
@@ -289,11 +256,8 @@ class ESEmitter:
 
     Draws: ``key_centre, key_ask, key_tell = split(key, 3)``; centring is
     ``key_pick, key_init = split(key_centre)``, ``sample(key_pick, archive, 1)`` and the
-    strategy's ``init(key_init, ...)``.
-
-    Reads ``hyper.sigma_init`` and ``hyper.learning_rate`` (:class:`MapElitesESHyper`); they
-    rebuild the evosax instance inside the trace when they are traced
-    (:meth:`~synprune_jax.algorithms.es.MaskedStrategy.with_hyper`).
+    strategy's ``init(key_init, ...)``. Reads ``hyper.sigma_init`` and ``hyper.learning_rate``
+    (:class:`MapElitesESHyper`; :meth:`strategy`).
 
     Args:
         config: :class:`ESEmitterConfig`.
@@ -335,22 +299,21 @@ class ESEmitter:
 
     def strategy(self, hyper: Any):
         """The :class:`~synprune_jax.algorithms.es.MaskedStrategy` for ``hyper``'s
-        ``sigma_init`` and ``learning_rate``."""
+        ``sigma_init`` and ``learning_rate`` (rebuilt inside the trace when they are traced)."""
         self.check_hyper(hyper)
         return self.adapter.with_hyper(hyper.sigma_init, 0.0, hyper.learning_rate)
 
     def _centre(self, key: jax.Array, archive: Archive, adapter) -> ESEmitterState:
         key_pick, key_init = jax.random.split(key)
         elite = sample(key_pick, archive, 1)[0]
-        strategy = _strong(adapter.init(key_init, elite.params, elite.masks))
+        strategy = trees.strong_types(adapter.init(key_init, elite.params, elite.masks))
         return ESEmitterState(strategy=strategy, masks=elite.masks, rates=elite.rates,
                               age=jnp.zeros((), jnp.int32))
 
     def init(self, archive: Archive, hyper: Any) -> ESEmitterState:
         """A state due for centring: zeros shaped like a centred one, ``age = restart_every``."""
-        adapter = self.adapter
-        shapes = jax.eval_shape(lambda k, a: self._centre(k, a, adapter), jax.random.key(0),
-                                archive)
+        shapes = jax.eval_shape(lambda k, a: self._centre(k, a, self.adapter),
+                                jax.random.key(0), archive)
         state = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         return state.replace(age=jnp.asarray(self.config.restart_every, jnp.int32))
 
@@ -369,7 +332,7 @@ class ESEmitter:
             masks=jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)),
                                          state.masks),
             rates=jnp.broadcast_to(state.rates, (size, 2)))
-        return offspring, state.replace(strategy=_strong(strategy))
+        return offspring, state.replace(strategy=trees.strong_types(strategy))
 
     def update(self, key: jax.Array, state: ESEmitterState, offspring: Population,
                result: EvalResult, inserted: jax.Array,
@@ -381,12 +344,11 @@ class ESEmitter:
         samples = jax.vmap(adapter.ravel)(offspring.params)
         strategy, _ = adapter.tell(key_tell, samples, result.fitness, state.strategy,
                                    state.masks)
-        state = state.replace(strategy=_strong(strategy), age=state.age + 1)
+        state = state.replace(strategy=trees.strong_types(strategy), age=state.age + 1)
         fitness = result.fitness
-        metrics = {"es_num_inserted": jnp.sum(inserted, dtype=jnp.int32),
-                   "es_max_fitness": jnp.max(jnp.where(jnp.isfinite(fitness), fitness,
-                                                       -jnp.inf))}
-        return state, metrics
+        return state, {"es_num_inserted": jnp.sum(inserted, dtype=jnp.int32),
+                       "es_max_fitness": jnp.max(jnp.where(jnp.isfinite(fitness), fitness,
+                                                           -jnp.inf))}
 
 
 # ----- mix of emitters --------------------------------------------------------------------------
@@ -473,8 +435,6 @@ class MixEmitter:
             states.append(emitter_state)
             reported.append(metrics)
         names = [name for metrics in reported for name in metrics]
-        merged = {}
-        for index, metrics in enumerate(reported):
-            for name, value in metrics.items():
-                merged[f"{name}_{index}" if names.count(name) > 1 else name] = value
+        merged = {f"{name}_{index}" if names.count(name) > 1 else name: value
+                  for index, metrics in enumerate(reported) for name, value in metrics.items()}
         return (None if state is None else tuple(states)), merged

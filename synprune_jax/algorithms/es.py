@@ -1,27 +1,15 @@
 """Evolution strategies over masked networks, through evosax (any strategy by name).
 
-Two layers:
+* :class:`MaskedStrategy` wraps one evosax strategy for one network template: the search vector
+  is the raveled parameter vector ``[N]``, masks a float vector ``m [N]``; fitness is maximised
+  (negated at the evosax boundary). Search space ``"all"`` applies masks only at evaluation;
+  ``"unmasked"`` projects samples and the mean (or every member) onto the mask, so masked
+  coordinates stay at exactly 0.
+* :class:`MaskedES` is a runner algorithm: an ES on one masked network, pruned every
+  ``prune_every`` generations toward a scheduled density (:mod:`synprune_jax.pruning`). Static
+  structure is :class:`ESConfig`; the numeric knobs are :class:`ESHyper`.
 
-* :class:`MaskedStrategy` wraps one evosax strategy (``evosax.algorithms``) for one network
-  template. The search vector is the full raveled parameter vector ``[N]`` (fixed shape under jit);
-  masks are a float vector ``m [N]`` (1 = active or not maskable). Fitness is *maximised*: the
-  adapter negates it at the evosax boundary. Two search spaces:
-
-  - ``"all"``: evosax searches every coordinate; masks are only applied at evaluation, so masked
-    coordinates drift freely (and come back if a connection is restored).
-  - ``"unmasked"``: only active coordinates are searched. Samples are projected,
-    ``x <- where(m, x, 0)``, and the mean (or, for population-based strategies, every member)
-    is projected after every ``tell`` and after every prune. A masked coordinate therefore sits
-    at exactly 0 in the mean and in every sample, so ``x - mean`` is 0 there and the strategy's
-    update (gradient, covariance, evolution paths) sees no step along it: the effective search
-    dimension is the number of active coordinates while every array keeps its shape.
-
-* :class:`MaskedES` is an algorithm for the runner (``default_hyper``, ``init(key, hyper)``,
-  ``step(key, state, hyper)``): an ES on one masked network with **pruning during the search**
-  (every ``prune_every`` generations, to a target density along a constant-rate, linear or cubic
-  schedule, by ES-mean magnitude, at random, or by signal-to-noise ``|mean| / std`` of the search
-  distribution per weight; the operators live in :mod:`synprune_jax.pruning`). Static structure
-  is :class:`ESConfig`; the numeric knobs are :class:`ESHyper`.
+See ``docs/es_ga.md`` for the search spaces, the per-coordinate std and the pruning schedules.
 
 Example (kinematic arm):
     >>> import jax
@@ -158,14 +146,13 @@ class MaskedStrategy:
             raise ValueError(f"unknown search_space {search_space!r}; valid: {list(SEARCH_SPACES)}")
         if population_size < 2:
             raise ValueError(f"population_size must be >= 2, got {population_size}")
-        cls = strategy_class(strategy)
+        self._cls = strategy_class(strategy)
         self.name = strategy
         self.search_space = search_space
         self.population_size = int(population_size)
         self.population_based = is_population_based(strategy)
-        flat, self._unravel = flatten_util.ravel_pytree(template)
+        flat, self.unravel = flatten_util.ravel_pytree(template)  # [N] -> one network's params
         self.num_dims = int(flat.size)
-        self._cls = cls
         self._optimizer = optimizer
         self._sigma_decay = sigma_decay
         self._strategy_kwargs = dict(strategy_kwargs or {})
@@ -204,10 +191,9 @@ class MaskedStrategy:
     def with_hyper(self, sigma_init, sigma_min, learning_rate) -> "MaskedStrategy":
         """This strategy with another (possibly traced) initial std, std floor and learning rate.
 
-        Returns ``self`` when the values are the Python numbers it was built with; otherwise a
-        copy holding a new evosax instance built (at trace time) from the given values, so a
-        sweep can vmap runs whose ``sigma_init`` / ``learning_rate`` differ. ``sigma_decay``,
-        the optimizer's kind and ``strategy_kwargs`` stay those of ``self``.
+        ``self`` when the values are the Python numbers it was built with; otherwise a copy with
+        an evosax instance built (at trace time) from them, so a sweep can vmap runs whose values
+        differ. ``sigma_decay``, the optimizer's kind and ``strategy_kwargs`` stay.
         """
         values = (sigma_init, sigma_min, learning_rate)
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) \
@@ -224,13 +210,9 @@ class MaskedStrategy:
         """One network's params -> ``[N]``."""
         return flatten_util.ravel_pytree(params)[0]
 
-    def unravel(self, flat: jax.Array) -> Params:
-        """``[N]`` -> one network's params."""
-        return self._unravel(flat)
-
     def unravel_population(self, flat: jax.Array) -> Params:
         """``[P, N]`` -> params with a leading ``[P]`` axis."""
-        return jax.vmap(self._unravel)(flat)
+        return jax.vmap(self.unravel)(flat)
 
     def _project(self, flat: jax.Array, masks: Masks) -> jax.Array:
         if self.search_space == "all":
@@ -240,15 +222,9 @@ class MaskedStrategy:
     # ----- strategy ----------------------------------------------------------------------------
     def init(self, key: jax.Array, mean: Params, masks: Masks, population: jax.Array | None = None,
              fitness: jax.Array | None = None):
-        """Initial evosax state.
-
-        Args:
-            key: PRNG key.
-            mean: initial network (distribution-based strategies centre on it).
-            masks: its masks.
-            population: population-based strategies only: ``[P, N]`` evaluated initial members.
-            fitness: ``[P]`` their (maximised) fitness.
-        """
+        """Initial evosax state: distribution-based strategies centre on the network ``mean``
+        (with its ``masks``); population-based ones need ``population [P, N]``, evaluated initial
+        members, and ``fitness [P]``, their maximised fitness."""
         if self.population_based:
             if population is None or fitness is None:
                 raise ValueError(f"{self.name} is population-based: init needs an evaluated "
@@ -304,12 +280,9 @@ class MaskedStrategy:
         return self.unravel(self.mean_flat(state))
 
     def coordinate_std_flat(self, state) -> jax.Array:
-        """``[N]`` per-coordinate std of the search distribution.
-
-        ``std * sqrt(diag C)`` for CMA-type states, the std vector of diagonal strategies
-        (SNES, PGPE), the scalar std broadcast (OpenES, ARS), or the spread of the population
-        for population-based strategies.
-        """
+        """``[N]`` per-coordinate std of the search distribution: ``std * sqrt(diag C)``
+        (CMA-type), the std vector (SNES, PGPE), the scalar std broadcast (OpenES, ARS), or the
+        population's spread (population-based)."""
         if self.population_based:
             return jnp.std(state.population, axis=0)
         std = jnp.asarray(state.std, jnp.float32)
@@ -360,39 +333,31 @@ class ESConfig:
 
     def __post_init__(self):
         strategy_class(self.strategy)  # raises with the valid names
+        for name, valid in (("search_space", SEARCH_SPACES), ("optimizer", OPTIMIZERS),
+                            ("prune_criterion", PRUNE_CRITERIA),
+                            ("prune_schedule", PRUNE_SCHEDULES), ("prune_scope", SCOPES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {list(valid)}, "
+                                 f"got {getattr(self, name)!r}")
         checks = [
-            (self.population_size >= 2, f"population_size must be >= 2, got {self.population_size}"),
-            (self.search_space in SEARCH_SPACES,
-             f"search_space must be one of {list(SEARCH_SPACES)}, got {self.search_space!r}"),
+            (self.population_size >= 2,
+             f"population_size must be >= 2, got {self.population_size}"),
             (0 < self.sigma_decay <= 1, f"sigma_decay must be in (0, 1], got {self.sigma_decay}"),
-            (self.optimizer in OPTIMIZERS,
-             f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.prune_criterion in PRUNE_CRITERIA,
-             f"prune_criterion must be one of {list(PRUNE_CRITERIA)}, got {self.prune_criterion!r}"),
             (self.prune_every >= 0, f"prune_every must be >= 0, got {self.prune_every}"),
-            (self.prune_schedule in PRUNE_SCHEDULES,
-             f"prune_schedule must be one of {list(PRUNE_SCHEDULES)}, got {self.prune_schedule!r}"),
             (0 <= self.prune_start < self.prune_end,
              f"need 0 <= prune_start < prune_end, got {self.prune_start}, {self.prune_end}"),
-            (self.prune_scope in SCOPES,
-             f"prune_scope must be one of {list(SCOPES)}, got {self.prune_scope!r}"),
+            (strategy_class(self.strategy).__name__ != "Open_ES" or self.population_size % 2 == 0,
+             f"OpenES needs an even population_size, got {self.population_size}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if _normalise(_ALIASES.get(_normalise(self.strategy), self.strategy)) == "openes" and \
-                self.population_size % 2:
-            raise ValueError(f"OpenES needs an even population_size, got {self.population_size}")
 
 
 @struct.dataclass
 class ESHyper:
-    """Numeric knobs of :class:`MaskedES` (scalars; a sweep stacks them on a run axis).
-
-    ``sigma_init``, ``sigma_min`` and ``learning_rate`` build the evosax instance inside the
-    trace (std schedule, ``params.std_init``, optax optimizer; :meth:`MaskedStrategy.with_hyper`);
-    ``init_density``, ``prune_amount`` and ``target_density`` enter the mask initialisation and
-    the pruning schedule. Check values with :func:`validate_hyper`.
+    """Numeric knobs of :class:`MaskedES` (scalars; a sweep stacks them on a run axis; check
+    values with :func:`validate_hyper`).
 
     Attributes:
         sigma_init: initial search std (> 0).
@@ -401,11 +366,6 @@ class ESHyper:
         init_density: density of the initial mask, exact per layer (in (0, 1]; 1.0 = dense).
         prune_amount: ``"constant"`` schedule: fraction of active weights removed per prune.
         target_density: density never pruned below (end of the schedules).
-
-    Example:
-        >>> hyper = ESHyper().replace(sigma_init=0.1)
-        >>> hyper.sigma_init, hyper.learning_rate
-        (0.1, 0.01)
     """
 
     sigma_init: float = 0.05
@@ -480,13 +440,11 @@ class ESState:
 class MaskedES:
     """ES with pruning on one masked network (the runner's ``Algorithm`` protocol).
 
-    Every generation: ask ``P`` samples, evaluate them (plus the mean if ``evaluate_mean``) with
-    the current masks, tell evosax the maximised fitness; then, on prune generations, prune the
-    mask toward the scheduled density by the chosen criterion and put the strategy state onto the
-    new mask (:meth:`MaskedStrategy.project`).
-
-    Holds only static structure and compares by value (``config``, ``task`` and the extra evosax
-    arguments), so runs that differ only in their :class:`ESHyper` share one compiled program.
+    Every generation: ask ``P`` samples, evaluate them (plus the mean if ``evaluate_mean``), tell
+    evosax the maximised fitness; on prune generations, prune the mask toward the scheduled
+    density and project the strategy state onto it (:meth:`MaskedStrategy.project`). Compares by
+    value (``config``, ``task``, the extra evosax arguments): runs that differ only in their
+    :class:`ESHyper` share one compiled program.
 
     Args:
         config: :class:`ESConfig`.
@@ -536,15 +494,13 @@ class MaskedES:
         return self.adapter.with_hyper(hyper.sigma_init, hyper.sigma_min, hyper.learning_rate)
 
     # ----- helpers -----------------------------------------------------------------------------
-    def _population(self, params: Params, masks: Masks) -> Population:
-        size = jax.tree_util.tree_leaves(params)[0].shape[0]
-        batched = jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)), masks)
-        return Population(params=params, masks=batched, rates=jnp.zeros((size, 2), jnp.float32))
-
     def evaluate_flat(self, key: jax.Array, flat: jax.Array, masks: Masks):
         """Evaluates ``flat [B, N]`` networks sharing ``masks``; returns the ``EvalResult``."""
-        return self.task.evaluate(key, self._population(self.adapter.unravel_population(flat),
-                                                        masks))
+        size = flat.shape[0]
+        batched = jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)), masks)
+        return self.task.evaluate(key, Population(
+            params=self.adapter.unravel_population(flat), masks=batched,
+            rates=jnp.zeros((size, 2), jnp.float32)))
 
     def initial_network(self, key: jax.Array, hyper: ESHyper) -> tuple[Params, Masks]:
         """A random network of the task and its masks (``hyper.init_density``, exact per layer)."""
@@ -634,13 +590,11 @@ class MaskedES:
             masks = trees.select(due, pruned, masks)
             strategy = adapter.project(strategy, masks)
 
-        evaluated = candidates.shape[0]
         state = ESState(strategy=trees.strong_types(strategy), masks=masks, best_params=best_params,
                         best_masks=best_masks, best_fitness=best_fitness, generation=generation,
-                        num_evaluations=state.num_evaluations + evaluated)
-        finite_population = finite[:config.population_size]
+                        num_evaluations=state.num_evaluations + candidates.shape[0])
         metrics = {
-            "max_fitness": jnp.max(finite_population),
+            "max_fitness": jnp.max(finite[:config.population_size]),
             "mean_fitness": jnp.nanmean(jnp.where(jnp.isfinite(fitness), fitness, jnp.nan)),
             "best_fitness": best_fitness,
             "density": masks_lib.density(masks, self.maskable),

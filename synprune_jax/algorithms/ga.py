@@ -1,27 +1,18 @@
-"""Truncation genetic algorithm over masked networks.
+"""Truncation genetic algorithm over masked networks (``docs/es_ga.md``).
 
 One generation (:meth:`TruncationGA.step`), pure and jittable, population ``P``, elites
 ``E = round(elite_fraction * P)`` (the best half by default)::
 
     order    = argsort(-fitness)                       elites = population[order[:E]]
     parents  = elites[i % E] for the P - E children    (a second, random elite with crossover)
-    children = mutate(crossover(parent, other))        # core operators: prune / reconnect flips,
-                                                       # forward pruning, Gaussian on active weights
+    children = mutate(crossover(parent, other))        # synprune_jax.variation.mutate
     result   = task.evaluate(children)                 # elites keep their fitness
     population = elites ++ children
 
-Crossover (optional): ``"uniform"`` takes every coordinate (weight and its mask bit together) from
-one of the two parents with probability 1/2; ``"layer"`` takes each maskable leaf's *mask* from one
-parent or the other (weights from the first parent: masked weights keep their stored value, so a
-restored connection gets a meaningful weight back).
-
-The initial population is either random networks with Beta-distributed per-layer densities
-(``init="beta"``) or given elites, best first (``init="archive"``: arrays passed to
-:class:`TruncationGA`; :func:`synprune_jax.experiments.es.load_archive_elites` reads them from a
-finished MAP-Elites run directory).
-
-Static structure is :class:`GAConfig` (plus the elites' content); the numeric knobs are
-:class:`GAHyper`, passed to every call.
+Crossover (optional): ``"uniform"`` (:func:`uniform_crossover`) or ``"layer"``
+(:func:`layer_mask_crossover`). The initial population is random Beta-pruned networks
+(``init="beta"``) or given elites, best first (``init="archive"``). Static structure is
+:class:`GAConfig` (plus the elites' content); the numeric knobs are :class:`GAHyper`.
 
 Example (kinematic arm):
     >>> import jax
@@ -55,10 +46,8 @@ INITS = ("beta", "archive")
 
 @dataclasses.dataclass(frozen=True)
 class GAConfig:
-    """Static configuration of :class:`TruncationGA` (its numeric knobs are :class:`GAHyper`).
-
-    ``init_beta_a`` / ``init_beta_b`` are static: at ``a = b = 1`` the initial densities are
-    drawn with ``uniform``; traced values would switch to ``jax.random.beta`` (other numbers).
+    """Static configuration of :class:`TruncationGA` (its numeric knobs are :class:`GAHyper`;
+    ``init_beta_a`` / ``init_beta_b`` stay static, see ``docs/es_ga.md``).
 
     Attributes:
         population_size: ``P`` (>= 2).
@@ -107,10 +96,6 @@ class GAHyper:
     Attributes:
         mutation: :class:`~synprune_jax.variation.MutationHyper` of the core mutation.
         crossover_rate: probability that a child is produced by crossover (in [0, 1]).
-
-    Example:
-        >>> GAHyper().crossover_rate, GAHyper().mutation == MutationHyper()
-        (0.5, True)
     """
 
     mutation: MutationHyper = dataclasses.field(default_factory=MutationHyper)
@@ -126,14 +111,6 @@ def validate_hyper(hyper: GAHyper) -> None:
         return
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"crossover_rate must be in [0, 1], got {hyper.crossover_rate}")
-
-
-def elites_digest(elites: dict | None) -> str | None:
-    """:func:`~synprune_jax.trees.fingerprint` of the elites' ``params``, ``masks`` and ``rates``;
-    ``None`` for ``None``. Two :class:`TruncationGA` with equal digests start alike."""
-    if elites is None:
-        return None
-    return trees.fingerprint({k: elites[k] for k in ("params", "masks", "rates")})
 
 
 @struct.dataclass
@@ -207,9 +184,7 @@ class TruncationGA:
 
     def __post_init__(self):
         config, task = self.config, self.task
-        if config.mutation.forward_prune and task.spec is None:
-            raise ValueError("mutation.forward_prune needs an MLP network; this task has a direct "
-                             "genotype (set forward_prune=False)")
+        config.mutation.check_task(task)
         elites = None
         if config.init == "archive":
             if self.elites is None:
@@ -224,7 +199,8 @@ class TruncationGA:
                                  f"{expected}")
             elites = {k: self.elites[k] for k in ("params", "masks", "rates")}
         object.__setattr__(self, "elites", elites)
-        object.__setattr__(self, "elites_digest", elites_digest(elites))
+        object.__setattr__(self, "elites_digest",
+                           None if elites is None else trees.fingerprint(elites))
         object.__setattr__(self, "maskable", task.maskable())
 
     @property
@@ -240,10 +216,9 @@ class TruncationGA:
         if config.init == "archive":
             count = self.elites["rates"].shape[0]
             index = np.arange(size) % count
-            population = Population(
-                params=jax.tree_util.tree_map(lambda l: jnp.asarray(l[index]), self.elites["params"]),
-                masks=jax.tree_util.tree_map(lambda l: jnp.asarray(l[index]), self.elites["masks"]),
-                rates=jnp.asarray(self.elites["rates"][index], jnp.float32))
+            taken = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[index]), self.elites)
+            population = Population(params=taken["params"], masks=taken["masks"],
+                                    rates=taken["rates"].astype(jnp.float32))
             copies = jnp.asarray(np.arange(size) >= count)
             mutated = self._mutate_all(key, population, hyper.mutation)
             return trees.select(copies, mutated, population)

@@ -9,14 +9,11 @@ One generation (:meth:`MapElites.step`) is pure and jittable; the offspring come
     archive  = add(archive, children, result)                       one scatter per leaf
     emitter  = emitter.update(key_emit, children, result)           (the ES emitter learns here)
 
-The initial archive is filled from ``initial_batch_size`` random networks whose per-layer density
-is drawn from ``Beta(init_beta_a, init_beta_b)`` (uniform by default), so the search starts spread
-over all sparsities.
-
-Static structure lives in :class:`MapElitesConfig` and the emitter (hashable); numeric knobs live
-in the traced hyper (:class:`~synprune_jax.variation.MutationHyper` for the mutation emitter,
-:class:`MapElitesESHyper` with an ES emitter), so many settings can share one compiled program.
-:func:`MapElitesES` builds MAP-Elites with an ES emitter, alone or mixed with the mutation one.
+The archive is seeded with ``initial_batch_size`` random networks of per-layer density
+``~ Beta(init_beta_a, init_beta_b)``. Static structure lives in :class:`MapElitesConfig` and the
+emitter; numeric knobs in the traced hyper (:class:`~synprune_jax.variation.MutationHyper`, or
+:class:`~synprune_jax.algorithms.emitters.MapElitesESHyper` with an ES emitter:
+:func:`MapElitesES`).
 
 Example (kinematic arm):
     >>> import jax
@@ -70,11 +67,8 @@ class MapElitesConfig:
             draw per network is shared by its layers (False: overall density ~ Beta(a, b)).
         qd_offset: stated lower bound of fitness; QD-score = sum over elites of (fitness - offset).
         density_bands: densities at which the best fitness is reported each generation.
-        mutation_block: the mutation emitter mutates the offspring this many at a time
-            (``lax.map``) instead of all at once (``None``, the default); every child keeps its
-            own key, so the offspring are those of one ``vmap`` over the batch. Blocks bound the
-            mutation's scratch memory, which grows with ``batch x weights``, at some cost in
-            compile time and speed (see ``docs/benchmarks.md``).
+        mutation_block: the mutation emitter's ``mutation_block`` (:class:`MutationEmitter`):
+            mutate the offspring this many at a time (``None``: all at once).
     """
 
     archive: ArchiveSpec
@@ -123,16 +117,10 @@ class MapElitesEmitterState(MapElitesState):
     emitter_state: object
 
 
-def validate(config: MapElitesConfig, task) -> None:
-    """Checks that config and task fit together; raises ValueError before anything compiles."""
-    num_descriptors = len(task.descriptor_names)
-    if config.archive.num_descriptors != num_descriptors:
-        raise ValueError(
-            f"the archive has {config.archive.num_descriptors} descriptor dimensions but the task "
-            f"produces {num_descriptors}: {list(task.descriptor_names)}")
-    if config.mutation.forward_prune and task.spec is None:
-        raise ValueError("mutation.forward_prune needs an MLP network; this task has a direct "
-                         "genotype (set forward_prune=False)")
+def _state(emitter_state, **counters) -> MapElitesState:
+    if emitter_state is None:
+        return MapElitesState(**counters)
+    return MapElitesEmitterState(**counters, emitter_state=emitter_state)
 
 
 def random_population(key: jax.Array, task, config: MapElitesConfig, hyper: MutationHyper,
@@ -177,8 +165,8 @@ def _metrics(config: MapElitesConfig, archive: Archive, offspring: Population,
 class MapElites:
     """MAP-Elites synaptic pruning on a task (the runner's ``Algorithm`` protocol).
 
-    Holds only static structure (hashable: runs of a sweep with equal ``config``, ``task`` and
-    ``emitter`` share one compiled program); the numeric knobs are the hyper passed to every call.
+    Static and hashable (equal ``config``, ``task`` and ``emitter``: one compiled program); the
+    numeric knobs are the hyper passed to every call.
 
     Args:
         config: :class:`MapElitesConfig`.
@@ -193,7 +181,12 @@ class MapElites:
     emitter: Emitter | None = None
 
     def __post_init__(self):
-        validate(self.config, self.task)
+        config, task = self.config, self.task
+        names = task.descriptor_names
+        if config.archive.num_descriptors != len(names):
+            raise ValueError(f"the archive has {config.archive.num_descriptors} descriptor "
+                             f"dimensions but the task produces {len(names)}: {list(names)}")
+        config.mutation.check_task(task)
         if self.emitter is None:
             object.__setattr__(self, "emitter", mutation_emitter(self.config, self.task))
         for method in ("init", "emit", "update", "check_hyper"):
@@ -220,12 +213,9 @@ class MapElites:
         archive = init_archive(config.archive, template)
         result = task.evaluate(key_eval, population)
         archive, _ = add(config.archive, archive, population, result)
-        emitter_state = self.emitter.init(archive, hyper)
-        counters = dict(archive=archive, generation=jnp.zeros((), jnp.int32),
-                        num_evaluations=jnp.asarray(size, jnp.int32))
-        if emitter_state is None:
-            return MapElitesState(**counters)
-        return MapElitesEmitterState(**counters, emitter_state=emitter_state)
+        return _state(self.emitter.init(archive, hyper), archive=archive,
+                      generation=jnp.zeros((), jnp.int32),
+                      num_evaluations=jnp.asarray(size, jnp.int32))
 
     def step(self, key: jax.Array, state: MapElitesState,
              hyper) -> tuple[MapElitesState, dict[str, jax.Array]]:
@@ -239,12 +229,8 @@ class MapElites:
         archive, inserted = add(config.archive, state.archive, offspring, result)
         emitter_state, emitter_metrics = emitter.update(key_emit, emitter_state, offspring,
                                                         result, inserted, hyper)
-        counters = dict(archive=archive, generation=state.generation + 1,
-                        num_evaluations=state.num_evaluations + emitter.batch_size)
-        if emitter_state is None:
-            state = MapElitesState(**counters)
-        else:
-            state = MapElitesEmitterState(**counters, emitter_state=emitter_state)
+        state = _state(emitter_state, archive=archive, generation=state.generation + 1,
+                       num_evaluations=state.num_evaluations + emitter.batch_size)
         metrics = _metrics(config, archive, offspring, result, inserted)
         metrics["num_evaluations"] = state.num_evaluations
         clash = sorted(set(metrics) & set(emitter_metrics))
@@ -262,22 +248,10 @@ def MapElitesES(config: MapElitesConfig, emitter: ESEmitterConfig, task) -> MapE
     A :class:`MapElites` whose emitter is ``MixEmitter((mutation_emitter(config, task),
     ESEmitter(emitter, task)))`` when ``emitter.use_mutation_emitter`` (``config.batch_size``
     mutated and ``emitter.population_size`` ES offspring per generation, evaluated in one batch
-    and inserted together), else ``ESEmitter(emitter, task)`` alone. Its hyper is a
-    :class:`MapElitesESHyper` (``default_hyper``: ``MapElitesESHyper()``); extra metrics
+    and inserted together), else ``ESEmitter(emitter, task)`` alone (example: the module
+    docstring of :mod:`~synprune_jax.algorithms.emitters`). Its hyper is a
+    :class:`~synprune_jax.algorithms.emitters.MapElitesESHyper`; extra metrics
     ``es_num_inserted`` and ``es_max_fitness``.
-
-    Example:
-        >>> import jax
-        >>> from synprune_jax.tasks import KinematicArm
-        >>> from synprune_jax.archives import GridSpec
-        >>> task = KinematicArm(num_joints=4, genotype="mlp")
-        >>> config = MapElitesConfig(batch_size=8, archive=GridSpec((0.0, 0.0), (1.0, 1.0), (8, 8)))
-        >>> algorithm = MapElitesES(config, ESEmitterConfig(population_size=8), task)
-        >>> hyper = algorithm.default_hyper.replace(sigma_init=0.1)
-        >>> state = algorithm.init(jax.random.key(0), hyper)
-        >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
-        >>> int(metrics["num_evaluations"])  # 8 to seed the archive, then 8 mutated + 8 ES
-        24
     """
     es_emitter = ESEmitter(emitter, task)
     if emitter.use_mutation_emitter:

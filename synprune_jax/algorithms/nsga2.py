@@ -1,14 +1,9 @@
 """NSGA-II over bit-string genomes, and what it shares with the steady-state GA.
 
-:class:`NSGA2` follows the runner protocol: it holds only static structure (a frozen, hashable
-dataclass) and takes its numeric knobs, :class:`NSGA2Hyper`, in every call::
-
-    hyper = algorithm.default_hyper                      # or algorithm.default_hyper.replace(...)
-    state = algorithm.init(key, hyper)
-    state, metrics = algorithm.step(key, state, hyper)
-
-States are ``flax.struct`` dataclasses with an int32 ``generation`` and numeric / bool leaves, so
-checkpoints and exact resume come from :func:`synprune_jax.runner.run`. Objectives are maximised.
+:class:`NSGA2` follows the runner protocol (static structure in the object, numeric knobs in
+:class:`NSGA2Hyper` passed to every call); objectives are maximised. The memo, the initial
+population, the crossover and the ask / evaluate / tell step are shared with
+:mod:`synprune_jax.algorithms.steady_state_ga`; ``docs/mo_transfer.md`` describes both.
 
 A *problem* is any hashable object with
 
@@ -16,28 +11,11 @@ A *problem* is any hashable object with
 * ``evaluate(key, genomes [B, L] bool) -> objectives [B, M] float32`` (jittable, batched);
 * optionally ``default_hyper``, a pytree of the problem's own numeric knobs: then it is evaluated
   as ``evaluate(key, genomes, hyper.problem)`` and those knobs travel in the algorithm's hyper
-  (e.g. :class:`~synprune_jax.transfer.problem.ProblemHyper`: learning rate, momentum, OOD
-  temperature, training seed).
+  (e.g. :class:`~synprune_jax.transfer.problem.ProblemHyper`).
 
-**NSGA-II** (:class:`NSGA2`), one step::
-
-    parents   = binary tournament on (rank ascending, crowding descending)      [2 * B]
-    children  = uniform crossover (probability crossover_rate, else a copy of parent 1)
-                + independent bit flips (probability mutation_rate, 1 / L by default)   [B, L]
-    objectives = memo lookup, else problem.evaluate                             [B, M]
-    survivors = best P of parents + children by (rank, -crowding)               (elitist)
-
-Generational mode makes ``B = P`` children per step; steady-state mode makes ``B =
-num_offspring`` (1 by default), i.e. ``(P + B)`` survival after every few children. The initial
-individuals have a density drawn uniformly in ``(0, 1)`` each, then independent bits.
-
-**Memo** (:class:`Memo`): a fixed-capacity ring table of evaluated genomes that stores *every*
-objective of each. A genome already in the table gets its stored objective vector, all of it;
-duplicates inside one batch share the objectives of their first occurrence. When every child of a
-step hits the memo, the evaluation is skipped (``lax.cond``).
-
-The memo, the initial population, the crossover and the ask / evaluate / tell step are shared with
-the single-objective GA (:mod:`synprune_jax.algorithms.steady_state_ga`).
+One NSGA-II step: binary tournament on (rank, crowding), uniform crossover, bit flips, objectives
+through the :class:`Memo` (which stores *every* objective of each evaluated genome), elitist
+survival of the best ``P`` of parents + children.
 
 Example (bi-objective LOTZ: leading ones x trailing zeros):
     >>> import jax, jax.numpy as jnp
@@ -69,9 +47,7 @@ from synprune_jax.archives.pareto import crowding_distance, non_dominated_rank, 
 MODES = ("generational", "steady_state")
 
 
-# --------------------------------------------------------------------------------------------
-# Memo of evaluated genomes.
-
+# ----- memo of evaluated genomes ------------------------------------------------------------------
 
 @struct.dataclass
 class Memo:
@@ -129,24 +105,10 @@ def memo_insert(memo: Memo, genomes: jax.Array, objectives: jax.Array,
     )
 
 
-def evaluate_problem(problem, key: jax.Array, genomes: jax.Array, problem_hyper=None):
-    """``problem.evaluate(key, genomes)``, or ``problem.evaluate(key, genomes, problem_hyper)``
-    when the problem has hyper-parameters (``problem_hyper`` not None)."""
-    if problem_hyper is None:
-        return problem.evaluate(key, genomes)
-    return problem.evaluate(key, genomes, problem_hyper)
-
-
 def evaluate_with_memo(problem, key: jax.Array, memo: Memo, genomes: jax.Array,
                        problem_hyper=None) -> tuple[jax.Array, Memo, jax.Array]:
-    """Objectives of ``genomes [B, L]`` through the memo.
-
-    Args:
-        problem: see the module docstring.
-        key: passed to ``problem.evaluate``.
-        memo: :class:`Memo`.
-        genomes: ``[B, L]`` bool.
-        problem_hyper: the problem's hyper-parameters (None for a problem without any).
+    """Objectives of ``genomes [B, L]`` bool through the memo; ``key`` and ``problem_hyper``
+    (None for a problem without hyper-parameters) go to ``problem.evaluate``.
 
     Returns:
         ``(objectives [B, M], new memo, number of genomes actually evaluated (int32))``; the
@@ -156,7 +118,8 @@ def evaluate_with_memo(problem, key: jax.Array, memo: Memo, genomes: jax.Array,
     num_objectives = memo.objectives.shape[1]
 
     def fresh(_):
-        return evaluate_problem(problem, key, genomes, problem_hyper).astype(jnp.float32)
+        extra = () if problem_hyper is None else (problem_hyper,)
+        return problem.evaluate(key, genomes, *extra).astype(jnp.float32)
 
     def skipped(_):
         return jnp.zeros((genomes.shape[0], num_objectives), jnp.float32)
@@ -171,9 +134,7 @@ def evaluate_with_memo(problem, key: jax.Array, memo: Memo, genomes: jax.Array,
     return objectives, memo, jnp.sum(new.astype(jnp.int32))
 
 
-# --------------------------------------------------------------------------------------------
-# Variation operators (per batch; pure).
-
+# ----- variation operators (per batch; pure) ------------------------------------------------------
 
 def random_density_genomes(key: jax.Array, num: int, length: int) -> jax.Array:
     """``[num, length]`` bool: each row's density ``~ U(0, 1)``, then independent bits."""
@@ -208,14 +169,7 @@ def bit_flip_mutation(key: jax.Array, genomes: jax.Array, rate) -> jax.Array:
     return genomes ^ (jax.random.uniform(key, genomes.shape) < rate)
 
 
-# --------------------------------------------------------------------------------------------
-# Shared by NSGA-II and the steady-state GA.
-
-
-def problem_default_hyper(problem):
-    """The problem's own hyper-parameters (``problem.default_hyper``), or None when it has none."""
-    return getattr(problem, "default_hyper", None)
-
+# ----- shared by NSGA-II and the steady-state GA --------------------------------------------------
 
 def initial_population(key: jax.Array, population_size: int, memo_capacity: int, problem,
                        problem_hyper=None):
@@ -256,9 +210,7 @@ def objective_names_of(problem, objective_names) -> tuple[str, ...]:
                  (f"objective_{i}" for i in range(problem.num_objectives)))
 
 
-# --------------------------------------------------------------------------------------------
-# NSGA-II.
-
+# ----- NSGA-II ------------------------------------------------------------------------------------
 
 @struct.dataclass
 class NSGA2Hyper:
@@ -341,8 +293,8 @@ class NSGA2State:
 class NSGA2:
     """NSGA-II for a bit-string problem (see module docstring).
 
-    Static structure only: two instances with equal config, problem and names compare equal
-    (a sweep compiles them once); the rates are the :class:`NSGA2Hyper` of each call.
+    Static structure only (equal config, problem and names compare equal); the rates are the
+    :class:`NSGA2Hyper` of each call.
 
     Args:
         config: :class:`NSGA2Config`.
@@ -365,7 +317,7 @@ class NSGA2:
     @property
     def default_hyper(self) -> NSGA2Hyper:
         """``NSGA2Hyper()`` with ``mutation_rate = 1 / L`` and the problem's ``default_hyper``."""
-        return self.resolve_hyper(NSGA2Hyper(problem=problem_default_hyper(self.problem)))
+        return self.resolve_hyper(NSGA2Hyper(problem=getattr(self.problem, "default_hyper", None)))
 
     def resolve_hyper(self, hyper: NSGA2Hyper) -> NSGA2Hyper:
         """``hyper`` with a ``mutation_rate`` of None replaced by ``1 / L``."""
@@ -423,14 +375,3 @@ class NSGA2:
             values = jnp.where(valid, state.objectives[:, index], -jnp.inf)
             metrics[f"max_{name}"] = jnp.max(values)
         return metrics
-
-
-
-
-__all__ = [
-    "MODES", "Memo", "NSGA2", "NSGA2Config", "NSGA2Hyper", "NSGA2State", "ask_evaluate_tell",
-    "binary_tournament", "bit_flip_mutation", "evaluate_problem", "evaluate_with_memo",
-    "first_occurrence", "init_memo", "initial_population", "memo_insert", "memo_lookup",
-    "objective_names_of", "problem_default_hyper", "random_density_genomes",
-    "uniform_crossover_bits", "validate_hyper",
-]

@@ -1,22 +1,12 @@
-"""The single-objective steady-state GA over bit-string genomes (EvoPruneDeepTL-style).
+"""The single-objective steady-state GA over bit-string genomes (``docs/mo_transfer.md``).
 
 :class:`SteadyStateGA` follows the runner protocol like
-:class:`~synprune_jax.algorithms.nsga2.NSGA2` (static structure in the object, numeric knobs in
-:class:`SteadyStateGAHyper` passed to every call) and shares its problem protocol, memo and
-initial population (:mod:`synprune_jax.algorithms.nsga2`). The fitness is one objective of the problem
-(``objective_index``); every objective is kept in the state.
-
-One step::
-
-    parent 1  = uniform at random                                               [B]
-    parent 2  = the most Hamming-distant of num_candidates (3) random individuals  [B]
-    children  = uniform crossover, then with probability mutation_probability (0.07)
-                one random bit flips                                            [B, L]
-    objectives = memo lookup, else problem.evaluate                             [B, M]
-    insert the children one after another: a child replaces the current worst individual if its
-    fitness is higher, or equal with fewer active bits (ties go to the sparser model)
-
-with ``B = num_offspring`` children evaluated together.
+:class:`~synprune_jax.algorithms.nsga2.NSGA2` and shares its problem protocol, memo and initial
+population. The fitness is one objective of the problem (``objective_index``); every objective
+is kept in the state. One step makes ``B = num_offspring`` children (parent 2: the most
+Hamming-distant of ``num_candidates`` random individuals; uniform crossover; one bit flipped with
+probability ``mutation_probability``), evaluates them together and inserts them one after
+another (:func:`replace_worst`: ties go to the sparser model).
 
 Example (OneMax, capped at 6 ones):
     >>> import jax, jax.numpy as jnp
@@ -43,8 +33,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from synprune_jax.algorithms.nsga2 import (Memo, ask_evaluate_tell, initial_population,
-                                           objective_names_of, problem_default_hyper,
-                                           uniform_crossover_bits)
+                                           objective_names_of, uniform_crossover_bits)
 
 
 @struct.dataclass
@@ -162,8 +151,8 @@ def replace_worst(genomes: jax.Array, fitness: jax.Array, child: jax.Array,
 class SteadyStateGA:
     """The single-objective GA of the original method (see module docstring).
 
-    Static structure only: two instances with equal config, problem and names compare equal;
-    the mutation probability is the :class:`SteadyStateGAHyper` of each call.
+    Static structure only (equal config, problem and names compare equal); the mutation
+    probability is the :class:`SteadyStateGAHyper` of each call.
 
     Args:
         config: :class:`SteadyStateGAConfig`.
@@ -188,7 +177,7 @@ class SteadyStateGA:
     @property
     def default_hyper(self) -> SteadyStateGAHyper:
         """``SteadyStateGAHyper()`` with the problem's ``default_hyper``."""
-        return SteadyStateGAHyper(problem=problem_default_hyper(self.problem))
+        return SteadyStateGAHyper(problem=getattr(self.problem, "default_hyper", None))
 
     def init(self, key: jax.Array, hyper: SteadyStateGAHyper) -> SteadyStateGAState:
         """Random-density population, evaluated."""
@@ -249,9 +238,3 @@ class SteadyStateGA:
             metrics[f"max_{name}"] = jnp.max(jnp.where(jnp.isfinite(state.objectives[:, i]),
                                                        state.objectives[:, i], -jnp.inf))
         return metrics
-
-
-__all__ = [
-    "SteadyStateGA", "SteadyStateGAConfig", "SteadyStateGAHyper", "SteadyStateGAState",
-    "most_distant_candidate", "one_bit_mutation", "replace_worst", "validate_hyper",
-]

@@ -1,12 +1,6 @@
-"""Analysis of masked networks: information measures and learning-speed correlation.
-
-* :mod:`~synprune_jax.analysis.information`: histogram entropy, joint entropy, mutual
-  information and normalised MI in JAX; per unit, per layer and layer-vs-action profiles of an
-  MLP's activations.
-* :mod:`~synprune_jax.analysis.learning_speed`: a runner algorithm that relates MI at
-  generation 0 to the generations an ES needs to reach a return threshold, with a table, rank
-  correlations and a plot.
-"""
+"""Analysis of masked networks: histogram information measures
+(:mod:`~synprune_jax.analysis.information`) and the study relating MI at generation 0 to ES
+learning speed (:mod:`~synprune_jax.analysis.learning_speed`)."""
 
 from synprune_jax.analysis.information import (entropy, entropy_from_probabilities,
                                                histogram, information_profile, joint_entropy,

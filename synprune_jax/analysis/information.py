@@ -11,14 +11,9 @@ the plug-in estimate of the discrete distribution:
   ``I / max``, ``2 I / (H(X) + H(Y))`` (``"arithmetic"``) or ``I / H(X, Y)`` (``"joint"``);
   0 when the denominator is 0.
 
-For integer data with ``lower = min`` and ``upper = max + 1`` and ``bins = max - min + 1`` the
-bins are exactly the values, so the estimates are the exact entropies of the empirical
-distribution. Plug-in estimates are biased (MI of independent variables is >= 0 and shrinks like
-``(bins - 1)^2 / (2 T)``); compare values computed with the same ``bins`` and sample count.
-
-Network-level helpers record an MLP's activations (:func:`layer_activations`) and summarise them
-per unit, per layer and between each layer and the actions (:func:`information_profile`).
-All functions are pure and jittable (``bins`` static).
+:func:`layer_activations` records an MLP's activations and :func:`information_profile`
+summarises them per unit, per layer and against the actions. All functions are pure and jittable
+(``bins`` static); ``docs/es_ga.md`` discusses the plug-in bias.
 
 Example:
     >>> import jax.numpy as jnp

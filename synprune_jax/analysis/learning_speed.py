@@ -7,9 +7,9 @@ hidden layer's units and the actions, and mean normalised unit entropy) and then
 network with its own masked ES (:class:`~synprune_jax.algorithms.es.MaskedES`, vmapped over the
 ``N`` networks; the study's hyper-parameters are the ES's
 :class:`~synprune_jax.algorithms.es.ESHyper`). Each generation it records, per network, the first
-generation at which the best return reached ``threshold``. Host helpers turn the final state into a table
-(:func:`learning_speed_table`), rank correlations (:func:`rank_correlation`) and a scatter plot
-(:func:`plot_mi_vs_learning_speed`).
+generation at which the best return reached ``threshold``. Host helpers turn the final state into
+a table (:func:`learning_speed_table`), rank correlations (:func:`rank_correlation`) and a
+scatter plot (:func:`plot_mi_vs_learning_speed`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,8 @@ from synprune_jax.types import Population
 
 
 def generations_to_threshold(curves: np.ndarray, threshold: float) -> np.ndarray:
-    """First generation (1-based) at which each curve reaches ``threshold``; -1 if never.
-
-    (:class:`LearningSpeedStudy` records the same in its state, 0 meaning "before training".)
-
-    Args:
-        curves: ``[N, G]`` (row ``n``, column ``g`` = value after generation ``g + 1``).
-    """
+    """First generation (1-based) at which each curve ``[N, G]`` (column ``g``: the value after
+    generation ``g + 1``) reaches ``threshold``; -1 if never."""
     curves = np.asarray(curves, np.float64)
     reached = curves >= threshold
     first = np.argmax(reached, axis=1) + 1
@@ -48,8 +43,8 @@ def rank_correlation(measure: np.ndarray, generations: np.ndarray,
     """Spearman correlations between a measure and generations-to-threshold.
 
     ``generations`` holds -1 for "never". ``"reached"``: over the networks that reached it;
-    ``"censored"``: over all, a network that
-    never did counted as ``num_generations + 1``. NaN where fewer than 3 networks or a constant.
+    ``"censored"``: over all, a network that never did counted as ``num_generations + 1``. NaN
+    where fewer than 3 networks or a constant.
     """
     from scipy.stats import spearmanr
 
@@ -170,9 +165,8 @@ def brax_observations(task) -> ObservationsFn:
 class LearningSpeedStudy:
     """Runner algorithm: information at generation 0 vs ES learning speed (module docstring).
 
-    Holds only static structure and compares by value; the numeric knobs are the ES's
-    :class:`~synprune_jax.algorithms.es.ESHyper` (``default_hyper``, ``init(key, hyper)``,
-    ``step(key, state, hyper)``; its ``init_density`` is not used: the networks are Beta-pruned).
+    Static and compared by value; the numeric knobs are the ES's
+    :class:`~synprune_jax.algorithms.es.ESHyper` (its ``init_density`` is unused).
 
     Args:
         task: an MLP task (``task.spec`` not None).
@@ -264,10 +258,9 @@ class LearningSpeedStudy:
         evaluations = jnp.sum(es.num_evaluations) - jnp.sum(state.es.num_evaluations)
         state = state.replace(es=es, first_reached=first, generation=generation,
                               num_evaluations=state.num_evaluations + evaluations)
-        out = {
+        return state, {
             "max_fitness": jnp.max(metrics["best_fitness"]),
             "mean_best_fitness": jnp.mean(metrics["best_fitness"]),
             "fraction_reached": jnp.mean((first >= 0).astype(jnp.float32)),
             "num_evaluations": state.num_evaluations,
         }
-        return state, out

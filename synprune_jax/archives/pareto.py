@@ -2,19 +2,8 @@
 
 Every objective is **maximised** (the project's one convention). Rows whose objectives are not
 all finite are *invalid*: they never dominate and get the sentinel rank ``P`` (worse than any
-real front).
-
-Jittable (fixed shapes, ``P`` = number of points, ``M`` = number of objectives):
-
-* :func:`dominance_matrix` ``[P, M] -> [P, P]``;
-* :func:`non_dominated_rank` ``[P, M] -> [P]`` int32 (0 = first front), Deb's fast
-  non-dominated sorting as repeated peeling of the domination matrix;
-* :func:`crowding_distance` ``([P, M], [P]) -> [P]`` (per front, boundary points ``inf``);
-* :func:`survival_order` ``-> [P]`` indices sorted by (rank ascending, crowding descending);
-* :func:`padded_front` the first front in a fixed-capacity :class:`ParetoFront`.
-
-Host (numpy, exact, any ``M``): :func:`hypervolume` by recursive slicing over the last objective
-(HSO), with a 2-D sweep at the bottom of the recursion.
+real front). Everything is jittable (fixed shapes) except the host-side (numpy) exact
+:func:`hypervolume`; ``docs/mo_transfer.md`` ("Pareto utilities") lists the functions.
 
 Example:
     >>> import numpy as np
@@ -178,9 +167,7 @@ def padded_front(objectives: jax.Array, genomes: jax.Array, capacity: int) -> Pa
                        valid=valid)
 
 
-# --------------------------------------------------------------------------------------------
-# Host: exact hypervolume.
-
+# ----- host: exact hypervolume -------------------------------------------------------------------
 
 def non_dominated_numpy(points: np.ndarray) -> np.ndarray:
     """``[N, M] -> [N]`` bool, True for the points no other point dominates (maximisation)."""
@@ -249,16 +236,3 @@ def hypervolume(points, reference) -> float:
     points = np.unique(points, axis=0)
     points = points[non_dominated_numpy(points)]
     return _hv_minimise(-points, -reference)
-
-
-__all__ = [
-    "ParetoFront",
-    "crowding_distance",
-    "dominance_matrix",
-    "hypervolume",
-    "non_dominated_numpy",
-    "non_dominated_rank",
-    "padded_front",
-    "survival_order",
-    "valid_rows",
-]

@@ -64,15 +64,8 @@ def _check_descriptors(descriptors: jax.Array, num_descriptors: int) -> None:
 
 
 def _nearest(centroids: jax.Array, points: jax.Array) -> jax.Array:
-    """Index of the nearest centroid (squared Euclidean) for every point.
-
-    Args:
-        centroids: ``[C, D]``.
-        points: ``[N, D]``.
-
-    Returns:
-        ``[N]`` int32; ties go to the lowest centroid index.
-    """
+    """``[N]`` int32 index of the nearest centroid of ``centroids [C, D]`` (squared Euclidean;
+    ties go to the lowest index) for every point of ``points [N, D]``."""
     num_cells, num_dims = centroids.shape
 
     def one(point):
@@ -106,7 +99,8 @@ class GridSpec:
                              f"{len(lower)} descriptor dimensions")
         for dim, cells in enumerate(resolution):
             if int(cells) != cells or cells < 1:
-                raise ValueError(f"GridSpec: resolution[{dim}] must be an integer >= 1, got {cells}")
+                raise ValueError(f"GridSpec: resolution[{dim}] must be an integer >= 1, "
+                                 f"got {cells}")
         object.__setattr__(self, "lower", lower)
         object.__setattr__(self, "upper", upper)
         object.__setattr__(self, "resolution", tuple(int(cells) for cells in resolution))
@@ -215,14 +209,12 @@ class CVTSpec:
         lower, upper = _validate_bounds("CVTSpec", self.lower, self.upper)
         object.__setattr__(self, "lower", lower)
         object.__setattr__(self, "upper", upper)
-        if int(self.num_cells) != self.num_cells or self.num_cells < 1:
-            raise ValueError(f"CVTSpec: num_cells must be an integer >= 1, got {self.num_cells}")
-        if int(self.num_samples) != self.num_samples or self.num_samples < self.num_cells:
-            raise ValueError(f"CVTSpec: num_samples must be an integer >= num_cells "
-                             f"({self.num_cells}), got {self.num_samples}")
-        if int(self.num_iterations) != self.num_iterations or self.num_iterations < 0:
-            raise ValueError(f"CVTSpec: num_iterations must be an integer >= 0, "
-                             f"got {self.num_iterations}")
+        for name, low, low_name in (("num_cells", 1, "1"),
+                                    ("num_samples", self.num_cells, "num_cells"),
+                                    ("num_iterations", 0, "0")):
+            value = getattr(self, name)
+            if int(value) != value or value < low:
+                raise ValueError(f"CVTSpec: {name} must be an integer >= {low_name}, got {value}")
 
     @property
     def num_descriptors(self) -> int:
@@ -241,9 +233,8 @@ class CVTSpec:
         """k-means centroids, ``[C, D]`` float32, inside the bounds.
 
         Starts from the first ``num_cells`` samples and runs ``num_iterations`` Lloyd steps in
-        JAX. Bitwise deterministic on CPU; on GPU the per-cluster sums use scatter-adds whose
-        summation order may vary in the last bits. Not cached: :func:`init_archive` computes them
-        once and stores them in :attr:`Archive.centroids`.
+        JAX (bitwise deterministic on CPU; on GPU scatter-add order may vary in the last bits).
+        Not cached: :func:`init_archive` stores them in :attr:`Archive.centroids`.
         """
         samples = self.samples()
         return lloyd_kmeans(samples, samples[: self.num_cells], self.num_iterations)
@@ -296,16 +287,13 @@ class Archive:
 
 
 def init_archive(spec: ArchiveSpec, template: Population) -> Archive:
-    """An empty archive.
+    """An empty archive: genome leaves zeros ``[C, *leaf.shape]``, fitness ``-inf``,
+    descriptors and density 0.
 
     Args:
         spec: grid or CVT spec (computes the centroids; for a CVT this runs k-means).
         template: ONE individual (no population axis; ``rates`` has shape ``[2]``), used only for
             the structure, shapes and dtypes of the genome.
-
-    Returns:
-        An :class:`Archive` whose genome leaves are zeros of shape ``[C, *leaf.shape]`` with the
-        template's dtypes, fitness ``-inf``, descriptors and density 0.
     """
     if jnp.ndim(template.rates) != 1:
         raise ValueError(f"template must be one individual (rates of shape [2]), got rates of "
@@ -403,9 +391,7 @@ def sample_indices(key: jax.Array, archive: Archive, num: int) -> jax.Array:
         ``[num]`` int32 cell indices. If the archive is empty the draws are uniform over all
         ``C`` cells (which hold zero genomes): seed the archive before sampling from it.
 
-    Cost is ``O(C + num)``: the filled cells are listed once (``jnp.nonzero`` with a static size)
-    and each draw is one integer in ``[0, num_filled)`` (a Gumbel-max ``categorical`` over all
-    cells would draw ``num * C`` numbers, which dominated small generations).
+    Cost is ``O(C + num)``: the filled cells are listed once, then each draw is one integer.
     """
     filled = archive.filled
     num_cells = filled.shape[0]

@@ -43,10 +43,9 @@ def _es_section(**values) -> dict:
 
 
 def es_config_and_hyper(section: dict):
-    """``(ESConfig, ESHyper)`` from a config's ``es`` section (a missing key takes its default);
-    the hyper's values are checked (:func:`~synprune_jax.algorithms.es.validate_hyper`). Raises
-    ``ConfigError`` (unknown keys, values of the wrong type) or ``ValueError`` / ``TypeError``
-    (bad values; the builders turn them into ``ConfigError``)."""
+    """``(ESConfig, ESHyper)`` from a config's ``es`` section, the hyper's values checked
+    (:func:`~synprune_jax.algorithms.es.validate_hyper`; the builders turn errors into
+    ``ConfigError``)."""
     from synprune_jax.algorithms.es import ESConfig, ESHyper, validate_hyper
 
     config, hyper = from_section(section, "es", ESConfig, ESHyper)
@@ -131,15 +130,19 @@ def _as_config_error(function):
     return wrapped
 
 
+def _require(config: dict, algorithm: str, sections: tuple[str, ...]) -> None:
+    require_keys(config, "config", ("experiment", "algorithm", "task", *sections, "run"))
+    if config["algorithm"] != algorithm:
+        raise ConfigError(f"algorithm must be {algorithm!r}, got {config['algorithm']!r}")
+
+
 @_as_config_error
 def build_es(config: dict) -> Built:
     from synprune_jax.algorithms.es import MaskedES
     from synprune_jax.experiments.map_elites import build_task
     from synprune_jax.runner import RunConfig
 
-    require_keys(config, "config", ("experiment", "algorithm", "task", "es", "run"))
-    if config["algorithm"] != "es":
-        raise ConfigError(f"algorithm must be 'es' for this experiment, got {config['algorithm']!r}")
+    _require(config, "es", ("es",))
     es_config, hyper = es_config_and_hyper(config["es"])
     task = build_task(config["task"])
     run_config = from_section(config["run"], "run", RunConfig)
@@ -153,9 +156,7 @@ def build_ga(config: dict) -> Built:
     from synprune_jax.experiments.map_elites import build_task, mutation_hyper
     from synprune_jax.runner import RunConfig
 
-    require_keys(config, "config", ("experiment", "algorithm", "task", "ga", "mutation", "run"))
-    if config["algorithm"] != "ga":
-        raise ConfigError(f"algorithm must be 'ga' for this experiment, got {config['algorithm']!r}")
+    _require(config, "ga", ("ga", "mutation"))
     ga_config, hyper = from_section(config["ga"], "ga", GAConfig,
                                     (GAHyper, {"mutation": mutation_hyper(config["mutation"])}),
                                     extra=("archive_dir",))
@@ -171,10 +172,8 @@ def build_ga(config: dict) -> Built:
 
 
 def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) -> dict:
-    """Elites of a finished MAP-Elites run directory, best first (host side).
-
-    Rebuilds the run's algorithm from ``run_dir/config.json``, restores the latest checkpoint
-    with :mod:`synprune_jax.checkpoint` and returns the filled cells sorted by fitness.
+    """Elites of a finished MAP-Elites run directory, best first (host side): rebuilds the
+    run's algorithm from ``run_dir/config.json`` and restores its latest checkpoint.
 
     Returns:
         ``{"params": [K, ...], "masks": [K, ...], "rates": [K, 2], "fitness": [K],
@@ -226,10 +225,7 @@ def build_me_es(config: dict) -> Built:
     from synprune_jax.experiments import map_elites as me_experiment
     from synprune_jax.runner import RunConfig
 
-    require_keys(config, "config", ("experiment", "algorithm", "task", "archive", "map_elites",
-                                    "es_emitter", "mutation", "run"))
-    if config["algorithm"] != "me_es":
-        raise ConfigError(f"algorithm must be 'me_es', got {config['algorithm']!r}")
+    _require(config, "me_es", ("archive", "map_elites", "es_emitter", "mutation"))
     task = me_experiment.build_task(config["task"])
     archive = me_experiment.build_archive_spec(config["archive"], task)
     me_config = me_experiment.map_elites_config(config["map_elites"], archive)
@@ -249,9 +245,7 @@ def build_es_info(config: dict) -> Built:
     from synprune_jax.experiments.map_elites import build_task
     from synprune_jax.runner import RunConfig
 
-    require_keys(config, "config", ("experiment", "algorithm", "task", "es", "study", "run"))
-    if config["algorithm"] != "learning_speed":
-        raise ConfigError(f"algorithm must be 'learning_speed', got {config['algorithm']!r}")
+    _require(config, "learning_speed", ("es", "study"))
     es_config, hyper = es_config_and_hyper(config["es"])
     task = build_task(config["task"])
     if config["task"]["name"] != "brax":
@@ -330,12 +324,12 @@ def report_es(run_dir: str, state, metrics: dict) -> dict:
         "final_mean_fitness": _last(metrics, "mean_network_fitness"),
         "strategy": config["es"]["strategy"],
     }
-    write_summary(run_dir, summary, _format_es(summary))
+    write_summary(run_dir, summary, describe_es(summary))
     plot_es(run_dir, state, metrics)
     return summary
 
 
-def _format_es(summary: dict) -> str:
+def describe_es(summary: dict) -> str:
     return "\n".join([
         "| strategy | generations | evaluations | best fitness | density of best | "
         "final density | final mean fitness |",
@@ -343,10 +337,6 @@ def _format_es(summary: dict) -> str:
         f"| {summary['strategy']} | {summary['generations']} | {summary['evaluations']} | "
         f"{summary['best_fitness']:.3f} | {summary['best_density']:.3f} | "
         f"{summary['final_density']:.3f} | {summary['final_mean_fitness']:.3f} |"])
-
-
-def describe_es(summary: dict) -> str:
-    return _format_es(summary)
 
 
 def plot_es(run_dir: str, state, metrics: dict) -> list[str]:
@@ -363,18 +353,6 @@ def plot_es(run_dir: str, state, metrics: dict) -> list[str]:
     ]
 
 
-def summary_table_ga(state, maskable, bands=DENSITY_BANDS) -> list[dict]:
-    """Best fitness in the final population at density <= each band."""
-    fitness = np.asarray(state.fitness, np.float64)
-    density = population_density(state, maskable)
-    rows = []
-    for band in bands:
-        inside = np.isfinite(fitness) & (density <= band + 1e-6)
-        rows.append({"max_density": band, "best_fitness": float(fitness[inside].max())
-                     if inside.any() else float("nan"), "count": int(inside.sum())})
-    return rows
-
-
 def population_density(state, maskable) -> np.ndarray:
     """``[P]`` density of every individual of a GA state (host side)."""
     import jax
@@ -388,6 +366,7 @@ def population_density(state, maskable) -> np.ndarray:
 
 def report_ga(run_dir: str, state, metrics: dict) -> dict:
     from synprune_jax.config import load
+    from synprune_jax.experiments.map_elites import best_by_density
 
     config = load(os.path.join(run_dir, "config.json"))
     maskable = _task(config).maskable()
@@ -400,7 +379,7 @@ def report_ga(run_dir: str, state, metrics: dict) -> dict:
         "max_fitness": float(fitness[best]),
         "best_density": float(density[best]),
         "mean_density": float(density.mean()),
-        "best_by_density": summary_table_ga(state, maskable),
+        "best_by_density": best_by_density(fitness, density, count_key="count"),
     }
     write_summary(run_dir, summary, _format_ga(summary))
     plot_ga(run_dir, state, metrics)

@@ -12,11 +12,13 @@ from synprune_jax.experiments.base import Built, Experiment, write_summary
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
 
-def _common(task: dict, archive: dict, *, sigma: float, num_generations: int, **values) -> dict:
+def _common(experiment: str, task: dict, archive: dict, *, sigma: float, num_generations: int,
+            **values) -> dict:
     from synprune_jax.runner import RunConfig
     from synprune_jax.variation import MutationHyper
 
     return {
+        "experiment": experiment,
         "algorithm": "map_elites",
         "task": {**task, "devices": 1},
         "archive": archive,
@@ -47,29 +49,24 @@ def default_config_brax() -> dict:
             "descriptors": ["sparsity", "disconnected_fraction"]}
     # Hopper returns over 100 steps stay above -100 (healthy reward >= 0, control and
     # backward-motion costs are small per step): the stated QD offset.
-    config = _common(task, _grid([20, 20]), batch_size=256, initial_batch_size=1024,
-                     num_generations=800, qd_offset=-100.0, forward_prune=True, sigma=0.05)
-    config["experiment"] = "me-prune"
-    return config
+    return _common("me-prune", task, _grid([20, 20]), batch_size=256, initial_batch_size=1024,
+                   num_generations=800, qd_offset=-100.0, forward_prune=True, sigma=0.05)
 
 
 def default_config_feet() -> dict:
     task = {"name": "brax", "env_name": "halfcheetah", "backend": "spring",
             "episode_length": 100, "num_episodes": 1, "hidden_sizes": [16, 16],
             "descriptors": ["feet_contact"]}
-    config = _common(task, _grid([10, 10]), batch_size=128, initial_batch_size=512,
-                     num_generations=200, qd_offset=-200.0, forward_prune=True, sigma=0.05)
-    config["experiment"] = "me-prune-feet"
-    return config
+    return _common("me-prune-feet", task, _grid([10, 10]), batch_size=128,
+                   initial_batch_size=512, num_generations=200, qd_offset=-200.0,
+                   forward_prune=True, sigma=0.05)
 
 
 def default_config_arm() -> dict:
     task = {"name": "arm", "num_joints": 8, "genotype": "angles"}
-    config = _common(task, _grid([32, 32]), batch_size=512, initial_batch_size=1024,
-                     num_generations=200, qd_offset=-float(np.pi ** 2), forward_prune=False,
-                     sigma=0.1)
-    config["experiment"] = "me-arm"
-    return config
+    return _common("me-arm", task, _grid([32, 32]), batch_size=512, initial_batch_size=1024,
+                   num_generations=200, qd_offset=-float(np.pi ** 2), forward_prune=False,
+                   sigma=0.1)
 
 
 def build_task(section: dict):
@@ -77,17 +74,12 @@ def build_task(section: dict):
 
     ``devices`` (default 1) is not a task option: with ``devices = N > 1`` the task is wrapped in
     :class:`~synprune_jax.sharding.ShardedTask` over the first ``N`` local devices, so each device
-    evaluates ``P / N`` individuals. On a CPU, ``synprune run`` creates ``N`` CPU devices
-    (``jax_num_cpu_devices``) before JAX starts: one XLA device per core evaluates its slice on
-    its own thread, which uses the cores far better than XLA's intra-op threads for the many small
-    ops of a physics step (``benchmarks/qdax_map_elites.py`` measures it). Results then differ from
-    a 1-device run in the last bits (other kernels for other batch sizes; see
-    :mod:`synprune_jax.sharding`), so seeded runs reproduce for a fixed ``devices``. A batch that
-    is not a multiple of ``N`` is padded with copies of its first individual (results dropped).
+    evaluates ``P / N`` individuals (on a CPU, ``synprune run`` creates ``N`` CPU devices first).
+    Results then differ from a 1-device run in the last bits (:mod:`synprune_jax.sharding`), so
+    seeded runs reproduce for a fixed ``devices``.
     """
-    from synprune_jax.tasks import make_task
-
     from synprune_jax.sharding import ShardedTask, devices_mesh
+    from synprune_jax.tasks import make_task
 
     mesh = devices_mesh(section.get("devices", 1), "task.devices")
     options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()
@@ -167,17 +159,20 @@ def mutation_hyper(section: dict):
     return hyper
 
 
-def summary_table(state, bands=DENSITY_BANDS) -> list[dict]:
-    """Best fitness among archive elites at density <= each band, with elite counts."""
-    fitness = np.asarray(state.archive.fitness)
-    density = np.asarray(state.archive.density)
-    filled = np.isfinite(fitness)
+def best_by_density(fitness, density, bands=DENSITY_BANDS, count_key="num_elites") -> list[dict]:
+    """Best finite ``fitness`` at ``density`` <= each band, with the count there (host side)."""
+    fitness, density = np.asarray(fitness), np.asarray(density)
     rows = []
     for band in bands:
-        inside = filled & (density <= band + 1e-6)
+        inside = np.isfinite(fitness) & (density <= band + 1e-6)
         best = float(fitness[inside].max()) if inside.any() else float("nan")
-        rows.append({"max_density": band, "best_fitness": best, "num_elites": int(inside.sum())})
+        rows.append({"max_density": band, "best_fitness": best, count_key: int(inside.sum())})
     return rows
+
+
+def summary_table(state, bands=DENSITY_BANDS) -> list[dict]:
+    """Best fitness among archive elites at density <= each band, with elite counts."""
+    return best_by_density(state.archive.fitness, state.archive.density, bands)
 
 
 def format_summary(rows: list[dict]) -> str:
@@ -231,7 +226,7 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
         if len(resolution) == 1:
             resolution = resolution * centroids.shape[1]
     names = _descriptor_names(config)
-    paths = [
+    return [
         plots.plot_archive_heatmap(os.path.join(run_dir, "archive_heatmap.png"), fitness,
                                    centroids, resolution=resolution, lower=lower, upper=upper,
                                    labels=(names[0], names[1] if len(names) > 1 else ""),
@@ -241,7 +236,6 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
         plots.plot_fitness_vs_density(os.path.join(run_dir, "fitness_vs_density.png"),
                                       np.asarray(archive.density), fitness, bands=DENSITY_BANDS),
     ]
-    return paths
 
 
 def _descriptor_names(config: dict) -> list[str]:

@@ -29,17 +29,6 @@ def make_task(name: str, **kwargs) -> Task:
 
 
 __all__ = [
-    "BACKENDS",
-    "BraxTask",
-    "DESCRIPTORS",
-    "DescriptorContext",
-    "FEET",
-    "KinematicArm",
-    "TASKS",
-    "Task",
-    "descriptors",
-    "env_names",
-    "forward_kinematics",
-    "make_env",
-    "make_task",
+    "BACKENDS", "BraxTask", "DESCRIPTORS", "DescriptorContext", "FEET", "KinematicArm", "TASKS",
+    "Task", "descriptors", "env_names", "forward_kinematics", "make_env", "make_task",
 ]

@@ -4,7 +4,6 @@ A task is a frozen, hashable description (a dataclass) with pure, batched evalua
 holds mutable state, so it can be closed over by a jitted step or passed as a static argument.
 
 Example:
-    >>> import jax
     >>> from synprune_jax.tasks import KinematicArm
     >>> task = KinematicArm(num_joints=4)
     >>> isinstance(task, Task)

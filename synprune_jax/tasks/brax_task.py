@@ -152,7 +152,8 @@ def feet_lowest_points(geometry: _FootGeometry, link_positions: jax.Array,
     centre = position + rotate(jnp.asarray(geometry.position), rotation)
     half_axis = rotate(jnp.asarray(geometry.half_axis), rotation)
     lowest = centre[:, 2] - jnp.abs(half_axis[:, 2]) - jnp.asarray(geometry.radius)
-    return jnp.stack([jnp.min(lowest[np.nonzero(geometry.foot == f)[0]]) for f in range(geometry.num_feet)])
+    return jnp.stack([jnp.min(lowest[np.nonzero(geometry.foot == foot)[0]])
+                      for foot in range(geometry.num_feet)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +257,7 @@ class BraxTask:
     def init_params(self, key: jax.Array) -> Params:
         return self.spec.init(key)
 
-    # ----- evaluation ------------------------------------------------------------------------------
+    # ----- evaluation ---------------------------------------------------------------------------
     def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         """Evaluates a population (pure; jit it at the top). See :class:`~.base.Task`."""
         with jax.numpy_rank_promotion("allow"):  # Brax's internals broadcast implicitly
@@ -295,25 +296,18 @@ class BraxTask:
             ``"observations" [T, obs]``, ``"actions" [T, act]``, ``"alive" [T]``.
         """
         carry = self._first_carry(key)
-        final, trace = jax.lax.scan(lambda c, _: self._step(c, dense_params), carry, None,
-                                    length=self.episode_length)
+        step = lambda c, _: self._advance(c, self.spec.apply_dense(dense_params, c["state"].obs))
+        final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
         return self._outputs(final, trace)
 
     def _rollouts(self, dense_params: Params, keys: jax.Array) -> dict:
         """:meth:`rollout` for ``P`` individuals x ``E`` episode keys: leaves ``[P, E, ...]``.
 
-        One ``lax.scan`` over time whose body is the step vmapped once over a flat batch of
-        ``P * E`` episodes (individual-major), rather than a vmap of per-individual scans: the
-        same batched operations, but JAX traces the step once instead of running the scan
-        batching rule (a fixed point over the carry), which lowers faster. One flat axis rather
-        than two nested vmaps over ``[P, E]``: with the usual ``E = 1``, XLA:CPU fuses the
-        physics of a ``[P, 1, ...]`` batch worse (docs/benchmarks.md has both figures). The
-        policy itself still runs on ``[P, E, obs]``, so an
-        individual's episodes share its parameters as in :meth:`rollout` under two vmaps. Outputs
-        equal the per-individual :meth:`rollout` under two vmaps: bit for bit with ``E = 2``;
-        with ``E = 1`` up to float32 rounding, since XLA:CPU compiles a ``[P, 1, ...]`` physics
-        batch differently from a ``[P, ...]`` one (tested; the README's default-run table is
-        unchanged).
+        One ``lax.scan`` over time whose body is the physics step vmapped over a flat batch of
+        ``P * E`` episodes (individual-major) and the policy on ``[P, E, obs]``; it lowers
+        faster than a vmap of per-individual scans (``docs/benchmarks.md``, "flat episode
+        axis"). Outputs equal :meth:`rollout` under two vmaps: bit for bit with ``E = 2``, up to
+        float32 rounding with ``E = 1`` (XLA:CPU compiles a ``[P, 1, ...]`` batch differently).
         """
         population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
         episodes = keys.shape[0]
@@ -325,8 +319,6 @@ class BraxTask:
         first = jax.vmap(self._first_carry)(keys)                       # [E, ...]
         carry = jax.tree_util.tree_map(                                 # [P * E, ...]
             lambda leaf: to_flat(jnp.broadcast_to(leaf, (population, *leaf.shape))), first)
-        # the policy runs on [P, E, obs] (an individual's parameters shared by its episodes, as
-        # in `rollout` under two vmaps); the physics on the flat batch
         policy = jax.vmap(jax.vmap(self.spec.apply_dense, in_axes=(None, 0)), in_axes=(0, 0))
 
         def step(carry, _):
@@ -353,12 +345,8 @@ class BraxTask:
             carry["feet_contact_steps"] = jnp.zeros((len(self.feet),), jnp.float32)
         return carry
 
-    def _step(self, carry: dict, dense_params: Params) -> tuple[dict, dict | None]:
-        """One step of one individual's episode (see the module docstring for ``alive``)."""
-        return self._advance(carry, self.spec.apply_dense(dense_params, carry["state"].obs))
-
     def _advance(self, carry: dict, action: jax.Array) -> tuple[dict, dict | None]:
-        """:meth:`_step` after the policy: the environment step with ``action``."""
+        """One environment step of one episode with ``action`` (module docstring: ``alive``)."""
         state, alive = carry["state"], carry["alive"]
         next_state = self.env.step(state, action)
         x = next_state.pipeline_state.x

@@ -5,29 +5,14 @@ Each name expands to one or more descriptor columns; the task concatenates them 
 ``[P, D]`` ``EvalResult.descriptors`` array. Every descriptor has fixed bounds so a grid archive
 can be laid out before anything runs; values are clipped into those bounds.
 
-Registry (:data:`DESCRIPTORS`), grouped by what a task must provide:
-
-============================  =========================================  ===================
-name                          columns and meaning                         requires
-============================  =========================================  ===================
-``sparsity``                  1 - density of the maskable parameters      an :class:`MLPSpec`
-``disconnected_fraction``     hidden/output units without active input    an :class:`MLPSpec`
-``layer_density``             density of each kernel, one column per      an :class:`MLPSpec`
-                              layer
-``final_xy``                  torso (x, y) at the last alive step,        a Brax rollout
-                              clipped to ``[-xy_bound, xy_bound]``
-``feet_contact``              fraction of alive steps each foot touches   a Brax env with feet
-                              the ground, one column per foot
-``end_effector``              (x, y) of the kinematic arm's tip mapped    the kinematic arm
-                              to [0, 1]
-============================  =========================================  ===================
+Registry (:data:`DESCRIPTORS`; each entry's ``doc`` says what its columns mean): the mask-based
+``sparsity``, ``disconnected_fraction`` and ``layer_density`` (one column per kernel) need an
+:class:`MLPSpec`; ``final_xy`` (clipped to ``[-xy_bound, xy_bound]``) needs a Brax rollout,
+``feet_contact`` (one column per foot) a Brax env with feet, ``end_effector`` the kinematic arm.
 
 Names are validated (:func:`validate`) when a task is constructed, before anything is traced or
 compiled; an unknown or unsupported name raises ``ValueError`` listing the names valid *for that
-task*.
-
-Every ``compute`` function works on **one individual**; tasks add the population axis with
-``jax.vmap``.
+task*. Every ``compute`` function works on **one individual** (tasks ``vmap`` it).
 """
 
 from __future__ import annotations
@@ -167,16 +152,8 @@ def available(context: DescriptorContext) -> tuple[str, ...]:
 
 
 def validate(names, context: DescriptorContext, owner: str = "this task") -> tuple[str, ...]:
-    """Checks descriptor names (cheap: no tracing, no compiling).
-
-    Args:
-        names: a sequence of descriptor names (a single string is rejected, to catch
-            ``descriptors="sparsity"``).
-        context: the task's :class:`DescriptorContext`.
-        owner: how to name the task in error messages.
-
-    Returns:
-        The names as a tuple.
+    """``names`` (a sequence; a single string is rejected) as a tuple, checked against the
+    task's ``context`` (cheap: no tracing, no compiling); ``owner`` names the task in errors.
 
     Raises:
         ValueError: empty, duplicated, unknown or unsupported names; the message lists the valid
