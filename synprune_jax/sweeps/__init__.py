@@ -9,39 +9,12 @@ groups them, :func:`run_group` executes a group through the one host loop
 (:func:`synprune_jax.runner.run_loop`), :mod:`~synprune_jax.sweeps.report` builds the tidy table,
 summaries and figures.
 
-How runs are grouped. Every run (one grid point x one seed) is built from its own config by the
-experiment's ``build``, which returns the algorithm (static structure only: task, archive
-geometry, batch sizes) and its hyper-parameters ``Built.hyper`` (a pytree of numeric scalars:
-``MutationHyper``, ``ESHyper``, ``GAHyper``, ...; ``docs/sweeps.md`` lists the keys per method).
-Runs whose algorithms compare equal and whose run settings (``num_generations``, ``chunk_size``,
-``checkpoint_every``, ``metrics_format``) agree form a group: their seeds and hyper-parameters
-are stacked on a leading run axis ``[R]`` and the group runs as ``jit(vmap(chunk))`` over
-``algorithm.step(key, state, hyper)``, compiled once (plus once more for a shorter final chunk).
-Sweeping a structural key (``map_elites.batch_size``, ``task.hidden_sizes``) simply makes more
-groups.
-
-Exactness. A vmapped run follows the same key schedule as :func:`synprune_jax.runner.run`
-(:func:`~synprune_jax.runner.scan_generations` with ``seed`` on the run axis), so it produces the
-same numbers as the run done alone, up to floating-point reassociation in batched kernels
-(tested within float tolerance).
-
-Devices. The run axis is split over the local devices (``devices=None``: all of them; a group of
-``R`` runs uses the first ``min(R, devices)`` of them and is padded with copies of its first run
-up to a multiple of that count, the copies' outputs dropped). Each device then holds the archives
-of its own runs; nothing is exchanged between devices during a chunk.
-
-Files under ``out``:
-
-* ``sweep.json``: the sweep's definition (experiment, seeds, grid, overrides); a second call with
-  the same definition **resumes** (finished runs are skipped, unfinished ones restart from their
-  last checkpoint), a different definition is refused.
-* ``runs.csv``: one row per run (``run_id``, ``group``, ``seed``, one column per swept key).
-* ``runs/<run_id>/``: an ordinary run directory (``config.json``, ``run_config.json``,
-  ``metrics.csv``, ``checkpoints/``, and with ``report=True`` the experiment's summary and
-  plots), so ``synprune resume`` and ``synprune plot`` work on a single run.
-* ``results.csv`` and ``results.parquet``: the tidy table (one row per run and generation).
-* ``timing.json``: per group, runs, compile seconds and steady-state seconds per generation.
-* ``plots/``: final metric versus each swept value (mean and spread over seeds) and metric curves.
+Runs whose algorithms compare equal and whose run settings agree form a group: their seeds and
+hyper-parameters (``Built.hyper``) are stacked on a run axis ``[R]`` split over the devices, and
+the group runs as ``jit(vmap(chunk))``, compiled once, with the numbers of the runs done alone
+(up to float reassociation). ``docs/sweeps.md`` describes the grouping, the traced keys of each
+method, the files under ``out`` (``sweep.json``, ``runs.csv``, ``runs/<run_id>/``,
+``results.csv`` / ``.parquet``, ``timing.json``, ``plots/``) and resuming.
 """
 
 from __future__ import annotations
