@@ -273,8 +273,9 @@ def format_summary(summary: dict) -> str:
               "|---|---|---|---|---|---|"]
     for row in summary["ensembles"]:
         lines.append(f"| p{row['percentile']:.0f} | {row['num_members']} | "
-                     f"{row['ensemble_test_accuracy']:.4f} | {row['best_single_test_accuracy']:.4f}"
-                     f" | {row['mean_member_test_accuracy']:.4f} | "
+                     f"{row['ensemble_test_accuracy']:.4f} | "
+                     f"{row['best_single_test_accuracy']:.4f} | "
+                     f"{row['mean_member_test_accuracy']:.4f} | "
                      f"{row['mean_active_fraction']:.3f} |")
     return "\n".join(lines)
 
