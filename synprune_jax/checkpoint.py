@@ -38,11 +38,8 @@ def _manager(directory: str | os.PathLike, *, max_to_keep: int | None, create: b
     # they never call save, so nothing is written or deleted.
     import orbax.checkpoint as ocp  # lazy: heavy import, host only
 
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
-        create=create,
-        enable_async_checkpointing=False,
-    )
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
+                                           enable_async_checkpointing=False)
     return ocp.CheckpointManager(_absolute(directory), options=options)
 
 
@@ -67,14 +64,10 @@ class CheckpointWriter:
 
         step = int(step)
         if step in self._manager.all_steps():
-            raise FileExistsError(
-                f"checkpoint step {step} already exists in {self._manager.directory}"
-            )
+            raise FileExistsError(f"checkpoint step {step} already exists in "
+                                  f"{self._manager.directory}")
         self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
-
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
 
     def close(self) -> None:
         self._manager.wait_until_finished()
@@ -87,13 +80,8 @@ class CheckpointWriter:
         self.close()
 
 
-def save(
-    directory: str | os.PathLike,
-    step: int,
-    state: PyTree,
-    *,
-    max_to_keep: int = DEFAULT_MAX_TO_KEEP,
-) -> None:
+def save(directory: str | os.PathLike, step: int, state: PyTree, *,
+         max_to_keep: int = DEFAULT_MAX_TO_KEEP) -> None:
     """Saves ``state`` under ``directory/<step>`` and keeps only the last ``max_to_keep`` steps.
 
     Args:
@@ -111,13 +99,8 @@ def save(
 
 def latest_step(directory: str | os.PathLike) -> int | None:
     """The largest saved step in ``directory``, or ``None`` if it has none (or does not exist)."""
-    if not os.path.isdir(_absolute(directory)):
-        return None
-    manager = _manager(directory, max_to_keep=None, create=False)
-    try:
-        return manager.latest_step()
-    finally:
-        manager.close()
+    steps = all_steps(directory)
+    return steps[-1] if steps else None
 
 
 def all_steps(directory: str | os.PathLike) -> list[int]:
@@ -177,12 +160,9 @@ def restore(directory: str | os.PathLike, step: int | None, abstract_state: PyTr
             if step is None:
                 raise FileNotFoundError(f"no checkpoint in {_absolute(directory)}")
         elif int(step) not in manager.all_steps():
-            raise FileNotFoundError(
-                f"no checkpoint step {step} in {_absolute(directory)}; "
-                f"available: {sorted(manager.all_steps())}"
-            )
-        return manager.restore(
-            int(step), args=ocp.args.StandardRestore(_with_default_sharding(abstract_state))
-        )
+            raise FileNotFoundError(f"no checkpoint step {step} in {_absolute(directory)}; "
+                                    f"available: {sorted(manager.all_steps())}")
+        restore_args = ocp.args.StandardRestore(_with_default_sharding(abstract_state))
+        return manager.restore(int(step), args=restore_args)
     finally:
         manager.close()

@@ -1,31 +1,12 @@
 """Devices: meshes, population sharding, chunked evaluation, archive placement, multi-host.
 
 Everything here wraps the engine from the outside; algorithms and tasks stay unaware of devices.
-
-* :func:`make_mesh` builds a one-axis :class:`jax.sharding.Mesh` over the local devices (or all
-  devices of a multi-host job with ``global_devices=True``). Its axis type is *Auto* (plain
-  ``Mesh(...)``; ``jax.make_mesh`` defaults to Explicit axes in jax 0.10), so the compiler
-  (GSPMD) propagates shardings through code written for one device.
-* :class:`ShardedTask` wraps a task so that its ``evaluate`` splits the population axis ``[P]``
-  over the mesh: with ``jax.shard_map`` (default; each device runs the task on ``P / n``
-  individuals) or with a sharding constraint (GSPMD partitions the same program). Parents,
-  mutation and archive insertion run as before; the compiler moves the ``[P]`` results where the
-  archive is.
-* :class:`ChunkedTask` evaluates a population in chunks of ``chunk_size`` individuals with
-  ``lax.map`` (for populations whose rollouts do not fit memory in one batch).
-* :func:`place_archive` / :func:`archive_memory`: the archive is **replicated** by default (each
-  device holds all ``C`` cells); :func:`place_archive` can shard it over cells instead.
-* :func:`initialize_distributed`: ``jax.distributed.initialize`` for multi-host jobs.
-
-Why results do not change. Both built-in tasks use *common random numbers*: one key per batch,
-and an individual's result depends only on its own genome and that key, never on the rest of the
-batch. Then evaluating the batch in slices (per device or per chunk) with the same key computes
-the same per-individual values. They are bit-identical when XLA uses the same kernels for the
-slice as for the whole batch (tested: the arm task, and Brax with 64 vs 32 individuals); XLA:CPU
-may pick other kernels for other batch sizes, and then the last bits differ (docs/benchmarks.md,
-"Design figures", gives the size of the difference). A custom task
-that draws per-individual noise as ``split(key, P)[i]`` does not have this property; keep it
-unsharded / unchunked or give it common random numbers.
+:func:`make_mesh` builds a one-axis mesh (axis type Auto, so GSPMD propagates shardings through
+one-device code); :class:`ShardedTask` splits a task's population axis over it;
+:class:`ChunkedTask` evaluates a population a chunk at a time; :func:`place_archive` replicates
+(default) or shards an archive; :func:`initialize_distributed` joins a multi-host job.
+docs/sweeps.md ("Devices", "Many hosts") explains when results stay bit-identical (tasks with
+common random numbers: one key per batch, per-individual results independent of the batch).
 
 Example (4 emulated CPU devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=4``)::
 
@@ -54,9 +35,7 @@ DEFAULT_AXIS = "batch"
 SHARD_METHODS = ("shard_map", "constraint")
 
 
-# --------------------------------------------------------------------------------------------
-# Meshes and placement.
-
+# ----- meshes and placement ----------------------------------------------------------------------
 
 def make_mesh(num_devices: int | None = None, axis_name: str = DEFAULT_AXIS, *,
               global_devices: bool = False, devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -139,14 +118,7 @@ def shard_leading_axis(tree: PyTree, mesh: Mesh, axis_name: str | None = None) -
     return jax.device_put(tree, sharding)
 
 
-def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """``device_put`` of every leaf as a full copy on each device of the mesh."""
-    return jax.device_put(tree, replicated_sharding(mesh))
-
-
-# --------------------------------------------------------------------------------------------
-# Task wrappers.
-
+# ----- task wrappers -----------------------------------------------------------------------------
 
 class _TaskWrapper:
     """Forwards the :class:`~synprune_jax.tasks.Task` protocol to ``self.task``."""
@@ -196,7 +168,7 @@ class ShardedTask(_TaskWrapper):
     When ``P`` is not a multiple of the number of devices, the population is padded with copies
     of individual 0 whose results are dropped (a little wasted work, same results).
     Results equal the wrapped task's for tasks with common random numbers, up to the last bits
-    where XLA picks other kernels for the per-device batch size (module docstring).
+    where XLA picks other kernels for the per-device batch size (docs/sweeps.md).
     """
 
     task: Any
@@ -219,26 +191,20 @@ class ShardedTask(_TaskWrapper):
 
     def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         """Evaluates ``population`` (leaves ``[P, ...]``) split over the mesh; see the class."""
-        # an ES that also evaluates its mean, or a GA's children, need not come in multiples of
-        # the device count: pad, evaluate, drop the copies' results
         size = population.size
         padded, _ = pad_rows(population, self.num_devices)
-        result = self._evaluate_split(key, padded)
-        if padded.size == size:
-            return result
-        return jax.tree_util.tree_map(lambda leaf: leaf[:size], result)
-
-    def _evaluate_split(self, key: jax.Array, population: Population) -> EvalResult:
         split = PartitionSpec(self.axis_name)
         if self.method == "constraint":
             sharding = NamedSharding(self.mesh, split)
-            population = jax.lax.with_sharding_constraint(population, sharding)
-            result = self.task.evaluate(key, population)
-            return jax.lax.with_sharding_constraint(result, sharding)
-        evaluate = jax.shard_map(self.task.evaluate, mesh=self.mesh,
-                                 in_specs=(PartitionSpec(), split), out_specs=split,
-                                 check_vma=False)
-        return evaluate(key, population)
+            result = self.task.evaluate(key, jax.lax.with_sharding_constraint(padded, sharding))
+            result = jax.lax.with_sharding_constraint(result, sharding)
+        else:
+            result = jax.shard_map(self.task.evaluate, mesh=self.mesh,
+                                   in_specs=(PartitionSpec(), split), out_specs=split,
+                                   check_vma=False)(key, padded)
+        if padded.size == size:
+            return result
+        return jax.tree_util.tree_map(lambda leaf: leaf[:size], result)
 
 
 @dataclasses.dataclass(frozen=True, eq=True)
@@ -249,8 +215,7 @@ class ChunkedTask(_TaskWrapper):
     so the peak memory of a rollout scales with ``chunk_size`` rather than ``P``. When ``P`` is not
     a multiple of ``chunk_size`` the last chunk is padded with copies of individual 0 whose
     results are dropped. Results equal the unchunked evaluation for tasks with common random
-    numbers, up to the last bits where XLA picks other kernels for the chunk size (module
-    docstring).
+    numbers, up to the last bits where XLA picks other kernels for the chunk size.
 
     Attributes:
         task: the wrapped task.
@@ -287,9 +252,7 @@ def unwrap(task) -> Any:
     return task
 
 
-# --------------------------------------------------------------------------------------------
-# Archives.
-
+# ----- archives ----------------------------------------------------------------------------------
 
 def place_archive(archive, mesh: Mesh, *, sharded: bool = False,
                   axis_name: str | None = None):
@@ -303,14 +266,8 @@ def place_archive(archive, mesh: Mesh, *, sharded: bool = False,
     device (see :func:`archive_memory`).
     """
     if not sharded:
-        return replicate(archive, mesh)
+        return jax.device_put(archive, replicated_sharding(mesh))
     return shard_leading_axis(archive, mesh, axis_name)
-
-
-def tree_bytes(tree: PyTree) -> int:
-    """Total bytes of the array leaves of ``tree`` (shapes and dtypes only)."""
-    return int(sum(math.prod(np.shape(leaf)) * np.dtype(leaf.dtype).itemsize
-                   for leaf in jax.tree_util.tree_leaves(tree)))
 
 
 def archive_memory(archive, num_devices: int) -> dict[str, int]:
@@ -324,16 +281,15 @@ def archive_memory(archive, num_devices: int) -> dict[str, int]:
         ``{"total_bytes", "replicated_per_device_bytes", "sharded_per_device_bytes"}``; the
         sharded figure is ``ceil(C / n)`` cells' worth of every leaf.
     """
-    total = tree_bytes(archive)
+    total = int(sum(math.prod(np.shape(leaf)) * np.dtype(leaf.dtype).itemsize
+                    for leaf in jax.tree_util.tree_leaves(archive)))
     num_cells = int(archive.fitness.shape[0])
     per_cell = total / num_cells
     return {"total_bytes": total, "replicated_per_device_bytes": total,
             "sharded_per_device_bytes": int(math.ceil(num_cells / num_devices) * per_cell)}
 
 
-# --------------------------------------------------------------------------------------------
-# Multi-host.
-
+# ----- multi-host --------------------------------------------------------------------------------
 
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None,

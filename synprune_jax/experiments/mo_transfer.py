@@ -1,15 +1,8 @@
-"""Multi-objective evolutionary pruning of a transfer-learned sparse head (``mo-prune-transfer``).
+"""Experiments ``mo-prune-transfer`` (NSGA-II) and ``ga-prune-transfer`` (the single-objective
+steady-state GA) on a transfer-learned sparse head: configs, builder, report, plots.
 
-A CNN backbone pretrained on digits 0, 1, 2, 4, 6 is frozen; NSGA-II evolves which of its 128
-features feed a sparse head for the confusable digits 3, 5, 8, 9, trading validation accuracy,
-sparsity (1 - active fraction) and OOD AUROC (digit 7, temperature-scaled max softmax).
-``ga-prune-transfer`` is the single-objective steady-state GA of the original method (fitness:
-validation accuracy; ties to the sparser head).
-
-The data and backbone are prepared by ``build`` (host numpy, before anything is traced) and
-cached under ``data.cache_dir`` (default ``$SYNPRUNE_CACHE_DIR/transfer`` or
-``~/.cache/synprune_jax/transfer``); the report copies them to ``features.npz`` in the run
-directory. The test split is used only by the report.
+``build`` prepares the data and backbone (host numpy, cached, before anything is traced); the
+test split is used only by the report. docs/mo_transfer.md describes the task and the outputs.
 """
 
 from __future__ import annotations
@@ -63,18 +56,14 @@ def default_config() -> dict:
 def default_config_ga() -> dict:
     """The single-objective GA (fitness = validation accuracy) on the same transfer task."""
     config = _base_config("ga-prune-transfer", "ga", ["accuracy", "sparsity", "auroc"])
-    config["run"]["num_generations"] = 150
-    config["run"]["chunk_size"] = 10
-    config["run"]["checkpoint_every"] = 50
+    config["run"].update(num_generations=150, chunk_size=10, checkpoint_every=50)
     return config
 
 
 def build(config: dict) -> Built:
-    """Validates the config, prepares the data (cached) and returns the search (an
-    :class:`~synprune_jax.algorithms.nsga2.NSGA2` or
-    :class:`~synprune_jax.algorithms.steady_state_ga.SteadyStateGA` over a
-    :class:`~synprune_jax.transfer.problem.TransferProblem`), its hyper-parameters, the run
-    config and the report."""
+    """Validates the config, prepares the data (cached) and returns the search (``NSGA2`` or
+    ``SteadyStateGA`` over a :class:`~synprune_jax.transfer.problem.TransferProblem`), its
+    hyper-parameters, the run config and the report."""
     from synprune_jax.algorithms import nsga2 as nsga2_lib
     from synprune_jax.algorithms import steady_state_ga as ga_lib
     from synprune_jax.runner import RunConfig
@@ -83,7 +72,7 @@ def build(config: dict) -> Built:
     from synprune_jax.transfer.data import (DataConfig, cache_key, default_cache_dir,
                                             prepare_data)
     from synprune_jax.transfer.head import HeadConfig, TrainConfig
-    from synprune_jax.transfer.objectives import OBJECTIVES
+    from synprune_jax.transfer.objectives import check_names
 
     require_keys(config, "config", ("experiment", "algorithm", "data", "head", "train",
                                     "objectives", "nsga2", "ga", "report", "run"))
@@ -100,11 +89,7 @@ def build(config: dict) -> Built:
         devices_mesh(devices, "train.devices")  # before the data / backbone work
         objectives = config["objectives"]
         require_keys(objectives, "objectives", ("names", "temperature", "reference"))
-        names = tuple(objectives["names"])
-        unknown = [n for n in names if n not in OBJECTIVES]
-        if unknown or not names or len(set(names)) != len(names):
-            raise ConfigError(f"objectives.names must be distinct names from {list(OBJECTIVES)},"
-                              f" got {list(names)}")
+        names = check_names(objectives["names"])
         # the run seed is also the heads' training seed
         train_config, problem_hyper = from_section(
             config["train"], "train", TrainConfig,
@@ -115,9 +100,8 @@ def build(config: dict) -> Built:
         reference = objectives["reference"]
         if reference is not None and len(reference) != len(names):
             raise ConfigError("objectives.reference needs one value per objective")
-        report_section = dict(config["report"])
-        require_keys(report_section, "report", ("bands", "accuracy_tolerance"))
-        if not all(0 <= float(b) <= 100 for b in report_section["bands"]):
+        require_keys(config["report"], "report", ("bands", "accuracy_tolerance"))
+        if not all(0 <= float(b) <= 100 for b in config["report"]["bands"]):
             raise ConfigError("report.bands are percentiles in [0, 100]")
         problem = {"problem": problem_hyper}
         if config["algorithm"] == "nsga2":
@@ -154,18 +138,7 @@ def build(config: dict) -> Built:
                  describe=describe, plot=plot_fn, hyper=hyper)
 
 
-# --------------------------------------------------------------------------------------------
-# Report.
-
-
-def _reference(config: dict, names: tuple[str, ...]) -> np.ndarray:
-    from synprune_jax.transfer.objectives import DEFAULT_REFERENCE
-
-    given = config["objectives"]["reference"]
-    if given is not None:
-        return np.asarray(given, np.float64)
-    return np.asarray([DEFAULT_REFERENCE[n] for n in names], np.float64)
-
+# ----- report ------------------------------------------------------------------------------------
 
 def front_of(state) -> tuple[np.ndarray, np.ndarray]:
     """Distinct first-front members of the final population: ``(genomes [K, L], objectives
@@ -215,6 +188,7 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
     """
     from synprune_jax.archives.pareto import hypervolume
     from synprune_jax.transfer.ensembles import ensemble_table, importance
+    from synprune_jax.transfer.objectives import DEFAULT_REFERENCE
 
     problem = algorithm.problem
     names = algorithm.objective_names
@@ -222,7 +196,10 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
     dense = np.ones((1, genomes.shape[1]), bool)  # the unpruned head, for comparison
     both = problem.report_metrics(np.concatenate([genomes, dense]), hyper.problem)
     measured = {name: value[:-1] for name, value in both.items()}
-    reference = _reference(config, names)
+    reference = config["objectives"]["reference"]
+    if reference is None:
+        reference = [DEFAULT_REFERENCE[name] for name in names]
+    reference = np.asarray(reference, np.float64)
     data = problem.data
     figures = key_figures(measured["val_accuracy"], measured["val_active_fraction"],
                           measured["val_auroc"], measured["test_accuracy"],
@@ -258,18 +235,13 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
 def _write_front(run_dir, genomes, objectives, names, measured) -> None:
     np.savez(os.path.join(run_dir, "front.npz"), genomes=genomes, objectives=objectives,
              objective_names=np.asarray(names))
-    columns = [*names, "active_fraction", "val_accuracy", "val_auroc", "test_accuracy",
-               "test_auroc", "epochs_run", "mask"]
+    floats = ("val_active_fraction", "val_accuracy", "val_auroc", "test_accuracy", "test_auroc")
     with open(os.path.join(run_dir, "front.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer.writerow([*names, "active_fraction", *floats[1:], "epochs_run", "mask"])
         for k in range(genomes.shape[0]):
             writer.writerow([*(repr(float(v)) for v in objectives[k]),
-                             repr(float(measured["val_active_fraction"][k])),
-                             repr(float(measured["val_accuracy"][k])),
-                             repr(float(measured["val_auroc"][k])),
-                             repr(float(measured["test_accuracy"][k])),
-                             repr(float(measured["test_auroc"][k])),
+                             *(repr(float(measured[column][k])) for column in floats),
                              int(measured["val_epochs_run"][k]),
                              "".join("1" if bit else "0" for bit in genomes[k])])
 
@@ -291,10 +263,7 @@ def format_summary(summary: dict) -> str:
     rows = [(labels[key], figures[key]) for key in labels]
     dense = summary.get("dense_head")
     if dense is not None:
-        rows.append(("unpruned head (reference)", {
-            "val_accuracy": dense["val_accuracy"], "test_accuracy": dense["test_accuracy"],
-            "active_fraction": 1.0, "val_auroc": dense["val_auroc"],
-            "test_auroc": dense["test_auroc"]}))
+        rows.append(("unpruned head (reference)", {**dense, "active_fraction": 1.0}))
     for label, row in rows:
         lines.append(f"| {label} | {row['val_accuracy']:.4f} | {row['test_accuracy']:.4f} | "
                      f"{row['active_fraction']:.3f} | {row['val_auroc']:.4f} | "
@@ -316,18 +285,7 @@ def describe(summary: dict) -> str:
             + format_summary(summary))
 
 
-# --------------------------------------------------------------------------------------------
-# Plots (host only).
-
-
-def _figure(width, height):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
+# ----- plots (host only) -------------------------------------------------------------------------
 
 def _label(name: str) -> str:
     return {"sparsity": "sparsity (1 - active fraction)", "auroc": "OOD AUROC (validation)",
@@ -343,7 +301,7 @@ def plot_run(run_dir: str, state, metrics: dict, *, algorithm, config: dict) -> 
     population = np.asarray(state.objectives, np.float64)
     genomes, front = front_of(state)
     paths = []
-    figure = _figure(5.5, 4.2)
+    figure = plots._new_figure(5.5, 4.2)
     axes = figure.add_subplot()
     x_index = names.index("sparsity") if "sparsity" in names else (1 if len(names) > 1 else 0)
     y_index = names.index("accuracy") if "accuracy" in names else 0
@@ -361,7 +319,7 @@ def plot_run(run_dir: str, state, metrics: dict, *, algorithm, config: dict) -> 
     axes.set_title(f"{config.get('experiment', '')}: Pareto front")
     paths.append(str(plots._save(figure, os.path.join(run_dir, "front_2d.png"))))
     if len(names) >= 3:
-        figure = _figure(5.5, 4.5)
+        figure = plots._new_figure(5.5, 4.5)
         axes = figure.add_subplot(projection="3d")
         axes.scatter(population[:, 0], population[:, 1], population[:, 2], s=6, c="lightgrey")
         axes.scatter(front[:, 0], front[:, 1], front[:, 2], s=22, c=front[:, 2], cmap="viridis",
@@ -391,16 +349,13 @@ def plot_importance(path: str, weights: np.ndarray, head, feature_shape) -> str:
     from synprune_jax import plots
 
     num_in = head.num_features if head.genome in ("input", "both") else 0
-    input_part = weights[:num_in]
-    hidden_part = weights[num_in:]
-    panels = (1 if num_in else 0) + (1 if hidden_part.size else 0)
-    figure = _figure(4.5 * panels, 3.8)
-    index = 1
-    if num_in:
-        axes = figure.add_subplot(1, panels, index)
-        index += 1
-        if len(feature_shape) >= 2:
-            picture, title = _mosaic(input_part.reshape(feature_shape))
+    parts = [(name, part) for name, part in (("input feature", weights[:num_in]),
+                                             ("hidden neuron", weights[num_in:])) if part.size]
+    figure = plots._new_figure(4.5 * len(parts), 3.8)
+    for index, (name, part) in enumerate(parts, start=1):
+        axes = figure.add_subplot(1, len(parts), index)
+        if name == "input feature" and len(feature_shape) >= 2:
+            picture, title = _mosaic(part.reshape(feature_shape))
             top = max(float(np.nanmax(picture)), 1e-6)
             image = axes.imshow(picture, cmap="magma", vmin=0.0, vmax=top)
             figure.colorbar(image, ax=axes, label="importance")
@@ -408,14 +363,9 @@ def plot_importance(path: str, weights: np.ndarray, head, feature_shape) -> str:
             axes.set_xticks([])
             axes.set_yticks([])
         else:
-            axes.bar(np.arange(num_in), input_part)
-            axes.set_xlabel("input feature")
+            axes.bar(np.arange(part.size), part)
+            axes.set_xlabel(name)
             axes.set_ylabel("importance")
-    if hidden_part.size:
-        axes = figure.add_subplot(1, panels, index)
-        axes.bar(np.arange(hidden_part.size), hidden_part)
-        axes.set_xlabel("hidden neuron")
-        axes.set_ylabel("importance")
     return str(plots._save(figure, path))
 
 

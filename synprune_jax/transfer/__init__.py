@@ -1,17 +1,11 @@
 """Transfer learning with evolved sparse heads (multi-objective evolutionary pruning).
 
-A frozen backbone turns images into features once (cached); a sparse head
-``features -> sparse dense layer -> dense -> softmax`` is trained per genome (the whole population
-at once with ``vmap``); the genome masks the head's input features and / or hidden neurons.
-
-* :mod:`~synprune_jax.transfer.data`: digits default and ``.npz`` bring-your-own data, splits,
-  feature cache (:func:`prepare_data`, :class:`DataConfig`, :class:`TransferData`);
-* :mod:`~synprune_jax.transfer.backbone`: the small CNN pretrained on the source classes;
-* :mod:`~synprune_jax.transfer.head`: head, genome layout, optax training with early stopping;
-* :mod:`~synprune_jax.transfer.objectives`: accuracy, sparsity, OOD AUROC (temperature-scaled
-  max softmax), negative loss;
-* :mod:`~synprune_jax.transfer.problem`: :class:`TransferProblem` (genomes -> objectives);
-* :mod:`~synprune_jax.transfer.ensembles`: Pareto ensembles and importance.
+A frozen backbone turns images into features once (cached, :mod:`.data`, :mod:`.backbone`); a
+sparse head ``features -> sparse dense layer -> dense -> softmax`` is trained per genome, the whole
+population at once with ``vmap`` (:mod:`.head`); the genome masks the head's input features and /
+or hidden neurons. :class:`TransferProblem` (:mod:`.problem`) maps genomes to objectives
+(:mod:`.objectives`); :mod:`.ensembles` builds the report's Pareto ensembles and importance.
+docs/mo_transfer.md describes the whole method.
 """
 
 from synprune_jax.transfer.data import DataConfig, TransferData, prepare_data

@@ -5,10 +5,9 @@ Architecture (per image ``[H, W, C]``)::
     conv 3x3 (c1) -> relu -> 2x2 average pool -> conv 3x3 (c2) -> relu    = features [H/2, W/2, c2]
     pretraining classifier: flatten -> dense(num_source_classes)
 
-The classifier on top of the feature map is linear, so the frozen features have to carry the
-class information themselves. For 8x8 digits with the default ``(16, 8)`` channels the feature map
-is ``4 x 4 x 8 = 128`` features. Pretraining is Adam on softmax cross-entropy with minibatches
-(:func:`synprune_jax.training.fit`, all epochs in one compiled program).
+The classifier is linear, so the frozen features carry the class information themselves (8x8
+digits, channels ``(16, 8)``: ``4 x 4 x 8 = 128`` features). Pretraining: Adam on softmax
+cross-entropy with minibatches (:func:`synprune_jax.training.fit`).
 """
 
 from __future__ import annotations
@@ -60,8 +59,7 @@ def pretrain_cnn(images: np.ndarray, labels: np.ndarray, config):
     num_holdout = max(1, images.shape[0] // 5)
     holdout, train = order[:num_holdout], order[num_holdout:]
     model = DigitsCNN(channels=tuple(config.cnn_channels), num_classes=int(classes.size))
-    key = jax.random.key(config.seed)
-    init_key, shuffle_key = jax.random.split(key)
+    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
     params = model.init(init_key, jnp.zeros((1, *images.shape[1:]), jnp.float32))
     optimizer = optax.adam(config.pretrain_learning_rate)
     train_images = jnp.asarray(images[train])

@@ -1,26 +1,11 @@
-"""Transfer data: the built-in digits default, bring-your-own ``.npz`` arrays, splits, features.
+"""Transfer data (host numpy, once per experiment): the digits default or an ``.npz`` of your
+own, per-class splits, backbone features, the feature cache.
 
-Everything here is host-side numpy (run once per experiment). The result is a
-:class:`TransferData` of **features** (what the frozen backbone produces) for the target task's
-train / validation / test splits and for the out-of-distribution (OOD) validation / test sets.
-
-Default (offline): scikit-learn's bundled digits (1797 greyscale 8x8 images, ten classes).
-
-* source classes ``0, 1, 2, 4, 6``: pretrain the small CNN backbone
-  (:mod:`synprune_jax.transfer.backbone`), which is then frozen;
-* target classes ``3, 5, 8, 9`` (the most confusable digits, so the head has work to do): the
-  transfer task (labels remapped to ``0..3``), split per class into train / validation / test;
-* OOD class ``7``: in neither task; split in half into OOD validation / OOD test.
-
-Bring your own (``data.source=/path/file.npz``), one of:
-
-* ``images`` ``[N, H, W]`` or ``[N, H, W, C]`` + ``labels`` ``[N]``: the backbone (``cnn``
-  pretrained on ``source_classes``, or ``pixels`` = flattened images) makes the features;
-* ``features`` ``[N, F]`` + ``labels`` ``[N]``: used as they are (backbone ignored);
-
-optionally with ``ood_images`` / ``ood_features`` (then ``ood_classes`` may be empty).
-A real pretrained backbone plugs in through the Python API:
-``prepare_data(config, feature_fn=my_images_to_features)``.
+The result is a :class:`TransferData` of **features** for the target task's train / validation /
+test splits and the out-of-distribution (OOD) validation / test sets. docs/mo_transfer.md ("What
+it does", step 1; "Your own data") describes the default classes and the ``.npz`` layouts:
+``labels [N]`` with ``images [N, H, W(, C)]`` or ``features [N, F]``, optionally
+``ood_images`` / ``ood_features``.
 """
 
 from __future__ import annotations
@@ -70,18 +55,12 @@ class DataConfig:
     pretrain_learning_rate: float = 3e-3
 
     def __post_init__(self):
-        groups = {"source_classes": self.source_classes, "target_classes": self.target_classes,
-                  "ood_classes": self.ood_classes}
-        for name, classes in groups.items():
-            if len(set(classes)) != len(classes):
-                raise ValueError(f"data.{name} has repeated classes: {list(classes)}")
         if len(self.target_classes) < 2:
             raise ValueError("data.target_classes needs at least two classes")
-        if (set(self.target_classes) & set(self.ood_classes)
-                or set(self.target_classes) & set(self.source_classes)
-                or set(self.source_classes) & set(self.ood_classes)):
+        every = (*self.source_classes, *self.target_classes, *self.ood_classes)
+        if len(set(every)) != len(every):
             raise ValueError("data.source_classes, target_classes and ood_classes must be "
-                             "disjoint")
+                             f"disjoint, each class listed once; got {list(every)}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("data.val_fraction and data.test_fraction must be in (0, 1) with "

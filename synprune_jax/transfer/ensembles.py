@@ -1,13 +1,9 @@
-"""Pareto ensembles and feature / neuron importance (host numpy, for reports).
+"""Pareto ensembles and feature / neuron importance (host numpy, for reports;
+docs/mo_transfer.md, "Ensembles and importance").
 
-Ensembles: the front members whose **validation** accuracy is at least the ``p``-th percentile of
-the front's validation accuracies form the band ``p``; the band's ensemble predicts by majority
-vote (ties broken by the summed class probabilities of the voters). Its **test** accuracy is set
-against the best single model (the member with the highest validation accuracy, ties to the
-sparser one), so no test figure chooses a model.
-
-Importance: how often a genome position survives across the front, weighted by each member's
-validation accuracy: ``importance[l] = sum_k acc_k * g_k[l] / sum_k acc_k``, in ``[0, 1]``.
+Band ``p``: the front members whose **validation** accuracy is at least the ``p``-th percentile
+of the front's; its majority-vote **test** accuracy is set against the best single model (highest
+validation accuracy, ties to the sparser one), so no test figure chooses a model.
 """
 
 from __future__ import annotations
@@ -74,7 +70,8 @@ def ensemble_table(val_accuracy: np.ndarray, active_fraction: np.ndarray,
 
 
 def importance(genomes: np.ndarray, val_accuracy: np.ndarray) -> np.ndarray:
-    """Accuracy-weighted survival frequency ``[L]`` of each genome position across the front."""
+    """Accuracy-weighted survival frequency ``[L]`` of each genome position across the front:
+    ``importance[l] = sum_k acc_k * g_k[l] / sum_k acc_k``, in ``[0, 1]``."""
     genomes = np.asarray(genomes, np.float64)
     weights = np.asarray(val_accuracy, np.float64)
     if weights.sum() <= 0:

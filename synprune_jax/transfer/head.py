@@ -7,21 +7,13 @@ Head (per individual; ``F`` features, ``H`` hidden neurons, ``C`` classes)::
 
 The genome is a bool vector ``[L]``: the input-feature mask (``genome="input"``, ``L = F``), the
 hidden-neuron mask (``"hidden"``, ``L = H``) or both concatenated (``"both"``, ``L = F + H``).
-A masked feature or neuron has all its connections cut (its inputs and outputs contribute zero,
-and it receives zero gradient).
 
-Training (:func:`train_head`, :func:`synprune_jax.training.fit` with the validation loss and
-``patience``) is written per individual and vmapped once over the population
-(:func:`train_population`). Each epoch shuffles the train split into ``floor(N / B)``
-minibatches; after each epoch the validation loss is measured; the parameters with the lowest
-validation loss are kept, and once it has not improved for ``patience`` epochs the head stops
-(its parameters freeze; the remaining epochs are computed and discarded, so shapes stay fixed).
-
-The initialisation key of a genome is ``fold_in(fold_in(key(seed), h1), h2)`` with ``(h1, h2)``
-its 64-bit Zobrist hash (:func:`genome_hash`); the minibatch order depends on ``seed`` only and is
-shared by all heads. So the same genome always trains to the same head (a front member can be
-retrained exactly for the test-split report), and under ``vmap`` the population's heads consume
-the same minibatches, which turns the first layer into one large matrix product per step.
+Training (:func:`train_head`: :func:`synprune_jax.training.fit` with early stopping on the
+validation loss, the best epoch's parameters kept) is written per individual and vmapped over the
+population (:func:`train_population`). The initialisation key comes from the genome
+(:func:`genome_key`), the minibatch order from the seed only (:func:`shuffle_key`), so a genome
+always trains to the same head and the population shares its minibatches (docs/mo_transfer.md,
+"What it does", steps 2-3).
 """
 
 from __future__ import annotations
@@ -134,11 +126,6 @@ def head_logits(params: dict, input_mask: jax.Array, hidden_mask: jax.Array,
     return (hidden * hidden_mask[None, :]) @ params["w2"] + params["b2"][None, :]
 
 
-def _loss(params, input_mask, hidden_mask, features, labels):
-    logits = head_logits(params, input_mask, hidden_mask, features)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
 def genome_hash(genome: jax.Array) -> jax.Array:
     """64-bit Zobrist hash of a bool genome ``[L]`` as ``[2]`` uint32 (XOR of position words)."""
     words = jax.random.bits(jax.random.key(ZOBRIST_SEED), (2, genome.shape[-1]), jnp.uint32)
@@ -147,7 +134,8 @@ def genome_hash(genome: jax.Array) -> jax.Array:
 
 
 def genome_key(seed: int, genome: jax.Array) -> jax.Array:
-    """The training key of a genome (depends only on ``seed`` and the genome)."""
+    """The training key of a genome, ``fold_in(fold_in(key(seed), h1), h2)`` with ``(h1, h2)``
+    its :func:`genome_hash` (depends only on ``seed`` and the genome)."""
     words = genome_hash(genome)
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), words[0]), words[1])
 
@@ -166,8 +154,7 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
     Args:
         key: initialisation key.
         shuffle_key: key of the minibatch order (:func:`train_population` shares it across the
-            population, so every head sees the same minibatches and, under ``vmap``, each
-            minibatch is gathered once and multiplied by all heads' kernels together).
+            population: under ``vmap`` each minibatch meets all heads' kernels in one product).
         genome: ``[L]`` bool.
         train_x: ``[N, F]``; train_y: ``[N]`` int. val_x: ``[V, F]``; val_y: ``[V]`` int.
         head, train: static configs.
@@ -180,7 +167,8 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
     input_mask, hidden_mask = head.split(genome)
 
     def loss(params, batch):
-        return _loss(params, input_mask, hidden_mask, *batch)
+        logits = head_logits(params, input_mask, hidden_mask, batch[0])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
 
     result = fit(shuffle_key, init_head(key, head), (train_x, train_y), loss, optimizer,
                  batch_size=min(train.batch_size, train_x.shape[0]), num_epochs=train.epochs,

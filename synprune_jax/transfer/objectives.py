@@ -1,15 +1,6 @@
-"""Objectives of a trained head: accuracy, sparsity, OOD AUROC, negative loss (all maximised).
-
-* ``accuracy``: fraction of validation samples classified correctly.
-* ``sparsity``: ``1 - active fraction`` of the genome (the active fraction is the *complexity*
-  of the issue; maximising sparsity minimises it).
-* ``auroc``: area under the ROC curve of telling validation inputs (positives) from
-  out-of-distribution validation inputs (negatives) by the maximum softmax probability of
-  temperature-scaled logits, ``max softmax(logits / T)`` (``T = 1000`` by default; ODIN's
-  temperature scaling without its input perturbation).
-* ``neg_loss``: minus the validation cross-entropy.
-
-Any subset (at least one for the single-objective GA, two or more for NSGA-II) can be chosen.
+"""Objectives of a trained head, all maximised: ``accuracy``, ``sparsity`` (1 - active
+fraction), ``auroc`` (validation vs OOD inputs by temperature-scaled max softmax), ``neg_loss``
+(minus the cross-entropy); docs/mo_transfer.md, "What it does", step 4, defines them.
 """
 
 from __future__ import annotations
@@ -22,6 +13,15 @@ OBJECTIVES = ("accuracy", "sparsity", "auroc", "neg_loss")
 
 # Hypervolume reference point per objective (a value every useful head exceeds).
 DEFAULT_REFERENCE = {"accuracy": 0.0, "sparsity": 0.0, "auroc": 0.0, "neg_loss": -10.0}
+
+
+def check_names(names) -> tuple[str, ...]:
+    """``names`` as a tuple; ``ValueError`` unless they are distinct names from OBJECTIVES."""
+    names = tuple(names)
+    if not names or len(set(names)) != len(names) or not set(names) <= set(OBJECTIVES):
+        raise ValueError(f"objectives must be distinct names from {list(OBJECTIVES)}, "
+                         f"got {list(names)}")
+    return names
 
 
 def max_softmax_score(logits: jax.Array, temperature: float) -> jax.Array:
@@ -67,12 +67,8 @@ def classification_metrics(logits: jax.Array, labels: jax.Array) -> tuple[jax.Ar
 
 
 def objective_vector(metrics: dict, names: tuple[str, ...]) -> jax.Array:
-    """Picks ``names`` from per-head ``metrics`` (``accuracy``, ``sparsity`` or
-    ``active_fraction``, ``auroc``, ``loss``; each ``[...]``) as maximised objectives
-    ``[..., M]``."""
-    sparsity = metrics.get("sparsity")
-    if sparsity is None:
-        sparsity = 1.0 - metrics["active_fraction"]
-    table = {"accuracy": metrics["accuracy"], "sparsity": sparsity,
+    """Picks ``names`` from per-head ``metrics`` (``accuracy``, ``sparsity``, ``auroc``,
+    ``loss``; each ``[...]``) as maximised objectives ``[..., M]``."""
+    table = {"accuracy": metrics["accuracy"], "sparsity": metrics["sparsity"],
              "auroc": metrics["auroc"], "neg_loss": -metrics["loss"]}
     return jnp.stack([table[name].astype(jnp.float32) for name in names], axis=-1)

@@ -29,10 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
 
+from synprune_jax.sharding import devices_mesh, pad_rows
 from synprune_jax.transfer.data import TransferData
 from synprune_jax.transfer.head import HeadConfig, TrainConfig, head_logits, train_population
-from synprune_jax.transfer.objectives import (OBJECTIVES, auroc, classification_metrics,
+from synprune_jax.transfer.objectives import (auroc, check_names, classification_metrics,
                                               max_softmax_score, objective_vector)
 from synprune_jax import trees
 
@@ -75,31 +77,19 @@ class TransferProblem:
         head: :class:`HeadConfig`; ``num_features`` / ``num_classes`` must match ``data``.
         train: :class:`TrainConfig`.
         objectives: names from :data:`~synprune_jax.transfer.objectives.OBJECTIVES`.
-        devices: local devices :meth:`evaluate` splits the batch of genomes over (default 1).
-            With ``N > 1`` each device trains and measures ``B / N`` heads (``jax.shard_map``;
-            a batch that is not a multiple of ``N`` is padded with copies of its first genome,
-            results dropped). On a CPU create the devices first
-            (``jax.config.update('jax_num_cpu_devices', N)`` before anything runs; ``synprune
-            run`` does it for ``train.devices``). Each head's result does not depend on the
-            rest of the batch, but the smaller per-device batch can pick other CPU kernels: the
-            trained heads equal a 1-device evaluation up to float rounding, which can flip a
-            near-tie and so move an accuracy or AUROC by one step (runs reproduce exactly for a
-            fixed ``devices``).
+        devices: local devices :meth:`evaluate` splits the batch of genomes over (default 1;
+            ``jax.shard_map``; a batch not a multiple of it is padded with copies of its first
+            genome). On a CPU, create them first (``jax_num_cpu_devices``). Results equal a
+            1-device evaluation up to float rounding (docs/mo_transfer.md, "Use your cores").
     """
 
     def __init__(self, data: TransferData, head: HeadConfig, train: TrainConfig,
                  objectives: tuple[str, ...] = ("accuracy", "sparsity", "auroc"),
                  devices: int = 1):
-        objectives = tuple(objectives)
-        unknown = [name for name in objectives if name not in OBJECTIVES]
-        if unknown or not objectives or len(set(objectives)) != len(objectives):
-            raise ValueError(f"objectives must be distinct names from {list(OBJECTIVES)}, "
-                             f"got {list(objectives)}")
+        objectives = check_names(objectives)
         if head.num_features != data.num_features or head.num_classes != data.num_classes:
             raise ValueError(f"head expects {head.num_features} features / {head.num_classes} "
                              f"classes, data have {data.num_features} / {data.num_classes}")
-        from synprune_jax.sharding import devices_mesh
-
         self.mesh = devices_mesh(devices, "devices")
         self.devices = devices
         self.data = data
@@ -131,11 +121,9 @@ class TransferProblem:
                 self.objective_names, self.devices)
 
     def __eq__(self, other) -> bool:
-        if self is other:
-            return True
         if not isinstance(other, TransferProblem):
             return NotImplemented
-        return self._identity == other._identity
+        return self is other or self._identity == other._identity
 
     def __hash__(self) -> int:
         return hash(self._identity)
@@ -203,10 +191,6 @@ class TransferProblem:
 
         if self.mesh is None:
             return objectives(genomes, hyper)
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        from synprune_jax.sharding import pad_rows
-
         padded, size = pad_rows(genomes, self.devices)
         split = PartitionSpec(self.mesh.axis_names[0])
         sharded = jax.shard_map(objectives, mesh=self.mesh, in_specs=(split, PartitionSpec()),
