@@ -29,7 +29,8 @@ steps) ahead of time, plus one shorter final chunk when the generations left are
 of ``chunk_size``; restores, writes metrics and checkpoints through
 :class:`~synprune_jax.rundir.RunDirectory` and shows progress. The files are described in
 :mod:`synprune_jax.rundir`. A single run's compiled programs are kept in the process (the last
-:data:`PROGRAMS_KEPT`, keyed by the algorithm's value, the hyper-parameters and the chunk length):
+:data:`PROGRAMS_KEPT`, keyed by the algorithm's value, the hyper-parameters, the chunk length and
+``jax_disable_most_optimizations``):
 another seed, a rerun or a resume of the same run compiles nothing again.
 
 Example:
@@ -279,7 +280,8 @@ class _Single:
         self.seed = np.uint32(seed)  # an argument, so runs differing in seed share a program
         # the hyper-parameters are constants: their values and Python types (weak or not) count
         self.identity = (algorithm, fingerprint(hyper),
-                         tuple(type(leaf).__name__ for leaf in jax.tree_util.tree_leaves(hyper)))
+                         tuple(type(leaf).__name__ for leaf in jax.tree_util.tree_leaves(hyper)),
+                         jax.config.read("jax_disable_most_optimizations"))
 
     def abstract(self):
         return abstract_state(self.algorithm, self.hyper)

@@ -52,6 +52,16 @@ def assert_trees_equal(first, second) -> None:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.fixture
+def optimized():
+    """The test's programs compile fully optimised, as users' do: for bit-for-bit claims between
+    two formulations that XLA's optimiser compiles alike (the cheap mode need not)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 @pytest.fixture(name="run_report")
 def run_report_fixture():
     """:func:`run_report` for tests."""

@@ -228,7 +228,7 @@ def test_rng_compile_variants_draw_the_same_shapes(capsys):
     assert by_variant["one_call"]["stablehlo_lines"] < by_variant["per_leaf"]["stablehlo_lines"]
 
 
-def test_mutation_block_benchmark_compares_equal_archives():
+def test_mutation_block_benchmark_compares_equal_archives(optimized):
     from benchmarks import mutation_block
 
     record = mutation_block.measure("arm", batch=16, block=4, repeats=1)

@@ -104,7 +104,7 @@ def _old_step(key, archive, task, config, hyper):
     {},  # the README's default run: fixed rates, forward pruning
     {"mutation": MutationConfig(self_adaptive=True), "mutation_block": 5},
 ], ids=["default", "self-adaptive-blocks"])
-def test_mutation_emitter_draws_the_old_random_numbers(settings):
+def test_mutation_emitter_draws_the_old_random_numbers(settings, optimized):
     # MAP-Elites with its default (mutation) emitter reproduces the pre-emitter algorithm bit for
     # bit: init splits key -> (population, evaluation), a step splits key -> (emit, evaluation)
     # and emit splits key_emit -> (parents, mutation).
@@ -178,7 +178,7 @@ def test_config_and_task_mismatch_fail_before_compiling():
         me.MapElites(me.MapElitesConfig(archive=GRID), TASK, emitter=object())
 
 
-def test_mutation_blocks_give_the_vmapped_offspring():
+def test_mutation_blocks_give_the_vmapped_offspring(optimized):
     # lax.map in blocks (with a remainder block: 10 = 4 + 4 + 2) mutates every child from its
     # own key, exactly as one vmap over the batch.
     whole = em.MutationEmitter(TASK, batch_size=10)

@@ -33,7 +33,6 @@ from synprune_jax.tasks import (  # noqa: E402
     make_env,
     make_task,
 )
-from synprune_jax.tasks import descriptors as descriptors_lib  # noqa: E402
 from synprune_jax.types import EvalResult, Population  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
