@@ -41,7 +41,11 @@ def test_stored_without_outputs_and_colab_ready(path):
     assert "SYNPRUNE_NOTEBOOK_TINY" in first, "first code cell must honour tiny mode"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+# The quickstart runs in the default suite; the method notebooks (tens of seconds each, their
+# code paths tested elsewhere) with `-m slow`.
+@pytest.mark.parametrize("path", [path if path.name == "quickstart.ipynb"
+                                  else pytest.param(path, marks=pytest.mark.slow)
+                                  for path in NOTEBOOKS], ids=_ids(NOTEBOOKS))
 def test_executes_at_tiny_size(path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 

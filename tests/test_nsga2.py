@@ -256,8 +256,9 @@ def test_hyper_parameters_vmap_like_separate_runs(kind):
         return state, metrics
 
     batched_state, batched_metrics = jax.jit(jax.vmap(run))(stack(hypers))
+    single = jax.jit(run)  # one program for both (hyper traced), not op-by-op
     for index, hyper in enumerate(hypers):
-        state, metrics = run(hyper)
+        state, metrics = single(hyper)
         np.testing.assert_array_equal(np.asarray(batched_state.genomes[index]),
                                       np.asarray(state.genomes))
         for name, value in metrics.items():

@@ -235,7 +235,7 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
         checkpoint.restore(directory, 5, abstract)
 
 
-def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path):
+def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path, monkeypatch):
     """Runs of an equal algorithm with equal hyper-parameters (another seed, a resume) trace and
     compile nothing again; other hyper-parameters (constants of the program) do."""
     algorithm = ToyAlgorithm()
@@ -257,6 +257,7 @@ def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path):
     traces = algorithm.traces
     run(algorithm, tmp_path / "f", _config(), hyper=np.float32(0.2))
     assert algorithm.traces > traces
+    monkeypatch.setattr(runner, "PROGRAMS_KEPT", 2)
     for index in range(runner.PROGRAMS_KEPT + 2):  # the cache keeps the latest programs only
         run(algorithm, tmp_path / f"g{index}", _config(num_generations=3), hyper=1.0 + index)
     assert len(runner._PROGRAMS) == runner.PROGRAMS_KEPT

@@ -399,6 +399,7 @@ def test_train_devices_validation(tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.slow
 def test_heads_split_over_devices(tmp_path, run_report):
     # 4 CPU devices: a batch of 7 genomes (padded to 8) trains the 1-device heads, with the
     # default hyper-parameters as constants and with other ones traced (jit arguments, as in a

@@ -83,31 +83,35 @@ def test_mutate_vmaps_over_population():
 
 def test_random_population_densities_rates_and_forward_pruning():
     from synprune_jax.tasks.arm import KinematicArm
-    from synprune_jax.variation import random_population
+    from synprune_jax.variation import random_population as draw
 
     task = KinematicArm(genotype="mlp", hidden_sizes=(6, 5))
     maskable = task.maskable()
-    fixed = random_population(jax.random.key(0), task, 32, jnp.array([0.1, 0.2]))
+
+    def random_population(key, size, rates, **options):  # jitted: one program, not op by op
+        return jax.jit(lambda k, r: draw(k, task, size, r, **options))(key, rates)
+
+    fixed = random_population(jax.random.key(0), 32, jnp.array([0.1, 0.2]))
     assert fixed.rates.shape == (32, 2)
     np.testing.assert_array_equal(np.asarray(fixed.rates),
                                   np.tile(np.float32([0.1, 0.2]), (32, 1)))
-    drawn = random_population(jax.random.key(0), task, 32, jnp.zeros(2), rate_range=(1e-3, 1e-1))
+    drawn = random_population(jax.random.key(0), 32, jnp.zeros(2), rate_range=(1e-3, 1e-1))
     assert float(drawn.rates.min()) >= 1e-3 - 1e-9 and float(drawn.rates.max()) <= 1e-1 + 1e-9
     assert len(np.unique(np.asarray(drawn.rates))) == 64  # log-uniform, one pair per network
     # the masks do not depend on the rates: same keys, same networks
     assert_trees_equal(fixed.masks, drawn.masks)
     # one density per network: every layer of a network has (up to rounding) the same density,
     # and forward pruning leaves no hidden unit with outgoing but no incoming connections
-    whole = random_population(jax.random.key(1), task, 32, jnp.zeros(2), per_layer=False,
+    whole = random_population(jax.random.key(1), 32, jnp.zeros(2), per_layer=False,
                               forward_prune=False)
     kernels = [leaf for leaf, flag in zip(jax.tree_util.tree_leaves(whole.masks),
                                           jax.tree_util.tree_leaves(maskable)) if flag]
     densities = np.stack([np.asarray(k).mean(axis=(1, 2)) for k in kernels], axis=1)
     sizes = np.array([k.shape[1] * k.shape[2] for k in kernels])
     assert np.all(np.ptp(densities, axis=1) <= 1.0 / sizes.min() + 1e-6)
-    forward_prune = jax.vmap(lambda masks: M.forward_prune(task.spec, masks))
+    forward_prune = jax.jit(jax.vmap(lambda masks: M.forward_prune(task.spec, masks)))
     assert_trees_equal(forward_prune(fixed.masks), fixed.masks)
-    unpruned = random_population(jax.random.key(0), task, 32, jnp.zeros(2), forward_prune=False)
+    unpruned = random_population(jax.random.key(0), 32, jnp.zeros(2), forward_prune=False)
     assert not all(np.array_equal(a, b) for a, b in zip(
         jax.tree_util.tree_leaves(forward_prune(unpruned.masks)),
         jax.tree_util.tree_leaves(unpruned.masks)))
