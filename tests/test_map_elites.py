@@ -145,8 +145,8 @@ def test_nan_fitness_never_enters_the_archive():
 
     config = me.MapElitesConfig(archive=GRID, batch_size=16, initial_batch_size=16)
     algorithm = me.MapElites(config, NaNTask())
-    state = algorithm.init(jax.random.key(0), algorithm.default_hyper)
-    state, metrics = algorithm.step(jax.random.key(1), state, algorithm.default_hyper)
+    state = jax.jit(algorithm.init)(jax.random.key(0), algorithm.default_hyper)
+    state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, algorithm.default_hyper)
     fitness = np.asarray(state.archive.fitness)
     assert not np.isnan(fitness).any() and not np.isposinf(fitness).any()
     assert int(metrics["num_invalid"]) == 8
@@ -158,10 +158,10 @@ def test_self_adaptive_rates_are_carried_and_redrawn():
         me.MapElitesConfig(archive=GRID, batch_size=64, initial_batch_size=64,
                            mutation=MutationConfig(self_adaptive=True)), TASK)
     hyper = MutationHyper(rate_min=1e-3, rate_max=1e-1, rate_redraw_probability=0.5)
-    state = algorithm.init(jax.random.key(0), hyper)
+    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     rates = np.asarray(state.archive.genomes.rates)[np.isfinite(np.asarray(state.archive.fitness))]
     assert rates.min() >= 1e-3 and rates.max() <= 1e-1 and rates.std() > 0  # spread at init
-    state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     assert 1e-3 <= float(metrics["mean_p_disconnect"]) <= 1e-1
 
 
@@ -337,7 +337,7 @@ def test_mix_splits_keys_and_slices_and_renames_shared_metrics():
     algorithm = me.MapElites(SMALL_CONFIG, SMALL_TASK, mix)
     hyper = algorithm.default_hyper
     assert hyper == em.MapElitesESHyper()
-    state = algorithm.init(jax.random.key(0), hyper)
+    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     assert state.emitter_state[0] is None
     key = jax.random.key(1)
     offspring, emitted = jax.jit(lambda k, s: mix.emit(k, state.archive, s, hyper))(
