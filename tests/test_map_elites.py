@@ -104,10 +104,12 @@ def _old_step(key, archive, task, config, hyper):
     {},  # the README's default run: fixed rates, forward pruning
     {"mutation": MutationConfig(self_adaptive=True), "mutation_block": 5},
 ], ids=["default", "self-adaptive-blocks"])
-def test_mutation_emitter_draws_the_old_random_numbers(settings, optimized):
+def test_mutation_emitter_draws_the_old_random_numbers(settings, request):
     # MAP-Elites with its default (mutation) emitter reproduces the pre-emitter algorithm bit for
     # bit: init splits key -> (population, evaluation), a step splits key -> (emit, evaluation)
     # and emit splits key_emit -> (parents, mutation).
+    if "mutation_block" in settings:  # blocks equal the vmapped mutation as optimised programs
+        request.getfixturevalue("optimized")
     algorithm = _algorithm(batch_size=12, initial_batch_size=24, **settings)
     config, hyper = algorithm.config, MutationHyper(sigma=0.1, rate_redraw_probability=0.5)
     state = jax.jit(algorithm.init)(jax.random.key(7), hyper)

@@ -298,6 +298,7 @@ def test_problem_hyper_parameters_reach_the_evaluation(kind):
     hyper = algorithm.default_hyper
     assert float(hyper.problem) == 1.0
 
+    @jax.jit
     def run(hyper):
         state = algorithm.init(jax.random.key(0), hyper)
         for g in range(4):
