@@ -1,9 +1,10 @@
-"""The command line, end to end on the fast arm experiment (and one tiny Brax run)."""
+"""The command line, end to end on the fast arm experiment (and one tiny Brax run, `-m slow`)."""
 
 import json
 import os
 
 import numpy as np
+import pytest
 
 from synprune_jax import checkpoint
 from synprune_jax.cli import main
@@ -77,6 +78,9 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # nothing written for a config that failed
 
 
+# The quickstart notebook (default suite) runs the same Brax MAP-Elites end to end; the CLI's
+# run path is tested on the arm.
+@pytest.mark.slow
 def test_tiny_brax_run(tmp_path, capsys):
     out = tmp_path / "brax"
     assert main(["run", "--set", "task.episode_length=10", "--set", "task.hidden_sizes=4",
