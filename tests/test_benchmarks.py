@@ -228,6 +228,8 @@ def test_rng_compile_variants_draw_the_same_shapes(capsys):
     assert by_variant["one_call"]["stablehlo_lines"] < by_variant["per_leaf"]["stablehlo_lines"]
 
 
+# The claim itself (blocks give the vmapped offspring) is tested in test_map_elites.py.
+@pytest.mark.slow
 def test_mutation_block_benchmark_compares_equal_archives(optimized):
     from benchmarks import mutation_block
 

@@ -300,6 +300,8 @@ def test_masked_es_learns_on_the_arm(pruned_run):
     assert history[-1]["mean_network_fitness"] > history[0]["mean_network_fitness"]
 
 
+# The contract test runs es-prune-arm through the runner; the CLI path is tested on the arm.
+@pytest.mark.slow
 def test_cli_es_prune_run(tmp_path):
     from synprune_jax.cli import main
     from synprune_jax.runner import read_metrics

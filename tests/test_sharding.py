@@ -333,6 +333,8 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
     np.testing.assert_array_equal(sharding.gather_to_host(np.arange(3)), np.arange(3))
 
 
+# In a subprocess; test_four_devices_give_the_single_device_results checks the split itself.
+@pytest.mark.slow
 def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path, run_report):
     # `task.devices=2` on a CPU: the CLI creates 2 CPU devices before JAX starts (no XLA_FLAGS),
     # the evaluation is split over them, a run cut at 10 generations resumes to the same metrics
