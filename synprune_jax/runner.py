@@ -300,8 +300,7 @@ class _Single:
             chunk = lambda state, seed: scan_generations(step, seed, state, length)
             return jax.jit(chunk).lower(abstract, self.seed).compile()
 
-        shapes = str(jax.tree_util.tree_map(lambda leaf: (leaf.shape, leaf.dtype), abstract))
-        compiled = _reuse(("chunk", *self.identity, length, shapes), build)
+        compiled = _reuse(("chunk", *self.identity, length), build)  # abstract: from identity
         # A restored checkpoint lives on the default device; a program that spans a mesh (a task
         # sharded over devices) wants its state there. A no-op when it already is.
         sharding = compiled.input_shardings[0][0]
