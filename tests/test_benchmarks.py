@@ -25,6 +25,7 @@ if ROOT not in sys.path:  # benchmarks/ is a top-level package of the repository
 
 import benchmarks  # noqa: E402
 from benchmarks import archive_insertion, masked_vs_dense, qdax_map_elites, run  # noqa: E402
+from conftest import optimized_compilation  # noqa: E402
 
 
 def _check_records(records, benchmark_keys):
@@ -230,10 +231,11 @@ def test_rng_compile_variants_draw_the_same_shapes(capsys):
 
 # The claim itself (blocks give the vmapped offspring) is tested in test_map_elites.py.
 @pytest.mark.slow
-def test_mutation_block_benchmark_compares_equal_archives(optimized):
+def test_mutation_block_benchmark_compares_equal_archives():
     from benchmarks import mutation_block
 
-    record = mutation_block.measure("arm", batch=16, block=4, repeats=1)
+    with optimized_compilation():
+        record = mutation_block.measure("arm", batch=16, block=4, repeats=1)
     assert record["same_archive"] and record["block"] == 4 and record["weights"] == 216
     assert record["whole"]["steady_s"] > 0 and record["blocks"]["min_s"] > 0
 

@@ -3,7 +3,7 @@
 For every experiment of ``synprune list``: its default config builds; its algorithm holds only
 static structure (hashable, equal for configs that differ only in a traced knob) and its
 hyper-parameters are a separate pytree; a run through the runner writes one finite metrics row
-per generation and a summary; a run cut after 2 generations and resumed gives the same metrics
+per generation and a summary; a run cut after 1 generation and resumed gives the same metrics
 file and the same final state, bit for bit, as the uninterrupted run; and a sweep of two seeds
 crossed with two values of a traced key is one vmapped, compiled group whose runs give the
 numbers of the same runs done alone.
@@ -20,7 +20,7 @@ from synprune_jax import config as config_lib
 from synprune_jax import runner, sweeps
 from synprune_jax.experiments import EXPERIMENTS, get_experiment
 
-_RUN = ["run.num_generations=4", "run.chunk_size=2", "run.checkpoint_every=2",
+_RUN = ["run.num_generations=2", "run.chunk_size=1", "run.checkpoint_every=1",
         "run.progress=false"]
 _BRAX = ["task.episode_length=10", "task.hidden_sizes=[4]"]
 _ARM = ["task.num_joints=4", "task.hidden_sizes=[8]"]
@@ -40,12 +40,12 @@ TINY = {
                       ("mutation.p_connect", [0.01, 0.02])),
     "me-arm": (["task.num_joints=4"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
     "me-es": (_ARM + _MAP_ELITES + ["es_emitter.population_size=4",
-                                    "es_emitter.restart_every=2"],
+                                    "es_emitter.restart_every=1"],
               ("es_emitter.sigma_init", [0.05, 0.1])),
     "es-prune": (_BRAX + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1",
-                          "es.prune_end=3"], ("es.learning_rate", [0.01, 0.02])),
+                          "es.prune_end=2"], ("es.learning_rate", [0.01, 0.02])),
     "es-prune-arm": (_ARM + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1",
-                             "es.prune_end=3"], ("es.sigma_init", [0.05, 0.1])),
+                             "es.prune_end=2"], ("es.sigma_init", [0.05, 0.1])),
     "ga-pruned-init": (_BRAX + ["ga.population_size=4"], ("mutation.sigma", [0.05, 0.1])),
     "ga-arm": (_ARM + ["ga.population_size=4", "ga.crossover=uniform"],
                ("ga.crossover_rate", [0.3, 0.7])),
@@ -114,16 +114,16 @@ def test_experiment_contract(name, tmp_path):
 
     # a run: one finite row per generation, a report
     built, state, metrics = _run(name, tmp_path / "full", [f"{key}={low}"])
-    np.testing.assert_array_equal(metrics["generation"], [1, 2, 3, 4])
-    assert int(state.generation) == 4
+    np.testing.assert_array_equal(metrics["generation"], [1, 2])
+    assert int(state.generation) == 2
     for column, values in metrics.items():  # -inf is allowed: e.g. an empty density band
         assert not np.isnan(values).all() and not np.isposinf(values).any(), (column, values)
     summary = built.report(str(tmp_path / "full"), state, metrics)
     assert isinstance(built.describe(summary), str)
     assert (tmp_path / "full" / "summary.json").exists()
 
-    # cut after 2 generations, resumed to 4: the same file and the same state, bit for bit
-    _run(name, tmp_path / "cut", [f"{key}={low}", "run.num_generations=2"])
+    # cut after 1 generation, resumed to 2: the same file and the same state, bit for bit
+    _run(name, tmp_path / "cut", [f"{key}={low}", "run.num_generations=1"])
     _, resumed, _ = _run(name, tmp_path / "cut", [f"{key}={low}"], resume=True)
     assert (tmp_path / "full" / "metrics.csv").read_text() == (
         tmp_path / "cut" / "metrics.csv").read_text()
@@ -136,7 +136,7 @@ def test_experiment_contract(name, tmp_path):
     result = sweeps.sweep(name, seeds=[0, 1], grid={key: [low, high]}, out=tmp_path / "sweep",
                           overrides=TINY[name][0] + _RUN, devices=1, report=False, plots=False)
     table = result.table
-    assert len(result.timing) == 1 and set(table["group"]) == {0} and len(table) == 4 * 4
+    assert len(result.timing) == 1 and set(table["group"]) == {0} and len(table) == 4 * 2
     for seed, expected in ((0, metrics), (1, metrics_seed1)):
         if name in _DISCONTINUOUS:
             break

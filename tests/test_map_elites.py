@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import exact_jit, optimized_compilation
 from jax import flatten_util
 
 from synprune_jax import checkpoint
@@ -102,14 +103,12 @@ def _old_step(key, archive, task, config, hyper):
 
 @pytest.mark.parametrize("settings", [
     {},  # the README's default run: fixed rates, forward pruning
-    {"mutation": MutationConfig(self_adaptive=True), "mutation_block": 5},
-], ids=["default", "self-adaptive-blocks"])
-def test_mutation_emitter_draws_the_old_random_numbers(settings, request):
+    {"mutation": MutationConfig(self_adaptive=True)},  # blocks: test_mutation_blocks_give_...
+], ids=["default", "self-adaptive"])
+def test_mutation_emitter_draws_the_old_random_numbers(settings):
     # MAP-Elites with its default (mutation) emitter reproduces the pre-emitter algorithm bit for
     # bit: init splits key -> (population, evaluation), a step splits key -> (emit, evaluation)
     # and emit splits key_emit -> (parents, mutation).
-    if "mutation_block" in settings:  # blocks equal the vmapped mutation as optimised programs
-        request.getfixturevalue("optimized")
     algorithm = _algorithm(batch_size=12, initial_batch_size=24, **settings)
     config, hyper = algorithm.config, MutationHyper(sigma=0.1, rate_redraw_probability=0.5)
     state = jax.jit(algorithm.init)(jax.random.key(7), hyper)
@@ -180,14 +179,19 @@ def test_config_and_task_mismatch_fail_before_compiling():
         me.MapElites(me.MapElitesConfig(archive=GRID), TASK, emitter=object())
 
 
-def test_mutation_blocks_give_the_vmapped_offspring(optimized):
+@pytest.mark.parametrize("mutation", [MutationConfig(), MutationConfig(self_adaptive=True)],
+                         ids=["fixed-rates", "self-adaptive"])
+def test_mutation_blocks_give_the_vmapped_offspring(mutation):
     # lax.map in blocks (with a remainder block: 10 = 4 + 4 + 2) mutates every child from its
-    # own key, exactly as one vmap over the batch.
-    whole = em.MutationEmitter(TASK, batch_size=10)
-    blocked = em.MutationEmitter(TASK, batch_size=10, mutation_block=4)
-    state = _algorithm().init(jax.random.key(0), HYPER)
-    emitted = [jax.jit(lambda k, a, e=e: e.emit(k, a, None, HYPER)[0])(
-        jax.random.key(1), state.archive) for e in (whole, blocked)]
+    # own key, exactly as one vmap over the batch (bit for bit as optimised programs, which XLA
+    # compiles alike; the tests' cheap compile mode need not).
+    hyper = dataclasses.replace(HYPER, sigma=0.1, rate_redraw_probability=0.5)
+    state = jax.jit(_algorithm(mutation=mutation).init)(jax.random.key(0), hyper)
+    emitters = (em.MutationEmitter(TASK, batch_size=10, mutation=mutation),
+                em.MutationEmitter(TASK, batch_size=10, mutation=mutation, mutation_block=4))
+    with optimized_compilation():
+        emitted = [jax.jit(lambda k, a, e=e: e.emit(k, a, None, hyper)[0])(
+            jax.random.key(1), state.archive) for e in emitters]
     chex.assert_trees_all_equal(*emitted)
     assert float(jnp.max(jnp.abs(emitted[0].params["params"]["Dense_0"]["kernel"]))) > 0
     with pytest.raises(ValueError, match="mutation_block"):
@@ -320,9 +324,9 @@ def test_me_es_generation_matches_its_statement():
     algorithm = me.MapElitesES(SMALL_CONFIG, es_config, SMALL_TASK)
     hyper = em.MapElitesESHyper(mutation=MutationHyper(sigma=0.1), sigma_init=0.1,
                                 learning_rate=0.02)
-    state = jax.jit(algorithm.init)(jax.random.key(3), hyper)
-    step = jax.jit(algorithm.step)
-    restated = jax.jit(_restated_me_es_step, static_argnums=(2, 3, 4))
+    state = exact_jit(algorithm.init)(jax.random.key(3), hyper)
+    step = exact_jit(algorithm.step)
+    restated = exact_jit(_restated_me_es_step, static_argnums=(2, 3, 4))
     for generation in range(3):  # a centring, a plain generation, another centring
         key = jax.random.fold_in(jax.random.key(3), generation)
         archive, mean, masks = restated(key, state, SMALL_TASK, SMALL_CONFIG, es_config, hyper)
@@ -339,14 +343,14 @@ def test_mix_splits_keys_and_slices_and_renames_shared_metrics():
     algorithm = me.MapElites(SMALL_CONFIG, SMALL_TASK, mix)
     hyper = algorithm.default_hyper
     assert hyper == em.MapElitesESHyper()
-    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    state = exact_jit(algorithm.init)(jax.random.key(0), hyper)
     assert state.emitter_state[0] is None
     key = jax.random.key(1)
-    offspring, emitted = jax.jit(lambda k, s: mix.emit(k, state.archive, s, hyper))(
+    offspring, emitted = exact_jit(lambda k, s: mix.emit(k, state.archive, s, hyper))(
         key, state.emitter_state)
     assert offspring.size == 20
     keys = jax.random.split(key, 3)
-    alone, es_state = jax.jit(lambda k, s: second.emit(k, state.archive, s, hyper))(
+    alone, es_state = exact_jit(lambda k, s: second.emit(k, state.archive, s, hyper))(
         keys[2], state.emitter_state[2])
     chex.assert_trees_all_equal(offspring[12:], alone)
     chex.assert_trees_all_equal(emitted[2], es_state)

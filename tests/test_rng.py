@@ -15,7 +15,7 @@ import pytest
 from synprune_jax import masks as M
 from synprune_jax import rng
 from synprune_jax.networks import MLPSpec
-from conftest import assert_trees_equal
+from conftest import assert_trees_equal, exact_jit
 
 HOPPER = ((11, 16), (16,), (16, 16), (16,), (16, 3), (3,))  # hopper 16-16 policy
 HUGE = ((300, 200), (200,), (200, 16), (16,), (16, 3), (3,))  # one layer dwarfs the rest
@@ -122,10 +122,10 @@ def test_leafwise_matches_per_leaf(kind, shapes_name, mode):
             return _draws(kind, jax.random.split(key, n), shapes, values, fn)
 
         if mode == "jit":
-            return jax.jit(draw)(jax.random.key(7), jnp.linspace(0.1, 0.9, n))
+            return exact_jit(draw)(jax.random.key(7), jnp.linspace(0.1, 0.9, n))
         keys = jax.random.split(jax.random.key(7), 5)
         values = jnp.linspace(0.05, 0.95, 5 * n).reshape(5, n)
-        return jax.jit(jax.vmap(draw))(keys, values)
+        return exact_jit(jax.vmap(draw))(keys, values)
 
     expected, got = run(_per_leaf), run(rng.leafwise)
     assert len(got) == n
@@ -149,8 +149,8 @@ def test_leafwise_groups_by_dtype():
     dtypes = [jnp.float32, jnp.bfloat16, jnp.float32, jnp.float16, jnp.bfloat16, jnp.float32,
               jnp.float16, jnp.float32]
     keys = jax.random.split(jax.random.key(11), len(shapes))
-    expected = _per_leaf(_normal, keys, shapes, dtypes)
-    got = jax.jit(lambda k: rng.leafwise(_normal, k, shapes, dtypes))(keys)
+    expected = exact_jit(lambda k: _per_leaf(_normal, k, shapes, dtypes))(keys)
+    got = exact_jit(lambda k: rng.leafwise(_normal, k, shapes, dtypes))(keys)
     for x, y, dtype in zip(expected, got, dtypes):
         assert y.dtype == jnp.dtype(dtype)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from conftest import exact_jit
 from hypothesis import strategies as st
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -362,9 +363,9 @@ def test_batched_rollouts_equal_per_individual_rollouts(episodes):
     dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
     keys = jax.random.split(jax.random.key(5), episodes)
     with jax.numpy_rank_promotion("allow"):  # Brax broadcasts implicitly (see evaluate)
-        per_individual = jax.jit(jax.vmap(jax.vmap(task.rollout, in_axes=(None, 0)),
+        per_individual = exact_jit(jax.vmap(jax.vmap(task.rollout, in_axes=(None, 0)),
                                           in_axes=(0, None)))(dense, keys)
-        batched = jax.jit(task._rollouts)(dense, keys)
+        batched = exact_jit(task._rollouts)(dense, keys)
     assert set(per_individual) == set(batched) == {
         "return", "steps", "final_xy", "feet_contact_steps", "observations", "actions", "alive"}
     for name in per_individual:
