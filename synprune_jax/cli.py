@@ -6,6 +6,9 @@
     synprune plot DIR
     synprune sweep EXPERIMENT [--seeds 0-7] [--grid key=v1,v2 ...] [--set key=value ...] [--out DIR]
 
+Every command takes ``--verbose`` (keep other libraries' import noise; see
+:func:`quiet_third_party`).
+
 Configs are validated (unknown keys, wrong types, unknown env / backend / descriptor names) before
 anything is compiled. The run directory holds ``config.json`` (the resolved config), metrics,
 ``checkpoints/``, ``timing.json``, ``summary.md`` / ``summary.json`` and the plots.
@@ -14,11 +17,101 @@ anything is compiled. The run directory holds ``config.json`` (the resolved conf
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import io
 import os
 import sys
+import warnings
 
-from synprune_jax.config import requested_devices
+from synprune_jax.config import AUTO, requested_devices
+
+# Third-party output that says nothing about the user's run; `--verbose` keeps it. Lines printed
+# on stdout (mujoco.mjx when warp is not installed) and Python warnings (message, module).
+NOISE_LINES = ("Failed to import warp:", "Failed to import mujoco_warp:")
+NOISE_WARNINGS = ((r".*not actively being maintained", r"brax\."),)
+MUJOCO_LOG = "MUJOCO_LOG.TXT"
+
+
+class _DropLines(io.TextIOBase):
+    """A text stream that forwards every line to ``stream`` except those starting with one of
+    ``prefixes``; a line is held until its newline (or a flush)."""
+
+    def __init__(self, stream, prefixes):
+        self.stream, self.prefixes, self.pending = stream, tuple(prefixes), ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if not line.startswith(self.prefixes):
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending and not self.pending.startswith(self.prefixes):
+            self.stream.write(self.pending)
+            self.pending = ""
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def quiet_third_party(verbose: bool = False):
+    """Within: :data:`NOISE_LINES` dropped from stdout and :data:`NOISE_WARNINGS` ignored (our
+    own warnings never are); ``verbose`` changes nothing."""
+    if verbose:
+        yield
+        return
+    stdout = sys.stdout
+    with warnings.catch_warnings():
+        for message, module in NOISE_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, module=module)
+        sys.stdout = _DropLines(stdout, NOISE_LINES)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
+
+
+class MujocoLog:
+    """MuJoCo's warnings, which it would append to ``MUJOCO_LOG.TXT`` in the working directory:
+    held until :meth:`into` names a directory, then appended to ``DIRECTORY/MUJOCO_LOG.TXT``
+    (and echoed to stderr with ``verbose``). :meth:`install` hands it to MuJoCo."""
+
+    def __init__(self, verbose: bool = False):
+        self.verbose, self.directory, self.messages = verbose, None, []
+
+    def install(self, config: dict | None) -> None:
+        """Becomes MuJoCo's warning handler when ``config``'s task is simulated by MuJoCo (Brax)
+        and no handler is set."""
+        task = config.get("task") if isinstance(config, dict) else None
+        if not (isinstance(task, dict) and task.get("name") == "brax"):
+            return
+        try:
+            import mujoco
+        except ImportError:  # the task's builder says what to install
+            return
+        if mujoco.get_mju_user_warning() is None:
+            mujoco.set_mju_user_warning(self)
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
+        self.messages.append(f"WARNING {stamp}: {message}")
+        if self.verbose:
+            print(f"MuJoCo warning: {message}", file=sys.stderr)
+        self._write()
+
+    def into(self, directory: str) -> None:
+        """From now on (and for what was held) the log is ``directory/MUJOCO_LOG.TXT``."""
+        self.directory = directory
+        self._write()
+
+    def _write(self) -> None:
+        if self.directory is None or not self.messages or not os.path.isdir(self.directory):
+            return
+        with open(os.path.join(self.directory, MUJOCO_LOG), "a") as handle:
+            handle.write("".join(line + "\n" for line in self.messages))
+        self.messages.clear()
 
 
 def _enable_compilation_cache() -> None:
@@ -34,16 +127,29 @@ def _enable_compilation_cache() -> None:
 
 
 def _claim_cpu_devices(config: dict) -> None:
-    """Creates ``task.devices`` / ``train.devices`` CPU devices before JAX starts (a no-op for
-    other backends).
+    """Creates ``task.devices`` / ``train.devices`` CPU devices before JAX starts (one per
+    usable core for ``"auto"``; a no-op for other backends).
 
     ``jax_num_cpu_devices`` only counts before the first JAX operation, so this runs before the
     config is built. On a GPU / TPU the accelerator's own devices are used and this changes
     nothing for them.
     """
     _, devices = requested_devices(config)
+    if devices == AUTO:
+        devices = usable_cores()
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1:
         _set_cpu_devices(devices)
+
+
+def devices_line(option: str, count: int) -> str:
+    """The line ``synprune run`` prints when ``option`` was ``"auto"`` and resolved to ``count``."""
+    import jax
+
+    what = ("one per usable CPU core" if jax.default_backend() == "cpu"
+            else f"the local {jax.default_backend().upper()}s")
+    return (f"synprune: {option}=auto -> {count} device(s) ({what}, at most one per individual "
+            f"evaluated together), saved in config.json; results depend on the count in the "
+            f"last bits: `--set {option}=1` gives the same numbers on any machine")
 
 
 def _set_cpu_devices(count: int) -> None:
@@ -114,21 +220,26 @@ def command_run(args) -> int:
     config = config_lib.apply_overrides(base, args.set or [])
     config["experiment"] = name
     _claim_cpu_devices(config)
-    built = experiment.build(config)  # validates before anything compiles
+    args.mujoco_log.install(config)
+    option, requested = requested_devices(config)
+    built = experiment.build(config)  # validates before anything compiles; resolves "auto"
     run_dir = args.out or _default_out(name)
     if os.path.exists(os.path.join(run_dir, "config.json")):
         raise config_lib.ConfigError(
             f"{run_dir} already holds a run; use `synprune resume {run_dir}` or another --out")
     os.makedirs(run_dir, exist_ok=True)
+    args.mujoco_log.into(run_dir)
     config_lib.save(config, os.path.join(run_dir, "config.json"))
     print(f"synprune: running {name!r} into {run_dir}", flush=True)
+    if requested == AUTO:
+        print(devices_line(option, requested_devices(config)[1]), flush=True)
     _enable_compilation_cache()
     state, metrics = run(built.algorithm, run_dir, built.run_config, hyper=built.hyper)
     _finish(built, run_dir, state, metrics)
     return 0
 
 
-def _load_run(run_dir: str):
+def _load_run(run_dir: str, mujoco_log: MujocoLog):
     from synprune_jax import config as config_lib
     from synprune_jax.experiments import get_experiment
 
@@ -137,13 +248,15 @@ def _load_run(run_dir: str):
         raise config_lib.ConfigError(f"{run_dir} is not a run directory (no config.json)")
     config = config_lib.load(path)
     _claim_cpu_devices(config)
+    mujoco_log.install(config)
+    mujoco_log.into(run_dir)
     return get_experiment(config["experiment"]).build(config)
 
 
 def command_resume(args) -> int:
     from synprune_jax.runner import run
 
-    built = _load_run(args.run_dir)
+    built = _load_run(args.run_dir, args.mujoco_log)
     _enable_compilation_cache()
     state, metrics = run(built.algorithm, args.run_dir, built.run_config, hyper=built.hyper,
                          resume=True)
@@ -155,7 +268,7 @@ def command_plot(args) -> int:
     from synprune_jax import checkpoint
     from synprune_jax.runner import abstract_state, read_metrics
 
-    built = _load_run(args.run_dir)
+    built = _load_run(args.run_dir, args.mujoco_log)
     directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
     step = checkpoint.latest_step(directory)
     if step is None:
@@ -191,12 +304,16 @@ def command_sweep(args) -> int:
     grid = sweeps.parse_grid(args.grid or [])
     _claim_sweep_cpu_devices(args.devices, len(seeds) * _grid_points(grid))
     out = args.out or _default_out(f"sweep-{args.experiment}")
+    from synprune_jax.experiments import get_experiment
+
+    args.mujoco_log.install(config or get_experiment(args.experiment).default_config())
     print(f"synprune: sweep {args.experiment!r}, {len(seeds)} seeds x "
           f"{_grid_points(grid)} grid points into {out}", flush=True)
     _enable_compilation_cache()
     result = sweeps.sweep(args.experiment, seeds, grid, out=out, overrides=args.set or [],
                           config=config, devices=args.devices, report=not args.no_report,
                           progress=True, log=lambda message: print(message, flush=True))
+    args.mujoco_log.into(out)
     if result.skipped:
         print(f"already finished, not rerun: {len(result.skipped)} runs")
     print(f"\nSweep directory: {out}  (results.csv, results.parquet, plots/, runs/)")
@@ -214,8 +331,15 @@ def _grid_points(grid: dict) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synprune", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="keep other libraries' import messages and warnings, and echo "
+                             f"MuJoCo's warnings (always written to the run's {MUJOCO_LOG})")
 
-    run_parser = commands.add_parser("run", help="run an experiment (default: me-prune)")
+    def add_parser(name, **kwargs):
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    run_parser = add_parser("run", help="run an experiment (default: me-prune)")
     run_parser.add_argument("experiment", nargs="?", help="experiment name (see `synprune list`)")
     run_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                             help="override a config value, e.g. run.num_generations=50 "
@@ -225,18 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
                                              "experiment's defaults")
     run_parser.set_defaults(handler=command_run)
 
-    resume_parser = commands.add_parser("resume", help="continue a run from its last checkpoint")
+    resume_parser = add_parser("resume", help="continue a run from its last checkpoint")
     resume_parser.add_argument("run_dir")
     resume_parser.set_defaults(handler=command_resume)
 
-    list_parser = commands.add_parser("list", help="list experiments")
+    list_parser = add_parser("list", help="list experiments")
     list_parser.set_defaults(handler=command_list)
 
-    plot_parser = commands.add_parser("plot", help="redraw a run's plots from its checkpoint")
+    plot_parser = add_parser("plot", help="redraw a run's plots from its checkpoint")
     plot_parser.add_argument("run_dir")
     plot_parser.set_defaults(handler=command_plot)
 
-    sweep_parser = commands.add_parser(
+    sweep_parser = add_parser(
         "sweep", help="run seeds x a grid of settings, vmapped in one program per shape group; "
                       "rerun the same command to resume")
     sweep_parser.add_argument("experiment", help="experiment name (see `synprune list`)")
@@ -262,8 +386,10 @@ def main(argv=None) -> int:
     from synprune_jax.config import ConfigError
 
     args = build_parser().parse_args(argv)
+    args.mujoco_log = MujocoLog(args.verbose)
     try:
-        return args.handler(args)
+        with quiet_third_party(args.verbose):
+            return args.handler(args)
     except ConfigError as error:
         print(f"synprune: error: {error}", file=sys.stderr)
         return 2

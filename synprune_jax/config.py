@@ -38,6 +38,11 @@ def config_errors(*also: type[Exception]):
         raise ConfigError(str(error)) from error
 
 
+# The value of an option resolved when the run is built (``task.devices``, ``train.devices``):
+# ``--set`` takes it or an integer.
+AUTO = "auto"
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         return json.loads(text)
@@ -67,6 +72,8 @@ def _coerce(key: str, text: str, default: Any) -> Any:
     value = _parse_scalar(text)
     if default is None or value is None:
         return value
+    if default == AUTO:  # "auto" or a count
+        return value if value == AUTO else _coerce(key, text, 1)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {text!r}")

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from synprune_jax.config import AUTO
 from synprune_jax.types import EvalResult, Population
 
 PyTree = Any
@@ -60,6 +61,24 @@ def make_mesh(num_devices: int | None = None, axis_name: str = DEFAULT_AXIS, *,
         raise ValueError(f"num_devices must be an int in [1, {len(devices)}] (devices available: "
                          f"{len(devices)}), got {num_devices!r}")
     return Mesh(np.asarray(devices[:num_devices]), (axis_name,))
+
+
+def resolve_devices(devices: Any, population: Any = None) -> Any:
+    """The device count a config's ``devices`` option stands for: ``"auto"`` is every local
+    device (on a CPU, those ``synprune run`` created, one per usable core), at most
+    ``population`` (the individuals one evaluation splits, when a positive int); any other value
+    is returned as given (:func:`devices_mesh` validates it).
+
+    Example:
+        >>> resolve_devices(3), resolve_devices("auto", population=1)
+        (3, 1)
+    """
+    if devices != AUTO:
+        return devices
+    count = jax.local_device_count()
+    if isinstance(population, int) and not isinstance(population, bool) and population >= 1:
+        count = min(count, population)
+    return count
 
 
 def devices_mesh(devices: Any, option: str = "devices") -> Mesh | None:

@@ -72,15 +72,16 @@ def test_every_experiment_has_a_tiny_contract_case():
     assert sorted(TINY) == sorted(EXPERIMENTS)
 
 
-def _build(name, extra=()):
+def _build(name, extra=(), base=None):
     entry = get_experiment(name)
-    config = config_lib.apply_overrides(entry.default_config(), [*TINY[name][0], *_RUN, *extra])
+    base = [*TINY[name][0], *_RUN] if base is None else base
+    config = config_lib.apply_overrides(entry.default_config(), [*base, *extra])
     config["experiment"] = name
     return config, entry.build(config)
 
 
-def _run(name, run_dir, extra=(), resume=False):
-    config, built = _build(name, extra)
+def _run(name, run_dir, extra=(), resume=False, base=None):
+    config, built = _build(name, extra, base)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / "config.json")
     state, metrics = runner.run(built.algorithm, run_dir, built.run_config, hyper=built.hyper,
@@ -96,6 +97,33 @@ _SLOW = {"me-prune", "me-prune-feet", "es-prune", "ga-pruned-init", "es-info"}
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs
 # agree with the runs alone only statistically; the sweep is still checked to be one group.
 _DISCONTINUOUS = {"me-prune-feet"}
+
+
+def _check_table(rows):
+    """A summary's final table: rows of numbers under the same columns."""
+    assert rows and all(row.keys() == rows[0].keys() for row in rows)
+    for row in rows:
+        assert all(isinstance(value, (int, float)) for value in row.values()), row
+
+
+# Every experiment's final table reads as a result: no column holds one value in every row, on
+# the default configuration (fewer generations). The arm experiments run in seconds; the rest
+# with `-m slow`.
+DEFAULT_RUNS = {"me-arm": 20, "me-es": 20, "es-prune-arm": 30, "ga-arm": 20, "me-prune": 3}
+
+
+@pytest.mark.parametrize("name", [name if "arm" in name or name == "me-es"
+                                  else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in sorted(DEFAULT_RUNS)])
+def test_summary_table_has_no_constant_column(name, tmp_path):
+    built, state, metrics = _run(name, tmp_path, base=[
+        f"run.num_generations={DEFAULT_RUNS[name]}", "run.progress=false"])
+    summary = built.report(str(tmp_path), state, metrics)
+    rows = summary["table"]
+    _check_table(rows)
+    assert len(rows) > 1
+    constant = [column for column in rows[0] if len({row[column] for row in rows}) == 1]
+    assert constant == [], (name, constant, built.describe(summary))
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in _SLOW
@@ -121,6 +149,7 @@ def test_experiment_contract(name, tmp_path):
     summary = built.report(str(tmp_path / "full"), state, metrics)
     assert isinstance(built.describe(summary), str)
     assert (tmp_path / "full" / "summary.json").exists()
+    _check_table(summary["table"])
 
     # cut after 1 generation, resumed to 2: the same file and the same state, bit for bit
     _run(name, tmp_path / "cut", [f"{key}={low}", "run.num_generations=1"])

@@ -187,6 +187,6 @@ def test_cli_es_info_tiny_brax(tmp_path):
                  "run.num_generations=2", "--set", "run.chunk_size=2", "--set",
                  "run.progress=false", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["networks"]) == 3
+    assert len(summary["table"]) == 3
     assert (out / "mi_vs_learning_speed.png").stat().st_size > 0
     assert "Spearman" in (out / "summary.md").read_text()

@@ -18,7 +18,8 @@ import numpy as np
 
 from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
                                  section_defaults)
-from synprune_jax.experiments.base import Built, Experiment, write_summary
+from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
+                                           write_summary)
 
 SETTINGS = ("canonical", "coevolution")
 # published p0: 0.1 for the variance operator, 0.5 for the others
@@ -173,13 +174,18 @@ def report(run_dir: str, state, metrics: dict, *, spec, labels: dict) -> dict:
     """
     summary = summarize(state, spec)
     summary.update(labels)
+    summary["table"] = over_time(metrics, {key: key for key in _OVER_TIME})
     write_summary(run_dir, summary, describe(summary))
     plot_run(run_dir, state, metrics, spec=spec)
     return summary
 
 
+_OVER_TIME = ("l1_train", "l1_test", "kept_fraction")
+
+
 def describe(summary: dict) -> str:
-    """One table row: final training / test L1 and parameters kept, mean ± std over trials."""
+    """One table row: final training / test L1 and parameters kept, mean ± std over trials; then
+    the means over trials across the epochs."""
     def cell(name, scale=1.0, digits=4):
         entry = summary[name]
         return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
@@ -189,7 +195,10 @@ def describe(summary: dict) -> str:
             f"| {summary.get('setting', '')} | {summary.get('operator', '')} | "
             f"{summary.get('schedule', '')} | {summary['epochs']} | {summary['num_trials']} | "
             f"{cell('l1_train')} | {cell('l1_test')} | {cell('kept_fraction', 100, 1)} | "
-            f"{cell('kept_fraction_at_prune', 100, 1)} |")
+            f"{cell('kept_fraction_at_prune', 100, 1)} |\n\n"
+            + markdown_table(summary.get("table", []), {
+                "generation": "epoch", "l1_train": "train L1", "l1_test": "test L1",
+                "kept_fraction": "kept fraction"}, digits=4))
 
 
 def plot_run(run_dir: str, state, metrics: dict, *, spec) -> list[str]:

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Callable
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -60,6 +62,45 @@ class Built:
     def __post_init__(self):
         if self.hyper is None:
             self.hyper = self.algorithm.default_hyper
+
+
+def over_time(metrics: dict, columns: dict[str, str], num_rows: int = 6) -> list[dict]:
+    """Rows of ``metrics`` (``{name: [G] values}``, with ``generation``) at up to ``num_rows``
+    generations evenly spaced from the first to the last, each row ``generation`` plus the
+    ``columns`` (``{key in the row: metric name}``) present in ``metrics``.
+
+    Example:
+        >>> over_time({"generation": [1, 2, 3], "max_fitness": [0.5, 0.7, 0.9]},
+        ...           {"best": "max_fitness"}, num_rows=2)
+        [{'generation': 1, 'best': 0.5}, {'generation': 3, 'best': 0.9}]
+    """
+    generations = np.asarray(metrics.get("generation", []))
+    if generations.size == 0:
+        return []
+    picks = sorted(set(np.linspace(0, generations.size - 1, min(num_rows, generations.size))
+                       .round().astype(int).tolist()))
+    return [{"generation": int(generations[i]),
+             **{key: float(np.asarray(metrics[name], np.float64)[i])
+                for key, name in columns.items() if name in metrics}} for i in picks]
+
+
+def markdown_table(rows: list[dict], headers: dict[str, str], digits: int = 3) -> str:
+    """``rows`` as a markdown table of the ``headers`` (``{key: title}``) columns; floats with
+    ``digits`` decimals.
+
+    Example:
+        >>> print(markdown_table([{"generation": 1, "best": 0.5}], {"generation": "generation",
+        ...                                                          "best": "best fitness"}))
+        | generation | best fitness |
+        |---|---|
+        | 1 | 0.500 |
+    """
+    def cell(value):
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers.values()) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(row[key]) for key in headers) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def write_summary(run_dir: str, summary: dict, markdown: str) -> None:

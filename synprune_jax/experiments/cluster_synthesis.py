@@ -17,7 +17,8 @@ import numpy as np
 
 from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
                                  section_defaults)
-from synprune_jax.experiments.base import Built, Experiment, write_summary
+from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
+                                           write_summary)
 
 NAME = "cluster-synthesis"
 PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction",
@@ -136,7 +137,11 @@ def summarize(spec, state, metrics: dict) -> dict:
     }
 
 
+_OVER_TIME = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction")
+
+
 def format_summary(summary: dict) -> str:
+    """The ancestor against the final network, then the kept network over the generations."""
     lines = [
         "| | ancestor | final | reduction |",
         "|---|---|---|---|",
@@ -150,7 +155,10 @@ def format_summary(summary: dict) -> str:
         f"| FLOPs per image | {summary['ancestor_flops']:.0f} | {summary['flops']:.0f} | "
         f"{summary['flops_reduction']:.1f}x |",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + markdown_table(summary.get("table", []), {
+        "generation": "generation", "test_accuracy": "test accuracy",
+        "synapse_reduction": "synapse reduction", "cluster_reduction": "cluster reduction",
+        "flops_reduction": "FLOPs reduction"})
 
 
 def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
@@ -158,6 +166,7 @@ def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
     from synprune_jax.synthesis import compact
 
     summary = summarize(spec, state, metrics)
+    summary["table"] = over_time(metrics, {key: key for key in _OVER_TIME})
     write_summary(run_dir, summary, format_summary(summary))
     compacted = compact(spec, state.params, state.masks)
     arrays = {f"{layer}/{leaf}": np.asarray(value)

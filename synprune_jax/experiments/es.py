@@ -15,17 +15,18 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+from synprune_jax.config import (AUTO, ConfigError, config_errors, from_section, require_keys,
                                  section_defaults)
-from synprune_jax.experiments.base import Built, Experiment, write_summary
+from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
+                                           write_summary)
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
 _BRAX_TASK = {"name": "brax", "env_name": "hopper", "backend": "spring", "episode_length": 100,
               "num_episodes": 1, "hidden_sizes": [16, 16],
-              "descriptors": ["sparsity", "disconnected_fraction"], "devices": 1}
+              "descriptors": ["sparsity", "disconnected_fraction"], "devices": AUTO}
 _ARM_TASK = {"name": "arm", "num_joints": 8, "genotype": "mlp", "hidden_sizes": [16],
-             "descriptors": ["sparsity", "disconnected_fraction"], "devices": 1}
+             "descriptors": ["sparsity", "disconnected_fraction"], "devices": AUTO}
 
 
 def _run(num_generations: int, checkpoint_every: int = 50) -> dict:
@@ -144,7 +145,7 @@ def build_es(config: dict) -> Built:
 
     _require(config, "es", ("es",))
     es_config, hyper = es_config_and_hyper(config["es"])
-    task = build_task(config["task"])
+    task = build_task(config["task"], es_config.population_size)
     run_config = from_section(config["run"], "run", RunConfig)
     return Built(algorithm=MaskedES(es_config, task), hyper=hyper, run_config=run_config,
                  report=report_es, describe=describe_es, plot=plot_es)
@@ -164,7 +165,7 @@ def build_ga(config: dict) -> Built:
     archive_dir = config["ga"].get("archive_dir")
     if ga_config.init == "archive" and not archive_dir:
         raise ConfigError("ga.init='archive' needs ga.archive_dir (a finished MAP-Elites run)")
-    task = build_task(config["task"])
+    task = build_task(config["task"], ga_config.population_size)
     elites = load_archive_elites(archive_dir) if ga_config.init == "archive" else None
     run_config = from_section(config["run"], "run", RunConfig)
     return Built(algorithm=TruncationGA(ga_config, task, elites), hyper=hyper,
@@ -226,7 +227,7 @@ def build_me_es(config: dict) -> Built:
     from synprune_jax.runner import RunConfig
 
     _require(config, "me_es", ("archive", "map_elites", "es_emitter", "mutation"))
-    task = me_experiment.build_task(config["task"])
+    task = me_experiment.build_task(config["task"], config["map_elites"].get("batch_size"))
     archive = me_experiment.build_archive_spec(config["archive"], task)
     me_config = me_experiment.map_elites_config(config["map_elites"], archive)
     mutation = me_experiment.mutation_hyper(config["mutation"])
@@ -247,7 +248,7 @@ def build_es_info(config: dict) -> Built:
 
     _require(config, "learning_speed", ("es", "study"))
     es_config, hyper = es_config_and_hyper(config["es"])
-    task = build_task(config["task"])
+    task = build_task(config["task"], es_config.population_size)
     if config["task"]["name"] != "brax":
         raise ConfigError("es-info records rollouts: it needs a Brax task (task.name=brax)")
     given = {"task": task, "es_config": es_config, "observations_fn": None}
@@ -274,7 +275,7 @@ def report_es_info(run_dir: str, state, metrics: dict) -> dict:
     summary = {"generations": int(state.generation),
                "evaluations": int(state.num_evaluations), "threshold": threshold,
                "spearman_mi": correlation, "spearman_density": density_correlation,
-               "networks": rows}
+               "table": rows}
     write_summary(run_dir, summary, speed.format_table(rows, correlation, threshold))
     plot_es_info(run_dir, state, metrics)
     return summary
@@ -284,7 +285,7 @@ def describe_es_info(summary: dict) -> str:
     from synprune_jax.analysis import learning_speed as speed
 
     return (f"generations {summary['generations']}, evaluations {summary['evaluations']}\n\n"
-            + speed.format_table(summary["networks"], summary["spearman_mi"],
+            + speed.format_table(summary["table"], summary["spearman_mi"],
                                  summary["threshold"]))
 
 
@@ -323,20 +324,30 @@ def report_es(run_dir: str, state, metrics: dict) -> dict:
         "final_density": float(masks_lib.density(state.masks, maskable)),
         "final_mean_fitness": _last(metrics, "mean_network_fitness"),
         "strategy": config["es"]["strategy"],
+        "table": over_time(metrics, _ES_OVER_TIME),
     }
     write_summary(run_dir, summary, describe_es(summary))
     plot_es(run_dir, state, metrics)
     return summary
 
 
+# the ES's table over time: {row key: metric}
+_ES_OVER_TIME = {"best_fitness": "best_fitness", "max_fitness": "max_fitness",
+                 "density": "density", "mean_network_fitness": "mean_network_fitness"}
+_ES_HEADERS = {"generation": "generation", "best_fitness": "best so far",
+               "max_fitness": "best of generation", "density": "density",
+               "mean_network_fitness": "mean network"}
+
+
 def describe_es(summary: dict) -> str:
-    return "\n".join([
-        "| strategy | generations | evaluations | best fitness | density of best | "
-        "final density | final mean fitness |",
-        "|---|---|---|---|---|---|---|",
-        f"| {summary['strategy']} | {summary['generations']} | {summary['evaluations']} | "
-        f"{summary['best_fitness']:.3f} | {summary['best_density']:.3f} | "
-        f"{summary['final_density']:.3f} | {summary['final_mean_fitness']:.3f} |"])
+    """Totals, the best network and its density, and the fitness and density over time."""
+    headers = {key: title for key, title in _ES_HEADERS.items()
+               if not summary["table"] or key in summary["table"][0]}
+    return (f"{summary['strategy']}: generations {summary['generations']}, evaluations "
+            f"{summary['evaluations']}; best fitness {summary['best_fitness']:.3f} at density "
+            f"{summary['best_density']:.3f}; final density {summary['final_density']:.3f}, final "
+            f"mean network fitness {summary['final_mean_fitness']:.3f}\n\n"
+            + markdown_table(summary["table"], headers))
 
 
 def plot_es(run_dir: str, state, metrics: dict) -> list[str]:
@@ -380,15 +391,29 @@ def report_ga(run_dir: str, state, metrics: dict) -> dict:
         "best_density": float(density[best]),
         "mean_density": float(density.mean()),
         "best_by_density": best_by_density(fitness, density, count_key="count"),
+        "table": over_time(metrics, {
+            key: key for key in (("max_fitness", "best_density") if config["task"]["name"] != "arm"
+                                 else ()) + ("children_max_fitness", "mean_fitness",
+                                             "mean_density")}),
     }
     write_summary(run_dir, summary, _format_ga(summary))
     plot_ga(run_dir, state, metrics)
     return summary
 
 
+# the GA's table over time (the best fitness and its density are left out on the kinematic arm,
+# whose fitness saturates at 0: an almost empty network reaches it in the first generation)
+_GA_HEADERS = {"generation": "generation", "max_fitness": "best fitness",
+               "best_density": "its density", "children_max_fitness": "best child",
+               "mean_fitness": "mean fitness", "mean_density": "mean density"}
+
+
 def _format_ga(summary: dict) -> str:
     lines = [f"best fitness {summary['max_fitness']:.3f} at density {summary['best_density']:.3f}"
              f" (population mean density {summary['mean_density']:.3f})", "",
+             markdown_table(summary["table"], {
+                 key: title for key, title in _GA_HEADERS.items()
+                 if not summary["table"] or key in summary["table"][0]}), "",
              "| density <= | best fitness | individuals |", "|---|---|---|"]
     for row in summary["best_by_density"]:
         best = "—" if np.isnan(row["best_fitness"]) else f"{row['best_fitness']:.3f}"

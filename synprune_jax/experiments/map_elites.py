@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import numpy as np
 
-from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+from synprune_jax.config import (AUTO, ConfigError, config_errors, from_section, require_keys,
                                  section_defaults)
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
@@ -20,7 +20,7 @@ def _common(experiment: str, task: dict, archive: dict, *, sigma: float, num_gen
     return {
         "experiment": experiment,
         "algorithm": "map_elites",
-        "task": {**task, "devices": 1},
+        "task": {**task, "devices": AUTO},
         "archive": archive,
         "map_elites": map_elites_section(**values),
         "mutation": section_defaults(MutationHyper, sigma=sigma),
@@ -69,19 +69,22 @@ def default_config_arm() -> dict:
                    sigma=0.1)
 
 
-def build_task(section: dict):
+def build_task(section: dict, population: int | None = None):
     """The task of a config's ``task`` section.
 
     ``devices`` (default 1) is not a task option: with ``devices = N > 1`` the task is wrapped in
     :class:`~synprune_jax.sharding.ShardedTask` over the first ``N`` local devices, so each device
     evaluates ``P / N`` individuals (on a CPU, ``synprune run`` creates ``N`` CPU devices first).
-    Results then differ from a 1-device run in the last bits (:mod:`synprune_jax.sharding`), so
-    seeded runs reproduce for a fixed ``devices``.
+    ``"auto"`` (the experiments' default) is every local device, at most ``population``
+    (:func:`~synprune_jax.sharding.resolve_devices`), and is replaced by that count in
+    ``section``, so the saved config reproduces the run. Results differ from a 1-device run in
+    the last bits (:mod:`synprune_jax.sharding`): seeded runs reproduce for a fixed ``devices``.
     """
-    from synprune_jax.sharding import ShardedTask, devices_mesh
+    from synprune_jax.sharding import ShardedTask, devices_mesh, resolve_devices
     from synprune_jax.tasks import make_task
 
-    mesh = devices_mesh(section.get("devices", 1), "task.devices")
+    section["devices"] = resolve_devices(section.get("devices", 1), population)
+    mesh = devices_mesh(section["devices"], "task.devices")
     options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()
                if k not in ("name", "devices")}
     try:
@@ -124,7 +127,7 @@ def build(config: dict) -> Built:
     if config["algorithm"] != "map_elites":
         raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: ['map_elites']")
     with config_errors():
-        task = build_task(config["task"])
+        task = build_task(config["task"], config["map_elites"].get("batch_size"))
         archive = build_archive_spec(config["archive"], task)
         me_config = map_elites_config(config["map_elites"], archive)
         hyper = mutation_hyper(config["mutation"])
@@ -170,42 +173,109 @@ def best_by_density(fitness, density, bands=DENSITY_BANDS, count_key="num_elites
     return rows
 
 
-def summary_table(state, bands=DENSITY_BANDS) -> list[dict]:
-    """Best fitness among archive elites at density <= each band, with elite counts."""
-    return best_by_density(state.archive.fitness, state.archive.density, bands)
+def summary_table(state, bands=DENSITY_BANDS, qd_offset: float = 0.0,
+                  best: bool = True) -> list[dict]:
+    """What the archive holds at density <= each band (host side): ``num_elites``, ``coverage``
+    (their fraction of the cells), ``qd_score`` (sum of fitness - ``qd_offset``),
+    ``mean_fitness`` and, with ``best``, ``best_fitness``; NaN where a band is empty.
+
+    Example:
+        >>> rows = summary_table(state, qd_offset=-100.0)  # doctest: +SKIP
+        >>> [row["max_density"] for row in rows]  # doctest: +SKIP
+        [0.1, 0.25, 0.5, 1.0]
+    """
+    fitness = np.asarray(state.archive.fitness, np.float64)
+    density = np.asarray(state.archive.density, np.float64)
+    rows = []
+    for row in best_by_density(fitness, density, bands):
+        inside = np.isfinite(fitness) & (density <= row["max_density"] + 1e-6)
+        row.update(coverage=float(inside.sum() / fitness.size),
+                   qd_score=float(np.sum(fitness[inside] - qd_offset)),
+                   mean_fitness=float(fitness[inside].mean()) if inside.any() else float("nan"))
+        if not best:
+            del row["best_fitness"]
+        rows.append(row)
+    return rows
+
+
+def sparsest(fitness, density, coverages=(0.5, 0.9), level: float = 0.9) -> dict:
+    """How sparse the archive's networks get (host side): ``density_for_coverage``, the density
+    bound under which the elites reach each fraction of the archive's final coverage, and
+    ``density_for_fitness``, the lowest density of an elite whose fitness is at least ``level``
+    of the way from the worst elite to the best (with that ``fitness_threshold``)."""
+    fitness, density = np.asarray(fitness, np.float64), np.asarray(density, np.float64)
+    filled = np.isfinite(fitness)
+    if not filled.any():
+        return {"density_for_coverage": {str(c): float("nan") for c in coverages},
+                "fitness_threshold": float("nan"), "density_for_fitness": float("nan")}
+    ordered = np.sort(density[filled])
+    low, high = fitness[filled].min(), fitness[filled].max()
+    threshold = low + level * (high - low)
+    return {
+        "density_for_coverage": {str(c): float(ordered[max(0, int(np.ceil(c * ordered.size)) - 1)])
+                                 for c in coverages},
+        "fitness_threshold": float(threshold),
+        "density_for_fitness": float(density[filled & (fitness >= threshold)].min()),
+    }
 
 
 def format_summary(rows: list[dict]) -> str:
-    lines = ["| density <= | best return | elites |", "|---|---|---|"]
+    """The band table as markdown (a ``best return`` column when the rows have one)."""
+    best = "best_fitness" in rows[0]
+    lines = ["| density <= | elites | coverage | QD-score | mean fitness |"
+             + (" best return |" if best else ""),
+             "|---|---|---|---|---|" + ("---|" if best else "")]
+
+    def number(value, digits=2):
+        return "—" if np.isnan(value) else f"{value:.{digits}f}"
+
     for row in rows:
-        best = "—" if np.isnan(row["best_fitness"]) else f"{row['best_fitness']:.2f}"
-        lines.append(f"| {row['max_density'] * 100:.0f} % | {best} | {row['num_elites']} |")
+        lines.append(f"| {row['max_density'] * 100:.0f} % | {row['num_elites']} | "
+                     f"{row['coverage']:.3f} | {number(row['qd_score'], 1)} | "
+                     f"{number(row['mean_fitness'], 3)} |"
+                     + (f" {number(row['best_fitness'])} |" if best else ""))
     return "\n".join(lines)
 
 
+def _format_sparsest(sparse: dict) -> str:
+    coverage = ", ".join(f"{float(c) * 100:.0f} % of it at density <= {d:.3f}"
+                         for c, d in sparse["density_for_coverage"].items())
+    return (f"Coverage: {coverage}. Sparsest elite with fitness >= "
+            f"{sparse['fitness_threshold']:.3f} (90 % of the way from the worst elite to the "
+            f"best): density {sparse['density_for_fitness']:.3f}.")
+
+
 def report(run_dir: str, state, metrics: dict) -> dict:
-    """Writes ``summary.json``, ``summary.md`` and the plots; returns the summary dict."""
-    rows = summary_table(state)
+    """Writes ``summary.json``, ``summary.md`` and the plots; returns the summary dict: totals,
+    ``table`` (:func:`summary_table`; without the best return on the kinematic arm, whose
+    fitness saturates at 0) and ``sparsest`` (:func:`sparsest`)."""
+    from synprune_jax.config import load
+
+    config = load(os.path.join(run_dir, "config.json"))
     archive = state.archive
     fitness = np.asarray(archive.fitness, np.float64)
+    rows = summary_table(state, qd_offset=float(config["map_elites"]["qd_offset"]),
+                         best=config["task"]["name"] != "arm")
     summary = {
         "generations": int(state.generation),
         "evaluations": int(state.num_evaluations),
         "coverage": float(np.isfinite(fitness).mean()),
         "max_fitness": float(fitness[np.isfinite(fitness)].max()) if np.isfinite(fitness).any()
         else float("nan"),
-        "best_by_density": rows,
+        "table": rows,
+        "sparsest": sparsest(fitness, np.asarray(archive.density)),
     }
-    write_summary(run_dir, summary, format_summary(rows))
+    write_summary(run_dir, summary, format_summary(rows) + "\n\n"
+                  + _format_sparsest(summary["sparsest"]))
     plot_run(run_dir, state, metrics)
     return summary
 
 
 def describe(summary: dict) -> str:
-    """The text ``synprune run`` prints at the end: totals and the best-by-density table."""
+    """The text ``synprune run`` prints at the end: totals, the band table, how sparse."""
     return (f"generations {summary['generations']}, evaluations {summary['evaluations']}, "
-            f"coverage {summary['coverage']:.3f}, max fitness {summary['max_fitness']:.2f}\n\n"
-            + format_summary(summary["best_by_density"]))
+            f"coverage {summary['coverage']:.3f}, max fitness {summary['max_fitness']:.3f}\n\n"
+            + format_summary(summary["table"]) + "\n\n" + _format_sparsest(summary["sparsest"]))
 
 
 def plot_run(run_dir: str, state, metrics: dict) -> list[str]:

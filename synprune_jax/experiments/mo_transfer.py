@@ -14,9 +14,10 @@ import shutil
 
 import numpy as np
 
-from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
+from synprune_jax.config import (AUTO, ConfigError, config_errors, from_section, require_keys,
                                  section_defaults)
-from synprune_jax.experiments.base import Built, Experiment, write_summary
+from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
+                                           write_summary)
 
 ALGORITHMS = ("nsga2", "ga")
 
@@ -36,7 +37,7 @@ def _base_config(name: str, algorithm: str, objectives: list[str]) -> dict:
         "head": section_defaults((HeadConfig, ("num_features", "num_classes")),
                                  num_hidden=32),
         "train": {**section_defaults(TrainConfig, (ProblemHyper, ("temperature", "seed"))),
-                  "devices": 1},
+                  "devices": AUTO},
         "objectives": {"names": objectives, "temperature": 1000.0, "reference": None},
         "nsga2": section_defaults(NSGA2Config, (NSGA2Hyper, ("problem",)), population_size=60,
                                   memo_capacity=4096),
@@ -67,7 +68,7 @@ def build(config: dict) -> Built:
     from synprune_jax.algorithms import nsga2 as nsga2_lib
     from synprune_jax.algorithms import steady_state_ga as ga_lib
     from synprune_jax.runner import RunConfig
-    from synprune_jax.sharding import devices_mesh
+    from synprune_jax.sharding import devices_mesh, resolve_devices
     from synprune_jax.transfer import problem as problem_lib
     from synprune_jax.transfer.data import (DataConfig, cache_key, default_cache_dir,
                                             prepare_data)
@@ -85,7 +86,12 @@ def build(config: dict) -> Built:
         # checked now with stand-in sizes; sized from the data below
         head = from_section(config["head"], "head",
                             (HeadConfig, {"num_features": 1, "num_classes": 2}))
-        devices = config["train"].get("devices", 1)
+        # "auto": every local device, at most the heads one evaluation trains (written back)
+        search = config["nsga2"] if config["algorithm"] == "nsga2" else config["ga"]
+        batch = search.get("population_size" if config["algorithm"] == "nsga2"
+                           else "num_offspring")
+        devices = config["train"]["devices"] = resolve_devices(
+            config["train"].get("devices", 1), batch)
         devices_mesh(devices, "train.devices")  # before the data / backbone work
         objectives = config["objectives"]
         require_keys(objectives, "objectives", ("names", "temperature", "reference"))
@@ -222,6 +228,8 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
         "ensembles": table,
         "data": data.info,
         "feature_shape": list(data.feature_shape),
+        # the search over the generations: the best of each objective in the population
+        "table": over_time(metrics, {key: key for key in metrics if key.startswith("max_")}),
     }
     write_summary(run_dir, summary, format_summary(summary))
     _write_front(run_dir, genomes, objectives, names, measured)
@@ -281,8 +289,13 @@ def format_summary(summary: dict) -> str:
 
 
 def describe(summary: dict) -> str:
+    """Totals, the front's key heads and ensembles, and the best objectives over time."""
+    table = summary.get("table", [])
+    headers = {key: ("generation" if key == "generation" else f"best {key[len('max_'):]}")
+               for key in (table[0] if table else {})}
     return (f"generations {summary['generations']}, evaluations {summary['evaluations']}\n\n"
-            + format_summary(summary))
+            + format_summary(summary) + ("\n\n" + markdown_table(table, headers) if table
+                                         else ""))
 
 
 # ----- plots (host only) -------------------------------------------------------------------------

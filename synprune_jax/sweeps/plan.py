@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from synprune_jax import config as config_lib
-from synprune_jax.config import ConfigError, requested_devices
+from synprune_jax.config import AUTO, ConfigError, requested_devices
 
 
 @dataclasses.dataclass
@@ -187,6 +187,9 @@ def build_members(experiment: str, runs: Sequence[RunSpec], out: str | os.PathLi
     members = []
     for spec in runs:
         option, devices = requested_devices(spec.config)
+        if devices == AUTO:  # the sweep places whole runs on the devices itself
+            section, key = option.split(".")
+            spec.config[section][key] = devices = 1
         if devices != 1:
             raise ConfigError(f"run {spec.run_id}: {option}={devices!r}, but a sweep "
                               "places whole runs on devices itself (`--devices`); leave "
