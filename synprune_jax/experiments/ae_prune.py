@@ -174,13 +174,15 @@ def report(run_dir: str, state, metrics: dict, *, spec, labels: dict) -> dict:
     """
     summary = summarize(state, spec)
     summary.update(labels)
-    summary["table"] = over_time(metrics, {key: key for key in _OVER_TIME})
+    # the kept fraction only where the run prunes (operator "none" keeps every weight)
+    summary["table"] = over_time(metrics, {key: key for key in _OVER_TIME if key != "kept_fraction"
+                                           or labels.get("operator", "none") != "none"})
     write_summary(run_dir, summary, describe(summary))
     plot_run(run_dir, state, metrics, spec=spec)
     return summary
 
 
-_OVER_TIME = ("l1_train", "l1_test", "kept_fraction")
+_OVER_TIME = ("l1_train", "l1_test", "kept_fraction", "learning_rate")
 
 
 def describe(summary: dict) -> str:
@@ -197,8 +199,12 @@ def describe(summary: dict) -> str:
             f"{cell('l1_train')} | {cell('l1_test')} | {cell('kept_fraction', 100, 1)} | "
             f"{cell('kept_fraction_at_prune', 100, 1)} |\n\n"
             + markdown_table(summary.get("table", []), {
-                "generation": "epoch", "l1_train": "train L1", "l1_test": "test L1",
-                "kept_fraction": "kept fraction"}, digits=4))
+                key: title for key, title in (("generation", "epoch"), ("l1_train", "train L1"),
+                                              ("l1_test", "test L1"),
+                                              ("kept_fraction", "kept fraction"),
+                                              ("learning_rate", "learning rate"))
+                if summary.get("table") and key in summary["table"][0]}, digits=4,
+                formats={"learning_rate": ".3g"}))
 
 
 def plot_run(run_dir: str, state, metrics: dict, *, spec) -> list[str]:

@@ -84,9 +84,10 @@ def over_time(metrics: dict, columns: dict[str, str], num_rows: int = 6) -> list
                 for key, name in columns.items() if name in metrics}} for i in picks]
 
 
-def markdown_table(rows: list[dict], headers: dict[str, str], digits: int = 3) -> str:
+def markdown_table(rows: list[dict], headers: dict[str, str], digits: int = 3,
+                   formats: dict[str, str] | None = None) -> str:
     """``rows`` as a markdown table of the ``headers`` (``{key: title}``) columns; floats with
-    ``digits`` decimals.
+    ``digits`` decimals, or the format spec ``formats[key]`` (e.g. ``".3g"``).
 
     Example:
         >>> print(markdown_table([{"generation": 1, "best": 0.5}], {"generation": "generation",
@@ -95,11 +96,14 @@ def markdown_table(rows: list[dict], headers: dict[str, str], digits: int = 3) -
         |---|---|
         | 1 | 0.500 |
     """
-    def cell(value):
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    formats = formats or {}
+
+    def cell(key, value):
+        return (format(value, formats.get(key, f".{digits}f")) if isinstance(value, float)
+                else str(value))
 
     lines = ["| " + " | ".join(headers.values()) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(row[key]) for key in headers) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(key, row[key]) for key in headers) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -228,8 +228,8 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
         "ensembles": table,
         "data": data.info,
         "feature_shape": list(data.feature_shape),
-        # the search over the generations: the best of each objective in the population
-        "table": over_time(metrics, {key: key for key in metrics if key.startswith("max_")}),
+        "table": over_time(metrics, {key: key for key in metrics if key in _OVER_TIME
+                                     or key.startswith("max_") and key not in _NOT_OVER_TIME}),
     }
     write_summary(run_dir, summary, format_summary(summary))
     _write_front(run_dir, genomes, objectives, names, measured)
@@ -288,11 +288,20 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# The search over the generations: the best value of each objective in the population (not the
+# sparsity, whose best is always an empty head, nor the GA's fitness, which is its accuracy),
+# with the front's size (NSGA-II) or the best head's density (GA) and the means.
+_OVER_TIME = ("front_size", "best_density", "mean_fitness", "mean_density")
+_NOT_OVER_TIME = ("max_sparsity", "max_fitness")
+
+
 def describe(summary: dict) -> str:
-    """Totals, the front's key heads and ensembles, and the best objectives over time."""
+    """Totals, the front's key heads and ensembles, and the search over time."""
     table = summary.get("table", [])
-    headers = {key: ("generation" if key == "generation" else f"best {key[len('max_'):]}")
-               for key in (table[0] if table else {})}
+    titles = {"front_size": "front size", "best_density": "density of best",
+              "mean_fitness": "mean fitness", "mean_density": "mean density"}
+    headers = {key: titles.get(key, f"best {key[len('max_'):]}" if key.startswith("max_")
+                               else key) for key in (table[0] if table else {})}
     return (f"generations {summary['generations']}, evaluations {summary['evaluations']}\n\n"
             + format_summary(summary) + ("\n\n" + markdown_table(table, headers) if table
                                          else ""))
