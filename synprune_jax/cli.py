@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import io
 import os
 import sys
+import traceback
 import warnings
 
 from synprune_jax.config import AUTO, requested_devices
@@ -191,6 +193,26 @@ def _claim_sweep_cpu_devices(requested: int | None, num_runs: int) -> None:
         _set_cpu_devices(count)
 
 
+def prepare_out(run_dir: str) -> None:
+    """Creates the run directory ``run_dir`` (and its parents) and checks that it is writable.
+
+    Raises:
+        ConfigError: it names a file, lies under a file, cannot be created or is not writable.
+    """
+    from synprune_jax.config import ConfigError
+
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"--out names a file, not a directory ({run_dir}): give a new or "
+                          "empty directory")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory ({run_dir}): "
+                          f"{error.strerror or error}; choose another --out") from error
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"the run directory is not writable ({run_dir}): choose another --out")
+
+
 def _default_out(name: str) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{name}-{stamp}")
@@ -227,7 +249,7 @@ def command_run(args) -> int:
     if os.path.exists(os.path.join(run_dir, "config.json")):
         raise config_lib.ConfigError(
             f"{run_dir} already holds a run; use `synprune resume {run_dir}` or another --out")
-    os.makedirs(run_dir, exist_ok=True)
+    prepare_out(run_dir)
     args.mujoco_log.into(run_dir)
     config_lib.save(config, os.path.join(run_dir, "config.json"))
     print(f"synprune: running {name!r} into {run_dir}", flush=True)
@@ -254,12 +276,25 @@ def _load_run(run_dir: str, mujoco_log: MujocoLog):
 
 
 def command_resume(args) -> int:
+    from synprune_jax import checkpoint
+    from synprune_jax.config import ConfigError
+    from synprune_jax.rundir import metrics_path
     from synprune_jax.runner import run
 
     built = _load_run(args.run_dir, args.mujoco_log)
+    directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
+    resume = checkpoint.latest_step(directory) is not None if os.path.isdir(directory) else False
+    if not resume and not args.restart:
+        raise ConfigError(f"no checkpoint to resume from ({directory}): nothing was lost, but "
+                          f"nothing can continue; `synprune resume --restart {args.run_dir}` "
+                          "runs it again from generation 0 (the old metrics kept as .bak)")
+    if not resume:
+        metrics = str(metrics_path(args.run_dir, built.run_config.metrics_format))
+        if os.path.exists(metrics):
+            os.replace(metrics, metrics + ".bak")
     _enable_compilation_cache()
     state, metrics = run(built.algorithm, args.run_dir, built.run_config, hyper=built.hyper,
-                         resume=True)
+                         resume=resume)
     _finish(built, args.run_dir, state, metrics)
     return 0
 
@@ -332,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synprune", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error too (also SYNPRUNE_DEBUG=1); for "
+                             "bug reports")
     common.add_argument("--verbose", action="store_true",
                         help="keep other libraries' import messages and warnings, and echo "
                              f"MuJoCo's warnings (always written to the run's {MUJOCO_LOG})")
@@ -351,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume_parser = add_parser("resume", help="continue a run from its last checkpoint")
     resume_parser.add_argument("run_dir")
+    resume_parser.add_argument("--restart", action="store_true",
+                               help="a run without any checkpoint: start it again from "
+                                    "generation 0 (its metrics file is kept as .bak)")
     resume_parser.set_defaults(handler=command_resume)
 
     list_parser = add_parser("list", help="list experiments")
@@ -383,16 +424,74 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Runs the command line ``argv`` and returns the exit status: 0 done; 2 bad input (one line
+    ``synprune: error: ...``, nothing written); 1 a fault during the run (disk full, I/O error)
+    or a bug (a line saying so, then the traceback); 130 interrupted. ``--debug`` or
+    ``SYNPRUNE_DEBUG=1`` prints the traceback of an error too (docs/failures.md).
+
+    Example:
+        >>> main(["list"])  # doctest: +SKIP
+        0
+    """
     from synprune_jax.config import ConfigError
 
     args = build_parser().parse_args(argv)
     args.mujoco_log = MujocoLog(args.verbose)
+    debug = args.debug or os.environ.get("SYNPRUNE_DEBUG", "0") not in ("", "0")
     try:
         with quiet_third_party(args.verbose):
             return args.handler(args)
-    except ConfigError as error:
-        print(f"synprune: error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, OSError) as error:  # ConfigError is a ValueError
+        if isinstance(error, (ValueError, TypeError)) and not isinstance(error, ConfigError) \
+                and not _raised_by_us(error):
+            return _bug(error)
+        if debug:
+            traceback.print_exc()
+        print(f"synprune: error: {_message(error)}", file=sys.stderr)
+        return 1 if _during_run(error) else 2
+    except KeyboardInterrupt:
+        print("synprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - anything else is a bug: say so, keep the trace
+        return _bug(error)
+
+
+# errno values that mean the machine, not the user's input, failed during a run
+_RUN_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def _during_run(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in _RUN_FAULTS
+
+
+def _message(error: BaseException) -> str:
+    """The one line for ``error``: our messages as they are; an OS error as what failed, on
+    which file, and what to do."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        if _during_run(error):
+            return (f"{error.strerror}{where} during the run: free space or fix the disk, then "
+                    "`synprune resume RUN_DIR` continues from the last checkpoint")
+        return f"{error.strerror}{where}: check the path and its permissions"
+    return str(error)
+
+
+def _raised_by_us(error: BaseException) -> bool:
+    """Whether ``error`` was raised in synprune_jax's own code (validation of the user's input:
+    the algorithms raise ValueError / TypeError for bad settings), not inside a library."""
+    tb = error.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and os.path.dirname(__file__) in last
+
+
+def _bug(error: BaseException) -> int:
+    print("synprune: internal error: this is a bug in synprune_jax. Please report it with the "
+          "command, the run's config.json and the traceback below.", file=sys.stderr)
+    traceback.print_exception(error)
+    return 1
 
 
 if __name__ == "__main__":

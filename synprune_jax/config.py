@@ -298,5 +298,23 @@ def save(config: dict, path) -> None:
 
 
 def load(path) -> dict:
-    with open(path) as handle:
-        return json.load(handle)
+    """The JSON object in the config file ``path``.
+
+    Raises:
+        ConfigError: the file cannot be read, is not JSON, or holds no JSON object (the message
+            names the file and what to do).
+    """
+    try:
+        with open(path) as handle:
+            config = json.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file ({path}): {error.strerror or error}; "
+                          "give the path of a config.json (a run directory holds one)") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"the config file is not JSON ({path}): {error}; give a config.json "
+                          "written by synprune or a JSON object of the same sections") from error
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config file holds a JSON {type(config).__name__}, not an object "
+                          f"({path}); a config is an object of sections, like a run's "
+                          "config.json")
+    return config

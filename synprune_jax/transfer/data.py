@@ -145,8 +145,13 @@ def load_raw(source: str) -> dict:
         return {"images": images, "labels": digits.target.astype(np.int32)}
     if not os.path.exists(source):
         raise ValueError(f"data.source {source!r} does not exist")
-    with np.load(source) as archive:
-        raw = {k: np.asarray(archive[k]) for k in archive.files}
+    try:  # never pickles: a file holding Python objects is refused
+        with np.load(source, allow_pickle=False) as archive:
+            raw = {k: np.asarray(archive[k]) for k in archive.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"data.source is not a readable .npz of arrays ({source}): {error}; "
+                         "write it with numpy.savez (arrays 'labels' and 'images' or "
+                         "'features')") from error
     if "labels" not in raw or ("images" in raw) == ("features" in raw):
         raise ValueError(f"{source}: needs 'labels' and exactly one of 'images' / 'features'; "
                          f"found {sorted(raw)}")
