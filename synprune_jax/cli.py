@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Runs the command line ``argv`` and returns the exit status: 0 done; 2 bad input (one line
     ``synprune: error: ...``, nothing written); 1 a fault during the run (disk full, I/O error)
-    or a bug (a line saying so, then the traceback); 130 interrupted. ``--debug`` or
+    or a bug (a line saying so, then the traceback); 143 / 130 stopped by SIGTERM / a first
+    Ctrl-C after checkpointing the current chunk (a second Ctrl-C: at once, 130). ``--debug`` or
     ``SYNPRUNE_DEBUG=1`` prints the traceback of an error too (docs/failures.md).
 
     Example:
@@ -453,6 +454,13 @@ def main(argv=None) -> int:
         print("synprune: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - anything else is a bug: say so, keep the trace
+        runner = sys.modules.get("synprune_jax.runner")  # only it raises Stopped
+        if runner is not None and isinstance(error, runner.Stopped):
+            how = ("the same `synprune sweep` command" if args.command == "sweep"
+                   else f"`synprune resume {error.run_dirs[0]}`")
+            print(f"synprune: stopped by {error.signal_name} at generation {error.generation}, "
+                  f"checkpoint written: {how} continues it", file=sys.stderr)
+            return 143 if error.signal_name == "SIGTERM" else 130
         return _bug(error)
 
 

@@ -39,6 +39,89 @@ from synprune_jax import checkpoint as checkpoint_lib
 
 METRICS_FORMATS = ("csv", "jsonl")
 CHECKPOINTS_TO_KEEP = 2
+LOCK_FILE = ".lock"
+
+
+class RunDirectoryBusy(OSError):
+    """Another live process holds the run directory's lock."""
+
+
+class RunDirectoryFull(OSError):
+    """The run directory's file system has no room for the run's checkpoints."""
+
+
+def check_room(path: str | os.PathLike, abstract_state, copies: int = CHECKPOINTS_TO_KEEP,
+               margin: int = 16 * 2 ** 20) -> None:
+    """Raises :class:`RunDirectoryFull` unless ``path``'s file system has room for ``copies``
+    checkpoints of a state shaped like ``abstract_state`` (a pytree of arrays or
+    ``jax.ShapeDtypeStruct``) plus ``margin`` bytes for metrics and plots."""
+    import shutil
+
+    import jax
+
+    size = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+               for leaf in jax.tree_util.tree_leaves(abstract_state) if hasattr(leaf, "dtype"))
+    need, free = copies * size + margin, shutil.disk_usage(path).free
+    if free < need:
+        raise RunDirectoryFull(
+            f"not enough room for the run ({path}): {free / 2 ** 20:.1f} MiB free, it needs "
+            f"about {need / 2 ** 20:.1f} MiB ({copies} checkpoints of {size / 2 ** 20:.1f} MiB "
+            "and the metrics and plots); free space or choose another --out")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per run directory: ``path/.lock`` holds the writing process's pid while the
+    ``with`` block runs (created with ``O_EXCL``). A lock of a live other process raises
+    :class:`RunDirectoryBusy`; a stale one (its process is gone, e.g. killed) is taken over with
+    a warning.
+
+    Example:
+        >>> with RunLock(tmp_dir):  # doctest: +SKIP
+        ...     ...  # write the run
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.file = Path(path) / LOCK_FILE
+
+    def __enter__(self) -> "RunLock":
+        import warnings
+
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                handle = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                text = self.file.read_text().strip() if self.file.exists() else ""
+                pid = int(text) if text.isdigit() else None
+                if pid is not None and pid != os.getpid() and _alive(pid):
+                    raise RunDirectoryBusy(
+                        f"another process (pid {pid}) is writing this run directory "
+                        f"({self.file.parent}): wait for it to finish or stop it") from None
+                warnings.warn(f"taking over the stale lock {self.file} (process {pid} is gone)",
+                              stacklevel=2)
+                self.file.unlink(missing_ok=True)
+                continue
+            with os.fdopen(handle, "w") as lock:
+                lock.write(str(os.getpid()))
+            return self
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            if self.file.read_text().strip() == str(os.getpid()):
+                self.file.unlink()
+        except OSError:
+            pass
+        return False
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
@@ -99,9 +182,24 @@ class MetricsWriter:
         lines = [_format_line(columns, [_format_value(rows[name][index]) for name in columns],
                               self.metrics_format)
                  for index in range(len(rows["generation"]))]
-        with open(self.path, "a") as file:
-            file.write("".join(line + "\n" for line in lines))
-            file.flush()
+        append_whole(self.path, "".join(line + "\n" for line in lines).encode())
+
+
+def append_whole(path: str | os.PathLike, data: bytes) -> None:
+    """Appends ``data`` to ``path`` entirely or not at all: a failed write (a full disk) cuts the
+    file back to its previous end and raises, so a metrics file never ends mid-row."""
+    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(handle, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view):]
+        except OSError:
+            os.ftruncate(handle, start)
+            raise
+    finally:
+        os.close(handle)
 
 
 def _parse_token(token: str) -> int | float:

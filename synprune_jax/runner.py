@@ -52,7 +52,9 @@ import collections
 import dataclasses
 import math
 import os
+import signal
 import statistics
+import threading
 import time
 import warnings
 from typing import Any, Callable, Literal, Protocol, Sequence
@@ -62,8 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from synprune_jax import checkpoint as checkpoint_lib
-from synprune_jax.rundir import (METRICS_FORMATS, RunDirectory, completed_generation,
-                                 read_metrics, write_json)
+from synprune_jax.rundir import (METRICS_FORMATS, RunDirectory, RunLock, check_room,
+                                 completed_generation, read_metrics, write_json)
 from synprune_jax.trees import fingerprint, strong_types
 
 PyTree = Any
@@ -369,6 +371,52 @@ class _Batched:
         return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
 
+class Stopped(Exception):
+    """A run stopped at SIGTERM or a first Ctrl-C: it finished its chunk and wrote a checkpoint
+    of ``generation``, so a resume continues it to the result of an uninterrupted run.
+
+    Attributes:
+        generation: the generation checkpointed.
+        signal_name: ``"SIGTERM"`` or ``"SIGINT"``.
+        run_dirs: the run directories, to resume.
+    """
+
+    def __init__(self, generation: int, signal_name: str, run_dirs: Sequence[str]):
+        self.generation, self.signal_name, self.run_dirs = generation, signal_name, list(run_dirs)
+        super().__init__(f"stopped by {signal_name} at generation {generation} after writing a "
+                         f"checkpoint of it ({', '.join(self.run_dirs)})")
+
+
+class _StopRequests:
+    """Within: SIGTERM and a first SIGINT (Ctrl-C) are recorded in ``signal_name`` instead of
+    stopping the process; a second SIGINT raises ``KeyboardInterrupt`` at once. Only the main
+    thread can install handlers; elsewhere nothing changes."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, number, frame):
+        name = signal.Signals(number).name
+        if self.signal_name == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        self.signal_name = self.signal_name or name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        return False
+
+
 def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig, *,
              resume: bool, on_chunk: Callable | None = None, progress: bool = False,
              description: str | None = None) -> tuple[State, dict]:
@@ -389,6 +437,10 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
         timing dict (``init_compile_s``, ``chunk_compile_s`` per chunk length,
         ``seconds_per_generation``: median over full chunks after the first, ``wall_s``,
         ``start_generation``, ``end_generation``).
+
+    Raises:
+        Stopped: SIGTERM or a first Ctrl-C arrived (in the main thread): the current chunk was
+            finished and checkpointed. A second Ctrl-C raises ``KeyboardInterrupt`` at once.
     """
     abstract = program.abstract()
     check_state(abstract)
@@ -428,7 +480,9 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
         bar = tqdm(total=end_generation, initial=generation, unit="gen", dynamic_ncols=True,
                    desc=description, disable=None)
     started_run = time.perf_counter()
+    requests = _StopRequests()
     try:
+        requests.__enter__()
         while generation < end_generation:
             length = min(run_config.chunk_size, end_generation - generation)
             if length not in chunks:
@@ -442,7 +496,7 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
                 per_generation.append((time.perf_counter() - started) / length)
             new_generation = generation + length
             save = (new_generation // interval > generation // interval
-                    or new_generation >= end_generation)
+                    or new_generation >= end_generation or requests.signal_name is not None)
             host_state = jax.device_get(state) if save and program.batched else state
             for index, directory in enumerate(directories):
                 rows = {"generation": np.asarray(program.take(generations, index), np.int64)}
@@ -457,7 +511,10 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
             generation = new_generation
             if on_chunk is not None:
                 on_chunk(state, rows)
+            if requests.signal_name is not None and generation < end_generation:
+                raise Stopped(generation, requests.signal_name, [str(d.path) for d in directories])
     finally:
+        requests.__exit__(None, None, None)
         if bar is not None:
             bar.close()
         for directory in directories:
@@ -500,16 +557,21 @@ def run(
     Raises:
         FileExistsError: ``resume=False`` and ``run_dir`` already holds checkpoints or metrics.
         ValueError: resuming with a different seed or metrics format.
+        RunDirectoryBusy: another live process is writing ``run_dir`` (:class:`RunLock`).
+        RunDirectoryFull: no room for two checkpoints in ``run_dir`` (checked before compiling).
+        Stopped: SIGTERM or a first Ctrl-C; the chunk was finished and checkpointed.
     """
     if not isinstance(run_config, RunConfig):
         raise TypeError(f"run_config must be a RunConfig, got {type(run_config).__name__}")
     directory = RunDirectory(run_dir, run_config)
-    directory.check(resume=resume)
-    hyper = algorithm.default_hyper if hyper is None else hyper
-    program = _Single(algorithm, run_config.seed, hyper)
-    state, timing = run_loop(program, [directory], run_config, resume=resume,
-                             on_chunk=on_chunk, progress=run_config.progress)
-    write_json(directory.path / "timing.json", timing)
+    with RunLock(run_dir):
+        directory.check(resume=resume)
+        hyper = algorithm.default_hyper if hyper is None else hyper
+        program = _Single(algorithm, run_config.seed, hyper)
+        check_room(run_dir, program.abstract())  # before anything compiles
+        state, timing = run_loop(program, [directory], run_config, resume=resume,
+                                 on_chunk=on_chunk, progress=run_config.progress)
+        write_json(directory.path / "timing.json", timing)
     return state, read_metrics(run_dir) if directory.metrics.exists() else {}
 
 

@@ -8,6 +8,7 @@ byte-identical afterwards. They fail before anything compiles, so the battery is
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,121 @@ def test_resume_refuses_a_run_whose_checkpoints_are_gone_and_restart_redoes_it(t
     assert cli.main(["resume", "--restart", str(run_dir)]) == 0
     assert (run_dir / "metrics.csv.bak").read_bytes() == before["metrics.csv"]
     assert (run_dir / "metrics.csv").read_bytes() == before["metrics.csv"]  # same seed, same run
+
+
+@pytest.mark.parametrize("signal_name, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(signal_name, status,
+                                                                         tmp_path):
+    # what a scheduler sends before preempting a job, and a first Ctrl-C: the run finishes its
+    # chunk, checkpoints it, says how to resume and exits; the resumed run equals a run never
+    # stopped
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = ["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=20000",
+            "--set", "run.chunk_size=50", "--set", "run.checkpoint_every=5000"]
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from synprune_jax.cli import main; "
+                               "sys.exit(main(sys.argv[1:]))", *argv, "--out", str(stopped)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = stopped / "metrics.csv"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") > 1):
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == status, err
+    assert f"stopped by {signal_name} at generation" in err and "synprune resume" in err, err
+    assert "Traceback" not in err
+    generation = int(err.split("at generation ")[1].split(",")[0])
+    assert 0 < generation < 20000 and generation % 50 == 0
+    from synprune_jax import checkpoint
+    assert checkpoint.latest_step(str(stopped / "checkpoints")) == generation
+    assert cli.main(["resume", str(stopped)]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert metrics.read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
+
+
+def test_one_writer_per_run_directory(tmp_path, capsys):
+    import subprocess
+    import sys
+    import warnings
+
+    from synprune_jax.rundir import LOCK_FILE, RunDirectoryBusy, RunLock
+
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=2",
+                     "--out", str(run_dir)]) == 0
+    assert not (run_dir / LOCK_FILE).exists()  # released after the run
+    # a live other process holds the lock: resume refuses, and touches nothing
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / LOCK_FILE).write_text(str(holder.pid))
+        before = _snapshot(run_dir)
+        capsys.readouterr()
+        assert cli.main(["resume", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert f"another process (pid {holder.pid}) is writing this run directory" in err
+        assert "Traceback" not in err and _snapshot(run_dir) == before
+        with pytest.raises(RunDirectoryBusy):
+            with RunLock(run_dir):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process is gone: the stale lock is taken over with a warning, then released
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with RunLock(run_dir):
+            assert (run_dir / LOCK_FILE).read_text() == str(os.getpid())
+    assert any("stale lock" in str(w.message) for w in caught)
+    assert not (run_dir / LOCK_FILE).exists()
+
+
+def test_a_failed_metrics_write_leaves_whole_rows(tmp_path, monkeypatch):
+    # a disk that fills up mid-write: the rows written so far are cut back, never left torn
+    from synprune_jax import rundir
+
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(b"generation,x\n1,0.5\n")
+    real_write = os.write
+
+    def full_after(limit):
+        written = {"bytes": 0}
+
+        def write(handle, data):
+            if written["bytes"] >= limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            count = real_write(handle, bytes(data[:limit - written["bytes"]]))
+            written["bytes"] += count
+            return count
+        return write
+
+    monkeypatch.setattr(rundir.os, "write", full_after(5))
+    with pytest.raises(OSError, match="No space left"):
+        rundir.append_whole(path, b"2,0.25\n3,0.125\n")
+    assert path.read_bytes() == b"generation,x\n1,0.5\n"
+    monkeypatch.setattr(rundir.os, "write", real_write)
+    rundir.append_whole(path, b"2,0.25\n")
+    assert path.read_bytes() == b"generation,x\n1,0.5\n2,0.25\n"
+
+
+def test_no_room_for_the_checkpoints_is_refused_before_compiling(tmp_path, capsys, monkeypatch):
+    import collections
+
+    from synprune_jax import rundir
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(2 ** 30, 2 ** 30, 2 ** 20))
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", *ARM, "--set", "task.devices=1", "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("synprune: error: not enough room for the run") and "1.0 MiB free" in err
+    assert "Traceback" not in err
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
+    with pytest.raises(rundir.RunDirectoryFull):
+        rundir.check_room(tmp_path, {"x": np.zeros(2 ** 20, np.float32)}, margin=0)
