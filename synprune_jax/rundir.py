@@ -8,7 +8,7 @@ A run directory holds:
   saved as checkpoint step ``g``). The other columns are the step's metrics in sorted order.
   Floats are written with ``repr`` (exact round trip), bools as 0/1.
 * ``checkpoints/<g>``: orbax checkpoints (:mod:`synprune_jax.checkpoint`), the last
-  :data:`CHECKPOINTS_TO_KEEP` kept.
+  ``RunConfig.keep_checkpoints`` (default 2) kept.
 * ``run_config.json``: the :class:`~synprune_jax.runner.RunConfig` of the latest call.
 * ``timing.json``: compile seconds and steady-state seconds per generation (single runs).
 
@@ -38,7 +38,6 @@ import numpy as np
 from synprune_jax import checkpoint as checkpoint_lib
 
 METRICS_FORMATS = ("csv", "jsonl")
-CHECKPOINTS_TO_KEEP = 2
 LOCK_FILE = ".lock"
 
 
@@ -50,7 +49,7 @@ class RunDirectoryFull(OSError):
     """The run directory's file system has no room for the run's checkpoints."""
 
 
-def check_room(path: str | os.PathLike, abstract_state, copies: int = CHECKPOINTS_TO_KEEP,
+def check_room(path: str | os.PathLike, abstract_state, copies: int = 2,
                margin: int = 16 * 2 ** 20) -> None:
     """Raises :class:`RunDirectoryFull` unless ``path``'s file system has room for ``copies``
     checkpoints of a state shaped like ``abstract_state`` (a pytree of arrays or
@@ -357,8 +356,8 @@ class RunDirectory:
         else:
             columns = truncate_metrics(self.metrics, saved_generation)
         self._writer = MetricsWriter(self.metrics, self.run_config.metrics_format, columns)
-        self._checkpoints = checkpoint_lib.CheckpointWriter(self.checkpoint_dir,
-                                                            max_to_keep=CHECKPOINTS_TO_KEEP)
+        self._checkpoints = checkpoint_lib.CheckpointWriter(
+            self.checkpoint_dir, max_to_keep=self.run_config.keep_checkpoints)
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
         """Appends one chunk's rows (see :class:`MetricsWriter`)."""

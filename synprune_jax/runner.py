@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 import os
 import signal
@@ -65,7 +66,7 @@ import numpy as np
 
 from synprune_jax import checkpoint as checkpoint_lib
 from synprune_jax.rundir import (METRICS_FORMATS, RunDirectory, RunLock, check_room,
-                                 completed_generation, read_metrics, write_json)
+                                 read_metrics, write_json)
 from synprune_jax.trees import fingerprint, strong_types
 
 PyTree = Any
@@ -100,6 +101,8 @@ class RunConfig:
             :attr:`checkpoint_interval`. A checkpoint is also written at the end.
         metrics_format: ``"csv"`` or ``"jsonl"``.
         progress: show a tqdm progress bar (tqdm also hides it when stderr is not a TTY).
+        keep_checkpoints: the most recent checkpoints kept (older ones are deleted); a resume
+            falls back to the newest intact one when the latest is damaged.
     """
 
     num_generations: int
@@ -108,9 +111,10 @@ class RunConfig:
     checkpoint_every: int = 50
     metrics_format: Literal["csv", "jsonl"] = "csv"
     progress: bool = True
+    keep_checkpoints: int = 2
 
     def __post_init__(self):
-        for name in ("num_generations", "chunk_size", "checkpoint_every"):
+        for name in ("num_generations", "chunk_size", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"RunConfig.{name} must be a positive int, got {value!r}")
@@ -417,6 +421,55 @@ class _StopRequests:
         return False
 
 
+class CheckpointsDamaged(OSError):
+    """A run has checkpoints, but none of them can be restored."""
+
+
+def _restore_intact(program, directories, abstract):
+    """``(step, state)`` of the newest checkpoint step that every run of ``directories`` holds and
+    that restores (a damaged newer one is skipped with a warning); ``(None, None)`` when there is
+    no checkpoint. Raises :class:`CheckpointsDamaged` when there are some but none restores."""
+    steps = [set(checkpoint_lib.all_steps(d.checkpoint_dir)) for d in directories]
+    if not any(steps):
+        return None, None
+    if any(s != steps[0] for s in steps):
+        raise ValueError("the runs of a group are at different checkpoints "
+                         f"{[sorted(s) for s in steps]}")
+    skipped, damaged = [], []
+    absl = logging.getLogger("absl")  # orbax logs each unreadable file; the summary says it
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)
+    try:
+        for step in sorted(steps[0], reverse=True):
+            try:
+                state = program.restore(directories, step, abstract)
+                found = int(np.asarray(jax.device_get(state.generation)).reshape(-1)[0])
+            except Exception as error:  # noqa: BLE001 - orbax raises many types for a bad file
+                skipped.append(f"step {step} ({type(error).__name__}: {str(error)[:120]})")
+                damaged.append(step)
+                continue
+            if found != step:
+                skipped.append(f"step {step} (holds generation {found})")
+                damaged.append(step)
+                continue
+            if skipped:  # moved aside (kept, not deleted) so the run can write those steps again
+                for directory in directories:
+                    aside = directory.path / "damaged_checkpoints"
+                    aside.mkdir(exist_ok=True)
+                    for bad in damaged:
+                        os.replace(directory.checkpoint_dir / str(bad), aside / str(bad))
+                warnings.warn(f"{directories[0].checkpoint_dir}: skipped damaged checkpoint(s) "
+                              f"{'; '.join(skipped)} (moved to damaged_checkpoints/); resuming "
+                              f"from step {step}", stacklevel=3)
+            return step, state
+    finally:
+        absl.setLevel(level)
+    raise CheckpointsDamaged(
+        f"no checkpoint of the run can be restored ({directories[0].checkpoint_dir}: "
+        f"{'; '.join(skipped)}); nothing was deleted: restore a backup of the directory, or "
+        "move it away and start the run again")
+
+
 def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig, *,
              resume: bool, on_chunk: Callable | None = None, progress: bool = False,
              description: str | None = None) -> tuple[State, dict]:
@@ -446,17 +499,9 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
     check_state(abstract)
     timing: dict[str, Any] = {"backend": jax.default_backend(), "init_compile_s": None,
                               "chunk_compile_s": {}}
-    saved = [completed_generation(d.path) for d in directories] if resume else [None]
-    if len(set(saved)) != 1:
-        raise ValueError(f"the runs of a group are at different checkpoints {saved}")
-    saved_generation = saved[0]
-    if saved_generation is not None:
-        state = program.restore(directories, saved_generation, abstract)
-        found = np.asarray(jax.device_get(state.generation)).reshape(-1)
-        if int(found[0]) != saved_generation:
-            raise ValueError(f"checkpoint step {saved_generation} holds a state at generation "
-                             f"{int(found[0])}")
-    else:
+    saved_generation, state = _restore_intact(program, directories, abstract) if resume \
+        else (None, None)
+    if saved_generation is None:
         started = time.perf_counter()
         init = program.compile_init()
         timing["init_compile_s"] = time.perf_counter() - started
@@ -568,7 +613,7 @@ def run(
         directory.check(resume=resume)
         hyper = algorithm.default_hyper if hyper is None else hyper
         program = _Single(algorithm, run_config.seed, hyper)
-        check_room(run_dir, program.abstract())  # before anything compiles
+        check_room(run_dir, program.abstract(), copies=run_config.keep_checkpoints)
         state, timing = run_loop(program, [directory], run_config, resume=resume,
                                  on_chunk=on_chunk, progress=run_config.progress)
         write_json(directory.path / "timing.json", timing)

@@ -86,7 +86,7 @@ def test_sections_are_derived_from_their_dataclass():
 
     section = section_defaults(RunConfig, num_generations=7)
     assert section == {"num_generations": 7, "seed": 0, "chunk_size": 10, "checkpoint_every": 50,
-                       "metrics_format": "csv", "progress": True}
+                       "metrics_format": "csv", "progress": True, "keep_checkpoints": 2}
     assert from_section(section, "run", RunConfig) == RunConfig(num_generations=7)
     hyper = from_section({"sigma": 1}, "mutation", MutationHyper)  # int -> float, rest default
     assert hyper == MutationHyper(sigma=1.0) and isinstance(hyper.sigma, float)

@@ -301,3 +301,33 @@ def test_no_room_for_the_checkpoints_is_refused_before_compiling(tmp_path, capsy
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
     with pytest.raises(rundir.RunDirectoryFull):
         rundir.check_room(tmp_path, {"x": np.zeros(2 ** 20, np.float32)}, margin=0)
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys):
+    # the latest checkpoint damaged: resume warns, restores the one before and ends with the
+    # metrics of an uninterrupted run; every checkpoint damaged: a clear error, nothing deleted
+    run_dir, whole = tmp_path / "run", tmp_path / "whole"
+    argv = [*ARM, "--set", "task.devices=1", "--set", "run.keep_checkpoints=3"]
+    assert cli.main(["run", *argv, "--set", "run.num_generations=6", "--out", str(whole)]) == 0
+    assert cli.main(["run", *argv, "--set", "run.num_generations=4", "--out", str(run_dir)]) == 0
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2, 4]
+    for path in (run_dir / "checkpoints" / "4").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"damaged")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["run"]["num_generations"] = 6
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="skipped damaged checkpoint.*step 4.*resuming from step 2"):
+        assert cli.main(["resume", str(run_dir)]) == 0
+    assert (run_dir / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    for step in (run_dir / "checkpoints").iterdir():
+        for path in step.rglob("*"):
+            if path.is_file():
+                path.write_bytes(b"damaged")
+    before = _snapshot(run_dir)
+    capsys.readouterr()
+    assert cli.main(["resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint of the run can be restored" in err and "nothing was deleted" in err
+    assert "Traceback" not in err and _snapshot(run_dir) == before

@@ -176,7 +176,7 @@ def _group_key(member: Member) -> tuple:
     run_config = member.built.run_config
     return (_static_key(member.built.algorithm), run_config.num_generations,
             run_config.chunk_size, run_config.checkpoint_every, run_config.metrics_format,
-            jax.tree_util.tree_structure(member.built.hyper))
+            run_config.keep_checkpoints, jax.tree_util.tree_structure(member.built.hyper))
 
 
 def build_members(experiment: str, runs: Sequence[RunSpec], out: str | os.PathLike) -> list:
