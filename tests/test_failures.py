@@ -43,6 +43,19 @@ def _prepare(root: Path) -> dict:
         if content is not None:
             (root / name).write_bytes(content)
     np.savez(root / "no_labels.npz", features=np.zeros((4, 3), np.float32))
+    np.savez(root / "nan.npz", features=np.array([[0.0, np.nan]] * 4, np.float32),
+             labels=np.array([0, 1, 0, 1]))
+    np.savez(root / "one_class.npz", features=np.zeros((4, 2), np.float32), labels=np.zeros(4))
+    np.savez(root / "empty.npz", features=np.zeros((0, 2), np.float32), labels=np.zeros(0))
+    np.savez(root / "float_labels.npz", features=np.zeros((4, 2), np.float32),
+             labels=np.array([0.5, 1, 0, 1]))
+    np.savez(root / "text.npz", features=np.array([["a", "b"]] * 4), labels=np.array([0, 1, 0, 1]))
+    np.savez(root / "rank.npz", features=np.zeros((4, 2, 2), np.float32), labels=np.arange(4))
+    (root / "mnist_bad").mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (root / "mnist_bad" / stem).write_bytes(b"\x08\x03not an idx file")
+    (root / "mnist_empty").mkdir()
     np.savez(root / "pickled.npz", labels=np.array([{"a": 1}, None], dtype=object),
              features=np.zeros((2, 3)))
     (root / "nocheckpoint").mkdir()
@@ -104,6 +117,23 @@ CASES = {
                      ["not a readable .npz", "pickled.npz"]),
     "data-no-labels": (["run", "mo-prune-transfer", "--set",
                         "data.source={root}/no_labels.npz"], 2, ["needs 'labels'"]),
+    "data-nan": (["run", "mo-prune-transfer", "--set", "data.source={root}/nan.npz"], 2,
+                 ["nan.npz", "4 NaN / inf values"]),
+    "data-one-class": (["run", "mo-prune-transfer", "--set", "data.source={root}/one_class.npz"],
+                       2, ["one_class.npz", "at least two"]),
+    "data-empty": (["run", "mo-prune-transfer", "--set", "data.source={root}/empty.npz"], 2,
+                   ["empty.npz", "no examples"]),
+    "data-float-labels": (["run", "mo-prune-transfer", "--set",
+                           "data.source={root}/float_labels.npz"], 2, ["integer class indices"]),
+    "data-text": (["run", "mo-prune-transfer", "--set", "data.source={root}/text.npz"], 2,
+                  ["text.npz", "not numbers"]),
+    "data-wrong-rank": (["run", "mo-prune-transfer", "--set", "data.source={root}/rank.npz"], 2,
+                        ["features must be [N, F]"]),
+    "mnist-not-idx": (["run", "cluster-synthesis", "--set", "data.name=mnist", "--set",
+                       "data.mnist_dir={root}/mnist_bad"], 2, ["not an IDX file"]),
+    "mnist-missing-files": (["run", "cluster-synthesis", "--set", "data.name=mnist", "--set",
+                             "data.mnist_dir={root}/mnist_empty"], 2,
+                            ["no train-images-idx3-ubyte", "mnist_empty"]),
 }
 
 

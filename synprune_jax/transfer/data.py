@@ -165,7 +165,22 @@ def load_raw(source: str) -> dict:
             raw["ood_images"] = raw["ood_images"][..., None]
     elif raw["features"].ndim != 2:
         raise ValueError(f"{source}: features must be [N, F]")
-    raw["labels"] = raw["labels"].astype(np.int32).reshape(-1)
+    for name, array in raw.items():
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise ValueError(f"{source}: array {name!r} holds {array.dtype}, not numbers")
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(f"{source}: array {name!r} holds "
+                             f"{int(np.size(array) - np.isfinite(array).sum())} NaN / inf "
+                             "values; clean or drop them")
+    labels = raw["labels"].reshape(-1)
+    if labels.size == 0:
+        raise ValueError(f"{source}: no examples (empty 'labels')")
+    if np.any(labels != np.round(labels)):
+        raise ValueError(f"{source}: 'labels' must be integer class indices")
+    if np.unique(labels).size < 2:
+        raise ValueError(f"{source}: 'labels' hold {np.unique(labels).size} class; at least two "
+                         "are needed")
+    raw["labels"] = labels.astype(np.int32)
     inputs = raw.get("images", raw.get("features"))
     if inputs.shape[0] != raw["labels"].shape[0]:
         raise ValueError(f"{source}: {inputs.shape[0]} inputs but {raw['labels'].shape[0]} "
