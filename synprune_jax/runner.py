@@ -288,9 +288,13 @@ class _Single:
         self.identity = (algorithm, fingerprint(hyper),
                          tuple(type(leaf).__name__ for leaf in jax.tree_util.tree_leaves(hyper)),
                          jax.config.read("jax_disable_most_optimizations"))
+        self._abstract = None
 
     def abstract(self):
-        return abstract_state(self.algorithm, self.hyper)
+        """The state's shapes (traced once: the room check and the loop both need them)."""
+        if self._abstract is None:
+            self._abstract = abstract_state(self.algorithm, self.hyper)
+        return self._abstract
 
     def compile_init(self):
         def build():
