@@ -34,7 +34,11 @@ The public API in one screen (submodules hold the rest):
   (``default_hyper``, ``init(key, hyper)``, ``step(key, state, hyper)``); :class:`RunConfig`,
   :func:`run`, :func:`read_metrics`, :func:`scan_generations`;
   sweeps and devices: :func:`sweep`, :class:`ShardedTask`, :class:`ChunkedTask`,
-  :func:`make_mesh`; experiments by name in :data:`synprune_jax.experiments.EXPERIMENTS`.
+  :func:`make_mesh`; experiments by name in :data:`synprune_jax.experiments.EXPERIMENTS`;
+* errors (``docs/failures.md``): :class:`ConfigError` (a ``ValueError``: bad config, override,
+  output path or data file), the ``OSError`` subclasses :class:`RunDirectoryBusy`,
+  :class:`RunDirectoryFull`, :class:`RunFault` (the machine failed mid-run; resume) and
+  :class:`CheckpointsDamaged`, and :class:`Stopped` (SIGTERM / Ctrl-C after a checkpoint).
 """
 
 from synprune_jax.algorithms.emitters import (ESEmitter, ESEmitterConfig, MapElitesESHyper,
@@ -58,7 +62,10 @@ from synprune_jax.masks import (apply_masks, density, forward_prune, init_masks,
 from synprune_jax.networks import MLPSpec
 from synprune_jax.pruning import (flip_mutation, prune_magnitude, prune_magnitude_to_density,
                                   prune_random, regrow)
-from synprune_jax.runner import RunConfig, read_metrics, run, scan_generations
+from synprune_jax.config import ConfigError
+from synprune_jax.rundir import RunDirectoryBusy, RunDirectoryFull
+from synprune_jax.runner import (CheckpointsDamaged, RunConfig, RunFault, Stopped, read_metrics,
+                                 run, scan_generations)
 from synprune_jax.sharding import ChunkedTask, ShardedTask, make_mesh
 from synprune_jax.sweeps import SweepResult, sweep
 from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec, SynthesisConfig,
@@ -74,8 +81,9 @@ from synprune_jax.variation import MutationConfig, MutationHyper, gaussian_mutat
 __version__ = "0.2.0"
 
 __all__ = [
-    "Archive", "AutoencoderSpec", "BraxTask", "CVTSpec", "CanonicalTraining", "ChunkedTask",
-    "ClusterSynthesis", "CoevolutionConfig", "ESConfig", "ESEmitter", "ESEmitterConfig",
+    "Archive", "AutoencoderSpec", "BraxTask", "CVTSpec", "CanonicalTraining", "CheckpointsDamaged",
+    "ChunkedTask", "ClusterSynthesis", "ConfigError", "RunDirectoryBusy", "RunDirectoryFull",
+    "RunFault", "Stopped", "CoevolutionConfig", "ESConfig", "ESEmitter", "ESEmitterConfig",
     "ESHyper", "ESState", "EncodingConfig", "EvalResult", "GAConfig", "GAHyper", "GAState",
     "MapElitesESHyper", "MixEmitter", "MutationEmitter", "NSGA2Hyper", "SteadyStateGAHyper",
     "EncodingHyper", "FitResult", "SynthesisHyper", "TrainingHyper", "fit", "GridSpec", "KinematicArm",

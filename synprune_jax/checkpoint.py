@@ -19,7 +19,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import re
+import shutil
 from typing import Any
 
 import jax
@@ -33,12 +38,28 @@ def _absolute(directory: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(directory))
 
 
+@contextlib.contextmanager
+def quiet_orbax():
+    """Within: orbax's log records (absl) below CRITICAL are dropped. Orbax logs every failed
+    read or write with a traceback before raising it; the caller reports the raised error."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
 def _manager(directory: str | os.PathLike, *, max_to_keep: int | None, create: bool):
     # Readers use create=False rather than orbax's read_only=True, which only adds log warnings;
     # they never call save, so nothing is written or deleted.
     import orbax.checkpoint as ocp  # lazy: heavy import, host only
 
+    # cleanup_tmp_directories: a save cut short (a full disk, a killed process) leaves
+    # `<step>.orbax-checkpoint-tmp*`, removed when the next writer opens the directory
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
+                                           cleanup_tmp_directories=create,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(_absolute(directory), options=options)
 
@@ -66,8 +87,17 @@ class CheckpointWriter:
         if step in self._manager.all_steps():
             raise FileExistsError(f"checkpoint step {step} already exists in "
                                   f"{self._manager.directory}")
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
-        self._manager.wait_until_finished()
+        try:
+            with quiet_orbax():
+                self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+                self._manager.wait_until_finished()
+        except Exception as error:
+            # the partial save is garbage: free its space now (the steps before are intact)
+            for name in os.listdir(self._manager.directory):
+                if name.startswith(f"{step}.orbax-checkpoint-tmp"):
+                    shutil.rmtree(os.path.join(self._manager.directory, name),
+                                  ignore_errors=True)
+            raise storage_error(error, str(self._manager.directory / str(step))) from error
 
     def close(self) -> None:
         self._manager.wait_until_finished()
@@ -78,6 +108,23 @@ class CheckpointWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def storage_error(error: BaseException, path: str) -> BaseException:
+    """``error`` as an ``OSError`` with its errno where it reports one of the machine's storage
+    (orbax / TensorStore raise ``ValueError("RESOURCE_EXHAUSTED: ... No space left on device
+    [os_error_code='28']")`` for a full disk); any other error unchanged."""
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    code = re.search(r"os_error_code='(\d+)'", text)
+    if code is not None:
+        number = int(code.group(1))
+    elif "RESOURCE_EXHAUSTED" in text:
+        number = errno.ENOSPC
+    else:
+        return error
+    return OSError(number, os.strerror(number), path)
 
 
 def save(directory: str | os.PathLike, step: int, state: PyTree, *,

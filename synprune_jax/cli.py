@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import errno
 import io
 import os
 import sys
@@ -82,6 +81,7 @@ class MujocoLog:
 
     def __init__(self, verbose: bool = False):
         self.verbose, self.directory, self.messages = verbose, None, []
+        self.installed = False
 
     def install(self, config: dict | None) -> None:
         """Becomes MuJoCo's warning handler when ``config``'s task is simulated by MuJoCo (Brax)
@@ -95,6 +95,15 @@ class MujocoLog:
             return
         if mujoco.get_mju_user_warning() is None:
             mujoco.set_mju_user_warning(self)
+            self.installed = True
+
+    def uninstall(self) -> None:
+        """Gives MuJoCo its default warning handler back if :meth:`install` set this one."""
+        if self.installed:
+            import mujoco
+
+            mujoco.set_mju_user_warning(None)
+            self.installed = False
 
     def __call__(self, message: str) -> None:
         stamp = datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
@@ -193,26 +202,6 @@ def _claim_sweep_cpu_devices(requested: int | None, num_runs: int) -> None:
         _set_cpu_devices(count)
 
 
-def prepare_out(run_dir: str) -> None:
-    """Creates the run directory ``run_dir`` (and its parents) and checks that it is writable.
-
-    Raises:
-        ConfigError: it names a file, lies under a file, cannot be created or is not writable.
-    """
-    from synprune_jax.config import ConfigError
-
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ConfigError(f"--out names a file, not a directory ({run_dir}): give a new or "
-                          "empty directory")
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create the run directory ({run_dir}): "
-                          f"{error.strerror or error}; choose another --out") from error
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"the run directory is not writable ({run_dir}): choose another --out")
-
-
 def _default_out(name: str) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{name}-{stamp}")
@@ -227,6 +216,7 @@ def _finish(built, run_dir: str, state, metrics) -> None:
 def command_run(args) -> int:
     from synprune_jax import config as config_lib
     from synprune_jax.experiments import DEFAULT_EXPERIMENT, get_experiment
+    from synprune_jax.rundir import RunLock, prepare_directory
     from synprune_jax.runner import run
 
     if args.config:
@@ -249,15 +239,16 @@ def command_run(args) -> int:
     if os.path.exists(os.path.join(run_dir, "config.json")):
         raise config_lib.ConfigError(
             f"{run_dir} already holds a run; use `synprune resume {run_dir}` or another --out")
-    prepare_out(run_dir)
-    args.mujoco_log.into(run_dir)
-    config_lib.save(config, os.path.join(run_dir, "config.json"))
-    print(f"synprune: running {name!r} into {run_dir}", flush=True)
-    if requested == AUTO:
-        print(devices_line(option, requested_devices(config)[1]), flush=True)
-    _enable_compilation_cache()
-    state, metrics = run(built.algorithm, run_dir, built.run_config, hyper=built.hyper)
-    _finish(built, run_dir, state, metrics)
+    prepare_directory(run_dir)
+    with RunLock(run_dir):
+        args.mujoco_log.into(run_dir)
+        config_lib.save(config, os.path.join(run_dir, "config.json"))
+        print(f"synprune: running {name!r} into {run_dir}", flush=True)
+        if requested == AUTO:
+            print(devices_line(option, requested_devices(config)[1]), flush=True)
+        _enable_compilation_cache()
+        state, metrics = run(built.algorithm, run_dir, built.run_config, hyper=built.hyper)
+        _finish(built, run_dir, state, metrics)
     return 0
 
 
@@ -278,39 +269,41 @@ def _load_run(run_dir: str, mujoco_log: MujocoLog):
 def command_resume(args) -> int:
     from synprune_jax import checkpoint
     from synprune_jax.config import ConfigError
-    from synprune_jax.rundir import metrics_path
+    from synprune_jax.rundir import RunLock, metrics_path
     from synprune_jax.runner import run
 
     built = _load_run(args.run_dir, args.mujoco_log)
-    directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
-    resume = checkpoint.latest_step(directory) is not None if os.path.isdir(directory) else False
-    if not resume and not args.restart:
-        raise ConfigError(f"no checkpoint to resume from ({directory}): nothing was lost, but "
-                          f"nothing can continue; `synprune resume --restart {args.run_dir}` "
-                          "runs it again from generation 0 (the old metrics kept as .bak)")
-    if not resume:
-        metrics = str(metrics_path(args.run_dir, built.run_config.metrics_format))
-        if os.path.exists(metrics):
-            os.replace(metrics, metrics + ".bak")
-    _enable_compilation_cache()
-    state, metrics = run(built.algorithm, args.run_dir, built.run_config, hyper=built.hyper,
-                         resume=resume)
-    _finish(built, args.run_dir, state, metrics)
+    with RunLock(args.run_dir):
+        directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
+        resume = checkpoint.latest_step(directory) is not None
+        if not resume and not args.restart:
+            raise ConfigError(f"no checkpoint to resume from ({directory}): nothing was lost, "
+                              f"but nothing can continue; `synprune resume --restart "
+                              f"{args.run_dir}` runs it again from generation 0 (the old "
+                              "metrics kept as .bak)")
+        if not resume:
+            metrics = str(metrics_path(args.run_dir, built.run_config.metrics_format))
+            if os.path.exists(metrics):
+                os.replace(metrics, metrics + ".bak")
+        _enable_compilation_cache()
+        state, metrics = run(built.algorithm, args.run_dir, built.run_config,
+                             hyper=built.hyper, resume=resume)
+        _finish(built, args.run_dir, state, metrics)
     return 0
 
 
 def command_plot(args) -> int:
-    from synprune_jax import checkpoint
-    from synprune_jax.runner import abstract_state, read_metrics
+    from synprune_jax.config import ConfigError
+    from synprune_jax.runner import read_metrics, restore_latest
 
     built = _load_run(args.run_dir, args.mujoco_log)
-    directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
-    step = checkpoint.latest_step(directory)
-    if step is None:
-        print(f"synprune: no checkpoint in {directory}", file=sys.stderr)
-        return 1
-    abstract = abstract_state(built.algorithm, built.hyper)
-    state = checkpoint.restore(directory, step, abstract)
+    try:
+        _, state = restore_latest(built.algorithm, args.run_dir, built.run_config,
+                                  hyper=built.hyper)
+    except FileNotFoundError as error:
+        raise ConfigError(f"no checkpoint to plot from ({error.filename}): plots are drawn from "
+                          f"the run's last checkpoint; `synprune resume {args.run_dir}` "
+                          "writes one") from error
     for path in built.plot(args.run_dir, state, read_metrics(args.run_dir)):
         print(path)
     return 0
@@ -342,8 +335,6 @@ def command_sweep(args) -> int:
     from synprune_jax.experiments import get_experiment
 
     args.mujoco_log.install(config or get_experiment(args.experiment).default_config())
-    print(f"synprune: sweep {args.experiment!r}, {len(seeds)} seeds x "
-          f"{_grid_points(grid)} grid points into {out}", flush=True)
     _enable_compilation_cache()
     result = sweeps.sweep(args.experiment, seeds, grid, out=out, overrides=args.set or [],
                           config=config, devices=args.devices, report=not args.no_report,
@@ -448,7 +439,7 @@ def main(argv=None) -> int:
             return _bug(error)
         if debug:
             traceback.print_exc()
-        print(f"synprune: error: {_message(error)}", file=sys.stderr)
+        print(f"synprune: error: {_message(error, _resume_hint(args))}", file=sys.stderr)
         return 1 if _during_run(error) else 2
     except KeyboardInterrupt:
         print("synprune: interrupted", file=sys.stderr)
@@ -462,24 +453,36 @@ def main(argv=None) -> int:
                   f"checkpoint written: {how} continues it", file=sys.stderr)
             return 143 if error.signal_name == "SIGTERM" else 130
         return _bug(error)
-
-
-# errno values that mean the machine, not the user's input, failed during a run
-_RUN_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+    finally:
+        args.mujoco_log.uninstall()
 
 
 def _during_run(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in _RUN_FAULTS
+    from synprune_jax.rundir import MACHINE_FAULTS
+
+    return isinstance(error, OSError) and error.errno in MACHINE_FAULTS
 
 
-def _message(error: BaseException) -> str:
+def _resume_hint(args) -> str:
+    """How this command's run continues after a fault: the same sweep command, or
+    ``synprune resume`` with the run directory (once it is known)."""
+    if args.command == "sweep":
+        return "the same `synprune sweep` command"
+    run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None) or "RUN_DIR"
+    return f"`synprune resume {run_dir}`"
+
+
+def _message(error: BaseException, resume: str) -> str:
     """The one line for ``error``: our messages as they are; an OS error as what failed, on
-    which file, and what to do."""
+    which file, and what to do (``resume``: how the run continues after a machine fault)."""
+    runner = sys.modules.get("synprune_jax.runner")
+    if runner is not None and isinstance(error, runner.RunFault):
+        return f"{error}: {resume}"
     if isinstance(error, OSError) and error.strerror:
         where = f" ({error.filename})" if error.filename else ""
         if _during_run(error):
             return (f"{error.strerror}{where} during the run: free space or fix the disk, then "
-                    "`synprune resume RUN_DIR` continues from the last checkpoint")
+                    f"{resume} continues from the last checkpoint")
         return f"{error.strerror}{where}: check the path and its permissions"
     return str(error)
 

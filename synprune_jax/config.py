@@ -61,8 +61,10 @@ def _coerce(key: str, text: str, default: Any) -> Any:
     """Parses ``text`` into the type of ``default``."""
     if isinstance(default, (list, tuple)):
         value = _parse_scalar(text)
-        if isinstance(value, str):
-            value = [_parse_scalar(part) for part in text.split(",") if part.strip()]
+        if isinstance(value, str):  # not JSON: a,b or [a,b] with bare words
+            inner = text.strip()
+            inner = inner[1:-1] if inner.startswith("[") and inner.endswith("]") else inner
+            value = [_parse_scalar(part.strip()) for part in inner.split(",") if part.strip()]
         if not isinstance(value, list):
             value = [value]
         if default:

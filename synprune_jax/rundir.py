@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from pathlib import Path
@@ -39,6 +40,8 @@ from synprune_jax import checkpoint as checkpoint_lib
 
 METRICS_FORMATS = ("csv", "jsonl")
 LOCK_FILE = ".lock"
+# errno values that mean the machine, not the user's input, failed a run
+MACHINE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
 
 
 class RunDirectoryBusy(OSError):
@@ -68,6 +71,28 @@ def check_room(path: str | os.PathLike, abstract_state, copies: int = 2,
             "and the metrics and plots); free space or choose another --out")
 
 
+def prepare_directory(path: str | os.PathLike, option: str = "--out") -> None:
+    """Creates the output directory ``path`` (and its parents) and checks that it is writable;
+    ``option`` names where it came from in the message.
+
+    Raises:
+        ConfigError: it names a file, lies under a file, cannot be created or is not writable.
+    """
+    from synprune_jax.config import ConfigError
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} names a file, not a directory ({path}): give a new or "
+                          "empty directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the output directory ({path}): "
+                          f"{error.strerror or error}; choose another {option}") from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"the output directory is not writable ({path}): choose another "
+                          f"{option}")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -78,11 +103,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_HELD_LOCKS: set[Path] = set()  # run directories this process holds (a nested RunLock: no-op)
+
+
 class RunLock:
     """One writer per run directory: ``path/.lock`` holds the writing process's pid while the
     ``with`` block runs (created with ``O_EXCL``). A lock of a live other process raises
     :class:`RunDirectoryBusy`; a stale one (its process is gone, e.g. killed) is taken over with
-    a warning.
+    a warning. Nested in the same process (the CLI's lock around :func:`~synprune_jax.run`'s),
+    the inner one does nothing.
 
     Example:
         >>> with RunLock(tmp_dir):  # doctest: +SKIP
@@ -90,11 +119,15 @@ class RunLock:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.file = Path(path) / LOCK_FILE
+        self.file = Path(path).absolute() / LOCK_FILE
+        self.nested = False
 
     def __enter__(self) -> "RunLock":
         import warnings
 
+        if self.file.parent in _HELD_LOCKS:
+            self.nested = True
+            return self
         self.file.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -104,7 +137,7 @@ class RunLock:
                 pid = int(text) if text.isdigit() else None
                 if pid is not None and pid != os.getpid() and _alive(pid):
                     raise RunDirectoryBusy(
-                        f"another process (pid {pid}) is writing this run directory "
+                        f"another process (pid {pid}) is writing this directory "
                         f"({self.file.parent}): wait for it to finish or stop it") from None
                 warnings.warn(f"taking over the stale lock {self.file} (process {pid} is gone)",
                               stacklevel=2)
@@ -112,9 +145,13 @@ class RunLock:
                 continue
             with os.fdopen(handle, "w") as lock:
                 lock.write(str(os.getpid()))
+            _HELD_LOCKS.add(self.file.parent)
             return self
 
     def __exit__(self, *exc) -> bool:
+        if self.nested:
+            return False
+        _HELD_LOCKS.discard(self.file.parent)
         try:
             if self.file.read_text().strip() == str(os.getpid()):
                 self.file.unlink()
@@ -169,11 +206,10 @@ class MetricsWriter:
     def append(self, rows: dict[str, np.ndarray]) -> None:
         """Appends ``rows`` (``{column: [n]}``, ``generation`` first) as ``n`` lines."""
         columns = list(rows)
+        header = ""
         if self.columns is None:
-            self.columns = columns
             if self.metrics_format == "csv":
-                with open(self.path, "w") as file:
-                    file.write(",".join(columns) + "\n")
+                header = ",".join(columns) + "\n"
         elif columns != self.columns:
             raise ValueError(
                 f"metric names changed: file {self.path} has {self.columns}, step returns {columns}"
@@ -181,7 +217,8 @@ class MetricsWriter:
         lines = [_format_line(columns, [_format_value(rows[name][index]) for name in columns],
                               self.metrics_format)
                  for index in range(len(rows["generation"]))]
-        append_whole(self.path, "".join(line + "\n" for line in lines).encode())
+        append_whole(self.path, (header + "".join(line + "\n" for line in lines)).encode())
+        self.columns = columns
 
 
 def append_whole(path: str | os.PathLike, data: bytes) -> None:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
+import errno
 import math
 import os
 import signal
@@ -65,8 +65,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from synprune_jax import checkpoint as checkpoint_lib
-from synprune_jax.rundir import (METRICS_FORMATS, RunDirectory, RunLock, check_room,
-                                 read_metrics, write_json)
+from synprune_jax.rundir import (MACHINE_FAULTS, METRICS_FORMATS, RunDirectory, RunLock,
+                                 check_room, read_metrics, write_json)
 from synprune_jax.trees import fingerprint, strong_types
 
 PyTree = Any
@@ -425,14 +425,40 @@ class _StopRequests:
         return False
 
 
+class RunFault(OSError):
+    """The machine failed a run mid-way (a full disk, a quota, an I/O error, a read-only file
+    system): the error's ``errno``, ``strerror`` and ``filename`` are the OS's; the message names
+    the last checkpoint, from which a resume continues the run to the result of an
+    uninterrupted one.
+
+    Attributes:
+        generation: the generation of the last checkpoint written (``None``: none yet, a resume
+            starts over).
+        run_dirs: the run directories.
+    """
+
+    def __init__(self, error: OSError, generation: int | None, run_dirs: Sequence[str]):
+        self.generation, self.run_dirs = generation, list(run_dirs)
+        where = f" ({error.filename})" if error.filename else ""
+        last = (f"the last checkpoint is generation {generation}" if generation is not None
+                else "no checkpoint was written yet")
+        super().__init__(error.errno, f"{error.strerror}{where} during the run; {last} "
+                                      f"({', '.join(self.run_dirs)}): free space or fix the disk, "
+                                      "then resume from it")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 class CheckpointsDamaged(OSError):
     """A run has checkpoints, but none of them can be restored."""
 
 
-def _restore_intact(program, directories, abstract):
+def _restore_intact(program, directories, abstract, *, move_aside: bool = True):
     """``(step, state)`` of the newest checkpoint step that every run of ``directories`` holds and
-    that restores (a damaged newer one is skipped with a warning); ``(None, None)`` when there is
-    no checkpoint. Raises :class:`CheckpointsDamaged` when there are some but none restores."""
+    that restores (a damaged newer one is skipped with a warning and, with ``move_aside``, moved
+    to ``damaged_checkpoints/``); ``(None, None)`` when there is no checkpoint. Raises
+    :class:`CheckpointsDamaged` when there are some but none restores."""
     steps = [set(checkpoint_lib.all_steps(d.checkpoint_dir)) for d in directories]
     if not any(steps):
         return None, None
@@ -440,10 +466,7 @@ def _restore_intact(program, directories, abstract):
         raise ValueError("the runs of a group are at different checkpoints "
                          f"{[sorted(s) for s in steps]}")
     skipped, damaged = [], []
-    absl = logging.getLogger("absl")  # orbax logs each unreadable file; the summary says it
-    level = absl.level
-    absl.setLevel(logging.CRITICAL)
-    try:
+    with checkpoint_lib.quiet_orbax():  # orbax logs each unreadable file; the summary says it
         for step in sorted(steps[0], reverse=True):
             try:
                 state = program.restore(directories, step, abstract)
@@ -456,22 +479,44 @@ def _restore_intact(program, directories, abstract):
                 skipped.append(f"step {step} (holds generation {found})")
                 damaged.append(step)
                 continue
-            if skipped:  # moved aside (kept, not deleted) so the run can write those steps again
+            if skipped and move_aside:  # kept, not deleted; the run can write those steps again
                 for directory in directories:
                     aside = directory.path / "damaged_checkpoints"
                     aside.mkdir(exist_ok=True)
                     for bad in damaged:
                         os.replace(directory.checkpoint_dir / str(bad), aside / str(bad))
+            if skipped:
+                moved = " (moved to damaged_checkpoints/)" if move_aside else ""
                 warnings.warn(f"{directories[0].checkpoint_dir}: skipped damaged checkpoint(s) "
-                              f"{'; '.join(skipped)} (moved to damaged_checkpoints/); resuming "
-                              f"from step {step}", stacklevel=3)
+                              f"{'; '.join(skipped)}{moved}; resuming from step {step}",
+                              stacklevel=3)
             return step, state
-    finally:
-        absl.setLevel(level)
     raise CheckpointsDamaged(
         f"no checkpoint of the run can be restored ({directories[0].checkpoint_dir}: "
         f"{'; '.join(skipped)}); nothing was deleted: restore a backup of the directory, or "
         "move it away and start the run again")
+
+
+def restore_latest(algorithm: Algorithm, run_dir: str | os.PathLike, run_config: RunConfig, *,
+                   hyper: PyTree | None = None) -> tuple[int, State]:
+    """Reads a run's newest intact checkpoint without writing anything (a damaged newer one is
+    skipped with a warning and left where it is).
+
+    Returns:
+        ``(generation, state)``.
+
+    Raises:
+        FileNotFoundError: the run has no checkpoint.
+        CheckpointsDamaged: it has some, but none restores.
+    """
+    hyper = algorithm.default_hyper if hyper is None else hyper
+    program = _Single(algorithm, run_config.seed, hyper)
+    directory = RunDirectory(run_dir, run_config)
+    step, state = _restore_intact(program, [directory], program.abstract(), move_aside=False)
+    if step is None:
+        raise FileNotFoundError(errno.ENOENT, "no checkpoint in the run",
+                                str(directory.checkpoint_dir))
+    return step, state
 
 
 def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig, *,
@@ -530,6 +575,7 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
                    desc=description, disable=None)
     started_run = time.perf_counter()
     requests = _StopRequests()
+    checkpointed, completed = saved_generation, False
     try:
         requests.__enter__()
         while generation < end_generation:
@@ -544,30 +590,43 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
             if length == run_config.chunk_size:
                 per_generation.append((time.perf_counter() - started) / length)
             new_generation = generation + length
+            stop = requests.signal_name  # read once: a signal arriving later stops the next chunk
             save = (new_generation // interval > generation // interval
-                    or new_generation >= end_generation or requests.signal_name is not None)
+                    or new_generation >= end_generation or stop is not None)
             host_state = jax.device_get(state) if save and program.batched else state
-            for index, directory in enumerate(directories):
-                rows = {"generation": np.asarray(program.take(generations, index), np.int64)}
-                rows.update((name, np.asarray(program.take(metrics[name], index)))
-                            for name in sorted(metrics))
-                directory.append(rows)
-                if save:
-                    directory.save(new_generation, program.take(host_state, index))
+            try:
+                for index, directory in enumerate(directories):
+                    rows = {"generation": np.asarray(program.take(generations, index), np.int64)}
+                    rows.update((name, np.asarray(program.take(metrics[name], index)))
+                                for name in sorted(metrics))
+                    directory.append(rows)
+                    if save:
+                        directory.save(new_generation, program.take(host_state, index))
+            except OSError as error:
+                if error.errno not in MACHINE_FAULTS:
+                    raise
+                raise RunFault(error, checkpointed, [str(d.path) for d in directories]) from error
+            if save:
+                checkpointed = new_generation
             if bar is not None:
                 bar.set_postfix(_postfix(rows), refresh=False)
                 bar.update(length)  # refreshes (rate-limited by tqdm)
             generation = new_generation
             if on_chunk is not None:
                 on_chunk(state, rows)
-            if requests.signal_name is not None and generation < end_generation:
-                raise Stopped(generation, requests.signal_name, [str(d.path) for d in directories])
+            if stop is not None and generation < end_generation:
+                raise Stopped(generation, stop, [str(d.path) for d in directories])
+        completed = True
     finally:
         requests.__exit__(None, None, None)
         if bar is not None:
             bar.close()
         for directory in directories:
-            directory.close()
+            try:
+                directory.close()
+            except OSError:  # after a failure (a full disk), the error raised says what happened
+                if completed:
+                    raise
         steady = per_generation[1:] or per_generation
         timing.update(end_generation=generation, wall_s=time.perf_counter() - started_run,
                       seconds_per_generation=statistics.median(steady) if steady else None)
@@ -624,6 +683,6 @@ def run(
     return state, read_metrics(run_dir) if directory.metrics.exists() else {}
 
 
-__all__ = ["Algorithm", "RunConfig", "abstract_state", "check_state", "generation_key",
-           "init_key", "read_metrics", "run", "run_loop", "scan_generations", "stack",
-           "strong_types"]
+__all__ = ["Algorithm", "CheckpointsDamaged", "RunConfig", "RunFault", "Stopped",
+           "abstract_state", "check_state", "generation_key", "init_key", "read_metrics",
+           "restore_latest", "run", "run_loop", "scan_generations", "stack", "strong_types"]

@@ -30,6 +30,10 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("JAX_COMPILATION_CACHE_DIR",
                                  os.path.join(os.path.dirname(__file__), "..", ".jax_cache")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Start the backend now: the test processes keep one CPU device (or XLA_FLAGS' count) whatever a
+# CLI call made in-process asks for (`task.devices=auto` would otherwise claim one device per core
+# in a worker whose first test is such a call, and the tests after it would see them).
+jax.devices()
 
 
 def run_report(code: str, *, env: dict | None = None, timeout: int = 600) -> dict:

@@ -9,6 +9,7 @@ byte-identical afterwards. They fail before anything compiles, so the battery is
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,21 @@ def _prepare(root: Path) -> dict:
     (root / "nocheckpoint" / "config.json").write_text(json.dumps(
         {**_arm_config(), "experiment": "me-arm"}))
     (root / "nocheckpoint" / "metrics.csv").write_text("generation,qd_score\n1,0.5\n")
+    for name, config in (("broken_run", '{"experiment": "me-arm"'),
+                         ("badkey_run", json.dumps({**_arm_config(), "experiment": "me-arm",
+                                                    "extra": {"x": 1}}))):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(config)
+    # a live other process (this one's parent) writes these directories
+    for name in ("busy", "busy_sweep"):
+        (root / name).mkdir()
+        (root / name / ".lock").write_text(str(os.getppid()))
+    shutil.copytree(root / "nocheckpoint", root / "busy_run")
+    (root / "busy_run" / ".lock").write_text(str(os.getppid()))
+    (root / "other_sweep").mkdir()
+    (root / "other_sweep" / "sweep.json").write_text(json.dumps({"experiment": "ga-arm"}))
+    (root / "broken_sweep").mkdir()
+    (root / "broken_sweep" / "sweep.json").write_text("{")
     return _snapshot(root)
 
 
@@ -96,7 +112,7 @@ CASES = {
     "out-is-a-file": (["run", *ARM, "--out", "{root}/a_file"], 2,
                       ["names a file", "a_file"]),
     "out-under-a-file": (["run", *ARM, "--out", "{root}/a_file/run"], 2,
-                         ["cannot create the run directory", "a_file/run"]),
+                         ["cannot create the output directory", "a_file/run"]),
     "out-holds-a-run": (["run", *ARM, "--out", "{root}/nocheckpoint"], 2,
                         ["already holds a run", "synprune resume"]),
     "resume-not-a-run": (["resume", "{root}/nowhere"], 2, ["not a run directory"]),
@@ -134,6 +150,79 @@ CASES = {
     "mnist-missing-files": (["run", "cluster-synthesis", "--set", "data.name=mnist", "--set",
                              "data.mnist_dir={root}/mnist_empty"], 2,
                             ["no train-images-idx3-ubyte", "mnist_empty"]),
+    # run settings, every experiment family
+    "keep-no-checkpoint": (["run", *ARM, "--set", "run.keep_checkpoints=0"], 2,
+                           ["keep_checkpoints", "positive"]),
+    "chunk-size-zero": (["run", *ARM, "--set", "run.chunk_size=0"], 2,
+                        ["chunk_size", "positive"]),
+    "negative-generations": (["run", *ARM, "--set", "run.num_generations=-1"], 2,
+                             ["num_generations", "positive"]),
+    "metrics-format": (["run", *ARM, "--set", "run.metrics_format=xml"], 2,
+                       ["metrics_format", "'xml'"]),
+    "brax-unknown-key": (["run", "me-prune", "--set", "task.env=hopper"], 2,
+                         ["task.env", "env_name"]),
+    "archive-kind": (["run", *ARM, "--set", "archive.kind=hex"], 2,
+                     ["unknown archive kind 'hex'"]),
+    "negative-sigma": (["run", *ARM, "--set", "mutation.sigma=-1"], 2,
+                       ["mutation.sigma must be >= 0"]),
+    "me-es-unknown-section": (["run", "me-es", "--set", "es.strategy=Open_ES"], 2,
+                              ["'es' is not in <top level>", "es_emitter"]),
+    "es-unknown-strategy": (["run", "es-prune-arm", "--set", "es.strategy=NoSuch"], 2,
+                            ["unknown evosax strategy 'NoSuch'"]),
+    "ga-population": (["run", "ga-arm", "--set", "ga.population_size=1"], 2,
+                      ["population_size must be >= 2"]),
+    "ga-archive-missing": (["run", "ga-pruned-init", "--set", "ga.init=archive"], 2,
+                           ["needs ga.archive_dir"]),
+    "ga-archive-not-a-run": (["run", "ga-pruned-init", "--set", "ga.init=archive", "--set",
+                              "ga.archive_dir={root}/nowhere"], 2,
+                             ["not a run directory", "nowhere"]),
+    "es-info-needs-brax": (["run", "es-info", "--set", "task.name=arm"], 2,
+                           ["needs a Brax task"]),
+    "transfer-algorithm": (["run", "mo-prune-transfer", "--set", "algorithm=nope"], 2,
+                           ["unknown algorithm 'nope'"]),
+    "transfer-objectives": (["run", "mo-prune-transfer", "--set", "objectives.names=[accuracy]"],
+                            2, ["NSGA-II needs at least two objectives"]),
+    "ae-setting": (["run", "ae-prune", "--set", "setting=nope"], 2, ["unknown setting 'nope'"]),
+    "ae-grid-shape": (["run", "ae-coevolution", "--set", "coevolution.grid_shape=3"], 2,
+                      ["grid_shape"]),
+    "ae-data-seed": (["run", "ae-prune", "--set", "data.seed=-1"], 2,
+                     ["data.seed must be a non-negative int"]),
+    "synthesis-dataset": (["run", "cluster-synthesis", "--set", "data.name=cifar"], 2,
+                          ["unknown dataset 'cifar'"]),
+    # one writer per directory, and what a run directory must hold
+    "run-busy": (["run", *ARM, "--out", "{root}/busy"], 2,
+                 ["another process (pid", "{root}/busy"]),
+    "resume-busy": (["resume", "{root}/busy_run"], 2, ["another process (pid", "busy_run"]),
+    "resume-config-not-json": (["resume", "{root}/broken_run"], 2,
+                               ["not JSON", "broken_run/config.json"]),
+    "resume-config-unknown-key": (["resume", "{root}/badkey_run"], 2, ["extra"]),
+    "plot-no-checkpoint": (["plot", "{root}/nocheckpoint"], 2, ["no checkpoint to plot from"]),
+    "plot-config-not-json": (["plot", "{root}/broken_run"], 2, ["not JSON"]),
+    # sweeps
+    "sweep-out-is-a-file": (["sweep", "me-arm", "--out", "{root}/a_file"], 2,
+                            ["names a file", "a_file"]),
+    "sweep-out-under-a-file": (["sweep", "me-arm", "--out", "{root}/a_file/s"], 2,
+                               ["cannot create the output directory", "a_file/s"]),
+    "sweep-config-missing": (["sweep", "me-arm", "--config", "{root}/missing.json", "--out",
+                              "{root}/s"], 2, ["cannot read the config file"]),
+    "sweep-config-other": (["sweep", "me-arm", "--config", "{root}/transfer.json", "--out",
+                            "{root}/s"], 2, ["mo-prune-transfer"]),
+    "sweep-unknown-key": (["sweep", "me-arm", "--set", "run.num_generation=3", "--out",
+                           "{root}/s"], 2, ["num_generations"]),
+    "sweep-grid-unknown-key": (["sweep", "me-arm", "--grid", "mutation.nosuch=1,2", "--out",
+                                "{root}/s"], 2, ["mutation.nosuch"]),
+    "sweep-seed-in-grid": (["sweep", "me-arm", "--grid", "run.seed=1,2", "--out", "{root}/s"],
+                           2, ["--seeds"]),
+    "sweep-repeated-seeds": (["sweep", "me-arm", "--seeds", "1,1", "--out", "{root}/s"], 2,
+                             ["repeated seeds"]),
+    "sweep-too-many-devices": (["sweep", "me-arm", "--devices", "64", "--out", "{root}/s"], 2,
+                               ["devices must be an int in [1, "]),
+    "sweep-other-definition": (["sweep", "me-arm", "--out", "{root}/other_sweep"], 2,
+                               ["holds a different sweep"]),
+    "sweep-broken-definition": (["sweep", "me-arm", "--out", "{root}/broken_sweep"], 2,
+                                ["cannot read the sweep's definition"]),
+    "sweep-busy": (["sweep", "me-arm", "--out", "{root}/busy_sweep"], 2,
+                   ["another process (pid", "busy_sweep"]),
 }
 
 
@@ -184,18 +273,70 @@ def test_an_internal_error_is_reported_as_a_bug(capsys, monkeypatch):
     assert "this is a bug" in capsys.readouterr().err
 
 
-def test_a_full_disk_during_the_run_is_a_fault_that_says_how_to_resume(tmp_path, capsys,
-                                                                       monkeypatch):
+@pytest.mark.parametrize("where", ["checkpoint", "metrics"])
+def test_a_full_disk_mid_run_names_the_last_checkpoint_and_resume_finishes_it(where, tmp_path,
+                                                                              capsys,
+                                                                              monkeypatch):
+    # the disk fills up at generation 6 (orbax's RESOURCE_EXHAUSTED while saving, or a metrics
+    # write): exit 1, one line naming the last checkpoint (4); nothing torn; space freed, the
+    # resumed run ends with the metrics of a run never stopped
+    import orbax.checkpoint as ocp
+
+    from synprune_jax import rundir
+
+    argv = ["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=8"]
+    assert cli.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    run_dir = tmp_path / "run"
+    if where == "checkpoint":
+        real_save = ocp.CheckpointManager.save
+
+        def save(self, step, *args, **kwargs):
+            if step == 6:
+                raise ValueError(f'RESOURCE_EXHAUSTED: Error writing "a/0" in OCDBT database at '
+                                 f'local file "{self.directory}/6.orbax-checkpoint-tmp/": Failed '
+                                 "to write 655860 bytes to file 15: No space left on device "
+                                 "[os_error_code='28']")
+            return real_save(self, step, *args, **kwargs)
+
+        monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    else:
+        real_append = rundir.append_whole
+
+        def append(path, data):
+            if data.startswith(b"5,"):
+                os.truncate(path, os.path.getsize(path))
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real_append(path, data)
+
+        monkeypatch.setattr(rundir, "append_whole", append)
+    capsys.readouterr()
+    assert cli.main([*argv, "--out", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("synprune: error: No space left on device (")
+    assert "the last checkpoint is generation 4" in lines[0]
+    assert f"`synprune resume {run_dir}`" in lines[0]
+    rows = (run_dir / "metrics.csv").read_text()
+    assert rows.endswith("\n") and rows.count("\n") == (7 if where == "checkpoint" else 5)
+    assert not list((run_dir / "checkpoints").glob("*tmp*"))  # the partial save was removed
+    monkeypatch.undo()
+    assert cli.main(["resume", str(run_dir)]) == 0
+    assert (run_dir / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
+
+
+def test_a_full_disk_outside_the_generations_says_how_to_resume(tmp_path, capsys, monkeypatch):
     import synprune_jax.runner as runner
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "x"))
 
     monkeypatch.setattr(runner, "run", disk_full)
-    assert cli.main(["run", *ARM, "--set", "task.devices=1", "--out", str(tmp_path / "run")]) == 1
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", *ARM, "--set", "task.devices=1", "--out", str(run_dir)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("synprune: error: No space left on device")
-    assert "synprune resume" in err and "Traceback" not in err
+    assert f"`synprune resume {run_dir}`" in err and "Traceback" not in err
 
 
 def test_resume_refuses_a_run_whose_checkpoints_are_gone_and_restart_redoes_it(tmp_path, capsys):
@@ -247,8 +388,15 @@ def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(signal_
     assert 0 < generation < 20000 and generation % 50 == 0
     from synprune_jax import checkpoint
     assert checkpoint.latest_step(str(stopped / "checkpoints")) == generation
+    # resume it to 100 generations past the stop (not the 20000 that made sure the signal came
+    # mid-run), and compare with a run of that length never stopped
+    end = generation + 100
+    config = json.loads((stopped / "config.json").read_text())
+    config["run"]["num_generations"] = end
+    (stopped / "config.json").write_text(json.dumps(config))
     assert cli.main(["resume", str(stopped)]) == 0
-    assert cli.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert cli.main([*argv, "--set", f"run.num_generations={end}", "--out",
+                     str(tmp_path / "whole")]) == 0
     assert metrics.read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
 
 
@@ -271,7 +419,7 @@ def test_one_writer_per_run_directory(tmp_path, capsys):
         capsys.readouterr()
         assert cli.main(["resume", str(run_dir)]) == 2
         err = capsys.readouterr().err
-        assert f"another process (pid {holder.pid}) is writing this run directory" in err
+        assert f"another process (pid {holder.pid}) is writing this directory" in err
         assert "Traceback" not in err and _snapshot(run_dir) == before
         with pytest.raises(RunDirectoryBusy):
             with RunLock(run_dir):
@@ -361,3 +509,90 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no checkpoint of the run can be restored" in err and "nothing was deleted" in err
     assert "Traceback" not in err and _snapshot(run_dir) == before
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a user namespace here")
+def test_a_real_full_disk_stops_the_run_and_resume_finishes_it(tmp_path):
+    # a small tmpfs (in a private mount namespace) that another process fills up mid-run: the run
+    # stops with exit 1 and one line; once the filler is deleted, resume ends with the metrics of
+    # a run never stopped. Everything happens inside the namespace; metrics.csv is copied out.
+    import subprocess
+    import sys
+
+    argv = ["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=1500",
+            "--set", "run.chunk_size=50", "--set", "run.checkpoint_every=100"]
+    synprune = f"{sys.executable} -c 'import sys; from synprune_jax.cli import main; " \
+               "sys.exit(main(sys.argv[1:]))'"
+    args = " ".join(argv)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = f"""
+set -u
+mount -t tmpfs -o size=24m tmpfs {disk}
+{synprune} {args} --out {disk}/run 2> {tmp_path}/run.err &
+pid=$!
+until [ -f {disk}/run/metrics.csv ] && [ $(wc -l < {disk}/run/metrics.csv) -gt 200 ]; do
+  kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+dd if=/dev/urandom of={disk}/filler bs=64k 2>/dev/null
+wait $pid; echo $? > {tmp_path}/run.status
+cp {disk}/run/metrics.csv {tmp_path}/torn.csv
+rm {disk}/filler
+{synprune} resume {disk}/run 2> {tmp_path}/resume.err; echo $? > {tmp_path}/resume.status
+cp {disk}/run/metrics.csv {tmp_path}/resumed.csv
+"""
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    err = (tmp_path / "run.err").read_text()
+    assert (tmp_path / "run.status").read_text().strip() == "1", err
+    line = [line for line in err.splitlines() if line.startswith("synprune: error:")]
+    assert line and "No space left on device" in line[0] and "Traceback" not in err, err
+    last = int(line[0].split("the last checkpoint is generation ")[1].split(" ")[0])
+    assert last >= 200 and last % 100 == 0, line[0]
+    assert (tmp_path / "torn.csv").read_text().endswith("\n")
+    assert (tmp_path / "resume.status").read_text().strip() == "0", \
+        (tmp_path / "resume.err").read_text()
+    assert cli.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert (tmp_path / "resumed.csv").read_bytes() == \
+        (tmp_path / "whole" / "metrics.csv").read_bytes()
+
+
+def test_the_python_api_raises_the_documented_types_with_the_same_messages(tmp_path, capsys):
+    import synprune_jax as sj
+    from synprune_jax.experiments import get_experiment
+
+    (tmp_path / "a_file").write_text("x")
+    overrides = ["map_elites.batch_size=8", "map_elites.initial_batch_size=8"]
+    with pytest.raises(sj.ConfigError, match="names a file, not a directory"):
+        sj.sweep("me-arm", out=tmp_path / "a_file", overrides=overrides)
+    assert cli.main(["sweep", "me-arm", "--out", str(tmp_path / "a_file")]) == 2
+    assert "names a file, not a directory" in capsys.readouterr().err
+    with pytest.raises(sj.ConfigError, match="run.num_generations: expected an integer"):
+        sj.sweep("me-arm", out=tmp_path / "s", overrides=["run.num_generations=many"])
+
+    built = get_experiment("me-arm").build(_arm_config())
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / ".lock").write_text(str(os.getppid()))
+    with pytest.raises(sj.RunDirectoryBusy, match="another process"):
+        sj.run(built.algorithm, busy, built.run_config, hyper=built.hyper)
+    with pytest.raises(sj.RunDirectoryBusy, match="another process"):
+        sj.sweep("me-arm", out=busy, overrides=overrides)
+    assert sorted(p.name for p in busy.iterdir()) == [".lock"]
+    documented = (Path(__file__).parents[1] / "docs" / "failures.md").read_text()
+    for name in ("ConfigError", "RunDirectoryBusy", "RunDirectoryFull", "RunFault",
+                 "CheckpointsDamaged", "Stopped"):
+        assert name in sj.__all__ and f"`{name}`" in documented, name
+    assert issubclass(sj.RunFault, OSError) and issubclass(sj.ConfigError, ValueError)

@@ -247,10 +247,10 @@ def build_es_info(config: dict) -> Built:
     from synprune_jax.runner import RunConfig
 
     _require(config, "learning_speed", ("es", "study"))
-    es_config, hyper = es_config_and_hyper(config["es"])
-    task = build_task(config["task"], es_config.population_size)
     if config["task"]["name"] != "brax":
         raise ConfigError("es-info records rollouts: it needs a Brax task (task.name=brax)")
+    es_config, hyper = es_config_and_hyper(config["es"])
+    task = build_task(config["task"], es_config.population_size)
     given = {"task": task, "es_config": es_config, "observations_fn": None}
     algorithm = from_section(config["study"], "study", (LearningSpeedStudy, given))
     return Built(algorithm=algorithm, hyper=hyper,

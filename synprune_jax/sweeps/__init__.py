@@ -30,7 +30,8 @@ import jax
 from synprune_jax import config as config_lib
 from synprune_jax import runner as runner_lib
 from synprune_jax.config import ConfigError
-from synprune_jax.rundir import RunDirectory, completed_generation, read_metrics, write_json
+from synprune_jax.rundir import (RunDirectory, RunLock, check_room, completed_generation,
+                                 prepare_directory, read_metrics, write_json)
 from synprune_jax.sweeps.plan import (Member, RunSpec, build_members, group_members, parse_grid,
                                       parse_seeds, plan_groups, plan_runs, check_seeds)
 from synprune_jax.sweeps.report import (FALLBACK_METRICS, SUMMARY_METRICS, collect, final_rows,
@@ -101,6 +102,70 @@ def _definition(experiment, seeds, grid, overrides, config) -> dict:
             "overrides": list(overrides), "config": config}
 
 
+def _pending(groups):
+    """``[(group_index, start, members)]``: the runs of each group not yet finished, split by the
+    generation they resume from (-1: fresh); and the run ids already finished."""
+    pending, skipped = [], []
+    for group_index, group in enumerate(groups):
+        num_generations = group[0].built.run_config.num_generations
+        by_start: dict[int, list[Member]] = {}
+        for member in group:
+            done = completed_generation(member.run_dir)
+            if done is not None and done >= num_generations:
+                skipped.append(member.spec.run_id)
+                continue
+            by_start.setdefault(done if done is not None else -1, []).append(member)
+        pending += [(group_index, start, subgroup) for start, subgroup in sorted(by_start.items())]
+    return pending, skipped
+
+
+def _run_sweep(out: Path, definition: dict, runs, members, grid, devices, local, *, report,
+               progress, log):
+    """The part of :func:`sweep` that writes ``out`` (under its lock): the definition, the runs'
+    index, every unfinished group (after checking that their checkpoints fit)."""
+    write_json(out / SWEEP_FILE, definition)
+    groups = group_members(members)
+    group_ids = {id(m): index for index, group in enumerate(groups) for m in group}
+    write_runs_index(out, runs, grid, {m.spec.run_id: group_ids[id(m)] for m in members})
+    pending, skipped = _pending(groups)
+    # room for every unfinished run's checkpoints: one state's shapes per group, times its runs
+    shapes = {index: runner_lib.abstract_state(groups[index][0].built.algorithm,
+                                               groups[index][0].built.hyper)
+              for index in sorted({index for index, _, _ in pending})}
+    check_room(out, [[shapes[index]] * len(subgroup) for index, _, subgroup in pending],
+               copies=members[0].built.run_config.keep_checkpoints)
+
+    count = local if devices is None else devices
+    meshes: dict[int, object] = {}
+
+    def mesh_for(runs: int):
+        """The first ``min(count, runs)`` devices: a group smaller than the device count is not
+        padded up to it (no copies computed for nothing); ``None`` for one device."""
+        size = min(count, runs)
+        if size <= 1:
+            return None
+        if size not in meshes:
+            from synprune_jax import sharding
+
+            meshes[size] = sharding.make_mesh(size, "runs")
+        return meshes[size]
+
+    timing = []
+    for group_index, start, subgroup in pending:
+        if log is not None:
+            log(f"group {group_index}: {len(subgroup)} runs from generation {max(start, 0)}")
+        group_timing, states = run_group(subgroup, mesh=mesh_for(len(subgroup)),
+                                         progress=progress, log=log)
+        group_timing["group"] = group_index
+        timing.append(group_timing)
+        if report:
+            host = jax.device_get(states)
+            for index, member in enumerate(subgroup):
+                state = jax.tree_util.tree_map(lambda leaf: leaf[index], host)
+                member.built.report(str(member.run_dir), state, read_metrics(member.run_dir))
+    return timing, skipped
+
+
 def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Sequence] | None = None,
           *, out: str | os.PathLike, overrides: Sequence[str] = (), config: dict | None = None,
           devices: int | None = None, report: bool = True, plots: bool = True,
@@ -124,8 +189,14 @@ def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Seque
         :class:`SweepResult`.
 
     Raises:
-        ConfigError: invalid definition (checked, for every run, before anything compiles), or
-            ``out`` holds a different sweep.
+        ConfigError: invalid definition (checked, for every run, before anything compiles),
+            ``out`` holds a different sweep, or cannot be created / written.
+        RunDirectoryBusy: another live process is writing ``out`` (its ``.lock``).
+        RunDirectoryFull: no room in ``out`` for the unfinished runs' checkpoints (checked
+            before compiling).
+        RunFault: the machine failed mid-run (disk full, I/O error); rerunning the same sweep
+            resumes from the last checkpoints.
+        Stopped: SIGTERM or a first Ctrl-C; the chunk was finished and checkpointed.
     """
 
     out = Path(out)
@@ -142,60 +213,26 @@ def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Seque
 
     definition_path = out / SWEEP_FILE
     if definition_path.exists():
-        previous = json.loads(definition_path.read_text())
+        try:
+            previous = json.loads(definition_path.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read the sweep's definition ({definition_path}): {error}; "
+                              "use another directory") from error
         if previous != json.loads(json.dumps(definition)):
             raise ConfigError(f"{out} holds a different sweep ({definition_path}); use another "
                               "directory or repeat the original definition to resume it")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(definition_path, definition)
-
-    groups = group_members(members)
-    group_ids = {id(m): index for index, group in enumerate(groups) for m in group}
-    write_runs_index(out, runs, grid, {m.spec.run_id: group_ids[id(m)] for m in members})
-
-    count = local if devices is None else devices
-    meshes: dict[int, object] = {}
-
-    def mesh_for(runs: int):
-        """The first ``min(count, runs)`` devices: a group smaller than the device count is not
-        padded up to it (no copies computed for nothing); ``None`` for one device."""
-        size = min(count, runs)
-        if size <= 1:
-            return None
-        if size not in meshes:
-            from synprune_jax import sharding
-
-            meshes[size] = sharding.make_mesh(size, "runs")
-        return meshes[size]
-
-    timing, skipped = [], []
-    for group_index, group in enumerate(groups):
-        num_generations = group[0].built.run_config.num_generations
-        by_start: dict[int, list[Member]] = {}
-        for member in group:
-            done = completed_generation(member.run_dir)
-            if done is not None and done >= num_generations:
-                skipped.append(member.spec.run_id)
-                continue
-            by_start.setdefault(done if done is not None else -1, []).append(member)
-        for start, subgroup in sorted(by_start.items()):
-            if log is not None:
-                log(f"group {group_index}: {len(subgroup)} runs from generation {max(start, 0)}")
-            group_timing, states = run_group(subgroup, mesh=mesh_for(len(subgroup)),
-                                             progress=progress, log=log)
-            group_timing["group"] = group_index
-            timing.append(group_timing)
-            if report:
-                host = jax.device_get(states)
-                for index, member in enumerate(subgroup):
-                    state = jax.tree_util.tree_map(lambda leaf: leaf[index], host)
-                    member.built.report(str(member.run_dir), state,
-                                        read_metrics(member.run_dir))
-    if timing:
-        write_json(out / "timing.json", {"groups": timing})
-    table = collect(out)
-    if plots:
-        plot_sweep(table, list(grid), out / "plots")
+    prepare_directory(out)
+    if log is not None:
+        log(f"synprune: sweep {experiment!r}, {len(seeds)} seeds x {len(runs) // len(seeds)} "
+            f"grid points into {out}")
+    with RunLock(out):  # one writer per sweep directory
+        timing, skipped = _run_sweep(out, definition, runs, members, grid, devices, local,
+                                     report=report, progress=progress, log=log)
+        if timing:
+            write_json(out / "timing.json", {"groups": timing})
+        table = collect(out)
+        if plots:
+            plot_sweep(table, list(grid), out / "plots")
     return SweepResult(out=out, runs=runs, table=table, timing=timing, skipped=skipped)
 
 
