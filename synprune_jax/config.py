@@ -96,16 +96,28 @@ def _coerce(key: str, text: str, default: Any) -> Any:
 def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
     """Returns a copy of ``config`` with ``key.path=value`` overrides applied.
 
+    ``task.name=NAME`` naming another task than the config's replaces the ``task`` section by
+    that task's defaults (:func:`synprune_jax.tasks.task_section`, keeping ``devices``), applied
+    before the other overrides: ``--set task.name=gymnax --set task.env_name=Pendulum-v1``.
+
     Raises:
         ConfigError: malformed override, unknown key (the message lists the valid keys), or a
             value of the wrong type.
     """
     config = copy.deepcopy(config)
+    overrides = list(overrides)
+    # task.name first: a new task name brings that task's own section (below), which the other
+    # task.* overrides then change
+    overrides.sort(key=lambda override: override.split("=", 1)[0].strip() != "task.name")
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not of the form key.path=value")
         path, text = override.split("=", 1)
         keys = path.strip().split(".")
+        if keys == ["task", "name"] and isinstance(config.get("task"), dict) \
+                and config["task"].get("name") != text.strip():
+            config["task"] = _task_section(text.strip(), config["task"])
+            continue
         node = config
         for depth, key in enumerate(keys):
             if not isinstance(node, dict) or key not in node:
@@ -121,6 +133,18 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
             else:
                 node = node[key]
     return config
+
+
+def _task_section(name: str, old: dict) -> dict:
+    from synprune_jax.tasks import task_section
+
+    try:
+        section = task_section(name)
+    except ValueError as error:
+        raise ConfigError(f"task.name: {error}") from None
+    if "devices" in old:
+        section["devices"] = old["devices"]
+    return section
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:

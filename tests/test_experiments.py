@@ -40,6 +40,13 @@ TINY = {
     "me-prune-feet": (_BRAX + _MAP_ELITES + ["archive.resolution=[3,3]"],
                       ("mutation.p_connect", [0.01, 0.02])),
     "me-arm": (["task.num_joints=4"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
+    "me-prune-reach": (["task.num_joints=2", "task.episode_length=10", "task.num_episodes=1",
+                        "task.hidden_sizes=[4]"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
+    "me-prune-gymnax": (["task.env_name=Pendulum-v1", "task.episode_length=10",
+                         "task.hidden_sizes=[4]"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
+    "me-prune-playground": (["task.env_name=CartpoleBalance", "task.episode_length=5",
+                             "task.hidden_sizes=[4]"] + _MAP_ELITES,
+                            ("mutation.sigma", [0.05, 0.1])),
     "me-es": (_ARM + _MAP_ELITES + ["es_emitter.population_size=4",
                                     "es_emitter.restart_every=1"],
               ("es_emitter.sigma_init", [0.05, 0.1])),
@@ -93,7 +100,9 @@ def _run(name, run_dir, extra=(), resume=False, base=None):
 # Brax experiments whose algorithm has a kinematic-arm twin in this table (the same algorithm
 # code on a cheap task) or whose task is covered elsewhere (tests/test_tasks.py, the CLI's tiny
 # Brax run): their compiles would double the default suite, so they run with `-m slow`.
-_SLOW = {"me-prune", "me-prune-feet", "es-prune", "ga-pruned-init", "es-info"}
+# The gymnax and Playground suites' rollouts are checked in tests/test_suites.py.
+_SLOW = {"me-prune", "me-prune-feet", "es-prune", "ga-pruned-init", "es-info", "me-prune-gymnax",
+         "me-prune-playground"}
 # Feet-contact descriptors are step functions of the physics: the last-bit differences of a
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs
 # agree with the runs alone only statistically; the sweep is still checked to be one group.
@@ -114,7 +123,8 @@ def _check_table(rows):
 DEFAULT_RUNS = {"me-arm": 20, "me-es": 20, "es-prune-arm": 30, "ga-arm": 20, "me-prune": 3,
                 "me-prune-feet": 3, "es-prune": 20, "ga-pruned-init": 3, "es-info": 50,
                 "ae-prune": 5, "ae-coevolution": 5, "mo-prune-transfer": 3,
-                "ga-prune-transfer": 30, "cluster-synthesis": 2}
+                "ga-prune-transfer": 30, "cluster-synthesis": 2, "me-prune-reach": 100,
+                "me-prune-gymnax": 100, "me-prune-playground": 20}
 
 
 def test_every_experiment_has_a_default_table_case():

@@ -523,6 +523,7 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow  # a fresh process twice (~15 s); the injected failures above run by default
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a user namespace here")
 def test_a_real_full_disk_stops_the_run_and_resume_finishes_it(tmp_path):
     # a small tmpfs (in a private mount namespace) that another process fills up mid-run: the run

@@ -163,7 +163,7 @@ def test_arm_validation():
 def test_make_task():
     task = make_task("arm", num_joints=3)
     assert isinstance(task, KinematicArm) and task.num_joints == 3
-    with pytest.raises(ValueError, match=r"\['arm', 'brax'\]"):
+    with pytest.raises(ValueError, match=r"\['arm', 'brax', 'gymnax', 'playground', 'reach'\]"):
         make_task("maze")
 
 

@@ -69,6 +69,42 @@ def default_config_arm() -> dict:
                    sigma=0.1)
 
 
+def _suite_config(experiment: str, name: str, qd_offset: float, num_generations: int,
+                  batch_size: int, sigma: float = 0.05, **task) -> dict:
+    """A MAP-Elites pruning config on task ``name`` (its defaults, ``task`` replacing some):
+    sparsity x disconnected fraction on a 20 x 20 grid."""
+    from synprune_jax.tasks import task_section
+
+    section = {**task_section(name), **task}
+    return _common(experiment, section, _grid([20, 20]), batch_size=batch_size,
+                   initial_batch_size=4 * batch_size, num_generations=num_generations,
+                   qd_offset=qd_offset, forward_prune=True, sigma=sigma)
+
+
+def default_config_reach() -> dict:
+    # fitness: progress in [-2, 1] (arm lengths), a 0.1 penalty per colliding step (<= 100
+    # steps), a success bonus of 1: never below -12
+    return _suite_config("me-prune-reach", "reach", qd_offset=-12.0, num_generations=2000,
+                         batch_size=256, num_joints=3, num_obstacles=1, episode_length=100,
+                         num_episodes=4)
+
+
+def default_config_gymnax() -> dict:
+    # MountainCarContinuous: -0.1 a^2 per step (|a| <= 1) and +100 at the flag: >= -0.1 * T.
+    # Its observations are small (velocity ~0.07): the weights must grow large before a policy
+    # pumps with the velocity, so sigma is 10x the Brax default; the env's own 999 steps.
+    return _suite_config("me-prune-gymnax", "gymnax", qd_offset=-100.0, num_generations=1500,
+                         batch_size=256, sigma=0.5, env_name="MountainCarContinuous-v0",
+                         episode_length=999)
+
+
+def default_config_playground() -> dict:
+    # dm_control rewards lie in [0, 1] per step
+    return _suite_config("me-prune-playground", "playground", qd_offset=0.0,
+                         num_generations=1500, batch_size=128, env_name="CartpoleSwingup",
+                         episode_length=200)
+
+
 def build_task(section: dict, population: int | None = None):
     """The task of a config's ``task`` section.
 
@@ -322,6 +358,15 @@ EXPERIMENTS = (
     Experiment("me-prune-feet", "MAP-Elites pruning on Brax halfcheetah with feet-contact "
                "descriptors (behavioural diversity); reports density bands as well",
                default_config_feet, build),
+    Experiment("me-prune-reach", "MAP-Elites pruning of a tanh MLP that moves a 3-link planar "
+               "arm to a target around an obstacle (Cartesian observations; reach task); the "
+               "table gives the best return per density band", default_config_reach, build),
+    Experiment("me-prune-gymnax", "MAP-Elites pruning on gymnax MountainCarContinuous-v0 "
+               "(any gymnax env with task.env_name; needs the [tasks] extra)",
+               default_config_gymnax, build),
+    Experiment("me-prune-playground", "MAP-Elites pruning on MuJoCo Playground CartpoleSwingup "
+               "(any dm_control-suite env with task.env_name; needs the [tasks] extra)",
+               default_config_playground, build),
     Experiment("me-arm", "MAP-Elites on the kinematic planar arm (direct masked joint "
                "angles; end-effector descriptors): the quick QD benchmark, seconds on CPU",
                default_config_arm, build),

@@ -1,22 +1,9 @@
 """Brax locomotion / control tasks for populations of masked MLP policies.
 
-Evaluation of a population (all pure, one compiled program):
-
-1. masks are applied **once** per individual (:func:`synprune_jax.masks.apply_masks`), so a
-   pruned weight cannot influence the policy, whatever value it keeps;
-2. ``jax.vmap`` over the population and over episodes (the physics on one flat batch of
-   ``P * E`` episodes, the policy on ``[P, E, obs]``); every individual sees the same episode
-   keys (common random numbers: an individual's result depends only on its own genome and the
-   key, not on the rest of the batch);
-3. ``lax.scan`` over a fixed ``episode_length`` with **no auto-reset**: ``alive`` is the product
-   of ``1 - done`` so far; a step's reward counts if the individual was alive before the step
-   (so the terminating step counts, as in Brax's own evaluator), selected with ``jnp.where`` so
-   NaN physics after termination cannot leak into fitness.
-
-``fitness`` is the mean over episodes of the summed counted rewards. ``extras`` always holds
-``"density"`` ``[P]`` and ``"episode_length"`` ``[P]`` (alive steps, mean over episodes); with
-``keep_trajectories=True`` also ``"observations"`` ``[P, E, T, obs]``, ``"actions"``
-``[P, E, T, act]`` and ``"alive"`` ``[P, E, T]`` (alive before each step).
+Rollouts and evaluation are :class:`~synprune_jax.tasks.rollout.EpisodeTask`'s (masks applied
+once, ``vmap`` over individuals and episodes, a fixed-length ``lax.scan`` with an alive mask);
+this module says how a Brax env resets, steps and what it measures: ``final_xy`` (link 0 at the
+last alive step) and feet contact.
 
 Feet contact is computed geometrically, because the ``spring``/``positional``/``generalized``
 pipeline states carry no contact data: a foot touches the ground when the lowest point of any of
@@ -41,10 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synprune_jax import masks as masks_lib
 from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
-from synprune_jax.types import EvalResult, Params, Population, PyTree
+from synprune_jax.tasks.rollout import EpisodeTask, check_choice, check_episodes, policy_spec
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
 
@@ -157,7 +143,7 @@ def feet_lowest_points(geometry: _FootGeometry, link_positions: jax.Array,
 
 
 @dataclasses.dataclass(frozen=True)
-class BraxTask:
+class BraxTask(EpisodeTask):
     """A Brax environment evaluated with masked MLP policies (see module docstring).
 
     Attributes:
@@ -189,19 +175,17 @@ class BraxTask:
     keep_trajectories: bool = False
     contact_threshold: float = 0.02
 
+    rank_promotion = "allow"  # Brax's internals broadcast implicitly
+
     def __post_init__(self):
         # Cheap checks only: nothing here creates an env, traces or compiles.
-        valid_envs = env_names()
-        if self.env_name not in valid_envs:
-            raise ValueError(f"unknown Brax env {self.env_name!r}; valid: {list(valid_envs)}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown Brax backend {self.backend!r}; valid: {list(BACKENDS)}")
+        owner = f"BraxTask(env_name={self.env_name!r})"
+        check_choice("Brax", "env", self.env_name, env_names())
+        check_choice("Brax", "backend", self.backend, BACKENDS)
         if self.mjx_fast_solver and self.backend != "mjx":
             raise ValueError("mjx_fast_solver only applies to backend 'mjx', "
                              f"got backend {self.backend!r}")
-        for field in ("episode_length", "num_episodes"):
-            if int(getattr(self, field)) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        check_episodes(owner, self.episode_length, self.num_episodes)
         if not float(self.xy_bound) > 0:
             raise ValueError(f"xy_bound must be > 0, got {self.xy_bound}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -240,142 +224,39 @@ class BraxTask:
             capabilities=frozenset(capabilities), spec=self.spec if with_spec else None,
             feet=self.feet, xy_bound=float(self.xy_bound))
 
-    @property
-    def descriptor_names(self) -> tuple[str, ...]:
-        return descriptors_lib.column_names(self.descriptors, self._context())
+    # ----- one episode (EpisodeTask) -----------------------------------------------------------
+    def _reset(self, key: jax.Array):
+        return self.env.reset(key)
 
-    def descriptor_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        return descriptors_lib.bounds(self.descriptors, self._context())
+    def _step(self, state, action: jax.Array, key):
+        return self.env.step(state, action)
 
-    @property
-    def env_steps_per_individual(self) -> int:
-        return int(self.episode_length) * int(self.num_episodes)
+    def _observation(self, state) -> jax.Array:
+        return state.obs
 
-    def maskable(self) -> PyTree:
-        return self.spec.maskable()
+    def _reward(self, state) -> jax.Array:
+        return state.reward
 
-    def init_params(self, key: jax.Array) -> Params:
-        return self.spec.init(key)
+    def _done(self, state) -> jax.Array:
+        return state.done != 0
 
-    # ----- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
-        """Evaluates a population (pure; jit it at the top). See :class:`~.base.Task`."""
-        with jax.numpy_rank_promotion("allow"):  # Brax's internals broadcast implicitly
-            return self._evaluate(key, population)
+    def _last(self, state) -> dict:
+        return {"final_xy": state.pipeline_state.x.pos[0, :2].astype(jnp.float32)}
 
-    def _evaluate(self, key: jax.Array, population: Population) -> EvalResult:
-        dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
-        episode_keys = jax.random.split(key, self.num_episodes)
-        out = self._rollouts(dense, episode_keys)  # leaves [P, E, ...]
+    def _summed(self, state) -> dict:
+        if "feet_contact" not in self.descriptors:
+            return {}
+        x = state.pipeline_state.x
+        geometry = _foot_geometry(self.env_name, self.backend, self.mjx_fast_solver)
+        touching = feet_lowest_points(geometry, x.pos, x.rot) < self.contact_threshold
+        return {"feet_contact_steps": touching.astype(jnp.float32)}
 
-        steps = out["steps"].astype(jnp.float32)
-        inputs = {"masks": population.masks,
-                  "final_xy": jnp.mean(out["final_xy"], axis=1)}
+    def _descriptor_inputs(self, out: dict, steps: jax.Array) -> dict:
+        inputs = {"final_xy": jnp.mean(out["final_xy"], axis=1)}
         if "feet_contact_steps" in out:
             fraction = out["feet_contact_steps"] / jnp.maximum(steps, 1.0)[..., None]
             inputs["feet_contact"] = jnp.mean(fraction, axis=1)
-        context = self._context()
-        descriptors = jax.vmap(lambda i: descriptors_lib.compute(self.descriptors, context, i))(
-            inputs)
-        density = jax.vmap(masks_lib.density, in_axes=(0, None))(population.masks,
-                                                                   self.maskable())
-        extras = {"density": density, "episode_length": jnp.mean(steps, axis=1)}
-        if self.keep_trajectories:
-            extras.update(observations=out["observations"], actions=out["actions"],
-                          alive=out["alive"])
-        return EvalResult(fitness=jnp.mean(out["return"], axis=1), descriptors=descriptors,
-                          extras=extras)
-
-    def rollout(self, dense_params: Params, key: jax.Array) -> dict:
-        """One episode of one individual with already-masked params (call under vmap).
-
-        Returns:
-            dict with ``"return"`` (summed counted rewards), ``"steps"`` (int32 alive steps),
-            ``"final_xy"`` ``[2]`` (link 0 at the last alive step), ``"feet_contact_steps"``
-            ``[F]`` (if ``feet_contact`` is requested) and, with ``keep_trajectories``,
-            ``"observations" [T, obs]``, ``"actions" [T, act]``, ``"alive" [T]``.
-        """
-        carry = self._first_carry(key)
-        step = lambda c, _: self._advance(c, self.spec.apply_dense(dense_params, c["state"].obs))
-        final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
-        return self._outputs(final, trace)
-
-    def _rollouts(self, dense_params: Params, keys: jax.Array) -> dict:
-        """:meth:`rollout` for ``P`` individuals x ``E`` episode keys: leaves ``[P, E, ...]``.
-
-        One ``lax.scan`` over time whose body is the physics step vmapped over a flat batch of
-        ``P * E`` episodes (individual-major) and the policy on ``[P, E, obs]``; it lowers
-        faster than a vmap of per-individual scans (``docs/benchmarks.md``, "flat episode
-        axis"). Outputs equal :meth:`rollout` under two vmaps: bit for bit with ``E = 2``, up to
-        float32 rounding with ``E = 1`` (XLA:CPU compiles a ``[P, 1, ...]`` batch differently).
-        """
-        population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
-        episodes = keys.shape[0]
-        # axis `axis` of P * E episodes (individual-major) <-> axes (axis, axis + 1) of [P, E]
-        to_flat = lambda leaf, axis=0: leaf.reshape(  # noqa: E731
-            *leaf.shape[:axis], population * episodes, *leaf.shape[axis + 2:])
-        to_grid = lambda leaf, axis=0: leaf.reshape(  # noqa: E731
-            *leaf.shape[:axis], population, episodes, *leaf.shape[axis + 1:])
-        first = jax.vmap(self._first_carry)(keys)                       # [E, ...]
-        carry = jax.tree_util.tree_map(                                 # [P * E, ...]
-            lambda leaf: to_flat(jnp.broadcast_to(leaf, (population, *leaf.shape))), first)
-        policy = jax.vmap(jax.vmap(self.spec.apply_dense, in_axes=(None, 0)), in_axes=(0, 0))
-
-        def step(carry, _):
-            actions = policy(dense_params, to_grid(carry["state"].obs))
-            return jax.vmap(self._advance)(carry, to_flat(actions))
-
-        final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
-        final = jax.tree_util.tree_map(to_grid, final)                  # [P, E, ...]
-        if trace is not None:  # [T, P * E, ...] -> [P, E, T, ...]
-            trace = jax.tree_util.tree_map(
-                lambda leaf: jnp.moveaxis(to_grid(leaf, axis=1), 0, 2), trace)
-        return self._outputs(final, trace)
-
-    def _first_carry(self, key: jax.Array) -> dict:
-        state = self.env.reset(key)
-        carry = {
-            "state": state,
-            "alive": jnp.asarray(True),
-            "return": jnp.zeros((), jnp.float32),
-            "steps": jnp.zeros((), jnp.int32),
-            "final_xy": state.pipeline_state.x.pos[0, :2].astype(jnp.float32),
-        }
-        if "feet_contact" in self.descriptors:
-            carry["feet_contact_steps"] = jnp.zeros((len(self.feet),), jnp.float32)
-        return carry
-
-    def _advance(self, carry: dict, action: jax.Array) -> tuple[dict, dict | None]:
-        """One environment step of one episode with ``action`` (module docstring: ``alive``)."""
-        state, alive = carry["state"], carry["alive"]
-        next_state = self.env.step(state, action)
-        x = next_state.pipeline_state.x
-        new = {
-            "state": next_state,
-            "alive": alive & (next_state.done == 0),
-            "return": carry["return"] + jnp.where(alive, next_state.reward, 0.0),
-            "steps": carry["steps"] + alive.astype(jnp.int32),
-            "final_xy": jnp.where(alive, x.pos[0, :2], carry["final_xy"]),
-        }
-        if "feet_contact_steps" in carry:
-            geometry = _foot_geometry(self.env_name, self.backend, self.mjx_fast_solver)
-            touching = feet_lowest_points(geometry, x.pos, x.rot) < self.contact_threshold
-            new["feet_contact_steps"] = carry["feet_contact_steps"] + jnp.where(
-                alive, touching.astype(jnp.float32), 0.0)
-        trace = {"observations": state.obs, "actions": action, "alive": alive} \
-            if self.keep_trajectories else None
-        return new, trace
-
-    def _outputs(self, final: dict, trace: dict | None) -> dict:
-        out = {name: value for name, value in final.items() if name not in ("state", "alive")}
-        out["return"] = out["return"].astype(jnp.float32)
-        if self.keep_trajectories:
-            out.update(trace)
-        return out
+        return inputs
 
 
-@functools.lru_cache(maxsize=None)
-def _policy_spec(observation_size: int, action_size: int,
-                 hidden_sizes: tuple[int, ...]) -> MLPSpec:
-    return MLPSpec(input_size=observation_size, output_size=action_size,
-                   hidden_sizes=hidden_sizes, activation="tanh", output_activation="tanh")
+_policy_spec = functools.lru_cache(maxsize=None)(policy_spec)

@@ -8,7 +8,8 @@ can be laid out before anything runs; values are clipped into those bounds.
 Registry (:data:`DESCRIPTORS`; each entry's ``doc`` says what its columns mean): the mask-based
 ``sparsity``, ``disconnected_fraction`` and ``layer_density`` (one column per kernel) need an
 :class:`MLPSpec`; ``final_xy`` (clipped to ``[-xy_bound, xy_bound]``) needs a Brax rollout,
-``feet_contact`` (one column per foot) a Brax env with feet, ``end_effector`` the kinematic arm.
+``feet_contact`` (one column per foot) a Brax env with feet, ``end_effector`` the kinematic arm,
+``final_end_effector`` and ``obstacle_distance`` the reach-and-avoid arm.
 
 Names are validated (:func:`validate`) when a task is constructed, before anything is traced or
 compiled; an unknown or unsupported name raises ``ValueError`` listing the names valid *for that
@@ -32,6 +33,7 @@ SPEC = "spec"
 ROLLOUT = "rollout"
 FEET = "feet"
 END_EFFECTOR = "end_effector"
+REACH = "reach"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +42,11 @@ class DescriptorContext:
 
     Attributes:
         capabilities: which inputs the task can provide: any of ``"spec"``, ``"rollout"``,
-            ``"feet"``, ``"end_effector"``.
+            ``"feet"``, ``"end_effector"``, ``"reach"``.
         spec: the task's network, if any (required by mask-based descriptors).
         feet: labels of the feet (one ``feet_contact`` column each).
-        xy_bound: half-width of the ``final_xy`` bounds.
+        xy_bound: half-width of the ``final_xy`` / ``final_end_effector`` bounds, and the upper
+            bound of ``obstacle_distance`` (the reach arm's length).
     """
 
     capabilities: frozenset = frozenset()
@@ -53,7 +56,8 @@ class DescriptorContext:
 
 
 # compute(context, inputs) -> [k] float32, for one individual. ``inputs`` keys:
-#   "masks" (the individual's masks), "final_xy" [2], "feet_contact" [F], "end_effector" [2].
+#   "masks" (the individual's masks), "final_xy" [2], "feet_contact" [F], "end_effector" [2],
+#   "final_end_effector" [2], "obstacle_distance" [] (the reach arm).
 ComputeFn = Callable[[DescriptorContext, Mapping[str, jax.Array]], jax.Array]
 
 
@@ -121,6 +125,14 @@ def _end_effector(context: DescriptorContext, inputs) -> jax.Array:
     return jnp.clip(inputs["end_effector"], 0.0, 1.0)
 
 
+def _final_end_effector(context: DescriptorContext, inputs) -> jax.Array:
+    return jnp.clip(inputs["final_end_effector"], -context.xy_bound, context.xy_bound)
+
+
+def _obstacle_distance(context: DescriptorContext, inputs) -> jax.Array:
+    return jnp.clip(jnp.reshape(inputs["obstacle_distance"], (1,)), 0.0, context.xy_bound)
+
+
 DESCRIPTORS: dict[str, Descriptor] = {
     d.name: d
     for d in (
@@ -142,6 +154,15 @@ DESCRIPTORS: dict[str, Descriptor] = {
         Descriptor("end_effector", END_EFFECTOR, lambda c: ("end_effector_x", "end_effector_y"),
                    lambda c: _unit_bounds(2), _end_effector,
                    "kinematic arm tip (x, y) mapped to [0, 1]"),
+        Descriptor("final_end_effector", REACH,
+                   lambda c: ("final_end_effector_x", "final_end_effector_y"), _final_xy_bounds,
+                   _final_end_effector, "reach arm tip (x, y) at the last alive step"),
+        Descriptor("obstacle_distance", REACH, lambda c: ("obstacle_distance",),
+                   lambda c: (np.zeros((1,), np.float32),
+                              np.full((1,), c.xy_bound, np.float32)),
+                   _obstacle_distance,
+                   "smallest clearance between the reach arm's links and an obstacle over the "
+                   "episode (0: touched)"),
     )
 }
 
