@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Cheap ones first, so a partial run still has them.
 BENCHMARKS = ("archive_insertion", "masked_vs_dense", "arm_million", "scaling",
-              "qdax_map_elites", "es_brax", "throughput")
+              "qdax_map_elites", "es_brax", "throughput", "task_suites")
 
 
 def command_for(name: str, suite: str, out_dir: str) -> list[str] | None:
@@ -46,6 +46,9 @@ def command_for(name: str, suite: str, out_dir: str) -> list[str] | None:
         return None
     if name == "es_brax":  # written by the evolution-strategies work: run as its own script
         return [sys.executable, os.path.join(here, "es_brax.py"),
+                *(["--quick"] if suite != "full" else [])]
+    if name == "task_suites":  # engine vs bare rollout per task suite: its own flags
+        return [sys.executable, "-m", "benchmarks.task_suites",
                 *(["--quick"] if suite != "full" else [])]
     return [sys.executable, "-m", f"benchmarks.{name}", "--suite", suite, "--out", out_dir]
 
@@ -67,7 +70,7 @@ def run_one(name: str, suite: str, out_dir: str, timeout: float | None) -> dict:
             process.communicate()
             return emit({"benchmark": name, "suite": suite, "status": "timeout",
                          "seconds": time.perf_counter() - start})
-    if name in ("throughput", "es_brax") and records:
+    if name in ("throughput", "es_brax", "task_suites") and records:
         # Those scripts print their own JSON but write no CSV: keep theirs next to ours.
         write_csv(os.path.join(out_dir, f"{name}_{suite}.csv"),
                   [{"benchmark": name, "suite": suite, **r} for r in records])

@@ -284,3 +284,15 @@ def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
             floors["floor_first_layer_sharded"][statistic])
     for name in ("nsga2_generation", "nsga2_generation_sharded"):
         assert record[name]["children_per_generation"] == 3 and record[name]["min_s"] > 0
+
+
+def test_task_suites_benchmark_toy():
+    from benchmarks import task_suites
+
+    record = task_suites.measure("reach", {"num_joints": 2, "episode_length": 5,
+                                           "num_episodes": 1, "hidden_sizes": (4,)},
+                                 batch=4, chunk=1, rounds=2)
+    for key in ("raw_env_steps_per_s", "evaluate_env_steps_per_s", "engine_env_steps_per_s"):
+        assert record[key] > 0 and math.isfinite(record[key]), key
+    assert record["overhead_ratio_min"] <= record["overhead_ratio"] <= record["overhead_ratio_max"]
+    assert record["episode_length"] == 5 and record["generations_timed"] == 2

@@ -175,7 +175,8 @@ def test_gymnax_continuous_actions_are_scaled_to_the_bounds_and_discrete_ones_ar
     assert int(cartpole._action(jnp.array([-0.3, 0.2]))) == 1
 
 
-@pytest.mark.parametrize("env_name", ["Pendulum-v1", "CartPole-v1"])
+@pytest.mark.parametrize("env_name", ["Pendulum-v1",
+                                      pytest.param("CartPole-v1", marks=pytest.mark.slow)])
 def test_gymnax_rollout_equals_the_step_loop(env_name):
     task = GymnaxTask(env_name, episode_length=40, num_episodes=2, hidden_sizes=(4,))
     population = _population(task, 2, seed=3)
@@ -194,6 +195,7 @@ def test_gymnax_rollout_equals_the_step_loop(env_name):
 
 # ----- MuJoCo Playground ------------------------------------------------------------------------
 
+@pytest.mark.slow  # MJX compiles for ~30 s in the suite's cheap mode
 def test_playground_rollout_equals_the_step_loop():
     task = PlaygroundTask("CartpoleBalance", episode_length=6, hidden_sizes=(4,),
                           descriptors=("sparsity", "final_xy"))
@@ -272,9 +274,10 @@ def test_task_name_override_brings_that_tasks_section():
 @pytest.mark.parametrize("name, overrides", [
     ("es-prune", ["task.name=reach", "task.num_joints=2", "task.episode_length=10",
                   "task.hidden_sizes=[4]", "es.population_size=4", "task.devices=1"]),
-    ("ga-pruned-init", ["task.name=gymnax", "task.env_name=Pendulum-v1",
-                        "task.episode_length=10", "task.hidden_sizes=[4]",
-                        "ga.population_size=4", "task.devices=1"]),
+    pytest.param("ga-pruned-init", ["task.name=gymnax", "task.env_name=Pendulum-v1",
+                                     "task.episode_length=10", "task.hidden_sizes=[4]",
+                                     "ga.population_size=4", "task.devices=1"],
+                 marks=pytest.mark.slow),
 ], ids=["es-reach", "ga-gymnax"])
 def test_the_rl_algorithms_run_on_the_new_suites(name, overrides, tmp_path):
     from synprune_jax import runner
@@ -293,3 +296,47 @@ def test_the_rl_algorithms_run_on_the_new_suites(name, overrides, tmp_path):
 def test_make_task_knows_every_suite():
     assert isinstance(make_task("reach", num_joints=2), ReachAvoidArm)
     assert isinstance(make_task("gymnax", env_name="Pendulum-v1"), GymnaxTask)
+
+
+# ----- the reach arm in MuJoCo (MJX) ---------------------------------------------------------
+
+def test_mjx_arm_model_has_the_kinematic_arms_geometry():
+    # MuJoCo's own forward kinematics of the model (C, no compile) against joint_positions
+    import mujoco
+
+    task = ReachAvoidArm(num_joints=3, link_lengths=(0.5, 0.3, 0.2), num_obstacles=1,
+                         backend="mjx")
+    model, _ = task._model()
+    data = mujoco.MjData(model)
+    angles = np.array([0.3, -1.1, 0.7])
+    data.qpos[:] = angles
+    mujoco.mj_forward(model, data)
+    points = np.concatenate([data.xpos[1:4, :2], data.site_xpos[:1, :2]])
+    np.testing.assert_allclose(points, joint_positions(jnp.asarray(angles),
+                                                       jnp.array([0.5, 0.3, 0.2])), atol=1e-6)
+    assert model.nmocap == 1 and model.nu == 3
+    # a link and a pillar overlapping: one contact with negative distance
+    data.mocap_pos[0] = [0.6, 0.0, 0.0]
+    data.qpos[:] = 0
+    mujoco.mj_forward(model, data)
+    assert data.ncon >= 1 and min(data.contact.dist[:data.ncon]) < 0
+
+
+@pytest.mark.slow  # MJX compiles for ~30 s in the suite's cheap mode
+def test_mjx_arm_collides_through_mujoco_contacts_and_evaluates():
+    task = ReachAvoidArm(num_joints=2, num_obstacles=1, backend="mjx", episode_length=4,
+                         num_episodes=1, hidden_sizes=(4,),
+                         descriptors=("sparsity", "obstacle_distance"))
+    state = task._reset(jax.random.key(0))
+    assert not bool(state["collided"]) and float(state["clearance"]) > 0
+    # a pillar on the second link: the next step is a collision (MuJoCo's contact)
+    data = state["data"].replace(mocap_pos=jnp.array([[0.75, 0.0, 0.0]]))
+    after = task._step({**state, "data": data, "obstacles": jnp.array([[0.75, 0.0, 0.115]])},
+                       jnp.zeros(2), None)
+    assert bool(after["collided"]) and float(after["clearance"]) < 0
+    assert float(after["reward"]) < 0  # the penalty
+    result = jax.jit(task.evaluate)(jax.random.key(1), _population(task, 2))
+    assert np.all(np.isfinite(np.asarray(result.fitness)))
+    low, high = task.descriptor_bounds()
+    descriptors = np.asarray(result.descriptors)
+    assert np.all((descriptors >= low) & (descriptors <= high))

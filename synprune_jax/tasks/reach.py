@@ -25,8 +25,18 @@ which ends the episode (success). Fitness is the summed reward; ``extras`` add `
 Descriptors: the mask-based ones, ``final_end_effector`` (tip at the last alive step, in
 ``[-L, L]^2``) and ``obstacle_distance`` (smallest clearance over the episode, in ``[0, L]``).
 
-Backends: ``"kinematic"`` (this module, pure JAX: thousands of episodes per second on a CPU).
-A MuJoCo arm from ``mujoco-menagerie`` with a pillar in the scene is planned (``docs/tasks.md``).
+Backends:
+
+* ``"kinematic"``: the joints move exactly as commanded; collisions are the geometric test
+  above (pure JAX: millions of steps per second on a CPU).
+* ``"mjx"``: the same arm as a MuJoCo model simulated by MJX (:func:`arm_mjcf`: capsule links,
+  hinge joints with position servos, the obstacles as vertical capsules on mocap bodies placed
+  per episode, no gravity in the plane): the action moves each servo's set point by
+  ``max_joint_step * output``, ``physics_steps`` physics steps of ``timestep`` follow, the links
+  are blocked by the pillars they touch, and a collision is a MuJoCo contact with negative
+  distance. The obstacles' radius is the middle of ``obstacle_radius`` (a model constant).
+  ``mujoco-menagerie``'s arms (Panda, iiwa) download their meshes on first use, so they cannot
+  be used offline; this model is self-contained.
 
 Example:
     >>> import jax
@@ -41,6 +51,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +61,7 @@ from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
 from synprune_jax.tasks.rollout import EpisodeTask, check_choice, check_episodes, policy_spec
 
-BACKENDS = ("kinematic",)
+BACKENDS = ("kinematic", "mjx")
 
 
 def joint_positions(angles: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -73,6 +84,45 @@ def clearance(points: jax.Array, obstacles: jax.Array) -> jax.Array:
     return jnp.min(jnp.linalg.norm(closest - centre, axis=-1) - radius)
 
 
+def arm_mjcf(link_lengths: tuple[float, ...], num_obstacles: int, obstacle_radius: float,
+             timestep: float = 0.01, link_radius: float = 0.02, kp: float = 20.0,
+             damping: float = 1.0) -> str:
+    """The MuJoCo model (MJCF text) of the planar arm: ``n`` capsule links on hinge joints about
+    ``z`` with position servos, a ``tip`` site, and ``num_obstacles`` vertical capsules of radius
+    ``obstacle_radius`` on mocap bodies (links collide with obstacles only)."""
+    bodies, closing = [], []
+    for index, length in enumerate(link_lengths):
+        position = "0 0 0" if index == 0 else f"{link_lengths[index - 1]} 0 0"
+        bodies.append(f'<body name="link{index}" pos="{position}">'
+                      f'<joint name="joint{index}" type="hinge" axis="0 0 1" damping="{damping}"/>'
+                      f'<geom type="capsule" fromto="0 0 0 {length} 0 0" size="{link_radius}" '
+                      'contype="1" conaffinity="0"/>')
+        closing.append("</body>")
+    tip = f'<site name="tip" pos="{link_lengths[-1]} 0 0"/>'
+    pillars = "".join(
+        f'<body name="obstacle{j}" mocap="true" pos="0 0 -5"><geom type="capsule" '
+        f'fromto="0 0 -0.5 0 0 0.5" size="{obstacle_radius}" contype="0" conaffinity="1"/>'
+        "</body>" for j in range(num_obstacles))
+    actuators = "".join(f'<position joint="joint{index}" kp="{kp}"/>'
+                        for index in range(len(link_lengths)))
+    return (f'<mujoco model="reach_arm"><option timestep="{timestep}" gravity="0 0 0" '
+            f'integrator="implicitfast"/><worldbody>{"".join(bodies)}{tip}{"".join(closing)}'
+            f"{pillars}</worldbody><actuator>{actuators}</actuator></mujoco>")
+
+
+@functools.lru_cache(maxsize=None)
+def _mjx_model(link_lengths: tuple[float, ...], num_obstacles: int, obstacle_radius: float,
+               timestep: float):
+    """``(MjModel, mjx.Model)`` of :func:`arm_mjcf` (built once per argument tuple)."""
+    import mujoco
+    from mujoco import mjx
+
+    model = mujoco.MjModel.from_xml_string(arm_mjcf(link_lengths, num_obstacles,
+                                                    obstacle_radius, timestep))
+    with jax.ensure_compile_time_eval():
+        return model, mjx.put_model(model, impl="jax")
+
+
 @dataclasses.dataclass(frozen=True)
 class ReachAvoidArm(EpisodeTask):
     """Reach a target, avoid obstacles (module docstring).
@@ -86,7 +136,9 @@ class ReachAvoidArm(EpisodeTask):
         tolerance: success distance, as a fraction of ``L``.
         collision_penalty: subtracted per colliding step.
         success_bonus: added on the step that reaches the target.
-        backend: ``"kinematic"``.
+        backend: ``"kinematic"`` or ``"mjx"`` (module docstring).
+        physics_steps: ``mjx`` only: physics steps of ``timestep`` seconds per env step.
+        timestep: ``mjx`` only: the physics time step.
         episode_length: steps per episode (``T``); num_episodes: episodes (targets) per
             individual (``E``), averaged.
         hidden_sizes: hidden widths of the tanh policy.
@@ -104,6 +156,8 @@ class ReachAvoidArm(EpisodeTask):
     collision_penalty: float = 0.1
     success_bonus: float = 1.0
     backend: str = "kinematic"
+    physics_steps: int = 5
+    timestep: float = 0.01
     episode_length: int = 100
     num_episodes: int = 4
     hidden_sizes: tuple[int, ...] = (16, 16)
@@ -130,9 +184,11 @@ class ReachAvoidArm(EpisodeTask):
             raise ValueError(f"{owner}: obstacle_radius must be 0 < low <= high < 0.5, got "
                              f"{self.obstacle_radius}")
         object.__setattr__(self, "obstacle_radius", (low, high))
-        for field in ("max_joint_step", "tolerance"):
+        for field in ("max_joint_step", "tolerance", "timestep"):
             if not float(getattr(self, field)) > 0:
                 raise ValueError(f"{owner}: {field} must be > 0")
+        if isinstance(self.physics_steps, bool) or int(self.physics_steps) < 1:
+            raise ValueError(f"{owner}: physics_steps must be an integer >= 1")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         names = descriptors_lib.validate(self.descriptors, self._context(with_spec=False), owner)
         object.__setattr__(self, "descriptors", names)
@@ -174,35 +230,99 @@ class ReachAvoidArm(EpisodeTask):
                               axis=-1)
         return target.astype(jnp.float32), obstacles.astype(jnp.float32)
 
-    def _state(self, angles, target, obstacles, reward, done, collided):
-        points = joint_positions(angles, jnp.asarray(self.link_lengths, jnp.float32))
+    def _measure(self, points, target, obstacles) -> dict:
+        """Tip, distance to the target and clearance of the arm whose joints and tip are
+        ``points [n + 1, 2]``."""
         gap = clearance(points, obstacles) if int(self.num_obstacles) else jnp.asarray(
             self.length, jnp.float32)
-        return {"angles": angles, "target": target, "obstacles": obstacles,
-                "tip": points[-1], "distance": jnp.linalg.norm(points[-1] - target),
-                "clearance": gap, "reward": reward, "done": done, "collided": collided}
+        return {"tip": points[-1], "distance": jnp.linalg.norm(points[-1] - target),
+                "clearance": gap}
+
+    def _reward_and_end(self, before, after) -> tuple[jax.Array, jax.Array]:
+        success = after["distance"] < self.tolerance * self.length
+        reward = ((before["distance"] - after["distance"]) / self.length
+                  - self.collision_penalty * after["collided"].astype(jnp.float32)
+                  + self.success_bonus * success.astype(jnp.float32))
+        return reward.astype(jnp.float32), success
+
+    def _scene(self, key: jax.Array):
+        target, obstacles = self.scene(key)
+        if self.backend == "mjx":  # the model's radius (a constant of the MuJoCo model)
+            obstacles = obstacles.at[:, 2].set(self.length * sum(self.obstacle_radius) / 2)
+        return target, obstacles
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
     def _reset(self, key: jax.Array):
-        target, obstacles = self.scene(key)
+        target, obstacles = self._scene(key)
         angles = jnp.zeros((int(self.num_joints),), jnp.float32)
-        return self._state(angles, target, obstacles, jnp.zeros((), jnp.float32),
-                           jnp.asarray(False), jnp.asarray(False))
+        state = {"angles": angles, "target": target, "obstacles": obstacles,
+                 "reward": jnp.zeros((), jnp.float32), "done": jnp.asarray(False),
+                 "collided": jnp.asarray(False)}
+        if self.backend == "mjx":
+            return {**state, **self._mjx_reset(obstacles, target)}
+        points = joint_positions(angles, jnp.asarray(self.link_lengths, jnp.float32))
+        return {**state, **self._measure(points, target, obstacles)}
 
     def _step(self, state, action: jax.Array, key):
-        angles = state["angles"] + self.max_joint_step * jnp.clip(action, -1.0, 1.0)
-        new = self._state(angles, state["target"], state["obstacles"], jnp.zeros(()),
-                          jnp.asarray(False), jnp.asarray(False))
-        collided = new["clearance"] < 0.0
-        success = new["distance"] < self.tolerance * self.length
-        reward = ((state["distance"] - new["distance"]) / self.length
-                  - self.collision_penalty * collided.astype(jnp.float32)
-                  + self.success_bonus * success.astype(jnp.float32))
-        return {**new, "reward": reward.astype(jnp.float32), "done": success,
-                "collided": collided}
+        move = self.max_joint_step * jnp.clip(action, -1.0, 1.0)
+        if self.backend == "mjx":
+            after = self._mjx_step(state, move)
+        else:
+            angles = state["angles"] + move
+            points = joint_positions(angles, jnp.asarray(self.link_lengths, jnp.float32))
+            after = {**state, "angles": angles,
+                     **self._measure(points, state["target"], state["obstacles"])}
+            after["collided"] = after["clearance"] < 0.0
+        reward, success = self._reward_and_end(state, after)
+        return {**after, "reward": reward, "done": success}
+
+    # ----- the MuJoCo backend ------------------------------------------------------------------
+    def _model(self):
+        radius = self.length * sum(self.obstacle_radius) / 2
+        return _mjx_model(self.link_lengths, int(self.num_obstacles), radius,
+                          float(self.timestep))
+
+    def _mjx_points(self, data) -> jax.Array:
+        """Joint positions (the link bodies' origins) and the tip, from MuJoCo: ``[n + 1, 2]``."""
+        n = int(self.num_joints)
+        return jnp.concatenate([data.xpos[1:n + 1, :2], data.site_xpos[:1, :2]]).astype(
+            jnp.float32)
+
+    def _mjx_reset(self, obstacles, target) -> dict:
+        from mujoco import mjx
+
+        _, model = self._model()
+        data = mjx.make_data(model, impl="jax")
+        if int(self.num_obstacles):
+            data = data.replace(mocap_pos=jnp.concatenate(
+                [obstacles[:, :2], jnp.zeros((int(self.num_obstacles), 1))], axis=1))
+        with jax.numpy_rank_promotion("allow"):  # MJX broadcasts implicitly
+            data = mjx.forward(model, data)
+        return {"data": data, **self._measure(self._mjx_points(data), target, obstacles)}
+
+    def _mjx_step(self, state, move) -> dict:
+        from mujoco import mjx
+
+        _, model = self._model()
+        goal = state["angles"] + move  # the servos' set points
+        data = state["data"].replace(ctrl=goal)
+
+        def physics(carry, _):
+            data, touched = carry
+            data = mjx.step(model, data)
+            if int(self.num_obstacles):
+                touched = touched | jnp.any(data._impl.contact.dist < 0)
+            return (data, touched), None
+
+        with jax.numpy_rank_promotion("allow"):  # MJX broadcasts implicitly
+            (data, touched), _ = jax.lax.scan(physics, (data, jnp.asarray(False)), None,
+                                              length=int(self.physics_steps))
+        return {**state, "angles": goal, "data": data, "collided": touched,
+                **self._measure(self._mjx_points(data), state["target"], state["obstacles"])}
 
     def _observation(self, state) -> jax.Array:
-        angles = state["angles"]
+        angles = state["data"].qpos.astype(jnp.float32) if self.backend == "mjx" \
+            else state["angles"]
         return jnp.concatenate([jnp.cos(angles), jnp.sin(angles), state["tip"], state["target"],
                                 state["obstacles"].reshape(-1)])
 
@@ -232,4 +352,4 @@ class ReachAvoidArm(EpisodeTask):
                 "final_distance": jnp.mean(out["final_distance"], axis=1)}
 
 
-__all__ = ["BACKENDS", "ReachAvoidArm", "clearance", "joint_positions"]
+__all__ = ["BACKENDS", "ReachAvoidArm", "arm_mjcf", "clearance", "joint_positions"]
