@@ -100,9 +100,10 @@ def _run(name, run_dir, extra=(), resume=False, base=None):
 # Brax experiments whose algorithm has a kinematic-arm twin in this table (the same algorithm
 # code on a cheap task) or whose task is covered elsewhere (tests/test_tasks.py, the CLI's tiny
 # Brax run): their compiles would double the default suite, so they run with `-m slow`.
-# The gymnax and Playground suites' rollouts are checked in tests/test_suites.py.
+# The task suites' rollouts are checked in tests/test_suites.py (their MAP-Elites is me-arm's);
+# cluster synthesis (a LeNet compiled three times here, ~25 s) in tests/test_synthesis.py.
 _SLOW = {"me-prune", "me-prune-feet", "es-prune", "ga-pruned-init", "es-info", "me-prune-gymnax",
-         "me-prune-playground"}
+         "me-prune-playground", "me-prune-reach", "cluster-synthesis"}
 # Feet-contact descriptors are step functions of the physics: the last-bit differences of a
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs
 # agree with the runs alone only statistically; the sweep is still checked to be one group.

@@ -174,6 +174,7 @@ def test_initial_population_is_beta_pruned(ga_run):
     assert float(jnp.std(density)) > 0.15  # spread over sparsities (uniform: std 0.29)
 
 
+@pytest.mark.slow  # two CLI runs (~11 s); the archive start is tested just above
 def test_cli_ga_from_map_elites_archive(tmp_path):
     from synprune_jax.experiments import get_experiment
     from synprune_jax.experiments.es import load_archive_elites

@@ -17,7 +17,7 @@ from synprune_jax import config as config_lib
 from synprune_jax import masks as masks_lib
 from synprune_jax.experiments import get_experiment
 from synprune_jax.tasks import (EpisodeTask, GymnaxTask, PlaygroundTask, ReachAvoidArm, clearance,
-                                joint_positions, make_task, task_section)
+                                joint_positions, joint_positions_3d, make_task, task_section)
 from synprune_jax.types import Population
 from synprune_jax.variation import random_population
 
@@ -68,6 +68,31 @@ def test_clearance_is_the_segment_circle_distance():
     assert float(clearance(link, across)) == pytest.approx(-0.05, abs=1e-6)
     both = jnp.concatenate([above, beyond])          # the nearer obstacle counts
     assert float(clearance(link, both)) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_the_3d_arm_turns_its_plane_and_clears_spheres():
+    lengths = jnp.array([0.5, 0.5])
+    # yaw a quarter turn, the first link straight up: the whole arm stands on the z axis
+    points = joint_positions_3d(jnp.array([math.pi / 2, math.pi / 2, 0.0]), lengths)
+    np.testing.assert_allclose(points, [[0, 0, 0], [0, 0, 0.5], [0, 0, 1.0]], atol=1e-7)
+    # yaw a quarter turn, flat: along +y
+    points = joint_positions_3d(jnp.array([math.pi / 2, 0.0, 0.0]), lengths)
+    np.testing.assert_allclose(points, [[0, 0, 0], [0, 0.5, 0], [0, 1.0, 0]], atol=1e-7)
+    sphere = jnp.array([[0.0, 0.5, 0.3, 0.1]])      # above the first joint: 0.3 - 0.1
+    assert float(clearance(points, sphere)) == pytest.approx(0.2, abs=1e-6)
+    task = ReachAvoidArm(num_joints=2, dims=3, num_obstacles=2, episode_length=6,
+                         hidden_sizes=(4,), num_episodes=1,
+                         descriptors=("final_end_effector", "obstacle_distance"))
+    assert task.num_controls == 3 and task.spec.input_size == 2 * 3 + 6 + 2 * 4
+    assert task.descriptor_names == ("final_end_effector_x", "final_end_effector_y",
+                                     "final_end_effector_z", "obstacle_distance")
+    target, obstacles = task.scene(jax.random.key(3))
+    assert target.shape == (3,) and obstacles.shape == (2, 4)
+    result = jax.jit(task.evaluate)(jax.random.key(0), _population(task, 2))
+    assert result.descriptors.shape == (2, 4)
+    assert np.all(np.isfinite(np.asarray(result.fitness)))
+    with pytest.raises(ValueError, match="planar"):
+        ReachAvoidArm(dims=3, backend="mjx")
 
 
 def test_reach_scene_puts_the_obstacle_between_the_arm_and_the_target():
@@ -152,8 +177,8 @@ def _cut_inputs(population: Population) -> Population:
 @pytest.mark.parametrize("make", [
     lambda: ReachAvoidArm(num_joints=2, episode_length=8, hidden_sizes=(4,), num_episodes=1,
                           keep_trajectories=True),
-    lambda: GymnaxTask("Pendulum-v1", episode_length=8, hidden_sizes=(4,),
-                       keep_trajectories=True),
+    pytest.param(lambda: GymnaxTask("Pendulum-v1", episode_length=8, hidden_sizes=(4,),
+                                    keep_trajectories=True), marks=pytest.mark.slow),
 ], ids=["reach", "gymnax"])
 def test_masks_that_cut_every_input_give_constant_actions(make):
     task = make()

@@ -17,7 +17,8 @@ from synprune_jax.tasks.brax_task import BACKENDS, FEET, BraxTask, env_names, ma
 from synprune_jax.tasks.descriptors import DESCRIPTORS, DescriptorContext
 from synprune_jax.tasks.gymnax_task import GymnaxTask
 from synprune_jax.tasks.playground_task import PlaygroundTask
-from synprune_jax.tasks.reach import ReachAvoidArm, clearance, joint_positions
+from synprune_jax.tasks.reach import (ReachAvoidArm, clearance, joint_positions,
+                                      joint_positions_3d)
 from synprune_jax.tasks.rollout import EpisodeTask
 
 TASKS: dict[str, type] = {"brax": BraxTask, "arm": KinematicArm, "playground": PlaygroundTask,
@@ -60,6 +61,7 @@ def task_section(name: str) -> dict:
 __all__ = [
     "BACKENDS", "BraxTask", "DESCRIPTORS", "DescriptorContext", "EpisodeTask", "FEET",
     "GymnaxTask", "KinematicArm", "PlaygroundTask", "ReachAvoidArm", "TASKS", "Task",
-    "clearance", "descriptors", "env_names", "forward_kinematics", "joint_positions", "make_env",
+    "clearance", "descriptors", "env_names", "forward_kinematics", "joint_positions",
+    "joint_positions_3d", "make_env",
     "make_task", "task_section",
 ]

@@ -47,17 +47,19 @@ class DescriptorContext:
         feet: labels of the feet (one ``feet_contact`` column each).
         xy_bound: half-width of the ``final_xy`` / ``final_end_effector`` bounds, and the upper
             bound of ``obstacle_distance`` (the reach arm's length).
+        dims: coordinates of ``final_end_effector`` (the reach arm: 2 or 3).
     """
 
     capabilities: frozenset = frozenset()
     spec: MLPSpec | None = None
     feet: tuple[str, ...] = ()
     xy_bound: float = 5.0
+    dims: int = 2
 
 
 # compute(context, inputs) -> [k] float32, for one individual. ``inputs`` keys:
 #   "masks" (the individual's masks), "final_xy" [2], "feet_contact" [F], "end_effector" [2],
-#   "final_end_effector" [2], "obstacle_distance" [] (the reach arm).
+#   "final_end_effector" [2 or 3], "obstacle_distance" [] (the reach arm).
 ComputeFn = Callable[[DescriptorContext, Mapping[str, jax.Array]], jax.Array]
 
 
@@ -155,8 +157,10 @@ DESCRIPTORS: dict[str, Descriptor] = {
                    lambda c: _unit_bounds(2), _end_effector,
                    "kinematic arm tip (x, y) mapped to [0, 1]"),
         Descriptor("final_end_effector", REACH,
-                   lambda c: ("final_end_effector_x", "final_end_effector_y"), _final_xy_bounds,
-                   _final_end_effector, "reach arm tip (x, y) at the last alive step"),
+                   lambda c: tuple(f"final_end_effector_{axis}" for axis in "xyz"[:c.dims]),
+                   lambda c: (np.full((c.dims,), -c.xy_bound, np.float32),
+                              np.full((c.dims,), c.xy_bound, np.float32)),
+                   _final_end_effector, "reach arm tip (x, y[, z]) at the last alive step"),
         Descriptor("obstacle_distance", REACH, lambda c: ("obstacle_distance",),
                    lambda c: (np.zeros((1,), np.float32),
                               np.full((1,), c.xy_bound, np.float32)),

@@ -25,6 +25,10 @@ which ends the episode (success). Fitness is the summed reward; ``extras`` add `
 Descriptors: the mask-based ones, ``final_end_effector`` (tip at the last alive step, in
 ``[-L, L]^2``) and ``obstacle_distance`` (smallest clearance over the episode, in ``[0, L]``).
 
+In 3-D (``dims=3``) the base also turns the chain's vertical plane about ``z`` (one more
+control, :func:`joint_positions_3d`), the target gets an elevation, the obstacles are spheres
+on the way (``[x, y, z, radius]``) and positions have three coordinates.
+
 Backends:
 
 * ``"kinematic"``: the joints move exactly as commanded; collisions are the geometric test
@@ -72,12 +76,22 @@ def joint_positions(angles: jax.Array, lengths: jax.Array) -> jax.Array:
     return jnp.concatenate([jnp.zeros((1, 2), steps.dtype), jnp.cumsum(steps, axis=0)])
 
 
+def joint_positions_3d(angles: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Positions ``[n + 1, 3]`` of the 3-D arm: ``angles[0]`` turns the arm's vertical plane
+    about ``z`` (the base's yaw); ``angles[1:]`` (``[n]``) are the joints of the planar chain in
+    that plane (:func:`joint_positions`, its ``y`` becoming the height ``z``)."""
+    planar = joint_positions(angles[1:], lengths)                          # [n + 1, 2]: (r, z)
+    yaw = angles[0]
+    return jnp.stack([planar[:, 0] * jnp.cos(yaw), planar[:, 0] * jnp.sin(yaw), planar[:, 1]],
+                     axis=-1)
+
+
 def clearance(points: jax.Array, obstacles: jax.Array) -> jax.Array:
-    """Smallest distance between the links (segments between consecutive ``points [n + 1, 2]``)
-    and the obstacles' edges (``obstacles [k, 3]``: x, y, radius); negative when a link enters
-    an obstacle."""
-    start, end = points[:-1, None, :], points[1:, None, :]                # [n, 1, 2]
-    centre, radius = obstacles[None, :, :2], obstacles[None, :, 2]        # [1, k, 2], [1, k]
+    """Smallest distance between the links (segments between consecutive ``points [n + 1, d]``)
+    and the obstacles' surfaces (``obstacles [k, d + 1]``: centre, radius: circles in the plane,
+    spheres in 3-D); negative when a link enters an obstacle."""
+    start, end = points[:-1, None, :], points[1:, None, :]                # [n, 1, d]
+    centre, radius = obstacles[None, :, :-1], obstacles[None, :, -1]      # [1, k, d], [1, k]
     segment = end - start
     t = jnp.sum((centre - start) * segment, -1) / jnp.maximum(jnp.sum(segment ** 2, -1), 1e-12)
     closest = start + jnp.clip(t, 0.0, 1.0)[..., None] * segment
@@ -128,7 +142,10 @@ class ReachAvoidArm(EpisodeTask):
     """Reach a target, avoid obstacles (module docstring).
 
     Attributes:
-        num_joints: joints / links ``n``.
+        num_joints: joints / links ``n`` of the chain.
+        dims: 2 (planar) or 3: the chain moves in a vertical plane that the base turns about
+            ``z`` (one more control, :func:`joint_positions_3d`), obstacles are spheres, the
+            target has an elevation (``kinematic`` backend only).
         link_lengths: ``n`` lengths, or ``None`` for ``n`` links of ``1 / n``.
         num_obstacles: obstacles ``k`` per episode.
         obstacle_radius: ``(low, high)`` radius range, as fractions of the arm's length ``L``.
@@ -148,6 +165,7 @@ class ReachAvoidArm(EpisodeTask):
     """
 
     num_joints: int = 3
+    dims: int = 2
     link_lengths: tuple[float, ...] | None = None
     num_obstacles: int = 1
     obstacle_radius: tuple[float, float] = (0.08, 0.15)
@@ -167,6 +185,9 @@ class ReachAvoidArm(EpisodeTask):
     def __post_init__(self):
         owner = f"ReachAvoidArm(num_joints={self.num_joints})"
         check_choice("reach", "backend", self.backend, BACKENDS)
+        check_choice("reach", "dims", self.dims, (2, 3))
+        if self.backend == "mjx" and self.dims != 2:
+            raise ValueError(f"{owner}: the mjx arm is planar (dims=2)")
         check_episodes(owner, self.episode_length, self.num_episodes)
         if isinstance(self.num_joints, bool) or int(self.num_joints) < 1:
             raise ValueError(f"{owner}: num_joints must be >= 1")
@@ -200,35 +221,57 @@ class ReachAvoidArm(EpisodeTask):
 
     @property
     def observation_size(self) -> int:
-        return 2 * int(self.num_joints) + 4 + 3 * int(self.num_obstacles)
+        dims = int(self.dims)
+        return 2 * self.num_controls + 2 * dims + (dims + 1) * int(self.num_obstacles)
 
     @property
     def spec(self) -> MLPSpec:
-        return policy_spec(self.observation_size, int(self.num_joints), self.hidden_sizes)
+        return policy_spec(self.observation_size, self.num_controls, self.hidden_sizes)
 
     def _context(self, with_spec: bool = True) -> descriptors_lib.DescriptorContext:
         return descriptors_lib.DescriptorContext(
             capabilities=frozenset({descriptors_lib.SPEC, descriptors_lib.REACH}),
-            spec=self.spec if with_spec else None, xy_bound=self.length)
+            spec=self.spec if with_spec else None, xy_bound=self.length, dims=int(self.dims))
 
     # ----- the scene -------------------------------------------------------------------------
     def scene(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(target [2], obstacles [k, 3])`` of one episode (module docstring)."""
+        """``(target [d], obstacles [k, d + 1])`` of one episode (module docstring; in 3-D the
+        target's elevation is ``U(-0.4, 0.6)`` rad and each obstacle sits at a fraction
+        ``U(0.35, 0.65)`` of it)."""
         length = self.length
         side, angle, radius, key = jax.random.split(key, 4)
         theta = jnp.where(jax.random.bernoulli(side), 1.0, -1.0) * jax.random.uniform(
             angle, minval=0.5 * np.pi, maxval=0.9 * np.pi)
         distance = length * jax.random.uniform(radius, minval=0.5, maxval=0.9)
-        target = distance * jnp.stack([jnp.cos(theta), jnp.sin(theta)])
         k = int(self.num_obstacles)
-        fraction, where, size = jax.random.split(key, 3)
+        fraction, where, size, height, lift = jax.random.split(key, 5)
         phi = theta * jax.random.uniform(fraction, (k,), minval=0.35, maxval=0.65)
         rho = length * jax.random.uniform(where, (k,), minval=0.35, maxval=0.8)
         low, high = self.obstacle_radius
-        obstacles = jnp.stack([rho * jnp.cos(phi), rho * jnp.sin(phi),
-                               length * jax.random.uniform(size, (k,), minval=low, maxval=high)],
-                              axis=-1)
+        sizes = length * jax.random.uniform(size, (k,), minval=low, maxval=high)
+        if int(self.dims) == 2:
+            target = distance * jnp.stack([jnp.cos(theta), jnp.sin(theta)])
+            obstacles = jnp.stack([rho * jnp.cos(phi), rho * jnp.sin(phi), sizes], axis=-1)
+        else:
+            elevation = jax.random.uniform(height, minval=-0.4, maxval=0.6)
+            target = distance * jnp.stack([jnp.cos(elevation) * jnp.cos(theta),
+                                           jnp.cos(elevation) * jnp.sin(theta),
+                                           jnp.sin(elevation)])
+            tilt = elevation * jax.random.uniform(lift, (k,), minval=0.35, maxval=0.65)
+            obstacles = jnp.stack([rho * jnp.cos(tilt) * jnp.cos(phi),
+                                   rho * jnp.cos(tilt) * jnp.sin(phi), rho * jnp.sin(tilt),
+                                   sizes], axis=-1)
         return target.astype(jnp.float32), obstacles.astype(jnp.float32)
+
+    @property
+    def num_controls(self) -> int:
+        """Joints the policy moves: ``num_joints``, plus the base's yaw in 3-D."""
+        return int(self.num_joints) + (int(self.dims) == 3)
+
+    def _points(self, angles) -> jax.Array:
+        lengths = jnp.asarray(self.link_lengths, jnp.float32)
+        return (joint_positions(angles, lengths) if int(self.dims) == 2
+                else joint_positions_3d(angles, lengths))
 
     def _measure(self, points, target, obstacles) -> dict:
         """Tip, distance to the target and clearance of the arm whose joints and tip are
@@ -248,20 +291,19 @@ class ReachAvoidArm(EpisodeTask):
     def _scene(self, key: jax.Array):
         target, obstacles = self.scene(key)
         if self.backend == "mjx":  # the model's radius (a constant of the MuJoCo model)
-            obstacles = obstacles.at[:, 2].set(self.length * sum(self.obstacle_radius) / 2)
+            obstacles = obstacles.at[:, -1].set(self.length * sum(self.obstacle_radius) / 2)
         return target, obstacles
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
     def _reset(self, key: jax.Array):
         target, obstacles = self._scene(key)
-        angles = jnp.zeros((int(self.num_joints),), jnp.float32)
+        angles = jnp.zeros((self.num_controls,), jnp.float32)
         state = {"angles": angles, "target": target, "obstacles": obstacles,
                  "reward": jnp.zeros((), jnp.float32), "done": jnp.asarray(False),
                  "collided": jnp.asarray(False)}
         if self.backend == "mjx":
             return {**state, **self._mjx_reset(obstacles, target)}
-        points = joint_positions(angles, jnp.asarray(self.link_lengths, jnp.float32))
-        return {**state, **self._measure(points, target, obstacles)}
+        return {**state, **self._measure(self._points(angles), target, obstacles)}
 
     def _step(self, state, action: jax.Array, key):
         move = self.max_joint_step * jnp.clip(action, -1.0, 1.0)
@@ -269,9 +311,8 @@ class ReachAvoidArm(EpisodeTask):
             after = self._mjx_step(state, move)
         else:
             angles = state["angles"] + move
-            points = joint_positions(angles, jnp.asarray(self.link_lengths, jnp.float32))
             after = {**state, "angles": angles,
-                     **self._measure(points, state["target"], state["obstacles"])}
+                     **self._measure(self._points(angles), state["target"], state["obstacles"])}
             after["collided"] = after["clearance"] < 0.0
         reward, success = self._reward_and_end(state, after)
         return {**after, "reward": reward, "done": success}
@@ -352,4 +393,5 @@ class ReachAvoidArm(EpisodeTask):
                 "final_distance": jnp.mean(out["final_distance"], axis=1)}
 
 
-__all__ = ["BACKENDS", "ReachAvoidArm", "arm_mjcf", "clearance", "joint_positions"]
+__all__ = ["BACKENDS", "ReachAvoidArm", "arm_mjcf", "clearance", "joint_positions",
+           "joint_positions_3d"]
