@@ -40,7 +40,7 @@ def command_for(name: str, suite: str, out_dir: str) -> list[str] | None:
     if name == "throughput":  # the engine-overhead script: its own flags, no CSV of its own
         if not os.path.exists(os.path.join(here, "throughput.py")):
             return None
-        return [sys.executable, os.path.join(here, "throughput.py"),
+        return [sys.executable, "-m", "benchmarks.throughput",
                 *(["--quick"] if suite != "full" else [])]
     if not os.path.exists(os.path.join(here, f"{name}.py")):
         return None

@@ -105,7 +105,9 @@ def build_evaluate(task, batch: int):
 
 
 def build_engine(task, batch: int, chunk: int):
-    """MAP-Elites generations on ``task`` in scanned chunks. Returns ``(call, compile_s)``."""
+    """Full MAP-Elites generations on ``task`` (a 32 x 32 grid over its descriptor bounds),
+    scanned in chunks of ``chunk`` generations as the runner does. Returns ``(call,
+    compile_s)``; ``call()`` runs one chunk, blocks, and returns its metrics."""
     from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
     from synprune_jax.archives import GridSpec
 
@@ -130,9 +132,10 @@ def build_engine(task, batch: int, chunk: int):
     holder = {"state": compiled(state)[0]}  # warm-up
     jax.block_until_ready(holder["state"])
 
-    def call() -> None:
-        holder["state"], _ = compiled(holder["state"])
+    def call() -> dict:
+        holder["state"], metrics = compiled(holder["state"])
         jax.block_until_ready(holder["state"])
+        return metrics
 
     return call, compile_s
 

@@ -11,8 +11,8 @@ The last line holds ``raw_env_steps_per_s``, ``engine_env_steps_per_s``, ``overh
 (engine / raw; target >= 0.90 at batch 256), ``compile_s`` (engine chunk, AOT) and peak host
 memory after the first and the last timed chunk (it must not grow with generations).
 
-    python benchmarks/throughput.py --quick      # hopper/spring, batch 256, 100 steps
-    python benchmarks/throughput.py              # also batch 1024 and 200 steps
+    python -m benchmarks.throughput --quick      # hopper/spring, batch 256, 100 steps
+    python -m benchmarks.throughput              # also batch 1024 and 200 steps
 """
 
 from __future__ import annotations
@@ -79,41 +79,14 @@ def build_raw(env_name: str, backend: str, batch: int, episode_length: int,
 
 def build_engine(env_name: str, backend: str, batch: int, episode_length: int,
                  hidden: tuple[int, ...], chunk: int):
-    """Full MAP-Elites generations, scanned in chunks of ``chunk`` generations as the runner does.
-
-    Returns ``(call, compile_s)``; ``call()`` runs one chunk, blocks, and returns its metrics.
-    """
-    from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
-    from synprune_jax.archives import GridSpec
+    """Full MAP-Elites generations on the Brax task (sparsity x disconnected fraction),
+    :func:`benchmarks.task_suites.build_engine`. Returns ``(call, compile_s)``."""
+    from benchmarks.task_suites import build_engine as build_task_engine
     from synprune_jax.tasks import BraxTask
 
     task = BraxTask(env_name=env_name, backend=backend, episode_length=episode_length,
                     hidden_sizes=hidden, descriptors=("sparsity", "disconnected_fraction"))
-    config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (32, 32)),
-                             batch_size=batch)
-    algorithm = MapElites(config, task)
-    hyper = algorithm.default_hyper
-    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
-    root = jax.random.key(1)
-
-    def run_chunk(state):
-        def body(state, _):
-            return algorithm.step(jax.random.fold_in(root, state.generation), state, hyper)
-
-        return jax.lax.scan(body, state, None, length=chunk)
-
-    start = time.perf_counter()
-    compiled = jax.jit(run_chunk, donate_argnums=0).lower(state).compile()
-    compile_s = time.perf_counter() - start
-    holder = {"state": compiled(state)[0]}  # warm-up
-    jax.block_until_ready(holder["state"])
-
-    def call() -> dict:
-        holder["state"], metrics = compiled(holder["state"])
-        jax.block_until_ready(holder["state"])
-        return metrics
-
-    return call, compile_s
+    return build_task_engine(task, batch, chunk)
 
 
 def interleaved(env_name: str, backend: str, batch: int, episode_length: int,

@@ -30,7 +30,8 @@ import numpy as np
 
 from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
-from synprune_jax.tasks.rollout import EpisodeTask, check_choice, check_episodes, policy_spec
+from synprune_jax.tasks.rollout import (EpisodeTask, StateEnvEpisode, check_choice,
+                                        check_episodes, policy_spec)
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
 
@@ -143,7 +144,7 @@ def feet_lowest_points(geometry: _FootGeometry, link_positions: jax.Array,
 
 
 @dataclasses.dataclass(frozen=True)
-class BraxTask(EpisodeTask):
+class BraxTask(StateEnvEpisode, EpisodeTask):
     """A Brax environment evaluated with masked MLP policies (see module docstring).
 
     Attributes:
@@ -225,21 +226,6 @@ class BraxTask(EpisodeTask):
             feet=self.feet, xy_bound=float(self.xy_bound))
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
-    def _reset(self, key: jax.Array):
-        return self.env.reset(key)
-
-    def _step(self, state, action: jax.Array, key):
-        return self.env.step(state, action)
-
-    def _observation(self, state) -> jax.Array:
-        return state.obs
-
-    def _reward(self, state) -> jax.Array:
-        return state.reward
-
-    def _done(self, state) -> jax.Array:
-        return state.done != 0
-
     def _last(self, state) -> dict:
         return {"final_xy": state.pipeline_state.x.pos[0, :2].astype(jnp.float32)}
 

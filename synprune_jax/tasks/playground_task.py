@@ -31,7 +31,8 @@ import jax.numpy as jnp
 
 from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
-from synprune_jax.tasks.rollout import EpisodeTask, check_choice, check_episodes, policy_spec
+from synprune_jax.tasks.rollout import (EpisodeTask, StateEnvEpisode, check_choice,
+                                        check_episodes, policy_spec)
 
 BACKENDS = ("jax", "warp")
 
@@ -91,7 +92,7 @@ def _spec(env_name: str, backend: str, hidden_sizes: tuple[int, ...]) -> MLPSpec
 
 
 @dataclasses.dataclass(frozen=True)
-class PlaygroundTask(EpisodeTask):
+class PlaygroundTask(StateEnvEpisode, EpisodeTask):
     """A MuJoCo Playground environment evaluated with masked MLP policies (module docstring).
 
     Attributes:
@@ -146,21 +147,6 @@ class PlaygroundTask(EpisodeTask):
             spec=self.spec if with_spec else None, xy_bound=float(self.xy_bound))
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
-    def _reset(self, key: jax.Array):
-        return self.env.reset(key)
-
-    def _step(self, state, action: jax.Array, key):
-        return self.env.step(state, action)
-
-    def _observation(self, state) -> jax.Array:
-        return state.obs
-
-    def _reward(self, state) -> jax.Array:
-        return jnp.asarray(state.reward, jnp.float32)
-
-    def _done(self, state) -> jax.Array:
-        return state.done != 0
-
     def _last(self, state) -> dict:
         return {"final_xy": state.data.xpos[1, :2].astype(jnp.float32)}
 

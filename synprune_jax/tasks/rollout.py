@@ -234,6 +234,27 @@ class EpisodeTask:
         return out
 
 
+class StateEnvEpisode:
+    """The episode of an env with Brax's state API, as both Brax and MuJoCo Playground have it:
+    ``self.env.reset(key) -> state`` and ``self.env.step(state, action) -> state`` with
+    ``state.obs``, ``state.reward`` and ``state.done`` (mix in before :class:`EpisodeTask`)."""
+
+    def _reset(self, key: jax.Array):
+        return self.env.reset(key)
+
+    def _step(self, state, action: jax.Array, key):
+        return self.env.step(state, action)
+
+    def _observation(self, state) -> jax.Array:
+        return state.obs
+
+    def _reward(self, state) -> jax.Array:
+        return jnp.asarray(state.reward, jnp.float32)
+
+    def _done(self, state) -> jax.Array:
+        return state.done != 0
+
+
 def policy_spec(observation_size: int, action_size: int, hidden_sizes: tuple[int, ...]) -> MLPSpec:
     """The tanh MLP policy every environment suite evaluates (tanh output: ``[-1, 1]``)."""
     return MLPSpec(input_size=observation_size, output_size=action_size,
@@ -255,4 +276,5 @@ def check_choice(suite: str, field: str, value, valid) -> None:
         raise ValueError(f"unknown {suite} {field} {value!r}; valid: {list(valid)}")
 
 
-__all__ = ["EpisodeTask", "check_choice", "check_episodes", "policy_spec"]
+__all__ = ["EpisodeTask", "StateEnvEpisode", "check_choice", "check_episodes",
+           "policy_spec"]
