@@ -241,6 +241,46 @@ def test_playground_rollout_equals_the_step_loop():
         np.testing.assert_allclose(result.descriptors[i, 1:], state.data.xpos[1, :2], atol=1e-5)
 
 
+def test_playground_feet_are_the_foot_geoms_and_the_floor_is_the_plane():
+    import mujoco
+
+    from synprune_jax.tasks.playground_task import feet, make_env
+
+    labels, foot_ids, floor_ids = feet("CheetahRun")
+    assert labels == ("bfoot", "ffoot")
+    model = make_env("CheetahRun").mj_model
+    assert [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(i)) for i in floor_ids] \
+        == ["ground"]
+    assert feet("CartpoleBalance")[0] == ()
+    task = PlaygroundTask("CheetahRun", descriptors=("feet_contact",))
+    assert task.descriptor_names == ("feet_contact_bfoot", "feet_contact_ffoot")
+    with pytest.raises(ValueError, match="feet_contact"):
+        PlaygroundTask("CartpoleBalance", descriptors=("feet_contact",))
+
+
+@pytest.mark.slow  # MJX hopper compiles for half a minute in the suite's cheap mode
+def test_playground_feet_contact_counts_floor_contacts():
+    # zero policies (zero actions): the fraction of steps the foot touches equals a step loop's
+    task = PlaygroundTask("HopperStand", episode_length=80, hidden_sizes=(4,),
+                          descriptors=("feet_contact",))
+    population = _population(task, 1)
+    population = population.replace(params=jax.tree_util.tree_map(jnp.zeros_like,
+                                                                  population.params))
+    evaluate, counts = jax.jit(task.evaluate), []
+    step = jax.jit(lambda state: task._step(state, jnp.zeros(task.spec.output_size), None))
+    summed = jax.jit(task._summed)
+    for seed in range(3):
+        result = evaluate(jax.random.key(seed), population)
+        with jax.numpy_rank_promotion("allow"):
+            state, count = task._reset(jax.random.split(jax.random.key(seed), 1)[0]), 0.0
+            for _ in range(80):
+                state = step(state)
+                count += float(summed(state)["feet_contact_steps"][0])
+        assert float(result.descriptors[0, 0]) == pytest.approx(count / 80, abs=1e-6)
+        counts.append(count)
+    assert max(counts) > 0  # it lands in some episodes (in others it ends on its back)
+
+
 # ----- names, errors and the CLI ----------------------------------------------------------------
 
 @pytest.mark.parametrize("make, words", [

@@ -238,11 +238,7 @@ class BraxTask(StateEnvEpisode, EpisodeTask):
         return {"feet_contact_steps": touching.astype(jnp.float32)}
 
     def _descriptor_inputs(self, out: dict, steps: jax.Array) -> dict:
-        inputs = {"final_xy": jnp.mean(out["final_xy"], axis=1)}
-        if "feet_contact_steps" in out:
-            fraction = out["feet_contact_steps"] / jnp.maximum(steps, 1.0)[..., None]
-            inputs["feet_contact"] = jnp.mean(fraction, axis=1)
-        return inputs
+        return {"final_xy": jnp.mean(out["final_xy"], axis=1)}
 
 
 _policy_spec = functools.lru_cache(maxsize=None)(policy_spec)

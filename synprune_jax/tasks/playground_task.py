@@ -4,9 +4,10 @@
 Any env of ``mujoco_playground.registry`` by name, rolled out by
 :class:`~synprune_jax.tasks.rollout.EpisodeTask` (fixed length, alive mask, no auto-reset).
 ``backend`` is Playground's physics ``impl``: ``"jax"`` (MJX in JAX, works everywhere; the
-default) or ``"warp"`` (MuJoCo Warp, NVIDIA GPUs only). Descriptors: the mask-based ones and
+default) or ``"warp"`` (MuJoCo Warp, NVIDIA GPUs only). Descriptors: the mask-based ones,
 ``final_xy``, the (x, y) of the model's first body (the root: the torso, the cart, ...) at the
-last alive step.
+last alive step, and for envs with feet ``feet_contact`` (MuJoCo's contacts of each foot geom
+with the floor, :func:`feet`).
 
 The dm_control suite (CartpoleBalance, CheetahRun, HopperHop, ...) ships its models inside the
 ``playground`` wheel and works offline. Playground's robot envs (Go1, Panda, ...) clone
@@ -28,6 +29,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
@@ -91,6 +93,21 @@ def _spec(env_name: str, backend: str, hidden_sizes: tuple[int, ...]) -> MLPSpec
     return policy_spec(size, int(env.action_size), hidden_sizes)
 
 
+@functools.lru_cache(maxsize=None)
+def feet(env_name: str, backend: str = "jax") -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """``(labels, foot geom ids, floor geom ids)`` of a Playground env: its feet are the geoms
+    whose names end in ``foot`` (dm_control's hopper ``foot``, cheetah ``bfoot`` / ``ffoot``,
+    walker ``left_foot`` / ``right_foot``), its floor the plane geoms; no feet: empty."""
+    import mujoco
+
+    model = make_env(env_name, backend).mj_model
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, i) or ""
+             for i in range(model.ngeom)]
+    ids = [i for i, name in enumerate(names) if name.endswith("foot")]
+    floors = np.nonzero(np.asarray(model.geom_type) == mujoco.mjtGeom.mjGEOM_PLANE)[0]
+    return tuple(names[i] for i in ids), np.asarray(ids, np.int32), floors.astype(np.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class PlaygroundTask(StateEnvEpisode, EpisodeTask):
     """A MuJoCo Playground environment evaluated with masked MLP policies (module docstring).
@@ -101,8 +118,11 @@ class PlaygroundTask(StateEnvEpisode, EpisodeTask):
         episode_length: fixed number of steps per episode (``T``).
         num_episodes: episodes per individual (``E``), averaged.
         hidden_sizes: hidden widths of the tanh policy (actions in [-1, 1], Playground's range).
-        descriptors: ``sparsity``, ``disconnected_fraction``, ``layer_density``, ``final_xy``.
+        descriptors: ``sparsity``, ``disconnected_fraction``, ``layer_density``, ``final_xy``
+            and, for envs with feet (:func:`feet`), ``feet_contact``: the fraction of alive steps
+            each foot touches the floor (a MuJoCo contact closer than ``contact_threshold``).
         xy_bound: ``final_xy`` lies in ``[-xy_bound, xy_bound]^2`` (clipped).
+        contact_threshold: a foot touches the floor when a contact's distance is below this.
         keep_trajectories: also return observations, actions and alive flags in ``extras``.
     """
 
@@ -113,6 +133,7 @@ class PlaygroundTask(StateEnvEpisode, EpisodeTask):
     hidden_sizes: tuple[int, ...] = (16, 16)
     descriptors: tuple[str, ...] = ("sparsity", "disconnected_fraction")
     xy_bound: float = 5.0
+    contact_threshold: float = 0.01
     keep_trajectories: bool = False
 
     rank_promotion = "allow"  # MJX broadcasts implicitly
@@ -142,16 +163,32 @@ class PlaygroundTask(StateEnvEpisode, EpisodeTask):
         return _spec(self.env_name, self.backend, self.hidden_sizes)
 
     def _context(self, with_spec: bool = True) -> descriptors_lib.DescriptorContext:
+        labels = feet(self.env_name, self.backend)[0]
+        capabilities = {descriptors_lib.SPEC, descriptors_lib.ROLLOUT}
+        if labels:
+            capabilities.add(descriptors_lib.FEET)
         return descriptors_lib.DescriptorContext(
-            capabilities=frozenset({descriptors_lib.SPEC, descriptors_lib.ROLLOUT}),
-            spec=self.spec if with_spec else None, xy_bound=float(self.xy_bound))
+            capabilities=frozenset(capabilities), spec=self.spec if with_spec else None,
+            feet=labels, xy_bound=float(self.xy_bound))
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
     def _last(self, state) -> dict:
         return {"final_xy": state.data.xpos[1, :2].astype(jnp.float32)}
 
+    def _summed(self, state) -> dict:
+        if "feet_contact" not in self.descriptors:
+            return {}
+        _, foot_ids, floor_ids = feet(self.env_name, self.backend)
+        contact = state.data._impl.contact
+        on_floor = jnp.isin(contact.geom, jnp.asarray(floor_ids))            # [C, 2]
+        close = contact.dist < self.contact_threshold                        # [C]
+        touching = [jnp.any(close & (((contact.geom[:, 0] == foot) & on_floor[:, 1])
+                                     | ((contact.geom[:, 1] == foot) & on_floor[:, 0])))
+                    for foot in foot_ids]
+        return {"feet_contact_steps": jnp.stack(touching).astype(jnp.float32)}
+
     def _descriptor_inputs(self, out: dict, steps: jax.Array) -> dict:
         return {"final_xy": jnp.mean(out["final_xy"], axis=1)}
 
 
-__all__ = ["BACKENDS", "PlaygroundTask", "env_names", "make_env", "offline_env_names"]
+__all__ = ["BACKENDS", "PlaygroundTask", "env_names", "feet", "make_env", "offline_env_names"]

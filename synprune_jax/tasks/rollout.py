@@ -34,7 +34,9 @@ own pytree):
   ``_lowest(state) -> dict``: minima over the alive steps, reset included (e.g. the distance to
   an obstacle);
 * ``_descriptor_inputs(out, steps) -> dict``: the descriptor inputs (besides ``masks``) from the
-  rollout's outputs ``[P, E, ...]``; ``_extras(out, steps) -> dict``: extra ``[P]`` results;
+  rollout's outputs ``[P, E, ...]`` (a ``feet_contact_steps`` sum ``[F]`` becomes the
+  ``feet_contact`` input, the fraction of alive steps); ``_extras(out, steps) -> dict``: extra
+  ``[P]`` results;
 * ``spec`` (the policy), ``descriptors``, ``_context()``, ``episode_length``, ``num_episodes``,
   ``keep_trajectories`` (dataclass fields or properties).
 
@@ -112,6 +114,9 @@ class EpisodeTask:
 
         steps = out["steps"].astype(jnp.float32)
         inputs = {"masks": population.masks, **self._descriptor_inputs(out, steps)}
+        if "feet_contact_steps" in out:  # a suite that sums feet contacts: the alive fraction
+            fraction = out["feet_contact_steps"] / jnp.maximum(steps, 1.0)[..., None]
+            inputs["feet_contact"] = jnp.mean(fraction, axis=1)
         context = self._context()
         descriptors = jax.vmap(lambda i: descriptors_lib.compute(self.descriptors, context, i))(
             inputs)
