@@ -45,8 +45,9 @@ SUITES = (
 
 
 def build_raw(task, batch: int):
-    """A bare rollout of ``batch`` unmasked policies through the task's own reset / step.
-    Returns ``(call, compile_s)``; ``call(index)`` runs one rollout with a fresh key."""
+    """A bare rollout of ``batch`` unmasked policies through the task's own reset / step (one
+    reset shared by the batch, as the engine's common random numbers; no alive mask). Returns
+    ``(call, compile_s)``; ``call(index)`` runs one rollout with a fresh key and blocks."""
     spec = task.spec
     params = jax.vmap(spec.init)(jax.random.split(jax.random.key(0), batch))
 
@@ -58,10 +59,10 @@ def build_raw(task, batch: int):
 
         def body(carry, _):
             states, key = carry
-            key, step_key = jax.random.split(key)
             actions = jax.vmap(lambda p, s: task._action(spec.apply_dense(
                 p, task._observation(s))))(params, states)
             if task.step_keys:
+                key, step_key = jax.random.split(key)
                 states = jax.vmap(task._step)(states, actions, jax.random.split(step_key, batch))
             else:
                 states = jax.vmap(lambda s, a: task._step(s, a, None))(states, actions)

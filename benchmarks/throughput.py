@@ -25,7 +25,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 
 def _peak_rss_mb() -> float:
@@ -38,43 +37,19 @@ def _emit(record: dict) -> None:
 
 def build_raw(env_name: str, backend: str, batch: int, episode_length: int,
               hidden: tuple[int, ...]):
-    """Plain Brax rollout of an unmasked MLP: the speed limit the engine is measured against.
+    """A plain Brax rollout of ``batch`` unmasked MLPs (:func:`benchmarks.task_suites.build_raw`
+    on the Brax task): the speed limit the engine is measured against. Returns ``(call,
+    compile_s)``; ``call(index)`` runs one rollout with a fresh reset key."""
+    from benchmarks.task_suites import build_raw as build_task_raw
 
-    Returns ``(call, compile_s)``; ``call(index)`` runs one rollout (batch x episode_length env
-    steps) with a fresh reset key and blocks until it is done.
-    """
-    from brax import envs
+    return build_task_raw(_task(env_name, backend, episode_length, hidden), batch)
 
-    from synprune_jax.networks import MLPSpec
 
-    env = envs.get_environment(env_name, backend=backend)
-    obs_size = jax.eval_shape(env.reset, jax.random.key(0)).obs.shape[-1]
-    spec = MLPSpec(obs_size, env.action_size, hidden)
-    params = jax.vmap(spec.init)(jax.random.split(jax.random.key(0), batch))
+def _task(env_name: str, backend: str, episode_length: int, hidden: tuple[int, ...]):
+    from synprune_jax.tasks import BraxTask
 
-    def rollout(key, params):
-        # One reset shared by the batch, as the engine does (common random numbers).
-        state = env.reset(key)
-        states = jax.tree_util.tree_map(
-            lambda leaf: jnp.broadcast_to(leaf, (batch, *jnp.shape(leaf))), state)
-
-        def body(states, _):
-            actions = jax.vmap(spec.apply_dense)(params, states.obs)
-            states = jax.vmap(env.step)(states, actions)
-            return states, states.reward
-
-        _, rewards = jax.lax.scan(body, states, None, length=episode_length)
-        return rewards.sum(axis=0)
-
-    start = time.perf_counter()
-    compiled = jax.jit(rollout).lower(jax.random.key(0), params).compile()
-    compile_s = time.perf_counter() - start
-    compiled(jax.random.key(1), params).block_until_ready()  # warm-up
-
-    def call(index: int) -> None:
-        compiled(jax.random.key(2 + index), params).block_until_ready()
-
-    return call, compile_s
+    return BraxTask(env_name=env_name, backend=backend, episode_length=episode_length,
+                    hidden_sizes=hidden, descriptors=("sparsity", "disconnected_fraction"))
 
 
 def build_engine(env_name: str, backend: str, batch: int, episode_length: int,
@@ -82,11 +57,8 @@ def build_engine(env_name: str, backend: str, batch: int, episode_length: int,
     """Full MAP-Elites generations on the Brax task (sparsity x disconnected fraction),
     :func:`benchmarks.task_suites.build_engine`. Returns ``(call, compile_s)``."""
     from benchmarks.task_suites import build_engine as build_task_engine
-    from synprune_jax.tasks import BraxTask
 
-    task = BraxTask(env_name=env_name, backend=backend, episode_length=episode_length,
-                    hidden_sizes=hidden, descriptors=("sparsity", "disconnected_fraction"))
-    return build_task_engine(task, batch, chunk)
+    return build_task_engine(_task(env_name, backend, episode_length, hidden), batch, chunk)
 
 
 def interleaved(env_name: str, backend: str, batch: int, episode_length: int,
