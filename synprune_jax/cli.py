@@ -416,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Runs the command line ``argv`` and returns the exit status: 0 done; 2 bad input (one line
-    ``synprune: error: ...``, nothing written); 1 a fault during the run (disk full, I/O error)
+    ``synprune: error: ...``, nothing written; also an optional extra the task needs that is not
+    installed); 1 a fault during the run (disk full, I/O error)
     or a bug (a line saying so, then the traceback); 143 / 130 stopped by SIGTERM / a first
     Ctrl-C after checkpointing the current chunk (a second Ctrl-C: at once, 130). ``--debug`` or
     ``SYNPRUNE_DEBUG=1`` prints the traceback of an error too (docs/failures.md).
@@ -433,9 +434,9 @@ def main(argv=None) -> int:
     try:
         with quiet_third_party(args.verbose):
             return args.handler(args)
-    except (ValueError, TypeError, OSError) as error:  # ConfigError is a ValueError
-        if isinstance(error, (ValueError, TypeError)) and not isinstance(error, ConfigError) \
-                and not _raised_by_us(error):
+    except (ValueError, TypeError, OSError, ImportError) as error:  # ConfigError: a ValueError
+        if isinstance(error, (ValueError, TypeError, ImportError)) \
+                and not isinstance(error, ConfigError) and not _raised_by_us(error):
             return _bug(error)
         if debug:
             traceback.print_exc()

@@ -246,6 +246,21 @@ def test_bad_input_is_one_line_and_changes_nothing(case, tmp_path, capsys, monke
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("experiment, module", [("me-prune-gymnax", "gymnax"),
+                                                ("me-prune-playground", "mujoco_playground")])
+def test_a_missing_extra_is_one_line_naming_it(experiment, module, tmp_path, capsys,
+                                               monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    assert cli.main(["run", experiment, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("synprune: error: task ") and 'pip install -e ".[tasks]"' in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_debug_prints_the_traceback_too(tmp_path, capsys, monkeypatch):
     for how in ("flag", "environment"):
         argv = ["run", "--config", str(tmp_path / "missing.json")]
