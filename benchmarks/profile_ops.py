@@ -7,13 +7,16 @@ the program, output shape and the JAX operation it came from (from the compiled 
 * ``heads``: :meth:`TransferProblem.evaluate` of 30 transfer heads (as
   ``benchmarks/transfer_heads.py`` times it vmapped; 150 minibatch steps per call);
 * ``ae_ring``: one synchronous epoch of the 10-cell autoencoder coevolution ring (as
-  ``benchmarks/ae_coevolution.py`` times it vmapped; 200 steps per call).
+  ``benchmarks/ae_coevolution.py`` times it vmapped; 200 steps per call);
+* ``me_arm``: 500 MAP-Elites generations on the engine-overhead arm (``engine_overhead.arm_setting``, as
+  ``benchmarks/engine_overhead.py`` times it; divide by 500 for one generation).
 
 Used for the per-step breakdowns in docs/mo_transfer.md and docs/autoencoder.md (divide an
 operation's milliseconds by the steps per call).
 
     python benchmarks/profile_ops.py heads
     python benchmarks/profile_ops.py ae_ring --top 15
+    python benchmarks/profile_ops.py me_arm --top 25
 """
 
 from __future__ import annotations
@@ -66,7 +69,17 @@ def _ae_ring():
                                     jnp.zeros((10,), jnp.int32), jnp.int32(5))
 
 
-TARGETS = {"heads": _heads, "ae_ring": _ae_ring}
+def _me_arm():
+    from benchmarks.engine_overhead import arm_setting
+    from synprune_jax import runner
+
+    algorithm, hyper = arm_setting()
+    state = jax.jit(lambda key: algorithm.init(key, hyper))(runner.init_key(0))
+    step = lambda key, state: algorithm.step(key, state, hyper)
+    return (lambda state: runner.scan_generations(step, 0, state, 500)), (state,)
+
+
+TARGETS = {"heads": _heads, "ae_ring": _ae_ring, "me_arm": _me_arm}
 
 
 def _hlo_index(text: str) -> dict:

@@ -300,7 +300,13 @@ def build_qdax(setting: dict, batch: int, devices: int = 1) -> _Side:
     algorithm = (MAPElites if devices == 1 else DistributedMAPElites)(
         scoring_function=scoring, emitter=emitter,
         metrics_function=functools.partial(default_qd_metrics, qd_offset=QD_OFFSET))
-    centroids = compute_euclidean_centroids((setting["cells"],), minval=0.0, maxval=1.0)
+    if "cvt_cells" in setting:  # a CVT over the env's descriptors (engine_overhead's setting)
+        from qdax.core.containers.mapelites_repertoire import compute_cvt_centroids
+
+        centroids = compute_cvt_centroids(env.descriptor_length, 50_000, setting["cvt_cells"],
+                                          0.0, 1.0, jax.random.key(4))
+    else:
+        centroids = compute_euclidean_centroids((setting["cells"],), minval=0.0, maxval=1.0)
 
     def init(key):
         # The random initial networks are part of QDax's init, as they are of ours: creating them

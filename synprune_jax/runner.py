@@ -21,17 +21,18 @@ So results do not depend on ``chunk_size``, on checkpoint placement, or on resum
 owns the counter: after each step it sets ``generation`` to the input generation + 1, whatever
 ``step`` returned for it.
 
-One loop. :func:`run_loop` is the only host loop: :func:`run` calls it for one run (its
-hyper-parameters are constants of the compiled program), :func:`synprune_jax.sweeps.sweep` for a
-group of runs stacked on a leading run axis (``jit(vmap(chunk))``, seeds and hyper-parameters
-traced). It compiles ``init`` and one chunk (``jit`` of a ``lax.scan`` over ``chunk_size``
+One loop. :func:`run_loop` is the only host loop: :func:`run` calls it for one run (seed and
+hyper-parameters are arguments of the compiled program, as float32 / int32 scalars),
+:func:`synprune_jax.sweeps.sweep` for a group of runs stacked on a leading run axis
+(``jit(vmap(chunk))``, seeds and hyper-parameters traced). It compiles ``init`` and one chunk (``jit`` of a ``lax.scan`` over ``chunk_size``
 steps) ahead of time, plus one shorter final chunk when the generations left are not a multiple
 of ``chunk_size``; restores, writes metrics and checkpoints through
 :class:`~synprune_jax.rundir.RunDirectory` and shows progress. The files are described in
 :mod:`synprune_jax.rundir`. A single run's compiled programs are kept in the process (the last
-:data:`PROGRAMS_KEPT`, keyed by the algorithm's value, the hyper-parameters, the chunk length and
-``jax_disable_most_optimizations``):
-another seed, a rerun or a resume of the same run compiles nothing again.
+:data:`PROGRAMS_KEPT`, keyed by the algorithm's value, the hyper-parameters' structure and dtypes,
+the chunk length and ``jax_disable_most_optimizations``): another seed, other hyper-parameter
+values, a rerun or a resume of the same run compiles nothing again, and with JAX's persistent
+compilation cache (on in the CLI) neither does a new process.
 
 Example:
     >>> import jax, tempfile
@@ -67,7 +68,7 @@ import numpy as np
 from synprune_jax import checkpoint as checkpoint_lib
 from synprune_jax.rundir import (MACHINE_FAULTS, METRICS_FORMATS, RunDirectory, RunLock,
                                  check_room, read_metrics, write_json)
-from synprune_jax.trees import fingerprint, strong_types
+from synprune_jax.trees import strong_types
 
 PyTree = Any
 State = Any
@@ -276,45 +277,52 @@ def _reuse(key, build: Callable):
 
 
 class _Single:
-    """One run: seed and hyper-parameters are constants of the compiled programs."""
+    """One run: the seed and the hyper-parameters are arguments of the compiled programs (a run
+    that differs only in their values reuses the program, and the persistent compilation cache
+    serves it across processes)."""
 
     batched = False
 
     def __init__(self, algorithm, seed: int, hyper):
         self.algorithm, self.hyper = algorithm, hyper
         self.key = init_key(seed)
-        self.seed = np.uint32(seed)  # an argument, so runs differing in seed share a program
-        # the hyper-parameters are constants: their values and Python types (weak or not) count
-        self.identity = (algorithm, fingerprint(hyper),
-                         tuple(type(leaf).__name__ for leaf in jax.tree_util.tree_leaves(hyper)),
+        self.seed = np.uint32(seed)
+        # float32 / int32 arrays, as a sweep passes them (float64 -> float32, int64 -> int32)
+        self.hyper_args = jax.tree_util.tree_map(lambda leaf: leaf[0], stack([hyper]))
+        self.identity = (algorithm, jax.tree_util.tree_structure(self.hyper_args),
+                         tuple((leaf.shape, leaf.dtype.name)
+                               for leaf in jax.tree_util.tree_leaves(self.hyper_args)),
                          jax.config.read("jax_disable_most_optimizations"))
         self._abstract = None
 
     def abstract(self):
         """The state's shapes (traced once: the room check and the loop both need them)."""
         if self._abstract is None:
-            self._abstract = abstract_state(self.algorithm, self.hyper)
+            self._abstract = abstract_state(self.algorithm, self.hyper_args)
         return self._abstract
 
     def compile_init(self):
         def build():
-            init = lambda key: strong_types(self.algorithm.init(key, self.hyper))
-            return jax.jit(init).lower(self.key).compile()
+            init = lambda key, hyper: strong_types(self.algorithm.init(key, hyper))
+            return jax.jit(init).lower(self.key, self.hyper_args).compile()
 
         compiled = _reuse(("init", *self.identity), build)
-        return lambda: compiled(self.key)
+        return lambda: compiled(self.key, self.hyper_args)
 
     def compile_chunk(self, length: int, abstract):
         def build():
-            step = lambda key, state: self.algorithm.step(key, state, self.hyper)
-            chunk = lambda state, seed: scan_generations(step, seed, state, length)
-            return jax.jit(chunk).lower(abstract, self.seed).compile()
+            def chunk(state, seed, hyper):
+                step = lambda key, state: self.algorithm.step(key, state, hyper)
+                return scan_generations(step, seed, state, length)
+
+            return jax.jit(chunk).lower(abstract, self.seed, self.hyper_args).compile()
 
         compiled = _reuse(("chunk", *self.identity, length), build)  # abstract: from identity
         # A restored checkpoint lives on the default device; a program that spans a mesh (a task
         # sharded over devices) wants its state there. A no-op when it already is.
         sharding = compiled.input_shardings[0][0]
-        return lambda state: compiled(jax.device_put(state, sharding), self.seed)
+        return lambda state: compiled(jax.device_put(state, sharding), self.seed,
+                                      self.hyper_args)
 
     def restore(self, directories, generation, abstract):
         return checkpoint_lib.restore(directories[0].checkpoint_dir, generation, abstract)

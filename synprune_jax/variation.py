@@ -92,10 +92,28 @@ class MutationConfig:
     Attributes:
         self_adaptive: each individual carries and passes on its own prune / reconnect rates.
         forward_prune: cut the outgoing connections of units left without inputs (MLPs only).
+        flips: prune / reconnect flips on (the default). ``False`` skips them and their random
+            draw (one uniform per maskable weight): the offspring equal those of
+            ``p_disconnect = p_connect = 0``, whatever the rates say, at less cost. Gaussian
+            mutation only (e.g. a direct genotype, or weight search on fixed masks).
     """
 
     self_adaptive: bool = False
     forward_prune: bool = True
+    flips: bool = True
+
+    def __post_init__(self):
+        if self.self_adaptive and not self.flips:
+            raise ValueError("mutation: self-adaptive rates drive the prune / reconnect flips; "
+                             "flips=False needs self_adaptive=False")
+
+    def check_hyper(self, hyper: "MutationHyper") -> None:
+        """Raises ValueError when ``flips=False`` meets nonzero flip rates (they would be
+        silently ignored). Host side: ``hyper`` holds concrete numbers."""
+        if not self.flips and (float(hyper.p_disconnect) != 0.0 or float(hyper.p_connect) != 0.0):
+            raise ValueError(f"flips=False skips the prune / reconnect flips: set p_disconnect "
+                             f"and p_connect to 0 (got {float(hyper.p_disconnect)} and "
+                             f"{float(hyper.p_connect)})")
 
     def check_task(self, task) -> None:
         """Raises ValueError when ``forward_prune`` meets a task without an MLP network."""
@@ -136,7 +154,9 @@ def mutate(key: jax.Array, individual: Population, maskable: PyTree, config: Mut
     else:
         rates = jnp.stack([jnp.asarray(hyper.p_disconnect, jnp.float32),
                            jnp.asarray(hyper.p_connect, jnp.float32)])
-    masks = pruning.flip_mutation(key_flip, individual.masks, maskable, rates[0], rates[1])
+    masks = individual.masks
+    if config.flips:
+        masks = pruning.flip_mutation(key_flip, masks, maskable, rates[0], rates[1])
     if config.forward_prune:
         if spec is None:
             raise ValueError("forward_prune needs an MLP network (the task has no MLPSpec)")

@@ -16,6 +16,7 @@ from synprune_jax.archives import (
     GridSpec,
     add,
     elites,
+    inclusive_count,
     init_archive,
     jitted_add,
     jitted_sample,
@@ -426,3 +427,67 @@ def test_qd_metrics_empty_archive():
     assert float(metrics["best_fitness_density_le_100"]) == -INF
     with pytest.raises(ValueError, match="duplicate"):
         qd_metrics(init_archive(LINE, template()), 0.0, density_bands=(0.1, 0.101))
+
+
+# ----- the cheap paths of insertion and parent sampling (issue "engine cost") -------------------
+
+@pytest.mark.parametrize("size", [1, 2, 7, 64, 400, 4096, 4097, 10_000, 70_000])
+def test_inclusive_count_equals_cumsum(size):
+    """The tiled matrix-product count equals NumPy's cumsum exactly, for square, ragged and
+    fallback (> 256^2) sizes, dense and sparse flags."""
+    for density in (0.0, 0.03, 0.5, 1.0):
+        flags = np.random.default_rng(size).random(size) < density
+        counted = np.asarray(jax.jit(inclusive_count)(jnp.asarray(flags)))
+        np.testing.assert_array_equal(counted, np.cumsum(flags))
+        assert counted.dtype == np.int32
+
+
+def _nonzero_reference(key, archive, num):
+    """The parent sampler as it was (jnp.nonzero's table): the draws must not change."""
+    filled = archive.filled
+    num_cells = filled.shape[0]
+    num_filled = jnp.sum(filled, dtype=jnp.int32)
+    (filled_cells,) = jnp.nonzero(filled, size=num_cells, fill_value=0)
+    table = jnp.where(num_filled > 0, filled_cells, jnp.arange(num_cells))
+    upper = jnp.where(num_filled > 0, num_filled, num_cells)
+    return table[jax.random.randint(key, (num,), 0, upper, dtype=jnp.int32)].astype(jnp.int32)
+
+
+@pytest.mark.parametrize("cells,num", [(1, 3), (64, 5), (4096, 128), (10_000, 4096)])
+def test_sample_indices_draws_as_the_nonzero_table_did(cells, num):
+    """Same key -> same parents as the jnp.nonzero table it replaced (empty, sparse and full)."""
+    for density in (0.0, 0.01, 0.4, 1.0):
+        filled = np.random.default_rng(cells + num).random(cells) < density
+        archive = Archive(genomes=None, fitness=jnp.where(jnp.asarray(filled), 1.0, -jnp.inf),
+                          descriptors=None, density=None, centroids=None)
+        for seed in range(3):
+            key = jax.random.key(seed)
+            np.testing.assert_array_equal(sample_indices(key, archive, num),
+                                          _nonzero_reference(key, archive, num))
+
+
+@pytest.mark.parametrize("batch,cells", [(8, 4), (32, 16), (64, 4096), (256, 64)])
+def test_batch_winners_pairwise_equals_scatter(batch, cells, monkeypatch):
+    """The all-pairs comparison (small batches) and the [C] scatters (large ones) pick the same
+    winners: ties in fitness and cell, invalid rows and the sentinel cell included."""
+    from synprune_jax.archives import repertoire
+
+    rng = np.random.default_rng(batch * cells)
+    for _ in range(5):
+        cell = rng.integers(0, cells, batch)
+        fitness = rng.integers(0, 4, batch).astype(np.float32)  # many exact ties
+        valid = rng.random(batch) < 0.8
+        cell = jnp.asarray(np.where(valid, cell, cells), jnp.int32)
+        fitness = jnp.asarray(np.where(valid, fitness, -np.inf), jnp.float32)
+        picks = []
+        for pairs in (10**9, 0):
+            monkeypatch.setattr(repertoire, "_PAIRWISE_PAIRS_PER_CELL", pairs)
+            picks.append(np.asarray(repertoire._batch_winners(cell, fitness, jnp.asarray(valid),
+                                                              cells)))
+        np.testing.assert_array_equal(picks[0], picks[1])
+        # the rule itself: one winner per occupied cell, the best fitness, lowest index on ties
+        for c in set(np.asarray(cell)[valid].tolist()):
+            rows = np.flatnonzero(valid & (np.asarray(cell) == c))
+            best = rows[np.argmax(np.asarray(fitness)[rows])]
+            assert picks[0][rows].tolist() == [row == best for row in rows]
+        assert not picks[0][~valid].any()

@@ -107,7 +107,7 @@ def test_a_section_of_several_dataclasses():
 
     section = section_defaults(GAConfig, (GAHyper, ("mutation",)), population_size=8)
     assert list(section) == ["population_size", "elite_fraction", "self_adaptive",
-                             "forward_prune", "crossover", "init", "init_beta_a", "init_beta_b",
+                             "forward_prune", "flips", "crossover", "init", "init_beta_a", "init_beta_b",
                              "init_per_layer", "exact_init_density", "crossover_rate"]
     mutation = MutationHyper(sigma=0.3)
 

@@ -165,6 +165,8 @@ CASES = {
                      ["unknown archive kind 'hex'"]),
     "negative-sigma": (["run", *ARM, "--set", "mutation.sigma=-1"], 2,
                        ["mutation.sigma must be >= 0"]),
+    "no-flips-with-rates": (["run", *ARM, "--set", "map_elites.flips=false"], 2,
+                            ["flips=False skips the prune / reconnect flips"]),
     "me-es-unknown-section": (["run", "me-es", "--set", "es.strategy=Open_ES"], 2,
                               ["'es' is not in <top level>", "es_emitter"]),
     "es-unknown-strategy": (["run", "es-prune-arm", "--set", "es.strategy=NoSuch"], 2,

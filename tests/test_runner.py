@@ -236,8 +236,8 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
 
 
 def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path, monkeypatch):
-    """Runs of an equal algorithm with equal hyper-parameters (another seed, a resume) trace and
-    compile nothing again; other hyper-parameters (constants of the program) do."""
+    """Runs of an equal algorithm (another seed, other hyper-parameter values, a resume) trace
+    and compile nothing again: seed and hyper-parameters are arguments of the programs."""
     algorithm = ToyAlgorithm()
     first, _ = run(algorithm, tmp_path / "a", _config())
     traces = algorithm.traces
@@ -246,27 +246,32 @@ def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path, monkeypatch
     again, _ = run(algorithm, tmp_path / "c", _config())
     run(algorithm, tmp_path / "d", _config(num_generations=6))
     resumed, _ = run(algorithm, tmp_path / "d", _config(), resume=True)
+    bigger, _ = run(algorithm, tmp_path / "e", _config(), hyper=0.2)
     assert algorithm.traces == traces
     assert_trees_equal(first, again)
     assert_trees_equal(first, resumed)
     assert not np.array_equal(first.position, other_seed.position)
-    bigger, _ = run(algorithm, tmp_path / "e", _config(), hyper=0.2)
-    assert algorithm.traces > traces
-    assert not np.array_equal(first.position, bigger.position)
-    # a float32 hyper-parameter is another program (not weakly typed): never mistaken for 0.2
-    traces = algorithm.traces
-    run(algorithm, tmp_path / "f", _config(), hyper=np.float32(0.2))
-    assert algorithm.traces > traces
+    # the value counts: 0.2 moves twice as far from the same start as the default 0.1
+    start = ToyAlgorithm().init(runner.init_key(_config().seed), 0.1)
+    np.testing.assert_allclose(np.asarray(bigger.position) - np.asarray(start.position),
+                               2 * (np.asarray(first.position) - np.asarray(start.position)),
+                               rtol=1e-5, atol=1e-6)
+    # a Python float and a float32 of equal value are one program with one result
+    same, _ = run(algorithm, tmp_path / "f", _config(), hyper=np.float32(0.2))
+    assert algorithm.traces == traces
+    assert_trees_equal(bigger, same)
     monkeypatch.setattr(runner, "PROGRAMS_KEPT", 2)
     for index in range(runner.PROGRAMS_KEPT + 2):  # the cache keeps the latest programs only
-        run(algorithm, tmp_path / f"g{index}", _config(num_generations=3), hyper=1.0 + index)
+        run(algorithm, tmp_path / f"g{index}", _config(num_generations=4 + index,
+                                                       chunk_size=4 + index))
     assert len(runner._PROGRAMS) == runner.PROGRAMS_KEPT
 
 
 def test_runs_differing_in_seed_share_one_compiled_program(tmp_path):
-    """The seed is an argument of the runner's programs, not a constant in them: with a
-    persistent compilation cache (as the CLI keeps one), a second run with another seed compiles
-    nothing new. Runs in a subprocess with a fresh cache; the keys still follow the seed."""
+    """Seed and hyper-parameters are arguments of the runner's programs, not constants in them:
+    with a persistent compilation cache (as the CLI keeps one), a second run with another seed
+    or another hyper-parameter value compiles nothing new. Runs in a subprocess with a fresh
+    cache; the keys still follow the seed."""
     import os
     import subprocess
     import sys
@@ -282,17 +287,19 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 from synprune_jax.runner import run
 counts = []
 finals = []
-for name, seed in (("a", 1), ("b", 2), ("c", 1)):
-    state, _ = run(ToyAlgorithm(), os.path.join({str(tmp_path)!r}, name), _config(seed=seed))
+for name, seed, hyper in (("a", 1, 0.1), ("b", 2, 0.1), ("c", 1, 0.1), ("d", 1, 0.3)):
+    state, _ = run(ToyAlgorithm(), os.path.join({str(tmp_path)!r}, name), _config(seed=seed),
+                   hyper=hyper)
     finals.append(np.asarray(state.position))
     counts.append(len(os.listdir(cache)))
-print(counts[0], counts[1], counts[2], bool(np.allclose(finals[0], finals[1])),
-      bool(np.array_equal(finals[0], finals[2])))
+print(counts[0], counts[1], counts[2], counts[3], bool(np.allclose(finals[0], finals[1])),
+      bool(np.array_equal(finals[0], finals[2])), bool(np.allclose(finals[0], finals[3])))
 """
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                check=False, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    first, second, third, same_12, same_13 = completed.stdout.split()[-5:]
+    first, second, third, fourth, same_12, same_13, same_14 = completed.stdout.split()[-7:]
     assert int(first) > 0
-    assert int(second) == int(first) == int(third)  # seeds 2 and 1 again: nothing new compiled
-    assert same_12 == "False" and same_13 == "True"
+    # seed 2, seed 1 again, another hyper value: nothing new compiled
+    assert int(second) == int(first) == int(third) == int(fourth)
+    assert same_12 == "False" and same_13 == "True" and same_14 == "False"

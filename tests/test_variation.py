@@ -115,3 +115,26 @@ def test_random_population_densities_rates_and_forward_pruning():
     assert not all(np.array_equal(a, b) for a, b in zip(
         jax.tree_util.tree_leaves(forward_prune(unpruned.masks)),
         jax.tree_util.tree_leaves(unpruned.masks)))
+
+
+def test_mutate_without_flips_equals_zero_flip_rates():
+    """flips=False skips the flip draw, and the offspring are those of p_disconnect = p_connect
+    = 0 bit for bit (the Gaussian key does not move); nonzero rates with flips=False and
+    self-adaptive rates without flips are refused."""
+    import pytest
+
+    ind = _individual(density=0.4)
+    zero = MutationHyper(sigma=0.1, p_disconnect=0.0, p_connect=0.0)
+    with_flips = mutate(jax.random.key(7), ind, SPEC.maskable(),
+                        MutationConfig(forward_prune=False), zero, SPEC)
+    without = mutate(jax.random.key(7), ind, SPEC.maskable(),
+                     MutationConfig(forward_prune=False, flips=False), zero, SPEC)
+    assert_trees_equal(with_flips, without)
+    assert_trees_equal(without.masks, ind.masks)
+    assert not np.array_equal(jax.tree_util.tree_leaves(without.params)[0],
+                              jax.tree_util.tree_leaves(ind.params)[0])  # sigma still acts
+    MutationConfig(flips=False).check_hyper(zero)
+    with pytest.raises(ValueError, match="flips=False skips"):
+        MutationConfig(flips=False).check_hyper(MutationHyper(p_connect=0.01, p_disconnect=0.0))
+    with pytest.raises(ValueError, match="self-adaptive"):
+        MutationConfig(self_adaptive=True, flips=False)

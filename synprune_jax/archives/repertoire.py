@@ -311,6 +311,34 @@ def init_archive(spec: ArchiveSpec, template: Population) -> Archive:
     )
 
 
+# Batches with at most this many (candidate, rival) pairs per archive cell compare every pair
+# instead of scattering into [C] arrays (benchmarks/engine_overhead.py: faster below it on CPU).
+_PAIRWISE_PAIRS_PER_CELL = 4
+
+
+def _batch_winners(cells: jax.Array, fitness: jax.Array, valid: jax.Array,
+                   num_cells: int) -> jax.Array:
+    """``[B]`` bool: the valid individual of highest fitness in its cell, ties to the lowest
+    batch index (rule 2 of :func:`add`). ``cells`` holds the sentinel ``num_cells`` where
+    invalid, ``fitness`` is finite where valid.
+
+    Small batches compare all ``B^2`` pairs (no ``[C]`` temporaries); large ones scatter the
+    best fitness, then the lowest index among the best, into ``[C]`` arrays. Same result.
+    """
+    batch_size = fitness.shape[0]
+    batch_index = jnp.arange(batch_size, dtype=jnp.int32)
+    if batch_size * batch_size <= _PAIRWISE_PAIRS_PER_CELL * num_cells:
+        rival = (cells[None, :] == cells[:, None]) & valid[None, :]
+        beats = (fitness[None, :] > fitness[:, None]) | (
+            (fitness[None, :] == fitness[:, None]) & (batch_index[None, :] < batch_index[:, None]))
+        return valid & ~jnp.any(rival & beats, axis=1)
+    best = jnp.full((num_cells,), -jnp.inf, jnp.float32).at[cells].max(fitness, mode="drop")
+    is_best = valid & (fitness == best[jnp.minimum(cells, num_cells - 1)])
+    winner_index = jnp.full((num_cells,), batch_size, jnp.int32).at[cells].min(
+        jnp.where(is_best, batch_index, batch_size), mode="drop")
+    return valid & (winner_index[jnp.minimum(cells, num_cells - 1)] == batch_index)
+
+
 def add(spec: ArchiveSpec, archive: Archive, genomes: Population,
         result: EvalResult) -> tuple[Archive, jax.Array]:
     """Inserts a batch into the archive (fixed shapes, one scatter per leaf).
@@ -356,13 +384,7 @@ def add(spec: ArchiveSpec, archive: Archive, genomes: Population,
     candidate_cells = jnp.where(valid, cells, num_cells)  # sentinel C: dropped by every scatter
     candidate_fitness = jnp.where(valid, fitness, -jnp.inf)
 
-    best = jnp.full((num_cells,), -jnp.inf, jnp.float32).at[candidate_cells].max(
-        candidate_fitness, mode="drop")
-    is_best = valid & (fitness == best[cells])
-    batch_index = jnp.arange(batch_size, dtype=jnp.int32)
-    winner_index = jnp.full((num_cells,), batch_size, jnp.int32).at[candidate_cells].min(
-        jnp.where(is_best, batch_index, batch_size), mode="drop")
-    winner = valid & (winner_index[cells] == batch_index)
+    winner = _batch_winners(candidate_cells, candidate_fitness, valid, num_cells)
     inserted = winner & (fitness > archive.fitness[cells])
 
     # Each cell has at most one inserted individual, so the scatters are unambiguous.
@@ -379,6 +401,32 @@ def add(spec: ArchiveSpec, archive: Archive, genomes: Population,
     return new_archive, inserted
 
 
+def inclusive_count(flags: jax.Array) -> jax.Array:
+    """``[C]`` int32 running count of True entries of ``flags [C]`` (``jnp.cumsum``'s values).
+
+    Computed as two small matrix products over a ``[R, W]`` tiling (``W = ceil(sqrt(C))``):
+    within-row counts ``x @ triu(1)`` and row offsets ``tril(1, -1) @ row_totals``, at
+    ``Precision.HIGHEST`` and exact (0/1 inputs, totals below ``2**24``). On CPU this is 2-4x
+    faster than ``jnp.cumsum``'s associative scan for the archive sizes used here
+    (``benchmarks/engine_overhead.py``); above ``W = 256`` it falls back to ``jnp.cumsum``.
+
+    Example:
+        >>> inclusive_count(jnp.array([True, False, True, True])).tolist()
+        [1, 1, 2, 3]
+    """
+    size = flags.shape[0]
+    width = math.isqrt(max(size - 1, 0)) + 1
+    if width > 256 or size >= 1 << 24:
+        return jnp.cumsum(flags, dtype=jnp.int32)
+    rows = -(-size // width)
+    tiles = jnp.pad(flags.astype(jnp.float32), (0, rows * width - size)).reshape(rows, width)
+    highest = jax.lax.Precision.HIGHEST
+    within = jnp.matmul(tiles, jnp.triu(jnp.ones((width, width), jnp.float32)), precision=highest)
+    offsets = jnp.matmul(jnp.tril(jnp.ones((rows, rows), jnp.float32), -1), within[:, -1],
+                         precision=highest)
+    return (within + offsets[:, None]).reshape(-1)[:size].astype(jnp.int32)
+
+
 def sample_indices(key: jax.Array, archive: Archive, num: int) -> jax.Array:
     """Cells drawn uniformly, with replacement, among the filled ones.
 
@@ -388,20 +436,26 @@ def sample_indices(key: jax.Array, archive: Archive, num: int) -> jax.Array:
         num: number of draws (static).
 
     Returns:
-        ``[num]`` int32 cell indices. If the archive is empty the draws are uniform over all
-        ``C`` cells (which hold zero genomes): seed the archive before sampling from it.
+        ``[num]`` int32 cell indices: draw ``d ~ randint(0, n)`` (``n`` filled cells) picks the
+        ``d``-th filled cell in ascending order. If the archive is empty the draws are uniform
+        over all ``C`` cells (which hold zero genomes): seed the archive before sampling from it.
 
-    Cost is ``O(C + num)``: the filled cells are listed once, then each draw is one integer.
+    Cost is ``O(C + num)``: the filled cells are listed once (:func:`inclusive_count` and one
+    scatter), then each draw is one integer and one gather.
     """
     filled = archive.filled
     num_cells = filled.shape[0]
     num_filled = jnp.sum(filled, dtype=jnp.int32)
-    (filled_cells,) = jnp.nonzero(filled, size=num_cells, fill_value=0)
     any_filled = num_filled > 0
-    table = jnp.where(any_filled, filled_cells, jnp.arange(num_cells, dtype=filled_cells.dtype))
+    # The filled cells in ascending order (jnp.nonzero's values, without its cumsum).
+    rank = jnp.where(filled, inclusive_count(filled) - 1, num_cells)
+    cells = jnp.arange(num_cells, dtype=jnp.int32)
+    filled_cells = jnp.zeros((num_cells,), jnp.int32).at[rank].set(cells, mode="drop",
+                                                                   unique_indices=True)
+    table = jnp.where(any_filled, filled_cells, cells)
     upper = jnp.where(any_filled, num_filled, num_cells)
     draws = jax.random.randint(key, (num,), 0, upper, dtype=jnp.int32)
-    return table[draws].astype(jnp.int32)
+    return table[draws]
 
 
 def sample(key: jax.Array, archive: Archive, num: int) -> Population:

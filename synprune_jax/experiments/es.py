@@ -162,6 +162,8 @@ def build_ga(config: dict) -> Built:
                                     (GAHyper, {"mutation": mutation_hyper(config["mutation"])}),
                                     extra=("archive_dir",))
     validate_hyper(hyper)
+    with config_errors():
+        ga_config.mutation.check_hyper(hyper.mutation)
     archive_dir = config["ga"].get("archive_dir")
     if ga_config.init == "archive" and not archive_dir:
         raise ConfigError("ga.init='archive' needs ga.archive_dir (a finished MAP-Elites run)")
@@ -231,6 +233,8 @@ def build_me_es(config: dict) -> Built:
     archive = me_experiment.build_archive_spec(config["archive"], task)
     me_config = me_experiment.map_elites_config(config["map_elites"], archive)
     mutation = me_experiment.mutation_hyper(config["mutation"])
+    with config_errors():
+        me_config.mutation.check_hyper(mutation)
     emitter, hyper = from_section(config["es_emitter"], "es_emitter", ESEmitterConfig,
                                   (MapElitesESHyper, {"mutation": mutation}))
     validate_es_hyper(hyper)

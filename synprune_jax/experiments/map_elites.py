@@ -167,6 +167,7 @@ def build(config: dict) -> Built:
         archive = build_archive_spec(config["archive"], task)
         me_config = map_elites_config(config["map_elites"], archive)
         hyper = mutation_hyper(config["mutation"])
+        me_config.mutation.check_hyper(hyper)
         run_config = from_section(config["run"], "run", RunConfig)
         algorithm = MapElites(me_config, task)
     return Built(algorithm=algorithm, hyper=hyper, run_config=run_config, report=report,
