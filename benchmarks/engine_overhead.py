@@ -10,7 +10,11 @@ Three cases (issue "The engine's own cost where evaluation is cheap, and compile
   per million evaluations, cells filled, QD-score (offset 0: fitness is ``-var(angles)``, so the
   score is negative and rises toward 0). ``parts`` splits one generation by part from four
   programs timed alternately (A B C D A B ...): emit only (parent sampling + mutation), + the
-  evaluation, + the insertion, + the metrics; each part is the difference of two medians.
+  evaluation, + the insertion, + the metrics; each part is the difference of two medians. Two
+  more programs in the same alternation bound what cannot go: ``draws_alone`` (only the random
+  draws of a generation, the streams the results are defined by) and ``evaluate_alone`` (only
+  the task's evaluation of a batch). ``full_previous`` is the generation as it was before this
+  issue's changes (:func:`previous_engine`), in the same alternation: ``speedup_vs_previous``.
   The C++ reference (hucebot/fast_map-elites, clang -O3, one thread, same grid and batch 128)
   is the fixed figure :data:`REFERENCE_CPP_SECONDS_PER_MILLION`, quoted, not rebuilt here.
 * ``compile``: the programs a CLI run compiles, counted and timed by JAX's own monitoring
@@ -30,6 +34,7 @@ Three cases (issue "The engine's own cost where evaluation is cheap, and compile
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -39,7 +44,7 @@ import tempfile
 import time
 
 from benchmarks import (RESULTS_DIR, SUITES, check_suite, emit, interleaved_medians,
-                        machine_info, peer_status, run_and_report)
+                        machine_info, peer_status, write_csv)
 
 NAME = "engine_overhead"
 
@@ -56,7 +61,8 @@ SIZES = {
              "rounds": 15, "compile": ("default", "brax_qdax")},
 }
 
-PART_PROGRAMS = ("emit", "evaluate", "insert", "full")
+PART_PROGRAMS = ("emit", "evaluate", "insert", "full", "draws", "evaluate_alone",
+                 "full_previous")
 
 #: ``synprune run`` overrides of each compile setting (one chunk of generations, no progress).
 COMPILE_SETTINGS = {
@@ -64,14 +70,15 @@ COMPILE_SETTINGS = {
     "brax_qdax": ["--set", "task.env_name=walker2d", "--set", "task.hidden_sizes=[64,64]",
                   "--set", "task.descriptors=[feet_contact]", "--set", "archive.kind=cvt",
                   "--set", "archive.num_cells=1024", "--set", "map_elites.batch_size=256",
-                  "--set", "map_elites.initial_batch_size=256",
+                  "--set", "map_elites.initial_batch_size=256", "--set", "task.devices=1",
                   "--set", "run.num_generations=10"],
 }
 
 
-def arm_setting(batch: int = 128):
+def arm_setting(batch: int = 128, flips: bool = False):
     """``(algorithm, hyper)``: MAP-Elites on the 10-joint arm, direct genotype, 64 x 64 grid
-    over the tip, ``batch`` offspring (and initial individuals), sigma 0.01, no flips."""
+    over the tip, ``batch`` offspring (and initial individuals), sigma 0.01, no flips
+    (``flips=True``: flips drawn at zero rates, the same offspring at more cost)."""
     from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
     from synprune_jax.archives import GridSpec
     from synprune_jax.tasks import KinematicArm
@@ -80,41 +87,101 @@ def arm_setting(batch: int = 128):
     task = KinematicArm(num_joints=10, genotype="angles")
     config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (64, 64)),
                              batch_size=batch, initial_batch_size=batch, qd_offset=0.0,
-                             mutation=MutationConfig(forward_prune=False, flips=False))
+                             mutation=MutationConfig(forward_prune=False, flips=flips))
     algorithm = MapElites(config, task)
     return algorithm, algorithm.default_hyper.replace(sigma=0.01, p_disconnect=0.0,
                                                       p_connect=0.0)
 
 
-def part_step(algorithm, hyper, part: str):
-    """``(key, state) -> (state, metrics)``: one generation cut after ``part`` (one of
-    :data:`PART_PROGRAMS`; ``"full"`` is ``algorithm.step``). A cut generation keeps what it
-    computed alive by folding one value of it into the archive's fitness (``+ 0 * value``)."""
-    import jax
+def part_step(algorithm, part: str):
+    """``(key, state, hyper) -> (state, metrics)``: one generation cut after ``part`` (one of
+    :data:`PART_PROGRAMS`; ``"full"`` is ``algorithm.step``), or a bound program:
 
-    from synprune_jax.archives import add
+    * ``"draws"``: only the random draws a generation makes (the runner's generation key, the
+      emitter's parent ``randint``, one key per child split in three, the Gaussian's per-leaf
+      split and ``normal``), the streams the results depend on;
+    * ``"evaluate_alone"``: only ``task.evaluate`` of the carried offspring-sized population.
+
+    A cut program keeps what it computed alive by folding a sum of it into the archive's
+    fitness (``+ 0 * sum``), so XLA can neither drop nor slice it."""
+    import jax
+    import jax.numpy as jnp
+
+    from synprune_jax.archives import add, sample
 
     if part == "full":
-        return lambda key, state: algorithm.step(key, state, hyper)
+        return algorithm.step
     config, task, emitter = algorithm.config, algorithm.task, algorithm.emitter
 
-    def keep(state, value):
-        fitness = state.archive.fitness + 0.0 * value
+    def keep(state, *trees):
+        total = sum(jnp.sum(leaf.astype(jnp.float32)) for tree in trees
+                    for leaf in jax.tree_util.tree_leaves(tree))
+        fitness = state.archive.fitness + 0.0 * total
         return state.replace(archive=state.archive.replace(fitness=fitness)), {}
 
-    def step(key, state):
+    def step(key, state, hyper):
         key_emit, key_eval = jax.random.split(key)
+        if part == "draws":
+            key_parents, key_mutate = jax.random.split(key_emit)
+            parents = jax.random.randint(key_parents, (emitter.batch_size,), 0, 7)
+
+            def child(k, leaf):
+                key_gauss = jax.random.split(k, 3)[2]
+                leaf_key = jax.random.split(key_gauss, 1)[0]
+                return jax.random.normal(leaf_key, leaf.shape, leaf.dtype)
+
+            template = jax.tree_util.tree_leaves(state.archive.genomes.params)[0][0]
+            noise = jax.vmap(child, in_axes=(0, None))(
+                jax.random.split(key_mutate, emitter.batch_size), template)
+            return keep(state, parents, noise)
+        if part == "evaluate_alone":
+            population = sample(jax.random.key(0), state.archive, emitter.batch_size)
+            population = population.replace(params=jax.tree_util.tree_map(
+                lambda leaf: leaf + 1e-7 * state.generation, population.params))
+            result = task.evaluate(key_eval, population)
+            return keep(state, result.fitness, result.descriptors, result.extras["density"])
         offspring, _ = emitter.emit(key_emit, state.archive, None, hyper)
         if part == "emit":
-            return keep(state, sum(leaf.reshape(-1)[0] for leaf in
-                                   jax.tree_util.tree_leaves(offspring.params)))
+            return keep(state, offspring.params)
         result = task.evaluate(key_eval, offspring)
         if part == "evaluate":
-            return keep(state, result.fitness[0] + result.descriptors[0, 0])
+            return keep(state, result.fitness, result.descriptors, result.extras["density"])
         archive, _ = add(config.archive, state.archive, offspring, result)
         return state.replace(archive=archive), {}
 
     return step
+
+
+def nonzero_sample_indices(key, archive, num):
+    """``archives.sample_indices`` as it was before issue 23: the filled cells listed by
+    ``jnp.nonzero`` (an associative-scan cumsum on CPU). Same signature and draws."""
+    import jax
+    import jax.numpy as jnp
+
+    filled = archive.filled
+    num_cells = filled.shape[0]
+    num_filled = jnp.sum(filled, dtype=jnp.int32)
+    (filled_cells,) = jnp.nonzero(filled, size=num_cells, fill_value=0)
+    table = jnp.where(num_filled > 0, filled_cells, jnp.arange(num_cells))
+    upper = jnp.where(num_filled > 0, num_filled, num_cells)
+    draws = jax.random.randint(key, (num,), 0, upper, dtype=jnp.int32)
+    return table[draws].astype(jnp.int32)
+
+
+@contextlib.contextmanager
+def previous_engine():
+    """While tracing: the engine as it was before this issue's changes (parents through
+    :func:`nonzero_sample_indices`, clashes settled through ``[C]`` scatters). With
+    ``arm_setting(batch, flips=True)`` (a flip draw at zero rates) it is the previous generation,
+    with the same results; the ``full_previous`` program is timed alternately with ``full``."""
+    from synprune_jax.archives import repertoire
+
+    saved = repertoire.sample_indices, repertoire._PAIRWISE_PAIRS_PER_CELL
+    repertoire.sample_indices, repertoire._PAIRWISE_PAIRS_PER_CELL = nonzero_sample_indices, 0
+    try:
+        yield
+    finally:
+        repertoire.sample_indices, repertoire._PAIRWISE_PAIRS_PER_CELL = saved
 
 
 def _schedule(batch: int, setting: dict) -> tuple[int, int]:
@@ -135,22 +202,31 @@ def arm_records(setting: dict) -> list[dict]:
     for batch in setting["batches"]:
         algorithm, hyper = arm_setting(batch)
         chunk, chunks = _schedule(batch, setting)
-        init = jax.jit(lambda key: runner.strong_types(algorithm.init(key, hyper)))
-        initial = init(runner.init_key(0))
+        hyper_args = jax.tree_util.tree_map(lambda leaf: leaf[0], runner.stack([hyper]))
+        init = jax.jit(lambda key, hyper: runner.strong_types(algorithm.init(key, hyper)))
+        initial = init(runner.init_key(0), hyper_args)
         compiled, compile_s = {}, {}
         for part in PART_PROGRAMS:
-            step = part_step(algorithm, hyper, part)
-            program = jax.jit(lambda state, seed, step=step: runner.scan_generations(
-                step, seed, state, chunk), donate_argnums=0)
+            previous = part == "full_previous"
+            step = part_step(arm_setting(batch, flips=True)[0] if previous else algorithm,
+                             "full" if previous else part)
+
+            # as the runner compiles a run: seed and hyper-parameters are arguments
+            def chunk_program(state, seed, hyper, step=step):
+                return runner.scan_generations(lambda key, state: step(key, state, hyper),
+                                               seed, state, chunk)
+
             start = time.perf_counter()
-            compiled[part] = program.lower(initial, np.uint32(0)).compile()
+            with previous_engine() if previous else contextlib.nullcontext():
+                compiled[part] = jax.jit(chunk_program, donate_argnums=0).lower(
+                    initial, np.uint32(0), hyper_args).compile()
             compile_s[part] = time.perf_counter() - start
         # the run: the runner's chunk (full step, every generation's metrics to the host)
         state = jax.tree_util.tree_map(jax.numpy.copy, initial)
         wall, cpu = 0.0, 0.0
         for _ in range(chunks):
             start, start_cpu = time.perf_counter(), time.process_time()
-            state, outputs = compiled["full"](state, np.uint32(0))
+            state, outputs = compiled["full"](state, np.uint32(0), hyper_args)
             jax.device_get(outputs)
             wall += time.perf_counter() - start
             cpu += time.process_time() - start_cpu
@@ -166,12 +242,12 @@ def arm_records(setting: dict) -> list[dict]:
             "chunk_compile_s": compile_s["full"],
             "reference_cpp_seconds_per_million": REFERENCE_CPP_SECONDS_PER_MILLION})
         emit(records[-1])
-        # parts: the four cut programs alternately, each from its own copy of the start state
+        # parts: the cut and bound programs alternately, each from its own copy of the start state
         states = {part: jax.tree_util.tree_map(jax.numpy.copy, initial) for part in compiled}
 
         def call(part):
             def go():
-                states[part], outputs = compiled[part](states[part], np.uint32(0))
+                states[part], outputs = compiled[part](states[part], np.uint32(0), hyper_args)
                 return jax.device_get(outputs)
             return go
 
@@ -182,10 +258,18 @@ def arm_records(setting: dict) -> list[dict]:
         split = {"emit": per_gen["emit"],
                  "evaluate": per_gen["evaluate"] - per_gen["emit"],
                  "insert": per_gen["insert"] - per_gen["evaluate"],
-                 "metrics": per_gen["full"] - per_gen["insert"]}
+                 "metrics": per_gen["full"] - per_gen["insert"],
+                 "draws_alone": per_gen["draws"], "evaluate_alone": per_gen["evaluate_alone"]}
         records.append({
             "case": "arm", "program": "parts", "batch": batch, "rounds": setting["rounds"],
             "generation_us": per_gen["full"], "generation_cpu_us": per_gen_cpu["full"],
+            "previous_generation_us": per_gen["full_previous"],
+            "speedup_vs_previous": per_gen["full_previous"] / per_gen["full"],
+            "speedup_vs_previous_cpu": per_gen_cpu["full_previous"] / per_gen_cpu["full"],
+            # both advanced through the same generations from the same state: same archive
+            "previous_same_archive": bool(np.array_equal(
+                np.asarray(states["full"].archive.fitness),
+                np.asarray(states["full_previous"].archive.fitness))),
             **{f"{name}_us": value for name, value in split.items()},
             **{f"{part}_compile_s": compile_s[part] for part in PART_PROGRAMS}})
         emit(records[-1])
@@ -242,7 +326,49 @@ def compile_records(setting: dict) -> list[dict]:
                     record = {"case": "compile", "setting": name, "phase": phase,
                               "sigma": sigma, **json.loads(lines[-1])}
                 records.append(emit(record))
+        if name != "default":
+            records.append(compile_parts_record(name))
     return records
+
+
+def compile_parts_record(name: str) -> dict:
+    """Cold compile time of each part of a setting's programs, each compiled alone in this
+    process: the task's evaluation of one batch (in both init and chunk), the random initial
+    population (init), the emitter (chunk), the insertion and the archive metrics."""
+    import jax
+
+    from benchmarks import fresh_compilation_cache
+    from synprune_jax.algorithms.map_elites import random_population
+    from synprune_jax.archives import add, qd_metrics
+    from synprune_jax.config import apply_overrides
+    from synprune_jax.experiments import get_experiment
+
+    fresh_compilation_cache()
+    experiment = get_experiment("me-prune")
+    built = experiment.build(apply_overrides(experiment.default_config(),
+                                             COMPILE_SETTINGS[name][1::2]))
+    algorithm, hyper = built.algorithm, built.hyper
+    task, config = algorithm.task, algorithm.config
+    batch = algorithm.emitter.batch_size
+    key = jax.random.key(0)
+    population = jax.eval_shape(lambda k: random_population(k, task, config, hyper, batch), key)
+    state = jax.eval_shape(lambda k: algorithm.init(k, hyper), key)
+    result = jax.eval_shape(task.evaluate, key, population)
+    parts = {
+        "evaluate": (task.evaluate, key, population),
+        "random_population": (lambda k: random_population(k, task, config, hyper, batch), key),
+        "emit": (lambda k, a: algorithm.emitter.emit(k, a, None, hyper)[0], key, state.archive),
+        "insert": (lambda a, p, r: add(config.archive, a, p, r), state.archive, population,
+                   result),
+        "metrics": (lambda a: qd_metrics(a, config.qd_offset, config.density_bands),
+                    state.archive),
+    }
+    record = {"case": "compile_parts", "setting": name, "batch": batch}
+    for part, (function, *args) in parts.items():
+        start = time.perf_counter()
+        jax.jit(function).lower(*args).compile()
+        record[f"{part}_compile_s"] = time.perf_counter() - start
+    return emit(record)
 
 
 def qdax_compile_record() -> list[dict]:
@@ -291,13 +417,9 @@ def main() -> None:
         print(json.dumps(compile_child(setting, float(sigma), out_dir)), flush=True)
         return
     emit({"benchmark": "machine", "suite": args.suite, **machine_info()})
-    records = run(args.suite, tuple(args.only.split(",")))
+    records = run(args.suite, tuple(args.only.split(",")))  # printed as they come
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-    run_and_report(NAME, [], None, args.suite)  # records were printed as they came
-    if args.out:
-        from benchmarks import write_csv
-
         write_csv(os.path.join(args.out, f"{NAME}_{args.suite}.csv"),
                   [{"benchmark": NAME, "suite": args.suite, **r} for r in records])
 

@@ -8,7 +8,7 @@ the program, output shape and the JAX operation it came from (from the compiled 
   ``benchmarks/transfer_heads.py`` times it vmapped; 150 minibatch steps per call);
 * ``ae_ring``: one synchronous epoch of the 10-cell autoencoder coevolution ring (as
   ``benchmarks/ae_coevolution.py`` times it vmapped; 200 steps per call);
-* ``me_arm``: 500 MAP-Elites generations on the engine-overhead arm (``engine_overhead.arm_setting``, as
+* ``me_arm``: 500 MAP-Elites generations on the engine-overhead arm (``--batch``, default 128) (``engine_overhead.arm_setting``, as
   ``benchmarks/engine_overhead.py`` times it; divide by 500 for one generation).
 
 Used for the per-step breakdowns in docs/mo_transfer.md and docs/autoencoder.md (divide an
@@ -17,6 +17,7 @@ operation's milliseconds by the steps per call).
     python benchmarks/profile_ops.py heads
     python benchmarks/profile_ops.py ae_ring --top 15
     python benchmarks/profile_ops.py me_arm --top 25
+    python benchmarks/profile_ops.py me_arm --batch 4096
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ def _ae_ring():
                                     jnp.zeros((10,), jnp.int32), jnp.int32(5))
 
 
-def _me_arm():
+def _me_arm(batch: int = 128):
     from benchmarks.engine_overhead import arm_setting
     from synprune_jax import runner
 
-    algorithm, hyper = arm_setting()
+    algorithm, hyper = arm_setting(batch)
     state = jax.jit(lambda key: algorithm.init(key, hyper))(runner.init_key(0))
     step = lambda key, state: algorithm.step(key, state, hyper)
     return (lambda state: runner.scan_generations(step, 0, state, 500)), (state,)
@@ -93,8 +94,8 @@ def _hlo_index(text: str) -> dict:
     return index
 
 
-def profile(name: str, repeats: int, top: int) -> dict:
-    function, args = TARGETS[name]()
+def profile(name: str, repeats: int, top: int, batch: int | None = None) -> dict:
+    function, args = TARGETS[name](batch) if batch else TARGETS[name]()
     compiled = jax.jit(function).lower(*args).compile()
     jax.block_until_ready(compiled(*args))
     times = []
@@ -127,8 +128,11 @@ def main() -> None:
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=None, help="me_arm only: the batch size")
     args = parser.parse_args()
-    print(json.dumps(profile(args.target, args.repeats, args.top), indent=1))
+    if args.batch and args.target != "me_arm":
+        parser.error("--batch applies to me_arm only")
+    print(json.dumps(profile(args.target, args.repeats, args.top, args.batch), indent=1))
 
 
 if __name__ == "__main__":

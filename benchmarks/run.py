@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Cheap ones first, so a partial run still has them.
 BENCHMARKS = ("archive_insertion", "masked_vs_dense", "arm_million", "scaling",
-              "qdax_map_elites", "es_brax", "throughput", "task_suites")
+              "qdax_map_elites", "es_brax", "throughput", "task_suites", "engine_overhead")
 
 
 def command_for(name: str, suite: str, out_dir: str) -> list[str] | None:

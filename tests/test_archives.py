@@ -442,30 +442,6 @@ def test_inclusive_count_equals_cumsum(size):
         assert counted.dtype == np.int32
 
 
-def _nonzero_reference(key, archive, num):
-    """The parent sampler as it was (jnp.nonzero's table): the draws must not change."""
-    filled = archive.filled
-    num_cells = filled.shape[0]
-    num_filled = jnp.sum(filled, dtype=jnp.int32)
-    (filled_cells,) = jnp.nonzero(filled, size=num_cells, fill_value=0)
-    table = jnp.where(num_filled > 0, filled_cells, jnp.arange(num_cells))
-    upper = jnp.where(num_filled > 0, num_filled, num_cells)
-    return table[jax.random.randint(key, (num,), 0, upper, dtype=jnp.int32)].astype(jnp.int32)
-
-
-@pytest.mark.parametrize("cells,num", [(1, 3), (64, 5), (4096, 128), (10_000, 4096)])
-def test_sample_indices_draws_as_the_nonzero_table_did(cells, num):
-    """Same key -> same parents as the jnp.nonzero table it replaced (empty, sparse and full)."""
-    for density in (0.0, 0.01, 0.4, 1.0):
-        filled = np.random.default_rng(cells + num).random(cells) < density
-        archive = Archive(genomes=None, fitness=jnp.where(jnp.asarray(filled), 1.0, -jnp.inf),
-                          descriptors=None, density=None, centroids=None)
-        for seed in range(3):
-            key = jax.random.key(seed)
-            np.testing.assert_array_equal(sample_indices(key, archive, num),
-                                          _nonzero_reference(key, archive, num))
-
-
 @pytest.mark.parametrize("batch,cells", [(8, 4), (32, 16), (64, 4096), (256, 64)])
 def test_batch_winners_pairwise_equals_scatter(batch, cells, monkeypatch):
     """The all-pairs comparison (small batches) and the [C] scatters (large ones) pick the same

@@ -296,3 +296,40 @@ def test_task_suites_benchmark_toy():
         assert record[key] > 0 and math.isfinite(record[key]), key
     assert record["overhead_ratio_min"] <= record["overhead_ratio"] <= record["overhead_ratio_max"]
     assert record["episode_length"] == 5 and record["generations_timed"] == 2
+
+
+@pytest.mark.slow
+def test_engine_overhead_arm_toy():
+    """The arm case at a toy size: one run and one parts record per batch; the generation as it
+    was before the engine-cost changes fills the same archive as today's (same draws, same
+    winners), and the run's archive holds real elites (fitness -var(angles) <= 0)."""
+    from benchmarks import engine_overhead
+
+    setting = {"batches": (16,), "evaluations": 1600, "chunk": 25, "rounds": 1}
+    records = engine_overhead.arm_records(setting)
+    run_record, parts = records
+    assert run_record["program"] == "run" and parts["program"] == "parts"
+    assert run_record["evaluations"] == 1600 and run_record["generations"] == 100
+    assert 0 < run_record["cells_filled"] <= 4096
+    assert math.isfinite(run_record["qd_score"]) and run_record["qd_score"] <= 0
+    assert parts["previous_same_archive"] is True
+    for name in ("generation_us", "draws_alone_us", "evaluate_alone_us", "speedup_vs_previous"):
+        assert math.isfinite(parts[name]) and parts[name] > 0
+    json.dumps(records)
+
+
+@pytest.mark.parametrize("cells,num", [(1, 3), (64, 5), (4096, 128), (10_000, 4096)])
+def test_sample_indices_draws_as_the_nonzero_table_did(cells, num):
+    """archives.sample_indices: same key -> same parents as the jnp.nonzero table it replaced
+    (empty, sparse and full archives), so the engine-cost change kept every seeded result."""
+    from benchmarks import engine_overhead
+    from synprune_jax.archives import Archive, sample_indices
+
+    for density in (0.0, 0.01, 0.4, 1.0):
+        filled = np.random.default_rng(cells + num).random(cells) < density
+        archive = Archive(genomes=None, fitness=jnp.where(jnp.asarray(filled), 1.0, -jnp.inf),
+                          descriptors=None, density=None, centroids=None)
+        for seed in range(3):
+            key = jax.random.key(seed)
+            np.testing.assert_array_equal(sample_indices(key, archive, num),
+                                          engine_overhead.nonzero_sample_indices(key, archive, num))
