@@ -431,25 +431,25 @@ def test_qd_metrics_empty_archive():
 
 # ----- the cheap paths of insertion and parent sampling (issue "engine cost") -------------------
 
-@pytest.mark.parametrize("size", [1, 2, 7, 64, 400, 4096, 4097, 10_000, 70_000])
+@pytest.mark.parametrize("size", [1, 7, 400, 4097, 70_000])
 def test_inclusive_count_equals_cumsum(size):
     """The tiled matrix-product count equals NumPy's cumsum exactly, for square, ragged and
     fallback (> 256^2) sizes, dense and sparse flags."""
-    for density in (0.0, 0.03, 0.5, 1.0):
+    for density in (0.0, 0.03, 1.0):
         flags = np.random.default_rng(size).random(size) < density
         counted = np.asarray(jax.jit(inclusive_count)(jnp.asarray(flags)))
         np.testing.assert_array_equal(counted, np.cumsum(flags))
         assert counted.dtype == np.int32
 
 
-@pytest.mark.parametrize("batch,cells", [(8, 4), (32, 16), (64, 4096), (256, 64)])
+@pytest.mark.parametrize("batch,cells", [(8, 4), (64, 4096), (256, 64)])
 def test_batch_winners_pairwise_equals_scatter(batch, cells, monkeypatch):
     """The all-pairs comparison (small batches) and the [C] scatters (large ones) pick the same
     winners: ties in fitness and cell, invalid rows and the sentinel cell included."""
     from synprune_jax.archives import repertoire
 
     rng = np.random.default_rng(batch * cells)
-    for _ in range(5):
+    for _ in range(3):
         cell = rng.integers(0, cells, batch)
         fitness = rng.integers(0, 4, batch).astype(np.float32)  # many exact ties
         valid = rng.random(batch) < 0.8
