@@ -202,7 +202,7 @@ def arm_records(setting: dict) -> list[dict]:
     for batch in setting["batches"]:
         algorithm, hyper = arm_setting(batch)
         chunk, chunks = _schedule(batch, setting)
-        hyper_args = jax.tree_util.tree_map(lambda leaf: leaf[0], runner.stack([hyper]))
+        hyper_args = runner.hyper_arguments(hyper)
         init = jax.jit(lambda key, hyper: runner.strong_types(algorithm.init(key, hyper)))
         initial = init(runner.init_key(0), hyper_args)
         compiled, compile_s = {}, {}

@@ -240,6 +240,17 @@ def stack(trees: Sequence[PyTree]) -> PyTree:
     return jax.tree_util.tree_map(one, *trees)
 
 
+def hyper_arguments(hyper: PyTree) -> PyTree:
+    """``hyper`` as the compiled programs take it: NumPy scalars, float64 -> float32 and
+    int64 -> int32 (one row of :func:`stack`, as a sweep passes it).
+
+    Example:
+        >>> hyper_arguments({"sigma": 0.05})["sigma"].dtype
+        dtype('float32')
+    """
+    return jax.tree_util.tree_map(lambda leaf: leaf[0], stack([hyper]))
+
+
 def _pad(tree: PyTree, count: int) -> PyTree:
     """Appends ``count`` copies of row 0 to every leaf."""
     if count == 0:
@@ -284,11 +295,10 @@ class _Single:
     batched = False
 
     def __init__(self, algorithm, seed: int, hyper):
-        self.algorithm, self.hyper = algorithm, hyper
+        self.algorithm = algorithm
         self.key = init_key(seed)
         self.seed = np.uint32(seed)
-        # float32 / int32 arrays, as a sweep passes them (float64 -> float32, int64 -> int32)
-        self.hyper_args = jax.tree_util.tree_map(lambda leaf: leaf[0], stack([hyper]))
+        self.hyper_args = hyper_arguments(hyper)
         self.identity = (algorithm, jax.tree_util.tree_structure(self.hyper_args),
                          tuple((leaf.shape, leaf.dtype.name)
                                for leaf in jax.tree_util.tree_leaves(self.hyper_args)),
@@ -692,5 +702,6 @@ def run(
 
 
 __all__ = ["Algorithm", "CheckpointsDamaged", "RunConfig", "RunFault", "Stopped",
-           "abstract_state", "check_state", "generation_key", "init_key", "read_metrics",
-           "restore_latest", "run", "run_loop", "scan_generations", "stack", "strong_types"]
+           "abstract_state", "check_state", "generation_key", "hyper_arguments", "init_key",
+           "read_metrics", "restore_latest", "run", "run_loop", "scan_generations", "stack",
+           "strong_types"]

@@ -94,8 +94,9 @@ class MutationConfig:
         forward_prune: cut the outgoing connections of units left without inputs (MLPs only).
         flips: prune / reconnect flips on (the default). ``False`` skips them and their random
             draw (one uniform per maskable weight): the offspring equal those of
-            ``p_disconnect = p_connect = 0``, whatever the rates say, at less cost. Gaussian
-            mutation only (e.g. a direct genotype, or weight search on fixed masks).
+            ``p_disconnect = p_connect = 0`` at less cost (:meth:`check_hyper` refuses nonzero
+            rates). Gaussian mutation only (e.g. a direct genotype, or weight search on fixed
+            masks).
     """
 
     self_adaptive: bool = False
