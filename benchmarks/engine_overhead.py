@@ -13,7 +13,9 @@ Three cases (issue "The engine's own cost where evaluation is cheap, and compile
   evaluation, + the insertion, + the metrics; each part is the difference of two medians. Two
   more programs in the same alternation bound what cannot go: ``draws_alone`` (only the random
   draws of a generation, the streams the results are defined by) and ``evaluate_alone`` (only
-  the task's evaluation of a batch). ``full_previous`` is the generation as it was before this
+  the task's evaluation of a batch); ``no_draws`` is the whole generation with every random draw
+  replaced by integer arithmetic (:func:`without_random_draws`), what is left if the random
+  streams cost nothing. ``full_previous`` is the generation as it was before this
   issue's changes (:func:`previous_engine`), in the same alternation: ``speedup_vs_previous``.
   The C++ reference (hucebot/fast_map-elites, clang -O3, one thread, same grid and batch 128)
   is the fixed figure :data:`REFERENCE_CPP_SECONDS_PER_MILLION`, quoted, not rebuilt here.
@@ -25,7 +27,9 @@ Three cases (issue "The engine's own cost where evaluation is cheap, and compile
   (MAP-Elites on Brax walker2d, spring, episode 100, a 64-64 tanh MLP, CVT 1024 cells, batch
   256: QDax's own example setting).
 * ``qdax_compile``: QDax 0.5 ``MAPElites`` on the ``brax_qdax`` setting (init, then one
-  ``scan_update``), cold, in the bench environment where QDax is installed; skipped otherwise.
+  ``scan_update``) and ours (``synprune run``, empty cache), cold, alternately in fresh child
+  processes (``compile_rounds`` each), with the medians' ratio; in the bench environment where
+  QDax is installed, skipped otherwise.
 
     python -m benchmarks.engine_overhead --suite quick
     python -m benchmarks.engine_overhead --suite quick --only arm
@@ -54,15 +58,15 @@ REFERENCE_CPP_SECONDS_PER_MILLION = 0.306
 
 SIZES = {
     "toy": {"batches": (64,), "evaluations": 20_000, "chunk": 100, "rounds": 3,
-            "compile": ("default",)},
+            "compile": ("default",), "compile_rounds": 1},
     "quick": {"batches": (128, 1024, 4096), "evaluations": 1_000_000, "chunk": 500,
-              "rounds": 5, "compile": ("default", "brax_qdax")},
+              "rounds": 5, "compile": ("default", "brax_qdax"), "compile_rounds": 3},
     "full": {"batches": (128, 1024, 4096), "evaluations": 1_000_000, "chunk": 500,
-             "rounds": 15, "compile": ("default", "brax_qdax")},
+             "rounds": 15, "compile": ("default", "brax_qdax"), "compile_rounds": 5},
 }
 
 PART_PROGRAMS = ("emit", "evaluate", "insert", "full", "draws", "evaluate_alone",
-                 "full_previous")
+                 "no_draws", "full_previous")
 
 #: ``synprune run`` overrides of each compile setting (one chunk of generations, no progress).
 COMPILE_SETTINGS = {
@@ -152,6 +156,80 @@ def part_step(algorithm, part: str):
     return step
 
 
+#: ``jax.random`` functions a MAP-Elites generation calls (:func:`without_random_draws`).
+_DRAWS = ("split", "fold_in", "randint", "normal", "uniform", "bernoulli")
+
+
+@contextlib.contextmanager
+def without_random_draws():
+    """While tracing: ``jax.random``'s :data:`_DRAWS` replaced by a few integer operations on the
+    key's data (a multiplicative hash of a counter), so a generation traced inside makes no
+    Threefry call. The numbers are not random and the results differ: the ``no_draws`` program
+    only measures what a generation costs without its random streams (a lower bound for any
+    choice of streams)."""
+    import jax
+    import jax.numpy as jnp
+
+    random = jax.random
+    is_key = lambda key: jnp.issubdtype(key.dtype, jax.dtypes.prng_key)  # noqa: E731
+    data = lambda key: random.key_data(key) if is_key(key) else key  # noqa: E731
+    wrap = lambda key, words: random.wrap_key_data(words) if is_key(key) else words  # noqa: E731
+
+    def words(key, shape):
+        word = data(key)
+        seed = word[..., 0] ^ (word[..., 1] * jnp.uint32(2654435761))
+        count = jnp.arange(math.prod(shape), dtype=jnp.uint32).reshape(shape)
+        return (seed + count * jnp.uint32(2246822519)) * jnp.uint32(3266489917)
+
+    def uniform(key, shape=(), dtype=jnp.float32, minval=0.0, maxval=1.0):
+        unit = (words(key, tuple(shape)) >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+        return (minval + (maxval - minval) * unit).astype(dtype)
+
+    def randint(key, shape, minval, maxval, dtype=jnp.int32):
+        span = jnp.maximum(jnp.asarray(maxval) - jnp.asarray(minval), 1).astype(jnp.uint32)
+        return (jnp.asarray(minval) + (words(key, tuple(shape)) % span)).astype(dtype)
+
+    fakes = {
+        "split": lambda key, num=2: wrap(key, data(key)[..., None, :]
+                                         + jnp.arange(num, dtype=jnp.uint32)[:, None]),
+        "fold_in": lambda key, value: wrap(key, data(key) + jnp.asarray(value, jnp.uint32)),
+        "randint": randint,
+        "uniform": uniform,
+        "normal": lambda key, shape=(), dtype=jnp.float32: 3.4 * (uniform(key, shape, dtype)
+                                                                  - 0.5),
+        "bernoulli": lambda key, p=0.5, shape=None: uniform(
+            key, jnp.shape(p) if shape is None else shape) < p,
+    }
+    saved = {name: getattr(random, name) for name in _DRAWS}
+    _REAL_DRAWS.update(saved)
+    for name in _DRAWS:
+        setattr(random, name, fakes[name])
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(random, name, function)
+
+
+_REAL_DRAWS: dict = {}
+
+
+@contextlib.contextmanager
+def real_random_draws():
+    """Inside :func:`without_random_draws`: ``jax.random`` as it is, e.g. to trace a task's own
+    evaluation with its real streams while the algorithm's draws stay replaced."""
+    import jax
+
+    current = {name: getattr(jax.random, name) for name in _DRAWS}
+    for name in _DRAWS:
+        setattr(jax.random, name, _REAL_DRAWS.get(name, current[name]))
+    try:
+        yield
+    finally:
+        for name, function in current.items():
+            setattr(jax.random, name, function)
+
+
 def nonzero_sample_indices(key, archive, num):
     """``archives.sample_indices`` as it was before issue 23: the filled cells listed by
     ``jnp.nonzero`` (an associative-scan cumsum on CPU). Same signature and draws."""
@@ -205,11 +283,11 @@ def arm_records(setting: dict) -> list[dict]:
         hyper_args = runner.hyper_arguments(hyper)
         init = jax.jit(lambda key, hyper: runner.strong_types(algorithm.init(key, hyper)))
         initial = init(runner.init_key(0), hyper_args)
-        compiled, compile_s = {}, {}
+        compiled, compile_s, threefry_left = {}, {}, None
         for part in PART_PROGRAMS:
             previous = part == "full_previous"
             step = part_step(arm_setting(batch, flips=True)[0] if previous else algorithm,
-                             "full" if previous else part)
+                             "full" if part in ("full_previous", "no_draws") else part)
 
             # as the runner compiles a run: seed and hyper-parameters are arguments
             def chunk_program(state, seed, hyper, step=step):
@@ -217,10 +295,15 @@ def arm_records(setting: dict) -> list[dict]:
                                                seed, state, chunk)
 
             start = time.perf_counter()
-            with previous_engine() if previous else contextlib.nullcontext():
-                compiled[part] = jax.jit(chunk_program, donate_argnums=0).lower(
-                    initial, np.uint32(0), hyper_args).compile()
+            context = {"full_previous": previous_engine,
+                       "no_draws": without_random_draws}.get(part, contextlib.nullcontext)
+            with context():
+                lowered = jax.jit(chunk_program, donate_argnums=0).lower(
+                    initial, np.uint32(0), hyper_args)
+            compiled[part] = lowered.compile()
             compile_s[part] = time.perf_counter() - start
+            if part == "no_draws":  # the bound holds only if no Threefry call is left
+                threefry_left = lowered.as_text().count("threefry")
         # the run: the runner's chunk (full step, every generation's metrics to the host)
         state = jax.tree_util.tree_map(jax.numpy.copy, initial)
         wall, cpu = 0.0, 0.0
@@ -259,7 +342,8 @@ def arm_records(setting: dict) -> list[dict]:
                  "evaluate": per_gen["evaluate"] - per_gen["emit"],
                  "insert": per_gen["insert"] - per_gen["evaluate"],
                  "metrics": per_gen["full"] - per_gen["insert"],
-                 "draws_alone": per_gen["draws"], "evaluate_alone": per_gen["evaluate_alone"]}
+                 "draws_alone": per_gen["draws"], "evaluate_alone": per_gen["evaluate_alone"],
+                 "no_draws": per_gen["no_draws"]}
         records.append({
             "case": "arm", "program": "parts", "batch": batch, "rounds": setting["rounds"],
             "generation_us": per_gen["full"], "generation_cpu_us": per_gen_cpu["full"],
@@ -271,6 +355,8 @@ def arm_records(setting: dict) -> list[dict]:
                 np.asarray(states["full"].archive.fitness),
                 np.asarray(states["full_previous"].archive.fitness))),
             **{f"{name}_us": value for name, value in split.items()},
+            "no_draws_s_per_million": per_gen["no_draws"] / batch,
+            "no_draws_threefry_calls": threefry_left,
             **{f"{part}_compile_s": compile_s[part] for part in PART_PROGRAMS}})
         emit(records[-1])
     return records
@@ -334,7 +420,11 @@ def compile_records(setting: dict) -> list[dict]:
 def compile_parts_record(name: str) -> dict:
     """Cold compile time of each part of a setting's programs, each compiled alone in this
     process: the task's evaluation of one batch (in both init and chunk), the random initial
-    population (init), the emitter (chunk), the insertion and the archive metrics."""
+    population (init; and inside it the kernels, the masks' Beta-distributed densities and as many
+    uniforms), the emitter (chunk), the insertion and the archive metrics; and, as the
+    floor under the evaluation, a bare rollout of the same batch in the same env
+    (:func:`benchmarks.task_suites.build_raw`: unmasked policies, no alive mask, no
+    descriptors)."""
     import jax
 
     from benchmarks import fresh_compilation_cache
@@ -354,6 +444,8 @@ def compile_parts_record(name: str) -> dict:
     population = jax.eval_shape(lambda k: random_population(k, task, config, hyper, batch), key)
     state = jax.eval_shape(lambda k: algorithm.init(k, hyper), key)
     result = jax.eval_shape(task.evaluate, key, population)
+    keys = jax.random.split(key, batch)
+    layers = sum(bool(leaf) for leaf in jax.tree_util.tree_leaves(task.maskable()))
     parts = {
         "evaluate": (task.evaluate, key, population),
         "random_population": (lambda k: random_population(k, task, config, hyper, batch), key),
@@ -362,20 +454,28 @@ def compile_parts_record(name: str) -> dict:
                    result),
         "metrics": (lambda a: qd_metrics(a, config.qd_offset, config.density_bands),
                     state.archive),
+        # inside random_population: the kernels (flax's truncated-normal initialiser), the
+        # initial masks' Beta-distributed densities, and as many uniforms for comparison
+        "initial_kernels": (lambda ks: jax.vmap(task.init_params)(ks), keys),
+        "initial_densities": (lambda ks: jax.vmap(lambda k: jax.random.beta(
+            k, config.init_beta_a, config.init_beta_b, (layers,)))(ks), keys),
+        "as_many_uniforms": (lambda ks: jax.vmap(lambda k: jax.random.uniform(k, (layers,)))(ks),
+                             keys),
     }
     record = {"case": "compile_parts", "setting": name, "batch": batch}
     for part, (function, *args) in parts.items():
         start = time.perf_counter()
         jax.jit(function).lower(*args).compile()
         record[f"{part}_compile_s"] = time.perf_counter() - start
+    from benchmarks.task_suites import build_raw
+
+    record["bare_rollout_compile_s"] = build_raw(task, batch)[1]
     return emit(record)
 
 
-def qdax_compile_record() -> list[dict]:
-    """QDax 0.5's compile time on the ``brax_qdax`` setting (init + one scan_update)."""
-    usable, reason = peer_status("qdax")
-    if not usable:
-        return [emit({"case": "qdax_compile", "status": "skipped", "reason": reason})]
+def qdax_compile_child() -> dict:
+    """QDax 0.5's compile time on the ``brax_qdax`` setting (init + one ``scan_update``), in this
+    process (a child: its cache is cold)."""
     import jax
 
     from benchmarks.qdax_map_elites import build_qdax
@@ -383,11 +483,54 @@ def qdax_compile_record() -> list[dict]:
     start = time.perf_counter()
     side = build_qdax({"env": "walker2d", "episode_length": 100, "hidden": (64, 64),
                        "cvt_cells": 1024, "chunk": 1}, 256)
-    return [emit({"case": "qdax_compile", "setting": "brax_qdax",
-                  "init_compile_s": side.init_compile_s,
-                  "update_compile_s": side.chunk_compile_s,
-                  "compile_s": side.init_compile_s + side.chunk_compile_s,
-                  "wall_s": time.perf_counter() - start, "jax": jax.__version__})]
+    return {"init_compile_s": side.init_compile_s, "update_compile_s": side.chunk_compile_s,
+            "compile_s": side.init_compile_s + side.chunk_compile_s,
+            "wall_s": time.perf_counter() - start, "jax": jax.__version__}
+
+
+def _child(arguments: list[str], env: dict | None = None) -> dict | None:
+    """The last JSON line a ``--child`` / ``--qdax-child`` process printed (None if it failed)."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.engine_overhead", *arguments],
+                          capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if done.returncode == 0 and lines else None
+
+
+def qdax_compile_record(rounds: int) -> list[dict]:
+    """Cold compile of QDax 0.5 and of ours on the ``brax_qdax`` setting, alternately in fresh
+    child processes (ours with an empty persistent cache), ``rounds`` times: one record per
+    round and side, then the medians and their ratio (ours / QDax)."""
+    import statistics
+
+    usable, reason = peer_status("qdax")
+    if not usable:
+        return [emit({"case": "qdax_compile", "status": "skipped", "reason": reason})]
+    records, totals = [], {"ours": [], "qdax": []}
+    for index in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="synprune_compile_") as scratch:
+            env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(scratch, "cache")}
+            ours = _child(["--child", "brax_qdax", "0.05", os.path.join(scratch, "run")], env)
+        qdax = _child(["--qdax-child"])
+        for side, record in (("ours", ours), ("qdax", qdax)):
+            if record is None:
+                records.append(emit({"case": "qdax_compile", "side": side, "round": index,
+                                     "status": "failed"}))
+                continue
+            totals[side].append(record["compile_s"])
+            records.append(emit({"case": "qdax_compile", "setting": "brax_qdax", "side": side,
+                                 "round": index, **{key: record[key] for key in
+                                                    ("compile_s", "wall_s")},
+                                 **{key: record.get(key) for key in
+                                    ("init_compile_s", "update_compile_s", "top_programs")}}))
+    if totals["ours"] and totals["qdax"]:
+        ours, qdax = statistics.median(totals["ours"]), statistics.median(totals["qdax"])
+        records.append(emit({"case": "qdax_compile", "setting": "brax_qdax", "side": "median",
+                             "rounds": rounds, "ours_compile_s": ours, "qdax_compile_s": qdax,
+                             "ours_over_qdax": ours / qdax,
+                             "ratios": [a / b for a, b in zip(totals["ours"], totals["qdax"],
+                                                               strict=False)]}))
+    return records
 
 
 def run(suite: str, only: tuple[str, ...] = ("arm", "compile", "qdax_compile")) -> list[dict]:
@@ -398,8 +541,10 @@ def run(suite: str, only: tuple[str, ...] = ("arm", "compile", "qdax_compile")) 
         records += arm_records(setting)
     if "compile" in only:
         records += compile_records(setting)
+    elif "compile_parts" in only:
+        records += [compile_parts_record(name) for name in setting["compile"] if name != "default"]
     if "qdax_compile" in only and suite != "toy":
-        records += qdax_compile_record()
+        records += qdax_compile_record(setting["compile_rounds"])
     return records
 
 
@@ -408,10 +553,15 @@ def main() -> None:
     parser.add_argument("--suite", default="quick", choices=SUITES)
     parser.add_argument("--out", default=RESULTS_DIR, help="directory of the CSV ('' = none)")
     parser.add_argument("--only", default="arm,compile,qdax_compile",
-                        help="comma-separated cases: arm, compile, qdax_compile")
+                        help="comma-separated cases: arm, compile, qdax_compile "
+                             "(compile_parts: only the per-part compile of compile)")
     parser.add_argument("--child", nargs=3, metavar=("SETTING", "SIGMA", "OUT"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--qdax-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.qdax_child:
+        print(json.dumps(qdax_compile_child()), flush=True)
+        return
     if args.child:
         setting, sigma, out_dir = args.child
         print(json.dumps(compile_child(setting, float(sigma), out_dir)), flush=True)

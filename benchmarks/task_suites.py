@@ -11,7 +11,10 @@ Compile time (AOT, cold unless the persistent cache holds the program) is report
 
 A third program, **evaluate**, is the task's own evaluation of a fixed random pruned population
 (masks, alive mask, descriptors; no variation or archive): ``evaluate_ratio`` (evaluate / raw)
-separates the rollout's bookkeeping from MAP-Elites' own per-generation work.
+separates the rollout's bookkeeping from MAP-Elites' own per-generation work. With
+``--no-draws``, a fourth program in the same alternation is the engine with the algorithm's random
+draws replaced by integer arithmetic (the rollout keeps its own): ``no_draws_ratio`` (raw / it)
+bounds what any choice of random streams could reach.
 
 Each line: ``suite``, ``env``, ``batch``, ``episode_length``, ``raw_env_steps_per_s``,
 ``evaluate_env_steps_per_s``, ``engine_env_steps_per_s``, ``evaluate_ratio``,
@@ -20,6 +23,7 @@ Each line: ``suite``, ``env``, ``batch``, ``episode_length``, ``raw_env_steps_pe
 
     python -m benchmarks.task_suites --quick          # one env per suite, batch 256
     python -m benchmarks.task_suites --batch 4096     # large batches (an accelerator)
+    python -m benchmarks.task_suites --quick --suite reach --suite gymnax --no-draws
 """
 
 from __future__ import annotations
@@ -105,10 +109,34 @@ def build_evaluate(task, batch: int):
     return call, compile_s
 
 
-def build_engine(task, batch: int, chunk: int):
+class _RealDrawsTask:
+    """``task`` whose ``evaluate`` is traced with ``jax.random`` as it is, inside
+    :func:`benchmarks.engine_overhead.without_random_draws` (the rollout keeps its own streams;
+    only the algorithm's draws are replaced)."""
+
+    def __init__(self, task):
+        self._task = task
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+    def evaluate(self, key, population):
+        from benchmarks.engine_overhead import real_random_draws
+
+        with real_random_draws():
+            return self._task.evaluate(key, population)
+
+
+def build_engine(task, batch: int, chunk: int, no_draws: bool = False):
     """Full MAP-Elites generations on ``task`` (a 32 x 32 grid over its descriptor bounds),
     scanned in chunks of ``chunk`` generations as the runner does. Returns ``(call,
-    compile_s)``; ``call()`` runs one chunk, blocks, and returns its metrics."""
+    compile_s)``; ``call()`` runs one chunk, blocks, and returns its metrics. ``no_draws``: the
+    algorithm's random draws (parents, mutation, keys) replaced by integer arithmetic
+    (:func:`benchmarks.engine_overhead.without_random_draws`; the task's evaluation keeps its
+    own): what a generation costs if those streams were free (a bound, not a result)."""
+    import contextlib
+
+    from benchmarks.engine_overhead import without_random_draws
     from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
     from synprune_jax.archives import GridSpec
 
@@ -116,7 +144,7 @@ def build_engine(task, batch: int, chunk: int):
     config = MapElitesConfig(archive=GridSpec(tuple(float(x) for x in lower),
                                               tuple(float(x) for x in upper), (32, 32)),
                              batch_size=batch)
-    algorithm = MapElites(config, task)
+    algorithm = MapElites(config, _RealDrawsTask(task) if no_draws else task)
     hyper = algorithm.default_hyper
     state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     root = jax.random.key(1)
@@ -128,7 +156,9 @@ def build_engine(task, batch: int, chunk: int):
         return jax.lax.scan(body, state, None, length=chunk)
 
     start = time.perf_counter()
-    compiled = jax.jit(run_chunk, donate_argnums=0).lower(state).compile()
+    with without_random_draws() if no_draws else contextlib.nullcontext():
+        lowered = jax.jit(run_chunk, donate_argnums=0).lower(state)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     holder = {"state": compiled(state)[0]}  # warm-up
     jax.block_until_ready(holder["state"])
@@ -141,14 +171,16 @@ def build_engine(task, batch: int, chunk: int):
     return call, compile_s
 
 
-def measure(suite: str, options: dict, batch: int, chunk: int, rounds: int) -> dict:
+def measure(suite: str, options: dict, batch: int, chunk: int, rounds: int,
+            no_draws: bool = False) -> dict:
     from synprune_jax.tasks import make_task
 
     task = make_task(suite, **options)
     raw_call, raw_compile_s = build_raw(task, batch)
     evaluate_call, evaluate_compile_s = build_evaluate(task, batch)
     engine_call, engine_compile_s = build_engine(task, batch, chunk)
-    raw_times, evaluate_times, engine_times = [], [], []
+    bound_call = build_engine(task, batch, chunk, no_draws=True)[0] if no_draws else None
+    raw_times, evaluate_times, engine_times, bound_times = [], [], [], []
     for index in range(rounds):
         start = time.perf_counter()
         for repeat in range(chunk):
@@ -161,6 +193,10 @@ def measure(suite: str, options: dict, batch: int, chunk: int, rounds: int) -> d
         start = time.perf_counter()
         engine_call()
         engine_times.append((time.perf_counter() - start) / chunk)
+        if bound_call is not None:
+            start = time.perf_counter()
+            bound_call()
+            bound_times.append((time.perf_counter() - start) / chunk)
     steps = batch * task.episode_length
     ratios = [raw / engine for raw, engine in zip(raw_times, engine_times, strict=True)]
     evaluate_ratios = [raw / evaluate
@@ -174,7 +210,10 @@ def measure(suite: str, options: dict, batch: int, chunk: int, rounds: int) -> d
             "overhead_ratio": statistics.median(ratios), "overhead_ratio_min": min(ratios),
             "overhead_ratio_max": max(ratios), "engine_compile_s": engine_compile_s,
             "evaluate_compile_s": evaluate_compile_s, "raw_compile_s": raw_compile_s,
-            "generations_timed": chunk * rounds}
+            "generations_timed": chunk * rounds,
+            **({"no_draws_ratio": statistics.median(
+                [raw / bound for raw, bound in zip(raw_times, bound_times, strict=True)])}
+               if bound_times else {})}
 
 
 def main(argv=None) -> None:
@@ -184,6 +223,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--chunk", type=int, default=5)
     parser.add_argument("--suite", action="append", help="only these suites (repeatable)")
+    parser.add_argument("--no-draws", action="store_true",
+                        help="also time the engine without the algorithm's random draws "
+                             "(no_draws_ratio: a bound, not a result)")
     args = parser.parse_args(argv)
     print(json.dumps({"stage": "machine", "jax": jax.__version__,
                       "backend": jax.default_backend(), "devices": len(jax.devices()),
@@ -194,7 +236,8 @@ def main(argv=None) -> None:
             continue
         seen.add(suite)
         try:
-            record = measure(suite, options, args.batch, args.chunk, args.rounds)
+            record = measure(suite, options, args.batch, args.chunk, args.rounds,
+                             args.no_draws)
         except ImportError as error:  # an extra that is not installed
             record = {"suite": suite, "env": options.get("env_name"), "skipped": str(error)}
         print(json.dumps(record), flush=True)

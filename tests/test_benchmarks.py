@@ -299,10 +299,39 @@ def test_task_suites_benchmark_toy():
 
 
 @pytest.mark.slow
+def test_no_draws_bound_keeps_the_rollouts_own_draws():
+    """task_suites' no-draws engine: inside ``without_random_draws`` the algorithm's draws are
+    replaced (no Threefry left) while the task's evaluation, traced through ``_RealDrawsTask``,
+    gives exactly the task's own results (its episode keys are real); ``--no-draws`` reports a
+    finite ``no_draws_ratio``."""
+    from benchmarks import engine_overhead, task_suites
+    from synprune_jax.tasks import make_task
+    from synprune_jax.variation import random_population
+
+    task = make_task("reach", num_joints=2, episode_length=5, num_episodes=2, hidden_sizes=(4,))
+    population = random_population(jax.random.key(0), task, 4, jnp.zeros(2))
+    key = jax.random.key(3)
+    expected = jax.jit(task.evaluate)(key, population)
+    with engine_overhead.without_random_draws():
+        assert "threefry" not in jax.jit(lambda k: jax.random.normal(
+            jax.random.split(k)[0], (3,))).lower(key).as_text()
+        got = jax.jit(task_suites._RealDrawsTask(task).evaluate)(key, population)
+    np.testing.assert_array_equal(got.fitness, expected.fitness)
+    np.testing.assert_array_equal(got.descriptors, expected.descriptors)
+    assert jax.random.split is not None and "threefry" in jax.jit(
+        lambda k: jax.random.normal(k, (3,))).lower(key).as_text()  # restored on exit
+    record = task_suites.measure("reach", {"num_joints": 2, "episode_length": 5,
+                                           "num_episodes": 1, "hidden_sizes": (4,)},
+                                 batch=4, chunk=1, rounds=2, no_draws=True)
+    assert record["no_draws_ratio"] > 0 and math.isfinite(record["no_draws_ratio"])
+
+
+@pytest.mark.slow
 def test_engine_overhead_arm_toy():
     """The arm case at a toy size: one run and one parts record per batch; the generation as it
     was before the engine-cost changes fills the same archive as today's (same draws, same
-    winners), and the run's archive holds real elites (fitness -var(angles) <= 0)."""
+    winners), the run's archive holds real elites (fitness -var(angles) <= 0), and the bound
+    without random draws traces no Threefry call."""
     from benchmarks import engine_overhead
 
     setting = {"batches": (16,), "evaluations": 1600, "chunk": 25, "rounds": 1}
@@ -313,7 +342,9 @@ def test_engine_overhead_arm_toy():
     assert 0 < run_record["cells_filled"] <= 4096
     assert math.isfinite(run_record["qd_score"]) and run_record["qd_score"] <= 0
     assert parts["previous_same_archive"] is True
-    for name in ("generation_us", "draws_alone_us", "evaluate_alone_us", "speedup_vs_previous"):
+    assert parts["no_draws_threefry_calls"] == 0  # the bound without random streams has none
+    for name in ("generation_us", "draws_alone_us", "evaluate_alone_us", "no_draws_us",
+                 "speedup_vs_previous"):
         assert math.isfinite(parts[name]) and parts[name] > 0
     json.dumps(records)
 
