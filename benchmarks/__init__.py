@@ -21,7 +21,7 @@ import platform
 import resource
 import statistics
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 SUITES = ("toy", "quick", "full")
 

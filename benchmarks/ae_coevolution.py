@@ -55,9 +55,14 @@ def _timed(function, repeats):
 
 
 def main() -> None:
-    from synprune_jax.autoencoder import (AutoencoderSpec, BinaryClusteringSpec,
-                                          CoevolutionConfig, SpatialCoevolution, TrainingHyper,
-                                          make_binary_clustering)
+    from synprune_jax.autoencoder import (
+        AutoencoderSpec,
+        BinaryClusteringSpec,
+        CoevolutionConfig,
+        SpatialCoevolution,
+        TrainingHyper,
+        make_binary_clustering,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cells", type=int, default=10)
@@ -105,8 +110,8 @@ def main() -> None:
             outputs.append(cell_epoch(cell_keys[cell], jnp.int32(cell), params, masks, rates,
                                       kept, epoch))
         for cell, (centre, _, rate, _, _, _) in enumerate(outputs):
-            new_params = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), new_params,
-                                                centre)
+            new_params = jax.tree_util.tree_map(lambda a, b, cell=cell: a.at[cell].set(b),
+                                                new_params, centre)
             new_rates = new_rates.at[cell].set(rate)
         return new_params, new_rates
 

@@ -19,6 +19,7 @@ fitnesses (``same_fitness``; QDax numbers its cells in another order).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -144,9 +145,9 @@ def run(suite: str) -> list[dict]:
                     state = compiled(state, *arguments)
                 states[side], fitness_of[side] = state, fitness
 
-                def call(side=side, compiled=compiled, counter=[0]):
-                    arguments = timed_batches[counter[0] % len(timed_batches)]
-                    counter[0] += 1
+                def call(side=side, compiled=compiled, batches=timed_batches, states=states,
+                         counter=itertools.count()):  # noqa: B008 (one counter per closure, on purpose)
+                    arguments = batches[next(counter) % len(batches)]
                     states[side] = compiled(states[side], *arguments)
                     return states[side]
 

@@ -47,8 +47,16 @@ import sys
 import tempfile
 import time
 
-from benchmarks import (RESULTS_DIR, SUITES, check_suite, emit, interleaved_medians,
-                        machine_info, peer_status, write_csv)
+from benchmarks import (
+    RESULTS_DIR,
+    SUITES,
+    check_suite,
+    emit,
+    interleaved_medians,
+    machine_info,
+    peer_status,
+    write_csv,
+)
 
 NAME = "engine_overhead"
 
@@ -281,7 +289,8 @@ def arm_records(setting: dict) -> list[dict]:
         algorithm, hyper = arm_setting(batch)
         chunk, chunks = _schedule(batch, setting)
         hyper_args = runner.hyper_arguments(hyper)
-        init = jax.jit(lambda key, hyper: runner.strong_types(algorithm.init(key, hyper)))
+        init = jax.jit(lambda key, hyper, algorithm=algorithm: runner.strong_types(
+            algorithm.init(key, hyper)))
         initial = init(runner.init_key(0), hyper_args)
         compiled, compile_s, threefry_left = {}, {}, None
         for part in PART_PROGRAMS:
@@ -290,7 +299,7 @@ def arm_records(setting: dict) -> list[dict]:
                              "full" if part in ("full_previous", "no_draws") else part)
 
             # as the runner compiles a run: seed and hyper-parameters are arguments
-            def chunk_program(state, seed, hyper, step=step):
+            def chunk_program(state, seed, hyper, step=step, chunk=chunk):
                 return runner.scan_generations(lambda key, state: step(key, state, hyper),
                                                seed, state, chunk)
 
@@ -328,7 +337,7 @@ def arm_records(setting: dict) -> list[dict]:
         # parts: the cut and bound programs alternately, each from its own copy of the start state
         states = {part: jax.tree_util.tree_map(jax.numpy.copy, initial) for part in compiled}
 
-        def call(part):
+        def call(part, states=states, compiled=compiled, hyper_args=hyper_args):
             def go():
                 states[part], outputs = compiled[part](states[part], np.uint32(0), hyper_args)
                 return jax.device_get(outputs)
@@ -528,6 +537,7 @@ def qdax_compile_record(rounds: int) -> list[dict]:
         records.append(emit({"case": "qdax_compile", "setting": "brax_qdax", "side": "median",
                              "rounds": rounds, "ours_compile_s": ours, "qdax_compile_s": qdax,
                              "ours_over_qdax": ours / qdax,
+                             # a failed child leaves one side shorter: pair what both have
                              "ratios": [a / b for a, b in zip(totals["ours"], totals["qdax"],
                                                                strict=False)]}))
     return records

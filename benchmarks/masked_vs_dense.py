@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import check_suite, compile_timed, interleaved_medians, standalone_main, timed
+from synprune_jax.masks import apply_masks
 
 NAME = "masked_vs_dense"
 
@@ -117,7 +118,7 @@ def compact(spec, params, masks, widths: tuple[int, ...]):
     kernels = spec.kernels(masks)
     live = live_units(kernels)
     order = [jnp.argsort(~alive, axis=1, stable=True)[:, :width]
-             for alive, width in zip(live, widths)]
+             for alive, width in zip(live, widths, strict=True)]
     layers = spec.layer_names()
     new = {}
     for index, name in enumerate(layers):
@@ -133,10 +134,29 @@ def compact(spec, params, masks, widths: tuple[int, ...]):
     return compact_spec, {"params": new}
 
 
+def point_programs(spec, small_spec, masks, steps: int, params, packed, small_params,
+                   observations) -> dict:
+    """``{variant: (function, arguments)}``: the five forward-pass variants of one point."""
+    return {
+        "dense": (lambda p, o: rollout_policy(spec, spec.apply_dense, p, steps, o),
+                  (params, observations)),
+        "masked_once": (lambda p, m, o: rollout_policy(
+            spec, spec.apply_dense, jax.vmap(apply_masks)(p, m), steps, o),
+            (params, masks, observations)),
+        "masked_every_step": (lambda p, m, o: rollout_policy(
+            spec, lambda pm, x: spec.apply(pm[0], pm[1], x), (p, m), steps, o),
+            (params, masks, observations)),
+        "packed_bits": (lambda p, b, o: rollout_policy(
+            spec, spec.apply_dense, jax.vmap(apply_masks)(p, unpack(b, masks)),
+            steps, o), (params, packed, observations)),
+        "compacted": (lambda p, o: rollout_policy(
+            small_spec, small_spec.apply_dense, p, steps, o),
+            (small_params, observations)),
+    }
+
+
 def run(suite: str) -> list[dict]:
     """One record per (population, width, density, variant)."""
-    from synprune_jax.masks import apply_masks
-
     setting = SIZES[check_suite(suite)]
     records = []
     for density in setting["densities"]:
@@ -156,27 +176,14 @@ def run(suite: str) -> list[dict]:
                 packed = pack(masks)
                 live = jax.device_get(live_units(spec.kernels(masks)))
                 widths = tuple(max(1, int(np.max(np.sum(a, axis=1)))) for a in live)
-                compact_jit = jax.jit(lambda p, m: compact(spec, p, m, widths)[1])
+                compact_jit = jax.jit(lambda p, m, spec=spec, widths=widths:
+                                      compact(spec, p, m, widths)[1])
                 small_params, compact_s = timed(compact_jit, params, masks)
                 _, compact_s = timed(compact_jit, params, masks)  # second call: no compile
                 small_spec = compact(spec, params, masks, widths)[0]
 
-                programs = {
-                    "dense": (lambda p, o: rollout_policy(spec, spec.apply_dense, p, steps, o),
-                              (params, observations)),
-                    "masked_once": (lambda p, m, o: rollout_policy(
-                        spec, spec.apply_dense, jax.vmap(apply_masks)(p, m), steps, o),
-                        (params, masks, observations)),
-                    "masked_every_step": (lambda p, m, o: rollout_policy(
-                        spec, lambda pm, x: spec.apply(pm[0], pm[1], x), (p, m), steps, o),
-                        (params, masks, observations)),
-                    "packed_bits": (lambda p, b, o: rollout_policy(
-                        spec, spec.apply_dense, jax.vmap(apply_masks)(p, unpack(b, masks)),
-                        steps, o), (params, packed, observations)),
-                    "compacted": (lambda p, o: rollout_policy(
-                        small_spec, small_spec.apply_dense, p, steps, o),
-                        (small_params, observations)),
-                }
+                programs = point_programs(spec, small_spec, masks, steps, params, packed,
+                                          small_params, observations)
                 compiled, compile_s = {}, {}
                 for variant, (function, arguments) in programs.items():
                     executable, seconds, _ = compile_timed(function, *arguments)

@@ -115,9 +115,9 @@ def plot_all(directory: str, suite: str) -> list[str]:
     masked = _read(directory, "masked_vs_dense", suite)
     if masked is not None and "ratio_to_dense" in masked:
         rows = masked[masked["variant"] != "skipped"]
-        keys = sorted(set(zip(rows["width"], rows["density"])))
+        keys = sorted(set(zip(rows["width"], rows["density"], strict=True)))
         figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False)
-        for axis, (width, density) in zip(axes[0], keys):
+        for axis, (width, density) in zip(axes[0], keys, strict=True):
             subset = rows[(rows["width"] == width) & (rows["density"] == density)]
             for variant, group in subset.groupby("variant"):
                 group = group.sort_values("population")

@@ -54,9 +54,14 @@ def _heads():
 
 
 def _ae_ring():
-    from synprune_jax.autoencoder import (AutoencoderSpec, BinaryClusteringSpec,
-                                          CoevolutionConfig, SpatialCoevolution, TrainingHyper,
-                                          make_binary_clustering)
+    from synprune_jax.autoencoder import (
+        AutoencoderSpec,
+        BinaryClusteringSpec,
+        CoevolutionConfig,
+        SpatialCoevolution,
+        TrainingHyper,
+        make_binary_clustering,
+    )
 
     data = make_binary_clustering(jax.random.key(0), BinaryClusteringSpec(num_train=1000))
     config = CoevolutionConfig(spec=AutoencoderSpec(), num_epochs=400, num_trials=1,
@@ -108,7 +113,8 @@ def profile(name: str, repeats: int, top: int, batch: int | None = None) -> dict
         jax.block_until_ready(compiled(*args))
         jax.profiler.stop_trace()
         trace = sorted(glob.glob(f"{directory}/**/*.trace.json.gz", recursive=True))[-1]
-        events = json.load(gzip.open(trace))["traceEvents"]
+        with gzip.open(trace) as file:
+            events = json.load(file)["traceEvents"]
     index = _hlo_index(compiled.as_text())
     total, count = collections.Counter(), collections.Counter()
     for event in events:

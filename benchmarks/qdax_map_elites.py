@@ -365,7 +365,7 @@ def build_qdax(setting: dict, batch: int, devices: int = 1) -> _Side:
 def time_to_score(times: list[float], scores: list[float], target: float) -> float | None:
     """Steady-state seconds until ``scores`` first reaches ``target`` (interpolated)."""
     elapsed, previous_score = 0.0, None
-    for seconds, score in zip(times, scores):
+    for seconds, score in zip(times, scores, strict=True):
         start = elapsed
         elapsed += seconds
         if score >= target:
@@ -464,7 +464,7 @@ def run(suite: str) -> list[dict]:
                 record.update(memory_probe(side.name, setting, batch, cache_dir))
             results[side.name] = record
             records.append(record)
-            for index, (seconds, score_value) in enumerate(zip(side.times, side.scores)):
+            for index, (seconds, score_value) in enumerate(zip(side.times, side.scores, strict=True)):
                 records.append({**common, "case": "trace", "side": side.name,
                                 "generation": (index + 1) * setting["chunk"],
                                 "chunk_s": seconds, "qd_score": score_value})

@@ -34,7 +34,7 @@ def per_leaf(key):
     import jax
 
     keys = jax.random.split(key, len(SHAPES))
-    return [jax.random.normal(k, shape) for k, shape in zip(keys, SHAPES)]
+    return [jax.random.normal(k, shape) for k, shape in zip(keys, SHAPES, strict=True)]
 
 
 def one_call(key):
@@ -65,7 +65,7 @@ def _check_batched_equals_per_leaf() -> None:
 
     keys = jax.random.split(jax.random.key(0), 4)
     expected, got = jax.vmap(per_leaf)(keys), jax.vmap(batched)(keys)
-    for x, y in zip(expected, got):
+    for x, y in zip(expected, got, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -141,7 +141,7 @@ def _emitter(args) -> None:
             draws = rng.leafwise(jax.random.uniform, [keys[i] for i in picked],
                                  [leaves[i].shape for i in picked], max_waste=max_waste)
             out = list(leaves)
-            for i, u in zip(picked, draws):
+            for i, u in zip(picked, draws, strict=True):
                 out[i] = jnp.where(leaves[i], u >= p_disconnect, u < p_connect)
             return jax.tree_util.tree_unflatten(treedef, out)
         return flip_mutation
@@ -155,10 +155,10 @@ def _emitter(args) -> None:
             drawn = dict(zip(vector, rng.leafwise(scaled, [keys[i] for i in vector],
                                                   [leaves[i].shape for i in vector],
                                                   [leaves[i].dtype for i in vector],
-                                                  max_waste=max_waste)))
+                                                  max_waste=max_waste), strict=True))
             out = [jnp.where(m, p + (drawn[i] if i in drawn else scaled(keys[i], p.shape,
                                                                          p.dtype)), p)
-                   for i, (p, m) in enumerate(zip(leaves, jax.tree_util.tree_leaves(masks)))]
+                   for i, (p, m) in enumerate(zip(leaves, jax.tree_util.tree_leaves(masks), strict=True))]
             return jax.tree_util.tree_unflatten(treedef, out)
         return gaussian_mutation
 

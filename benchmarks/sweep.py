@@ -251,7 +251,7 @@ def summarize_sweep(record: dict) -> dict:
     def difference(name):
         if reference is None or name not in scores:
             return None
-        return max(abs(a - b) for a, b in zip(scores[name], reference))
+        return max(abs(a - b) for a, b in zip(scores[name], reference, strict=True))
 
     record["speedup"] = round(steady["sequential"] / steady["vmapped"], 2)
     record["max_abs_difference_final_qd_score"] = difference("vmapped")

@@ -82,7 +82,7 @@ def interleaved(env_name: str, backend: str, batch: int, episode_length: int,
         engine_times.append((time.perf_counter() - start) / chunk)
         rss.append(_peak_rss_mb())
     steps = batch * episode_length
-    ratios = [raw / engine for raw, engine in zip(raw_times, engine_times)]
+    ratios = [raw / engine for raw, engine in zip(raw_times, engine_times, strict=True)]
     return {"stage": "summary",
             "raw_env_steps_per_s": steps / statistics.median(raw_times),
             "engine_env_steps_per_s": steps / statistics.median(engine_times),

@@ -41,39 +41,89 @@ The public API in one screen (submodules hold the rest):
   :class:`CheckpointsDamaged`, and :class:`Stopped` (SIGTERM / Ctrl-C after a checkpoint).
 """
 
-from synprune_jax.algorithms.emitters import (ESEmitter, ESEmitterConfig, MapElitesESHyper,
-                                              MixEmitter, MutationEmitter)
+from synprune_jax.algorithms.emitters import (
+                                              ESEmitter,
+                                              ESEmitterConfig,
+                                              MapElitesESHyper,
+                                              MixEmitter,
+                                              MutationEmitter,
+)
 from synprune_jax.algorithms.es import ESConfig, ESHyper, ESState, MaskedES, MaskedStrategy
 from synprune_jax.algorithms.ga import GAConfig, GAHyper, GAState, TruncationGA
-from synprune_jax.algorithms.map_elites import (MapElites, MapElitesConfig, MapElitesES,
-                                                MapElitesState)
+from synprune_jax.algorithms.map_elites import (
+                                              MapElites,
+                                              MapElitesConfig,
+                                              MapElitesES,
+                                              MapElitesState,
+)
 from synprune_jax.algorithms.nsga2 import NSGA2, NSGA2Config, NSGA2Hyper, NSGA2State
-from synprune_jax.algorithms.steady_state_ga import (SteadyStateGA, SteadyStateGAConfig,
-                                                     SteadyStateGAHyper)
-from synprune_jax.analysis import (entropy, joint_entropy, mutual_information,
-                                   normalized_mutual_information)
+from synprune_jax.algorithms.steady_state_ga import (
+                                              SteadyStateGA,
+                                              SteadyStateGAConfig,
+                                              SteadyStateGAHyper,
+)
+from synprune_jax.analysis import (
+                                              entropy,
+                                              joint_entropy,
+                                              mutual_information,
+                                              normalized_mutual_information,
+)
 from synprune_jax.archives import Archive, CVTSpec, GridSpec, qd_metrics
-from synprune_jax.archives.pareto import (ParetoFront, crowding_distance, hypervolume,
-                                          non_dominated_rank)
-from synprune_jax.autoencoder import (AutoencoderSpec, CanonicalTraining, CoevolutionConfig,
-                                      SpatialCoevolution, TrainingConfig, TrainingHyper)
-from synprune_jax.masks import (apply_masks, density, forward_prune, init_masks, init_masks_beta,
-                                mask_statistics)
-from synprune_jax.networks import MLPSpec
-from synprune_jax.pruning import (flip_mutation, prune_magnitude, prune_magnitude_to_density,
-                                  prune_random, regrow)
+from synprune_jax.archives.pareto import (
+                                              ParetoFront,
+                                              crowding_distance,
+                                              hypervolume,
+                                              non_dominated_rank,
+)
+from synprune_jax.autoencoder import (
+                                              AutoencoderSpec,
+                                              CanonicalTraining,
+                                              CoevolutionConfig,
+                                              SpatialCoevolution,
+                                              TrainingConfig,
+                                              TrainingHyper,
+)
 from synprune_jax.config import ConfigError
+from synprune_jax.masks import (
+                                              apply_masks,
+                                              density,
+                                              forward_prune,
+                                              init_masks,
+                                              init_masks_beta,
+                                              mask_statistics,
+)
+from synprune_jax.networks import MLPSpec
+from synprune_jax.pruning import (
+                                              flip_mutation,
+                                              prune_magnitude,
+                                              prune_magnitude_to_density,
+                                              prune_random,
+                                              regrow,
+)
 from synprune_jax.rundir import RunDirectoryBusy, RunDirectoryFull
-from synprune_jax.runner import (CheckpointsDamaged, RunConfig, RunFault, Stopped, read_metrics,
-                                 run, scan_generations)
+from synprune_jax.runner import (
+                                              CheckpointsDamaged,
+                                              RunConfig,
+                                              RunFault,
+                                              Stopped,
+                                              read_metrics,
+                                              run,
+                                              scan_generations,
+)
 from synprune_jax.sharding import ChunkedTask, ShardedTask, make_mesh
 from synprune_jax.sweeps import SweepResult, sweep
-from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, LeNetSpec, SynthesisConfig,
-                                    compact, synthesize)
+from synprune_jax.synthesis import (
+                                              ClusterSynthesis,
+                                              EncodingConfig,
+                                              LeNetSpec,
+                                              SynthesisConfig,
+                                              compact,
+                                              synthesize,
+)
 from synprune_jax.synthesis.algorithm import SynthesisHyper
 from synprune_jax.synthesis.encoding import EncodingHyper
-from synprune_jax.training import FitResult, fit
 from synprune_jax.tasks import BraxTask, KinematicArm, make_task
+from synprune_jax.training import FitResult, fit
 from synprune_jax.transfer import TransferProblem
 from synprune_jax.types import EvalResult, Population
 from synprune_jax.variation import MutationConfig, MutationHyper, gaussian_mutation, mutate

@@ -103,7 +103,7 @@ class CheckpointWriter:
         self._manager.wait_until_finished()
         self._manager.close()
 
-    def __enter__(self) -> "CheckpointWriter":
+    def __enter__(self) -> CheckpointWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:

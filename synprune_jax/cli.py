@@ -166,10 +166,9 @@ def devices_line(option: str, count: int) -> str:
 def _set_cpu_devices(count: int) -> None:
     import jax
 
-    try:
+    # JAX already started (e.g. called from Python): keep its devices
+    with contextlib.suppress(RuntimeError):
         jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # JAX already started (e.g. called from Python): keep its devices
-        pass
 
 
 def usable_cores() -> int:

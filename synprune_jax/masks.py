@@ -30,7 +30,7 @@ def _maskable_leaves(tree: PyTree, maskable: PyTree) -> list[jax.Array]:
     flags = jax.tree_util.tree_leaves(maskable)
     if len(leaves) != len(flags):
         raise ValueError(f"maskable has {len(flags)} leaves but the tree has {len(leaves)}")
-    return [leaf for leaf, flag in zip(leaves, flags) if flag]
+    return [leaf for leaf, flag in zip(leaves, flags, strict=True) if flag]
 
 
 def apply_masks(params: Params, masks: Masks) -> Params:
@@ -116,12 +116,12 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
     if exact:  # exact_count_mask's noise, drawn in batches: the same numbers
         noise = rng.leafwise(jax.random.uniform, leaf_keys, [(leaves[i].size,) for i in picked])
         drawn = [smallest_entries(n, jnp.round(d * leaves[i].size).astype(jnp.int32))
-                 .reshape(leaves[i].shape) for n, i, d in zip(noise, picked, densities)]
+                 .reshape(leaves[i].shape) for n, i, d in zip(noise, picked, densities, strict=True)]
     else:
         drawn = rng.leafwise(lambda k, shape, p: jax.random.bernoulli(k, p, shape), leaf_keys,
                              [leaves[i].shape for i in picked], list(densities))
     out = [jnp.ones(leaf.shape, jnp.bool_) for leaf in leaves]
-    for i, mask in zip(picked, drawn):
+    for i, mask in zip(picked, drawn, strict=True):
         out[i] = mask
     return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -225,7 +225,7 @@ def mask_statistics(spec: MLPSpec, masks: Masks) -> MaskStats:
     kernels = spec.kernels(masks)
     sizes = spec.layer_sizes
     layer_active = jnp.stack([jnp.sum(k, dtype=jnp.int32) for k in kernels])
-    layer_total = jnp.asarray([a * b for a, b in zip(sizes[:-1], sizes[1:])], jnp.float32)
+    layer_total = jnp.asarray([a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)], jnp.float32)
     disconnected = jnp.stack([jnp.sum(~incoming_alive(k), dtype=jnp.int32) for k in kernels])
 
     # Forward liveness: input units are live; a unit is live if a live unit feeds it.

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -102,7 +102,7 @@ class MLPSpec:
     def num_synapses(self) -> int:
         """Total number of kernel entries."""
         sizes = self.layer_sizes
-        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
     def module(self) -> nn.Module:
         return _MLP(layer_sizes=(*self.hidden_sizes, self.output_size),
@@ -121,7 +121,7 @@ class MLPSpec:
     def replace_kernels(self, tree, kernels: Sequence) -> dict:
         """Returns a copy of ``tree`` with its kernel leaves replaced (layer order)."""
         layers = dict(tree["params"])
-        for name, kernel in zip(self.layer_names(), kernels):
+        for name, kernel in zip(self.layer_names(), kernels, strict=True):
             layers[name] = {**layers[name], "kernel": kernel}
         return {**tree, "params": layers}
 

@@ -11,8 +11,8 @@ Empty archive cells are those with a non-finite fitness (archives hold ``-inf`` 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def plot_curves(path: str | os.PathLike, metrics: Mapping[str, np.ndarray],
     generations = np.asarray(metrics.get("generation", np.arange(length)))
     figure = _new_figure(6.0, 2.2 * len(present))
     axes_list = figure.subplots(len(present), 1, sharex=True, squeeze=False)[:, 0]
-    for axes, key in zip(axes_list, present):
+    for axes, key in zip(axes_list, present, strict=True):
         values = np.asarray(metrics[key], dtype=np.float64)
         if values.shape != generations.shape:
             raise ValueError(f"metric {key!r} has shape {values.shape}, generation has "

@@ -222,7 +222,7 @@ def flip_mutation(key: jax.Array, masks: Masks, maskable: PyTree, p_disconnect,
     flags = jax.tree_util.tree_leaves(maskable)
     keys = jax.random.split(key, len(leaves))
     out = []
-    for leaf, flag, leaf_key in zip(leaves, flags, keys):
+    for leaf, flag, leaf_key in zip(leaves, flags, keys, strict=True):
         if not flag:
             out.append(leaf)
             continue
@@ -235,4 +235,4 @@ def _uniform_like(key: jax.Array, tree: PyTree) -> PyTree:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.uniform(k, leaf.shape) for k, leaf in zip(keys, leaves)])
+        treedef, [jax.random.uniform(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)])

@@ -188,7 +188,7 @@ def leafwise(sampler: Callable[..., jax.Array], keys: jax.Array | Sequence[jax.A
 
         def draw(key, *values, template=template, traced=traced, padded=padded):
             args = list(template)
-            for position, value in zip(traced, values):
+            for position, value in zip(traced, values, strict=True):
                 args[position] = value
             return sampler(key, (padded,), *args)
 

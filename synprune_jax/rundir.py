@@ -122,7 +122,7 @@ class RunLock:
         self.file = Path(path).absolute() / LOCK_FILE
         self.nested = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         import warnings
 
         if self.file.parent in _HELD_LOCKS:
@@ -185,7 +185,7 @@ def _format_value(value) -> int | float:
 def _format_line(columns: list[str], values: list, metrics_format: str) -> str:
     if metrics_format == "csv":
         return ",".join(repr(value) for value in values)
-    return json.dumps(dict(zip(columns, values)))
+    return json.dumps(dict(zip(columns, values, strict=True)))
 
 
 class MetricsWriter:
@@ -262,7 +262,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
             if len(tokens) != len(columns):
                 continue
             try:
-                rows.append(dict(zip(columns, (_parse_token(token) for token in tokens))))
+                rows.append(dict(zip(columns, (_parse_token(token) for token in tokens), strict=True)))
             except ValueError:
                 continue
     else:

@@ -59,15 +59,23 @@ import statistics
 import threading
 import time
 import warnings
-from typing import Any, Callable, Literal, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from synprune_jax import checkpoint as checkpoint_lib
-from synprune_jax.rundir import (MACHINE_FAULTS, METRICS_FORMATS, RunDirectory, RunLock,
-                                 check_room, read_metrics, write_json)
+from synprune_jax.rundir import (
+    MACHINE_FAULTS,
+    METRICS_FORMATS,
+    RunDirectory,
+    RunLock,
+    check_room,
+    read_metrics,
+    write_json,
+)
 from synprune_jax.trees import strong_types
 
 PyTree = Any

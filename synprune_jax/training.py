@@ -32,7 +32,8 @@ Example (a one-parameter least-squares fit; exact: one SGD step per minibatch of
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

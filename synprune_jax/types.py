@@ -43,7 +43,7 @@ class Population:
         """Number of individuals ``P`` (static)."""
         return int(self.rates.shape[0])
 
-    def __getitem__(self, index) -> "Population":
+    def __getitem__(self, index) -> Population:
         return jax.tree_util.tree_map(lambda leaf: leaf[index], self)
 
 

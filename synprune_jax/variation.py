@@ -30,7 +30,7 @@ def gaussian_mutation(key: jax.Array, params: Params, masks: Masks, sigma) -> Pa
     mask_leaves = jax.tree_util.tree_leaves(masks)
     keys = jax.random.split(key, len(leaves))
     out = [jnp.where(m, p + sigma * jax.random.normal(k, p.shape, p.dtype), p)
-           for p, m, k in zip(leaves, mask_leaves, keys)]
+           for p, m, k in zip(leaves, mask_leaves, keys, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -108,7 +108,7 @@ class MutationConfig:
             raise ValueError("mutation: self-adaptive rates drive the prune / reconnect flips; "
                              "flips=False needs self_adaptive=False")
 
-    def check_hyper(self, hyper: "MutationHyper") -> None:
+    def check_hyper(self, hyper: MutationHyper) -> None:
         """Raises ValueError when ``flips=False`` meets nonzero flip rates (they would be
         silently ignored). Host side: ``hyper`` holds concrete numbers."""
         if not self.flips and (float(hyper.p_disconnect) != 0.0 or float(hyper.p_connect) != 0.0):

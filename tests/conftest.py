@@ -59,7 +59,7 @@ def assert_trees_equal(first, second) -> None:
     leaves_a, tree_a = jax.tree_util.tree_flatten(first)
     leaves_b, tree_b = jax.tree_util.tree_flatten(second)
     assert tree_a == tree_b
-    for a, b in zip(leaves_a, leaves_b):
+    for a, b in zip(leaves_a, leaves_b, strict=True):
         assert np.shape(a) == np.shape(b) and a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

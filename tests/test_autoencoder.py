@@ -15,16 +15,30 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 from synprune_jax.autoencoder import (  # noqa: E402
-                                      AutoencoderSpec, BinaryClusteringSpec, CanonicalTraining,
-                                      CoevolutionConfig, SpatialCoevolution, TrainingConfig,
-                                      TrainingHyper, accumulate_stats, apply_keep, check_hyper,
-                                      conjunctive_units, fresh_adam, init_autoencoder,
-                                      init_stats, make_binary_clustering, prune_keep,
-                                      prune_probability, random_keep, reconstruct,
-                                      variance_keep_probability, variance_scores)
+    AutoencoderSpec,
+    BinaryClusteringSpec,
+    CanonicalTraining,
+    CoevolutionConfig,
+    SpatialCoevolution,
+    TrainingConfig,
+    TrainingHyper,
+    accumulate_stats,
+    apply_keep,
+    check_hyper,
+    conjunctive_units,
+    fresh_adam,
+    init_autoencoder,
+    init_stats,
+    make_binary_clustering,
+    prune_keep,
+    prune_probability,
+    random_keep,
+    reconstruct,
+    variance_keep_probability,
+    variance_scores,
+)
 from synprune_jax.autoencoder.model import count_nonzero  # noqa: E402
-from synprune_jax.autoencoder.pruning import (random_keep_tensor,  # noqa: E402
-                                              variance_keep)
+from synprune_jax.autoencoder.pruning import random_keep_tensor, variance_keep  # noqa: E402
 from synprune_jax.autoencoder.schedules import final_epoch  # noqa: E402
 from synprune_jax.autoencoder.training import canonical_optimizer, train_epoch  # noqa: E402
 from synprune_jax.config import ConfigError  # noqa: E402
@@ -82,7 +96,7 @@ def test_model_shapes_counts_and_recorded_activations():
     assert [a.shape for a in recorded["encoder"]] == [(4, 6), (4, 3)]
     assert [a.shape for a in recorded["decoder"]] == [(4, 6), (4, 40)]
     for post, linear in zip(recorded["encoder"] + recorded["decoder"][:1],
-                            pre["encoder"] + pre["decoder"][:1]):
+                            pre["encoder"] + pre["decoder"][:1], strict=True):
         np.testing.assert_allclose(post, jnp.maximum(linear, 0.0))
     # the decoder's last layer is recorded before the sigmoid either way
     np.testing.assert_allclose(jax.nn.sigmoid(recorded["decoder"][1]), output, rtol=1e-6)
@@ -431,7 +445,7 @@ def test_train_epoch_equals_the_plain_loop(tiny_data, persistent, fresh):
     chex.assert_trees_all_close(stats, expected_stats, rtol=1e-6, atol=1e-9)
     assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
     zero_after = [np.asarray(t)[np.asarray(k) == 0] for t, k in
-                  zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(keep))]
+                  zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(keep), strict=True)]
     regrown = sum(int((values != 0).sum()) for values in zero_after)
     if persistent:  # pruned weights stay zero even with Adam momentum from before the prune
         assert regrown == 0
@@ -617,8 +631,9 @@ def _python_loop(algorithm, key, params, masks, rates, kept, epoch, hyper, synch
         source = snapshot if synchronous else (params, masks, rates, kept)
         new, new_mask, rate, new_kept, _, _ = cell_epoch(
             jax.random.fold_in(cells_key, int(cell)), jnp.int32(cell), *source, epoch, hyper)
-        params = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), params, new)
-        masks = jax.tree_util.tree_map(lambda a, b: a.at[cell].set(b), masks, new_mask)
+        params = jax.tree_util.tree_map(lambda a, b, cell=cell: a.at[cell].set(b), params, new)
+        masks = jax.tree_util.tree_map(lambda a, b, cell=cell: a.at[cell].set(b), masks,
+                                           new_mask)
         rates, kept = rates.at[cell].set(rate), kept.at[cell].set(new_kept)
     return params, rates
 

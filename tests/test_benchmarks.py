@@ -23,9 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is a top-level package of the repository, not installed
     sys.path.insert(0, ROOT)
 
+from conftest import optimized_compilation  # noqa: E402
+
 import benchmarks  # noqa: E402
 from benchmarks import archive_insertion, masked_vs_dense, qdax_map_elites, run  # noqa: E402
-from conftest import optimized_compilation  # noqa: E402
 
 
 def _check_records(records, benchmark_keys):
@@ -153,7 +154,7 @@ def test_compaction_drops_exactly_the_dead_units():
         small_spec, small = masked_vs_dense.compact(spec, params, masks, widths)
         assert isinstance(small_spec, MLPSpec) and small_spec.hidden_sizes == widths
         for index in individuals:
-            pick = lambda tree: jax.tree_util.tree_map(lambda a: a[index], tree)
+            pick = lambda tree, index=index: jax.tree_util.tree_map(lambda a: a[index], tree)
             np.testing.assert_allclose(small_spec.apply_dense(pick(small), x),
                                        spec.apply_dense(pick(dense), x), rtol=1e-5, atol=1e-6)
 

@@ -165,7 +165,7 @@ def test_experiment_contract(name, tmp_path):
     assert jax.tree_util.tree_structure(built_low.hyper) == jax.tree_util.tree_structure(
         built_high.hyper)
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(built_low.hyper),
-                                                        jax.tree_util.tree_leaves(built_high.hyper)))
+                                                        jax.tree_util.tree_leaves(built_high.hyper), strict=True))
 
     # a run: one finite row per generation, a report
     built, state, metrics = _run(name, tmp_path / "full", [f"{key}={low}"])

@@ -438,9 +438,8 @@ def test_one_writer_per_run_directory(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"another process (pid {holder.pid}) is writing this directory" in err
         assert "Traceback" not in err and _snapshot(run_dir) == before
-        with pytest.raises(RunDirectoryBusy):
-            with RunLock(run_dir):
-                pass
+        with pytest.raises(RunDirectoryBusy), RunLock(run_dir):
+            pass
     finally:
         holder.kill()
         holder.wait()

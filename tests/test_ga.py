@@ -121,7 +121,7 @@ def test_archive_init_starts_from_the_elites_best_first():
                                               ga_lib.GAHyper(MutationHyper(sigma=0.1)))
     changed = []
     for stored, leaf in zip(jax.tree_util.tree_leaves(elites["params"]),
-                            jax.tree_util.tree_leaves(population.params)):
+                            jax.tree_util.tree_leaves(population.params), strict=True):
         np.testing.assert_array_equal(np.asarray(leaf)[:3], stored)  # the elites as they are
         changed.append(np.asarray(leaf)[3:] != stored[[0, 1, 2, 0, 1]])  # cycled copies
     # the copies are mutated (Gaussian noise on active weights): every copy differs
@@ -150,12 +150,12 @@ def ga_run():
 
 def test_truncation_keeps_the_best_half_unchanged(ga_run):
     algorithm, states, history = ga_run
-    for before, after in zip(states[:-1], states[1:]):
+    for before, after in zip(states[:-1], states[1:], strict=True):
         order = np.argsort(-np.asarray(before.fitness), kind="stable")[:8]
         np.testing.assert_array_equal(np.asarray(after.fitness[:8]),
                                       np.asarray(before.fitness)[order])
         for leaf_before, leaf_after in zip(jax.tree_util.tree_leaves(before.population),
-                                           jax.tree_util.tree_leaves(after.population)):
+                                           jax.tree_util.tree_leaves(after.population), strict=True):
             np.testing.assert_array_equal(np.asarray(leaf_after)[:8],
                                           np.asarray(leaf_before)[order])
     best = [h["max_fitness"] for h in history]

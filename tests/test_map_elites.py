@@ -121,7 +121,7 @@ def test_mutation_emitter_draws_the_old_random_numbers(settings):
         state, _ = step(key, state, hyper)
         archive = old_step(key, archive, TASK, config, hyper)
         for new, old in zip(jax.tree_util.tree_leaves(state.archive),
-                            jax.tree_util.tree_leaves(archive)):
+                            jax.tree_util.tree_leaves(archive), strict=True):
             np.testing.assert_array_equal(new, old)
     assert int(jnp.sum(jnp.isfinite(archive.fitness))) > 0
     # no emitter state: the state (and so its checkpoints) keeps its three fields

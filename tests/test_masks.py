@@ -2,7 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synprune_jax import masks as M
 from synprune_jax.networks import MLPSpec
@@ -113,11 +114,11 @@ def test_forward_prune_leaves_no_connection_out_of_dead_unit(seed, density):
     masks = M.init_masks(jax.random.key(seed), params, SPEC.maskable(), density)
     pruned = M.forward_prune(SPEC, masks)
     kernels = [np.asarray(k) for k in SPEC.kernels(pruned)]
-    for previous, kernel in zip(kernels[:-1], kernels[1:]):
+    for previous, kernel in zip(kernels[:-1], kernels[1:], strict=True):
         dead = ~previous.any(axis=0)
         assert not kernel[dead].any()
     # forward pruning only removes
-    for before, after in zip(SPEC.kernels(masks), kernels):
+    for before, after in zip(SPEC.kernels(masks), kernels, strict=True):
         assert not (np.asarray(after) & ~np.asarray(before)).any()
 
 

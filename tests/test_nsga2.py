@@ -6,13 +6,28 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synprune_jax.algorithms.nsga2 import (NSGA2, NSGA2Config, NSGA2Hyper, binary_tournament,
-                                           bit_flip_mutation, evaluate_with_memo, init_memo,
-                                           memo_insert, memo_lookup, random_density_genomes,
-                                           uniform_crossover_bits, validate_hyper)
-from synprune_jax.algorithms.steady_state_ga import (SteadyStateGA, SteadyStateGAConfig,
-                                                     SteadyStateGAHyper, most_distant_candidate,
-                                                     one_bit_mutation, replace_worst)
+from synprune_jax.algorithms.nsga2 import (
+    NSGA2,
+    NSGA2Config,
+    NSGA2Hyper,
+    binary_tournament,
+    bit_flip_mutation,
+    evaluate_with_memo,
+    init_memo,
+    memo_insert,
+    memo_lookup,
+    random_density_genomes,
+    uniform_crossover_bits,
+    validate_hyper,
+)
+from synprune_jax.algorithms.steady_state_ga import (
+    SteadyStateGA,
+    SteadyStateGAConfig,
+    SteadyStateGAHyper,
+    most_distant_candidate,
+    one_bit_mutation,
+    replace_worst,
+)
 from synprune_jax.algorithms.steady_state_ga import validate_hyper as validate_ga_hyper
 from synprune_jax.archives.pareto import hypervolume
 from synprune_jax.runner import stack

@@ -7,9 +7,15 @@ import pytest
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from synprune_jax.archives.pareto import (crowding_distance, dominance_matrix, hypervolume,
-                                          non_dominated_numpy, non_dominated_rank, padded_front,
-                                          survival_order)
+from synprune_jax.archives.pareto import (
+    crowding_distance,
+    dominance_matrix,
+    hypervolume,
+    non_dominated_numpy,
+    non_dominated_rank,
+    padded_front,
+    survival_order,
+)
 
 rank_jit = jax.jit(non_dominated_rank)
 
@@ -31,7 +37,7 @@ def test_equal_points_share_a_front():
 @pytest.mark.parametrize("num_objectives", [2, 3, 4])
 def test_ranks_match_pymoo(num_objectives):
     rng = np.random.default_rng(num_objectives)
-    for trial in range(5):
+    for _trial in range(5):
         # rounded values create ties and duplicates
         points = np.round(rng.random((40, num_objectives)), 1)
         ours = np.asarray(rank_jit(jnp.asarray(points, jnp.float32)))

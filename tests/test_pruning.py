@@ -2,7 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synprune_jax import masks as M
 from synprune_jax import pruning as P
@@ -116,7 +117,7 @@ def test_pure_pruning_never_raises_density_and_only_removes(seed, density, amoun
                 P.flip_mutation(jax.random.key(seed + 3), masks, MASKABLE, amount, 0.0),
                 M.forward_prune(SPEC, masks)):
         assert float(M.density(out, MASKABLE)) <= float(M.density(masks, MASKABLE))
-        for before, after in zip(jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(out)):
+        for before, after in zip(jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(out), strict=True):
             assert not (np.asarray(after) & ~np.asarray(before)).any()
 
 
@@ -135,9 +136,9 @@ def test_exact_k_operators_hit_k_exactly(seed, density, count, scope):
     if scope == "layer":
         expected_removed = [min(count, a) for a in active]
         expected_added = [min(count, i) for i in inactive]
-        assert [a - b for a, b in zip(active, pruned_m)] == expected_removed
-        assert [a - b for a, b in zip(active, pruned_r)] == expected_removed
-        assert [b - a for a, b in zip(active, grown)] == expected_added
+        assert [a - b for a, b in zip(active, pruned_m, strict=True)] == expected_removed
+        assert [a - b for a, b in zip(active, pruned_r, strict=True)] == expected_removed
+        assert [b - a for a, b in zip(active, grown, strict=True)] == expected_added
     else:
         assert sum(active) - sum(pruned_m) == min(count, sum(active))
         assert sum(active) - sum(pruned_r) == min(count, sum(active))

@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_trees_equal, exact_jit
 
 from synprune_jax import masks as M
 from synprune_jax import rng
 from synprune_jax.networks import MLPSpec
-from conftest import assert_trees_equal, exact_jit
 
 HOPPER = ((11, 16), (16,), (16, 16), (16,), (16, 3), (3,))  # hopper 16-16 policy
 HUGE = ((300, 200), (200,), (200, 16), (16,), (16, 3), (3,))  # one layer dwarfs the rest
@@ -129,7 +129,7 @@ def test_leafwise_matches_per_leaf(kind, shapes_name, mode):
 
     expected, got = run(_per_leaf), run(rng.leafwise)
     assert len(got) == n
-    for shape, x, y in zip(shapes, expected, got):
+    for shape, x, y in zip(shapes, expected, got, strict=True):
         assert y.shape == x.shape == ((5,) if mode == "vmap" else ()) + shape
         assert y.dtype == x.dtype
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -140,7 +140,7 @@ def test_leafwise_raw_keys_and_key_sequences_eager():
     assert raw.dtype == jnp.uint32
     expected = _per_leaf(jax.random.uniform, raw, HOPPER)
     for keys in (raw, list(raw)):
-        for x, y in zip(expected, rng.leafwise(jax.random.uniform, keys, HOPPER)):
+        for x, y in zip(expected, rng.leafwise(jax.random.uniform, keys, HOPPER), strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -151,7 +151,7 @@ def test_leafwise_groups_by_dtype():
     keys = jax.random.split(jax.random.key(11), len(shapes))
     expected = exact_jit(lambda k: _per_leaf(_normal, k, shapes, dtypes))(keys)
     got = exact_jit(lambda k: rng.leafwise(_normal, k, shapes, dtypes))(keys)
-    for x, y, dtype in zip(expected, got, dtypes):
+    for x, y, dtype in zip(expected, got, dtypes, strict=True):
         assert y.dtype == jnp.dtype(dtype)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -202,17 +202,17 @@ def test_leafwise_fallback_without_partitionable_threefry():
         got = run(counting(rng.leafwise))
     assert jax.config.jax_threefry_partitionable  # restored
     assert calls.count("leafwise") == calls.count("_per_leaf") == len(HOPPER)
-    for x, y in zip(expected, got):
+    for x, y in zip(expected, got, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     batched = run(rng.leafwise)  # the partitionable layout draws other numbers
-    assert any((np.asarray(x) != np.asarray(y)).any() for x, y in zip(expected, batched))
+    assert any((np.asarray(x) != np.asarray(y)).any() for x, y in zip(expected, batched, strict=True))
 
 
 def test_leafwise_fallback_for_rbg_keys():
     keys = jax.random.split(jax.random.key(2, impl="rbg"), len(HOPPER))
     assert not rng.prefix_stable(keys)
     expected = _per_leaf(jax.random.uniform, keys, HOPPER)
-    for x, y in zip(expected, rng.leafwise(jax.random.uniform, keys, HOPPER)):
+    for x, y in zip(expected, rng.leafwise(jax.random.uniform, keys, HOPPER), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -237,7 +237,7 @@ def _old_init_masks(key, params, maskable, density, exact=False):
     densities = jnp.broadcast_to(jnp.asarray(density, jnp.float32), (num_maskable,))
     keys = jax.random.split(key, max(num_maskable, 1))
     out, index = [], 0
-    for leaf, flag in zip(leaves, flags):
+    for leaf, flag in zip(leaves, flags, strict=True):
         if not flag:
             out.append(jnp.ones(leaf.shape, jnp.bool_))
             continue

@@ -9,11 +9,11 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import assert_trees_equal  # noqa: E402
 from flax import struct  # noqa: E402
 
 from synprune_jax import checkpoint, runner  # noqa: E402
 from synprune_jax.runner import RunConfig, read_metrics, run  # noqa: E402
-from conftest import assert_trees_equal  # noqa: E402
 
 
 @struct.dataclass

@@ -27,7 +27,7 @@ CONFIG = map_elites.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4,
                                     batch_size=16)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _population(size, seed=0):
     make = jax.jit(map_elites.random_population, static_argnums=(1, 2, 4))
     return make(jax.random.key(seed), TASK, CONFIG, map_elites.MutationHyper(), size)
@@ -36,7 +36,7 @@ def _population(size, seed=0):
 def _assert_trees_equal(left, right):
     left_leaves, right_leaves = jax.tree_util.tree_leaves(left), jax.tree_util.tree_leaves(right)
     assert jax.tree_util.tree_structure(left) == jax.tree_util.tree_structure(right)
-    for a, b in zip(left_leaves, right_leaves):
+    for a, b in zip(left_leaves, right_leaves, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

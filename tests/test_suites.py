@@ -16,8 +16,17 @@ import pytest
 from synprune_jax import config as config_lib
 from synprune_jax import masks as masks_lib
 from synprune_jax.experiments import get_experiment
-from synprune_jax.tasks import (EpisodeTask, GymnaxTask, PlaygroundTask, ReachAvoidArm, clearance,
-                                joint_positions, joint_positions_3d, make_task, task_section)
+from synprune_jax.tasks import (
+    EpisodeTask,
+    GymnaxTask,
+    PlaygroundTask,
+    ReachAvoidArm,
+    clearance,
+    joint_positions,
+    joint_positions_3d,
+    make_task,
+    task_section,
+)
 from synprune_jax.types import Population
 from synprune_jax.variation import random_population
 
@@ -121,7 +130,7 @@ def test_reach_rollout_equals_the_step_loop_and_its_descriptors():
     result = jax.jit(task.evaluate)(key, population)
     dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
     for i in range(3):
-        one = jax.tree_util.tree_map(lambda leaf: leaf[i], dense)
+        one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], dense)
         returns, tips, gaps, successes = [], [], [], []
         for e, episode_key in enumerate(jax.random.split(key, 2)):
             total, steps, last, actions = _hand_rollout(task, one, episode_key)
@@ -209,7 +218,7 @@ def test_gymnax_rollout_equals_the_step_loop(env_name):
     result = jax.jit(task.evaluate)(key, population)
     dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
     for i in range(2):
-        one = jax.tree_util.tree_map(lambda leaf: leaf[i], dense)
+        one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], dense)
         runs = [_hand_rollout(task, one, k) for k in jax.random.split(key, 2)]
         assert float(result.fitness[i]) == pytest.approx(np.mean([r[0] for r in runs]),
                                                          rel=1e-5, abs=1e-4)
@@ -231,7 +240,7 @@ def test_playground_rollout_equals_the_step_loop():
     dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
     step = jax.jit(task._step)
     for i in range(2):
-        one = jax.tree_util.tree_map(lambda leaf: leaf[i], dense)
+        one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], dense)
         with jax.numpy_rank_promotion("allow"):  # Playground broadcasts implicitly
             state, total = task._reset(jax.random.split(key, 1)[0]), 0.0
             for _ in range(6):

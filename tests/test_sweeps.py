@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synprune_jax import cli, config as config_lib, runner, sweeps
+from synprune_jax import cli, runner, sweeps
+from synprune_jax import config as config_lib
 from synprune_jax.config import ConfigError
 from synprune_jax.experiments import get_experiment
 
@@ -60,7 +61,7 @@ def test_tidy_table_and_files(sweep_dir):
     assert list(table.columns[:5]) == ["run_id", "group", "seed", "mutation.sigma", "generation"]
     assert set(table["group"]) == {0}  # one compiled program for the whole sweep
     np.testing.assert_array_equal(table["qd_score"].to_numpy(), parquet["qd_score"].to_numpy())
-    for run_id, frame in table.groupby("run_id"):
+    for _run_id, frame in table.groupby("run_id"):
         assert frame["generation"].tolist() == [1, 2, 3, 4, 5, 6]
     index = pd.read_csv(sweep_dir / "runs.csv")
     assert index[["seed", "mutation.sigma"]].values.tolist() == [

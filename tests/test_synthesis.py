@@ -10,12 +10,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, EncodingHyper, LeNetSpec,
-                                    SynthesisConfig, SynthesisHyper, check_encoding_hyper,
-                                    check_hyper, cluster_probabilities, cluster_sums, compact,
-                                    gentle, kept_units, load_digits_32, load_mnist, network_stats,
-                                    read_idx, remove_unused, survival_probabilities,
-                                    synapse_probabilities, synthesize, truncate, write_idx)
+from synprune_jax.synthesis import (
+    ClusterSynthesis,
+    EncodingConfig,
+    EncodingHyper,
+    LeNetSpec,
+    SynthesisConfig,
+    SynthesisHyper,
+    check_encoding_hyper,
+    check_hyper,
+    cluster_probabilities,
+    cluster_sums,
+    compact,
+    gentle,
+    kept_units,
+    load_digits_32,
+    load_mnist,
+    network_stats,
+    read_idx,
+    remove_unused,
+    survival_probabilities,
+    synapse_probabilities,
+    synthesize,
+    truncate,
+    write_idx,
+)
 from synprune_jax.synthesis.lenet import LAYERS
 
 SQRT2_M1 = math.sqrt(2.0) - 1.0
@@ -162,7 +181,8 @@ def test_removal_fraction_scales_with_the_rate(tiny_network):
     means = {}
     for rate in (1.0, 0.5, 0.25):
         config, hyper = EncodingConfig(mode="synapse"), EncodingHyper(synapse_rate=rate)
-        drawn = jax.jit(jax.vmap(lambda k: synthesize(k, params, masks, config, hyper)))(keys)
+        drawn = jax.jit(jax.vmap(lambda k, config=config, hyper=hyper: synthesize(
+            k, params, masks, config, hyper)))(keys)
         kept = sum(np.asarray(drawn[name]["kernel"]).reshape(64, -1).sum(axis=1)
                    for name in LAYERS)
         removed = 1.0 - kept / total
@@ -400,7 +420,7 @@ def test_digits_at_32x32():
     sizes = [len(data.train_labels), len(data.validation_labels), len(data.test_labels)]
     assert sum(sizes) == 1797 and sizes[2] == 359 and sizes[1] == 288
     assert data.train_images.shape[1:] == (32, 32, 1) and data.train_images.dtype == np.float32
-    assert 0.0 <= data.train_images.min() and data.train_images.max() <= 1.0
+    assert data.train_images.min() >= 0.0 and data.train_images.max() <= 1.0
     assert set(np.unique(data.train_labels)) == set(range(10))
 
 

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
 from conftest import exact_jit
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -381,7 +381,7 @@ def test_batched_rollouts_equal_per_individual_rollouts(episodes):
 def test_brax_determinism(hopper):
     evaluate, population, result = hopper
     again = evaluate(jax.random.key(0), population)
-    for a, b in zip(jax.tree_util.tree_leaves(result), jax.tree_util.tree_leaves(again)):
+    for a, b in zip(jax.tree_util.tree_leaves(result), jax.tree_util.tree_leaves(again), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Common random numbers: an individual's result does not depend on the rest of the batch.
     swapped = evaluate(jax.random.key(0), population[jnp.array([3, 2, 1, 0])])

@@ -17,10 +17,24 @@ from synprune_jax.cli import main
 from synprune_jax.config import ConfigError
 from synprune_jax.experiments import get_experiment
 from synprune_jax.runner import read_metrics
-from synprune_jax.transfer import (DataConfig, HeadConfig, ProblemHyper, TrainConfig,
-                                   TransferData, TransferProblem, auroc, ensemble_table,
-                                   genome_key, head_logits, importance, init_head, majority_vote,
-                                   max_softmax_score, prepare_data, train_head)
+from synprune_jax.transfer import (
+    DataConfig,
+    HeadConfig,
+    ProblemHyper,
+    TrainConfig,
+    TransferData,
+    TransferProblem,
+    auroc,
+    ensemble_table,
+    genome_key,
+    head_logits,
+    importance,
+    init_head,
+    majority_vote,
+    max_softmax_score,
+    prepare_data,
+    train_head,
+)
 from synprune_jax.transfer.head import shuffle_key
 from synprune_jax.transfer.problem import validate_hyper
 
@@ -44,7 +58,7 @@ def _toy_data(num_features=6, num_classes=3, seed=0):
 
 def test_auroc_matches_sklearn_with_ties():
     rng = np.random.default_rng(0)
-    for trial in range(5):
+    for _trial in range(5):
         positive = np.round(rng.normal(0.5, 1.0, 37), 1)
         negative = np.round(rng.normal(0.0, 1.0, 23), 1)
         expected = roc_auc_score(np.r_[np.ones(37), np.zeros(23)], np.r_[positive, negative])
@@ -173,7 +187,7 @@ def test_training_follows_the_documented_rule():
             if since_best >= train.patience:
                 break
         assert int(epochs_run[index]) == epochs < train.epochs
-        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[index], params), best,
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p, index=index: p[index], params), best,
                                     rtol=1e-5, atol=1e-6)
 
 

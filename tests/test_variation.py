@@ -6,8 +6,13 @@ from conftest import assert_trees_equal
 from synprune_jax import masks as M
 from synprune_jax.networks import MLPSpec
 from synprune_jax.types import Population
-from synprune_jax.variation import (MutationConfig, MutationHyper, gaussian_mutation, mutate,
-                                    redraw_rates)
+from synprune_jax.variation import (
+    MutationConfig,
+    MutationHyper,
+    gaussian_mutation,
+    mutate,
+    redraw_rates,
+)
 
 SPEC = MLPSpec(input_size=6, output_size=4, hidden_sizes=(8,))
 
@@ -22,11 +27,11 @@ def test_gaussian_mutation_skips_masked_weights_and_mutates_biases():
     ind = _individual()
     out = gaussian_mutation(jax.random.key(3), ind.params, ind.masks, 0.1)
     for p, q, m in zip(jax.tree_util.tree_leaves(ind.params), jax.tree_util.tree_leaves(out),
-                       jax.tree_util.tree_leaves(ind.masks)):
+                       jax.tree_util.tree_leaves(ind.masks), strict=True):
         p, q, m = map(np.asarray, (p, q, m))
         np.testing.assert_array_equal(p[~m], q[~m])
         assert (p[m] != q[m]).all()
-    for b0, b1 in zip(SPEC.biases(ind.params), SPEC.biases(out)):
+    for b0, b1 in zip(SPEC.biases(ind.params), SPEC.biases(out), strict=True):
         assert (np.asarray(b0) != np.asarray(b1)).all()
 
 
@@ -105,7 +110,7 @@ def test_random_population_densities_rates_and_forward_pruning():
     whole = random_population(jax.random.key(1), 32, jnp.zeros(2), per_layer=False,
                               forward_prune=False)
     kernels = [leaf for leaf, flag in zip(jax.tree_util.tree_leaves(whole.masks),
-                                          jax.tree_util.tree_leaves(maskable)) if flag]
+                                          jax.tree_util.tree_leaves(maskable), strict=True) if flag]
     densities = np.stack([np.asarray(k).mean(axis=(1, 2)) for k in kernels], axis=1)
     sizes = np.array([k.shape[1] * k.shape[2] for k in kernels])
     assert np.all(np.ptp(densities, axis=1) <= 1.0 / sizes.min() + 1e-6)
@@ -114,7 +119,7 @@ def test_random_population_densities_rates_and_forward_pruning():
     unpruned = random_population(jax.random.key(0), 32, jnp.zeros(2), forward_prune=False)
     assert not all(np.array_equal(a, b) for a, b in zip(
         jax.tree_util.tree_leaves(forward_prune(unpruned.masks)),
-        jax.tree_util.tree_leaves(unpruned.masks)))
+        jax.tree_util.tree_leaves(unpruned.masks), strict=True))
 
 
 def test_mutate_without_flips_equals_zero_flip_rates():

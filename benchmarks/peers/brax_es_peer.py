@@ -18,6 +18,7 @@ the first epoch includes compilation, so ``compile_s = first epoch - median late
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import platform
@@ -65,21 +66,19 @@ def main(argv=None) -> int:
     steps_per_epoch = args.population * args.episode_length
     started = time.perf_counter()
     num_timesteps = steps_per_epoch * args.epochs * 10
-    try:
-        # num_evals = num_timesteps + 1 makes the eval interval one env step, so the trainer
-        # calls progress_fn after every epoch; _Stop ends it after --epochs epochs.
+    # num_evals = num_timesteps + 1 makes the eval interval one env step, so the trainer
+    # calls progress_fn after every epoch; _Stop ends it after --epochs epochs.
+    with contextlib.suppress(_Stop):
         es_train.train(env, num_timesteps=num_timesteps,
                        episode_length=args.episode_length,
                        population_size=args.population // 2, learning_rate=0.01,
                        perturbation_std=0.05, num_eval_envs=1, num_evals=num_timesteps + 1,
                        network_factory=factory, progress_fn=progress, seed=0)
-    except _Stop:
-        pass
     total = time.perf_counter() - started
     if len(epochs) < 3:
         raise SystemExit(f"only {len(epochs)} epochs ran")
     epoch_seconds = [epochs[0]["walltime"]] + [
-        b["walltime"] - a["walltime"] for a, b in zip(epochs[:-1], epochs[1:])]
+        b["walltime"] - a["walltime"] for a, b in zip(epochs[:-1], epochs[1:], strict=True)]
     steady = statistics.median(epoch_seconds[1:])
     print(json.dumps({
         "side": "brax", "trainer": "brax.training.agents.es", "env": args.env,

@@ -413,7 +413,7 @@ class MixEmitter:
         """The emitters' offspring, concatenated in order (``[sum of batch sizes, ...]``)."""
         keys = jax.random.split(key, len(self.emitters))
         parts, states = [], []
-        for emitter, emitter_key, emitter_state in zip(self.emitters, keys, self._states(state)):
+        for emitter, emitter_key, emitter_state in zip(self.emitters, keys, self._states(state), strict=True):
             offspring, emitter_state = emitter.emit(emitter_key, archive, emitter_state, hyper)
             parts.append(offspring)
             states.append(emitter_state)
@@ -426,10 +426,10 @@ class MixEmitter:
         keys = jax.random.split(key, len(self.emitters))
         states, reported = [], []
         start = 0
-        for emitter, emitter_key, emitter_state in zip(self.emitters, keys, self._states(state)):
+        for emitter, emitter_key, emitter_state in zip(self.emitters, keys, self._states(state), strict=True):
             rows = slice(start, start + emitter.batch_size)
             start += emitter.batch_size
-            part = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[rows], tree)
+            part = lambda tree, rows=rows: jax.tree_util.tree_map(lambda leaf: leaf[rows], tree)
             emitter_state, metrics = emitter.update(emitter_key, emitter_state, part(offspring),
                                                     part(result), inserted[rows], hyper)
             states.append(emitter_state)

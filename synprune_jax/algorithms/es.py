@@ -37,8 +37,8 @@ from flax import struct
 from jax import flatten_util
 
 from synprune_jax import masks as masks_lib
-from synprune_jax.pruning import SCHEDULES, SCOPES, prune_to_density_by_score, scheduled_density
 from synprune_jax import trees
+from synprune_jax.pruning import SCHEDULES, SCOPES, prune_to_density_by_score, scheduled_density
 from synprune_jax.types import Masks, Params, Population, PyTree
 
 SEARCH_SPACES = ("all", "unmasked")
@@ -188,7 +188,7 @@ class MaskedStrategy:
             params = params.replace(**self._params_overrides)
         return es, params
 
-    def with_hyper(self, sigma_init, sigma_min, learning_rate) -> "MaskedStrategy":
+    def with_hyper(self, sigma_init, sigma_min, learning_rate) -> MaskedStrategy:
         """This strategy with another (possibly traced) initial std, std floor and learning rate.
 
         ``self`` when the values are the Python numbers it was built with; otherwise a copy with

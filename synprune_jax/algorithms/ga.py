@@ -36,8 +36,8 @@ import numpy as np
 from flax import struct
 
 from synprune_jax import masks as masks_lib
-from synprune_jax.types import Population
 from synprune_jax import trees, variation
+from synprune_jax.types import Population
 from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 
 CROSSOVERS = ("none", "uniform", "layer")
@@ -135,7 +135,7 @@ def uniform_crossover(key: jax.Array, first: Population, second: Population) -> 
     rates from ``first``. One individual."""
     leaves, treedef = jax.tree_util.tree_flatten(first.params)
     keys = jax.random.split(key, len(leaves))
-    picks = [jax.random.bernoulli(k, 0.5, leaf.shape) for k, leaf in zip(keys, leaves)]
+    picks = [jax.random.bernoulli(k, 0.5, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)]
     pick = jax.tree_util.tree_unflatten(treedef, picks)
     choose = lambda a, b, p: jnp.where(p, b, a)
     return Population(params=jax.tree_util.tree_map(choose, first.params, second.params, pick),
@@ -152,7 +152,7 @@ def layer_mask_crossover(key: jax.Array, first: Population, second: Population,
     flags = jax.tree_util.tree_leaves(maskable)
     keys = jax.random.split(key, len(leaves))
     out = [jnp.where(jax.random.bernoulli(k, 0.5), b, a) if flag else a
-           for a, b, flag, k in zip(leaves, other, flags, keys)]
+           for a, b, flag, k in zip(leaves, other, flags, keys, strict=True)]
     return first.replace(masks=jax.tree_util.tree_unflatten(treedef, out))
 
 

@@ -32,21 +32,26 @@ Example (kinematic arm):
 from __future__ import annotations
 
 import dataclasses
-from typing import Union
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from synprune_jax import variation
-from synprune_jax.algorithms.emitters import (Emitter, ESEmitter, ESEmitterConfig,
-                                              MixEmitter, MutationEmitter,
-                                              check_mutation_block, mutation_hyper)
+from synprune_jax.algorithms.emitters import (
+    Emitter,
+    ESEmitter,
+    ESEmitterConfig,
+    MixEmitter,
+    MutationEmitter,
+    check_mutation_block,
+    mutation_hyper,
+)
 from synprune_jax.archives import Archive, CVTSpec, GridSpec, add, init_archive, qd_metrics
 from synprune_jax.types import EvalResult, Population
 from synprune_jax.variation import MutationConfig, MutationHyper
 
-ArchiveSpec = Union[GridSpec, CVTSpec]
+ArchiveSpec = GridSpec | CVTSpec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,8 +32,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from synprune_jax.algorithms.nsga2 import (Memo, ask_evaluate_tell, initial_population,
-                                           objective_names_of, uniform_crossover_bits)
+from synprune_jax.algorithms.nsga2 import (
+    Memo,
+    ask_evaluate_tell,
+    initial_population,
+    objective_names_of,
+    uniform_crossover_bits,
+)
 
 
 @struct.dataclass

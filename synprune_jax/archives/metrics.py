@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +60,7 @@ def qd_metrics(archive: Archive, qd_offset: float,
         "max_fitness": jnp.max(fitness),
         "mean_fitness": jnp.sum(filled_fitness) / jnp.maximum(num_filled, 1).astype(jnp.float32),
     }
-    for key, band in zip(keys, density_bands):
+    for key, band in zip(keys, density_bands, strict=True):
         in_band = filled & (archive.density <= band + DENSITY_TOLERANCE)
         metrics[key] = jnp.max(jnp.where(in_band, fitness, -jnp.inf))
     return metrics

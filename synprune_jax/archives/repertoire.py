@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +46,7 @@ def _validate_bounds(name: str, lower, upper) -> tuple[tuple[float, ...], tuple[
         raise ValueError(f"{name}: need at least one descriptor dimension, got lower=()")
     if len(lower) != len(upper):
         raise ValueError(f"{name}: lower has {len(lower)} entries but upper has {len(upper)}")
-    for dim, (low, high) in enumerate(zip(lower, upper)):
+    for dim, (low, high) in enumerate(zip(lower, upper, strict=True)):
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f"{name}: bounds must be finite, got lower[{dim}]={low}, "
                              f"upper[{dim}]={high}")
@@ -118,7 +117,7 @@ class GridSpec:
     def centroids(self) -> jax.Array:
         """Cell centres, ``[C, D]`` float32, in row-major cell order."""
         axes = [low + (np.arange(cells) + 0.5) * (high - low) / cells
-                for low, high, cells in zip(self.lower, self.upper, self.resolution)]
+                for low, high, cells in zip(self.lower, self.upper, self.resolution, strict=True)]
         grid = np.meshgrid(*axes, indexing="ij")
         return jnp.asarray(np.stack([g.reshape(-1) for g in grid], axis=1), jnp.float32)
 
@@ -254,7 +253,7 @@ class CVTSpec:
         return _nearest(centroids.astype(jnp.float32), descriptors.astype(jnp.float32))
 
 
-ArchiveSpec = Union[GridSpec, CVTSpec]
+ArchiveSpec = GridSpec | CVTSpec
 
 
 @struct.dataclass

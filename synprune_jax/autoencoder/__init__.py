@@ -8,17 +8,37 @@ the pruning operators (:mod:`~synprune_jax.autoencoder.pruning`), the schedules
 """
 
 from synprune_jax.autoencoder.data import BinaryClusteringSpec, make_binary_clustering
-from synprune_jax.autoencoder.model import (SMALL, AutoencoderSpec, init_autoencoder, l1_loss,
-                                            reconstruct)
-from synprune_jax.autoencoder.pruning import (OPERATORS, accumulate_stats, apply_keep,
-                                              conjunctive_units, init_stats, prune_keep,
-                                              random_keep, variance_keep_probability,
-                                              variance_scores)
+from synprune_jax.autoencoder.model import (
+                                            SMALL,
+                                            AutoencoderSpec,
+                                            init_autoencoder,
+                                            l1_loss,
+                                            reconstruct,
+)
+from synprune_jax.autoencoder.pruning import (
+                                            OPERATORS,
+                                            accumulate_stats,
+                                            apply_keep,
+                                            conjunctive_units,
+                                            init_stats,
+                                            prune_keep,
+                                            random_keep,
+                                            variance_keep_probability,
+                                            variance_scores,
+)
 from synprune_jax.autoencoder.schedules import SCHEDULES, prune_probability
-from synprune_jax.autoencoder.training import (CanonicalState, CanonicalTraining,
-                                               CoevolutionConfig, CoevolutionState,
-                                               SpatialCoevolution, TrainingConfig, TrainingHyper,
-                                               check_hyper, final_per_trial, fresh_adam)
+from synprune_jax.autoencoder.training import (
+                                            CanonicalState,
+                                            CanonicalTraining,
+                                            CoevolutionConfig,
+                                            CoevolutionState,
+                                            SpatialCoevolution,
+                                            TrainingConfig,
+                                            TrainingHyper,
+                                            check_hyper,
+                                            final_per_trial,
+                                            fresh_adam,
+)
 
 __all__ = [
     "AutoencoderSpec", "BinaryClusteringSpec", "CanonicalState", "CanonicalTraining",

@@ -23,7 +23,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-
 ACTIVATION_POINTS = ("post_relu", "pre_activation")
 LAYERS = ("layer_0", "layer_1")
 
@@ -53,7 +52,7 @@ class AutoencoderSpec:
 
     def num_parameters(self, network: str) -> int:
         sizes = self.encoder_sizes if network == "encoder" else self.decoder_sizes
-        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 SMALL = AutoencoderSpec(bottleneck_dim=2)
@@ -70,7 +69,7 @@ def init_network(key: jax.Array, sizes: tuple[int, int, int]) -> dict:
     """Two linear layers ``sizes[0] -> sizes[1] -> sizes[2]``."""
     keys = jax.random.split(key, 2)
     return {name: _init_layer(k, a, b)
-            for name, k, a, b in zip(LAYERS, keys, sizes[:-1], sizes[1:])}
+            for name, k, a, b in zip(LAYERS, keys, sizes[:-1], sizes[1:], strict=True)}
 
 
 def init_autoencoder(key: jax.Array, spec: AutoencoderSpec) -> dict:

@@ -49,7 +49,7 @@ def accumulate_stats(stats: dict, recorded: dict) -> dict:
                 "sum_sq": entry["sum_sq"] + values * values}
 
     return {network: {layer: add(stats[network][layer], values)
-                      for layer, values in zip(LAYERS, recorded[network])}
+                      for layer, values in zip(LAYERS, recorded[network], strict=True)}
             for network in NETWORKS}
 
 
@@ -127,7 +127,7 @@ def random_keep(key: jax.Array, tree: dict, amount) -> dict:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, [random_keep_tensor(k, leaf.shape, amount) for k, leaf in zip(keys, leaves)])
+        treedef, [random_keep_tensor(k, leaf.shape, amount) for k, leaf in zip(keys, leaves, strict=True)])
 
 
 # ---------------------------------------------------------------------------------------------

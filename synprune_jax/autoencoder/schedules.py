@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-
 SCHEDULES = ("none", "fixed", "increase", "decrease", "population", "final_n", "exponential",
              "prune_after")
 

@@ -37,12 +37,24 @@ import numpy as np
 import optax
 from flax import struct
 
-from synprune_jax.autoencoder.model import (ACTIVATION_POINTS, AutoencoderSpec, count_nonzero,
-                                            init_autoencoder, l1_loss, pair_loss, reconstruct)
-from synprune_jax.autoencoder.pruning import (accumulate_stats, apply_keep, check_operator,
-                                              init_stats, prune_keep)
-from synprune_jax.autoencoder.schedules import check_schedule, final_epoch, prune_probability
 from synprune_jax import trees
+from synprune_jax.autoencoder.model import (
+    ACTIVATION_POINTS,
+    AutoencoderSpec,
+    count_nonzero,
+    init_autoencoder,
+    l1_loss,
+    pair_loss,
+    reconstruct,
+)
+from synprune_jax.autoencoder.pruning import (
+    accumulate_stats,
+    apply_keep,
+    check_operator,
+    init_stats,
+    prune_keep,
+)
+from synprune_jax.autoencoder.schedules import check_schedule, final_epoch, prune_probability
 from synprune_jax.training import fit
 
 ORDERS = ("sequential", "synchronous")

@@ -16,10 +16,20 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
-                                 section_defaults)
-from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
-                                           write_summary)
+from synprune_jax.config import (
+    ConfigError,
+    config_errors,
+    from_section,
+    require_keys,
+    section_defaults,
+)
+from synprune_jax.experiments.base import (
+    Built,
+    Experiment,
+    markdown_table,
+    over_time,
+    write_summary,
+)
 
 SETTINGS = ("canonical", "coevolution")
 # published p0: 0.1 for the variance operator, 0.5 for the others
@@ -91,10 +101,17 @@ def build(config: dict) -> Built:
     """
     import jax
 
-    from synprune_jax.autoencoder import (AutoencoderSpec, BinaryClusteringSpec,
-                                          CanonicalTraining, CoevolutionConfig,
-                                          SpatialCoevolution, TrainingConfig, TrainingHyper,
-                                          check_hyper, make_binary_clustering)
+    from synprune_jax.autoencoder import (
+        AutoencoderSpec,
+        BinaryClusteringSpec,
+        CanonicalTraining,
+        CoevolutionConfig,
+        SpatialCoevolution,
+        TrainingConfig,
+        TrainingHyper,
+        check_hyper,
+        make_binary_clustering,
+    )
     from synprune_jax.autoencoder.pruning import check_operator
     from synprune_jax.autoencoder.schedules import check_schedule
     from synprune_jax.runner import RunConfig
@@ -230,7 +247,7 @@ def plot_boxplots(path: str, groups: dict) -> str:
 
     figure = _new_figure(3.0 * len(groups), 3.0)
     axes_list = figure.subplots(1, len(groups), squeeze=False)[0]
-    for axes, (label, values) in zip(axes_list, groups.items()):
+    for axes, (label, values) in zip(axes_list, groups.items(), strict=True):
         axes.boxplot([np.asarray(values, np.float64)])
         axes.set_title(label)
         axes.set_xticks([])
@@ -269,7 +286,7 @@ def plot_comparison(run_dirs: list[str], path: str) -> str:
     axes[1].set_ylabel("% parameters kept at last prune (per trial)")
     for panel in axes[:2]:
         panel.set_xticks(range(1, len(labels) + 1), labels, fontsize=6, rotation=60)
-    for label, history in zip(labels, histories):
+    for label, history in zip(labels, histories, strict=True):
         axes[2].plot(history["generation"], history["l1_train"], label=label.replace("\n", " "))
         axes[3].plot(history["generation"], 100 * history["kept_fraction_at_prune"])
     axes[2].set(xlabel="epoch", ylabel="training L1 (mean over trials)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class Experiment:
     name: str
     description: str
     default_config: Callable[[], dict]
-    build: Callable[[dict], "Built"]
+    build: Callable[[dict], Built]
 
 
 @dataclasses.dataclass

@@ -15,10 +15,20 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import (ConfigError, config_errors, from_section, require_keys,
-                                 section_defaults)
-from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
-                                           write_summary)
+from synprune_jax.config import (
+    ConfigError,
+    config_errors,
+    from_section,
+    require_keys,
+    section_defaults,
+)
+from synprune_jax.experiments.base import (
+    Built,
+    Experiment,
+    markdown_table,
+    over_time,
+    write_summary,
+)
 
 NAME = "cluster-synthesis"
 PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction",
@@ -30,8 +40,13 @@ def default_config() -> dict:
     ``encoding.cluster_rate=0.1``; rates of 1 are the published encoding), 15 generations (the
     results and run times are in ``docs/cluster_synthesis.md``)."""
     from synprune_jax.runner import RunConfig
-    from synprune_jax.synthesis import (EncodingConfig, EncodingHyper, LeNetSpec, SynthesisConfig,
-                                        SynthesisHyper)
+    from synprune_jax.synthesis import (
+        EncodingConfig,
+        EncodingHyper,
+        LeNetSpec,
+        SynthesisConfig,
+        SynthesisHyper,
+    )
 
     return {
         "experiment": NAME,
@@ -56,9 +71,16 @@ def build(config: dict) -> Built:
     :class:`~synprune_jax.synthesis.SynthesisHyper`; validates every section (unknown keys,
     ranges, data / network fit) before anything compiles."""
     from synprune_jax.runner import RunConfig
-    from synprune_jax.synthesis import (ClusterSynthesis, EncodingConfig, EncodingHyper, LeNetSpec,
-                                        SynthesisConfig, SynthesisHyper, check_hyper,
-                                        load_dataset)
+    from synprune_jax.synthesis import (
+        ClusterSynthesis,
+        EncodingConfig,
+        EncodingHyper,
+        LeNetSpec,
+        SynthesisConfig,
+        SynthesisHyper,
+        check_hyper,
+        load_dataset,
+    )
 
     require_keys(config, "config", ("experiment", "algorithm", "data", "network", "encoding",
                                      "synthesis", "run"))

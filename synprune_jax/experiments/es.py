@@ -15,10 +15,21 @@ import os
 
 import numpy as np
 
-from synprune_jax.config import (AUTO, ConfigError, config_errors, from_section, require_keys,
-                                 section_defaults)
-from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
-                                           write_summary)
+from synprune_jax.config import (
+    AUTO,
+    ConfigError,
+    config_errors,
+    from_section,
+    require_keys,
+    section_defaults,
+)
+from synprune_jax.experiments.base import (
+    Built,
+    Experiment,
+    markdown_table,
+    over_time,
+    write_summary,
+)
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)
 
@@ -222,8 +233,11 @@ def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) ->
 
 @_as_config_error
 def build_me_es(config: dict) -> Built:
-    from synprune_jax.algorithms.emitters import (ESEmitterConfig, MapElitesESHyper,
-                                                  validate_es_hyper)
+    from synprune_jax.algorithms.emitters import (
+        ESEmitterConfig,
+        MapElitesESHyper,
+        validate_es_hyper,
+    )
     from synprune_jax.algorithms.map_elites import MapElitesES
     from synprune_jax.experiments import map_elites as me_experiment
     from synprune_jax.runner import RunConfig
@@ -374,8 +388,8 @@ def population_density(state, maskable) -> np.ndarray:
 
     leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state.population.masks)]
     flags = jax.tree_util.tree_leaves(maskable)
-    active = sum(leaf.reshape(leaf.shape[0], -1).sum(1) for leaf, f in zip(leaves, flags) if f)
-    total = sum(leaf[0].size for leaf, f in zip(leaves, flags) if f)
+    active = sum(leaf.reshape(leaf.shape[0], -1).sum(1) for leaf, f in zip(leaves, flags, strict=True) if f)
+    total = sum(leaf[0].size for leaf, f in zip(leaves, flags, strict=True) if f)
     return np.asarray(active, np.float64) / total
 
 
@@ -463,10 +477,10 @@ def plot_masks(path: str, masks, maskable, title: str = "") -> str:
     from matplotlib.figure import Figure
 
     leaves = [np.asarray(leaf) for leaf, flag in zip(jax.tree_util.tree_leaves(masks),
-                                                    jax.tree_util.tree_leaves(maskable)) if flag]
+                                                    jax.tree_util.tree_leaves(maskable), strict=True) if flag]
     figure = Figure(figsize=(3.0 * len(leaves), 3.2))
     axes_list = figure.subplots(1, len(leaves), squeeze=False)[0]
-    for index, (axes, leaf) in enumerate(zip(axes_list, leaves)):
+    for index, (axes, leaf) in enumerate(zip(axes_list, leaves, strict=True)):
         image = leaf.reshape(1, -1) if leaf.ndim == 1 else leaf.reshape(leaf.shape[0], -1)
         axes.imshow(image, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         axes.set_title(f"layer {index}: {image.mean() * 100:.0f} % active", fontsize=9)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+
 import numpy as np
 
-from synprune_jax.config import (AUTO, ConfigError, config_errors, from_section, require_keys,
-                                 section_defaults)
+from synprune_jax.config import (
+    AUTO,
+    ConfigError,
+    config_errors,
+    from_section,
+    require_keys,
+    section_defaults,
+)
 from synprune_jax.experiments.base import Built, Experiment, write_summary
 
 DENSITY_BANDS = (0.1, 0.25, 0.5, 1.0)

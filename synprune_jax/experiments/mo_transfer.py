@@ -14,10 +14,21 @@ import shutil
 
 import numpy as np
 
-from synprune_jax.config import (AUTO, ConfigError, config_errors, from_section, require_keys,
-                                 section_defaults)
-from synprune_jax.experiments.base import (Built, Experiment, markdown_table, over_time,
-                                           write_summary)
+from synprune_jax.config import (
+    AUTO,
+    ConfigError,
+    config_errors,
+    from_section,
+    require_keys,
+    section_defaults,
+)
+from synprune_jax.experiments.base import (
+    Built,
+    Experiment,
+    markdown_table,
+    over_time,
+    write_summary,
+)
 
 ALGORITHMS = ("nsga2", "ga")
 
@@ -70,8 +81,7 @@ def build(config: dict) -> Built:
     from synprune_jax.runner import RunConfig
     from synprune_jax.sharding import devices_mesh, resolve_devices
     from synprune_jax.transfer import problem as problem_lib
-    from synprune_jax.transfer.data import (DataConfig, cache_key, default_cache_dir,
-                                            prepare_data)
+    from synprune_jax.transfer.data import DataConfig, cache_key, default_cache_dir, prepare_data
     from synprune_jax.transfer.head import HeadConfig, TrainConfig
     from synprune_jax.transfer.objectives import check_names
 

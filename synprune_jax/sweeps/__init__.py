@@ -22,21 +22,46 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
 
 from synprune_jax import config as config_lib
 from synprune_jax import runner as runner_lib
 from synprune_jax.config import ConfigError
-from synprune_jax.rundir import (RunDirectory, RunLock, check_room, completed_generation,
-                                 prepare_directory, read_metrics, write_json)
-from synprune_jax.sweeps.plan import (Member, RunSpec, build_members, group_members, parse_grid,
-                                      parse_seeds, plan_groups, plan_runs, check_seeds)
-from synprune_jax.sweeps.report import (FALLBACK_METRICS, SUMMARY_METRICS, collect, final_rows,
-                                        format_summary, plot_sweep, summarize, summary_metrics,
-                                        write_runs_index)
+from synprune_jax.rundir import (
+    RunDirectory,
+    RunLock,
+    check_room,
+    completed_generation,
+    prepare_directory,
+    read_metrics,
+    write_json,
+)
+from synprune_jax.sweeps.plan import (
+    Member,
+    RunSpec,
+    build_members,
+    check_seeds,
+    group_members,
+    parse_grid,
+    parse_seeds,
+    plan_groups,
+    plan_runs,
+)
+from synprune_jax.sweeps.report import (
+    FALLBACK_METRICS,
+    SUMMARY_METRICS,
+    collect,
+    final_rows,
+    format_summary,
+    plot_sweep,
+    summarize,
+    summary_metrics,
+    write_runs_index,
+)
 
 SWEEP_FILE = "sweep.json"
 
@@ -161,7 +186,7 @@ def _run_sweep(out: Path, definition: dict, runs, members, grid, devices, local,
         if report:
             host = jax.device_get(states)
             for index, member in enumerate(subgroup):
-                state = jax.tree_util.tree_map(lambda leaf: leaf[index], host)
+                state = jax.tree_util.tree_map(lambda leaf, index=index: leaf[index], host)
                 member.built.report(str(member.run_dir), state, read_metrics(member.run_dir))
     return timing, skipped
 

@@ -16,8 +16,9 @@ import dataclasses
 import itertools
 import json
 import os
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -142,7 +143,7 @@ def plan_runs(experiment: str, seeds: Iterable[int], grid: Mapping[str, Sequence
     base["experiment"] = experiment
     runs = []
     for point in itertools.product(*grid.values()):
-        point_overrides = [_override_text(key, value) for key, value in zip(grid, point)]
+        point_overrides = [_override_text(key, value) for key, value in zip(grid, point, strict=True)]
         point_config = config_lib.apply_overrides(base, point_overrides)
         values = {key: _lookup(point_config, key) for key in grid}
         for seed in seeds:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -127,7 +128,7 @@ def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
                 mean = np.asarray([np.nanmean(g) for g in grouped])
                 low = np.asarray([np.nanmin(g) for g in grouped])
                 high = np.asarray([np.nanmax(g) for g in grouped])
-                label = ", ".join(f"{o}={s}" for o, s in zip(others, np.atleast_1d(setting))) \
+                label = ", ".join(f"{o}={s}" for o, s in zip(others, np.atleast_1d(setting), strict=True)) \
                     if others else "mean over seeds"
                 line, = axes.plot(x, mean, marker="o", label=label)
                 axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
@@ -150,7 +151,7 @@ def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
             generations = np.asarray(list(curve.groups), np.float64)
             line, = axes.plot(generations, curve.mean().to_numpy(),
                               label=", ".join(f"{k}={v}" for k, v in
-                                              zip(swept_keys, np.atleast_1d(setting)))
+                                              zip(swept_keys, np.atleast_1d(setting), strict=True))
                               or "mean over seeds")
             axes.fill_between(generations, curve.min().to_numpy(), curve.max().to_numpy(),
                               color=line.get_color(), alpha=0.15)
@@ -185,7 +186,7 @@ def summarize(table, swept_keys: Sequence[str],
     grouped = final.groupby(keys, sort=True) if keys else [((), final)]
     rows = []
     for setting, frame in grouped:
-        row = dict(zip(keys, np.atleast_1d(setting) if keys else ()))
+        row = dict(zip(keys, np.atleast_1d(setting) if keys else (), strict=True))
         row["num_seeds"] = int(len(frame))
         for name in metrics:
             values = frame[name].to_numpy(np.float64)

@@ -5,16 +5,43 @@ in the runner's protocol (:mod:`~synprune_jax.synthesis.algorithm`: :class:`Clus
 and the data (:mod:`~synprune_jax.synthesis.data`). See ``docs/cluster_synthesis.md``.
 """
 
-from synprune_jax.synthesis.algorithm import (ClusterSynthesis, SynthesisConfig, SynthesisHyper,
-                                              SynthesisState, check_hyper)
-from synprune_jax.synthesis.data import (Dataset, load_dataset, load_digits_32, load_mnist,
-                                         read_idx, write_idx)
-from synprune_jax.synthesis.encoding import (EncodingConfig, EncodingHyper, check_encoding_hyper,
-                                             cluster_probabilities, cluster_sums, gentle,
-                                             remove_unused, survival_probabilities,
-                                             synapse_probabilities, synthesize, truncate)
-from synprune_jax.synthesis.lenet import (CompactNetwork, LeNet5, LeNetSpec, NetworkStats, compact,
-                                          kept_units, network_stats)
+from synprune_jax.synthesis.algorithm import (
+                                              ClusterSynthesis,
+                                              SynthesisConfig,
+                                              SynthesisHyper,
+                                              SynthesisState,
+                                              check_hyper,
+)
+from synprune_jax.synthesis.data import (
+                                              Dataset,
+                                              load_dataset,
+                                              load_digits_32,
+                                              load_mnist,
+                                              read_idx,
+                                              write_idx,
+)
+from synprune_jax.synthesis.encoding import (
+                                              EncodingConfig,
+                                              EncodingHyper,
+                                              check_encoding_hyper,
+                                              cluster_probabilities,
+                                              cluster_sums,
+                                              gentle,
+                                              remove_unused,
+                                              survival_probabilities,
+                                              synapse_probabilities,
+                                              synthesize,
+                                              truncate,
+)
+from synprune_jax.synthesis.lenet import (
+                                              CompactNetwork,
+                                              LeNet5,
+                                              LeNetSpec,
+                                              NetworkStats,
+                                              compact,
+                                              kept_units,
+                                              network_stats,
+)
 
 __all__ = [
     "ClusterSynthesis", "CompactNetwork", "Dataset", "EncodingConfig", "EncodingHyper", "LeNet5",

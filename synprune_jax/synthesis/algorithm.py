@@ -37,8 +37,12 @@ from flax import struct
 from synprune_jax import trees
 from synprune_jax.masks import apply_masks
 from synprune_jax.synthesis.data import Dataset
-from synprune_jax.synthesis.encoding import (EncodingConfig, EncodingHyper, check_encoding_hyper,
-                                             synthesize)
+from synprune_jax.synthesis.encoding import (
+    EncodingConfig,
+    EncodingHyper,
+    check_encoding_hyper,
+    synthesize,
+)
 from synprune_jax.synthesis.lenet import LeNetSpec, Masks, Params, network_stats
 from synprune_jax.training import fit
 

@@ -33,8 +33,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from synprune_jax.synthesis.lenet import (CONV_LAYERS, LAYERS, LeNetSpec, Masks, Params,
-                                          kept_synapses)
+from synprune_jax.synthesis.lenet import (
+    CONV_LAYERS,
+    LAYERS,
+    LeNetSpec,
+    Masks,
+    Params,
+    kept_synapses,
+)
 
 MODES = ("both", "synapse", "cluster")
 SCOPES = ("layer", "network")
@@ -275,4 +281,4 @@ def remove_unused(spec: LeNetSpec, masks: Masks) -> Masks:
     """
     kept, kernels = kept_synapses(spec, masks)
     return {name: {"kernel": kernel, "bias": masks[name]["bias"] & units}
-            for name, kernel, units in zip(LAYERS, kernels, kept)}
+            for name, kernel, units in zip(LAYERS, kernels, kept, strict=True)}

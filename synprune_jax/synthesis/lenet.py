@@ -117,7 +117,7 @@ class LeNetSpec:
     @property
     def num_synapses(self) -> int:
         return sum(fan_in * fan_out * (KERNEL_SIZE ** 2 if name in CONV_LAYERS else 1)
-                   for name, fan_in, fan_out in zip(LAYERS, self.layer_inputs, self.layer_outputs))
+                   for name, fan_in, fan_out in zip(LAYERS, self.layer_inputs, self.layer_outputs, strict=True))
 
     @property
     def num_clusters(self) -> int:
@@ -218,7 +218,7 @@ def network_stats(spec: LeNetSpec, masks: Masks) -> NetworkStats:
                                 for name in LAYERS])
     effective = [jnp.sum(kernel, dtype=jnp.int32) for kernel in kernels]
     macs = 0
-    for count, positions in zip(effective, spec.positions):
+    for count, positions in zip(effective, spec.positions, strict=True):
         macs = macs + count.astype(jnp.float32) * float(positions)
     layer_clusters = jnp.stack([jnp.sum(k, dtype=jnp.int32) for k in kept])
     return NetworkStats(

@@ -17,8 +17,7 @@ from synprune_jax.tasks.brax_task import BACKENDS, FEET, BraxTask, env_names, ma
 from synprune_jax.tasks.descriptors import DESCRIPTORS, DescriptorContext
 from synprune_jax.tasks.gymnax_task import GymnaxTask
 from synprune_jax.tasks.playground_task import PlaygroundTask
-from synprune_jax.tasks.reach import (ReachAvoidArm, clearance, joint_positions,
-                                      joint_positions_3d)
+from synprune_jax.tasks.reach import ReachAvoidArm, clearance, joint_positions, joint_positions_3d
 from synprune_jax.tasks.rollout import EpisodeTask
 
 TASKS: dict[str, type] = {"brax": BraxTask, "arm": KinematicArm, "playground": PlaygroundTask,

@@ -142,7 +142,7 @@ class KinematicArm:
         return EvalResult(fitness=fitness, descriptors=descriptors, extras={"density": density})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arm_spec(input_size: int, num_joints: int, hidden_sizes: tuple[int, ...]) -> MLPSpec:
     return MLPSpec(input_size=input_size, output_size=num_joints, hidden_sizes=hidden_sizes,
                    activation="tanh", output_activation="tanh")

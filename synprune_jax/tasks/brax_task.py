@@ -30,8 +30,13 @@ import numpy as np
 
 from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
-from synprune_jax.tasks.rollout import (EpisodeTask, StateEnvEpisode, check_choice,
-                                        check_episodes, policy_spec)
+from synprune_jax.tasks.rollout import (
+    EpisodeTask,
+    StateEnvEpisode,
+    check_choice,
+    check_episodes,
+    policy_spec,
+)
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
 
@@ -55,7 +60,7 @@ def env_names() -> tuple[str, ...]:
     return tuple(sorted(envs._envs))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_env(env_name: str, backend: str, mjx_fast_solver: bool = False):
     """Creates (once per argument triple) a Brax environment.
 
@@ -73,7 +78,7 @@ def make_env(env_name: str, backend: str, mjx_fast_solver: bool = False):
     return env
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def env_sizes(env_name: str, backend: str, mjx_fast_solver: bool = False) -> tuple[int, int]:
     """``(observation_size, action_size)`` via ``jax.eval_shape`` (never an eager reset)."""
     env = make_env(env_name, backend, mjx_fast_solver)
@@ -94,7 +99,7 @@ class _FootGeometry:
     num_feet: int
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _foot_geometry(env_name: str, backend: str, mjx_fast_solver: bool) -> _FootGeometry:
     system = make_env(env_name, backend, mjx_fast_solver).sys
     body = np.asarray(system.geom_bodyid)

@@ -19,7 +19,7 @@ task*. Every ``compute`` function works on **one individual** (tasks ``vmap`` it
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp

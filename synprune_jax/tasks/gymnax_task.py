@@ -45,14 +45,14 @@ def env_names() -> tuple[str, ...]:
     return tuple(_gymnax().registered_envs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_env(env_name: str):
     """``(env, params)`` of a gymnax env, created once (eagerly, even inside a trace)."""
     with jax.ensure_compile_time_eval():
         return _gymnax().make(env_name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _spaces(env_name: str) -> tuple[int, int, tuple[float, float] | None, tuple[int, ...]]:
     """``(observation_size, action_size, (low, high) or None for discrete actions, the
     continuous action's shape)``."""

@@ -33,8 +33,13 @@ import numpy as np
 
 from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
-from synprune_jax.tasks.rollout import (EpisodeTask, StateEnvEpisode, check_choice,
-                                        check_episodes, policy_spec)
+from synprune_jax.tasks.rollout import (
+    EpisodeTask,
+    StateEnvEpisode,
+    check_choice,
+    check_episodes,
+    policy_spec,
+)
 
 BACKENDS = ("jax", "warp")
 
@@ -61,7 +66,7 @@ def offline_env_names() -> tuple[str, ...]:
     return tuple(_registry().dm_control_suite.ALL_ENVS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_env(env_name: str, backend: str = "jax"):
     """Loads (once per pair, eagerly even inside a trace) a Playground env with physics
     ``impl=backend``.
@@ -82,7 +87,7 @@ def make_env(env_name: str, backend: str = "jax"):
                          f"{type(error).__name__}: {str(error)[:200]}{hint}") from error
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _spec(env_name: str, backend: str, hidden_sizes: tuple[int, ...]) -> MLPSpec:
     env = make_env(env_name, backend)
     with jax.numpy_rank_promotion("allow"):  # Playground sizes the observation with a reset
@@ -93,7 +98,7 @@ def _spec(env_name: str, backend: str, hidden_sizes: tuple[int, ...]) -> MLPSpec
     return policy_spec(size, int(env.action_size), hidden_sizes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def feet(env_name: str, backend: str = "jax") -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """``(labels, foot geom ids, floor geom ids)`` of a Playground env: its feet are the geoms
     whose names end in ``foot`` (dm_control's hopper ``foot``, cheetah ``bfoot`` / ``ffoot``,

@@ -124,7 +124,7 @@ def arm_mjcf(link_lengths: tuple[float, ...], num_obstacles: int, obstacle_radiu
             f"{pillars}</worldbody><actuator>{actuators}</actuator></mujoco>")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mjx_model(link_lengths: tuple[float, ...], num_obstacles: int, obstacle_radius: float,
                timestep: float):
     """``(MjModel, mjx.Model)`` of :func:`arm_mjcf` (built once per argument tuple)."""

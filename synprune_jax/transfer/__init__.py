@@ -10,8 +10,15 @@ docs/mo_transfer.md describes the whole method.
 
 from synprune_jax.transfer.data import DataConfig, TransferData, prepare_data
 from synprune_jax.transfer.ensembles import ensemble_table, importance, majority_vote
-from synprune_jax.transfer.head import (HeadConfig, TrainConfig, genome_key, head_logits,
-                                        init_head, train_head, train_population)
+from synprune_jax.transfer.head import (
+                                        HeadConfig,
+                                        TrainConfig,
+                                        genome_key,
+                                        head_logits,
+                                        init_head,
+                                        train_head,
+                                        train_population,
+)
 from synprune_jax.transfer.objectives import OBJECTIVES, auroc, max_softmax_score
 from synprune_jax.transfer.problem import ProblemHyper, TransferProblem
 

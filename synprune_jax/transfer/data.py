@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -127,7 +127,7 @@ class TransferData:
         os.replace(temporary, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TransferData":
+    def load(cls, path: str | os.PathLike) -> TransferData:
         with np.load(path) as archive:
             meta = json.loads(str(archive["meta"]))
             arrays = {k: np.asarray(archive[k]) for k in cls.ARRAYS}

@@ -31,12 +31,17 @@ import numpy as np
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
+from synprune_jax import trees
 from synprune_jax.sharding import devices_mesh, pad_rows
 from synprune_jax.transfer.data import TransferData
 from synprune_jax.transfer.head import HeadConfig, TrainConfig, head_logits, train_population
-from synprune_jax.transfer.objectives import (auroc, check_names, classification_metrics,
-                                              max_softmax_score, objective_vector)
-from synprune_jax import trees
+from synprune_jax.transfer.objectives import (
+    auroc,
+    check_names,
+    classification_metrics,
+    max_softmax_score,
+    objective_vector,
+)
 
 
 @struct.dataclass
@@ -212,7 +217,8 @@ class TransferProblem:
             out = {"val_epochs_run": epochs_run, "test_epochs_run": epochs_run}
             for split in ("val", "test"):
                 measured = jax.vmap(
-                    lambda p, g: self._head_metrics(p, g, split, hyper.temperature))(params, chunk)
+                    lambda p, g, split=split: self._head_metrics(p, g, split, hyper.temperature)
+                )(params, chunk)
                 out.update({f"{split}_{name}": value for name, value in measured.items()})
             return out
 
