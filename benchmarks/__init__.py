@@ -85,8 +85,10 @@ def peer_status(module: str) -> tuple[bool, str]:
     try:
         importlib.import_module(module)
     except Exception as error:  # ImportError, or a peer broken by the installed jax version
-        return False, (f"peer {module!r} is not usable here ({type(error).__name__}: {error}); "
-                       'install it with `pip install -e ".[bench]"` in a separate environment')
+        return False, (
+            f"peer {module!r} is not usable here ({type(error).__name__}: {error}); "
+            'install it with `pip install -e ".[bench]"` in a separate environment'
+        )
     return True, "ok"
 
 
@@ -205,7 +207,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
         started = time.perf_counter()
         jax.block_until_ready(product(a, b))
         best = min(best, time.perf_counter() - started)
-    return 2.0 * size ** 3 / best / 1e9
+    return 2.0 * size**3 / best / 1e9
 
 
 def tree_megabytes(tree) -> float:
@@ -226,8 +228,11 @@ def compile_timed(function: Callable, *args, donate_argnums=(), static_argnums=(
     import jax
 
     start = time.perf_counter()
-    compiled = jax.jit(function, donate_argnums=donate_argnums,
-                       static_argnums=static_argnums).lower(*args).compile()
+    compiled = (
+        jax.jit(function, donate_argnums=donate_argnums, static_argnums=static_argnums)
+        .lower(*args)
+        .compile()
+    )
     seconds = time.perf_counter() - start
     return compiled, seconds, xla_memory(compiled)
 
@@ -270,9 +275,11 @@ def xla_memory(compiled) -> dict:
         return {}
     if analysis is None:
         return {}
-    return {"xla_argument_mb": analysis.argument_size_in_bytes / 2**20,
-            "xla_output_mb": analysis.output_size_in_bytes / 2**20,
-            "xla_temp_mb": analysis.temp_size_in_bytes / 2**20}
+    return {
+        "xla_argument_mb": analysis.argument_size_in_bytes / 2**20,
+        "xla_output_mb": analysis.output_size_in_bytes / 2**20,
+        "xla_temp_mb": analysis.temp_size_in_bytes / 2**20,
+    }
 
 
 def timed(function: Callable, *args):
@@ -308,13 +315,20 @@ def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int
             jax.block_until_ready(function())
             times[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    return {name: {"median_s": statistics.median(values), "min_s": min(values),
-                   "median_cpu_s": statistics.median(cpu[name]), "repeats": len(values)}
-            for name, values in times.items()}
+    return {
+        name: {
+            "median_s": statistics.median(values),
+            "min_s": min(values),
+            "median_cpu_s": statistics.median(cpu[name]),
+            "repeats": len(values),
+        }
+        for name, values in times.items()
+    }
 
 
-def run_and_report(name: str, records: Iterable[dict], out_dir: str | None,
-                   suite: str) -> list[dict]:
+def run_and_report(
+    name: str, records: Iterable[dict], out_dir: str | None, suite: str
+) -> list[dict]:
     """Stamps every record with the benchmark name and suite, prints it, writes the CSV."""
     stamped = []
     for record in records:

@@ -73,23 +73,32 @@ def main() -> None:
     parser.add_argument("--operator", default="random")
     parser.add_argument("--topology", default="ring", choices=("ring", "torus"))
     parser.add_argument("--grid-shape", default=None, help="torus rows x cols, e.g. 2x5")
-    parser.add_argument("--neighbourhood", default="von_neumann",
-                        choices=("von_neumann", "moore"))
+    parser.add_argument("--neighbourhood", default="von_neumann", choices=("von_neumann", "moore"))
     args = parser.parse_args()
-    grid_shape = (tuple(int(v) for v in args.grid_shape.lower().split("x"))
-                  if args.grid_shape else None)
+    grid_shape = (
+        tuple(int(v) for v in args.grid_shape.lower().split("x")) if args.grid_shape else None
+    )
 
     data_spec = BinaryClusteringSpec(num_train=args.num_train)
     data = make_binary_clustering(jax.random.key(0), data_spec)
-    config = CoevolutionConfig(spec=AutoencoderSpec(), num_epochs=args.epochs, num_trials=1,
-                               operator=args.operator, schedule="fixed", num_cells=args.cells,
-                               order="synchronous", eval_every=args.epochs,
-                               topology=args.topology, grid_shape=grid_shape,
-                               neighbourhood=args.neighbourhood)
+    config = CoevolutionConfig(
+        spec=AutoencoderSpec(),
+        num_epochs=args.epochs,
+        num_trials=1,
+        operator=args.operator,
+        schedule="fixed",
+        num_cells=args.cells,
+        order="synchronous",
+        eval_every=args.epochs,
+        topology=args.topology,
+        grid_shape=grid_shape,
+        neighbourhood=args.neighbourhood,
+    )
     hyper = TrainingHyper(prune_probability=0.5)
     synchronous = SpatialCoevolution(config, data["train"], data["test"])
-    sequential = SpatialCoevolution(dataclasses.replace(config, order="sequential"),
-                                    data["train"], data["test"])
+    sequential = SpatialCoevolution(
+        dataclasses.replace(config, order="sequential"), data["train"], data["test"]
+    )
     params = synchronous.init_trial(jax.random.key(1))
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
     rates = jnp.full((args.cells,), 1e-5)
@@ -107,22 +116,28 @@ def main() -> None:
         new_params, new_rates = params, rates
         outputs = []
         for cell in range(args.cells):
-            outputs.append(cell_epoch(cell_keys[cell], jnp.int32(cell), params, masks, rates,
-                                      kept, epoch))
+            outputs.append(
+                cell_epoch(cell_keys[cell], jnp.int32(cell), params, masks, rates, kept, epoch)
+            )
         for cell, (centre, _, rate, _, _, _) in enumerate(outputs):
-            new_params = jax.tree_util.tree_map(lambda a, b, cell=cell: a.at[cell].set(b),
-                                                new_params, centre)
+            new_params = jax.tree_util.tree_map(
+                lambda a, b, cell=cell: a.at[cell].set(b), new_params, centre
+            )
             new_rates = new_rates.at[cell].set(rate)
         return new_params, new_rates
 
     results = {}
     for name, function in (
-            ("vmapped", lambda: ring_vmapped(key, params, masks, rates, kept, epoch)),
-            ("python_loop", python_loop),
-            ("sequential_scan", lambda: ring_sequential(key, params, masks, rates, kept, epoch))):
+        ("vmapped", lambda: ring_vmapped(key, params, masks, rates, kept, epoch)),
+        ("python_loop", python_loop),
+        ("sequential_scan", lambda: ring_sequential(key, params, masks, rates, kept, epoch)),
+    ):
         compile_s, seconds = _timed(function, args.repeats)
-        results[name] = {"first_call_s": compile_s, "seconds_per_epoch": seconds,
-                         "epochs_per_s": 1.0 / seconds}
+        results[name] = {
+            "first_call_s": compile_s,
+            "seconds_per_epoch": seconds,
+            "epochs_per_s": 1.0 / seconds,
+        }
 
     # Matrix-product work of one cell's epoch (multiply-adds x 2; d, h, z the layer sizes, B the
     # batch): per training step forward B(2dh + 2hz), weight gradients the same, input gradients
@@ -132,8 +147,9 @@ def main() -> None:
     d, h, z = spec.input_dim, spec.hidden_dim, spec.bottleneck_dim
     b, n = config.batch_size, config.neighbourhood_size
     steps = args.num_train // b
-    flops_per_cell_epoch = 2.0 * (steps * b * (5 * d * h + 6 * h * z)
-                                  + n * n * b * (2 * d * h + 2 * h * z))
+    flops_per_cell_epoch = 2.0 * (
+        steps * b * (5 * d * h + 6 * h * z) + n * n * b * (2 * d * h + 2 * h * z)
+    )
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from benchmarks import matmul_peak_gflops  # run as a script: the repository root on the path
 
@@ -161,16 +177,22 @@ def main() -> None:
         "neighbourhood_size": config.neighbourhood_size,
         "steps_per_cell_epoch": args.num_train // config.batch_size,
         "operator": args.operator,
-        **{f"{name}_{key}": value for name, entry in results.items()
-           for key, value in entry.items()},
-        "speedup_vmapped_vs_python_loop": (results["python_loop"]["seconds_per_epoch"]
-                                           / results["vmapped"]["seconds_per_epoch"]),
+        **{
+            f"{name}_{key}": value
+            for name, entry in results.items()
+            for key, value in entry.items()
+        },
+        "speedup_vmapped_vs_python_loop": (
+            results["python_loop"]["seconds_per_epoch"] / results["vmapped"]["seconds_per_epoch"]
+        ),
         "flops_per_cell_epoch": flops_per_cell_epoch,
         "matmul_peak_gflops": peak,
         # how many times faster than the Python loop an epoch could be if every product ran at
         # the machine's large-matmul ceiling: the bound on any vmapped speed-up
-        "speedup_bound_at_matmul_peak": (results["python_loop"]["seconds_per_epoch"]
-                                         / (flops_per_cell_epoch * args.cells / (peak * 1e9))),
+        "speedup_bound_at_matmul_peak": (
+            results["python_loop"]["seconds_per_epoch"]
+            / (flops_per_cell_epoch * args.cells / (peak * 1e9))
+        ),
         "trials_vmapped": args.trials,
         "trial_step_compile_s": compile_s,
         "trial_seconds_per_epoch": seconds,

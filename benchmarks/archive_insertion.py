@@ -37,10 +37,18 @@ GENOME_SIZE = 515  # a 16-16 tanh policy on hopper: 11*16 + 16*16 + 16*3 kernels
 
 SIZES = {
     "toy": {"cells": (64,), "batches": (32,), "repeats": 2, "genome_size": 8},
-    "quick": {"cells": (1_024, 10_000), "batches": (1_024, 4_096), "repeats": 5,
-              "genome_size": GENOME_SIZE},
-    "full": {"cells": (1_024, 10_000, 99_856), "batches": (1_024, 4_096, 16_384), "repeats": 3,
-             "genome_size": GENOME_SIZE},
+    "quick": {
+        "cells": (1_024, 10_000),
+        "batches": (1_024, 4_096),
+        "repeats": 5,
+        "genome_size": GENOME_SIZE,
+    },
+    "full": {
+        "cells": (1_024, 10_000, 99_856),
+        "batches": (1_024, 4_096, 16_384),
+        "repeats": 3,
+        "genome_size": GENOME_SIZE,
+    },
 }
 
 
@@ -65,23 +73,25 @@ def _ours(resolution, batch, genome_size, batches, cvt: bool = False):
     from synprune_jax.types import EvalResult, Population
 
     grid = GridSpec((0.0, 0.0), (1.0, 1.0), resolution)
-    template = Population(params=jnp.zeros(genome_size), masks=jnp.ones(genome_size, bool),
-                          rates=jnp.zeros(2))
+    template = Population(
+        params=jnp.zeros(genome_size), masks=jnp.ones(genome_size, bool), rates=jnp.zeros(2)
+    )
     if cvt:
         # Nearest-centroid cells over the grid's own centres: the same search QDax does.
         num_cells = grid.num_cells
-        spec = CVTSpec((0.0, 0.0), (1.0, 1.0), num_cells, num_samples=num_cells,
-                       num_iterations=0)
+        spec = CVTSpec((0.0, 0.0), (1.0, 1.0), num_cells, num_samples=num_cells, num_iterations=0)
         archive = init_archive(spec, template).replace(centroids=grid.centroids())
     else:
         spec = grid
         archive = init_archive(spec, template)
 
     def insert(archive, genomes, masks, fitness, descriptors):
-        population = Population(params=genomes, masks=masks,
-                                rates=jnp.zeros((fitness.shape[0], 2), jnp.float32))
-        result = EvalResult(fitness=fitness, descriptors=descriptors,
-                            extras={"density": jnp.mean(masks, axis=1)})
+        population = Population(
+            params=genomes, masks=masks, rates=jnp.zeros((fitness.shape[0], 2), jnp.float32)
+        )
+        result = EvalResult(
+            fitness=fitness, descriptors=descriptors, extras={"density": jnp.mean(masks, axis=1)}
+        )
         return add(spec, archive, population, result)[0]
 
     compiled = jax.jit(insert, donate_argnums=0).lower(archive, *batches[0]).compile()
@@ -95,8 +105,9 @@ def _qdax(resolution, batch, genome_size, batches):
     )
 
     centroids = compute_euclidean_centroids(resolution, minval=0.0, maxval=1.0)
-    repertoire = MapElitesRepertoire.init_default(genotype=jnp.zeros(genome_size),
-                                                  centroids=centroids)
+    repertoire = MapElitesRepertoire.init_default(
+        genotype=jnp.zeros(genome_size), centroids=centroids
+    )
 
     def insert(repertoire, genomes, masks, fitness, descriptors):
         del masks  # QDax genomes carry no masks
@@ -110,8 +121,12 @@ def _qdax(resolution, batch, genome_size, batches):
 def _same(fitness_of, states, side: str) -> bool:
     """Same elites in both archives: sorted cell fitnesses agree (QDax numbers its cells in
     another order: its Euclidean centroids come from ``meshgrid`` in ``"xy"`` order)."""
-    return bool(np.array_equal(np.sort(np.asarray(fitness_of[side](states[side]))),
-                               np.sort(np.asarray(fitness_of["qdax"](states["qdax"])))))
+    return bool(
+        np.array_equal(
+            np.sort(np.asarray(fitness_of[side](states[side]))),
+            np.sort(np.asarray(fitness_of["qdax"](states["qdax"]))),
+        )
+    )
 
 
 def run(suite: str) -> list[dict]:
@@ -131,22 +146,32 @@ def run(suite: str) -> list[dict]:
             common = {"cells": num_cells, "batch": batch, "genome_size": genome_size}
             if num_cells * batch > MAX_NEAREST_PAIRS:
                 # QDax may hold a [B, C, D] distance array: 16k x 100k x 2 floats is 12.8 GB.
-                records.append({**common, "case": "skipped", "side": "qdax,ours_cvt",
-                                "status": f"batch x cells over {MAX_NEAREST_PAIRS:.0e}"})
+                records.append(
+                    {
+                        **common,
+                        "case": "skipped",
+                        "side": "qdax,ours_cvt",
+                        "status": f"batch x cells over {MAX_NEAREST_PAIRS:.0e}",
+                    }
+                )
             else:
                 sides["ours_cvt"] = lambda *a: _ours(*a, cvt=True)
                 if qdax_ok:
                     sides["qdax"] = _qdax
             states, functions, fitness_of = {}, {}, {}
             for side, builder in sides.items():
-                state, compiled, fitness = builder(resolution, batch, genome_size,
-                                                   timed_batches)
+                state, compiled, fitness = builder(resolution, batch, genome_size, timed_batches)
                 for arguments in fill:
                     state = compiled(state, *arguments)
                 states[side], fitness_of[side] = state, fitness
 
-                def call(side=side, compiled=compiled, batches=timed_batches, states=states,
-                         counter=itertools.count()):  # noqa: B008 (one counter per closure, on purpose)
+                def call(
+                    side=side,
+                    compiled=compiled,
+                    batches=timed_batches,
+                    states=states,
+                    counter=itertools.count(),  # noqa: B008 (one counter per closure, on purpose)
+                ):
                     arguments = batches[next(counter) % len(batches)]
                     states[side] = compiled(states[side], *arguments)
                     return states[side]
@@ -154,18 +179,30 @@ def run(suite: str) -> list[dict]:
                 functions[side] = call
             medians = interleaved_medians(functions, sizes["repeats"])
             for side, timing in medians.items():
-                records.append({**common, "case": "insert", "side": side,
-                                "median_s": timing["median_s"], "min_s": timing["min_s"],
-                                "insertions_per_s": batch / timing["median_s"],
-                                "median_cpu_s": timing["median_cpu_s"],
-                                "repeats": timing["repeats"]})
+                records.append(
+                    {
+                        **common,
+                        "case": "insert",
+                        "side": side,
+                        "median_s": timing["median_s"],
+                        "min_s": timing["min_s"],
+                        "insertions_per_s": batch / timing["median_s"],
+                        "median_cpu_s": timing["median_cpu_s"],
+                        "repeats": timing["repeats"],
+                    }
+                )
             for side in (s for s in medians if s != "qdax" and "qdax" in medians):
-                records.append({**common, "case": "ratio", "side": f"{side}/qdax",
-                                "speedup": medians["qdax"]["median_s"]
-                                / medians[side]["median_s"],
-                                "cpu_speedup": medians["qdax"]["median_cpu_s"]
-                                / max(medians[side]["median_cpu_s"], 1e-9),
-                                "same_fitness": _same(fitness_of, states, side)})
+                records.append(
+                    {
+                        **common,
+                        "case": "ratio",
+                        "side": f"{side}/qdax",
+                        "speedup": medians["qdax"]["median_s"] / medians[side]["median_s"],
+                        "cpu_speedup": medians["qdax"]["median_cpu_s"]
+                        / max(medians[side]["median_cpu_s"], 1e-9),
+                        "same_fitness": _same(fitness_of, states, side),
+                    }
+                )
     return records
 
 

@@ -41,12 +41,30 @@ from benchmarks import check_suite, compile_map_elites, compile_timed, peer_reco
 NAME = "arm_million"
 
 SIZES = {
-    "toy": {"num_joints": 8, "batch": 64, "resolution": (10, 10), "evaluations": 256,
-            "chunks": 2, "initial_batch": 16},
-    "quick": {"num_joints": 8, "batch": 2048, "resolution": (100, 100),
-              "evaluations": 1_000_000, "chunks": 4, "initial_batch": 100},
-    "full": {"num_joints": 8, "batch": 2048, "resolution": (100, 100),
-             "evaluations": 1_000_000, "chunks": 8, "initial_batch": 100},
+    "toy": {
+        "num_joints": 8,
+        "batch": 64,
+        "resolution": (10, 10),
+        "evaluations": 256,
+        "chunks": 2,
+        "initial_batch": 16,
+    },
+    "quick": {
+        "num_joints": 8,
+        "batch": 2048,
+        "resolution": (100, 100),
+        "evaluations": 1_000_000,
+        "chunks": 4,
+        "initial_batch": 100,
+    },
+    "full": {
+        "num_joints": 8,
+        "batch": 2048,
+        "resolution": (100, 100),
+        "evaluations": 1_000_000,
+        "chunks": 8,
+        "initial_batch": 100,
+    },
 }
 
 REFERENCE_CPP_SECONDS_PER_MILLION = 0.43  # hucebot/fast_map-elites README, MacBook 2020
@@ -66,10 +84,12 @@ def _ours_algorithm(setting: dict):
     from synprune_jax.variation import MutationConfig
 
     task = KinematicArm(num_joints=setting["num_joints"], genotype="angles")
-    config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), setting["resolution"]),
-                             batch_size=setting["batch"],
-                             initial_batch_size=setting["initial_batch"],
-                             mutation=MutationConfig(forward_prune=False))
+    config = MapElitesConfig(
+        archive=GridSpec((0.0, 0.0), (1.0, 1.0), setting["resolution"]),
+        batch_size=setting["batch"],
+        initial_batch_size=setting["initial_batch"],
+        mutation=MutationConfig(forward_prune=False),
+    )
     return MapElites(config, task)
 
 
@@ -120,13 +140,16 @@ def build_ours_cdf_parents(setting: dict, per_chunk: int):
         key_parents, key_mutate, key_eval = jax.random.split(key, 3)
         indices = cdf_parent_indices(key_parents, state.archive.filled, config.batch_size)
         parents = jax.tree_util.tree_map(lambda leaf: leaf[indices], state.archive.genomes)
-        offspring = jax.vmap(lambda k, p: mutate(k, p, task.maskable(), config.mutation, hyper,
-                                                 task.spec))(
-            jax.random.split(key_mutate, config.batch_size), parents)
+        offspring = jax.vmap(
+            lambda k, p: mutate(k, p, task.maskable(), config.mutation, hyper, task.spec)
+        )(jax.random.split(key_mutate, config.batch_size), parents)
         result = task.evaluate(key_eval, offspring)
         archive, _ = add(config.archive, state.archive, offspring, result)
-        return state.replace(archive=archive, generation=state.generation + 1,
-                             num_evaluations=state.num_evaluations + config.batch_size)
+        return state.replace(
+            archive=archive,
+            generation=state.generation + 1,
+            num_evaluations=state.num_evaluations + config.batch_size,
+        )
 
     def run_chunk(state):
         def body(state, _):
@@ -146,16 +169,23 @@ def build_qdax(setting: dict, per_chunk: int):
     from qdax.tasks.arm import arm_scoring_function
     from qdax.utils.metrics import default_qd_metrics
 
-    emitter = MixingEmitter(mutation_fn=None,
-                            variation_fn=functools.partial(isoline_variation, iso_sigma=0.005,
-                                                           line_sigma=0.05, minval=0.0,
-                                                           maxval=1.0),
-                            variation_percentage=1.0, batch_size=setting["batch"])
-    algorithm = MAPElites(scoring_function=arm_scoring_function, emitter=emitter,
-                          metrics_function=functools.partial(default_qd_metrics, qd_offset=1.0))
+    emitter = MixingEmitter(
+        mutation_fn=None,
+        variation_fn=functools.partial(
+            isoline_variation, iso_sigma=0.005, line_sigma=0.05, minval=0.0, maxval=1.0
+        ),
+        variation_percentage=1.0,
+        batch_size=setting["batch"],
+    )
+    algorithm = MAPElites(
+        scoring_function=arm_scoring_function,
+        emitter=emitter,
+        metrics_function=functools.partial(default_qd_metrics, qd_offset=1.0),
+    )
     centroids = compute_euclidean_centroids(setting["resolution"], minval=0.0, maxval=1.0)
-    genotypes = jax.random.uniform(jax.random.key(0),
-                                   (setting["initial_batch"], setting["num_joints"]))
+    genotypes = jax.random.uniform(
+        jax.random.key(0), (setting["initial_batch"], setting["num_joints"])
+    )
 
     def init(genotypes, key):
         repertoire, emitter_state, _ = algorithm.init(genotypes, centroids, key)
@@ -189,28 +219,43 @@ def run(suite: str) -> list[dict]:
             times[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
     evaluations = generations * setting["batch"]
-    common = {"num_joints": setting["num_joints"], "batch": setting["batch"],
-              "cells": int(np.prod(setting["resolution"])), "generations": generations,
-              "evaluations": evaluations,
-              "reference_cpp_seconds_per_million": REFERENCE_CPP_SECONDS_PER_MILLION}
+    common = {
+        "num_joints": setting["num_joints"],
+        "batch": setting["batch"],
+        "cells": int(np.prod(setting["resolution"])),
+        "generations": generations,
+        "evaluations": evaluations,
+        "reference_cpp_seconds_per_million": REFERENCE_CPP_SECONDS_PER_MILLION,
+    }
     results = {}
     for name, (state, _, init_s, chunk_s, fitness_of) in sides.items():
         fitness = np.asarray(fitness_of(state)).reshape(-1)
         total = float(np.sum(times[name]))
-        results[name] = {**common, "case": "arm", "side": name,
-                         "seconds": total,
-                         "seconds_per_million": total * 1e6 / evaluations,
-                         "cpu_seconds_per_million": float(np.sum(cpu[name])) * 1e6 / evaluations,
-                         "evals_per_s": evaluations / total,
-                         "median_chunk_s": float(np.median(times[name])),
-                         "init_compile_s": init_s, "chunk_compile_s": chunk_s,
-                         "coverage": float(np.isfinite(fitness).mean())}
+        results[name] = {
+            **common,
+            "case": "arm",
+            "side": name,
+            "seconds": total,
+            "seconds_per_million": total * 1e6 / evaluations,
+            "cpu_seconds_per_million": float(np.sum(cpu[name])) * 1e6 / evaluations,
+            "evals_per_s": evaluations / total,
+            "median_chunk_s": float(np.median(times[name])),
+            "init_compile_s": init_s,
+            "chunk_compile_s": chunk_s,
+            "coverage": float(np.isfinite(fitness).mean()),
+        }
         records.append(results[name])
     for name in (n for n in results if n != "qdax" and "qdax" in results):
-        records.append({**common, "case": "ratio", "side": f"{name}/qdax",
-                        "speedup": results["qdax"]["seconds"] / results[name]["seconds"],
-                        "cpu_speedup": results["qdax"]["cpu_seconds_per_million"]
-                        / results[name]["cpu_seconds_per_million"]})
+        records.append(
+            {
+                **common,
+                "case": "ratio",
+                "side": f"{name}/qdax",
+                "speedup": results["qdax"]["seconds"] / results[name]["seconds"],
+                "cpu_speedup": results["qdax"]["cpu_seconds_per_million"]
+                / results[name]["cpu_seconds_per_million"],
+            }
+        )
     return records
 
 

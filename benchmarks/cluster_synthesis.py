@@ -47,8 +47,13 @@ def main(argv=None) -> dict:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 generations")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, as for `synprune run`")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, as for `synprune run`",
+    )
     parser.add_argument("--batch-sizes", default="1,256,1024")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
@@ -68,11 +73,20 @@ def main(argv=None) -> dict:
     state = jax.block_until_ready(init(init_key(seed)))
     ancestor_s = time.perf_counter() - started
     started = time.perf_counter()
-    step = jax.jit(lambda key, state: algorithm.step(key, state, hyper)).lower(
-        generation_key(seed, 0), state).compile()
+    step = (
+        jax.jit(lambda key, state: algorithm.step(key, state, hyper))
+        .lower(generation_key(seed, 0), state)
+        .compile()
+    )
     step_compile_s = time.perf_counter() - started
-    _emit({"stage": "compiled", "init_compile_s": init_compile_s, "ancestor_train_s": ancestor_s,
-           "step_compile_s": step_compile_s})
+    _emit(
+        {
+            "stage": "compiled",
+            "init_compile_s": init_compile_s,
+            "ancestor_train_s": ancestor_s,
+            "step_compile_s": step_compile_s,
+        }
+    )
 
     generation_seconds = []
     for generation in range(config["run"]["num_generations"]):
@@ -81,9 +95,14 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         state, metrics = jax.block_until_ready(step(generation_key(seed, generation), state))
         generation_seconds.append(time.perf_counter() - started)
-        _emit({"stage": "generation", "generation": generation + 1,
-               "seconds": generation_seconds[-1],
-               **{name: float(value) for name, value in metrics.items()}})
+        _emit(
+            {
+                "stage": "generation",
+                "generation": generation + 1,
+                "seconds": generation_seconds[-1],
+                **{name: float(value) for name, value in metrics.items()},
+            }
+        )
 
     compacted = compact(spec, state.params, state.masks)
     stats = network_stats(spec, state.masks)
@@ -92,16 +111,24 @@ def main(argv=None) -> dict:
     inference = []
     rng = np.random.default_rng(0)
     for batch in (int(b) for b in args.batch_sizes.split(",")):
-        images = jnp.asarray(rng.random((batch, spec.image_size, spec.image_size, spec.channels),
-                                        dtype=np.float32))
-        np.testing.assert_allclose(compact_apply(images), masked_apply(images), rtol=1e-4,
-                                   atol=1e-4)
+        images = jnp.asarray(
+            rng.random((batch, spec.image_size, spec.image_size, spec.channels), dtype=np.float32)
+        )
+        np.testing.assert_allclose(
+            compact_apply(images), masked_apply(images), rtol=1e-4, atol=1e-4
+        )
         masked_s = _time_calls(masked_apply, images, args.repeats)
         compact_s = _time_calls(compact_apply, images, args.repeats)
-        inference.append({"batch": batch, "masked_s": masked_s, "compact_s": compact_s,
-                          "speedup": masked_s / compact_s,
-                          "masked_images_per_s": batch / masked_s,
-                          "compact_images_per_s": batch / compact_s})
+        inference.append(
+            {
+                "batch": batch,
+                "masked_s": masked_s,
+                "compact_s": compact_s,
+                "speedup": masked_s / compact_s,
+                "masked_images_per_s": batch / masked_s,
+                "compact_images_per_s": batch / compact_s,
+            }
+        )
         _emit({"stage": "inference", **inference[-1]})
     result = {
         "benchmark": "cluster_synthesis",
@@ -113,7 +140,8 @@ def main(argv=None) -> dict:
         "step_compile_s": step_compile_s,
         "generations_run": len(generation_seconds),
         "seconds_per_generation": statistics.median(generation_seconds)
-        if generation_seconds else None,
+        if generation_seconds
+        else None,
         "synapse_reduction": float(state.ancestor_synapses) / max(int(stats.synapses), 1),
         "cluster_reduction": float(state.ancestor_clusters) / max(int(stats.clusters), 1),
         "ancestor_test_accuracy": float(state.ancestor_test_accuracy),

@@ -65,25 +65,66 @@ NAME = "engine_overhead"
 REFERENCE_CPP_SECONDS_PER_MILLION = 0.306
 
 SIZES = {
-    "toy": {"batches": (64,), "evaluations": 20_000, "chunk": 100, "rounds": 3,
-            "compile": ("default",), "compile_rounds": 1},
-    "quick": {"batches": (128, 1024, 4096), "evaluations": 1_000_000, "chunk": 500,
-              "rounds": 5, "compile": ("default", "brax_qdax"), "compile_rounds": 3},
-    "full": {"batches": (128, 1024, 4096), "evaluations": 1_000_000, "chunk": 500,
-             "rounds": 15, "compile": ("default", "brax_qdax"), "compile_rounds": 5},
+    "toy": {
+        "batches": (64,),
+        "evaluations": 20_000,
+        "chunk": 100,
+        "rounds": 3,
+        "compile": ("default",),
+        "compile_rounds": 1,
+    },
+    "quick": {
+        "batches": (128, 1024, 4096),
+        "evaluations": 1_000_000,
+        "chunk": 500,
+        "rounds": 5,
+        "compile": ("default", "brax_qdax"),
+        "compile_rounds": 3,
+    },
+    "full": {
+        "batches": (128, 1024, 4096),
+        "evaluations": 1_000_000,
+        "chunk": 500,
+        "rounds": 15,
+        "compile": ("default", "brax_qdax"),
+        "compile_rounds": 5,
+    },
 }
 
-PART_PROGRAMS = ("emit", "evaluate", "insert", "full", "draws", "evaluate_alone",
-                 "no_draws", "full_previous")
+PART_PROGRAMS = (
+    "emit",
+    "evaluate",
+    "insert",
+    "full",
+    "draws",
+    "evaluate_alone",
+    "no_draws",
+    "full_previous",
+)
 
 #: ``synprune run`` overrides of each compile setting (one chunk of generations, no progress).
 COMPILE_SETTINGS = {
     "default": ["--set", "run.num_generations=10"],
-    "brax_qdax": ["--set", "task.env_name=walker2d", "--set", "task.hidden_sizes=[64,64]",
-                  "--set", "task.descriptors=[feet_contact]", "--set", "archive.kind=cvt",
-                  "--set", "archive.num_cells=1024", "--set", "map_elites.batch_size=256",
-                  "--set", "map_elites.initial_batch_size=256", "--set", "task.devices=1",
-                  "--set", "run.num_generations=10"],
+    "brax_qdax": [
+        "--set",
+        "task.env_name=walker2d",
+        "--set",
+        "task.hidden_sizes=[64,64]",
+        "--set",
+        "task.descriptors=[feet_contact]",
+        "--set",
+        "archive.kind=cvt",
+        "--set",
+        "archive.num_cells=1024",
+        "--set",
+        "map_elites.batch_size=256",
+        "--set",
+        "map_elites.initial_batch_size=256",
+        "--set",
+        "task.devices=1",
+        "--set",
+        "run.num_generations=10",
+    ],
 }
 
 
@@ -97,12 +138,15 @@ def arm_setting(batch: int = 128, flips: bool = False):
     from synprune_jax.variation import MutationConfig
 
     task = KinematicArm(num_joints=10, genotype="angles")
-    config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (64, 64)),
-                             batch_size=batch, initial_batch_size=batch, qd_offset=0.0,
-                             mutation=MutationConfig(forward_prune=False, flips=flips))
+    config = MapElitesConfig(
+        archive=GridSpec((0.0, 0.0), (1.0, 1.0), (64, 64)),
+        batch_size=batch,
+        initial_batch_size=batch,
+        qd_offset=0.0,
+        mutation=MutationConfig(forward_prune=False, flips=flips),
+    )
     algorithm = MapElites(config, task)
-    return algorithm, algorithm.default_hyper.replace(sigma=0.01, p_disconnect=0.0,
-                                                      p_connect=0.0)
+    return algorithm, algorithm.default_hyper.replace(sigma=0.01, p_disconnect=0.0, p_connect=0.0)
 
 
 def part_step(algorithm, part: str):
@@ -126,8 +170,11 @@ def part_step(algorithm, part: str):
     config, task, emitter = algorithm.config, algorithm.task, algorithm.emitter
 
     def keep(state, *trees):
-        total = sum(jnp.sum(leaf.astype(jnp.float32)) for tree in trees
-                    for leaf in jax.tree_util.tree_leaves(tree))
+        total = sum(
+            jnp.sum(leaf.astype(jnp.float32))
+            for tree in trees
+            for leaf in jax.tree_util.tree_leaves(tree)
+        )
         fitness = state.archive.fitness + 0.0 * total
         return state.replace(archive=state.archive.replace(fitness=fitness)), {}
 
@@ -144,12 +191,16 @@ def part_step(algorithm, part: str):
 
             template = jax.tree_util.tree_leaves(state.archive.genomes.params)[0][0]
             noise = jax.vmap(child, in_axes=(0, None))(
-                jax.random.split(key_mutate, emitter.batch_size), template)
+                jax.random.split(key_mutate, emitter.batch_size), template
+            )
             return keep(state, parents, noise)
         if part == "evaluate_alone":
             population = sample(jax.random.key(0), state.archive, emitter.batch_size)
-            population = population.replace(params=jax.tree_util.tree_map(
-                lambda leaf: leaf + 1e-7 * state.generation, population.params))
+            population = population.replace(
+                params=jax.tree_util.tree_map(
+                    lambda leaf: leaf + 1e-7 * state.generation, population.params
+                )
+            )
             result = task.evaluate(key_eval, population)
             return keep(state, result.fitness, result.descriptors, result.extras["density"])
         offspring, _ = emitter.emit(key_emit, state.archive, None, hyper)
@@ -198,15 +249,16 @@ def without_random_draws():
         return (jnp.asarray(minval) + (words(key, tuple(shape)) % span)).astype(dtype)
 
     fakes = {
-        "split": lambda key, num=2: wrap(key, data(key)[..., None, :]
-                                         + jnp.arange(num, dtype=jnp.uint32)[:, None]),
+        "split": lambda key, num=2: wrap(
+            key, data(key)[..., None, :] + jnp.arange(num, dtype=jnp.uint32)[:, None]
+        ),
         "fold_in": lambda key, value: wrap(key, data(key) + jnp.asarray(value, jnp.uint32)),
         "randint": randint,
         "uniform": uniform,
-        "normal": lambda key, shape=(), dtype=jnp.float32: 3.4 * (uniform(key, shape, dtype)
-                                                                  - 0.5),
-        "bernoulli": lambda key, p=0.5, shape=None: uniform(
-            key, jnp.shape(p) if shape is None else shape) < p,
+        "normal": lambda key, shape=(), dtype=jnp.float32: 3.4 * (uniform(key, shape, dtype) - 0.5),
+        "bernoulli": lambda key, p=0.5, shape=None: (
+            uniform(key, jnp.shape(p) if shape is None else shape) < p
+        ),
     }
     saved = {name: getattr(random, name) for name in _DRAWS}
     _REAL_DRAWS.update(saved)
@@ -289,26 +341,32 @@ def arm_records(setting: dict) -> list[dict]:
         algorithm, hyper = arm_setting(batch)
         chunk, chunks = _schedule(batch, setting)
         hyper_args = runner.hyper_arguments(hyper)
-        init = jax.jit(lambda key, hyper, algorithm=algorithm: runner.strong_types(
-            algorithm.init(key, hyper)))
+        init = jax.jit(
+            lambda key, hyper, algorithm=algorithm: runner.strong_types(algorithm.init(key, hyper))
+        )
         initial = init(runner.init_key(0), hyper_args)
         compiled, compile_s, threefry_left = {}, {}, None
         for part in PART_PROGRAMS:
             previous = part == "full_previous"
-            step = part_step(arm_setting(batch, flips=True)[0] if previous else algorithm,
-                             "full" if part in ("full_previous", "no_draws") else part)
+            step = part_step(
+                arm_setting(batch, flips=True)[0] if previous else algorithm,
+                "full" if part in ("full_previous", "no_draws") else part,
+            )
 
             # as the runner compiles a run: seed and hyper-parameters are arguments
             def chunk_program(state, seed, hyper, step=step, chunk=chunk):
-                return runner.scan_generations(lambda key, state: step(key, state, hyper),
-                                               seed, state, chunk)
+                return runner.scan_generations(
+                    lambda key, state: step(key, state, hyper), seed, state, chunk
+                )
 
             start = time.perf_counter()
-            context = {"full_previous": previous_engine,
-                       "no_draws": without_random_draws}.get(part, contextlib.nullcontext)
+            context = {"full_previous": previous_engine, "no_draws": without_random_draws}.get(
+                part, contextlib.nullcontext
+            )
             with context():
                 lowered = jax.jit(chunk_program, donate_argnums=0).lower(
-                    initial, np.uint32(0), hyper_args)
+                    initial, np.uint32(0), hyper_args
+                )
             compiled[part] = lowered.compile()
             compile_s[part] = time.perf_counter() - start
             if part == "no_draws":  # the bound holds only if no Threefry call is left
@@ -325,14 +383,22 @@ def arm_records(setting: dict) -> list[dict]:
         evaluations = chunk * chunks * batch
         fitness = np.asarray(state.archive.fitness)
         filled = np.isfinite(fitness)
-        records.append({
-            "case": "arm", "program": "run", "batch": batch, "cells": int(fitness.size),
-            "generations": chunk * chunks, "evaluations": evaluations,
-            "wall_s_per_million": wall * 1e6 / evaluations,
-            "cpu_s_per_million": cpu * 1e6 / evaluations,
-            "cells_filled": int(filled.sum()), "qd_score": float(fitness[filled].sum()),
-            "chunk_compile_s": compile_s["full"],
-            "reference_cpp_seconds_per_million": REFERENCE_CPP_SECONDS_PER_MILLION})
+        records.append(
+            {
+                "case": "arm",
+                "program": "run",
+                "batch": batch,
+                "cells": int(fitness.size),
+                "generations": chunk * chunks,
+                "evaluations": evaluations,
+                "wall_s_per_million": wall * 1e6 / evaluations,
+                "cpu_s_per_million": cpu * 1e6 / evaluations,
+                "cells_filled": int(filled.sum()),
+                "qd_score": float(fitness[filled].sum()),
+                "chunk_compile_s": compile_s["full"],
+                "reference_cpp_seconds_per_million": REFERENCE_CPP_SECONDS_PER_MILLION,
+            }
+        )
         emit(records[-1])
         # parts: the cut and bound programs alternately, each from its own copy of the start state
         states = {part: jax.tree_util.tree_map(jax.numpy.copy, initial) for part in compiled}
@@ -341,37 +407,51 @@ def arm_records(setting: dict) -> list[dict]:
             def go():
                 states[part], outputs = compiled[part](states[part], np.uint32(0), hyper_args)
                 return jax.device_get(outputs)
+
             return go
 
-        timed = interleaved_medians({part: call(part) for part in PART_PROGRAMS},
-                                    setting["rounds"])
+        timed = interleaved_medians({part: call(part) for part in PART_PROGRAMS}, setting["rounds"])
         per_gen = {part: timed[part]["median_s"] / chunk * 1e6 for part in PART_PROGRAMS}
         per_gen_cpu = {part: timed[part]["median_cpu_s"] / chunk * 1e6 for part in PART_PROGRAMS}
-        split = {"emit": per_gen["emit"],
-                 "evaluate": per_gen["evaluate"] - per_gen["emit"],
-                 "insert": per_gen["insert"] - per_gen["evaluate"],
-                 "metrics": per_gen["full"] - per_gen["insert"],
-                 "draws_alone": per_gen["draws"], "evaluate_alone": per_gen["evaluate_alone"],
-                 "no_draws": per_gen["no_draws"]}
-        records.append({
-            "case": "arm", "program": "parts", "batch": batch, "rounds": setting["rounds"],
-            "generation_us": per_gen["full"], "generation_cpu_us": per_gen_cpu["full"],
-            "previous_generation_us": per_gen["full_previous"],
-            "speedup_vs_previous": per_gen["full_previous"] / per_gen["full"],
-            "speedup_vs_previous_cpu": per_gen_cpu["full_previous"] / per_gen_cpu["full"],
-            # both advanced through the same generations from the same state: same archive
-            "previous_same_archive": bool(np.array_equal(
-                np.asarray(states["full"].archive.fitness),
-                np.asarray(states["full_previous"].archive.fitness))),
-            **{f"{name}_us": value for name, value in split.items()},
-            "no_draws_s_per_million": per_gen["no_draws"] / batch,
-            "no_draws_threefry_calls": threefry_left,
-            **{f"{part}_compile_s": compile_s[part] for part in PART_PROGRAMS}})
+        split = {
+            "emit": per_gen["emit"],
+            "evaluate": per_gen["evaluate"] - per_gen["emit"],
+            "insert": per_gen["insert"] - per_gen["evaluate"],
+            "metrics": per_gen["full"] - per_gen["insert"],
+            "draws_alone": per_gen["draws"],
+            "evaluate_alone": per_gen["evaluate_alone"],
+            "no_draws": per_gen["no_draws"],
+        }
+        records.append(
+            {
+                "case": "arm",
+                "program": "parts",
+                "batch": batch,
+                "rounds": setting["rounds"],
+                "generation_us": per_gen["full"],
+                "generation_cpu_us": per_gen_cpu["full"],
+                "previous_generation_us": per_gen["full_previous"],
+                "speedup_vs_previous": per_gen["full_previous"] / per_gen["full"],
+                "speedup_vs_previous_cpu": per_gen_cpu["full_previous"] / per_gen_cpu["full"],
+                # both advanced through the same generations from the same state: same archive
+                "previous_same_archive": bool(
+                    np.array_equal(
+                        np.asarray(states["full"].archive.fitness),
+                        np.asarray(states["full_previous"].archive.fitness),
+                    )
+                ),
+                **{f"{name}_us": value for name, value in split.items()},
+                "no_draws_s_per_million": per_gen["no_draws"] / batch,
+                "no_draws_threefry_calls": threefry_left,
+                **{f"{part}_compile_s": compile_s[part] for part in PART_PROGRAMS},
+            }
+        )
         emit(records[-1])
     return records
 
 
 # ----- compile time: child processes sharing one persistent cache -------------------------------
+
 
 def compile_child(setting: str, sigma: float, out_dir: str) -> dict:
     """Runs ``synprune run`` (``setting``'s overrides, ``mutation.sigma=sigma``) in this process
@@ -382,23 +462,46 @@ def compile_child(setting: str, sigma: float, out_dir: str) -> dict:
     compiles: list[tuple[str, float]] = []
     events: dict[str, int] = {}
     jax.monitoring.register_event_duration_secs_listener(
-        lambda event, seconds, **kw: compiles.append((kw.get("fun_name", "?"), seconds))
-        if event == "/jax/core/compile/backend_compile_duration" else None)
+        lambda event, seconds, **kw: (
+            compiles.append((kw.get("fun_name", "?"), seconds))
+            if event == "/jax/core/compile/backend_compile_duration"
+            else None
+        )
+    )
     jax.monitoring.register_event_listener(
-        lambda event, **kw: events.__setitem__(event, events.get(event, 0) + 1)
-        if "compilation_cache" in event else None)
+        lambda event, **kw: (
+            events.__setitem__(event, events.get(event, 0) + 1)
+            if "compilation_cache" in event
+            else None
+        )
+    )
     from synprune_jax import cli
 
     start = time.perf_counter()
-    code = cli.main(["run", "me-prune", "--out", out_dir, "--set", "run.progress=false",
-                     "--set", f"mutation.sigma={sigma}", *COMPILE_SETTINGS[setting]])
+    code = cli.main(
+        [
+            "run",
+            "me-prune",
+            "--out",
+            out_dir,
+            "--set",
+            "run.progress=false",
+            "--set",
+            f"mutation.sigma={sigma}",
+            *COMPILE_SETTINGS[setting],
+        ]
+    )
     total = time.perf_counter() - start
     slow = sorted(compiles, key=lambda item: -item[1])
-    return {"exit": code, "wall_s": total, "programs": len(compiles),
-            "compile_s": sum(seconds for _, seconds in compiles),
-            "top_programs": [[name, round(seconds, 2)] for name, seconds in slow[:6]],
-            "cache_hits": events.get("/jax/compilation_cache/cache_hits", 0),
-            "cache_misses": events.get("/jax/compilation_cache/cache_misses", 0)}
+    return {
+        "exit": code,
+        "wall_s": total,
+        "programs": len(compiles),
+        "compile_s": sum(seconds for _, seconds in compiles),
+        "top_programs": [[name, round(seconds, 2)] for name, seconds in slow[:6]],
+        "cache_hits": events.get("/jax/compilation_cache/cache_hits", 0),
+        "cache_misses": events.get("/jax/compilation_cache/cache_misses", 0),
+    }
 
 
 def compile_records(setting: dict) -> list[dict]:
@@ -408,18 +511,39 @@ def compile_records(setting: dict) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="synprune_compile_") as scratch:
             env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(scratch, "cache")}
             for phase, sigma in (("cold", 0.05), ("warm", 0.02)):
-                command = [sys.executable, "-m", "benchmarks.engine_overhead", "--child",
-                           name, str(sigma), os.path.join(scratch, phase)]
-                done = subprocess.run(command, capture_output=True, text=True, env=env,
-                                      cwd=os.path.dirname(os.path.dirname(
-                                          os.path.abspath(__file__))))
+                command = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.engine_overhead",
+                    "--child",
+                    name,
+                    str(sigma),
+                    os.path.join(scratch, phase),
+                ]
+                done = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                )
                 lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
                 if done.returncode != 0 or not lines:
-                    record = {"case": "compile", "setting": name, "phase": phase,
-                              "status": "failed", "stderr": done.stderr[-600:]}
+                    record = {
+                        "case": "compile",
+                        "setting": name,
+                        "phase": phase,
+                        "status": "failed",
+                        "stderr": done.stderr[-600:],
+                    }
                 else:
-                    record = {"case": "compile", "setting": name, "phase": phase,
-                              "sigma": sigma, **json.loads(lines[-1])}
+                    record = {
+                        "case": "compile",
+                        "setting": name,
+                        "phase": phase,
+                        "sigma": sigma,
+                        **json.loads(lines[-1]),
+                    }
                 records.append(emit(record))
         if name != "default":
             records.append(compile_parts_record(name))
@@ -444,8 +568,9 @@ def compile_parts_record(name: str) -> dict:
 
     fresh_compilation_cache()
     experiment = get_experiment("me-prune")
-    built = experiment.build(apply_overrides(experiment.default_config(),
-                                             COMPILE_SETTINGS[name][1::2]))
+    built = experiment.build(
+        apply_overrides(experiment.default_config(), COMPILE_SETTINGS[name][1::2])
+    )
     algorithm, hyper = built.algorithm, built.hyper
     task, config = algorithm.task, algorithm.config
     batch = algorithm.emitter.batch_size
@@ -459,17 +584,21 @@ def compile_parts_record(name: str) -> dict:
         "evaluate": (task.evaluate, key, population),
         "random_population": (lambda k: random_population(k, task, config, hyper, batch), key),
         "emit": (lambda k, a: algorithm.emitter.emit(k, a, None, hyper)[0], key, state.archive),
-        "insert": (lambda a, p, r: add(config.archive, a, p, r), state.archive, population,
-                   result),
-        "metrics": (lambda a: qd_metrics(a, config.qd_offset, config.density_bands),
-                    state.archive),
+        "insert": (lambda a, p, r: add(config.archive, a, p, r), state.archive, population, result),
+        "metrics": (lambda a: qd_metrics(a, config.qd_offset, config.density_bands), state.archive),
         # inside random_population: the kernels (flax's truncated-normal initialiser), the
         # initial masks' Beta-distributed densities, and as many uniforms for comparison
         "initial_kernels": (lambda ks: jax.vmap(task.init_params)(ks), keys),
-        "initial_densities": (lambda ks: jax.vmap(lambda k: jax.random.beta(
-            k, config.init_beta_a, config.init_beta_b, (layers,)))(ks), keys),
-        "as_many_uniforms": (lambda ks: jax.vmap(lambda k: jax.random.uniform(k, (layers,)))(ks),
-                             keys),
+        "initial_densities": (
+            lambda ks: jax.vmap(
+                lambda k: jax.random.beta(k, config.init_beta_a, config.init_beta_b, (layers,))
+            )(ks),
+            keys,
+        ),
+        "as_many_uniforms": (
+            lambda ks: jax.vmap(lambda k: jax.random.uniform(k, (layers,)))(ks),
+            keys,
+        ),
     }
     record = {"case": "compile_parts", "setting": name, "batch": batch}
     for part, (function, *args) in parts.items():
@@ -490,18 +619,34 @@ def qdax_compile_child() -> dict:
     from benchmarks.qdax_map_elites import build_qdax
 
     start = time.perf_counter()
-    side = build_qdax({"env": "walker2d", "episode_length": 100, "hidden": (64, 64),
-                       "cvt_cells": 1024, "chunk": 1}, 256)
-    return {"init_compile_s": side.init_compile_s, "update_compile_s": side.chunk_compile_s,
-            "compile_s": side.init_compile_s + side.chunk_compile_s,
-            "wall_s": time.perf_counter() - start, "jax": jax.__version__}
+    side = build_qdax(
+        {
+            "env": "walker2d",
+            "episode_length": 100,
+            "hidden": (64, 64),
+            "cvt_cells": 1024,
+            "chunk": 1,
+        },
+        256,
+    )
+    return {
+        "init_compile_s": side.init_compile_s,
+        "update_compile_s": side.chunk_compile_s,
+        "compile_s": side.init_compile_s + side.chunk_compile_s,
+        "wall_s": time.perf_counter() - start,
+        "jax": jax.__version__,
+    }
 
 
 def _child(arguments: list[str], env: dict | None = None) -> dict | None:
     """The last JSON line a ``--child`` / ``--qdax-child`` process printed (None if it failed)."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks.engine_overhead", *arguments],
-                          capture_output=True, text=True, env=env,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.engine_overhead", *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if done.returncode == 0 and lines else None
 
@@ -523,23 +668,43 @@ def qdax_compile_record(rounds: int) -> list[dict]:
         qdax = _child(["--qdax-child"])
         for side, record in (("ours", ours), ("qdax", qdax)):
             if record is None:
-                records.append(emit({"case": "qdax_compile", "side": side, "round": index,
-                                     "status": "failed"}))
+                records.append(
+                    emit({"case": "qdax_compile", "side": side, "round": index, "status": "failed"})
+                )
                 continue
             totals[side].append(record["compile_s"])
-            records.append(emit({"case": "qdax_compile", "setting": "brax_qdax", "side": side,
-                                 "round": index, **{key: record[key] for key in
-                                                    ("compile_s", "wall_s")},
-                                 **{key: record.get(key) for key in
-                                    ("init_compile_s", "update_compile_s", "top_programs")}}))
+            records.append(
+                emit(
+                    {
+                        "case": "qdax_compile",
+                        "setting": "brax_qdax",
+                        "side": side,
+                        "round": index,
+                        **{key: record[key] for key in ("compile_s", "wall_s")},
+                        **{
+                            key: record.get(key)
+                            for key in ("init_compile_s", "update_compile_s", "top_programs")
+                        },
+                    }
+                )
+            )
     if totals["ours"] and totals["qdax"]:
         ours, qdax = statistics.median(totals["ours"]), statistics.median(totals["qdax"])
-        records.append(emit({"case": "qdax_compile", "setting": "brax_qdax", "side": "median",
-                             "rounds": rounds, "ours_compile_s": ours, "qdax_compile_s": qdax,
-                             "ours_over_qdax": ours / qdax,
-                             # a failed child leaves one side shorter: pair what both have
-                             "ratios": [a / b for a, b in zip(totals["ours"], totals["qdax"],
-                                                               strict=False)]}))
+        records.append(
+            emit(
+                {
+                    "case": "qdax_compile",
+                    "setting": "brax_qdax",
+                    "side": "median",
+                    "rounds": rounds,
+                    "ours_compile_s": ours,
+                    "qdax_compile_s": qdax,
+                    "ours_over_qdax": ours / qdax,
+                    # a failed child leaves one side shorter: pair what both have
+                    "ratios": [a / b for a, b in zip(totals["ours"], totals["qdax"], strict=False)],
+                }
+            )
+        )
     return records
 
 
@@ -562,11 +727,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--suite", default="quick", choices=SUITES)
     parser.add_argument("--out", default=RESULTS_DIR, help="directory of the CSV ('' = none)")
-    parser.add_argument("--only", default="arm,compile,qdax_compile",
-                        help="comma-separated cases: arm, compile, qdax_compile "
-                             "(compile_parts: only the per-part compile of compile)")
-    parser.add_argument("--child", nargs=3, metavar=("SETTING", "SIGMA", "OUT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only",
+        default="arm,compile,qdax_compile",
+        help="comma-separated cases: arm, compile, qdax_compile "
+        "(compile_parts: only the per-part compile of compile)",
+    )
+    parser.add_argument(
+        "--child", nargs=3, metavar=("SETTING", "SIGMA", "OUT"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--qdax-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.qdax_child:
@@ -580,8 +749,10 @@ def main() -> None:
     records = run(args.suite, tuple(args.only.split(",")))  # printed as they come
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        write_csv(os.path.join(args.out, f"{NAME}_{args.suite}.csv"),
-                  [{"benchmark": NAME, "suite": args.suite, **r} for r in records])
+        write_csv(
+            os.path.join(args.out, f"{NAME}_{args.suite}.csv"),
+            [{"benchmark": NAME, "suite": args.suite, **r} for r in records],
+        )
 
 
 if __name__ == "__main__":

@@ -48,22 +48,44 @@ def build_ours(args):
     from synprune_jax.algorithms.es import ESConfig, ESHyper, MaskedES
     from synprune_jax.tasks import BraxTask
 
-    task = BraxTask(env_name=args.env, backend=args.backend, episode_length=args.episode_length,
-                    hidden_sizes=args.hidden)
-    config = ESConfig(strategy="open_es", population_size=args.population,
-                      search_space="unmasked", evaluate_mean=False)
+    task = BraxTask(
+        env_name=args.env,
+        backend=args.backend,
+        episode_length=args.episode_length,
+        hidden_sizes=args.hidden,
+    )
+    config = ESConfig(
+        strategy="open_es",
+        population_size=args.population,
+        search_space="unmasked",
+        evaluate_mean=False,
+    )
     hyper = ESHyper(sigma_init=0.05, learning_rate=0.01)  # constants of the program, as a run's
     algorithm = MaskedES(config, task)
     state = jax.jit(lambda key: algorithm.init(key, hyper))(jax.random.key(0))
     started = time.perf_counter()
-    step = jax.jit(lambda key, state: algorithm.step(key, state, hyper)).lower(
-        jax.random.key(0), state).compile()
+    step = (
+        jax.jit(lambda key, state: algorithm.step(key, state, hyper))
+        .lower(jax.random.key(0), state)
+        .compile()
+    )
     compile_s = time.perf_counter() - started
-    return step, state, compile_s, {
-        "side": "ours", "algorithm": "MaskedES(open_es, unmasked)", "env": args.env,
-        "backend": args.backend, "population": args.population,
-        "episode_length": args.episode_length, "hidden": list(args.hidden),
-        "generations": args.generations, "jax": jax.__version__}
+    return (
+        step,
+        state,
+        compile_s,
+        {
+            "side": "ours",
+            "algorithm": "MaskedES(open_es, unmasked)",
+            "env": args.env,
+            "backend": args.backend,
+            "population": args.population,
+            "episode_length": args.episode_length,
+            "hidden": list(args.hidden),
+            "generations": args.generations,
+            "jax": jax.__version__,
+        },
+    )
 
 
 def build_evosax_direct(args):
@@ -75,20 +97,27 @@ def build_evosax_direct(args):
 
     from synprune_jax.tasks import BraxTask
 
-    task = BraxTask(env_name=args.env, backend=args.backend, episode_length=args.episode_length,
-                    hidden_sizes=args.hidden)
+    task = BraxTask(
+        env_name=args.env,
+        backend=args.backend,
+        episode_length=args.episode_length,
+        hidden_sizes=args.hidden,
+    )
     params = task.init_params(jax.random.key(0))
     flat, unravel = flatten_util.ravel_pytree(params)
-    es = Open_ES(population_size=args.population, solution=flat, optimizer=optax.adam(0.01),
-                 std_schedule=optax.constant_schedule(0.05))
+    es = Open_ES(
+        population_size=args.population,
+        solution=flat,
+        optimizer=optax.adam(0.01),
+        std_schedule=optax.constant_schedule(0.05),
+    )
     es_params = es.default_params
 
     def step(key, state):
         key_ask, key_eval, key_tell = jax.random.split(key, 3)
         with jax.numpy_rank_promotion("allow"):
             population, state = es.ask(key_ask, state, es_params)
-            out = jax.vmap(task.rollout, in_axes=(0, None))(jax.vmap(unravel)(population),
-                                                           key_eval)
+            out = jax.vmap(task.rollout, in_axes=(0, None))(jax.vmap(unravel)(population), key_eval)
             state, _ = es.tell(key_tell, population, -out["return"], state, es_params)
         return state, {"max_fitness": jnp.max(out["return"])}
 
@@ -97,10 +126,20 @@ def build_evosax_direct(args):
     started = time.perf_counter()
     compiled = jax.jit(step).lower(jax.random.key(0), state).compile()
     compile_s = time.perf_counter() - started
-    return compiled, state, compile_s, {
-        "side": "evosax", "algorithm": "evosax Open_ES direct (no masks)", "env": args.env,
-        "backend": args.backend, "population": args.population,
-        "episode_length": args.episode_length, "generations": args.generations}
+    return (
+        compiled,
+        state,
+        compile_s,
+        {
+            "side": "evosax",
+            "algorithm": "evosax Open_ES direct (no masks)",
+            "env": args.env,
+            "backend": args.backend,
+            "population": args.population,
+            "episode_length": args.episode_length,
+            "generations": args.generations,
+        },
+    )
 
 
 def run_in_process(args, sides) -> dict:
@@ -123,34 +162,58 @@ def run_in_process(args, sides) -> dict:
     results = {}
     for side in sides:
         median = statistics.median(seconds[side])
-        results[side] = {**built[side][3], "env_steps_per_generation": steps,
-                         "env_steps_per_s": steps / median, "median_generation_s": median,
-                         "compile_s": built[side][2]}
+        results[side] = {
+            **built[side][3],
+            "env_steps_per_generation": steps,
+            "env_steps_per_s": steps / median,
+            "median_generation_s": median,
+            "compile_s": built[side][2],
+        }
     return results
 
 
 def run_brax(args) -> dict:
     python = args.brax_python
     if not os.path.exists(python):
-        return {"side": "brax", "error": f"no interpreter at {python} (make an environment with "
-                "jax<0.10 and brax there; see docs/es_ga.md)"}
-    command = [python, PEER, "--env", args.env, "--backend", args.backend, "--population",
-               str(args.population), "--episode-length", str(args.episode_length),
-               "--hidden", ",".join(map(str, args.hidden)), "--epochs",
-               str(args.generations + 1)]
+        return {
+            "side": "brax",
+            "error": f"no interpreter at {python} (make an environment with "
+            "jax<0.10 and brax there; see docs/es_ga.md)",
+        }
+    command = [
+        python,
+        PEER,
+        "--env",
+        args.env,
+        "--backend",
+        args.backend,
+        "--population",
+        str(args.population),
+        "--episode-length",
+        str(args.episode_length),
+        "--hidden",
+        ",".join(map(str, args.hidden)),
+        "--epochs",
+        str(args.generations + 1),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    return {"side": "brax", "error": f"the peer failed (exit {completed.returncode}): "
-            + completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else
-            f"the peer failed (exit {completed.returncode}) without output"}
+    return {
+        "side": "brax",
+        "error": f"the peer failed (exit {completed.returncode}): "
+        + completed.stderr.strip().splitlines()[-1]
+        if completed.stderr.strip()
+        else f"the peer failed (exit {completed.returncode}) without output",
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", default="all",
-                        help="all, or a comma-separated subset of ours,evosax,brax")
+    parser.add_argument(
+        "--side", default="all", help="all, or a comma-separated subset of ours,evosax,brax"
+    )
     parser.add_argument("--env", default="hopper")
     parser.add_argument("--backend", default="spring")
     parser.add_argument("--population", type=int, default=64)
@@ -158,16 +221,20 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", default="16,16")
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--brax-python", default=DEFAULT_BRAX_PYTHON)
-    parser.add_argument("--quick", action="store_true",
-                        help="population 32, 50 steps, 5 generations")
+    parser.add_argument(
+        "--quick", action="store_true", help="population 32, 50 steps, 5 generations"
+    )
     args = parser.parse_args(argv)
     args.hidden = tuple(int(h) for h in args.hidden.split(",") if h)
     if args.quick:
         args.population, args.episode_length, args.generations = 32, 50, 5
     if args.population % 2:
         parser.error("--population must be even (antithetic pairs)")
-    sides = ("ours", "evosax", "brax") if args.side == "all" else tuple(
-        side.strip() for side in args.side.split(",") if side.strip())
+    sides = (
+        ("ours", "evosax", "brax")
+        if args.side == "all"
+        else tuple(side.strip() for side in args.side.split(",") if side.strip())
+    )
     unknown = sorted(set(sides) - {"ours", "evosax", "brax"})
     if unknown or not sides:
         parser.error(f"unknown --side {unknown}; use all or a subset of ours,evosax,brax")
@@ -179,8 +246,12 @@ def main(argv=None) -> int:
         results["brax"] = run_brax(args)
         print(json.dumps(results["brax"]), flush=True)
     if len(results) > 1:
-        summary = {"summary": True, "machine": platform.machine(),
-                   "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+        summary = {
+            "summary": True,
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
         ours = results.get("ours", {}).get("env_steps_per_s")
         for side in ("brax", "evosax"):
             other = results.get(side, {})

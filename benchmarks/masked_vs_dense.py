@@ -40,10 +40,20 @@ INPUT_SIZE, OUTPUT_SIZE = 11, 3
 
 SIZES = {
     "toy": {"populations": (8,), "widths": (4,), "densities": (0.5,), "steps": 3, "repeats": 2},
-    "quick": {"populations": (64, 1024, 4096), "widths": (16, 128), "densities": (0.1,),
-              "steps": 100, "repeats": 5},
-    "full": {"populations": (64, 256, 1024, 4096, 16384), "widths": (16, 64, 256),
-             "densities": (0.1, 0.5), "steps": 100, "repeats": 7},
+    "quick": {
+        "populations": (64, 1024, 4096),
+        "widths": (16, 128),
+        "densities": (0.1,),
+        "steps": 100,
+        "repeats": 5,
+    },
+    "full": {
+        "populations": (64, 256, 1024, 4096, 16384),
+        "widths": (16, 64, 256),
+        "densities": (0.1, 0.5),
+        "steps": 100,
+        "repeats": 7,
+    },
 }
 
 # Skip a size whose params alone would exceed this many float32 numbers (~1.6 GB).
@@ -58,9 +68,11 @@ def make_population(key: jax.Array, population: int, width: int, density: float)
     spec = MLPSpec(INPUT_SIZE, OUTPUT_SIZE, (width, width))
     key_params, key_masks = jax.random.split(key)
     params = jax.vmap(spec.init)(jax.random.split(key_params, population))
-    masks = jax.vmap(lambda k, p: masks_lib.forward_prune(spec, masks_lib.init_masks(
-        k, p, spec.maskable(), density, exact=True)))(jax.random.split(key_masks, population),
-                                                      params)
+    masks = jax.vmap(
+        lambda k, p: masks_lib.forward_prune(
+            spec, masks_lib.init_masks(k, p, spec.maskable(), density, exact=True)
+        )
+    )(jax.random.split(key_masks, population), params)
     return spec, params, masks
 
 
@@ -78,15 +90,18 @@ def rollout_policy(spec, forward, params, steps: int, observations: jax.Array) -
 
 def pack(masks):
     """Bit-packs every mask leaf along its flattened entries: ``[P, ...] -> [P, ceil(n/8)]``."""
-    return jax.tree_util.tree_map(
-        lambda m: jnp.packbits(m.reshape(m.shape[0], -1), axis=1), masks)
+    return jax.tree_util.tree_map(lambda m: jnp.packbits(m.reshape(m.shape[0], -1), axis=1), masks)
 
 
 def unpack(packed, like):
     """Inverse of :func:`pack` (``like`` gives the shapes)."""
     return jax.tree_util.tree_map(
-        lambda p, m: jnp.unpackbits(p, axis=1, count=int(np.prod(m.shape[1:])))
-        .reshape(m.shape).astype(bool), packed, like)
+        lambda p, m: (
+            jnp.unpackbits(p, axis=1, count=int(np.prod(m.shape[1:]))).reshape(m.shape).astype(bool)
+        ),
+        packed,
+        like,
+    )
 
 
 def live_units(kernels: list) -> list:
@@ -117,8 +132,10 @@ def compact(spec, params, masks, widths: tuple[int, ...]):
     dense = jax.vmap(apply_masks)(params, masks)
     kernels = spec.kernels(masks)
     live = live_units(kernels)
-    order = [jnp.argsort(~alive, axis=1, stable=True)[:, :width]
-             for alive, width in zip(live, widths, strict=True)]
+    order = [
+        jnp.argsort(~alive, axis=1, stable=True)[:, :width]
+        for alive, width in zip(live, widths, strict=True)
+    ]
     layers = spec.layer_names()
     new = {}
     for index, name in enumerate(layers):
@@ -134,24 +151,37 @@ def compact(spec, params, masks, widths: tuple[int, ...]):
     return compact_spec, {"params": new}
 
 
-def point_programs(spec, small_spec, masks, steps: int, params, packed, small_params,
-                   observations) -> dict:
+def point_programs(
+    spec, small_spec, masks, steps: int, params, packed, small_params, observations
+) -> dict:
     """``{variant: (function, arguments)}``: the five forward-pass variants of one point."""
     return {
-        "dense": (lambda p, o: rollout_policy(spec, spec.apply_dense, p, steps, o),
-                  (params, observations)),
-        "masked_once": (lambda p, m, o: rollout_policy(
-            spec, spec.apply_dense, jax.vmap(apply_masks)(p, m), steps, o),
-            (params, masks, observations)),
-        "masked_every_step": (lambda p, m, o: rollout_policy(
-            spec, lambda pm, x: spec.apply(pm[0], pm[1], x), (p, m), steps, o),
-            (params, masks, observations)),
-        "packed_bits": (lambda p, b, o: rollout_policy(
-            spec, spec.apply_dense, jax.vmap(apply_masks)(p, unpack(b, masks)),
-            steps, o), (params, packed, observations)),
-        "compacted": (lambda p, o: rollout_policy(
-            small_spec, small_spec.apply_dense, p, steps, o),
-            (small_params, observations)),
+        "dense": (
+            lambda p, o: rollout_policy(spec, spec.apply_dense, p, steps, o),
+            (params, observations),
+        ),
+        "masked_once": (
+            lambda p, m, o: rollout_policy(
+                spec, spec.apply_dense, jax.vmap(apply_masks)(p, m), steps, o
+            ),
+            (params, masks, observations),
+        ),
+        "masked_every_step": (
+            lambda p, m, o: rollout_policy(
+                spec, lambda pm, x: spec.apply(pm[0], pm[1], x), (p, m), steps, o
+            ),
+            (params, masks, observations),
+        ),
+        "packed_bits": (
+            lambda p, b, o: rollout_policy(
+                spec, spec.apply_dense, jax.vmap(apply_masks)(p, unpack(b, masks)), steps, o
+            ),
+            (params, packed, observations),
+        ),
+        "compacted": (
+            lambda p, o: rollout_policy(small_spec, small_spec.apply_dense, p, steps, o),
+            (small_params, observations),
+        ),
     }
 
 
@@ -163,31 +193,44 @@ def run(suite: str) -> list[dict]:
         for width in setting["widths"]:
             for population in setting["populations"]:
                 synapses = INPUT_SIZE * width + width * width + width * OUTPUT_SIZE
-                common = {"population": population, "width": width, "density": density,
-                          "steps": setting["steps"], "synapses": synapses}
+                common = {
+                    "population": population,
+                    "width": width,
+                    "density": density,
+                    "steps": setting["steps"],
+                    "synapses": synapses,
+                }
                 if population * synapses > MAX_PARAMETERS:
-                    records.append({**common, "variant": "skipped",
-                                    "status": f"over {MAX_PARAMETERS} parameters"})
+                    records.append(
+                        {
+                            **common,
+                            "variant": "skipped",
+                            "status": f"over {MAX_PARAMETERS} parameters",
+                        }
+                    )
                     continue
-                spec, params, masks = make_population(jax.random.key(population + width),
-                                                      population, width, density)
+                spec, params, masks = make_population(
+                    jax.random.key(population + width), population, width, density
+                )
                 observations = jax.random.normal(jax.random.key(1), (population, INPUT_SIZE))
                 steps = setting["steps"]
                 packed = pack(masks)
                 live = jax.device_get(live_units(spec.kernels(masks)))
                 widths = tuple(max(1, int(np.max(np.sum(a, axis=1)))) for a in live)
-                compact_jit = jax.jit(lambda p, m, spec=spec, widths=widths:
-                                      compact(spec, p, m, widths)[1])
+                compact_jit = jax.jit(
+                    lambda p, m, spec=spec, widths=widths: compact(spec, p, m, widths)[1]
+                )
                 small_params, compact_s = timed(compact_jit, params, masks)
                 _, compact_s = timed(compact_jit, params, masks)  # second call: no compile
                 small_spec = compact(spec, params, masks, widths)[0]
 
-                programs = point_programs(spec, small_spec, masks, steps, params, packed,
-                                          small_params, observations)
+                programs = point_programs(
+                    spec, small_spec, masks, steps, params, packed, small_params, observations
+                )
                 compiled, compile_s = {}, {}
                 for variant, (function, arguments) in programs.items():
                     executable, seconds, _ = compile_timed(function, *arguments)
-                    compiled[variant] = (lambda e=executable, a=arguments: e(*a))
+                    compiled[variant] = lambda e=executable, a=arguments: e(*a)
                     compile_s[variant] = seconds
                 outputs = {variant: np.asarray(call()) for variant, call in compiled.items()}
                 medians = interleaved_medians(compiled, setting["repeats"])
@@ -195,14 +238,19 @@ def run(suite: str) -> list[dict]:
                 mask_bytes = sum(m.size for m in jax.tree_util.tree_leaves(masks))
                 packed_bytes = sum(p.size for p in jax.tree_util.tree_leaves(packed))
                 for variant, timing in medians.items():
-                    record = {**common, "variant": variant, "median_s": timing["median_s"],
-                              "forward_passes_per_s": population * steps / timing["median_s"],
-                              "ratio_to_dense": timing["median_s"] / dense_s,
-                              "cpu_ratio_to_dense": timing["median_cpu_s"]
-                              / max(medians["dense"]["median_cpu_s"], 1e-9),
-                              "compile_s": compile_s[variant],
-                              "max_abs_diff_vs_masked": float(np.max(np.abs(
-                                  outputs[variant] - outputs["masked_once"])))}
+                    record = {
+                        **common,
+                        "variant": variant,
+                        "median_s": timing["median_s"],
+                        "forward_passes_per_s": population * steps / timing["median_s"],
+                        "ratio_to_dense": timing["median_s"] / dense_s,
+                        "cpu_ratio_to_dense": timing["median_cpu_s"]
+                        / max(medians["dense"]["median_cpu_s"], 1e-9),
+                        "compile_s": compile_s[variant],
+                        "max_abs_diff_vs_masked": float(
+                            np.max(np.abs(outputs[variant] - outputs["masked_once"]))
+                        ),
+                    }
                     if variant == "packed_bits":
                         record["mask_mb"] = packed_bytes / 2**20
                     elif variant in ("masked_once", "masked_every_step"):

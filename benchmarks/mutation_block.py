@@ -1,4 +1,4 @@
-"""MAP-Elites with the offspring mutated all at once vs in blocks (``MapElitesConfig.mutation_block``).
+"""MAP-Elites, offspring mutated all at once vs in blocks (``MapElitesConfig.mutation_block``).
 
 Prints one JSON object per task: for ``whole`` (one ``vmap`` over the batch, the default) and
 ``blocks`` (``lax.map`` over blocks of ``--block`` offspring, default ``32768 // weights``):
@@ -33,9 +33,16 @@ def _task(name: str):
     from synprune_jax.tasks import BraxTask, KinematicArm
 
     if name == "hopper":
-        return (BraxTask(env_name="hopper", backend="spring", episode_length=100,
-                         hidden_sizes=(16, 16), descriptors=("feet_contact",)),
-                GridSpec((0.0,), (1.0,), (128,)))
+        return (
+            BraxTask(
+                env_name="hopper",
+                backend="spring",
+                episode_length=100,
+                hidden_sizes=(16, 16),
+                descriptors=("feet_contact",),
+            ),
+            GridSpec((0.0,), (1.0,), (128,)),
+        )
     return KinematicArm(num_joints=8, genotype="mlp"), GridSpec((0.0, 0.0), (1.0, 1.0), (32, 32))
 
 
@@ -44,19 +51,26 @@ def measure(name: str, batch: int, block: int | None, repeats: int) -> dict:
     from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
 
     task, grid = _task(name)
-    weights = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(
-        task.init_params(jax.random.key(0))))
+    weights = sum(
+        int(leaf.size) for leaf in jax.tree_util.tree_leaves(task.init_params(jax.random.key(0)))
+    )
     block = block or max(1, (1 << 15) // weights)
     if block >= batch:
         raise SystemExit(f"block {block} >= batch {batch}: both sides would be one vmap")
     chunk = TASKS[name]["chunk"]
     sides = {}
     for side, size in (("whole", None), ("blocks", block)):
-        algorithm = MapElites(MapElitesConfig(archive=grid, batch_size=batch,
-                                              mutation_block=size), task)
+        algorithm = MapElites(
+            MapElitesConfig(archive=grid, batch_size=batch, mutation_block=size), task
+        )
         state, compiled, _, chunk_s, memory = compile_map_elites(algorithm, chunk)
-        sides[side] = {"state": state, "chunk": compiled, "times": [],
-                       "chunk_compile_s": chunk_s, "xla_temp_mb": memory.get("xla_temp_mb")}
+        sides[side] = {
+            "state": state,
+            "chunk": compiled,
+            "times": [],
+            "chunk_compile_s": chunk_s,
+            "xla_temp_mb": memory.get("xla_temp_mb"),
+        }
     for _ in range(repeats + 1):  # the first chunk of each is a warm-up
         for side in sides.values():
             started = time.perf_counter()
@@ -64,17 +78,25 @@ def measure(name: str, batch: int, block: int | None, repeats: int) -> dict:
             jax.block_until_ready(side["state"])
             side["times"].append(time.perf_counter() - started)
     fitness = [np.asarray(side["state"].archive.fitness) for side in sides.values()]
-    record = {"benchmark": "mutation_block", "task": name, "batch": batch, "weights": weights,
-              "block": block, "generations_per_chunk": chunk,
-              "same_archive": bool(np.array_equal(*fitness)),
-              "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
-                  "%Y-%m-%d %H:%M"),
-              "load_average_1min": round(os.getloadavg()[0], 2)}
+    record = {
+        "benchmark": "mutation_block",
+        "task": name,
+        "batch": batch,
+        "weights": weights,
+        "block": block,
+        "generations_per_chunk": chunk,
+        "same_archive": bool(np.array_equal(*fitness)),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     for side_name, side in sides.items():
         times = side["times"][1:]
-        record[side_name] = {"chunk_compile_s": side["chunk_compile_s"],
-                             "xla_temp_mb": side["xla_temp_mb"],
-                             "steady_s": statistics.median(times), "min_s": min(times)}
+        record[side_name] = {
+            "chunk_compile_s": side["chunk_compile_s"],
+            "xla_temp_mb": side["xla_temp_mb"],
+            "steady_s": statistics.median(times),
+            "min_s": min(times),
+        }
     record["blocks_over_whole_steady"] = record["blocks"]["steady_s"] / record["whole"]["steady_s"]
     return record
 

@@ -59,10 +59,16 @@ def plot_all(directory: str, suite: str) -> list[str]:
         figure, axis = plt.subplots(figsize=(6, 4))
         for (workload, width), group in scaling.groupby(["workload", "width"]):
             group = group.sort_values("batch")
-            axis.plot(group["batch"], group["evals_per_s"], marker="o",
-                      label=f"{workload}, width {width}")
-        axis.set(xscale="log", yscale="log", xlabel="batch (individuals per generation)",
-                 ylabel="evaluations / s", title="MAP-Elites throughput vs batch")
+            axis.plot(
+                group["batch"], group["evals_per_s"], marker="o", label=f"{workload}, width {width}"
+            )
+        axis.set(
+            xscale="log",
+            yscale="log",
+            xlabel="batch (individuals per generation)",
+            ylabel="evaluations / s",
+            title="MAP-Elites throughput vs batch",
+        )
         axis.legend(fontsize=8)
         _save(figure, directory, "scaling", suite, written)
         plt.close(figure)
@@ -72,8 +78,10 @@ def plot_all(directory: str, suite: str) -> list[str]:
     if me is not None and "evals_per_s_ratio" in me:
         for _, row in me[me["case"] == "ratio"].iterrows():
             side = str(row.get("side", ""))
-            suffix = {"ours_sharded/qdax": " (ours 2 CPU devices)",
-                      "ours_sharded/qdax_distributed": " (both 2 CPU devices)"}.get(side, "")
+            suffix = {
+                "ours_sharded/qdax": " (ours 2 CPU devices)",
+                "ours_sharded/qdax_distributed": " (both 2 CPU devices)",
+            }.get(side, "")
             labels.append(f"ME Brax b{int(row['batch'])}{suffix}")
             values.append(_preferred(row, "evals_per_cpu_s_ratio", "evals_per_s_ratio"))
     arm = _read(directory, "arm_million", suite)
@@ -90,12 +98,16 @@ def plot_all(directory: str, suite: str) -> list[str]:
             values.append(_preferred(row, "cpu_speedup", "speedup"))
     if values:
         figure, axis = plt.subplots(figsize=(max(5, 0.6 * len(values) + 2), 4))
-        axis.bar(range(len(values)), values, color=["tab:green" if v >= 1 else "tab:red"
-                                                     for v in values])
+        axis.bar(
+            range(len(values)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values]
+        )
         axis.axhline(1.0, color="black", linewidth=0.8)
         axis.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=8)
-        axis.set(yscale="log", ylabel="ours / QDax speed (>1: ours faster)",
-                 title="Speed ratio vs QDax (process CPU time where recorded)")
+        axis.set(
+            yscale="log",
+            ylabel="ours / QDax speed (>1: ours faster)",
+            title="Speed ratio vs QDax (process CPU time where recorded)",
+        )
         _save(figure, directory, "ratios", suite, written)
         plt.close(figure)
 
@@ -104,10 +116,20 @@ def plot_all(directory: str, suite: str) -> list[str]:
         figure, axis = plt.subplots(figsize=(6, 4))
         for (side, cells), group in rows.groupby(["side", "cells"]):
             group = group.sort_values("batch")
-            axis.plot(group["batch"], group["insertions_per_s"], marker="o",
-                      linestyle="-" if side == "ours" else "--", label=f"{side}, {cells} cells")
-        axis.set(xscale="log", yscale="log", xlabel="batch", ylabel="insertions / s",
-                 title="Archive insertion")
+            axis.plot(
+                group["batch"],
+                group["insertions_per_s"],
+                marker="o",
+                linestyle="-" if side == "ours" else "--",
+                label=f"{side}, {cells} cells",
+            )
+        axis.set(
+            xscale="log",
+            yscale="log",
+            xlabel="batch",
+            ylabel="insertions / s",
+            title="Archive insertion",
+        )
         axis.legend(fontsize=8)
         _save(figure, directory, "archive_insertion", suite, written)
         plt.close(figure)
@@ -121,11 +143,14 @@ def plot_all(directory: str, suite: str) -> list[str]:
             subset = rows[(rows["width"] == width) & (rows["density"] == density)]
             for variant, group in subset.groupby("variant"):
                 group = group.sort_values("population")
-                axis.plot(group["population"], group["ratio_to_dense"], marker="o",
-                          label=variant)
+                axis.plot(group["population"], group["ratio_to_dense"], marker="o", label=variant)
             axis.axhline(1.0, color="black", linewidth=0.8)
-            axis.set(xscale="log", xlabel="population", ylabel="time / dense time",
-                     title=f"width {width}, density {density}")
+            axis.set(
+                xscale="log",
+                xlabel="population",
+                ylabel="time / dense time",
+                title=f"width {width}, density {density}",
+            )
             axis.legend(fontsize=7)
         _save(figure, directory, "masked_vs_dense", suite, written)
         plt.close(figure)
@@ -135,10 +160,17 @@ def plot_all(directory: str, suite: str) -> list[str]:
         figure, axis = plt.subplots(figsize=(6, 4))
         for (side, batch), group in traces.groupby(["side", "batch"]):
             group = group.sort_values("generation")
-            axis.plot(group["chunk_s"].cumsum(), group["qd_score"], marker=".",
-                      label=f"{side}, batch {batch}")
-        axis.set(xlabel="steady-state seconds", ylabel="QD-score",
-                 title="MAP-Elites on hopper: QD-score vs time")
+            axis.plot(
+                group["chunk_s"].cumsum(),
+                group["qd_score"],
+                marker=".",
+                label=f"{side}, batch {batch}",
+            )
+        axis.set(
+            xlabel="steady-state seconds",
+            ylabel="QD-score",
+            title="MAP-Elites on hopper: QD-score vs time",
+        )
         axis.legend(fontsize=8)
         _save(figure, directory, "qdax_map_elites", suite, written)
         plt.close(figure)

@@ -8,8 +8,9 @@ the program, output shape and the JAX operation it came from (from the compiled 
   ``benchmarks/transfer_heads.py`` times it vmapped; 150 minibatch steps per call);
 * ``ae_ring``: one synchronous epoch of the 10-cell autoencoder coevolution ring (as
   ``benchmarks/ae_coevolution.py`` times it vmapped; 200 steps per call);
-* ``me_arm``: 500 MAP-Elites generations on the engine-overhead arm (``--batch``, default 128) (``engine_overhead.arm_setting``, as
-  ``benchmarks/engine_overhead.py`` times it; divide by 500 for one generation).
+* ``me_arm``: 500 MAP-Elites generations on the engine-overhead arm (``--batch``, default 128;
+  ``engine_overhead.arm_setting``, as ``benchmarks/engine_overhead.py`` times it; divide by 500
+  for one generation).
 
 Used for the per-step breakdowns in docs/mo_transfer.md and docs/autoencoder.md (divide an
 operation's milliseconds by the steps per call).
@@ -50,7 +51,9 @@ def _heads():
     problem = TransferProblem(data, head, TrainConfig(epochs=30))
     genomes = random_density_genomes(jax.random.key(0), 30, head.genome_length)
     return (lambda key, genomes: problem.evaluate(key, genomes, problem.default_hyper)), (
-        jax.random.key(1), genomes)
+        jax.random.key(1),
+        genomes,
+    )
 
 
 def _ae_ring():
@@ -64,15 +67,29 @@ def _ae_ring():
     )
 
     data = make_binary_clustering(jax.random.key(0), BinaryClusteringSpec(num_train=1000))
-    config = CoevolutionConfig(spec=AutoencoderSpec(), num_epochs=400, num_trials=1,
-                               operator="random", schedule="fixed", num_cells=10,
-                               order="synchronous", eval_every=400)
-    coevolution = SpatialCoevolution(config, TrainingHyper(prune_probability=0.5), data["train"],
-                                     data["test"])
+    config = CoevolutionConfig(
+        spec=AutoencoderSpec(),
+        num_epochs=400,
+        num_trials=1,
+        operator="random",
+        schedule="fixed",
+        num_cells=10,
+        order="synchronous",
+        eval_every=400,
+    )
+    coevolution = SpatialCoevolution(
+        config, TrainingHyper(prune_probability=0.5), data["train"], data["test"]
+    )
     params = coevolution.init_trial(jax.random.key(1))
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
-    return coevolution.ring_epoch, (jax.random.key(2), params, masks, jnp.full((10,), 1e-5),
-                                    jnp.zeros((10,), jnp.int32), jnp.int32(5))
+    return coevolution.ring_epoch, (
+        jax.random.key(2),
+        params,
+        masks,
+        jnp.full((10,), 1e-5),
+        jnp.zeros((10,), jnp.int32),
+        jnp.int32(5),
+    )
 
 
 def _me_arm(batch: int = 128):
@@ -121,12 +138,25 @@ def profile(name: str, repeats: int, top: int, batch: int | None = None) -> dict
         if event.get("ph") == "X" and event.get("name") in index:
             total[event["name"]] += event.get("dur", 0)
             count[event["name"]] += 1
-    operations = [{"name": op, "ms": round(us / 1000, 3), "count": count[op],
-                   "shape": index[op][0], "jax_op": index[op][1][-80:]}
-                  for op, us in total.most_common(top)]
-    return {"benchmark": "profile_ops", "target": name, "backend": jax.default_backend(),
-            "steady_s": statistics.median(times), "min_s": min(times),
-            "profiled_ops_ms": round(sum(total.values()) / 1000, 3), "top": operations}
+    operations = [
+        {
+            "name": op,
+            "ms": round(us / 1000, 3),
+            "count": count[op],
+            "shape": index[op][0],
+            "jax_op": index[op][1][-80:],
+        }
+        for op, us in total.most_common(top)
+    ]
+    return {
+        "benchmark": "profile_ops",
+        "target": name,
+        "backend": jax.default_backend(),
+        "steady_s": statistics.median(times),
+        "min_s": min(times),
+        "profiled_ops_ms": round(sum(total.values()) / 1000, 3),
+        "top": operations,
+    }
 
 
 def main() -> None:

@@ -92,18 +92,50 @@ def _cpu_devices_env() -> dict:
     env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
     return env
 
+
 SIZES = {
-    "toy": {"env": "hopper", "episode_length": 5, "batches": (4,), "hidden": (4,), "cells": 8,
-            "chunk": 1, "chunks": 2, "memory_probe": False, "devices": 1},
-    "quick": {"env": "hopper", "episode_length": 100, "batches": (256,), "hidden": (16, 16),
-              "cells": 128, "chunk": 5, "chunks": 8, "memory_probe": True, "devices": 2},
-    "full": {"env": "hopper", "episode_length": 100, "batches": (256, 1024), "hidden": (16, 16),
-             "cells": 128, "chunk": 10, "chunks": 10, "memory_probe": True, "devices": 2},
+    "toy": {
+        "env": "hopper",
+        "episode_length": 5,
+        "batches": (4,),
+        "hidden": (4,),
+        "cells": 8,
+        "chunk": 1,
+        "chunks": 2,
+        "memory_probe": False,
+        "devices": 1,
+    },
+    "quick": {
+        "env": "hopper",
+        "episode_length": 100,
+        "batches": (256,),
+        "hidden": (16, 16),
+        "cells": 128,
+        "chunk": 5,
+        "chunks": 8,
+        "memory_probe": True,
+        "devices": 2,
+    },
+    "full": {
+        "env": "hopper",
+        "episode_length": 100,
+        "batches": (256, 1024),
+        "hidden": (16, 16),
+        "cells": 128,
+        "chunk": 10,
+        "chunks": 10,
+        "memory_probe": True,
+        "devices": 2,
+    },
 }
 
 # side -> (builder name, whether it runs on the setting's ``devices`` CPU devices)
-SIDES = {"ours": ("build_ours", False), "qdax": ("build_qdax", False),
-         "ours_sharded": ("build_ours", True), "qdax_distributed": ("build_qdax", True)}
+SIDES = {
+    "ours": ("build_ours", False),
+    "qdax": ("build_qdax", False),
+    "ours_sharded": ("build_ours", True),
+    "qdax_distributed": ("build_qdax", True),
+}
 
 
 def _setting(suite: str | dict) -> dict:
@@ -124,8 +156,11 @@ def qd_score(fitness: np.ndarray, offset: float = QD_OFFSET) -> tuple[float, flo
     filled = np.isfinite(fitness)
     if not filled.any():
         return 0.0, 0.0, float("-inf")
-    return (float(np.sum(fitness[filled] - offset)), float(filled.mean()),
-            float(fitness[filled].max()))
+    return (
+        float(np.sum(fitness[filled] - offset)),
+        float(filled.mean()),
+        float(fitness[filled].max()),
+    )
 
 
 class _Side:
@@ -133,8 +168,11 @@ class _Side:
 
     def __init__(self, name, state, chunk, fitness, init_compile_s, chunk_compile_s, memory):
         self.name, self.state, self.chunk, self.fitness = name, state, chunk, fitness
-        self.init_compile_s, self.chunk_compile_s, self.memory = (init_compile_s,
-                                                                  chunk_compile_s, memory)
+        self.init_compile_s, self.chunk_compile_s, self.memory = (
+            init_compile_s,
+            chunk_compile_s,
+            memory,
+        )
         self.initial = qd_score(fitness(state))  # after the init, before the first chunk
         self.times: list[float] = []
         self.cpu_times: list[float] = []
@@ -159,21 +197,37 @@ class _RemoteSide:
     """A side built and advanced in a worker process with ``devices`` CPU devices (see module
     docstring); same interface as :class:`_Side`, timings measured inside the worker."""
 
-    def __init__(self, name: str, suite: str | dict, batch: int, devices: int,
-                 cache_dir: str | None = None):
+    def __init__(
+        self, name: str, suite: str | dict, batch: int, devices: int, cache_dir: str | None = None
+    ):
         """``name``: a side of :data:`SIDES` (``ours_sharded`` or ``qdax_distributed``);
         ``suite``: a suite name or a setting dict (sent to the worker as JSON)."""
         if name not in SIDES:
             raise ValueError(f"unknown side {name!r}; valid: {sorted(SIDES)}")
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.qdax_map_elites", "--worker", name,
-             json.dumps(_setting(suite)), str(batch), str(devices), cache_dir or ""],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_cpu_devices_env(),
-            cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.qdax_map_elites",
+                "--worker",
+                name,
+                json.dumps(_setting(suite)),
+                str(batch),
+                str(devices),
+                cache_dir or "",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_cpu_devices_env(),
+            cwd=ROOT,
+        )
         ready = self._read()
-        self.init_compile_s, self.chunk_compile_s = ready["init_compile_s"], ready[
-            "chunk_compile_s"]
+        self.init_compile_s, self.chunk_compile_s = (
+            ready["init_compile_s"],
+            ready["chunk_compile_s"],
+        )
         self.memory = ready["memory"]
         self.initial = tuple(ready["initial"])
         self.times: list[float] = []
@@ -183,7 +237,7 @@ class _RemoteSide:
     def _read(self) -> dict:
         for line in self.process.stdout:
             if line.startswith("WORKER "):
-                return json.loads(line[len("WORKER "):])
+                return json.loads(line[len("WORKER ") :])
         raise RuntimeError(f"the {self.name} worker exited (status {self.process.wait()})")
 
     def _ask(self, command: str) -> dict:
@@ -226,14 +280,25 @@ def worker(name: str, suite: str | dict, batch: int, devices: int, cache_dir: st
     def say(record: dict) -> None:
         print("WORKER " + json.dumps(record), flush=True)
 
-    say({"init_compile_s": side.init_compile_s, "chunk_compile_s": side.chunk_compile_s,
-         "memory": side.memory, "initial": list(side.initial)})
+    say(
+        {
+            "init_compile_s": side.init_compile_s,
+            "chunk_compile_s": side.chunk_compile_s,
+            "memory": side.memory,
+            "initial": list(side.initial),
+        }
+    )
     for command in sys.stdin:
         command = command.strip()
         if command == "advance":
             side.advance()
-            say({"seconds": side.times[-1], "cpu_seconds": side.cpu_times[-1],
-                 "qd_score": side.scores[-1]})
+            say(
+                {
+                    "seconds": side.times[-1],
+                    "cpu_seconds": side.cpu_times[-1],
+                    "qd_score": side.scores[-1],
+                }
+            )
         elif command == "final":
             say({"final": list(side.final())})
 
@@ -244,18 +309,30 @@ def build_ours(setting: dict, batch: int, devices: int = 1) -> _Side:
     from synprune_jax.sharding import ShardedTask, make_mesh
     from synprune_jax.tasks import BraxTask
 
-    task = BraxTask(env_name=setting["env"], backend="spring",
-                    episode_length=setting["episode_length"], hidden_sizes=setting["hidden"],
-                    descriptors=("feet_contact",))
+    task = BraxTask(
+        env_name=setting["env"],
+        backend="spring",
+        episode_length=setting["episode_length"],
+        hidden_sizes=setting["hidden"],
+        descriptors=("feet_contact",),
+    )
     if devices > 1:
         task = ShardedTask(task, make_mesh(devices))
-    config = MapElitesConfig(archive=GridSpec((0.0,), (1.0,), (setting["cells"],)),
-                             batch_size=batch, qd_offset=QD_OFFSET)
+    config = MapElitesConfig(
+        archive=GridSpec((0.0,), (1.0,), (setting["cells"],)), batch_size=batch, qd_offset=QD_OFFSET
+    )
     algorithm = MapElites(config, task)
     state, chunk, init_s, chunk_s, memory = compile_map_elites(algorithm, setting["chunk"])
     memory["state_mb"] = tree_megabytes(state)
-    return _Side("ours" if devices == 1 else "ours_sharded", state, chunk,
-                 lambda s: s.archive.fitness, init_s, chunk_s, memory)
+    return _Side(
+        "ours" if devices == 1 else "ours_sharded",
+        state,
+        chunk,
+        lambda s: s.archive.fitness,
+        init_s,
+        chunk_s,
+        memory,
+    )
 
 
 def build_qdax(setting: dict, batch: int, devices: int = 1) -> _Side:
@@ -281,30 +358,44 @@ def build_qdax(setting: dict, batch: int, devices: int = 1) -> _Side:
         raise ValueError(f"batch {batch} does not split over {devices} devices")
     per_device = batch // devices
     episode_length = setting["episode_length"]
-    env = environments.create(f"{setting['env']}_uni", episode_length=episode_length,
-                              backend="spring")
+    env = environments.create(
+        f"{setting['env']}_uni", episode_length=episode_length, backend="spring"
+    )
     with jax.numpy_rank_promotion("allow"):
         init_env_state = jax.jit(env.reset)(jax.random.key(2))
     observation_size = int(init_env_state.obs.shape[-1])
-    network = MLP(layer_sizes=(*setting["hidden"], env.action_size),
-                  kernel_init=jax.nn.initializers.lecun_normal(), activation=jnp.tanh,
-                  final_activation=jnp.tanh)
-    scoring = create_brax_scoring_fn(env, network, get_feet_contact_proportion,
-                                     jax.random.key(3), episode_length=episode_length,
-                                     deterministic=False,
-                                     play_reset_fn=lambda _: init_env_state)
-    emitter = MixingEmitter(mutation_fn=None,
-                            variation_fn=functools.partial(isoline_variation, iso_sigma=0.005,
-                                                           line_sigma=0.05),
-                            variation_percentage=1.0, batch_size=per_device)
+    network = MLP(
+        layer_sizes=(*setting["hidden"], env.action_size),
+        kernel_init=jax.nn.initializers.lecun_normal(),
+        activation=jnp.tanh,
+        final_activation=jnp.tanh,
+    )
+    scoring = create_brax_scoring_fn(
+        env,
+        network,
+        get_feet_contact_proportion,
+        jax.random.key(3),
+        episode_length=episode_length,
+        deterministic=False,
+        play_reset_fn=lambda _: init_env_state,
+    )
+    emitter = MixingEmitter(
+        mutation_fn=None,
+        variation_fn=functools.partial(isoline_variation, iso_sigma=0.005, line_sigma=0.05),
+        variation_percentage=1.0,
+        batch_size=per_device,
+    )
     algorithm = (MAPElites if devices == 1 else DistributedMAPElites)(
-        scoring_function=scoring, emitter=emitter,
-        metrics_function=functools.partial(default_qd_metrics, qd_offset=QD_OFFSET))
+        scoring_function=scoring,
+        emitter=emitter,
+        metrics_function=functools.partial(default_qd_metrics, qd_offset=QD_OFFSET),
+    )
     if "cvt_cells" in setting:  # a CVT over the env's descriptors (engine_overhead's setting)
         from qdax.core.containers.mapelites_repertoire import compute_cvt_centroids
 
-        centroids = compute_cvt_centroids(env.descriptor_length, 50_000, setting["cvt_cells"],
-                                          0.0, 1.0, jax.random.key(4))
+        centroids = compute_cvt_centroids(
+            env.descriptor_length, 50_000, setting["cvt_cells"], 0.0, 1.0, jax.random.key(4)
+        )
     else:
         centroids = compute_euclidean_centroids((setting["cells"],), minval=0.0, maxval=1.0)
 
@@ -344,22 +435,33 @@ def build_qdax(setting: dict, batch: int, devices: int = 1) -> _Side:
             # each device's key in its carry, so that successive chunks draw new offspring.
             local = jax.local_devices()[:devices]
             if len(local) < devices:
-                raise RuntimeError(f"{devices} devices wanted, {len(local)} present: set "
-                                   "jax_num_cpu_devices before JAX starts (see worker)")
+                raise RuntimeError(
+                    f"{devices} devices wanted, {len(local)} present: set "
+                    "jax_num_cpu_devices before JAX starts (see worker)"
+                )
             keys = jax.random.split(jax.random.key(1), devices)
             start = time.perf_counter()
             compiled_init = jax.pmap(init, axis_name="p", devices=local).lower(keys).compile()
             init_s = time.perf_counter() - start
             state = compiled_init(keys)
             start = time.perf_counter()
-            chunk = jax.pmap(run_chunk, axis_name="p", devices=local,
-                             donate_argnums=0).lower(state).compile()
+            chunk = (
+                jax.pmap(run_chunk, axis_name="p", devices=local, donate_argnums=0)
+                .lower(state)
+                .compile()
+            )
             chunk_s = time.perf_counter() - start
             memory = xla_memory(chunk)  # one device's program
     memory["state_mb"] = tree_megabytes(state)  # all devices' copies of the repertoire
-    return _Side("qdax" if devices == 1 else "qdax_distributed", state, chunk,
-                 lambda s: s[0].fitnesses if devices == 1 else s[0].fitnesses[0],
-                 init_s, chunk_s, memory)
+    return _Side(
+        "qdax" if devices == 1 else "qdax_distributed",
+        state,
+        chunk,
+        lambda s: s[0].fitnesses if devices == 1 else s[0].fitnesses[0],
+        init_s,
+        chunk_s,
+        memory,
+    )
 
 
 def time_to_score(times: list[float], scores: list[float], target: float) -> float | None:
@@ -389,26 +491,37 @@ def memory_probe(side: str, suite: str | dict, batch: int, cache_dir: str | None
     setting = _setting(suite)
     builder, on_devices = SIDES[side]
     devices = setting.get("devices", 1) if on_devices else 1
-    cache = ("" if cache_dir is None else
-             f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
-             "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); ")
-    code = ("import json, jax; from benchmarks import peak_rss_mb; " + cache +
-            (f"jax.config.update('jax_num_cpu_devices', {devices}); " if devices > 1 else "") +
-            f"from benchmarks.qdax_map_elites import _setting, {builder} as builder; "
-            f"setting = _setting(json.loads({json.dumps(setting)!r})); "
-            "import synprune_jax.tasks; "
-            + ("import qdax.core.map_elites; " if builder == "build_qdax" else "")
-            + "base = peak_rss_mb(); "
-            + f"s = builder(setting, {batch}, devices={devices}); "
-            "s.advance(); s.advance(); "
-            "print('PROBE ' + json.dumps({'rss_after_imports_mb': base, "
-            "'peak_rss_mb': peak_rss_mb()}))")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=1800, cwd=ROOT,
-                               env=_cpu_devices_env() if devices > 1 else None)
+    cache = (
+        ""
+        if cache_dir is None
+        else f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); "
+    )
+    code = (
+        "import json, jax; from benchmarks import peak_rss_mb; "
+        + cache
+        + (f"jax.config.update('jax_num_cpu_devices', {devices}); " if devices > 1 else "")
+        + f"from benchmarks.qdax_map_elites import _setting, {builder} as builder; "
+        f"setting = _setting(json.loads({json.dumps(setting)!r})); "
+        "import synprune_jax.tasks; "
+        + ("import qdax.core.map_elites; " if builder == "build_qdax" else "")
+        + "base = peak_rss_mb(); "
+        + f"s = builder(setting, {batch}, devices={devices}); "
+        "s.advance(); s.advance(); "
+        "print('PROBE ' + json.dumps({'rss_after_imports_mb': base, "
+        "'peak_rss_mb': peak_rss_mb()}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=ROOT,
+        env=_cpu_devices_env() if devices > 1 else None,
+    )
     for line in completed.stdout.splitlines():
         if line.startswith("PROBE "):
-            return json.loads(line[len("PROBE "):])
+            return json.loads(line[len("PROBE ") :])
     return {"probe_error": (completed.stderr or completed.stdout)[-300:]}
 
 
@@ -418,21 +531,27 @@ def run(suite: str) -> list[dict]:
     qdax_ok, records = peer_records("qdax")
     cache_dir = fresh_compilation_cache() if setting["memory_probe"] else None
     for batch in setting["batches"]:
-        common = {"env": setting["env"], "backend": "spring",
-                  "episode_length": setting["episode_length"], "batch": batch,
-                  "hidden": list(setting["hidden"]), "cells": setting["cells"],
-                  "generations": setting["chunk"] * setting["chunks"],
-                  "compilation_cache": "cold" if cache_dir
-                  or not jax.config.jax_compilation_cache_dir else "configured"}
+        common = {
+            "env": setting["env"],
+            "backend": "spring",
+            "episode_length": setting["episode_length"],
+            "batch": batch,
+            "hidden": list(setting["hidden"]),
+            "cells": setting["cells"],
+            "generations": setting["chunk"] * setting["chunks"],
+            "compilation_cache": "cold"
+            if cache_dir or not jax.config.jax_compilation_cache_dir
+            else "configured",
+        }
         sides = [build_ours(setting, batch)]
         if qdax_ok:
             sides.append(build_qdax(setting, batch))
         if setting.get("devices", 1) > 1:
-            sides.append(_RemoteSide("ours_sharded", setting, batch, setting["devices"],
-                                     cache_dir))
+            sides.append(_RemoteSide("ours_sharded", setting, batch, setting["devices"], cache_dir))
             if qdax_ok:
-                sides.append(_RemoteSide("qdax_distributed", setting, batch,
-                                         setting["devices"], cache_dir))
+                sides.append(
+                    _RemoteSide("qdax_distributed", setting, batch, setting["devices"], cache_dir)
+                )
         # interleaved: ours, QDax, ours sharded, QDax distributed, ours, ...
         for _ in range(setting["chunks"]):
             for side in sides:
@@ -445,18 +564,25 @@ def run(suite: str) -> list[dict]:
             evals_per_s = batch * setting["chunk"] / float(np.median(per_chunk))
             score, coverage, max_fitness = side.final()
             reach = time_to_score(side.times, side.scores, target)
-            record = {**common, "case": "map_elites", "side": side.name,
-                      "evals_per_s": evals_per_s,
-                      "env_steps_per_s": evals_per_s * setting["episode_length"],
-                      "seconds_per_generation": float(np.median(per_chunk)) / setting["chunk"],
-                      "evals_per_cpu_s": batch * setting["chunk"]
-                      / float(np.median(side.cpu_times)),
-                      "init_compile_s": side.init_compile_s,
-                      "chunk_compile_s": side.chunk_compile_s,
-                      "init_qd_score": side.initial[0], "init_coverage": side.initial[1],
-                      "qd_score": score, "coverage": coverage, "max_fitness": max_fitness,
-                      "target_qd_score": target, "seconds_to_target": reach,
-                      **side.memory}
+            record = {
+                **common,
+                "case": "map_elites",
+                "side": side.name,
+                "evals_per_s": evals_per_s,
+                "env_steps_per_s": evals_per_s * setting["episode_length"],
+                "seconds_per_generation": float(np.median(per_chunk)) / setting["chunk"],
+                "evals_per_cpu_s": batch * setting["chunk"] / float(np.median(side.cpu_times)),
+                "init_compile_s": side.init_compile_s,
+                "chunk_compile_s": side.chunk_compile_s,
+                "init_qd_score": side.initial[0],
+                "init_coverage": side.initial[1],
+                "qd_score": score,
+                "coverage": coverage,
+                "max_fitness": max_fitness,
+                "target_qd_score": target,
+                "seconds_to_target": reach,
+                **side.memory,
+            }
             if SIDES[side.name][1]:  # ours_sharded, qdax_distributed: close the worker
                 record["devices"] = setting["devices"]
                 side.close()
@@ -464,31 +590,54 @@ def run(suite: str) -> list[dict]:
                 record.update(memory_probe(side.name, setting, batch, cache_dir))
             results[side.name] = record
             records.append(record)
-            for index, (seconds, score_value) in enumerate(zip(side.times, side.scores, strict=True)):
-                records.append({**common, "case": "trace", "side": side.name,
-                                "generation": (index + 1) * setting["chunk"],
-                                "chunk_s": seconds, "qd_score": score_value})
+            for index, (seconds, score_value) in enumerate(
+                zip(side.times, side.scores, strict=True)
+            ):
+                records.append(
+                    {
+                        **common,
+                        "case": "trace",
+                        "side": side.name,
+                        "generation": (index + 1) * setting["chunk"],
+                        "chunk_s": seconds,
+                        "qd_score": score_value,
+                    }
+                )
         # ours / QDax on one device, ours on N devices / QDax on one, and on equal devices
-        for name, peer in (("ours", "qdax"), ("ours_sharded", "qdax"),
-                           ("ours_sharded", "qdax_distributed")):
+        for name, peer in (
+            ("ours", "qdax"),
+            ("ours_sharded", "qdax"),
+            ("ours_sharded", "qdax_distributed"),
+        ):
             if peer not in results or name not in results:
                 continue
             ours, qdax = results[name], results[peer]
-            ratio = {**common, "case": "ratio", "side": f"{name}/{peer}",
-                     "evals_per_s_ratio": ours["evals_per_s"] / qdax["evals_per_s"],
-                     "evals_per_cpu_s_ratio": ours["evals_per_cpu_s"] / qdax["evals_per_cpu_s"],
-                     "compile_ratio": (ours["init_compile_s"] + ours["chunk_compile_s"])
-                     / (qdax["init_compile_s"] + qdax["chunk_compile_s"]),
-                     "xla_temp_ratio": ours.get("xla_temp_mb", np.nan)
-                     / max(qdax.get("xla_temp_mb", np.nan), 1e-9)}
+            ratio = {
+                **common,
+                "case": "ratio",
+                "side": f"{name}/{peer}",
+                "evals_per_s_ratio": ours["evals_per_s"] / qdax["evals_per_s"],
+                "evals_per_cpu_s_ratio": ours["evals_per_cpu_s"] / qdax["evals_per_cpu_s"],
+                "compile_ratio": (ours["init_compile_s"] + ours["chunk_compile_s"])
+                / (qdax["init_compile_s"] + qdax["chunk_compile_s"]),
+                "xla_temp_ratio": ours.get("xla_temp_mb", np.nan)
+                / max(qdax.get("xla_temp_mb", np.nan), 1e-9),
+            }
             if "peak_rss_mb" in ours and "peak_rss_mb" in qdax:
                 ratio["peak_rss_ratio"] = ours["peak_rss_mb"] / qdax["peak_rss_mb"]
             if ours["seconds_to_target"] and qdax["seconds_to_target"]:
-                ratio["time_to_target_ratio"] = (ours["seconds_to_target"]
-                                                 / qdax["seconds_to_target"])
+                ratio["time_to_target_ratio"] = (
+                    ours["seconds_to_target"] / qdax["seconds_to_target"]
+                )
             records.append(ratio)
-        records.append({**common, "case": "process", "side": "parent (ours, qdax)",
-                        "peak_rss_mb": peak_rss_mb()})
+        records.append(
+            {
+                **common,
+                "case": "process",
+                "side": "parent (ours, qdax)",
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
     return records
 
 
@@ -499,7 +648,12 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:  # a multi-device side's process (see _RemoteSide)
         # argv: --worker SIDE SETTING_JSON BATCH DEVICES [CACHE_DIR]
-        worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
-               sys.argv[6] if len(sys.argv) > 6 else "")
+        worker(
+            sys.argv[2],
+            json.loads(sys.argv[3]),
+            int(sys.argv[4]),
+            int(sys.argv[5]),
+            sys.argv[6] if len(sys.argv) > 6 else "",
+        )
     else:
         main()

@@ -44,7 +44,7 @@ def one_call(key):
     out, offset = [], 0
     for shape in SHAPES:
         size = math.prod(shape)
-        out.append(flat[offset:offset + size].reshape(shape))
+        out.append(flat[offset : offset + size].reshape(shape))
         offset += size
     return out
 
@@ -73,8 +73,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--emitter", action="store_true",
-                        help="also compile the MAP-Elites emitter both ways (scratch memory)")
+    parser.add_argument(
+        "--emitter",
+        action="store_true",
+        help="also compile the MAP-Elites emitter both ways (scratch memory)",
+    )
     args = parser.parse_args(argv)
     import jax
 
@@ -90,9 +93,17 @@ def main(argv=None) -> int:
 def _run(args) -> None:
     import jax
 
-    print(json.dumps({"benchmark": "rng_compile", "jax": jax.__version__,
-                      "load_average": list(os.getloadavg()),
-                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}), flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": "rng_compile",
+                "jax": jax.__version__,
+                "load_average": list(os.getloadavg()),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            }
+        ),
+        flush=True,
+    )
     for name, draw in (("per_leaf", per_leaf), ("one_call", one_call), ("batched", batched)):
         seconds = []
         for repeat in range(args.repeats):
@@ -104,11 +115,20 @@ def _run(args) -> None:
             lowered = jax.jit(population).lower(jax.random.key(repeat))
             lowered.compile()
             seconds.append(time.perf_counter() - started)
-        print(json.dumps({"benchmark": "rng_compile", "variant": name, "batch": args.batch,
-                          "leaves": len(SHAPES), "compile_s_median": round(
-                              statistics.median(seconds), 3),
-                          "compile_s": [round(s, 3) for s in seconds],
-                          "stablehlo_lines": len(lowered.as_text().splitlines())}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "rng_compile",
+                    "variant": name,
+                    "batch": args.batch,
+                    "leaves": len(SHAPES),
+                    "compile_s_median": round(statistics.median(seconds), 3),
+                    "compile_s": [round(s, 3) for s in seconds],
+                    "stablehlo_lines": len(lowered.as_text().splitlines()),
+                }
+            ),
+            flush=True,
+        )
     _check_batched_equals_per_leaf()  # after the timings, so that it warms no cache before them
     if args.emitter:
         _emitter(args)
@@ -126,11 +146,14 @@ def _emitter(args) -> None:
     from synprune_jax.archives import GridSpec
     from synprune_jax.tasks import BraxTask
 
-    task = BraxTask("hopper", episode_length=10, hidden_sizes=(16, 16),
-                    descriptors=("feet_contact",))
+    task = BraxTask(
+        "hopper", episode_length=10, hidden_sizes=(16, 16), descriptors=("feet_contact",)
+    )
     config = me.MapElitesConfig(archive=GridSpec((0.0,), (1.0,), (128,)), batch_size=args.batch)
     hyper = me.MutationHyper()
-    archive = jax.jit(lambda k: me.MapElites(config, task).init(k, hyper))(jax.random.key(0)).archive
+    archive = jax.jit(lambda k: me.MapElites(config, task).init(k, hyper))(
+        jax.random.key(0)
+    ).archive
 
     def flips(max_waste):
         def flip_mutation(key, masks, maskable, p_disconnect, p_connect):
@@ -138,12 +161,17 @@ def _emitter(args) -> None:
             flags = jax.tree_util.tree_leaves(maskable)
             keys = jax.random.split(key, len(leaves))
             picked = [i for i, flag in enumerate(flags) if flag]
-            draws = rng.leafwise(jax.random.uniform, [keys[i] for i in picked],
-                                 [leaves[i].shape for i in picked], max_waste=max_waste)
+            draws = rng.leafwise(
+                jax.random.uniform,
+                [keys[i] for i in picked],
+                [leaves[i].shape for i in picked],
+                max_waste=max_waste,
+            )
             out = list(leaves)
             for i, u in zip(picked, draws, strict=True):
                 out[i] = jnp.where(leaves[i], u >= p_disconnect, u < p_connect)
             return jax.tree_util.tree_unflatten(treedef, out)
+
         return flip_mutation
 
     def noise(max_waste):
@@ -152,20 +180,38 @@ def _emitter(args) -> None:
             keys = jax.random.split(key, len(leaves))
             vector = [i for i, p in enumerate(leaves) if p.size > 1]
             scaled = lambda k, shape, dtype: sigma * jax.random.normal(k, shape, dtype)
-            drawn = dict(zip(vector, rng.leafwise(scaled, [keys[i] for i in vector],
-                                                  [leaves[i].shape for i in vector],
-                                                  [leaves[i].dtype for i in vector],
-                                                  max_waste=max_waste), strict=True))
-            out = [jnp.where(m, p + (drawn[i] if i in drawn else scaled(keys[i], p.shape,
-                                                                         p.dtype)), p)
-                   for i, (p, m) in enumerate(zip(leaves, jax.tree_util.tree_leaves(masks), strict=True))]
+            drawn = dict(
+                zip(
+                    vector,
+                    rng.leafwise(
+                        scaled,
+                        [keys[i] for i in vector],
+                        [leaves[i].shape for i in vector],
+                        [leaves[i].dtype for i in vector],
+                        max_waste=max_waste,
+                    ),
+                    strict=True,
+                )
+            )
+            out = [
+                jnp.where(m, p + (drawn[i] if i in drawn else scaled(keys[i], p.shape, p.dtype)), p)
+                for i, (p, m) in enumerate(
+                    zip(leaves, jax.tree_util.tree_leaves(masks), strict=True)
+                )
+            ]
             return jax.tree_util.tree_unflatten(treedef, out)
+
         return gaussian_mutation
 
     for max_waste in (None, 1.0, 1.5, 2.0, 3.0):
-        patches = [] if max_waste is None else [
-            mock.patch.object(pruning, "flip_mutation", flips(max_waste)),
-            mock.patch.object(variation, "gaussian_mutation", noise(max_waste))]
+        patches = (
+            []
+            if max_waste is None
+            else [
+                mock.patch.object(pruning, "flip_mutation", flips(max_waste)),
+                mock.patch.object(variation, "gaussian_mutation", noise(max_waste)),
+            ]
+        )
         seconds, temp = [], None
         for repeat in range(args.repeats):
             with contextlib.ExitStack() as stack:
@@ -176,10 +222,19 @@ def _emitter(args) -> None:
                 compiled = jax.jit(emit).lower(jax.random.key(repeat), archive).compile()
                 seconds.append(time.perf_counter() - started)
             temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
-        print(json.dumps({"benchmark": "rng_compile", "variant": "emitter_" + (
-            "per_leaf" if max_waste is None else f"leafwise_{max_waste:g}"),
-            "batch": args.batch, "compile_s_median": round(statistics.median(seconds), 3),
-            "xla_temp_mb": round(temp, 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "rng_compile",
+                    "variant": "emitter_"
+                    + ("per_leaf" if max_waste is None else f"leafwise_{max_waste:g}"),
+                    "batch": args.batch,
+                    "compile_s_median": round(statistics.median(seconds), 3),
+                    "xla_temp_mb": round(temp, 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -36,14 +36,29 @@ INITIAL_BATCH = 64
 
 SIZES = {
     "toy": {"brax": [(4, 4)], "arm": [(8, 4)], "episode_length": 5, "chunk": 1, "chunks": 2},
-    "quick": {"brax": [(64, 16), (256, 16), (1024, 16)],
-              "arm": [(256, 16), (4096, 16), (16384, 16), (4096, 128)],
-              "episode_length": 100, "chunk": 4, "chunks": 3},
-    "full": {"brax": [(64, 16), (256, 16), (1024, 16), (4096, 16), (16384, 16), (256, 64),
-                      (256, 256), (1024, 64)],
-             "arm": [(64, 16), (256, 16), (1024, 16), (4096, 16), (16384, 16), (4096, 64),
-                     (4096, 256)],
-             "episode_length": 100, "chunk": 5, "chunks": 4},
+    "quick": {
+        "brax": [(64, 16), (256, 16), (1024, 16)],
+        "arm": [(256, 16), (4096, 16), (16384, 16), (4096, 128)],
+        "episode_length": 100,
+        "chunk": 4,
+        "chunks": 3,
+    },
+    "full": {
+        "brax": [
+            (64, 16),
+            (256, 16),
+            (1024, 16),
+            (4096, 16),
+            (16384, 16),
+            (256, 64),
+            (256, 256),
+            (1024, 64),
+        ],
+        "arm": [(64, 16), (256, 16), (1024, 16), (4096, 16), (16384, 16), (4096, 64), (4096, 256)],
+        "episode_length": 100,
+        "chunk": 5,
+        "chunks": 4,
+    },
 }
 
 
@@ -56,9 +71,13 @@ def _measure(algorithm, chunk: int, chunks: int) -> dict:
         jax.block_until_ready(state)
         times.append(time.perf_counter() - start)
     seconds_per_generation = statistics.median(times) / chunk
-    return {"init_compile_s": init_s, "chunk_compile_s": chunk_s,
-            "seconds_per_generation": seconds_per_generation,
-            "evals_per_s": algorithm.config.batch_size / seconds_per_generation, **memory}
+    return {
+        "init_compile_s": init_s,
+        "chunk_compile_s": chunk_s,
+        "seconds_per_generation": seconds_per_generation,
+        "evals_per_s": algorithm.config.batch_size / seconds_per_generation,
+        **memory,
+    }
 
 
 def brax_point(batch: int, width: int, episode_length: int, chunk: int, chunks: int) -> dict:
@@ -66,14 +85,26 @@ def brax_point(batch: int, width: int, episode_length: int, chunk: int, chunks: 
     from synprune_jax.archives import GridSpec
     from synprune_jax.tasks import BraxTask
 
-    task = BraxTask(env_name="hopper", backend="spring", episode_length=episode_length,
-                    hidden_sizes=(width, width))
-    config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (32, 32)),
-                             batch_size=batch, initial_batch_size=min(batch, INITIAL_BATCH))
+    task = BraxTask(
+        env_name="hopper",
+        backend="spring",
+        episode_length=episode_length,
+        hidden_sizes=(width, width),
+    )
+    config = MapElitesConfig(
+        archive=GridSpec((0.0, 0.0), (1.0, 1.0), (32, 32)),
+        batch_size=batch,
+        initial_batch_size=min(batch, INITIAL_BATCH),
+    )
     result = _measure(MapElites(config, task), chunk, chunks)
     result["env_steps_per_s"] = result["evals_per_s"] * episode_length
-    return {"workload": "brax", "env": "hopper", "backend": "spring",
-            "episode_length": episode_length, **result}
+    return {
+        "workload": "brax",
+        "env": "hopper",
+        "backend": "spring",
+        "episode_length": episode_length,
+        **result,
+    }
 
 
 def arm_point(batch: int, width: int, chunk: int, chunks: int) -> dict:
@@ -82,8 +113,11 @@ def arm_point(batch: int, width: int, chunk: int, chunks: int) -> dict:
     from synprune_jax.tasks import KinematicArm
 
     task = KinematicArm(num_joints=8, genotype="mlp", hidden_sizes=(width,))
-    config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (100, 100)),
-                             batch_size=batch, initial_batch_size=min(batch, INITIAL_BATCH))
+    config = MapElitesConfig(
+        archive=GridSpec((0.0, 0.0), (1.0, 1.0), (100, 100)),
+        batch_size=batch,
+        initial_batch_size=min(batch, INITIAL_BATCH),
+    )
     return {"workload": "arm", **_measure(MapElites(config, task), chunk, chunks)}
 
 
@@ -93,12 +127,23 @@ def run(suite: str) -> list[dict]:
     cache = fresh_compilation_cache()
     records = []
     for batch, width in setting["arm"]:
-        records.append({"batch": batch, "width": width,
-                        **arm_point(batch, width, setting["chunk"] * 5, setting["chunks"])})
+        records.append(
+            {
+                "batch": batch,
+                "width": width,
+                **arm_point(batch, width, setting["chunk"] * 5, setting["chunks"]),
+            }
+        )
     for batch, width in setting["brax"]:
-        records.append({"batch": batch, "width": width,
-                        **brax_point(batch, width, setting["episode_length"], setting["chunk"],
-                                     setting["chunks"])})
+        records.append(
+            {
+                "batch": batch,
+                "width": width,
+                **brax_point(
+                    batch, width, setting["episode_length"], setting["chunk"], setting["chunks"]
+                ),
+            }
+        )
     for record in records:
         record["compilation_cache"] = "fresh" if cache else "configured"
     return records

@@ -97,8 +97,7 @@ def _task_devices_runner(experiment, overrides, num_devices, chunk_size):
     config["experiment"] = experiment
     built = definition.build(config)
     algorithm, hyper = built.algorithm, built.hyper
-    init = jax.jit(lambda seed: runner.strong_types(
-        algorithm.init(runner.init_key(seed), hyper)))
+    init = jax.jit(lambda seed: runner.strong_types(algorithm.init(runner.init_key(seed), hyper)))
 
     def chunk(seed, state):
         step = lambda key, state: algorithm.step(key, state, hyper)
@@ -107,9 +106,16 @@ def _task_devices_runner(experiment, overrides, num_devices, chunk_size):
     return init, jax.jit(chunk)
 
 
-def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, generations: int,
-                    chunk_size: int, repeats: int, num_devices: int = 1,
-                    sharded_only: bool = False) -> dict:
+def sweep_benchmark(
+    experiment: str,
+    overrides: list[str],
+    num_runs: int,
+    generations: int,
+    chunk_size: int,
+    repeats: int,
+    num_devices: int = 1,
+    sharded_only: bool = False,
+) -> dict:
     """Part 1 in this process. ``num_devices == 1``: the one-device variants (vmapped,
     sequential); ``sharded_only``: only the variants on ``num_devices`` devices (run in a process
     that has them, so that the one-device variants never share a process with extra CPU
@@ -156,8 +162,10 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
         compile_s["sequential"] = time.perf_counter() - started
         variants["vmapped"] = lambda: run_vmapped(vmapped, seeds, hypers, states)
         # per-run arguments sliced and placed before any timing: the loop times only the calls
-        run_args = [jax.device_put((seeds[index], one(hypers, index), one(states, index)),
-                                   first_device) for index in range(num_runs)]
+        run_args = [
+            jax.device_put((seeds[index], one(hypers, index), one(states, index)), first_device)
+            for index in range(num_runs)
+        ]
 
         def run_sequential():
             finals = []
@@ -179,8 +187,9 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
         put = lambda tree: None if tree is None else sharding.shard_leading_axis(tree, mesh)
         placed = (put(seeds), put(hypers), put(states))
         started = time.perf_counter()
-        sharded = jax.jit(jax.vmap(chunk), in_shardings=lead, out_shardings=lead).lower(
-            *placed).compile()
+        sharded = (
+            jax.jit(jax.vmap(chunk), in_shardings=lead, out_shardings=lead).lower(*placed).compile()
+        )
         compile_s["vmapped_sharded"] = time.perf_counter() - started
         variants["vmapped_sharded"] = lambda: run_vmapped(sharded, *placed)
         # The strongest one-after-another baseline that also uses every device: each run's
@@ -221,18 +230,26 @@ def sweep_benchmark(experiment: str, overrides: list[str], num_runs: int, genera
     for name, final in finals.items():  # per run, to compare the variants' results
         runs_final = final if isinstance(final, list) else [one(final, i) for i in range(num_runs)]
         if hasattr(runs_final[0], "archive"):
-            final_scores[name] = [float(qd_metrics(state.archive, offset)["qd_score"])
-                                  for state in runs_final]
+            final_scores[name] = [
+                float(qd_metrics(state.archive, offset)["qd_score"]) for state in runs_final
+            ]
     generations_run = num_chunks * chunk_size
     return {
-        "part": "sweep", "experiment": experiment, "overrides": overrides, "runs": num_runs,
-        "generations": generations_run, "chunk_size": chunk_size, "repeats": repeats,
+        "part": "sweep",
+        "experiment": experiment,
+        "overrides": overrides,
+        "runs": num_runs,
+        "generations": generations_run,
+        "chunk_size": chunk_size,
+        "repeats": repeats,
         "load_average": round(os.getloadavg()[0], 2),
         **{f"{name}_compile_s": round(value, 3) for name, value in compile_s.items()},
         **{f"{name}_steady_s": round(value, 4) for name, value in steady.items()},
         **{f"{name}_cpu_s": round(value, 4) for name, value in cpu.items()},
-        **{f"{name}_runs_generations_per_s": round(num_runs * generations_run / value, 1)
-           for name, value in steady.items()},
+        **{
+            f"{name}_runs_generations_per_s": round(num_runs * generations_run / value, 1)
+            for name, value in steady.items()
+        },
         "final_qd_scores": final_scores,
     }
 
@@ -241,10 +258,14 @@ def summarize_sweep(record: dict) -> dict:
     """Speed-ups and result differences of a part-1 record (one-device fields merged with the
     sharded child's): ``speedup`` = sequential / vmapped (one device); with the sharded variants,
     ``speedup_sharded`` = the faster sequential variant (``best_sequential``) / vmapped_sharded."""
-    steady = {name[:-len("_steady_s")]: value for name, value in record.items()
-              if name.endswith("_steady_s")}
-    cpu = {name[:-len("_cpu_s")]: value for name, value in record.items()
-           if name.endswith("_cpu_s")}
+    steady = {
+        name[: -len("_steady_s")]: value
+        for name, value in record.items()
+        if name.endswith("_steady_s")
+    }
+    cpu = {
+        name[: -len("_cpu_s")]: value for name, value in record.items() if name.endswith("_cpu_s")
+    }
     scores = record.pop("final_qd_scores", {})
     reference = scores.get("sequential")
 
@@ -258,16 +279,20 @@ def summarize_sweep(record: dict) -> dict:
     if "vmapped_sharded" in steady:
         baselines = [name for name in ("sequential", "sequential_task_devices") if name in steady]
         best = min(baselines, key=steady.get)
-        record.update({
-            "best_sequential": best,
-            "speedup_sharded": round(steady[best] / steady["vmapped_sharded"], 2),
-            "speedup_sharded_vs_one_device_sequential": round(
-                steady["sequential"] / steady["vmapped_sharded"], 2),
-            "speedup_sharded_per_cpu_s": round(cpu[best] / cpu["vmapped_sharded"], 2),
-            "max_abs_difference_final_qd_score_sharded": difference("vmapped_sharded"),
-            "max_abs_difference_final_qd_score_task_devices": difference(
-                "sequential_task_devices"),
-        })
+        record.update(
+            {
+                "best_sequential": best,
+                "speedup_sharded": round(steady[best] / steady["vmapped_sharded"], 2),
+                "speedup_sharded_vs_one_device_sequential": round(
+                    steady["sequential"] / steady["vmapped_sharded"], 2
+                ),
+                "speedup_sharded_per_cpu_s": round(cpu[best] / cpu["vmapped_sharded"], 2),
+                "max_abs_difference_final_qd_score_sharded": difference("vmapped_sharded"),
+                "max_abs_difference_final_qd_score_task_devices": difference(
+                    "sequential_task_devices"
+                ),
+            }
+        )
     return record
 
 
@@ -278,7 +303,11 @@ def sharded_sweep_child(argv: list[str], num_devices: int) -> dict:
     env.pop("XLA_FLAGS", None)
     completed = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *argv, "--sharded-child", str(num_devices)],
-        env=env, capture_output=True, text=True, check=False)
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
         raise RuntimeError(f"sharded sweep child failed:\n{completed.stderr[-3000:]}")
@@ -332,13 +361,18 @@ print(json.dumps({"wall_s": wall, "compile_s": compile_s,
 """
 
 
-def end_to_end_benchmark(experiment: str, overrides: list[str], num_runs: int,
-                         generations: int, chunk_size: int) -> dict:
+def end_to_end_benchmark(
+    experiment: str, overrides: list[str], num_runs: int, generations: int, chunk_size: int
+) -> dict:
     """Part 3: ``sweeps.sweep`` vs ``runner.run`` per run, each side in a fresh process."""
     import tempfile
 
-    overrides = [*overrides, f"run.num_generations={generations}", f"run.chunk_size={chunk_size}",
-                 "run.progress=false"]
+    overrides = [
+        *overrides,
+        f"run.num_generations={generations}",
+        f"run.chunk_size={chunk_size}",
+        "run.progress=false",
+    ]
     records = []
     for cache in (False, True):
         sides = {}
@@ -347,27 +381,49 @@ def end_to_end_benchmark(experiment: str, overrides: list[str], num_runs: int,
                 out = os.path.join(directory, side)
                 cache_dir = os.path.join(directory, f"cache-{side}") if cache else ""
                 completed = subprocess.run(
-                    [sys.executable, "-c", END_TO_END_CHILD, side, experiment, out,
-                     str(num_runs), json.dumps(overrides), cache_dir],
-                    capture_output=True, text=True, check=False)
+                    [
+                        sys.executable,
+                        "-c",
+                        END_TO_END_CHILD,
+                        side,
+                        experiment,
+                        out,
+                        str(num_runs),
+                        json.dumps(overrides),
+                        cache_dir,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if completed.returncode != 0:
                     tail = completed.stderr.strip().splitlines()[-1:] or ["?"]
-                    return {"part": "end_to_end", "status": "error", "side": side,
-                            "error": tail[0]}
+                    return {"part": "end_to_end", "status": "error", "side": side, "error": tail[0]}
                 sides[side] = json.loads(completed.stdout.strip().splitlines()[-1])
         sweep_s, sequential_s = sides["sweep"]["wall_s"], sides["sequential"]["wall_s"]
-        records.append({
-            "persistent_cache": cache,
-            "sweep_wall_s": round(sweep_s, 2), "sequential_wall_s": round(sequential_s, 2),
-            "sweep_compile_s": round(sides["sweep"]["compile_s"], 2),
-            "sequential_compile_s": round(sides["sequential"]["compile_s"], 2),
-            "speedup": round(sequential_s / sweep_s, 2),
-            "speedup_without_compile": round(
-                (sequential_s - sides["sequential"]["compile_s"])
-                / max(sweep_s - sides["sweep"]["compile_s"], 1e-9), 2),
-        })
-    return {"part": "end_to_end", "experiment": experiment, "overrides": overrides,
-            "runs": num_runs, "generations": generations, "results": records}
+        records.append(
+            {
+                "persistent_cache": cache,
+                "sweep_wall_s": round(sweep_s, 2),
+                "sequential_wall_s": round(sequential_s, 2),
+                "sweep_compile_s": round(sides["sweep"]["compile_s"], 2),
+                "sequential_compile_s": round(sides["sequential"]["compile_s"], 2),
+                "speedup": round(sequential_s / sweep_s, 2),
+                "speedup_without_compile": round(
+                    (sequential_s - sides["sequential"]["compile_s"])
+                    / max(sweep_s - sides["sweep"]["compile_s"], 1e-9),
+                    2,
+                ),
+            }
+        )
+    return {
+        "part": "end_to_end",
+        "experiment": experiment,
+        "overrides": overrides,
+        "runs": num_runs,
+        "generations": generations,
+        "results": records,
+    }
 
 
 DEVICE_CHILD = r"""
@@ -409,8 +465,14 @@ print("RESULT " + json.dumps({
 """
 
 
-def devices_benchmark(task: str, task_options: dict, population: int, repeats: int,
-                      counts: list[int], real_devices: bool) -> dict:
+def devices_benchmark(
+    task: str,
+    task_options: dict,
+    population: int,
+    repeats: int,
+    counts: list[int],
+    real_devices: bool,
+) -> dict:
     results = []
     for count in counts:
         env = dict(os.environ)
@@ -419,14 +481,22 @@ def devices_benchmark(task: str, task_options: dict, population: int, repeats: i
             env["JAX_PLATFORMS"] = "cpu"
         else:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(count))
-        options = {"task": task, "task_options": task_options, "population": population,
-                   "repeats": repeats}
-        completed = subprocess.run([sys.executable, "-c", DEVICE_CHILD, json.dumps(options)],
-                                   env=env, capture_output=True, text=True)
+        options = {
+            "task": task,
+            "task_options": task_options,
+            "population": population,
+            "repeats": repeats,
+        }
+        completed = subprocess.run(
+            [sys.executable, "-c", DEVICE_CHILD, json.dumps(options)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
         if completed.returncode != 0 or not lines:
             raise RuntimeError(f"{count} devices failed:\n{completed.stderr[-3000:]}")
-        results.append(json.loads(lines[-1][len("RESULT "):]))
+        results.append(json.loads(lines[-1][len("RESULT ") :]))
     import numpy as np
 
     reference = np.asarray(results[0]["fitness"], np.float64)
@@ -435,10 +505,16 @@ def devices_benchmark(task: str, task_options: dict, population: int, repeats: i
         difference = np.abs(fitness - reference)
         result["max_abs_difference_vs_1"] = float(difference.max())
         result["max_rel_difference_vs_1"] = float(
-            (difference / np.maximum(np.abs(reference), 1e-6)).max())
-    return {"part": "devices", "task": task, "task_options": task_options,
-            "emulated": not real_devices, "results": results,
-            "identical": all(r["fitness_sha1"] == results[0]["fitness_sha1"] for r in results)}
+            (difference / np.maximum(np.abs(reference), 1e-6)).max()
+        )
+    return {
+        "part": "devices",
+        "task": task,
+        "task_options": task_options,
+        "emulated": not real_devices,
+        "results": results,
+        "identical": all(r["fitness_sha1"] == results[0]["fitness_sha1"] for r in results),
+    }
 
 
 def main(argv=None) -> int:
@@ -455,30 +531,52 @@ def main(argv=None) -> int:
     parser.add_argument("--real-devices", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-devices", action="store_true")
-    parser.add_argument("--end-to-end", action="store_true",
-                        help="also part 3: sweeps.sweep vs runner.run per run, fresh processes")
-    parser.add_argument("--sweep-devices", type=int, default=None,
-                        help="devices for the sharded variants of part 1 (default: on a CPU "
-                             "host the largest divisor of --runs not above the cores, one CPU "
-                             "device per core as `synprune sweep` creates them; elsewhere of "
-                             "the local devices; 1 skips the sharded variants)")
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="also part 3: sweeps.sweep vs runner.run per run, fresh processes",
+    )
+    parser.add_argument(
+        "--sweep-devices",
+        type=int,
+        default=None,
+        help="devices for the sharded variants of part 1 (default: on a CPU "
+        "host the largest divisor of --runs not above the cores, one CPU "
+        "device per core as `synprune sweep` creates them; elsewhere of "
+        "the local devices; 1 skips the sharded variants)",
+    )
     parser.add_argument("--sharded-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    overrides = args.set if args.set is not None else [
-        "map_elites.batch_size=64", "map_elites.initial_batch_size=128"]
-    sweep_options = (args.experiment, overrides, args.runs, args.generations, args.chunk_size,
-                     args.repeats)
+    overrides = (
+        args.set
+        if args.set is not None
+        else ["map_elites.batch_size=64", "map_elites.initial_batch_size=128"]
+    )
+    sweep_options = (
+        args.experiment,
+        overrides,
+        args.runs,
+        args.generations,
+        args.chunk_size,
+        args.repeats,
+    )
     if args.sharded_child:  # the process with the devices (see sharded_sweep_child)
-        _emit(sweep_benchmark(*sweep_options, num_devices=args.sharded_child,
-                              sharded_only=True))
+        _emit(sweep_benchmark(*sweep_options, num_devices=args.sharded_child, sharded_only=True))
         return 0
     import jax
 
-    _emit({"part": "environment", "backend": jax.default_backend(),
-           "devices": jax.device_count(), "jax": jax.__version__,
-           "processor": platform.processor() or platform.machine(),
-           "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    _emit(
+        {
+            "part": "environment",
+            "backend": jax.default_backend(),
+            "devices": jax.device_count(),
+            "jax": jax.__version__,
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+    )
     if not args.skip_sweep:
         record = sweep_benchmark(*sweep_options)  # one device, in this process
         if args.sweep_devices is not None:
@@ -486,14 +584,22 @@ def main(argv=None) -> int:
         else:  # CPU: one device per usable core, created in the child; else the local devices
             from synprune_jax.cli import usable_cores
 
-            limit = (usable_cores() if jax.default_backend() == "cpu"
-                     else len(jax.local_devices()))
+            limit = usable_cores() if jax.default_backend() == "cpu" else len(jax.local_devices())
             count = largest_divisor(args.runs, limit)
         record["devices"] = count
         if count > 1:
-            child_argv = ["--experiment", args.experiment, "--runs", str(args.runs),
-                          "--generations", str(args.generations), "--chunk-size",
-                          str(args.chunk_size), "--repeats", str(args.repeats)]
+            child_argv = [
+                "--experiment",
+                args.experiment,
+                "--runs",
+                str(args.runs),
+                "--generations",
+                str(args.generations),
+                "--chunk-size",
+                str(args.chunk_size),
+                "--repeats",
+                str(args.repeats),
+            ]
             for override in overrides:
                 child_argv += ["--set", override]
             child = sharded_sweep_child(child_argv, count)
@@ -504,14 +610,32 @@ def main(argv=None) -> int:
             record["load_average_sharded_child"] = child["load_average"]
         _emit(summarize_sweep(record))
     if args.end_to_end:
-        _emit(end_to_end_benchmark(args.experiment, overrides, args.runs, args.generations,
-                                   args.chunk_size))
+        _emit(
+            end_to_end_benchmark(
+                args.experiment, overrides, args.runs, args.generations, args.chunk_size
+            )
+        )
     if not args.skip_devices:
-        task_options = ({"env_name": "hopper", "backend": "spring", "episode_length": 50,
-                         "hidden_sizes": [16, 16]} if args.device_task == "brax"
-                        else {"num_joints": 8, "genotype": "mlp", "hidden_sizes": [32]})
-        _emit(devices_benchmark(args.device_task, task_options, args.population, args.repeats,
-                                [int(c) for c in args.devices.split(",")], args.real_devices))
+        task_options = (
+            {
+                "env_name": "hopper",
+                "backend": "spring",
+                "episode_length": 50,
+                "hidden_sizes": [16, 16],
+            }
+            if args.device_task == "brax"
+            else {"num_joints": 8, "genotype": "mlp", "hidden_sizes": [32]}
+        )
+        _emit(
+            devices_benchmark(
+                args.device_task,
+                task_options,
+                args.population,
+                args.repeats,
+                [int(c) for c in args.devices.split(",")],
+                args.real_devices,
+            )
+        )
     return 0
 
 

@@ -59,12 +59,14 @@ def build_raw(task, batch: int):
         key, reset_key = jax.random.split(key)
         state = task._reset(reset_key)
         states = jax.tree_util.tree_map(
-            lambda leaf: jnp.broadcast_to(leaf, (batch, *jnp.shape(leaf))), state)
+            lambda leaf: jnp.broadcast_to(leaf, (batch, *jnp.shape(leaf))), state
+        )
 
         def body(carry, _):
             states, key = carry
-            actions = jax.vmap(lambda p, s: task._action(spec.apply_dense(
-                p, task._observation(s))))(params, states)
+            actions = jax.vmap(
+                lambda p, s: task._action(spec.apply_dense(p, task._observation(s)))
+            )(params, states)
             if task.step_keys:
                 key, step_key = jax.random.split(key)
                 states = jax.vmap(task._step)(states, actions, jax.random.split(step_key, batch))
@@ -141,9 +143,10 @@ def build_engine(task, batch: int, chunk: int, no_draws: bool = False):
     from synprune_jax.archives import GridSpec
 
     lower, upper = task.descriptor_bounds()
-    config = MapElitesConfig(archive=GridSpec(tuple(float(x) for x in lower),
-                                              tuple(float(x) for x in upper), (32, 32)),
-                             batch_size=batch)
+    config = MapElitesConfig(
+        archive=GridSpec(tuple(float(x) for x in lower), tuple(float(x) for x in upper), (32, 32)),
+        batch_size=batch,
+    )
     algorithm = MapElites(config, _RealDrawsTask(task) if no_draws else task)
     hyper = algorithm.default_hyper
     state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
@@ -171,8 +174,9 @@ def build_engine(task, batch: int, chunk: int, no_draws: bool = False):
     return call, compile_s
 
 
-def measure(suite: str, options: dict, batch: int, chunk: int, rounds: int,
-            no_draws: bool = False) -> dict:
+def measure(
+    suite: str, options: dict, batch: int, chunk: int, rounds: int, no_draws: bool = False
+) -> dict:
     from synprune_jax.tasks import make_task
 
     task = make_task(suite, **options)
@@ -199,21 +203,35 @@ def measure(suite: str, options: dict, batch: int, chunk: int, rounds: int,
             bound_times.append((time.perf_counter() - start) / chunk)
     steps = batch * task.episode_length
     ratios = [raw / engine for raw, engine in zip(raw_times, engine_times, strict=True)]
-    evaluate_ratios = [raw / evaluate
-                       for raw, evaluate in zip(raw_times, evaluate_times, strict=True)]
-    return {"suite": suite, "env": options.get("env_name", suite), "batch": batch,
-            "episode_length": task.episode_length,
-            "raw_env_steps_per_s": steps / statistics.median(raw_times),
-            "evaluate_env_steps_per_s": steps / statistics.median(evaluate_times),
-            "engine_env_steps_per_s": steps / statistics.median(engine_times),
-            "evaluate_ratio": statistics.median(evaluate_ratios),
-            "overhead_ratio": statistics.median(ratios), "overhead_ratio_min": min(ratios),
-            "overhead_ratio_max": max(ratios), "engine_compile_s": engine_compile_s,
-            "evaluate_compile_s": evaluate_compile_s, "raw_compile_s": raw_compile_s,
-            "generations_timed": chunk * rounds,
-            **({"no_draws_ratio": statistics.median(
-                [raw / bound for raw, bound in zip(raw_times, bound_times, strict=True)])}
-               if bound_times else {})}
+    evaluate_ratios = [
+        raw / evaluate for raw, evaluate in zip(raw_times, evaluate_times, strict=True)
+    ]
+    return {
+        "suite": suite,
+        "env": options.get("env_name", suite),
+        "batch": batch,
+        "episode_length": task.episode_length,
+        "raw_env_steps_per_s": steps / statistics.median(raw_times),
+        "evaluate_env_steps_per_s": steps / statistics.median(evaluate_times),
+        "engine_env_steps_per_s": steps / statistics.median(engine_times),
+        "evaluate_ratio": statistics.median(evaluate_ratios),
+        "overhead_ratio": statistics.median(ratios),
+        "overhead_ratio_min": min(ratios),
+        "overhead_ratio_max": max(ratios),
+        "engine_compile_s": engine_compile_s,
+        "evaluate_compile_s": evaluate_compile_s,
+        "raw_compile_s": raw_compile_s,
+        "generations_timed": chunk * rounds,
+        **(
+            {
+                "no_draws_ratio": statistics.median(
+                    [raw / bound for raw, bound in zip(raw_times, bound_times, strict=True)]
+                )
+            }
+            if bound_times
+            else {}
+        ),
+    }
 
 
 def main(argv=None) -> None:
@@ -223,21 +241,32 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--chunk", type=int, default=5)
     parser.add_argument("--suite", action="append", help="only these suites (repeatable)")
-    parser.add_argument("--no-draws", action="store_true",
-                        help="also time the engine without the algorithm's random draws "
-                             "(no_draws_ratio: a bound, not a result)")
+    parser.add_argument(
+        "--no-draws",
+        action="store_true",
+        help="also time the engine without the algorithm's random draws "
+        "(no_draws_ratio: a bound, not a result)",
+    )
     args = parser.parse_args(argv)
-    print(json.dumps({"stage": "machine", "jax": jax.__version__,
-                      "backend": jax.default_backend(), "devices": len(jax.devices()),
-                      "processor": platform.processor()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "stage": "machine",
+                "jax": jax.__version__,
+                "backend": jax.default_backend(),
+                "devices": len(jax.devices()),
+                "processor": platform.processor(),
+            }
+        ),
+        flush=True,
+    )
     seen = set()
     for suite, options in SUITES:
         if (args.suite and suite not in args.suite) or (args.quick and suite in seen):
             continue
         seen.add(suite)
         try:
-            record = measure(suite, options, args.batch, args.chunk, args.rounds,
-                             args.no_draws)
+            record = measure(suite, options, args.batch, args.chunk, args.rounds, args.no_draws)
         except ImportError as error:  # an extra that is not installed
             record = {"suite": suite, "env": options.get("env_name"), "skipped": str(error)}
         print(json.dumps(record), flush=True)

@@ -3,9 +3,9 @@
 Raw: a plain jitted Brax rollout of the same *unmasked* tanh MLP, batch B, fixed episode length
 (vmapped reset + ``lax.scan``), rewards summed. Engine: full MAP-Elites generations (emit +
 masked evaluation with the alive mask + descriptors + archive insertion), scanned in chunks as the
-runner does. Both count ``B * episode_length`` env steps per call / generation and share one reset state across
-the batch per call (the engine's common random numbers). Throughputs are medians over timed calls
-(raw) or chunks (engine), after a warm-up call.
+runner does. Both count ``B * episode_length`` env steps per call / generation and share one reset
+state across the batch per call (the engine's common random numbers). Throughputs are medians over
+timed calls (raw) or chunks (engine), after a warm-up call.
 
 The last line holds ``raw_env_steps_per_s``, ``engine_env_steps_per_s``, ``overhead_ratio``
 (engine / raw; target >= 0.90 at batch 256), ``compile_s`` (engine chunk, AOT) and peak host
@@ -35,8 +35,9 @@ def _emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def build_raw(env_name: str, backend: str, batch: int, episode_length: int,
-              hidden: tuple[int, ...]):
+def build_raw(
+    env_name: str, backend: str, batch: int, episode_length: int, hidden: tuple[int, ...]
+):
     """A plain Brax rollout of ``batch`` unmasked MLPs (:func:`benchmarks.task_suites.build_raw`
     on the Brax task): the speed limit the engine is measured against. Returns ``(call,
     compile_s)``; ``call(index)`` runs one rollout with a fresh reset key."""
@@ -48,12 +49,23 @@ def build_raw(env_name: str, backend: str, batch: int, episode_length: int,
 def _task(env_name: str, backend: str, episode_length: int, hidden: tuple[int, ...]):
     from synprune_jax.tasks import BraxTask
 
-    return BraxTask(env_name=env_name, backend=backend, episode_length=episode_length,
-                    hidden_sizes=hidden, descriptors=("sparsity", "disconnected_fraction"))
+    return BraxTask(
+        env_name=env_name,
+        backend=backend,
+        episode_length=episode_length,
+        hidden_sizes=hidden,
+        descriptors=("sparsity", "disconnected_fraction"),
+    )
 
 
-def build_engine(env_name: str, backend: str, batch: int, episode_length: int,
-                 hidden: tuple[int, ...], chunk: int):
+def build_engine(
+    env_name: str,
+    backend: str,
+    batch: int,
+    episode_length: int,
+    hidden: tuple[int, ...],
+    chunk: int,
+):
     """Full MAP-Elites generations on the Brax task (sparsity x disconnected fraction),
     :func:`benchmarks.task_suites.build_engine`. Returns ``(call, compile_s)``."""
     from benchmarks.task_suites import build_engine as build_task_engine
@@ -61,16 +73,24 @@ def build_engine(env_name: str, backend: str, batch: int, episode_length: int,
     return build_task_engine(_task(env_name, backend, episode_length, hidden), batch, chunk)
 
 
-def interleaved(env_name: str, backend: str, batch: int, episode_length: int,
-                hidden: tuple[int, ...], chunk: int, rounds: int) -> dict:
+def interleaved(
+    env_name: str,
+    backend: str,
+    batch: int,
+    episode_length: int,
+    hidden: tuple[int, ...],
+    chunk: int,
+    rounds: int,
+) -> dict:
     """Times raw rollouts and engine chunks alternately, so both see the same machine load.
 
     Each round times ``chunk`` raw rollouts and then one engine chunk of ``chunk`` generations
     (the same number of env steps); throughputs are medians over rounds.
     """
     raw_call, raw_compile_s = build_raw(env_name, backend, batch, episode_length, hidden)
-    engine_call, engine_compile_s = build_engine(env_name, backend, batch, episode_length,
-                                                 hidden, chunk)
+    engine_call, engine_compile_s = build_engine(
+        env_name, backend, batch, episode_length, hidden, chunk
+    )
     raw_times, engine_times, rss = [], [], []
     for index in range(rounds):
         start = time.perf_counter()
@@ -83,17 +103,22 @@ def interleaved(env_name: str, backend: str, batch: int, episode_length: int,
         rss.append(_peak_rss_mb())
     steps = batch * episode_length
     ratios = [raw / engine for raw, engine in zip(raw_times, engine_times, strict=True)]
-    return {"stage": "summary",
-            "raw_env_steps_per_s": steps / statistics.median(raw_times),
-            "engine_env_steps_per_s": steps / statistics.median(engine_times),
-            "overhead_ratio": statistics.median(ratios),
-            "overhead_ratio_min": min(ratios), "overhead_ratio_max": max(ratios),
-            "seconds_per_generation": statistics.median(engine_times),
-            "generations_timed": chunk * rounds, "compile_s": engine_compile_s,
-            "raw_compile_s": raw_compile_s,
-            "peak_rss_mb_first_chunk": rss[0], "peak_rss_mb_last_chunk": rss[-1],
-            "qd_score": float(metrics["qd_score"][-1]),
-            "coverage": float(metrics["coverage"][-1])}
+    return {
+        "stage": "summary",
+        "raw_env_steps_per_s": steps / statistics.median(raw_times),
+        "engine_env_steps_per_s": steps / statistics.median(engine_times),
+        "overhead_ratio": statistics.median(ratios),
+        "overhead_ratio_min": min(ratios),
+        "overhead_ratio_max": max(ratios),
+        "seconds_per_generation": statistics.median(engine_times),
+        "generations_timed": chunk * rounds,
+        "compile_s": engine_compile_s,
+        "raw_compile_s": raw_compile_s,
+        "peak_rss_mb_first_chunk": rss[0],
+        "peak_rss_mb_last_chunk": rss[-1],
+        "qd_score": float(metrics["qd_score"][-1]),
+        "coverage": float(metrics["coverage"][-1]),
+    }
 
 
 def main() -> None:
@@ -105,15 +130,36 @@ def main() -> None:
     args = parser.parse_args()
     hidden = tuple(int(h) for h in args.hidden.split(","))
     sizes = [(256, 100)] if args.quick else [(256, 100), (1024, 100), (256, 200)]
-    machine = {"jax": jax.__version__, "backend": jax.default_backend(),
-               "devices": [str(d) for d in jax.devices()], "processor": platform.processor(),
-               "machine": platform.machine()}
+    machine = {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "processor": platform.processor(),
+        "machine": platform.machine(),
+    }
     _emit({"stage": "machine", **machine})
     for batch, episode_length in sizes:
-        common = {"env": args.env, "backend": args.backend, "batch": batch,
-                  "episode_length": episode_length, "hidden": list(hidden)}
-        _emit({**common, **interleaved(args.env, args.backend, batch, episode_length, hidden,
-                                       chunk=5, rounds=6 if args.quick else 10)})
+        common = {
+            "env": args.env,
+            "backend": args.backend,
+            "batch": batch,
+            "episode_length": episode_length,
+            "hidden": list(hidden),
+        }
+        _emit(
+            {
+                **common,
+                **interleaved(
+                    args.env,
+                    args.backend,
+                    batch,
+                    episode_length,
+                    hidden,
+                    chunk=5,
+                    rounds=6 if args.quick else 10,
+                ),
+            }
+        )
 
 
 if __name__ == "__main__":

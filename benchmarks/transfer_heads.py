@@ -64,9 +64,13 @@ def _call(fn, *args) -> tuple[float, float]:
 def _summary(first: float, calls: list[tuple[float, float]], heads: int) -> dict:
     walls = [wall for wall, _ in calls]
     cpus = [cpu for _, cpu in calls]
-    return {"first_call_s": first, "steady_s": statistics.median(walls), "min_s": min(walls),
-            "cpu_s": statistics.median(cpus),
-            "heads_per_s": heads / statistics.median(walls)}
+    return {
+        "first_call_s": first,
+        "steady_s": statistics.median(walls),
+        "min_s": min(walls),
+        "cpu_s": statistics.median(cpus),
+        "heads_per_s": heads / statistics.median(walls),
+    }
 
 
 def _python_epoch_loop(problem, hyper):
@@ -178,10 +182,12 @@ def _floor_programs(problem, hyper, heads: int, devices: int = 1) -> dict:
 
     def program(heads: int, first_layer_only: bool):
         keys = jax.random.split(jax.random.key(0), 2)
-        params = {"w1": jax.random.normal(keys[0], (f, heads * h)) * (2.0 / f) ** 0.5,
-                  "b1": jnp.zeros((heads * h,)),
-                  "w2": jax.random.normal(keys[1], (heads, h, c)) * (2.0 / h) ** 0.5,
-                  "b2": jnp.zeros((heads, c))}
+        params = {
+            "w1": jax.random.normal(keys[0], (f, heads * h)) * (2.0 / f) ** 0.5,
+            "b1": jnp.zeros((heads * h,)),
+            "w2": jax.random.normal(keys[1], (heads, h, c)) * (2.0 / h) ** 0.5,
+            "b2": jnp.zeros((heads, c)),
+        }
         if first_layer_only:
             params = {"w1": params["w1"]}
 
@@ -196,7 +202,8 @@ def _floor_programs(problem, hyper, heads: int, devices: int = 1) -> dict:
 
             def loss(params):  # summed over heads: each head gets its own gradient
                 per_example = optax.softmax_cross_entropy_with_integer_labels(
-                    logits(params, features), labels[None, :])
+                    logits(params, features), labels[None, :]
+                )
                 return per_example.mean(axis=1).sum()
 
             return jax.grad(loss)(params)
@@ -213,9 +220,11 @@ def _floor_programs(problem, hyper, heads: int, devices: int = 1) -> dict:
                 def step(inner, index):
                     params, opt_state = inner
                     start = index * batch
-                    grads = gradient(params,
-                                     jax.lax.dynamic_slice_in_dim(train_x, start, batch),
-                                     jax.lax.dynamic_slice_in_dim(train_y, start, batch))
+                    grads = gradient(
+                        params,
+                        jax.lax.dynamic_slice_in_dim(train_x, start, batch),
+                        jax.lax.dynamic_slice_in_dim(train_y, start, batch),
+                    )
                     updates, opt_state = optimizer.update(grads, opt_state, params)
                     return (optax.apply_updates(params, updates), opt_state), None
 
@@ -239,10 +248,13 @@ def _floor_programs(problem, hyper, heads: int, devices: int = 1) -> dict:
         if devices > 1:
             # bound now (a lambda would see the loop's last program when jit traces it)
             part = functools.partial(_first_row, program(-(-heads // devices), first_layer_only))
-            split = jax.shard_map(part, mesh=mesh,
-                                  in_specs=(PartitionSpec(), PartitionSpec()),
-                                  out_specs=PartitionSpec(mesh.axis_names[0]),
-                                  check_vma=False)
+            split = jax.shard_map(
+                part,
+                mesh=mesh,
+                in_specs=(PartitionSpec(), PartitionSpec()),
+                out_specs=PartitionSpec(mesh.axis_names[0]),
+                check_vma=False,
+            )
             programs[name + "_sharded"] = jax.jit(split)
     return programs
 
@@ -253,12 +265,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--backbone", default="cnn", choices=("cnn", "pixels"),
-                        help="features of the default digits data: the pretrained CNN (default, "
-                             "128 features) or the raw pixels (64, no pretraining; for smoke runs)")
-    parser.add_argument("--devices", type=int, default=1,
-                        help="also time the population split over this many devices (on a CPU: "
-                             "CPU devices created here)")
+    parser.add_argument(
+        "--backbone",
+        default="cnn",
+        choices=("cnn", "pixels"),
+        help="features of the default digits data: the pretrained CNN (default, "
+        "128 features) or the raw pixels (64, no pretraining; for smoke runs)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="also time the population split over this many devices (on a CPU: "
+        "CPU devices created here)",
+    )
     args = parser.parse_args()
     if args.devices > 1:  # before JAX starts; CPU devices only (an accelerator keeps its own)
         jax.config.update("jax_num_cpu_devices", args.devices)
@@ -278,15 +298,20 @@ def main() -> None:
     single = jax.jit(functools.partial(problem.evaluate, hyper=hyper))
 
     def loop(key, genomes):
-        return [single(key, genomes[index:index + 1]) for index in range(genomes.shape[0])]
+        return [single(key, genomes[index : index + 1]) for index in range(genomes.shape[0])]
 
     python_loop = _python_epoch_loop(problem, hyper)
-    variants = {"vmapped": vmapped, "loop": loop, "loop_python_epochs": python_loop,
-                **_floor_programs(problem, hyper, args.population, args.devices)}
+    variants = {
+        "vmapped": vmapped,
+        "loop": loop,
+        "loop_python_epochs": python_loop,
+        **_floor_programs(problem, hyper, args.population, args.devices),
+    }
     sharded_problem = None
     if args.devices > 1:
-        sharded_problem = TransferProblem(data, head, TrainConfig(epochs=args.epochs),
-                                          devices=args.devices)
+        sharded_problem = TransferProblem(
+            data, head, TrainConfig(epochs=args.epochs), devices=args.devices
+        )
         variants["sharded"] = jax.jit(functools.partial(sharded_problem.evaluate, hyper=hyper))
     first = {name: _call(fn, key, genomes)[0] for name, fn in variants.items()}
     calls = {name: [] for name in variants}
@@ -298,7 +323,8 @@ def main() -> None:
     timings["loop_python_epochs"]["max_abs_objective_difference_vs_vmapped"] = same
     if sharded_problem is not None:
         timings["sharded"]["max_abs_objective_difference_vs_vmapped"] = float(
-            jnp.max(jnp.abs(variants["sharded"](key, genomes) - vmapped(key, genomes))))
+            jnp.max(jnp.abs(variants["sharded"](key, genomes) - vmapped(key, genomes)))
+        )
 
     def nsga2_generation(problem) -> dict:
         algorithm = NSGA2(NSGA2Config(population_size=args.population), problem)
@@ -322,8 +348,12 @@ def main() -> None:
             state, _ = compiled(jax.random.key(10 + generation), jax.device_put(state, placement))
             jax.block_until_ready(state)
             times.append(time.perf_counter() - started)
-        return {"compile_s": step_compile, "steady_s": statistics.median(times),
-                "min_s": min(times), "children_per_generation": args.population}
+        return {
+            "compile_s": step_compile,
+            "steady_s": statistics.median(times),
+            "min_s": min(times),
+            "children_per_generation": args.population,
+        }
 
     heads = args.population
     # Matrix-product work of one head (multiply-adds x 2), dense as the masked head computes it:
@@ -335,9 +365,11 @@ def main() -> None:
     train_n = int(data.train_features.shape[0])
     batch = min(problem.train_config.batch_size, train_n)
     val_n, ood_n = int(data.val_features.shape[0]), int(data.ood_val_features.shape[0])
-    flops_per_head = 2.0 * (args.epochs * (train_n // batch) * batch * (2 * f * h + 3 * h * c)
-                            + (args.epochs + 1) * val_n * (f * h + h * c)
-                            + ood_n * (f * h + h * c))
+    flops_per_head = 2.0 * (
+        args.epochs * (train_n // batch) * batch * (2 * f * h + 3 * h * c)
+        + (args.epochs + 1) * val_n * (f * h + h * c)
+        + ood_n * (f * h + h * c)
+    )
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from benchmarks import matmul_peak_gflops  # run as a script: the repository root on the path
 
@@ -346,20 +378,25 @@ def main() -> None:
         timings[name]["gflops"] = flops_per_head * heads / timings[name]["min_s"] / 1e9
     # the floors' own products (see _floor_programs), at their minimum wall time
     steps_run = args.epochs * (train_n // batch)
-    floor_flops = {"floor_first_layer": 2.0 * f * h * (steps_run * 2 * batch
-                                                        + args.epochs * val_n),
-                   "floor_training": 2.0 * (steps_run * batch * (2 * f * h + 3 * h * c)
-                                            + args.epochs * val_n * (f * h + h * c))}
+    floor_flops = {
+        "floor_first_layer": 2.0 * f * h * (steps_run * 2 * batch + args.epochs * val_n),
+        "floor_training": 2.0
+        * (steps_run * batch * (2 * f * h + 3 * h * c) + args.epochs * val_n * (f * h + h * c)),
+    }
     for name in [name for name in variants if name.startswith("floor")]:
         # a split floor trains ceil(P / N) heads per device, padding included
-        trained = -(-heads // args.devices) * args.devices if name.endswith("_sharded") \
-            else heads
+        trained = -(-heads // args.devices) * args.devices if name.endswith("_sharded") else heads
         flops = floor_flops[name.removesuffix("_sharded")] * trained
         timings[name]["gflops"] = flops / timings[name]["min_s"] / 1e9
     loop_s = timings["loop"]
-    floors = {name: {"min_wall": loop_s["min_s"] / timings[name]["min_s"],
-                     "median_wall": loop_s["steady_s"] / timings[name]["steady_s"]}
-              for name in variants if name.startswith("floor")}
+    floors = {
+        name: {
+            "min_wall": loop_s["min_s"] / timings[name]["min_s"],
+            "median_wall": loop_s["steady_s"] / timings[name]["steady_s"],
+        }
+        for name in variants
+        if name.startswith("floor")
+    }
     result = {
         "benchmark": "transfer_heads",
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
@@ -368,42 +405,60 @@ def main() -> None:
         "backend": jax.default_backend(),
         "devices": len(jax.devices()),
         "population": heads,
-        "head": {"features": head.num_features, "hidden": head.num_hidden,
-                 "classes": head.num_classes, "genome": head.genome, "backbone": args.backbone},
-        "train": {"epochs": args.epochs, "batch_size": problem.train_config.batch_size,
-                  "train_samples":
-                  int(data.train_features.shape[0]), "optimizer": "adam",
-                  "early_stopping_patience": 5},
+        "head": {
+            "features": head.num_features,
+            "hidden": head.num_hidden,
+            "classes": head.num_classes,
+            "genome": head.genome,
+            "backbone": args.backbone,
+        },
+        "train": {
+            "epochs": args.epochs,
+            "batch_size": problem.train_config.batch_size,
+            "train_samples": int(data.train_features.shape[0]),
+            "optimizer": "adam",
+            "early_stopping_patience": 5,
+        },
         **timings,
         "speedup": timings["loop"]["steady_s"] / timings["vmapped"]["steady_s"],
         "speedup_min": timings["loop"]["min_s"] / timings["vmapped"]["min_s"],
         "speedup_cpu": timings["loop"]["cpu_s"] / timings["vmapped"]["cpu_s"],
-        "speedup_vs_python_epochs": (timings["loop_python_epochs"]["steady_s"]
-                                     / timings["vmapped"]["steady_s"]),
-        "speedup_vs_python_epochs_cpu": (timings["loop_python_epochs"]["cpu_s"]
-                                         / timings["vmapped"]["cpu_s"]),
+        "speedup_vs_python_epochs": (
+            timings["loop_python_epochs"]["steady_s"] / timings["vmapped"]["steady_s"]
+        ),
+        "speedup_vs_python_epochs_cpu": (
+            timings["loop_python_epochs"]["cpu_s"] / timings["vmapped"]["cpu_s"]
+        ),
         "flops_per_head": flops_per_head,
         "matmul_peak_gflops": peak,
         # the fastest any program could train and evaluate the population at the matmul ceiling,
         # as a multiple of the jitted loop (min wall): the bound on the vmapped speed-up
-        "speedup_bound_at_matmul_peak": (timings["loop"]["min_s"]
-                                         / (flops_per_head * heads / (peak * 1e9))),
+        "speedup_bound_at_matmul_peak": (
+            timings["loop"]["min_s"] / (flops_per_head * heads / (peak * 1e9))
+        ),
         # the jitted loop over each measured floor (see _floor_programs); the first-layer
         # floors are part of the work of every fixed-epoch dense training of these heads
         "speedup_at_floor": floors,
         "speedup_bound_measured": {
-            statistic: max(value[statistic] for name, value in floors.items()
-                           if name.startswith("floor_first_layer"))
-            for statistic in ("min_wall", "median_wall")},
+            statistic: max(
+                value[statistic]
+                for name, value in floors.items()
+                if name.startswith("floor_first_layer")
+            )
+            for statistic in ("min_wall", "median_wall")
+        },
         "nsga2_generation": nsga2_generation(problem),
     }
     if sharded_problem is not None:
         loop_s, sharded_s = timings["loop"], timings["sharded"]
-        result.update({
-            "speedup_sharded": loop_s["steady_s"] / sharded_s["steady_s"],
-            "speedup_sharded_min": loop_s["min_s"] / sharded_s["min_s"],
-            "speedup_sharded_cpu": loop_s["cpu_s"] / sharded_s["cpu_s"],
-            "nsga2_generation_sharded": nsga2_generation(sharded_problem)})
+        result.update(
+            {
+                "speedup_sharded": loop_s["steady_s"] / sharded_s["steady_s"],
+                "speedup_sharded_min": loop_s["min_s"] / sharded_s["min_s"],
+                "speedup_sharded_cpu": loop_s["cpu_s"] / sharded_s["cpu_s"],
+                "nsga2_generation_sharded": nsga2_generation(sharded_problem),
+            }
+        )
     print(json.dumps(result, indent=2))
 
 

@@ -58,9 +58,12 @@ def _manager(directory: str | os.PathLike, *, max_to_keep: int | None, create: b
 
     # cleanup_tmp_directories: a save cut short (a full disk, a killed process) leaves
     # `<step>.orbax-checkpoint-tmp*`, removed when the next writer opens the directory
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
-                                           cleanup_tmp_directories=create,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=create,
+        cleanup_tmp_directories=create,
+        enable_async_checkpointing=False,
+    )
     return ocp.CheckpointManager(_absolute(directory), options=options)
 
 
@@ -85,8 +88,9 @@ class CheckpointWriter:
 
         step = int(step)
         if step in self._manager.all_steps():
-            raise FileExistsError(f"checkpoint step {step} already exists in "
-                                  f"{self._manager.directory}")
+            raise FileExistsError(
+                f"checkpoint step {step} already exists in {self._manager.directory}"
+            )
         try:
             with quiet_orbax():
                 self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -95,8 +99,7 @@ class CheckpointWriter:
             # the partial save is garbage: free its space now (the steps before are intact)
             for name in os.listdir(self._manager.directory):
                 if name.startswith(f"{step}.orbax-checkpoint-tmp"):
-                    shutil.rmtree(os.path.join(self._manager.directory, name),
-                                  ignore_errors=True)
+                    shutil.rmtree(os.path.join(self._manager.directory, name), ignore_errors=True)
             raise storage_error(error, str(self._manager.directory / str(step))) from error
 
     def close(self) -> None:
@@ -127,8 +130,13 @@ def storage_error(error: BaseException, path: str) -> BaseException:
     return OSError(number, os.strerror(number), path)
 
 
-def save(directory: str | os.PathLike, step: int, state: PyTree, *,
-         max_to_keep: int = DEFAULT_MAX_TO_KEEP) -> None:
+def save(
+    directory: str | os.PathLike,
+    step: int,
+    state: PyTree,
+    *,
+    max_to_keep: int = DEFAULT_MAX_TO_KEEP,
+) -> None:
     """Saves ``state`` under ``directory/<step>`` and keeps only the last ``max_to_keep`` steps.
 
     Args:
@@ -207,8 +215,10 @@ def restore(directory: str | os.PathLike, step: int | None, abstract_state: PyTr
             if step is None:
                 raise FileNotFoundError(f"no checkpoint in {_absolute(directory)}")
         elif int(step) not in manager.all_steps():
-            raise FileNotFoundError(f"no checkpoint step {step} in {_absolute(directory)}; "
-                                    f"available: {sorted(manager.all_steps())}")
+            raise FileNotFoundError(
+                f"no checkpoint step {step} in {_absolute(directory)}; "
+                f"available: {sorted(manager.all_steps())}"
+            )
         restore_args = ocp.args.StandardRestore(_with_default_sharding(abstract_state))
         return manager.restore(int(step), args=restore_args)
     finally:

@@ -131,8 +131,9 @@ def _enable_compilation_cache() -> None:
 
     if os.environ.get("SYNPRUNE_NO_CACHE"):
         return
-    directory = os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                               os.path.join(os.path.expanduser("~"), ".cache", "synprune_jax"))
+    directory = os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "synprune_jax")
+    )
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
@@ -156,11 +157,16 @@ def devices_line(option: str, count: int) -> str:
     """The line ``synprune run`` prints when ``option`` was ``"auto"`` and resolved to ``count``."""
     import jax
 
-    what = ("one per usable CPU core" if jax.default_backend() == "cpu"
-            else f"the local {jax.default_backend().upper()}s")
-    return (f"synprune: {option}=auto -> {count} device(s) ({what}, at most one per individual "
-            f"evaluated together), saved in config.json; results depend on the count in the "
-            f"last bits: `--set {option}=1` gives the same numbers on any machine")
+    what = (
+        "one per usable CPU core"
+        if jax.default_backend() == "cpu"
+        else f"the local {jax.default_backend().upper()}s"
+    )
+    return (
+        f"synprune: {option}=auto -> {count} device(s) ({what}, at most one per individual "
+        f"evaluated together), saved in config.json; results depend on the count in the "
+        f"last bits: `--set {option}=1` gives the same numbers on any machine"
+    )
 
 
 def _set_cpu_devices(count: int) -> None:
@@ -193,8 +199,9 @@ def _claim_sweep_cpu_devices(requested: int | None, num_runs: int) -> None:
     """Before JAX starts: :func:`sweep_cpu_devices` CPU devices, unless the user already fixed
     the CPU device count (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or
     ``JAX_NUM_CPU_DEVICES``), which is kept."""
-    if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-            or os.environ.get("JAX_NUM_CPU_DEVICES")):
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or os.environ.get(
+        "JAX_NUM_CPU_DEVICES"
+    ):
         return
     count = sweep_cpu_devices(requested, num_runs)
     if count > 1:
@@ -223,7 +230,8 @@ def command_run(args) -> int:
         name = config.get("experiment", args.experiment or DEFAULT_EXPERIMENT)
         if args.experiment and args.experiment != name:
             raise config_lib.ConfigError(
-                f"--config is for experiment {name!r} but {args.experiment!r} was named")
+                f"--config is for experiment {name!r} but {args.experiment!r} was named"
+            )
     else:
         name = args.experiment or DEFAULT_EXPERIMENT
     experiment = get_experiment(name)
@@ -237,7 +245,8 @@ def command_run(args) -> int:
     run_dir = args.out or _default_out(name)
     if os.path.exists(os.path.join(run_dir, "config.json")):
         raise config_lib.ConfigError(
-            f"{run_dir} already holds a run; use `synprune resume {run_dir}` or another --out")
+            f"{run_dir} already holds a run; use `synprune resume {run_dir}` or another --out"
+        )
     prepare_directory(run_dir)
     with RunLock(run_dir):
         args.mujoco_log.into(run_dir)
@@ -276,17 +285,20 @@ def command_resume(args) -> int:
         directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
         resume = checkpoint.latest_step(directory) is not None
         if not resume and not args.restart:
-            raise ConfigError(f"no checkpoint to resume from ({directory}): nothing was lost, "
-                              f"but nothing can continue; `synprune resume --restart "
-                              f"{args.run_dir}` runs it again from generation 0 (the old "
-                              "metrics kept as .bak)")
+            raise ConfigError(
+                f"no checkpoint to resume from ({directory}): nothing was lost, "
+                f"but nothing can continue; `synprune resume --restart "
+                f"{args.run_dir}` runs it again from generation 0 (the old "
+                "metrics kept as .bak)"
+            )
         if not resume:
             metrics = str(metrics_path(args.run_dir, built.run_config.metrics_format))
             if os.path.exists(metrics):
                 os.replace(metrics, metrics + ".bak")
         _enable_compilation_cache()
-        state, metrics = run(built.algorithm, args.run_dir, built.run_config,
-                             hyper=built.hyper, resume=resume)
+        state, metrics = run(
+            built.algorithm, args.run_dir, built.run_config, hyper=built.hyper, resume=resume
+        )
         _finish(built, args.run_dir, state, metrics)
     return 0
 
@@ -297,12 +309,15 @@ def command_plot(args) -> int:
 
     built = _load_run(args.run_dir, args.mujoco_log)
     try:
-        _, state = restore_latest(built.algorithm, args.run_dir, built.run_config,
-                                  hyper=built.hyper)
+        _, state = restore_latest(
+            built.algorithm, args.run_dir, built.run_config, hyper=built.hyper
+        )
     except FileNotFoundError as error:
-        raise ConfigError(f"no checkpoint to plot from ({error.filename}): plots are drawn from "
-                          f"the run's last checkpoint; `synprune resume {args.run_dir}` "
-                          "writes one") from error
+        raise ConfigError(
+            f"no checkpoint to plot from ({error.filename}): plots are drawn from "
+            f"the run's last checkpoint; `synprune resume {args.run_dir}` "
+            "writes one"
+        ) from error
     for path in built.plot(args.run_dir, state, read_metrics(args.run_dir)):
         print(path)
     return 0
@@ -326,7 +341,8 @@ def command_sweep(args) -> int:
     if config is not None and config.get("experiment", args.experiment) != args.experiment:
         raise config_lib.ConfigError(
             f"--config is for experiment {config.get('experiment')!r} but {args.experiment!r} "
-            "was named")
+            "was named"
+        )
     seeds = sweeps.parse_seeds(args.seeds)
     grid = sweeps.parse_grid(args.grid or [])
     _claim_sweep_cpu_devices(args.devices, len(seeds) * _grid_points(grid))
@@ -335,9 +351,18 @@ def command_sweep(args) -> int:
 
     args.mujoco_log.install(config or get_experiment(args.experiment).default_config())
     _enable_compilation_cache()
-    result = sweeps.sweep(args.experiment, seeds, grid, out=out, overrides=args.set or [],
-                          config=config, devices=args.devices, report=not args.no_report,
-                          progress=True, log=lambda message: print(message, flush=True))
+    result = sweeps.sweep(
+        args.experiment,
+        seeds,
+        grid,
+        out=out,
+        overrides=args.set or [],
+        config=config,
+        devices=args.devices,
+        report=not args.no_report,
+        progress=True,
+        log=lambda message: print(message, flush=True),
+    )
     args.mujoco_log.into(out)
     if result.skipped:
         print(f"already finished, not rerun: {len(result.skipped)} runs")
@@ -357,31 +382,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synprune", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true",
-                        help="print the traceback of an error too (also SYNPRUNE_DEBUG=1); for "
-                             "bug reports")
-    common.add_argument("--verbose", action="store_true",
-                        help="keep other libraries' import messages and warnings, and echo "
-                             f"MuJoCo's warnings (always written to the run's {MUJOCO_LOG})")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an error too (also SYNPRUNE_DEBUG=1); for bug reports",
+    )
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        help="keep other libraries' import messages and warnings, and echo "
+        f"MuJoCo's warnings (always written to the run's {MUJOCO_LOG})",
+    )
 
     def add_parser(name, **kwargs):
         return commands.add_parser(name, parents=[common], **kwargs)
 
     run_parser = add_parser("run", help="run an experiment (default: me-prune)")
     run_parser.add_argument("experiment", nargs="?", help="experiment name (see `synprune list`)")
-    run_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                            help="override a config value, e.g. run.num_generations=50 "
-                                 "(repeatable)")
+    run_parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. run.num_generations=50 (repeatable)",
+    )
     run_parser.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
-    run_parser.add_argument("--config", help="start from a saved config.json instead of the "
-                                             "experiment's defaults")
+    run_parser.add_argument(
+        "--config", help="start from a saved config.json instead of the experiment's defaults"
+    )
     run_parser.set_defaults(handler=command_run)
 
     resume_parser = add_parser("resume", help="continue a run from its last checkpoint")
     resume_parser.add_argument("run_dir")
-    resume_parser.add_argument("--restart", action="store_true",
-                               help="a run without any checkpoint: start it again from "
-                                    "generation 0 (its metrics file is kept as .bak)")
+    resume_parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="a run without any checkpoint: start it again from "
+        "generation 0 (its metrics file is kept as .bak)",
+    )
     resume_parser.set_defaults(handler=command_resume)
 
     list_parser = add_parser("list", help="list experiments")
@@ -392,23 +429,40 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser.set_defaults(handler=command_plot)
 
     sweep_parser = add_parser(
-        "sweep", help="run seeds x a grid of settings, vmapped in one program per shape group; "
-                      "rerun the same command to resume")
+        "sweep",
+        help="run seeds x a grid of settings, vmapped in one program per shape group; "
+        "rerun the same command to resume",
+    )
     sweep_parser.add_argument("experiment", help="experiment name (see `synprune list`)")
     sweep_parser.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 0,2,5-6")
-    sweep_parser.add_argument("--grid", action="append", metavar="KEY=V1,V2",
-                              help="swept config key and its values (repeatable; list values: "
-                                   "task.hidden_sizes=[8,8];[16,16])")
-    sweep_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                              help="override applied to every run (repeatable)")
+    sweep_parser.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="swept config key and its values (repeatable; list values: "
+        "task.hidden_sizes=[8,8];[16,16])",
+    )
+    sweep_parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override applied to every run (repeatable)",
+    )
     sweep_parser.add_argument("--out", help="sweep directory (default: runs/sweep-NAME-TIMESTAMP)")
     sweep_parser.add_argument("--config", help="start from a saved config.json")
-    sweep_parser.add_argument("--devices", type=int, default=None,
-                              help="local devices to split the run axis over (default: all; "
-                                   "on a CPU host one CPU device per core, up to the number of "
-                                   "runs)")
-    sweep_parser.add_argument("--no-report", action="store_true",
-                              help="skip each run's summary and plots (the sweep plots are kept)")
+    sweep_parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="local devices to split the run axis over (default: all; "
+        "on a CPU host one CPU device per core, up to the number of "
+        "runs)",
+    )
+    sweep_parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip each run's summary and plots (the sweep plots are kept)",
+    )
     sweep_parser.set_defaults(handler=command_sweep)
     return parser
 
@@ -434,8 +488,11 @@ def main(argv=None) -> int:
         with quiet_third_party(args.verbose):
             return args.handler(args)
     except (ValueError, TypeError, OSError, ImportError) as error:  # ConfigError: a ValueError
-        if isinstance(error, (ValueError, TypeError, ImportError)) \
-                and not isinstance(error, ConfigError) and not _raised_by_us(error):
+        if (
+            isinstance(error, (ValueError, TypeError, ImportError))
+            and not isinstance(error, ConfigError)
+            and not _raised_by_us(error)
+        ):
             return _bug(error)
         if debug:
             traceback.print_exc()
@@ -447,10 +504,16 @@ def main(argv=None) -> int:
     except Exception as error:  # noqa: BLE001 - anything else is a bug: say so, keep the trace
         runner = sys.modules.get("synprune_jax.runner")  # only it raises Stopped
         if runner is not None and isinstance(error, runner.Stopped):
-            how = ("the same `synprune sweep` command" if args.command == "sweep"
-                   else f"`synprune resume {error.run_dirs[0]}`")
-            print(f"synprune: stopped by {error.signal_name} at generation {error.generation}, "
-                  f"checkpoint written: {how} continues it", file=sys.stderr)
+            how = (
+                "the same `synprune sweep` command"
+                if args.command == "sweep"
+                else f"`synprune resume {error.run_dirs[0]}`"
+            )
+            print(
+                f"synprune: stopped by {error.signal_name} at generation {error.generation}, "
+                f"checkpoint written: {how} continues it",
+                file=sys.stderr,
+            )
             return 143 if error.signal_name == "SIGTERM" else 130
         return _bug(error)
     finally:
@@ -481,8 +544,10 @@ def _message(error: BaseException, resume: str) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = f" ({error.filename})" if error.filename else ""
         if _during_run(error):
-            return (f"{error.strerror}{where} during the run: free space or fix the disk, then "
-                    f"{resume} continues from the last checkpoint")
+            return (
+                f"{error.strerror}{where} during the run: free space or fix the disk, then "
+                f"{resume} continues from the last checkpoint"
+            )
         return f"{error.strerror}{where}: check the path and its permissions"
     return str(error)
 
@@ -499,8 +564,11 @@ def _raised_by_us(error: BaseException) -> bool:
 
 
 def _bug(error: BaseException) -> int:
-    print("synprune: internal error: this is a bug in synprune_jax. Please report it with the "
-          "command, the run's config.json and the traceback below.", file=sys.stderr)
+    print(
+        "synprune: internal error: this is a bug in synprune_jax. Please report it with the "
+        "command, the run's config.json and the traceback below.",
+        file=sys.stderr,
+    )
     traceback.print_exception(error)
     return 1
 

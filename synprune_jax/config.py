@@ -69,8 +69,10 @@ def _coerce(key: str, text: str, default: Any) -> Any:
         if not isinstance(value, list):
             value = [value]
         if default:
-            value = [_coerce(key, json.dumps(v) if not isinstance(v, str) else v, default[0])
-                     for v in value]
+            value = [
+                _coerce(key, json.dumps(v) if not isinstance(v, str) else v, default[0])
+                for v in value
+            ]
         return value
     value = _parse_scalar(text)
     if default is None or value is None:
@@ -115,8 +117,11 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
             raise ConfigError(f"override {override!r} is not of the form key.path=value")
         path, text = override.split("=", 1)
         keys = path.strip().split(".")
-        if keys == ["task", "name"] and isinstance(config.get("task"), dict) \
-                and config["task"].get("name") != text.strip():
+        if (
+            keys == ["task", "name"]
+            and isinstance(config.get("task"), dict)
+            and config["task"].get("name") != text.strip()
+        ):
             config["task"] = _task_section(text.strip(), config["task"])
             continue
         node = config
@@ -124,12 +129,15 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
             if not isinstance(node, dict) or key not in node:
                 where = ".".join(keys[:depth]) or "<top level>"
                 valid = sorted(node) if isinstance(node, dict) else []
-                raise ConfigError(f"unknown config key {path!r}: {key!r} is not in {where}; "
-                                  f"valid keys there: {valid}")
+                raise ConfigError(
+                    f"unknown config key {path!r}: {key!r} is not in {where}; "
+                    f"valid keys there: {valid}"
+                )
             if depth == len(keys) - 1:
                 if isinstance(node[key], dict):
-                    raise ConfigError(f"{path} is a section; set one of its keys: "
-                                      f"{sorted(node[key])}")
+                    raise ConfigError(
+                        f"{path} is a section; set one of its keys: {sorted(node[key])}"
+                    )
                 node[key] = _coerce(path, text, node[key])
             else:
                 node = node[key]
@@ -205,14 +213,16 @@ def section_defaults(*classes, **values) -> dict:
 
     Example:
         >>> from synprune_jax.variation import MutationHyper
-        >>> section_defaults(MutationHyper, sigma=0.1)["sigma"], len(section_defaults(MutationHyper))
+        >>> defaults = section_defaults(MutationHyper, sigma=0.1)
+        >>> defaults["sigma"], len(section_defaults(MutationHyper))
         (0.1, 6)
     """
     keys = _keys(classes)
     unknown = sorted(set(values) - set(keys))
     if unknown:
-        raise ValueError(f"{[_split(part)[0].__name__ for part in classes]} have no fields "
-                         f"{unknown}")
+        raise ValueError(
+            f"{[_split(part)[0].__name__ for part in classes]} have no fields {unknown}"
+        )
     section = {}
     for key, (cls, _, default) in keys.items():
         value = values.get(key, default)
@@ -236,8 +246,12 @@ def _typed(where: str, value, hint, default):
             raise ConfigError(f"{where} must be a list, got {value!r}")
         element = (typing.get_args(hint) or (Any,))[0]
         return tuple(_typed(where, item, element, None) for item in value)
-    expected = {float: (numbers.Real, "a number"), int: (numbers.Integral, "an integer"),
-                bool: (bool, "true or false"), str: (str, "a string")}.get(hint)
+    expected = {
+        float: (numbers.Real, "a number"),
+        int: (numbers.Integral, "an integer"),
+        bool: (bool, "true or false"),
+        str: (str, "a string"),
+    }.get(hint)
     if expected is None:
         return tuple(value) if isinstance(value, list) else value
     if not isinstance(value, expected[0]) or (hint is not bool and isinstance(value, bool)):
@@ -284,12 +298,18 @@ def from_section(section: dict, name: str, *classes, extra: Iterable[str] = ()):
     """
     keys = _keys(classes)
     require_keys(section, name, [*keys, *extra])
-    missing = sorted(key for key, (_, _, default) in keys.items()
-                     if key not in section and default is dataclasses.MISSING)
+    missing = sorted(
+        key
+        for key, (_, _, default) in keys.items()
+        if key not in section and default is dataclasses.MISSING
+    )
     if missing:
         raise ConfigError(f"missing keys in {name}: {missing}")
-    values = {key: _typed(f"{name}.{key}", value, *keys[key][1:])
-              for key, value in section.items() if key in keys}
+    values = {
+        key: _typed(f"{name}.{key}", value, *keys[key][1:])
+        for key, value in section.items()
+        if key in keys
+    }
     built = tuple(_build(*_split(part), values) for part in classes)
     return built[0] if len(built) == 1 else built
 
@@ -312,8 +332,11 @@ def requested_devices(config: dict) -> tuple[str, Any]:
     create CPU devices before JAX starts."""
     for option in DEVICE_OPTIONS:
         section, key = option.split(".")
-        if isinstance(config, dict) and isinstance(config.get(section), dict) \
-                and key in config[section]:
+        if (
+            isinstance(config, dict)
+            and isinstance(config.get(section), dict)
+            and key in config[section]
+        ):
             return option, config[section][key]
     return DEVICE_OPTIONS[0], 1
 
@@ -335,13 +358,19 @@ def load(path) -> dict:
         with open(path) as handle:
             config = json.load(handle)
     except OSError as error:
-        raise ConfigError(f"cannot read the config file ({path}): {error.strerror or error}; "
-                          "give the path of a config.json (a run directory holds one)") from error
+        raise ConfigError(
+            f"cannot read the config file ({path}): {error.strerror or error}; "
+            "give the path of a config.json (a run directory holds one)"
+        ) from error
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"the config file is not JSON ({path}): {error}; give a config.json "
-                          "written by synprune or a JSON object of the same sections") from error
+        raise ConfigError(
+            f"the config file is not JSON ({path}): {error}; give a config.json "
+            "written by synprune or a JSON object of the same sections"
+        ) from error
     if not isinstance(config, dict):
-        raise ConfigError(f"the config file holds a JSON {type(config).__name__}, not an object "
-                          f"({path}); a config is an object of sections, like a run's "
-                          "config.json")
+        raise ConfigError(
+            f"the config file holds a JSON {type(config).__name__}, not an object "
+            f"({path}); a config is an object of sections, like a run's "
+            "config.json"
+        )
     return config

@@ -86,8 +86,9 @@ def exact_count_mask(key: jax.Array, shape: tuple[int, ...], count: jax.Array) -
     return smallest_entries(jax.random.uniform(key, (size,)), count).reshape(shape)
 
 
-def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
-               exact: bool = False) -> Masks:
+def init_masks(
+    key: jax.Array, params: Params, maskable: PyTree, density, *, exact: bool = False
+) -> Masks:
     """Random masks with a given density in every maskable leaf.
 
     The ``j``-th maskable leaf uses ``keys[j]`` of ``keys = jax.random.split(key, num_maskable)``.
@@ -115,11 +116,19 @@ def init_masks(key: jax.Array, params: Params, maskable: PyTree, density, *,
     leaf_keys = [keys[index] for index in range(num_maskable)]
     if exact:  # exact_count_mask's noise, drawn in batches: the same numbers
         noise = rng.leafwise(jax.random.uniform, leaf_keys, [(leaves[i].size,) for i in picked])
-        drawn = [smallest_entries(n, jnp.round(d * leaves[i].size).astype(jnp.int32))
-                 .reshape(leaves[i].shape) for n, i, d in zip(noise, picked, densities, strict=True)]
+        drawn = [
+            smallest_entries(n, jnp.round(d * leaves[i].size).astype(jnp.int32)).reshape(
+                leaves[i].shape
+            )
+            for n, i, d in zip(noise, picked, densities, strict=True)
+        ]
     else:
-        drawn = rng.leafwise(lambda k, shape, p: jax.random.bernoulli(k, p, shape), leaf_keys,
-                             [leaves[i].shape for i in picked], list(densities))
+        drawn = rng.leafwise(
+            lambda k, shape, p: jax.random.bernoulli(k, p, shape),
+            leaf_keys,
+            [leaves[i].shape for i in picked],
+            list(densities),
+        )
     out = [jnp.ones(leaf.shape, jnp.bool_) for leaf in leaves]
     for i, mask in zip(picked, drawn, strict=True):
         out[i] = mask
@@ -134,14 +143,26 @@ def sample_layer_densities(key: jax.Array, num_layers: int, beta_a=1.0, beta_b=1
     fraction of the time of ``jax.random.beta`` (a rejection sampler, ~2.5 s of XLA compile on
     CPU). Traced ``a``/``b`` always use ``jax.random.beta``.
     """
-    if isinstance(beta_a, (int, float)) and isinstance(beta_b, (int, float)) \
-            and float(beta_a) == 1.0 and float(beta_b) == 1.0:
+    if (
+        isinstance(beta_a, (int, float))
+        and isinstance(beta_b, (int, float))
+        and float(beta_a) == 1.0
+        and float(beta_b) == 1.0
+    ):
         return jax.random.uniform(key, (num_layers,))
     return jax.random.beta(key, beta_a, beta_b, (num_layers,))
 
 
-def init_masks_beta(key: jax.Array, params: Params, maskable: PyTree, beta_a=1.0, beta_b=1.0, *,
-                    exact: bool = False, per_layer: bool = True) -> Masks:
+def init_masks_beta(
+    key: jax.Array,
+    params: Params,
+    maskable: PyTree,
+    beta_a=1.0,
+    beta_b=1.0,
+    *,
+    exact: bool = False,
+    per_layer: bool = True,
+) -> Masks:
     """Random masks whose density is drawn from ``Beta(a, b)``.
 
     With ``per_layer=True`` (the default) every maskable leaf draws its own density, so layers of
@@ -153,8 +174,9 @@ def init_masks_beta(key: jax.Array, params: Params, maskable: PyTree, beta_a=1.0
     """
     key_density, key_mask = jax.random.split(key)
     num_maskable = sum(bool(f) for f in jax.tree_util.tree_leaves(maskable))
-    densities = sample_layer_densities(key_density, num_maskable if per_layer else 1, beta_a,
-                                       beta_b)
+    densities = sample_layer_densities(
+        key_density, num_maskable if per_layer else 1, beta_a, beta_b
+    )
     return init_masks(key_mask, params, maskable, densities, exact=exact)
 
 
@@ -175,6 +197,7 @@ def density(masks: Masks, maskable: PyTree) -> jax.Array:
 
 
 # ----- MLP topology -------------------------------------------------------------------------------
+
 
 def incoming_alive(kernel_mask: jax.Array) -> jax.Array:
     """``[out]`` bool: units with at least one active incoming connection (kernel ``[in, out]``)."""
@@ -225,7 +248,9 @@ def mask_statistics(spec: MLPSpec, masks: Masks) -> MaskStats:
     kernels = spec.kernels(masks)
     sizes = spec.layer_sizes
     layer_active = jnp.stack([jnp.sum(k, dtype=jnp.int32) for k in kernels])
-    layer_total = jnp.asarray([a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)], jnp.float32)
+    layer_total = jnp.asarray(
+        [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)], jnp.float32
+    )
     disconnected = jnp.stack([jnp.sum(~incoming_alive(k), dtype=jnp.int32) for k in kernels])
 
     # Forward liveness: input units are live; a unit is live if a live unit feeds it.
@@ -236,8 +261,10 @@ def mask_statistics(spec: MLPSpec, masks: Masks) -> MaskStats:
     backward_live = [jnp.ones((sizes[-1],), jnp.bool_)]
     for kernel in reversed(kernels):
         backward_live.insert(0, jnp.any(kernel & backward_live[0][None, :], axis=1))
-    macs = sum(jnp.sum(k & forward_live[i][:, None] & backward_live[i + 1][None, :],
-                       dtype=jnp.int32) for i, k in enumerate(kernels))
+    macs = sum(
+        jnp.sum(k & forward_live[i][:, None] & backward_live[i + 1][None, :], dtype=jnp.int32)
+        for i, k in enumerate(kernels)
+    )
     active = jnp.sum(layer_active)
     return MaskStats(
         density=active.astype(jnp.float32) / float(spec.num_synapses),

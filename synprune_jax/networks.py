@@ -105,8 +105,11 @@ class MLPSpec:
         return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
     def module(self) -> nn.Module:
-        return _MLP(layer_sizes=(*self.hidden_sizes, self.output_size),
-                    activation=self.activation, output_activation=self.output_activation)
+        return _MLP(
+            layer_sizes=(*self.hidden_sizes, self.output_size),
+            activation=self.activation,
+            output_activation=self.output_activation,
+        )
 
     def layer_names(self) -> tuple[str, ...]:
         return tuple(f"Dense_{i}" for i in range(self.num_layers))
@@ -127,8 +130,11 @@ class MLPSpec:
 
     def maskable(self) -> dict:
         """Pytree of Python bools, shaped like the params: which leaves carry real masks."""
-        return {"params": {name: {"kernel": True, "bias": self.mask_biases}
-                           for name in self.layer_names()}}
+        return {
+            "params": {
+                name: {"kernel": True, "bias": self.mask_biases} for name in self.layer_names()
+            }
+        }
 
     # ----- per-individual functions ----------------------------------------------------------
     def init(self, key: jax.Array) -> Params:

@@ -50,11 +50,17 @@ def _finite_limits(values: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
-def plot_archive_heatmap(path: str | os.PathLike, fitness: np.ndarray, centroids: np.ndarray, *,
-                         resolution: int | Sequence[int] | None = None,
-                         lower: float | Sequence[float], upper: float | Sequence[float],
-                         labels: tuple[str, str] = ("descriptor 1", "descriptor 2"),
-                         title: str | None = None) -> Path:
+def plot_archive_heatmap(
+    path: str | os.PathLike,
+    fitness: np.ndarray,
+    centroids: np.ndarray,
+    *,
+    resolution: int | Sequence[int] | None = None,
+    lower: float | Sequence[float],
+    upper: float | Sequence[float],
+    labels: tuple[str, str] = ("descriptor 1", "descriptor 2"),
+    title: str | None = None,
+) -> Path:
     """Archive fitness over the first two descriptor dimensions.
 
     Args:
@@ -101,18 +107,37 @@ def plot_archive_heatmap(path: str | os.PathLike, fitness: np.ndarray, centroids
         np.maximum.at(grid, (index[filled, 0], index[filled, 1]), fitness[filled])
         grid[~np.isfinite(grid)] = np.nan
         low, high = _finite_limits(grid)
-        image = axes.imshow(np.ma.masked_invalid(grid.T),  # rows = second descriptor
-                            origin="lower", extent=(lower[0], upper[0], lower[1], upper[1]),
-                            aspect="auto", interpolation="nearest", cmap="viridis", vmin=low,
-                            vmax=high)
+        image = axes.imshow(
+            np.ma.masked_invalid(grid.T),  # rows = second descriptor
+            origin="lower",
+            extent=(lower[0], upper[0], lower[1], upper[1]),
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+            vmin=low,
+            vmax=high,
+        )
     else:
         if np.any(~filled):
-            axes.scatter(centroids[~filled, 0], centroids[~filled, 1], s=6, facecolors="none",
-                         edgecolors="0.8", linewidths=0.5)
+            axes.scatter(
+                centroids[~filled, 0],
+                centroids[~filled, 1],
+                s=6,
+                facecolors="none",
+                edgecolors="0.8",
+                linewidths=0.5,
+            )
         order = np.argsort(fitness[filled], kind="stable")  # fittest drawn last, on top
         low, high = _finite_limits(fitness)
-        image = axes.scatter(centroids[filled, 0][order], centroids[filled, 1][order],
-                             c=fitness[filled][order], s=14, cmap="viridis", vmin=low, vmax=high)
+        image = axes.scatter(
+            centroids[filled, 0][order],
+            centroids[filled, 1][order],
+            c=fitness[filled][order],
+            s=14,
+            cmap="viridis",
+            vmin=low,
+            vmax=high,
+        )
         axes.set_xlim(lower[0], upper[0])
         axes.set_ylim(lower[1], upper[1])
     figure.colorbar(image, ax=axes, label="fitness")
@@ -123,8 +148,11 @@ def plot_archive_heatmap(path: str | os.PathLike, fitness: np.ndarray, centroids
     return _save(figure, path)
 
 
-def plot_curves(path: str | os.PathLike, metrics: Mapping[str, np.ndarray],
-                keys: Sequence[str] = ("qd_score", "coverage", "max_fitness")) -> Path:
+def plot_curves(
+    path: str | os.PathLike,
+    metrics: Mapping[str, np.ndarray],
+    keys: Sequence[str] = ("qd_score", "coverage", "max_fitness"),
+) -> Path:
     """One subplot per metric against generation.
 
     Args:
@@ -149,8 +177,9 @@ def plot_curves(path: str | os.PathLike, metrics: Mapping[str, np.ndarray],
     for axes, key in zip(axes_list, present, strict=True):
         values = np.asarray(metrics[key], dtype=np.float64)
         if values.shape != generations.shape:
-            raise ValueError(f"metric {key!r} has shape {values.shape}, generation has "
-                             f"{generations.shape}")
+            raise ValueError(
+                f"metric {key!r} has shape {values.shape}, generation has {generations.shape}"
+            )
         axes.plot(generations, values, linewidth=1.2)
         axes.set_ylabel(key)
         axes.grid(alpha=0.3)
@@ -158,8 +187,12 @@ def plot_curves(path: str | os.PathLike, metrics: Mapping[str, np.ndarray],
     return _save(figure, path)
 
 
-def plot_fitness_vs_density(path: str | os.PathLike, density: np.ndarray, fitness: np.ndarray,
-                            bands: Sequence[float] = (0.1, 0.25, 0.5, 1.0)) -> Path:
+def plot_fitness_vs_density(
+    path: str | os.PathLike,
+    density: np.ndarray,
+    fitness: np.ndarray,
+    bands: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+) -> Path:
     """Elite fitness against connection density, with the best fitness within each density band.
 
     Args:
@@ -178,13 +211,18 @@ def plot_fitness_vs_density(path: str | os.PathLike, density: np.ndarray, fitnes
         raise ValueError(f"density {density.shape} and fitness {fitness.shape} must be equal [C]")
     bands = np.sort(np.asarray(bands, dtype=np.float64))
     filled = np.isfinite(fitness) & np.isfinite(density)
-    best = np.array([fitness[filled & (density <= band)].max()
-                     if np.any(filled & (density <= band)) else np.nan for band in bands])
+    best = np.array(
+        [
+            fitness[filled & (density <= band)].max()
+            if np.any(filled & (density <= band))
+            else np.nan
+            for band in bands
+        ]
+    )
     figure = _new_figure(6.0, 4.5)
     axes = figure.add_subplot()
     axes.scatter(density[filled], fitness[filled], s=10, alpha=0.6, label="elites")
-    axes.step(bands, best, where="post", color="C3", linewidth=1.5,
-              label="best at density <= band")
+    axes.step(bands, best, where="post", color="C3", linewidth=1.5, label="best at density <= band")
     axes.plot(bands, best, "o", color="C3")
     axes.set_xlabel("density (fraction of active connections)")
     axes.set_ylabel("fitness")

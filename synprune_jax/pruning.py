@@ -54,12 +54,21 @@ def _count_of(amount, count):
         raise ValueError("give exactly one of amount (fraction) or count (exact number)")
     if count is not None:
         return lambda flat, candidates: jnp.asarray(count, jnp.int32)
-    return lambda flat, candidates: jnp.floor(jnp.asarray(amount, jnp.float32) * jnp.sum(
-        candidates, dtype=jnp.int32)).astype(jnp.int32)
+    return lambda flat, candidates: jnp.floor(
+        jnp.asarray(amount, jnp.float32) * jnp.sum(candidates, dtype=jnp.int32)
+    ).astype(jnp.int32)
 
 
-def _apply_selection(masks: Masks, maskable: PyTree, scores: PyTree, candidate_fn, count_fn,
-                     scope: str, *, remove: bool) -> Masks:
+def _apply_selection(
+    masks: Masks,
+    maskable: PyTree,
+    scores: PyTree,
+    candidate_fn,
+    count_fn,
+    scope: str,
+    *,
+    remove: bool,
+) -> Masks:
     """Selects the ``count_fn(flat, candidates)`` lowest-score candidates per maskable leaf
     (``scope="layer"``) or over all of them (``"global"``), then removes or restores them."""
     if scope not in SCOPES:
@@ -76,20 +85,30 @@ def _apply_selection(masks: Masks, maskable: PyTree, scores: PyTree, candidate_f
     out = list(leaves)
     if scope == "layer":
         for i in picked:
-            out[i] = flip(leaves[i].reshape(-1),
-                          score_leaves[i].reshape(-1)).reshape(leaves[i].shape)
+            out[i] = flip(leaves[i].reshape(-1), score_leaves[i].reshape(-1)).reshape(
+                leaves[i].shape
+            )
     else:
-        new_flat = flip(jnp.concatenate([leaves[i].reshape(-1) for i in picked]),
-                        jnp.concatenate([score_leaves[i].reshape(-1) for i in picked]))
+        new_flat = flip(
+            jnp.concatenate([leaves[i].reshape(-1) for i in picked]),
+            jnp.concatenate([score_leaves[i].reshape(-1) for i in picked]),
+        )
         offset = 0
         for i in picked:
-            out[i] = new_flat[offset:offset + leaves[i].size].reshape(leaves[i].shape)
+            out[i] = new_flat[offset : offset + leaves[i].size].reshape(leaves[i].shape)
             offset += leaves[i].size
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def prune_magnitude(params: Params, masks: Masks, maskable: PyTree, amount=None, *, count=None,
-                    scope: Scope = "layer") -> Masks:
+def prune_magnitude(
+    params: Params,
+    masks: Masks,
+    maskable: PyTree,
+    amount=None,
+    *,
+    count=None,
+    scope: Scope = "layer",
+) -> Masks:
     """Removes the active connections with the smallest ``|w|`` (exact k, ties by index).
 
     Args:
@@ -100,19 +119,49 @@ def prune_magnitude(params: Params, masks: Masks, maskable: PyTree, amount=None,
         count: exact number to remove instead of ``amount``.
         scope: ``"layer"`` (k per maskable leaf) or ``"global"`` (one ranking over all leaves).
     """
-    return _apply_selection(masks, maskable, jax.tree_util.tree_map(jnp.abs, params),
-                            lambda m: m, _count_of(amount, count), scope, remove=True)
+    return _apply_selection(
+        masks,
+        maskable,
+        jax.tree_util.tree_map(jnp.abs, params),
+        lambda m: m,
+        _count_of(amount, count),
+        scope,
+        remove=True,
+    )
 
 
-def prune_random(key: jax.Array, masks: Masks, maskable: PyTree, amount=None, *, count=None,
-                 scope: Scope = "layer") -> Masks:
+def prune_random(
+    key: jax.Array,
+    masks: Masks,
+    maskable: PyTree,
+    amount=None,
+    *,
+    count=None,
+    scope: Scope = "layer",
+) -> Masks:
     """Removes exactly k uniformly chosen active connections (same k rules as magnitude)."""
-    return _apply_selection(masks, maskable, _uniform_like(key, masks), lambda m: m,
-                            _count_of(amount, count), scope, remove=True)
+    return _apply_selection(
+        masks,
+        maskable,
+        _uniform_like(key, masks),
+        lambda m: m,
+        _count_of(amount, count),
+        scope,
+        remove=True,
+    )
 
 
-def regrow(key: jax.Array, params: Params, masks: Masks, maskable: PyTree, amount=None, *,
-           count=None, scope: Scope = "layer", criterion: str = "random") -> Masks:
+def regrow(
+    key: jax.Array,
+    params: Params,
+    masks: Masks,
+    maskable: PyTree,
+    amount=None,
+    *,
+    count=None,
+    scope: Scope = "layer",
+    criterion: str = "random",
+) -> Masks:
     """Restores exactly k inactive connections.
 
     ``criterion="random"`` picks uniformly; ``"magnitude"`` picks the largest stored ``|w|``
@@ -125,21 +174,24 @@ def regrow(key: jax.Array, params: Params, masks: Masks, maskable: PyTree, amoun
     elif criterion == "magnitude":
         scores = jax.tree_util.tree_map(lambda p: -jnp.abs(p), params)
     else:
-        raise ValueError(f"unknown regrowth criterion {criterion!r}; "
-                         "valid: ('random', 'magnitude')")
+        raise ValueError(
+            f"unknown regrowth criterion {criterion!r}; valid: ('random', 'magnitude')"
+        )
     return _apply_selection(masks, maskable, scores, lambda m: ~m, count_fn, scope, remove=False)
 
 
-def prune_magnitude_to_density(params: Params, masks: Masks, maskable: PyTree,
-                               target_density, *, scope: Scope = "layer") -> Masks:
+def prune_magnitude_to_density(
+    params: Params, masks: Masks, maskable: PyTree, target_density, *, scope: Scope = "layer"
+) -> Masks:
     """Magnitude-prunes until density is at most ``target_density``:
     :func:`prune_to_density_by_score` with scores ``|w|``."""
     scores = jax.tree_util.tree_map(jnp.abs, params)
     return prune_to_density_by_score(scores, masks, maskable, target_density, scope=scope)
 
 
-def prune_to_density_by_score(scores: PyTree, masks: Masks, maskable: PyTree, target_density, *,
-                              scope: Scope = "layer") -> Masks:
+def prune_to_density_by_score(
+    scores: PyTree, masks: Masks, maskable: PyTree, target_density, *, scope: Scope = "layer"
+) -> Masks:
     """Removes the lowest-score active connections until density <= ``target_density``.
 
     Exact counts with ties broken by index (:func:`select_lowest`); never regrows.
@@ -172,8 +224,16 @@ def prune_to_density_by_score(scores: PyTree, masks: Masks, maskable: PyTree, ta
     return _apply_selection(masks, maskable, scores, lambda m: m, count_fn, scope, remove=True)
 
 
-def scheduled_density(generation, *, schedule: str, current_density, target_density,
-                      prune_amount, start: int, end: int):
+def scheduled_density(
+    generation,
+    *,
+    schedule: str,
+    current_density,
+    target_density,
+    prune_amount,
+    start: int,
+    end: int,
+):
     """Density a prune at ``generation`` (completed generations) aims for (never above current).
 
     * ``"constant"``: ``max(target, current * (1 - prune_amount))`` (a fixed fraction per prune);
@@ -207,15 +267,16 @@ def scheduled_density(generation, *, schedule: str, current_density, target_dens
     if schedule == "constant":
         goal = jnp.maximum(target, current * (1.0 - prune_amount))
     else:
-        t = jnp.clip((jnp.asarray(generation, jnp.float32) - start) / max(end - start, 1), 0.0,
-                     1.0)
-        goal = 1.0 + (target - 1.0) * t if schedule == "linear" else \
-            target + (1.0 - target) * (1.0 - t) ** 3
+        t = jnp.clip((jnp.asarray(generation, jnp.float32) - start) / max(end - start, 1), 0.0, 1.0)
+        goal = (
+            1.0 + (target - 1.0) * t
+            if schedule == "linear"
+            else target + (1.0 - target) * (1.0 - t) ** 3
+        )
     return jnp.minimum(goal, current)
 
 
-def flip_mutation(key: jax.Array, masks: Masks, maskable: PyTree, p_disconnect,
-                  p_connect) -> Masks:
+def flip_mutation(key: jax.Array, masks: Masks, maskable: PyTree, p_disconnect, p_connect) -> Masks:
     """Prune / reconnect flips: each active maskable connection is cut with probability
     ``p_disconnect``; each inactive one is restored with probability ``p_connect``."""
     leaves, treedef = jax.tree_util.tree_flatten(masks)
@@ -235,4 +296,5 @@ def _uniform_like(key: jax.Array, tree: PyTree) -> PyTree:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.uniform(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)])
+        treedef, [jax.random.uniform(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)]
+    )

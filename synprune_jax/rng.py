@@ -43,8 +43,9 @@ import numpy as np
 PREFIX_STABLE_IMPLS = ("threefry2x32",)
 
 
-def group_leaves(sizes: Sequence[int], max_waste: float = 2.0,
-                 labels: Sequence[Hashable] | None = None) -> list[list[int]]:
+def group_leaves(
+    sizes: Sequence[int], max_waste: float = 2.0, labels: Sequence[Hashable] | None = None
+) -> list[list[int]]:
     """Groups leaf indices for batched draws, bounding the padding waste.
 
     Leaves with different ``labels`` never share a group. Within a label, leaves are sorted by
@@ -108,9 +109,13 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, (jax.Array, np.ndarray))
 
 
-def leafwise(sampler: Callable[..., jax.Array], keys: jax.Array | Sequence[jax.Array],
-             shapes: Sequence[Sequence[int]], *per_leaf_args: Sequence[Any],
-             max_waste: float = 2.0) -> list[jax.Array]:
+def leafwise(
+    sampler: Callable[..., jax.Array],
+    keys: jax.Array | Sequence[jax.Array],
+    shapes: Sequence[Sequence[int]],
+    *per_leaf_args: Sequence[Any],
+    max_waste: float = 2.0,
+) -> list[jax.Array]:
     """``[sampler(keys[i], shapes[i], *(a[i] for a in per_leaf_args)) for each leaf i]``, batched.
 
     Bit-identical to those per-leaf calls (module docstring), but drawn with one vmapped
@@ -146,8 +151,9 @@ def leafwise(sampler: Callable[..., jax.Array], keys: jax.Array | Sequence[jax.A
         raise ValueError(f"{len(key_list)} keys for {num} leaves")
     for position, arg in enumerate(per_leaf_args):
         if len(arg) != num:
-            raise ValueError(f"per-leaf argument {position} has {len(arg)} entries for {num} "
-                             "leaves")
+            raise ValueError(
+                f"per-leaf argument {position} has {len(arg)} entries for {num} leaves"
+            )
     leaf_args = [tuple(arg[i] for arg in per_leaf_args) for i in range(num)]
     if num == 0:
         return []
@@ -159,16 +165,18 @@ def leafwise(sampler: Callable[..., jax.Array], keys: jax.Array | Sequence[jax.A
         for value in args:
             if _is_array(value):
                 if value.ndim != 0:
-                    raise ValueError("array per-leaf arguments must be scalars, got shape "
-                                     f"{value.shape}")
+                    raise ValueError(
+                        f"array per-leaf arguments must be scalars, got shape {value.shape}"
+                    )
                 aval = jax.typeof(value)
                 out.append(("array", aval.dtype, aval.weak_type))
             else:
                 try:
                     hash(value)
                 except TypeError as error:
-                    raise TypeError(f"static per-leaf argument {value!r} is not hashable") \
-                        from error
+                    raise TypeError(
+                        f"static per-leaf argument {value!r} is not hashable"
+                    ) from error
                 # type and repr too: 1 == 1.0 == True and 0.0 == -0.0, but they draw differently
                 out.append(("static", type(value), value, repr(value)))
         return tuple(out)
@@ -194,6 +202,6 @@ def leafwise(sampler: Callable[..., jax.Array], keys: jax.Array | Sequence[jax.A
 
         block = jax.vmap(draw)(jnp.stack([key_list[i] for i in group]), *stacked)
         for row, i in enumerate(group):
-            flat = block[row] if sizes[i] == padded else block[row, :sizes[i]]
+            flat = block[row] if sizes[i] == padded else block[row, : sizes[i]]
             out[i] = flat.reshape(shapes[i])
     return out

@@ -52,8 +52,9 @@ class RunDirectoryFull(OSError):
     """The run directory's file system has no room for the run's checkpoints."""
 
 
-def check_room(path: str | os.PathLike, abstract_state, copies: int = 2,
-               margin: int = 16 * 2 ** 20) -> None:
+def check_room(
+    path: str | os.PathLike, abstract_state, copies: int = 2, margin: int = 16 * 2**20
+) -> None:
     """Raises :class:`RunDirectoryFull` unless ``path``'s file system has room for ``copies``
     checkpoints of a state shaped like ``abstract_state`` (a pytree of arrays or
     ``jax.ShapeDtypeStruct``) plus ``margin`` bytes for metrics and plots."""
@@ -61,14 +62,18 @@ def check_room(path: str | os.PathLike, abstract_state, copies: int = 2,
 
     import jax
 
-    size = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
-               for leaf in jax.tree_util.tree_leaves(abstract_state) if hasattr(leaf, "dtype"))
+    size = sum(
+        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree_util.tree_leaves(abstract_state)
+        if hasattr(leaf, "dtype")
+    )
     need, free = copies * size + margin, shutil.disk_usage(path).free
     if free < need:
         raise RunDirectoryFull(
-            f"not enough room for the run ({path}): {free / 2 ** 20:.1f} MiB free, it needs "
-            f"about {need / 2 ** 20:.1f} MiB ({copies} checkpoints of {size / 2 ** 20:.1f} MiB "
-            "and the metrics and plots); free space or choose another --out")
+            f"not enough room for the run ({path}): {free / 2**20:.1f} MiB free, it needs "
+            f"about {need / 2**20:.1f} MiB ({copies} checkpoints of {size / 2**20:.1f} MiB "
+            "and the metrics and plots); free space or choose another --out"
+        )
 
 
 def prepare_directory(path: str | os.PathLike, option: str = "--out") -> None:
@@ -81,16 +86,18 @@ def prepare_directory(path: str | os.PathLike, option: str = "--out") -> None:
     from synprune_jax.config import ConfigError
 
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"{option} names a file, not a directory ({path}): give a new or "
-                          "empty directory")
+        raise ConfigError(
+            f"{option} names a file, not a directory ({path}): give a new or empty directory"
+        )
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create the output directory ({path}): "
-                          f"{error.strerror or error}; choose another {option}") from error
+        raise ConfigError(
+            f"cannot create the output directory ({path}): "
+            f"{error.strerror or error}; choose another {option}"
+        ) from error
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"the output directory is not writable ({path}): choose another "
-                          f"{option}")
+        raise ConfigError(f"the output directory is not writable ({path}): choose another {option}")
 
 
 def _alive(pid: int) -> bool:
@@ -138,9 +145,11 @@ class RunLock:
                 if pid is not None and pid != os.getpid() and _alive(pid):
                     raise RunDirectoryBusy(
                         f"another process (pid {pid}) is writing this directory "
-                        f"({self.file.parent}): wait for it to finish or stop it") from None
-                warnings.warn(f"taking over the stale lock {self.file} (process {pid} is gone)",
-                              stacklevel=2)
+                        f"({self.file.parent}): wait for it to finish or stop it"
+                    ) from None
+                warnings.warn(
+                    f"taking over the stale lock {self.file} (process {pid} is gone)", stacklevel=2
+                )
                 self.file.unlink(missing_ok=True)
                 continue
             with os.fdopen(handle, "w") as lock:
@@ -214,9 +223,12 @@ class MetricsWriter:
             raise ValueError(
                 f"metric names changed: file {self.path} has {self.columns}, step returns {columns}"
             )
-        lines = [_format_line(columns, [_format_value(rows[name][index]) for name in columns],
-                              self.metrics_format)
-                 for index in range(len(rows["generation"]))]
+        lines = [
+            _format_line(
+                columns, [_format_value(rows[name][index]) for name in columns], self.metrics_format
+            )
+            for index in range(len(rows["generation"]))
+        ]
         append_whole(self.path, (header + "".join(line + "\n" for line in lines)).encode())
         self.columns = columns
 
@@ -230,7 +242,7 @@ def append_whole(path: str | os.PathLike, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(handle, view):]
+                view = view[os.write(handle, view) :]
         except OSError:
             os.ftruncate(handle, start)
             raise
@@ -262,7 +274,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
             if len(tokens) != len(columns):
                 continue
             try:
-                rows.append(dict(zip(columns, (_parse_token(token) for token in tokens), strict=True)))
+                rows.append(
+                    dict(zip(columns, (_parse_token(token) for token in tokens), strict=True))
+                )
             except ValueError:
                 continue
     else:
@@ -301,8 +315,9 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
         FileNotFoundError: if neither file exists. ValueError: if both do.
     """
     run_dir = Path(run_dir)
-    existing = [path for path in (metrics_path(run_dir, fmt) for fmt in METRICS_FORMATS)
-                if path.exists()]
+    existing = [
+        path for path in (metrics_path(run_dir, fmt) for fmt in METRICS_FORMATS) if path.exists()
+    ]
     if not existing:
         raise FileNotFoundError(f"no metrics.csv or metrics.jsonl in {run_dir}")
     if len(existing) > 1:
@@ -317,8 +332,11 @@ def truncate_metrics(path: Path, last_generation: int) -> list[str] | None:
     columns, rows = _read_rows(path)
     metrics_format = path.suffix[1:]
     lines = [",".join(columns)] if metrics_format == "csv" and columns else []
-    lines += [_format_line(columns, [row[name] for name in columns], metrics_format)
-              for row in rows if int(row["generation"]) <= last_generation]
+    lines += [
+        _format_line(columns, [row[name] for name in columns], metrics_format)
+        for row in rows
+        if int(row["generation"]) <= last_generation
+    ]
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("".join(line + "\n" for line in lines))
     os.replace(temporary, path)
@@ -357,8 +375,11 @@ class RunDirectory:
                 metrics.
             ValueError: resuming with another seed or metrics format than the run had.
         """
-        others = [metrics_path(self.path, fmt) for fmt in METRICS_FORMATS
-                  if fmt != self.run_config.metrics_format]
+        others = [
+            metrics_path(self.path, fmt)
+            for fmt in METRICS_FORMATS
+            if fmt != self.run_config.metrics_format
+        ]
         if not resume:
             existing = [str(path) for path in [self.metrics, *others] if path.exists()]
             saved = completed_generation(self.path)
@@ -367,18 +388,23 @@ class RunDirectory:
             if existing:
                 raise FileExistsError(
                     f"run directory {self.path} already holds a run ({', '.join(existing)}); "
-                    "pass resume=True to continue it, or use a new directory")
+                    "pass resume=True to continue it, or use a new directory"
+                )
             return
         config_path = self.path / "run_config.json"
         if config_path.exists():
             previous = json.loads(config_path.read_text()).get("seed")
             if previous != self.run_config.seed:
-                raise ValueError(f"cannot resume {self.path} with seed {self.run_config.seed}: "
-                                 f"it was run with seed {previous}")
+                raise ValueError(
+                    f"cannot resume {self.path} with seed {self.run_config.seed}: "
+                    f"it was run with seed {previous}"
+                )
         for path in others:
             if path.exists():
-                raise ValueError(f"cannot resume {self.path} with metrics_format="
-                                 f"{self.run_config.metrics_format!r}: it holds {path.name}")
+                raise ValueError(
+                    f"cannot resume {self.path} with metrics_format="
+                    f"{self.run_config.metrics_format!r}: it holds {path.name}"
+                )
 
     def open(self, saved_generation: int | None) -> None:
         """Creates the directory, writes ``run_config.json`` and prepares the metrics file:
@@ -394,7 +420,8 @@ class RunDirectory:
             columns = truncate_metrics(self.metrics, saved_generation)
         self._writer = MetricsWriter(self.metrics, self.run_config.metrics_format, columns)
         self._checkpoints = checkpoint_lib.CheckpointWriter(
-            self.checkpoint_dir, max_to_keep=self.run_config.keep_checkpoints)
+            self.checkpoint_dir, max_to_keep=self.run_config.keep_checkpoints
+        )
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
         """Appends one chunk's rows (see :class:`MetricsWriter`)."""

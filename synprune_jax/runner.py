@@ -24,15 +24,15 @@ owns the counter: after each step it sets ``generation`` to the input generation
 One loop. :func:`run_loop` is the only host loop: :func:`run` calls it for one run (seed and
 hyper-parameters are arguments of the compiled program, as float32 / int32 scalars),
 :func:`synprune_jax.sweeps.sweep` for a group of runs stacked on a leading run axis
-(``jit(vmap(chunk))``, seeds and hyper-parameters traced). It compiles ``init`` and one chunk (``jit`` of a ``lax.scan`` over ``chunk_size``
-steps) ahead of time, plus one shorter final chunk when the generations left are not a multiple
-of ``chunk_size``; restores, writes metrics and checkpoints through
-:class:`~synprune_jax.rundir.RunDirectory` and shows progress. The files are described in
-:mod:`synprune_jax.rundir`. A single run's compiled programs are kept in the process (the last
-:data:`PROGRAMS_KEPT`, keyed by the algorithm's value, the hyper-parameters' structure and dtypes,
-the chunk length and ``jax_disable_most_optimizations``): another seed, other hyper-parameter
-values, a rerun or a resume of the same run compiles nothing again, and with JAX's persistent
-compilation cache (on in the CLI) neither does a new process.
+(``jit(vmap(chunk))``, seeds and hyper-parameters traced). It compiles ``init`` and one chunk
+(``jit`` of a ``lax.scan`` over ``chunk_size`` steps) ahead of time, plus one shorter final chunk
+when the generations left are not a multiple of ``chunk_size``; restores, writes metrics and
+checkpoints through :class:`~synprune_jax.rundir.RunDirectory` and shows progress. The files are
+described in :mod:`synprune_jax.rundir`. A single run's compiled programs are kept in the process
+(the last :data:`PROGRAMS_KEPT`, keyed by the algorithm's value, the hyper-parameters' structure
+and dtypes, the chunk length and ``jax_disable_most_optimizations``): another seed, other
+hyper-parameter values, a rerun or a resume of the same run compiles nothing again, and with JAX's
+persistent compilation cache (on in the CLI) neither does a new process.
 
 Example:
     >>> import jax, tempfile
@@ -93,8 +93,9 @@ class Algorithm(Protocol):
 
     def init(self, key: jax.Array, hyper: PyTree) -> State: ...
 
-    def step(self, key: jax.Array, state: State,
-             hyper: PyTree) -> tuple[State, dict[str, jax.Array]]: ...
+    def step(
+        self, key: jax.Array, state: State, hyper: PyTree
+    ) -> tuple[State, dict[str, jax.Array]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +265,8 @@ def _pad(tree: PyTree, count: int) -> PyTree:
     if count == 0:
         return tree
     return jax.tree_util.tree_map(
-        lambda leaf: np.concatenate([np.asarray(leaf)] + [np.asarray(leaf)[:1]] * count), tree)
+        lambda leaf: np.concatenate([np.asarray(leaf)] + [np.asarray(leaf)[:1]] * count), tree
+    )
 
 
 def _postfix(rows: dict[str, np.ndarray]) -> dict[str, str]:
@@ -307,10 +309,14 @@ class _Single:
         self.key = init_key(seed)
         self.seed = np.uint32(seed)
         self.hyper_args = hyper_arguments(hyper)
-        self.identity = (algorithm, jax.tree_util.tree_structure(self.hyper_args),
-                         tuple((leaf.shape, leaf.dtype.name)
-                               for leaf in jax.tree_util.tree_leaves(self.hyper_args)),
-                         jax.config.read("jax_disable_most_optimizations"))
+        self.identity = (
+            algorithm,
+            jax.tree_util.tree_structure(self.hyper_args),
+            tuple(
+                (leaf.shape, leaf.dtype.name) for leaf in jax.tree_util.tree_leaves(self.hyper_args)
+            ),
+            jax.config.read("jax_disable_most_optimizations"),
+        )
         self._abstract = None
 
     def abstract(self):
@@ -339,8 +345,7 @@ class _Single:
         # A restored checkpoint lives on the default device; a program that spans a mesh (a task
         # sharded over devices) wants its state there. A no-op when it already is.
         sharding = compiled.input_shardings[0][0]
-        return lambda state: compiled(jax.device_put(state, sharding), self.seed,
-                                      self.hyper_args)
+        return lambda state: compiled(jax.device_put(state, sharding), self.seed, self.hyper_args)
 
     def restore(self, directories, generation, abstract):
         return checkpoint_lib.restore(directories[0].checkpoint_dir, generation, abstract)
@@ -376,12 +381,16 @@ class _Batched:
 
     def abstract(self):
         one = lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
-        return jax.eval_shape(self._init_one, one(self.seeds),
-                              jax.tree_util.tree_map(one, self.hypers))
+        return jax.eval_shape(
+            self._init_one, one(self.seeds), jax.tree_util.tree_map(one, self.hypers)
+        )
 
     def compile_init(self):
-        compiled = jax.jit(jax.vmap(self._init_one), **self.shardings).lower(
-            self.seeds, self.hypers).compile()
+        compiled = (
+            jax.jit(jax.vmap(self._init_one), **self.shardings)
+            .lower(self.seeds, self.hypers)
+            .compile()
+        )
         return lambda: compiled(self.seeds, self.hypers)
 
     def compile_chunk(self, length: int, abstract):
@@ -391,14 +400,19 @@ class _Batched:
 
         size = len(self.seeds)
         batched = jax.tree_util.tree_map(
-            lambda leaf: jax.ShapeDtypeStruct((size, *leaf.shape), leaf.dtype), abstract)
-        compiled = jax.jit(jax.vmap(chunk), **self.shardings).lower(
-            self.seeds, self.hypers, batched).compile()
+            lambda leaf: jax.ShapeDtypeStruct((size, *leaf.shape), leaf.dtype), abstract
+        )
+        compiled = (
+            jax.jit(jax.vmap(chunk), **self.shardings)
+            .lower(self.seeds, self.hypers, batched)
+            .compile()
+        )
         return lambda states: compiled(self.seeds, self.hypers, states)
 
     def restore(self, directories, generation, abstract):
-        states = [checkpoint_lib.restore(d.checkpoint_dir, generation, abstract)
-                  for d in directories]
+        states = [
+            checkpoint_lib.restore(d.checkpoint_dir, generation, abstract) for d in directories
+        ]
         return self.put(_pad(jax.device_get(stack(states)), self.padding))
 
     def take(self, tree, index: int):
@@ -417,8 +431,10 @@ class Stopped(Exception):
 
     def __init__(self, generation: int, signal_name: str, run_dirs: Sequence[str]):
         self.generation, self.signal_name, self.run_dirs = generation, signal_name, list(run_dirs)
-        super().__init__(f"stopped by {signal_name} at generation {generation} after writing a "
-                         f"checkpoint of it ({', '.join(self.run_dirs)})")
+        super().__init__(
+            f"stopped by {signal_name} at generation {generation} after writing a "
+            f"checkpoint of it ({', '.join(self.run_dirs)})"
+        )
 
 
 class _StopRequests:
@@ -466,11 +482,17 @@ class RunFault(OSError):
     def __init__(self, error: OSError, generation: int | None, run_dirs: Sequence[str]):
         self.generation, self.run_dirs = generation, list(run_dirs)
         where = f" ({error.filename})" if error.filename else ""
-        last = (f"the last checkpoint is generation {generation}" if generation is not None
-                else "no checkpoint was written yet")
-        super().__init__(error.errno, f"{error.strerror}{where} during the run; {last} "
-                                      f"({', '.join(self.run_dirs)}): free space or fix the disk, "
-                                      "then resume from it")
+        last = (
+            f"the last checkpoint is generation {generation}"
+            if generation is not None
+            else "no checkpoint was written yet"
+        )
+        super().__init__(
+            error.errno,
+            f"{error.strerror}{where} during the run; {last} "
+            f"({', '.join(self.run_dirs)}): free space or fix the disk, "
+            "then resume from it",
+        )
 
     def __str__(self) -> str:
         return self.strerror
@@ -489,8 +511,9 @@ def _restore_intact(program, directories, abstract, *, move_aside: bool = True):
     if not any(steps):
         return None, None
     if any(s != steps[0] for s in steps):
-        raise ValueError("the runs of a group are at different checkpoints "
-                         f"{[sorted(s) for s in steps]}")
+        raise ValueError(
+            f"the runs of a group are at different checkpoints {[sorted(s) for s in steps]}"
+        )
     skipped, damaged = [], []
     with checkpoint_lib.quiet_orbax():  # orbax logs each unreadable file; the summary says it
         for step in sorted(steps[0], reverse=True):
@@ -513,18 +536,26 @@ def _restore_intact(program, directories, abstract, *, move_aside: bool = True):
                         os.replace(directory.checkpoint_dir / str(bad), aside / str(bad))
             if skipped:
                 moved = " (moved to damaged_checkpoints/)" if move_aside else ""
-                warnings.warn(f"{directories[0].checkpoint_dir}: skipped damaged checkpoint(s) "
-                              f"{'; '.join(skipped)}{moved}; resuming from step {step}",
-                              stacklevel=3)
+                warnings.warn(
+                    f"{directories[0].checkpoint_dir}: skipped damaged checkpoint(s) "
+                    f"{'; '.join(skipped)}{moved}; resuming from step {step}",
+                    stacklevel=3,
+                )
             return step, state
     raise CheckpointsDamaged(
         f"no checkpoint of the run can be restored ({directories[0].checkpoint_dir}: "
         f"{'; '.join(skipped)}); nothing was deleted: restore a backup of the directory, or "
-        "move it away and start the run again")
+        "move it away and start the run again"
+    )
 
 
-def restore_latest(algorithm: Algorithm, run_dir: str | os.PathLike, run_config: RunConfig, *,
-                   hyper: PyTree | None = None) -> tuple[int, State]:
+def restore_latest(
+    algorithm: Algorithm,
+    run_dir: str | os.PathLike,
+    run_config: RunConfig,
+    *,
+    hyper: PyTree | None = None,
+) -> tuple[int, State]:
     """Reads a run's newest intact checkpoint without writing anything (a damaged newer one is
     skipped with a warning and left where it is).
 
@@ -540,14 +571,22 @@ def restore_latest(algorithm: Algorithm, run_dir: str | os.PathLike, run_config:
     directory = RunDirectory(run_dir, run_config)
     step, state = _restore_intact(program, [directory], program.abstract(), move_aside=False)
     if step is None:
-        raise FileNotFoundError(errno.ENOENT, "no checkpoint in the run",
-                                str(directory.checkpoint_dir))
+        raise FileNotFoundError(
+            errno.ENOENT, "no checkpoint in the run", str(directory.checkpoint_dir)
+        )
     return step, state
 
 
-def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig, *,
-             resume: bool, on_chunk: Callable | None = None, progress: bool = False,
-             description: str | None = None) -> tuple[State, dict]:
+def run_loop(
+    program,
+    directories: Sequence[RunDirectory],
+    run_config: RunConfig,
+    *,
+    resume: bool,
+    on_chunk: Callable | None = None,
+    progress: bool = False,
+    description: str | None = None,
+) -> tuple[State, dict]:
     """The host loop shared by :func:`run` and sweeps (see the module docstring).
 
     Args:
@@ -572,10 +611,14 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
     """
     abstract = program.abstract()
     check_state(abstract)
-    timing: dict[str, Any] = {"backend": jax.default_backend(), "init_compile_s": None,
-                              "chunk_compile_s": {}}
-    saved_generation, state = _restore_intact(program, directories, abstract) if resume \
-        else (None, None)
+    timing: dict[str, Any] = {
+        "backend": jax.default_backend(),
+        "init_compile_s": None,
+        "chunk_compile_s": {},
+    }
+    saved_generation, state = (
+        _restore_intact(program, directories, abstract) if resume else (None, None)
+    )
     if saved_generation is None:
         started = time.perf_counter()
         init = program.compile_init()
@@ -588,8 +631,11 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
     end_generation = run_config.num_generations
     timing["start_generation"] = generation
     if generation > end_generation:
-        warnings.warn(f"{directories[0].path} is already at generation {generation} > "
-                      f"num_generations={end_generation}; returning it unchanged", stacklevel=3)
+        warnings.warn(
+            f"{directories[0].path} is already at generation {generation} > "
+            f"num_generations={end_generation}; returning it unchanged",
+            stacklevel=3,
+        )
     interval = run_config.checkpoint_interval
     chunks: dict[int, Callable] = {}
     per_generation: list[float] = []
@@ -597,8 +643,14 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
     if progress and generation < end_generation:
         from tqdm.auto import tqdm  # lazy: host only
 
-        bar = tqdm(total=end_generation, initial=generation, unit="gen", dynamic_ncols=True,
-                   desc=description, disable=None)
+        bar = tqdm(
+            total=end_generation,
+            initial=generation,
+            unit="gen",
+            dynamic_ncols=True,
+            desc=description,
+            disable=None,
+        )
     started_run = time.perf_counter()
     requests = _StopRequests()
     checkpointed, completed = saved_generation, False
@@ -617,14 +669,19 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
                 per_generation.append((time.perf_counter() - started) / length)
             new_generation = generation + length
             stop = requests.signal_name  # read once: a signal arriving later stops the next chunk
-            save = (new_generation // interval > generation // interval
-                    or new_generation >= end_generation or stop is not None)
+            save = (
+                new_generation // interval > generation // interval
+                or new_generation >= end_generation
+                or stop is not None
+            )
             host_state = jax.device_get(state) if save and program.batched else state
             try:
                 for index, directory in enumerate(directories):
                     rows = {"generation": np.asarray(program.take(generations, index), np.int64)}
-                    rows.update((name, np.asarray(program.take(metrics[name], index)))
-                                for name in sorted(metrics))
+                    rows.update(
+                        (name, np.asarray(program.take(metrics[name], index)))
+                        for name in sorted(metrics)
+                    )
                     directory.append(rows)
                     if save:
                         directory.save(new_generation, program.take(host_state, index))
@@ -654,8 +711,11 @@ def run_loop(program, directories: Sequence[RunDirectory], run_config: RunConfig
                 if completed:
                     raise
         steady = per_generation[1:] or per_generation
-        timing.update(end_generation=generation, wall_s=time.perf_counter() - started_run,
-                      seconds_per_generation=statistics.median(steady) if steady else None)
+        timing.update(
+            end_generation=generation,
+            wall_s=time.perf_counter() - started_run,
+            seconds_per_generation=statistics.median(steady) if steady else None,
+        )
     return state, timing
 
 
@@ -703,13 +763,34 @@ def run(
         hyper = algorithm.default_hyper if hyper is None else hyper
         program = _Single(algorithm, run_config.seed, hyper)
         check_room(run_dir, program.abstract(), copies=run_config.keep_checkpoints)
-        state, timing = run_loop(program, [directory], run_config, resume=resume,
-                                 on_chunk=on_chunk, progress=run_config.progress)
+        state, timing = run_loop(
+            program,
+            [directory],
+            run_config,
+            resume=resume,
+            on_chunk=on_chunk,
+            progress=run_config.progress,
+        )
         write_json(directory.path / "timing.json", timing)
     return state, read_metrics(run_dir) if directory.metrics.exists() else {}
 
 
-__all__ = ["Algorithm", "CheckpointsDamaged", "RunConfig", "RunFault", "Stopped",
-           "abstract_state", "check_state", "generation_key", "hyper_arguments", "init_key",
-           "read_metrics", "restore_latest", "run", "run_loop", "scan_generations", "stack",
-           "strong_types"]
+__all__ = [
+    "Algorithm",
+    "CheckpointsDamaged",
+    "RunConfig",
+    "RunFault",
+    "Stopped",
+    "abstract_state",
+    "check_state",
+    "generation_key",
+    "hyper_arguments",
+    "init_key",
+    "read_metrics",
+    "restore_latest",
+    "run",
+    "run_loop",
+    "scan_generations",
+    "stack",
+    "strong_types",
+]

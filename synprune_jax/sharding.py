@@ -39,8 +39,14 @@ SHARD_METHODS = ("shard_map", "constraint")
 
 # ----- meshes and placement ----------------------------------------------------------------------
 
-def make_mesh(num_devices: int | None = None, axis_name: str = DEFAULT_AXIS, *,
-              global_devices: bool = False, devices: Sequence[jax.Device] | None = None) -> Mesh:
+
+def make_mesh(
+    num_devices: int | None = None,
+    axis_name: str = DEFAULT_AXIS,
+    *,
+    global_devices: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+) -> Mesh:
     """A one-axis mesh (axis type Auto).
 
     Args:
@@ -59,8 +65,10 @@ def make_mesh(num_devices: int | None = None, axis_name: str = DEFAULT_AXIS, *,
     if num_devices is None:
         num_devices = len(devices)
     if not isinstance(num_devices, int) or not 1 <= num_devices <= len(devices):
-        raise ValueError(f"num_devices must be an int in [1, {len(devices)}] (devices available: "
-                         f"{len(devices)}), got {num_devices!r}")
+        raise ValueError(
+            f"num_devices must be an int in [1, {len(devices)}] (devices available: "
+            f"{len(devices)}), got {num_devices!r}"
+        )
     return Mesh(np.asarray(devices[:num_devices]), (axis_name,))
 
 
@@ -102,7 +110,8 @@ def devices_mesh(devices: Any, option: str = "devices") -> Mesh | None:
             f"{option}={devices} but only {available} local device(s) exist. On a CPU, "
             "`synprune run` and `synprune resume` create the CPU devices first; from Python, "
             f"call jax.config.update('jax_num_cpu_devices', {devices}) right after `import jax`, "
-            "before anything runs on a device")
+            "before anything runs on a device"
+        )
     return make_mesh(devices)
 
 
@@ -133,12 +142,15 @@ def shard_leading_axis(tree: PyTree, mesh: Mesh, axis_name: str | None = None) -
     size = mesh.devices.size
     for leaf in jax.tree_util.tree_leaves(tree):
         if np.ndim(leaf) == 0 or np.shape(leaf)[0] % size:
-            raise ValueError(f"cannot split a leaf of shape {np.shape(leaf)} over {size} devices: "
-                             "its leading axis must be a multiple of the device count")
+            raise ValueError(
+                f"cannot split a leaf of shape {np.shape(leaf)} over {size} devices: "
+                "its leading axis must be a multiple of the device count"
+            )
     return jax.device_put(tree, sharding)
 
 
 # ----- task wrappers -----------------------------------------------------------------------------
+
 
 class _TaskWrapper:
     """Forwards the :class:`~synprune_jax.tasks.Task` protocol to ``self.task``."""
@@ -198,8 +210,9 @@ class ShardedTask(_TaskWrapper):
 
     def __post_init__(self):
         if self.method not in SHARD_METHODS:
-            raise ValueError(f"ShardedTask.method must be one of {SHARD_METHODS}, "
-                             f"got {self.method!r}")
+            raise ValueError(
+                f"ShardedTask.method must be one of {SHARD_METHODS}, got {self.method!r}"
+            )
         axis = self.axis_name or self.mesh.axis_names[0]
         if axis not in self.mesh.axis_names:
             raise ValueError(f"axis {axis!r} is not an axis of the mesh {self.mesh.axis_names}")
@@ -219,9 +232,13 @@ class ShardedTask(_TaskWrapper):
             result = self.task.evaluate(key, jax.lax.with_sharding_constraint(padded, sharding))
             result = jax.lax.with_sharding_constraint(result, sharding)
         else:
-            result = jax.shard_map(self.task.evaluate, mesh=self.mesh,
-                                   in_specs=(PartitionSpec(), split), out_specs=split,
-                                   check_vma=False)(key, padded)
+            result = jax.shard_map(
+                self.task.evaluate,
+                mesh=self.mesh,
+                in_specs=(PartitionSpec(), split),
+                out_specs=split,
+                check_vma=False,
+            )(key, padded)
         if padded.size == size:
             return result
         return jax.tree_util.tree_map(lambda leaf: leaf[:size], result)
@@ -246,10 +263,14 @@ class ChunkedTask(_TaskWrapper):
     chunk_size: int
 
     def __post_init__(self):
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) \
-                or self.chunk_size < 1:
-            raise ValueError(f"ChunkedTask.chunk_size must be a positive int, "
-                             f"got {self.chunk_size!r}")
+        if (
+            isinstance(self.chunk_size, bool)
+            or not isinstance(self.chunk_size, int)
+            or self.chunk_size < 1
+        ):
+            raise ValueError(
+                f"ChunkedTask.chunk_size must be a positive int, got {self.chunk_size!r}"
+            )
 
     def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         """Evaluates ``population`` (leaves ``[P, ...]``) in chunks; returns ``[P]`` results."""
@@ -259,10 +280,12 @@ class ChunkedTask(_TaskWrapper):
         padded, _ = pad_rows(population, self.chunk_size)  # viewed as [chunks, chunk, ...]
         num_chunks = padded.size // self.chunk_size
         chunks = jax.tree_util.tree_map(
-            lambda leaf: leaf.reshape(num_chunks, self.chunk_size, *leaf.shape[1:]), padded)
+            lambda leaf: leaf.reshape(num_chunks, self.chunk_size, *leaf.shape[1:]), padded
+        )
         results = jax.lax.map(lambda chunk: self.task.evaluate(key, chunk), chunks)
         return jax.tree_util.tree_map(
-            lambda leaf: leaf.reshape(padded.size, *leaf.shape[2:])[:size], results)
+            lambda leaf: leaf.reshape(padded.size, *leaf.shape[2:])[:size], results
+        )
 
 
 def unwrap(task) -> Any:
@@ -274,8 +297,8 @@ def unwrap(task) -> Any:
 
 # ----- archives ----------------------------------------------------------------------------------
 
-def place_archive(archive, mesh: Mesh, *, sharded: bool = False,
-                  axis_name: str | None = None):
+
+def place_archive(archive, mesh: Mesh, *, sharded: bool = False, axis_name: str | None = None):
     """Puts an archive on the mesh: replicated (default) or split over cells.
 
     Replicated: every device holds all ``C`` cells; parent sampling and insertion need no
@@ -301,19 +324,30 @@ def archive_memory(archive, num_devices: int) -> dict[str, int]:
         ``{"total_bytes", "replicated_per_device_bytes", "sharded_per_device_bytes"}``; the
         sharded figure is ``ceil(C / n)`` cells' worth of every leaf.
     """
-    total = int(sum(math.prod(np.shape(leaf)) * np.dtype(leaf.dtype).itemsize
-                    for leaf in jax.tree_util.tree_leaves(archive)))
+    total = int(
+        sum(
+            math.prod(np.shape(leaf)) * np.dtype(leaf.dtype).itemsize
+            for leaf in jax.tree_util.tree_leaves(archive)
+        )
+    )
     num_cells = int(archive.fitness.shape[0])
     per_cell = total / num_cells
-    return {"total_bytes": total, "replicated_per_device_bytes": total,
-            "sharded_per_device_bytes": int(math.ceil(num_cells / num_devices) * per_cell)}
+    return {
+        "total_bytes": total,
+        "replicated_per_device_bytes": total,
+        "sharded_per_device_bytes": int(math.ceil(num_cells / num_devices) * per_cell),
+    }
 
 
 # ----- multi-host --------------------------------------------------------------------------------
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None, process_id: int | None = None,
-                           **kwargs) -> tuple[int, int]:
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    **kwargs,
+) -> tuple[int, int]:
     """Joins a multi-host job (``jax.distributed.initialize``); returns ``(index, count)``.
 
     Call it once per process, before any other JAX call. On Cloud TPU pods and on SLURM / Open
@@ -332,8 +366,12 @@ def initialize_distributed(coordinator_address: str | None = None,
         process_id = int(os.environ["SYNPRUNE_PROCESS_ID"])
     if num_processes == 1:
         return 0, 1
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id, **kwargs)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        **kwargs,
+    )
     return jax.process_index(), jax.process_count()
 
 

@@ -73,8 +73,9 @@ class FitResult:
 
 def _epoch_keys(key: jax.Array, num_epochs: int | None) -> jax.Array:
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        raise TypeError("fit needs a typed PRNG key (jax.random.key), got an array of "
-                        f"dtype {key.dtype}")
+        raise TypeError(
+            f"fit needs a typed PRNG key (jax.random.key), got an array of dtype {key.dtype}"
+        )
     if key.ndim == 0:
         if num_epochs is None:
             raise ValueError("fit: give num_epochs with a single key (or pass [E] epoch keys)")
@@ -86,11 +87,22 @@ def _epoch_keys(key: jax.Array, num_epochs: int | None) -> jax.Array:
     return key
 
 
-def fit(key: jax.Array, params: PyTree, data: PyTree, loss_fn: Callable,
-        optimizer: optax.GradientTransformation, *, batch_size: int,
-        num_epochs: int | None = None, opt_state: PyTree = None, has_aux: bool = False,
-        accumulate: Callable | None = None, accumulator: PyTree = None,
-        validation_loss_fn: Callable | None = None, patience: int | None = None) -> FitResult:
+def fit(
+    key: jax.Array,
+    params: PyTree,
+    data: PyTree,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    batch_size: int,
+    num_epochs: int | None = None,
+    opt_state: PyTree = None,
+    has_aux: bool = False,
+    accumulate: Callable | None = None,
+    accumulator: PyTree = None,
+    validation_loss_fn: Callable | None = None,
+    patience: int | None = None,
+) -> FitResult:
     """Trains ``params`` on shuffled fixed-shape minibatches of ``data`` (pure, jittable).
 
     Epoch ``e`` visits ``data`` in the order ``jax.random.permutation(epoch_keys[e], N)``, cut
@@ -136,18 +148,29 @@ def fit(key: jax.Array, params: PyTree, data: PyTree, loss_fn: Callable,
         raise ValueError("fit: data has no arrays")
     num_examples = leaves[0].shape[0]
     if any(leaf.shape[:1] != (num_examples,) for leaf in leaves):
-        raise ValueError("fit: every array of data needs the same leading axis, got shapes "
-                         f"{[tuple(leaf.shape) for leaf in leaves]}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or \
-            not 1 <= batch_size <= num_examples:
-        raise ValueError(f"fit: batch_size must be an int in [1, {num_examples}], got "
-                         f"{batch_size!r}")
+        raise ValueError(
+            "fit: every array of data needs the same leading axis, got shapes "
+            f"{[tuple(leaf.shape) for leaf in leaves]}"
+        )
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or not 1 <= batch_size <= num_examples
+    ):
+        raise ValueError(
+            f"fit: batch_size must be an int in [1, {num_examples}], got {batch_size!r}"
+        )
     if accumulate is not None and not has_aux:
         raise ValueError("fit: accumulate folds the auxiliary output of loss_fn; set has_aux")
-    if patience is not None and (validation_loss_fn is None or isinstance(patience, bool)
-                                 or not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"fit: patience must be a positive int and needs validation_loss_fn, "
-                         f"got {patience!r}")
+    if patience is not None and (
+        validation_loss_fn is None
+        or isinstance(patience, bool)
+        or not isinstance(patience, int)
+        or patience < 1
+    ):
+        raise ValueError(
+            f"fit: patience must be a positive int and needs validation_loss_fn, got {patience!r}"
+        )
     num_batches = num_examples // batch_size
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
     if opt_state is None:
@@ -168,29 +191,36 @@ def fit(key: jax.Array, params: PyTree, data: PyTree, loss_fn: Callable,
 
     def train_epoch(carry, epoch_key):
         order = jax.random.permutation(epoch_key, num_examples)
-        batches = order[:num_batches * batch_size].reshape(num_batches, batch_size)
+        batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
         carry, losses = jax.lax.scan(train_step, carry, batches)
         return carry, jnp.asarray(losses, jnp.float32)
 
     if validation_loss_fn is None:
         (params, opt_state, accumulator), losses = jax.lax.scan(
-            train_epoch, (params, opt_state, accumulator), epoch_keys)
-        return FitResult(params=params, opt_state=opt_state, losses=losses,
-                         accumulator=accumulator,
-                         validation_losses=jnp.full((num_epochs,), jnp.nan, jnp.float32),
-                         best_validation_loss=jnp.asarray(jnp.inf, jnp.float32),
-                         epochs_run=jnp.asarray(num_epochs, jnp.int32))
+            train_epoch, (params, opt_state, accumulator), epoch_keys
+        )
+        return FitResult(
+            params=params,
+            opt_state=opt_state,
+            losses=losses,
+            accumulator=accumulator,
+            validation_losses=jnp.full((num_epochs,), jnp.nan, jnp.float32),
+            best_validation_loss=jnp.asarray(jnp.inf, jnp.float32),
+            epochs_run=jnp.asarray(num_epochs, jnp.int32),
+        )
 
     def epoch_with_validation(carry, epoch_key):
         training, best, best_loss, since_best, stopped, epochs_run = carry
         trained, losses = train_epoch(training, epoch_key)
-        training = jax.tree_util.tree_map(lambda old, new: jnp.where(stopped, old, new),
-                                          training, trained)
+        training = jax.tree_util.tree_map(
+            lambda old, new: jnp.where(stopped, old, new), training, trained
+        )
         losses = jnp.where(stopped, jnp.nan, losses)
         validation = jnp.asarray(validation_loss_fn(training[0]), jnp.float32)
         improved = (validation < best_loss) & ~stopped
-        best = jax.tree_util.tree_map(lambda old, new: jnp.where(improved, new, old), best,
-                                      training[0])
+        best = jax.tree_util.tree_map(
+            lambda old, new: jnp.where(improved, new, old), best, training[0]
+        )
         best_loss = jnp.where(improved, validation, best_loss)
         epochs_run = epochs_run + (~stopped).astype(jnp.int32)
         since_best = jnp.where(improved, 0, since_best + 1).astype(jnp.int32)
@@ -198,10 +228,22 @@ def fit(key: jax.Array, params: PyTree, data: PyTree, loss_fn: Callable,
             stopped = stopped | (since_best >= patience)
         return (training, best, best_loss, since_best, stopped, epochs_run), (losses, validation)
 
-    carry = ((params, opt_state, accumulator), params, jnp.asarray(jnp.inf, jnp.float32),
-             jnp.int32(0), jnp.asarray(False), jnp.int32(0))
+    carry = (
+        (params, opt_state, accumulator),
+        params,
+        jnp.asarray(jnp.inf, jnp.float32),
+        jnp.int32(0),
+        jnp.asarray(False),
+        jnp.int32(0),
+    )
     carry, (losses, validation_losses) = jax.lax.scan(epoch_with_validation, carry, epoch_keys)
     (_, opt_state, accumulator), best, best_loss, _, _, epochs_run = carry
-    return FitResult(params=best, opt_state=opt_state, losses=losses, accumulator=accumulator,
-                     validation_losses=validation_losses, best_validation_loss=best_loss,
-                     epochs_run=epochs_run)
+    return FitResult(
+        params=best,
+        opt_state=opt_state,
+        losses=losses,
+        accumulator=accumulator,
+        validation_losses=validation_losses,
+        best_validation_loss=best_loss,
+        epochs_run=epochs_run,
+    )

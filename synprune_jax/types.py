@@ -61,4 +61,3 @@ class EvalResult:
     fitness: jax.Array
     descriptors: jax.Array
     extras: dict = struct.field(default_factory=dict)
-

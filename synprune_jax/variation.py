@@ -29,13 +29,16 @@ def gaussian_mutation(key: jax.Array, params: Params, masks: Masks, sigma) -> Pa
     leaves, treedef = jax.tree_util.tree_flatten(params)
     mask_leaves = jax.tree_util.tree_leaves(masks)
     keys = jax.random.split(key, len(leaves))
-    out = [jnp.where(m, p + sigma * jax.random.normal(k, p.shape, p.dtype), p)
-           for p, m, k in zip(leaves, mask_leaves, keys, strict=True)]
+    out = [
+        jnp.where(m, p + sigma * jax.random.normal(k, p.shape, p.dtype), p)
+        for p, m, k in zip(leaves, mask_leaves, keys, strict=True)
+    ]
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def redraw_rates(key: jax.Array, rates: jax.Array, redraw_probability, rate_min,
-                 rate_max) -> jax.Array:
+def redraw_rates(
+    key: jax.Array, rates: jax.Array, redraw_probability, rate_min, rate_max
+) -> jax.Array:
     """Redraws each rate with probability ``redraw_probability``, log-uniform in [min, max].
 
     Args:
@@ -49,9 +52,19 @@ def redraw_rates(key: jax.Array, rates: jax.Array, redraw_probability, rate_min,
     return jnp.where(redraw, fresh, rates).astype(rates.dtype)
 
 
-def random_population(key: jax.Array, task, size: int, rates, *, beta_a=1.0, beta_b=1.0,
-                      exact: bool = True, per_layer: bool = True, forward_prune: bool = True,
-                      rate_range=None) -> Population:
+def random_population(
+    key: jax.Array,
+    task,
+    size: int,
+    rates,
+    *,
+    beta_a=1.0,
+    beta_b=1.0,
+    exact: bool = True,
+    per_layer: bool = True,
+    forward_prune: bool = True,
+    rate_range=None,
+) -> Population:
     """``size`` random pruned networks: the starting population of MAP-Elites, the GA and the
     learning-speed study.
 
@@ -72,8 +85,9 @@ def random_population(key: jax.Array, task, size: int, rates, *, beta_a=1.0, bet
     def one(k):
         key_params, key_masks, key_rates = jax.random.split(k, 3)
         params = task.init_params(key_params)
-        masks = masks_lib.init_masks_beta(key_masks, params, maskable, beta_a, beta_b,
-                                          exact=exact, per_layer=per_layer)
+        masks = masks_lib.init_masks_beta(
+            key_masks, params, maskable, beta_a, beta_b, exact=exact, per_layer=per_layer
+        )
         if forward_prune:
             masks = masks_lib.forward_prune(task.spec, masks)
         drawn = jnp.asarray(rates, jnp.float32)
@@ -105,22 +119,28 @@ class MutationConfig:
 
     def __post_init__(self):
         if self.self_adaptive and not self.flips:
-            raise ValueError("mutation: self-adaptive rates drive the prune / reconnect flips; "
-                             "flips=False needs self_adaptive=False")
+            raise ValueError(
+                "mutation: self-adaptive rates drive the prune / reconnect flips; "
+                "flips=False needs self_adaptive=False"
+            )
 
     def check_hyper(self, hyper: MutationHyper) -> None:
         """Raises ValueError when ``flips=False`` meets nonzero flip rates (they would be
         silently ignored). Host side: ``hyper`` holds concrete numbers."""
         if not self.flips and (float(hyper.p_disconnect) != 0.0 or float(hyper.p_connect) != 0.0):
-            raise ValueError(f"flips=False skips the prune / reconnect flips: set p_disconnect "
-                             f"and p_connect to 0 (got {float(hyper.p_disconnect)} and "
-                             f"{float(hyper.p_connect)})")
+            raise ValueError(
+                f"flips=False skips the prune / reconnect flips: set p_disconnect "
+                f"and p_connect to 0 (got {float(hyper.p_disconnect)} and "
+                f"{float(hyper.p_connect)})"
+            )
 
     def check_task(self, task) -> None:
         """Raises ValueError when ``forward_prune`` meets a task without an MLP network."""
         if self.forward_prune and task.spec is None:
-            raise ValueError("mutation.forward_prune needs an MLP network; this task has a "
-                             "direct genotype (set forward_prune=False)")
+            raise ValueError(
+                "mutation.forward_prune needs an MLP network; this task has a "
+                "direct genotype (set forward_prune=False)"
+            )
 
 
 @struct.dataclass
@@ -145,16 +165,31 @@ class MutationHyper:
     rate_max: float = 0.2
 
 
-def mutate(key: jax.Array, individual: Population, maskable: PyTree, config: MutationConfig,
-           hyper: MutationHyper, spec: MLPSpec | None = None) -> Population:
+def mutate(
+    key: jax.Array,
+    individual: Population,
+    maskable: PyTree,
+    config: MutationConfig,
+    hyper: MutationHyper,
+    spec: MLPSpec | None = None,
+) -> Population:
     """Composite mutation of one individual (``rates`` has shape ``[2]``); see module docstring."""
     key_rates, key_flip, key_gauss = jax.random.split(key, 3)
     if config.self_adaptive:
-        rates = redraw_rates(key_rates, individual.rates, hyper.rate_redraw_probability,
-                             hyper.rate_min, hyper.rate_max)
+        rates = redraw_rates(
+            key_rates,
+            individual.rates,
+            hyper.rate_redraw_probability,
+            hyper.rate_min,
+            hyper.rate_max,
+        )
     else:
-        rates = jnp.stack([jnp.asarray(hyper.p_disconnect, jnp.float32),
-                           jnp.asarray(hyper.p_connect, jnp.float32)])
+        rates = jnp.stack(
+            [
+                jnp.asarray(hyper.p_disconnect, jnp.float32),
+                jnp.asarray(hyper.p_connect, jnp.float32),
+            ]
+        )
     masks = individual.masks
     if config.flips:
         masks = pruning.flip_mutation(key_flip, masks, maskable, rates[0], rates[1])

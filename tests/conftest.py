@@ -26,9 +26,12 @@ if os.environ.get("SYNPRUNE_TEST_OPTIMIZE", "0") != "1":
     TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 # Compiled Brax rollouts are the slow part of the suite; cache them across test processes/runs.
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                                 os.path.join(os.path.dirname(__file__), "..", ".jax_cache")))
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")
+    ),
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # Start the backend now: the test processes keep one CPU device (or XLA_FLAGS' count) whatever a
 # CLI call made in-process asks for (`task.devices=auto` would otherwise claim one device per core
@@ -42,15 +45,24 @@ def run_report(code: str, *, env: dict | None = None, timeout: int = 600) -> dic
     suite's) and returns the JSON object printed on its last ``REPORT `` line; fails with the
     process's stderr when it exits non-zero or prints none."""
     env = dict(env or {})
-    environment = dict(os.environ, JAX_PLATFORMS="cpu",
-                       XLA_FLAGS=f"{TEST_XLA_FLAGS} {env.pop('XLA_FLAGS', '')}".strip())
+    environment = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"{TEST_XLA_FLAGS} {env.pop('XLA_FLAGS', '')}".strip(),
+    )
     environment.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
     environment.update(env)
-    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment,
-                               capture_output=True, text=True, timeout=timeout)
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return json.loads(lines[-1][len("REPORT ") :])
 
 
 def assert_trees_equal(first, second) -> None:

@@ -37,8 +37,11 @@ def make_population(ids) -> Population:
     """``B`` individuals; individual ``i`` has ``w = [ids[i], ids[i] + 0.5, -ids[i]]``."""
     ids = jnp.asarray(ids, jnp.float32)
     weights = jnp.stack([ids, ids + 0.5, -ids], axis=1)
-    return Population(params={"w": weights}, masks={"w": weights > 0.0},
-                      rates=jnp.stack([ids / 100.0, ids / 200.0], axis=1))
+    return Population(
+        params={"w": weights},
+        masks={"w": weights > 0.0},
+        rates=jnp.stack([ids / 100.0, ids / 200.0], axis=1),
+    )
 
 
 def template() -> Population:
@@ -49,14 +52,18 @@ def make_result(fitness, descriptors, density=None) -> EvalResult:
     fitness = jnp.asarray(fitness, jnp.float32)
     if density is None:
         density = jnp.linspace(0.1, 0.9, fitness.shape[0])
-    return EvalResult(fitness=fitness, descriptors=jnp.asarray(descriptors, jnp.float32),
-                      extras={"density": jnp.asarray(density, jnp.float32)})
+    return EvalResult(
+        fitness=fitness,
+        descriptors=jnp.asarray(descriptors, jnp.float32),
+        extras={"density": jnp.asarray(density, jnp.float32)},
+    )
 
 
 LINE = GridSpec(lower=(0.0,), upper=(1.0,), resolution=(4,))
 
 
 # ----- GridSpec -----------------------------------------------------------------------------------
+
 
 def test_grid_spec_validation():
     with pytest.raises(ValueError, match="lower has 2 entries but upper has 1"):
@@ -89,14 +96,14 @@ def test_grid_centroids_2x3():
 def test_grid_cell_index_hand_picked():
     spec = GridSpec(lower=(0.0, -1.0), upper=(2.0, 2.0), resolution=(2, 3))
     points = [
-        [0.0, -1.0],    # lower corner -> (0, 0)
-        [2.0, 2.0],     # upper corner -> last cell (1, 2)
-        [0.999, 0.0],   # (0, 1): 0.0 is the lower edge of the middle column
-        [1.0, 1.0],     # (1, 2): both on inner edges, go up
-        [-5.0, 0.5],    # clipped x -> (0, 1)
-        [7.0, -9.0],    # clipped -> (1, 0)
-        [INF, -INF],    # clipped -> (1, 0)
-        [1.5, 100.0],   # clipped y -> (1, 2)
+        [0.0, -1.0],  # lower corner -> (0, 0)
+        [2.0, 2.0],  # upper corner -> last cell (1, 2)
+        [0.999, 0.0],  # (0, 1): 0.0 is the lower edge of the middle column
+        [1.0, 1.0],  # (1, 2): both on inner edges, go up
+        [-5.0, 0.5],  # clipped x -> (0, 1)
+        [7.0, -9.0],  # clipped -> (1, 0)
+        [INF, -INF],  # clipped -> (1, 0)
+        [1.5, 100.0],  # clipped y -> (1, 2)
     ]
     expected = [0, 5, 1, 5, 1, 3, 3, 5]
     cells = spec.cell_index(spec.centroids(), jnp.asarray(points, jnp.float32))
@@ -111,13 +118,15 @@ def test_grid_cell_index_rejects_wrong_dimension():
 
 # ----- CVTSpec ------------------------------------------------------------------------------------
 
-CVT = CVTSpec(lower=(-1.0, 0.0), upper=(1.0, 3.0), num_cells=8, num_samples=400,
-              num_iterations=10, seed=3)
+CVT = CVTSpec(
+    lower=(-1.0, 0.0), upper=(1.0, 3.0), num_cells=8, num_samples=400, num_iterations=10, seed=3
+)
 
 
 def quantisation_error(samples, centroids):
-    distances = np.sum((np.asarray(samples)[:, None, :] - np.asarray(centroids)[None, :, :]) ** 2,
-                       axis=2)
+    distances = np.sum(
+        (np.asarray(samples)[:, None, :] - np.asarray(centroids)[None, :, :]) ** 2, axis=2
+    )
     return float(np.mean(np.min(distances, axis=1)))
 
 
@@ -136,8 +145,9 @@ def test_cvt_centroids_inside_bounds_and_deterministic():
     assert centroids.shape == (8, 2) and centroids.dtype == np.float32
     assert np.all(centroids >= np.asarray(CVT.lower)) and np.all(centroids <= np.asarray(CVT.upper))
     np.testing.assert_array_equal(centroids, CVT.centroids())
-    other = CVTSpec(lower=CVT.lower, upper=CVT.upper, num_cells=8, num_samples=400,
-                    num_iterations=10, seed=4)
+    other = CVTSpec(
+        lower=CVT.lower, upper=CVT.upper, num_cells=8, num_samples=400, num_iterations=10, seed=4
+    )
     assert not np.array_equal(centroids, other.centroids())
 
 
@@ -153,8 +163,9 @@ def test_cvt_kmeans_reduces_quantisation_error():
 def test_kmeans_empty_cluster_keeps_its_centroid():
     samples = jnp.asarray([[0.0], [0.1], [1.0], [1.1]])
     initial = jnp.asarray([[0.0], [1.0], [50.0]])  # the third centroid attracts nothing
-    np.testing.assert_allclose(lloyd_kmeans(samples, initial, 3), [[0.05], [1.05], [50.0]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        lloyd_kmeans(samples, initial, 3), [[0.05], [1.05], [50.0]], rtol=1e-6
+    )
 
 
 def test_cvt_cell_index_is_brute_force_nearest():
@@ -162,12 +173,14 @@ def test_cvt_cell_index_is_brute_force_nearest():
     descriptors = jax.random.uniform(jax.random.key(0), (64, 2), minval=-1.5, maxval=3.5)
     cells = CVT.cell_index(centroids, descriptors)
     assert cells.dtype == jnp.int32
-    distances = np.sum((np.asarray(descriptors)[:, None, :] - np.asarray(centroids)[None]) ** 2,
-                       axis=2)
+    distances = np.sum(
+        (np.asarray(descriptors)[:, None, :] - np.asarray(centroids)[None]) ** 2, axis=2
+    )
     np.testing.assert_array_equal(cells, np.argmin(distances, axis=1))
 
 
 # ----- init / add ---------------------------------------------------------------------------------
+
 
 def test_init_archive_shapes_and_dtypes():
     archive = init_archive(GridSpec((0.0, 0.0), (1.0, 1.0), (2, 3)), template())
@@ -193,8 +206,7 @@ def assert_cell_holds(archive, cell, population, index, result):
 def test_add_invalid_individuals_never_enter():
     archive = init_archive(LINE, template())
     population = make_population([1, 2, 3, 4, 5])
-    result = make_result([NAN, INF, -INF, 1.0, 2.0],
-                         [[0.1], [0.1], [0.1], [NAN], [INF]])
+    result = make_result([NAN, INF, -INF, 1.0, 2.0], [[0.1], [0.1], [0.1], [NAN], [INF]])
     archive, inserted = add(LINE, archive, population, result)
     np.testing.assert_array_equal(inserted, [False] * 5)
     assert not archive.filled.any()
@@ -229,9 +241,11 @@ def test_add_within_batch_clash():
     population = make_population([0, 1, 2, 3, 4, 5, 6])
     # Cell 1: fitness 3, 4, 5, 5 -> index 2 (lowest of the tied maxima). Cell 3: 7, 7 -> index 4
     # (1.0 is the upper bound, so it falls in the last cell). Cell 0: a single individual.
-    result = make_result([3.0, 4.0, 5.0, 5.0, 7.0, 7.0, -1.0],
-                         [[0.3], [0.4], [0.49], [0.26], [0.9], [1.0], [0.0]],
-                         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    result = make_result(
+        [3.0, 4.0, 5.0, 5.0, 7.0, 7.0, -1.0],
+        [[0.3], [0.4], [0.49], [0.26], [0.9], [1.0], [0.0]],
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    )
     archive, inserted = add(LINE, archive, population, result)
     np.testing.assert_array_equal(inserted, [False, False, True, False, True, False, True])
     np.testing.assert_array_equal(archive.fitness, [-1.0, 5.0, -INF, 7.0])
@@ -245,8 +259,9 @@ def test_add_batch_winner_must_beat_incumbent():
     archive = init_archive(LINE, template())
     archive, _ = add(LINE, archive, make_population([1]), make_result([5.0], [[0.1]], [0.5]))
     # Batch winner (5.0) ties the incumbent: nothing changes, and the loser is not inserted either.
-    archive, inserted = add(LINE, archive, make_population([2, 3]),
-                            make_result([4.0, 5.0], [[0.1], [0.2]], [0.1, 0.1]))
+    archive, inserted = add(
+        LINE, archive, make_population([2, 3]), make_result([4.0, 5.0], [[0.1], [0.2]], [0.1, 0.1])
+    )
     np.testing.assert_array_equal(inserted, [False, False])
     assert archive.genomes.params["w"][0, 0] == 1.0
 
@@ -280,16 +295,23 @@ def test_jitted_add_does_not_recompile():
 
     archive = init_archive(LINE, template())
     archive, _ = step(archive, make_population([1, 2]), make_result([1.0, 2.0], [[0.1], [0.9]]))
-    archive, inserted = step(archive, make_population([3, 4]),
-                             make_result([3.0, 0.0], [[0.1], [0.9]]))
+    archive, inserted = step(
+        archive, make_population([3, 4]), make_result([3.0, 0.0], [[0.1], [0.9]])
+    )
     np.testing.assert_array_equal(inserted, [True, False])
     # The exported jitted variant agrees with the plain function.
-    reference, reference_inserted = add(LINE, init_archive(LINE, template()),
-                                        make_population([1, 2]),
-                                        make_result([1.0, 2.0], [[0.1], [0.9]]))
-    compiled, compiled_inserted = jitted_add(LINE, init_archive(LINE, template()),
-                                             make_population([1, 2]),
-                                             make_result([1.0, 2.0], [[0.1], [0.9]]))
+    reference, reference_inserted = add(
+        LINE,
+        init_archive(LINE, template()),
+        make_population([1, 2]),
+        make_result([1.0, 2.0], [[0.1], [0.9]]),
+    )
+    compiled, compiled_inserted = jitted_add(
+        LINE,
+        init_archive(LINE, template()),
+        make_population([1, 2]),
+        make_result([1.0, 2.0], [[0.1], [0.9]]),
+    )
     chex.assert_trees_all_equal(reference, compiled)
     np.testing.assert_array_equal(reference_inserted, compiled_inserted)
 
@@ -303,10 +325,13 @@ _square_add = jax.jit(add, static_argnums=0)
 fitness_values = st.sampled_from([0.0, 1.0, 2.0, 3.0, -1.5, NAN, INF, -INF])
 descriptor_values = st.sampled_from([-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, NAN])
 batches = st.lists(
-    st.tuples(st.lists(fitness_values, min_size=BATCH, max_size=BATCH),
-              st.lists(st.tuples(descriptor_values, descriptor_values),
-                       min_size=BATCH, max_size=BATCH)),
-    min_size=1, max_size=4)
+    st.tuples(
+        st.lists(fitness_values, min_size=BATCH, max_size=BATCH),
+        st.lists(st.tuples(descriptor_values, descriptor_values), min_size=BATCH, max_size=BATCH),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -347,11 +372,16 @@ def test_add_property_never_loses_a_better_elite(batch_list):
 
 # ----- sample -------------------------------------------------------------------------------------
 
+
 def test_sample_only_returns_filled_cells():
     archive = init_archive(GridSpec((0.0,), (1.0,), (6,)), template())
     spec = GridSpec((0.0,), (1.0,), (6,))
-    archive, _ = add(spec, archive, make_population([11, 13, 15]),
-                     make_result([1.0, 2.0, 3.0], [[0.05], [0.45], [0.95]]))
+    archive, _ = add(
+        spec,
+        archive,
+        make_population([11, 13, 15]),
+        make_result([1.0, 2.0, 3.0], [[0.05], [0.45], [0.95]]),
+    )
     indices = sample_indices(jax.random.key(0), archive, 300)
     assert indices.shape == (300,) and indices.dtype == jnp.int32
     assert set(np.asarray(indices).tolist()) == {0, 2, 5}
@@ -364,10 +394,15 @@ def test_sample_only_returns_filled_cells():
 def test_sample_is_uniform_over_filled_cells():
     spec = GridSpec((0.0,), (1.0,), (6,))
     archive = init_archive(spec, template())
-    archive, _ = add(spec, archive, make_population([11, 13, 15]),
-                     make_result([1.0, 2.0, 3.0], [[0.05], [0.45], [0.95]]))
-    counts = np.bincount(np.asarray(sample_indices(jax.random.key(3), archive, 30_000)),
-                         minlength=6)
+    archive, _ = add(
+        spec,
+        archive,
+        make_population([11, 13, 15]),
+        make_result([1.0, 2.0, 3.0], [[0.05], [0.45], [0.95]]),
+    )
+    counts = np.bincount(
+        np.asarray(sample_indices(jax.random.key(3), archive, 30_000)), minlength=6
+    )
     assert counts[[1, 3, 4]].sum() == 0
     # 10,000 expected per filled cell; binomial sd ~82, so +-400 is about 5 sd.
     np.testing.assert_allclose(counts[[0, 2, 5]], 10_000, atol=400)
@@ -381,8 +416,9 @@ def test_sample_from_empty_archive_returns_zero_genomes():
 
 def test_elites_host_helper():
     archive = init_archive(LINE, template())
-    archive, _ = add(LINE, archive, make_population([1, 2]),
-                     make_result([1.0, 2.0], [[0.9], [0.3]], [0.5, 0.25]))
+    archive, _ = add(
+        LINE, archive, make_population([1, 2]), make_result([1.0, 2.0], [[0.9], [0.3]], [0.5, 0.25])
+    )
     out = elites(archive)
     np.testing.assert_array_equal(out["cells"], [1, 3])
     np.testing.assert_array_equal(out["fitness"], [2.0, 1.0])
@@ -391,6 +427,7 @@ def test_elites_host_helper():
 
 
 # ----- metrics ------------------------------------------------------------------------------------
+
 
 def hand_built_archive() -> Archive:
     archive = init_archive(GridSpec((0.0,), (1.0,), (5,)), template())
@@ -402,9 +439,17 @@ def hand_built_archive() -> Archive:
 
 def test_qd_metrics_exact():
     metrics = qd_metrics(hand_built_archive(), qd_offset=-1.0)
-    assert set(metrics) == {"qd_score", "coverage", "num_filled", "max_fitness", "mean_fitness",
-                            "best_fitness_density_le_10", "best_fitness_density_le_25",
-                            "best_fitness_density_le_50", "best_fitness_density_le_100"}
+    assert set(metrics) == {
+        "qd_score",
+        "coverage",
+        "num_filled",
+        "max_fitness",
+        "mean_fitness",
+        "best_fitness_density_le_10",
+        "best_fitness_density_le_25",
+        "best_fitness_density_le_50",
+        "best_fitness_density_le_100",
+    }
     assert float(metrics["qd_score"]) == 2.0 + 4.0 + 3.0 + 1.5
     assert metrics["coverage"] == np.float32(0.8)
     assert int(metrics["num_filled"]) == 4
@@ -430,6 +475,7 @@ def test_qd_metrics_empty_archive():
 
 
 # ----- the cheap paths of insertion and parent sampling (issue "engine cost") -------------------
+
 
 @pytest.mark.parametrize("size", [1, 7, 400, 4097, 70_000])
 def test_inclusive_count_equals_cumsum(size):
@@ -458,8 +504,9 @@ def test_batch_winners_pairwise_equals_scatter(batch, cells, monkeypatch):
         picks = []
         for pairs in (10**9, 0):
             monkeypatch.setattr(repertoire, "_PAIRWISE_PAIRS_PER_CELL", pairs)
-            picks.append(np.asarray(repertoire._batch_winners(cell, fitness, jnp.asarray(valid),
-                                                              cells)))
+            picks.append(
+                np.asarray(repertoire._batch_winners(cell, fitness, jnp.asarray(valid), cells))
+            )
         np.testing.assert_array_equal(picks[0], picks[1])
         # the rule itself: one winner per occupied cell, the best fitness, lowest index on ties
         for c in set(np.asarray(cell)[valid].tolist()):

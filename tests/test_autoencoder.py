@@ -95,8 +95,11 @@ def test_model_shapes_counts_and_recorded_activations():
     assert output.shape == (4, 40) and bool(jnp.all((output > 0) & (output < 1)))
     assert [a.shape for a in recorded["encoder"]] == [(4, 6), (4, 3)]
     assert [a.shape for a in recorded["decoder"]] == [(4, 6), (4, 40)]
-    for post, linear in zip(recorded["encoder"] + recorded["decoder"][:1],
-                            pre["encoder"] + pre["decoder"][:1], strict=True):
+    for post, linear in zip(
+        recorded["encoder"] + recorded["decoder"][:1],
+        pre["encoder"] + pre["decoder"][:1],
+        strict=True,
+    ):
         np.testing.assert_allclose(post, jnp.maximum(linear, 0.0))
     # the decoder's last layer is recorded before the sigmoid either way
     np.testing.assert_allclose(jax.nn.sigmoid(recorded["decoder"][1]), output, rtol=1e-6)
@@ -139,20 +142,28 @@ def test_schedule_traced_and_errors():
 
 def test_variance_scores_match_numpy_std():
     passes = np.random.default_rng(0).normal(size=(7, 3, 4)).astype(np.float32)  # [R, B, u]
-    params = {"encoder": {"layer_0": {"bias": jnp.zeros(4)}, "layer_1": {"bias": jnp.zeros(2)}},
-              "decoder": {"layer_0": {"bias": jnp.zeros(2)}, "layer_1": {"bias": jnp.zeros(2)}}}
+    params = {
+        "encoder": {"layer_0": {"bias": jnp.zeros(4)}, "layer_1": {"bias": jnp.zeros(2)}},
+        "decoder": {"layer_0": {"bias": jnp.zeros(2)}, "layer_1": {"bias": jnp.zeros(2)}},
+    }
     stats = init_stats(params, batch_size=3)
     for values in passes:
-        stats = accumulate_stats(stats, {"encoder": (jnp.asarray(values), jnp.zeros((3, 2))),
-                                         "decoder": (jnp.zeros((3, 2)), jnp.zeros((3, 2)))})
+        stats = accumulate_stats(
+            stats,
+            {
+                "encoder": (jnp.asarray(values), jnp.zeros((3, 2))),
+                "decoder": (jnp.zeros((3, 2)), jnp.zeros((3, 2))),
+            },
+        )
     expected = np.std(passes, axis=0).sum(axis=0)
     np.testing.assert_allclose(variance_scores(stats["encoder"]["layer_0"]), expected, rtol=1e-5)
     np.testing.assert_array_equal(variance_scores(stats["encoder"]["layer_1"]), np.zeros(2))
 
 
 def test_variance_keep_probability_and_masks():
-    np.testing.assert_allclose(variance_keep_probability(jnp.array([1.0, 2.0, 3.0, 5.0])),
-                               [1.0, 0.75, 0.5, 0.0])
+    np.testing.assert_allclose(
+        variance_keep_probability(jnp.array([1.0, 2.0, 3.0, 5.0])), [1.0, 0.75, 0.5, 0.0]
+    )
     np.testing.assert_array_equal(variance_keep_probability(jnp.full(3, 2.0)), np.ones(3))
     layer = {"kernel": jnp.ones((50, 3)), "bias": jnp.ones(3)}
     keep = variance_keep(jax.random.key(0), layer, jnp.array([0.0, 1.0, 0.5]))
@@ -164,42 +175,51 @@ def test_variance_keep_probability_and_masks():
 
 
 def test_conjunctive_units_hand_made():
-    activations = jnp.array([
-        [0.0, 0.05, 1.0, 0.02, 0.5],   # normalised < 0.1: units 0, 1, 3
-        [0.0, 0.5, 1.0, 0.05, 0.0],    # units 0, 3, 4 -> intersection {0, 3}
-        [1.0, 0.0, 0.5, 0.0, 0.0],     # units 1, 3, 4 -> {3}: stop (one left)
-        [0.0, 1.0, 1.0, 1.0, 1.0],     # would leave {} but is never reached
-    ])
-    np.testing.assert_array_equal(conjunctive_units(activations, 0.1),
-                                  [False, False, False, True, False])
+    activations = jnp.array(
+        [
+            [0.0, 0.05, 1.0, 0.02, 0.5],  # normalised < 0.1: units 0, 1, 3
+            [0.0, 0.5, 1.0, 0.05, 0.0],  # units 0, 3, 4 -> intersection {0, 3}
+            [1.0, 0.0, 0.5, 0.0, 0.0],  # units 1, 3, 4 -> {3}: stop (one left)
+            [0.0, 1.0, 1.0, 1.0, 1.0],  # would leave {} but is never reached
+        ]
+    )
+    np.testing.assert_array_equal(
+        conjunctive_units(activations, 0.1), [False, False, False, True, False]
+    )
     # an intersection can become empty; a constant case marks nothing
     np.testing.assert_array_equal(
-        conjunctive_units(jnp.array([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]), 0.1), [False] * 3)
+        conjunctive_units(jnp.array([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]), 0.1), [False] * 3
+    )
     np.testing.assert_array_equal(
-        conjunctive_units(jnp.array([[0.0, 0.0, 1.0], [2.0, 2.0, 2.0]]), 0.1),
-        [False, False, False])
+        conjunctive_units(jnp.array([[0.0, 0.0, 1.0], [2.0, 2.0, 2.0]]), 0.1), [False, False, False]
+    )
     # first case marks a single unit: the filter stops at once and that unit is pruned
     np.testing.assert_array_equal(
-        conjunctive_units(jnp.array([[0.0, 0.5, 1.0], [1.0, 0.0, 0.0]]), 0.1), [True, False, False])
+        conjunctive_units(jnp.array([[0.0, 0.5, 1.0], [1.0, 0.0, 0.0]]), 0.1), [True, False, False]
+    )
 
 
 def test_conjunctive_keep_zeroes_surviving_units():
     params = init_autoencoder(jax.random.key(0), TINY)
     cases = jax.random.bernoulli(jax.random.key(2), 0.7, (30, 40)).astype(jnp.float32)
     keep = jax.jit(lambda k, p, c: prune_keep(k, "conjunctive", p, cases=c, threshold=0.1))(
-        jax.random.key(1), params, cases)
+        jax.random.key(1), params, cases
+    )
     for network in ("encoder", "decoder"):
         for layer in ("layer_0", "layer_1"):
-            kernel, bias = np.asarray(keep[network][layer]["kernel"]), np.asarray(
-                keep[network][layer]["bias"])
+            kernel, bias = (
+                np.asarray(keep[network][layer]["kernel"]),
+                np.asarray(keep[network][layer]["bias"]),
+            )
             # whole columns: a unit's incoming weights and bias go together
             np.testing.assert_array_equal(kernel, np.broadcast_to(bias, kernel.shape))
 
 
 def test_random_keep_exact_counts():
     for shape, zeros in (((10,), 1), ((30,), 3), ((1000, 30), 3000), ((7,), 1), ((15,), 2)):
-        keep = np.asarray(jax.jit(random_keep_tensor, static_argnums=1)(jax.random.key(3),
-                                                                         shape, 0.1))
+        keep = np.asarray(
+            jax.jit(random_keep_tensor, static_argnums=1)(jax.random.key(3), shape, 0.1)
+        )
         assert keep.shape == shape and int((keep == 0).sum()) == zeros, shape
     params = init_autoencoder(jax.random.key(0), AutoencoderSpec())
     keep = jax.jit(random_keep)(jax.random.key(1), params, 0.1)
@@ -218,8 +238,7 @@ def test_random_keep_equals_the_double_argsort_it_replaces():
         count = int(np.round(np.float32(amount) * size))
         draws = np.asarray(jax.random.uniform(key, (size,)))
         expected = (~_ranks_below(draws, count)).astype(np.float32).reshape(shape)
-        np.testing.assert_array_equal(np.asarray(random_keep_tensor(key, shape, amount)),
-                                      expected)
+        np.testing.assert_array_equal(np.asarray(random_keep_tensor(key, shape, amount)), expected)
 
 
 def test_apply_keep_modes():
@@ -242,8 +261,10 @@ def test_apply_keep_modes():
 
 def _epoch_orders(key, num_epochs, num_examples):
     """The documented batch order: epoch e permutes with jax.random.split(key, E)[e]."""
-    return [np.asarray(jax.random.permutation(k, num_examples))
-            for k in jax.random.split(key, num_epochs)]
+    return [
+        np.asarray(jax.random.permutation(k, num_examples))
+        for k in jax.random.split(key, num_epochs)
+    ]
 
 
 def test_fit_sgd_on_a_linear_loss_is_exact():
@@ -251,8 +272,17 @@ def test_fit_sgd_on_a_linear_loss_is_exact():
     # subtracts the sum of every example but the one left out of the last, partial minibatch
     data = jnp.arange(1.0, 6.0)  # 5 examples, batches of 2: one example dropped per epoch
     key = jax.random.key(3)
-    result = jax.jit(lambda k: fit(k, jnp.float32(0.0), data, lambda w, x: jnp.sum(w * x),
-                                   optax.sgd(1.0), batch_size=2, num_epochs=3))(key)
+    result = jax.jit(
+        lambda k: fit(
+            k,
+            jnp.float32(0.0),
+            data,
+            lambda w, x: jnp.sum(w * x),
+            optax.sgd(1.0),
+            batch_size=2,
+            num_epochs=3,
+        )
+    )(key)
     dropped = sum(float(data[order[-1]]) for order in _epoch_orders(key, 3, 5))
     assert float(result.params) == -(3 * 15.0 - dropped)
     # the loss of every step is recorded before its update: [epochs, minibatches]
@@ -276,15 +306,32 @@ def test_fit_batches_follow_the_epoch_permutations():
         return step + 1, rows.at[step].set(labels_of_batch)
 
     key = jax.random.key(5)
-    result = fit(key, jnp.float32(0.0), (features, labels), loss_fn, optax.sgd(0.0),
-                 batch_size=3, num_epochs=2, has_aux=True, accumulate=record,
-                 accumulator=(jnp.int32(0), jnp.zeros((4, 3), jnp.int32)))
+    result = fit(
+        key,
+        jnp.float32(0.0),
+        (features, labels),
+        loss_fn,
+        optax.sgd(0.0),
+        batch_size=3,
+        num_epochs=2,
+        has_aux=True,
+        accumulate=record,
+        accumulator=(jnp.int32(0), jnp.zeros((4, 3), jnp.int32)),
+    )
     expected = np.concatenate([order[:6].reshape(2, 3) for order in _epoch_orders(key, 2, 7)])
     np.testing.assert_array_equal(result.accumulator[1], expected)
     # [E] epoch keys: the same epochs
-    again = fit(jax.random.split(key, 2), jnp.float32(0.0), (features, labels), loss_fn,
-                optax.sgd(0.0), batch_size=3, has_aux=True, accumulate=record,
-                accumulator=(jnp.int32(0), jnp.zeros((4, 3), jnp.int32)))
+    again = fit(
+        jax.random.split(key, 2),
+        jnp.float32(0.0),
+        (features, labels),
+        loss_fn,
+        optax.sgd(0.0),
+        batch_size=3,
+        has_aux=True,
+        accumulate=record,
+        accumulator=(jnp.int32(0), jnp.zeros((4, 3), jnp.int32)),
+    )
     np.testing.assert_array_equal(again.accumulator[1], expected)
     # loss values are those of the batches: sum(0 * x) = 0
     np.testing.assert_array_equal(result.losses, np.zeros((2, 2)))
@@ -294,26 +341,51 @@ def test_fit_early_stopping_keeps_the_best_epoch():
     # w rises by exactly 1 per step (SGD on loss -w), 2 steps per epoch: w = 2, 4, 6, 8, 10, ...
     # after the epochs; validation (w - 6)^2 = 16, 4, 0, 4, 16: best after epoch 3 (index 2),
     # then 2 epochs without improvement stop the run (patience 2)
-    result = jax.jit(lambda k: fit(
-        k, jnp.float32(0.0), jnp.ones(4), lambda w, x: -w * jnp.mean(x), optax.sgd(1.0),
-        batch_size=2, num_epochs=8, validation_loss_fn=lambda w: (w - 6.0) ** 2,
-        patience=2))(jax.random.key(0))
+    result = jax.jit(
+        lambda k: fit(
+            k,
+            jnp.float32(0.0),
+            jnp.ones(4),
+            lambda w, x: -w * jnp.mean(x),
+            optax.sgd(1.0),
+            batch_size=2,
+            num_epochs=8,
+            validation_loss_fn=lambda w: (w - 6.0) ** 2,
+            patience=2,
+        )
+    )(jax.random.key(0))
     assert float(result.params) == 6.0  # the best epoch's parameters
     assert int(result.epochs_run) == 5 and float(result.best_validation_loss) == 0.0
     np.testing.assert_array_equal(result.validation_losses, [16, 4, 0, 4, 16, 16, 16, 16])
     assert bool(jnp.all(jnp.isnan(result.losses[5:]))) and float(result.losses[4, 1]) == -9.0
     # without patience every epoch runs and the best is still returned
-    unstopped = fit(jax.random.key(0), jnp.float32(0.0), jnp.ones(4),
-                    lambda w, x: -w * jnp.mean(x), optax.sgd(1.0), batch_size=2, num_epochs=8,
-                    validation_loss_fn=lambda w: (w - 6.0) ** 2)
+    unstopped = fit(
+        jax.random.key(0),
+        jnp.float32(0.0),
+        jnp.ones(4),
+        lambda w, x: -w * jnp.mean(x),
+        optax.sgd(1.0),
+        batch_size=2,
+        num_epochs=8,
+        validation_loss_fn=lambda w: (w - 6.0) ** 2,
+    )
     assert float(unstopped.params) == 6.0 and int(unstopped.epochs_run) == 8
     assert float(unstopped.validation_losses[-1]) == 100.0
     # under vmap (a population) stopped members freeze while others go on
     targets = jnp.array([2.0, 6.0, 100.0])
-    batched = jax.vmap(lambda target: fit(
-        jax.random.key(0), jnp.float32(0.0), jnp.ones(4), lambda w, x: -w * jnp.mean(x),
-        optax.sgd(1.0), batch_size=2, num_epochs=8,
-        validation_loss_fn=lambda w: (w - target) ** 2, patience=2))(targets)
+    batched = jax.vmap(
+        lambda target: fit(
+            jax.random.key(0),
+            jnp.float32(0.0),
+            jnp.ones(4),
+            lambda w, x: -w * jnp.mean(x),
+            optax.sgd(1.0),
+            batch_size=2,
+            num_epochs=8,
+            validation_loss_fn=lambda w: (w - target) ** 2,
+            patience=2,
+        )
+    )(targets)
     np.testing.assert_array_equal(batched.params, [2.0, 6.0, 16.0])
     np.testing.assert_array_equal(batched.epochs_run, [3, 5, 8])
 
@@ -326,39 +398,86 @@ def test_fit_continues_from_an_optimizer_state():
     optimizer = optax.adam(0.1)
     whole = fit(keys, jnp.zeros(3), data, loss_fn, optimizer, batch_size=4)
     first = fit(keys[:1], jnp.zeros(3), data, loss_fn, optimizer, batch_size=4)
-    second = fit(keys[1:], first.params, data, loss_fn, optimizer, batch_size=4,
-                 opt_state=first.opt_state)
+    second = fit(
+        keys[1:], first.params, data, loss_fn, optimizer, batch_size=4, opt_state=first.opt_state
+    )
     chex.assert_trees_all_close(second.params, whole.params, rtol=1e-6)
     assert int(second.opt_state[0].count) == 6
-    np.testing.assert_allclose(np.concatenate([first.losses, second.losses]), whole.losses,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate([first.losses, second.losses]), whole.losses, rtol=1e-6
+    )
 
 
 def test_fit_zero_masked_gradients_and_argument_errors():
     mask = jnp.array([1.0, 0.0, 1.0])
     loss_fn = lambda w, x: jnp.sum(((w * mask)[None, :] - x) ** 2)  # noqa: E731
-    result = fit(jax.random.key(0), jnp.full(3, 0.5), jnp.ones((4, 3)), loss_fn, optax.adam(0.1),
-                 batch_size=2, num_epochs=2)
+    result = fit(
+        jax.random.key(0),
+        jnp.full(3, 0.5),
+        jnp.ones((4, 3)),
+        loss_fn,
+        optax.adam(0.1),
+        batch_size=2,
+        num_epochs=2,
+    )
     assert float(result.params[1]) == 0.5  # no gradient, fresh Adam: unchanged
     assert float(result.params[0]) != 0.5
     with pytest.raises(ValueError, match="batch_size"):
-        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
-            batch_size=5, num_epochs=1)
+        fit(
+            jax.random.key(0),
+            jnp.zeros(3),
+            jnp.ones((4, 3)),
+            loss_fn,
+            optax.sgd(0.1),
+            batch_size=5,
+            num_epochs=1,
+        )
     with pytest.raises(ValueError, match="leading axis"):
-        fit(jax.random.key(0), jnp.zeros(3), (jnp.ones((4, 3)), jnp.ones(5)), loss_fn,
-            optax.sgd(0.1), batch_size=2, num_epochs=1)
+        fit(
+            jax.random.key(0),
+            jnp.zeros(3),
+            (jnp.ones((4, 3)), jnp.ones(5)),
+            loss_fn,
+            optax.sgd(0.1),
+            batch_size=2,
+            num_epochs=1,
+        )
     with pytest.raises(ValueError, match="num_epochs"):
-        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
-            batch_size=2)
+        fit(
+            jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1), batch_size=2
+        )
     with pytest.raises(ValueError, match="has_aux"):
-        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
-            batch_size=2, num_epochs=1, accumulate=lambda a, b: a)
+        fit(
+            jax.random.key(0),
+            jnp.zeros(3),
+            jnp.ones((4, 3)),
+            loss_fn,
+            optax.sgd(0.1),
+            batch_size=2,
+            num_epochs=1,
+            accumulate=lambda a, b: a,
+        )
     with pytest.raises(ValueError, match="patience"):
-        fit(jax.random.key(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
-            batch_size=2, num_epochs=1, patience=2)
+        fit(
+            jax.random.key(0),
+            jnp.zeros(3),
+            jnp.ones((4, 3)),
+            loss_fn,
+            optax.sgd(0.1),
+            batch_size=2,
+            num_epochs=1,
+            patience=2,
+        )
     with pytest.raises(TypeError, match="typed PRNG key"):
-        fit(jax.random.PRNGKey(0), jnp.zeros(3), jnp.ones((4, 3)), loss_fn, optax.sgd(0.1),
-            batch_size=2, num_epochs=1)
+        fit(
+            jax.random.PRNGKey(0),
+            jnp.zeros(3),
+            jnp.ones((4, 3)),
+            loss_fn,
+            optax.sgd(0.1),
+            batch_size=2,
+            num_epochs=1,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +489,7 @@ def test_fresh_adam_is_the_first_step_of_optax_adam():
     update from a fresh state (betas of the canonical loop and optax's defaults)."""
     params = init_autoencoder(jax.random.key(0), TINY)
     from synprune_jax.autoencoder import l1_loss
+
     for seed in range(3):
         x = jax.random.bernoulli(jax.random.key(seed + 1), 0.7, (5, 40)).astype(jnp.float32)
         grads = jax.grad(l1_loss)(params, x)
@@ -400,7 +520,8 @@ def _reference_epoch(key, params, masks, opt_state, learning_rate, train, config
         stats = accumulate_stats(stats, recorded)
         if fresh:
             updates = jax.tree_util.tree_map(
-                lambda g: -learning_rate * g / (jnp.abs(g) + 1e-8), grads)
+                lambda g: -learning_rate * g / (jnp.abs(g) + 1e-8), grads
+            )
         else:
             updates, opt_state = optimizer.update(grads, opt_state, params)
         params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
@@ -418,34 +539,43 @@ def test_train_epoch_equals_the_plain_loop(tiny_data, persistent, fresh):
     """train_epoch (fit with masks in the loss) gives the numbers of the plain loop that projects
     the parameters onto the mask after every update: the same batches in the same order and the
     same updates (equal up to XLA fusing the two programs differently: a few float32 ulps)."""
-    config = TrainingConfig(spec=TINY, num_epochs=2, batch_size=5, persistent=persistent,
-                            operator="variance")
+    config = TrainingConfig(
+        spec=TINY, num_epochs=2, batch_size=5, persistent=persistent, operator="variance"
+    )
     train = tiny_data["train"]
     params = init_autoencoder(jax.random.key(0), TINY)
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
     optimizer = canonical_optimizer(config, 1e-2)
     opt_state = optimizer.init(params)
     if not fresh:  # momentum from an unpruned epoch first, as in the canonical loop
-        params, opt_state, _, _ = train_epoch(jax.random.key(1), params, masks, optimizer,
-                                              opt_state, train, config)
+        params, opt_state, _, _ = train_epoch(
+            jax.random.key(1), params, masks, optimizer, opt_state, train, config
+        )
     keep = random_keep(jax.random.key(2), params, 0.5)
     params, masks = apply_keep(params, masks, keep, persistent, True)
 
     @jax.jit
     def both(params, masks, opt_state):
         chosen = fresh_adam(1e-2) if fresh else optimizer
-        got = train_epoch(jax.random.key(3), params, masks, chosen, None if fresh else opt_state,
-                          train, config)
-        return got, _reference_epoch(jax.random.key(3), params, masks, opt_state, 1e-2, train,
-                                     config, fresh)
+        got = train_epoch(
+            jax.random.key(3), params, masks, chosen, None if fresh else opt_state, train, config
+        )
+        return got, _reference_epoch(
+            jax.random.key(3), params, masks, opt_state, 1e-2, train, config, fresh
+        )
 
     (trained, _, stats, loss), (expected, expected_stats, expected_loss) = both(
-        params, masks, opt_state)
+        params, masks, opt_state
+    )
     chex.assert_trees_all_close(trained, expected, rtol=1e-6, atol=1e-9)
     chex.assert_trees_all_close(stats, expected_stats, rtol=1e-6, atol=1e-9)
     assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
-    zero_after = [np.asarray(t)[np.asarray(k) == 0] for t, k in
-                  zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(keep), strict=True)]
+    zero_after = [
+        np.asarray(t)[np.asarray(k) == 0]
+        for t, k in zip(
+            jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(keep), strict=True
+        )
+    ]
     regrown = sum(int((values != 0).sum()) for values in zero_after)
     if persistent:  # pruned weights stay zero even with Adam momentum from before the prune
         assert regrown == 0
@@ -462,15 +592,21 @@ CANONICAL_HYPER = TrainingHyper(learning_rate=1e-2, prune_probability=1.0)
 
 @pytest.fixture(scope="module")
 def canonical_run(tiny_data):
-    config = TrainingConfig(spec=TINY, num_epochs=8, num_trials=3, batch_size=5,
-                            operator="variance", schedule="fixed", eval_every=1)
+    config = TrainingConfig(
+        spec=TINY,
+        num_epochs=8,
+        num_trials=3,
+        batch_size=5,
+        operator="variance",
+        schedule="fixed",
+        eval_every=1,
+    )
     algorithm = CanonicalTraining(config, tiny_data["train"], tiny_data["test"])
     step = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
     state = algorithm.init(jax.random.key(0), CANONICAL_HYPER)
     history = []
     for epoch in range(3):
-        state, metrics = step(jax.random.fold_in(jax.random.key(1), epoch), state,
-                              CANONICAL_HYPER)
+        state, metrics = step(jax.random.fold_in(jax.random.key(1), epoch), state, CANONICAL_HYPER)
         state = state.replace(generation=state.generation + 1)
         history.append(metrics)
     return algorithm, state, history
@@ -478,8 +614,9 @@ def canonical_run(tiny_data):
 
 def test_canonical_prunes_and_records(canonical_run):
     algorithm, state, history = canonical_run
-    assert [float(algorithm.learning_rate(t, CANONICAL_HYPER)) for t in (0, 1, 2, 4, 6)] == \
-        pytest.approx([1e-2, 1e-2, 1e-3, 1e-4, 1e-5])
+    assert [
+        float(algorithm.learning_rate(t, CANONICAL_HYPER)) for t in (0, 1, 2, 4, 6)
+    ] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-4, 1e-5])
     # optax.adam's state is carried across epochs: 3 epochs x 4 steps per trial
     np.testing.assert_array_equal(state.opt_state[0].count, [12, 12, 12])
     np.testing.assert_array_equal(state.num_prunes, [3, 3, 3])  # p = 1 every epoch
@@ -496,11 +633,11 @@ def test_canonical_prunes_and_records(canonical_run):
 
 def test_canonical_config_errors(tiny_data):
     with pytest.raises(ValueError, match="divide"):
-        CanonicalTraining(TrainingConfig(spec=TINY, batch_size=3), tiny_data["train"],
-                          tiny_data["test"])
+        CanonicalTraining(
+            TrainingConfig(spec=TINY, batch_size=3), tiny_data["train"], tiny_data["test"]
+        )
     with pytest.raises(ValueError, match=r"train data must be \[N, 40\]"):
-        CanonicalTraining(TrainingConfig(spec=TINY), tiny_data["train"][:, :30],
-                          tiny_data["test"])
+        CanonicalTraining(TrainingConfig(spec=TINY), tiny_data["train"][:, :30], tiny_data["test"])
     with pytest.raises(ValueError, match="unknown pruning operator"):
         TrainingConfig(operator="magnitude")
     with pytest.raises(ValueError, match="prune_probability"):
@@ -518,12 +655,16 @@ def test_loops_compare_by_config_and_data(tiny_data):
     config = TrainingConfig(spec=TINY, num_epochs=3, operator="random", schedule="fixed")
     train, test = tiny_data["train"], tiny_data["test"]
     one = CanonicalTraining(config, train, test)
-    copy = CanonicalTraining(TrainingConfig(spec=TINY, num_epochs=3, operator="random",
-                                            schedule="fixed"), np.array(train), np.array(test))
+    copy = CanonicalTraining(
+        TrainingConfig(spec=TINY, num_epochs=3, operator="random", schedule="fixed"),
+        np.array(train),
+        np.array(test),
+    )
     assert one == copy and hash(one) == hash(copy) and len({one, copy}) == 1
     assert one != CanonicalTraining(config, 1.0 - train, test)
-    assert one != CanonicalTraining(TrainingConfig(spec=TINY, num_epochs=4, operator="random",
-                                                   schedule="fixed"), train, test)
+    assert one != CanonicalTraining(
+        TrainingConfig(spec=TINY, num_epochs=4, operator="random", schedule="fixed"), train, test
+    )
     ring = CoevolutionConfig(spec=TINY, num_epochs=3, num_cells=4)
     assert SpatialCoevolution(ring, train, test) == SpatialCoevolution(ring, train, test)
     assert SpatialCoevolution(ring, train, test) != CanonicalTraining(config, train, test)
@@ -535,9 +676,17 @@ COEVOLUTION_HYPER = TrainingHyper(learning_rate=1e-2, prune_probability=0.5)
 
 @pytest.fixture(scope="module")
 def coevolution(tiny_data):
-    config = CoevolutionConfig(spec=TINY, num_epochs=4, num_trials=2, batch_size=5,
-                               operator="random", schedule="fixed", num_cells=4, radius=1,
-                               order="sequential")
+    config = CoevolutionConfig(
+        spec=TINY,
+        num_epochs=4,
+        num_trials=2,
+        batch_size=5,
+        operator="random",
+        schedule="fixed",
+        num_cells=4,
+        radius=1,
+        order="sequential",
+    )
     return SpatialCoevolution(config, tiny_data["train"], tiny_data["test"])
 
 
@@ -568,8 +717,9 @@ def test_neighbourhoods():
     assert default.config.grid_shape == (2, 5) and default.config.neighbourhood_size == 4
     np.testing.assert_array_equal(default.neighbours(0), [0, 5, 4, 1])
     np.testing.assert_array_equal(default.neighbours(9), [9, 4, 8, 5])
-    small = _neighbours(num_cells=4, topology="torus", grid_shape=(2, 2), neighbourhood="moore",
-                        radius=2)
+    small = _neighbours(
+        num_cells=4, topology="torus", grid_shape=(2, 2), neighbourhood="moore", radius=2
+    )
     assert small.config.neighbourhood_size == 4
     np.testing.assert_array_equal(small.neighbours(3), [3, 0, 1, 2])
     line = _neighbours(num_cells=4, topology="torus", grid_shape=(1, 4))  # 1 row: a ring
@@ -607,10 +757,19 @@ def test_build_parses_grid_shape(text):
     from synprune_jax.experiments import get_experiment
 
     experiment = get_experiment("ae-coevolution")
-    config = config_lib.apply_overrides(experiment.default_config(), [
-        "data.dim=40", "data.num_train=20", "data.num_test=10", "model.hidden_dim=6",
-        "coevolution.num_cells=6", "coevolution.topology=torus",
-        f"coevolution.grid_shape={text}", "coevolution.neighbourhood=moore"])
+    config = config_lib.apply_overrides(
+        experiment.default_config(),
+        [
+            "data.dim=40",
+            "data.num_train=20",
+            "data.num_test=10",
+            "model.hidden_dim=6",
+            "coevolution.num_cells=6",
+            "coevolution.topology=torus",
+            f"coevolution.grid_shape={text}",
+            "coevolution.neighbourhood=moore",
+        ],
+    )
     algorithm = experiment.build(config).algorithm
     assert algorithm.config.grid_shape == (2, 3) and algorithm.config.neighbourhood_size == 6
     np.testing.assert_array_equal(algorithm.neighbours(0), [0, 5, 3, 4, 2, 1])
@@ -630,10 +789,10 @@ def _python_loop(algorithm, key, params, masks, rates, kept, epoch, hyper, synch
     for cell in np.asarray(order):
         source = snapshot if synchronous else (params, masks, rates, kept)
         new, new_mask, rate, new_kept, _, _ = cell_epoch(
-            jax.random.fold_in(cells_key, int(cell)), jnp.int32(cell), *source, epoch, hyper)
+            jax.random.fold_in(cells_key, int(cell)), jnp.int32(cell), *source, epoch, hyper
+        )
         params = jax.tree_util.tree_map(lambda a, b, cell=cell: a.at[cell].set(b), params, new)
-        masks = jax.tree_util.tree_map(lambda a, b, cell=cell: a.at[cell].set(b), masks,
-                                           new_mask)
+        masks = jax.tree_util.tree_map(lambda a, b, cell=cell: a.at[cell].set(b), masks, new_mask)
         rates, kept = rates.at[cell].set(rate), kept.at[cell].set(new_kept)
     return params, rates
 
@@ -644,17 +803,20 @@ def test_ring_epoch_equals_python_loop(coevolution, order, topology):
     import dataclasses
 
     grid = {"topology": "torus", "grid_shape": (2, 2)} if topology == "torus" else {}
-    algorithm = SpatialCoevolution(dataclasses.replace(coevolution.config, order=order, **grid),
-                                   coevolution.train, coevolution.test)
+    algorithm = SpatialCoevolution(
+        dataclasses.replace(coevolution.config, order=order, **grid),
+        coevolution.train,
+        coevolution.test,
+    )
     params = algorithm.init_trial(jax.random.key(0))
     masks = jax.tree_util.tree_map(jnp.ones_like, params)
     rates = jnp.full((4,), 1e-2)
     kept = jnp.full((4,), 100, jnp.int32)
     key, epoch = jax.random.key(5), jnp.int32(1)
     got = jax.jit(algorithm.ring_epoch)(key, params, masks, rates, kept, epoch, COEVOLUTION_HYPER)
-    expected_params, expected_rates = _python_loop(algorithm, key, params, masks, rates, kept,
-                                                   epoch, COEVOLUTION_HYPER,
-                                                   order == "synchronous")
+    expected_params, expected_rates = _python_loop(
+        algorithm, key, params, masks, rates, kept, epoch, COEVOLUTION_HYPER, order == "synchronous"
+    )
     chex.assert_trees_all_close(got[0], expected_params, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(got[2], expected_rates, rtol=1e-6)
     assert bool(jnp.all(got[2] >= 1e-9))
@@ -662,10 +824,19 @@ def test_ring_epoch_equals_python_loop(coevolution, order, topology):
 
 @pytest.mark.parametrize("order", ["sequential", "synchronous"])
 def test_torus_run_is_deterministic_and_finite(tiny_data, order):
-    config = CoevolutionConfig(spec=TINY, num_epochs=2, num_trials=2, batch_size=5,
-                               operator="random", schedule="population", num_cells=6,
-                               topology="torus", grid_shape=(2, 3), neighbourhood="moore",
-                               order=order)
+    config = CoevolutionConfig(
+        spec=TINY,
+        num_epochs=2,
+        num_trials=2,
+        batch_size=5,
+        operator="random",
+        schedule="population",
+        num_cells=6,
+        topology="torus",
+        grid_shape=(2, 3),
+        neighbourhood="moore",
+        order=order,
+    )
     assert config.neighbourhood_size == 6  # 2 rows: d_row = -1 and +1 coincide
     algorithm = SpatialCoevolution(config, tiny_data["train"], tiny_data["test"])
     hyper = TrainingHyper(learning_rate=1e-2, prune_probability=1.0)
@@ -698,18 +869,30 @@ def test_coevolution_step_metrics(coevolution):
     expected = np.asarray(state.l1_train)[np.arange(2), best].mean()
     assert float(metrics["l1_train"]) == pytest.approx(expected, rel=1e-6)
     assert float(metrics["l1_train_cells_mean"]) == pytest.approx(
-        float(np.asarray(state.l1_train).mean()), rel=1e-6)
+        float(np.asarray(state.l1_train).mean()), rel=1e-6
+    )
     assert 0 < float(metrics["kept_fraction"]) <= 1
 
 
 # ---------------------------------------------------------------------------------------------
 # Sweeps: traced hyper-parameters share one compiled program.
 
-SWEEP_TINY = ["data.dim=40", "data.num_train=20", "data.num_test=10", "data.num_clusters=3",
-              "model.hidden_dim=6", "model.bottleneck_dim=3", "training.num_trials=2",
-              "coevolution.num_cells=4", "operator=random", "schedule=fixed",
-              "run.num_generations=3", "run.chunk_size=3", "run.checkpoint_every=3",
-              "run.progress=false"]
+SWEEP_TINY = [
+    "data.dim=40",
+    "data.num_train=20",
+    "data.num_test=10",
+    "data.num_clusters=3",
+    "model.hidden_dim=6",
+    "model.bottleneck_dim=3",
+    "training.num_trials=2",
+    "coevolution.num_cells=4",
+    "operator=random",
+    "schedule=fixed",
+    "run.num_generations=3",
+    "run.chunk_size=3",
+    "run.checkpoint_every=3",
+    "run.progress=false",
+]
 
 
 def test_sweep_groups_traced_and_static_keys():
@@ -719,19 +902,32 @@ def test_sweep_groups_traced_and_static_keys():
 
     # the builder puts the traced keys in the hyper (the contract test checks the sweep's runs)
     experiment = get_experiment("ae-prune")
-    built = experiment.build(config_lib.apply_overrides(
-        experiment.default_config(), SWEEP_TINY + ["training.learning_rate=0.001"]))
+    built = experiment.build(
+        config_lib.apply_overrides(
+            experiment.default_config(), SWEEP_TINY + ["training.learning_rate=0.001"]
+        )
+    )
     assert built.hyper.learning_rate == 1e-3 and built.hyper.prune_probability == 0.5
 
-    traced = {"training.learning_rate": [1e-2, 1e-3], "pruning.probability": [0.2, 0.5],
-              "pruning.amount": [0.1, 0.3], "pruning.threshold": [0.1, 0.2],
-              "coevolution.lr_mutation_std": [1e-5, 1e-4], "coevolution.lr_min": [1e-9, 1e-8],
-              "coevolution.lr_max": [1.0, 10.0]}
+    traced = {
+        "training.learning_rate": [1e-2, 1e-3],
+        "pruning.probability": [0.2, 0.5],
+        "pruning.amount": [0.1, 0.3],
+        "pruning.threshold": [0.1, 0.2],
+        "coevolution.lr_mutation_std": [1e-5, 1e-4],
+        "coevolution.lr_min": [1e-9, 1e-8],
+        "coevolution.lr_max": [1.0, 10.0],
+    }
     for key, values in traced.items():
-        assert len(sweeps.plan_groups("ae-coevolution", (0, 1), {key: values},
-                                      SWEEP_TINY)) == 1, key
-    static = {"coevolution.topology": ["ring", "torus"], "operator": ["random", "variance"],
-              "data.seed": [0, 1], "training.adam_beta1": [0.5, 0.9]}
+        assert len(sweeps.plan_groups("ae-coevolution", (0, 1), {key: values}, SWEEP_TINY)) == 1, (
+            key
+        )
+    static = {
+        "coevolution.topology": ["ring", "torus"],
+        "operator": ["random", "variance"],
+        "data.seed": [0, 1],
+        "training.adam_beta1": [0.5, 0.9],
+    }
     for key, values in static.items():
         experiment = "ae-prune" if key == "training.adam_beta1" else "ae-coevolution"
         assert len(sweeps.plan_groups(experiment, (0,), {key: values}, SWEEP_TINY)) == 2, key
@@ -740,12 +936,36 @@ def test_sweep_groups_traced_and_static_keys():
 # ---------------------------------------------------------------------------------------------
 # CLI, end to end with resume.
 
-CLI_TINY = ["--set", "data.dim=40", "--set", "data.num_train=20", "--set", "data.num_test=10",
-            "--set", "data.num_clusters=3", "--set", "model.hidden_dim=6", "--set",
-            "model.bottleneck_dim=3", "--set", "training.num_trials=2", "--set",
-            "coevolution.num_cells=4", "--set", "operator=random", "--set", "schedule=fixed",
-            "--set", "run.chunk_size=2", "--set", "run.checkpoint_every=2", "--set",
-            "run.progress=false", "--set", "training.learning_rate=0.01"]
+CLI_TINY = [
+    "--set",
+    "data.dim=40",
+    "--set",
+    "data.num_train=20",
+    "--set",
+    "data.num_test=10",
+    "--set",
+    "data.num_clusters=3",
+    "--set",
+    "model.hidden_dim=6",
+    "--set",
+    "model.bottleneck_dim=3",
+    "--set",
+    "training.num_trials=2",
+    "--set",
+    "coevolution.num_cells=4",
+    "--set",
+    "operator=random",
+    "--set",
+    "schedule=fixed",
+    "--set",
+    "run.chunk_size=2",
+    "--set",
+    "run.checkpoint_every=2",
+    "--set",
+    "run.progress=false",
+    "--set",
+    "training.learning_rate=0.01",
+]
 
 
 def test_cli_run_and_plot(tmp_path):
@@ -767,25 +987,59 @@ def test_cli_run_and_plot(tmp_path):
 def test_cli_rejects_bad_config(tmp_path, capsys):
     from synprune_jax.cli import main
 
-    assert main(["run", "ae-prune", "--set", "operator=magnitude", "--out",
-                 str(tmp_path / "a")]) == 2
+    assert (
+        main(["run", "ae-prune", "--set", "operator=magnitude", "--out", str(tmp_path / "a")]) == 2
+    )
     assert "unknown pruning operator" in capsys.readouterr().err
-    assert main(["run", "ae-coevolution", "--set", "coevolution.radius=6", "--out",
-                 str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            ["run", "ae-coevolution", "--set", "coevolution.radius=6", "--out", str(tmp_path / "b")]
+        )
+        == 2
+    )
     assert "too large" in capsys.readouterr().err
-    assert main(["run", "ae-coevolution", "--set", "coevolution.topology=torus", "--set",
-                 "coevolution.grid_shape=3x3", "--out", str(tmp_path / "d")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "ae-coevolution",
+                "--set",
+                "coevolution.topology=torus",
+                "--set",
+                "coevolution.grid_shape=3x3",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
     assert "has 9 cells but num_cells is 10" in capsys.readouterr().err
-    assert main(["run", "ae-coevolution", "--set", "coevolution.grid_shape=[2,5]", "--out",
-                 str(tmp_path / "e")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "ae-coevolution",
+                "--set",
+                "coevolution.grid_shape=[2,5]",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 2
+    )
     assert "topology=torus only" in capsys.readouterr().err
     assert main(["run", "ae-prune", "--set", "setting=grid", "--out", str(tmp_path / "c")]) == 2
     # hyper-parameters are range-checked by the builder, before anything compiles
-    assert main(["run", "ae-prune", "--set", "pruning.amount=1.5", "--out",
-                 str(tmp_path / "f")]) == 2
+    assert (
+        main(["run", "ae-prune", "--set", "pruning.amount=1.5", "--out", str(tmp_path / "f")]) == 2
+    )
     assert "prune_amount must be in [0, 1], got 1.5" in capsys.readouterr().err
-    assert main(["run", "ae-coevolution", "--set", "coevolution.lr_min=0", "--out",
-                 str(tmp_path / "g")]) == 2
+    assert (
+        main(
+            ["run", "ae-coevolution", "--set", "coevolution.lr_min=0", "--out", str(tmp_path / "g")]
+        )
+        == 2
+    )
     assert "lr_min" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abcdefg")
 
@@ -798,8 +1052,9 @@ def test_notebook_runs_tiny(monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("SYNPRUNE_NOTEBOOK_TINY", "1")
-    path = os.path.join(os.path.dirname(__file__), "..", "notebooks",
-                        "autoencoder_coevolution.ipynb")
+    path = os.path.join(
+        os.path.dirname(__file__), "..", "notebooks", "autoencoder_coevolution.ipynb"
+    )
     notebook = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     NotebookClient(notebook, timeout=300, kernel_name="python3").execute()

@@ -45,9 +45,11 @@ def _has_qdax() -> bool:
 
 # ----- pure helpers: exact values -------------------------------------------------------------
 
+
 def test_write_csv_unions_columns(tmp_path):
-    path = benchmarks.write_csv(str(tmp_path / "x.csv"),
-                                [{"a": 1, "b": [2, 3]}, {"a": 0.5, "c": None, "d": "s"}])
+    path = benchmarks.write_csv(
+        str(tmp_path / "x.csv"), [{"a": 1, "b": [2, 3]}, {"a": 0.5, "c": None, "d": "s"}]
+    )
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["a", "b", "c", "d"]
@@ -66,8 +68,9 @@ def test_peer_status_reports_missing_module_plainly():
     assert "no_such_peer_library_xyz" in reason and "[bench]" in reason
     usable, records = benchmarks.peer_records("no_such_peer_library_xyz")
     assert not usable
-    assert records == [{"case": "peer_missing", "side": "no_such_peer_library_xyz",
-                        "status": reason}]
+    assert records == [
+        {"case": "peer_missing", "side": "no_such_peer_library_xyz", "status": reason}
+    ]
 
 
 def test_qd_score_and_time_to_score():
@@ -136,8 +139,7 @@ def test_compaction_drops_exactly_the_dead_units():
     from synprune_jax.masks import apply_masks
     from synprune_jax.networks import MLPSpec
 
-    spec, params, masks = masked_vs_dense.make_population(
-        jax.random.key(0), 2, 4, 1.0)
+    spec, params, masks = masked_vs_dense.make_population(jax.random.key(0), 2, 4, 1.0)
     # Individual 0: hidden-1 unit 0 has no input; hidden-2 unit 3 reaches no output.
     kernels = [np.array(k) for k in spec.kernels(masks)]
     kernels[0][0, :, 0] = False
@@ -155,11 +157,16 @@ def test_compaction_drops_exactly_the_dead_units():
         assert isinstance(small_spec, MLPSpec) and small_spec.hidden_sizes == widths
         for index in individuals:
             pick = lambda tree, index=index: jax.tree_util.tree_map(lambda a: a[index], tree)
-            np.testing.assert_allclose(small_spec.apply_dense(pick(small), x),
-                                       spec.apply_dense(pick(dense), x), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                small_spec.apply_dense(pick(small), x),
+                spec.apply_dense(pick(dense), x),
+                rtol=1e-5,
+                atol=1e-6,
+            )
 
 
 # ----- toy runs of the benchmarks -----------------------------------------------------------
+
 
 def test_archive_insertion_toy():
     records = archive_insertion.run("toy")
@@ -177,8 +184,13 @@ def test_masked_vs_dense_toy():
     records = masked_vs_dense.run("toy")
     _check_records(records, ["ratio_to_dense", "compact_widths"])
     by_variant = {r["variant"]: r for r in records}
-    assert set(by_variant) == {"dense", "masked_once", "masked_every_step", "packed_bits",
-                               "compacted"}
+    assert set(by_variant) == {
+        "dense",
+        "masked_once",
+        "masked_every_step",
+        "packed_bits",
+        "compacted",
+    }
     for variant in ("masked_every_step", "packed_bits", "compacted"):
         assert by_variant[variant]["max_abs_diff_vs_masked"] < 1e-5, variant
     assert by_variant["packed_bits"]["mask_mb"] < by_variant["masked_once"]["mask_mb"]
@@ -187,13 +199,16 @@ def test_masked_vs_dense_toy():
 
 def test_run_entry_point_writes_csv_and_json(tmp_path, capsys):
     status = run.main(["--suite", "toy", "--only", "archive_insertion", "--out", str(tmp_path)])
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
     assert status == 0
     assert lines[0]["benchmark"] == "machine" and lines[0]["cpu_model"]
     assert lines[-1]["benchmark"] == "suite" and lines[-1]["ran"] == ["archive_insertion"]
-    assert any(line.get("benchmark") == "archive_insertion" and "insertions_per_s" in line
-               for line in lines)
+    assert any(
+        line.get("benchmark") == "archive_insertion" and "insertions_per_s" in line
+        for line in lines
+    )
     assert (tmp_path / "archive_insertion_toy.csv").exists()
     assert (tmp_path / "machine_toy.csv").exists()
 
@@ -247,8 +262,9 @@ def test_profile_ops_indexes_compiled_hlo():
 
     from benchmarks import profile_ops
 
-    compiled = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(
-        jnp.ones((4, 3)), jnp.ones((3, 5))).compile()
+    compiled = (
+        jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(jnp.ones((4, 3)), jnp.ones((3, 5))).compile()
+    )
     index = profile_ops._hlo_index(compiled.as_text())
     shapes = {shape for shape, _ in index.values()}
     assert "f32[4,5]{1,0}" in shapes and "f32[4,3]{1,0}" in shapes
@@ -264,14 +280,41 @@ def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     environment.update(JAX_PLATFORMS="cpu", SYNPRUNE_CACHE_DIR=str(tmp_path / "cache"))
     completed = subprocess.run(
-        [sys.executable, "benchmarks/transfer_heads.py", "--population", "3", "--repeats", "1",
-         "--epochs", "2", "--hidden", "4", "--backbone", "pixels", "--devices", "2"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "benchmarks/transfer_heads.py",
+            "--population",
+            "3",
+            "--repeats",
+            "1",
+            "--epochs",
+            "2",
+            "--hidden",
+            "4",
+            "--backbone",
+            "pixels",
+            "--devices",
+            "2",
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     record = json.loads(completed.stdout)
     assert record["devices"] == 2 and record["head"]["features"] == 64
-    variants = ("vmapped", "sharded", "loop", "loop_python_epochs", "floor_first_layer",
-                "floor_first_layer_sharded", "floor_training", "floor_training_sharded")
+    variants = (
+        "vmapped",
+        "sharded",
+        "loop",
+        "loop_python_epochs",
+        "floor_first_layer",
+        "floor_first_layer_sharded",
+        "floor_training",
+        "floor_training_sharded",
+    )
     assert all(record[name]["min_s"] > 0 and record[name]["gflops"] > 0 for name in variants)
     assert record["sharded"]["max_abs_objective_difference_vs_vmapped"] <= 0.05
     assert record["loop_python_epochs"]["max_abs_objective_difference_vs_vmapped"] <= 0.05
@@ -279,10 +322,11 @@ def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
     assert set(floors) == {name for name in variants if "floor" in name}
     for statistic, time_key in (("min_wall", "min_s"), ("median_wall", "steady_s")):
         assert floors["floor_training"][statistic] == pytest.approx(
-            record["loop"][time_key] / record["floor_training"][time_key])
+            record["loop"][time_key] / record["floor_training"][time_key]
+        )
         assert record["speedup_bound_measured"][statistic] == max(
-            floors["floor_first_layer"][statistic],
-            floors["floor_first_layer_sharded"][statistic])
+            floors["floor_first_layer"][statistic], floors["floor_first_layer_sharded"][statistic]
+        )
     for name in ("nsga2_generation", "nsga2_generation_sharded"):
         assert record[name]["children_per_generation"] == 3 and record[name]["min_s"] > 0
 
@@ -290,9 +334,13 @@ def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
 def test_task_suites_benchmark_toy():
     from benchmarks import task_suites
 
-    record = task_suites.measure("reach", {"num_joints": 2, "episode_length": 5,
-                                           "num_episodes": 1, "hidden_sizes": (4,)},
-                                 batch=4, chunk=1, rounds=2)
+    record = task_suites.measure(
+        "reach",
+        {"num_joints": 2, "episode_length": 5, "num_episodes": 1, "hidden_sizes": (4,)},
+        batch=4,
+        chunk=1,
+        rounds=2,
+    )
     for key in ("raw_env_steps_per_s", "evaluate_env_steps_per_s", "engine_env_steps_per_s"):
         assert record[key] > 0 and math.isfinite(record[key]), key
     assert record["overhead_ratio_min"] <= record["overhead_ratio"] <= record["overhead_ratio_max"]
@@ -314,16 +362,27 @@ def test_no_draws_bound_keeps_the_rollouts_own_draws():
     key = jax.random.key(3)
     expected = jax.jit(task.evaluate)(key, population)
     with engine_overhead.without_random_draws():
-        assert "threefry" not in jax.jit(lambda k: jax.random.normal(
-            jax.random.split(k)[0], (3,))).lower(key).as_text()
+        assert (
+            "threefry"
+            not in jax.jit(lambda k: jax.random.normal(jax.random.split(k)[0], (3,)))
+            .lower(key)
+            .as_text()
+        )
         got = jax.jit(task_suites._RealDrawsTask(task).evaluate)(key, population)
     np.testing.assert_array_equal(got.fitness, expected.fitness)
     np.testing.assert_array_equal(got.descriptors, expected.descriptors)
-    assert jax.random.split is not None and "threefry" in jax.jit(
-        lambda k: jax.random.normal(k, (3,))).lower(key).as_text()  # restored on exit
-    record = task_suites.measure("reach", {"num_joints": 2, "episode_length": 5,
-                                           "num_episodes": 1, "hidden_sizes": (4,)},
-                                 batch=4, chunk=1, rounds=2, no_draws=True)
+    assert (
+        jax.random.split is not None
+        and "threefry" in jax.jit(lambda k: jax.random.normal(k, (3,))).lower(key).as_text()
+    )  # restored on exit
+    record = task_suites.measure(
+        "reach",
+        {"num_joints": 2, "episode_length": 5, "num_episodes": 1, "hidden_sizes": (4,)},
+        batch=4,
+        chunk=1,
+        rounds=2,
+        no_draws=True,
+    )
     assert record["no_draws_ratio"] > 0 and math.isfinite(record["no_draws_ratio"])
 
 
@@ -344,8 +403,13 @@ def test_engine_overhead_arm_toy():
     assert math.isfinite(run_record["qd_score"]) and run_record["qd_score"] <= 0
     assert parts["previous_same_archive"] is True
     assert parts["no_draws_threefry_calls"] == 0  # the bound without random streams has none
-    for name in ("generation_us", "draws_alone_us", "evaluate_alone_us", "no_draws_us",
-                 "speedup_vs_previous"):
+    for name in (
+        "generation_us",
+        "draws_alone_us",
+        "evaluate_alone_us",
+        "no_draws_us",
+        "speedup_vs_previous",
+    ):
         assert math.isfinite(parts[name]) and parts[name] > 0
     json.dumps(records)
 
@@ -359,9 +423,16 @@ def test_sample_indices_draws_as_the_nonzero_table_did(cells, num):
 
     for density in (0.0, 0.4, 1.0):
         filled = np.random.default_rng(cells + num).random(cells) < density
-        archive = Archive(genomes=None, fitness=jnp.where(jnp.asarray(filled), 1.0, -jnp.inf),
-                          descriptors=None, density=None, centroids=None)
+        archive = Archive(
+            genomes=None,
+            fitness=jnp.where(jnp.asarray(filled), 1.0, -jnp.inf),
+            descriptors=None,
+            density=None,
+            centroids=None,
+        )
         for seed in range(2):
             key = jax.random.key(seed)
-            np.testing.assert_array_equal(sample_indices(key, archive, num),
-                                          engine_overhead.nonzero_sample_indices(key, archive, num))
+            np.testing.assert_array_equal(
+                sample_indices(key, archive, num),
+                engine_overhead.nonzero_sample_indices(key, archive, num),
+            )

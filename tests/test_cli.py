@@ -11,8 +11,17 @@ from synprune_jax import checkpoint
 from synprune_jax.cli import main
 from synprune_jax.runner import read_metrics
 
-ARM = ["me-arm", "--set", "map_elites.batch_size=64", "--set", "map_elites.initial_batch_size=64",
-       "--set", "run.chunk_size=5", "--set", "run.checkpoint_every=10"]
+ARM = [
+    "me-arm",
+    "--set",
+    "map_elites.batch_size=64",
+    "--set",
+    "map_elites.initial_batch_size=64",
+    "--set",
+    "run.chunk_size=5",
+    "--set",
+    "run.checkpoint_every=10",
+]
 
 
 def test_list(capsys):
@@ -26,8 +35,16 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
     assert main(["run", *ARM, "--set", "run.num_generations=20", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| density <= |" in printed
-    for name in ("config.json", "metrics.csv", "timing.json", "summary.json", "summary.md",
-                 "archive_heatmap.png", "curves.png", "fitness_vs_density.png"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "timing.json",
+        "summary.json",
+        "summary.md",
+        "archive_heatmap.png",
+        "curves.png",
+        "fitness_vs_density.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["num_generations"] == 20 and config["experiment"] == "me-arm"
@@ -55,14 +72,33 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert main(["resume", str(cut)]) == 0
     assert (full / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
     assert json.loads((full / "summary.json").read_text()) == json.loads(
-        (cut / "summary.json").read_text())
+        (cut / "summary.json").read_text()
+    )
 
 
 def test_cvt_archive_and_jsonl_metrics(tmp_path):
     out = tmp_path / "cvt"
-    assert main(["run", *ARM, "--set", "archive.kind=cvt", "--set", "archive.num_cells=50",
-                 "--set", "archive.num_samples=2000", "--set", "run.metrics_format=jsonl",
-                 "--set", "run.num_generations=10", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                *ARM,
+                "--set",
+                "archive.kind=cvt",
+                "--set",
+                "archive.num_cells=50",
+                "--set",
+                "archive.num_samples=2000",
+                "--set",
+                "run.metrics_format=jsonl",
+                "--set",
+                "run.num_generations=10",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = read_metrics(out)
     np.testing.assert_array_equal(metrics["generation"], np.arange(1, 11))
     assert (out / "metrics.jsonl").exists() and (out / "archive_heatmap.png").exists()
@@ -70,8 +106,9 @@ def test_cvt_archive_and_jsonl_metrics(tmp_path):
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
-    assert main(["run", "me-arm", "--set", "run.num_generation=3", "--out",
-                 str(tmp_path / "x")]) == 2
+    assert (
+        main(["run", "me-arm", "--set", "run.num_generation=3", "--out", str(tmp_path / "x")]) == 2
+    )
     assert "num_generations" in capsys.readouterr().err
     assert main(["run", "not-an-experiment"]) == 2
     assert "valid" in capsys.readouterr().err
@@ -84,16 +121,35 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_tiny_brax_run(tmp_path, capsys):
     out = tmp_path / "brax"
-    assert main(["run", "--set", "task.episode_length=10", "--set", "task.hidden_sizes=4",
-                 "--set", "map_elites.batch_size=8", "--set", "map_elites.initial_batch_size=8",
-                 "--set", "run.num_generations=2", "--set", "run.chunk_size=2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--set",
+                "task.episode_length=10",
+                "--set",
+                "task.hidden_sizes=4",
+                "--set",
+                "map_elites.batch_size=8",
+                "--set",
+                "map_elites.initial_batch_size=8",
+                "--set",
+                "run.num_generations=2",
+                "--set",
+                "run.chunk_size=2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["generations"] == 2 and summary["evaluations"] == 8 + 2 * 8
     assert np.isfinite(summary["max_fitness"])
 
 
 # ----- a quiet start, the machine used by default ------------------------------------------------
+
 
 def test_quiet_start_drops_only_third_party_noise(capsys):
     import warnings
@@ -104,10 +160,14 @@ def test_quiet_start_drops_only_third_party_noise(capsys):
         print("Failed to import warp: No module named 'warp'")
         print("ours", end="")
         print(" continues")
-        warnings.warn_explicit("Brax System, piplines and environments are not actively being "
-                               "maintained.", UserWarning, "mjcf.py", 480, module="brax.io.mjcf")
-        warnings.warn_explicit("our own warning", UserWarning, "x.py", 1,
-                               module="synprune_jax.x")
+        warnings.warn_explicit(
+            "Brax System, piplines and environments are not actively being maintained.",
+            UserWarning,
+            "mjcf.py",
+            480,
+            module="brax.io.mjcf",
+        )
+        warnings.warn_explicit("our own warning", UserWarning, "x.py", 1, module="synprune_jax.x")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -135,9 +195,11 @@ def test_mujoco_warnings_go_to_the_run_directory(tmp_path, monkeypatch):
     try:
         assert mujoco.get_mju_user_warning() is log
         # a deprecated compiler attribute makes MuJoCo warn while it compiles the model
-        mujoco.MjModel.from_xml_string('<mujoco><compiler settotalmass="2"/><worldbody><body>'
-                                       '<freejoint/><geom size="0.1"/></body></worldbody>'
-                                       '</mujoco>')
+        mujoco.MjModel.from_xml_string(
+            '<mujoco><compiler settotalmass="2"/><worldbody><body>'
+            '<freejoint/><geom size="0.1"/></body></worldbody>'
+            "</mujoco>"
+        )
     finally:
         mujoco.set_mju_user_warning(None)
     assert not (tmp_path / MUJOCO_LOG).exists()  # not in the working directory
@@ -169,8 +231,21 @@ def test_devices_default_to_auto_resolved_and_saved(tmp_path, capsys):
     assert resolve_devices("auto", population=1) == 1 and resolve_devices(5, population=1) == 5
     # the CLI resolves it (this process has one CPU device), says so, and saves the count
     out = tmp_path / "run"
-    assert main(["run", *ARM, "--set", "run.num_generations=5", "--set", "run.progress=false",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                *ARM,
+                "--set",
+                "run.num_generations=5",
+                "--set",
+                "run.progress=false",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "task.devices=auto -> 1 device(s)" in printed and "--set task.devices=1" in printed
     assert json.loads((out / "config.json").read_text())["task"]["devices"] == 1

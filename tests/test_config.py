@@ -3,14 +3,30 @@ import pytest
 from synprune_jax.config import ConfigError, apply_overrides, flatten
 from synprune_jax.experiments import EXPERIMENTS, get_experiment
 
-BASE = {"run": {"num_generations": 10, "seed": 0}, "task": {"hidden_sizes": [16, 16],
-        "env_name": "hopper", "flag": True, "rate": 0.5, "maybe": None}}
+BASE = {
+    "run": {"num_generations": 10, "seed": 0},
+    "task": {
+        "hidden_sizes": [16, 16],
+        "env_name": "hopper",
+        "flag": True,
+        "rate": 0.5,
+        "maybe": None,
+    },
+}
 
 
 def test_overrides_are_typed():
-    out = apply_overrides(BASE, ["run.num_generations=50", "task.hidden_sizes=32,8",
-                                 "task.env_name=ant", "task.flag=false", "task.rate=1",
-                                 "task.maybe=[1, 2]"])
+    out = apply_overrides(
+        BASE,
+        [
+            "run.num_generations=50",
+            "task.hidden_sizes=32,8",
+            "task.env_name=ant",
+            "task.flag=false",
+            "task.rate=1",
+            "task.maybe=[1, 2]",
+        ],
+    )
     assert out["run"]["num_generations"] == 50
     assert out["task"]["hidden_sizes"] == [32, 8]
     assert out["task"]["env_name"] == "ant"
@@ -21,16 +37,19 @@ def test_overrides_are_typed():
     assert apply_overrides(BASE, ["task.hidden_sizes=64"])["task"]["hidden_sizes"] == [64]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("run.generations=5", "valid keys there: \\['num_generations', 'seed'\\]"),
-    ("runs.seed=1", "valid keys there"),
-    ("run.num_generations=1.5", "integer"),
-    ("run.num_generations=many", "integer"),
-    ("task.flag=maybe", "true/false"),
-    ("task.rate=fast", "number"),
-    ("run=3", "section"),
-    ("run.seed", "key.path=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("run.generations=5", "valid keys there: \\['num_generations', 'seed'\\]"),
+        ("runs.seed=1", "valid keys there"),
+        ("run.num_generations=1.5", "integer"),
+        ("run.num_generations=many", "integer"),
+        ("task.flag=maybe", "true/false"),
+        ("task.rate=fast", "number"),
+        ("run=3", "section"),
+        ("run.seed", "key.path=value"),
+    ],
+)
 def test_bad_overrides_are_explained(override, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(BASE, [override])
@@ -50,16 +69,19 @@ def test_every_experiment_builds_and_resolves_bounds(name):
     assert built.run_config.num_generations >= 1
 
 
-@pytest.mark.parametrize("override, message", [
-    ("task.env_name=hopperr", "hopper"),
-    ("task.backend=physx", "spring"),
-    ("task.descriptors=sparsity,elegance", "disconnected_fraction"),
-    ("mutation.p_disconnect=1.5", "p_disconnect"),
-    ("archive.kind=hexagonal", "cvt"),
-    ("map_elites.batch_size=0", "batch_size"),
-    ("map_elites.mutation_block=0", "mutation_block"),
-    ("map_elites.mutation_block=true", "mutation_block"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("task.env_name=hopperr", "hopper"),
+        ("task.backend=physx", "spring"),
+        ("task.descriptors=sparsity,elegance", "disconnected_fraction"),
+        ("mutation.p_disconnect=1.5", "p_disconnect"),
+        ("archive.kind=hexagonal", "cvt"),
+        ("map_elites.batch_size=0", "batch_size"),
+        ("map_elites.mutation_block=0", "mutation_block"),
+        ("map_elites.mutation_block=true", "mutation_block"),
+    ],
+)
 def test_invalid_configs_fail_before_compiling(override, message):
     experiment = get_experiment("me-prune")
     config = apply_overrides(experiment.default_config(), [override])
@@ -85,8 +107,15 @@ def test_sections_are_derived_from_their_dataclass():
     from synprune_jax.variation import MutationHyper
 
     section = section_defaults(RunConfig, num_generations=7)
-    assert section == {"num_generations": 7, "seed": 0, "chunk_size": 10, "checkpoint_every": 50,
-                       "metrics_format": "csv", "progress": True, "keep_checkpoints": 2}
+    assert section == {
+        "num_generations": 7,
+        "seed": 0,
+        "chunk_size": 10,
+        "checkpoint_every": 50,
+        "metrics_format": "csv",
+        "progress": True,
+        "keep_checkpoints": 2,
+    }
     assert from_section(section, "run", RunConfig) == RunConfig(num_generations=7)
     hyper = from_section({"sigma": 1}, "mutation", MutationHyper)  # int -> float, rest default
     assert hyper == MutationHyper(sigma=1.0) and isinstance(hyper.sigma, float)
@@ -106,24 +135,42 @@ def test_a_section_of_several_dataclasses():
     from synprune_jax.variation import MutationConfig, MutationHyper
 
     section = section_defaults(GAConfig, (GAHyper, ("mutation",)), population_size=8)
-    assert list(section) == ["population_size", "elite_fraction", "self_adaptive",
-                             "forward_prune", "flips", "crossover", "init", "init_beta_a", "init_beta_b",
-                             "init_per_layer", "exact_init_density", "crossover_rate"]
+    assert list(section) == [
+        "population_size",
+        "elite_fraction",
+        "self_adaptive",
+        "forward_prune",
+        "flips",
+        "crossover",
+        "init",
+        "init_beta_a",
+        "init_beta_b",
+        "init_per_layer",
+        "exact_init_density",
+        "crossover_rate",
+    ]
     mutation = MutationHyper(sigma=0.3)
 
     def build(**values):
-        return from_section({**section, **values}, "ga", GAConfig,
-                            (GAHyper, {"mutation": mutation}), extra=("archive_dir",))
+        return from_section(
+            {**section, **values},
+            "ga",
+            GAConfig,
+            (GAHyper, {"mutation": mutation}),
+            extra=("archive_dir",),
+        )
 
     config, hyper = build(self_adaptive=True, crossover_rate=1, archive_dir="runs/x")
     assert config == GAConfig(population_size=8, mutation=MutationConfig(self_adaptive=True))
     assert hyper == GAHyper(mutation=mutation, crossover_rate=1.0)
     assert isinstance(hyper.crossover_rate, float)
-    for key, value, message in [("population_size", 8.5, "ga.population_size must be an integer"),
-                                ("population_size", True, "ga.population_size must be an integer"),
-                                ("crossover_rate", "high", "ga.crossover_rate must be a number"),
-                                ("forward_prune", 1, "ga.forward_prune must be true or false"),
-                                ("init", None, "ga.init must be a string")]:
+    for key, value, message in [
+        ("population_size", 8.5, "ga.population_size must be an integer"),
+        ("population_size", True, "ga.population_size must be an integer"),
+        ("crossover_rate", "high", "ga.crossover_rate must be a number"),
+        ("forward_prune", 1, "ga.forward_prune must be true or false"),
+        ("init", None, "ga.init must be a string"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             build(**{key: value})
     with pytest.raises(ConfigError, match="unknown keys in ga: \\['sigma'\\]; .*archive_dir"):

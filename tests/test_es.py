@@ -49,12 +49,22 @@ def test_adapter_matches_evosax_open_es(search_space):
     import optax
     from evosax.algorithms import Open_ES
 
-    adapter = es_lib.MaskedStrategy("open_es", 8, {"w": jnp.zeros(6)}, search_space=search_space,
-                                    sigma_init=0.1, optimizer="sgd", learning_rate=0.05)
+    adapter = es_lib.MaskedStrategy(
+        "open_es",
+        8,
+        {"w": jnp.zeros(6)},
+        search_space=search_space,
+        sigma_init=0.1,
+        optimizer="sgd",
+        learning_rate=0.05,
+    )
     ours = _run_adapter(adapter, FULL, 5)
-    reference = _run_evosax(Open_ES, dict(optimizer=optax.sgd(0.05),
-                                          std_schedule=optax.constant_schedule(0.1)),
-                            Open_ES(8, jnp.zeros(6)).default_params, 5)
+    reference = _run_evosax(
+        Open_ES,
+        dict(optimizer=optax.sgd(0.05), std_schedule=optax.constant_schedule(0.1)),
+        Open_ES(8, jnp.zeros(6)).default_params,
+        5,
+    )
     np.testing.assert_array_equal(np.asarray(ours.mean), np.asarray(reference.mean))
     # sign flip: our best fitness is the maximised one
     _, best = adapter.best(ours)
@@ -69,10 +79,11 @@ def test_adapter_matches_evosax_cma_es_and_improves():
     ours = _run_adapter(adapter, FULL, 30)
     params = CMA_ES(8, jnp.zeros(6)).default_params.replace(std_init=jnp.asarray(0.3))
     reference = _run_evosax(CMA_ES, {}, params, 30)
-    np.testing.assert_allclose(np.asarray(ours.mean), np.asarray(reference.mean), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ours.mean), np.asarray(reference.mean), rtol=1e-5, atol=1e-6
+    )
     # a wrong sign would walk away from the optimum
-    start = float(-jnp.sum(TARGET ** 2))
+    start = float(-jnp.sum(TARGET**2))
     assert float(_quadratic_fitness(ours.mean)) > 0.5 * start * 0.1
 
 
@@ -84,37 +95,42 @@ def test_unmasked_space_freezes_masked_coordinates_at_zero():
     for g in range(40):
         population, state = adapter.ask(jax.random.key(g), state, masks)
         np.testing.assert_array_equal(np.asarray(population[:, [1, 3]]), 0.0)
-        state, _ = adapter.tell(jax.random.key(1000 + g), population,
-                                _quadratic_fitness(population), state, masks)
+        state, _ = adapter.tell(
+            jax.random.key(1000 + g), population, _quadratic_fitness(population), state, masks
+        )
     mean = np.asarray(state.mean)
     np.testing.assert_array_equal(mean[[1, 3]], 0.0)
     np.testing.assert_allclose(mean[[0, 2, 4, 5]], np.asarray(TARGET)[[0, 2, 4, 5]], atol=0.2)
 
 
-@pytest.mark.parametrize("strategy", ["open_es", "cma_es", "sep_cma_es", "snes", "pgpe", "ars",
-                                      "simple_ga", "de"])
+@pytest.mark.parametrize(
+    "strategy", ["open_es", "cma_es", "sep_cma_es", "snes", "pgpe", "ars", "simple_ga", "de"]
+)
 def test_state_stays_consistent_after_a_prune(strategy):
     template = {"w": jnp.zeros(6)}
     adapter = es_lib.MaskedStrategy(strategy, 8, template, sigma_init=0.2)
     initial = {"w": jnp.arange(1.0, 7.0)}
     if adapter.population_based:
         population = adapter.initial_population(jax.random.key(1), initial, FULL)
-        state = adapter.init(jax.random.key(0), initial, FULL, population,
-                             _quadratic_fitness(population))
+        state = adapter.init(
+            jax.random.key(0), initial, FULL, population, _quadratic_fitness(population)
+        )
     else:
         state = adapter.init(jax.random.key(0), initial, FULL)
     for g in range(3):
         population, state = adapter.ask(jax.random.key(g), state, FULL)
-        state, _ = adapter.tell(jax.random.key(50 + g), population,
-                                _quadratic_fitness(population), state, FULL)
+        state, _ = adapter.tell(
+            jax.random.key(50 + g), population, _quadratic_fitness(population), state, FULL
+        )
     pruned = {"w": jnp.asarray([True, True, False, True, False, True])}
     state = adapter.project(state, pruned)
     np.testing.assert_array_equal(np.asarray(adapter.mean_flat(state))[[2, 4]], 0.0)
     for g in range(5):
         population, state = adapter.ask(jax.random.key(10 + g), state, pruned)
         np.testing.assert_array_equal(np.asarray(population[:, [2, 4]]), 0.0)
-        state, _ = adapter.tell(jax.random.key(60 + g), population,
-                                _quadratic_fitness(population), state, pruned)
+        state, _ = adapter.tell(
+            jax.random.key(60 + g), population, _quadratic_fitness(population), state, pruned
+        )
         assert np.isfinite(np.asarray(adapter.mean_flat(state))).all()
         np.testing.assert_array_equal(np.asarray(adapter.mean_flat(state))[[2, 4]], 0.0)
 
@@ -127,10 +143,10 @@ def test_non_finite_fitness_is_the_worst():
 def test_coordinate_std_of_cma_and_snr_pruning_order():
     adapter = es_lib.MaskedStrategy("cma_es", 8, {"w": jnp.zeros(4)}, sigma_init=0.5)
     state = adapter.init(jax.random.key(0), {"w": jnp.zeros(4)}, {"w": jnp.ones(4, bool)})
-    state = state.replace(C=jnp.diag(jnp.asarray([1.0, 4.0, 9.0, 16.0])),
-                          mean=jnp.asarray([1.0, 2.0, 2.0, 4.0]))
-    np.testing.assert_allclose(np.asarray(adapter.coordinate_std_flat(state)),
-                               [0.5, 1.0, 1.5, 2.0])
+    state = state.replace(
+        C=jnp.diag(jnp.asarray([1.0, 4.0, 9.0, 16.0])), mean=jnp.asarray([1.0, 2.0, 2.0, 4.0])
+    )
+    np.testing.assert_allclose(np.asarray(adapter.coordinate_std_flat(state)), [0.5, 1.0, 1.5, 2.0])
     # snr = |mean| / std = [2, 2, 1.33, 2]: the third goes first, then ties by index
     snr = {"w": jnp.asarray([2.0, 2.0, 4.0 / 3.0, 2.0])}
     pruned = pruning.prune_to_density_by_score(snr, {"w": jnp.ones(4, bool)}, {"w": True}, 0.5)
@@ -140,8 +156,7 @@ def test_coordinate_std_of_cma_and_snr_pruning_order():
 def test_prune_to_density_exact_counts_and_scopes():
     masks = {"a": jnp.ones(10, bool), "b": jnp.ones(4, bool), "bias": jnp.ones(3, bool)}
     maskable = {"a": True, "b": True, "bias": False}
-    scores = {"a": jnp.arange(10.0), "b": jnp.asarray([0.5, 0.5, 100.0, 0.1]),
-              "bias": jnp.zeros(3)}
+    scores = {"a": jnp.arange(10.0), "b": jnp.asarray([0.5, 0.5, 100.0, 0.1]), "bias": jnp.zeros(3)}
     layer = pruning.prune_to_density_by_score(scores, masks, maskable, 0.5)
     assert layer["a"].tolist() == [False] * 5 + [True] * 5
     assert layer["b"].tolist() == [False, True, True, False]  # 0.1, then first of the 0.5 tie
@@ -158,7 +173,8 @@ def test_scheduled_density_formulas():
     kw = dict(current_density=1.0, target_density=0.2, prune_amount=0.3, start=10, end=30)
     assert float(pruning.scheduled_density(20, schedule="linear", **kw)) == pytest.approx(0.6)
     assert float(pruning.scheduled_density(20, schedule="cubic", **kw)) == pytest.approx(
-        0.2 + 0.8 * 0.125)
+        0.2 + 0.8 * 0.125
+    )
     assert float(pruning.scheduled_density(5, schedule="cubic", **kw)) == pytest.approx(1.0)
     assert float(pruning.scheduled_density(99, schedule="linear", **kw)) == pytest.approx(0.2)
     assert float(pruning.scheduled_density(0, schedule="constant", **kw)) == pytest.approx(0.7)
@@ -174,8 +190,7 @@ def test_magnitude_to_density_is_score_pruning_by_absolute_value():
     masks = {"w": jnp.asarray([True, True, True, True, True, False]), "b": jnp.ones(2, bool)}
     maskable = {"w": True, "b": False}
     for scope in ("layer", "global"):
-        by_magnitude = pruning.prune_magnitude_to_density(params, masks, maskable, 0.5,
-                                                          scope=scope)
+        by_magnitude = pruning.prune_magnitude_to_density(params, masks, maskable, 0.5, scope=scope)
         # keep floor(0.5 * 6) = 3 of the 5 active: |-0.1| and |0.1| go (ties by index)
         assert by_magnitude["w"].tolist() == [True, False, True, False, True, False]
         assert by_magnitude["b"].tolist() == [True, True]
@@ -193,14 +208,15 @@ def test_names_and_config_validation():
     with pytest.raises(ValueError, match="prune_criterion"):
         es_lib.ESConfig(prune_criterion="size")
     with pytest.raises(ValueError, match="does not accept"):
-        es_lib.MaskedStrategy("cma_es", 8, {"w": jnp.zeros(3)},
-                              strategy_kwargs={"optimizer": None})
-    for bad, message in [(dict(sigma_init=0.0), "sigma_init must be > 0"),
-                         (dict(sigma_min=-0.1), "sigma_min must be >= 0"),
-                         (dict(learning_rate=0.0), "learning_rate must be > 0"),
-                         (dict(init_density=0.0), "init_density must be in"),
-                         (dict(prune_amount=1.5), "prune_amount must be in"),
-                         (dict(target_density=-0.1), "target_density must be in")]:
+        es_lib.MaskedStrategy("cma_es", 8, {"w": jnp.zeros(3)}, strategy_kwargs={"optimizer": None})
+    for bad, message in [
+        (dict(sigma_init=0.0), "sigma_init must be > 0"),
+        (dict(sigma_min=-0.1), "sigma_min must be >= 0"),
+        (dict(learning_rate=0.0), "learning_rate must be > 0"),
+        (dict(init_density=0.0), "init_density must be in"),
+        (dict(prune_amount=1.5), "prune_amount must be in"),
+        (dict(target_density=-0.1), "target_density must be in"),
+    ]:
         with pytest.raises(ValueError, match=message):
             es_lib.validate_hyper(es_lib.ESHyper(**bad))
     es_lib.validate_hyper(es_lib.ESHyper())
@@ -235,14 +251,16 @@ def test_builder_splits_the_es_section_into_config_and_hyper():
     from synprune_jax.experiments import get_experiment
 
     section = es_experiment._es_section(sigma_init=0.2, prune_every=3)
-    assert list(section) == [field.name for cls in (es_lib.ESConfig, es_lib.ESHyper)
-                             for field in dataclasses.fields(cls)]
+    assert list(section) == [
+        field.name for cls in (es_lib.ESConfig, es_lib.ESHyper) for field in dataclasses.fields(cls)
+    ]
     config, hyper = es_experiment.es_config_and_hyper(section)
     assert config == es_lib.ESConfig(prune_every=3)
     assert hyper == es_lib.ESHyper(sigma_init=0.2)
     # a missing key takes its default, as before
     assert es_experiment.es_config_and_hyper({"learning_rate": 1})[1] == es_lib.ESHyper(
-        learning_rate=1.0)
+        learning_rate=1.0
+    )
 
     entry = get_experiment("es-prune-arm")
 
@@ -264,10 +282,16 @@ def test_builder_splits_the_es_section_into_config_and_hyper():
 
 @pytest.fixture(scope="module")
 def pruned_run():
-    config = es_lib.ESConfig(strategy="open_es", population_size=16, prune_every=2,
-                             prune_schedule="constant", prune_criterion="magnitude")
-    hyper = es_lib.ESHyper(sigma_init=0.1, learning_rate=0.05, prune_amount=0.25,
-                           target_density=0.5)
+    config = es_lib.ESConfig(
+        strategy="open_es",
+        population_size=16,
+        prune_every=2,
+        prune_schedule="constant",
+        prune_criterion="magnitude",
+    )
+    hyper = es_lib.ESHyper(
+        sigma_init=0.1, learning_rate=0.05, prune_amount=0.25, target_density=0.5
+    )
     algorithm = es_lib.MaskedES(config, ARM)
     state = jax.jit(lambda key: algorithm.init(key, hyper))(jax.random.key(0))
 
@@ -306,11 +330,27 @@ def test_cli_es_prune_run(tmp_path):
     from synprune_jax.cli import main
     from synprune_jax.runner import read_metrics
 
-    args = ["es-prune-arm", "--set", "task.num_joints=4", "--set", "task.hidden_sizes=8",
-            "--set", "es.population_size=8", "--set", "es.prune_every=2",
-            "--set", "es.prune_start=2", "--set", "es.prune_end=6",
-            "--set", "run.chunk_size=3", "--set", "run.checkpoint_every=3",
-            "--set", "run.progress=false"]
+    args = [
+        "es-prune-arm",
+        "--set",
+        "task.num_joints=4",
+        "--set",
+        "task.hidden_sizes=8",
+        "--set",
+        "es.population_size=8",
+        "--set",
+        "es.prune_every=2",
+        "--set",
+        "es.prune_start=2",
+        "--set",
+        "es.prune_end=6",
+        "--set",
+        "run.chunk_size=3",
+        "--set",
+        "run.checkpoint_every=3",
+        "--set",
+        "run.progress=false",
+    ]
     full = tmp_path / "full"  # resume is checked for every experiment in test_experiments.py
     assert main(["run", *args, "--set", "run.num_generations=6", "--out", str(full)]) == 0
     metrics = read_metrics(full)
@@ -320,5 +360,7 @@ def test_cli_es_prune_run(tmp_path):
     assert density[-1] <= 0.25 + 1e-6
     for name in ("summary.json", "summary.md", "curves.png", "masks.png"):
         assert (full / name).stat().st_size > 0, name
-    assert main(["run", "es-prune-arm", "--set", "es.strategy=nope", "--out",
-                 str(tmp_path / "bad")]) == 2
+    assert (
+        main(["run", "es-prune-arm", "--set", "es.strategy=nope", "--out", str(tmp_path / "bad")])
+        == 2
+    )

@@ -21,52 +21,101 @@ from synprune_jax import config as config_lib
 from synprune_jax import runner, sweeps
 from synprune_jax.experiments import EXPERIMENTS, get_experiment
 
-_RUN = ["run.num_generations=2", "run.chunk_size=1", "run.checkpoint_every=1",
-        "run.progress=false"]
+_RUN = ["run.num_generations=2", "run.chunk_size=1", "run.checkpoint_every=1", "run.progress=false"]
 _BRAX = ["task.episode_length=10", "task.hidden_sizes=[4]"]
 _ARM = ["task.num_joints=4", "task.hidden_sizes=[8]"]
-_MAP_ELITES = ["map_elites.batch_size=8", "map_elites.initial_batch_size=8",
-               "archive.resolution=[4,4]"]
-_TRANSFER = ["data.backbone=pixels", "head.num_hidden=4", "train.epochs=3",
-             "nsga2.population_size=6", "nsga2.memo_capacity=64", "ga.population_size=6",
-             "ga.memo_capacity=64"]
-_AUTOENCODER = ["data.num_clusters=2", "data.dim=16", "data.num_train=8", "data.num_test=8",
-                "model.hidden_dim=4", "model.bottleneck_dim=2", "training.num_trials=2",
-                "training.batch_size=4", "pruning.num_cases=4"]
+_MAP_ELITES = [
+    "map_elites.batch_size=8",
+    "map_elites.initial_batch_size=8",
+    "archive.resolution=[4,4]",
+]
+_TRANSFER = [
+    "data.backbone=pixels",
+    "head.num_hidden=4",
+    "train.epochs=3",
+    "nsga2.population_size=6",
+    "nsga2.memo_capacity=64",
+    "ga.population_size=6",
+    "ga.memo_capacity=64",
+]
+_AUTOENCODER = [
+    "data.num_clusters=2",
+    "data.dim=16",
+    "data.num_train=8",
+    "data.num_test=8",
+    "model.hidden_dim=4",
+    "model.bottleneck_dim=2",
+    "training.num_trials=2",
+    "training.batch_size=4",
+    "pruning.num_cases=4",
+]
 
 # experiment: (tiny overrides, a traced key and two values that must share one compiled group)
 TINY = {
     "me-prune": (_BRAX + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
-    "me-prune-feet": (_BRAX + _MAP_ELITES + ["archive.resolution=[3,3]"],
-                      ("mutation.p_connect", [0.01, 0.02])),
+    "me-prune-feet": (
+        _BRAX + _MAP_ELITES + ["archive.resolution=[3,3]"],
+        ("mutation.p_connect", [0.01, 0.02]),
+    ),
     "me-arm": (["task.num_joints=4"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
-    "me-prune-reach": (["task.num_joints=2", "task.episode_length=10", "task.num_episodes=1",
-                        "task.hidden_sizes=[4]"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
-    "me-prune-gymnax": (["task.env_name=Pendulum-v1", "task.episode_length=10",
-                         "task.hidden_sizes=[4]"] + _MAP_ELITES, ("mutation.sigma", [0.05, 0.1])),
-    "me-prune-playground": (["task.env_name=CartpoleBalance", "task.episode_length=5",
-                             "task.hidden_sizes=[4]"] + _MAP_ELITES,
-                            ("mutation.sigma", [0.05, 0.1])),
-    "me-es": (_ARM + _MAP_ELITES + ["es_emitter.population_size=4",
-                                    "es_emitter.restart_every=1"],
-              ("es_emitter.sigma_init", [0.05, 0.1])),
-    "es-prune": (_BRAX + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1",
-                          "es.prune_end=2"], ("es.learning_rate", [0.01, 0.02])),
-    "es-prune-arm": (_ARM + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1",
-                             "es.prune_end=2"], ("es.sigma_init", [0.05, 0.1])),
+    "me-prune-reach": (
+        [
+            "task.num_joints=2",
+            "task.episode_length=10",
+            "task.num_episodes=1",
+            "task.hidden_sizes=[4]",
+        ]
+        + _MAP_ELITES,
+        ("mutation.sigma", [0.05, 0.1]),
+    ),
+    "me-prune-gymnax": (
+        ["task.env_name=Pendulum-v1", "task.episode_length=10", "task.hidden_sizes=[4]"]
+        + _MAP_ELITES,
+        ("mutation.sigma", [0.05, 0.1]),
+    ),
+    "me-prune-playground": (
+        ["task.env_name=CartpoleBalance", "task.episode_length=5", "task.hidden_sizes=[4]"]
+        + _MAP_ELITES,
+        ("mutation.sigma", [0.05, 0.1]),
+    ),
+    "me-es": (
+        _ARM + _MAP_ELITES + ["es_emitter.population_size=4", "es_emitter.restart_every=1"],
+        ("es_emitter.sigma_init", [0.05, 0.1]),
+    ),
+    "es-prune": (
+        _BRAX + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1", "es.prune_end=2"],
+        ("es.learning_rate", [0.01, 0.02]),
+    ),
+    "es-prune-arm": (
+        _ARM + ["es.population_size=4", "es.prune_every=1", "es.prune_start=1", "es.prune_end=2"],
+        ("es.sigma_init", [0.05, 0.1]),
+    ),
     "ga-pruned-init": (_BRAX + ["ga.population_size=4"], ("mutation.sigma", [0.05, 0.1])),
-    "ga-arm": (_ARM + ["ga.population_size=4", "ga.crossover=uniform"],
-               ("ga.crossover_rate", [0.3, 0.7])),
-    "es-info": (_BRAX + ["es.population_size=4", "study.num_networks=2", "study.bins=4"],
-                ("es.sigma_init", [0.05, 0.1])),
+    "ga-arm": (
+        _ARM + ["ga.population_size=4", "ga.crossover=uniform"],
+        ("ga.crossover_rate", [0.3, 0.7]),
+    ),
+    "es-info": (
+        _BRAX + ["es.population_size=4", "study.num_networks=2", "study.bins=4"],
+        ("es.sigma_init", [0.05, 0.1]),
+    ),
     "mo-prune-transfer": (_TRANSFER, ("nsga2.mutation_rate", [0.02, 0.2])),
     "ga-prune-transfer": (_TRANSFER, ("ga.mutation_probability", [0.07, 0.5])),
     "ae-prune": (_AUTOENCODER + ["operator=variance"], ("training.learning_rate", [1e-4, 1e-3])),
-    "ae-coevolution": (_AUTOENCODER + ["coevolution.num_cells=3"],
-                       ("coevolution.lr_mutation_std", [1e-5, 1e-4])),
-    "cluster-synthesis": (["network.widths=3,4,8,6", "data.max_train=96", "synthesis.epochs=1",
-                           "synthesis.ancestor_epochs=1", "synthesis.num_offspring=2"],
-                          ("encoding.synapse_rate", [0.25, 1.0])),
+    "ae-coevolution": (
+        _AUTOENCODER + ["coevolution.num_cells=3"],
+        ("coevolution.lr_mutation_std", [1e-5, 1e-4]),
+    ),
+    "cluster-synthesis": (
+        [
+            "network.widths=3,4,8,6",
+            "data.max_train=96",
+            "synthesis.epochs=1",
+            "synthesis.ancestor_epochs=1",
+            "synthesis.num_offspring=2",
+        ],
+        ("encoding.synapse_rate", [0.25, 1.0]),
+    ),
 }
 
 
@@ -92,8 +141,9 @@ def _run(name, run_dir, extra=(), resume=False, base=None):
     config, built = _build(name, extra, base)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / "config.json")
-    state, metrics = runner.run(built.algorithm, run_dir, built.run_config, hyper=built.hyper,
-                                resume=resume)
+    state, metrics = runner.run(
+        built.algorithm, run_dir, built.run_config, hyper=built.hyper, resume=resume
+    )
     return built, state, metrics
 
 
@@ -102,8 +152,17 @@ def _run(name, run_dir, extra=(), resume=False, base=None):
 # Brax run): their compiles would double the default suite, so they run with `-m slow`.
 # The task suites' rollouts are checked in tests/test_suites.py (their MAP-Elites is me-arm's);
 # cluster synthesis (a LeNet compiled three times here, ~25 s) in tests/test_synthesis.py.
-_SLOW = {"me-prune", "me-prune-feet", "es-prune", "ga-pruned-init", "es-info", "me-prune-gymnax",
-         "me-prune-playground", "me-prune-reach", "cluster-synthesis"}
+_SLOW = {
+    "me-prune",
+    "me-prune-feet",
+    "es-prune",
+    "ga-pruned-init",
+    "es-info",
+    "me-prune-gymnax",
+    "me-prune-playground",
+    "me-prune-reach",
+    "cluster-synthesis",
+}
 # Feet-contact descriptors are step functions of the physics: the last-bit differences of a
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs
 # agree with the runs alone only statistically; the sweep is still checked to be one group.
@@ -114,18 +173,31 @@ def _check_table(rows):
     """A summary's final table: rows of numbers (None: not reached) under the same columns."""
     assert rows and all(row.keys() == rows[0].keys() for row in rows)
     for row in rows:
-        assert all(value is None or isinstance(value, (int, float))
-                   for value in row.values()), row
+        assert all(value is None or isinstance(value, (int, float)) for value in row.values()), row
 
 
 # Every experiment's final table reads as a result: no column holds one value in every row, on
 # the default configuration (fewer generations). The arm experiments run in seconds; the rest
 # with `-m slow`.
-DEFAULT_RUNS = {"me-arm": 20, "me-es": 20, "es-prune-arm": 30, "ga-arm": 20, "me-prune": 3,
-                "me-prune-feet": 3, "es-prune": 20, "ga-pruned-init": 3, "es-info": 50,
-                "ae-prune": 5, "ae-coevolution": 5, "mo-prune-transfer": 3,
-                "ga-prune-transfer": 30, "cluster-synthesis": 2, "me-prune-reach": 100,
-                "me-prune-gymnax": 100, "me-prune-playground": 20}
+DEFAULT_RUNS = {
+    "me-arm": 20,
+    "me-es": 20,
+    "es-prune-arm": 30,
+    "ga-arm": 20,
+    "me-prune": 3,
+    "me-prune-feet": 3,
+    "es-prune": 20,
+    "ga-pruned-init": 3,
+    "es-info": 50,
+    "ae-prune": 5,
+    "ae-coevolution": 5,
+    "mo-prune-transfer": 3,
+    "ga-prune-transfer": 30,
+    "cluster-synthesis": 2,
+    "me-prune-reach": 100,
+    "me-prune-gymnax": 100,
+    "me-prune-playground": 20,
+}
 
 
 def test_every_experiment_has_a_default_table_case():
@@ -135,16 +207,21 @@ def test_every_experiment_has_a_default_table_case():
 _FAST_DEFAULT_RUNS = {"me-arm", "me-es", "es-prune-arm", "ga-arm"}
 
 
-@pytest.mark.parametrize("name", [name if name in _FAST_DEFAULT_RUNS
-                                  else pytest.param(name, marks=pytest.mark.slow)
-                                  for name in sorted(DEFAULT_RUNS)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        name if name in _FAST_DEFAULT_RUNS else pytest.param(name, marks=pytest.mark.slow)
+        for name in sorted(DEFAULT_RUNS)
+    ],
+)
 def test_summary_table_has_no_constant_column(name, tmp_path):
     # the slow cases train real networks for many steps: compiled as users' programs they run
     # several times faster than in the suite's cheap compile mode
-    mode = (contextlib.nullcontext() if name in _FAST_DEFAULT_RUNS else optimized_compilation())
+    mode = contextlib.nullcontext() if name in _FAST_DEFAULT_RUNS else optimized_compilation()
     with mode:
-        built, state, metrics = _run(name, tmp_path, base=[
-            f"run.num_generations={DEFAULT_RUNS[name]}", "run.progress=false"])
+        built, state, metrics = _run(
+            name, tmp_path, base=[f"run.num_generations={DEFAULT_RUNS[name]}", "run.progress=false"]
+        )
     summary = built.report(str(tmp_path), state, metrics)
     rows = summary["table"]
     _check_table(rows)
@@ -153,8 +230,13 @@ def test_summary_table_has_no_constant_column(name, tmp_path):
     assert constant == [], (name, constant, built.describe(summary))
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in _SLOW
-                                  else name for name in sorted(TINY)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in _SLOW else name
+        for name in sorted(TINY)
+    ],
+)
 def test_experiment_contract(name, tmp_path):
     key, (low, high) = TINY[name][1]
     # static structure vs traced knobs: a traced key leaves the algorithm equal
@@ -163,9 +245,16 @@ def test_experiment_contract(name, tmp_path):
     assert built_low.algorithm == built_high.algorithm
     assert hash(built_low.algorithm) == hash(built_high.algorithm)
     assert jax.tree_util.tree_structure(built_low.hyper) == jax.tree_util.tree_structure(
-        built_high.hyper)
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(built_low.hyper),
-                                                        jax.tree_util.tree_leaves(built_high.hyper), strict=True))
+        built_high.hyper
+    )
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(built_low.hyper),
+            jax.tree_util.tree_leaves(built_high.hyper),
+            strict=True,
+        )
+    )
 
     # a run: one finite row per generation, a report
     built, state, metrics = _run(name, tmp_path / "full", [f"{key}={low}"])
@@ -182,15 +271,24 @@ def test_experiment_contract(name, tmp_path):
     _run(name, tmp_path / "cut", [f"{key}={low}", "run.num_generations=1"])
     _, resumed, _ = _run(name, tmp_path / "cut", [f"{key}={low}"], resume=True)
     assert (tmp_path / "full" / "metrics.csv").read_text() == (
-        tmp_path / "cut" / "metrics.csv").read_text()
+        tmp_path / "cut" / "metrics.csv"
+    ).read_text()
     assert_trees_equal(state, resumed)
 
     # a sweep of 2 seeds x 2 values of the traced key: one compiled group whose runs equal the
     # runs done alone, and the value reaches the program (same seed, other value, other numbers).
     # The seed is an argument of a single run's programs, so the seed-1 run reuses them.
     _, _, metrics_seed1 = _run(name, tmp_path / "seed1", [f"{key}={low}", "run.seed=1"])
-    result = sweeps.sweep(name, seeds=[0, 1], grid={key: [low, high]}, out=tmp_path / "sweep",
-                          overrides=TINY[name][0] + _RUN, devices=1, report=False, plots=False)
+    result = sweeps.sweep(
+        name,
+        seeds=[0, 1],
+        grid={key: [low, high]},
+        out=tmp_path / "sweep",
+        overrides=TINY[name][0] + _RUN,
+        devices=1,
+        report=False,
+        plots=False,
+    )
     table = result.table
     assert len(result.timing) == 1 and set(table["group"]) == {0} and len(table) == 4 * 2
     for seed, expected in ((0, metrics), (1, metrics_seed1)):
@@ -201,10 +299,17 @@ def test_experiment_contract(name, tmp_path):
             # AUROC at T = 1000 compares near-tied scores: one ulp of a batched kernel can flip
             # a pair (1 / (A * B) ~ 5e-4 here); everything else agrees to float tolerance
             atol = 2e-3 if "auroc" in column else 1e-5
-            np.testing.assert_allclose(rows[column].to_numpy(np.float64), values, rtol=1e-5,
-                                       atol=atol, err_msg=f"{name} seed {seed} {column}")
+            np.testing.assert_allclose(
+                rows[column].to_numpy(np.float64),
+                values,
+                rtol=1e-5,
+                atol=atol,
+                err_msg=f"{name} seed {seed} {column}",
+            )
     same_seed_other_value = table[(table["seed"] == 0) & (table[key] == high)]
     columns = [column for column in metrics if column != "generation"]
-    assert any(not np.array_equal(same_seed_other_value[column].to_numpy(np.float64),
-                                  metrics[column]) for column in columns)
+    assert any(
+        not np.array_equal(same_seed_other_value[column].to_numpy(np.float64), metrics[column])
+        for column in columns
+    )
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["experiment"] == name

@@ -17,14 +17,27 @@ import pytest
 
 from synprune_jax import cli
 
-ARM = ["me-arm", "--set", "map_elites.batch_size=8", "--set", "map_elites.initial_batch_size=8",
-       "--set", "run.chunk_size=2", "--set", "run.checkpoint_every=2", "--set",
-       "run.progress=false"]
+ARM = [
+    "me-arm",
+    "--set",
+    "map_elites.batch_size=8",
+    "--set",
+    "map_elites.initial_batch_size=8",
+    "--set",
+    "run.chunk_size=2",
+    "--set",
+    "run.checkpoint_every=2",
+    "--set",
+    "run.progress=false",
+]
 
 
 def _snapshot(root: Path) -> dict:
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*"))
-            if path.is_file()}
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def _prepare(root: Path) -> dict:
@@ -44,28 +57,43 @@ def _prepare(root: Path) -> dict:
         if content is not None:
             (root / name).write_bytes(content)
     np.savez(root / "no_labels.npz", features=np.zeros((4, 3), np.float32))
-    np.savez(root / "nan.npz", features=np.array([[0.0, np.nan]] * 4, np.float32),
-             labels=np.array([0, 1, 0, 1]))
+    np.savez(
+        root / "nan.npz",
+        features=np.array([[0.0, np.nan]] * 4, np.float32),
+        labels=np.array([0, 1, 0, 1]),
+    )
     np.savez(root / "one_class.npz", features=np.zeros((4, 2), np.float32), labels=np.zeros(4))
     np.savez(root / "empty.npz", features=np.zeros((0, 2), np.float32), labels=np.zeros(0))
-    np.savez(root / "float_labels.npz", features=np.zeros((4, 2), np.float32),
-             labels=np.array([0.5, 1, 0, 1]))
+    np.savez(
+        root / "float_labels.npz",
+        features=np.zeros((4, 2), np.float32),
+        labels=np.array([0.5, 1, 0, 1]),
+    )
     np.savez(root / "text.npz", features=np.array([["a", "b"]] * 4), labels=np.array([0, 1, 0, 1]))
     np.savez(root / "rank.npz", features=np.zeros((4, 2, 2), np.float32), labels=np.arange(4))
     (root / "mnist_bad").mkdir()
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (root / "mnist_bad" / stem).write_bytes(b"\x08\x03not an idx file")
     (root / "mnist_empty").mkdir()
-    np.savez(root / "pickled.npz", labels=np.array([{"a": 1}, None], dtype=object),
-             features=np.zeros((2, 3)))
+    np.savez(
+        root / "pickled.npz",
+        labels=np.array([{"a": 1}, None], dtype=object),
+        features=np.zeros((2, 3)),
+    )
     (root / "nocheckpoint").mkdir()
-    (root / "nocheckpoint" / "config.json").write_text(json.dumps(
-        {**_arm_config(), "experiment": "me-arm"}))
+    (root / "nocheckpoint" / "config.json").write_text(
+        json.dumps({**_arm_config(), "experiment": "me-arm"})
+    )
     (root / "nocheckpoint" / "metrics.csv").write_text("generation,qd_score\n1,0.5\n")
-    for name, config in (("broken_run", '{"experiment": "me-arm"'),
-                         ("badkey_run", json.dumps({**_arm_config(), "experiment": "me-arm",
-                                                    "extra": {"x": 1}}))):
+    for name, config in (
+        ("broken_run", '{"experiment": "me-arm"'),
+        ("badkey_run", json.dumps({**_arm_config(), "experiment": "me-arm", "extra": {"x": 1}})),
+    ):
         (root / name).mkdir()
         (root / name / "config.json").write_text(config)
     # a live other process (this one's parent) writes these directories
@@ -91,140 +119,311 @@ def _arm_config() -> dict:
 
 # (argv with {root}, exit status, words the message must hold)
 CASES = {
-    "config-missing": (["run", "--config", "{root}/missing.json"], 2,
-                       ["cannot read the config file", "missing.json"]),
-    "config-not-json": (["run", "--config", "{root}/broken.json"], 2,
-                        ["not JSON", "broken.json"]),
-    "config-not-object": (["run", "--config", "{root}/list.json"], 2,
-                          ["JSON list, not an object", "list.json"]),
-    "config-other-experiment": (["run", "me-arm", "--config", "{root}/transfer.json"], 2,
-                                ["mo-prune-transfer", "me-arm"]),
+    "config-missing": (
+        ["run", "--config", "{root}/missing.json"],
+        2,
+        ["cannot read the config file", "missing.json"],
+    ),
+    "config-not-json": (["run", "--config", "{root}/broken.json"], 2, ["not JSON", "broken.json"]),
+    "config-not-object": (
+        ["run", "--config", "{root}/list.json"],
+        2,
+        ["JSON list, not an object", "list.json"],
+    ),
+    "config-other-experiment": (
+        ["run", "me-arm", "--config", "{root}/transfer.json"],
+        2,
+        ["mo-prune-transfer", "me-arm"],
+    ),
     "unknown-experiment": (["run", "no-such-experiment"], 2, ["unknown experiment"]),
     "unknown-key": (["run", *ARM, "--set", "run.num_generation=3"], 2, ["num_generations"]),
-    "wrong-type": (["run", *ARM, "--set", "run.num_generations=many"], 2,
-                   ["run.num_generations", "integer"]),
-    "malformed-override": (["run", *ARM, "--set", "run.num_generations"], 2,
-                           ["key.path=value"]),
-    "devices-not-a-count": (["run", *ARM, "--set", "task.devices=many"], 2,
-                            ["task.devices", "integer"]),
-    "devices-too-many": (["run", *ARM, "--set", "task.devices=64"], 2,
-                         ["task.devices=64", "local device"]),
-    "out-is-a-file": (["run", *ARM, "--out", "{root}/a_file"], 2,
-                      ["names a file", "a_file"]),
-    "out-under-a-file": (["run", *ARM, "--out", "{root}/a_file/run"], 2,
-                         ["cannot create the output directory", "a_file/run"]),
-    "out-holds-a-run": (["run", *ARM, "--out", "{root}/nocheckpoint"], 2,
-                        ["already holds a run", "synprune resume"]),
+    "wrong-type": (
+        ["run", *ARM, "--set", "run.num_generations=many"],
+        2,
+        ["run.num_generations", "integer"],
+    ),
+    "malformed-override": (["run", *ARM, "--set", "run.num_generations"], 2, ["key.path=value"]),
+    "devices-not-a-count": (
+        ["run", *ARM, "--set", "task.devices=many"],
+        2,
+        ["task.devices", "integer"],
+    ),
+    "devices-too-many": (
+        ["run", *ARM, "--set", "task.devices=64"],
+        2,
+        ["task.devices=64", "local device"],
+    ),
+    "out-is-a-file": (["run", *ARM, "--out", "{root}/a_file"], 2, ["names a file", "a_file"]),
+    "out-under-a-file": (
+        ["run", *ARM, "--out", "{root}/a_file/run"],
+        2,
+        ["cannot create the output directory", "a_file/run"],
+    ),
+    "out-holds-a-run": (
+        ["run", *ARM, "--out", "{root}/nocheckpoint"],
+        2,
+        ["already holds a run", "synprune resume"],
+    ),
     "resume-not-a-run": (["resume", "{root}/nowhere"], 2, ["not a run directory"]),
-    "resume-without-checkpoint": (["resume", "{root}/nocheckpoint"], 2,
-                                  ["no checkpoint to resume from", "--restart"]),
+    "resume-without-checkpoint": (
+        ["resume", "{root}/nocheckpoint"],
+        2,
+        ["no checkpoint to resume from", "--restart"],
+    ),
     "plot-not-a-run": (["plot", "{root}/nowhere"], 2, ["not a run directory"]),
-    "sweep-unknown-experiment": (["sweep", "no-such-experiment", "--out", "{root}/s"], 2,
-                                 ["unknown experiment"]),
-    "sweep-bad-seeds": (["sweep", "me-arm", "--seeds", "zero", "--out", "{root}/s"], 2,
-                        ["bad seed list", "zero"]),
-    "sweep-bad-grid": (["sweep", "me-arm", "--grid", "mutation.sigma", "--out", "{root}/s"], 2,
-                       ["grid"]),
-    "data-missing": (["run", "mo-prune-transfer", "--set", "data.source={root}/none.npz"], 2,
-                     ["none.npz", "does not exist"]),
-    "data-not-npz": (["run", "mo-prune-transfer", "--set", "data.source={root}/garbage.npz"], 2,
-                     ["not a readable .npz", "garbage.npz"]),
-    "data-pickled": (["run", "mo-prune-transfer", "--set", "data.source={root}/pickled.npz"], 2,
-                     ["not a readable .npz", "pickled.npz"]),
-    "data-no-labels": (["run", "mo-prune-transfer", "--set",
-                        "data.source={root}/no_labels.npz"], 2, ["needs 'labels'"]),
-    "data-nan": (["run", "mo-prune-transfer", "--set", "data.source={root}/nan.npz"], 2,
-                 ["nan.npz", "4 NaN / inf values"]),
-    "data-one-class": (["run", "mo-prune-transfer", "--set", "data.source={root}/one_class.npz"],
-                       2, ["one_class.npz", "at least two"]),
-    "data-empty": (["run", "mo-prune-transfer", "--set", "data.source={root}/empty.npz"], 2,
-                   ["empty.npz", "no examples"]),
-    "data-float-labels": (["run", "mo-prune-transfer", "--set",
-                           "data.source={root}/float_labels.npz"], 2, ["integer class indices"]),
-    "data-text": (["run", "mo-prune-transfer", "--set", "data.source={root}/text.npz"], 2,
-                  ["text.npz", "not numbers"]),
-    "data-wrong-rank": (["run", "mo-prune-transfer", "--set", "data.source={root}/rank.npz"], 2,
-                        ["features must be [N, F]"]),
-    "mnist-not-idx": (["run", "cluster-synthesis", "--set", "data.name=mnist", "--set",
-                       "data.mnist_dir={root}/mnist_bad"], 2, ["not an IDX file"]),
-    "mnist-missing-files": (["run", "cluster-synthesis", "--set", "data.name=mnist", "--set",
-                             "data.mnist_dir={root}/mnist_empty"], 2,
-                            ["no train-images-idx3-ubyte", "mnist_empty"]),
+    "sweep-unknown-experiment": (
+        ["sweep", "no-such-experiment", "--out", "{root}/s"],
+        2,
+        ["unknown experiment"],
+    ),
+    "sweep-bad-seeds": (
+        ["sweep", "me-arm", "--seeds", "zero", "--out", "{root}/s"],
+        2,
+        ["bad seed list", "zero"],
+    ),
+    "sweep-bad-grid": (
+        ["sweep", "me-arm", "--grid", "mutation.sigma", "--out", "{root}/s"],
+        2,
+        ["grid"],
+    ),
+    "data-missing": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/none.npz"],
+        2,
+        ["none.npz", "does not exist"],
+    ),
+    "data-not-npz": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/garbage.npz"],
+        2,
+        ["not a readable .npz", "garbage.npz"],
+    ),
+    "data-pickled": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/pickled.npz"],
+        2,
+        ["not a readable .npz", "pickled.npz"],
+    ),
+    "data-no-labels": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/no_labels.npz"],
+        2,
+        ["needs 'labels'"],
+    ),
+    "data-nan": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/nan.npz"],
+        2,
+        ["nan.npz", "4 NaN / inf values"],
+    ),
+    "data-one-class": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/one_class.npz"],
+        2,
+        ["one_class.npz", "at least two"],
+    ),
+    "data-empty": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/empty.npz"],
+        2,
+        ["empty.npz", "no examples"],
+    ),
+    "data-float-labels": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/float_labels.npz"],
+        2,
+        ["integer class indices"],
+    ),
+    "data-text": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/text.npz"],
+        2,
+        ["text.npz", "not numbers"],
+    ),
+    "data-wrong-rank": (
+        ["run", "mo-prune-transfer", "--set", "data.source={root}/rank.npz"],
+        2,
+        ["features must be [N, F]"],
+    ),
+    "mnist-not-idx": (
+        [
+            "run",
+            "cluster-synthesis",
+            "--set",
+            "data.name=mnist",
+            "--set",
+            "data.mnist_dir={root}/mnist_bad",
+        ],
+        2,
+        ["not an IDX file"],
+    ),
+    "mnist-missing-files": (
+        [
+            "run",
+            "cluster-synthesis",
+            "--set",
+            "data.name=mnist",
+            "--set",
+            "data.mnist_dir={root}/mnist_empty",
+        ],
+        2,
+        ["no train-images-idx3-ubyte", "mnist_empty"],
+    ),
     # run settings, every experiment family
-    "keep-no-checkpoint": (["run", *ARM, "--set", "run.keep_checkpoints=0"], 2,
-                           ["keep_checkpoints", "positive"]),
-    "chunk-size-zero": (["run", *ARM, "--set", "run.chunk_size=0"], 2,
-                        ["chunk_size", "positive"]),
-    "negative-generations": (["run", *ARM, "--set", "run.num_generations=-1"], 2,
-                             ["num_generations", "positive"]),
-    "metrics-format": (["run", *ARM, "--set", "run.metrics_format=xml"], 2,
-                       ["metrics_format", "'xml'"]),
-    "brax-unknown-key": (["run", "me-prune", "--set", "task.env=hopper"], 2,
-                         ["task.env", "env_name"]),
-    "archive-kind": (["run", *ARM, "--set", "archive.kind=hex"], 2,
-                     ["unknown archive kind 'hex'"]),
-    "negative-sigma": (["run", *ARM, "--set", "mutation.sigma=-1"], 2,
-                       ["mutation.sigma must be >= 0"]),
-    "no-flips-with-rates": (["run", *ARM, "--set", "map_elites.flips=false"], 2,
-                            ["flips=False skips the prune / reconnect flips"]),
-    "me-es-unknown-section": (["run", "me-es", "--set", "es.strategy=Open_ES"], 2,
-                              ["'es' is not in <top level>", "es_emitter"]),
-    "es-unknown-strategy": (["run", "es-prune-arm", "--set", "es.strategy=NoSuch"], 2,
-                            ["unknown evosax strategy 'NoSuch'"]),
-    "ga-population": (["run", "ga-arm", "--set", "ga.population_size=1"], 2,
-                      ["population_size must be >= 2"]),
-    "ga-archive-missing": (["run", "ga-pruned-init", "--set", "ga.init=archive"], 2,
-                           ["needs ga.archive_dir"]),
-    "ga-archive-not-a-run": (["run", "ga-pruned-init", "--set", "ga.init=archive", "--set",
-                              "ga.archive_dir={root}/nowhere"], 2,
-                             ["not a run directory", "nowhere"]),
-    "es-info-needs-brax": (["run", "es-info", "--set", "task.name=arm"], 2,
-                           ["needs a Brax task"]),
-    "transfer-algorithm": (["run", "mo-prune-transfer", "--set", "algorithm=nope"], 2,
-                           ["unknown algorithm 'nope'"]),
-    "transfer-objectives": (["run", "mo-prune-transfer", "--set", "objectives.names=[accuracy]"],
-                            2, ["NSGA-II needs at least two objectives"]),
+    "keep-no-checkpoint": (
+        ["run", *ARM, "--set", "run.keep_checkpoints=0"],
+        2,
+        ["keep_checkpoints", "positive"],
+    ),
+    "chunk-size-zero": (["run", *ARM, "--set", "run.chunk_size=0"], 2, ["chunk_size", "positive"]),
+    "negative-generations": (
+        ["run", *ARM, "--set", "run.num_generations=-1"],
+        2,
+        ["num_generations", "positive"],
+    ),
+    "metrics-format": (
+        ["run", *ARM, "--set", "run.metrics_format=xml"],
+        2,
+        ["metrics_format", "'xml'"],
+    ),
+    "brax-unknown-key": (
+        ["run", "me-prune", "--set", "task.env=hopper"],
+        2,
+        ["task.env", "env_name"],
+    ),
+    "archive-kind": (["run", *ARM, "--set", "archive.kind=hex"], 2, ["unknown archive kind 'hex'"]),
+    "negative-sigma": (
+        ["run", *ARM, "--set", "mutation.sigma=-1"],
+        2,
+        ["mutation.sigma must be >= 0"],
+    ),
+    "no-flips-with-rates": (
+        ["run", *ARM, "--set", "map_elites.flips=false"],
+        2,
+        ["flips=False skips the prune / reconnect flips"],
+    ),
+    "me-es-unknown-section": (
+        ["run", "me-es", "--set", "es.strategy=Open_ES"],
+        2,
+        ["'es' is not in <top level>", "es_emitter"],
+    ),
+    "es-unknown-strategy": (
+        ["run", "es-prune-arm", "--set", "es.strategy=NoSuch"],
+        2,
+        ["unknown evosax strategy 'NoSuch'"],
+    ),
+    "ga-population": (
+        ["run", "ga-arm", "--set", "ga.population_size=1"],
+        2,
+        ["population_size must be >= 2"],
+    ),
+    "ga-archive-missing": (
+        ["run", "ga-pruned-init", "--set", "ga.init=archive"],
+        2,
+        ["needs ga.archive_dir"],
+    ),
+    "ga-archive-not-a-run": (
+        [
+            "run",
+            "ga-pruned-init",
+            "--set",
+            "ga.init=archive",
+            "--set",
+            "ga.archive_dir={root}/nowhere",
+        ],
+        2,
+        ["not a run directory", "nowhere"],
+    ),
+    "es-info-needs-brax": (["run", "es-info", "--set", "task.name=arm"], 2, ["needs a Brax task"]),
+    "transfer-algorithm": (
+        ["run", "mo-prune-transfer", "--set", "algorithm=nope"],
+        2,
+        ["unknown algorithm 'nope'"],
+    ),
+    "transfer-objectives": (
+        ["run", "mo-prune-transfer", "--set", "objectives.names=[accuracy]"],
+        2,
+        ["NSGA-II needs at least two objectives"],
+    ),
     "ae-setting": (["run", "ae-prune", "--set", "setting=nope"], 2, ["unknown setting 'nope'"]),
-    "ae-grid-shape": (["run", "ae-coevolution", "--set", "coevolution.grid_shape=3"], 2,
-                      ["grid_shape"]),
-    "ae-data-seed": (["run", "ae-prune", "--set", "data.seed=-1"], 2,
-                     ["data.seed must be a non-negative int"]),
-    "synthesis-dataset": (["run", "cluster-synthesis", "--set", "data.name=cifar"], 2,
-                          ["unknown dataset 'cifar'"]),
+    "ae-grid-shape": (
+        ["run", "ae-coevolution", "--set", "coevolution.grid_shape=3"],
+        2,
+        ["grid_shape"],
+    ),
+    "ae-data-seed": (
+        ["run", "ae-prune", "--set", "data.seed=-1"],
+        2,
+        ["data.seed must be a non-negative int"],
+    ),
+    "synthesis-dataset": (
+        ["run", "cluster-synthesis", "--set", "data.name=cifar"],
+        2,
+        ["unknown dataset 'cifar'"],
+    ),
     # one writer per directory, and what a run directory must hold
-    "run-busy": (["run", *ARM, "--out", "{root}/busy"], 2,
-                 ["another process (pid", "{root}/busy"]),
+    "run-busy": (["run", *ARM, "--out", "{root}/busy"], 2, ["another process (pid", "{root}/busy"]),
     "resume-busy": (["resume", "{root}/busy_run"], 2, ["another process (pid", "busy_run"]),
-    "resume-config-not-json": (["resume", "{root}/broken_run"], 2,
-                               ["not JSON", "broken_run/config.json"]),
+    "resume-config-not-json": (
+        ["resume", "{root}/broken_run"],
+        2,
+        ["not JSON", "broken_run/config.json"],
+    ),
     "resume-config-unknown-key": (["resume", "{root}/badkey_run"], 2, ["extra"]),
     "plot-no-checkpoint": (["plot", "{root}/nocheckpoint"], 2, ["no checkpoint to plot from"]),
     "plot-config-not-json": (["plot", "{root}/broken_run"], 2, ["not JSON"]),
     # sweeps
-    "sweep-out-is-a-file": (["sweep", "me-arm", "--out", "{root}/a_file"], 2,
-                            ["names a file", "a_file"]),
-    "sweep-out-under-a-file": (["sweep", "me-arm", "--out", "{root}/a_file/s"], 2,
-                               ["cannot create the output directory", "a_file/s"]),
-    "sweep-config-missing": (["sweep", "me-arm", "--config", "{root}/missing.json", "--out",
-                              "{root}/s"], 2, ["cannot read the config file"]),
-    "sweep-config-other": (["sweep", "me-arm", "--config", "{root}/transfer.json", "--out",
-                            "{root}/s"], 2, ["mo-prune-transfer"]),
-    "sweep-unknown-key": (["sweep", "me-arm", "--set", "run.num_generation=3", "--out",
-                           "{root}/s"], 2, ["num_generations"]),
-    "sweep-grid-unknown-key": (["sweep", "me-arm", "--grid", "mutation.nosuch=1,2", "--out",
-                                "{root}/s"], 2, ["mutation.nosuch"]),
-    "sweep-seed-in-grid": (["sweep", "me-arm", "--grid", "run.seed=1,2", "--out", "{root}/s"],
-                           2, ["--seeds"]),
-    "sweep-repeated-seeds": (["sweep", "me-arm", "--seeds", "1,1", "--out", "{root}/s"], 2,
-                             ["repeated seeds"]),
-    "sweep-too-many-devices": (["sweep", "me-arm", "--devices", "64", "--out", "{root}/s"], 2,
-                               ["devices must be an int in [1, "]),
-    "sweep-other-definition": (["sweep", "me-arm", "--out", "{root}/other_sweep"], 2,
-                               ["holds a different sweep"]),
-    "sweep-broken-definition": (["sweep", "me-arm", "--out", "{root}/broken_sweep"], 2,
-                                ["cannot read the sweep's definition"]),
-    "sweep-busy": (["sweep", "me-arm", "--out", "{root}/busy_sweep"], 2,
-                   ["another process (pid", "busy_sweep"]),
+    "sweep-out-is-a-file": (
+        ["sweep", "me-arm", "--out", "{root}/a_file"],
+        2,
+        ["names a file", "a_file"],
+    ),
+    "sweep-out-under-a-file": (
+        ["sweep", "me-arm", "--out", "{root}/a_file/s"],
+        2,
+        ["cannot create the output directory", "a_file/s"],
+    ),
+    "sweep-config-missing": (
+        ["sweep", "me-arm", "--config", "{root}/missing.json", "--out", "{root}/s"],
+        2,
+        ["cannot read the config file"],
+    ),
+    "sweep-config-other": (
+        ["sweep", "me-arm", "--config", "{root}/transfer.json", "--out", "{root}/s"],
+        2,
+        ["mo-prune-transfer"],
+    ),
+    "sweep-unknown-key": (
+        ["sweep", "me-arm", "--set", "run.num_generation=3", "--out", "{root}/s"],
+        2,
+        ["num_generations"],
+    ),
+    "sweep-grid-unknown-key": (
+        ["sweep", "me-arm", "--grid", "mutation.nosuch=1,2", "--out", "{root}/s"],
+        2,
+        ["mutation.nosuch"],
+    ),
+    "sweep-seed-in-grid": (
+        ["sweep", "me-arm", "--grid", "run.seed=1,2", "--out", "{root}/s"],
+        2,
+        ["--seeds"],
+    ),
+    "sweep-repeated-seeds": (
+        ["sweep", "me-arm", "--seeds", "1,1", "--out", "{root}/s"],
+        2,
+        ["repeated seeds"],
+    ),
+    "sweep-too-many-devices": (
+        ["sweep", "me-arm", "--devices", "64", "--out", "{root}/s"],
+        2,
+        ["devices must be an int in [1, "],
+    ),
+    "sweep-other-definition": (
+        ["sweep", "me-arm", "--out", "{root}/other_sweep"],
+        2,
+        ["holds a different sweep"],
+    ),
+    "sweep-broken-definition": (
+        ["sweep", "me-arm", "--out", "{root}/broken_sweep"],
+        2,
+        ["cannot read the sweep's definition"],
+    ),
+    "sweep-busy": (
+        ["sweep", "me-arm", "--out", "{root}/busy_sweep"],
+        2,
+        ["another process (pid", "busy_sweep"],
+    ),
 }
 
 
@@ -248,10 +447,11 @@ def test_bad_input_is_one_line_and_changes_nothing(case, tmp_path, capsys, monke
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("experiment, module", [("me-prune-gymnax", "gymnax"),
-                                                ("me-prune-playground", "mujoco_playground")])
-def test_a_missing_extra_is_one_line_naming_it(experiment, module, tmp_path, capsys,
-                                               monkeypatch):
+@pytest.mark.parametrize(
+    "experiment, module",
+    [("me-prune-gymnax", "gymnax"), ("me-prune-playground", "mujoco_playground")],
+)
+def test_a_missing_extra_is_one_line_naming_it(experiment, module, tmp_path, capsys, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
@@ -291,9 +491,9 @@ def test_an_internal_error_is_reported_as_a_bug(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("where", ["checkpoint", "metrics"])
-def test_a_full_disk_mid_run_names_the_last_checkpoint_and_resume_finishes_it(where, tmp_path,
-                                                                              capsys,
-                                                                              monkeypatch):
+def test_a_full_disk_mid_run_names_the_last_checkpoint_and_resume_finishes_it(
+    where, tmp_path, capsys, monkeypatch
+):
     # the disk fills up at generation 6 (orbax's RESOURCE_EXHAUSTED while saving, or a metrics
     # write): exit 1, one line naming the last checkpoint (4); nothing torn; space freed, the
     # resumed run ends with the metrics of a run never stopped
@@ -309,10 +509,12 @@ def test_a_full_disk_mid_run_names_the_last_checkpoint_and_resume_finishes_it(wh
 
         def save(self, step, *args, **kwargs):
             if step == 6:
-                raise ValueError(f'RESOURCE_EXHAUSTED: Error writing "a/0" in OCDBT database at '
-                                 f'local file "{self.directory}/6.orbax-checkpoint-tmp/": Failed '
-                                 "to write 655860 bytes to file 15: No space left on device "
-                                 "[os_error_code='28']")
+                raise ValueError(
+                    f'RESOURCE_EXHAUSTED: Error writing "a/0" in OCDBT database at '
+                    f'local file "{self.directory}/6.orbax-checkpoint-tmp/": Failed '
+                    "to write 655860 bytes to file 15: No space left on device "
+                    "[os_error_code='28']"
+                )
             return real_save(self, step, *args, **kwargs)
 
         monkeypatch.setattr(ocp.CheckpointManager, "save", save)
@@ -339,7 +541,9 @@ def test_a_full_disk_mid_run_names_the_last_checkpoint_and_resume_finishes_it(wh
     assert not list((run_dir / "checkpoints").glob("*tmp*"))  # the partial save was removed
     monkeypatch.undo()
     assert cli.main(["resume", str(run_dir)]) == 0
-    assert (run_dir / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
+    assert (run_dir / "metrics.csv").read_bytes() == (
+        tmp_path / "whole" / "metrics.csv"
+    ).read_bytes()
 
 
 def test_a_full_disk_outside_the_generations_says_how_to_resume(tmp_path, capsys, monkeypatch):
@@ -360,8 +564,21 @@ def test_resume_refuses_a_run_whose_checkpoints_are_gone_and_restart_redoes_it(t
     import shutil
 
     run_dir = tmp_path / "run"
-    assert cli.main(["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=2",
-                     "--out", str(run_dir)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *ARM,
+                "--set",
+                "task.devices=1",
+                "--set",
+                "run.num_generations=2",
+                "--out",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     shutil.rmtree(run_dir / "checkpoints")
     before = _snapshot(run_dir)
     capsys.readouterr()
@@ -374,8 +591,9 @@ def test_resume_refuses_a_run_whose_checkpoints_are_gone_and_restart_redoes_it(t
 
 
 @pytest.mark.parametrize("signal_name, status", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(signal_name, status,
-                                                                         tmp_path):
+def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(
+    signal_name, status, tmp_path
+):
     # what a scheduler sends before preempting a job, and a first Ctrl-C: the run finishes its
     # chunk, checkpoints it, says how to resume and exits; the resumed run equals a run never
     # stopped
@@ -384,13 +602,32 @@ def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(signal_
     import sys
     import time
 
-    argv = ["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=20000",
-            "--set", "run.chunk_size=50", "--set", "run.checkpoint_every=5000"]
+    argv = [
+        "run",
+        *ARM,
+        "--set",
+        "task.devices=1",
+        "--set",
+        "run.num_generations=20000",
+        "--set",
+        "run.chunk_size=50",
+        "--set",
+        "run.checkpoint_every=5000",
+    ]
     stopped = tmp_path / "stopped"
     process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from synprune_jax.cli import main; "
-                               "sys.exit(main(sys.argv[1:]))", *argv, "--out", str(stopped)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from synprune_jax.cli import main; sys.exit(main(sys.argv[1:]))",
+            *argv,
+            "--out",
+            str(stopped),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = stopped / "metrics.csv"
     deadline = time.time() + 300
     while not (metrics.exists() and metrics.read_text().count("\n") > 1):
@@ -404,6 +641,7 @@ def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(signal_
     generation = int(err.split("at generation ")[1].split(",")[0])
     assert 0 < generation < 20000 and generation % 50 == 0
     from synprune_jax import checkpoint
+
     assert checkpoint.latest_step(str(stopped / "checkpoints")) == generation
     # resume it to 100 generations past the stop (not the 20000 that made sure the signal came
     # mid-run), and compare with a run of that length never stopped
@@ -412,8 +650,10 @@ def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(signal_
     config["run"]["num_generations"] = end
     (stopped / "config.json").write_text(json.dumps(config))
     assert cli.main(["resume", str(stopped)]) == 0
-    assert cli.main([*argv, "--set", f"run.num_generations={end}", "--out",
-                     str(tmp_path / "whole")]) == 0
+    assert (
+        cli.main([*argv, "--set", f"run.num_generations={end}", "--out", str(tmp_path / "whole")])
+        == 0
+    )
     assert metrics.read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
 
 
@@ -425,8 +665,21 @@ def test_one_writer_per_run_directory(tmp_path, capsys):
     from synprune_jax.rundir import LOCK_FILE, RunDirectoryBusy, RunLock
 
     run_dir = tmp_path / "run"
-    assert cli.main(["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=2",
-                     "--out", str(run_dir)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *ARM,
+                "--set",
+                "task.devices=1",
+                "--set",
+                "run.num_generations=2",
+                "--out",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     assert not (run_dir / LOCK_FILE).exists()  # released after the run
     # a live other process holds the lock: resume refuses, and touches nothing
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -466,9 +719,10 @@ def test_a_failed_metrics_write_leaves_whole_rows(tmp_path, monkeypatch):
         def write(handle, data):
             if written["bytes"] >= limit:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            count = real_write(handle, bytes(data[:limit - written["bytes"]]))
+            count = real_write(handle, bytes(data[: limit - written["bytes"]]))
             written["bytes"] += count
             return count
+
         return write
 
     monkeypatch.setattr(rundir.os, "write", full_after(5))
@@ -486,7 +740,7 @@ def test_no_room_for_the_checkpoints_is_refused_before_compiling(tmp_path, capsy
     from synprune_jax import rundir
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(2 ** 30, 2 ** 30, 2 ** 20))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(2**30, 2**30, 2**20))
     run_dir = tmp_path / "run"
     assert cli.main(["run", *ARM, "--set", "task.devices=1", "--out", str(run_dir)]) == 2
     err = capsys.readouterr().err
@@ -494,7 +748,7 @@ def test_no_room_for_the_checkpoints_is_refused_before_compiling(tmp_path, capsy
     assert "Traceback" not in err
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
     with pytest.raises(rundir.RunDirectoryFull):
-        rundir.check_room(tmp_path, {"x": np.zeros(2 ** 20, np.float32)}, margin=0)
+        rundir.check_room(tmp_path, {"x": np.zeros(2**20, np.float32)}, margin=0)
 
 
 def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys):
@@ -512,7 +766,9 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys):
     config = json.loads((run_dir / "config.json").read_text())
     config["run"]["num_generations"] = 6
     (run_dir / "config.json").write_text(json.dumps(config))
-    with pytest.warns(UserWarning, match="skipped damaged checkpoint.*step 4.*resuming from step 2"):
+    with pytest.warns(
+        UserWarning, match="skipped damaged checkpoint.*step 4.*resuming from step 2"
+    ):
         assert cli.main(["resume", str(run_dir)]) == 0
     assert (run_dir / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
     for step in (run_dir / "checkpoints").iterdir():
@@ -533,9 +789,10 @@ def _can_mount_tmpfs() -> bool:
 
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c",
-                            "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d"],
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 
@@ -548,10 +805,22 @@ def test_a_real_full_disk_stops_the_run_and_resume_finishes_it(tmp_path):
     import subprocess
     import sys
 
-    argv = ["run", *ARM, "--set", "task.devices=1", "--set", "run.num_generations=1500",
-            "--set", "run.chunk_size=50", "--set", "run.checkpoint_every=100"]
-    synprune = f"{sys.executable} -c 'import sys; from synprune_jax.cli import main; " \
-               "sys.exit(main(sys.argv[1:]))'"
+    argv = [
+        "run",
+        *ARM,
+        "--set",
+        "task.devices=1",
+        "--set",
+        "run.num_generations=1500",
+        "--set",
+        "run.chunk_size=50",
+        "--set",
+        "run.checkpoint_every=100",
+    ]
+    synprune = (
+        f"{sys.executable} -c 'import sys; from synprune_jax.cli import main; "
+        "sys.exit(main(sys.argv[1:]))'"
+    )
     args = " ".join(argv)
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -569,8 +838,9 @@ rm {disk}/filler
 {synprune} resume {disk}/run 2> {tmp_path}/resume.err; echo $? > {tmp_path}/resume.status
 cp {disk}/run/metrics.csv {tmp_path}/resumed.csv
 """
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     err = (tmp_path / "run.err").read_text()
     assert (tmp_path / "run.status").read_text().strip() == "1", err
@@ -579,11 +849,13 @@ cp {disk}/run/metrics.csv {tmp_path}/resumed.csv
     last = int(line[0].split("the last checkpoint is generation ")[1].split(" ")[0])
     assert last >= 200 and last % 100 == 0, line[0]
     assert (tmp_path / "torn.csv").read_text().endswith("\n")
-    assert (tmp_path / "resume.status").read_text().strip() == "0", \
-        (tmp_path / "resume.err").read_text()
+    assert (tmp_path / "resume.status").read_text().strip() == "0", (
+        tmp_path / "resume.err"
+    ).read_text()
     assert cli.main([*argv, "--out", str(tmp_path / "whole")]) == 0
-    assert (tmp_path / "resumed.csv").read_bytes() == \
-        (tmp_path / "whole" / "metrics.csv").read_bytes()
+    assert (tmp_path / "resumed.csv").read_bytes() == (
+        tmp_path / "whole" / "metrics.csv"
+    ).read_bytes()
 
 
 def test_the_python_api_raises_the_documented_types_with_the_same_messages(tmp_path, capsys):
@@ -609,7 +881,13 @@ def test_the_python_api_raises_the_documented_types_with_the_same_messages(tmp_p
         sj.sweep("me-arm", out=busy, overrides=overrides)
     assert sorted(p.name for p in busy.iterdir()) == [".lock"]
     documented = (Path(__file__).parents[1] / "docs" / "failures.md").read_text()
-    for name in ("ConfigError", "RunDirectoryBusy", "RunDirectoryFull", "RunFault",
-                 "CheckpointsDamaged", "Stopped"):
+    for name in (
+        "ConfigError",
+        "RunDirectoryBusy",
+        "RunDirectoryFull",
+        "RunFault",
+        "CheckpointsDamaged",
+        "Stopped",
+    ):
         assert name in sj.__all__ and f"`{name}`" in documented, name
     assert issubclass(sj.RunFault, OSError) and issubclass(sj.ConfigError, ValueError)

@@ -19,12 +19,16 @@ ARM = KinematicArm(num_joints=4, genotype="mlp", hidden_sizes=(8,))
 
 
 def _pair():
-    first = Population(params={"a": jnp.zeros(64), "b": jnp.zeros((4, 4))},
-                       masks={"a": jnp.zeros(64, bool), "b": jnp.zeros((4, 4), bool)},
-                       rates=jnp.asarray([0.1, 0.2]))
-    second = Population(params={"a": jnp.ones(64), "b": jnp.ones((4, 4))},
-                        masks={"a": jnp.ones(64, bool), "b": jnp.ones((4, 4), bool)},
-                        rates=jnp.asarray([0.3, 0.4]))
+    first = Population(
+        params={"a": jnp.zeros(64), "b": jnp.zeros((4, 4))},
+        masks={"a": jnp.zeros(64, bool), "b": jnp.zeros((4, 4), bool)},
+        rates=jnp.asarray([0.1, 0.2]),
+    )
+    second = Population(
+        params={"a": jnp.ones(64), "b": jnp.ones((4, 4))},
+        masks={"a": jnp.ones(64, bool), "b": jnp.ones((4, 4), bool)},
+        rates=jnp.asarray([0.3, 0.4]),
+    )
     return first, second
 
 
@@ -72,11 +76,16 @@ def test_config_validation():
 
 
 def _elites(count=3, seed=5):
-    params = jax.tree_util.tree_map(np.asarray, jax.vmap(ARM.init_params)(
-        jax.random.split(jax.random.key(seed), count)))
+    params = jax.tree_util.tree_map(
+        np.asarray, jax.vmap(ARM.init_params)(jax.random.split(jax.random.key(seed), count))
+    )
     masks = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf) > 0, params)
-    return {"params": params, "masks": masks, "rates": np.full((count, 2), 0.03, np.float32),
-            "fitness": np.zeros(count)}
+    return {
+        "params": params,
+        "masks": masks,
+        "rates": np.full((count, 2), 0.03, np.float32),
+        "fitness": np.zeros(count),
+    }
 
 
 def test_algorithm_is_static_and_compares_by_value():
@@ -88,8 +97,9 @@ def test_algorithm_is_static_and_compares_by_value():
     assert first != ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8), ARM)
     assert set(first.elites) == {"params", "masks", "rates"}  # other keys dropped
     beta = ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8), ARM, _elites())
-    assert beta.elites is None and beta == ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8),
-                                                               ARM)
+    assert beta.elites is None and beta == ga_lib.TruncationGA(
+        ga_lib.GAConfig(population_size=8), ARM
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         first.config = config
 
@@ -106,22 +116,33 @@ def test_builder_puts_crossover_rate_and_mutation_in_the_hyper():
     low = build("ga.crossover_rate=0.3", "mutation.sigma=0.05")
     high = build("ga.crossover_rate=0.7", "mutation.sigma=0.2")
     assert low.algorithm == high.algorithm and hash(low.algorithm) == hash(high.algorithm)
-    assert low.hyper == ga_lib.GAHyper(MutationHyper(sigma=0.05, p_disconnect=0.02,
-                                                     p_connect=0.01, rate_redraw_probability=0.1,
-                                                     rate_min=1e-4, rate_max=0.2), 0.3)
+    assert low.hyper == ga_lib.GAHyper(
+        MutationHyper(
+            sigma=0.05,
+            p_disconnect=0.02,
+            p_connect=0.01,
+            rate_redraw_probability=0.1,
+            rate_min=1e-4,
+            rate_max=0.2,
+        ),
+        0.3,
+    )
     assert high.hyper.crossover_rate == 0.7 and high.hyper.mutation.sigma == 0.2
     assert build("ga.crossover=layer").algorithm != low.algorithm
 
 
 def test_archive_init_starts_from_the_elites_best_first():
     elites = _elites()
-    algorithm = ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8, init="archive"), ARM,
-                                    elites)
-    population = algorithm.initial_population(jax.random.key(0),
-                                              ga_lib.GAHyper(MutationHyper(sigma=0.1)))
+    algorithm = ga_lib.TruncationGA(ga_lib.GAConfig(population_size=8, init="archive"), ARM, elites)
+    population = algorithm.initial_population(
+        jax.random.key(0), ga_lib.GAHyper(MutationHyper(sigma=0.1))
+    )
     changed = []
-    for stored, leaf in zip(jax.tree_util.tree_leaves(elites["params"]),
-                            jax.tree_util.tree_leaves(population.params), strict=True):
+    for stored, leaf in zip(
+        jax.tree_util.tree_leaves(elites["params"]),
+        jax.tree_util.tree_leaves(population.params),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(leaf)[:3], stored)  # the elites as they are
         changed.append(np.asarray(leaf)[3:] != stored[[0, 1, 2, 0, 1]])  # cycled copies
     # the copies are mutated (Gaussian noise on active weights): every copy differs
@@ -152,25 +173,34 @@ def test_truncation_keeps_the_best_half_unchanged(ga_run):
     algorithm, states, history = ga_run
     for before, after in zip(states[:-1], states[1:], strict=True):
         order = np.argsort(-np.asarray(before.fitness), kind="stable")[:8]
-        np.testing.assert_array_equal(np.asarray(after.fitness[:8]),
-                                      np.asarray(before.fitness)[order])
-        for leaf_before, leaf_after in zip(jax.tree_util.tree_leaves(before.population),
-                                           jax.tree_util.tree_leaves(after.population), strict=True):
-            np.testing.assert_array_equal(np.asarray(leaf_after)[:8],
-                                          np.asarray(leaf_before)[order])
+        np.testing.assert_array_equal(
+            np.asarray(after.fitness[:8]), np.asarray(before.fitness)[order]
+        )
+        for leaf_before, leaf_after in zip(
+            jax.tree_util.tree_leaves(before.population),
+            jax.tree_util.tree_leaves(after.population),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(
+                np.asarray(leaf_after)[:8], np.asarray(leaf_before)[order]
+            )
     best = [h["max_fitness"] for h in history]
     assert best == sorted(best)
     assert int(states[-1].num_evaluations) == 16 + 6 * 8
     # recorded fitness is the task's fitness of the stored individual
     final = states[-1]
-    np.testing.assert_allclose(np.asarray(ARM.evaluate(jax.random.key(0), final.population).fitness),
-                               np.asarray(final.fitness), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ARM.evaluate(jax.random.key(0), final.population).fitness),
+        np.asarray(final.fitness),
+        rtol=1e-6,
+    )
 
 
 def test_initial_population_is_beta_pruned(ga_run):
     algorithm, states, _ = ga_run
     density = jax.vmap(lambda m: jnp.mean(m["params"]["Dense_0"]["kernel"]))(
-        states[0].population.masks)
+        states[0].population.masks
+    )
     assert float(jnp.std(density)) > 0.15  # spread over sparsities (uniform: std 0.29)
 
 
@@ -181,8 +211,13 @@ def test_cli_ga_from_map_elites_archive(tmp_path):
 
     me_dir = tmp_path / "me"
     me_config = get_experiment("me-arm").default_config()
-    me_config["task"] = {"name": "arm", "num_joints": 4, "genotype": "mlp", "hidden_sizes": [8],
-                         "descriptors": ["sparsity", "disconnected_fraction"]}
+    me_config["task"] = {
+        "name": "arm",
+        "num_joints": 4,
+        "genotype": "mlp",
+        "hidden_sizes": [8],
+        "descriptors": ["sparsity", "disconnected_fraction"],
+    }
     me_config["map_elites"].update(batch_size=16, initial_batch_size=32, forward_prune=True)
     me_config["archive"]["resolution"] = [6, 6]
     me_config["run"].update(num_generations=5, chunk_size=5, progress=False)
@@ -192,14 +227,28 @@ def test_cli_ga_from_map_elites_archive(tmp_path):
     assert elites["experiment"] == "me-arm"
     assert list(elites["fitness"]) == sorted(elites["fitness"], reverse=True)
 
-    ga_args = ["ga-arm", "--set", "task.num_joints=4", "--set", "task.hidden_sizes=8",
-               "--set", "ga.population_size=16", "--set", "ga.init=archive",
-               "--set", f"ga.archive_dir={me_dir}", "--set", "run.chunk_size=3",
-               "--set", "run.checkpoint_every=3", "--set", "run.progress=false"]
+    ga_args = [
+        "ga-arm",
+        "--set",
+        "task.num_joints=4",
+        "--set",
+        "task.hidden_sizes=8",
+        "--set",
+        "ga.population_size=16",
+        "--set",
+        "ga.init=archive",
+        "--set",
+        f"ga.archive_dir={me_dir}",
+        "--set",
+        "run.chunk_size=3",
+        "--set",
+        "run.checkpoint_every=3",
+        "--set",
+        "run.progress=false",
+    ]
     full = tmp_path / "full"  # resume is checked for every experiment in test_experiments.py
     assert main(["run", *ga_args, "--set", "run.num_generations=6", "--out", str(full)]) == 0
-    for name in ("summary.json", "summary.md", "curves.png", "fitness_vs_density.png",
-                 "masks.png"):
+    for name in ("summary.json", "summary.md", "curves.png", "fitness_vs_density.png", "masks.png"):
         assert (full / name).stat().st_size > 0, name
     summary = json.loads((full / "summary.json").read_text())
     # the GA starts from the archive's best elite, so it can only match or beat it
@@ -207,13 +256,16 @@ def test_cli_ga_from_map_elites_archive(tmp_path):
 
 
 def test_archive_init_rejects_a_different_network(tmp_path):
-    elites = {"params": {"w": np.zeros((3, 5))}, "masks": {"w": np.ones((3, 5), bool)},
-              "rates": np.zeros((3, 2), np.float32)}
-    config = ga_lib.GAConfig(population_size=4, init="archive",
-                             mutation=MutationConfig(forward_prune=False))
+    elites = {
+        "params": {"w": np.zeros((3, 5))},
+        "masks": {"w": np.ones((3, 5), bool)},
+        "rates": np.zeros((3, 2), np.float32),
+    }
+    config = ga_lib.GAConfig(
+        population_size=4, init="archive", mutation=MutationConfig(forward_prune=False)
+    )
     with pytest.raises(ValueError, match="do not match"):
         ga_lib.TruncationGA(config, ARM, elites=elites)
     # through the CLI: init=archive without a directory is a config error, nothing runs
-    assert main(["run", "ga-arm", "--set", "ga.init=archive", "--out",
-                 str(tmp_path / "none")]) == 2
+    assert main(["run", "ga-arm", "--set", "ga.init=archive", "--out", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()

@@ -34,11 +34,17 @@ def test_joint_and_mutual_information_of_a_known_table():
     assert float(info.joint_entropy(x, y, 2)) == pytest.approx(hxy, rel=1e-6)
     mi = hx + hy - hxy
     assert float(info.mutual_information(x, y, 2)) == pytest.approx(mi, rel=1e-5)
-    nmi = {"sqrt": mi / math.sqrt(hx * hy), "min": mi / min(hx, hy), "max": mi / max(hx, hy),
-           "arithmetic": 2 * mi / (hx + hy), "joint": mi / hxy}
+    nmi = {
+        "sqrt": mi / math.sqrt(hx * hy),
+        "min": mi / min(hx, hy),
+        "max": mi / max(hx, hy),
+        "arithmetic": 2 * mi / (hx + hy),
+        "joint": mi / hxy,
+    }
     for method, value in nmi.items():
         assert float(info.normalized_mutual_information(x, y, 2, method)) == pytest.approx(
-            value, rel=1e-5), method
+            value, rel=1e-5
+        ), method
     with pytest.raises(ValueError, match="unknown method"):
         info.normalized_mutual_information(x, y, 2, "mean")
 
@@ -67,9 +73,11 @@ def test_constant_variable_and_weights():
     assert float(info.normalized_mutual_information(jnp.ones(10), jnp.arange(10.0), 4)) == 0.0
     x = jnp.asarray([0.0, 1.0, 1.0, 5.0])
     # weight 0 drops the last sample: two of three remaining fall in the top bin of [0, 5] x 2
-    np.testing.assert_allclose(np.asarray(info.histogram(x, 2, lower=0.0, upper=2.0,
-                                                         weights=jnp.asarray([1, 1, 1, 0]))),
-                               [1 / 3, 2 / 3], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(info.histogram(x, 2, lower=0.0, upper=2.0, weights=jnp.asarray([1, 1, 1, 0]))),
+        [1 / 3, 2 / 3],
+        rtol=1e-6,
+    )
 
 
 def test_layer_activations_match_the_network_and_profile_shapes():
@@ -80,18 +88,20 @@ def test_layer_activations_match_the_network_and_profile_shapes():
     inputs = jax.random.normal(jax.random.key(1), (64, 3))
     layers = info.layer_activations(spec, params, masks, inputs)
     assert [a.shape for a in layers] == [(64, 5), (64, 4), (64, 2)]
-    np.testing.assert_allclose(np.asarray(layers[-1]),
-                               np.asarray(spec.apply(params, masks, inputs)), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(layers[-1]), np.asarray(spec.apply(params, masks, inputs)), rtol=1e-5, atol=1e-6
+    )
     profile = jax.jit(lambda p, m, o: info.information_profile(spec, p, m, o, bins=8))(
-        params, masks, inputs)
+        params, masks, inputs
+    )
     assert [u.shape for u in profile["unit_entropy"]] == [(5,), (4,), (2,)]
     # unit 0 of every layer has no inputs: constant activation, zero entropy
     for unit in profile["unit_entropy"]:
         assert float(unit[0]) == 0.0 and float(unit[1]) > 0.5
     assert profile["layer_action_mi"].shape == (3,)
     assert float(profile["action_mi"]) == pytest.approx(
-        float(jnp.mean(profile["layer_action_mi"][:2])))
+        float(jnp.mean(profile["layer_action_mi"][:2]))
+    )
 
 
 def test_generations_to_threshold_and_rank_correlation():
@@ -116,12 +126,19 @@ def test_learning_speed_study_runs(tmp_path):
     task = KinematicArm(num_joints=3, genotype="mlp", hidden_sizes=(6,))
 
     def observations(key, population):  # random inputs instead of the arm's constant ones
-        return (jax.random.normal(key, (population.size, 32, task.input_size)),
-                jnp.ones((population.size, 32)))
+        return (
+            jax.random.normal(key, (population.size, 32, task.input_size)),
+            jnp.ones((population.size, 32)),
+        )
 
-    study = speed.LearningSpeedStudy(task, ESConfig(population_size=8, evaluate_mean=False),
-                                     num_networks=4, threshold=-0.05, bins=6,
-                                     observations_fn=observations)
+    study = speed.LearningSpeedStudy(
+        task,
+        ESConfig(population_size=8, evaluate_mean=False),
+        num_networks=4,
+        threshold=-0.05,
+        bins=6,
+        observations_fn=observations,
+    )
     assert study.default_hyper == ESHyper()
     hyper = study.default_hyper
     state = jax.jit(lambda key: study.init(key, hyper))(jax.random.key(0))
@@ -133,8 +150,9 @@ def test_learning_speed_study_runs(tmp_path):
     assert ((first == -1) | ((first >= 0) & (first <= 3))).all()
     assert float(metrics["fraction_reached"]) == pytest.approx((first >= 0).mean())
     assert int(state.num_evaluations) == 8 + 3 * 4 * 8
-    path = speed.plot_mi_vs_learning_speed(tmp_path / "mi.png", np.asarray(state.action_mi),
-                                           first, 3)
+    path = speed.plot_mi_vs_learning_speed(
+        tmp_path / "mi.png", np.asarray(state.action_mi), first, 3
+    )
     assert (tmp_path / "mi.png").stat().st_size > 0 and path.endswith("mi.png")
 
 
@@ -145,12 +163,20 @@ def test_learning_speed_study_is_static_and_takes_the_es_hyper():
     task = KinematicArm(num_joints=3, genotype="mlp", hidden_sizes=(6,))
 
     def observations(key, population):
-        return (jax.random.normal(key, (population.size, 16, task.input_size)),
-                jnp.ones((population.size, 16)))
+        return (
+            jax.random.normal(key, (population.size, 16, task.input_size)),
+            jnp.ones((population.size, 16)),
+        )
 
     def study(**changes):
-        arguments = dict(task=task, es_config=ESConfig(population_size=4, evaluate_mean=False),
-                         num_networks=2, threshold=-0.05, bins=4, observations_fn=observations)
+        arguments = dict(
+            task=task,
+            es_config=ESConfig(population_size=4, evaluate_mean=False),
+            num_networks=2,
+            threshold=-0.05,
+            bins=4,
+            observations_fn=observations,
+        )
         return speed.LearningSpeedStudy(**{**arguments, **changes})
 
     assert study() == study() and hash(study()) == hash(study())
@@ -181,11 +207,33 @@ def test_cli_es_info_tiny_brax(tmp_path):
     from synprune_jax.cli import main
 
     out = tmp_path / "info"
-    assert main(["run", "es-info", "--set", "task.episode_length=10", "--set",
-                 "task.hidden_sizes=4,4", "--set", "es.population_size=4", "--set",
-                 "study.num_networks=3", "--set", "study.threshold=5", "--set",
-                 "run.num_generations=2", "--set", "run.chunk_size=2", "--set",
-                 "run.progress=false", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "es-info",
+                "--set",
+                "task.episode_length=10",
+                "--set",
+                "task.hidden_sizes=4,4",
+                "--set",
+                "es.population_size=4",
+                "--set",
+                "study.num_networks=3",
+                "--set",
+                "study.threshold=5",
+                "--set",
+                "run.num_generations=2",
+                "--set",
+                "run.chunk_size=2",
+                "--set",
+                "run.progress=false",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["table"]) == 3
     assert (out / "mi_vs_learning_speed.png").stat().st_size > 0

@@ -21,10 +21,15 @@ from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 TASK = KinematicArm(num_joints=4, genotype="mlp", descriptors=("sparsity", "disconnected_fraction"))
 GRID = GridSpec((0.0, 0.0), (1.0, 1.0), (10, 10))
 HYPER = MutationHyper(p_disconnect=0.05, p_connect=0.02)
-SMALL_TASK = KinematicArm(num_joints=4, genotype="mlp", hidden_sizes=(8,),
-                          descriptors=("sparsity", "disconnected_fraction"))
-SMALL_CONFIG = me.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (6, 6)), batch_size=8,
-                                  initial_batch_size=16)
+SMALL_TASK = KinematicArm(
+    num_joints=4,
+    genotype="mlp",
+    hidden_sizes=(8,),
+    descriptors=("sparsity", "disconnected_fraction"),
+)
+SMALL_CONFIG = me.MapElitesConfig(
+    archive=GridSpec((0.0, 0.0), (1.0, 1.0), (6, 6)), batch_size=8, initial_batch_size=16
+)
 
 
 def _algorithm(**kwargs):
@@ -36,8 +41,9 @@ def _algorithm(**kwargs):
 def test_initial_population_spreads_over_sparsity():
     algorithm = _algorithm()
     population = me.random_population(jax.random.key(0), TASK, algorithm.config, HYPER, 256)
-    layer = np.asarray(jax.vmap(lambda m: M.mask_statistics(TASK.spec, m).layer_density)(
-        population.masks))
+    layer = np.asarray(
+        jax.vmap(lambda m: M.mask_statistics(TASK.spec, m).layer_density)(population.masks)
+    )
     # Beta(1, 1) per layer before forward pruning: the first layer (never forward-pruned)
     # is uniform: both tails populated.
     assert (layer[:, 0] < 0.2).mean() > 0.1 and (layer[:, 0] > 0.8).mean() > 0.1
@@ -62,8 +68,11 @@ def test_runs_and_archive_never_loses_a_better_elite():
     assert float(metrics["coverage"]) > 0.1
     # the stored descriptors match the stored masks (sparsity = 1 - density)
     filled = np.isfinite(np.asarray(state.archive.fitness))
-    np.testing.assert_allclose(np.asarray(state.archive.descriptors)[filled, 0],
-                               1.0 - np.asarray(state.archive.density)[filled], atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(state.archive.descriptors)[filled, 0],
+        1.0 - np.asarray(state.archive.density)[filled],
+        atol=1e-6,
+    )
 
 
 def test_step_compiles_once():
@@ -95,16 +104,21 @@ def _old_step(key, archive, task, config, hyper):
     key_parents, key_mutate = jax.random.split(key_emit)
     parents = sample(key_parents, archive, config.batch_size)
     keys = jax.random.split(key_mutate, config.batch_size)
-    children = jax.vmap(lambda k, parent: mutate(k, parent, task.maskable(), config.mutation,
-                                                 hyper, task.spec))(keys, parents)
+    children = jax.vmap(
+        lambda k, parent: mutate(k, parent, task.maskable(), config.mutation, hyper, task.spec)
+    )(keys, parents)
     archive, _ = add(config.archive, archive, children, task.evaluate(key_eval, children))
     return archive
 
 
-@pytest.mark.parametrize("settings", [
-    {},  # the README's default run: fixed rates, forward pruning
-    {"mutation": MutationConfig(self_adaptive=True)},  # blocks: test_mutation_blocks_give_...
-], ids=["default", "self-adaptive"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # the README's default run: fixed rates, forward pruning
+        {"mutation": MutationConfig(self_adaptive=True)},  # blocks: test_mutation_blocks_give_...
+    ],
+    ids=["default", "self-adaptive"],
+)
 def test_mutation_emitter_draws_the_old_random_numbers(settings):
     # MAP-Elites with its default (mutation) emitter reproduces the pre-emitter algorithm bit for
     # bit: init splits key -> (population, evaluation), a step splits key -> (emit, evaluation)
@@ -120,14 +134,20 @@ def test_mutation_emitter_draws_the_old_random_numbers(settings):
         key = jax.random.fold_in(jax.random.key(7), generation)
         state, _ = step(key, state, hyper)
         archive = old_step(key, archive, TASK, config, hyper)
-        for new, old in zip(jax.tree_util.tree_leaves(state.archive),
-                            jax.tree_util.tree_leaves(archive), strict=True):
+        for new, old in zip(
+            jax.tree_util.tree_leaves(state.archive),
+            jax.tree_util.tree_leaves(archive),
+            strict=True,
+        ):
             np.testing.assert_array_equal(new, old)
     assert int(jnp.sum(jnp.isfinite(archive.fitness))) > 0
     # no emitter state: the state (and so its checkpoints) keeps its three fields
     assert type(state) is me.MapElitesState
-    assert [f.name for f in dataclasses.fields(state)] == ["archive", "generation",
-                                                          "num_evaluations"]
+    assert [f.name for f in dataclasses.fields(state)] == [
+        "archive",
+        "generation",
+        "num_evaluations",
+    ]
 
 
 def test_nan_fitness_never_enters_the_archive():
@@ -156,8 +176,14 @@ def test_nan_fitness_never_enters_the_archive():
 
 def test_self_adaptive_rates_are_carried_and_redrawn():
     algorithm = me.MapElites(
-        me.MapElitesConfig(archive=GRID, batch_size=64, initial_batch_size=64,
-                           mutation=MutationConfig(self_adaptive=True)), TASK)
+        me.MapElitesConfig(
+            archive=GRID,
+            batch_size=64,
+            initial_batch_size=64,
+            mutation=MutationConfig(self_adaptive=True),
+        ),
+        TASK,
+    )
     hyper = MutationHyper(rate_min=1e-3, rate_max=1e-1, rate_redraw_probability=0.5)
     state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     rates = np.asarray(state.archive.genomes.rates)[np.isfinite(np.asarray(state.archive.fitness))]
@@ -179,19 +205,28 @@ def test_config_and_task_mismatch_fail_before_compiling():
         me.MapElites(me.MapElitesConfig(archive=GRID), TASK, emitter=object())
 
 
-@pytest.mark.parametrize("mutation", [MutationConfig(), MutationConfig(self_adaptive=True)],
-                         ids=["fixed-rates", "self-adaptive"])
+@pytest.mark.parametrize(
+    "mutation",
+    [MutationConfig(), MutationConfig(self_adaptive=True)],
+    ids=["fixed-rates", "self-adaptive"],
+)
 def test_mutation_blocks_give_the_vmapped_offspring(mutation):
     # lax.map in blocks (with a remainder block: 10 = 4 + 4 + 2) mutates every child from its
     # own key, exactly as one vmap over the batch (bit for bit as optimised programs, which XLA
     # compiles alike; the tests' cheap compile mode need not).
     hyper = dataclasses.replace(HYPER, sigma=0.1, rate_redraw_probability=0.5)
     state = jax.jit(_algorithm(mutation=mutation).init)(jax.random.key(0), hyper)
-    emitters = (em.MutationEmitter(TASK, batch_size=10, mutation=mutation),
-                em.MutationEmitter(TASK, batch_size=10, mutation=mutation, mutation_block=4))
+    emitters = (
+        em.MutationEmitter(TASK, batch_size=10, mutation=mutation),
+        em.MutationEmitter(TASK, batch_size=10, mutation=mutation, mutation_block=4),
+    )
     with optimized_compilation():
-        emitted = [jax.jit(lambda k, a, e=e: e.emit(k, a, None, hyper)[0])(
-            jax.random.key(1), state.archive) for e in emitters]
+        emitted = [
+            jax.jit(lambda k, a, e=e: e.emit(k, a, None, hyper)[0])(
+                jax.random.key(1), state.archive
+            )
+            for e in emitters
+        ]
     chex.assert_trees_all_equal(*emitted)
     assert float(jnp.max(jnp.abs(emitted[0].params["params"]["Dense_0"]["kernel"]))) > 0
     with pytest.raises(ValueError, match="mutation_block"):
@@ -207,9 +242,11 @@ def test_algorithms_are_static_and_compare_by_value():
     assert default == explicit and hash(default) == hash(explicit)
     assert default.emitter == em.MutationEmitter(TASK, batch_size=32)
     assert default.default_hyper == MutationHyper()
-    assert default != me.MapElites(dataclasses.replace(config, mutation_block=8), TASK,
-                                   me.mutation_emitter(dataclasses.replace(
-                                       config, mutation_block=8), TASK))
+    assert default != me.MapElites(
+        dataclasses.replace(config, mutation_block=8),
+        TASK,
+        me.mutation_emitter(dataclasses.replace(config, mutation_block=8), TASK),
+    )
     # ME-ES: sigma_init and learning_rate are hyper, so runs differing in them compare equal
     es = me.ESEmitterConfig(population_size=8, restart_every=3)
     first, second = me.MapElitesES(config, es, TASK), me.MapElitesES(config, es, TASK)
@@ -218,8 +255,11 @@ def test_algorithms_are_static_and_compare_by_value():
     assert isinstance(first.emitter, em.MixEmitter) and first.emitter.batch_size == 32 + 8
     alone = me.MapElitesES(config, dataclasses.replace(es, use_mutation_emitter=False), TASK)
     assert isinstance(alone.emitter, em.ESEmitter) and alone.emitter.batch_size == 8
-    assert first.default_hyper == alone.default_hyper == em.MapElitesESHyper(
-        mutation=MutationHyper(), sigma_init=0.05, learning_rate=0.05)
+    assert (
+        first.default_hyper
+        == alone.default_hyper
+        == em.MapElitesESHyper(mutation=MutationHyper(), sigma_init=0.05, learning_rate=0.05)
+    )
 
 
 def test_hyper_errors_are_clear():
@@ -269,13 +309,15 @@ def test_es_emitter_restarts_and_learns_from_its_own_samples(mixed):
     # the ES searches the centring elite's active weights only (search_space="unmasked")
     masks = jax.tree_util.tree_map(np.asarray, es_state(state).masks)
     flat_masks = flatten_util.ravel_pytree(
-        jax.tree_util.tree_map(lambda m: m.astype(np.float32), masks))[0]
+        jax.tree_util.tree_map(lambda m: m.astype(np.float32), masks)
+    )[0]
     assert np.all(np.asarray(es_state(state).strategy.mean)[flat_masks == 0] == 0)
     # the emitter state goes through a checkpoint and back
     with tempfile.TemporaryDirectory() as directory:
         checkpoint.save(directory, 4, state)
-        restored = checkpoint.restore(directory, 4, jax.eval_shape(algorithm.init,
-                                                                   jax.random.key(0), hyper))
+        restored = checkpoint.restore(
+            directory, 4, jax.eval_shape(algorithm.init, jax.random.key(0), hyper)
+        )
     chex.assert_trees_all_equal(restored, state)
 
 
@@ -302,9 +344,9 @@ def _restated_me_es_step(key, state, task, config, es_config, hyper):
     es_offspring = Population(
         adapter.unravel_population(samples),
         jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (num_es, *m.shape)), masks),
-        jnp.broadcast_to(rates, (num_es, 2)))
-    offspring = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), mutated,
-                                       es_offspring)
+        jnp.broadcast_to(rates, (num_es, 2)),
+    )
+    offspring = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), mutated, es_offspring)
     result = task.evaluate(key_eval, offspring)
     archive, _ = add(config.archive, archive, offspring, result)
     strategy, _ = adapter.tell(key_tell, samples, result.fitness[-num_es:], strategy, masks)
@@ -315,15 +357,17 @@ def _old_emit(key, archive, task, config, mutation):
     key_parents, key_mutate = jax.random.split(key)
     parents = sample(key_parents, archive, config.batch_size)
     keys = jax.random.split(key_mutate, config.batch_size)
-    return jax.vmap(lambda k, parent: mutate(k, parent, task.maskable(), config.mutation,
-                                             mutation, task.spec))(keys, parents)
+    return jax.vmap(
+        lambda k, parent: mutate(k, parent, task.maskable(), config.mutation, mutation, task.spec)
+    )(keys, parents)
 
 
 def test_me_es_generation_matches_its_statement():
     es_config = me.ESEmitterConfig(population_size=8, restart_every=2)
     algorithm = me.MapElitesES(SMALL_CONFIG, es_config, SMALL_TASK)
-    hyper = em.MapElitesESHyper(mutation=MutationHyper(sigma=0.1), sigma_init=0.1,
-                                learning_rate=0.02)
+    hyper = em.MapElitesESHyper(
+        mutation=MutationHyper(sigma=0.1), sigma_init=0.1, learning_rate=0.02
+    )
     state = exact_jit(algorithm.init)(jax.random.key(3), hyper)
     step = exact_jit(algorithm.step)
     restated = exact_jit(_restated_me_es_step, static_argnums=(2, 3, 4))
@@ -347,23 +391,35 @@ def test_mix_splits_keys_and_slices_and_renames_shared_metrics():
     assert state.emitter_state[0] is None
     key = jax.random.key(1)
     offspring, emitted = exact_jit(lambda k, s: mix.emit(k, state.archive, s, hyper))(
-        key, state.emitter_state)
+        key, state.emitter_state
+    )
     assert offspring.size == 20
     keys = jax.random.split(key, 3)
     alone, es_state = exact_jit(lambda k, s: second.emit(k, state.archive, s, hyper))(
-        keys[2], state.emitter_state[2])
+        keys[2], state.emitter_state[2]
+    )
     chex.assert_trees_all_equal(offspring[12:], alone)
     chex.assert_trees_all_equal(emitted[2], es_state)
     fitness = jnp.arange(20, dtype=jnp.float32)
     result = EvalResult(fitness, jnp.zeros((20, 2)), {})
     inserted = jnp.arange(20) % 3 == 0
     updated, metrics = mix.update(key, emitted, offspring, result, inserted, hyper)
-    assert sorted(metrics) == ["es_max_fitness_1", "es_max_fitness_2", "es_num_inserted_1",
-                               "es_num_inserted_2"]
+    assert sorted(metrics) == [
+        "es_max_fitness_1",
+        "es_max_fitness_2",
+        "es_num_inserted_1",
+        "es_num_inserted_2",
+    ]
     assert float(metrics["es_max_fitness_1"]) == 11.0 and float(metrics["es_max_fitness_2"]) == 19.0
     assert int(metrics["es_num_inserted_1"]) == 2 and int(metrics["es_num_inserted_2"]) == 3
-    told, _ = second.update(keys[2], es_state, alone,
-                            EvalResult(fitness[12:], jnp.zeros((8, 2)), {}), inserted[12:], hyper)
+    told, _ = second.update(
+        keys[2],
+        es_state,
+        alone,
+        EvalResult(fitness[12:], jnp.zeros((8, 2)), {}),
+        inserted[12:],
+        hyper,
+    )
     chex.assert_trees_all_equal(updated[2], told)
 
 
@@ -372,13 +428,19 @@ def test_me_es_builder_puts_sigma_and_learning_rate_in_the_hyper():
     from synprune_jax.experiments import get_experiment
 
     experiment = get_experiment("me-es")
-    built = [experiment.build(apply_overrides(experiment.default_config(), overrides))
-             for overrides in (["es_emitter.sigma_init=0.2", "es_emitter.learning_rate=0.01"],
-                               ["mutation.sigma=0.3"])]
+    built = [
+        experiment.build(apply_overrides(experiment.default_config(), overrides))
+        for overrides in (
+            ["es_emitter.sigma_init=0.2", "es_emitter.learning_rate=0.01"],
+            ["mutation.sigma=0.3"],
+        )
+    ]
     assert built[0].algorithm == built[1].algorithm  # one compiled group in a sweep
     assert built[0].hyper == em.MapElitesESHyper(
-        mutation=dataclasses.replace(built[1].hyper.mutation, sigma=0.1), sigma_init=0.2,
-        learning_rate=0.01)
+        mutation=dataclasses.replace(built[1].hyper.mutation, sigma=0.1),
+        sigma_init=0.2,
+        learning_rate=0.01,
+    )
     assert built[1].hyper.mutation.sigma == 0.3 and built[1].hyper.sigma_init == 0.05
     config = apply_overrides(experiment.default_config(), ["es_emitter.sigma_init=0"])
     with pytest.raises(ConfigError, match="sigma_init and learning_rate must be > 0"):

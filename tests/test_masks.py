@@ -57,9 +57,9 @@ def test_init_masks_bernoulli_density_statistics():
 def test_beta_init_spreads_over_sparsities(per_layer):
     spec = MLPSpec(input_size=10, output_size=10, hidden_sizes=(10,))
     params = spec.init(jax.random.key(0))
-    masks = jax.vmap(lambda k: M.init_masks_beta(k, params, spec.maskable(), exact=True,
-                                                 per_layer=per_layer))(
-        jax.random.split(jax.random.key(3), 2000))
+    masks = jax.vmap(
+        lambda k: M.init_masks_beta(k, params, spec.maskable(), exact=True, per_layer=per_layer)
+    )(jax.random.split(jax.random.key(3), 2000))
     layer = np.asarray(jax.vmap(lambda m: M.mask_statistics(spec, m).layer_density)(masks))
     overall = np.asarray(jax.vmap(lambda m: M.density(m, spec.maskable()))(masks))
     # Beta(1, 1): each layer's density is uniform on [0, 1] (100 connections per layer, so the
@@ -77,9 +77,12 @@ def test_beta_init_spreads_over_sparsities(per_layer):
 
 def test_mask_statistics_exact_values():
     # input 3 -> hidden 4 -> hidden 3 -> output 2
-    k0 = np.zeros((3, 4)); k0[0, 0] = k0[1, 0] = k0[2, 1] = 1   # units 2, 3 of layer 1 dead
-    k1 = np.zeros((4, 3)); k1[0, 0] = k1[2, 1] = 1              # k1[2,1] comes from a dead unit
-    k2 = np.zeros((3, 2)); k2[0, 0] = k2[1, 0] = k2[2, 0] = 1   # output 1 dead
+    k0 = np.zeros((3, 4))
+    k0[0, 0] = k0[1, 0] = k0[2, 1] = 1  # units 2, 3 of layer 1 dead
+    k1 = np.zeros((4, 3))
+    k1[0, 0] = k1[2, 1] = 1  # k1[2,1] comes from a dead unit
+    k2 = np.zeros((3, 2))
+    k2[0, 0] = k2[1, 0] = k2[2, 0] = 1  # output 1 dead
     masks = _masks_from_kernels(SPEC, [k0, k1, k2])
     stats = M.mask_statistics(SPEC, masks)
     assert int(stats.active_synapses) == 3 + 2 + 3
@@ -95,7 +98,8 @@ def test_mask_statistics_exact_values():
 
 
 def test_forward_prune_cascades_and_removes_dead_outgoing():
-    k0 = np.zeros((3, 4)); k0[0, 0] = 1
+    k0 = np.zeros((3, 4))
+    k0[0, 0] = 1
     k1 = np.ones((4, 3))
     k2 = np.ones((3, 2))
     k1[0, :] = 0  # hidden-1 unit0 (the only live one) feeds nothing -> all of hidden 2 dead
@@ -123,8 +127,11 @@ def test_forward_prune_leaves_no_connection_out_of_dead_unit(seed, density):
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**30), density=st.floats(0.0, 1.0),
-       big=st.floats(-1e6, 1e6, allow_nan=False))
+@given(
+    seed=st.integers(0, 2**30),
+    density=st.floats(0.0, 1.0),
+    big=st.floats(-1e6, 1e6, allow_nan=False),
+)
 def test_pruned_weight_has_no_effect_on_outputs(seed, density, big):
     params = SPEC.init(jax.random.key(seed))
     masks = M.init_masks(jax.random.key(seed + 1), params, SPEC.maskable(), density)
@@ -132,7 +139,8 @@ def test_pruned_weight_has_no_effect_on_outputs(seed, density, big):
     poisoned = jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, big), params, masks)
     first = SPEC.kernels(poisoned)[0]
     poisoned = SPEC.replace_kernels(
-        poisoned, [jnp.where(SPEC.kernels(masks)[0], first, jnp.nan)] + SPEC.kernels(poisoned)[1:])
+        poisoned, [jnp.where(SPEC.kernels(masks)[0], first, jnp.nan)] + SPEC.kernels(poisoned)[1:]
+    )
     x = jax.random.normal(jax.random.key(seed + 2), (5, 3))
     np.testing.assert_array_equal(SPEC.apply(params, masks, x), SPEC.apply(poisoned, masks, x))
 
@@ -158,17 +166,22 @@ def test_smallest_entries_matches_the_stable_sort_ranks():
         values = rng.integers(0, high, size).astype(np.int32)  # small ranges: many ties
         for count in sorted({0, 1, size // 3, size // 2, size - 1, size}):
             chosen = np.asarray(select(jnp.asarray(values), count))
-            np.testing.assert_array_equal(chosen, _ranks_below(values, count),
-                                          err_msg=f"{size} {high} {count}")
+            np.testing.assert_array_equal(
+                chosen, _ranks_below(values, count), err_msg=f"{size} {high} {count}"
+            )
     # 2**30 - 1 is the largest bit pattern of a float32 in [0, 1) that can matter here
     values = np.array([2**30 - 1, 0, 2**30 - 1, 5], np.int32)
-    np.testing.assert_array_equal(np.asarray(select(jnp.asarray(values), 3)),
-                                  [True, True, False, True])
+    np.testing.assert_array_equal(
+        np.asarray(select(jnp.asarray(values), 3)), [True, True, False, True]
+    )
 
 
 def test_smallest_entries_orders_floats_like_their_values():
     draws = np.array(jax.random.uniform(jax.random.key(5), (500,)))
     draws[::7] = draws[3]  # ties among floats: broken by index
     for count in (0, 1, 71, 250, 499, 500, 600):
-        np.testing.assert_array_equal(np.asarray(M.smallest_entries(jnp.asarray(draws), count)),
-                                      _ranks_below(draws, min(count, 500)), err_msg=str(count))
+        np.testing.assert_array_equal(
+            np.asarray(M.smallest_entries(jnp.asarray(draws), count)),
+            _ranks_below(draws, min(count, 500)),
+            err_msg=str(count),
+        )

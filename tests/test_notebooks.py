@@ -43,22 +43,38 @@ def test_stored_without_outputs_and_colab_ready(path):
 
 # The quickstart runs in the default suite; the method notebooks (tens of seconds each, their
 # code paths tested elsewhere) with `-m slow`.
-@pytest.mark.parametrize("path", [path if path.name == "quickstart.ipynb"
-                                  else pytest.param(path, marks=pytest.mark.slow)
-                                  for path in NOTEBOOKS], ids=_ids(NOTEBOOKS))
+@pytest.mark.parametrize(
+    "path",
+    [
+        path if path.name == "quickstart.ipynb" else pytest.param(path, marks=pytest.mark.slow)
+        for path in NOTEBOOKS
+    ],
+    ids=_ids(NOTEBOOKS),
+)
 def test_executes_at_tiny_size(path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("SYNPRUNE_NOTEBOOK_TINY", "1")
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR",
-                       os.environ.get("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache")))
+    monkeypatch.setenv(
+        "JAX_COMPILATION_CACHE_DIR",
+        os.environ.get("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache")),
+    )
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=TIMEOUT_PER_CELL_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook,
+        timeout=TIMEOUT_PER_CELL_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute()  # raises CellExecutionError with the failing cell's traceback
-    errors = [output for cell in notebook.cells if cell.cell_type == "code"
-              for output in cell.get("outputs", []) if output.get("output_type") == "error"]
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
     assert errors == []
     # outputs go to temporary directories (notebooks/README.md), never into the working directory
     assert sorted(entry.name for entry in tmp_path.iterdir()) == []

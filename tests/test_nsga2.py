@@ -71,8 +71,9 @@ def test_memo_stores_and_returns_every_objective():
     genomes = jnp.array([[True, False, True], [False, False, True]])
     objectives = jnp.array([[0.9, 0.2, 0.7], [0.5, 0.6, 0.1]])
     memo = memo_insert(memo, genomes, objectives, jnp.array([True, True]))
-    hit, stored = memo_lookup(memo, jnp.array([[False, False, True], [True, True, True],
-                                               [True, False, True]]))
+    hit, stored = memo_lookup(
+        memo, jnp.array([[False, False, True], [True, True, True], [True, False, True]])
+    )
     np.testing.assert_array_equal(np.asarray(hit), [True, False, True])
     np.testing.assert_allclose(np.asarray(stored), [[0.5, 0.6, 0.1], [0, 0, 0], [0.9, 0.2, 0.7]])
     assert int(memo.next_slot) == 2
@@ -115,8 +116,7 @@ def test_operators_exact():
     assert not np.asarray(one_bit_mutation(jax.random.key(3), a, 0.0)).any()
     assert np.asarray(bit_flip_mutation(jax.random.key(4), a, 1.0)).all()
     genomes = jnp.array([[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
-    chosen = np.asarray(most_distant_candidate(jax.random.key(5), genomes, jnp.zeros(200, int),
-                                               3))
+    chosen = np.asarray(most_distant_candidate(jax.random.key(5), genomes, jnp.zeros(200, int), 3))
     # from anchor 0 (all zeros) individual 1 is farthest; it is picked whenever drawn
     drawn = np.asarray(jax.random.randint(jax.random.key(5), (200, 3), 0, 3))
     np.testing.assert_array_equal(chosen == 1, (drawn == 1).any(axis=1))
@@ -155,7 +155,8 @@ def test_nsga2_finds_the_whole_lotz_front(lotz_run):
     assert int(metrics["front_size"]) >= 9
     reference = np.array([-1.0, -1.0])
     assert hypervolume(np.asarray(state.objectives), reference) > hypervolume(
-        np.asarray(initial.objectives), reference)
+        np.asarray(initial.objectives), reference
+    )
     # the memo held every evaluation: counts agree with the distinct genomes seen
     assert int(state.num_evaluations) == int(state.memo.filled.sum())
     assert int(state.num_evaluations) < 24 * 61
@@ -163,8 +164,9 @@ def test_nsga2_finds_the_whole_lotz_front(lotz_run):
 
 def test_nsga2_population_objectives_belong_to_their_genomes(lotz_run):
     problem, _, state, _ = lotz_run
-    np.testing.assert_array_equal(np.asarray(problem.evaluate(None, state.genomes)),
-                                  np.asarray(state.objectives))
+    np.testing.assert_array_equal(
+        np.asarray(problem.evaluate(None, state.genomes)), np.asarray(state.objectives)
+    )
 
 
 def test_nsga2_elitist_survival_exact():
@@ -183,8 +185,10 @@ def test_nsga2_elitist_survival_exact():
 
 def test_steady_state_nsga2_and_config_errors():
     problem = OneMax()
-    algorithm = NSGA2(NSGA2Config(population_size=10, mode="steady_state", num_offspring=2,
-                                  memo_capacity=64), problem)
+    algorithm = NSGA2(
+        NSGA2Config(population_size=10, mode="steady_state", num_offspring=2, memo_capacity=64),
+        problem,
+    )
     hyper = algorithm.default_hyper
     state = algorithm.init(jax.random.key(0), hyper)
     step = jax.jit(algorithm.step)
@@ -231,12 +235,14 @@ def test_algorithms_compare_by_static_structure():
     # what a sweep groups on: equal configs and the same problem -> equal, hashable algorithms
     problem = LeadingOnesTrailingZeros(10)
     config = NSGA2Config(population_size=8, memo_capacity=16)
-    assert NSGA2(config, problem) == NSGA2(NSGA2Config(population_size=8, memo_capacity=16),
-                                           problem)
+    assert NSGA2(config, problem) == NSGA2(
+        NSGA2Config(population_size=8, memo_capacity=16), problem
+    )
     assert hash(NSGA2(config, problem)) == hash(NSGA2(config, problem))
     assert NSGA2(config, problem) != NSGA2(config, LeadingOnesTrailingZeros(10))  # by identity
-    assert NSGA2(config, problem) != NSGA2(NSGA2Config(population_size=10, memo_capacity=16),
-                                           problem)
+    assert NSGA2(config, problem) != NSGA2(
+        NSGA2Config(population_size=10, memo_capacity=16), problem
+    )
     assert NSGA2(config, problem, ["a", "b"]).objective_names == ("a", "b")
     one_max = OneMax()
     ga_config = SteadyStateGAConfig(population_size=8, memo_capacity=16)
@@ -253,14 +259,18 @@ def test_hyper_parameters_vmap_like_separate_runs(kind):
     # hyper-parameters stacked on a run axis: one vmapped program gives each run's numbers (a
     # problem without default_hyper contributes no traced knobs)
     if kind == "nsga2":
-        algorithm = NSGA2(NSGA2Config(population_size=8, memo_capacity=16),
-                          LeadingOnesTrailingZeros(10))
-        hypers = [algorithm.default_hyper,
-                  algorithm.resolve_hyper(NSGA2Hyper(crossover_rate=0.5, mutation_rate=0.3))]
+        algorithm = NSGA2(
+            NSGA2Config(population_size=8, memo_capacity=16), LeadingOnesTrailingZeros(10)
+        )
+        hypers = [
+            algorithm.default_hyper,
+            algorithm.resolve_hyper(NSGA2Hyper(crossover_rate=0.5, mutation_rate=0.3)),
+        ]
         assert hypers[0] == NSGA2Hyper(crossover_rate=0.9, mutation_rate=0.1)
     else:
-        algorithm = SteadyStateGA(SteadyStateGAConfig(population_size=8, num_offspring=2,
-                                                      memo_capacity=16), OneMax())
+        algorithm = SteadyStateGA(
+            SteadyStateGAConfig(population_size=8, num_offspring=2, memo_capacity=16), OneMax()
+        )
         hypers = [algorithm.default_hyper, SteadyStateGAHyper(mutation_probability=1.0)]
     assert hypers[0].problem is None
 
@@ -274,13 +284,16 @@ def test_hyper_parameters_vmap_like_separate_runs(kind):
     single = jax.jit(run)  # one program for both (hyper traced), not op-by-op
     for index, hyper in enumerate(hypers):
         state, metrics = single(hyper)
-        np.testing.assert_array_equal(np.asarray(batched_state.genomes[index]),
-                                      np.asarray(state.genomes))
+        np.testing.assert_array_equal(
+            np.asarray(batched_state.genomes[index]), np.asarray(state.genomes)
+        )
         for name, value in metrics.items():
-            np.testing.assert_allclose(np.asarray(batched_metrics[name][index]),
-                                       np.asarray(value), err_msg=name)
-    assert not np.array_equal(np.asarray(batched_state.genomes[0]),
-                              np.asarray(batched_state.genomes[1]))
+            np.testing.assert_allclose(
+                np.asarray(batched_metrics[name][index]), np.asarray(value), err_msg=name
+            )
+    assert not np.array_equal(
+        np.asarray(batched_state.genomes[0]), np.asarray(batched_state.genomes[1])
+    )
 
 
 class ScaledOneMax:
@@ -308,8 +321,9 @@ def test_problem_hyper_parameters_reach_the_evaluation(kind):
         algorithm = NSGA2(NSGA2Config(population_size=6, memo_capacity=8), problem)
         assert algorithm.default_hyper.mutation_rate == pytest.approx(1 / 6)
     else:
-        algorithm = SteadyStateGA(SteadyStateGAConfig(population_size=6, num_offspring=2,
-                                                      memo_capacity=8), problem)
+        algorithm = SteadyStateGA(
+            SteadyStateGAConfig(population_size=6, num_offspring=2, memo_capacity=8), problem
+        )
     hyper = algorithm.default_hyper
     assert float(hyper.problem) == 1.0
 
@@ -322,8 +336,10 @@ def test_problem_hyper_parameters_reach_the_evaluation(kind):
 
     plain, scaled = run(hyper), run(hyper.replace(problem=jnp.float32(3.0)))
     np.testing.assert_array_equal(np.asarray(plain.genomes), np.asarray(scaled.genomes))
-    np.testing.assert_array_equal(np.asarray(scaled.objectives[:, 0]),
-                                  3.0 * np.asarray(plain.objectives[:, 0]))
-    np.testing.assert_array_equal(np.asarray(scaled.objectives[:, 1]),
-                                  np.asarray(plain.objectives[:, 1]))
+    np.testing.assert_array_equal(
+        np.asarray(scaled.objectives[:, 0]), 3.0 * np.asarray(plain.objectives[:, 0])
+    )
+    np.testing.assert_array_equal(
+        np.asarray(scaled.objectives[:, 1]), np.asarray(plain.objectives[:, 1])
+    )
     assert int(plain.num_evaluations) > 6  # children were evaluated, not only the initial ones

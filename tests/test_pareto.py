@@ -21,8 +21,7 @@ rank_jit = jax.jit(non_dominated_rank)
 
 
 def test_dominance_and_ranks_exact():
-    points = jnp.array([[1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [0.5, 0.5], [0.0, 0.0],
-                        [jnp.nan, 5.0]])
+    points = jnp.array([[1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [0.5, 0.5], [0.0, 0.0], [jnp.nan, 5.0]])
     dominates = np.asarray(dominance_matrix(points))
     assert dominates[0, 3] and dominates[3, 4] and not dominates[0, 1] and not dominates[3, 3]
     assert not dominates[:, 5].any() and not dominates[5].any()
@@ -98,5 +97,6 @@ def test_hypervolume_matches_pymoo(num_objectives):
 def test_non_dominated_numpy_agrees_with_ranks():
     rng = np.random.default_rng(3)
     points = np.round(rng.random((30, 3)), 1)
-    np.testing.assert_array_equal(non_dominated_numpy(points),
-                                  np.asarray(non_dominated_rank(jnp.asarray(points))) == 0)
+    np.testing.assert_array_equal(
+        non_dominated_numpy(points), np.asarray(non_dominated_rank(jnp.asarray(points))) == 0
+    )

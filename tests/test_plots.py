@@ -31,8 +31,14 @@ def test_grid_heatmap(tmp_path, resolution):
     fitness = rng.normal(size=len(centroids))
     fitness[rng.random(len(centroids)) < 0.4] = -np.inf  # empty cells
     path = plots.plot_archive_heatmap(
-        tmp_path / "sub" / "grid.png", fitness, centroids, resolution=resolution,
-        lower=-1.0, upper=1.0, labels=("x", "y"), title="grid",
+        tmp_path / "sub" / "grid.png",
+        fitness,
+        centroids,
+        resolution=resolution,
+        lower=-1.0,
+        upper=1.0,
+        labels=("x", "y"),
+        title="grid",
     )
     assert path == tmp_path / "sub" / "grid.png"
     _assert_png(path)

@@ -105,25 +105,38 @@ def test_flip_mutation_rates():
 
 # ----- properties ------------------------------------------------------------------------------
 
+
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**30), density=st.floats(0.0, 1.0), amount=st.floats(0.0, 1.0),
-       scope=st.sampled_from(["layer", "global"]))
+@given(
+    seed=st.integers(0, 2**30),
+    density=st.floats(0.0, 1.0),
+    amount=st.floats(0.0, 1.0),
+    scope=st.sampled_from(["layer", "global"]),
+)
 def test_pure_pruning_never_raises_density_and_only_removes(seed, density, amount, scope):
     params = SPEC.init(jax.random.key(seed))
     masks = M.init_masks(jax.random.key(seed + 1), params, MASKABLE, density)
-    for out in (P.prune_magnitude(params, masks, MASKABLE, amount, scope=scope),
-                P.prune_random(jax.random.key(seed + 2), masks, MASKABLE, amount, scope=scope),
-                P.prune_magnitude_to_density(params, masks, MASKABLE, amount, scope=scope),
-                P.flip_mutation(jax.random.key(seed + 3), masks, MASKABLE, amount, 0.0),
-                M.forward_prune(SPEC, masks)):
+    for out in (
+        P.prune_magnitude(params, masks, MASKABLE, amount, scope=scope),
+        P.prune_random(jax.random.key(seed + 2), masks, MASKABLE, amount, scope=scope),
+        P.prune_magnitude_to_density(params, masks, MASKABLE, amount, scope=scope),
+        P.flip_mutation(jax.random.key(seed + 3), masks, MASKABLE, amount, 0.0),
+        M.forward_prune(SPEC, masks),
+    ):
         assert float(M.density(out, MASKABLE)) <= float(M.density(masks, MASKABLE))
-        for before, after in zip(jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(out), strict=True):
+        for before, after in zip(
+            jax.tree_util.tree_leaves(masks), jax.tree_util.tree_leaves(out), strict=True
+        ):
             assert not (np.asarray(after) & ~np.asarray(before)).any()
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**30), density=st.floats(0.0, 1.0), count=st.integers(0, 40),
-       scope=st.sampled_from(["layer", "global"]))
+@given(
+    seed=st.integers(0, 2**30),
+    density=st.floats(0.0, 1.0),
+    count=st.integers(0, 40),
+    scope=st.sampled_from(["layer", "global"]),
+)
 def test_exact_k_operators_hit_k_exactly(seed, density, count, scope):
     params = SPEC.init(jax.random.key(seed))
     masks = M.init_masks(jax.random.key(seed + 1), params, MASKABLE, density)

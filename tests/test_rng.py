@@ -36,8 +36,10 @@ def _bernoulli(key, shape, p):
 
 
 def _per_leaf(sampler, keys, shapes, *per_leaf_args):
-    return [sampler(keys[i], shape, *(arg[i] for arg in per_leaf_args))
-            for i, shape in enumerate(shapes)]
+    return [
+        sampler(keys[i], shape, *(arg[i] for arg in per_leaf_args))
+        for i, shape in enumerate(shapes)
+    ]
 
 
 def _draws(kind, keys, shapes, values, fn):
@@ -50,8 +52,9 @@ def _draws(kind, keys, shapes, values, fn):
     if kind == "normal":
         return fn(_normal, keys, shapes, [jnp.float32] * n)
     if kind == "uniform":
-        return fn(_uniform, keys, shapes, [values[i] for i in range(n)],
-                  [2.0 + (i % 2) for i in range(n)])
+        return fn(
+            _uniform, keys, shapes, [values[i] for i in range(n)], [2.0 + (i % 2) for i in range(n)]
+        )
     return fn(_bernoulli, keys, shapes, [values[i] for i in range(n)])
 
 
@@ -70,6 +73,7 @@ def _partitionable(value: bool):
 
 
 # ----- grouping ------------------------------------------------------------------------------
+
 
 def _check_groups(sizes, groups, max_waste):
     assert sorted(i for group in groups for i in group) == list(range(len(sizes)))
@@ -110,6 +114,7 @@ def test_group_leaves_labels_and_errors():
 
 # ----- leafwise == per-leaf calls ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["normal", "uniform", "bernoulli"])
 @pytest.mark.parametrize("shapes_name", sorted(SHAPE_SETS))
 @pytest.mark.parametrize("mode", ["jit", "vmap"])
@@ -146,8 +151,16 @@ def test_leafwise_raw_keys_and_key_sequences_eager():
 
 def test_leafwise_groups_by_dtype():
     shapes = HOPPER + ((4, 4), (2,))
-    dtypes = [jnp.float32, jnp.bfloat16, jnp.float32, jnp.float16, jnp.bfloat16, jnp.float32,
-              jnp.float16, jnp.float32]
+    dtypes = [
+        jnp.float32,
+        jnp.bfloat16,
+        jnp.float32,
+        jnp.float16,
+        jnp.bfloat16,
+        jnp.float32,
+        jnp.float16,
+        jnp.float32,
+    ]
     keys = jax.random.split(jax.random.key(11), len(shapes))
     expected = exact_jit(lambda k: _per_leaf(_normal, k, shapes, dtypes))(keys)
     got = exact_jit(lambda k: rng.leafwise(_normal, k, shapes, dtypes))(keys)
@@ -186,13 +199,16 @@ def test_leafwise_fallback_without_partitionable_threefry():
             def spy(*sampler_args):
                 calls.append(fn.__name__)
                 return sampler(*sampler_args)
+
             return fn(spy, *args)
+
         wrapped.__name__ = fn.__name__
         return wrapped
 
     def run(fn):
         def draw(key, values):
             return _draws("bernoulli", jax.random.split(key, len(HOPPER)), HOPPER, values, fn)
+
         return jax.jit(draw)(*keys_and_values)
 
     with _partitionable(False):
@@ -205,7 +221,9 @@ def test_leafwise_fallback_without_partitionable_threefry():
     for x, y in zip(expected, got, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     batched = run(rng.leafwise)  # the partitionable layout draws other numbers
-    assert any((np.asarray(x) != np.asarray(y)).any() for x, y in zip(expected, batched, strict=True))
+    assert any(
+        (np.asarray(x) != np.asarray(y)).any() for x, y in zip(expected, batched, strict=True)
+    )
 
 
 def test_leafwise_fallback_for_rbg_keys():
@@ -228,6 +246,7 @@ def test_leafwise_argument_checks():
 
 
 # ----- the initial masks == their old per-leaf implementation ------------------------
+
 
 def _old_init_masks(key, params, maskable, density, exact=False):
     """``masks.init_masks`` as it was: one ``jax.random`` call per maskable leaf."""
@@ -258,8 +277,10 @@ BATCH = 4
 
 def _both(old, new, *args, in_axes=0):
     """Old and new results, vmapped over BATCH individuals under jit."""
-    return (jax.jit(jax.vmap(old, in_axes=in_axes))(*args),
-            jax.jit(jax.vmap(new, in_axes=in_axes))(*args))
+    return (
+        jax.jit(jax.vmap(old, in_axes=in_axes))(*args),
+        jax.jit(jax.vmap(new, in_axes=in_axes))(*args),
+    )
 
 
 @pytest.mark.parametrize("per_layer", [False, True])
@@ -269,12 +290,17 @@ def test_init_masks_bernoulli_matches_old(per_layer):
     keys = jax.random.split(jax.random.key(5), BATCH)
     shape = (BATCH, len(SPEC.kernels(params))) if per_layer else (BATCH,)
     density = jax.random.uniform(jax.random.key(6), shape)
-    old, new = _both(lambda k, d: _old_init_masks(k, params, maskable, d),
-                     lambda k, d: M.init_masks(k, params, maskable, d),
-                     keys, density)
+    old, new = _both(
+        lambda k, d: _old_init_masks(k, params, maskable, d),
+        lambda k, d: M.init_masks(k, params, maskable, d),
+        keys,
+        density,
+    )
     assert_trees_equal(old, new)
-    assert_trees_equal(_old_init_masks(keys[0], params, maskable, 0.3),
-                        M.init_masks(keys[0], params, maskable, 0.3))
+    assert_trees_equal(
+        _old_init_masks(keys[0], params, maskable, 0.3),
+        M.init_masks(keys[0], params, maskable, 0.3),
+    )
 
 
 def test_init_masks_exact_matches_old():
@@ -282,15 +308,19 @@ def test_init_masks_exact_matches_old():
     maskable = SPEC.maskable()
     keys = jax.random.split(jax.random.key(7), BATCH)
     density = jax.random.uniform(jax.random.key(9), (BATCH, len(SPEC.kernels(params))))
-    old, new = _both(lambda k, d: _old_init_masks(k, params, maskable, d, exact=True),
-                     lambda k, d: M.init_masks(k, params, maskable, d, exact=True),
-                     keys, density)
+    old, new = _both(
+        lambda k, d: _old_init_masks(k, params, maskable, d, exact=True),
+        lambda k, d: M.init_masks(k, params, maskable, d, exact=True),
+        keys,
+        density,
+    )
     assert_trees_equal(old, new)
     # the one-leaf helper draws the same mask as the batched path for the first kernel
     leaf_keys = jax.random.split(keys[0], len(SPEC.kernels(params)))
     count = jnp.round(density[0, 0] * 11 * 16).astype(jnp.int32)
     first = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda m: m[0], new))[1]
     assert first.shape == (11, 16)
-    np.testing.assert_array_equal(np.asarray(M.exact_count_mask(leaf_keys[0], (11, 16), count)),
-                                  np.asarray(first))
+    np.testing.assert_array_equal(
+        np.asarray(M.exact_count_mask(leaf_keys[0], (11, 16), count)), np.asarray(first)
+    )
     assert int(first.sum()) == int(count)

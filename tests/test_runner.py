@@ -253,17 +253,23 @@ def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path, monkeypatch
     assert not np.array_equal(first.position, other_seed.position)
     # the value counts: 0.2 moves twice as far from the same start as the default 0.1
     start = ToyAlgorithm().init(runner.init_key(_config().seed), 0.1)
-    np.testing.assert_allclose(np.asarray(bigger.position) - np.asarray(start.position),
-                               2 * (np.asarray(first.position) - np.asarray(start.position)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(bigger.position) - np.asarray(start.position),
+        2 * (np.asarray(first.position) - np.asarray(start.position)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # a Python float and a float32 of equal value are one program with one result
     same, _ = run(algorithm, tmp_path / "f", _config(), hyper=np.float32(0.2))
     assert algorithm.traces == traces
     assert_trees_equal(bigger, same)
     monkeypatch.setattr(runner, "PROGRAMS_KEPT", 2)
     for index in range(runner.PROGRAMS_KEPT + 2):  # the cache keeps the latest programs only
-        run(algorithm, tmp_path / f"g{index}", _config(num_generations=4 + index,
-                                                       chunk_size=4 + index))
+        run(
+            algorithm,
+            tmp_path / f"g{index}",
+            _config(num_generations=4 + index, chunk_size=4 + index),
+        )
     assert len(runner._PROGRAMS) == runner.PROGRAMS_KEPT
 
 
@@ -280,7 +286,8 @@ def test_runs_differing_in_seed_share_one_compiled_program(tmp_path):
 import os, sys, jax
 sys.path.insert(0, {os.path.dirname(__file__)!r})
 import numpy as np
-from test_runner import ToyAlgorithm, _config  # imports conftest, which sets a cache: set ours after
+# imports conftest, which sets a cache: set ours after
+from test_runner import ToyAlgorithm, _config
 cache = {str(tmp_path / "cache")!r}
 jax.config.update("jax_compilation_cache_dir", cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -295,8 +302,9 @@ for name, seed, hyper in (("a", 1, 0.1), ("b", 2, 0.1), ("c", 1, 0.1), ("d", 1, 
 print(counts[0], counts[1], counts[2], counts[3], bool(np.allclose(finals[0], finals[1])),
       bool(np.array_equal(finals[0], finals[2])), bool(np.allclose(finals[0], finals[3])))
 """
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                               check=False, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     first, second, third, fourth, same_12, same_13, same_14 = completed.stdout.split()[-7:]
     assert int(first) > 0

@@ -23,8 +23,7 @@ from synprune_jax.tasks import KinematicArm
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = KinematicArm(num_joints=4, genotype="mlp", hidden_sizes=(8,))
-CONFIG = map_elites.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4, 4)),
-                                    batch_size=16)
+CONFIG = map_elites.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4, 4)), batch_size=16)
 
 
 @functools.cache
@@ -50,9 +49,11 @@ def _run_with_devices(run_report, code: str, num_devices: int, timeout: int = 60
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
         report = {"num_devices": jax.device_count()}
     """)
-    return run_report(prelude + textwrap.dedent(code) + "\nprint('REPORT ' + json.dumps(report))",
-                      env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"},
-                      timeout=timeout)
+    return run_report(
+        prelude + textwrap.dedent(code) + "\nprint('REPORT ' + json.dumps(report))",
+        env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"},
+        timeout=timeout,
+    )
 
 
 MULTI_DEVICE = """
@@ -210,20 +211,35 @@ def test_two_processes_on_one_machine_form_one_job(tmp_path):
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, COORD=f"localhost:{port}", XLA_FLAGS=
-               "--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    env = dict(
+        os.environ,
+        COORD=f"localhost:{port}",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+    )
     prelude = "import json, os, jax\nreport = {}\n"
-    processes = [subprocess.Popen([sys.executable, "-c", prelude + MULTI_HOST
-                                   + "\nprint('REPORT ' + json.dumps(report))"],
-                                  cwd=ROOT, env=dict(env, PID=str(pid)), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for pid in range(2)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                prelude + MULTI_HOST + "\nprint('REPORT ' + json.dumps(report))",
+            ],
+            cwd=ROOT,
+            env=dict(env, PID=str(pid)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in range(2)
+    ]
     reports = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=300)
         lines = [line for line in stdout.splitlines() if line.startswith("REPORT ")]
         assert process.returncode == 0 and lines, stderr[-3000:]
-        reports.append(json.loads(lines[-1][len("REPORT "):]))
+        reports.append(json.loads(lines[-1][len("REPORT ") :]))
     assert sorted(report["index"] for report in reports) == [0, 1]
     for report in reports:
         assert report["count"] == 2 and report["global_devices"] == 4
@@ -257,12 +273,14 @@ def test_chunked_evaluation_runs_in_chunks():
 def test_chunked_brax_evaluation_is_identical():
     from synprune_jax.tasks import BraxTask
 
-    task = BraxTask(env_name="inverted_pendulum", backend="spring", episode_length=10,
-                    hidden_sizes=(4,))
+    task = BraxTask(
+        env_name="inverted_pendulum", backend="spring", episode_length=10, hidden_sizes=(4,)
+    )
     lower, upper = task.descriptor_bounds()
     config = map_elites.MapElitesConfig(archive=GridSpec(tuple(lower), tuple(upper), (4, 4)))
-    population = map_elites.random_population(jax.random.key(0), task, config,
-                                              map_elites.MutationHyper(), 12)
+    population = map_elites.random_population(
+        jax.random.key(0), task, config, map_elites.MutationHyper(), 12
+    )
     expected = jax.jit(task.evaluate)(jax.random.key(1), population)
     result = jax.jit(sharding.ChunkedTask(task, 5).evaluate)(jax.random.key(1), population)
     _assert_trees_equal(expected, result)
@@ -270,8 +288,11 @@ def test_chunked_brax_evaluation_is_identical():
 
 def test_wrappers_forward_the_task_protocol():
     mesh = sharding.make_mesh(1)
-    build = (lambda: sharding.ChunkedTask(TASK, 4), lambda: sharding.ShardedTask(TASK, mesh),
-             lambda: sharding.ChunkedTask(sharding.ShardedTask(TASK, mesh), 8))
+    build = (
+        lambda: sharding.ChunkedTask(TASK, 4),
+        lambda: sharding.ShardedTask(TASK, mesh),
+        lambda: sharding.ChunkedTask(sharding.ShardedTask(TASK, mesh), 8),
+    )
     for make in build:
         wrapped = make()
         assert wrapped.descriptor_names == TASK.descriptor_names
@@ -284,7 +305,8 @@ def test_wrappers_forward_the_task_protocol():
     assert sharding.ChunkedTask(TASK, 4) != sharding.ChunkedTask(TASK, 8)
     # MAP-Elites accepts a wrapped task unchanged, and compares by it
     assert map_elites.MapElites(CONFIG, sharding.ChunkedTask(TASK, 4)) == map_elites.MapElites(
-        CONFIG, sharding.ChunkedTask(TASK, 4))
+        CONFIG, sharding.ChunkedTask(TASK, 4)
+    )
 
 
 def test_wrapper_validation():
@@ -304,8 +326,14 @@ def test_wrapper_validation():
 
 
 def test_archive_memory_is_exact():
-    archive = jax.eval_shape(lambda: init_archive(CONFIG.archive, map_elites.random_population(
-        jax.random.key(0), TASK, CONFIG, map_elites.MutationHyper(), 1)[0]))
+    archive = jax.eval_shape(
+        lambda: init_archive(
+            CONFIG.archive,
+            map_elites.random_population(
+                jax.random.key(0), TASK, CONFIG, map_elites.MutationHyper(), 1
+            )[0],
+        )
+    )
     # genome: MLP 4 -> 8 -> 4 weights and biases (float32 params + bool masks) + 2 float rates;
     # per cell also fitness, density (float32) and descriptors, centroids (2 float32 each)
     params = 4 * 8 + 8 + 8 * 4 + 4
@@ -328,8 +356,7 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
     monkeypatch.setenv("SYNPRUNE_PROCESS_ID", "1")
     monkeypatch.setenv("SYNPRUNE_COORDINATOR", "10.0.0.1:1234")
     sharding.initialize_distributed()
-    assert called == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 2,
-                       "process_id": 1}]
+    assert called == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}]
     np.testing.assert_array_equal(sharding.gather_to_host(np.arange(3)), np.arange(3))
 
 
@@ -359,9 +386,9 @@ def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path, run_report):
         assert main(["resume", str(root / "cut")]) == 0
         odd = main(["run", *arm, "--set", "map_elites.batch_size=33", "--set",
                     "run.num_generations=5", "--out", str(root / "odd")])
-        es = main(["run", "es-prune-arm", "--set", "task.devices=2", "--set", "es.population_size=30",
-                   "--set", "run.num_generations=3", "--set", "run.progress=false", "--out",
-                   str(root / "es")])
+        es = main(["run", "es-prune-arm", "--set", "task.devices=2",
+                   "--set", "es.population_size=30", "--set", "run.num_generations=3",
+                   "--set", "run.progress=false", "--out", str(root / "es")])
         ga = main(["run", "ga-arm", "--set", "task.devices=2", "--set", "ga.population_size=10",
                    "--set", "ga.elite_fraction=0.3", "--set", "run.num_generations=3",
                    "--set", "run.progress=false", "--out", str(root / "ga")])
@@ -374,10 +401,10 @@ def test_cli_task_devices_creates_cpu_devices_and_resumes(tmp_path, run_report):
                                        "config_devices": config["task"]["devices"]}}))
     """)
     report = run_report(code)
-    assert report == {"devices": 2, "odd": 0, "es": 0, "ga": 0, "elites": 4,
-                      "config_devices": 2}
-    assert (tmp_path / "full" / "metrics.csv").read_text() == \
-        (tmp_path / "cut" / "metrics.csv").read_text()
+    assert report == {"devices": 2, "odd": 0, "es": 0, "ga": 0, "elites": 4, "config_devices": 2}
+    assert (tmp_path / "full" / "metrics.csv").read_text() == (
+        tmp_path / "cut" / "metrics.csv"
+    ).read_text()
 
 
 def test_task_devices_needs_the_devices(tmp_path, capsys):
@@ -401,13 +428,22 @@ def test_es_info_recording_keeps_a_sharding_wrapper():
     from synprune_jax.analysis.learning_speed import brax_observations
     from synprune_jax.tasks import BraxTask
 
-    task = sharding.ShardedTask(BraxTask("hopper", episode_length=4, hidden_sizes=(2,)),
-                                sharding.make_mesh(1))
+    task = sharding.ShardedTask(
+        BraxTask("hopper", episode_length=4, hidden_sizes=(2,)), sharding.make_mesh(1)
+    )
     recording = brax_observations(task)
-    population = jax.eval_shape(lambda k: map_elites.random_population(
-        k, task, map_elites.MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)),
-                                            batch_size=3), map_elites.MutationHyper(), 3),
-        jax.random.key(0))
+    population = jax.eval_shape(
+        lambda k: map_elites.random_population(
+            k,
+            task,
+            map_elites.MapElitesConfig(
+                archive=GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)), batch_size=3
+            ),
+            map_elites.MutationHyper(),
+            3,
+        ),
+        jax.random.key(0),
+    )
     observations, alive = jax.eval_shape(recording, jax.random.key(0), population)
     assert observations.shape == (3, 4, 11) and alive.shape == (3, 4)
 

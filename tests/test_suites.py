@@ -60,6 +60,7 @@ def _hand_rollout(task: EpisodeTask, dense, key):
 
 # ----- the reach-and-avoid arm: geometry ------------------------------------------------------
 
+
 def test_joint_positions_are_exact_for_right_angles():
     points = joint_positions(jnp.array([math.pi / 2, -math.pi / 2]), jnp.array([0.5, 0.5]))
     np.testing.assert_allclose(points, [[0, 0], [0, 0.5], [0.5, 0.5]], atol=1e-7)
@@ -69,13 +70,13 @@ def test_joint_positions_are_exact_for_right_angles():
 
 def test_clearance_is_the_segment_circle_distance():
     link = jnp.array([[0.0, 0.0], [1.0, 0.0]])
-    above = jnp.array([[0.5, 0.3, 0.1]])             # closest point (0.5, 0): 0.3 - 0.1
-    beyond = jnp.array([[1.5, 0.0, 0.1]])            # closest point the tip (1, 0): 0.5 - 0.1
-    across = jnp.array([[0.5, 0.05, 0.1]])           # the link passes through: 0.05 - 0.1
+    above = jnp.array([[0.5, 0.3, 0.1]])  # closest point (0.5, 0): 0.3 - 0.1
+    beyond = jnp.array([[1.5, 0.0, 0.1]])  # closest point the tip (1, 0): 0.5 - 0.1
+    across = jnp.array([[0.5, 0.05, 0.1]])  # the link passes through: 0.05 - 0.1
     assert float(clearance(link, above)) == pytest.approx(0.2, abs=1e-6)
     assert float(clearance(link, beyond)) == pytest.approx(0.4, abs=1e-6)
     assert float(clearance(link, across)) == pytest.approx(-0.05, abs=1e-6)
-    both = jnp.concatenate([above, beyond])          # the nearer obstacle counts
+    both = jnp.concatenate([above, beyond])  # the nearer obstacle counts
     assert float(clearance(link, both)) == pytest.approx(0.2, abs=1e-6)
 
 
@@ -87,14 +88,24 @@ def test_the_3d_arm_turns_its_plane_and_clears_spheres():
     # yaw a quarter turn, flat: along +y
     points = joint_positions_3d(jnp.array([math.pi / 2, 0.0, 0.0]), lengths)
     np.testing.assert_allclose(points, [[0, 0, 0], [0, 0.5, 0], [0, 1.0, 0]], atol=1e-7)
-    sphere = jnp.array([[0.0, 0.5, 0.3, 0.1]])      # above the first joint: 0.3 - 0.1
+    sphere = jnp.array([[0.0, 0.5, 0.3, 0.1]])  # above the first joint: 0.3 - 0.1
     assert float(clearance(points, sphere)) == pytest.approx(0.2, abs=1e-6)
-    task = ReachAvoidArm(num_joints=2, dims=3, num_obstacles=2, episode_length=6,
-                         hidden_sizes=(4,), num_episodes=1,
-                         descriptors=("final_end_effector", "obstacle_distance"))
+    task = ReachAvoidArm(
+        num_joints=2,
+        dims=3,
+        num_obstacles=2,
+        episode_length=6,
+        hidden_sizes=(4,),
+        num_episodes=1,
+        descriptors=("final_end_effector", "obstacle_distance"),
+    )
     assert task.num_controls == 3 and task.spec.input_size == 2 * 3 + 6 + 2 * 4
-    assert task.descriptor_names == ("final_end_effector_x", "final_end_effector_y",
-                                     "final_end_effector_z", "obstacle_distance")
+    assert task.descriptor_names == (
+        "final_end_effector_x",
+        "final_end_effector_y",
+        "final_end_effector_z",
+        "obstacle_distance",
+    )
     target, obstacles = task.scene(jax.random.key(3))
     assert target.shape == (3,) and obstacles.shape == (2, 4)
     result = jax.jit(task.evaluate)(jax.random.key(0), _population(task, 2))
@@ -116,14 +127,19 @@ def test_reach_scene_puts_the_obstacle_between_the_arm_and_the_target():
             assert np.sign(y) == np.sign(float(target[1]))  # on the target's side
             assert math.hypot(x - target[0], y - target[1]) > radius  # the target stays free
         # the stretched arm at the start touches nothing
-        assert float(clearance(joint_positions(jnp.zeros(3), jnp.full(3, 1 / 3)),
-                               obstacles)) > 0
+        assert float(clearance(joint_positions(jnp.zeros(3), jnp.full(3, 1 / 3)), obstacles)) > 0
 
 
 def test_reach_rollout_equals_the_step_loop_and_its_descriptors():
-    task = ReachAvoidArm(num_joints=2, episode_length=30, num_episodes=2,
-                         hidden_sizes=(8,), tolerance=0.2, keep_trajectories=True,
-                         descriptors=("sparsity", "final_end_effector", "obstacle_distance"))
+    task = ReachAvoidArm(
+        num_joints=2,
+        episode_length=30,
+        num_episodes=2,
+        hidden_sizes=(8,),
+        tolerance=0.2,
+        keep_trajectories=True,
+        descriptors=("sparsity", "final_end_effector", "obstacle_distance"),
+    )
     assert task.spec.input_size == 2 * 2 + 4 + 3 and task.spec.output_size == 2
     population = _population(task, 3)
     key = jax.random.key(7)
@@ -144,13 +160,15 @@ def test_reach_rollout_equals_the_step_loop_and_its_descriptors():
                 state = task._step(state, jnp.asarray(actions[t]), None)
                 gap.append(float(state["clearance"]))
             gaps.append(min(gap))
-            np.testing.assert_allclose(result.extras["actions"][i, e, :steps], actions[:steps],
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                result.extras["actions"][i, e, :steps], actions[:steps], atol=1e-5
+            )
         assert float(result.fitness[i]) == pytest.approx(np.mean(returns), abs=1e-4)
         tip = np.clip(np.mean(tips, axis=0), -1, 1)
         np.testing.assert_allclose(result.descriptors[i, 1:3], tip, atol=1e-5)
         assert float(result.descriptors[i, 3]) == pytest.approx(
-            float(np.clip(np.min(gaps), 0, 1)), abs=1e-5)
+            float(np.clip(np.min(gaps), 0, 1)), abs=1e-5
+        )
         assert float(result.extras["success"][i]) == pytest.approx(np.mean(successes))
     sparsity = 1 - result.extras["density"]
     np.testing.assert_allclose(result.descriptors[:, 0], sparsity, atol=1e-6)
@@ -175,29 +193,43 @@ def test_reaching_the_target_ends_the_episode_with_the_bonus():
 
 # ----- masks that cut every input -------------------------------------------------------------
 
+
 def _cut_inputs(population: Population) -> Population:
     masks = population.masks
     layers = dict(masks["params"])
-    layers["Dense_0"] = {**layers["Dense_0"],
-                         "kernel": jnp.zeros_like(layers["Dense_0"]["kernel"])}
+    layers["Dense_0"] = {**layers["Dense_0"], "kernel": jnp.zeros_like(layers["Dense_0"]["kernel"])}
     return population.replace(masks={**masks, "params": layers})
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ReachAvoidArm(num_joints=2, episode_length=8, hidden_sizes=(4,), num_episodes=1,
-                          keep_trajectories=True),
-    pytest.param(lambda: GymnaxTask("Pendulum-v1", episode_length=8, hidden_sizes=(4,),
-                                    keep_trajectories=True), marks=pytest.mark.slow),
-], ids=["reach", "gymnax"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ReachAvoidArm(
+            num_joints=2,
+            episode_length=8,
+            hidden_sizes=(4,),
+            num_episodes=1,
+            keep_trajectories=True,
+        ),
+        pytest.param(
+            lambda: GymnaxTask(
+                "Pendulum-v1", episode_length=8, hidden_sizes=(4,), keep_trajectories=True
+            ),
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=["reach", "gymnax"],
+)
 def test_masks_that_cut_every_input_give_constant_actions(make):
     task = make()
     population = _cut_inputs(_population(task, 2))
     result = jax.jit(task.evaluate)(jax.random.key(1), population)
-    actions = np.asarray(result.extras["actions"])          # [P, E, T, act]
+    actions = np.asarray(result.extras["actions"])  # [P, E, T, act]
     np.testing.assert_array_equal(actions, np.broadcast_to(actions[:, :, :1], actions.shape))
 
 
 # ----- gymnax ---------------------------------------------------------------------------------
+
 
 def test_gymnax_continuous_actions_are_scaled_to_the_bounds_and_discrete_ones_are_argmax():
     pendulum = GymnaxTask("Pendulum-v1")  # torque in [-2, 2]
@@ -209,8 +241,9 @@ def test_gymnax_continuous_actions_are_scaled_to_the_bounds_and_discrete_ones_ar
     assert int(cartpole._action(jnp.array([-0.3, 0.2]))) == 1
 
 
-@pytest.mark.parametrize("env_name", ["Pendulum-v1",
-                                      pytest.param("CartPole-v1", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "env_name", ["Pendulum-v1", pytest.param("CartPole-v1", marks=pytest.mark.slow)]
+)
 def test_gymnax_rollout_equals_the_step_loop(env_name):
     task = GymnaxTask(env_name, episode_length=40, num_episodes=2, hidden_sizes=(4,))
     population = _population(task, 2, seed=3)
@@ -220,8 +253,9 @@ def test_gymnax_rollout_equals_the_step_loop(env_name):
     for i in range(2):
         one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], dense)
         runs = [_hand_rollout(task, one, k) for k in jax.random.split(key, 2)]
-        assert float(result.fitness[i]) == pytest.approx(np.mean([r[0] for r in runs]),
-                                                         rel=1e-5, abs=1e-4)
+        assert float(result.fitness[i]) == pytest.approx(
+            np.mean([r[0] for r in runs]), rel=1e-5, abs=1e-4
+        )
         assert float(result.extras["episode_length"][i]) == np.mean([r[1] for r in runs])
     if env_name == "CartPole-v1":  # a pole falls: episodes end before 40 steps for some
         assert float(jnp.min(result.extras["episode_length"])) < 40
@@ -229,10 +263,12 @@ def test_gymnax_rollout_equals_the_step_loop(env_name):
 
 # ----- MuJoCo Playground ------------------------------------------------------------------------
 
+
 @pytest.mark.slow  # MJX compiles for ~30 s in the suite's cheap mode
 def test_playground_rollout_equals_the_step_loop():
-    task = PlaygroundTask("CartpoleBalance", episode_length=6, hidden_sizes=(4,),
-                          descriptors=("sparsity", "final_xy"))
+    task = PlaygroundTask(
+        "CartpoleBalance", episode_length=6, hidden_sizes=(4,), descriptors=("sparsity", "final_xy")
+    )
     assert (task.spec.input_size, task.spec.output_size) == (5, 1)
     population = _population(task, 2)
     key = jax.random.key(2)
@@ -258,8 +294,9 @@ def test_playground_feet_are_the_foot_geoms_and_the_floor_is_the_plane():
     labels, foot_ids, floor_ids = feet("CheetahRun")
     assert labels == ("bfoot", "ffoot")
     model = make_env("CheetahRun").mj_model
-    assert [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(i)) for i in floor_ids] \
-        == ["ground"]
+    assert [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(i)) for i in floor_ids] == [
+        "ground"
+    ]
     assert feet("CartpoleBalance")[0] == ()
     task = PlaygroundTask("CheetahRun", descriptors=("feet_contact",))
     assert task.descriptor_names == ("feet_contact_bfoot", "feet_contact_ffoot")
@@ -270,11 +307,13 @@ def test_playground_feet_are_the_foot_geoms_and_the_floor_is_the_plane():
 @pytest.mark.slow  # MJX hopper compiles for half a minute in the suite's cheap mode
 def test_playground_feet_contact_counts_floor_contacts():
     # zero policies (zero actions): the fraction of steps the foot touches equals a step loop's
-    task = PlaygroundTask("HopperStand", episode_length=80, hidden_sizes=(4,),
-                          descriptors=("feet_contact",))
+    task = PlaygroundTask(
+        "HopperStand", episode_length=80, hidden_sizes=(4,), descriptors=("feet_contact",)
+    )
     population = _population(task, 1)
-    population = population.replace(params=jax.tree_util.tree_map(jnp.zeros_like,
-                                                                  population.params))
+    population = population.replace(
+        params=jax.tree_util.tree_map(jnp.zeros_like, population.params)
+    )
     evaluate, counts = jax.jit(task.evaluate), []
     step = jax.jit(lambda state: task._step(state, jnp.zeros(task.spec.output_size), None))
     summed = jax.jit(task._summed)
@@ -292,19 +331,35 @@ def test_playground_feet_contact_counts_floor_contacts():
 
 # ----- names, errors and the CLI ----------------------------------------------------------------
 
-@pytest.mark.parametrize("make, words", [
-    (lambda: GymnaxTask("Nope-v0"), ["unknown gymnax env 'Nope-v0'", "Pendulum-v1"]),
-    (lambda: GymnaxTask("Pendulum-v1", backend="spring"), ["unknown gymnax backend", "'jax'"]),
-    (lambda: PlaygroundTask("Nope"), ["unknown Playground env 'Nope'", "CartpoleBalance"]),
-    (lambda: PlaygroundTask("CartpoleBalance", backend="mjx"),
-     ["unknown Playground backend 'mjx'", "'warp'"]),
-    (lambda: PlaygroundTask("CartpoleBalance", backend="warp"), ["needs an NVIDIA GPU"]),
-    (lambda: ReachAvoidArm(backend="mujoco"), ["unknown reach backend 'mujoco'"]),
-    (lambda: ReachAvoidArm(num_joints=2, link_lengths=(1.0,)), ["link_lengths"]),
-    (lambda: ReachAvoidArm(descriptors=("final_xy",)), ["final_xy", "obstacle_distance"]),
-    (lambda: GymnaxTask("Pendulum-v1", descriptors=("final_xy",)), ["final_xy", "sparsity"]),
-], ids=["gymnax-env", "gymnax-backend", "playground-env", "playground-backend", "warp-on-cpu",
-        "reach-backend", "reach-lengths", "reach-descriptor", "gymnax-descriptor"])
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: GymnaxTask("Nope-v0"), ["unknown gymnax env 'Nope-v0'", "Pendulum-v1"]),
+        (lambda: GymnaxTask("Pendulum-v1", backend="spring"), ["unknown gymnax backend", "'jax'"]),
+        (lambda: PlaygroundTask("Nope"), ["unknown Playground env 'Nope'", "CartpoleBalance"]),
+        (
+            lambda: PlaygroundTask("CartpoleBalance", backend="mjx"),
+            ["unknown Playground backend 'mjx'", "'warp'"],
+        ),
+        (lambda: PlaygroundTask("CartpoleBalance", backend="warp"), ["needs an NVIDIA GPU"]),
+        (lambda: ReachAvoidArm(backend="mujoco"), ["unknown reach backend 'mujoco'"]),
+        (lambda: ReachAvoidArm(num_joints=2, link_lengths=(1.0,)), ["link_lengths"]),
+        (lambda: ReachAvoidArm(descriptors=("final_xy",)), ["final_xy", "obstacle_distance"]),
+        (lambda: GymnaxTask("Pendulum-v1", descriptors=("final_xy",)), ["final_xy", "sparsity"]),
+    ],
+    ids=[
+        "gymnax-env",
+        "gymnax-backend",
+        "playground-env",
+        "playground-backend",
+        "warp-on-cpu",
+        "reach-backend",
+        "reach-lengths",
+        "reach-descriptor",
+        "gymnax-descriptor",
+    ],
+)
 def test_unknown_names_give_the_valid_ones(make, words):
     with pytest.raises(ValueError) as caught:
         make()
@@ -323,21 +378,29 @@ def test_playground_robot_envs_fail_offline_with_a_clear_error(monkeypatch):
     monkeypatch.setattr(registry, "load", load)
     playground_task.make_env.cache_clear()
     try:
-        with pytest.raises(ValueError, match="Go1JoystickFlatTerrain.*clone mujoco_menagerie "
-                                             "from git.*needs the network"):
+        with pytest.raises(
+            ValueError,
+            match="Go1JoystickFlatTerrain.*clone mujoco_menagerie from git.*needs the network",
+        ):
             playground_task.make_env("Go1JoystickFlatTerrain")
     finally:
         playground_task.make_env.cache_clear()
 
 
 def test_task_name_override_brings_that_tasks_section():
-    config = get_experiment("es-prune").default_config()          # a Brax task section
-    changed = config_lib.apply_overrides(config, ["task.env_name=Pendulum-v1", "task.name=gymnax",
-                                                  "task.episode_length=20"])
-    assert changed["task"] == {**task_section("gymnax"), "env_name": "Pendulum-v1",
-                               "episode_length": 20, "devices": config["task"]["devices"]}
-    reach = config_lib.apply_overrides(get_experiment("me-prune").default_config(),
-                                       ["task.name=reach", "task.num_joints=2"])
+    config = get_experiment("es-prune").default_config()  # a Brax task section
+    changed = config_lib.apply_overrides(
+        config, ["task.env_name=Pendulum-v1", "task.name=gymnax", "task.episode_length=20"]
+    )
+    assert changed["task"] == {
+        **task_section("gymnax"),
+        "env_name": "Pendulum-v1",
+        "episode_length": 20,
+        "devices": config["task"]["devices"],
+    }
+    reach = config_lib.apply_overrides(
+        get_experiment("me-prune").default_config(), ["task.name=reach", "task.num_joints=2"]
+    )
     assert reach["task"]["num_joints"] == 2 and "env_name" not in reach["task"]
     with pytest.raises(config_lib.ConfigError, match="unknown task 'nope'"):
         config_lib.apply_overrides(config, ["task.name=nope"])
@@ -345,20 +408,42 @@ def test_task_name_override_brings_that_tasks_section():
         config_lib.apply_overrides(config, ["task.name=gymnax", "task.genotype=mlp"])
 
 
-@pytest.mark.parametrize("name, overrides", [
-    ("es-prune", ["task.name=reach", "task.num_joints=2", "task.episode_length=10",
-                  "task.hidden_sizes=[4]", "es.population_size=4", "task.devices=1"]),
-    pytest.param("ga-pruned-init", ["task.name=gymnax", "task.env_name=Pendulum-v1",
-                                     "task.episode_length=10", "task.hidden_sizes=[4]",
-                                     "ga.population_size=4", "task.devices=1"],
-                 marks=pytest.mark.slow),
-], ids=["es-reach", "ga-gymnax"])
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        (
+            "es-prune",
+            [
+                "task.name=reach",
+                "task.num_joints=2",
+                "task.episode_length=10",
+                "task.hidden_sizes=[4]",
+                "es.population_size=4",
+                "task.devices=1",
+            ],
+        ),
+        pytest.param(
+            "ga-pruned-init",
+            [
+                "task.name=gymnax",
+                "task.env_name=Pendulum-v1",
+                "task.episode_length=10",
+                "task.hidden_sizes=[4]",
+                "ga.population_size=4",
+                "task.devices=1",
+            ],
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=["es-reach", "ga-gymnax"],
+)
 def test_the_rl_algorithms_run_on_the_new_suites(name, overrides, tmp_path):
     from synprune_jax import runner
 
-    config = config_lib.apply_overrides(get_experiment(name).default_config(),
-                                        [*overrides, "run.num_generations=2",
-                                         "run.progress=false"])
+    config = config_lib.apply_overrides(
+        get_experiment(name).default_config(),
+        [*overrides, "run.num_generations=2", "run.progress=false"],
+    )
     config["experiment"] = name
     built = get_experiment(name).build(config)
     config_lib.save(config, tmp_path / "config.json")
@@ -374,39 +459,47 @@ def test_make_task_knows_every_suite():
 
 # ----- the reach arm in MuJoCo (MJX) ---------------------------------------------------------
 
+
 def test_mjx_arm_model_has_the_kinematic_arms_geometry():
     # MuJoCo's own forward kinematics of the model (C, no compile) against joint_positions
     import mujoco
 
-    task = ReachAvoidArm(num_joints=3, link_lengths=(0.5, 0.3, 0.2), num_obstacles=1,
-                         backend="mjx")
+    task = ReachAvoidArm(num_joints=3, link_lengths=(0.5, 0.3, 0.2), num_obstacles=1, backend="mjx")
     model, _ = task._model()
     data = mujoco.MjData(model)
     angles = np.array([0.3, -1.1, 0.7])
     data.qpos[:] = angles
     mujoco.mj_forward(model, data)
     points = np.concatenate([data.xpos[1:4, :2], data.site_xpos[:1, :2]])
-    np.testing.assert_allclose(points, joint_positions(jnp.asarray(angles),
-                                                       jnp.array([0.5, 0.3, 0.2])), atol=1e-6)
+    np.testing.assert_allclose(
+        points, joint_positions(jnp.asarray(angles), jnp.array([0.5, 0.3, 0.2])), atol=1e-6
+    )
     assert model.nmocap == 1 and model.nu == 3
     # a link and a pillar overlapping: one contact with negative distance
     data.mocap_pos[0] = [0.6, 0.0, 0.0]
     data.qpos[:] = 0
     mujoco.mj_forward(model, data)
-    assert data.ncon >= 1 and min(data.contact.dist[:data.ncon]) < 0
+    assert data.ncon >= 1 and min(data.contact.dist[: data.ncon]) < 0
 
 
 @pytest.mark.slow  # MJX compiles for ~30 s in the suite's cheap mode
 def test_mjx_arm_collides_through_mujoco_contacts_and_evaluates():
-    task = ReachAvoidArm(num_joints=2, num_obstacles=1, backend="mjx", episode_length=4,
-                         num_episodes=1, hidden_sizes=(4,),
-                         descriptors=("sparsity", "obstacle_distance"))
+    task = ReachAvoidArm(
+        num_joints=2,
+        num_obstacles=1,
+        backend="mjx",
+        episode_length=4,
+        num_episodes=1,
+        hidden_sizes=(4,),
+        descriptors=("sparsity", "obstacle_distance"),
+    )
     state = task._reset(jax.random.key(0))
     assert not bool(state["collided"]) and float(state["clearance"]) > 0
     # a pillar on the second link: the next step is a collision (MuJoCo's contact)
     data = state["data"].replace(mocap_pos=jnp.array([[0.75, 0.0, 0.0]]))
-    after = task._step({**state, "data": data, "obstacles": jnp.array([[0.75, 0.0, 0.115]])},
-                       jnp.zeros(2), None)
+    after = task._step(
+        {**state, "data": data, "obstacles": jnp.array([[0.75, 0.0, 0.115]])}, jnp.zeros(2), None
+    )
     assert bool(after["collided"]) and float(after["clearance"]) < 0
     assert float(after["reward"]) < 0  # the penalty
     result = jax.jit(task.evaluate)(jax.random.key(1), _population(task, 2))

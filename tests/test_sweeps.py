@@ -12,9 +12,16 @@ from synprune_jax import config as config_lib
 from synprune_jax.config import ConfigError
 from synprune_jax.experiments import get_experiment
 
-OVERRIDES = ["map_elites.batch_size=16", "map_elites.initial_batch_size=32",
-             "archive.resolution=8,8", "task.num_joints=6", "run.num_generations=6",
-             "run.chunk_size=3", "run.checkpoint_every=3", "run.progress=false"]
+OVERRIDES = [
+    "map_elites.batch_size=16",
+    "map_elites.initial_batch_size=32",
+    "archive.resolution=8,8",
+    "task.num_joints=6",
+    "run.num_generations=6",
+    "run.chunk_size=3",
+    "run.checkpoint_every=3",
+    "run.progress=false",
+]
 SIGMAS = (0.05, 0.2)
 SEEDS = (0, 1)
 
@@ -23,8 +30,19 @@ SEEDS = (0, 1)
 def sweep_dir(tmp_path_factory):
     """A 4-run sweep (2 seeds x 2 sigmas) run through the CLI: one compiled group."""
     out = tmp_path_factory.mktemp("sweep") / "arm"
-    argv = ["sweep", "me-arm", "--seeds", "0-1", "--grid", "mutation.sigma=0.05,0.2",
-            "--out", str(out), "--devices", "1", "--no-report"]
+    argv = [
+        "sweep",
+        "me-arm",
+        "--seeds",
+        "0-1",
+        "--grid",
+        "mutation.sigma=0.05,0.2",
+        "--out",
+        str(out),
+        "--devices",
+        "1",
+        "--no-report",
+    ]
     for override in OVERRIDES:
         argv += ["--set", override]
     assert cli.main(argv) == 0
@@ -32,11 +50,14 @@ def sweep_dir(tmp_path_factory):
 
 
 def _runner_metrics(tmp_path, seed, sigma):
-    config = config_lib.apply_overrides(get_experiment("me-arm").default_config(),
-                                        OVERRIDES + [f"run.seed={seed}", f"mutation.sigma={sigma}"])
+    config = config_lib.apply_overrides(
+        get_experiment("me-arm").default_config(),
+        OVERRIDES + [f"run.seed={seed}", f"mutation.sigma={sigma}"],
+    )
     built = get_experiment("me-arm").build(config)
-    _, metrics = runner.run(built.algorithm, tmp_path / f"single-{seed}-{sigma}",
-                            built.run_config, hyper=built.hyper)
+    _, metrics = runner.run(
+        built.algorithm, tmp_path / f"single-{seed}-{sigma}", built.run_config, hyper=built.hyper
+    )
     return metrics
 
 
@@ -47,8 +68,9 @@ def test_vmapped_sweep_equals_runs_one_by_one(sweep_dir, tmp_path, seed, sigma):
     expected = _runner_metrics(tmp_path, seed, sigma)
     assert len(rows) == 6
     for name, values in expected.items():
-        np.testing.assert_allclose(rows[name].to_numpy(np.float64), values, rtol=1e-5, atol=1e-5,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            rows[name].to_numpy(np.float64), values, rtol=1e-5, atol=1e-5, err_msg=name
+        )
     # different seeds / sigmas really differ (the comparison above is not vacuous)
     other = table[(table["seed"] != seed)]
     assert not np.array_equal(other["qd_score"].to_numpy()[:6], rows["qd_score"].to_numpy())
@@ -65,7 +87,11 @@ def test_tidy_table_and_files(sweep_dir):
         assert frame["generation"].tolist() == [1, 2, 3, 4, 5, 6]
     index = pd.read_csv(sweep_dir / "runs.csv")
     assert index[["seed", "mutation.sigma"]].values.tolist() == [
-        [0, 0.05], [1, 0.05], [0, 0.2], [1, 0.2]]
+        [0, 0.05],
+        [1, 0.05],
+        [0, 0.2],
+        [1, 0.2],
+    ]
     run_config = json.loads((sweep_dir / "runs" / "run-003" / "config.json").read_text())
     assert run_config["run"]["seed"] == 1 and run_config["mutation"]["sigma"] == 0.2
     timing = json.loads((sweep_dir / "timing.json").read_text())["groups"]
@@ -81,8 +107,14 @@ def test_tidy_table_and_files(sweep_dir):
 
 def test_resume_skips_finished_and_continues_interrupted(sweep_dir, tmp_path):
     original = pd.read_csv(sweep_dir / "results.csv")
-    kwargs = dict(seeds=SEEDS, grid={"mutation.sigma": ["0.05", "0.2"]}, overrides=OVERRIDES,
-                  devices=1, report=False, plots=False)
+    kwargs = dict(
+        seeds=SEEDS,
+        grid={"mutation.sigma": ["0.05", "0.2"]},
+        overrides=OVERRIDES,
+        devices=1,
+        report=False,
+        plots=False,
+    )
     finished = sweeps.sweep("me-arm", out=sweep_dir, **kwargs)
     assert finished.skipped == ["run-000", "run-001", "run-002", "run-003"]
     assert finished.timing == []
@@ -102,8 +134,15 @@ def test_resume_skips_finished_and_continues_interrupted(sweep_dir, tmp_path):
 
 def test_resume_refuses_a_different_sweep(sweep_dir):
     with pytest.raises(ConfigError, match="different sweep"):
-        sweeps.sweep("me-arm", seeds=[0, 1, 2], grid={"mutation.sigma": ["0.05", "0.2"]},
-                      out=sweep_dir, overrides=OVERRIDES, report=False, plots=False)
+        sweeps.sweep(
+            "me-arm",
+            seeds=[0, 1, 2],
+            grid={"mutation.sigma": ["0.05", "0.2"]},
+            out=sweep_dir,
+            overrides=OVERRIDES,
+            report=False,
+            plots=False,
+        )
 
 
 def test_cli_plot_works_on_a_sweep_run(sweep_dir, capsys):
@@ -113,20 +152,33 @@ def test_cli_plot_works_on_a_sweep_run(sweep_dir, capsys):
 
 def test_groups_follow_static_shapes():
     # traced knobs share one program; a structural key makes one group per value
-    groups = sweeps.plan_groups("me-arm", [0, 1], {"mutation.sigma": [0.05, 0.1],
-                                                    "mutation.p_connect": [0.0, 0.02]},
-                                OVERRIDES)
+    groups = sweeps.plan_groups(
+        "me-arm",
+        [0, 1],
+        {"mutation.sigma": [0.05, 0.1], "mutation.p_connect": [0.0, 0.02]},
+        OVERRIDES,
+    )
     assert [len(group) for group in groups] == [8]
-    groups = sweeps.plan_groups("me-arm", [0, 1], {"map_elites.batch_size": [8, 16],
-                                                    "mutation.sigma": [0.05, 0.1]}, OVERRIDES)
-    assert groups == [["run-000", "run-001", "run-002", "run-003"],
-                      ["run-004", "run-005", "run-006", "run-007"]]
+    groups = sweeps.plan_groups(
+        "me-arm",
+        [0, 1],
+        {"map_elites.batch_size": [8, 16], "mutation.sigma": [0.05, 0.1]},
+        OVERRIDES,
+    )
+    assert groups == [
+        ["run-000", "run-001", "run-002", "run-003"],
+        ["run-004", "run-005", "run-006", "run-007"],
+    ]
 
 
 def test_plan_runs_order_values_and_types():
     runs = sweeps.plan_runs("me-arm", [3, 5], {"map_elites.batch_size": ["8", "16"]}, OVERRIDES)
     assert [(run.run_id, run.seed, run.values["map_elites.batch_size"]) for run in runs] == [
-        ("run-000", 3, 8), ("run-001", 5, 8), ("run-002", 3, 16), ("run-003", 5, 16)]
+        ("run-000", 3, 8),
+        ("run-001", 5, 8),
+        ("run-002", 3, 16),
+        ("run-003", 5, 16),
+    ]
     assert runs[3].config["run"]["seed"] == 5 and runs[3].config["run"]["num_generations"] == 6
 
 
@@ -135,8 +187,9 @@ def test_algorithms_hold_static_structure_and_hyper_is_separate():
     from synprune_jax.variation import MutationHyper
 
     entry = get_experiment("me-arm")
-    build = lambda extra: entry.build(config_lib.apply_overrides(entry.default_config(),
-                                                                 OVERRIDES + extra))
+    build = lambda extra: entry.build(
+        config_lib.apply_overrides(entry.default_config(), OVERRIDES + extra)
+    )
     first, second = build(["mutation.sigma=0.05"]), build(["mutation.sigma=0.2"])
     assert isinstance(first.algorithm, MapElites)
     assert first.algorithm == second.algorithm and hash(first.algorithm) == hash(second.algorithm)
@@ -144,8 +197,9 @@ def test_algorithms_hold_static_structure_and_hyper_is_separate():
     assert build(["map_elites.batch_size=8"]).algorithm != first.algorithm
 
 
-@pytest.mark.parametrize("text,expected", [("0-3", [0, 1, 2, 3]), ("7", [7]),
-                                           ("1,3,10-12", [1, 3, 10, 11, 12])])
+@pytest.mark.parametrize(
+    "text,expected", [("0-3", [0, 1, 2, 3]), ("7", [7]), ("1,3,10-12", [1, 3, 10, 11, 12])]
+)
 def test_parse_seeds(text, expected):
     assert sweeps.parse_seeds(text) == expected
 
@@ -158,20 +212,25 @@ def test_parse_seeds_rejects(text):
 
 def test_parse_grid():
     assert sweeps.parse_grid(["mutation.sigma=0.05, 0.1", "task.hidden_sizes=[8,8];[16]"]) == {
-        "mutation.sigma": ["0.05", "0.1"], "task.hidden_sizes": ["[8,8]", "[16]"]}
+        "mutation.sigma": ["0.05", "0.1"],
+        "task.hidden_sizes": ["[8,8]", "[16]"],
+    }
     for bad in (["mutation.sigma"], ["mutation.sigma="], ["a=1", "a=2"]):
         with pytest.raises(ConfigError):
             sweeps.parse_grid(bad)
 
 
-@pytest.mark.parametrize("grid,match", [
-    ({"mutation.sigmaa": [0.1]}, "unknown config key"),
-    ({"run.seed": [1, 2]}, "seeds="),
-    ({"mutation.sigma": []}, "non-empty"),
-    ({"mutation.sigma": ["fast"]}, "expected a number"),
-    ({"mutation.sigma": [-1.0]}, "sigma must be >= 0"),
-    ({"task.devices": [2]}, "places whole runs on devices itself"),
-])
+@pytest.mark.parametrize(
+    "grid,match",
+    [
+        ({"mutation.sigmaa": [0.1]}, "unknown config key"),
+        ({"run.seed": [1, 2]}, "seeds="),
+        ({"mutation.sigma": []}, "non-empty"),
+        ({"mutation.sigma": ["fast"]}, "expected a number"),
+        ({"mutation.sigma": [-1.0]}, "sigma must be >= 0"),
+        ({"task.devices": [2]}, "places whole runs on devices itself"),
+    ],
+)
 def test_invalid_sweeps_fail_before_compiling(tmp_path, grid, match):
     with pytest.raises(ConfigError, match=match):
         sweeps.sweep("me-arm", [0], grid, out=tmp_path / "bad", overrides=OVERRIDES)
@@ -184,16 +243,27 @@ def test_cli_sweep_puts_runs_on_one_cpu_device_per_core(sweep_dir, tmp_path, run
     import textwrap
 
     out = tmp_path / "cores"
-    argv = ["sweep", "me-arm", "--seeds", "0-1", "--grid", "mutation.sigma=0.05,0.2",
-            "--out", str(out), "--no-report"]
+    argv = [
+        "sweep",
+        "me-arm",
+        "--seeds",
+        "0-1",
+        "--grid",
+        "mutation.sigma=0.05,0.2",
+        "--out",
+        str(out),
+        "--no-report",
+    ]
     for override in OVERRIDES:
         argv += ["--set", override]
-    report = run_report(textwrap.dedent(f"""
+    report = run_report(
+        textwrap.dedent(f"""
         import json, jax
         from synprune_jax.cli import main
         assert main({argv!r}) == 0
         print("REPORT " + json.dumps({{"devices": jax.local_device_count()}}))
-    """))
+    """)
+    )
     expected = cli.sweep_cpu_devices(None, 4)
     assert expected == min(cli.usable_cores(), 4)
     assert report == {"devices": expected}
@@ -204,9 +274,13 @@ def test_cli_sweep_puts_runs_on_one_cpu_device_per_core(sweep_dir, tmp_path, run
     assert list(sharded.columns) == list(single.columns)
     for column in single.columns:
         if pd.api.types.is_float_dtype(single[column]):
-            np.testing.assert_allclose(sharded[column].to_numpy(np.float64),
-                                       single[column].to_numpy(np.float64), rtol=1e-5,
-                                       atol=1e-5, err_msg=column)
+            np.testing.assert_allclose(
+                sharded[column].to_numpy(np.float64),
+                single[column].to_numpy(np.float64),
+                rtol=1e-5,
+                atol=1e-5,
+                err_msg=column,
+            )
         else:
             assert sharded[column].tolist() == single[column].tolist(), column
 
@@ -243,8 +317,13 @@ def test_invalid_devices_and_experiment(tmp_path, capsys):
     # the transfer experiments' population-sharding option is refused like task.devices, before
     # any data or compile work
     with pytest.raises(ConfigError, match=r"train.devices=2.*leave train.devices at 1"):
-        sweeps.sweep("mo-prune-transfer", [0], {"train.devices": [2]}, out=tmp_path / "t",
-                     overrides=["run.progress=false"])
+        sweeps.sweep(
+            "mo-prune-transfer",
+            [0],
+            {"train.devices": [2]},
+            out=tmp_path / "t",
+            overrides=["run.progress=false"],
+        )
     assert not (tmp_path / "t").exists()
 
 
@@ -252,8 +331,10 @@ def test_requested_devices_reads_either_option():
     from synprune_jax.config import requested_devices
 
     assert requested_devices({"task": {"devices": 3}}) == ("task.devices", 3)
-    assert requested_devices({"train": {"devices": 2}, "task": {"name": "x"}}) == \
-        ("train.devices", 2)
+    assert requested_devices({"train": {"devices": 2}, "task": {"name": "x"}}) == (
+        "train.devices",
+        2,
+    )
     assert requested_devices({"task": {"name": "x"}}) == ("task.devices", 1)
     assert requested_devices(None) == ("task.devices", 1)
 
@@ -263,53 +344,120 @@ def test_requested_devices_reads_either_option():
 # the transfer problem. For each, 2 grid values x 2 seeds form ONE compiled group, and each run of
 # the vmapped sweep equals the same run done alone through the runner.
 
-_TINY_RUN = ["run.num_generations=4", "run.chunk_size=2", "run.checkpoint_every=2",
-             "run.progress=false"]
-_TINY_TRANSFER = ["data.backbone=pixels", "head.num_hidden=4", "train.epochs=3",
-                  "nsga2.population_size=6", "nsga2.memo_capacity=64", "ga.population_size=6",
-                  "ga.memo_capacity=64"]
+_TINY_RUN = [
+    "run.num_generations=4",
+    "run.chunk_size=2",
+    "run.checkpoint_every=2",
+    "run.progress=false",
+]
+_TINY_TRANSFER = [
+    "data.backbone=pixels",
+    "head.num_hidden=4",
+    "train.epochs=3",
+    "nsga2.population_size=6",
+    "nsga2.memo_capacity=64",
+    "ga.population_size=6",
+    "ga.memo_capacity=64",
+]
 METHODS = {
     # experiment: (overrides, swept key and its two values, every traced key with two values)
     "es-prune-arm": (
-        ["task.num_joints=4", "task.hidden_sizes=[8]", "es.population_size=8",
-         "es.prune_every=2", "es.prune_start=2", "es.prune_end=6", "es.prune_criterion=magnitude",
-         "es.prune_schedule=constant"] + _TINY_RUN,
+        [
+            "task.num_joints=4",
+            "task.hidden_sizes=[8]",
+            "es.population_size=8",
+            "es.prune_every=2",
+            "es.prune_start=2",
+            "es.prune_end=6",
+            "es.prune_criterion=magnitude",
+            "es.prune_schedule=constant",
+        ]
+        + _TINY_RUN,
         ("es.sigma_init", [0.05, 0.2]),
-        {"es.sigma_init": [0.05, 0.1], "es.learning_rate": [0.01, 0.05],
-         "es.prune_amount": [0.1, 0.3], "es.target_density": [0.2, 0.5],
-         "es.init_density": [1.0, 0.8], "es.sigma_min": [0.0, 0.01]}),
+        {
+            "es.sigma_init": [0.05, 0.1],
+            "es.learning_rate": [0.01, 0.05],
+            "es.prune_amount": [0.1, 0.3],
+            "es.target_density": [0.2, 0.5],
+            "es.init_density": [1.0, 0.8],
+            "es.sigma_min": [0.0, 0.01],
+        },
+    ),
     "ga-arm": (
-        ["task.num_joints=4", "task.hidden_sizes=[8]", "ga.population_size=8",
-         "ga.crossover=uniform"] + _TINY_RUN,
+        [
+            "task.num_joints=4",
+            "task.hidden_sizes=[8]",
+            "ga.population_size=8",
+            "ga.crossover=uniform",
+        ]
+        + _TINY_RUN,
         ("mutation.sigma", [0.05, 0.2]),
-        {"mutation.sigma": [0.05, 0.1], "mutation.p_disconnect": [0.01, 0.05],
-         "mutation.p_connect": [0.0, 0.02], "ga.crossover_rate": [0.3, 0.7]}),
+        {
+            "mutation.sigma": [0.05, 0.1],
+            "mutation.p_disconnect": [0.01, 0.05],
+            "mutation.p_connect": [0.0, 0.02],
+            "ga.crossover_rate": [0.3, 0.7],
+        },
+    ),
     "me-es": (
-        ["task.num_joints=4", "task.hidden_sizes=[8]", "map_elites.batch_size=8",
-         "map_elites.initial_batch_size=16", "archive.resolution=[4,4]",
-         "es_emitter.population_size=8", "es_emitter.restart_every=2"] + _TINY_RUN,
+        [
+            "task.num_joints=4",
+            "task.hidden_sizes=[8]",
+            "map_elites.batch_size=8",
+            "map_elites.initial_batch_size=16",
+            "archive.resolution=[4,4]",
+            "es_emitter.population_size=8",
+            "es_emitter.restart_every=2",
+        ]
+        + _TINY_RUN,
         ("es_emitter.sigma_init", [0.05, 0.2]),
-        {"es_emitter.sigma_init": [0.05, 0.1], "es_emitter.learning_rate": [0.01, 0.05],
-         "mutation.sigma": [0.05, 0.1], "mutation.p_disconnect": [0.01, 0.05]}),
+        {
+            "es_emitter.sigma_init": [0.05, 0.1],
+            "es_emitter.learning_rate": [0.01, 0.05],
+            "mutation.sigma": [0.05, 0.1],
+            "mutation.p_disconnect": [0.01, 0.05],
+        },
+    ),
     "cluster-synthesis": (
-        ["network.widths=3,4,8,6", "data.max_train=96", "synthesis.epochs=1",
-         "synthesis.ancestor_epochs=1", "synthesis.num_offspring=2"] + _TINY_RUN,
+        [
+            "network.widths=3,4,8,6",
+            "data.max_train=96",
+            "synthesis.epochs=1",
+            "synthesis.ancestor_epochs=1",
+            "synthesis.num_offspring=2",
+        ]
+        + _TINY_RUN,
         ("encoding.synapse_rate", [0.25, 1.0]),
-        {"synthesis.learning_rate": [3e-3, 1e-2], "synthesis.tolerance": [0.02, 0.05],
-         "encoding.synapse_factor": [1.0, 0.8], "encoding.cluster_factor": [1.0, 0.9],
-         "encoding.truncation": [0.1, 0.2], "encoding.synapse_rate": [0.25, 1.0],
-         "encoding.cluster_rate": [0.1, 1.0]}),
+        {
+            "synthesis.learning_rate": [3e-3, 1e-2],
+            "synthesis.tolerance": [0.02, 0.05],
+            "encoding.synapse_factor": [1.0, 0.8],
+            "encoding.cluster_factor": [1.0, 0.9],
+            "encoding.truncation": [0.1, 0.2],
+            "encoding.synapse_rate": [0.25, 1.0],
+            "encoding.cluster_rate": [0.1, 1.0],
+        },
+    ),
     "mo-prune-transfer": (
         _TINY_TRANSFER + _TINY_RUN,
         ("nsga2.mutation_rate", [0.02, 0.2]),
-        {"nsga2.mutation_rate": [0.02, 0.1], "nsga2.crossover_rate": [0.5, 0.9],
-         "train.learning_rate": [0.01, 0.02], "train.momentum": [0.8, 0.9],
-         "objectives.temperature": [1.0, 1000.0]}),
+        {
+            "nsga2.mutation_rate": [0.02, 0.1],
+            "nsga2.crossover_rate": [0.5, 0.9],
+            "train.learning_rate": [0.01, 0.02],
+            "train.momentum": [0.8, 0.9],
+            "objectives.temperature": [1.0, 1000.0],
+        },
+    ),
     "ga-prune-transfer": (
         _TINY_TRANSFER + _TINY_RUN,
         ("ga.mutation_probability", [0.0, 1.0]),
-        {"ga.mutation_probability": [0.07, 0.5], "train.learning_rate": [0.01, 0.02],
-         "objectives.temperature": [1.0, 1000.0]}),
+        {
+            "ga.mutation_probability": [0.07, 0.5],
+            "train.learning_rate": [0.01, 0.02],
+            "objectives.temperature": [1.0, 1000.0],
+        },
+    ),
 }
 
 
@@ -328,8 +476,12 @@ def test_traced_keys_share_one_group(experiment, transfer_cache):
 
 def test_static_keys_still_split_groups(transfer_cache):
     overrides, _, _ = METHODS["es-prune-arm"]
-    groups = sweeps.plan_groups("es-prune-arm", [0], {"es.population_size": [8, 16],
-                                                      "es.sigma_init": [0.05, 0.1]}, overrides)
+    groups = sweeps.plan_groups(
+        "es-prune-arm",
+        [0],
+        {"es.population_size": [8, 16], "es.sigma_init": [0.05, 0.1]},
+        overrides,
+    )
     assert groups == [["run-000", "run-001"], ["run-002", "run-003"]]
     overrides, _, _ = METHODS["mo-prune-transfer"]
     groups = sweeps.plan_groups("mo-prune-transfer", [0], {"train.epochs": [2, 3]}, overrides)
@@ -339,15 +491,27 @@ def test_static_keys_still_split_groups(transfer_cache):
 def _single_run(tmp_path, experiment, overrides):
     entry = get_experiment(experiment)
     built = entry.build(config_lib.apply_overrides(entry.default_config(), overrides))
-    _, metrics = runner.run(built.algorithm, tmp_path / "single", built.run_config,
-                            hyper=built.hyper)
+    _, metrics = runner.run(
+        built.algorithm, tmp_path / "single", built.run_config, hyper=built.hyper
+    )
     return metrics
 
 
 def test_cli_sweep_of_a_traced_es_key(tmp_path, capsys):
     overrides, _, _ = METHODS["es-prune-arm"]
-    argv = ["sweep", "es-prune-arm", "--seeds", "0", "--grid", "es.learning_rate=0.01,0.05",
-            "--out", str(tmp_path / "es"), "--devices", "1", "--no-report"]
+    argv = [
+        "sweep",
+        "es-prune-arm",
+        "--seeds",
+        "0",
+        "--grid",
+        "es.learning_rate=0.01,0.05",
+        "--out",
+        str(tmp_path / "es"),
+        "--devices",
+        "1",
+        "--no-report",
+    ]
     for override in overrides + ["run.num_generations=2"]:
         argv += ["--set", override]
     assert cli.main(argv) == 0
@@ -363,20 +527,37 @@ def test_es_sweep_over_sigma_with_other_evosax_strategies(strategy, tmp_path):
     # left out on purpose: its covariance starts at I, so the eigendecomposition after the first
     # update is ill-conditioned and a last-bit difference (constant vs traced sigma) rotates its
     # eigenvectors; sweep and single run are then statistically equivalent, not equal.
-    overrides = METHODS["es-prune-arm"][0] + [f"es.strategy={strategy}", "es.sigma_decay=0.9",
-                                              "run.num_generations=2"]
-    result = sweeps.sweep("es-prune-arm", seeds=[1], grid={"es.sigma_init": [0.05, 0.2],
-                                                           "es.sigma_min": [0.01, 0.1]},
-                          out=tmp_path / "sweep", overrides=overrides, devices=1, report=False,
-                          plots=False)
+    overrides = METHODS["es-prune-arm"][0] + [
+        f"es.strategy={strategy}",
+        "es.sigma_decay=0.9",
+        "run.num_generations=2",
+    ]
+    result = sweeps.sweep(
+        "es-prune-arm",
+        seeds=[1],
+        grid={"es.sigma_init": [0.05, 0.2], "es.sigma_min": [0.01, 0.1]},
+        out=tmp_path / "sweep",
+        overrides=overrides,
+        devices=1,
+        report=False,
+        plots=False,
+    )
     assert len(result.timing) == 1
     table = result.table
     rows = table[(table["es.sigma_init"] == 0.2) & (table["es.sigma_min"] == 0.1)]
-    expected = _single_run(tmp_path, "es-prune-arm", overrides + [
-        "run.seed=1", "es.sigma_init=0.2", "es.sigma_min=0.1"])
+    expected = _single_run(
+        tmp_path,
+        "es-prune-arm",
+        overrides + ["run.seed=1", "es.sigma_init=0.2", "es.sigma_min=0.1"],
+    )
     for name, column in expected.items():
-        np.testing.assert_allclose(rows[name].to_numpy(np.float64), column, rtol=1e-5, atol=1e-5,
-                                   err_msg=f"{strategy}: {name}")
+        np.testing.assert_allclose(
+            rows[name].to_numpy(np.float64),
+            column,
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=f"{strategy}: {name}",
+        )
     first = table[(table["es.sigma_init"] == 0.05) & (table["es.sigma_min"] == 0.01)]
     assert not np.array_equal(first["mean_std"].to_numpy(), rows["mean_std"].to_numpy())
 
@@ -384,16 +565,24 @@ def test_es_sweep_over_sigma_with_other_evosax_strategies(strategy, tmp_path):
 def test_summary_metrics_follow_the_method():
     import pandas as pd
 
-    base = {"run_id": ["run-000", "run-001"], "group": [0, 0], "seed": [0, 1],
-            "generation": [4, 4], "mutation.sigma": [0.1, 0.2]}
-    map_elites = pd.DataFrame({**base, "qd_score": [1.0, 2.0], "coverage": [0.1, 0.2],
-                               "num_inserted": [3, 4]})
+    base = {
+        "run_id": ["run-000", "run-001"],
+        "group": [0, 0],
+        "seed": [0, 1],
+        "generation": [4, 4],
+        "mutation.sigma": [0.1, 0.2],
+    }
+    map_elites = pd.DataFrame(
+        {**base, "qd_score": [1.0, 2.0], "coverage": [0.1, 0.2], "num_inserted": [3, 4]}
+    )
     assert sweeps.summary_metrics(map_elites) == ["qd_score", "coverage"]
-    autoencoder = pd.DataFrame({**base, "l1_train": [0.3, 0.2], "kept_fraction": [0.9, 0.8],
-                                "lr_mean": [1e-5, 1e-5]})
+    autoencoder = pd.DataFrame(
+        {**base, "l1_train": [0.3, 0.2], "kept_fraction": [0.9, 0.8], "lr_mean": [1e-5, 1e-5]}
+    )
     assert sweeps.summary_metrics(autoencoder) == ["l1_train", "kept_fraction"]
-    other = pd.DataFrame({**base, "a": [1.0, 2.0], "b": [3, 4], "c": [5.0, 6.0], "d": [7, 8],
-                          "label": ["x", "y"]})
+    other = pd.DataFrame(
+        {**base, "a": [1.0, 2.0], "b": [3, 4], "c": [5.0, 6.0], "d": [7, 8], "label": ["x", "y"]}
+    )
     assert sweeps.summary_metrics(other, ["mutation.sigma"]) == ["a", "b", "c"]
     summary = sweeps.summarize(autoencoder, ["mutation.sigma"])
     assert summary["l1_train_mean"].tolist() == [0.3, 0.2]

@@ -41,12 +41,14 @@ SQRT2_M1 = math.sqrt(2.0) - 1.0
 # jitted once for the module (eager op-by-op dispatch is the slow part of these small tests)
 stats_of = jax.jit(network_stats, static_argnums=0)
 kept_of = jax.jit(kept_units, static_argnums=0)
-apply_of = jax.jit(lambda spec, params, masks, images: spec.apply(params, masks, images),
-                   static_argnums=0)
+apply_of = jax.jit(
+    lambda spec, params, masks, images: spec.apply(params, masks, images), static_argnums=0
+)
 TINY_WIDTHS = (3, 4, 8, 6)
 
 
-# ----- encoding formulas ---------------------------------------------------------------------------
+# ----- encoding formulas --------------------------------------------------------------------------
+
 
 def test_synapse_probability_formula_is_exact():
     maximum = jnp.asarray(0.8, jnp.float32)
@@ -54,22 +56,20 @@ def test_synapse_probability_formula_is_exact():
     p = synapse_probabilities(magnitudes, maximum)
     # exp(|w| / z) - 1 with z = max / ln 2: strongest -> exactly 1, half -> sqrt(2) - 1, dead -> 0
     assert float(p[2]) == 1.0 and float(p[0]) == 0.0
-    np.testing.assert_allclose(p, [0.0, SQRT2_M1, 1.0, 2 ** 0.25 - 1], rtol=1e-6)
+    np.testing.assert_allclose(p, [0.0, SQRT2_M1, 1.0, 2**0.25 - 1], rtol=1e-6)
     z = 0.8 / math.log(2.0)
     np.testing.assert_allclose(p, np.expm1(np.asarray(magnitudes) / z), rtol=1e-6, atol=1e-7)
     # the environmental factor scales them
-    np.testing.assert_allclose(synapse_probabilities(magnitudes, maximum, 0.5), 0.5 * p,
-                               rtol=1e-7)
+    np.testing.assert_allclose(synapse_probabilities(magnitudes, maximum, 0.5), 0.5 * p, rtol=1e-7)
     # an all-dead layer has probability 0 everywhere (no division by zero)
-    np.testing.assert_array_equal(synapse_probabilities(jnp.zeros(3), jnp.asarray(0.0)),
-                                  np.zeros(3))
+    np.testing.assert_array_equal(
+        synapse_probabilities(jnp.zeros(3), jnp.asarray(0.0)), np.zeros(3)
+    )
 
 
 def test_cluster_probability_with_truncation_is_exact():
     # dense kernel [in=3, out=3]: one neuron per column
-    kernel = jnp.asarray([[1.0, 0.5, 0.05],
-                          [0.5, 0.25, 0.05],
-                          [0.05, 0.0, 0.05]], jnp.float32)
+    kernel = jnp.asarray([[1.0, 0.5, 0.05], [0.5, 0.25, 0.05], [0.05, 0.0, 0.05]], jnp.float32)
     truncated = truncate(kernel, 0.1)  # the 0.05 entries do not count
     sums = cluster_sums("dense1", truncated)
     np.testing.assert_allclose(sums, [1.5, 0.75, 0.0], rtol=1e-7)
@@ -77,10 +77,12 @@ def test_cluster_probability_with_truncation_is_exact():
     np.testing.assert_allclose(p, [0.8, 0.8 * SQRT2_M1, 0.0], rtol=1e-6)
     # conv kernels [5, 5, in, out]: filter clusters sum over (5, 5, in), kernel clusters over (5, 5)
     conv = jnp.arange(5 * 5 * 2 * 3, dtype=jnp.float32).reshape(5, 5, 2, 3)
-    np.testing.assert_allclose(cluster_sums("conv2", conv, "filter"),
-                               np.asarray(conv).sum(axis=(0, 1, 2)))
-    np.testing.assert_allclose(cluster_sums("conv2", conv, "kernel"),
-                               np.asarray(conv).sum(axis=(0, 1)))
+    np.testing.assert_allclose(
+        cluster_sums("conv2", conv, "filter"), np.asarray(conv).sum(axis=(0, 1, 2))
+    )
+    np.testing.assert_allclose(
+        cluster_sums("conv2", conv, "kernel"), np.asarray(conv).sum(axis=(0, 1))
+    )
 
 
 def test_encoding_config_and_hyper_validate():
@@ -134,8 +136,9 @@ def test_survival_probabilities_per_layer(tiny_network):
             continue
         truncated = np.where(magnitude >= 0.2 * magnitude.max(), magnitude, 0.0)
         sums = truncated.reshape(-1, truncated.shape[-1]).sum(axis=0)
-        np.testing.assert_allclose(cluster[name], 0.7 * (2.0 ** (sums / sums.max()) - 1.0),
-                                   rtol=2e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            cluster[name], 0.7 * (2.0 ** (sums / sums.max()) - 1.0), rtol=2e-6, atol=1e-7
+        )
         assert float(jnp.max(cluster[name])) == pytest.approx(0.7, abs=1e-7)  # strongest: F_c
     # masked-out synapses have probability 0 and do not count toward the maximum
     dead = jax.tree_util.tree_map(lambda m: m, masks)
@@ -155,19 +158,22 @@ def test_removal_rates_scale_the_survival_probabilities(tiny_network):
     values = jnp.asarray([0.0, 1e-9, 0.3, 0.7, 1.0], jnp.float32)
     assert gentle(values, 1.0) is values
     chex.assert_trees_all_equal(jax.jit(gentle)(values, jnp.float32(1.0)), values)
-    np.testing.assert_allclose(jax.jit(gentle)(values, jnp.float32(0.25)), gentle(values, 0.25),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(gentle)(values, jnp.float32(0.25)), gentle(values, 0.25), rtol=1e-6
+    )
     gentler = base.replace(synapse_rate=0.4, cluster_rate=0.25)
     synapse_g, cluster_g = survival_probabilities(params, masks, config, gentler)
     for name in LAYERS:
-        np.testing.assert_allclose(synapse_g[name], 1.0 - 0.4 * (1.0 - np.asarray(synapse[name])),
-                                   rtol=1e-6, atol=1e-7)
-        expected = (1.0 if name == LAYERS[-1] else
-                    1.0 - 0.25 * (1.0 - np.asarray(cluster[name])))
+        np.testing.assert_allclose(
+            synapse_g[name], 1.0 - 0.4 * (1.0 - np.asarray(synapse[name])), rtol=1e-6, atol=1e-7
+        )
+        expected = 1.0 if name == LAYERS[-1] else 1.0 - 0.25 * (1.0 - np.asarray(cluster[name]))
         np.testing.assert_allclose(cluster_g[name], expected, rtol=1e-6, atol=1e-7)
     # dead synapses keep probability 0 (not 1 - r)
-    dead = {**masks, "dense2": {**masks["dense2"],
-                                "kernel": masks["dense2"]["kernel"].at[0, :].set(False)}}
+    dead = {
+        **masks,
+        "dense2": {**masks["dense2"], "kernel": masks["dense2"]["kernel"].at[0, :].set(False)},
+    }
     synapse_dead, _ = survival_probabilities(params, dead, config, gentler)
     np.testing.assert_array_equal(synapse_dead["dense2"][0], 0.0)
 
@@ -181,10 +187,12 @@ def test_removal_fraction_scales_with_the_rate(tiny_network):
     means = {}
     for rate in (1.0, 0.5, 0.25):
         config, hyper = EncodingConfig(mode="synapse"), EncodingHyper(synapse_rate=rate)
-        drawn = jax.jit(jax.vmap(lambda k, config=config, hyper=hyper: synthesize(
-            k, params, masks, config, hyper)))(keys)
-        kept = sum(np.asarray(drawn[name]["kernel"]).reshape(64, -1).sum(axis=1)
-                   for name in LAYERS)
+        drawn = jax.jit(
+            jax.vmap(
+                lambda k, config=config, hyper=hyper: synthesize(k, params, masks, config, hyper)
+            )
+        )(keys)
+        kept = sum(np.asarray(drawn[name]["kernel"]).reshape(64, -1).sum(axis=1) for name in LAYERS)
         removed = 1.0 - kept / total
         synapse, _ = survival_probabilities(params, masks, config, hyper)
         expected = 1.0 - sum(float(jnp.sum(synapse[name])) for name in LAYERS) / total
@@ -199,16 +207,19 @@ def test_removal_fraction_scales_with_the_rate(tiny_network):
 
 def test_synapse_normalisation_scopes(tiny_network):
     params, masks = tiny_network
-    synapse, _ = survival_probabilities(params, masks, EncodingConfig(synapse_scope="network"),
-                                        EncodingHyper())
+    synapse, _ = survival_probabilities(
+        params, masks, EncodingConfig(synapse_scope="network"), EncodingHyper()
+    )
     overall = max(float(jnp.max(jnp.abs(params[name]["kernel"]))) for name in LAYERS)
     for name in LAYERS:
         magnitude = np.abs(np.asarray(params[name]["kernel"]))
-        np.testing.assert_allclose(synapse[name], 2.0 ** (magnitude / overall) - 1.0, rtol=2e-6,
-                                   atol=1e-7)
+        np.testing.assert_allclose(
+            synapse[name], 2.0 ** (magnitude / overall) - 1.0, rtol=2e-6, atol=1e-7
+        )
     # per cluster: the strongest synapse of every filter / neuron has probability exactly 1
-    synapse, _ = survival_probabilities(params, masks, EncodingConfig(synapse_scope="cluster"),
-                                        EncodingHyper())
+    synapse, _ = survival_probabilities(
+        params, masks, EncodingConfig(synapse_scope="cluster"), EncodingHyper()
+    )
     for name in LAYERS:
         magnitude = np.abs(np.asarray(params[name]["kernel"]))
         flat = magnitude.reshape(-1, magnitude.shape[-1])
@@ -275,11 +286,13 @@ def test_full_encoding_only_removes(tiny_network):
         for leaf in ("kernel", "bias"):
             child, parent = np.asarray(second[name][leaf]), np.asarray(first[name][leaf])
             assert not np.any(child & ~parent), (name, leaf)
-    assert int(network_stats(LeNetSpec(image_size=16, widths=TINY_WIDTHS), second).synapses) < \
-        int(network_stats(LeNetSpec(image_size=16, widths=TINY_WIDTHS), first).synapses)
+    assert int(network_stats(LeNetSpec(image_size=16, widths=TINY_WIDTHS), second).synapses) < int(
+        network_stats(LeNetSpec(image_size=16, widths=TINY_WIDTHS), first).synapses
+    )
 
 
-# ----- LeNet counts and compact export ---------------------------------------------------------------
+# ----- LeNet counts and compact export ------------------------------------------------------------
+
 
 def test_lenet_counts_for_the_full_network():
     spec = LeNetSpec()
@@ -301,8 +314,10 @@ def test_kept_units_and_stats_after_removing_a_filter():
     params = spec.init(jax.random.key(0))
     masks = spec.full_masks(params)
     # conv2 filter 3 dead (kernel + bias), dense2 neuron 5 has no outgoing synapse
-    masks["conv2"] = {"kernel": masks["conv2"]["kernel"].at[..., 3].set(False),
-                      "bias": masks["conv2"]["bias"].at[3].set(False)}
+    masks["conv2"] = {
+        "kernel": masks["conv2"]["kernel"].at[..., 3].set(False),
+        "bias": masks["conv2"]["bias"].at[3].set(False),
+    }
     masks["dense3"] = {**masks["dense3"], "kernel": masks["dense3"]["kernel"].at[5, :].set(False)}
     kept = kept_of(spec, masks)
     assert [int(jnp.sum(k)) for k in kept] == [6, 15, 120, 83, 10]
@@ -336,8 +351,9 @@ def test_compact_network_outputs_equal_masked_network(seed):
     assert compacted.widths != spec.widths
     assert compacted.num_weights < spec.num_synapses
     assert compacted.num_weights >= int(stats_of(spec, masks).effective_synapses)
-    np.testing.assert_allclose(compacted.apply(images), apply_of(spec, params, masks, images),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        compacted.apply(images), apply_of(spec, params, masks, images), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_remove_unused_preserves_outputs_and_counts_effective_synapses():
@@ -347,12 +363,16 @@ def test_remove_unused_preserves_outputs_and_counts_effective_synapses():
     assert int(after.synapses) == int(after.effective_synapses) == int(before.effective_synapses)
     assert int(before.synapses) > int(after.synapses)  # there were dead-end synapses
     assert int(after.clusters) == int(before.clusters)
-    np.testing.assert_allclose(apply_of(spec, params, cleaned, images),
-                               apply_of(spec, params, masks, images), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        apply_of(spec, params, cleaned, images),
+        apply_of(spec, params, masks, images),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # synthesize(..., spec) cleans as it goes
-    drawn = jax.jit(lambda k, m: synthesize(k, params, m, EncodingConfig(), EncodingHyper(),
-                                            spec))(
-        jax.random.key(4), cleaned)
+    drawn = jax.jit(lambda k, m: synthesize(k, params, m, EncodingConfig(), EncodingHyper(), spec))(
+        jax.random.key(4), cleaned
+    )
     stats = stats_of(spec, drawn)
     assert int(stats.synapses) == int(stats.effective_synapses)
 
@@ -365,11 +385,13 @@ def test_compact_handles_a_layer_with_no_units():
     images = jax.random.uniform(jax.random.key(6), (4, 32, 32, 1))
     compacted = compact(spec, params, masks)
     assert compacted.widths == (1, 1, 1, 1)  # nothing reaches the output: one zero unit each
-    np.testing.assert_allclose(compacted.apply(images), apply_of(spec, params, masks, images),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        compacted.apply(images), apply_of(spec, params, masks, images), rtol=1e-6, atol=1e-6
+    )
 
 
-# ----- data -----------------------------------------------------------------------------------------
+# ----- data ---------------------------------------------------------------------------------------
+
 
 def test_idx_round_trip_and_errors(tmp_path):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
@@ -406,8 +428,7 @@ def test_mnist_loader_on_small_idx_files(tmp_path):
     together = np.concatenate([data.train_images, data.validation_images])[:, 2:30, 2:30, 0]
     labels = np.concatenate([data.train_labels, data.validation_labels])
     pixels = np.round(together * 255.0).astype(np.uint8)
-    order = np.argsort([int(np.flatnonzero((train == img).all(axis=(1, 2)))[0])
-                        for img in pixels])
+    order = np.argsort([int(np.flatnonzero((train == img).all(axis=(1, 2)))[0]) for img in pixels])
     np.testing.assert_array_equal(labels[order], train_labels)
     unpadded = load_mnist(tmp_path, validation_fraction=0.25, pad_to_32=False, max_train=5)
     assert unpadded.train_images.shape == (5, 28, 28, 1)
@@ -424,7 +445,7 @@ def test_digits_at_32x32():
     assert set(np.unique(data.train_labels)) == set(range(10))
 
 
-# ----- the generation loop ---------------------------------------------------------------------------
+# ----- the generation loop ------------------------------------------------------------------------
 
 TINY_HYPER = SynthesisHyper(learning_rate=3e-3, encoding=EncodingHyper(synapse_factor=0.9))
 
@@ -436,8 +457,14 @@ def _tiny_data():
 
 @pytest.fixture(scope="module")
 def tiny_algorithm():
-    config = SynthesisConfig(network=LeNetSpec(widths=TINY_WIDTHS), num_offspring=2, epochs=1,
-                             ancestor_epochs=2, batch_size=32, patience=2)
+    config = SynthesisConfig(
+        network=LeNetSpec(widths=TINY_WIDTHS),
+        num_offspring=2,
+        epochs=1,
+        ancestor_epochs=2,
+        batch_size=32,
+        patience=2,
+    )
     algorithm = ClusterSynthesis(config, _tiny_data())
     jitted = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
     state = jax.jit(algorithm.init)(jax.random.key(0), TINY_HYPER)
@@ -453,18 +480,24 @@ def test_generation_synthesises_trains_and_counts(tiny_algorithm):
     assert int(new.generation) == 1 and int(new2.generation) == 2
     assert bool(metrics["accepted"])  # the tiny ancestor is weak: any offspring is within 2 points
     for name in LAYERS:
-        parent, child = np.asarray(state.masks[name]["kernel"]), np.asarray(new.masks[name]["kernel"])
+        parent, child = (
+            np.asarray(state.masks[name]["kernel"]),
+            np.asarray(new.masks[name]["kernel"]),
+        )
         assert not np.any(child & ~parent)
         # trained weights are masked: dead synapses hold exactly zero
         assert np.all(np.asarray(new.params[name]["kernel"])[~child] == 0)
     stats = network_stats(algorithm.spec, new.masks)
     assert int(metrics["synapses"]) == int(stats.synapses) < algorithm.spec.num_synapses
     assert float(metrics["synapse_reduction"]) == pytest.approx(
-        algorithm.spec.num_synapses / int(stats.synapses), rel=1e-6)
+        algorithm.spec.num_synapses / int(stats.synapses), rel=1e-6
+    )
     assert float(metrics["cluster_reduction"]) == pytest.approx(
-        algorithm.spec.num_clusters / int(stats.clusters), rel=1e-6)
+        algorithm.spec.num_clusters / int(stats.clusters), rel=1e-6
+    )
     assert float(metrics["test_accuracy"]) == pytest.approx(
-        float(algorithm.accuracy(new.params, new.masks, "test")), abs=1e-7)
+        float(algorithm.accuracy(new.params, new.masks, "test")), abs=1e-7
+    )
     # the state holds no keys and the generation counter is int32
     assert new.generation.dtype == jnp.int32
 
@@ -492,8 +525,7 @@ def test_training_lowers_the_loss(tiny_algorithm):
     masks = algorithm.spec.full_masks(params)
     images, labels = algorithm.train_images, algorithm.train_labels
     before = float(algorithm.loss(params, masks, images, labels))
-    trained = jax.jit(algorithm.train, static_argnums=3)(jax.random.key(1), params, masks, 3,
-                                                         3e-3)
+    trained = jax.jit(algorithm.train, static_argnums=3)(jax.random.key(1), params, masks, 3, 3e-3)
     assert float(algorithm.loss(trained, masks, images, labels)) < before
 
 
@@ -525,16 +557,17 @@ def test_training_follows_the_epoch_permutations(tiny_algorithm):
         for epoch_key in jax.random.split(key, 2):
             order = jax.random.permutation(epoch_key, 96).reshape(3, 32)
             for indices in order:
-                grads = jax.grad(algorithm.loss)(params, masks, algorithm.train_images[indices],
-                                                 algorithm.train_labels[indices])
+                grads = jax.grad(algorithm.loss)(
+                    params, masks, algorithm.train_images[indices], algorithm.train_labels[indices]
+                )
                 updates, opt_state = optimizer.update(grads, opt_state, params)
                 params = optax.apply_updates(params, updates)
         return jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, 0.0), params, masks)
 
-    trained = jax.jit(algorithm.train, static_argnums=3)(jax.random.key(1), params, masks, 2,
-                                                         3e-3)
-    chex.assert_trees_all_close(trained, jax.jit(plain)(jax.random.key(1), params), rtol=1e-5,
-                                atol=1e-7)
+    trained = jax.jit(algorithm.train, static_argnums=3)(jax.random.key(1), params, masks, 2, 3e-3)
+    chex.assert_trees_all_close(
+        trained, jax.jit(plain)(jax.random.key(1), params), rtol=1e-5, atol=1e-7
+    )
     assert not np.any(np.asarray(trained["dense1"]["kernel"])[:5])
 
 
@@ -546,27 +579,51 @@ def test_algorithm_is_static_structure():
 
     entry = get_experiment("cluster-synthesis")
     tiny = ["network.widths=3,4,8,6", "data.max_train=96"]
-    built = [entry.build(config_lib.apply_overrides(entry.default_config(), tiny + extra))
-             for extra in ([], ["synthesis.learning_rate=0.01", "encoding.truncation=0.2",
-                                "synthesis.tolerance=0.05"], ["encoding.mode=synapse"])]
+    built = [
+        entry.build(config_lib.apply_overrides(entry.default_config(), tiny + extra))
+        for extra in (
+            [],
+            ["synthesis.learning_rate=0.01", "encoding.truncation=0.2", "synthesis.tolerance=0.05"],
+            ["encoding.mode=synapse"],
+        )
+    ]
     assert built[0].algorithm == built[1].algorithm
     assert hash(built[0].algorithm) == hash(built[1].algorithm)
     assert built[0].algorithm != built[2].algorithm
     assert built[1].hyper == SynthesisHyper(
-        learning_rate=0.01, tolerance=0.05,
-        encoding=EncodingHyper(synapse_rate=0.25, cluster_rate=0.1, truncation=0.2))
+        learning_rate=0.01,
+        tolerance=0.05,
+        encoding=EncodingHyper(synapse_rate=0.25, cluster_rate=0.1, truncation=0.2),
+    )
     assert built[0].algorithm.default_hyper == SynthesisHyper()
-    other_data = ClusterSynthesis(built[0].algorithm.config, _tiny_data()._replace(
-        train_labels=_tiny_data().train_labels[::-1].copy()))
+    other_data = ClusterSynthesis(
+        built[0].algorithm.config,
+        _tiny_data()._replace(train_labels=_tiny_data().train_labels[::-1].copy()),
+    )
     assert other_data != built[0].algorithm
 
 
-# ----- CLI -------------------------------------------------------------------------------------------
+# ----- CLI ----------------------------------------------------------------------------------------
 
-TINY_RUN = ["cluster-synthesis", "--set", "network.widths=3,4,8,6", "--set", "data.max_train=96",
-            "--set", "synthesis.epochs=1", "--set", "synthesis.ancestor_epochs=1",
-            "--set", "synthesis.num_offspring=1", "--set", "run.chunk_size=1",
-            "--set", "run.checkpoint_every=1", "--set", "run.progress=false"]
+TINY_RUN = [
+    "cluster-synthesis",
+    "--set",
+    "network.widths=3,4,8,6",
+    "--set",
+    "data.max_train=96",
+    "--set",
+    "synthesis.epochs=1",
+    "--set",
+    "synthesis.ancestor_epochs=1",
+    "--set",
+    "synthesis.num_offspring=1",
+    "--set",
+    "run.chunk_size=1",
+    "--set",
+    "run.checkpoint_every=1",
+    "--set",
+    "run.progress=false",
+]
 
 
 @pytest.mark.slow
@@ -577,8 +634,14 @@ def test_cli_run(tmp_path, capsys):
     assert main(["run", *TINY_RUN, "--set", "run.num_generations=3", "--out", str(full)]) == 0
     printed = capsys.readouterr().out
     assert "| synapses |" in printed and "clusters" in printed
-    for name in ("config.json", "metrics.csv", "summary.json", "summary.md", "curves.png",
-                 "compact.npz"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "summary.json",
+        "summary.md",
+        "curves.png",
+        "compact.npz",
+    ):
         assert (full / name).stat().st_size > 0, name
     summary = json.loads((full / "summary.json").read_text())
     assert summary["generations"] == 3 and summary["synapse_reduction"] >= 1.0
@@ -590,17 +653,52 @@ def test_cli_run(tmp_path, capsys):
 def test_cli_rejects_bad_config(tmp_path, capsys):
     from synprune_jax.cli import main
 
-    assert main(["run", "cluster-synthesis", "--set", "encoding.mode=neurons", "--out",
-                 str(tmp_path / "a")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "cluster-synthesis",
+                "--set",
+                "encoding.mode=neurons",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 2
+    )
     assert "mode" in capsys.readouterr().err
-    assert main(["run", "cluster-synthesis", "--set", "data.name=mnist", "--out",
-                 str(tmp_path / "b")]) == 2
+    assert (
+        main(["run", "cluster-synthesis", "--set", "data.name=mnist", "--out", str(tmp_path / "b")])
+        == 2
+    )
     assert "mnist_dir" in capsys.readouterr().err
     # hyper-parameters are range-checked by the builder, before anything compiles
-    assert main(["run", "cluster-synthesis", "--set", "encoding.synapse_rate=0", "--out",
-                 str(tmp_path / "c")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "cluster-synthesis",
+                "--set",
+                "encoding.synapse_rate=0",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 2
+    )
     assert "encoding.synapse_rate must be in (0, 1]" in capsys.readouterr().err
-    assert main(["run", "cluster-synthesis", "--set", "synthesis.tolerance=2", "--out",
-                 str(tmp_path / "d")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "cluster-synthesis",
+                "--set",
+                "synthesis.tolerance=2",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
     assert "synthesis.tolerance must be in [0, 1]" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abcd")

@@ -43,7 +43,8 @@ def make_population(task, key, size, density=1.0):
     keys = jax.random.split(key, size)
     params = jax.vmap(task.init_params)(keys)
     masks = jax.vmap(lambda k, p: masks_lib.init_masks(k, p, task.maskable(), density))(
-        keys, params)
+        keys, params
+    )
     return Population(params=params, masks=masks, rates=jnp.zeros((size, 2), jnp.float32))
 
 
@@ -51,8 +52,11 @@ def angles_population(angles, masks=None):
     angles = jnp.asarray(angles, jnp.float32)
     if masks is None:
         masks = jnp.ones(angles.shape, jnp.bool_)
-    return Population(params={"angles": angles}, masks={"angles": jnp.asarray(masks)},
-                      rates=jnp.zeros((angles.shape[0], 2), jnp.float32))
+    return Population(
+        params={"angles": angles},
+        masks={"angles": jnp.asarray(masks)},
+        rates=jnp.zeros((angles.shape[0], 2), jnp.float32),
+    )
 
 
 def assert_in_bounds(task, descriptors):
@@ -87,8 +91,7 @@ def test_arm_straight_arm_exact():
     result = ARM_EVALUATE(jax.random.key(0), angles_population(jnp.zeros((2, 8))))
     assert isinstance(result, EvalResult)
     np.testing.assert_array_equal(np.asarray(result.fitness), [0.0, 0.0])
-    np.testing.assert_allclose(np.asarray(result.descriptors), [[1.0, 0.5], [1.0, 0.5]],
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(result.descriptors), [[1.0, 0.5], [1.0, 0.5]], atol=1e-6)
     np.testing.assert_array_equal(np.asarray(result.extras["density"]), [1.0, 1.0])
 
 
@@ -96,10 +99,10 @@ def test_arm_two_joints_exact():
     # First joint at +90 degrees, second straight: both links point up, tip (0, 1) -> (0.5, 1).
     task = KinematicArm(num_joints=2)
     result = task.evaluate(jax.random.key(0), angles_population([[0.5, 0.0], [-1.0, 1.0]]))
-    np.testing.assert_allclose(float(result.fitness[0]), -(math.pi / 4) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(float(result.fitness[0]), -((math.pi / 4) ** 2), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(result.descriptors[0]), [0.5, 1.0], atol=1e-6)
     # Angles -pi then +pi: first link to (-0.5, 0), second back to (0, 0) -> (0.5, 0.5).
-    np.testing.assert_allclose(float(result.fitness[1]), -(math.pi ** 2), rtol=1e-6)
+    np.testing.assert_allclose(float(result.fitness[1]), -(math.pi**2), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(result.descriptors[1]), [0.5, 0.5], atol=1e-6)
 
 
@@ -126,12 +129,18 @@ def test_arm_descriptors_in_bounds_and_fitness_nonpositive(genes):
 
 
 def test_arm_mlp_genotype():
-    task = KinematicArm(num_joints=5, genotype="mlp",
-                        descriptors=("end_effector", "sparsity", "layer_density"))
+    task = KinematicArm(
+        num_joints=5, genotype="mlp", descriptors=("end_effector", "sparsity", "layer_density")
+    )
     assert task.spec.input_size == 4 and task.spec.output_size == 5
     assert task.spec.hidden_sizes == (16,)
-    assert task.descriptor_names == ("end_effector_x", "end_effector_y", "sparsity",
-                                     "layer_density_0", "layer_density_1")
+    assert task.descriptor_names == (
+        "end_effector_x",
+        "end_effector_y",
+        "sparsity",
+        "layer_density_0",
+        "layer_density_1",
+    )
     population = make_population(task, jax.random.key(1), 6, density=0.5)
     evaluate = jax.jit(task.evaluate)
     result = evaluate(jax.random.key(0), population)
@@ -140,8 +149,9 @@ def test_arm_mlp_genotype():
     assert_in_bounds(task, result.descriptors)
     density = jax.vmap(masks_lib.density, in_axes=(0, None))(population.masks, task.maskable())
     np.testing.assert_allclose(np.asarray(result.extras["density"]), np.asarray(density))
-    np.testing.assert_allclose(np.asarray(result.descriptors[:, 2]), 1.0 - np.asarray(density),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(result.descriptors[:, 2]), 1.0 - np.asarray(density), atol=1e-6
+    )
 
     # All kernels masked (biases start at 0): every angle is 0 -> straight arm.
     empty = population.replace(masks=jax.tree_util.tree_map(jnp.zeros_like, population.masks))
@@ -168,6 +178,7 @@ def test_make_task():
 
 
 # ----- Brax: cheap checks (no compile) ------------------------------------------------------------
+
 
 def test_brax_validation_is_fast_and_lists_valid_names():
     BraxTask("hopper")  # warm up the brax import
@@ -196,12 +207,15 @@ def test_feet_table_matches_link_names():
             assert names[link] == ("" if env_name == "ant" else label), (env_name, label)
 
 
-
 def _quaternion_matrix(q: np.ndarray) -> np.ndarray:
     w, x, y, z = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 @pytest.mark.parametrize("env_name", sorted(FEET))
@@ -216,7 +230,8 @@ def test_feet_lowest_points_match_rotation_matrices(env_name):
     positions = rng.normal(size=(num_links, 3)).astype(np.float32)
     quaternions = rng.normal(size=(num_links, 4))
     quaternions = (quaternions / np.linalg.norm(quaternions, axis=1, keepdims=True)).astype(
-        np.float32)
+        np.float32
+    )
     expected = np.full(geometry.num_feet, np.inf)
     for g, link in enumerate(geometry.link):
         matrix = _quaternion_matrix(quaternions[link].astype(np.float64))
@@ -228,18 +243,37 @@ def test_feet_lowest_points_match_rotation_matrices(env_name):
     assert fast.shape == (geometry.num_feet,) == (len(FEET[env_name]),)
     np.testing.assert_allclose(np.asarray(fast), expected, rtol=0, atol=2e-6)
 
+
 def test_brax_static_structure():
-    task = BraxTask("hopper", episode_length=20, num_episodes=3, hidden_sizes=(4,),
-                    descriptors=("sparsity", "layer_density", "final_xy", "feet_contact"),
-                    xy_bound=2.5)
+    task = BraxTask(
+        "hopper",
+        episode_length=20,
+        num_episodes=3,
+        hidden_sizes=(4,),
+        descriptors=("sparsity", "layer_density", "final_xy", "feet_contact"),
+        xy_bound=2.5,
+    )
     assert isinstance(task, Task)
-    assert hash(task) == hash(BraxTask("hopper", episode_length=20, num_episodes=3,
-                                       hidden_sizes=[4], descriptors=list(task.descriptors),
-                                       xy_bound=2.5))
+    assert hash(task) == hash(
+        BraxTask(
+            "hopper",
+            episode_length=20,
+            num_episodes=3,
+            hidden_sizes=[4],
+            descriptors=list(task.descriptors),
+            xy_bound=2.5,
+        )
+    )
     assert task.env_steps_per_individual == 60
     assert (task.spec.input_size, task.spec.output_size) == (11, 3)
-    assert task.descriptor_names == ("sparsity", "layer_density_0", "layer_density_1", "final_x",
-                                     "final_y", "feet_contact_foot")
+    assert task.descriptor_names == (
+        "sparsity",
+        "layer_density_0",
+        "layer_density_1",
+        "final_x",
+        "final_y",
+        "feet_contact_foot",
+    )
     lower, upper = task.descriptor_bounds()
     np.testing.assert_array_equal(lower, [0, 0, 0, -2.5, -2.5, 0])
     np.testing.assert_array_equal(upper, [1, 1, 1, 2.5, 2.5, 1])
@@ -249,9 +283,14 @@ def test_brax_static_structure():
 # ----- Brax: compiled evaluations (shared) -------------------------------------------------------
 
 POPULATION = 4
-HOPPER = BraxTask("hopper", "spring", episode_length=20, hidden_sizes=(4,),
-                  descriptors=("sparsity", "disconnected_fraction", "layer_density", "final_xy",
-                               "feet_contact"), keep_trajectories=True)
+HOPPER = BraxTask(
+    "hopper",
+    "spring",
+    episode_length=20,
+    hidden_sizes=(4,),
+    descriptors=("sparsity", "disconnected_fraction", "layer_density", "final_xy", "feet_contact"),
+    keep_trajectories=True,
+)
 PENDULUM = BraxTask("inverted_pendulum", "spring", episode_length=30, hidden_sizes=(4,))
 
 
@@ -267,8 +306,9 @@ def hopper():
 def pendulum():
     population = make_population(PENDULUM, jax.random.key(2), POPULATION, density=0.8)
     # Large weights: a random policy topples the pole within a few steps.
-    population = population.replace(params=jax.tree_util.tree_map(lambda p: 3.0 * p,
-                                                                  population.params))
+    population = population.replace(
+        params=jax.tree_util.tree_map(lambda p: 3.0 * p, population.params)
+    )
     evaluate = jax.jit(PENDULUM.evaluate)
     return evaluate, population, evaluate(jax.random.key(3), population)
 
@@ -288,13 +328,15 @@ def test_brax_result_shapes_and_dtypes(hopper):
     assert np.all(np.isfinite(np.asarray(result.fitness)))
     density = jax.vmap(masks_lib.density, in_axes=(0, None))(population.masks, HOPPER.maskable())
     np.testing.assert_allclose(np.asarray(result.extras["density"]), np.asarray(density))
-    np.testing.assert_allclose(np.asarray(result.descriptors[:, 0]), 1.0 - np.asarray(density),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(result.descriptors[:, 0]), 1.0 - np.asarray(density), atol=1e-6
+    )
     # The alive flags never come back, and count the alive steps.
     alive = np.asarray(result.extras["alive"])
     assert np.all(np.diff(alive.astype(int), axis=-1) <= 0)
-    np.testing.assert_array_equal(alive.sum(axis=(1, 2)), np.asarray(
-        result.extras["episode_length"]))
+    np.testing.assert_array_equal(
+        alive.sum(axis=(1, 2)), np.asarray(result.extras["episode_length"])
+    )
 
 
 def test_brax_descriptors_in_bounds(hopper):
@@ -308,8 +350,9 @@ def test_brax_masked_weight_value_is_irrelevant(hopper):
     evaluate, population, _ = hopper
 
     def fill_masked(value):
-        params = jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, value), population.params,
-                                        population.masks)
+        params = jax.tree_util.tree_map(
+            lambda p, m: jnp.where(m, p, value), population.params, population.masks
+        )
         return population.replace(params=params)
 
     huge = evaluate(jax.random.key(0), fill_masked(1e6))
@@ -337,10 +380,12 @@ def test_env_first_created_inside_a_trace_is_concrete():
 
     for cached in (brax_task.make_env, brax_task.env_sizes, brax_task._foot_geometry):
         cached.cache_clear()
-    task = BraxTask("hopper", "spring", episode_length=3, hidden_sizes=(2,),
-                    descriptors=("feet_contact",))
-    population = jax.eval_shape(lambda k: make_population(task, k, 2, density=1.0),
-                                jax.random.key(0))
+    task = BraxTask(
+        "hopper", "spring", episode_length=3, hidden_sizes=(2,), descriptors=("feet_contact",)
+    )
+    population = jax.eval_shape(
+        lambda k: make_population(task, k, 2, density=1.0), jax.random.key(0)
+    )
     result = jax.eval_shape(task.evaluate, jax.random.key(0), population)
     assert result.descriptors.shape == (2, 1)
     system = brax_task.make_env("hopper", "spring").sys
@@ -356,18 +401,28 @@ def test_batched_rollouts_equal_per_individual_rollouts(episodes):
     # reference runs its physics on a [P, 1, ...] batch, which XLA:CPU compiles differently
     # from a [P, ...] one, so floats may differ by float32 rounding (measured: 2.4e-7 after 20
     # steps); counts and flags stay exact.
-    task = BraxTask("hopper", "spring", episode_length=20, num_episodes=episodes,
-                    hidden_sizes=(4,), descriptors=("final_xy", "feet_contact"),
-                    keep_trajectories=True)
+    task = BraxTask(
+        "hopper",
+        "spring",
+        episode_length=20,
+        num_episodes=episodes,
+        hidden_sizes=(4,),
+        descriptors=("final_xy", "feet_contact"),
+        keep_trajectories=True,
+    )
     population = make_population(task, jax.random.key(4), 3, density=0.7)
     dense = jax.vmap(masks_lib.apply_masks)(population.params, population.masks)
     keys = jax.random.split(jax.random.key(5), episodes)
     with jax.numpy_rank_promotion("allow"):  # Brax broadcasts implicitly (see evaluate)
-        per_individual = exact_jit(jax.vmap(jax.vmap(task.rollout, in_axes=(None, 0)),
-                                          in_axes=(0, None)))(dense, keys)
+        per_individual = exact_jit(
+            jax.vmap(jax.vmap(task.rollout, in_axes=(None, 0)), in_axes=(0, None))
+        )(dense, keys)
         batched = exact_jit(task._rollouts)(dense, keys)
-    assert set(per_individual) == set(batched) == {
-        "return", "steps", "final_xy", "feet_contact_steps", "observations", "actions", "alive"}
+    assert (
+        set(per_individual)
+        == set(batched)
+        == {"return", "steps", "final_xy", "feet_contact_steps", "observations", "actions", "alive"}
+    )
     for name in per_individual:
         assert batched[name].shape == per_individual[name].shape, name
         got, want = np.asarray(batched[name]), np.asarray(per_individual[name])
@@ -381,7 +436,9 @@ def test_batched_rollouts_equal_per_individual_rollouts(episodes):
 def test_brax_determinism(hopper):
     evaluate, population, result = hopper
     again = evaluate(jax.random.key(0), population)
-    for a, b in zip(jax.tree_util.tree_leaves(result), jax.tree_util.tree_leaves(again), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(result), jax.tree_util.tree_leaves(again), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Common random numbers: an individual's result does not depend on the rest of the batch.
     swapped = evaluate(jax.random.key(0), population[jnp.array([3, 2, 1, 0])])

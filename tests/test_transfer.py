@@ -52,8 +52,9 @@ def _toy_data(num_features=6, num_classes=3, seed=0):
 
     (tx, ty), (vx, vy), (sx, sy) = draw(60), draw(30), draw(30)
     ood = rng.normal(size=(20, num_features)).astype(np.float32) * 0.3
-    return TransferData(tx, ty, vx, vy, sx, sy, ood[:10], ood[10:], (num_features,),
-                        tuple(range(num_classes)))
+    return TransferData(
+        tx, ty, vx, vy, sx, sy, ood[:10], ood[10:], (num_features,), tuple(range(num_classes))
+    )
 
 
 def test_auroc_matches_sklearn_with_ties():
@@ -70,8 +71,11 @@ def test_auroc_matches_sklearn_with_ties():
 
 def test_temperature_scaled_max_softmax():
     logits = jnp.array([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3], [5.0, 5.0, 0.0]])
-    np.testing.assert_allclose(np.exp(np.asarray(max_softmax_score(logits, 1.0))),
-                               np.asarray(jax.nn.softmax(logits).max(axis=1)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.exp(np.asarray(max_softmax_score(logits, 1.0))),
+        np.asarray(jax.nn.softmax(logits).max(axis=1)),
+        rtol=1e-6,
+    )
     # T = 1000: same ordering as the float64 maximum softmax probability
     scores = np.asarray(max_softmax_score(logits, 1000.0))
     reference = np.asarray(jax.nn.softmax(np.asarray(logits, np.float64) / 1000.0).max(axis=1))
@@ -86,8 +90,10 @@ def test_masked_features_and_neurons_have_no_effect_and_no_gradient():
     params = init_head(jax.random.key(0), head)
     x = jax.random.normal(jax.random.key(1), (7, 5))
     changed = x.at[:, 1].set(100.0).at[:, 4].set(-50.0)  # masked features
-    np.testing.assert_allclose(np.asarray(head_logits(params, input_mask, hidden_mask, x)),
-                               np.asarray(head_logits(params, input_mask, hidden_mask, changed)))
+    np.testing.assert_allclose(
+        np.asarray(head_logits(params, input_mask, hidden_mask, x)),
+        np.asarray(head_logits(params, input_mask, hidden_mask, changed)),
+    )
     grads = jax.grad(lambda p: head_logits(p, input_mask, hidden_mask, x).sum())(params)
     assert not np.asarray(grads["w1"])[[1, 4]].any()  # cut inputs
     assert not np.asarray(grads["w1"])[:, 2].any() and not np.asarray(grads["w2"])[2].any()
@@ -110,20 +116,31 @@ def test_vmapped_training_equals_a_loop_and_is_deterministic(toy_problem):
     train_heads = jax.jit(functools.partial(problem.train_heads, hyper=TOY_HYPER))
     batched, epochs_run = train_heads(genomes)
     optimizer = problem.train_config.make_optimizer(0.05, 0.9)
-    single_fn = jax.jit(functools.partial(train_head, head=problem.head,
-                                          train=problem.train_config, optimizer=optimizer))
+    single_fn = jax.jit(
+        functools.partial(
+            train_head, head=problem.head, train=problem.train_config, optimizer=optimizer
+        )
+    )
     for index in range(3):
-        single, single_epochs = single_fn(genome_key(0, genomes[index]), shuffle_key(0),
-                                          genomes[index],
-                                          a["train_x"], a["train_y"], a["val_x"], a["val_y"])
+        single, single_epochs = single_fn(
+            genome_key(0, genomes[index]),
+            shuffle_key(0),
+            genomes[index],
+            a["train_x"],
+            a["train_y"],
+            a["val_x"],
+            a["val_y"],
+        )
         for name in single:
-            np.testing.assert_allclose(np.asarray(batched[name][index]),
-                                       np.asarray(single[name]), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(batched[name][index]), np.asarray(single[name]), rtol=1e-5, atol=1e-6
+            )
         assert int(single_epochs) == int(epochs_run[index])
     assert (np.asarray(epochs_run) <= 12).all() and (np.asarray(epochs_run) >= 1).all()
     again, _ = train_heads(genomes[::-1])  # order does not matter
-    np.testing.assert_allclose(np.asarray(again["w1"][::-1]), np.asarray(batched["w1"]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(again["w1"][::-1]), np.asarray(batched["w1"]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_early_stopping_freezes_heads():
@@ -138,8 +155,9 @@ def test_early_stopping_freezes_heads():
     assert (np.asarray(epochs_run) <= 4).all()  # stopped long before 40 epochs
     # without early stopping all 40 epochs run, but the lowest-validation-loss parameters are
     # still the ones returned: the same (early) heads
-    long = TransferProblem(data, head, TrainConfig(epochs=40, patience=40,
-                                                   optimizer="sgd_nesterov"))
+    long = TransferProblem(
+        data, head, TrainConfig(epochs=40, patience=40, optimizer="sgd_nesterov")
+    )
     late_params, late_epochs = jax.jit(functools.partial(long.train_heads, hyper=hyper))(genomes)
     np.testing.assert_array_equal(np.asarray(late_epochs), [40, 40])
     for name in params:
@@ -159,8 +177,11 @@ def test_training_follows_the_documented_rule():
     a = problem.arrays
     optimizer = train.make_optimizer(0.1, 0.9)
     genomes = jnp.ones((2, 14), bool).at[1, :3].set(False)
-    params, epochs_run = jax.jit(functools.partial(
-        problem.train_heads, hyper=ProblemHyper(learning_rate=0.1, seed=np.uint32(3))))(genomes)
+    params, epochs_run = jax.jit(
+        functools.partial(
+            problem.train_heads, hyper=ProblemHyper(learning_rate=0.1, seed=np.uint32(3))
+        )
+    )(genomes)
 
     def loss(params, masks, x, y):
         logits = head_logits(params, *masks, x)
@@ -182,17 +203,25 @@ def test_training_follows_the_documented_rule():
                 current, opt_state = step(current, opt_state, masks, indices)
             epochs += 1
             validation = float(loss(current, masks, a["val_x"], a["val_y"]))
-            best, best_loss, since_best = ((current, validation, 0) if validation < best_loss
-                                           else (best, best_loss, since_best + 1))
+            best, best_loss, since_best = (
+                (current, validation, 0)
+                if validation < best_loss
+                else (best, best_loss, since_best + 1)
+            )
             if since_best >= train.patience:
                 break
         assert int(epochs_run[index]) == epochs < train.epochs
-        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p, index=index: p[index], params), best,
-                                    rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree_util.tree_map(lambda p, index=index: p[index], params),
+            best,
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_problem_objectives(toy_problem):
     genomes = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], bool)
+
     def evaluate_toy(key, genomes):
         return toy_problem.evaluate(key, genomes, TOY_HYPER)
 
@@ -208,8 +237,7 @@ def test_problem_objectives(toy_problem):
     assert report["test_probabilities"].shape == (2, 30, 3)
     # the hyper-parameters reach training and scoring: another seed trains other heads (other
     # losses), another temperature gives other OOD scores
-    reseeded = np.asarray(evaluate_with(toy_problem, TOY_HYPER.replace(seed=np.uint32(7)),
-                                        genomes))
+    reseeded = np.asarray(evaluate_with(toy_problem, TOY_HYPER.replace(seed=np.uint32(7)), genomes))
     assert not np.array_equal(reseeded[:, 3], objectives[:, 3])
     np.testing.assert_array_equal(reseeded[:, 1], objectives[:, 1])  # sparsity: the genome's
     warm = toy_problem.metrics(genomes, TOY_HYPER.replace(temperature=1.0))
@@ -217,8 +245,9 @@ def test_problem_objectives(toy_problem):
     np.testing.assert_array_equal(np.asarray(warm["loss"]), np.asarray(cold["loss"]))
     assert not np.allclose(np.asarray(warm["in_score"]), np.asarray(cold["in_score"]))
     with pytest.raises(ValueError, match="objectives must be distinct"):
-        TransferProblem(toy_problem.data, toy_problem.head, toy_problem.train_config,
-                        ("accuracy", "beauty"))
+        TransferProblem(
+            toy_problem.data, toy_problem.head, toy_problem.train_config, ("accuracy", "beauty")
+        )
 
 
 def evaluate_with(problem, hyper, genomes):
@@ -228,23 +257,31 @@ def evaluate_with(problem, hyper, genomes):
 def test_problem_equality_and_hyper_validation(toy_problem):
     # value equality: what a sweep groups runs on (the data by content, not by object)
     data = toy_problem.data
-    copy = TransferData(**{name: np.array(getattr(data, name)) for name in TransferData.ARRAYS},
-                        feature_shape=data.feature_shape, class_names=data.class_names)
+    copy = TransferData(
+        **{name: np.array(getattr(data, name)) for name in TransferData.ARRAYS},
+        feature_shape=data.feature_shape,
+        class_names=data.class_names,
+    )
     names = toy_problem.objective_names
-    same = TransferProblem(copy, toy_problem.head, TrainConfig(epochs=12, batch_size=16,
-                                                               patience=3), names)
+    same = TransferProblem(
+        copy, toy_problem.head, TrainConfig(epochs=12, batch_size=16, patience=3), names
+    )
     assert same == toy_problem and hash(same) == hash(toy_problem)
-    other_train = TransferProblem(copy, toy_problem.head, TrainConfig(epochs=11, batch_size=16,
-                                                                      patience=3), names)
+    other_train = TransferProblem(
+        copy, toy_problem.head, TrainConfig(epochs=11, batch_size=16, patience=3), names
+    )
     copy.val_labels = (copy.val_labels + 1) % 3
     other_data = TransferProblem(copy, toy_problem.head, toy_problem.train_config, names)
     assert other_train != toy_problem and other_data != toy_problem
-    assert toy_problem.default_hyper == ProblemHyper(learning_rate=0.01, momentum=0.9,
-                                                     temperature=1000.0, seed=np.uint32(0))
+    assert toy_problem.default_hyper == ProblemHyper(
+        learning_rate=0.01, momentum=0.9, temperature=1000.0, seed=np.uint32(0)
+    )
     validate_hyper(TOY_HYPER)
-    for bad, match in ((TOY_HYPER.replace(learning_rate=0.0), "learning_rate"),
-                       (TOY_HYPER.replace(momentum=1.0), "momentum"),
-                       (TOY_HYPER.replace(temperature=-1.0), "temperature")):
+    for bad, match in (
+        (TOY_HYPER.replace(learning_rate=0.0), "learning_rate"),
+        (TOY_HYPER.replace(momentum=1.0), "momentum"),
+        (TOY_HYPER.replace(temperature=-1.0), "temperature"),
+    ):
         with pytest.raises(ValueError, match=match):
             validate_hyper(bad)
 
@@ -255,8 +292,14 @@ def test_majority_vote_ensembles_and_importance():
     probabilities[2, 3] = [0.0, 0.9, 0.1]  # sample 3 is a three-way tie; member 2 is surest
     np.testing.assert_array_equal(majority_vote(predictions, probabilities), [0, 1, 2, 1])
     labels = np.array([0, 1, 2, 1])
-    rows = ensemble_table(np.array([0.9, 0.8, 0.7]), np.array([0.5, 0.2, 0.1]), predictions,
-                          probabilities, labels, bands=(0.0, 90.0))
+    rows = ensemble_table(
+        np.array([0.9, 0.8, 0.7]),
+        np.array([0.5, 0.2, 0.1]),
+        predictions,
+        probabilities,
+        labels,
+        bands=(0.0, 90.0),
+    )
     assert rows[0]["num_members"] == 3 and rows[0]["ensemble_test_accuracy"] == 1.0
     assert rows[0]["best_single_test_accuracy"] == 0.75  # member 0 (best validation accuracy)
     assert rows[1]["num_members"] == 1 and rows[1]["ensemble_test_accuracy"] == 0.75
@@ -269,10 +312,20 @@ def test_bring_your_own_features_npz(tmp_path):
     labels = np.repeat(np.arange(3), 20)
     features = rng.normal(size=(60, 5)).astype(np.float32) + labels[:, None]
     path = str(tmp_path / "mine.npz")
-    np.savez(path, features=features, labels=labels,
-             ood_features=rng.normal(size=(10, 5)).astype(np.float32) + 9)
-    config = DataConfig(source=path, source_classes=(), target_classes=(0, 1, 2),
-                        ood_classes=(), val_fraction=0.2, test_fraction=0.2)
+    np.savez(
+        path,
+        features=features,
+        labels=labels,
+        ood_features=rng.normal(size=(10, 5)).astype(np.float32) + 9,
+    )
+    config = DataConfig(
+        source=path,
+        source_classes=(),
+        target_classes=(0, 1, 2),
+        ood_classes=(),
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     data = prepare_data(config, cache_dir=str(tmp_path / "cache"))
     assert data.train_features.shape == (36, 5) and data.val_features.shape == (12, 5)
     assert data.ood_val_features.shape == (5, 5) and data.feature_shape == (5,)
@@ -282,8 +335,9 @@ def test_bring_your_own_features_npz(tmp_path):
     with pytest.raises(ValueError, match="disjoint"):
         DataConfig(target_classes=(3, 5), ood_classes=(5,))
     with pytest.raises(ValueError, match="do not occur"):
-        prepare_data(DataConfig(source=path, source_classes=(), target_classes=(0, 7),
-                                ood_classes=()))
+        prepare_data(
+            DataConfig(source=path, source_classes=(), target_classes=(0, 7), ood_classes=())
+        )
 
 
 def test_custom_backbone_function():
@@ -304,10 +358,25 @@ def test_cnn_backbone_pretrains_and_caches(tmp_path):
     np.testing.assert_array_equal(cached.val_features, data.val_features)
 
 
-TINY = ["mo-prune-transfer", "--set", "data.backbone=pixels", "--set", "head.num_hidden=4",
-        "--set", "train.epochs=3", "--set", "nsga2.population_size=6",
-        "--set", "nsga2.memo_capacity=64", "--set", "run.chunk_size=2",
-        "--set", "run.checkpoint_every=2", "--set", "run.progress=false"]
+TINY = [
+    "mo-prune-transfer",
+    "--set",
+    "data.backbone=pixels",
+    "--set",
+    "head.num_hidden=4",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "nsga2.population_size=6",
+    "--set",
+    "nsga2.memo_capacity=64",
+    "--set",
+    "run.chunk_size=2",
+    "--set",
+    "run.checkpoint_every=2",
+    "--set",
+    "run.progress=false",
+]
 
 
 def test_cli_run_report_and_plot(tmp_path, monkeypatch, capsys):
@@ -315,8 +384,17 @@ def test_cli_run_report_and_plot(tmp_path, monkeypatch, capsys):
     full = tmp_path / "full"  # resume: test_experiments.py checks it for every experiment
     assert main(["run", *TINY, "--set", "run.num_generations=4", "--out", str(full)]) == 0
     assert "sparsest within 2 pt" in capsys.readouterr().out
-    for name in ("summary.json", "summary.md", "front.csv", "front.npz", "front_2d.png",
-                 "front_3d.png", "importance.png", "curves.png", "features.npz"):
+    for name in (
+        "summary.json",
+        "summary.md",
+        "front.csv",
+        "front.npz",
+        "front_2d.png",
+        "front_3d.png",
+        "importance.png",
+        "curves.png",
+        "features.npz",
+    ):
         assert (full / name).stat().st_size > 0, name
     summary = json.loads((full / "summary.json").read_text())
     assert summary["front_size"] >= 1 and 0 < summary["hypervolume"] <= 1
@@ -324,8 +402,9 @@ def test_cli_run_report_and_plot(tmp_path, monkeypatch, capsys):
     assert [row["percentile"] for row in summary["ensembles"]] == [0.0, 50.0, 75.0, 90.0]
     front = np.load(full / "front.npz")
     assert front["genomes"].shape == (summary["front_size"], 64)
-    np.testing.assert_allclose(1 - front["genomes"].mean(axis=1), front["objectives"][:, 1],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        1 - front["genomes"].mean(axis=1), front["objectives"][:, 1], rtol=1e-6
+    )
     os.remove(full / "importance.png")
     assert main(["plot", str(full)]) == 0 and (full / "importance.png").exists()
 
@@ -345,9 +424,13 @@ def test_config_validation(tmp_path):
     with pytest.raises(ConfigError, match="mode"):
         experiment.build(config)
     # the hyper-parameters' values are checked too, before any data or backbone work
-    for section, key, value in (("train", "learning_rate", 0.0), ("train", "momentum", 1.0),
-                                ("objectives", "temperature", 0.0),
-                                ("nsga2", "crossover_rate", 1.5), ("nsga2", "mutation_rate", 2.0)):
+    for section, key, value in (
+        ("train", "learning_rate", 0.0),
+        ("train", "momentum", 1.0),
+        ("objectives", "temperature", 0.0),
+        ("nsga2", "crossover_rate", 1.5),
+        ("nsga2", "mutation_rate", 2.0),
+    ):
         config = experiment.default_config()
         config["data"]["cache_dir"] = str(tmp_path)
         config[section][key] = value
@@ -376,25 +459,39 @@ def test_builders_return_the_search_and_its_hyper_parameters(tmp_path, monkeypat
         entry = get_experiment(experiment)
         return entry.build(apply_overrides(entry.default_config(), [*tiny, *overrides]))
 
-    first = build("mo-prune-transfer", "run.seed=5", "train.learning_rate=0.02",
-                  "nsga2.crossover_rate=0.5")
+    first = build(
+        "mo-prune-transfer", "run.seed=5", "train.learning_rate=0.02", "nsga2.crossover_rate=0.5"
+    )
     assert isinstance(first.algorithm, NSGA2)
     assert first.algorithm.problem.genome_length == 64  # the 8x8 pixels
     assert first.hyper == NSGA2Hyper(
-        crossover_rate=0.5, mutation_rate=1 / 64,
-        problem=ProblemHyper(learning_rate=0.02, momentum=0.9, temperature=1000.0,
-                             seed=np.uint32(5)))
-    second = build("mo-prune-transfer", "run.seed=6", "nsga2.mutation_rate=0.2",
-                   "objectives.temperature=2.0", "train.momentum=0.5")
+        crossover_rate=0.5,
+        mutation_rate=1 / 64,
+        problem=ProblemHyper(
+            learning_rate=0.02, momentum=0.9, temperature=1000.0, seed=np.uint32(5)
+        ),
+    )
+    second = build(
+        "mo-prune-transfer",
+        "run.seed=6",
+        "nsga2.mutation_rate=0.2",
+        "objectives.temperature=2.0",
+        "train.momentum=0.5",
+    )
     assert second.hyper.mutation_rate == 0.2 and second.hyper.problem.temperature == 2.0
     assert second.algorithm == first.algorithm and hash(second.algorithm) == hash(first.algorithm)
     assert build("mo-prune-transfer", "train.epochs=2").algorithm != first.algorithm
-    ga = build("ga-prune-transfer", "ga.population_size=6", "ga.memo_capacity=16",
-               "ga.mutation_probability=0.3")
+    ga = build(
+        "ga-prune-transfer",
+        "ga.population_size=6",
+        "ga.memo_capacity=16",
+        "ga.mutation_probability=0.3",
+    )
     assert isinstance(ga.algorithm, SteadyStateGA)
-    assert ga.hyper == SteadyStateGAHyper(mutation_probability=0.3,
-                                          problem=first.hyper.problem.replace(
-                                              learning_rate=0.01, seed=np.uint32(0)))
+    assert ga.hyper == SteadyStateGAHyper(
+        mutation_probability=0.3,
+        problem=first.hyper.problem.replace(learning_rate=0.01, seed=np.uint32(0)),
+    )
 
 
 def test_train_devices_validation(tmp_path, capsys):
@@ -472,8 +569,9 @@ def test_heads_split_over_devices(tmp_path, run_report):
         assert measured["spread"][0] > 0 and measured["spread"][3] > 0, (name, measured)
     assert report["full"] == report["cut"] == report["resume"] == 0
     assert report["config_devices"] == 2
-    assert (tmp_path / "full" / "metrics.csv").read_text() == \
-        (tmp_path / "cut" / "metrics.csv").read_text()
+    assert (tmp_path / "full" / "metrics.csv").read_text() == (
+        tmp_path / "cut" / "metrics.csv"
+    ).read_text()
 
 
 @pytest.mark.slow
@@ -514,10 +612,25 @@ def test_split_heads_resume_on_other_devices_and_ga(tmp_path, run_report):
 def test_single_objective_ga_experiment(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNPRUNE_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "ga"
-    args = ["ga-prune-transfer", "--set", "data.backbone=pixels", "--set", "head.num_hidden=4",
-            "--set", "train.epochs=3", "--set", "ga.population_size=6", "--set",
-            "ga.memo_capacity=64", "--set", "run.num_generations=6", "--set",
-            "run.chunk_size=3", "--set", "run.progress=false"]
+    args = [
+        "ga-prune-transfer",
+        "--set",
+        "data.backbone=pixels",
+        "--set",
+        "head.num_hidden=4",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "ga.population_size=6",
+        "--set",
+        "ga.memo_capacity=64",
+        "--set",
+        "run.num_generations=6",
+        "--set",
+        "run.chunk_size=3",
+        "--set",
+        "run.progress=false",
+    ]
     assert main(["run", *args, "--out", str(out)]) == 0
     metrics = read_metrics(out)
     assert np.all(np.diff(metrics["max_fitness"]) >= 0)  # replace-worst never loses the best

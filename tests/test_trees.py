@@ -26,8 +26,10 @@ def test_strong_types_drops_weak_types():
 def test_fingerprint_sees_values_shapes_dtypes_and_structure():
     base = trees.fingerprint({"a": np.arange(4, dtype=np.int32)})
     assert base == trees.fingerprint({"a": jnp.arange(4, dtype=jnp.int32)})
-    for other in ({"a": np.arange(1, 5, dtype=np.int32)},
-                  {"a": np.arange(4, dtype=np.int32).reshape(2, 2)},
-                  {"a": np.arange(4, dtype=np.int64)},
-                  {"b": np.arange(4, dtype=np.int32)}):
+    for other in (
+        {"a": np.arange(1, 5, dtype=np.int32)},
+        {"a": np.arange(4, dtype=np.int32).reshape(2, 2)},
+        {"a": np.arange(4, dtype=np.int64)},
+        {"b": np.arange(4, dtype=np.int32)},
+    ):
         assert trees.fingerprint(other) != base

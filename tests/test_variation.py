@@ -26,8 +26,12 @@ def _individual(seed=0, density=0.5):
 def test_gaussian_mutation_skips_masked_weights_and_mutates_biases():
     ind = _individual()
     out = gaussian_mutation(jax.random.key(3), ind.params, ind.masks, 0.1)
-    for p, q, m in zip(jax.tree_util.tree_leaves(ind.params), jax.tree_util.tree_leaves(out),
-                       jax.tree_util.tree_leaves(ind.masks), strict=True):
+    for p, q, m in zip(
+        jax.tree_util.tree_leaves(ind.params),
+        jax.tree_util.tree_leaves(out),
+        jax.tree_util.tree_leaves(ind.masks),
+        strict=True,
+    ):
         p, q, m = map(np.asarray, (p, q, m))
         np.testing.assert_array_equal(p[~m], q[~m])
         assert (p[m] != q[m]).all()
@@ -55,12 +59,14 @@ def test_redraw_rates_probability_and_range():
 def test_mutate_fixed_rates_and_forward_prune():
     ind = _individual(density=0.3)
     hyper = MutationHyper(sigma=0.1, p_disconnect=0.3, p_connect=0.0)
-    child = mutate(jax.random.key(5), ind, SPEC.maskable(), MutationConfig(forward_prune=True),
-                   hyper, SPEC)
+    child = mutate(
+        jax.random.key(5), ind, SPEC.maskable(), MutationConfig(forward_prune=True), hyper, SPEC
+    )
     np.testing.assert_allclose(child.rates, [0.3, 0.0])
     # pure pruning rates: density never rises; forward pruning leaves no output of a dead unit
     assert float(M.density(child.masks, SPEC.maskable())) <= float(
-        M.density(ind.masks, SPEC.maskable()))
+        M.density(ind.masks, SPEC.maskable())
+    )
     k0, k1 = [np.asarray(k) for k in SPEC.kernels(child.masks)]
     assert not k1[~k0.any(axis=0)].any()
 
@@ -68,20 +74,25 @@ def test_mutate_fixed_rates_and_forward_prune():
 def test_mutate_self_adaptive_inherits_or_redraws():
     ind = _individual()
     hyper = MutationHyper(rate_redraw_probability=0.0)
-    child = mutate(jax.random.key(5), ind, SPEC.maskable(), MutationConfig(self_adaptive=True),
-                   hyper, SPEC)
+    child = mutate(
+        jax.random.key(5), ind, SPEC.maskable(), MutationConfig(self_adaptive=True), hyper, SPEC
+    )
     np.testing.assert_allclose(child.rates, ind.rates)  # nothing redrawn: inherited
     hyper = MutationHyper(rate_redraw_probability=1.0, rate_min=0.5, rate_max=0.6)
-    child = mutate(jax.random.key(5), ind, SPEC.maskable(), MutationConfig(self_adaptive=True),
-                   hyper, SPEC)
+    child = mutate(
+        jax.random.key(5), ind, SPEC.maskable(), MutationConfig(self_adaptive=True), hyper, SPEC
+    )
     assert ((np.asarray(child.rates) >= 0.5) & (np.asarray(child.rates) <= 0.6)).all()
 
 
 def test_mutate_vmaps_over_population():
     keys = jax.random.split(jax.random.key(0), 7)
     population = jax.vmap(lambda k: _individual())(keys)
-    children = jax.jit(jax.vmap(lambda k, ind: mutate(
-        k, ind, SPEC.maskable(), MutationConfig(), MutationHyper(), SPEC)))(keys, population)
+    children = jax.jit(
+        jax.vmap(
+            lambda k, ind: mutate(k, ind, SPEC.maskable(), MutationConfig(), MutationHyper(), SPEC)
+        )
+    )(keys, population)
     assert children.rates.shape == (7, 2)
     assert SPEC.kernels(children.masks)[0].shape == (7, 6, 8)
 
@@ -98,8 +109,7 @@ def test_random_population_densities_rates_and_forward_pruning():
 
     fixed = random_population(jax.random.key(0), 32, jnp.array([0.1, 0.2]))
     assert fixed.rates.shape == (32, 2)
-    np.testing.assert_array_equal(np.asarray(fixed.rates),
-                                  np.tile(np.float32([0.1, 0.2]), (32, 1)))
+    np.testing.assert_array_equal(np.asarray(fixed.rates), np.tile(np.float32([0.1, 0.2]), (32, 1)))
     drawn = random_population(jax.random.key(0), 32, jnp.zeros(2), rate_range=(1e-3, 1e-1))
     assert float(drawn.rates.min()) >= 1e-3 - 1e-9 and float(drawn.rates.max()) <= 1e-1 + 1e-9
     assert len(np.unique(np.asarray(drawn.rates))) == 64  # log-uniform, one pair per network
@@ -107,19 +117,30 @@ def test_random_population_densities_rates_and_forward_pruning():
     assert_trees_equal(fixed.masks, drawn.masks)
     # one density per network: every layer of a network has (up to rounding) the same density,
     # and forward pruning leaves no hidden unit with outgoing but no incoming connections
-    whole = random_population(jax.random.key(1), 32, jnp.zeros(2), per_layer=False,
-                              forward_prune=False)
-    kernels = [leaf for leaf, flag in zip(jax.tree_util.tree_leaves(whole.masks),
-                                          jax.tree_util.tree_leaves(maskable), strict=True) if flag]
+    whole = random_population(
+        jax.random.key(1), 32, jnp.zeros(2), per_layer=False, forward_prune=False
+    )
+    kernels = [
+        leaf
+        for leaf, flag in zip(
+            jax.tree_util.tree_leaves(whole.masks), jax.tree_util.tree_leaves(maskable), strict=True
+        )
+        if flag
+    ]
     densities = np.stack([np.asarray(k).mean(axis=(1, 2)) for k in kernels], axis=1)
     sizes = np.array([k.shape[1] * k.shape[2] for k in kernels])
     assert np.all(np.ptp(densities, axis=1) <= 1.0 / sizes.min() + 1e-6)
     forward_prune = jax.jit(jax.vmap(lambda masks: M.forward_prune(task.spec, masks)))
     assert_trees_equal(forward_prune(fixed.masks), fixed.masks)
     unpruned = random_population(jax.random.key(0), 32, jnp.zeros(2), forward_prune=False)
-    assert not all(np.array_equal(a, b) for a, b in zip(
-        jax.tree_util.tree_leaves(forward_prune(unpruned.masks)),
-        jax.tree_util.tree_leaves(unpruned.masks), strict=True))
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(forward_prune(unpruned.masks)),
+            jax.tree_util.tree_leaves(unpruned.masks),
+            strict=True,
+        )
+    )
 
 
 def test_mutate_without_flips_equals_zero_flip_rates():
@@ -130,14 +151,22 @@ def test_mutate_without_flips_equals_zero_flip_rates():
 
     ind = _individual(density=0.4)
     zero = MutationHyper(sigma=0.1, p_disconnect=0.0, p_connect=0.0)
-    with_flips = mutate(jax.random.key(7), ind, SPEC.maskable(),
-                        MutationConfig(forward_prune=False), zero, SPEC)
-    without = mutate(jax.random.key(7), ind, SPEC.maskable(),
-                     MutationConfig(forward_prune=False, flips=False), zero, SPEC)
+    with_flips = mutate(
+        jax.random.key(7), ind, SPEC.maskable(), MutationConfig(forward_prune=False), zero, SPEC
+    )
+    without = mutate(
+        jax.random.key(7),
+        ind,
+        SPEC.maskable(),
+        MutationConfig(forward_prune=False, flips=False),
+        zero,
+        SPEC,
+    )
     assert_trees_equal(with_flips, without)
     assert_trees_equal(without.masks, ind.masks)
-    assert not np.array_equal(jax.tree_util.tree_leaves(without.params)[0],
-                              jax.tree_util.tree_leaves(ind.params)[0])  # sigma still acts
+    assert not np.array_equal(
+        jax.tree_util.tree_leaves(without.params)[0], jax.tree_util.tree_leaves(ind.params)[0]
+    )  # sigma still acts
     MutationConfig(flips=False).check_hyper(zero)
     with pytest.raises(ValueError, match="flips=False skips"):
         MutationConfig(flips=False).check_hyper(MutationHyper(p_connect=0.01, p_disconnect=0.0))

@@ -68,12 +68,20 @@ class Emitter(Protocol):
     def init(self, archive: Archive, hyper: Any) -> Any:
         """The state, once the archive is seeded (``None``: no state)."""
 
-    def emit(self, key: jax.Array, archive: Archive, state: Any,
-             hyper: Any) -> tuple[Population, Any]:
+    def emit(
+        self, key: jax.Array, archive: Archive, state: Any, hyper: Any
+    ) -> tuple[Population, Any]:
         """``(offspring, state)``: ``B`` individuals."""
 
-    def update(self, key: jax.Array, state: Any, offspring: Population, result: EvalResult,
-               inserted: jax.Array, hyper: Any) -> tuple[Any, dict[str, jax.Array]]:
+    def update(
+        self,
+        key: jax.Array,
+        state: Any,
+        offspring: Population,
+        result: EvalResult,
+        inserted: jax.Array,
+        hyper: Any,
+    ) -> tuple[Any, dict[str, jax.Array]]:
         """``(state, metrics)`` after the evaluation (``[B]`` fitness) and the insertion
         (``inserted [B]`` bool); ``metrics``: scalars reported with the generation's."""
 
@@ -90,11 +98,14 @@ def mutation_hyper(hyper: Any) -> MutationHyper:
     inner = getattr(hyper, "mutation", None)
     if isinstance(inner, MutationHyper):
         return inner
-    raise TypeError(f"expected a MutationHyper or a hyper with a MutationHyper `mutation` field, "
-                    f"got {type(hyper).__name__}")
+    raise TypeError(
+        f"expected a MutationHyper or a hyper with a MutationHyper `mutation` field, "
+        f"got {type(hyper).__name__}"
+    )
 
 
 # ----- mutation emitter -------------------------------------------------------------------------
+
 
 def check_mutation_block(value) -> None:
     """Raises ``ValueError`` unless ``value`` is ``None`` or an integer >= 1 (the
@@ -126,8 +137,11 @@ class MutationEmitter:
     mutation_block: int | None = None
 
     def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or self.batch_size < 1:
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
         check_mutation_block(self.mutation_block)
         self.mutation.check_task(self.task)
@@ -145,21 +159,22 @@ class MutationEmitter:
         """No state."""
         return None
 
-    def emit(self, key: jax.Array, archive: Archive, state: None,
-             hyper: Any) -> tuple[Population, None]:
+    def emit(
+        self, key: jax.Array, archive: Archive, state: None, hyper: Any
+    ) -> tuple[Population, None]:
         """``batch_size`` mutated copies of uniformly drawn elites (every leaf ``[B, ...]``)."""
         hyper = mutation_hyper(hyper)
         key_parents, key_mutate = jax.random.split(key)
         parents = sample(key_parents, archive, self.batch_size)
         keys = jax.random.split(key_mutate, self.batch_size)
         maskable = self.task.maskable()
-        mutate_one = lambda k, parent: mutate(k, parent, maskable, self.mutation, hyper,
-                                              self.task.spec)
+        mutate_one = lambda k, parent: mutate(
+            k, parent, maskable, self.mutation, hyper, self.task.spec
+        )
         block = self.mutation_block
         if block is None or block >= self.batch_size:
             return jax.vmap(mutate_one)(keys, parents), state
-        return jax.lax.map(lambda pair: mutate_one(*pair), (keys, parents),
-                           batch_size=block), state
+        return jax.lax.map(lambda pair: mutate_one(*pair), (keys, parents), batch_size=block), state
 
     def update(self, key, state, offspring, result, inserted, hyper):
         """Nothing to learn: ``(None, {})``."""
@@ -167,6 +182,7 @@ class MutationEmitter:
 
 
 # ----- ES emitter -------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class ESEmitterConfig:
@@ -194,8 +210,9 @@ class ESEmitterConfig:
         from synprune_jax.algorithms import es as es_lib
 
         if es_lib.is_population_based(self.strategy):
-            raise ValueError(f"the ES emitter needs a distribution-based strategy, got "
-                             f"{self.strategy!r}")
+            raise ValueError(
+                f"the ES emitter needs a distribution-based strategy, got {self.strategy!r}"
+            )
         if self.population_size < 2:
             raise ValueError(f"population_size must be >= 2, got {self.population_size}")
         if self.restart_every < 1:
@@ -275,9 +292,14 @@ class ESEmitter:
         template = jax.eval_shape(self.task.init_params, jax.random.key(0))
         template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
         adapter = es_lib.MaskedStrategy(
-            self.config.strategy, self.config.population_size, template,
-            search_space=self.config.search_space, sigma_init=defaults.sigma_init,
-            optimizer=self.config.optimizer, learning_rate=defaults.learning_rate)
+            self.config.strategy,
+            self.config.population_size,
+            template,
+            search_space=self.config.search_space,
+            sigma_init=defaults.sigma_init,
+            optimizer=self.config.optimizer,
+            learning_rate=defaults.learning_rate,
+        )
         object.__setattr__(self, "adapter", adapter)
 
     @property
@@ -294,8 +316,10 @@ class ESEmitter:
         """Raises ``TypeError`` unless ``hyper`` has ``sigma_init`` and ``learning_rate``."""
         missing = [name for name in ("sigma_init", "learning_rate") if not hasattr(hyper, name)]
         if missing:
-            raise TypeError(f"the ES emitter reads hyper fields {missing}; "
-                            f"{type(hyper).__name__} has none (use MapElitesESHyper)")
+            raise TypeError(
+                f"the ES emitter reads hyper fields {missing}; "
+                f"{type(hyper).__name__} has none (use MapElitesESHyper)"
+            )
 
     def strategy(self, hyper: Any):
         """The :class:`~synprune_jax.algorithms.es.MaskedStrategy` for ``hyper``'s
@@ -307,18 +331,21 @@ class ESEmitter:
         key_pick, key_init = jax.random.split(key)
         elite = sample(key_pick, archive, 1)[0]
         strategy = trees.strong_types(adapter.init(key_init, elite.params, elite.masks))
-        return ESEmitterState(strategy=strategy, masks=elite.masks, rates=elite.rates,
-                              age=jnp.zeros((), jnp.int32))
+        return ESEmitterState(
+            strategy=strategy, masks=elite.masks, rates=elite.rates, age=jnp.zeros((), jnp.int32)
+        )
 
     def init(self, archive: Archive, hyper: Any) -> ESEmitterState:
         """A state due for centring: zeros shaped like a centred one, ``age = restart_every``."""
-        shapes = jax.eval_shape(lambda k, a: self._centre(k, a, self.adapter),
-                                jax.random.key(0), archive)
+        shapes = jax.eval_shape(
+            lambda k, a: self._centre(k, a, self.adapter), jax.random.key(0), archive
+        )
         state = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         return state.replace(age=jnp.asarray(self.config.restart_every, jnp.int32))
 
-    def emit(self, key: jax.Array, archive: Archive, state: ESEmitterState,
-             hyper: Any) -> tuple[Population, ESEmitterState]:
+    def emit(
+        self, key: jax.Array, archive: Archive, state: ESEmitterState, hyper: Any
+    ) -> tuple[Population, ESEmitterState]:
         """Re-centres if due, then asks the strategy for ``population_size`` samples."""
         adapter = self.strategy(hyper)
         key_centre, key_ask, _ = jax.random.split(key, 3)
@@ -329,29 +356,38 @@ class ESEmitter:
         size = self.batch_size
         offspring = Population(
             params=adapter.unravel_population(samples),
-            masks=jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)),
-                                         state.masks),
-            rates=jnp.broadcast_to(state.rates, (size, 2)))
+            masks=jax.tree_util.tree_map(
+                lambda m: jnp.broadcast_to(m, (size, *m.shape)), state.masks
+            ),
+            rates=jnp.broadcast_to(state.rates, (size, 2)),
+        )
         return offspring, state.replace(strategy=trees.strong_types(strategy))
 
-    def update(self, key: jax.Array, state: ESEmitterState, offspring: Population,
-               result: EvalResult, inserted: jax.Array,
-               hyper: Any) -> tuple[ESEmitterState, dict[str, jax.Array]]:
+    def update(
+        self,
+        key: jax.Array,
+        state: ESEmitterState,
+        offspring: Population,
+        result: EvalResult,
+        inserted: jax.Array,
+        hyper: Any,
+    ) -> tuple[ESEmitterState, dict[str, jax.Array]]:
         """Tells the strategy its samples' fitness; metrics ``es_num_inserted`` and
         ``es_max_fitness`` (best finite fitness of the samples, ``-inf`` if none)."""
         adapter = self.strategy(hyper)
         _, _, key_tell = jax.random.split(key, 3)
         samples = jax.vmap(adapter.ravel)(offspring.params)
-        strategy, _ = adapter.tell(key_tell, samples, result.fitness, state.strategy,
-                                   state.masks)
+        strategy, _ = adapter.tell(key_tell, samples, result.fitness, state.strategy, state.masks)
         state = state.replace(strategy=trees.strong_types(strategy), age=state.age + 1)
         fitness = result.fitness
-        return state, {"es_num_inserted": jnp.sum(inserted, dtype=jnp.int32),
-                       "es_max_fitness": jnp.max(jnp.where(jnp.isfinite(fitness), fitness,
-                                                           -jnp.inf))}
+        return state, {
+            "es_num_inserted": jnp.sum(inserted, dtype=jnp.int32),
+            "es_max_fitness": jnp.max(jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)),
+        }
 
 
 # ----- mix of emitters --------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class MixEmitter:
@@ -393,8 +429,10 @@ class MixEmitter:
             except TypeError:
                 continue
             return candidate
-        raise TypeError("no emitter's default hyper fits every emitter of the mix; pass a "
-                        "hyper that has what each one reads")
+        raise TypeError(
+            "no emitter's default hyper fits every emitter of the mix; pass a "
+            "hyper that has what each one reads"
+        )
 
     def check_hyper(self, hyper: Any) -> None:
         """Raises ``TypeError`` if any emitter cannot read ``hyper``."""
@@ -408,33 +446,49 @@ class MixEmitter:
     def _states(self, state):
         return (None,) * len(self.emitters) if state is None else state
 
-    def emit(self, key: jax.Array, archive: Archive, state,
-             hyper: Any) -> tuple[Population, tuple | None]:
+    def emit(
+        self, key: jax.Array, archive: Archive, state, hyper: Any
+    ) -> tuple[Population, tuple | None]:
         """The emitters' offspring, concatenated in order (``[sum of batch sizes, ...]``)."""
         keys = jax.random.split(key, len(self.emitters))
         parts, states = [], []
-        for emitter, emitter_key, emitter_state in zip(self.emitters, keys, self._states(state), strict=True):
+        for emitter, emitter_key, emitter_state in zip(
+            self.emitters, keys, self._states(state), strict=True
+        ):
             offspring, emitter_state = emitter.emit(emitter_key, archive, emitter_state, hyper)
             parts.append(offspring)
             states.append(emitter_state)
         offspring = jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *parts)
         return offspring, (None if state is None else tuple(states))
 
-    def update(self, key: jax.Array, state, offspring: Population, result: EvalResult,
-               inserted: jax.Array, hyper: Any) -> tuple[tuple | None, dict[str, jax.Array]]:
+    def update(
+        self,
+        key: jax.Array,
+        state,
+        offspring: Population,
+        result: EvalResult,
+        inserted: jax.Array,
+        hyper: Any,
+    ) -> tuple[tuple | None, dict[str, jax.Array]]:
         """Updates emitter ``i`` from rows ``[start_i, start_i + batch_size_i)``."""
         keys = jax.random.split(key, len(self.emitters))
         states, reported = [], []
         start = 0
-        for emitter, emitter_key, emitter_state in zip(self.emitters, keys, self._states(state), strict=True):
+        for emitter, emitter_key, emitter_state in zip(
+            self.emitters, keys, self._states(state), strict=True
+        ):
             rows = slice(start, start + emitter.batch_size)
             start += emitter.batch_size
             part = lambda tree, rows=rows: jax.tree_util.tree_map(lambda leaf: leaf[rows], tree)
-            emitter_state, metrics = emitter.update(emitter_key, emitter_state, part(offspring),
-                                                    part(result), inserted[rows], hyper)
+            emitter_state, metrics = emitter.update(
+                emitter_key, emitter_state, part(offspring), part(result), inserted[rows], hyper
+            )
             states.append(emitter_state)
             reported.append(metrics)
         names = [name for metrics in reported for name in metrics]
-        merged = {f"{name}_{index}" if names.count(name) > 1 else name: value
-                  for index, metrics in enumerate(reported) for name, value in metrics.items()}
+        merged = {
+            f"{name}_{index}" if names.count(name) > 1 else name: value
+            for index, metrics in enumerate(reported)
+            for name, value in metrics.items()
+        }
         return (None if state is None else tuple(states)), merged

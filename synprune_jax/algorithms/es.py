@@ -47,8 +47,13 @@ PRUNE_SCHEDULES = SCHEDULES
 OPTIMIZERS = ("sgd", "adam")
 
 # Short names -> evosax class names (any other evosax name works too, case / "_" insensitive).
-_ALIASES = {"openes": "Open_ES", "cmaes": "CMA_ES", "sepcmaes": "Sep_CMA_ES",
-            "de": "DifferentialEvolution", "ga": "SimpleGA"}
+_ALIASES = {
+    "openes": "Open_ES",
+    "cmaes": "CMA_ES",
+    "sepcmaes": "Sep_CMA_ES",
+    "de": "DifferentialEvolution",
+    "ga": "SimpleGA",
+}
 
 
 def _ALLOW_RANK_PROMOTION():
@@ -71,8 +76,10 @@ def strategy_class(name: str) -> type:
     by_name = {_normalise(key): value for key, value in algorithms.items()}
     key = _normalise(_ALIASES.get(_normalise(name), name))
     if key not in by_name:
-        raise ValueError(f"unknown evosax strategy {name!r}; valid: {sorted(algorithms)} "
-                         f"(aliases: {sorted(_ALIASES)})")
+        raise ValueError(
+            f"unknown evosax strategy {name!r}; valid: {sorted(algorithms)} "
+            f"(aliases: {sorted(_ALIASES)})"
+        )
     return by_name[key]
 
 
@@ -90,19 +97,22 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     return optax.sgd(learning_rate) if name == "sgd" else optax.adam(learning_rate)
 
 
-def make_std_schedule(sigma_init: float, sigma_decay: float = 1.0,
-                      sigma_min: float = 0.0) -> optax.Schedule:
+def make_std_schedule(
+    sigma_init: float, sigma_decay: float = 1.0, sigma_min: float = 0.0
+) -> optax.Schedule:
     """``sigma_init * sigma_decay ** g``, floored at ``sigma_min`` (constant when decay is 1)."""
     if sigma_decay == 1.0:
         return optax.constant_schedule(sigma_init)
-    return optax.exponential_decay(sigma_init, transition_steps=1, decay_rate=sigma_decay,
-                                   end_value=sigma_min)
+    return optax.exponential_decay(
+        sigma_init, transition_steps=1, decay_rate=sigma_decay, end_value=sigma_min
+    )
 
 
 def _flat_mask(masks: Masks) -> jax.Array:
     """``[N]`` float32, 1 where the parameter is active (masks raveled like the params)."""
     flat, _ = flatten_util.ravel_pytree(
-        jax.tree_util.tree_map(lambda m: m.astype(jnp.float32), masks))
+        jax.tree_util.tree_map(lambda m: m.astype(jnp.float32), masks)
+    )
     return flat
 
 
@@ -137,11 +147,21 @@ class MaskedStrategy:
         params_overrides: fields of the strategy's ``default_params`` to replace.
     """
 
-    def __init__(self, strategy: str, population_size: int, template: Params, *,
-                 search_space: str = "unmasked", sigma_init: float = 0.05,
-                 sigma_decay: float = 1.0, sigma_min: float = 0.0,
-                 optimizer: Any = "adam", learning_rate: float = 0.01,
-                 strategy_kwargs: dict | None = None, params_overrides: dict | None = None):
+    def __init__(
+        self,
+        strategy: str,
+        population_size: int,
+        template: Params,
+        *,
+        search_space: str = "unmasked",
+        sigma_init: float = 0.05,
+        sigma_decay: float = 1.0,
+        sigma_min: float = 0.0,
+        optimizer: Any = "adam",
+        learning_rate: float = 0.01,
+        strategy_kwargs: dict | None = None,
+        params_overrides: dict | None = None,
+    ):
         if search_space not in SEARCH_SPACES:
             raise ValueError(f"unknown search_space {search_space!r}; valid: {list(SEARCH_SPACES)}")
         if population_size < 2:
@@ -167,17 +187,25 @@ class MaskedStrategy:
         accepted = inspect.signature(cls.__init__).parameters
         kwargs: dict[str, Any] = {}
         if "optimizer" in accepted:
-            kwargs["optimizer"] = (make_optimizer(self._optimizer, learning_rate)
-                                   if isinstance(self._optimizer, str) else self._optimizer)
+            kwargs["optimizer"] = (
+                make_optimizer(self._optimizer, learning_rate)
+                if isinstance(self._optimizer, str)
+                else self._optimizer
+            )
         if "std_schedule" in accepted:
             kwargs["std_schedule"] = make_std_schedule(sigma_init, self._sigma_decay, sigma_min)
         kwargs.update(self._strategy_kwargs)
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
-            raise ValueError(f"{cls.__name__} does not accept {unknown}; it takes "
-                             f"{sorted(set(accepted) - {'self'})}")
-        es = cls(population_size=self.population_size,
-                 solution=jnp.zeros((self.num_dims,), jnp.float32), **kwargs)
+            raise ValueError(
+                f"{cls.__name__} does not accept {unknown}; it takes "
+                f"{sorted(set(accepted) - {'self'})}"
+            )
+        es = cls(
+            population_size=self.population_size,
+            solution=jnp.zeros((self.num_dims,), jnp.float32),
+            **kwargs,
+        )
         params = es.default_params
         if hasattr(params, "std_init"):
             params = params.replace(std_init=jnp.asarray(sigma_init, jnp.float32))
@@ -196,8 +224,9 @@ class MaskedStrategy:
         differ. ``sigma_decay``, the optimizer's kind and ``strategy_kwargs`` stay.
         """
         values = (sigma_init, sigma_min, learning_rate)
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) \
-                and tuple(float(v) for v in values) == tuple(float(v) for v in self._hyper):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and tuple(
+            float(v) for v in values
+        ) == tuple(float(v) for v in self._hyper):
             return self
         bound = copy.copy(self)
         bound.es, bound.params = self._build(sigma_init, sigma_min, learning_rate)
@@ -220,15 +249,23 @@ class MaskedStrategy:
         return jnp.where(_flat_mask(masks) > 0, flat, jnp.zeros_like(flat))
 
     # ----- strategy ----------------------------------------------------------------------------
-    def init(self, key: jax.Array, mean: Params, masks: Masks, population: jax.Array | None = None,
-             fitness: jax.Array | None = None):
+    def init(
+        self,
+        key: jax.Array,
+        mean: Params,
+        masks: Masks,
+        population: jax.Array | None = None,
+        fitness: jax.Array | None = None,
+    ):
         """Initial evosax state: distribution-based strategies centre on the network ``mean``
         (with its ``masks``); population-based ones need ``population [P, N]``, evaluated initial
         members, and ``fitness [P]``, their maximised fitness."""
         if self.population_based:
             if population is None or fitness is None:
-                raise ValueError(f"{self.name} is population-based: init needs an evaluated "
-                                 "initial population and its fitness (see initial_population)")
+                raise ValueError(
+                    f"{self.name} is population-based: init needs an evaluated "
+                    "initial population and its fitness (see initial_population)"
+                )
             population = jax.vmap(lambda x: self._project(x, masks))(population)
             with _ALLOW_RANK_PROMOTION():
                 return self.es.init(key, population, _shaped_loss(fitness), self.params)
@@ -250,13 +287,13 @@ class MaskedStrategy:
             population, state = self.es.ask(key, state, self.params)
         return jax.vmap(lambda x: self._project(x, masks))(population), state
 
-    def tell(self, key: jax.Array, population: jax.Array, fitness: jax.Array, state,
-             masks: Masks):
+    def tell(self, key: jax.Array, population: jax.Array, fitness: jax.Array, state, masks: Masks):
         """Updates with maximised ``fitness [P]`` for ``population [P, N]``; returns
         ``(state, evosax metrics)``. The state is projected onto the mask afterwards."""
         with _ALLOW_RANK_PROMOTION():
-            state, metrics = self.es.tell(key, population, _shaped_loss(fitness), state,
-                                          self.params)
+            state, metrics = self.es.tell(
+                key, population, _shaped_loss(fitness), state, self.params
+            )
         return self.project(state, masks), metrics
 
     def project(self, state, masks: Masks):
@@ -265,8 +302,9 @@ class MaskedStrategy:
         if self.search_space == "all":
             return state
         if self.population_based:
-            return state.replace(population=jax.vmap(lambda x: self._project(x, masks))(
-                state.population))
+            return state.replace(
+                population=jax.vmap(lambda x: self._project(x, masks))(state.population)
+            )
         return state.replace(mean=self._project(state.mean, masks))
 
     def mean_flat(self, state) -> jax.Array:
@@ -333,21 +371,33 @@ class ESConfig:
 
     def __post_init__(self):
         strategy_class(self.strategy)  # raises with the valid names
-        for name, valid in (("search_space", SEARCH_SPACES), ("optimizer", OPTIMIZERS),
-                            ("prune_criterion", PRUNE_CRITERIA),
-                            ("prune_schedule", PRUNE_SCHEDULES), ("prune_scope", SCOPES)):
+        for name, valid in (
+            ("search_space", SEARCH_SPACES),
+            ("optimizer", OPTIMIZERS),
+            ("prune_criterion", PRUNE_CRITERIA),
+            ("prune_schedule", PRUNE_SCHEDULES),
+            ("prune_scope", SCOPES),
+        ):
             if getattr(self, name) not in valid:
-                raise ValueError(f"{name} must be one of {list(valid)}, "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}"
+                )
         checks = [
-            (self.population_size >= 2,
-             f"population_size must be >= 2, got {self.population_size}"),
+            (
+                self.population_size >= 2,
+                f"population_size must be >= 2, got {self.population_size}",
+            ),
             (0 < self.sigma_decay <= 1, f"sigma_decay must be in (0, 1], got {self.sigma_decay}"),
             (self.prune_every >= 0, f"prune_every must be >= 0, got {self.prune_every}"),
-            (0 <= self.prune_start < self.prune_end,
-             f"need 0 <= prune_start < prune_end, got {self.prune_start}, {self.prune_end}"),
-            (strategy_class(self.strategy).__name__ != "Open_ES" or self.population_size % 2 == 0,
-             f"OpenES needs an even population_size, got {self.population_size}"),
+            (
+                0 <= self.prune_start < self.prune_end,
+                f"need 0 <= prune_start < prune_end, got {self.prune_start}, {self.prune_end}",
+            ),
+            (
+                strategy_class(self.strategy).__name__ != "Open_ES"
+                or self.population_size % 2 == 0,
+                f"OpenES needs an even population_size, got {self.population_size}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -393,12 +443,14 @@ def validate_hyper(hyper: ESHyper) -> None:
         ...
         ValueError: sigma_init must be > 0, got 0.0
     """
-    rules = [("sigma_init", lambda v: v > 0, "must be > 0"),
-             ("sigma_min", lambda v: v >= 0, "must be >= 0"),
-             ("learning_rate", lambda v: v > 0, "must be > 0"),
-             ("init_density", lambda v: 0 < v <= 1, "must be in (0, 1]"),
-             ("prune_amount", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-             ("target_density", lambda v: 0 <= v <= 1, "must be in [0, 1]")]
+    rules = [
+        ("sigma_init", lambda v: v > 0, "must be > 0"),
+        ("sigma_min", lambda v: v >= 0, "must be >= 0"),
+        ("learning_rate", lambda v: v > 0, "must be > 0"),
+        ("init_density", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        ("prune_amount", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+        ("target_density", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ]
     for name, ok, rule in rules:
         value = _concrete(getattr(hyper, name))
         if value is not None and not ok(value):
@@ -468,18 +520,26 @@ class MaskedES:
 
     def __post_init__(self):
         config, task = self.config, self.task
-        extra = (tuple(sorted((k, _hashable(v)) for k, v in (self.strategy_kwargs or {}).items())),
-                 tuple(sorted((k, _hashable(v))
-                              for k, v in (self.params_overrides or {}).items())))
+        extra = (
+            tuple(sorted((k, _hashable(v)) for k, v in (self.strategy_kwargs or {}).items())),
+            tuple(sorted((k, _hashable(v)) for k, v in (self.params_overrides or {}).items())),
+        )
         template = jax.eval_shape(task.init_params, jax.random.key(0))
         template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
         defaults = ESHyper()
         adapter = MaskedStrategy(
-            config.strategy, config.population_size, template,
-            search_space=config.search_space, sigma_init=defaults.sigma_init,
-            sigma_decay=config.sigma_decay, sigma_min=defaults.sigma_min,
-            optimizer=config.optimizer, learning_rate=defaults.learning_rate,
-            strategy_kwargs=self.strategy_kwargs, params_overrides=self.params_overrides)
+            config.strategy,
+            config.population_size,
+            template,
+            search_space=config.search_space,
+            sigma_init=defaults.sigma_init,
+            sigma_decay=config.sigma_decay,
+            sigma_min=defaults.sigma_min,
+            optimizer=config.optimizer,
+            learning_rate=defaults.learning_rate,
+            strategy_kwargs=self.strategy_kwargs,
+            params_overrides=self.params_overrides,
+        )
         object.__setattr__(self, "_extra", extra)
         object.__setattr__(self, "maskable", task.maskable())
         object.__setattr__(self, "adapter", adapter)
@@ -498,16 +558,22 @@ class MaskedES:
         """Evaluates ``flat [B, N]`` networks sharing ``masks``; returns the ``EvalResult``."""
         size = flat.shape[0]
         batched = jax.tree_util.tree_map(lambda m: jnp.broadcast_to(m, (size, *m.shape)), masks)
-        return self.task.evaluate(key, Population(
-            params=self.adapter.unravel_population(flat), masks=batched,
-            rates=jnp.zeros((size, 2), jnp.float32)))
+        return self.task.evaluate(
+            key,
+            Population(
+                params=self.adapter.unravel_population(flat),
+                masks=batched,
+                rates=jnp.zeros((size, 2), jnp.float32),
+            ),
+        )
 
     def initial_network(self, key: jax.Array, hyper: ESHyper) -> tuple[Params, Masks]:
         """A random network of the task and its masks (``hyper.init_density``, exact per layer)."""
         key_params, key_masks = jax.random.split(key)
         params = self.task.init_params(key_params)
-        masks = masks_lib.init_masks(key_masks, params, self.maskable, hyper.init_density,
-                                     exact=True)
+        masks = masks_lib.init_masks(
+            key_masks, params, self.maskable, hyper.init_density, exact=True
+        )
         return params, masks
 
     def prune_scores(self, key: jax.Array, state) -> PyTree:
@@ -534,8 +600,7 @@ class MaskedES:
         params, masks = self.initial_network(key_network, hyper)
         return self.init_from(key_rest, params, masks, hyper)
 
-    def init_from(self, key: jax.Array, params: Params, masks: Masks,
-                  hyper: ESHyper) -> ESState:
+    def init_from(self, key: jax.Array, params: Params, masks: Masks, hyper: ESHyper) -> ESState:
         """Initial state centred on a given network (one individual's params and masks)."""
         key_population, key_eval, key_init = jax.random.split(key, 3)
         adapter = self.strategy_for(hyper)
@@ -549,13 +614,19 @@ class MaskedES:
             strategy = adapter.init(key_init, params, masks)
         strategy = trees.strong_types(strategy)  # evosax leaves Python scalars (weak types) in it
         mean = adapter.mean(strategy)
-        return ESState(strategy=strategy, masks=masks, best_params=mean, best_masks=masks,
-                       best_fitness=jnp.asarray(-jnp.inf, jnp.float32),
-                       generation=jnp.zeros((), jnp.int32),
-                       num_evaluations=jnp.asarray(num_evaluations, jnp.int32))
+        return ESState(
+            strategy=strategy,
+            masks=masks,
+            best_params=mean,
+            best_masks=masks,
+            best_fitness=jnp.asarray(-jnp.inf, jnp.float32),
+            generation=jnp.zeros((), jnp.int32),
+            num_evaluations=jnp.asarray(num_evaluations, jnp.int32),
+        )
 
-    def step(self, key: jax.Array, state: ESState,
-             hyper: ESHyper) -> tuple[ESState, dict[str, jax.Array]]:
+    def step(
+        self, key: jax.Array, state: ESState, hyper: ESHyper
+    ) -> tuple[ESState, dict[str, jax.Array]]:
         """One generation: ask, evaluate, tell, and prune on prune generations. Pure."""
         config, adapter = self.config, self.strategy_for(hyper)
         key_ask, key_eval, key_tell, key_prune = jax.random.split(key, 4)
@@ -565,36 +636,50 @@ class MaskedES:
         if config.evaluate_mean:
             candidates = jnp.concatenate([population, adapter.mean_flat(strategy)[None]], axis=0)
         result = self.evaluate_flat(key_eval, candidates, masks)
-        fitness = result.fitness[:config.population_size]
+        fitness = result.fitness[: config.population_size]
         strategy, _ = adapter.tell(key_tell, population, fitness, strategy, masks)
 
         finite = jnp.where(jnp.isfinite(result.fitness), result.fitness, -jnp.inf)
         index = jnp.argmax(finite)
         improved = finite[index] > state.best_fitness
-        best_params = trees.select(improved, adapter.unravel(candidates[index]),
-                                   state.best_params)
+        best_params = trees.select(improved, adapter.unravel(candidates[index]), state.best_params)
         best_masks = trees.select(improved, masks, state.best_masks)
         best_fitness = jnp.where(improved, finite[index], state.best_fitness)
 
         generation = state.generation + 1
         if config.prune_every > 0:
             current = masks_lib.density(masks, self.maskable)
-            goal = scheduled_density(generation, schedule=config.prune_schedule,
-                                     current_density=current,
-                                     target_density=hyper.target_density,
-                                     prune_amount=hyper.prune_amount,
-                                     start=config.prune_start, end=config.prune_end)
-            pruned = prune_to_density_by_score(self.prune_scores(key_prune, strategy), masks,
-                                               self.maskable, goal, scope=config.prune_scope)
+            goal = scheduled_density(
+                generation,
+                schedule=config.prune_schedule,
+                current_density=current,
+                target_density=hyper.target_density,
+                prune_amount=hyper.prune_amount,
+                start=config.prune_start,
+                end=config.prune_end,
+            )
+            pruned = prune_to_density_by_score(
+                self.prune_scores(key_prune, strategy),
+                masks,
+                self.maskable,
+                goal,
+                scope=config.prune_scope,
+            )
             due = (generation % config.prune_every == 0) & (generation >= config.prune_start)
             masks = trees.select(due, pruned, masks)
             strategy = adapter.project(strategy, masks)
 
-        state = ESState(strategy=trees.strong_types(strategy), masks=masks, best_params=best_params,
-                        best_masks=best_masks, best_fitness=best_fitness, generation=generation,
-                        num_evaluations=state.num_evaluations + candidates.shape[0])
+        state = ESState(
+            strategy=trees.strong_types(strategy),
+            masks=masks,
+            best_params=best_params,
+            best_masks=best_masks,
+            best_fitness=best_fitness,
+            generation=generation,
+            num_evaluations=state.num_evaluations + candidates.shape[0],
+        )
         metrics = {
-            "max_fitness": jnp.max(finite[:config.population_size]),
+            "max_fitness": jnp.max(finite[: config.population_size]),
             "mean_fitness": jnp.nanmean(jnp.where(jnp.isfinite(fitness), fitness, jnp.nan)),
             "best_fitness": best_fitness,
             "density": masks_lib.density(masks, self.maskable),

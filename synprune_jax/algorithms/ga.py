@@ -75,8 +75,10 @@ class GAConfig:
         if self.population_size < 2:
             raise ValueError(f"population_size must be >= 2, got {self.population_size}")
         if not 1 <= self.num_elites <= self.population_size - 1:
-            raise ValueError(f"elite_fraction {self.elite_fraction} keeps {self.num_elites} of "
-                             f"{self.population_size}; it must keep between 1 and P - 1")
+            raise ValueError(
+                f"elite_fraction {self.elite_fraction} keeps {self.num_elites} of "
+                f"{self.population_size}; it must keep between 1 and P - 1"
+            )
         if self.crossover not in CROSSOVERS:
             raise ValueError(f"crossover must be one of {list(CROSSOVERS)}, got {self.crossover!r}")
         if self.init not in INITS:
@@ -138,21 +140,26 @@ def uniform_crossover(key: jax.Array, first: Population, second: Population) -> 
     picks = [jax.random.bernoulli(k, 0.5, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)]
     pick = jax.tree_util.tree_unflatten(treedef, picks)
     choose = lambda a, b, p: jnp.where(p, b, a)
-    return Population(params=jax.tree_util.tree_map(choose, first.params, second.params, pick),
-                      masks=jax.tree_util.tree_map(choose, first.masks, second.masks, pick),
-                      rates=first.rates)
+    return Population(
+        params=jax.tree_util.tree_map(choose, first.params, second.params, pick),
+        masks=jax.tree_util.tree_map(choose, first.masks, second.masks, pick),
+        rates=first.rates,
+    )
 
 
-def layer_mask_crossover(key: jax.Array, first: Population, second: Population,
-                         maskable) -> Population:
+def layer_mask_crossover(
+    key: jax.Array, first: Population, second: Population, maskable
+) -> Population:
     """Each maskable leaf's mask from ``first`` or ``second`` (prob. 1/2); weights, unmasked
     leaves and rates from ``first``. One individual."""
     leaves, treedef = jax.tree_util.tree_flatten(first.masks)
     other = jax.tree_util.tree_leaves(second.masks)
     flags = jax.tree_util.tree_leaves(maskable)
     keys = jax.random.split(key, len(leaves))
-    out = [jnp.where(jax.random.bernoulli(k, 0.5), b, a) if flag else a
-           for a, b, flag, k in zip(leaves, other, flags, keys, strict=True)]
+    out = [
+        jnp.where(jax.random.bernoulli(k, 0.5), b, a) if flag else a
+        for a, b, flag, k in zip(leaves, other, flags, keys, strict=True)
+    ]
     return first.replace(masks=jax.tree_util.tree_unflatten(treedef, out))
 
 
@@ -188,19 +195,24 @@ class TruncationGA:
         elites = None
         if config.init == "archive":
             if self.elites is None:
-                raise ValueError("init='archive' needs elites (params, masks, rates of a finished "
-                                 "MAP-Elites run)")
+                raise ValueError(
+                    "init='archive' needs elites (params, masks, rates of a finished "
+                    "MAP-Elites run)"
+                )
             template = jax.eval_shape(task.init_params, jax.random.key(0))
             expected = [leaf.shape for leaf in jax.tree_util.tree_leaves(template)]
-            found = [tuple(leaf.shape[1:])
-                     for leaf in jax.tree_util.tree_leaves(self.elites["params"])]
+            found = [
+                tuple(leaf.shape[1:]) for leaf in jax.tree_util.tree_leaves(self.elites["params"])
+            ]
             if expected != found:
-                raise ValueError(f"the archive's networks {found} do not match the task's "
-                                 f"{expected}")
+                raise ValueError(
+                    f"the archive's networks {found} do not match the task's {expected}"
+                )
             elites = {k: self.elites[k] for k in ("params", "masks", "rates")}
         object.__setattr__(self, "elites", elites)
-        object.__setattr__(self, "elites_digest",
-                           None if elites is None else trees.fingerprint(elites))
+        object.__setattr__(
+            self, "elites_digest", None if elites is None else trees.fingerprint(elites)
+        )
         object.__setattr__(self, "maskable", task.maskable())
 
     @property
@@ -217,23 +229,33 @@ class TruncationGA:
             count = self.elites["rates"].shape[0]
             index = np.arange(size) % count
             taken = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[index]), self.elites)
-            population = Population(params=taken["params"], masks=taken["masks"],
-                                    rates=taken["rates"].astype(jnp.float32))
+            population = Population(
+                params=taken["params"],
+                masks=taken["masks"],
+                rates=taken["rates"].astype(jnp.float32),
+            )
             copies = jnp.asarray(np.arange(size) >= count)
             mutated = self._mutate_all(key, population, hyper.mutation)
             return trees.select(copies, mutated, population)
 
         return variation.random_population(
-            key, self.task, size, jnp.stack([hyper.mutation.p_disconnect,
-                                             hyper.mutation.p_connect]),
-            beta_a=config.init_beta_a, beta_b=config.init_beta_b,
-            exact=config.exact_init_density, per_layer=config.init_per_layer,
-            forward_prune=config.mutation.forward_prune)
+            key,
+            self.task,
+            size,
+            jnp.stack([hyper.mutation.p_disconnect, hyper.mutation.p_connect]),
+            beta_a=config.init_beta_a,
+            beta_b=config.init_beta_b,
+            exact=config.exact_init_density,
+            per_layer=config.init_per_layer,
+            forward_prune=config.mutation.forward_prune,
+        )
 
-    def _mutate_all(self, key: jax.Array, population: Population,
-                    mutation: MutationHyper) -> Population:
-        mutate_one = lambda k, individual: mutate(k, individual, self.maskable,
-                                                  self.config.mutation, mutation, self.task.spec)
+    def _mutate_all(
+        self, key: jax.Array, population: Population, mutation: MutationHyper
+    ) -> Population:
+        mutate_one = lambda k, individual: mutate(
+            k, individual, self.maskable, self.config.mutation, mutation, self.task.spec
+        )
         return jax.vmap(mutate_one)(jax.random.split(key, population.size), population)
 
     # ----- protocol ----------------------------------------------------------------------------
@@ -247,9 +269,12 @@ class TruncationGA:
         key_population, key_eval = jax.random.split(key)
         population = self.initial_population(key_population, hyper)
         fitness = self.task.evaluate(key_eval, population).fitness
-        return GAState(population=population, fitness=fitness.astype(jnp.float32),
-                       generation=jnp.zeros((), jnp.int32),
-                       num_evaluations=jnp.asarray(self.config.population_size, jnp.int32))
+        return GAState(
+            population=population,
+            fitness=fitness.astype(jnp.float32),
+            generation=jnp.zeros((), jnp.int32),
+            num_evaluations=jnp.asarray(self.config.population_size, jnp.int32),
+        )
 
     def reproduce(self, key: jax.Array, elites: Population, hyper: GAHyper) -> Population:
         """``P - E`` children of ``elites`` (``E`` individuals, best first)."""
@@ -265,37 +290,43 @@ class TruncationGA:
                 crossed = jax.vmap(uniform_crossover)(cross_keys, parents, others)
             else:
                 crossed = jax.vmap(lambda k, a, b: layer_mask_crossover(k, a, b, self.maskable))(
-                    cross_keys, parents, others)
+                    cross_keys, parents, others
+                )
             do = jax.random.bernoulli(key_do, hyper.crossover_rate, (num_children,))
             parents = trees.select(do, crossed, parents)
         return self._mutate_all(key_mutate, parents, hyper.mutation)
 
-    def step(self, key: jax.Array, state: GAState,
-             hyper: GAHyper) -> tuple[GAState, dict[str, jax.Array]]:
+    def step(
+        self, key: jax.Array, state: GAState, hyper: GAHyper
+    ) -> tuple[GAState, dict[str, jax.Array]]:
         """One generation: keep the ``E`` best, reproduce them into ``P - E`` children,
         evaluate the children. Pure; the caller jits / scans it."""
         config = self.config
         key_children, key_eval = jax.random.split(key)
         ranked = jnp.where(jnp.isfinite(state.fitness), state.fitness, -jnp.inf)
         order = jnp.argsort(-ranked, stable=True)
-        elites = state.population[order[:config.num_elites]]
-        elite_fitness = state.fitness[order[:config.num_elites]]
+        elites = state.population[order[: config.num_elites]]
+        elite_fitness = state.fitness[order[: config.num_elites]]
         children = self.reproduce(key_children, elites, hyper)
         result = self.task.evaluate(key_eval, children)
-        population = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), elites,
-                                            children)
+        population = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), elites, children)
         fitness = jnp.concatenate([elite_fitness, result.fitness.astype(jnp.float32)])
         num_children = config.population_size - config.num_elites
-        state = GAState(population=population, fitness=fitness, generation=state.generation + 1,
-                        num_evaluations=state.num_evaluations + num_children)
+        state = GAState(
+            population=population,
+            fitness=fitness,
+            generation=state.generation + 1,
+            num_evaluations=state.num_evaluations + num_children,
+        )
         finite = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
         best = jnp.argmax(finite)
         density = jax.vmap(masks_lib.density, in_axes=(0, None))(population.masks, self.maskable)
         metrics = {
             "max_fitness": finite[best],
             "mean_fitness": jnp.nanmean(jnp.where(jnp.isfinite(fitness), fitness, jnp.nan)),
-            "children_max_fitness": jnp.max(jnp.where(jnp.isfinite(result.fitness),
-                                                      result.fitness, -jnp.inf)),
+            "children_max_fitness": jnp.max(
+                jnp.where(jnp.isfinite(result.fitness), result.fitness, -jnp.inf)
+            ),
             "best_density": density[best],
             "mean_density": jnp.mean(density),
             "num_invalid": jnp.sum(~jnp.isfinite(result.fitness), dtype=jnp.int32),

@@ -128,33 +128,51 @@ def _state(emitter_state, **counters) -> MapElitesState:
     return MapElitesEmitterState(**counters, emitter_state=emitter_state)
 
 
-def random_population(key: jax.Array, task, config: MapElitesConfig, hyper: MutationHyper,
-                      size: int) -> Population:
+def random_population(
+    key: jax.Array, task, config: MapElitesConfig, hyper: MutationHyper, size: int
+) -> Population:
     """``size`` random networks with Beta-distributed per-layer densities
     (:func:`synprune_jax.variation.random_population` with ``config``'s settings); self-adaptive
     rates start log-uniform over ``[rate_min, rate_max]``."""
     return variation.random_population(
-        key, task, size, jnp.stack([hyper.p_disconnect, hyper.p_connect]),
-        beta_a=config.init_beta_a, beta_b=config.init_beta_b, exact=config.exact_init_density,
-        per_layer=config.init_per_layer, forward_prune=config.mutation.forward_prune,
-        rate_range=(hyper.rate_min, hyper.rate_max) if config.mutation.self_adaptive else None)
+        key,
+        task,
+        size,
+        jnp.stack([hyper.p_disconnect, hyper.p_connect]),
+        beta_a=config.init_beta_a,
+        beta_b=config.init_beta_b,
+        exact=config.exact_init_density,
+        per_layer=config.init_per_layer,
+        forward_prune=config.mutation.forward_prune,
+        rate_range=(hyper.rate_min, hyper.rate_max) if config.mutation.self_adaptive else None,
+    )
 
 
 def mutation_emitter(config: MapElitesConfig, task) -> MutationEmitter:
     """The mutation emitter of ``config`` (its ``batch_size``, ``mutation``, ``mutation_block``)."""
-    return MutationEmitter(task, batch_size=config.batch_size, mutation=config.mutation,
-                           mutation_block=config.mutation_block)
+    return MutationEmitter(
+        task,
+        batch_size=config.batch_size,
+        mutation=config.mutation,
+        mutation_block=config.mutation_block,
+    )
 
 
-def emit(key: jax.Array, archive: Archive, task, config: MapElitesConfig,
-         hyper: MutationHyper) -> Population:
+def emit(
+    key: jax.Array, archive: Archive, task, config: MapElitesConfig, hyper: MutationHyper
+) -> Population:
     """The offspring of ``mutation_emitter(config, task)`` (``[config.batch_size, ...]``)."""
     offspring, _ = mutation_emitter(config, task).emit(key, archive, None, hyper)
     return offspring
 
 
-def _metrics(config: MapElitesConfig, archive: Archive, offspring: Population,
-             result: EvalResult, inserted: jax.Array) -> dict[str, jax.Array]:
+def _metrics(
+    config: MapElitesConfig,
+    archive: Archive,
+    offspring: Population,
+    result: EvalResult,
+    inserted: jax.Array,
+) -> dict[str, jax.Array]:
     metrics = dict(qd_metrics(archive, config.qd_offset, config.density_bands))
     finite = jnp.isfinite(result.fitness)
     metrics["num_inserted"] = jnp.sum(inserted, dtype=jnp.int32)
@@ -189,15 +207,19 @@ class MapElites:
         config, task = self.config, self.task
         names = task.descriptor_names
         if config.archive.num_descriptors != len(names):
-            raise ValueError(f"the archive has {config.archive.num_descriptors} descriptor "
-                             f"dimensions but the task produces {len(names)}: {list(names)}")
+            raise ValueError(
+                f"the archive has {config.archive.num_descriptors} descriptor "
+                f"dimensions but the task produces {len(names)}: {list(names)}"
+            )
         config.mutation.check_task(task)
         if self.emitter is None:
             object.__setattr__(self, "emitter", mutation_emitter(self.config, self.task))
         for method in ("init", "emit", "update", "check_hyper"):
             if not callable(getattr(self.emitter, method, None)):
-                raise TypeError(f"emitter {type(self.emitter).__name__} has no {method}() "
-                                "(see synprune_jax.algorithms.emitters.Emitter)")
+                raise TypeError(
+                    f"emitter {type(self.emitter).__name__} has no {method}() "
+                    "(see synprune_jax.algorithms.emitters.Emitter)"
+                )
 
     @property
     def default_hyper(self):
@@ -218,12 +240,16 @@ class MapElites:
         archive = init_archive(config.archive, template)
         result = task.evaluate(key_eval, population)
         archive, _ = add(config.archive, archive, population, result)
-        return _state(self.emitter.init(archive, hyper), archive=archive,
-                      generation=jnp.zeros((), jnp.int32),
-                      num_evaluations=jnp.asarray(size, jnp.int32))
+        return _state(
+            self.emitter.init(archive, hyper),
+            archive=archive,
+            generation=jnp.zeros((), jnp.int32),
+            num_evaluations=jnp.asarray(size, jnp.int32),
+        )
 
-    def step(self, key: jax.Array, state: MapElitesState,
-             hyper) -> tuple[MapElitesState, dict[str, jax.Array]]:
+    def step(
+        self, key: jax.Array, state: MapElitesState, hyper
+    ) -> tuple[MapElitesState, dict[str, jax.Array]]:
         """One generation: emit, evaluate, insert, update the emitter. Pure; the caller jits /
         scans it. Metrics: the archive's QD metrics, the offspring's, then the emitter's."""
         config, task, emitter = self.config, self.task, self.emitter
@@ -232,10 +258,15 @@ class MapElites:
         offspring, emitter_state = emitter.emit(key_emit, state.archive, emitter_state, hyper)
         result = task.evaluate(key_eval, offspring)
         archive, inserted = add(config.archive, state.archive, offspring, result)
-        emitter_state, emitter_metrics = emitter.update(key_emit, emitter_state, offspring,
-                                                        result, inserted, hyper)
-        state = _state(emitter_state, archive=archive, generation=state.generation + 1,
-                       num_evaluations=state.num_evaluations + emitter.batch_size)
+        emitter_state, emitter_metrics = emitter.update(
+            key_emit, emitter_state, offspring, result, inserted, hyper
+        )
+        state = _state(
+            emitter_state,
+            archive=archive,
+            generation=state.generation + 1,
+            num_evaluations=state.num_evaluations + emitter.batch_size,
+        )
         metrics = _metrics(config, archive, offspring, result, inserted)
         metrics["num_evaluations"] = state.num_evaluations
         clash = sorted(set(metrics) & set(emitter_metrics))
@@ -246,6 +277,7 @@ class MapElites:
 
 
 # ----- ES emitter (ME-ES style) ----------------------------------------------------------------
+
 
 def MapElitesES(config: MapElitesConfig, emitter: ESEmitterConfig, task) -> MapElites:
     """MAP-Elites with an ES emitter, alone or mixed with the mutation emitter.
@@ -262,4 +294,3 @@ def MapElitesES(config: MapElitesConfig, emitter: ESEmitterConfig, task) -> MapE
     if emitter.use_mutation_emitter:
         return MapElites(config, task, MixEmitter((mutation_emitter(config, task), es_emitter)))
     return MapElites(config, task, es_emitter)
-

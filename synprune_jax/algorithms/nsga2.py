@@ -49,6 +49,7 @@ MODES = ("generational", "steady_state")
 
 # ----- memo of evaluated genomes ------------------------------------------------------------------
 
+
 @struct.dataclass
 class Memo:
     """Evaluated genomes and *all* their objectives (a ring buffer of capacity ``C``).
@@ -66,16 +67,21 @@ class Memo:
 
 def init_memo(capacity: int, genome_length: int, num_objectives: int) -> Memo:
     """An empty memo (``capacity`` may be 0: then nothing is ever stored)."""
-    return Memo(genomes=jnp.zeros((capacity, genome_length), bool),
-                objectives=jnp.zeros((capacity, num_objectives), jnp.float32),
-                filled=jnp.zeros((capacity,), bool), next_slot=jnp.int32(0))
+    return Memo(
+        genomes=jnp.zeros((capacity, genome_length), bool),
+        objectives=jnp.zeros((capacity, num_objectives), jnp.float32),
+        filled=jnp.zeros((capacity,), bool),
+        next_slot=jnp.int32(0),
+    )
 
 
 def memo_lookup(memo: Memo, genomes: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``genomes [B, L]`` -> ``(hit [B] bool, objectives [B, M])`` (zeros where missed)."""
     if memo.genomes.shape[0] == 0:
-        return (jnp.zeros(genomes.shape[:1], bool),
-                jnp.zeros((genomes.shape[0], memo.objectives.shape[1]), jnp.float32))
+        return (
+            jnp.zeros(genomes.shape[:1], bool),
+            jnp.zeros((genomes.shape[0], memo.objectives.shape[1]), jnp.float32),
+        )
     match = jnp.all(memo.genomes[None, :, :] == genomes[:, None, :], axis=-1)
     match = match & memo.filled[None, :]
     hit = jnp.any(match, axis=1)
@@ -89,8 +95,7 @@ def first_occurrence(genomes: jax.Array) -> jax.Array:
     return jnp.argmax(equal, axis=1).astype(jnp.int32)
 
 
-def memo_insert(memo: Memo, genomes: jax.Array, objectives: jax.Array,
-                insert: jax.Array) -> Memo:
+def memo_insert(memo: Memo, genomes: jax.Array, objectives: jax.Array, insert: jax.Array) -> Memo:
     """Stores the rows with ``insert [B]`` True at the next ring slots (one scatter)."""
     capacity = memo.genomes.shape[0]
     if capacity == 0:
@@ -105,8 +110,9 @@ def memo_insert(memo: Memo, genomes: jax.Array, objectives: jax.Array,
     )
 
 
-def evaluate_with_memo(problem, key: jax.Array, memo: Memo, genomes: jax.Array,
-                       problem_hyper=None) -> tuple[jax.Array, Memo, jax.Array]:
+def evaluate_with_memo(
+    problem, key: jax.Array, memo: Memo, genomes: jax.Array, problem_hyper=None
+) -> tuple[jax.Array, Memo, jax.Array]:
     """Objectives of ``genomes [B, L]`` bool through the memo; ``key`` and ``problem_hyper``
     (None for a problem without hyper-parameters) go to ``problem.evaluate``.
 
@@ -136,6 +142,7 @@ def evaluate_with_memo(problem, key: jax.Array, memo: Memo, genomes: jax.Array,
 
 # ----- variation operators (per batch; pure) ------------------------------------------------------
 
+
 def random_density_genomes(key: jax.Array, num: int, length: int) -> jax.Array:
     """``[num, length]`` bool: each row's density ``~ U(0, 1)``, then independent bits."""
     density_key, bit_key = jax.random.split(key)
@@ -143,19 +150,20 @@ def random_density_genomes(key: jax.Array, num: int, length: int) -> jax.Array:
     return jax.random.uniform(bit_key, (num, length)) < density
 
 
-def binary_tournament(key: jax.Array, ranks: jax.Array, crowding: jax.Array,
-                      num: int) -> jax.Array:
+def binary_tournament(key: jax.Array, ranks: jax.Array, crowding: jax.Array, num: int) -> jax.Array:
     """``num`` winners ``[num]`` int32 of random pairs: lower rank, then larger crowding, wins
     (a full tie goes to the first of the pair)."""
     pairs = jax.random.randint(key, (num, 2), 0, ranks.shape[0])
     first, second = pairs[:, 0], pairs[:, 1]
     second_wins = (ranks[second] < ranks[first]) | (
-        (ranks[second] == ranks[first]) & (crowding[second] > crowding[first]))
+        (ranks[second] == ranks[first]) & (crowding[second] > crowding[first])
+    )
     return jnp.where(second_wins, second, first).astype(jnp.int32)
 
 
-def uniform_crossover_bits(key: jax.Array, first: jax.Array, second: jax.Array,
-                           crossover_rate) -> jax.Array:
+def uniform_crossover_bits(
+    key: jax.Array, first: jax.Array, second: jax.Array, crossover_rate
+) -> jax.Array:
     """Children ``[B, L]``: each bit from either parent with probability 1/2 when the pair
     crosses (probability ``crossover_rate``), otherwise a copy of ``first``."""
     cross_key, bit_key = jax.random.split(key)
@@ -171,8 +179,10 @@ def bit_flip_mutation(key: jax.Array, genomes: jax.Array, rate) -> jax.Array:
 
 # ----- shared by NSGA-II and the steady-state GA --------------------------------------------------
 
-def initial_population(key: jax.Array, population_size: int, memo_capacity: int, problem,
-                       problem_hyper=None):
+
+def initial_population(
+    key: jax.Array, population_size: int, memo_capacity: int, problem, problem_hyper=None
+):
     """Random-density genomes ``[P, L]`` evaluated through a fresh memo.
 
     Returns:
@@ -196,21 +206,23 @@ def ask_evaluate_tell(algorithm, key: jax.Array, state, hyper):
     """
     ask_key, eval_key = jax.random.split(key)
     children = algorithm.ask(ask_key, state, hyper)
-    objectives, memo, count = evaluate_with_memo(algorithm.problem, eval_key, state.memo,
-                                                 children, hyper.problem)
+    objectives, memo, count = evaluate_with_memo(
+        algorithm.problem, eval_key, state.memo, children, hyper.problem
+    )
     state = algorithm.tell(state.replace(memo=memo), children, objectives)
-    state = state.replace(generation=state.generation + 1,
-                          num_evaluations=state.num_evaluations + count)
+    state = state.replace(
+        generation=state.generation + 1, num_evaluations=state.num_evaluations + count
+    )
     return state, algorithm.metrics(state)
 
 
 def objective_names_of(problem, objective_names) -> tuple[str, ...]:
     """``objective_names`` as a tuple, or ``objective_<i>`` for each of the problem's objectives."""
-    return tuple(objective_names or
-                 (f"objective_{i}" for i in range(problem.num_objectives)))
+    return tuple(objective_names or (f"objective_{i}" for i in range(problem.num_objectives)))
 
 
 # ----- NSGA-II ------------------------------------------------------------------------------------
+
 
 @struct.dataclass
 class NSGA2Hyper:
@@ -333,10 +345,18 @@ class NSGA2:
         """Random-density population, evaluated and sorted."""
         config = self.config
         genomes, objectives, memo, count = initial_population(
-            key, config.population_size, config.memo_capacity, self.problem, hyper.problem)
+            key, config.population_size, config.memo_capacity, self.problem, hyper.problem
+        )
         ranks, crowding = self._sorted(objectives)
-        return NSGA2State(genomes=genomes, objectives=objectives, ranks=ranks, crowding=crowding,
-                          memo=memo, generation=jnp.int32(0), num_evaluations=count)
+        return NSGA2State(
+            genomes=genomes,
+            objectives=objectives,
+            ranks=ranks,
+            crowding=crowding,
+            memo=memo,
+            generation=jnp.int32(0),
+            num_evaluations=count,
+        )
 
     def ask(self, key: jax.Array, state: NSGA2State, hyper: NSGA2Hyper) -> jax.Array:
         """Children ``[B, L]`` of one step."""
@@ -344,13 +364,15 @@ class NSGA2:
         num = self.config.offspring_per_step
         select_key, cross_key, mutate_key = jax.random.split(key, 3)
         winners = binary_tournament(select_key, state.ranks, state.crowding, 2 * num)
-        children = uniform_crossover_bits(cross_key, state.genomes[winners[:num]],
-                                          state.genomes[winners[num:]],
-                                          hyper.crossover_rate)
+        children = uniform_crossover_bits(
+            cross_key,
+            state.genomes[winners[:num]],
+            state.genomes[winners[num:]],
+            hyper.crossover_rate,
+        )
         return bit_flip_mutation(mutate_key, children, hyper.mutation_rate)
 
-    def tell(self, state: NSGA2State, children: jax.Array,
-             objectives: jax.Array) -> NSGA2State:
+    def tell(self, state: NSGA2State, children: jax.Array, objectives: jax.Array) -> NSGA2State:
         """Elitist survival of the best ``P`` among population + children."""
         genomes = jnp.concatenate([state.genomes, children])
         pooled = jnp.concatenate([state.objectives, objectives])
@@ -360,17 +382,18 @@ class NSGA2:
         ranks, crowding = self._sorted(pooled)
         return state.replace(genomes=genomes, objectives=pooled, ranks=ranks, crowding=crowding)
 
-    def step(self, key: jax.Array, state: NSGA2State,
-             hyper: NSGA2Hyper) -> tuple[NSGA2State, dict]:
+    def step(self, key: jax.Array, state: NSGA2State, hyper: NSGA2Hyper) -> tuple[NSGA2State, dict]:
         """One generation (or one steady-state insertion of ``num_offspring`` children)."""
         return ask_evaluate_tell(self, key, state, hyper)
 
     def metrics(self, state: NSGA2State) -> dict:
         """Scalar metrics: front size, best value of each objective, evaluations, density."""
         valid = jnp.all(jnp.isfinite(state.objectives), axis=1)
-        metrics = {"front_size": jnp.sum((state.ranks == 0).astype(jnp.int32)),
-                   "num_evaluations": state.num_evaluations,
-                   "mean_density": jnp.mean(state.genomes.astype(jnp.float32))}
+        metrics = {
+            "front_size": jnp.sum((state.ranks == 0).astype(jnp.int32)),
+            "num_evaluations": state.num_evaluations,
+            "mean_density": jnp.mean(state.genomes.astype(jnp.float32)),
+        }
         for index, name in enumerate(self.objective_names):
             values = jnp.where(valid, state.objectives[:, index], -jnp.inf)
             metrics[f"max_{name}"] = jnp.max(values)

@@ -118,8 +118,9 @@ def one_bit_mutation(key: jax.Array, genomes: jax.Array, probability) -> jax.Arr
     return genomes ^ flip
 
 
-def most_distant_candidate(key: jax.Array, genomes: jax.Array, anchors: jax.Array,
-                           num_candidates: int) -> jax.Array:
+def most_distant_candidate(
+    key: jax.Array, genomes: jax.Array, anchors: jax.Array, num_candidates: int
+) -> jax.Array:
     """For each anchor index ``[B]``, the most Hamming-distant of ``num_candidates`` random
     individuals of ``genomes [P, L]`` (ties: the first drawn). Returns ``[B]`` int32 indices."""
     candidates = jax.random.randint(key, (anchors.shape[0], num_candidates), 0, genomes.shape[0])
@@ -128,8 +129,9 @@ def most_distant_candidate(key: jax.Array, genomes: jax.Array, anchors: jax.Arra
     return jnp.take_along_axis(candidates, best[:, None], axis=1)[:, 0].astype(jnp.int32)
 
 
-def replace_worst(genomes: jax.Array, fitness: jax.Array, child: jax.Array,
-                  child_fitness: jax.Array) -> tuple[jax.Array, jax.Array]:
+def replace_worst(
+    genomes: jax.Array, fitness: jax.Array, child: jax.Array, child_fitness: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Index of the worst individual and whether ``child`` replaces it.
 
     The worst has the lowest fitness (NaN counts as lowest), among equals the most active bits,
@@ -148,7 +150,8 @@ def replace_worst(genomes: jax.Array, fitness: jax.Array, child: jax.Array,
     child_active = jnp.sum(child.astype(jnp.int32))
     child_fitness = jnp.where(jnp.isnan(child_fitness), -jnp.inf, child_fitness)
     better = (child_fitness > clean[worst]) | (
-        (child_fitness == clean[worst]) & (child_active < active[worst]))
+        (child_fitness == clean[worst]) & (child_active < active[worst])
+    )
     return worst, better
 
 
@@ -173,11 +176,14 @@ class SteadyStateGA:
     def __post_init__(self):
         config = self.config
         if not 0 <= config.objective_index < self.problem.num_objectives:
-            raise ValueError(f"ga.objective_index {config.objective_index} is not an "
-                             f"objective index of the problem (M = "
-                             f"{self.problem.num_objectives})")
-        object.__setattr__(self, "objective_names",
-                           objective_names_of(self.problem, self.objective_names))
+            raise ValueError(
+                f"ga.objective_index {config.objective_index} is not an "
+                f"objective index of the problem (M = "
+                f"{self.problem.num_objectives})"
+            )
+        object.__setattr__(
+            self, "objective_names", objective_names_of(self.problem, self.objective_names)
+        )
 
     @property
     def default_hyper(self) -> SteadyStateGAHyper:
@@ -188,25 +194,34 @@ class SteadyStateGA:
         """Random-density population, evaluated."""
         config = self.config
         genomes, objectives, memo, count = initial_population(
-            key, config.population_size, config.memo_capacity, self.problem, hyper.problem)
-        return SteadyStateGAState(genomes=genomes, objectives=objectives,
-                                  fitness=objectives[:, config.objective_index], memo=memo,
-                                  generation=jnp.int32(0), num_evaluations=count)
+            key, config.population_size, config.memo_capacity, self.problem, hyper.problem
+        )
+        return SteadyStateGAState(
+            genomes=genomes,
+            objectives=objectives,
+            fitness=objectives[:, config.objective_index],
+            memo=memo,
+            generation=jnp.int32(0),
+            num_evaluations=count,
+        )
 
-    def ask(self, key: jax.Array, state: SteadyStateGAState,
-            hyper: SteadyStateGAHyper) -> jax.Array:
+    def ask(
+        self, key: jax.Array, state: SteadyStateGAState, hyper: SteadyStateGAHyper
+    ) -> jax.Array:
         """Children ``[num_offspring, L]`` of one step."""
         config = self.config
         first_key, second_key, cross_key, mutate_key = jax.random.split(key, 4)
         num = config.num_offspring
         first = jax.random.randint(first_key, (num,), 0, config.population_size)
         second = most_distant_candidate(second_key, state.genomes, first, config.num_candidates)
-        children = uniform_crossover_bits(cross_key, state.genomes[first],
-                                          state.genomes[second], 1.0)
+        children = uniform_crossover_bits(
+            cross_key, state.genomes[first], state.genomes[second], 1.0
+        )
         return one_bit_mutation(mutate_key, children, hyper.mutation_probability)
 
-    def tell(self, state: SteadyStateGAState, children: jax.Array,
-             objectives: jax.Array) -> SteadyStateGAState:
+    def tell(
+        self, state: SteadyStateGAState, children: jax.Array, objectives: jax.Array
+    ) -> SteadyStateGAState:
         """Inserts ``children [B, L]`` with ``objectives [B, M]`` one after another
         (:func:`replace_worst`)."""
         index = self.config.objective_index
@@ -217,16 +232,19 @@ class SteadyStateGA:
             worst, better = replace_worst(genomes, fitness, child, child_objectives[index])
             genomes = genomes.at[worst].set(jnp.where(better, child, genomes[worst]))
             all_objectives = all_objectives.at[worst].set(
-                jnp.where(better, child_objectives, all_objectives[worst]))
+                jnp.where(better, child_objectives, all_objectives[worst])
+            )
             fitness = all_objectives[:, index]
             return (genomes, all_objectives, fitness), better
 
         (genomes, all_objectives, fitness), _ = jax.lax.scan(
-            insert, (state.genomes, state.objectives, state.fitness), (children, objectives))
+            insert, (state.genomes, state.objectives, state.fitness), (children, objectives)
+        )
         return state.replace(genomes=genomes, objectives=all_objectives, fitness=fitness)
 
-    def step(self, key: jax.Array, state: SteadyStateGAState,
-             hyper: SteadyStateGAHyper) -> tuple[SteadyStateGAState, dict]:
+    def step(
+        self, key: jax.Array, state: SteadyStateGAState, hyper: SteadyStateGAHyper
+    ) -> tuple[SteadyStateGAState, dict]:
         """One step: ``num_offspring`` children made, evaluated and inserted."""
         return ask_evaluate_tell(self, key, state, hyper)
 
@@ -235,11 +253,15 @@ class SteadyStateGA:
         objective."""
         fitness = jnp.where(jnp.isnan(state.fitness), -jnp.inf, state.fitness)
         best = jnp.argmax(fitness)
-        metrics = {"max_fitness": fitness[best], "mean_fitness": jnp.mean(state.fitness),
-                   "best_density": jnp.mean(state.genomes[best].astype(jnp.float32)),
-                   "mean_density": jnp.mean(state.genomes.astype(jnp.float32)),
-                   "num_evaluations": state.num_evaluations}
+        metrics = {
+            "max_fitness": fitness[best],
+            "mean_fitness": jnp.mean(state.fitness),
+            "best_density": jnp.mean(state.genomes[best].astype(jnp.float32)),
+            "mean_density": jnp.mean(state.genomes.astype(jnp.float32)),
+            "num_evaluations": state.num_evaluations,
+        }
         for i, name in enumerate(self.objective_names):
-            metrics[f"max_{name}"] = jnp.max(jnp.where(jnp.isfinite(state.objectives[:, i]),
-                                                       state.objectives[:, i], -jnp.inf))
+            metrics[f"max_{name}"] = jnp.max(
+                jnp.where(jnp.isfinite(state.objectives[:, i]), state.objectives[:, i], -jnp.inf)
+            )
         return metrics

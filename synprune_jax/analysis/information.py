@@ -70,8 +70,9 @@ def histogram(x: jax.Array, bins: int, lower=None, upper=None, weights=None) -> 
     return counts / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-def joint_histogram(x: jax.Array, y: jax.Array, bins: int, x_range=(None, None),
-                    y_range=(None, None), weights=None) -> jax.Array:
+def joint_histogram(
+    x: jax.Array, y: jax.Array, bins: int, x_range=(None, None), y_range=(None, None), weights=None
+) -> jax.Array:
     """Empirical joint probabilities ``[bins, bins]`` of paired samples ``x [T]``, ``y [T]``."""
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"x and y must be paired 1-D samples, got {x.shape} and {y.shape}")
@@ -82,21 +83,36 @@ def joint_histogram(x: jax.Array, y: jax.Array, bins: int, x_range=(None, None),
     return counts / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-def entropy(x: jax.Array, bins: int = 16, *, lower=None, upper=None,
-            normalize: bool = False, weights=None) -> jax.Array:
+def entropy(
+    x: jax.Array, bins: int = 16, *, lower=None, upper=None, normalize: bool = False, weights=None
+) -> jax.Array:
     """Histogram entropy of ``x [T]`` (nats; divided by ``log(bins)`` if ``normalize``)."""
     h = entropy_from_probabilities(histogram(x, bins, lower, upper, weights))
     return h / jnp.log(bins) if normalize and bins > 1 else h
 
 
-def joint_entropy(x: jax.Array, y: jax.Array, bins: int = 16, *, x_range=(None, None),
-                  y_range=(None, None), weights=None) -> jax.Array:
+def joint_entropy(
+    x: jax.Array,
+    y: jax.Array,
+    bins: int = 16,
+    *,
+    x_range=(None, None),
+    y_range=(None, None),
+    weights=None,
+) -> jax.Array:
     """``H(X, Y)`` of paired samples ``x [T]``, ``y [T]`` (nats)."""
     return entropy_from_probabilities(joint_histogram(x, y, bins, x_range, y_range, weights))
 
 
-def mutual_information(x: jax.Array, y: jax.Array, bins: int = 16, *, x_range=(None, None),
-                       y_range=(None, None), weights=None) -> jax.Array:
+def mutual_information(
+    x: jax.Array,
+    y: jax.Array,
+    bins: int = 16,
+    *,
+    x_range=(None, None),
+    y_range=(None, None),
+    weights=None,
+) -> jax.Array:
     """``I(X; Y) = H(X) + H(Y) - H(X, Y)`` of paired samples ``x [T]``, ``y [T]`` (nats)."""
     joint = joint_histogram(x, y, bins, x_range, y_range, weights)
     hx = entropy_from_probabilities(jnp.sum(joint, axis=1))
@@ -104,9 +120,16 @@ def mutual_information(x: jax.Array, y: jax.Array, bins: int = 16, *, x_range=(N
     return hx + hy - entropy_from_probabilities(joint)
 
 
-def normalized_mutual_information(x: jax.Array, y: jax.Array, bins: int = 16,
-                                  method: str = "sqrt", *, x_range=(None, None),
-                                  y_range=(None, None), weights=None) -> jax.Array:
+def normalized_mutual_information(
+    x: jax.Array,
+    y: jax.Array,
+    bins: int = 16,
+    method: str = "sqrt",
+    *,
+    x_range=(None, None),
+    y_range=(None, None),
+    weights=None,
+) -> jax.Array:
     """Mutual information divided by an entropy bound (see module docstring); in [0, 1]."""
     if method not in NMI_METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(NMI_METHODS)}")
@@ -115,24 +138,37 @@ def normalized_mutual_information(x: jax.Array, y: jax.Array, bins: int = 16,
     hy = entropy_from_probabilities(jnp.sum(joint, axis=0))
     hxy = entropy_from_probabilities(joint)
     mi = hx + hy - hxy
-    denominator = {"sqrt": jnp.sqrt(hx * hy), "min": jnp.minimum(hx, hy),
-                   "max": jnp.maximum(hx, hy), "arithmetic": 0.5 * (hx + hy),
-                   "joint": hxy}[method]
-    return jnp.where(denominator > 1e-12, mi / jnp.where(denominator > 1e-12, denominator, 1.0),
-                     0.0)
+    denominator = {
+        "sqrt": jnp.sqrt(hx * hy),
+        "min": jnp.minimum(hx, hy),
+        "max": jnp.maximum(hx, hy),
+        "arithmetic": 0.5 * (hx + hy),
+        "joint": hxy,
+    }[method]
+    return jnp.where(
+        denominator > 1e-12, mi / jnp.where(denominator > 1e-12, denominator, 1.0), 0.0
+    )
 
 
-def unit_entropies(activations: jax.Array, bins: int = 16, normalize: bool = True,
-                   weights=None) -> jax.Array:
+def unit_entropies(
+    activations: jax.Array, bins: int = 16, normalize: bool = True, weights=None
+) -> jax.Array:
     """Entropy of each column: ``activations [T, U] -> [U]`` (``weights [T]``)."""
-    return jax.vmap(lambda column: entropy(column, bins, normalize=normalize, weights=weights),
-                    in_axes=1)(activations)
+    return jax.vmap(
+        lambda column: entropy(column, bins, normalize=normalize, weights=weights), in_axes=1
+    )(activations)
 
 
-def mutual_information_matrix(a: jax.Array, b: jax.Array, bins: int = 16,
-                              normalized: bool = False, method: str = "sqrt",
-                              weights=None) -> jax.Array:
+def mutual_information_matrix(
+    a: jax.Array,
+    b: jax.Array,
+    bins: int = 16,
+    normalized: bool = False,
+    method: str = "sqrt",
+    weights=None,
+) -> jax.Array:
     """MI between every column pair: ``a [T, U]``, ``b [T, V] -> [U, V]`` (``weights [T]``)."""
+
     def pair(x, y):
         if normalized:
             return normalized_mutual_information(x, y, bins, method, weights=weights)
@@ -165,9 +201,15 @@ def layer_activations(spec: MLPSpec, params, masks, inputs: jax.Array) -> tuple[
     return tuple(outputs)
 
 
-def information_profile(spec: MLPSpec, params, masks, observations: jax.Array,
-                        actions: jax.Array | None = None, bins: int = 16,
-                        weights: jax.Array | None = None) -> dict:
+def information_profile(
+    spec: MLPSpec,
+    params,
+    masks,
+    observations: jax.Array,
+    actions: jax.Array | None = None,
+    bins: int = 16,
+    weights: jax.Array | None = None,
+) -> dict:
     """Per-unit and per-layer information measures of one network on recorded observations.
 
     Args:
@@ -191,11 +233,23 @@ def information_profile(spec: MLPSpec, params, masks, observations: jax.Array,
     if actions is None:
         actions = activations[-1]
     unit = tuple(unit_entropies(a, bins, weights=weights) for a in activations)
-    mi = jnp.stack([jnp.mean(mutual_information_matrix(a, actions, bins, weights=weights))
-                    for a in activations])
-    nmi = jnp.stack([jnp.mean(mutual_information_matrix(a, actions, bins, normalized=True,
-                                                        weights=weights))
-                     for a in activations])
+    mi = jnp.stack(
+        [
+            jnp.mean(mutual_information_matrix(a, actions, bins, weights=weights))
+            for a in activations
+        ]
+    )
+    nmi = jnp.stack(
+        [
+            jnp.mean(mutual_information_matrix(a, actions, bins, normalized=True, weights=weights))
+            for a in activations
+        ]
+    )
     hidden = mi[:-1] if spec.num_layers > 1 else mi
-    return {"unit_entropy": unit, "layer_entropy": jnp.stack([jnp.mean(u) for u in unit]),
-            "layer_action_mi": mi, "layer_action_nmi": nmi, "action_mi": jnp.mean(hidden)}
+    return {
+        "unit_entropy": unit,
+        "layer_entropy": jnp.stack([jnp.mean(u) for u in unit]),
+        "layer_action_mi": mi,
+        "layer_action_nmi": nmi,
+        "action_mi": jnp.mean(hidden),
+    }

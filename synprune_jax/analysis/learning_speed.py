@@ -38,8 +38,7 @@ def generations_to_threshold(curves: np.ndarray, threshold: float) -> np.ndarray
     return np.where(reached.any(axis=1), first, -1)
 
 
-def rank_correlation(measure: np.ndarray, generations: np.ndarray,
-                     num_generations: int) -> dict:
+def rank_correlation(measure: np.ndarray, generations: np.ndarray, num_generations: int) -> dict:
     """Spearman correlations between a measure and generations-to-threshold.
 
     ``generations`` holds -1 for "never". ``"reached"``: over the networks that reached it;
@@ -58,38 +57,60 @@ def rank_correlation(measure: np.ndarray, generations: np.ndarray,
             return float("nan")
         return float(spearmanr(x, y).statistic)
 
-    return {"reached": rho(measure[reached], generations[reached]),
-            "censored": rho(measure, censored), "num_reached": int(reached.sum()),
-            "num_networks": int(measure.size)}
+    return {
+        "reached": rho(measure[reached], generations[reached]),
+        "censored": rho(measure, censored),
+        "num_reached": int(reached.sum()),
+        "num_networks": int(measure.size),
+    }
 
 
-def learning_speed_table(action_mi: np.ndarray, entropy: np.ndarray, density: np.ndarray,
-                         generations: np.ndarray) -> list[dict]:
+def learning_speed_table(
+    action_mi: np.ndarray, entropy: np.ndarray, density: np.ndarray, generations: np.ndarray
+) -> list[dict]:
     """One row per network, sorted by MI (descending)."""
     order = np.argsort(-np.asarray(action_mi), kind="stable")
-    return [{"network": int(i), "action_mi": float(action_mi[i]), "entropy": float(entropy[i]),
-             "density": float(density[i]),
-             "generations_to_threshold": int(generations[i]) if generations[i] >= 0 else None}
-            for i in order]
+    return [
+        {
+            "network": int(i),
+            "action_mi": float(action_mi[i]),
+            "entropy": float(entropy[i]),
+            "density": float(density[i]),
+            "generations_to_threshold": int(generations[i]) if generations[i] >= 0 else None,
+        }
+        for i in order
+    ]
 
 
 def format_table(rows: list[dict], correlation: dict, threshold: float) -> str:
-    lines = [f"| network | MI(layer; action) at gen 0 | unit entropy | density | "
-             f"generations to return >= {threshold:g} |", "|---|---|---|---|---|"]
+    lines = [
+        f"| network | MI(layer; action) at gen 0 | unit entropy | density | "
+        f"generations to return >= {threshold:g} |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
-        gens = "not reached" if row["generations_to_threshold"] is None else \
-            str(row["generations_to_threshold"])
-        lines.append(f"| {row['network']} | {row['action_mi']:.4f} | {row['entropy']:.3f} | "
-                     f"{row['density']:.3f} | {gens} |")
-    lines += ["", f"Spearman rho (MI vs generations): {correlation['reached']:.3f} over the "
-              f"{correlation['num_reached']} of {correlation['num_networks']} networks that "
-              f"reached the threshold; {correlation['censored']:.3f} counting the others as "
-              "never (censored)."]
+        gens = (
+            "not reached"
+            if row["generations_to_threshold"] is None
+            else str(row["generations_to_threshold"])
+        )
+        lines.append(
+            f"| {row['network']} | {row['action_mi']:.4f} | {row['entropy']:.3f} | "
+            f"{row['density']:.3f} | {gens} |"
+        )
+    lines += [
+        "",
+        f"Spearman rho (MI vs generations): {correlation['reached']:.3f} over the "
+        f"{correlation['num_reached']} of {correlation['num_networks']} networks that "
+        f"reached the threshold; {correlation['censored']:.3f} counting the others as "
+        "never (censored).",
+    ]
     return "\n".join(lines)
 
 
-def plot_mi_vs_learning_speed(path: str | os.PathLike, action_mi: np.ndarray,
-                              generations: np.ndarray, num_generations: int) -> str:
+def plot_mi_vs_learning_speed(
+    path: str | os.PathLike, action_mi: np.ndarray, generations: np.ndarray, num_generations: int
+) -> str:
     """Scatter of MI at generation 0 against generations to threshold (never: drawn at the top
     as open markers)."""
     import matplotlib
@@ -104,8 +125,14 @@ def plot_mi_vs_learning_speed(path: str | os.PathLike, action_mi: np.ndarray,
     axes = figure.add_subplot()
     axes.scatter(action_mi[reached], generations[reached], s=22, label="reached")
     if (~reached).any():
-        axes.scatter(action_mi[~reached], np.full((~reached).sum(), num_generations + 1), s=22,
-                     facecolors="none", edgecolors="C3", label="not reached")
+        axes.scatter(
+            action_mi[~reached],
+            np.full((~reached).sum(), num_generations + 1),
+            s=22,
+            facecolors="none",
+            edgecolors="C3",
+            label="not reached",
+        )
     axes.set_xlabel("mean MI(layer units; actions) at generation 0 (nats)")
     axes.set_ylabel("generations to reach the return threshold")
     axes.grid(alpha=0.3)
@@ -149,8 +176,9 @@ def brax_observations(task) -> ObservationsFn:
     in :class:`~synprune_jax.sharding.ShardedTask` / ``ChunkedTask`` keeps its wrapper."""
     inner = getattr(task, "task", None)
     if inner is not None and dataclasses.is_dataclass(task):  # a wrapper: replace inside it
-        recording = dataclasses.replace(task, task=dataclasses.replace(
-            inner, keep_trajectories=True, num_episodes=1))
+        recording = dataclasses.replace(
+            task, task=dataclasses.replace(inner, keep_trajectories=True, num_episodes=1)
+        )
     else:
         recording = dataclasses.replace(task, keep_trajectories=True, num_episodes=1)
 
@@ -207,8 +235,13 @@ class LearningSpeedStudy:
             if not hasattr(task, "keep_trajectories"):
                 raise ValueError("give observations_fn for a task that cannot keep trajectories")
             observations_fn = brax_observations(task)
-        for name, kind in (("num_networks", int), ("threshold", float), ("bins", int),
-                           ("init_beta_a", float), ("init_beta_b", float)):
+        for name, kind in (
+            ("num_networks", int),
+            ("threshold", float),
+            ("bins", int),
+            ("init_beta_a", float),
+            ("init_beta_b", float),
+        ):
             object.__setattr__(self, name, kind(getattr(self, name)))
         object.__setattr__(self, "es", MaskedES(self.es_config, task))
         object.__setattr__(self, "_observations", observations_fn)
@@ -220,8 +253,14 @@ class LearningSpeedStudy:
 
     def initial_networks(self, key: jax.Array) -> Population:
         """``N`` random networks, per-layer density ~ Beta(a, b), forward-pruned."""
-        return variation.random_population(key, self.task, self.num_networks, jnp.zeros(2),
-                                           beta_a=self.init_beta_a, beta_b=self.init_beta_b)
+        return variation.random_population(
+            key,
+            self.task,
+            self.num_networks,
+            jnp.zeros(2),
+            beta_a=self.init_beta_a,
+            beta_b=self.init_beta_b,
+        )
 
     def init(self, key: jax.Array, hyper: ESHyper) -> LearningSpeedState:
         """Draws the networks, records their information profile and return, starts their ES."""
@@ -229,23 +268,27 @@ class LearningSpeedStudy:
         key_networks, key_record, key_eval, key_es = jax.random.split(key, 4)
         networks = self.initial_networks(key_networks)
         observations, weights = self._observations(key_record, networks)
-        profile = jax.vmap(lambda p, m, o, w: information_profile(
-            self.task.spec, p, m, o, None, self.bins, w))(networks.params, networks.masks,
-                                                         observations, weights)
+        profile = jax.vmap(
+            lambda p, m, o, w: information_profile(self.task.spec, p, m, o, None, self.bins, w)
+        )(networks.params, networks.masks, observations, weights)
         initial = self.task.evaluate(key_eval, networks)
         es = jax.vmap(lambda k, p, m: self.es.init_from(k, p, m, hyper))(
-            jax.random.split(key_es, self.num_networks), networks.params, networks.masks)
+            jax.random.split(key_es, self.num_networks), networks.params, networks.masks
+        )
         reached = initial.fitness >= self.threshold
         return LearningSpeedState(
-            es=es, action_mi=profile["action_mi"].astype(jnp.float32),
+            es=es,
+            action_mi=profile["action_mi"].astype(jnp.float32),
             entropy=jnp.mean(profile["layer_entropy"][:, :-1], axis=1).astype(jnp.float32)
-            if self.task.spec.num_layers > 1 else profile["layer_entropy"][:, 0],
+            if self.task.spec.num_layers > 1
+            else profile["layer_entropy"][:, 0],
             density=initial.extras["density"].astype(jnp.float32),
             initial_fitness=initial.fitness.astype(jnp.float32),
             first_reached=jnp.where(reached, 0, -1).astype(jnp.int32),
             generation=jnp.zeros((), jnp.int32),
             num_evaluations=jnp.asarray(2 * self.num_networks, jnp.int32)
-            + jnp.sum(es.num_evaluations))
+            + jnp.sum(es.num_evaluations),
+        )
 
     def step(self, key: jax.Array, state: LearningSpeedState, hyper: ESHyper):
         """One ES generation of every network; updates the first generation at threshold."""
@@ -253,11 +296,16 @@ class LearningSpeedStudy:
         es, metrics = jax.vmap(lambda k, s: self.es.step(k, s, hyper))(keys, state.es)
         generation = state.generation + 1
         reached = metrics["best_fitness"] >= self.threshold
-        first = jnp.where((state.first_reached < 0) & reached, generation,
-                          state.first_reached).astype(jnp.int32)
+        first = jnp.where(
+            (state.first_reached < 0) & reached, generation, state.first_reached
+        ).astype(jnp.int32)
         evaluations = jnp.sum(es.num_evaluations) - jnp.sum(state.es.num_evaluations)
-        state = state.replace(es=es, first_reached=first, generation=generation,
-                              num_evaluations=state.num_evaluations + evaluations)
+        state = state.replace(
+            es=es,
+            first_reached=first,
+            generation=generation,
+            num_evaluations=state.num_evaluations + evaluations,
+        )
         return state, {
             "max_fitness": jnp.max(metrics["best_fitness"]),
             "mean_best_fitness": jnp.mean(metrics["best_fitness"]),

@@ -19,8 +19,9 @@ def density_band_key(band: float) -> str:
     return f"best_fitness_density_le_{int(round(band * 100))}"
 
 
-def qd_metrics(archive: Archive, qd_offset: float,
-               density_bands: Sequence[float] = (0.1, 0.25, 0.5, 1.0)) -> dict[str, jax.Array]:
+def qd_metrics(
+    archive: Archive, qd_offset: float, density_bands: Sequence[float] = (0.1, 0.25, 0.5, 1.0)
+) -> dict[str, jax.Array]:
     """Summary statistics of an archive.
 
     Args:

@@ -163,11 +163,13 @@ def padded_front(objectives: jax.Array, genomes: jax.Array, capacity: int) -> Pa
         valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)])
     front_objectives = jnp.where(valid[:, None], objectives[chosen], -jnp.inf)
     front_genomes = genomes[chosen] & valid[:, None]
-    return ParetoFront(objectives=front_objectives.astype(jnp.float32), genomes=front_genomes,
-                       valid=valid)
+    return ParetoFront(
+        objectives=front_objectives.astype(jnp.float32), genomes=front_genomes, valid=valid
+    )
 
 
 # ----- host: exact hypervolume -------------------------------------------------------------------
+
 
 def non_dominated_numpy(points: np.ndarray) -> np.ndarray:
     """``[N, M] -> [N]`` bool, True for the points no other point dominates (maximisation)."""
@@ -227,8 +229,9 @@ def hypervolume(points, reference) -> float:
     points = np.asarray(points, np.float64)
     reference = np.asarray(reference, np.float64).reshape(-1)
     if points.ndim != 2 or points.shape[1] != reference.shape[0]:
-        raise ValueError(f"points [N, M] and reference [M] disagree: {points.shape}, "
-                         f"{reference.shape}")
+        raise ValueError(
+            f"points [N, M] and reference [M] disagree: {points.shape}, {reference.shape}"
+        )
     points = points[np.all(np.isfinite(points), axis=1)]
     points = points[np.all(points > reference, axis=1)]
     if points.shape[0] == 0:

@@ -48,18 +48,22 @@ def _validate_bounds(name: str, lower, upper) -> tuple[tuple[float, ...], tuple[
         raise ValueError(f"{name}: lower has {len(lower)} entries but upper has {len(upper)}")
     for dim, (low, high) in enumerate(zip(lower, upper, strict=True)):
         if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError(f"{name}: bounds must be finite, got lower[{dim}]={low}, "
-                             f"upper[{dim}]={high}")
+            raise ValueError(
+                f"{name}: bounds must be finite, got lower[{dim}]={low}, upper[{dim}]={high}"
+            )
         if not low < high:
-            raise ValueError(f"{name}: need lower < upper in every dimension, got "
-                             f"lower[{dim}]={low} >= upper[{dim}]={high}")
+            raise ValueError(
+                f"{name}: need lower < upper in every dimension, got "
+                f"lower[{dim}]={low} >= upper[{dim}]={high}"
+            )
     return lower, upper
 
 
 def _check_descriptors(descriptors: jax.Array, num_descriptors: int) -> None:
     if descriptors.ndim != 2 or descriptors.shape[1] != num_descriptors:
-        raise ValueError(f"descriptors must have shape [B, {num_descriptors}], "
-                         f"got {descriptors.shape}")
+        raise ValueError(
+            f"descriptors must have shape [B, {num_descriptors}], got {descriptors.shape}"
+        )
 
 
 def _nearest(centroids: jax.Array, points: jax.Array) -> jax.Array:
@@ -94,12 +98,15 @@ class GridSpec:
         lower, upper = _validate_bounds("GridSpec", self.lower, self.upper)
         resolution = tuple(self.resolution)
         if len(resolution) != len(lower):
-            raise ValueError(f"GridSpec: resolution has {len(resolution)} entries but there are "
-                             f"{len(lower)} descriptor dimensions")
+            raise ValueError(
+                f"GridSpec: resolution has {len(resolution)} entries but there are "
+                f"{len(lower)} descriptor dimensions"
+            )
         for dim, cells in enumerate(resolution):
             if int(cells) != cells or cells < 1:
-                raise ValueError(f"GridSpec: resolution[{dim}] must be an integer >= 1, "
-                                 f"got {cells}")
+                raise ValueError(
+                    f"GridSpec: resolution[{dim}] must be an integer >= 1, got {cells}"
+                )
         object.__setattr__(self, "lower", lower)
         object.__setattr__(self, "upper", upper)
         object.__setattr__(self, "resolution", tuple(int(cells) for cells in resolution))
@@ -116,8 +123,10 @@ class GridSpec:
 
     def centroids(self) -> jax.Array:
         """Cell centres, ``[C, D]`` float32, in row-major cell order."""
-        axes = [low + (np.arange(cells) + 0.5) * (high - low) / cells
-                for low, high, cells in zip(self.lower, self.upper, self.resolution, strict=True)]
+        axes = [
+            low + (np.arange(cells) + 0.5) * (high - low) / cells
+            for low, high, cells in zip(self.lower, self.upper, self.resolution, strict=True)
+        ]
         grid = np.meshgrid(*axes, indexing="ij")
         return jnp.asarray(np.stack([g.reshape(-1) for g in grid], axis=1), jnp.float32)
 
@@ -140,8 +149,11 @@ class GridSpec:
         lower = jnp.asarray(self.lower, jnp.float32)
         upper = jnp.asarray(self.upper, jnp.float32)
         resolution = jnp.asarray(self.resolution, jnp.int32)
-        scaled = ((descriptors.astype(jnp.float32) - lower[None, :])
-                  / (upper - lower)[None, :] * resolution.astype(jnp.float32)[None, :])
+        scaled = (
+            (descriptors.astype(jnp.float32) - lower[None, :])
+            / (upper - lower)[None, :]
+            * resolution.astype(jnp.float32)[None, :]
+        )
         scaled = jnp.where(jnp.isnan(scaled), 0.0, scaled)
         # Clip in float first so that +-inf and huge values do not overflow the int cast.
         scaled = jnp.clip(scaled, 0.0, resolution.astype(jnp.float32)[None, :])
@@ -151,8 +163,9 @@ class GridSpec:
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def lloyd_kmeans(samples: jax.Array, initial_centroids: jax.Array,
-                 num_iterations: int) -> jax.Array:
+def lloyd_kmeans(
+    samples: jax.Array, initial_centroids: jax.Array, num_iterations: int
+) -> jax.Array:
     """Lloyd's k-means with fixed shapes.
 
     Each iteration assigns every sample to its nearest centroid and moves each centroid to the
@@ -172,13 +185,13 @@ def lloyd_kmeans(samples: jax.Array, initial_centroids: jax.Array,
     def iteration(_, centroids):
         assignment = _nearest(centroids, samples)
         sums = jax.ops.segment_sum(samples, assignment, num_segments=num_cells)
-        counts = jax.ops.segment_sum(jnp.ones(samples.shape[0], jnp.float32), assignment,
-                                     num_segments=num_cells)
+        counts = jax.ops.segment_sum(
+            jnp.ones(samples.shape[0], jnp.float32), assignment, num_segments=num_cells
+        )
         means = sums / jnp.maximum(counts, 1.0)[:, None]
         return jnp.where((counts > 0)[:, None], means, centroids)
 
-    return jax.lax.fori_loop(0, num_iterations, iteration,
-                             initial_centroids.astype(jnp.float32))
+    return jax.lax.fori_loop(0, num_iterations, iteration, initial_centroids.astype(jnp.float32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,9 +221,11 @@ class CVTSpec:
         lower, upper = _validate_bounds("CVTSpec", self.lower, self.upper)
         object.__setattr__(self, "lower", lower)
         object.__setattr__(self, "upper", upper)
-        for name, low, low_name in (("num_cells", 1, "1"),
-                                    ("num_samples", self.num_cells, "num_cells"),
-                                    ("num_iterations", 0, "0")):
+        for name, low, low_name in (
+            ("num_cells", 1, "1"),
+            ("num_samples", self.num_cells, "num_cells"),
+            ("num_iterations", 0, "0"),
+        ):
             value = getattr(self, name)
             if int(value) != value or value < low:
                 raise ValueError(f"CVTSpec: {name} must be an integer >= {low_name}, got {value}")
@@ -224,8 +239,9 @@ class CVTSpec:
         """The uniform k-means samples, ``[num_samples, D]`` float32 (deterministic from seed)."""
         lower = jnp.asarray(self.lower, jnp.float32)
         upper = jnp.asarray(self.upper, jnp.float32)
-        unit = jax.random.uniform(jax.random.key(self.seed),
-                                  (self.num_samples, self.num_descriptors))
+        unit = jax.random.uniform(
+            jax.random.key(self.seed), (self.num_samples, self.num_descriptors)
+        )
         return lower[None, :] + unit * (upper - lower)[None, :]
 
     def centroids(self) -> jax.Array:
@@ -295,12 +311,15 @@ def init_archive(spec: ArchiveSpec, template: Population) -> Archive:
             the structure, shapes and dtypes of the genome.
     """
     if jnp.ndim(template.rates) != 1:
-        raise ValueError(f"template must be one individual (rates of shape [2]), got rates of "
-                         f"shape {jnp.shape(template.rates)}; pass population[0]")
+        raise ValueError(
+            f"template must be one individual (rates of shape [2]), got rates of "
+            f"shape {jnp.shape(template.rates)}; pass population[0]"
+        )
     num_cells = spec.num_cells
     centroids = spec.centroids()
     genomes = jax.tree_util.tree_map(
-        lambda leaf: jnp.zeros((num_cells, *jnp.shape(leaf)), jnp.asarray(leaf).dtype), template)
+        lambda leaf: jnp.zeros((num_cells, *jnp.shape(leaf)), jnp.asarray(leaf).dtype), template
+    )
     return Archive(
         genomes=genomes,
         fitness=jnp.full((num_cells,), -jnp.inf, jnp.float32),
@@ -315,8 +334,9 @@ def init_archive(spec: ArchiveSpec, template: Population) -> Archive:
 _PAIRWISE_PAIRS_PER_CELL = 4
 
 
-def _batch_winners(cells: jax.Array, fitness: jax.Array, valid: jax.Array,
-                   num_cells: int) -> jax.Array:
+def _batch_winners(
+    cells: jax.Array, fitness: jax.Array, valid: jax.Array, num_cells: int
+) -> jax.Array:
     """``[B]`` bool: the valid individual of highest fitness in its cell, ties to the lowest
     batch index (rule 2 of :func:`add`). ``cells`` holds the sentinel ``num_cells`` where
     invalid, ``fitness`` is finite where valid.
@@ -329,17 +349,22 @@ def _batch_winners(cells: jax.Array, fitness: jax.Array, valid: jax.Array,
     if batch_size * batch_size <= _PAIRWISE_PAIRS_PER_CELL * num_cells:
         rival = (cells[None, :] == cells[:, None]) & valid[None, :]
         beats = (fitness[None, :] > fitness[:, None]) | (
-            (fitness[None, :] == fitness[:, None]) & (batch_index[None, :] < batch_index[:, None]))
+            (fitness[None, :] == fitness[:, None]) & (batch_index[None, :] < batch_index[:, None])
+        )
         return valid & ~jnp.any(rival & beats, axis=1)
     best = jnp.full((num_cells,), -jnp.inf, jnp.float32).at[cells].max(fitness, mode="drop")
     is_best = valid & (fitness == best[jnp.minimum(cells, num_cells - 1)])
-    winner_index = jnp.full((num_cells,), batch_size, jnp.int32).at[cells].min(
-        jnp.where(is_best, batch_index, batch_size), mode="drop")
+    winner_index = (
+        jnp.full((num_cells,), batch_size, jnp.int32)
+        .at[cells]
+        .min(jnp.where(is_best, batch_index, batch_size), mode="drop")
+    )
     return valid & (winner_index[jnp.minimum(cells, num_cells - 1)] == batch_index)
 
 
-def add(spec: ArchiveSpec, archive: Archive, genomes: Population,
-        result: EvalResult) -> tuple[Archive, jax.Array]:
+def add(
+    spec: ArchiveSpec, archive: Archive, genomes: Population, result: EvalResult
+) -> tuple[Archive, jax.Array]:
     """Inserts a batch into the archive (fixed shapes, one scatter per leaf).
 
     Rules, in order:
@@ -363,20 +388,25 @@ def add(spec: ArchiveSpec, archive: Archive, genomes: Population,
         individuals now stored.
     """
     if "density" not in result.extras:
-        raise KeyError("add() reads each individual's mask density from result.extras['density'] "
-                       f"([B]); extras has keys {sorted(result.extras)}")
+        raise KeyError(
+            "add() reads each individual's mask density from result.extras['density'] "
+            f"([B]); extras has keys {sorted(result.extras)}"
+        )
     num_cells = archive.num_cells
     fitness = jnp.asarray(result.fitness, jnp.float32)
     descriptors = jnp.asarray(result.descriptors, jnp.float32)
     density = jnp.asarray(result.extras["density"], jnp.float32)
     batch_size = fitness.shape[0]
     if fitness.shape != (batch_size,) or density.shape != (batch_size,):
-        raise ValueError(f"fitness and extras['density'] must have shape [B], got "
-                         f"{fitness.shape} and {density.shape}")
+        raise ValueError(
+            f"fitness and extras['density'] must have shape [B], got "
+            f"{fitness.shape} and {density.shape}"
+        )
     _check_descriptors(descriptors, spec.num_descriptors)
     if descriptors.shape[0] != batch_size:
-        raise ValueError(f"descriptors have {descriptors.shape[0]} rows for {batch_size} "
-                         "fitness values")
+        raise ValueError(
+            f"descriptors have {descriptors.shape[0]} rows for {batch_size} fitness values"
+        )
 
     valid = jnp.isfinite(fitness) & jnp.all(jnp.isfinite(descriptors), axis=1)
     cells = spec.cell_index(archive.centroids, descriptors)
@@ -390,7 +420,9 @@ def add(spec: ArchiveSpec, archive: Archive, genomes: Population,
     target = jnp.where(inserted, cells, num_cells)
     new_genomes = jax.tree_util.tree_map(
         lambda stored, new: stored.at[target].set(new.astype(stored.dtype), mode="drop"),
-        archive.genomes, genomes)
+        archive.genomes,
+        genomes,
+    )
     new_archive = archive.replace(
         genomes=new_genomes,
         fitness=archive.fitness.at[target].set(fitness, mode="drop"),
@@ -421,8 +453,9 @@ def inclusive_count(flags: jax.Array) -> jax.Array:
     tiles = jnp.pad(flags.astype(jnp.float32), (0, rows * width - size)).reshape(rows, width)
     highest = jax.lax.Precision.HIGHEST
     within = jnp.matmul(tiles, jnp.triu(jnp.ones((width, width), jnp.float32)), precision=highest)
-    offsets = jnp.matmul(jnp.tril(jnp.ones((rows, rows), jnp.float32), -1), within[:, -1],
-                         precision=highest)
+    offsets = jnp.matmul(
+        jnp.tril(jnp.ones((rows, rows), jnp.float32), -1), within[:, -1], precision=highest
+    )
     return (within + offsets[:, None]).reshape(-1)[:size].astype(jnp.int32)
 
 
@@ -449,8 +482,9 @@ def sample_indices(key: jax.Array, archive: Archive, num: int) -> jax.Array:
     # The filled cells in ascending order (jnp.nonzero's values, without its cumsum).
     rank = jnp.where(filled, inclusive_count(filled) - 1, num_cells)
     cells = jnp.arange(num_cells, dtype=jnp.int32)
-    filled_cells = jnp.zeros((num_cells,), jnp.int32).at[rank].set(cells, mode="drop",
-                                                                   unique_indices=True)
+    filled_cells = (
+        jnp.zeros((num_cells,), jnp.int32).at[rank].set(cells, mode="drop", unique_indices=True)
+    )
     table = jnp.where(any_filled, filled_cells, cells)
     upper = jnp.where(any_filled, num_filled, num_cells)
     draws = jax.random.randint(key, (num,), 0, upper, dtype=jnp.int32)

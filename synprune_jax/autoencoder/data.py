@@ -53,8 +53,9 @@ def make_centroids(key: jax.Array, num_clusters: int, dim: int) -> jax.Array:
     return jnp.any(coins, axis=0).astype(jnp.float32)
 
 
-def sample_from_centroids(key: jax.Array, centroids: jax.Array, num_samples: int,
-                          num_flips: int) -> tuple[jax.Array, jax.Array]:
+def sample_from_centroids(
+    key: jax.Array, centroids: jax.Array, num_samples: int, num_flips: int
+) -> tuple[jax.Array, jax.Array]:
     """Noisy samples of ``centroids`` (``[k, d]``).
 
     Returns:
@@ -72,8 +73,9 @@ def sample_from_centroids(key: jax.Array, centroids: jax.Array, num_samples: int
     return samples.astype(jnp.float32), labels.astype(jnp.int32)
 
 
-def make_binary_clustering(key: jax.Array, spec: BinaryClusteringSpec = BinaryClusteringSpec()
-                           ) -> dict[str, jax.Array]:
+def make_binary_clustering(
+    key: jax.Array, spec: BinaryClusteringSpec = BinaryClusteringSpec()
+) -> dict[str, jax.Array]:
     """Draws centroids and train / test sets.
 
     Returns:
@@ -82,8 +84,14 @@ def make_binary_clustering(key: jax.Array, spec: BinaryClusteringSpec = BinaryCl
     """
     centroid_key, train_key, test_key = jax.random.split(key, 3)
     centroids = make_centroids(centroid_key, spec.num_clusters, spec.dim)
-    train, train_labels = sample_from_centroids(train_key, centroids, spec.num_train,
-                                                spec.num_flips)
+    train, train_labels = sample_from_centroids(
+        train_key, centroids, spec.num_train, spec.num_flips
+    )
     test, test_labels = sample_from_centroids(test_key, centroids, spec.num_test, spec.num_flips)
-    return {"centroids": centroids, "train": train, "train_labels": train_labels,
-            "test": test, "test_labels": test_labels}
+    return {
+        "centroids": centroids,
+        "train": train,
+        "train_labels": train_labels,
+        "test": test,
+        "test_labels": test_labels,
+    }

@@ -61,26 +61,33 @@ SMALL = AutoencoderSpec(bottleneck_dim=2)
 def _init_layer(key: jax.Array, fan_in: int, fan_out: int) -> dict:
     kernel_key, bias_key = jax.random.split(key)
     bound = 1.0 / jnp.sqrt(jnp.float32(fan_in))
-    return {"kernel": jax.random.uniform(kernel_key, (fan_in, fan_out), jnp.float32, -bound, bound),
-            "bias": jax.random.uniform(bias_key, (fan_out,), jnp.float32, -bound, bound)}
+    return {
+        "kernel": jax.random.uniform(kernel_key, (fan_in, fan_out), jnp.float32, -bound, bound),
+        "bias": jax.random.uniform(bias_key, (fan_out,), jnp.float32, -bound, bound),
+    }
 
 
 def init_network(key: jax.Array, sizes: tuple[int, int, int]) -> dict:
     """Two linear layers ``sizes[0] -> sizes[1] -> sizes[2]``."""
     keys = jax.random.split(key, 2)
-    return {name: _init_layer(k, a, b)
-            for name, k, a, b in zip(LAYERS, keys, sizes[:-1], sizes[1:], strict=True)}
+    return {
+        name: _init_layer(k, a, b)
+        for name, k, a, b in zip(LAYERS, keys, sizes[:-1], sizes[1:], strict=True)
+    }
 
 
 def init_autoencoder(key: jax.Array, spec: AutoencoderSpec) -> dict:
     """``{"encoder": ..., "decoder": ...}`` for one autoencoder (no leading axis)."""
     encoder_key, decoder_key = jax.random.split(key)
-    return {"encoder": init_network(encoder_key, spec.encoder_sizes),
-            "decoder": init_network(decoder_key, spec.decoder_sizes)}
+    return {
+        "encoder": init_network(encoder_key, spec.encoder_sizes),
+        "decoder": init_network(decoder_key, spec.decoder_sizes),
+    }
 
 
-def network_forward(layers: dict, x: jax.Array, *, final: str, activation_point: str = "post_relu"
-                    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def network_forward(
+    layers: dict, x: jax.Array, *, final: str, activation_point: str = "post_relu"
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Runs a two-layer network.
 
     Args:
@@ -99,23 +106,25 @@ def network_forward(layers: dict, x: jax.Array, *, final: str, activation_point:
     second = hidden @ layers["layer_1"]["kernel"] + layers["layer_1"]["bias"][None, :]
     output = jax.nn.relu(second) if final == "relu" else jax.nn.sigmoid(second)
     recorded_first = hidden if activation_point == "post_relu" else first
-    recorded_second = (output if (final == "relu" and activation_point == "post_relu")
-                       else second)
+    recorded_second = output if (final == "relu" and activation_point == "post_relu") else second
     return output, (recorded_first, recorded_second)
 
 
-def reconstruct(params: dict, x: jax.Array, activation_point: str = "post_relu"
-                ) -> tuple[jax.Array, dict]:
+def reconstruct(
+    params: dict, x: jax.Array, activation_point: str = "post_relu"
+) -> tuple[jax.Array, dict]:
     """Encodes and decodes ``x`` (``[B, d]``).
 
     Returns:
         ``(reconstruction [B, d], {"encoder": (a0, a1), "decoder": (a0, a1)})`` with the
         recorded activations of every linear layer (``[B, units]`` each).
     """
-    code, encoder_acts = network_forward(params["encoder"], x, final="relu",
-                                         activation_point=activation_point)
-    output, decoder_acts = network_forward(params["decoder"], code, final="sigmoid",
-                                           activation_point=activation_point)
+    code, encoder_acts = network_forward(
+        params["encoder"], x, final="relu", activation_point=activation_point
+    )
+    output, decoder_acts = network_forward(
+        params["decoder"], code, final="sigmoid", activation_point=activation_point
+    )
     return output, {"encoder": encoder_acts, "decoder": decoder_acts}
 
 

@@ -32,25 +32,38 @@ def check_operator(name: str) -> None:
 def init_stats(params: dict, batch_size: int) -> dict:
     """Zeroed accumulators ``{network: {layer: {"count": [], "sum": [B, u], "sum_sq": [B, u]}}}``
     for the autoencoder ``params`` (no leading axis) and passes of ``batch_size`` samples."""
-    def entry(units):
-        return {"count": jnp.zeros((), jnp.float32),
-                "sum": jnp.zeros((batch_size, units), jnp.float32),
-                "sum_sq": jnp.zeros((batch_size, units), jnp.float32)}
 
-    return {network: {layer: entry(params[network][layer]["bias"].shape[0]) for layer in LAYERS}
-            for network in NETWORKS}
+    def entry(units):
+        return {
+            "count": jnp.zeros((), jnp.float32),
+            "sum": jnp.zeros((batch_size, units), jnp.float32),
+            "sum_sq": jnp.zeros((batch_size, units), jnp.float32),
+        }
+
+    return {
+        network: {layer: entry(params[network][layer]["bias"].shape[0]) for layer in LAYERS}
+        for network in NETWORKS
+    }
 
 
 def accumulate_stats(stats: dict, recorded: dict) -> dict:
     """Adds one forward pass: ``recorded = {network: (a0 [B, u0], a1 [B, u1])}``."""
+
     def add(entry, values):
         values = jax.lax.stop_gradient(values).astype(jnp.float32)
-        return {"count": entry["count"] + 1.0, "sum": entry["sum"] + values,
-                "sum_sq": entry["sum_sq"] + values * values}
+        return {
+            "count": entry["count"] + 1.0,
+            "sum": entry["sum"] + values,
+            "sum_sq": entry["sum_sq"] + values * values,
+        }
 
-    return {network: {layer: add(stats[network][layer], values)
-                      for layer, values in zip(LAYERS, recorded[network], strict=True)}
-            for network in NETWORKS}
+    return {
+        network: {
+            layer: add(stats[network][layer], values)
+            for layer, values in zip(LAYERS, recorded[network], strict=True)
+        }
+        for network in NETWORKS
+    }
 
 
 def variance_scores(entry: dict) -> jax.Array:
@@ -111,8 +124,7 @@ def conjunctive_units(activations: jax.Array, threshold) -> jax.Array:
 def conjunctive_keep(layer: dict, units: jax.Array) -> dict:
     """Keep pytree zeroing the incoming weights and bias of ``units`` (``[out]`` bool)."""
     keep = (~units).astype(jnp.float32)
-    return {"kernel": jnp.broadcast_to(keep[None, :], layer["kernel"].shape),
-            "bias": keep}
+    return {"kernel": jnp.broadcast_to(keep[None, :], layer["kernel"].shape), "bias": keep}
 
 
 def random_keep_tensor(key: jax.Array, shape: tuple[int, ...], amount) -> jax.Array:
@@ -127,16 +139,26 @@ def random_keep(key: jax.Array, tree: dict, amount) -> dict:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, [random_keep_tensor(k, leaf.shape, amount) for k, leaf in zip(keys, leaves, strict=True)])
+        treedef,
+        [random_keep_tensor(k, leaf.shape, amount) for k, leaf in zip(keys, leaves, strict=True)],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Whole autoencoder.
 
 
-def prune_keep(key: jax.Array, operator: str, params: dict, *, stats: dict | None = None,
-               cases: jax.Array | None = None, amount=0.1, threshold=0.1,
-               activation_point: str = "post_relu") -> dict:
+def prune_keep(
+    key: jax.Array,
+    operator: str,
+    params: dict,
+    *,
+    stats: dict | None = None,
+    cases: jax.Array | None = None,
+    amount=0.1,
+    threshold=0.1,
+    activation_point: str = "post_relu",
+) -> dict:
     """Keep pytree (float32 0/1, shaped like ``params``) of one application of ``operator``.
 
     Args:
@@ -158,17 +180,27 @@ def prune_keep(key: jax.Array, operator: str, params: dict, *, stats: dict | Non
     if operator == "variance":
         if stats is None:
             raise ValueError("the variance operator needs recorded activation stats")
-        return {network: {layer: variance_keep(keys[i, j], params[network][layer],
-                                               variance_scores(stats[network][layer]))
-                          for j, layer in enumerate(LAYERS)}
-                for i, network in enumerate(NETWORKS)}
+        return {
+            network: {
+                layer: variance_keep(
+                    keys[i, j], params[network][layer], variance_scores(stats[network][layer])
+                )
+                for j, layer in enumerate(LAYERS)
+            }
+            for i, network in enumerate(NETWORKS)
+        }
     if cases is None:
         raise ValueError("the conjunctive operator needs cases")
     _, recorded = reconstruct(params, cases, activation_point)  # [C, units] per layer
-    return {network: {layer: conjunctive_keep(params[network][layer],
-                                              conjunctive_units(recorded[network][j], threshold))
-                      for j, layer in enumerate(LAYERS)}
-            for network in NETWORKS}
+    return {
+        network: {
+            layer: conjunctive_keep(
+                params[network][layer], conjunctive_units(recorded[network][j], threshold)
+            )
+            for j, layer in enumerate(LAYERS)
+        }
+        for network in NETWORKS
+    }
 
 
 def apply_keep(params: dict, masks: dict, keep: dict, persistent: bool, do_prune) -> tuple:

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-SCHEDULES = ("none", "fixed", "increase", "decrease", "population", "final_n", "exponential",
-             "prune_after")
+SCHEDULES = (
+    "none",
+    "fixed",
+    "increase",
+    "decrease",
+    "population",
+    "final_n",
+    "exponential",
+    "prune_after",
+)
 
 
 def check_schedule(name: str) -> None:
@@ -18,8 +26,9 @@ def check_schedule(name: str) -> None:
         raise ValueError(f"unknown pruning schedule {name!r}; valid: {list(SCHEDULES)}")
 
 
-def prune_probability(schedule: str, base_probability, epoch, final_epoch,
-                      neighbourhood_size=1) -> jnp.ndarray:
+def prune_probability(
+    schedule: str, base_probability, epoch, final_epoch, neighbourhood_size=1
+) -> jnp.ndarray:
     """Probability of pruning in ``epoch`` (float32 scalar; traced arguments allowed).
 
     Args:

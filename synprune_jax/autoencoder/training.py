@@ -73,8 +73,7 @@ def _check_choices(config, choices) -> None:
     """``choices``: ``(field, valid values)`` pairs of ``config``'s string fields."""
     for name, valid in choices:
         if getattr(config, name) not in valid:
-            raise ValueError(f"{name} must be one of {list(valid)}, got "
-                             f"{getattr(config, name)!r}")
+            raise ValueError(f"{name} must be one of {list(valid)}, got {getattr(config, name)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,27 +154,38 @@ class CoevolutionConfig(TrainingConfig):
         super().__post_init__()
         _check_int("num_cells", self.num_cells)
         _check_int("radius", self.radius, minimum=0)
-        _check_choices(self, [("order", ORDERS), ("topology", TOPOLOGIES),
-                              ("neighbourhood", NEIGHBOURHOODS)])
+        _check_choices(
+            self, [("order", ORDERS), ("topology", TOPOLOGIES), ("neighbourhood", NEIGHBOURHOODS)]
+        )
         if self.topology == "ring":
             if self.grid_shape is not None:
-                raise ValueError("grid_shape applies to topology=torus only (the ring has "
-                                 f"num_cells cells), got {self.grid_shape!r}")
+                raise ValueError(
+                    "grid_shape applies to topology=torus only (the ring has "
+                    f"num_cells cells), got {self.grid_shape!r}"
+                )
             if self.num_cells > 1 and 2 * self.radius + 1 > self.num_cells:
-                raise ValueError(f"radius {self.radius} is too large for a ring of "
-                                 f"{self.num_cells} cells (need 2 radius + 1 <= num_cells)")
+                raise ValueError(
+                    f"radius {self.radius} is too large for a ring of "
+                    f"{self.num_cells} cells (need 2 radius + 1 <= num_cells)"
+                )
             return
         shape, cells = self.grid_shape, self.num_cells
         if shape is None:  # the most square factorisation, rows <= cols
-            rows = max(d for d in range(1, int(cells ** 0.5) + 1) if cells % d == 0)
+            rows = max(d for d in range(1, int(cells**0.5) + 1) if cells % d == 0)
             shape = (rows, cells // rows)
-        if (not isinstance(shape, (list, tuple)) or len(shape) != 2
-                or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape)):
-            raise ValueError(f"grid_shape must be [rows, cols] of positive ints, got "
-                             f"{self.grid_shape!r}")
+        if (
+            not isinstance(shape, (list, tuple))
+            or len(shape) != 2
+            or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape)
+        ):
+            raise ValueError(
+                f"grid_shape must be [rows, cols] of positive ints, got {self.grid_shape!r}"
+            )
         if shape[0] * shape[1] != self.num_cells:
-            raise ValueError(f"grid_shape {list(shape)} has {shape[0] * shape[1]} cells but "
-                             f"num_cells is {self.num_cells}")
+            raise ValueError(
+                f"grid_shape {list(shape)} has {shape[0] * shape[1]} cells but "
+                f"num_cells is {self.num_cells}"
+            )
         object.__setattr__(self, "grid_shape", (int(shape[0]), int(shape[1])))
 
     @property
@@ -187,8 +197,10 @@ class CoevolutionConfig(TrainingConfig):
         """Ring: ``(0, 1, -1, 2, -2, ...)``. Torus: distinct ``(d_row, d_col)`` offsets, the cell
         itself first, then by distance, ``d_row``, ``d_col`` (wrapped duplicates kept once)."""
         if self.topology == "ring":
-            return (0, *(sign * distance for distance in range(1, self.radius + 1)
-                         for sign in (1, -1)))
+            return (
+                0,
+                *(sign * distance for distance in range(1, self.radius + 1) for sign in (1, -1)),
+            )
         rows, cols = self.grid_shape
         span = range(-self.radius, self.radius + 1)
         norm = sum if self.neighbourhood == "von_neumann" else max
@@ -271,6 +283,7 @@ def fresh_adam(learning_rate) -> optax.GradientTransformation:
         >>> [round(value, 6) for value in updates["w"].tolist()]  # -lr * sign(g), |g| >> eps
         [-0.1, 0.1]
     """
+
     def init(params):
         del params
         return optax.EmptyState()
@@ -278,7 +291,8 @@ def fresh_adam(learning_rate) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         del params
         return jax.tree_util.tree_map(
-            lambda g: -learning_rate * g / (jnp.abs(g) + ADAM_EPSILON), updates), state
+            lambda g: -learning_rate * g / (jnp.abs(g) + ADAM_EPSILON), updates
+        ), state
 
     return optax.GradientTransformation(init, update)
 
@@ -287,12 +301,18 @@ def canonical_optimizer(config: TrainingConfig, learning_rate) -> optax.Gradient
     """``optax.adam(learning_rate, b1=adam_beta1, b2=adam_beta2, eps=1e-8)``; its state's
     structure does not depend on ``learning_rate``, so each epoch builds it with that epoch's
     rate and carries the state on."""
-    return optax.adam(learning_rate, b1=config.adam_beta1, b2=config.adam_beta2,
-                      eps=ADAM_EPSILON)
+    return optax.adam(learning_rate, b1=config.adam_beta1, b2=config.adam_beta2, eps=ADAM_EPSILON)
 
 
-def train_epoch(key, params, masks, optimizer: optax.GradientTransformation, opt_state, train,
-                config: TrainingConfig):
+def train_epoch(
+    key,
+    params,
+    masks,
+    optimizer: optax.GradientTransformation,
+    opt_state,
+    train,
+    config: TrainingConfig,
+):
     """One pass over ``train`` (``[N, d]``) in shuffled mini-batches of ``config.batch_size``
     (:func:`synprune_jax.training.fit` with the single epoch key ``key``).
 
@@ -317,18 +337,36 @@ def train_epoch(key, params, masks, optimizer: optax.GradientTransformation, opt
         output, recorded = reconstruct(p, batch, config.activation_point)
         return jnp.mean(jnp.abs(output - batch)), recorded
 
-    result = fit(key[None], params, train, loss_fn, optimizer, batch_size=config.batch_size,
-                 opt_state=opt_state, has_aux=True,
-                 accumulate=accumulate_stats if record else None,
-                 accumulator=init_stats(params, config.batch_size))
+    result = fit(
+        key[None],
+        params,
+        train,
+        loss_fn,
+        optimizer,
+        batch_size=config.batch_size,
+        opt_state=opt_state,
+        has_aux=True,
+        accumulate=accumulate_stats if record else None,
+        accumulator=init_stats(params, config.batch_size),
+    )
     params = result.params
     if config.persistent:  # optimizer state (momentum) may have moved pruned weights
         params = jax.tree_util.tree_map(lambda p, m: p * m, params, masks)
     return params, result.opt_state, result.accumulator, jnp.mean(result.losses)
 
 
-def maybe_prune(key, params, masks, stats, train, epoch, hyper: TrainingHyper,
-                config: TrainingConfig, final: int, neighbourhood_size: int = 1):
+def maybe_prune(
+    key,
+    params,
+    masks,
+    stats,
+    train,
+    epoch,
+    hyper: TrainingHyper,
+    config: TrainingConfig,
+    final: int,
+    neighbourhood_size: int = 1,
+):
     """The epoch's pruning decision and application.
 
     Returns:
@@ -337,14 +375,25 @@ def maybe_prune(key, params, masks, stats, train, epoch, hyper: TrainingHyper,
     if config.operator == "none" or config.schedule == "none":
         return params, masks, jnp.zeros((), bool)
     decide_key, case_key, operator_key = jax.random.split(key, 3)
-    probability = prune_probability(config.schedule, hyper.prune_probability, epoch, final,
-                                    neighbourhood_size)
+    probability = prune_probability(
+        config.schedule, hyper.prune_probability, epoch, final, neighbourhood_size
+    )
     pruned = jax.random.uniform(decide_key) < probability
-    cases = (train[jax.random.randint(case_key, (config.num_cases,), 0, train.shape[0])]
-             if config.operator == "conjunctive" else None)
-    keep = prune_keep(operator_key, config.operator, params, stats=stats, cases=cases,
-                      amount=hyper.prune_amount, threshold=hyper.threshold,
-                      activation_point=config.activation_point)
+    cases = (
+        train[jax.random.randint(case_key, (config.num_cases,), 0, train.shape[0])]
+        if config.operator == "conjunctive"
+        else None
+    )
+    keep = prune_keep(
+        operator_key,
+        config.operator,
+        params,
+        stats=stats,
+        cases=cases,
+        amount=hyper.prune_amount,
+        threshold=hyper.threshold,
+        activation_point=config.activation_point,
+    )
     params, masks = apply_keep(params, masks, keep, config.persistent, pruned)
     return params, masks, pruned
 
@@ -419,11 +468,14 @@ class _Loop(trees.EqualByData):
             data = jnp.asarray(getattr(self, name), jnp.float32)
             object.__setattr__(self, name, data)
             if data.ndim != 2 or data.shape[1] != config.spec.input_dim:
-                raise ValueError(f"{name} data must be [N, {config.spec.input_dim}], got "
-                                 f"{tuple(data.shape)}")
+                raise ValueError(
+                    f"{name} data must be [N, {config.spec.input_dim}], got {tuple(data.shape)}"
+                )
         if self.train.shape[0] % config.batch_size:
-            raise ValueError(f"batch_size {config.batch_size} must divide the "
-                             f"{self.train.shape[0]} training samples")
+            raise ValueError(
+                f"batch_size {config.batch_size} must divide the "
+                f"{self.train.shape[0]} training samples"
+            )
 
     def data_arrays(self) -> tuple:
         return self.train, self.test
@@ -450,11 +502,17 @@ class _Loop(trees.EqualByData):
     def _fresh_state(self, params) -> dict:
         """The state fields both loops start from: ``params`` measured, masks all ones."""
         l1_train, l1_test, kept_encoder, kept_decoder = self._measure(params)
-        return dict(generation=jnp.int32(0), params=params,
-                    masks=jax.tree_util.tree_map(jnp.ones_like, params), l1_train=l1_train,
-                    l1_test=l1_test, kept_encoder=kept_encoder, kept_decoder=kept_decoder,
-                    kept_at_prune=kept_encoder + kept_decoder,
-                    num_prunes=jnp.zeros(l1_train.shape, jnp.int32))
+        return dict(
+            generation=jnp.int32(0),
+            params=params,
+            masks=jax.tree_util.tree_map(jnp.ones_like, params),
+            l1_train=l1_train,
+            l1_test=l1_test,
+            kept_encoder=kept_encoder,
+            kept_decoder=kept_decoder,
+            kept_at_prune=kept_encoder + kept_decoder,
+            num_prunes=jnp.zeros(l1_train.shape, jnp.int32),
+        )
 
     def _next_state(self, state, params, masks, kept_at_prune, pruned, **others):
         """``state`` after an epoch: the figures are measured on the full sets every
@@ -463,13 +521,22 @@ class _Loop(trees.EqualByData):
         epoch, config = state.generation, self.config
         evaluate = ((epoch + 1) % config.eval_every == 0) | (epoch + 1 >= config.num_epochs)
         l1_train, l1_test, kept_encoder, kept_decoder = jax.lax.cond(
-            evaluate, lambda _: self._measure(params),
+            evaluate,
+            lambda _: self._measure(params),
             lambda _: (state.l1_train, state.l1_test, state.kept_encoder, state.kept_decoder),
-            None)
+            None,
+        )
         return state.replace(
-            params=params, masks=masks, l1_train=l1_train, l1_test=l1_test,
-            kept_encoder=kept_encoder, kept_decoder=kept_decoder, kept_at_prune=kept_at_prune,
-            num_prunes=state.num_prunes + pruned.astype(jnp.int32), **others)
+            params=params,
+            masks=masks,
+            l1_train=l1_train,
+            l1_test=l1_test,
+            kept_encoder=kept_encoder,
+            kept_decoder=kept_decoder,
+            kept_at_prune=kept_at_prune,
+            num_prunes=state.num_prunes + pruned.astype(jnp.int32),
+            **others,
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -488,8 +555,9 @@ class CanonicalTraining(_Loop):
         keys = jax.random.split(key, config.num_trials)
         params = jax.vmap(lambda k: init_autoencoder(k, config.spec))(keys)
         optimizer = canonical_optimizer(config, _float32(hyper).learning_rate)
-        return CanonicalState(opt_state=jax.vmap(optimizer.init)(params),
-                              **self._fresh_state(params))
+        return CanonicalState(
+            opt_state=jax.vmap(optimizer.init)(params), **self._fresh_state(params)
+        )
 
     def learning_rate(self, epoch, hyper: TrainingHyper) -> jax.Array:
         """StepLR: ``lr0 * 0.1 ** (epoch // max(1, num_epochs // 4))`` (float32 scalar)."""
@@ -500,22 +568,25 @@ class CanonicalTraining(_Loop):
         """One trial's epoch: train, then the pruning decision (no leading axis)."""
         train_key, prune_key = jax.random.split(key)
         optimizer = canonical_optimizer(self.config, self.learning_rate(epoch, hyper))
-        params, opt_state, stats, _ = train_epoch(train_key, params, masks, optimizer, opt_state,
-                                                  self.train, self.config)
-        params, masks, pruned = maybe_prune(prune_key, params, masks, stats, self.train, epoch,
-                                            hyper, self.config, self.final_epoch)
+        params, opt_state, stats, _ = train_epoch(
+            train_key, params, masks, optimizer, opt_state, self.train, self.config
+        )
+        params, masks, pruned = maybe_prune(
+            prune_key, params, masks, stats, self.train, epoch, hyper, self.config, self.final_epoch
+        )
         return params, masks, opt_state, pruned
 
     def step(self, key: jax.Array, state: CanonicalState, hyper: TrainingHyper):
         """One epoch of every trial; returns ``(state, metrics)`` (``docs/autoencoder.md``)."""
         hyper = _float32(hyper)
         keys = jax.random.split(key, self.config.num_trials)
-        params, masks, opt_state, pruned = jax.vmap(
-            self._trial, in_axes=(0, 0, 0, 0, None, None))(
-            keys, state.params, state.masks, state.opt_state, state.generation, hyper)
+        params, masks, opt_state, pruned = jax.vmap(self._trial, in_axes=(0, 0, 0, 0, None, None))(
+            keys, state.params, state.masks, state.opt_state, state.generation, hyper
+        )
         kept_at_prune = jnp.where(pruned, jax.vmap(count_nonzero)(params), state.kept_at_prune)
-        new_state = self._next_state(state, params, masks, kept_at_prune, pruned,
-                                     opt_state=opt_state)
+        new_state = self._next_state(
+            state, params, masks, kept_at_prune, pruned, opt_state=opt_state
+        )
         metrics = _summary_metrics(new_state, pruned, self.config.spec)
         metrics["learning_rate"] = self.learning_rate(state.generation, hyper)
         return new_state, metrics
@@ -585,8 +656,9 @@ class SpatialCoevolution(_Loop):
         see :class:`CoevolutionConfig`)."""
         return jnp.asarray(self.neighbour_table)[cell]
 
-    def cell_epoch(self, key, cell, params, masks, learning_rates, kept_at_prune, epoch,
-                   hyper: TrainingHyper):
+    def cell_epoch(
+        self, key, cell, params, masks, learning_rates, kept_at_prune, epoch, hyper: TrainingHyper
+    ):
         """One cell's epoch against a snapshot of its trial's grid.
 
         Args:
@@ -608,28 +680,45 @@ class SpatialCoevolution(_Loop):
         batch_key, tournament_key, train_key, prune_key, lr_key = jax.random.split(key, 5)
         neighbourhood = self.neighbours(cell)
         candidates, candidate_masks = _take((params, masks), neighbourhood)
-        batch = self.train[jax.random.choice(batch_key, self.train.shape[0],
-                                             (config.batch_size,), replace=False)]
-        losses = jax.vmap(lambda e: jax.vmap(lambda d: pair_loss(e, d, batch))(
-            candidates["decoder"]))(candidates["encoder"])  # [n encoders, n decoders]
+        batch = self.train[
+            jax.random.choice(batch_key, self.train.shape[0], (config.batch_size,), replace=False)
+        ]
+        losses = jax.vmap(
+            lambda e: jax.vmap(lambda d: pair_loss(e, d, batch))(candidates["decoder"])
+        )(candidates["encoder"])  # [n encoders, n decoders]
         encoder_losses = jnp.min(losses, axis=1)
         first, second = jax.random.randint(tournament_key, (2,), 0, config.neighbourhood_size)
         chosen = jnp.where(encoder_losses[first] < encoder_losses[second], first, second)
         pair, pair_masks = _take((candidates, candidate_masks), chosen)
         learning_rate = learning_rates[cell]
-        pair, _, stats, _ = train_epoch(train_key, pair, pair_masks, fresh_adam(learning_rate),
-                                        None, self.train, config)
-        pair, pair_masks, pruned = maybe_prune(prune_key, pair, pair_masks, stats, self.train,
-                                               epoch, hyper, config, self.final_epoch,
-                                               config.neighbourhood_size)
-        new_rate = jnp.clip(learning_rate + hyper.lr_mutation_std * jax.random.normal(lr_key),
-                            hyper.lr_min, hyper.lr_max)
-        new_kept_at_prune = jnp.where(pruned, count_nonzero(pair),
-                                      kept_at_prune[neighbourhood[chosen]])
+        pair, _, stats, _ = train_epoch(
+            train_key, pair, pair_masks, fresh_adam(learning_rate), None, self.train, config
+        )
+        pair, pair_masks, pruned = maybe_prune(
+            prune_key,
+            pair,
+            pair_masks,
+            stats,
+            self.train,
+            epoch,
+            hyper,
+            config,
+            self.final_epoch,
+            config.neighbourhood_size,
+        )
+        new_rate = jnp.clip(
+            learning_rate + hyper.lr_mutation_std * jax.random.normal(lr_key),
+            hyper.lr_min,
+            hyper.lr_max,
+        )
+        new_kept_at_prune = jnp.where(
+            pruned, count_nonzero(pair), kept_at_prune[neighbourhood[chosen]]
+        )
         return pair, pair_masks, new_rate, new_kept_at_prune, pruned, encoder_losses[chosen]
 
-    def ring_epoch(self, key, params, masks, learning_rates, kept_at_prune, epoch,
-                   hyper: TrainingHyper):
+    def ring_epoch(
+        self, key, params, masks, learning_rates, kept_at_prune, epoch, hyper: TrainingHyper
+    ):
         """All cells of one trial, ``sequential`` or ``synchronous`` (``docs/autoencoder.md``).
 
         Returns:
@@ -641,21 +730,28 @@ class SpatialCoevolution(_Loop):
         cell_keys = jax.vmap(lambda c: jax.random.fold_in(cells_key, c))(cells)
         if config.order == "synchronous":
             return jax.vmap(self.cell_epoch, in_axes=(0, 0, None, None, None, None, None, None))(
-                cell_keys, cells, params, masks, learning_rates, kept_at_prune, epoch, hyper)[:5]
+                cell_keys, cells, params, masks, learning_rates, kept_at_prune, epoch, hyper
+            )[:5]
 
         order = jax.random.permutation(order_key, cells)
 
         def visit(carry, cell):
             params, masks, rates, kept, pruned = carry
             new, new_mask, rate, new_kept, was_pruned, _ = self.cell_epoch(
-                cell_keys[cell], cell, params, masks, rates, kept, epoch, hyper)
-            return (_put(params, cell, new), _put(masks, cell, new_mask),
-                    rates.at[cell].set(rate), kept.at[cell].set(new_kept),
-                    pruned.at[cell].set(was_pruned)), None
+                cell_keys[cell], cell, params, masks, rates, kept, epoch, hyper
+            )
+            return (
+                _put(params, cell, new),
+                _put(masks, cell, new_mask),
+                rates.at[cell].set(rate),
+                kept.at[cell].set(new_kept),
+                pruned.at[cell].set(was_pruned),
+            ), None
 
         pruned = jnp.zeros((config.num_cells,), bool)
         (params, masks, learning_rates, kept_at_prune, pruned), _ = jax.lax.scan(
-            visit, (params, masks, learning_rates, kept_at_prune, pruned), order)
+            visit, (params, masks, learning_rates, kept_at_prune, pruned), order
+        )
         return params, masks, learning_rates, kept_at_prune, pruned
 
     # -- runner protocol ------------------------------------------------------------------------
@@ -665,28 +761,42 @@ class SpatialCoevolution(_Loop):
         config = self.config
         params = jax.vmap(self.init_trial)(jax.random.split(key, config.num_trials))
         return CoevolutionState(
-            learning_rate=jnp.full((config.num_trials, config.num_cells),
-                                   _float32(hyper).learning_rate, jnp.float32),
-            **self._fresh_state(params))
+            learning_rate=jnp.full(
+                (config.num_trials, config.num_cells), _float32(hyper).learning_rate, jnp.float32
+            ),
+            **self._fresh_state(params),
+        )
 
     def step(self, key: jax.Array, state: CoevolutionState, hyper: TrainingHyper):
         """One epoch of every cell of every trial; returns ``(state, metrics)``."""
         spec = self.config.spec
         params, masks, rates, kept_at_prune, pruned = jax.vmap(
-            self.ring_epoch, in_axes=(0, 0, 0, 0, 0, None, None))(
-            jax.random.split(key, self.config.num_trials), state.params, state.masks,
-            state.learning_rate, state.kept_at_prune, state.generation, _float32(hyper))
-        new_state = self._next_state(state, params, masks, kept_at_prune, pruned,
-                                     learning_rate=rates)
+            self.ring_epoch, in_axes=(0, 0, 0, 0, 0, None, None)
+        )(
+            jax.random.split(key, self.config.num_trials),
+            state.params,
+            state.masks,
+            state.learning_rate,
+            state.kept_at_prune,
+            state.generation,
+            _float32(hyper),
+        )
+        new_state = self._next_state(
+            state, params, masks, kept_at_prune, pruned, learning_rate=rates
+        )
         best = jnp.argmin(new_state.l1_test, axis=1).astype(jnp.int32)[:, None]  # lowest test L1
-        best_cells = new_state.replace(**{
-            name: jnp.take_along_axis(getattr(new_state, name), best, axis=1)[:, 0]
-            for name in ("l1_train", "l1_test", "kept_encoder", "kept_decoder", "kept_at_prune")})
+        best_cells = new_state.replace(
+            **{
+                name: jnp.take_along_axis(getattr(new_state, name), best, axis=1)[:, 0]
+                for name in ("l1_train", "l1_test", "kept_encoder", "kept_decoder", "kept_at_prune")
+            }
+        )
         metrics = _summary_metrics(best_cells, pruned, spec)
         metrics["l1_train_cells_mean"] = jnp.mean(new_state.l1_train)
         total = spec.num_parameters("encoder") + spec.num_parameters("decoder")
         metrics["kept_fraction_cells_mean"] = jnp.mean(
-            (new_state.kept_encoder + new_state.kept_decoder) / total)
+            (new_state.kept_encoder + new_state.kept_decoder) / total
+        )
         metrics["learning_rate"] = jnp.mean(rates)
         return new_state, metrics
 
@@ -706,5 +816,10 @@ def final_per_trial(state, spec: AutoencoderSpec) -> dict:
         l1_train, l1_test = l1_train[rows, best], l1_test[rows, best]
         kept, at_prune, prunes = kept[rows, best], at_prune[rows, best], prunes[rows, best]
     total = spec.num_parameters("encoder") + spec.num_parameters("decoder")
-    return {"l1_train": l1_train, "l1_test": l1_test, "kept_fraction": kept / total,
-            "kept_fraction_at_prune": at_prune / total, "num_prunes": prunes}
+    return {
+        "l1_train": l1_train,
+        "l1_test": l1_test,
+        "kept_fraction": kept / total,
+        "kept_fraction_at_prune": at_prune / total,
+        "num_prunes": prunes,
+    }

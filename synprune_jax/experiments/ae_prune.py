@@ -35,11 +35,15 @@ SETTINGS = ("canonical", "coevolution")
 # published p0: 0.1 for the variance operator, 0.5 for the others
 DEFAULT_PROBABILITY = {"variance": 0.1, "random": 0.5, "conjunctive": 0.5, "none": 0.5}
 # TrainingHyper field: (config section, key)
-HYPER_KEYS = {"learning_rate": ("training", "learning_rate"),
-              "prune_probability": ("pruning", "probability"),
-              "prune_amount": ("pruning", "amount"), "threshold": ("pruning", "threshold"),
-              "lr_mutation_std": ("coevolution", "lr_mutation_std"),
-              "lr_min": ("coevolution", "lr_min"), "lr_max": ("coevolution", "lr_max")}
+HYPER_KEYS = {
+    "learning_rate": ("training", "learning_rate"),
+    "prune_probability": ("pruning", "probability"),
+    "prune_amount": ("pruning", "amount"),
+    "threshold": ("pruning", "threshold"),
+    "lr_mutation_std": ("coevolution", "lr_mutation_std"),
+    "lr_min": ("coevolution", "lr_min"),
+    "lr_max": ("coevolution", "lr_max"),
+}
 
 
 def _default(setting: str, name: str) -> dict:
@@ -53,13 +57,33 @@ def _default(setting: str, name: str) -> dict:
         "schedule": "exponential",
         "data": {**section_defaults(BinaryClusteringSpec), "seed": 0},
         "model": section_defaults((AutoencoderSpec, ("input_dim",))),
-        "training": {"num_trials": 30, "batch_size": 5, "learning_rate": 1e-5,
-                     "adam_beta1": 0.5, "adam_beta2": 0.999, "eval_every": 1},
-        "pruning": {"probability": None, "amount": 0.1, "threshold": 0.1, "num_cases": 100,
-                    "persistent": False, "activation_point": "post_relu"},
-        "coevolution": {"num_cells": 10, "radius": 1, "order": "sequential",
-                        "topology": "ring", "grid_shape": None, "neighbourhood": "von_neumann",
-                        "lr_mutation_std": 1e-5, "lr_min": 1e-9, "lr_max": 10.0},
+        "training": {
+            "num_trials": 30,
+            "batch_size": 5,
+            "learning_rate": 1e-5,
+            "adam_beta1": 0.5,
+            "adam_beta2": 0.999,
+            "eval_every": 1,
+        },
+        "pruning": {
+            "probability": None,
+            "amount": 0.1,
+            "threshold": 0.1,
+            "num_cases": 100,
+            "persistent": False,
+            "activation_point": "post_relu",
+        },
+        "coevolution": {
+            "num_cells": 10,
+            "radius": 1,
+            "order": "sequential",
+            "topology": "ring",
+            "grid_shape": None,
+            "neighbourhood": "von_neumann",
+            "lr_mutation_std": 1e-5,
+            "lr_min": 1e-9,
+            "lr_max": 10.0,
+        },
         "run": section_defaults(RunConfig, num_generations=400),
     }
 
@@ -88,8 +112,9 @@ def _grid_shape(value):
         try:
             value = [int(part) for part in value.lower().replace("x", ",").split(",")]
         except ValueError:
-            raise ConfigError(f"coevolution.grid_shape must be [rows, cols] or 'ROWSxCOLS', got "
-                              f"{value!r}") from None
+            raise ConfigError(
+                f"coevolution.grid_shape must be [rows, cols] or 'ROWSxCOLS', got {value!r}"
+            ) from None
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -136,18 +161,26 @@ def build(config: dict) -> Built:
         data_seed = config["data"].get("seed", 0)
         if not isinstance(data_seed, int) or isinstance(data_seed, bool) or data_seed < 0:
             raise ConfigError(f"data.seed must be a non-negative int, got {data_seed!r}")
-        spec = from_section(config["model"], "model",
-                            (AutoencoderSpec, {"input_dim": data_spec.dim}))
+        spec = from_section(
+            config["model"], "model", (AutoencoderSpec, {"input_dim": data_spec.dim})
+        )
         run_config = from_section(config["run"], "run", RunConfig)
         common = dict(
-            spec=spec, num_epochs=run_config.num_generations, operator=config["operator"],
+            spec=spec,
+            num_epochs=run_config.num_generations,
+            operator=config["operator"],
             schedule=config["schedule"],
             **{key: training[key] for key in ("num_trials", "batch_size", "eval_every")},
             **{key: pruning[key] for key in ("persistent", "activation_point", "num_cases")},
             adam_beta1=_number(training, "training", "adam_beta1"),
-            adam_beta2=_number(training, "training", "adam_beta2"))
-        hyper = TrainingHyper(**{field: _number(config[section], section, key)
-                                 for field, (section, key) in HYPER_KEYS.items()})
+            adam_beta2=_number(training, "training", "adam_beta2"),
+        )
+        hyper = TrainingHyper(
+            **{
+                field: _number(config[section], section, key)
+                for field, (section, key) in HYPER_KEYS.items()
+            }
+        )
         check_hyper(hyper)
         if config["setting"] == "canonical":
             algorithm_config = TrainingConfig(**common)
@@ -155,17 +188,26 @@ def build(config: dict) -> Built:
             # topology keys are optional so that run directories made before they existed
             # still resume (as rings)
             algorithm_config = CoevolutionConfig(
-                **common, num_cells=coevolution["num_cells"], radius=coevolution["radius"],
-                order=coevolution["order"], topology=coevolution.get("topology", "ring"),
+                **common,
+                num_cells=coevolution["num_cells"],
+                radius=coevolution["radius"],
+                order=coevolution["order"],
+                topology=coevolution.get("topology", "ring"),
                 grid_shape=_grid_shape(coevolution.get("grid_shape")),
-                neighbourhood=coevolution.get("neighbourhood", "von_neumann"))
+                neighbourhood=coevolution.get("neighbourhood", "von_neumann"),
+            )
         data = make_binary_clustering(jax.random.key(data_seed), data_spec)
         cls = CanonicalTraining if config["setting"] == "canonical" else SpatialCoevolution
         algorithm = cls(algorithm_config, data["train"], data["test"])
     labels = {name: config[name] for name in ("setting", "operator", "schedule")}
-    return Built(algorithm=algorithm, hyper=hyper, run_config=run_config,
-                 report=functools.partial(report, spec=spec, labels=labels), describe=describe,
-                 plot=functools.partial(plot_run, spec=spec))
+    return Built(
+        algorithm=algorithm,
+        hyper=hyper,
+        run_config=run_config,
+        report=functools.partial(report, spec=spec, labels=labels),
+        describe=describe,
+        plot=functools.partial(plot_run, spec=spec),
+    )
 
 
 def summarize(state, spec) -> dict:
@@ -176,9 +218,13 @@ def summarize(state, spec) -> dict:
     summary = {"epochs": int(state.generation), "num_trials": int(len(per_trial["l1_train"]))}
     for name, values in per_trial.items():
         values = np.asarray(values, np.float64)
-        summary[name] = {"mean": float(values.mean()), "std": float(values.std()),
-                         "min": float(values.min()), "max": float(values.max()),
-                         "per_trial": [float(v) for v in values]}
+        summary[name] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "per_trial": [float(v) for v in values],
+        }
     return summary
 
 
@@ -192,8 +238,14 @@ def report(run_dir: str, state, metrics: dict, *, spec, labels: dict) -> dict:
     summary = summarize(state, spec)
     summary.update(labels)
     # the kept fraction only where the run prunes (operator "none" keeps every weight)
-    summary["table"] = over_time(metrics, {key: key for key in _OVER_TIME if key != "kept_fraction"
-                                           or labels.get("operator", "none") != "none"})
+    summary["table"] = over_time(
+        metrics,
+        {
+            key: key
+            for key in _OVER_TIME
+            if key != "kept_fraction" or labels.get("operator", "none") != "none"
+        },
+    )
     write_summary(run_dir, summary, describe(summary))
     plot_run(run_dir, state, metrics, spec=spec)
     return summary
@@ -205,23 +257,35 @@ _OVER_TIME = ("l1_train", "l1_test", "kept_fraction", "learning_rate")
 def describe(summary: dict) -> str:
     """One table row: final training / test L1 and parameters kept, mean ± std over trials; then
     the means over trials across the epochs."""
+
     def cell(name, scale=1.0, digits=4):
         entry = summary[name]
         return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
 
-    return ("| setting | operator | schedule | epochs | trials | train L1 | test L1 | kept % | "
-            "kept % at last prune |\n|---|---|---|---|---|---|---|---|---|\n"
-            f"| {summary.get('setting', '')} | {summary.get('operator', '')} | "
-            f"{summary.get('schedule', '')} | {summary['epochs']} | {summary['num_trials']} | "
-            f"{cell('l1_train')} | {cell('l1_test')} | {cell('kept_fraction', 100, 1)} | "
-            f"{cell('kept_fraction_at_prune', 100, 1)} |\n\n"
-            + markdown_table(summary.get("table", []), {
-                key: title for key, title in (("generation", "epoch"), ("l1_train", "train L1"),
-                                              ("l1_test", "test L1"),
-                                              ("kept_fraction", "kept fraction"),
-                                              ("learning_rate", "learning rate"))
-                if summary.get("table") and key in summary["table"][0]}, digits=4,
-                formats={"learning_rate": ".3g"}))
+    return (
+        "| setting | operator | schedule | epochs | trials | train L1 | test L1 | kept % | "
+        "kept % at last prune |\n|---|---|---|---|---|---|---|---|---|\n"
+        f"| {summary.get('setting', '')} | {summary.get('operator', '')} | "
+        f"{summary.get('schedule', '')} | {summary['epochs']} | {summary['num_trials']} | "
+        f"{cell('l1_train')} | {cell('l1_test')} | {cell('kept_fraction', 100, 1)} | "
+        f"{cell('kept_fraction_at_prune', 100, 1)} |\n\n"
+        + markdown_table(
+            summary.get("table", []),
+            {
+                key: title
+                for key, title in (
+                    ("generation", "epoch"),
+                    ("l1_train", "train L1"),
+                    ("l1_test", "test L1"),
+                    ("kept_fraction", "kept fraction"),
+                    ("learning_rate", "learning rate"),
+                )
+                if summary.get("table") and key in summary["table"][0]
+            },
+            digits=4,
+            formats={"learning_rate": ".3g"},
+        )
+    )
 
 
 def plot_run(run_dir: str, state, metrics: dict, *, spec) -> list[str]:
@@ -230,14 +294,24 @@ def plot_run(run_dir: str, state, metrics: dict, *, spec) -> list[str]:
     from synprune_jax import plots
     from synprune_jax.autoencoder import final_per_trial
 
-    paths = [plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
-                               keys=("l1_train", "l1_test", "kept_fraction",
-                                     "kept_fraction_at_prune"))]
+    paths = [
+        plots.plot_curves(
+            os.path.join(run_dir, "curves.png"),
+            metrics,
+            keys=("l1_train", "l1_test", "kept_fraction", "kept_fraction_at_prune"),
+        )
+    ]
     per_trial = final_per_trial(state, spec)
-    paths.append(plot_boxplots(os.path.join(run_dir, "boxplots.png"),
-                               {"train L1": per_trial["l1_train"],
-                                "test L1": per_trial["l1_test"],
-                                "kept fraction": per_trial["kept_fraction"]}))
+    paths.append(
+        plot_boxplots(
+            os.path.join(run_dir, "boxplots.png"),
+            {
+                "train L1": per_trial["l1_train"],
+                "test L1": per_trial["l1_test"],
+                "kept fraction": per_trial["kept_fraction"],
+            },
+        )
+    )
     return [str(path) for path in paths]
 
 
@@ -281,8 +355,9 @@ def plot_comparison(run_dirs: list[str], path: str) -> str:
     axes = figure.subplots(1, 4)
     axes[0].boxplot([s["l1_train"]["per_trial"] for s in summaries])
     axes[0].set_ylabel("final training L1 (per trial)")
-    axes[1].boxplot([[100 * v for v in s["kept_fraction_at_prune"]["per_trial"]]
-                     for s in summaries])
+    axes[1].boxplot(
+        [[100 * v for v in s["kept_fraction_at_prune"]["per_trial"]] for s in summaries]
+    )
     axes[1].set_ylabel("% parameters kept at last prune (per trial)")
     for panel in axes[:2]:
         panel.set_xticks(range(1, len(labels) + 1), labels, fontsize=6, rotation=60)
@@ -298,10 +373,18 @@ def plot_comparison(run_dirs: list[str], path: str) -> str:
 
 
 EXPERIMENTS = (
-    Experiment("ae-prune", "Autoencoder on binary clustering, canonical Adam training with "
-               "scheduled pruning (operator/schedule in config: variance, conjunctive, random)",
-               default_config_canonical, build),
-    Experiment("ae-coevolution", "Spatial coevolution of encoders/decoders on a ring of 10 cells "
-               "(or a toroidal grid) with scheduled pruning (cells vmapped, trials vmapped)",
-               default_config_coevolution, build),
+    Experiment(
+        "ae-prune",
+        "Autoencoder on binary clustering, canonical Adam training with "
+        "scheduled pruning (operator/schedule in config: variance, conjunctive, random)",
+        default_config_canonical,
+        build,
+    ),
+    Experiment(
+        "ae-coevolution",
+        "Spatial coevolution of encoders/decoders on a ring of 10 cells "
+        "(or a toroidal grid) with scheduled pruning (cells vmapped, trials vmapped)",
+        default_config_coevolution,
+        build,
+    ),
 )

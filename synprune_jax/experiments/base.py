@@ -77,15 +77,33 @@ def over_time(metrics: dict, columns: dict[str, str], num_rows: int = 6) -> list
     generations = np.asarray(metrics.get("generation", []))
     if generations.size == 0:
         return []
-    picks = sorted(set(np.linspace(0, generations.size - 1, min(num_rows, generations.size))
-                       .round().astype(int).tolist()))
-    return [{"generation": int(generations[i]),
-             **{key: float(np.asarray(metrics[name], np.float64)[i])
-                for key, name in columns.items() if name in metrics}} for i in picks]
+    picks = sorted(
+        set(
+            np.linspace(0, generations.size - 1, min(num_rows, generations.size))
+            .round()
+            .astype(int)
+            .tolist()
+        )
+    )
+    return [
+        {
+            "generation": int(generations[i]),
+            **{
+                key: float(np.asarray(metrics[name], np.float64)[i])
+                for key, name in columns.items()
+                if name in metrics
+            },
+        }
+        for i in picks
+    ]
 
 
-def markdown_table(rows: list[dict], headers: dict[str, str], digits: int = 3,
-                   formats: dict[str, str] | None = None) -> str:
+def markdown_table(
+    rows: list[dict],
+    headers: dict[str, str],
+    digits: int = 3,
+    formats: dict[str, str] | None = None,
+) -> str:
     """``rows`` as a markdown table of the ``headers`` (``{key: title}``) columns; floats with
     ``digits`` decimals, or the format spec ``formats[key]`` (e.g. ``".3g"``).
 
@@ -99,8 +117,11 @@ def markdown_table(rows: list[dict], headers: dict[str, str], digits: int = 3,
     formats = formats or {}
 
     def cell(key, value):
-        return (format(value, formats.get(key, f".{digits}f")) if isinstance(value, float)
-                else str(value))
+        return (
+            format(value, formats.get(key, f".{digits}f"))
+            if isinstance(value, float)
+            else str(value)
+        )
 
     lines = ["| " + " | ".join(headers.values()) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(key, row[key]) for key in headers) + " |" for row in rows]
@@ -108,7 +129,8 @@ def markdown_table(rows: list[dict], headers: dict[str, str], digits: int = 3,
 
 
 def write_summary(run_dir: str, summary: dict, markdown: str) -> None:
-    """Writes ``summary.json`` (the dict, indented) and ``summary.md`` (``markdown``) to a run dir."""
+    """Writes ``summary.json`` (the dict, indented) and ``summary.md`` (``markdown``) to a run
+    directory."""
     with open(os.path.join(run_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     with open(os.path.join(run_dir, "summary.md"), "w") as handle:

@@ -31,8 +31,13 @@ from synprune_jax.experiments.base import (
 )
 
 NAME = "cluster-synthesis"
-PLOT_KEYS = ("test_accuracy", "synapse_reduction", "cluster_reduction", "flops_reduction",
-             "offspring_validation_accuracy")
+PLOT_KEYS = (
+    "test_accuracy",
+    "synapse_reduction",
+    "cluster_reduction",
+    "flops_reduction",
+    "offspring_validation_accuracy",
+)
 
 
 def default_config() -> dict:
@@ -51,13 +56,21 @@ def default_config() -> dict:
     return {
         "experiment": NAME,
         "algorithm": "cluster_synthesis",
-        "data": {"name": "digits", "mnist_dir": None, "validation_fraction": 0.2,
-                 "test_fraction": 0.2, "split_seed": 0, "max_train": 0},
+        "data": {
+            "name": "digits",
+            "mnist_dir": None,
+            "validation_fraction": 0.2,
+            "test_fraction": 0.2,
+            "split_seed": 0,
+            "max_train": 0,
+        },
         "network": section_defaults((LeNetSpec, _SIZED_BY_DATA)),
-        "encoding": section_defaults(EncodingConfig, EncodingHyper, synapse_rate=0.25,
-                                     cluster_rate=0.1),
-        "synthesis": section_defaults((SynthesisConfig, ("network", "encoding")),
-                                      (SynthesisHyper, ("encoding",))),
+        "encoding": section_defaults(
+            EncodingConfig, EncodingHyper, synapse_rate=0.25, cluster_rate=0.1
+        ),
+        "synthesis": section_defaults(
+            (SynthesisConfig, ("network", "encoding")), (SynthesisHyper, ("encoding",))
+        ),
         "run": section_defaults(RunConfig, num_generations=15, chunk_size=1, checkpoint_every=1),
     }
 
@@ -82,40 +95,68 @@ def build(config: dict) -> Built:
         load_dataset,
     )
 
-    require_keys(config, "config", ("experiment", "algorithm", "data", "network", "encoding",
-                                     "synthesis", "run"))
+    require_keys(
+        config,
+        "config",
+        ("experiment", "algorithm", "data", "network", "encoding", "synthesis", "run"),
+    )
     if config["algorithm"] != "cluster_synthesis":
-        raise ConfigError(f"unknown algorithm {config['algorithm']!r}; "
-                          "valid: ['cluster_synthesis']")
+        raise ConfigError(
+            f"unknown algorithm {config['algorithm']!r}; valid: ['cluster_synthesis']"
+        )
     with config_errors():
-        require_keys(config["data"], "data", ("name", "mnist_dir", "validation_fraction",
-                                              "test_fraction", "split_seed", "max_train"))
-        encoding, encoding_hyper = from_section(config["encoding"], "encoding", EncodingConfig,
-                                                EncodingHyper)
+        require_keys(
+            config["data"],
+            "data",
+            (
+                "name",
+                "mnist_dir",
+                "validation_fraction",
+                "test_fraction",
+                "split_seed",
+                "max_train",
+            ),
+        )
+        encoding, encoding_hyper = from_section(
+            config["encoding"], "encoding", EncodingConfig, EncodingHyper
+        )
         # checked now with LeNetSpec's default sizes; sized from the data below
         network = from_section(config["network"], "network", (LeNetSpec, _SIZED_BY_DATA))
         synthesis, hyper = from_section(
-            config["synthesis"], "synthesis",
+            config["synthesis"],
+            "synthesis",
             (SynthesisConfig, {"network": network, "encoding": encoding}),
-            (SynthesisHyper, {"encoding": encoding_hyper}))
+            (SynthesisHyper, {"encoding": encoding_hyper}),
+        )
         check_hyper(hyper)
         run_config = from_section(config["run"], "run", RunConfig)
         data_section = config["data"]
         try:
-            data = load_dataset(data_section["name"], mnist_dir=data_section["mnist_dir"],
-                                validation_fraction=float(data_section["validation_fraction"]),
-                                test_fraction=float(data_section["test_fraction"]),
-                                split_seed=int(data_section["split_seed"]),
-                                max_train=int(data_section["max_train"]))
+            data = load_dataset(
+                data_section["name"],
+                mnist_dir=data_section["mnist_dir"],
+                validation_fraction=float(data_section["validation_fraction"]),
+                test_fraction=float(data_section["test_fraction"]),
+                split_seed=int(data_section["split_seed"]),
+                max_train=int(data_section["max_train"]),
+            )
         except (FileNotFoundError, OSError) as error:
             raise ConfigError(f"data: {error}") from error
-        network = dataclasses.replace(network, image_size=data.image_size,
-                                      channels=data.train_images.shape[-1],
-                                      num_classes=data.num_classes)
+        network = dataclasses.replace(
+            network,
+            image_size=data.image_size,
+            channels=data.train_images.shape[-1],
+            num_classes=data.num_classes,
+        )
         algorithm = ClusterSynthesis(dataclasses.replace(synthesis, network=network), data)
-    return Built(algorithm=algorithm, hyper=hyper, run_config=run_config,
-                 report=functools.partial(report, spec=network), describe=describe,
-                 plot=plot_run)
+    return Built(
+        algorithm=algorithm,
+        hyper=hyper,
+        run_config=run_config,
+        report=functools.partial(report, spec=network),
+        describe=describe,
+        plot=plot_run,
+    )
 
 
 def summarize(spec, state, metrics: dict) -> dict:
@@ -177,10 +218,20 @@ def format_summary(summary: dict) -> str:
         f"| FLOPs per image | {summary['ancestor_flops']:.0f} | {summary['flops']:.0f} | "
         f"{summary['flops_reduction']:.1f}x |",
     ]
-    return "\n".join(lines) + "\n\n" + markdown_table(summary.get("table", []), {
-        "generation": "generation", "test_accuracy": "test accuracy",
-        "synapse_reduction": "synapse reduction", "cluster_reduction": "cluster reduction",
-        "flops_reduction": "FLOPs reduction"})
+    return (
+        "\n".join(lines)
+        + "\n\n"
+        + markdown_table(
+            summary.get("table", []),
+            {
+                "generation": "generation",
+                "test_accuracy": "test accuracy",
+                "synapse_reduction": "synapse reduction",
+                "cluster_reduction": "cluster reduction",
+                "flops_reduction": "FLOPs reduction",
+            },
+        )
+    )
 
 
 def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
@@ -191,8 +242,11 @@ def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
     summary["table"] = over_time(metrics, {key: key for key in _OVER_TIME})
     write_summary(run_dir, summary, format_summary(summary))
     compacted = compact(spec, state.params, state.masks)
-    arrays = {f"{layer}/{leaf}": np.asarray(value)
-              for layer, leaves in compacted.params.items() for leaf, value in leaves.items()}
+    arrays = {
+        f"{layer}/{leaf}": np.asarray(value)
+        for layer, leaves in compacted.params.items()
+        for leaf, value in leaves.items()
+    }
     np.savez(os.path.join(run_dir, "compact.npz"), widths=np.asarray(compacted.widths), **arrays)
     plot_run(run_dir, state, metrics)
     return summary
@@ -200,8 +254,10 @@ def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
 
 def describe(summary: dict) -> str:
     stop = ", stopped by the accuracy criterion" if summary["stopped"] else ""
-    return (f"generations {summary['generations']} ({summary['accepted_generations']} accepted"
-            f"{stop}); compact widths {summary['compact_widths']}\n\n" + format_summary(summary))
+    return (
+        f"generations {summary['generations']} ({summary['accepted_generations']} accepted"
+        f"{stop}); compact widths {summary['compact_widths']}\n\n" + format_summary(summary)
+    )
 
 
 def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
@@ -213,16 +269,23 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
         return []
     # prepend generation 0: the ancestor (reduction factors 1)
     series = {"generation": np.concatenate([[0], np.asarray(metrics["generation"])])}
-    ancestor = {"test_accuracy": float(np.asarray(metrics["ancestor_test_accuracy"])[0]),
-                "offspring_validation_accuracy": np.nan}
+    ancestor = {
+        "test_accuracy": float(np.asarray(metrics["ancestor_test_accuracy"])[0]),
+        "offspring_validation_accuracy": np.nan,
+    }
     for key in PLOT_KEYS:
-        series[key] = np.concatenate([[ancestor.get(key, 1.0)],
-                                      np.asarray(metrics[key], np.float64)])
+        series[key] = np.concatenate(
+            [[ancestor.get(key, 1.0)], np.asarray(metrics[key], np.float64)]
+        )
     return [str(plots.plot_curves(os.path.join(run_dir, "curves.png"), series, keys=PLOT_KEYS))]
 
 
 EXPERIMENTS = (
-    Experiment(NAME, "Synaptic-cluster-driven evolutionary synthesis of a sparse LeNet-5 on "
-               "scikit-learn digits at 32x32 (data.name=mnist with data.mnist_dir for MNIST)",
-               default_config, build),
+    Experiment(
+        NAME,
+        "Synaptic-cluster-driven evolutionary synthesis of a sparse LeNet-5 on "
+        "scikit-learn digits at 32x32 (data.name=mnist with data.mnist_dir for MNIST)",
+        default_config,
+        build,
+    ),
 )

@@ -45,16 +45,21 @@ def _base_config(name: str, algorithm: str, objectives: list[str]) -> dict:
         "experiment": name,
         "algorithm": algorithm,
         "data": {**section_defaults(DataConfig), "cache_dir": None},
-        "head": section_defaults((HeadConfig, ("num_features", "num_classes")),
-                                 num_hidden=32),
-        "train": {**section_defaults(TrainConfig, (ProblemHyper, ("temperature", "seed"))),
-                  "devices": AUTO},
+        "head": section_defaults((HeadConfig, ("num_features", "num_classes")), num_hidden=32),
+        "train": {
+            **section_defaults(TrainConfig, (ProblemHyper, ("temperature", "seed"))),
+            "devices": AUTO,
+        },
         "objectives": {"names": objectives, "temperature": 1000.0, "reference": None},
-        "nsga2": section_defaults(NSGA2Config, (NSGA2Hyper, ("problem",)), population_size=60,
-                                  memo_capacity=4096),
-        "ga": section_defaults((SteadyStateGAConfig, ("objective_index",)),
-                               (SteadyStateGAHyper, ("problem",)), population_size=30,
-                               memo_capacity=4096),
+        "nsga2": section_defaults(
+            NSGA2Config, (NSGA2Hyper, ("problem",)), population_size=60, memo_capacity=4096
+        ),
+        "ga": section_defaults(
+            (SteadyStateGAConfig, ("objective_index",)),
+            (SteadyStateGAHyper, ("problem",)),
+            population_size=30,
+            memo_capacity=4096,
+        ),
         "report": {"bands": [0.0, 50.0, 75.0, 90.0], "accuracy_tolerance": 0.02},
         "run": section_defaults(RunConfig, num_generations=40, chunk_size=5, checkpoint_every=10),
     }
@@ -85,8 +90,22 @@ def build(config: dict) -> Built:
     from synprune_jax.transfer.head import HeadConfig, TrainConfig
     from synprune_jax.transfer.objectives import check_names
 
-    require_keys(config, "config", ("experiment", "algorithm", "data", "head", "train",
-                                    "objectives", "nsga2", "ga", "report", "run"))
+    require_keys(
+        config,
+        "config",
+        (
+            "experiment",
+            "algorithm",
+            "data",
+            "head",
+            "train",
+            "objectives",
+            "nsga2",
+            "ga",
+            "report",
+            "run",
+        ),
+    )
     if config["algorithm"] not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {config['algorithm']!r}; valid: {list(ALGORITHMS)}")
     with config_errors():
@@ -94,24 +113,33 @@ def build(config: dict) -> Built:
         data_config = from_section(config["data"], "data", DataConfig, extra=("cache_dir",))
         cache_dir = config["data"].get("cache_dir") or default_cache_dir()
         # checked now with stand-in sizes; sized from the data below
-        head = from_section(config["head"], "head",
-                            (HeadConfig, {"num_features": 1, "num_classes": 2}))
+        head = from_section(
+            config["head"], "head", (HeadConfig, {"num_features": 1, "num_classes": 2})
+        )
         # "auto": every local device, at most the heads one evaluation trains (written back)
         search = config["nsga2"] if config["algorithm"] == "nsga2" else config["ga"]
-        batch = search.get("population_size" if config["algorithm"] == "nsga2"
-                           else "num_offspring")
+        batch = search.get("population_size" if config["algorithm"] == "nsga2" else "num_offspring")
         devices = config["train"]["devices"] = resolve_devices(
-            config["train"].get("devices", 1), batch)
+            config["train"].get("devices", 1), batch
+        )
         devices_mesh(devices, "train.devices")  # before the data / backbone work
         objectives = config["objectives"]
         require_keys(objectives, "objectives", ("names", "temperature", "reference"))
         names = check_names(objectives["names"])
         # the run seed is also the heads' training seed
         train_config, problem_hyper = from_section(
-            config["train"], "train", TrainConfig,
-            (problem_lib.ProblemHyper, {"temperature": float(objectives["temperature"]),
-                                        "seed": np.uint32(run_config.seed)}),
-            extra=("devices",))
+            config["train"],
+            "train",
+            TrainConfig,
+            (
+                problem_lib.ProblemHyper,
+                {
+                    "temperature": float(objectives["temperature"]),
+                    "seed": np.uint32(run_config.seed),
+                },
+            ),
+            extra=("devices",),
+        )
         problem_lib.validate_hyper(problem_hyper)
         reference = objectives["reference"]
         if reference is not None and len(reference) != len(names):
@@ -123,18 +151,23 @@ def build(config: dict) -> Built:
         if config["algorithm"] == "nsga2":
             if len(names) < 2:
                 raise ConfigError("NSGA-II needs at least two objectives in objectives.names")
-            search_config, hyper = from_section(config["nsga2"], "nsga2", nsga2_lib.NSGA2Config,
-                                                (nsga2_lib.NSGA2Hyper, problem))
+            search_config, hyper = from_section(
+                config["nsga2"], "nsga2", nsga2_lib.NSGA2Config, (nsga2_lib.NSGA2Hyper, problem)
+            )
             nsga2_lib.validate_hyper(hyper)
         else:
             search_config, hyper = from_section(
-                config["ga"], "ga", (ga_lib.SteadyStateGAConfig, ("objective_index",)),
-                (ga_lib.SteadyStateGAHyper, problem))
+                config["ga"],
+                "ga",
+                (ga_lib.SteadyStateGAConfig, ("objective_index",)),
+                (ga_lib.SteadyStateGAHyper, problem),
+            )
             ga_lib.validate_hyper(hyper)
         # host work (data, backbone, cache) before the runner traces anything
         data = prepare_data(data_config, cache_dir=cache_dir)
-        head = dataclasses.replace(head, num_features=data.num_features,
-                                   num_classes=data.num_classes)
+        head = dataclasses.replace(
+            head, num_features=data.num_features, num_classes=data.num_classes
+        )
         problem = problem_lib.TransferProblem(data, head, train_config, names, devices=devices)
         if config["algorithm"] == "nsga2":
             algorithm = nsga2_lib.NSGA2(search_config, problem, names)
@@ -144,17 +177,31 @@ def build(config: dict) -> Built:
     features_path = os.path.join(cache_dir, f"features-{cache_key(data_config)}.npz")
 
     def report_fn(run_dir, state, metrics):
-        return report(run_dir, state, metrics, algorithm=algorithm, hyper=hyper, config=config,
-                      features_path=features_path)
+        return report(
+            run_dir,
+            state,
+            metrics,
+            algorithm=algorithm,
+            hyper=hyper,
+            config=config,
+            features_path=features_path,
+        )
 
     def plot_fn(run_dir, state, metrics):
         return plot_run(run_dir, state, metrics, algorithm=algorithm, config=config)
 
-    return Built(algorithm=algorithm, run_config=run_config, report=report_fn,
-                 describe=describe, plot=plot_fn, hyper=hyper)
+    return Built(
+        algorithm=algorithm,
+        run_config=run_config,
+        report=report_fn,
+        describe=describe,
+        plot=plot_fn,
+        hyper=hyper,
+    )
 
 
 # ----- report ------------------------------------------------------------------------------------
+
 
 def front_of(state) -> tuple[np.ndarray, np.ndarray]:
     """Distinct first-front members of the final population: ``(genomes [K, L], objectives
@@ -173,8 +220,9 @@ def front_of(state) -> tuple[np.ndarray, np.ndarray]:
     return genomes[order], objectives[order]
 
 
-def key_figures(val_accuracy, active_fraction, val_auroc, test_accuracy, test_auroc,
-                tolerance: float) -> dict:
+def key_figures(
+    val_accuracy, active_fraction, val_auroc, test_accuracy, test_auroc, tolerance: float
+) -> dict:
     """The issue's headline numbers, chosen on validation figures only."""
     from synprune_jax.transfer.ensembles import best_single_index
 
@@ -182,16 +230,31 @@ def key_figures(val_accuracy, active_fraction, val_auroc, test_accuracy, test_au
     near = np.flatnonzero(val_accuracy >= val_accuracy[best] - tolerance - 1e-9)
     sparse = near[np.lexsort((-val_accuracy[near], active_fraction[near]))[0]]
     robust = int(np.lexsort((active_fraction, -val_auroc))[0])
-    pick = lambda i: {"val_accuracy": float(val_accuracy[i]),  # noqa: E731
-                      "test_accuracy": float(test_accuracy[i]),
-                      "active_fraction": float(active_fraction[i]),
-                      "val_auroc": float(val_auroc[i]), "test_auroc": float(test_auroc[i])}
-    return {"best_accuracy": pick(best), "sparsest_within_tolerance": pick(int(sparse)),
-            "best_auroc": pick(robust), "tolerance": tolerance}
+    pick = lambda i: {
+        "val_accuracy": float(val_accuracy[i]),  # noqa: E731
+        "test_accuracy": float(test_accuracy[i]),
+        "active_fraction": float(active_fraction[i]),
+        "val_auroc": float(val_auroc[i]),
+        "test_auroc": float(test_auroc[i]),
+    }
+    return {
+        "best_accuracy": pick(best),
+        "sparsest_within_tolerance": pick(int(sparse)),
+        "best_auroc": pick(robust),
+        "tolerance": tolerance,
+    }
 
 
-def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict,
-           features_path: str | None = None) -> dict:
+def report(
+    run_dir: str,
+    state,
+    metrics: dict,
+    *,
+    algorithm,
+    hyper,
+    config: dict,
+    features_path: str | None = None,
+) -> dict:
     """Writes ``front.csv``, ``front.npz``, ``summary.json``, ``summary.md``, ``features.npz``
     (a copy of ``features_path``, the cached features, when it exists) and the plots; returns
     the summary dict.
@@ -217,12 +280,22 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
         reference = [DEFAULT_REFERENCE[name] for name in names]
     reference = np.asarray(reference, np.float64)
     data = problem.data
-    figures = key_figures(measured["val_accuracy"], measured["val_active_fraction"],
-                          measured["val_auroc"], measured["test_accuracy"],
-                          measured["test_auroc"], float(config["report"]["accuracy_tolerance"]))
-    table = ensemble_table(measured["val_accuracy"], measured["val_active_fraction"],
-                           measured["test_predictions"], measured["test_probabilities"],
-                           data.test_labels, bands=tuple(config["report"]["bands"]))
+    figures = key_figures(
+        measured["val_accuracy"],
+        measured["val_active_fraction"],
+        measured["val_auroc"],
+        measured["test_accuracy"],
+        measured["test_auroc"],
+        float(config["report"]["accuracy_tolerance"]),
+    )
+    table = ensemble_table(
+        measured["val_accuracy"],
+        measured["val_active_fraction"],
+        measured["test_predictions"],
+        measured["test_probabilities"],
+        data.test_labels,
+        bands=tuple(config["report"]["bands"]),
+    )
     weights = importance(genomes, measured["val_accuracy"])
     summary = {
         "generations": int(state.generation),
@@ -233,13 +306,22 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
         "population_hypervolume": hypervolume(np.asarray(state.objectives), reference),
         "front_size": int(genomes.shape[0]),
         "key_figures": figures,
-        "dense_head": {f"{split}_{name}": float(both[f"{split}_{name}"][-1])
-                       for split in ("val", "test") for name in ("accuracy", "auroc")},
+        "dense_head": {
+            f"{split}_{name}": float(both[f"{split}_{name}"][-1])
+            for split in ("val", "test")
+            for name in ("accuracy", "auroc")
+        },
         "ensembles": table,
         "data": data.info,
         "feature_shape": list(data.feature_shape),
-        "table": over_time(metrics, {key: key for key in metrics if key in _OVER_TIME
-                                     or key.startswith("max_") and key not in _NOT_OVER_TIME}),
+        "table": over_time(
+            metrics,
+            {
+                key: key
+                for key in metrics
+                if key in _OVER_TIME or key.startswith("max_") and key not in _NOT_OVER_TIME
+            },
+        ),
     }
     write_summary(run_dir, summary, format_summary(summary))
     _write_front(run_dir, genomes, objectives, names, measured)
@@ -251,17 +333,25 @@ def report(run_dir: str, state, metrics: dict, *, algorithm, hyper, config: dict
 
 
 def _write_front(run_dir, genomes, objectives, names, measured) -> None:
-    np.savez(os.path.join(run_dir, "front.npz"), genomes=genomes, objectives=objectives,
-             objective_names=np.asarray(names))
+    np.savez(
+        os.path.join(run_dir, "front.npz"),
+        genomes=genomes,
+        objectives=objectives,
+        objective_names=np.asarray(names),
+    )
     floats = ("val_active_fraction", "val_accuracy", "val_auroc", "test_accuracy", "test_auroc")
     with open(os.path.join(run_dir, "front.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([*names, "active_fraction", *floats[1:], "epochs_run", "mask"])
         for k in range(genomes.shape[0]):
-            writer.writerow([*(repr(float(v)) for v in objectives[k]),
-                             *(repr(float(measured[column][k])) for column in floats),
-                             int(measured["val_epochs_run"][k]),
-                             "".join("1" if bit else "0" for bit in genomes[k])])
+            writer.writerow(
+                [
+                    *(repr(float(v)) for v in objectives[k]),
+                    *(repr(float(measured[column][k])) for column in floats),
+                    int(measured["val_epochs_run"][k]),
+                    "".join("1" if bit else "0" for bit in genomes[k]),
+                ]
+            )
 
 
 def format_summary(summary: dict) -> str:
@@ -275,26 +365,35 @@ def format_summary(summary: dict) -> str:
         "test AUROC |",
         "|---|---|---|---|---|---|",
     ]
-    labels = {"best_accuracy": "best accuracy",
-              "sparsest_within_tolerance": f"sparsest within {tolerance:.0f} pt of best",
-              "best_auroc": "best AUROC"}
+    labels = {
+        "best_accuracy": "best accuracy",
+        "sparsest_within_tolerance": f"sparsest within {tolerance:.0f} pt of best",
+        "best_auroc": "best AUROC",
+    }
     rows = [(labels[key], figures[key]) for key in labels]
     dense = summary.get("dense_head")
     if dense is not None:
         rows.append(("unpruned head (reference)", {**dense, "active_fraction": 1.0}))
     for label, row in rows:
-        lines.append(f"| {label} | {row['val_accuracy']:.4f} | {row['test_accuracy']:.4f} | "
-                     f"{row['active_fraction']:.3f} | {row['val_auroc']:.4f} | "
-                     f"{row['test_auroc']:.4f} |")
-    lines += ["", "| band (val acc >= percentile) | members | ensemble test acc | "
-              "best single test acc | mean member test acc | mean active fraction |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {label} | {row['val_accuracy']:.4f} | {row['test_accuracy']:.4f} | "
+            f"{row['active_fraction']:.3f} | {row['val_auroc']:.4f} | "
+            f"{row['test_auroc']:.4f} |"
+        )
+    lines += [
+        "",
+        "| band (val acc >= percentile) | members | ensemble test acc | "
+        "best single test acc | mean member test acc | mean active fraction |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in summary["ensembles"]:
-        lines.append(f"| p{row['percentile']:.0f} | {row['num_members']} | "
-                     f"{row['ensemble_test_accuracy']:.4f} | "
-                     f"{row['best_single_test_accuracy']:.4f} | "
-                     f"{row['mean_member_test_accuracy']:.4f} | "
-                     f"{row['mean_active_fraction']:.3f} |")
+        lines.append(
+            f"| p{row['percentile']:.0f} | {row['num_members']} | "
+            f"{row['ensemble_test_accuracy']:.4f} | "
+            f"{row['best_single_test_accuracy']:.4f} | "
+            f"{row['mean_member_test_accuracy']:.4f} | "
+            f"{row['mean_active_fraction']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -308,20 +407,33 @@ _NOT_OVER_TIME = ("max_sparsity", "max_fitness")
 def describe(summary: dict) -> str:
     """Totals, the front's key heads and ensembles, and the search over time."""
     table = summary.get("table", [])
-    titles = {"front_size": "front size", "best_density": "density of best",
-              "mean_fitness": "mean fitness", "mean_density": "mean density"}
-    headers = {key: titles.get(key, f"best {key[len('max_'):]}" if key.startswith("max_")
-                               else key) for key in (table[0] if table else {})}
-    return (f"generations {summary['generations']}, evaluations {summary['evaluations']}\n\n"
-            + format_summary(summary) + ("\n\n" + markdown_table(table, headers) if table
-                                         else ""))
+    titles = {
+        "front_size": "front size",
+        "best_density": "density of best",
+        "mean_fitness": "mean fitness",
+        "mean_density": "mean density",
+    }
+    headers = {
+        key: titles.get(key, f"best {key[len('max_') :]}" if key.startswith("max_") else key)
+        for key in (table[0] if table else {})
+    }
+    return (
+        f"generations {summary['generations']}, evaluations {summary['evaluations']}\n\n"
+        + format_summary(summary)
+        + ("\n\n" + markdown_table(table, headers) if table else "")
+    )
 
 
 # ----- plots (host only) -------------------------------------------------------------------------
 
+
 def _label(name: str) -> str:
-    return {"sparsity": "sparsity (1 - active fraction)", "auroc": "OOD AUROC (validation)",
-            "accuracy": "accuracy (validation)", "neg_loss": "- loss (validation)"}.get(name, name)
+    return {
+        "sparsity": "sparsity (1 - active fraction)",
+        "auroc": "OOD AUROC (validation)",
+        "accuracy": "accuracy (validation)",
+        "neg_loss": "- loss (validation)",
+    }.get(name, name)
 
 
 def plot_run(run_dir: str, state, metrics: dict, *, algorithm, config: dict) -> list[str]:
@@ -338,11 +450,19 @@ def plot_run(run_dir: str, state, metrics: dict, *, algorithm, config: dict) -> 
     x_index = names.index("sparsity") if "sparsity" in names else (1 if len(names) > 1 else 0)
     y_index = names.index("accuracy") if "accuracy" in names else 0
     colour = names.index("auroc") if "auroc" in names and len(names) > 2 else None
-    axes.scatter(population[:, x_index], population[:, y_index], s=10, c="lightgrey",
-                 label="population")
-    scatter = axes.scatter(front[:, x_index], front[:, y_index], s=28,
-                           c=None if colour is None else front[:, colour], cmap="viridis",
-                           edgecolors="black", linewidths=0.4, label="first front")
+    axes.scatter(
+        population[:, x_index], population[:, y_index], s=10, c="lightgrey", label="population"
+    )
+    scatter = axes.scatter(
+        front[:, x_index],
+        front[:, y_index],
+        s=28,
+        c=None if colour is None else front[:, colour],
+        cmap="viridis",
+        edgecolors="black",
+        linewidths=0.4,
+        label="first front",
+    )
     if colour is not None:
         figure.colorbar(scatter, ax=axes, label=_label(names[colour]))
     axes.set_xlabel(_label(names[x_index]))
@@ -354,8 +474,16 @@ def plot_run(run_dir: str, state, metrics: dict, *, algorithm, config: dict) -> 
         figure = plots._new_figure(5.5, 4.5)
         axes = figure.add_subplot(projection="3d")
         axes.scatter(population[:, 0], population[:, 1], population[:, 2], s=6, c="lightgrey")
-        axes.scatter(front[:, 0], front[:, 1], front[:, 2], s=22, c=front[:, 2], cmap="viridis",
-                     edgecolors="black", linewidths=0.3)
+        axes.scatter(
+            front[:, 0],
+            front[:, 1],
+            front[:, 2],
+            s=22,
+            c=front[:, 2],
+            cmap="viridis",
+            edgecolors="black",
+            linewidths=0.3,
+        )
         axes.set_xlabel(_label(names[0]), fontsize=7)
         axes.set_ylabel(_label(names[1]), fontsize=7)
         axes.set_zlabel(_label(names[2]), fontsize=7)
@@ -366,12 +494,19 @@ def plot_run(run_dir: str, state, metrics: dict, *, algorithm, config: dict) -> 
         weights = np.load(importance_path)
     else:
         weights = genomes.mean(axis=0) if genomes.size else np.zeros(genomes.shape[1])
-    paths.append(plot_importance(os.path.join(run_dir, "importance.png"), weights,
-                                 algorithm.problem.head, algorithm.problem.data.feature_shape))
+    paths.append(
+        plot_importance(
+            os.path.join(run_dir, "importance.png"),
+            weights,
+            algorithm.problem.head,
+            algorithm.problem.data.feature_shape,
+        )
+    )
     keys = tuple(k for k in metrics if k.startswith("max_") or k == "front_size")
     if keys and metrics:
-        paths.append(str(plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics,
-                                           keys=keys)))
+        paths.append(
+            str(plots.plot_curves(os.path.join(run_dir, "curves.png"), metrics, keys=keys))
+        )
     return paths
 
 
@@ -381,8 +516,11 @@ def plot_importance(path: str, weights: np.ndarray, head, feature_shape) -> str:
     from synprune_jax import plots
 
     num_in = head.num_features if head.genome in ("input", "both") else 0
-    parts = [(name, part) for name, part in (("input feature", weights[:num_in]),
-                                             ("hidden neuron", weights[num_in:])) if part.size]
+    parts = [
+        (name, part)
+        for name, part in (("input feature", weights[:num_in]), ("hidden neuron", weights[num_in:]))
+        if part.size
+    ]
     figure = plots._new_figure(4.5 * len(parts), 3.8)
     for index, (name, part) in enumerate(parts, start=1):
         axes = figure.add_subplot(1, len(parts), index)
@@ -413,19 +551,29 @@ def _mosaic(feature_map: np.ndarray) -> tuple[np.ndarray, str]:
     mosaic = np.full((rows * (height + 1) - 1, per_row * (width + 1) - 1), np.nan)
     for channel in range(channels):
         r, c = divmod(channel, per_row)
-        mosaic[r * (height + 1):r * (height + 1) + height,
-               c * (width + 1):c * (width + 1) + width] = feature_map[..., channel]
-    return mosaic, (f"input features {tuple(feature_map.shape)}: one {height}x{width} tile per "
-                    "channel")
+        mosaic[
+            r * (height + 1) : r * (height + 1) + height, c * (width + 1) : c * (width + 1) + width
+        ] = feature_map[..., channel]
+    return mosaic, (
+        f"input features {tuple(feature_map.shape)}: one {height}x{width} tile per channel"
+    )
 
 
 EXPERIMENTS = (
-    Experiment("mo-prune-transfer", "NSGA-II pruning of a transfer-learned sparse head (digits: "
-               "CNN pretrained on 0,1,2,4,6, target 3,5,8,9, OOD 7; accuracy x sparsity x OOD "
-               "AUROC); "
-               "Pareto front, ensembles, importance; 1-2 min on 2 CPU cores",
-               default_config, build),
-    Experiment("ga-prune-transfer", "The original single-objective steady-state GA (validation "
-               "accuracy, ties to the sparser head) on the same transfer task",
-               default_config_ga, build),
+    Experiment(
+        "mo-prune-transfer",
+        "NSGA-II pruning of a transfer-learned sparse head (digits: "
+        "CNN pretrained on 0,1,2,4,6, target 3,5,8,9, OOD 7; accuracy x sparsity x OOD "
+        "AUROC); "
+        "Pareto front, ensembles, importance; 1-2 min on 2 CPU cores",
+        default_config,
+        build,
+    ),
+    Experiment(
+        "ga-prune-transfer",
+        "The original single-objective steady-state GA (validation "
+        "accuracy, ties to the sparser head) on the same transfer task",
+        default_config_ga,
+        build,
+    ),
 )

@@ -66,8 +66,13 @@ from synprune_jax.sweeps.report import (
 SWEEP_FILE = "sweep.json"
 
 
-def run_group(members: Sequence[Member], *, mesh=None, progress: bool = False,
-              log: Callable[[str], None] | None = None) -> tuple[dict, Any]:
+def run_group(
+    members: Sequence[Member],
+    *,
+    mesh=None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict, Any]:
     """Runs the runs of one group together (``jit(vmap(...))`` over the run axis).
 
     Every member must be at the same starting point: all fresh, or all restored from a checkpoint
@@ -82,8 +87,12 @@ def run_group(members: Sequence[Member], *, mesh=None, progress: bool = False,
     """
     first = members[0]
     run_config = first.built.run_config
-    program = runner_lib._Batched(first.built.algorithm, [m.spec.seed for m in members],
-                                  [m.built.hyper for m in members], mesh)
+    program = runner_lib._Batched(
+        first.built.algorithm,
+        [m.spec.seed for m in members],
+        [m.built.hyper for m in members],
+        mesh,
+    )
     directories = []
     for member in members:
         member.run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,11 +100,20 @@ def run_group(members: Sequence[Member], *, mesh=None, progress: bool = False,
         if not config_path.exists():
             config_lib.save(member.spec.config, config_path)
         directories.append(RunDirectory(member.run_dir, member.built.run_config))
-    states, timing = runner_lib.run_loop(program, directories, run_config, resume=True,
-                                         progress=progress,
-                                         description=f"{len(members)} runs")
-    timing = {"runs": [m.spec.run_id for m in members], "padded_runs": program.padding,
-              "num_devices": program.num_devices, **timing}
+    states, timing = runner_lib.run_loop(
+        program,
+        directories,
+        run_config,
+        resume=True,
+        progress=progress,
+        description=f"{len(members)} runs",
+    )
+    timing = {
+        "runs": [m.spec.run_id for m in members],
+        "padded_runs": program.padding,
+        "num_devices": program.num_devices,
+        **timing,
+    }
     if log is not None:
         log(f"group of {len(members)} runs done in {timing['wall_s']:.1f} s")
     return timing, states
@@ -122,9 +140,13 @@ class SweepResult:
 
 
 def _definition(experiment, seeds, grid, overrides, config) -> dict:
-    return {"experiment": experiment, "seeds": list(seeds),
-            "grid": {key: list(values) for key, values in (grid or {}).items()},
-            "overrides": list(overrides), "config": config}
+    return {
+        "experiment": experiment,
+        "seeds": list(seeds),
+        "grid": {key: list(values) for key, values in (grid or {}).items()},
+        "overrides": list(overrides),
+        "config": config,
+    }
 
 
 def _pending(groups):
@@ -144,8 +166,9 @@ def _pending(groups):
     return pending, skipped
 
 
-def _run_sweep(out: Path, definition: dict, runs, members, grid, devices, local, *, report,
-               progress, log):
+def _run_sweep(
+    out: Path, definition: dict, runs, members, grid, devices, local, *, report, progress, log
+):
     """The part of :func:`sweep` that writes ``out`` (under its lock): the definition, the runs'
     index, every unfinished group (after checking that their checkpoints fit)."""
     write_json(out / SWEEP_FILE, definition)
@@ -154,11 +177,17 @@ def _run_sweep(out: Path, definition: dict, runs, members, grid, devices, local,
     write_runs_index(out, runs, grid, {m.spec.run_id: group_ids[id(m)] for m in members})
     pending, skipped = _pending(groups)
     # room for every unfinished run's checkpoints: one state's shapes per group, times its runs
-    shapes = {index: runner_lib.abstract_state(groups[index][0].built.algorithm,
-                                               groups[index][0].built.hyper)
-              for index in sorted({index for index, _, _ in pending})}
-    check_room(out, [[shapes[index]] * len(subgroup) for index, _, subgroup in pending],
-               copies=members[0].built.run_config.keep_checkpoints)
+    shapes = {
+        index: runner_lib.abstract_state(
+            groups[index][0].built.algorithm, groups[index][0].built.hyper
+        )
+        for index in sorted({index for index, _, _ in pending})
+    }
+    check_room(
+        out,
+        [[shapes[index]] * len(subgroup) for index, _, subgroup in pending],
+        copies=members[0].built.run_config.keep_checkpoints,
+    )
 
     count = local if devices is None else devices
     meshes: dict[int, object] = {}
@@ -179,8 +208,9 @@ def _run_sweep(out: Path, definition: dict, runs, members, grid, devices, local,
     for group_index, start, subgroup in pending:
         if log is not None:
             log(f"group {group_index}: {len(subgroup)} runs from generation {max(start, 0)}")
-        group_timing, states = run_group(subgroup, mesh=mesh_for(len(subgroup)),
-                                         progress=progress, log=log)
+        group_timing, states = run_group(
+            subgroup, mesh=mesh_for(len(subgroup)), progress=progress, log=log
+        )
         group_timing["group"] = group_index
         timing.append(group_timing)
         if report:
@@ -191,10 +221,20 @@ def _run_sweep(out: Path, definition: dict, runs, members, grid, devices, local,
     return timing, skipped
 
 
-def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Sequence] | None = None,
-          *, out: str | os.PathLike, overrides: Sequence[str] = (), config: dict | None = None,
-          devices: int | None = None, report: bool = True, plots: bool = True,
-          progress: bool = False, log: Callable[[str], None] | None = None) -> SweepResult:
+def sweep(
+    experiment: str,
+    seeds: Iterable[int] = (0,),
+    grid: Mapping[str, Sequence] | None = None,
+    *,
+    out: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    config: dict | None = None,
+    devices: int | None = None,
+    report: bool = True,
+    plots: bool = True,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> SweepResult:
     """Runs (or resumes) a sweep; see the module docstring.
 
     Args:
@@ -231,28 +271,46 @@ def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Seque
     runs = plan_runs(experiment, seeds, grid, overrides, config)
     members = build_members(experiment, runs, out)
     local = len(jax.local_devices())
-    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int)
-                                or not 1 <= devices <= local):
-        raise ConfigError(f"devices must be an int in [1, {local}] (local devices), "
-                          f"got {devices!r}")
+    if devices is not None and (
+        isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= local
+    ):
+        raise ConfigError(
+            f"devices must be an int in [1, {local}] (local devices), got {devices!r}"
+        )
 
     definition_path = out / SWEEP_FILE
     if definition_path.exists():
         try:
             previous = json.loads(definition_path.read_text())
         except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot read the sweep's definition ({definition_path}): {error}; "
-                              "use another directory") from error
+            raise ConfigError(
+                f"cannot read the sweep's definition ({definition_path}): {error}; "
+                "use another directory"
+            ) from error
         if previous != json.loads(json.dumps(definition)):
-            raise ConfigError(f"{out} holds a different sweep ({definition_path}); use another "
-                              "directory or repeat the original definition to resume it")
+            raise ConfigError(
+                f"{out} holds a different sweep ({definition_path}); use another "
+                "directory or repeat the original definition to resume it"
+            )
     prepare_directory(out)
     if log is not None:
-        log(f"synprune: sweep {experiment!r}, {len(seeds)} seeds x {len(runs) // len(seeds)} "
-            f"grid points into {out}")
+        log(
+            f"synprune: sweep {experiment!r}, {len(seeds)} seeds x {len(runs) // len(seeds)} "
+            f"grid points into {out}"
+        )
     with RunLock(out):  # one writer per sweep directory
-        timing, skipped = _run_sweep(out, definition, runs, members, grid, devices, local,
-                                     report=report, progress=progress, log=log)
+        timing, skipped = _run_sweep(
+            out,
+            definition,
+            runs,
+            members,
+            grid,
+            devices,
+            local,
+            report=report,
+            progress=progress,
+            log=log,
+        )
         if timing:
             write_json(out / "timing.json", {"groups": timing})
         table = collect(out)
@@ -261,7 +319,24 @@ def sweep(experiment: str, seeds: Iterable[int] = (0,), grid: Mapping[str, Seque
     return SweepResult(out=out, runs=runs, table=table, timing=timing, skipped=skipped)
 
 
-__all__ = ["FALLBACK_METRICS", "Member", "RunSpec", "SUMMARY_METRICS", "SweepResult", "build_members",
-           "collect", "group_members",
-           "final_rows", "format_summary", "parse_grid", "parse_seeds", "plan_groups",
-           "plan_runs", "plot_sweep", "run_group", "summarize", "summary_metrics", "sweep"]
+__all__ = [
+    "FALLBACK_METRICS",
+    "Member",
+    "RunSpec",
+    "SUMMARY_METRICS",
+    "SweepResult",
+    "build_members",
+    "collect",
+    "group_members",
+    "final_rows",
+    "format_summary",
+    "parse_grid",
+    "parse_seeds",
+    "plan_groups",
+    "plan_runs",
+    "plot_sweep",
+    "run_group",
+    "summarize",
+    "summary_metrics",
+    "sweep",
+]

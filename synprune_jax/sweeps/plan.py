@@ -72,8 +72,11 @@ def check_seeds(seeds: Iterable[int]) -> list[int]:
     if not seeds:
         raise ConfigError("a sweep needs at least one seed")
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
-                or not 0 <= seed < 2**32:
+        if (
+            isinstance(seed, bool)
+            or not isinstance(seed, (int, np.integer))
+            or not 0 <= seed < 2**32
+        ):
             raise ConfigError(f"seeds must be ints in [0, 2**32), got {seed!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"repeated seeds in {seeds}")
@@ -113,8 +116,13 @@ def _lookup(config: dict, key: str):
     return node
 
 
-def plan_runs(experiment: str, seeds: Iterable[int], grid: Mapping[str, Sequence] | None = None,
-              overrides: Sequence[str] = (), config: dict | None = None) -> list[RunSpec]:
+def plan_runs(
+    experiment: str,
+    seeds: Iterable[int],
+    grid: Mapping[str, Sequence] | None = None,
+    overrides: Sequence[str] = (),
+    config: dict | None = None,
+) -> list[RunSpec]:
     """Expands a sweep into runs (grid points in row-major order, seeds fastest).
 
     Args:
@@ -143,13 +151,16 @@ def plan_runs(experiment: str, seeds: Iterable[int], grid: Mapping[str, Sequence
     base["experiment"] = experiment
     runs = []
     for point in itertools.product(*grid.values()):
-        point_overrides = [_override_text(key, value) for key, value in zip(grid, point, strict=True)]
+        point_overrides = [
+            _override_text(key, value) for key, value in zip(grid, point, strict=True)
+        ]
         point_config = config_lib.apply_overrides(base, point_overrides)
         values = {key: _lookup(point_config, key) for key in grid}
         for seed in seeds:
             run_config = config_lib.apply_overrides(point_config, [f"run.seed={seed}"])
-            runs.append(RunSpec(run_id=f"run-{len(runs):03d}", seed=seed, values=values,
-                                config=run_config))
+            runs.append(
+                RunSpec(run_id=f"run-{len(runs):03d}", seed=seed, values=values, config=run_config)
+            )
     return runs
 
 
@@ -175,9 +186,15 @@ def _static_key(algorithm) -> Hashable:
 
 def _group_key(member: Member) -> tuple:
     run_config = member.built.run_config
-    return (_static_key(member.built.algorithm), run_config.num_generations,
-            run_config.chunk_size, run_config.checkpoint_every, run_config.metrics_format,
-            run_config.keep_checkpoints, jax.tree_util.tree_structure(member.built.hyper))
+    return (
+        _static_key(member.built.algorithm),
+        run_config.num_generations,
+        run_config.chunk_size,
+        run_config.checkpoint_every,
+        run_config.metrics_format,
+        run_config.keep_checkpoints,
+        jax.tree_util.tree_structure(member.built.hyper),
+    )
 
 
 def build_members(experiment: str, runs: Sequence[RunSpec], out: str | os.PathLike) -> list:
@@ -192,9 +209,11 @@ def build_members(experiment: str, runs: Sequence[RunSpec], out: str | os.PathLi
             section, key = option.split(".")
             spec.config[section][key] = devices = 1
         if devices != 1:
-            raise ConfigError(f"run {spec.run_id}: {option}={devices!r}, but a sweep "
-                              "places whole runs on devices itself (`--devices`); leave "
-                              f"{option} at 1")
+            raise ConfigError(
+                f"run {spec.run_id}: {option}={devices!r}, but a sweep "
+                "places whole runs on devices itself (`--devices`); leave "
+                f"{option} at 1"
+            )
         built = entry.build(spec.config)  # validates; resolves defaults in spec.config
         members.append(Member(spec=spec, built=built, run_dir=Path(out) / "runs" / spec.run_id))
     return members
@@ -208,10 +227,16 @@ def group_members(members: Sequence) -> list[list]:
     return list(groups.values())
 
 
-def plan_groups(experiment: str, seeds: Iterable[int],
-                grid: Mapping[str, Sequence] | None = None, overrides: Sequence[str] = (),
-                config: dict | None = None) -> list[list[str]]:
+def plan_groups(
+    experiment: str,
+    seeds: Iterable[int],
+    grid: Mapping[str, Sequence] | None = None,
+    overrides: Sequence[str] = (),
+    config: dict | None = None,
+) -> list[list[str]]:
     """The run ids of each compiled group a sweep would make (builds, compiles nothing)."""
     runs = plan_runs(experiment, seeds, grid, overrides, config)
-    return [[m.spec.run_id for m in group]
-            for group in group_members(build_members(experiment, runs, "."))]
+    return [
+        [m.spec.run_id for m in group]
+        for group in group_members(build_members(experiment, runs, "."))
+    ]

@@ -2,7 +2,8 @@
 
 Example:
     >>> table = collect("runs/arm-sweep")                       # doctest: +SKIP
-    >>> print(format_summary(summarize(table, ["mutation.sigma"]), ["mutation.sigma"]))  # doctest: +SKIP
+    >>> summary = summarize(table, ["mutation.sigma"])                # doctest: +SKIP
+    >>> print(format_summary(summary, ["mutation.sigma"]))            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ SUMMARY_METRICS = ("qd_score", "max_fitness", "coverage")
 # Headline metrics of the other methods, used when a sweep's table has none of SUMMARY_METRICS:
 # NSGA-II (max of each objective, front size), autoencoders (L1, kept parameters), cluster
 # synthesis (accuracy and reductions).
-FALLBACK_METRICS = ("max_accuracy", "max_auroc", "max_sparsity", "front_size", "l1_train",
-                    "l1_test", "kept_fraction", "test_accuracy", "synapse_reduction",
-                    "cluster_reduction")
+FALLBACK_METRICS = (
+    "max_accuracy",
+    "max_auroc",
+    "max_sparsity",
+    "front_size",
+    "l1_train",
+    "l1_test",
+    "kept_fraction",
+    "test_accuracy",
+    "synapse_reduction",
+    "cluster_reduction",
+)
 _BOOKKEEPING = ("run_id", "group", "seed", "generation")
 
 
@@ -39,16 +49,26 @@ def summary_metrics(table, swept_keys: Sequence[str] = ()) -> list[str]:
         chosen = [name for name in FALLBACK_METRICS if name in columns]
     if not chosen:
         skip = set(_BOOKKEEPING) | set(swept_keys)
-        chosen = [name for name in columns if name not in skip
-                  and np.issubdtype(np.asarray(table[name]).dtype, np.number)][:3]
+        chosen = [
+            name
+            for name in columns
+            if name not in skip and np.issubdtype(np.asarray(table[name]).dtype, np.number)
+        ][:3]
     return chosen
 
 
 def write_runs_index(out: Path, runs: Sequence[RunSpec], grid: Mapping, groups: dict) -> None:
     import pandas as pd
 
-    rows = [{"run_id": spec.run_id, "group": groups[spec.run_id], "seed": spec.seed,
-             **{key: _cell(spec.values[key]) for key in grid}} for spec in runs]
+    rows = [
+        {
+            "run_id": spec.run_id,
+            "group": groups[spec.run_id],
+            "seed": spec.seed,
+            **{key: _cell(spec.values[key]) for key in grid},
+        }
+        for spec in runs
+    ]
     pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
 
 
@@ -80,8 +100,11 @@ def collect(out: str | os.PathLike):
         for position, (key, value) in enumerate(row.items()):
             frame.insert(position, key, value)
         frames.append(frame)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=list(index.columns) + ["generation"])
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(index.columns) + ["generation"])
+    )
     table.to_csv(out / "results.csv", index=False)
     table.to_parquet(out / "results.parquet", index=False)
     return table
@@ -95,8 +118,12 @@ def final_rows(table):
     return table[table["generation"] == last].reset_index(drop=True)
 
 
-def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
-               metrics: Sequence[str] | None = None) -> list[Path]:
+def plot_sweep(
+    table,
+    swept_keys: Sequence[str],
+    directory: str | os.PathLike,
+    metrics: Sequence[str] | None = None,
+) -> list[Path]:
     """Summary figures of a sweep (host only).
 
     For every swept key and metric: the final value against the swept value, mean over seeds with
@@ -128,13 +155,19 @@ def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
                 mean = np.asarray([np.nanmean(g) for g in grouped])
                 low = np.asarray([np.nanmin(g) for g in grouped])
                 high = np.asarray([np.nanmax(g) for g in grouped])
-                label = ", ".join(f"{o}={s}" for o, s in zip(others, np.atleast_1d(setting), strict=True)) \
-                    if others else "mean over seeds"
-                line, = axes.plot(x, mean, marker="o", label=label)
+                label = (
+                    ", ".join(
+                        f"{o}={s}" for o, s in zip(others, np.atleast_1d(setting), strict=True)
+                    )
+                    if others
+                    else "mean over seeds"
+                )
+                (line,) = axes.plot(x, mean, marker="o", label=label)
                 axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
                 dots = frame[key].map(positions).to_numpy(np.float64)
-                axes.scatter(dots, frame[metric].to_numpy(np.float64), s=8,
-                             color=line.get_color(), alpha=0.6)
+                axes.scatter(
+                    dots, frame[metric].to_numpy(np.float64), s=8, color=line.get_color(), alpha=0.6
+                )
                 if not numeric:
                     axes.set_xticks(x, [str(v) for v in values])
             axes.set_xlabel(key)
@@ -149,12 +182,21 @@ def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
         for setting, frame in points:
             curve = frame.groupby("generation")[metric]
             generations = np.asarray(list(curve.groups), np.float64)
-            line, = axes.plot(generations, curve.mean().to_numpy(),
-                              label=", ".join(f"{k}={v}" for k, v in
-                                              zip(swept_keys, np.atleast_1d(setting), strict=True))
-                              or "mean over seeds")
-            axes.fill_between(generations, curve.min().to_numpy(), curve.max().to_numpy(),
-                              color=line.get_color(), alpha=0.15)
+            (line,) = axes.plot(
+                generations,
+                curve.mean().to_numpy(),
+                label=", ".join(
+                    f"{k}={v}" for k, v in zip(swept_keys, np.atleast_1d(setting), strict=True)
+                )
+                or "mean over seeds",
+            )
+            axes.fill_between(
+                generations,
+                curve.min().to_numpy(),
+                curve.max().to_numpy(),
+                color=line.get_color(),
+                alpha=0.15,
+            )
         axes.set_xlabel("generation")
         axes.set_ylabel(metric)
         axes.legend(fontsize=7)
@@ -163,12 +205,14 @@ def plot_sweep(table, swept_keys: Sequence[str], directory: str | os.PathLike,
 
 
 def _sort_key(value):
-    return (0, float(value), "") if isinstance(value, (int, float, np.number)) else (1, 0.0,
-                                                                                    str(value))
+    return (
+        (0, float(value), "")
+        if isinstance(value, (int, float, np.number))
+        else (1, 0.0, str(value))
+    )
 
 
-def summarize(table, swept_keys: Sequence[str],
-              metrics: Sequence[str] | None = None):
+def summarize(table, swept_keys: Sequence[str], metrics: Sequence[str] | None = None):
     """Final value of each metric per grid point: mean, std (ddof=0), min, max over seeds.
 
     Returns:
@@ -190,22 +234,26 @@ def summarize(table, swept_keys: Sequence[str],
         row["num_seeds"] = int(len(frame))
         for name in metrics:
             values = frame[name].to_numpy(np.float64)
-            row.update({f"{name}_mean": float(np.mean(values)),
-                        f"{name}_std": float(np.std(values)),
-                        f"{name}_min": float(np.min(values)),
-                        f"{name}_max": float(np.max(values))})
+            row.update(
+                {
+                    f"{name}_mean": float(np.mean(values)),
+                    f"{name}_std": float(np.std(values)),
+                    f"{name}_min": float(np.min(values)),
+                    f"{name}_max": float(np.max(values)),
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def format_summary(summary, swept_keys: Sequence[str],
-                   metrics: Sequence[str] | None = None) -> str:
+def format_summary(summary, swept_keys: Sequence[str], metrics: Sequence[str] | None = None) -> str:
     """Markdown table of :func:`summarize`: ``mean ± std`` of each final metric per grid point."""
     if summary.empty:
         return "(no finished runs)"
     if metrics is None:  # every metric summarize() reported
-        metrics = [column[:-len("_mean")] for column in summary.columns
-                   if column.endswith("_mean")]
+        metrics = [
+            column[: -len("_mean")] for column in summary.columns if column.endswith("_mean")
+        ]
     metrics = [name for name in metrics if f"{name}_mean" in summary.columns]
     header = list(swept_keys) + ["seeds"] + [f"final {name}" for name in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

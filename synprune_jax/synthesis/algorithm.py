@@ -84,14 +84,21 @@ class SynthesisConfig:
     eval_batch_size: int = 512
 
     def __post_init__(self):
-        for name in ("num_offspring", "epochs", "ancestor_epochs", "batch_size", "patience",
-                     "eval_batch_size"):
+        for name in (
+            "num_offspring",
+            "epochs",
+            "ancestor_epochs",
+            "batch_size",
+            "patience",
+            "eval_batch_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"synthesis.{name} must be a positive int, got {value!r}")
         if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"synthesis.schedule must be 'cosine' or 'constant', "
-                             f"got {self.schedule!r}")
+            raise ValueError(
+                f"synthesis.schedule must be 'cosine' or 'constant', got {self.schedule!r}"
+            )
 
 
 @struct.dataclass
@@ -191,20 +198,28 @@ class ClusterSynthesis(trees.EqualByData):
         spec = config.network
         spec.check_images(data.train_images)
         if data.num_classes != spec.num_classes:
-            raise ValueError(f"the data have {data.num_classes} classes, the network "
-                             f"{spec.num_classes}")
+            raise ValueError(
+                f"the data have {data.num_classes} classes, the network {spec.num_classes}"
+            )
         if len(data.train_labels) < config.batch_size:
-            raise ValueError(f"batch_size {config.batch_size} exceeds the {len(data.train_labels)}"
-                             " training examples")
-        size = min(config.eval_batch_size, max(len(data.validation_labels),
-                                               len(data.test_labels)))
+            raise ValueError(
+                f"batch_size {config.batch_size} exceeds the {len(data.train_labels)}"
+                " training examples"
+            )
+        size = min(config.eval_batch_size, max(len(data.validation_labels), len(data.test_labels)))
         object.__setattr__(self, "train_images", jnp.asarray(data.train_images, jnp.float32))
         object.__setattr__(self, "train_labels", jnp.asarray(data.train_labels, jnp.int32))
         object.__setattr__(self, "eval_batch", size)
         for split in ("validation", "test"):
-            object.__setattr__(self, split, _pad_to_multiple(
-                jnp.asarray(getattr(data, f"{split}_images"), jnp.float32),
-                jnp.asarray(getattr(data, f"{split}_labels"), jnp.int32), size))
+            object.__setattr__(
+                self,
+                split,
+                _pad_to_multiple(
+                    jnp.asarray(getattr(data, f"{split}_images"), jnp.float32),
+                    jnp.asarray(getattr(data, f"{split}_labels"), jnp.int32),
+                    size,
+                ),
+            )
 
     def data_arrays(self) -> tuple:
         return tuple(self.data)
@@ -220,8 +235,7 @@ class ClusterSynthesis(trees.EqualByData):
         return SynthesisHyper()
 
     # ----- training and evaluation (one network; vmap adds the offspring axis) -------------------
-    def loss(self, params: Params, masks: Masks, images: jax.Array,
-             labels: jax.Array) -> jax.Array:
+    def loss(self, params: Params, masks: Masks, images: jax.Array, labels: jax.Array) -> jax.Array:
         """Mean cross-entropy of the masked network on ``images [B, S, S, C]``, ``labels [B]``."""
         logits = self.spec.apply(params, masks, images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -232,8 +246,9 @@ class ClusterSynthesis(trees.EqualByData):
             return optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps))
         return optax.adam(learning_rate)
 
-    def train(self, key: jax.Array, params: Params, masks: Masks, epochs: int,
-              learning_rate) -> Params:
+    def train(
+        self, key: jax.Array, params: Params, masks: Masks, epochs: int, learning_rate
+    ) -> Params:
         """``epochs`` epochs of Adam on shuffled minibatches (:func:`synprune_jax.training.fit`
         with ``key`` split into the epoch keys); returns masked parameters.
 
@@ -242,9 +257,15 @@ class ClusterSynthesis(trees.EqualByData):
         """
         num_batches = self.train_labels.shape[0] // self.config.batch_size
         optimizer = self.optimizer(epochs * num_batches, learning_rate)
-        result = fit(key, params, (self.train_images, self.train_labels),
-                     lambda p, batch: self.loss(p, masks, *batch), optimizer,
-                     batch_size=self.config.batch_size, num_epochs=epochs)
+        result = fit(
+            key,
+            params,
+            (self.train_images, self.train_labels),
+            lambda p, batch: self.loss(p, masks, *batch),
+            optimizer,
+            batch_size=self.config.batch_size,
+            num_epochs=epochs,
+        )
         return apply_masks(result.params, masks)
 
     def accuracy(self, params: Params, masks: Masks, split: str = "validation") -> jax.Array:
@@ -257,8 +278,11 @@ class ClusterSynthesis(trees.EqualByData):
             predicted = jnp.argmax(self.spec.apply(params, masks, chunk_images), axis=-1)
             return jnp.sum((predicted == chunk_labels) & chunk_valid, dtype=jnp.int32)
 
-        reshaped = (images.reshape(chunks, self.eval_batch, *images.shape[1:]),
-                    labels.reshape(chunks, self.eval_batch), valid.reshape(chunks, self.eval_batch))
+        reshaped = (
+            images.reshape(chunks, self.eval_batch, *images.shape[1:]),
+            labels.reshape(chunks, self.eval_batch),
+            valid.reshape(chunks, self.eval_batch),
+        )
         total = jnp.sum(jax.lax.map(correct, reshaped))
         return total.astype(jnp.float32) / jnp.sum(valid).astype(jnp.float32)
 
@@ -268,18 +292,26 @@ class ClusterSynthesis(trees.EqualByData):
         key_init, key_train = jax.random.split(key)
         params = self.spec.init(key_init)
         masks = self.spec.full_masks(params)
-        params = self.train(key_train, params, masks, self.config.ancestor_epochs,
-                            hyper.learning_rate)
+        params = self.train(
+            key_train, params, masks, self.config.ancestor_epochs, hyper.learning_rate
+        )
         stats = network_stats(self.spec, masks)
         validation = self.accuracy(params, masks, "validation")
         test = self.accuracy(params, masks, "test")
         return SynthesisState(
-            params=params, masks=masks, generation=jnp.zeros((), jnp.int32),
-            validation_accuracy=validation, test_accuracy=test,
-            ancestor_validation_accuracy=validation, ancestor_test_accuracy=test,
-            ancestor_synapses=stats.synapses, ancestor_clusters=stats.clusters,
-            ancestor_flops=stats.flops, rejections=jnp.zeros((), jnp.int32),
-            stopped=jnp.zeros((), jnp.bool_))
+            params=params,
+            masks=masks,
+            generation=jnp.zeros((), jnp.int32),
+            validation_accuracy=validation,
+            test_accuracy=test,
+            ancestor_validation_accuracy=validation,
+            ancestor_test_accuracy=test,
+            ancestor_synapses=stats.synapses,
+            ancestor_clusters=stats.clusters,
+            ancestor_flops=stats.flops,
+            rejections=jnp.zeros((), jnp.int32),
+            stopped=jnp.zeros((), jnp.bool_),
+        )
 
     def offspring(self, key: jax.Array, state: SynthesisState, hyper: SynthesisHyper):
         """Synthesises and trains ``num_offspring`` offspring of the kept network.
@@ -288,16 +320,26 @@ class ClusterSynthesis(trees.EqualByData):
             ``(params, masks, validation_accuracy [K], synapses [K])``, params / masks with a
             leading ``[K]`` axis.
         """
+
         def one(child_key):
             key_masks, key_init, key_train = jax.random.split(child_key, 3)
-            masks = synthesize(key_masks, state.params, state.masks, self.config.encoding,
-                               hyper.encoding, self.spec if self.config.remove_unused else None)
+            masks = synthesize(
+                key_masks,
+                state.params,
+                state.masks,
+                self.config.encoding,
+                hyper.encoding,
+                self.spec if self.config.remove_unused else None,
+            )
             params = self.spec.init(key_init) if self.config.reinitialize else state.params
             params = apply_masks(params, masks)
-            params = self.train(key_train, params, masks, self.config.epochs,
-                                hyper.learning_rate)
-            return (params, masks, self.accuracy(params, masks, "validation"),
-                    network_stats(self.spec, masks).synapses)
+            params = self.train(key_train, params, masks, self.config.epochs, hyper.learning_rate)
+            return (
+                params,
+                masks,
+                self.accuracy(params, masks, "validation"),
+                network_stats(self.spec, masks).synapses,
+            )
 
         return jax.vmap(one)(jax.random.split(key, self.config.num_offspring))
 
@@ -306,40 +348,53 @@ class ClusterSynthesis(trees.EqualByData):
         best_accuracy = jnp.max(accuracies)
         candidates = jnp.where(accuracies == best_accuracy, synapses, jnp.iinfo(jnp.int32).max)
         best = jnp.argmin(candidates)  # highest accuracy, ties to fewer synapses
-        child_params, child_masks = jax.tree_util.tree_map(lambda leaf: leaf[best],
-                                                           (params, masks))
+        child_params, child_masks = jax.tree_util.tree_map(lambda leaf: leaf[best], (params, masks))
         floor = state.ancestor_validation_accuracy - hyper.tolerance
         accept = best_accuracy >= floor if self.config.stop_on_drop else jnp.asarray(True)
         rejections = jnp.where(accept, 0, state.rejections + 1).astype(jnp.int32)
-        new_params, new_masks = trees.select(accept, (child_params, child_masks),
-                                             (state.params, state.masks))
+        new_params, new_masks = trees.select(
+            accept, (child_params, child_masks), (state.params, state.masks)
+        )
         new_state = state.replace(
-            params=new_params, masks=new_masks,
+            params=new_params,
+            masks=new_masks,
             validation_accuracy=jnp.where(accept, best_accuracy, state.validation_accuracy),
-            test_accuracy=jnp.where(accept, self.accuracy(child_params, child_masks, "test"),
-                                    state.test_accuracy),
+            test_accuracy=jnp.where(
+                accept, self.accuracy(child_params, child_masks, "test"), state.test_accuracy
+            ),
             rejections=rejections,
-            stopped=jnp.asarray(self.config.stop_on_drop) & (rejections >= self.config.patience))
+            stopped=jnp.asarray(self.config.stop_on_drop) & (rejections >= self.config.patience),
+        )
         return new_state, accept, best_accuracy, synapses[best]
 
     def _idle(self, key: jax.Array, state: SynthesisState, hyper: SynthesisHyper):
         del key, hyper
-        return (state, jnp.asarray(False), jnp.asarray(jnp.nan, jnp.float32),
-                jnp.asarray(0, jnp.int32))
+        return (
+            state,
+            jnp.asarray(False),
+            jnp.asarray(jnp.nan, jnp.float32),
+            jnp.asarray(0, jnp.int32),
+        )
 
     def step(self, key: jax.Array, state: SynthesisState, hyper: SynthesisHyper):
         """One generation (a no-op once ``state.stopped``); returns ``(state, metrics)``."""
         state, accepted, offspring_accuracy, offspring_synapses = jax.lax.cond(
-            state.stopped, functools.partial(self._idle, hyper=hyper),
-            functools.partial(self._generation, hyper=hyper), key, state)
+            state.stopped,
+            functools.partial(self._idle, hyper=hyper),
+            functools.partial(self._generation, hyper=hyper),
+            key,
+            state,
+        )
         state = state.replace(generation=state.generation + 1)
         return state, self.metrics(state, accepted, offspring_accuracy, offspring_synapses)
 
     def metrics(self, state: SynthesisState, accepted, offspring_accuracy, offspring_synapses):
         """Scalar metrics of the kept network after a generation (``docs/cluster_synthesis.md``)."""
         stats = network_stats(self.spec, state.masks)
-        reduction = lambda ancestor, now: (jnp.asarray(ancestor, jnp.float32)  # noqa: E731
-                                           / jnp.maximum(jnp.asarray(now, jnp.float32), 1.0))
+        reduction = lambda ancestor, now: (
+            jnp.asarray(ancestor, jnp.float32)  # noqa: E731
+            / jnp.maximum(jnp.asarray(now, jnp.float32), 1.0)
+        )
         return {
             "validation_accuracy": state.validation_accuracy,
             "test_accuracy": state.test_accuracy,

@@ -15,8 +15,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 _IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 
 MNIST_FILES = {
@@ -55,6 +61,7 @@ class Dataset(NamedTuple):
 
 # ----- IDX ----------------------------------------------------------------------------------------
 
+
 def _open(path: str | os.PathLike, mode: str = "rb"):
     path = os.fspath(path)
     return gzip.open(path, mode) if path.endswith(".gz") else open(path, mode)
@@ -81,10 +88,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dtype = np.dtype(_IDX_TYPES[code])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) - header != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes of data) but the "
-                         f"file holds {len(data) - header}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(
-        dtype.newbyteorder("="))
+        raise ValueError(
+            f"{path}: header says shape {shape} ({expected} bytes of data) but the "
+            f"file holds {len(data) - header}"
+        )
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -99,8 +111,12 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def _find(directory: str, stem: str) -> str:
-    candidates = [stem, stem + ".gz", stem.replace("-idx", ".idx"),
-                  stem.replace("-idx", ".idx") + ".gz"]
+    candidates = [
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ]
     for name in candidates:
         path = os.path.join(directory, name)
         if os.path.exists(path):
@@ -109,6 +125,7 @@ def _find(directory: str, stem: str) -> str:
 
 
 # ----- splits -------------------------------------------------------------------------------------
+
 
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
@@ -120,8 +137,9 @@ def _split(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(labels))
     cut = len(labels) - int(round(fraction * len(labels)))
     if cut < 1 or cut >= len(labels):
-        raise ValueError(f"a fraction of {fraction} of {len(labels)} examples leaves an empty "
-                         "split")
+        raise ValueError(
+            f"a fraction of {fraction} of {len(labels)} examples leaves an empty split"
+        )
     first, second = order[:cut], order[cut:]
     return images[first], labels[first], images[second], labels[second]
 
@@ -140,8 +158,13 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, np.float32)
 
 
-def load_digits_32(*, validation_fraction: float = 0.2, test_fraction: float = 0.2,
-                   split_seed: int = 0, image_size: int = 32) -> Dataset:
+def load_digits_32(
+    *,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    image_size: int = 32,
+) -> Dataset:
     """scikit-learn's digits (8x8, values 0..16) resized to ``image_size`` and scaled to [0, 1].
 
     The 1,797 images are shuffled with ``split_seed``; ``test_fraction`` of them form the test
@@ -159,9 +182,15 @@ def load_digits_32(*, validation_fraction: float = 0.2, test_fraction: float = 0
     return Dataset(train_x, train_y, val_x, val_y, test_x, test_y, 10, "digits")
 
 
-def load_mnist(directory: str | os.PathLike, *, validation_fraction: float = 1 / 12,
-               split_seed: int = 0, pad_to_32: bool = True, max_train: int = 0,
-               max_test: int = 0) -> Dataset:
+def load_mnist(
+    directory: str | os.PathLike,
+    *,
+    validation_fraction: float = 1 / 12,
+    split_seed: int = 0,
+    pad_to_32: bool = True,
+    max_train: int = 0,
+    max_test: int = 0,
+) -> Dataset:
     """MNIST from the four standard IDX files in ``directory`` (plain or ``.gz``).
 
     Args:
@@ -180,8 +209,10 @@ def load_mnist(directory: str | os.PathLike, *, validation_fraction: float = 1 /
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"MNIST {split}: images {images.shape} and labels {labels.shape} "
-                             "do not form [N, H, W] / [N]")
+            raise ValueError(
+                f"MNIST {split}: images {images.shape} and labels {labels.shape} "
+                "do not form [N, H, W] / [N]"
+            )
 
     def prepare(images):
         images = images.astype(np.float32) / 255.0
@@ -190,27 +221,45 @@ def load_mnist(directory: str | os.PathLike, *, validation_fraction: float = 1 /
             images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
         return images[..., None]
 
-    train_x, train_y, val_x, val_y = _split(prepare(arrays["train_images"]),
-                                            arrays["train_labels"].astype(np.int32),
-                                            validation_fraction, split_seed)
+    train_x, train_y, val_x, val_y = _split(
+        prepare(arrays["train_images"]),
+        arrays["train_labels"].astype(np.int32),
+        validation_fraction,
+        split_seed,
+    )
     train_x, train_y = _subset(train_x, train_y, max_train)
-    test_x, test_y = _subset(prepare(arrays["test_images"]),
-                             arrays["test_labels"].astype(np.int32), max_test)
+    test_x, test_y = _subset(
+        prepare(arrays["test_images"]), arrays["test_labels"].astype(np.int32), max_test
+    )
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     return Dataset(train_x, train_y, val_x, val_y, test_x, test_y, max(num_classes, 10), "mnist")
 
 
-def load_dataset(name: str, *, mnist_dir: str | None = None, validation_fraction: float = 0.2,
-                 test_fraction: float = 0.2, split_seed: int = 0, max_train: int = 0) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    mnist_dir: str | None = None,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    max_train: int = 0,
+) -> Dataset:
     """``"digits"`` (offline default) or ``"mnist"`` (needs ``mnist_dir``)."""
     if name == "digits":
-        dataset = load_digits_32(validation_fraction=validation_fraction,
-                                 test_fraction=test_fraction, split_seed=split_seed)
+        dataset = load_digits_32(
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            split_seed=split_seed,
+        )
         train_x, train_y = _subset(dataset.train_images, dataset.train_labels, max_train)
         return dataset._replace(train_images=train_x, train_labels=train_y)
     if name == "mnist":
         if not mnist_dir:
             raise ValueError("data.name='mnist' needs data.mnist_dir (a folder with the IDX files)")
-        return load_mnist(mnist_dir, validation_fraction=validation_fraction,
-                          split_seed=split_seed, max_train=max_train)
+        return load_mnist(
+            mnist_dir,
+            validation_fraction=validation_fraction,
+            split_seed=split_seed,
+            max_train=max_train,
+        )
     raise ValueError(f"unknown dataset {name!r}; valid: ['digits', 'mnist']")

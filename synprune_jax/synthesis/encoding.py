@@ -71,11 +71,16 @@ class EncodingConfig:
     synapse_scope: str = "cluster"
 
     def __post_init__(self):
-        for name, valid in (("mode", MODES), ("conv_clusters", CONV_CLUSTERS),
-                            ("scope", SCOPES), ("synapse_scope", SYNAPSE_SCOPES)):
+        for name, valid in (
+            ("mode", MODES),
+            ("conv_clusters", CONV_CLUSTERS),
+            ("scope", SCOPES),
+            ("synapse_scope", SYNAPSE_SCOPES),
+        ):
             if getattr(self, name) not in valid:
-                raise ValueError(f"encoding.{name} must be one of {list(valid)}, "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"encoding.{name} must be one of {list(valid)}, got {getattr(self, name)!r}"
+                )
 
 
 @struct.dataclass
@@ -137,8 +142,9 @@ def gentle(probabilities: jax.Array, rate: float = 1.0) -> jax.Array:
     return jnp.where(rate == 1.0, probabilities, 1.0 - rate * (1.0 - probabilities))
 
 
-def synapse_probabilities(magnitudes: jax.Array, maximum: jax.Array,
-                          factor: float = 1.0) -> jax.Array:
+def synapse_probabilities(
+    magnitudes: jax.Array, maximum: jax.Array, factor: float = 1.0
+) -> jax.Array:
     """``P_j = factor * (exp(|w_j| / z_s) - 1)`` with ``z_s = maximum / ln 2``.
 
     Args:
@@ -182,8 +188,9 @@ def cluster_probabilities(sums: jax.Array, maximum: jax.Array, factor: float = 1
     return factor * _expm1_scaled(sums, maximum)
 
 
-def survival_probabilities(params: Params, masks: Masks, config: EncodingConfig,
-                           hyper: EncodingHyper) -> tuple[dict, dict]:
+def survival_probabilities(
+    params: Params, masks: Masks, config: EncodingConfig, hyper: EncodingHyper
+) -> tuple[dict, dict]:
     """Synapse and cluster survival probabilities of every layer.
 
     Args:
@@ -199,28 +206,39 @@ def survival_probabilities(params: Params, masks: Masks, config: EncodingConfig,
         The output layer's cluster probabilities are all 1. The ablation modes do not
         change these values (see :func:`synthesize`).
     """
-    magnitudes = {name: jnp.where(masks[name]["kernel"], jnp.abs(params[name]["kernel"]), 0.0)
-                  for name in LAYERS}
+    magnitudes = {
+        name: jnp.where(masks[name]["kernel"], jnp.abs(params[name]["kernel"]), 0.0)
+        for name in LAYERS
+    }
     layer_max = {name: jnp.max(magnitudes[name]) for name in LAYERS}
     network_max = jnp.max(jnp.stack(list(layer_max.values())))
-    scope_max = {name: network_max if config.scope == "network" else layer_max[name]
-                 for name in LAYERS}
+    scope_max = {
+        name: network_max if config.scope == "network" else layer_max[name] for name in LAYERS
+    }
     synapse = {}
     for name in LAYERS:
         if config.synapse_scope == "cluster":
-            maximum = jnp.max(magnitudes[name], keepdims=True,
-                              axis=_cluster_axes(name, config.conv_clusters))
+            maximum = jnp.max(
+                magnitudes[name], keepdims=True, axis=_cluster_axes(name, config.conv_clusters)
+            )
         elif config.synapse_scope == "network":
             maximum = network_max
         else:
             maximum = layer_max[name]
-        probabilities = gentle(synapse_probabilities(magnitudes[name], maximum,
-                                                     hyper.synapse_factor), hyper.synapse_rate)
+        probabilities = gentle(
+            synapse_probabilities(magnitudes[name], maximum, hyper.synapse_factor),
+            hyper.synapse_rate,
+        )
         # a dead synapse stays at probability 0 (gentle would give it 1 - r_s)
         synapse[name] = jnp.where(masks[name]["kernel"], probabilities, 0.0)
-    sums = {name: cluster_sums(name, truncate(magnitudes[name],
-                                              hyper.truncation * scope_max[name]),
-                               config.conv_clusters) for name in LAYERS}
+    sums = {
+        name: cluster_sums(
+            name,
+            truncate(magnitudes[name], hyper.truncation * scope_max[name]),
+            config.conv_clusters,
+        )
+        for name in LAYERS
+    }
     sums_max = {name: jnp.max(sums[name]) for name in LAYERS}
     network_sums_max = jnp.max(jnp.stack([sums_max[name] for name in LAYERS[:-1]]))
     cluster = {}
@@ -229,13 +247,20 @@ def survival_probabilities(params: Params, masks: Masks, config: EncodingConfig,
             cluster[name] = jnp.ones(sums[name].shape, jnp.float32)
             continue
         maximum = network_sums_max if config.scope == "network" else sums_max[name]
-        cluster[name] = gentle(cluster_probabilities(sums[name], maximum, hyper.cluster_factor),
-                               hyper.cluster_rate)
+        cluster[name] = gentle(
+            cluster_probabilities(sums[name], maximum, hyper.cluster_factor), hyper.cluster_rate
+        )
     return synapse, cluster
 
 
-def synthesize(key: jax.Array, params: Params, masks: Masks, config: EncodingConfig,
-               hyper: EncodingHyper, spec: LeNetSpec | None = None) -> Masks:
+def synthesize(
+    key: jax.Array,
+    params: Params,
+    masks: Masks,
+    config: EncodingConfig,
+    hyper: EncodingHyper,
+    spec: LeNetSpec | None = None,
+) -> Masks:
     """Draws an offspring's masks from its parent (one network; vmap for several).
 
     Args:
@@ -262,8 +287,7 @@ def synthesize(key: jax.Array, params: Params, masks: Masks, config: EncodingCon
         if config.mode in ("both", "cluster") and name != LAYERS[-1]:
             clusters = jax.random.bernoulli(keys[2 * index + 1], cluster_p[name])
             # cluster values broadcast against the kernel (explicit ranks)
-            survive = survive & jnp.expand_dims(
-                clusters, _cluster_axes(name, config.conv_clusters))
+            survive = survive & jnp.expand_dims(clusters, _cluster_axes(name, config.conv_clusters))
         bias_mask = masks[name]["bias"]
         if name != LAYERS[-1]:
             bias_mask = bias_mask & jnp.any(survive.reshape(-1, survive.shape[-1]), axis=0)
@@ -280,5 +304,7 @@ def remove_unused(spec: LeNetSpec, masks: Masks) -> Masks:
     do not change; its synapse count becomes the compact network's weight count.
     """
     kept, kernels = kept_synapses(spec, masks)
-    return {name: {"kernel": kernel, "bias": masks[name]["bias"] & units}
-            for name, kernel, units in zip(LAYERS, kernels, kept, strict=True)}
+    return {
+        name: {"kernel": kernel, "bias": masks[name]["bias"] & units}
+        for name, kernel, units in zip(LAYERS, kernels, kept, strict=True)
+    }

@@ -77,11 +77,14 @@ class LeNetSpec:
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if len(self.widths) != 4 or any(w < 1 for w in self.widths):
-            raise ValueError(f"widths must be 4 positive ints (conv1, conv2, dense1, dense2), "
-                             f"got {self.widths}")
+            raise ValueError(
+                f"widths must be 4 positive ints (conv1, conv2, dense1, dense2), got {self.widths}"
+            )
         if self.image_size < 16:
-            raise ValueError(f"image_size must be >= 16 for two 5x5 conv + 2x2 pool stages, "
-                             f"got {self.image_size}")
+            raise ValueError(
+                f"image_size must be >= 16 for two 5x5 conv + 2x2 pool stages, "
+                f"got {self.image_size}"
+            )
         if self.channels < 1 or self.num_classes < 2:
             raise ValueError("channels must be >= 1 and num_classes >= 2")
 
@@ -102,7 +105,7 @@ class LeNetSpec:
     def layer_inputs(self) -> tuple[int, ...]:
         """Input units / channels of each layer (dense1: the flattened features ``P*P*w1``)."""
         w0, w1, w2, w3 = self.widths
-        return (self.channels, w0, self.pooled_size ** 2 * w1, w2, w3)
+        return (self.channels, w0, self.pooled_size**2 * w1, w2, w3)
 
     @property
     def layer_outputs(self) -> tuple[int, ...]:
@@ -116,8 +119,12 @@ class LeNetSpec:
 
     @property
     def num_synapses(self) -> int:
-        return sum(fan_in * fan_out * (KERNEL_SIZE ** 2 if name in CONV_LAYERS else 1)
-                   for name, fan_in, fan_out in zip(LAYERS, self.layer_inputs, self.layer_outputs, strict=True))
+        return sum(
+            fan_in * fan_out * (KERNEL_SIZE**2 if name in CONV_LAYERS else 1)
+            for name, fan_in, fan_out in zip(
+                LAYERS, self.layer_inputs, self.layer_outputs, strict=True
+            )
+        )
 
     @property
     def num_clusters(self) -> int:
@@ -143,11 +150,14 @@ class LeNetSpec:
     def check_images(self, images) -> None:
         expected = (self.image_size, self.image_size, self.channels)
         if tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must be [N, {expected[0]}, {expected[1]}, {expected[2]}], "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be [N, {expected[0]}, {expected[1]}, {expected[2]}], "
+                f"got {tuple(images.shape)}"
+            )
 
 
 # ----- structure statistics (jittable) ------------------------------------------------------------
+
 
 class NetworkStats(NamedTuple):
     """Structure of one masked LeNet (all int32 / float32 scalars unless stated).
@@ -201,21 +211,25 @@ def kept_synapses(spec: LeNetSpec, masks: Masks) -> tuple[list, list]:
     kept = kept_units(spec, masks)
     side = spec.pooled_size
     # per layer, which inputs come from kept units (dense1: per flattened feature, order h, w, c)
-    inputs = [jnp.ones((spec.channels,), jnp.bool_), kept[0],
-              jnp.broadcast_to(kept[1], (side, side, kept[1].shape[0])).reshape(-1), *kept[2:4]]
+    inputs = [
+        jnp.ones((spec.channels,), jnp.bool_),
+        kept[0],
+        jnp.broadcast_to(kept[1], (side, side, kept[1].shape[0])).reshape(-1),
+        *kept[2:4],
+    ]
     kernels = []
     for index, name in enumerate(LAYERS):
         kernel = masks[name]["kernel"]
-        kernels.append(kernel & _along(inputs[index], -2, kernel.ndim)
-                       & _along(kept[index], -1, kernel.ndim))
+        kernels.append(
+            kernel & _along(inputs[index], -2, kernel.ndim) & _along(kept[index], -1, kernel.ndim)
+        )
     return kept, kernels
 
 
 def network_stats(spec: LeNetSpec, masks: Masks) -> NetworkStats:
     """Synapse, cluster and FLOP counts of one masked network (jittable)."""
     kept, kernels = kept_synapses(spec, masks)
-    layer_synapses = jnp.stack([jnp.sum(masks[name]["kernel"], dtype=jnp.int32)
-                                for name in LAYERS])
+    layer_synapses = jnp.stack([jnp.sum(masks[name]["kernel"], dtype=jnp.int32) for name in LAYERS])
     effective = [jnp.sum(kernel, dtype=jnp.int32) for kernel in kernels]
     macs = 0
     for count, positions in zip(effective, spec.positions, strict=True):
@@ -232,6 +246,7 @@ def network_stats(spec: LeNetSpec, masks: Masks) -> NetworkStats:
 
 
 # ----- compact export (host) -------------------------------------------------------------------
+
 
 class CompactNetwork(NamedTuple):
     """A dense LeNet-5 with dead filters and neurons physically removed.
@@ -274,12 +289,15 @@ def compact(spec: LeNetSpec, params: Params, masks: Masks) -> CompactNetwork:
         every input ``x`` (up to float summation order).
     """
     kept = [np.asarray(k) for k in jax.jit(kept_units, static_argnums=0)(spec, masks)]
-    indices = [np.flatnonzero(flags) if flags.any() else np.zeros((1,), np.int64)
-               for flags in kept[:-1]] + [np.arange(spec.num_classes)]
+    indices = [
+        np.flatnonzero(flags) if flags.any() else np.zeros((1,), np.int64) for flags in kept[:-1]
+    ] + [np.arange(spec.num_classes)]
     zeroed = [not flags.any() for flags in kept[:-1]] + [False]
     masked = jax.tree_util.tree_map(
         lambda p, m: np.where(np.asarray(m), np.asarray(p), 0).astype(np.asarray(p).dtype),
-        params, masks)
+        params,
+        masks,
+    )
     side = spec.pooled_size
     previous = np.arange(spec.channels)
     out = {}
@@ -299,5 +317,6 @@ def compact(spec: LeNetSpec, params: Params, masks: Masks) -> CompactNetwork:
         out[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
         previous = rows
     widths = tuple(int(len(i)) for i in indices[:-1])
-    return CompactNetwork(params=out, widths=widths, num_classes=spec.num_classes,
-                          kept=tuple(indices))
+    return CompactNetwork(
+        params=out, widths=widths, num_classes=spec.num_classes, kept=tuple(indices)
+    )

@@ -20,8 +20,13 @@ from synprune_jax.tasks.playground_task import PlaygroundTask
 from synprune_jax.tasks.reach import ReachAvoidArm, clearance, joint_positions, joint_positions_3d
 from synprune_jax.tasks.rollout import EpisodeTask
 
-TASKS: dict[str, type] = {"brax": BraxTask, "arm": KinematicArm, "playground": PlaygroundTask,
-                          "gymnax": GymnaxTask, "reach": ReachAvoidArm}
+TASKS: dict[str, type] = {
+    "brax": BraxTask,
+    "arm": KinematicArm,
+    "playground": PlaygroundTask,
+    "gymnax": GymnaxTask,
+    "reach": ReachAvoidArm,
+}
 
 
 def make_task(name: str, **kwargs) -> Task:
@@ -51,16 +56,33 @@ def task_section(name: str) -> dict:
     for field in dataclasses.fields(TASKS[name]):
         if field.name == "keep_trajectories":  # an API option, not an experiment setting
             continue
-        value = field.default if field.default is not dataclasses.MISSING \
-            else field.default_factory()
+        value = (
+            field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        )
         section[field.name] = list(value) if isinstance(value, tuple) else value
     return section
 
 
 __all__ = [
-    "BACKENDS", "BraxTask", "DESCRIPTORS", "DescriptorContext", "EpisodeTask", "FEET",
-    "GymnaxTask", "KinematicArm", "PlaygroundTask", "ReachAvoidArm", "TASKS", "Task",
-    "clearance", "descriptors", "env_names", "forward_kinematics", "joint_positions",
-    "joint_positions_3d", "make_env",
-    "make_task", "task_section",
+    "BACKENDS",
+    "BraxTask",
+    "DESCRIPTORS",
+    "DescriptorContext",
+    "EpisodeTask",
+    "FEET",
+    "GymnaxTask",
+    "KinematicArm",
+    "PlaygroundTask",
+    "ReachAvoidArm",
+    "TASKS",
+    "Task",
+    "clearance",
+    "descriptors",
+    "env_names",
+    "forward_kinematics",
+    "joint_positions",
+    "joint_positions_3d",
+    "make_env",
+    "make_task",
+    "task_section",
 ]

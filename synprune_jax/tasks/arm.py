@@ -46,8 +46,12 @@ def forward_kinematics(angles: jax.Array) -> jax.Array:
     """Tip position ``[2]`` of an arm with total length 1 for joint angles ``[n]`` (radians)."""
     n = angles.shape[-1]
     cumulative = jnp.cumsum(angles, axis=-1)
-    return jnp.stack([jnp.sum(jnp.cos(cumulative), axis=-1),
-                      jnp.sum(jnp.sin(cumulative), axis=-1)], axis=-1) / n
+    return (
+        jnp.stack(
+            [jnp.sum(jnp.cos(cumulative), axis=-1), jnp.sum(jnp.sin(cumulative), axis=-1)], axis=-1
+        )
+        / n
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +80,9 @@ class KinematicArm:
         if int(self.num_joints) < 1:
             raise ValueError(f"num_joints must be >= 1, got {self.num_joints}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        names = descriptors_lib.validate(self.descriptors, self._context,
-                                         f"KinematicArm(genotype={self.genotype!r})")
+        names = descriptors_lib.validate(
+            self.descriptors, self._context, f"KinematicArm(genotype={self.genotype!r})"
+        )
         object.__setattr__(self, "descriptors", names)
 
     # ----- static structure ----------------------------------------------------------------------
@@ -92,8 +97,9 @@ class KinematicArm:
         capabilities = {descriptors_lib.END_EFFECTOR}
         if self.genotype == "mlp":
             capabilities.add(descriptors_lib.SPEC)
-        return descriptors_lib.DescriptorContext(capabilities=frozenset(capabilities),
-                                                 spec=self.spec)
+        return descriptors_lib.DescriptorContext(
+            capabilities=frozenset(capabilities), spec=self.spec
+        )
 
     @property
     def descriptor_names(self) -> tuple[str, ...]:
@@ -137,12 +143,18 @@ class KinematicArm:
     def evaluate(self, key: jax.Array, population: Population) -> EvalResult:
         """Evaluates a population (deterministic: ``key`` is unused). See :class:`Task`."""
         del key
-        fitness, descriptors, density = jax.vmap(self._evaluate_one)(population.params,
-                                                                     population.masks)
+        fitness, descriptors, density = jax.vmap(self._evaluate_one)(
+            population.params, population.masks
+        )
         return EvalResult(fitness=fitness, descriptors=descriptors, extras={"density": density})
 
 
 @functools.cache
 def _arm_spec(input_size: int, num_joints: int, hidden_sizes: tuple[int, ...]) -> MLPSpec:
-    return MLPSpec(input_size=input_size, output_size=num_joints, hidden_sizes=hidden_sizes,
-                   activation="tanh", output_activation="tanh")
+    return MLPSpec(
+        input_size=input_size,
+        output_size=num_joints,
+        hidden_sizes=hidden_sizes,
+        activation="tanh",
+        output_activation="tanh",
+    )

@@ -91,11 +91,11 @@ def env_sizes(env_name: str, backend: str, mjx_fast_solver: bool = False) -> tup
 class _FootGeometry:
     """Sphere/capsule geoms of the feet, as static numpy arrays (G geoms, F feet)."""
 
-    link: np.ndarray        # [G] int, Brax link of each geom
-    foot: np.ndarray        # [G] int, foot index of each geom
-    position: np.ndarray    # [G, 3] geom centre in the link frame
-    half_axis: np.ndarray   # [G, 3] capsule half-segment in the link frame (0 for spheres)
-    radius: np.ndarray      # [G]
+    link: np.ndarray  # [G] int, Brax link of each geom
+    foot: np.ndarray  # [G] int, foot index of each geom
+    position: np.ndarray  # [G, 3] geom centre in the link frame
+    half_axis: np.ndarray  # [G, 3] capsule half-segment in the link frame (0 for spheres)
+    radius: np.ndarray  # [G]
     num_feet: int
 
 
@@ -120,9 +120,14 @@ def _foot_geometry(env_name: str, backend: str, mjx_fast_solver: bool) -> _FootG
             centres.append(positions[g])
             axes.append(axis * half_length)
             radii.append(sizes[g, 0])
-    return _FootGeometry(np.asarray(links), np.asarray(feet), np.stack(centres).astype(np.float32),
-                         np.stack(axes).astype(np.float32), np.asarray(radii, np.float32),
-                         len(FEET[env_name]))
+    return _FootGeometry(
+        np.asarray(links),
+        np.asarray(feet),
+        np.stack(centres).astype(np.float32),
+        np.stack(axes).astype(np.float32),
+        np.asarray(radii, np.float32),
+        len(FEET[env_name]),
+    )
 
 
 def _rotate_np(vector: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
@@ -136,16 +141,18 @@ def rotate(vectors: jax.Array, quaternions: jax.Array) -> jax.Array:
     return vectors + 2.0 * jnp.cross(u, jnp.cross(u, vectors) + w * vectors)
 
 
-def feet_lowest_points(geometry: _FootGeometry, link_positions: jax.Array,
-                       link_rotations: jax.Array) -> jax.Array:
+def feet_lowest_points(
+    geometry: _FootGeometry, link_positions: jax.Array, link_rotations: jax.Array
+) -> jax.Array:
     """Lowest world z ``[F]`` of each foot, for one state (``x.pos [links, 3]``, ``x.rot``)."""
     position = link_positions[geometry.link]
     rotation = link_rotations[geometry.link]
     centre = position + rotate(jnp.asarray(geometry.position), rotation)
     half_axis = rotate(jnp.asarray(geometry.half_axis), rotation)
     lowest = centre[:, 2] - jnp.abs(half_axis[:, 2]) - jnp.asarray(geometry.radius)
-    return jnp.stack([jnp.min(lowest[np.nonzero(geometry.foot == foot)[0]])
-                      for foot in range(geometry.num_feet)])
+    return jnp.stack(
+        [jnp.min(lowest[np.nonzero(geometry.foot == foot)[0]]) for foot in range(geometry.num_feet)]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,14 +196,18 @@ class BraxTask(StateEnvEpisode, EpisodeTask):
         check_choice("Brax", "env", self.env_name, env_names())
         check_choice("Brax", "backend", self.backend, BACKENDS)
         if self.mjx_fast_solver and self.backend != "mjx":
-            raise ValueError("mjx_fast_solver only applies to backend 'mjx', "
-                             f"got backend {self.backend!r}")
+            raise ValueError(
+                f"mjx_fast_solver only applies to backend 'mjx', got backend {self.backend!r}"
+            )
         check_episodes(owner, self.episode_length, self.num_episodes)
         if not float(self.xy_bound) > 0:
             raise ValueError(f"xy_bound must be > 0, got {self.xy_bound}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        names = descriptors_lib.validate(self.descriptors, self._context(with_spec=False),
-                                         f"BraxTask(env_name={self.env_name!r})")
+        names = descriptors_lib.validate(
+            self.descriptors,
+            self._context(with_spec=False),
+            f"BraxTask(env_name={self.env_name!r})",
+        )
         object.__setattr__(self, "descriptors", names)
 
     # ----- static structure ----------------------------------------------------------------------
@@ -227,8 +238,11 @@ class BraxTask(StateEnvEpisode, EpisodeTask):
         if self.env_name in FEET:
             capabilities.add(descriptors_lib.FEET)
         return descriptors_lib.DescriptorContext(
-            capabilities=frozenset(capabilities), spec=self.spec if with_spec else None,
-            feet=self.feet, xy_bound=float(self.xy_bound))
+            capabilities=frozenset(capabilities),
+            spec=self.spec if with_spec else None,
+            feet=self.feet,
+            xy_bound=float(self.xy_bound),
+        )
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
     def _last(self, state) -> dict:

@@ -90,6 +90,7 @@ def _unit_bounds(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ----- mask-based ----------------------------------------------------------------------------
 
+
 def _sparsity(context: DescriptorContext, inputs: Mapping[str, jax.Array]) -> jax.Array:
     # Counted in integers so a full network gives exactly 0 (1 - density can round below 0).
     maskable = context.spec.maskable()
@@ -104,11 +105,13 @@ def _disconnected_fraction(context: DescriptorContext, inputs) -> jax.Array:
 
 
 def _layer_density(context: DescriptorContext, inputs) -> jax.Array:
-    return jnp.clip(masks_lib.mask_statistics(context.spec, inputs["masks"]).layer_density,
-                    0.0, 1.0)
+    return jnp.clip(
+        masks_lib.mask_statistics(context.spec, inputs["masks"]).layer_density, 0.0, 1.0
+    )
 
 
 # ----- behaviour-based -----------------------------------------------------------------------
+
 
 def _final_xy_bounds(context: DescriptorContext) -> tuple[np.ndarray, np.ndarray]:
     bound = float(context.xy_bound)
@@ -138,35 +141,74 @@ def _obstacle_distance(context: DescriptorContext, inputs) -> jax.Array:
 DESCRIPTORS: dict[str, Descriptor] = {
     d.name: d
     for d in (
-        Descriptor("sparsity", SPEC, lambda c: ("sparsity",), lambda c: _unit_bounds(1),
-                   _sparsity, "1 - density of the maskable parameters"),
-        Descriptor("disconnected_fraction", SPEC, lambda c: ("disconnected_fraction",),
-                   lambda c: _unit_bounds(1), _disconnected_fraction,
-                   "fraction of hidden/output units with no active incoming connection"),
-        Descriptor("layer_density", SPEC,
-                   lambda c: tuple(f"layer_density_{i}" for i in range(c.spec.num_layers)),
-                   lambda c: _unit_bounds(c.spec.num_layers), _layer_density,
-                   "density of each kernel"),
-        Descriptor("final_xy", ROLLOUT, lambda c: ("final_x", "final_y"), _final_xy_bounds,
-                   _final_xy, "torso (x, y) at the last alive step"),
-        Descriptor("feet_contact", FEET,
-                   lambda c: tuple(f"feet_contact_{foot}" for foot in c.feet),
-                   lambda c: _unit_bounds(len(c.feet)), _feet_contact,
-                   "fraction of alive steps each foot touches the ground"),
-        Descriptor("end_effector", END_EFFECTOR, lambda c: ("end_effector_x", "end_effector_y"),
-                   lambda c: _unit_bounds(2), _end_effector,
-                   "kinematic arm tip (x, y) mapped to [0, 1]"),
-        Descriptor("final_end_effector", REACH,
-                   lambda c: tuple(f"final_end_effector_{axis}" for axis in "xyz"[:c.dims]),
-                   lambda c: (np.full((c.dims,), -c.xy_bound, np.float32),
-                              np.full((c.dims,), c.xy_bound, np.float32)),
-                   _final_end_effector, "reach arm tip (x, y[, z]) at the last alive step"),
-        Descriptor("obstacle_distance", REACH, lambda c: ("obstacle_distance",),
-                   lambda c: (np.zeros((1,), np.float32),
-                              np.full((1,), c.xy_bound, np.float32)),
-                   _obstacle_distance,
-                   "smallest clearance between the reach arm's links and an obstacle over the "
-                   "episode (0: touched)"),
+        Descriptor(
+            "sparsity",
+            SPEC,
+            lambda c: ("sparsity",),
+            lambda c: _unit_bounds(1),
+            _sparsity,
+            "1 - density of the maskable parameters",
+        ),
+        Descriptor(
+            "disconnected_fraction",
+            SPEC,
+            lambda c: ("disconnected_fraction",),
+            lambda c: _unit_bounds(1),
+            _disconnected_fraction,
+            "fraction of hidden/output units with no active incoming connection",
+        ),
+        Descriptor(
+            "layer_density",
+            SPEC,
+            lambda c: tuple(f"layer_density_{i}" for i in range(c.spec.num_layers)),
+            lambda c: _unit_bounds(c.spec.num_layers),
+            _layer_density,
+            "density of each kernel",
+        ),
+        Descriptor(
+            "final_xy",
+            ROLLOUT,
+            lambda c: ("final_x", "final_y"),
+            _final_xy_bounds,
+            _final_xy,
+            "torso (x, y) at the last alive step",
+        ),
+        Descriptor(
+            "feet_contact",
+            FEET,
+            lambda c: tuple(f"feet_contact_{foot}" for foot in c.feet),
+            lambda c: _unit_bounds(len(c.feet)),
+            _feet_contact,
+            "fraction of alive steps each foot touches the ground",
+        ),
+        Descriptor(
+            "end_effector",
+            END_EFFECTOR,
+            lambda c: ("end_effector_x", "end_effector_y"),
+            lambda c: _unit_bounds(2),
+            _end_effector,
+            "kinematic arm tip (x, y) mapped to [0, 1]",
+        ),
+        Descriptor(
+            "final_end_effector",
+            REACH,
+            lambda c: tuple(f"final_end_effector_{axis}" for axis in "xyz"[: c.dims]),
+            lambda c: (
+                np.full((c.dims,), -c.xy_bound, np.float32),
+                np.full((c.dims,), c.xy_bound, np.float32),
+            ),
+            _final_end_effector,
+            "reach arm tip (x, y[, z]) at the last alive step",
+        ),
+        Descriptor(
+            "obstacle_distance",
+            REACH,
+            lambda c: ("obstacle_distance",),
+            lambda c: (np.zeros((1,), np.float32), np.full((1,), c.xy_bound, np.float32)),
+            _obstacle_distance,
+            "smallest clearance between the reach arm's links and an obstacle over the "
+            "episode (0: touched)",
+        ),
     )
 }
 
@@ -194,8 +236,11 @@ def validate(names, context: DescriptorContext, owner: str = "this task") -> tup
         raise ValueError(f"duplicate descriptor names {list(names)} for {owner}")
     for name in names:
         if name not in valid:
-            reason = "unknown descriptor" if name not in DESCRIPTORS else (
-                f"descriptor not supported (needs {DESCRIPTORS[name].requires!r})")
+            reason = (
+                "unknown descriptor"
+                if name not in DESCRIPTORS
+                else (f"descriptor not supported (needs {DESCRIPTORS[name].requires!r})")
+            )
             raise ValueError(f"{reason} {name!r} for {owner}; valid: {list(valid)}")
     return names
 
@@ -208,12 +253,16 @@ def column_names(names, context: DescriptorContext) -> tuple[str, ...]:
 def bounds(names, context: DescriptorContext) -> tuple[np.ndarray, np.ndarray]:
     """``(lower [D], upper [D])`` float32 numpy arrays."""
     pairs = [DESCRIPTORS[name].bounds(context) for name in names]
-    return (np.concatenate([p[0] for p in pairs]).astype(np.float32),
-            np.concatenate([p[1] for p in pairs]).astype(np.float32))
+    return (
+        np.concatenate([p[0] for p in pairs]).astype(np.float32),
+        np.concatenate([p[1] for p in pairs]).astype(np.float32),
+    )
 
 
 def compute(names, context: DescriptorContext, inputs: Mapping[str, jax.Array]) -> jax.Array:
     """Descriptor vector ``[D]`` float32 of one individual (vmap for a population)."""
-    parts = [jnp.reshape(DESCRIPTORS[name].compute(context, inputs), (-1,)).astype(jnp.float32)
-             for name in names]
+    parts = [
+        jnp.reshape(DESCRIPTORS[name].compute(context, inputs), (-1,)).astype(jnp.float32)
+        for name in names
+    ]
     return jnp.concatenate(parts)

@@ -35,8 +35,10 @@ def _gymnax():
     try:
         import gymnax
     except ImportError as error:
-        raise ImportError("task 'gymnax' needs gymnax: pip install -e \".[tasks]\" "
-                          f"(or pip install gymnax six); {error}") from error
+        raise ImportError(
+            "task 'gymnax' needs gymnax: pip install -e \".[tasks]\" "
+            f"(or pip install gymnax six); {error}"
+        ) from error
     return gymnax
 
 
@@ -62,13 +64,18 @@ def _spaces(env_name: str) -> tuple[int, int, tuple[float, float] | None, tuple[
     size = int(np.prod(observation.shape))
     if hasattr(action, "n"):  # Discrete
         return size, int(action.n), None, ()
-    low, high = np.broadcast_to(action.low, action.shape), np.broadcast_to(action.high,
-                                                                           action.shape)
+    low, high = (
+        np.broadcast_to(action.low, action.shape),
+        np.broadcast_to(action.high, action.shape),
+    )
     if not (np.all(low == low.flat[0]) and np.all(high == high.flat[0])):
-        raise ValueError(f"gymnax env {env_name!r}: per-dimension action bounds are not "
-                         "supported")
-    return (size, int(np.prod(action.shape)), (float(low.flat[0]), float(high.flat[0])),
-            tuple(action.shape))
+        raise ValueError(f"gymnax env {env_name!r}: per-dimension action bounds are not supported")
+    return (
+        size,
+        int(np.prod(action.shape)),
+        (float(low.flat[0]), float(high.flat[0])),
+        tuple(action.shape),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +107,9 @@ class GymnaxTask(EpisodeTask):
         check_choice("gymnax", "backend", self.backend, BACKENDS)
         check_episodes(f"GymnaxTask({self.env_name!r})", self.episode_length, self.num_episodes)
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        names = descriptors_lib.validate(self.descriptors, self._context(with_spec=False),
-                                         f"GymnaxTask({self.env_name!r})")
+        names = descriptors_lib.validate(
+            self.descriptors, self._context(with_spec=False), f"GymnaxTask({self.env_name!r})"
+        )
         object.__setattr__(self, "descriptors", names)
 
     @property
@@ -115,7 +123,8 @@ class GymnaxTask(EpisodeTask):
 
     def _context(self, with_spec: bool = True) -> descriptors_lib.DescriptorContext:
         return descriptors_lib.DescriptorContext(
-            capabilities=frozenset({descriptors_lib.SPEC}), spec=self.spec if with_spec else None)
+            capabilities=frozenset({descriptors_lib.SPEC}), spec=self.spec if with_spec else None
+        )
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
     def _action(self, output: jax.Array) -> jax.Array:
@@ -128,18 +137,25 @@ class GymnaxTask(EpisodeTask):
     def _reset(self, key: jax.Array):
         env, params = make_env(self.env_name)
         observation, state = env.reset_env(key, params)
-        return {"observation": jnp.reshape(observation, (-1,)).astype(jnp.float32),
-                "state": state, "reward": jnp.zeros((), jnp.float32),
-                "done": jnp.asarray(False)}
+        return {
+            "observation": jnp.reshape(observation, (-1,)).astype(jnp.float32),
+            "state": state,
+            "reward": jnp.zeros((), jnp.float32),
+            "done": jnp.asarray(False),
+        }
 
     def _step(self, state, action: jax.Array, key: jax.Array):
         env, params = make_env(self.env_name)
-        observation, inner, reward, terminated, _ = env.step_env(key, state["state"], action,
-                                                                 params)
+        observation, inner, reward, terminated, _ = env.step_env(
+            key, state["state"], action, params
+        )
         done = jnp.logical_or(terminated, env.is_truncated(inner, params))
-        return {"observation": jnp.reshape(observation, (-1,)).astype(jnp.float32),
-                "state": inner, "reward": jnp.asarray(reward, jnp.float32).reshape(()),
-                "done": jnp.asarray(done, bool).reshape(())}
+        return {
+            "observation": jnp.reshape(observation, (-1,)).astype(jnp.float32),
+            "state": inner,
+            "reward": jnp.asarray(reward, jnp.float32).reshape(()),
+            "done": jnp.asarray(done, bool).reshape(()),
+        }
 
     def _observation(self, state) -> jax.Array:
         return state["observation"]

@@ -46,13 +46,17 @@ BACKENDS = ("jax", "warp")
 
 def _registry():
     if sys.version_info < (3, 11):
-        raise ImportError("task 'playground' needs Python >= 3.11 (MuJoCo Playground's own "
-                          f"requirement); this is {sys.version.split()[0]}")
+        raise ImportError(
+            "task 'playground' needs Python >= 3.11 (MuJoCo Playground's own "
+            f"requirement); this is {sys.version.split()[0]}"
+        )
     try:
         from mujoco_playground import registry
     except ImportError as error:
-        raise ImportError("task 'playground' needs MuJoCo Playground: pip install -e "
-                          f"\".[tasks]\" (or pip install playground); {error}") from error
+        raise ImportError(
+            "task 'playground' needs MuJoCo Playground: pip install -e "
+            f'".[tasks]" (or pip install playground); {error}'
+        ) from error
     return registry
 
 
@@ -80,11 +84,16 @@ def make_env(env_name: str, backend: str = "jax"):
             return registry.load(env_name, config_overrides={"impl": backend})
     except Exception as error:  # noqa: BLE001 - Playground fails in many ways offline
         offline = env_name not in offline_env_names()
-        hint = (" (Playground's robot envs clone mujoco_menagerie from git on first load, which "
-                f"needs the network; offline use one of {list(offline_env_names())})"
-                if offline else "")
-        raise ValueError(f"Playground env {env_name!r} could not be loaded: "
-                         f"{type(error).__name__}: {str(error)[:200]}{hint}") from error
+        hint = (
+            " (Playground's robot envs clone mujoco_menagerie from git on first load, which "
+            f"needs the network; offline use one of {list(offline_env_names())})"
+            if offline
+            else ""
+        )
+        raise ValueError(
+            f"Playground env {env_name!r} could not be loaded: "
+            f"{type(error).__name__}: {str(error)[:200]}{hint}"
+        ) from error
 
 
 @functools.cache
@@ -93,8 +102,10 @@ def _spec(env_name: str, backend: str, hidden_sizes: tuple[int, ...]) -> MLPSpec
     with jax.numpy_rank_promotion("allow"):  # Playground sizes the observation with a reset
         size = env.observation_size
     if not isinstance(size, int):
-        raise ValueError(f"Playground env {env_name!r} has a dict observation ({size}); only "
-                         "flat observations are supported")
+        raise ValueError(
+            f"Playground env {env_name!r} has a dict observation ({size}); only "
+            "flat observations are supported"
+        )
     return policy_spec(size, int(env.action_size), hidden_sizes)
 
 
@@ -106,8 +117,9 @@ def feet(env_name: str, backend: str = "jax") -> tuple[tuple[str, ...], np.ndarr
     import mujoco
 
     model = make_env(env_name, backend).mj_model
-    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, i) or ""
-             for i in range(model.ngeom)]
+    names = [
+        mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, i) or "" for i in range(model.ngeom)
+    ]
     ids = [i for i, name in enumerate(names) if name.endswith("foot")]
     floors = np.nonzero(np.asarray(model.geom_type) == mujoco.mjtGeom.mjGEOM_PLANE)[0]
     return tuple(names[i] for i in ids), np.asarray(ids, np.int32), floors.astype(np.int32)
@@ -148,14 +160,15 @@ class PlaygroundTask(StateEnvEpisode, EpisodeTask):
         check_choice("Playground", "env", self.env_name, env_names())
         check_choice("Playground", "backend", self.backend, BACKENDS)
         if self.backend == "warp" and jax.default_backend() != "gpu":
-            raise ValueError(f"{owner}: backend 'warp' (MuJoCo Warp) needs an NVIDIA GPU; "
-                             f"this JAX runs on {jax.default_backend()}: use backend 'jax'")
+            raise ValueError(
+                f"{owner}: backend 'warp' (MuJoCo Warp) needs an NVIDIA GPU; "
+                f"this JAX runs on {jax.default_backend()}: use backend 'jax'"
+            )
         check_episodes(owner, self.episode_length, self.num_episodes)
         if not float(self.xy_bound) > 0:
             raise ValueError(f"{owner}: xy_bound must be > 0, got {self.xy_bound}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        names = descriptors_lib.validate(self.descriptors, self._context(with_spec=False),
-                                         owner)
+        names = descriptors_lib.validate(self.descriptors, self._context(with_spec=False), owner)
         object.__setattr__(self, "descriptors", names)
 
     @property
@@ -173,8 +186,11 @@ class PlaygroundTask(StateEnvEpisode, EpisodeTask):
         if labels:
             capabilities.add(descriptors_lib.FEET)
         return descriptors_lib.DescriptorContext(
-            capabilities=frozenset(capabilities), spec=self.spec if with_spec else None,
-            feet=labels, xy_bound=float(self.xy_bound))
+            capabilities=frozenset(capabilities),
+            spec=self.spec if with_spec else None,
+            feet=labels,
+            xy_bound=float(self.xy_bound),
+        )
 
     # ----- one episode (EpisodeTask) -----------------------------------------------------------
     def _last(self, state) -> dict:
@@ -185,11 +201,18 @@ class PlaygroundTask(StateEnvEpisode, EpisodeTask):
             return {}
         _, foot_ids, floor_ids = feet(self.env_name, self.backend)
         contact = state.data._impl.contact
-        on_floor = jnp.isin(contact.geom, jnp.asarray(floor_ids))            # [C, 2]
-        close = contact.dist < self.contact_threshold                        # [C]
-        touching = [jnp.any(close & (((contact.geom[:, 0] == foot) & on_floor[:, 1])
-                                     | ((contact.geom[:, 1] == foot) & on_floor[:, 0])))
-                    for foot in foot_ids]
+        on_floor = jnp.isin(contact.geom, jnp.asarray(floor_ids))  # [C, 2]
+        close = contact.dist < self.contact_threshold  # [C]
+        touching = [
+            jnp.any(
+                close
+                & (
+                    ((contact.geom[:, 0] == foot) & on_floor[:, 1])
+                    | ((contact.geom[:, 1] == foot) & on_floor[:, 0])
+                )
+            )
+            for foot in foot_ids
+        ]
         return {"feet_contact_steps": jnp.stack(touching).astype(jnp.float32)}
 
     def _descriptor_inputs(self, out: dict, steps: jax.Array) -> dict:

@@ -80,59 +80,75 @@ def joint_positions_3d(angles: jax.Array, lengths: jax.Array) -> jax.Array:
     """Positions ``[n + 1, 3]`` of the 3-D arm: ``angles[0]`` turns the arm's vertical plane
     about ``z`` (the base's yaw); ``angles[1:]`` (``[n]``) are the joints of the planar chain in
     that plane (:func:`joint_positions`, its ``y`` becoming the height ``z``)."""
-    planar = joint_positions(angles[1:], lengths)                          # [n + 1, 2]: (r, z)
+    planar = joint_positions(angles[1:], lengths)  # [n + 1, 2]: (r, z)
     yaw = angles[0]
-    return jnp.stack([planar[:, 0] * jnp.cos(yaw), planar[:, 0] * jnp.sin(yaw), planar[:, 1]],
-                     axis=-1)
+    return jnp.stack(
+        [planar[:, 0] * jnp.cos(yaw), planar[:, 0] * jnp.sin(yaw), planar[:, 1]], axis=-1
+    )
 
 
 def clearance(points: jax.Array, obstacles: jax.Array) -> jax.Array:
     """Smallest distance between the links (segments between consecutive ``points [n + 1, d]``)
     and the obstacles' surfaces (``obstacles [k, d + 1]``: centre, radius: circles in the plane,
     spheres in 3-D); negative when a link enters an obstacle."""
-    start, end = points[:-1, None, :], points[1:, None, :]                # [n, 1, d]
-    centre, radius = obstacles[None, :, :-1], obstacles[None, :, -1]      # [1, k, d], [1, k]
+    start, end = points[:-1, None, :], points[1:, None, :]  # [n, 1, d]
+    centre, radius = obstacles[None, :, :-1], obstacles[None, :, -1]  # [1, k, d], [1, k]
     segment = end - start
-    t = jnp.sum((centre - start) * segment, -1) / jnp.maximum(jnp.sum(segment ** 2, -1), 1e-12)
+    t = jnp.sum((centre - start) * segment, -1) / jnp.maximum(jnp.sum(segment**2, -1), 1e-12)
     closest = start + jnp.clip(t, 0.0, 1.0)[..., None] * segment
     return jnp.min(jnp.linalg.norm(closest - centre, axis=-1) - radius)
 
 
-def arm_mjcf(link_lengths: tuple[float, ...], num_obstacles: int, obstacle_radius: float,
-             timestep: float = 0.01, link_radius: float = 0.02, kp: float = 20.0,
-             damping: float = 1.0) -> str:
+def arm_mjcf(
+    link_lengths: tuple[float, ...],
+    num_obstacles: int,
+    obstacle_radius: float,
+    timestep: float = 0.01,
+    link_radius: float = 0.02,
+    kp: float = 20.0,
+    damping: float = 1.0,
+) -> str:
     """The MuJoCo model (MJCF text) of the planar arm: ``n`` capsule links on hinge joints about
     ``z`` with position servos, a ``tip`` site, and ``num_obstacles`` vertical capsules of radius
     ``obstacle_radius`` on mocap bodies (links collide with obstacles only)."""
     bodies, closing = [], []
     for index, length in enumerate(link_lengths):
         position = "0 0 0" if index == 0 else f"{link_lengths[index - 1]} 0 0"
-        bodies.append(f'<body name="link{index}" pos="{position}">'
-                      f'<joint name="joint{index}" type="hinge" axis="0 0 1" damping="{damping}"/>'
-                      f'<geom type="capsule" fromto="0 0 0 {length} 0 0" size="{link_radius}" '
-                      'contype="1" conaffinity="0"/>')
+        bodies.append(
+            f'<body name="link{index}" pos="{position}">'
+            f'<joint name="joint{index}" type="hinge" axis="0 0 1" damping="{damping}"/>'
+            f'<geom type="capsule" fromto="0 0 0 {length} 0 0" size="{link_radius}" '
+            'contype="1" conaffinity="0"/>'
+        )
         closing.append("</body>")
     tip = f'<site name="tip" pos="{link_lengths[-1]} 0 0"/>'
     pillars = "".join(
         f'<body name="obstacle{j}" mocap="true" pos="0 0 -5"><geom type="capsule" '
         f'fromto="0 0 -0.5 0 0 0.5" size="{obstacle_radius}" contype="0" conaffinity="1"/>'
-        "</body>" for j in range(num_obstacles))
-    actuators = "".join(f'<position joint="joint{index}" kp="{kp}"/>'
-                        for index in range(len(link_lengths)))
-    return (f'<mujoco model="reach_arm"><option timestep="{timestep}" gravity="0 0 0" '
-            f'integrator="implicitfast"/><worldbody>{"".join(bodies)}{tip}{"".join(closing)}'
-            f"{pillars}</worldbody><actuator>{actuators}</actuator></mujoco>")
+        "</body>"
+        for j in range(num_obstacles)
+    )
+    actuators = "".join(
+        f'<position joint="joint{index}" kp="{kp}"/>' for index in range(len(link_lengths))
+    )
+    return (
+        f'<mujoco model="reach_arm"><option timestep="{timestep}" gravity="0 0 0" '
+        f'integrator="implicitfast"/><worldbody>{"".join(bodies)}{tip}{"".join(closing)}'
+        f"{pillars}</worldbody><actuator>{actuators}</actuator></mujoco>"
+    )
 
 
 @functools.cache
-def _mjx_model(link_lengths: tuple[float, ...], num_obstacles: int, obstacle_radius: float,
-               timestep: float):
+def _mjx_model(
+    link_lengths: tuple[float, ...], num_obstacles: int, obstacle_radius: float, timestep: float
+):
     """``(MjModel, mjx.Model)`` of :func:`arm_mjcf` (built once per argument tuple)."""
     import mujoco
     from mujoco import mjx
 
-    model = mujoco.MjModel.from_xml_string(arm_mjcf(link_lengths, num_obstacles,
-                                                    obstacle_radius, timestep))
+    model = mujoco.MjModel.from_xml_string(
+        arm_mjcf(link_lengths, num_obstacles, obstacle_radius, timestep)
+    )
     with jax.ensure_compile_time_eval():
         return model, mjx.put_model(model, impl="jax")
 
@@ -191,19 +207,26 @@ class ReachAvoidArm(EpisodeTask):
         check_episodes(owner, self.episode_length, self.num_episodes)
         if isinstance(self.num_joints, bool) or int(self.num_joints) < 1:
             raise ValueError(f"{owner}: num_joints must be >= 1")
-        lengths = (self.link_lengths if self.link_lengths is not None
-                   else (1.0 / int(self.num_joints),) * int(self.num_joints))
+        lengths = (
+            self.link_lengths
+            if self.link_lengths is not None
+            else (1.0 / int(self.num_joints),) * int(self.num_joints)
+        )
         lengths = tuple(float(x) for x in lengths)
         if len(lengths) != int(self.num_joints) or min(lengths) <= 0:
-            raise ValueError(f"{owner}: link_lengths must be {self.num_joints} positive numbers, "
-                             f"got {self.link_lengths}")
+            raise ValueError(
+                f"{owner}: link_lengths must be {self.num_joints} positive numbers, "
+                f"got {self.link_lengths}"
+            )
         object.__setattr__(self, "link_lengths", lengths)
         if int(self.num_obstacles) < 0:
             raise ValueError(f"{owner}: num_obstacles must be >= 0")
         low, high = (float(x) for x in self.obstacle_radius)
         if not 0 < low <= high < 0.5:
-            raise ValueError(f"{owner}: obstacle_radius must be 0 < low <= high < 0.5, got "
-                             f"{self.obstacle_radius}")
+            raise ValueError(
+                f"{owner}: obstacle_radius must be 0 < low <= high < 0.5, got "
+                f"{self.obstacle_radius}"
+            )
         object.__setattr__(self, "obstacle_radius", (low, high))
         for field in ("max_joint_step", "tolerance", "timestep"):
             if not float(getattr(self, field)) > 0:
@@ -231,7 +254,10 @@ class ReachAvoidArm(EpisodeTask):
     def _context(self, with_spec: bool = True) -> descriptors_lib.DescriptorContext:
         return descriptors_lib.DescriptorContext(
             capabilities=frozenset({descriptors_lib.SPEC, descriptors_lib.REACH}),
-            spec=self.spec if with_spec else None, xy_bound=self.length, dims=int(self.dims))
+            spec=self.spec if with_spec else None,
+            xy_bound=self.length,
+            dims=int(self.dims),
+        )
 
     # ----- the scene -------------------------------------------------------------------------
     def scene(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -241,7 +267,8 @@ class ReachAvoidArm(EpisodeTask):
         length = self.length
         side, angle, radius, key = jax.random.split(key, 4)
         theta = jnp.where(jax.random.bernoulli(side), 1.0, -1.0) * jax.random.uniform(
-            angle, minval=0.5 * np.pi, maxval=0.9 * np.pi)
+            angle, minval=0.5 * np.pi, maxval=0.9 * np.pi
+        )
         distance = length * jax.random.uniform(radius, minval=0.5, maxval=0.9)
         k = int(self.num_obstacles)
         fraction, where, size, height, lift = jax.random.split(key, 5)
@@ -254,13 +281,23 @@ class ReachAvoidArm(EpisodeTask):
             obstacles = jnp.stack([rho * jnp.cos(phi), rho * jnp.sin(phi), sizes], axis=-1)
         else:
             elevation = jax.random.uniform(height, minval=-0.4, maxval=0.6)
-            target = distance * jnp.stack([jnp.cos(elevation) * jnp.cos(theta),
-                                           jnp.cos(elevation) * jnp.sin(theta),
-                                           jnp.sin(elevation)])
+            target = distance * jnp.stack(
+                [
+                    jnp.cos(elevation) * jnp.cos(theta),
+                    jnp.cos(elevation) * jnp.sin(theta),
+                    jnp.sin(elevation),
+                ]
+            )
             tilt = elevation * jax.random.uniform(lift, (k,), minval=0.35, maxval=0.65)
-            obstacles = jnp.stack([rho * jnp.cos(tilt) * jnp.cos(phi),
-                                   rho * jnp.cos(tilt) * jnp.sin(phi), rho * jnp.sin(tilt),
-                                   sizes], axis=-1)
+            obstacles = jnp.stack(
+                [
+                    rho * jnp.cos(tilt) * jnp.cos(phi),
+                    rho * jnp.cos(tilt) * jnp.sin(phi),
+                    rho * jnp.sin(tilt),
+                    sizes,
+                ],
+                axis=-1,
+            )
         return target.astype(jnp.float32), obstacles.astype(jnp.float32)
 
     @property
@@ -270,22 +307,33 @@ class ReachAvoidArm(EpisodeTask):
 
     def _points(self, angles) -> jax.Array:
         lengths = jnp.asarray(self.link_lengths, jnp.float32)
-        return (joint_positions(angles, lengths) if int(self.dims) == 2
-                else joint_positions_3d(angles, lengths))
+        return (
+            joint_positions(angles, lengths)
+            if int(self.dims) == 2
+            else joint_positions_3d(angles, lengths)
+        )
 
     def _measure(self, points, target, obstacles) -> dict:
         """Tip, distance to the target and clearance of the arm whose joints and tip are
         ``points [n + 1, 2]``."""
-        gap = clearance(points, obstacles) if int(self.num_obstacles) else jnp.asarray(
-            self.length, jnp.float32)
-        return {"tip": points[-1], "distance": jnp.linalg.norm(points[-1] - target),
-                "clearance": gap}
+        gap = (
+            clearance(points, obstacles)
+            if int(self.num_obstacles)
+            else jnp.asarray(self.length, jnp.float32)
+        )
+        return {
+            "tip": points[-1],
+            "distance": jnp.linalg.norm(points[-1] - target),
+            "clearance": gap,
+        }
 
     def _reward_and_end(self, before, after) -> tuple[jax.Array, jax.Array]:
         success = after["distance"] < self.tolerance * self.length
-        reward = ((before["distance"] - after["distance"]) / self.length
-                  - self.collision_penalty * after["collided"].astype(jnp.float32)
-                  + self.success_bonus * success.astype(jnp.float32))
+        reward = (
+            (before["distance"] - after["distance"]) / self.length
+            - self.collision_penalty * after["collided"].astype(jnp.float32)
+            + self.success_bonus * success.astype(jnp.float32)
+        )
         return reward.astype(jnp.float32), success
 
     def _scene(self, key: jax.Array):
@@ -298,9 +346,14 @@ class ReachAvoidArm(EpisodeTask):
     def _reset(self, key: jax.Array):
         target, obstacles = self._scene(key)
         angles = jnp.zeros((self.num_controls,), jnp.float32)
-        state = {"angles": angles, "target": target, "obstacles": obstacles,
-                 "reward": jnp.zeros((), jnp.float32), "done": jnp.asarray(False),
-                 "collided": jnp.asarray(False)}
+        state = {
+            "angles": angles,
+            "target": target,
+            "obstacles": obstacles,
+            "reward": jnp.zeros((), jnp.float32),
+            "done": jnp.asarray(False),
+            "collided": jnp.asarray(False),
+        }
         if self.backend == "mjx":
             return {**state, **self._mjx_reset(obstacles, target)}
         return {**state, **self._measure(self._points(angles), target, obstacles)}
@@ -311,8 +364,11 @@ class ReachAvoidArm(EpisodeTask):
             after = self._mjx_step(state, move)
         else:
             angles = state["angles"] + move
-            after = {**state, "angles": angles,
-                     **self._measure(self._points(angles), state["target"], state["obstacles"])}
+            after = {
+                **state,
+                "angles": angles,
+                **self._measure(self._points(angles), state["target"], state["obstacles"]),
+            }
             after["collided"] = after["clearance"] < 0.0
         reward, success = self._reward_and_end(state, after)
         return {**after, "reward": reward, "done": success}
@@ -320,14 +376,14 @@ class ReachAvoidArm(EpisodeTask):
     # ----- the MuJoCo backend ------------------------------------------------------------------
     def _model(self):
         radius = self.length * sum(self.obstacle_radius) / 2
-        return _mjx_model(self.link_lengths, int(self.num_obstacles), radius,
-                          float(self.timestep))
+        return _mjx_model(self.link_lengths, int(self.num_obstacles), radius, float(self.timestep))
 
     def _mjx_points(self, data) -> jax.Array:
         """Joint positions (the link bodies' origins) and the tip, from MuJoCo: ``[n + 1, 2]``."""
         n = int(self.num_joints)
-        return jnp.concatenate([data.xpos[1:n + 1, :2], data.site_xpos[:1, :2]]).astype(
-            jnp.float32)
+        return jnp.concatenate([data.xpos[1 : n + 1, :2], data.site_xpos[:1, :2]]).astype(
+            jnp.float32
+        )
 
     def _mjx_reset(self, obstacles, target) -> dict:
         from mujoco import mjx
@@ -335,8 +391,11 @@ class ReachAvoidArm(EpisodeTask):
         _, model = self._model()
         data = mjx.make_data(model, impl="jax")
         if int(self.num_obstacles):
-            data = data.replace(mocap_pos=jnp.concatenate(
-                [obstacles[:, :2], jnp.zeros((int(self.num_obstacles), 1))], axis=1))
+            data = data.replace(
+                mocap_pos=jnp.concatenate(
+                    [obstacles[:, :2], jnp.zeros((int(self.num_obstacles), 1))], axis=1
+                )
+            )
         with jax.numpy_rank_promotion("allow"):  # MJX broadcasts implicitly
             data = mjx.forward(model, data)
         return {"data": data, **self._measure(self._mjx_points(data), target, obstacles)}
@@ -356,16 +415,30 @@ class ReachAvoidArm(EpisodeTask):
             return (data, touched), None
 
         with jax.numpy_rank_promotion("allow"):  # MJX broadcasts implicitly
-            (data, touched), _ = jax.lax.scan(physics, (data, jnp.asarray(False)), None,
-                                              length=int(self.physics_steps))
-        return {**state, "angles": goal, "data": data, "collided": touched,
-                **self._measure(self._mjx_points(data), state["target"], state["obstacles"])}
+            (data, touched), _ = jax.lax.scan(
+                physics, (data, jnp.asarray(False)), None, length=int(self.physics_steps)
+            )
+        return {
+            **state,
+            "angles": goal,
+            "data": data,
+            "collided": touched,
+            **self._measure(self._mjx_points(data), state["target"], state["obstacles"]),
+        }
 
     def _observation(self, state) -> jax.Array:
-        angles = state["data"].qpos.astype(jnp.float32) if self.backend == "mjx" \
-            else state["angles"]
-        return jnp.concatenate([jnp.cos(angles), jnp.sin(angles), state["tip"], state["target"],
-                                state["obstacles"].reshape(-1)])
+        angles = (
+            state["data"].qpos.astype(jnp.float32) if self.backend == "mjx" else state["angles"]
+        )
+        return jnp.concatenate(
+            [
+                jnp.cos(angles),
+                jnp.sin(angles),
+                state["tip"],
+                state["target"],
+                state["obstacles"].reshape(-1),
+            ]
+        )
 
     def _reward(self, state) -> jax.Array:
         return state["reward"]
@@ -374,8 +447,11 @@ class ReachAvoidArm(EpisodeTask):
         return state["done"]
 
     def _last(self, state) -> dict:
-        return {"final_tip": state["tip"], "final_distance": state["distance"],
-                "success": state["done"].astype(jnp.float32)}
+        return {
+            "final_tip": state["tip"],
+            "final_distance": state["distance"],
+            "success": state["done"].astype(jnp.float32),
+        }
 
     def _summed(self, state) -> dict:
         return {"collision_steps": state["collided"].astype(jnp.float32)}
@@ -384,14 +460,24 @@ class ReachAvoidArm(EpisodeTask):
         return {"clearance": state["clearance"]}
 
     def _descriptor_inputs(self, out: dict, steps: jax.Array) -> dict:
-        return {"final_end_effector": jnp.mean(out["final_tip"], axis=1),
-                "obstacle_distance": jnp.min(out["clearance"], axis=1)}
+        return {
+            "final_end_effector": jnp.mean(out["final_tip"], axis=1),
+            "obstacle_distance": jnp.min(out["clearance"], axis=1),
+        }
 
     def _extras(self, out: dict, steps: jax.Array) -> dict:
-        return {"success": jnp.mean(out["success"], axis=1),
-                "collision_steps": jnp.mean(out["collision_steps"], axis=1),
-                "final_distance": jnp.mean(out["final_distance"], axis=1)}
+        return {
+            "success": jnp.mean(out["success"], axis=1),
+            "collision_steps": jnp.mean(out["collision_steps"], axis=1),
+            "final_distance": jnp.mean(out["final_distance"], axis=1),
+        }
 
 
-__all__ = ["BACKENDS", "ReachAvoidArm", "arm_mjcf", "clearance", "joint_positions",
-           "joint_positions_3d"]
+__all__ = [
+    "BACKENDS",
+    "ReachAvoidArm",
+    "arm_mjcf",
+    "clearance",
+    "joint_positions",
+    "joint_positions_3d",
+]

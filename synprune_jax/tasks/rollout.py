@@ -119,16 +119,21 @@ class EpisodeTask:
             inputs["feet_contact"] = jnp.mean(fraction, axis=1)
         context = self._context()
         descriptors = jax.vmap(lambda i: descriptors_lib.compute(self.descriptors, context, i))(
-            inputs)
-        density = jax.vmap(masks_lib.density, in_axes=(0, None))(population.masks,
-                                                                   self.maskable())
-        extras = {"density": density, "episode_length": jnp.mean(steps, axis=1),
-                  **self._extras(out, steps)}
+            inputs
+        )
+        density = jax.vmap(masks_lib.density, in_axes=(0, None))(population.masks, self.maskable())
+        extras = {
+            "density": density,
+            "episode_length": jnp.mean(steps, axis=1),
+            **self._extras(out, steps),
+        }
         if self.keep_trajectories:
-            extras.update(observations=out["observations"], actions=out["actions"],
-                          alive=out["alive"])
-        return EvalResult(fitness=jnp.mean(out["return"], axis=1), descriptors=descriptors,
-                          extras=extras)
+            extras.update(
+                observations=out["observations"], actions=out["actions"], alive=out["alive"]
+            )
+        return EvalResult(
+            fitness=jnp.mean(out["return"], axis=1), descriptors=descriptors, extras=extras
+        )
 
     # ----- rollouts ---------------------------------------------------------------------------
     def policy(self, dense_params: Params, observation: jax.Array) -> jax.Array:
@@ -147,8 +152,9 @@ class EpisodeTask:
         carry = self._first_carry(key)
 
         def step(carry, _):
-            return self._advance(carry, self.policy(dense_params,
-                                                    self._observation(carry["state"])))
+            return self._advance(
+                carry, self.policy(dense_params, self._observation(carry["state"]))
+            )
 
         final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
         return self._outputs(final, trace)
@@ -165,13 +171,20 @@ class EpisodeTask:
         population = jax.tree_util.tree_leaves(dense_params)[0].shape[0]
         episodes = keys.shape[0]
         # axis `axis` of P * E episodes (individual-major) <-> axes (axis, axis + 1) of [P, E]
-        to_flat = lambda leaf, axis=0: leaf.reshape(  # noqa: E731
-            *leaf.shape[:axis], population * episodes, *leaf.shape[axis + 2:])
-        to_grid = lambda leaf, axis=0: leaf.reshape(  # noqa: E731
-            *leaf.shape[:axis], population, episodes, *leaf.shape[axis + 1:])
-        first = jax.vmap(self._first_carry)(keys)                       # [E, ...]
-        carry = jax.tree_util.tree_map(                                 # [P * E, ...]
-            lambda leaf: to_flat(jnp.broadcast_to(leaf, (population, *leaf.shape))), first)
+        to_flat = (
+            lambda leaf, axis=0: leaf.reshape(  # noqa: E731
+                *leaf.shape[:axis], population * episodes, *leaf.shape[axis + 2 :]
+            )
+        )
+        to_grid = (
+            lambda leaf, axis=0: leaf.reshape(  # noqa: E731
+                *leaf.shape[:axis], population, episodes, *leaf.shape[axis + 1 :]
+            )
+        )
+        first = jax.vmap(self._first_carry)(keys)  # [E, ...]
+        carry = jax.tree_util.tree_map(  # [P * E, ...]
+            lambda leaf: to_flat(jnp.broadcast_to(leaf, (population, *leaf.shape))), first
+        )
         policy = jax.vmap(jax.vmap(self.policy, in_axes=(None, 0)), in_axes=(0, 0))
         observe = jax.vmap(self._observation)
 
@@ -180,10 +193,11 @@ class EpisodeTask:
             return jax.vmap(self._advance)(carry, to_flat(actions))
 
         final, trace = jax.lax.scan(step, carry, None, length=self.episode_length)
-        final = jax.tree_util.tree_map(to_grid, final)                  # [P, E, ...]
+        final = jax.tree_util.tree_map(to_grid, final)  # [P, E, ...]
         if trace is not None:  # [T, P * E, ...] -> [P, E, T, ...]
             trace = jax.tree_util.tree_map(
-                lambda leaf: jnp.moveaxis(to_grid(leaf, axis=1), 0, 2), trace)
+                lambda leaf: jnp.moveaxis(to_grid(leaf, axis=1), 0, 2), trace
+            )
         return self._outputs(final, trace)
 
     def _first_carry(self, key: jax.Array) -> dict:
@@ -214,25 +228,31 @@ class EpisodeTask:
         else:
             step_key = None
         next_state = self._step(state, action, step_key)
-        new.update({
-            "state": next_state,
-            "alive": alive & jnp.logical_not(self._done(next_state)),
-            "return": carry["return"] + jnp.where(alive, self._reward(next_state), 0.0),
-            "steps": carry["steps"] + alive.astype(jnp.int32),
-        })
+        new.update(
+            {
+                "state": next_state,
+                "alive": alive & jnp.logical_not(self._done(next_state)),
+                "return": carry["return"] + jnp.where(alive, self._reward(next_state), 0.0),
+                "steps": carry["steps"] + alive.astype(jnp.int32),
+            }
+        )
         for name, value in self._last(next_state).items():
             new[name] = jnp.where(alive, value, carry[name])
         for name, value in self._summed(next_state).items():
             new[name] = carry[name] + jnp.where(alive, value, jnp.zeros_like(value))
         for name, value in self._lowest(next_state).items():
             new[name] = jnp.where(alive, jnp.minimum(carry[name], value), carry[name])
-        trace = {"observations": self._observation(state), "actions": action, "alive": alive} \
-            if self.keep_trajectories else None
+        trace = (
+            {"observations": self._observation(state), "actions": action, "alive": alive}
+            if self.keep_trajectories
+            else None
+        )
         return new, trace
 
     def _outputs(self, final: dict, trace: dict | None) -> dict:
-        out = {name: value for name, value in final.items()
-               if name not in ("state", "alive", "key")}
+        out = {
+            name: value for name, value in final.items() if name not in ("state", "alive", "key")
+        }
         out["return"] = out["return"].astype(jnp.float32)
         if self.keep_trajectories:
             out.update(trace)
@@ -262,9 +282,13 @@ class StateEnvEpisode:
 
 def policy_spec(observation_size: int, action_size: int, hidden_sizes: tuple[int, ...]) -> MLPSpec:
     """The tanh MLP policy every environment suite evaluates (tanh output: ``[-1, 1]``)."""
-    return MLPSpec(input_size=observation_size, output_size=action_size,
-                   hidden_sizes=tuple(int(h) for h in hidden_sizes), activation="tanh",
-                   output_activation="tanh")
+    return MLPSpec(
+        input_size=observation_size,
+        output_size=action_size,
+        hidden_sizes=tuple(int(h) for h in hidden_sizes),
+        activation="tanh",
+        output_activation="tanh",
+    )
 
 
 def check_episodes(owner: str, episode_length, num_episodes) -> None:
@@ -281,5 +305,4 @@ def check_choice(suite: str, field: str, value, valid) -> None:
         raise ValueError(f"unknown {suite} {field} {value!r}; valid: {list(valid)}")
 
 
-__all__ = ["EpisodeTask", "StateEnvEpisode", "check_choice", "check_episodes",
-           "policy_spec"]
+__all__ = ["EpisodeTask", "StateEnvEpisode", "check_choice", "check_episodes", "policy_spec"]

@@ -69,10 +69,19 @@ def pretrain_cnn(images: np.ndarray, labels: np.ndarray, config):
         logits = model.apply(params, batch[0])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
 
-    params = jax.jit(lambda params, key: fit(
-        key, params, (train_images, train_targets), loss_fn, optimizer,
-        batch_size=min(config.pretrain_batch_size, train.size),
-        num_epochs=config.pretrain_epochs).params)(params, shuffle_key)
+    params = jax.jit(
+        lambda params, key: (
+            fit(
+                key,
+                params,
+                (train_images, train_targets),
+                loss_fn,
+                optimizer,
+                batch_size=min(config.pretrain_batch_size, train.size),
+                num_epochs=config.pretrain_epochs,
+            ).params
+        )
+    )(params, shuffle_key)
 
     @jax.jit
     def features(x):
@@ -83,12 +92,17 @@ def pretrain_cnn(images: np.ndarray, labels: np.ndarray, config):
         return jnp.argmax(model.apply(params, x), axis=-1)
 
     def extract(batch_images: np.ndarray) -> np.ndarray:
-        parts = [np.asarray(features(jnp.asarray(batch_images[i:i + 512], jnp.float32)))
-                 for i in range(0, batch_images.shape[0], 512)]
+        parts = [
+            np.asarray(features(jnp.asarray(batch_images[i : i + 512], jnp.float32)))
+            for i in range(0, batch_images.shape[0], 512)
+        ]
         return np.concatenate(parts, axis=0).astype(np.float32)
 
-    accuracy = float(np.mean(np.asarray(predict(jnp.asarray(images[holdout])))
-                             == targets[holdout]))
-    info = {"backbone": "cnn", "backbone_source_classes": [int(c) for c in classes],
-            "backbone_holdout_accuracy": accuracy, "backbone_num_pretrain": int(train.size)}
+    accuracy = float(np.mean(np.asarray(predict(jnp.asarray(images[holdout]))) == targets[holdout]))
+    info = {
+        "backbone": "cnn",
+        "backbone_source_classes": [int(c) for c in classes],
+        "backbone_holdout_accuracy": accuracy,
+        "backbone_num_pretrain": int(train.size),
+    }
     return extract, info

@@ -59,15 +59,22 @@ class DataConfig:
             raise ValueError("data.target_classes needs at least two classes")
         every = (*self.source_classes, *self.target_classes, *self.ood_classes)
         if len(set(every)) != len(every):
-            raise ValueError("data.source_classes, target_classes and ood_classes must be "
-                             f"disjoint, each class listed once; got {list(every)}")
-        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise ValueError("data.val_fraction and data.test_fraction must be in (0, 1) with "
-                             "a sum below 1")
+            raise ValueError(
+                "data.source_classes, target_classes and ood_classes must be "
+                f"disjoint, each class listed once; got {list(every)}"
+            )
+        if not (
+            0 < self.val_fraction < 1
+            and 0 < self.test_fraction < 1
+            and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ValueError(
+                "data.val_fraction and data.test_fraction must be in (0, 1) with a sum below 1"
+            )
         if self.backbone not in BACKBONES:
-            raise ValueError(f"data.backbone must be one of {list(BACKBONES)}, "
-                             f"got {self.backbone!r}")
+            raise ValueError(
+                f"data.backbone must be one of {list(BACKBONES)}, got {self.backbone!r}"
+            )
         if len(self.cnn_channels) != 2 or min(self.cnn_channels) < 1:
             raise ValueError("data.cnn_channels needs two positive ints")
         for name in ("pretrain_epochs", "pretrain_batch_size"):
@@ -76,8 +83,9 @@ class DataConfig:
         if self.pretrain_learning_rate <= 0:
             raise ValueError("data.pretrain_learning_rate must be > 0")
         if self.source != "digits" and not str(self.source).endswith(".npz"):
-            raise ValueError(f"data.source must be 'digits' or a path to an .npz file, "
-                             f"got {self.source!r}")
+            raise ValueError(
+                f"data.source must be 'digits' or a path to an .npz file, got {self.source!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -115,13 +123,26 @@ class TransferData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    ARRAYS = ("train_features", "train_labels", "val_features", "val_labels", "test_features",
-              "test_labels", "ood_val_features", "ood_test_features")
+    ARRAYS = (
+        "train_features",
+        "train_labels",
+        "val_features",
+        "val_labels",
+        "test_features",
+        "test_labels",
+        "ood_val_features",
+        "ood_test_features",
+    )
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes an ``.npz`` (arrays + JSON metadata) that :meth:`load` reads back."""
-        meta = json.dumps({"feature_shape": list(self.feature_shape),
-                           "class_names": list(self.class_names), "info": self.info})
+        meta = json.dumps(
+            {
+                "feature_shape": list(self.feature_shape),
+                "class_names": list(self.class_names),
+                "info": self.info,
+            }
+        )
         temporary = f"{path}.tmp.npz"
         np.savez(temporary, meta=np.asarray(meta), **{k: getattr(self, k) for k in self.ARRAYS})
         os.replace(temporary, path)
@@ -131,8 +152,12 @@ class TransferData:
         with np.load(path) as archive:
             meta = json.loads(str(archive["meta"]))
             arrays = {k: np.asarray(archive[k]) for k in cls.ARRAYS}
-        return cls(**arrays, feature_shape=tuple(meta["feature_shape"]),
-                   class_names=tuple(meta["class_names"]), info=meta["info"])
+        return cls(
+            **arrays,
+            feature_shape=tuple(meta["feature_shape"]),
+            class_names=tuple(meta["class_names"]),
+            info=meta["info"],
+        )
 
 
 def load_raw(source: str) -> dict:
@@ -149,12 +174,16 @@ def load_raw(source: str) -> dict:
         with np.load(source, allow_pickle=False) as archive:
             raw = {k: np.asarray(archive[k]) for k in archive.files}
     except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"data.source is not a readable .npz of arrays ({source}): {error}; "
-                         "write it with numpy.savez (arrays 'labels' and 'images' or "
-                         "'features')") from error
+        raise ValueError(
+            f"data.source is not a readable .npz of arrays ({source}): {error}; "
+            "write it with numpy.savez (arrays 'labels' and 'images' or "
+            "'features')"
+        ) from error
     if "labels" not in raw or ("images" in raw) == ("features" in raw):
-        raise ValueError(f"{source}: needs 'labels' and exactly one of 'images' / 'features'; "
-                         f"found {sorted(raw)}")
+        raise ValueError(
+            f"{source}: needs 'labels' and exactly one of 'images' / 'features'; "
+            f"found {sorted(raw)}"
+        )
     if "images" in raw:
         if raw["images"].ndim == 3:
             raw["images"] = raw["images"][..., None]
@@ -169,22 +198,24 @@ def load_raw(source: str) -> dict:
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise ValueError(f"{source}: array {name!r} holds {array.dtype}, not numbers")
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise ValueError(f"{source}: array {name!r} holds "
-                             f"{int(np.size(array) - np.isfinite(array).sum())} NaN / inf "
-                             "values; clean or drop them")
+            raise ValueError(
+                f"{source}: array {name!r} holds "
+                f"{int(np.size(array) - np.isfinite(array).sum())} NaN / inf "
+                "values; clean or drop them"
+            )
     labels = raw["labels"].reshape(-1)
     if labels.size == 0:
         raise ValueError(f"{source}: no examples (empty 'labels')")
     if np.any(labels != np.round(labels)):
         raise ValueError(f"{source}: 'labels' must be integer class indices")
     if np.unique(labels).size < 2:
-        raise ValueError(f"{source}: 'labels' hold {np.unique(labels).size} class; at least two "
-                         "are needed")
+        raise ValueError(
+            f"{source}: 'labels' hold {np.unique(labels).size} class; at least two are needed"
+        )
     raw["labels"] = labels.astype(np.int32)
     inputs = raw.get("images", raw.get("features"))
     if inputs.shape[0] != raw["labels"].shape[0]:
-        raise ValueError(f"{source}: {inputs.shape[0]} inputs but {raw['labels'].shape[0]} "
-                         "labels")
+        raise ValueError(f"{source}: {inputs.shape[0]} inputs but {raw['labels'].shape[0]} labels")
     return raw
 
 
@@ -198,8 +229,8 @@ def _split_indices(labels: np.ndarray, classes, val_fraction, test_fraction, rng
         num_val = max(1, int(round(val_fraction * members.size)))
         num_test = max(1, int(round(test_fraction * members.size)))
         val.append(members[:num_val])
-        test.append(members[num_val:num_val + num_test])
-        train.append(members[num_val + num_test:])
+        test.append(members[num_val : num_val + num_test])
+        train.append(members[num_val + num_test :])
     return tuple(np.sort(np.concatenate(part)) for part in (train, val, test))
 
 
@@ -215,13 +246,18 @@ def cache_key(config: DataConfig) -> str:
 
 def default_cache_dir() -> str:
     """``$SYNPRUNE_CACHE_DIR/transfer`` or ``~/.cache/synprune_jax/transfer``."""
-    root = os.environ.get("SYNPRUNE_CACHE_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "synprune_jax"))
+    root = os.environ.get(
+        "SYNPRUNE_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "synprune_jax")
+    )
     return os.path.join(root, "transfer")
 
 
-def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
-                 feature_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> TransferData:
+def prepare_data(
+    config: DataConfig,
+    *,
+    cache_dir: str | None = None,
+    feature_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> TransferData:
     """Loads, splits and featurises the data; pretrains the backbone when needed.
 
     Features are standardised with the mean / standard deviation of the target *train* split.
@@ -249,13 +285,17 @@ def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
     missing = [c for c in (*config.target_classes, *config.ood_classes) if c not in present]
     if missing:
         raise ValueError(f"classes {missing} do not occur in {config.source}")
-    train, val, test = _split_indices(labels, config.target_classes, config.val_fraction,
-                                      config.test_fraction, rng)
+    train, val, test = _split_indices(
+        labels, config.target_classes, config.val_fraction, config.test_fraction, rng
+    )
     info: dict = {"source": config.source}
     if "images" in raw:
         images = raw["images"]
-        ood_inputs = (raw["ood_images"] if "ood_images" in raw
-                      else images[np.isin(labels, config.ood_classes)])
+        ood_inputs = (
+            raw["ood_images"]
+            if "ood_images" in raw
+            else images[np.isin(labels, config.ood_classes)]
+        )
         if feature_fn is not None:
             extract = lambda x: np.asarray(feature_fn(x), np.float32)  # noqa: E731
             info["backbone"] = "custom"
@@ -265,8 +305,7 @@ def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
             source_mask = np.isin(labels, config.source_classes)
             if not source_mask.any():
                 raise ValueError(f"no sample of source_classes {list(config.source_classes)}")
-            extract, backbone_info = pretrain_cnn(images[source_mask], labels[source_mask],
-                                                  config)
+            extract, backbone_info = pretrain_cnn(images[source_mask], labels[source_mask], config)
             info.update(backbone_info)
         else:
             extract = lambda x: x.astype(np.float32)  # noqa: E731
@@ -275,15 +314,20 @@ def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
         ood_features = extract(ood_inputs)
     else:
         features = raw["features"].astype(np.float32)
-        ood_features = (raw["ood_features"].astype(np.float32) if "ood_features" in raw
-                        else features[np.isin(labels, config.ood_classes)])
+        ood_features = (
+            raw["ood_features"].astype(np.float32)
+            if "ood_features" in raw
+            else features[np.isin(labels, config.ood_classes)]
+        )
         info["backbone"] = "given features"
     feature_shape = tuple(int(s) for s in features.shape[1:])
     features = features.reshape(features.shape[0], -1)
     ood_features = ood_features.reshape(ood_features.shape[0], -1)
     if ood_features.shape[0] < 2:
-        raise ValueError("at least two out-of-distribution samples are needed (ood_classes or "
-                         "ood_images / ood_features)")
+        raise ValueError(
+            "at least two out-of-distribution samples are needed (ood_classes or "
+            "ood_images / ood_features)"
+        )
     mean = features[train].mean(axis=0)
     scale = features[train].std(axis=0) + 1e-6
     standardise = lambda x: ((x - mean) / scale).astype(np.float32)  # noqa: E731
@@ -292,15 +336,25 @@ def prepare_data(config: DataConfig, *, cache_dir: str | None = None,
     ood_order = rng.permutation(ood_features.shape[0])
     half = ood_features.shape[0] // 2
     data = TransferData(
-        train_features=standardise(features[train]), train_labels=remap[labels[train]],
-        val_features=standardise(features[val]), val_labels=remap[labels[val]],
-        test_features=standardise(features[test]), test_labels=remap[labels[test]],
+        train_features=standardise(features[train]),
+        train_labels=remap[labels[train]],
+        val_features=standardise(features[val]),
+        val_labels=remap[labels[val]],
+        test_features=standardise(features[test]),
+        test_labels=remap[labels[test]],
         ood_val_features=standardise(ood_features[np.sort(ood_order[:half])]),
         ood_test_features=standardise(ood_features[np.sort(ood_order[half:])]),
-        feature_shape=feature_shape, class_names=tuple(int(c) for c in config.target_classes),
-        info=info)
-    data.info.update({f"num_{k.replace('_features', '')}": int(getattr(data, k).shape[0])
-                      for k in TransferData.ARRAYS if k.endswith("features")})
+        feature_shape=feature_shape,
+        class_names=tuple(int(c) for c in config.target_classes),
+        info=info,
+    )
+    data.info.update(
+        {
+            f"num_{k.replace('_features', '')}": int(getattr(data, k).shape[0])
+            for k in TransferData.ARRAYS
+            if k.endswith("features")
+        }
+    )
     if path is not None:
         os.makedirs(cache_dir, exist_ok=True)
         data.save(path)

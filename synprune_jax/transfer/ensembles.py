@@ -33,9 +33,14 @@ def best_single_index(val_accuracy: np.ndarray, active_fraction: np.ndarray) -> 
     return int(np.lexsort((np.arange(val_accuracy.size), active_fraction, -val_accuracy))[0])
 
 
-def ensemble_table(val_accuracy: np.ndarray, active_fraction: np.ndarray,
-                   test_predictions: np.ndarray, test_probabilities: np.ndarray,
-                   test_labels: np.ndarray, bands=DEFAULT_BANDS) -> list[dict]:
+def ensemble_table(
+    val_accuracy: np.ndarray,
+    active_fraction: np.ndarray,
+    test_predictions: np.ndarray,
+    test_probabilities: np.ndarray,
+    test_labels: np.ndarray,
+    bands=DEFAULT_BANDS,
+) -> list[dict]:
     """One row per percentile band: members, ensemble vs best single test accuracy.
 
     Args:
@@ -57,15 +62,17 @@ def ensemble_table(val_accuracy: np.ndarray, active_fraction: np.ndarray,
         threshold = np.percentile(val_accuracy, band)
         members = np.flatnonzero(val_accuracy >= threshold - 1e-12)
         vote = majority_vote(test_predictions[members], test_probabilities[members])
-        rows.append({
-            "percentile": float(band),
-            "num_members": int(members.size),
-            "min_val_accuracy": float(val_accuracy[members].min()),
-            "ensemble_test_accuracy": float(np.mean(vote == test_labels)),
-            "best_single_test_accuracy": float(member_accuracy[best]),
-            "mean_member_test_accuracy": float(member_accuracy[members].mean()),
-            "mean_active_fraction": float(active_fraction[members].mean()),
-        })
+        rows.append(
+            {
+                "percentile": float(band),
+                "num_members": int(members.size),
+                "min_val_accuracy": float(val_accuracy[members].min()),
+                "ensemble_test_accuracy": float(np.mean(vote == test_labels)),
+                "best_single_test_accuracy": float(member_accuracy[best]),
+                "mean_member_test_accuracy": float(member_accuracy[members].mean()),
+                "mean_active_fraction": float(active_fraction[members].mean()),
+            }
+        )
     return rows
 
 

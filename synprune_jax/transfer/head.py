@@ -48,8 +48,9 @@ class HeadConfig:
 
     def __post_init__(self):
         if self.genome not in GENOME_KINDS:
-            raise ValueError(f"head.genome must be one of {list(GENOME_KINDS)}, "
-                             f"got {self.genome!r}")
+            raise ValueError(
+                f"head.genome must be one of {list(GENOME_KINDS)}, got {self.genome!r}"
+            )
         for name in ("num_features", "num_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"head.{name} must be >= 1")
@@ -59,8 +60,11 @@ class HeadConfig:
     @property
     def genome_length(self) -> int:
         """``L``."""
-        return {"input": self.num_features, "hidden": self.num_hidden,
-                "both": self.num_features + self.num_hidden}[self.genome]
+        return {
+            "input": self.num_features,
+            "hidden": self.num_hidden,
+            "both": self.num_features + self.num_hidden,
+        }[self.genome]
 
     def split(self, genome: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``[L]`` bool -> ``(input_mask [F], hidden_mask [H])`` (float32 0/1)."""
@@ -71,7 +75,7 @@ class HeadConfig:
             return genome, ones_hidden
         if self.genome == "hidden":
             return ones_in, genome
-        return genome[: self.num_features], genome[self.num_features:]
+        return genome[: self.num_features], genome[self.num_features :]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +96,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, "
-                             f"got {self.optimizer!r}")
+            raise ValueError(
+                f"train.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
@@ -110,14 +115,17 @@ def init_head(key: jax.Array, config: HeadConfig) -> dict:
     """He-normal kernels, zero biases: ``{"w1": [F, H], "b1": [H], "w2": [H, C], "b2": [C]}``."""
     key_1, key_2 = jax.random.split(key)
     f, h, c = config.num_features, config.num_hidden, config.num_classes
-    return {"w1": jax.random.normal(key_1, (f, h)) * jnp.sqrt(2.0 / f),
-            "b1": jnp.zeros((h,)),
-            "w2": jax.random.normal(key_2, (h, c)) * jnp.sqrt(2.0 / h),
-            "b2": jnp.zeros((c,))}
+    return {
+        "w1": jax.random.normal(key_1, (f, h)) * jnp.sqrt(2.0 / f),
+        "b1": jnp.zeros((h,)),
+        "w2": jax.random.normal(key_2, (h, c)) * jnp.sqrt(2.0 / h),
+        "b2": jnp.zeros((c,)),
+    }
 
 
-def head_logits(params: dict, input_mask: jax.Array, hidden_mask: jax.Array,
-                features: jax.Array) -> jax.Array:
+def head_logits(
+    params: dict, input_mask: jax.Array, hidden_mask: jax.Array, features: jax.Array
+) -> jax.Array:
     """``features [N, F] -> logits [N, C]`` of one masked head."""
     # mask the kernel rather than the features: under vmap the features stay unbatched, so a
     # population's first layer is one large matrix product instead of P small ones
@@ -145,10 +153,18 @@ def shuffle_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), SHUFFLE_DATA)
 
 
-def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_x: jax.Array,
-               train_y: jax.Array, val_x: jax.Array, val_y: jax.Array, head: HeadConfig,
-               train: TrainConfig, optimizer: optax.GradientTransformation
-               ) -> tuple[dict, jax.Array]:
+def train_head(
+    key: jax.Array,
+    shuffle_key: jax.Array,
+    genome: jax.Array,
+    train_x: jax.Array,
+    train_y: jax.Array,
+    val_x: jax.Array,
+    val_y: jax.Array,
+    head: HeadConfig,
+    train: TrainConfig,
+    optimizer: optax.GradientTransformation,
+) -> tuple[dict, jax.Array]:
     """Trains one head with early stopping on the validation loss.
 
     Args:
@@ -170,16 +186,31 @@ def train_head(key: jax.Array, shuffle_key: jax.Array, genome: jax.Array, train_
         logits = head_logits(params, input_mask, hidden_mask, batch[0])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
 
-    result = fit(shuffle_key, init_head(key, head), (train_x, train_y), loss, optimizer,
-                 batch_size=min(train.batch_size, train_x.shape[0]), num_epochs=train.epochs,
-                 validation_loss_fn=lambda params: loss(params, (val_x, val_y)),
-                 patience=train.patience)
+    result = fit(
+        shuffle_key,
+        init_head(key, head),
+        (train_x, train_y),
+        loss,
+        optimizer,
+        batch_size=min(train.batch_size, train_x.shape[0]),
+        num_epochs=train.epochs,
+        validation_loss_fn=lambda params: loss(params, (val_x, val_y)),
+        patience=train.patience,
+    )
     return result.params, result.epochs_run
 
 
-def train_population(seed, genomes: jax.Array, train_x, train_y, val_x, val_y,
-                     head: HeadConfig, train: TrainConfig,
-                     optimizer: optax.GradientTransformation) -> tuple[dict, jax.Array]:
+def train_population(
+    seed,
+    genomes: jax.Array,
+    train_x,
+    train_y,
+    val_x,
+    val_y,
+    head: HeadConfig,
+    train: TrainConfig,
+    optimizer: optax.GradientTransformation,
+) -> tuple[dict, jax.Array]:
     """:func:`train_head` vmapped over ``genomes [P, L]``.
 
     Each head is initialised from its genome's key (:func:`genome_key`); the minibatch order
@@ -193,7 +224,8 @@ def train_population(seed, genomes: jax.Array, train_x, train_y, val_x, val_y,
     order_key = shuffle_key(seed)
 
     def one(key, genome):
-        return train_head(key, order_key, genome, train_x, train_y, val_x, val_y, head, train,
-                          optimizer)
+        return train_head(
+            key, order_key, genome, train_x, train_y, val_x, val_y, head, train, optimizer
+        )
 
     return jax.vmap(one)(keys, genomes)

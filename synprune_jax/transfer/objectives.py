@@ -19,8 +19,9 @@ def check_names(names) -> tuple[str, ...]:
     """``names`` as a tuple; ``ValueError`` unless they are distinct names from OBJECTIVES."""
     names = tuple(names)
     if not names or len(set(names)) != len(names) or not set(names) <= set(OBJECTIVES):
-        raise ValueError(f"objectives must be distinct names from {list(OBJECTIVES)}, "
-                         f"got {list(names)}")
+        raise ValueError(
+            f"objectives must be distinct names from {list(OBJECTIVES)}, got {list(names)}"
+        )
     return names
 
 
@@ -69,6 +70,10 @@ def classification_metrics(logits: jax.Array, labels: jax.Array) -> tuple[jax.Ar
 def objective_vector(metrics: dict, names: tuple[str, ...]) -> jax.Array:
     """Picks ``names`` from per-head ``metrics`` (``accuracy``, ``sparsity``, ``auroc``,
     ``loss``; each ``[...]``) as maximised objectives ``[..., M]``."""
-    table = {"accuracy": metrics["accuracy"], "sparsity": metrics["sparsity"],
-             "auroc": metrics["auroc"], "neg_loss": -metrics["loss"]}
+    table = {
+        "accuracy": metrics["accuracy"],
+        "sparsity": metrics["sparsity"],
+        "auroc": metrics["auroc"],
+        "neg_loss": -metrics["loss"],
+    }
     return jnp.stack([table[name].astype(jnp.float32) for name in names], axis=-1)

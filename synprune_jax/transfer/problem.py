@@ -88,13 +88,20 @@ class TransferProblem:
             1-device evaluation up to float rounding (docs/mo_transfer.md, "Use your cores").
     """
 
-    def __init__(self, data: TransferData, head: HeadConfig, train: TrainConfig,
-                 objectives: tuple[str, ...] = ("accuracy", "sparsity", "auroc"),
-                 devices: int = 1):
+    def __init__(
+        self,
+        data: TransferData,
+        head: HeadConfig,
+        train: TrainConfig,
+        objectives: tuple[str, ...] = ("accuracy", "sparsity", "auroc"),
+        devices: int = 1,
+    ):
         objectives = check_names(objectives)
         if head.num_features != data.num_features or head.num_classes != data.num_classes:
-            raise ValueError(f"head expects {head.num_features} features / {head.num_classes} "
-                             f"classes, data have {data.num_features} / {data.num_classes}")
+            raise ValueError(
+                f"head expects {head.num_features} features / {head.num_classes} "
+                f"classes, data have {data.num_features} / {data.num_classes}"
+            )
         self.mesh = devices_mesh(devices, "devices")
         self.devices = devices
         self.data = data
@@ -104,10 +111,14 @@ class TransferProblem:
         as_x = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
         as_y = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
         self.arrays = {
-            "train_x": as_x(data.train_features), "train_y": as_y(data.train_labels),
-            "val_x": as_x(data.val_features), "val_y": as_y(data.val_labels),
-            "test_x": as_x(data.test_features), "test_y": as_y(data.test_labels),
-            "ood_val_x": as_x(data.ood_val_features), "ood_test_x": as_x(data.ood_test_features),
+            "train_x": as_x(data.train_features),
+            "train_y": as_y(data.train_labels),
+            "val_x": as_x(data.val_features),
+            "val_y": as_y(data.val_labels),
+            "test_x": as_x(data.test_features),
+            "test_y": as_y(data.test_labels),
+            "ood_val_x": as_x(data.ood_val_features),
+            "ood_test_x": as_x(data.ood_test_features),
         }
 
     @property
@@ -122,8 +133,13 @@ class TransferProblem:
     # ----- value equality (what fixes the compiled program) ---------------------------------
     @functools.cached_property
     def _identity(self) -> tuple:
-        return (trees.fingerprint(dict(self.arrays)), self.head, self.train_config,
-                self.objective_names, self.devices)
+        return (
+            trees.fingerprint(dict(self.arrays)),
+            self.head,
+            self.train_config,
+            self.objective_names,
+            self.devices,
+        )
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, TransferProblem):
@@ -142,8 +158,17 @@ class TransferProblem:
         ``hyper``'s learning rate, momentum and seed."""
         a = self.arrays
         optimizer = self.train_config.make_optimizer(hyper.learning_rate, hyper.momentum)
-        return train_population(hyper.seed, genomes, a["train_x"], a["train_y"],
-                                a["val_x"], a["val_y"], self.head, self.train_config, optimizer)
+        return train_population(
+            hyper.seed,
+            genomes,
+            a["train_x"],
+            a["train_y"],
+            a["val_x"],
+            a["val_y"],
+            self.head,
+            self.train_config,
+            optimizer,
+        )
 
     def _head_metrics(self, params: dict, genome: jax.Array, split: str, temperature) -> dict:
         a = self.arrays
@@ -155,12 +180,17 @@ class TransferProblem:
         active = jnp.sum(genome.astype(jnp.int32))
         in_score = max_softmax_score(logits, temperature)
         out_score = max_softmax_score(ood_logits, temperature)
-        return {"accuracy": accuracy, "loss": loss, "auroc": auroc(in_score, out_score),
-                "active_fraction": active.astype(jnp.float32) / genome.shape[0],
-                "sparsity": (genome.shape[0] - active).astype(jnp.float32) / genome.shape[0],
-                "predictions": jnp.argmax(logits, axis=-1),
-                "probabilities": jax.nn.softmax(logits, axis=-1),
-                "in_score": in_score, "out_score": out_score}
+        return {
+            "accuracy": accuracy,
+            "loss": loss,
+            "auroc": auroc(in_score, out_score),
+            "active_fraction": active.astype(jnp.float32) / genome.shape[0],
+            "sparsity": (genome.shape[0] - active).astype(jnp.float32) / genome.shape[0],
+            "predictions": jnp.argmax(logits, axis=-1),
+            "probabilities": jax.nn.softmax(logits, axis=-1),
+            "in_score": in_score,
+            "out_score": out_score,
+        }
 
     def metrics(self, genomes: jax.Array, hyper: ProblemHyper, split: str = "val") -> dict:
         """Trains ``genomes [P, L]`` with ``hyper`` and measures ``split`` (``"val"`` or
@@ -176,7 +206,8 @@ class TransferProblem:
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         params, epochs_run = self.train_heads(genomes, hyper)
         result = jax.vmap(lambda p, g: self._head_metrics(p, g, split, hyper.temperature))(
-            params, genomes)
+            params, genomes
+        )
         result["epochs_run"] = epochs_run
         return result
 
@@ -198,12 +229,18 @@ class TransferProblem:
             return objectives(genomes, hyper)
         padded, size = pad_rows(genomes, self.devices)
         split = PartitionSpec(self.mesh.axis_names[0])
-        sharded = jax.shard_map(objectives, mesh=self.mesh, in_specs=(split, PartitionSpec()),
-                                out_specs=split, check_vma=False)  # unvarying scan inits
+        sharded = jax.shard_map(
+            objectives,
+            mesh=self.mesh,
+            in_specs=(split, PartitionSpec()),
+            out_specs=split,
+            check_vma=False,
+        )  # unvarying scan inits
         # the [B, M] result replicated, like the rest of the search's state (a scan over
         # generations, the runner's chunk, carries one sharding through)
         return jax.lax.with_sharding_constraint(
-            sharded(padded, hyper)[:size], NamedSharding(self.mesh, PartitionSpec()))
+            sharded(padded, hyper)[:size], NamedSharding(self.mesh, PartitionSpec())
+        )
 
     def report_metrics(self, genomes: np.ndarray, hyper: ProblemHyper, batch: int = 64) -> dict:
         """Host helper: validation *and* test metrics of ``genomes [K, L]`` trained with
@@ -224,6 +261,6 @@ class TransferProblem:
 
         parts: dict = {}
         for start in range(0, genomes.shape[0], batch):
-            for name, value in both(genomes[start:start + batch]).items():
+            for name, value in both(genomes[start : start + batch]).items():
                 parts.setdefault(name, []).append(np.asarray(value))
         return {name: np.concatenate(chunks, axis=0) for name, chunks in parts.items()}
