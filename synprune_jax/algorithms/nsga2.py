@@ -286,10 +286,14 @@ class NSGA2State:
     """Population and bookkeeping of NSGA-II.
 
     Attributes:
-        genomes: ``[P, L]`` bool. objectives: ``[P, M]`` float32 (maximised).
-        ranks: ``[P]`` int32 front index. crowding: ``[P]`` float32 crowding distance.
-        memo: :class:`Memo`. generation: int32. num_evaluations: int32, genomes evaluated by
-        the problem (memo misses, initial population included).
+        genomes: ``[P, L]`` bool.
+        objectives: ``[P, M]`` float32 (maximised).
+        ranks: ``[P]`` int32 front index.
+        crowding: ``[P]`` float32 crowding distance.
+        memo: :class:`Memo`.
+        generation: int32.
+        num_evaluations: int32, genomes evaluated by the problem (memo misses, initial
+            population included).
     """
 
     genomes: jax.Array

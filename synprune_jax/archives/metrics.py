@@ -41,8 +41,8 @@ def qd_metrics(
         * ``num_filled`` (int32).
         * ``max_fitness`` (float32): ``-inf`` if empty.
         * ``mean_fitness`` (float32): mean over filled cells; 0 if empty (never NaN).
-        * ``best_fitness_density_le_{k}`` (float32) for each band ``b``: best fitness among elites
-          with ``density <= b + 1e-6``; ``-inf`` if there is none.
+        * ``best_fitness_density_le_{k}`` (float32) for each band ``b``: best fitness among
+          elites with ``density <= b + 1e-6``; ``-inf`` if there is none.
 
     Raises:
         ValueError: if two bands map to the same key.

@@ -664,7 +664,8 @@ class SpatialCoevolution(_Loop):
         Args:
             key: the cell's key.
             cell: int32 [] cell index.
-            params, masks: the grid's centres ``[N, ...]``.
+            params: the grid's centres' parameters ``[N, ...]``.
+            masks: the grid's centres' masks ``[N, ...]``.
             learning_rates: float32 [N].
             kept_at_prune: int32 [N], nonzero parameters of each centre after its latest prune
                 (travels with the networks).
