@@ -80,7 +80,9 @@ class MujocoLog:
     (and echoed to stderr with ``verbose``). :meth:`install` hands it to MuJoCo."""
 
     def __init__(self, verbose: bool = False):
-        self.verbose, self.directory, self.messages = verbose, None, []
+        self.verbose = verbose
+        self.directory: str | None = None
+        self.messages: list[str] = []
         self.installed = False
 
     def install(self, config: dict | None) -> None:
@@ -292,9 +294,9 @@ def command_resume(args) -> int:
                 "metrics kept as .bak)"
             )
         if not resume:
-            metrics = str(metrics_path(args.run_dir, built.run_config.metrics_format))
-            if os.path.exists(metrics):
-                os.replace(metrics, metrics + ".bak")
+            metrics_file = str(metrics_path(args.run_dir, built.run_config.metrics_format))
+            if os.path.exists(metrics_file):
+                os.replace(metrics_file, metrics_file + ".bak")
         _enable_compilation_cache()
         state, metrics = run(
             built.algorithm, args.run_dir, built.run_config, hyper=built.hyper, resume=resume

@@ -31,11 +31,12 @@ def config_errors(*also: type[Exception]):
     Builders wrap the construction of tasks, algorithms and run configs in it, so a bad value
     reaches the CLI as one clear line instead of a traceback; a :class:`ConfigError` passes as is.
     """
+    errors: tuple[type[Exception], ...] = (TypeError, ValueError, *also)
     try:
         yield
     except ConfigError:
         raise
-    except (TypeError, ValueError, *also) as error:
+    except errors as error:
         raise ConfigError(str(error)) from error
 
 
@@ -256,7 +257,10 @@ def _typed(where: str, value, hint, default):
         return tuple(value) if isinstance(value, list) else value
     if not isinstance(value, expected[0]) or (hint is not bool and isinstance(value, bool)):
         raise ConfigError(f"{where} must be {expected[1]}, got {value!r}")
-    return float(value) if hint is float else value
+    if hint is float:
+        assert isinstance(value, numbers.Real)  # checked above
+        return float(value)
+    return value
 
 
 def _build(cls, given, values: dict, base=None):

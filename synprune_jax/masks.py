@@ -183,7 +183,7 @@ def init_masks_beta(
 def count_active(masks: Masks, maskable: PyTree) -> jax.Array:
     """Number of active maskable connections (int32 scalar)."""
     leaves = _maskable_leaves(masks, maskable)
-    return sum(jnp.sum(leaf, dtype=jnp.int32) for leaf in leaves)
+    return sum((jnp.sum(leaf, dtype=jnp.int32) for leaf in leaves), jnp.zeros((), jnp.int32))
 
 
 def count_maskable(masks: Masks, maskable: PyTree) -> int:
@@ -262,8 +262,11 @@ def mask_statistics(spec: MLPSpec, masks: Masks) -> MaskStats:
     for kernel in reversed(kernels):
         backward_live.insert(0, jnp.any(kernel & backward_live[0][None, :], axis=1))
     macs = sum(
-        jnp.sum(k & forward_live[i][:, None] & backward_live[i + 1][None, :], dtype=jnp.int32)
-        for i, k in enumerate(kernels)
+        (
+            jnp.sum(k & forward_live[i][:, None] & backward_live[i + 1][None, :], dtype=jnp.int32)
+            for i, k in enumerate(kernels)
+        ),
+        jnp.zeros((), jnp.int32),
     )
     active = jnp.sum(layer_active)
     return MaskStats(

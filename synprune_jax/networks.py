@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import flax.linen as nn
 import jax
@@ -147,8 +148,8 @@ class MLPSpec:
 
     def apply(self, params: Params, masks: Masks, x: jax.Array) -> jax.Array:
         """Forward pass of one masked network: ``x [..., in] -> [..., out]``."""
-        return self.module().apply(masks_lib.apply_masks(params, masks), x)
+        return cast(jax.Array, self.module().apply(masks_lib.apply_masks(params, masks), x))
 
     def apply_dense(self, params: Params, x: jax.Array) -> jax.Array:
         """Forward pass with already-masked (or unmasked) parameters."""
-        return self.module().apply(params, x)
+        return cast(jax.Array, self.module().apply(params, x))

@@ -56,8 +56,8 @@ def plot_archive_heatmap(
     centroids: np.ndarray,
     *,
     resolution: int | Sequence[int] | None = None,
-    lower: float | Sequence[float],
-    upper: float | Sequence[float],
+    lower: float | Sequence[float] | np.ndarray,
+    upper: float | Sequence[float] | np.ndarray,
     labels: tuple[str, str] = ("descriptor 1", "descriptor 2"),
     title: str | None = None,
 ) -> Path:
@@ -88,10 +88,12 @@ def plot_archive_heatmap(
     num_cells, num_dims = centroids.shape
     if fitness.shape != (num_cells,):
         raise ValueError(f"fitness must have shape ({num_cells},), got {fitness.shape}")
-    lower = _per_dimension(lower, num_dims, "lower")
-    upper = _per_dimension(upper, num_dims, "upper")
-    if np.any(upper <= lower):
-        raise ValueError(f"upper {upper} must exceed lower {lower} in every dimension")
+    lower_bounds = _per_dimension(lower, num_dims, "lower")
+    upper_bounds = _per_dimension(upper, num_dims, "upper")
+    if np.any(upper_bounds <= lower_bounds):
+        raise ValueError(
+            f"upper {upper_bounds} must exceed lower {lower_bounds} in every dimension"
+        )
     filled = np.isfinite(fitness)
 
     figure = _new_figure(6.0, 5.0)
@@ -101,7 +103,7 @@ def plot_archive_heatmap(
         if np.any(cells < 1):
             raise ValueError(f"resolution must be positive, got {resolution}")
         cells_xy = cells[:2]
-        relative = (centroids[:, :2] - lower[:2]) / (upper[:2] - lower[:2])
+        relative = (centroids[:, :2] - lower_bounds[:2]) / (upper_bounds[:2] - lower_bounds[:2])
         index = np.clip(np.floor(relative * cells_xy).astype(np.int64), 0, cells_xy - 1)
         grid = np.full((int(cells_xy[0]), int(cells_xy[1])), -np.inf)
         np.maximum.at(grid, (index[filled, 0], index[filled, 1]), fitness[filled])
@@ -110,7 +112,7 @@ def plot_archive_heatmap(
         image = axes.imshow(
             np.ma.masked_invalid(grid.T),  # rows = second descriptor
             origin="lower",
-            extent=(lower[0], upper[0], lower[1], upper[1]),
+            extent=(lower_bounds[0], upper_bounds[0], lower_bounds[1], upper_bounds[1]),
             aspect="auto",
             interpolation="nearest",
             cmap="viridis",
@@ -138,8 +140,8 @@ def plot_archive_heatmap(
             vmin=low,
             vmax=high,
         )
-        axes.set_xlim(lower[0], upper[0])
-        axes.set_ylim(lower[1], upper[1])
+        axes.set_xlim(lower_bounds[0], upper_bounds[0])
+        axes.set_ylim(lower_bounds[1], upper_bounds[1])
     figure.colorbar(image, ax=axes, label="fitness")
     axes.set_xlabel(labels[0])
     axes.set_ylabel(labels[1])
@@ -209,24 +211,26 @@ def plot_fitness_vs_density(
     fitness = np.asarray(fitness, dtype=np.float64)
     if density.shape != fitness.shape or density.ndim != 1:
         raise ValueError(f"density {density.shape} and fitness {fitness.shape} must be equal [C]")
-    bands = np.sort(np.asarray(bands, dtype=np.float64))
+    thresholds = np.sort(np.asarray(bands, dtype=np.float64))
     filled = np.isfinite(fitness) & np.isfinite(density)
     best = np.array(
         [
             fitness[filled & (density <= band)].max()
             if np.any(filled & (density <= band))
             else np.nan
-            for band in bands
+            for band in thresholds
         ]
     )
     figure = _new_figure(6.0, 4.5)
     axes = figure.add_subplot()
     axes.scatter(density[filled], fitness[filled], s=10, alpha=0.6, label="elites")
-    axes.step(bands, best, where="post", color="C3", linewidth=1.5, label="best at density <= band")
-    axes.plot(bands, best, "o", color="C3")
+    axes.step(
+        thresholds, best, where="post", color="C3", linewidth=1.5, label="best at density <= band"
+    )
+    axes.plot(thresholds, best, "o", color="C3")
     axes.set_xlabel("density (fraction of active connections)")
     axes.set_ylabel("fitness")
-    axes.set_xlim(0.0, 1.03 * max(1.0, float(bands.max()) if bands.size else 1.0))
+    axes.set_xlim(0.0, 1.03 * max(1.0, float(thresholds.max()) if thresholds.size else 1.0))
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     return _save(figure, path)

@@ -96,12 +96,13 @@ def prefix_stable(key: jax.Array) -> bool:
     True when ``jax_threefry_partitionable`` is on and the key's PRNG implementation (the default
     implementation for a raw ``uint32`` key) is ``threefry2x32``.
     """
-    if not jax.config.jax_threefry_partitionable:
+    # jax.config defines its flags at run time (the type checker cannot see them)
+    if not jax.config.jax_threefry_partitionable:  # type: ignore[attr-defined]
         return False
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         impl = jax.random.key_impl(key)
     else:
-        impl = jax.config.jax_default_prng_impl
+        impl = jax.config.jax_default_prng_impl  # type: ignore[attr-defined]
     return isinstance(impl, str) and impl in PREFIX_STABLE_IMPLS
 
 
@@ -146,7 +147,7 @@ def leafwise(
     """
     num = len(shapes)
     shapes = [tuple(int(dim) for dim in shape) for shape in shapes]
-    key_list = list(keys) if not _is_array(keys) else [keys[i] for i in range(keys.shape[0])]
+    key_list = [keys[i] for i in range(len(keys))] if _is_array(keys) else list(keys)
     if len(key_list) != num:
         raise ValueError(f"{len(key_list)} keys for {num} leaves")
     for position, arg in enumerate(per_leaf_args):
@@ -161,7 +162,7 @@ def leafwise(
         return [sampler(key_list[i], shapes[i], *leaf_args[i]) for i in range(num)]
 
     def label(args: tuple) -> tuple:
-        out = []
+        out: list[tuple] = []
         for value in args:
             if _is_array(value):
                 if value.ndim != 0:
@@ -204,4 +205,4 @@ def leafwise(
         for row, i in enumerate(group):
             flat = block[row] if sizes[i] == padded else block[row, : sizes[i]]
             out[i] = flat.reshape(shapes[i])
-    return out
+    return [array for array in out if array is not None]  # every leaf was drawn

@@ -157,16 +157,15 @@ class RunLock:
             _HELD_LOCKS.add(self.file.parent)
             return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if self.nested:
-            return False
+            return
         _HELD_LOCKS.discard(self.file.parent)
         try:
             if self.file.read_text().strip() == str(os.getpid()):
                 self.file.unlink()
         except OSError:
             pass
-        return False
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
@@ -425,10 +424,14 @@ class RunDirectory:
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
         """Appends one chunk's rows (see :class:`MetricsWriter`)."""
+        if self._writer is None:
+            raise RuntimeError("RunDirectory.append before open()")
         self._writer.append(rows)
 
     def save(self, generation: int, state) -> None:
         """Checkpoints ``state`` as step ``generation`` (blocking)."""
+        if self._checkpoints is None:
+            raise RuntimeError("RunDirectory.save before open()")
         self._checkpoints.save(generation, state)
 
     def close(self) -> None:

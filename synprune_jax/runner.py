@@ -165,7 +165,7 @@ def generation_key(seed: int, generation) -> jax.Array:
 def _replace_generation(state: State, generation: jax.Array) -> State:
     if hasattr(state, "replace"):  # flax.struct dataclass
         return state.replace(generation=generation)
-    if dataclasses.is_dataclass(state):
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
         return dataclasses.replace(state, generation=generation)
     if hasattr(state, "_replace"):  # NamedTuple
         return state._replace(generation=generation)
@@ -365,6 +365,8 @@ class _Batched:
         self.algorithm = algorithm
         self.num_devices = 1 if mesh is None else int(mesh.devices.size)
         self.padding = (-len(seeds)) % self.num_devices
+        self.put: Callable[[Any], Any]
+        self.shardings: dict[str, Any]
         if mesh is None:
             self.put, self.shardings = jax.device_put, {}
         else:
@@ -495,7 +497,7 @@ class RunFault(OSError):
         )
 
     def __str__(self) -> str:
-        return self.strerror
+        return str(self.strerror)
 
 
 class CheckpointsDamaged(OSError):
@@ -627,6 +629,7 @@ def run_loop(
     for directory in directories:
         directory.open(saved_generation)
 
+    assert state is not None  # restored, or made by init
     generation = int(np.asarray(jax.device_get(state.generation)).reshape(-1)[0])
     end_generation = run_config.num_generations
     timing["start_generation"] = generation

@@ -43,8 +43,7 @@ from flax import struct
 PyTree = Any
 
 
-@struct.dataclass
-class FitResult:
+class FitResult(struct.PyTreeNode):
     """What :func:`fit` returns.
 
     Attributes:

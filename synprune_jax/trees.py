@@ -66,6 +66,8 @@ class EqualByData:
     the runner reuses their programs. Use with ``@dataclasses.dataclass(eq=False)``.
     """
 
+    config: Any  # the subclass's static settings (a dataclass field)
+
     def data_arrays(self) -> tuple:
         raise NotImplementedError
 

@@ -19,8 +19,7 @@ Params = PyTree
 Masks = PyTree
 
 
-@struct.dataclass
-class Population:
+class Population(struct.PyTreeNode):
     """A batch of masked networks.
 
     Attributes:
@@ -47,8 +46,7 @@ class Population:
         return jax.tree_util.tree_map(lambda leaf: leaf[index], self)
 
 
-@struct.dataclass
-class EvalResult:
+class EvalResult(struct.PyTreeNode):
     """What a task returns for a batch.
 
     Attributes:

@@ -143,8 +143,7 @@ class MutationConfig:
             )
 
 
-@struct.dataclass
-class MutationHyper:
+class MutationHyper(struct.PyTreeNode):
     """Traced numeric knobs of the composite mutation (a sweep may vmap over them).
 
     Attributes:

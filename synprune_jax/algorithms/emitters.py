@@ -219,8 +219,7 @@ class ESEmitterConfig:
             raise ValueError(f"restart_every must be >= 1, got {self.restart_every}")
 
 
-@struct.dataclass
-class MapElitesESHyper:
+class MapElitesESHyper(struct.PyTreeNode):
     """Traced hyper-parameters of MAP-Elites with an ES emitter (what a sweep may vmap over).
 
     Attributes:
@@ -242,8 +241,7 @@ def validate_es_hyper(hyper: MapElitesESHyper) -> None:
         raise ValueError("sigma_init and learning_rate must be > 0")
 
 
-@struct.dataclass
-class ESEmitterState:
+class ESEmitterState(struct.PyTreeNode):
     """State of :class:`ESEmitter` (no PRNG keys).
 
     Attributes:

@@ -38,7 +38,13 @@ from jax import flatten_util
 
 from synprune_jax import masks as masks_lib
 from synprune_jax import trees
-from synprune_jax.pruning import SCHEDULES, SCOPES, prune_to_density_by_score, scheduled_density
+from synprune_jax.pruning import (
+    SCHEDULES,
+    SCOPES,
+    Scope,
+    prune_to_density_by_score,
+    scheduled_density,
+)
 from synprune_jax.types import Masks, Params, Population, PyTree
 
 SEARCH_SPACES = ("all", "unmasked")
@@ -184,7 +190,7 @@ class MaskedStrategy:
     def _build(self, sigma_init, sigma_min, learning_rate):
         """The evosax instance and its params for these (possibly traced) values."""
         cls = self._cls
-        accepted = inspect.signature(cls.__init__).parameters
+        accepted = inspect.signature(cls).parameters  # the constructor's arguments
         kwargs: dict[str, Any] = {}
         if "optimizer" in accepted:
             kwargs["optimizer"] = (
@@ -366,7 +372,7 @@ class ESConfig:
     prune_schedule: str = "constant"
     prune_start: int = 0
     prune_end: int = 100
-    prune_scope: str = "layer"
+    prune_scope: Scope = "layer"
     evaluate_mean: bool = True
 
     def __post_init__(self):
@@ -404,8 +410,7 @@ class ESConfig:
                 raise ValueError(message)
 
 
-@struct.dataclass
-class ESHyper:
+class ESHyper(struct.PyTreeNode):
     """Numeric knobs of :class:`MaskedES` (scalars; a sweep stacks them on a run axis; check
     values with :func:`validate_hyper`).
 
@@ -465,8 +470,7 @@ def _hashable(value):
     return value
 
 
-@struct.dataclass
-class ESState:
+class ESState(struct.PyTreeNode):
     """State of :class:`MaskedES` (no PRNG keys).
 
     Attributes:

@@ -37,6 +37,7 @@ from flax import struct
 
 from synprune_jax import masks as masks_lib
 from synprune_jax import trees, variation
+from synprune_jax.tasks.base import Task
 from synprune_jax.types import Population
 from synprune_jax.variation import MutationConfig, MutationHyper, mutate
 
@@ -91,8 +92,7 @@ class GAConfig:
         return int(round(self.elite_fraction * self.population_size))
 
 
-@struct.dataclass
-class GAHyper:
+class GAHyper(struct.PyTreeNode):
     """Numeric knobs of :class:`TruncationGA` (scalars; a sweep stacks them on a run axis).
 
     Attributes:
@@ -115,8 +115,7 @@ def validate_hyper(hyper: GAHyper) -> None:
         raise ValueError(f"crossover_rate must be in [0, 1], got {hyper.crossover_rate}")
 
 
-@struct.dataclass
-class GAState:
+class GAState(struct.PyTreeNode):
     """GA state (no PRNG keys).
 
     Attributes:
@@ -184,7 +183,7 @@ class TruncationGA:
     """
 
     config: GAConfig
-    task: object
+    task: Task
     elites: dict | None = dataclasses.field(default=None, compare=False, repr=False)
     elites_digest: str | None = dataclasses.field(init=False)
     maskable: object = dataclasses.field(init=False, compare=False, repr=False)
@@ -226,6 +225,7 @@ class TruncationGA:
         archive holds fewer than ``P``; the copies are mutated so they differ)."""
         config, size = self.config, self.config.population_size
         if config.init == "archive":
+            assert self.elites is not None  # required with init="archive" (__post_init__)
             count = self.elites["rates"].shape[0]
             index = np.arange(size) % count
             taken = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[index]), self.elites)

@@ -48,6 +48,7 @@ from synprune_jax.algorithms.emitters import (
     mutation_hyper,
 )
 from synprune_jax.archives import Archive, CVTSpec, GridSpec, add, init_archive, qd_metrics
+from synprune_jax.tasks.base import Task
 from synprune_jax.types import EvalResult, Population
 from synprune_jax.variation import MutationConfig, MutationHyper
 
@@ -102,8 +103,7 @@ class MapElitesConfig:
         check_mutation_block(self.mutation_block)
 
 
-@struct.dataclass
-class MapElitesState:
+class MapElitesState(struct.PyTreeNode):
     """Algorithm state: the archive and counters (no PRNG keys: they derive from the seed).
 
     With an emitter that has state (its ``init`` returns other than ``None``) the state is a
@@ -115,7 +115,6 @@ class MapElitesState:
     num_evaluations: jax.Array  # int32 scalar
 
 
-@struct.dataclass
 class MapElitesEmitterState(MapElitesState):
     """:class:`MapElitesState` plus the state of the emitter (e.g. the ES emitter's)."""
 
@@ -200,8 +199,9 @@ class MapElites:
     """
 
     config: MapElitesConfig
-    task: object
-    emitter: Emitter | None = None
+    task: Task
+    # None (the default) is replaced by mutation_emitter(config, task) in __post_init__
+    emitter: Emitter = None  # type: ignore[assignment]
 
     def __post_init__(self):
         config, task = self.config, self.task

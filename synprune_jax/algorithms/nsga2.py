@@ -50,8 +50,7 @@ MODES = ("generational", "steady_state")
 # ----- memo of evaluated genomes ------------------------------------------------------------------
 
 
-@struct.dataclass
-class Memo:
+class Memo(struct.PyTreeNode):
     """Evaluated genomes and *all* their objectives (a ring buffer of capacity ``C``).
 
     Attributes:
@@ -224,8 +223,7 @@ def objective_names_of(problem, objective_names) -> tuple[str, ...]:
 # ----- NSGA-II ------------------------------------------------------------------------------------
 
 
-@struct.dataclass
-class NSGA2Hyper:
+class NSGA2Hyper(struct.PyTreeNode):
     """Numeric knobs of :class:`NSGA2` (traced: a sweep stacks them on a run axis).
 
     Attributes:
@@ -281,8 +279,7 @@ class NSGA2Config:
         return self.population_size if self.mode == "generational" else self.num_offspring
 
 
-@struct.dataclass
-class NSGA2State:
+class NSGA2State(struct.PyTreeNode):
     """Population and bookkeeping of NSGA-II.
 
     Attributes:
@@ -398,7 +395,7 @@ class NSGA2:
             "num_evaluations": state.num_evaluations,
             "mean_density": jnp.mean(state.genomes.astype(jnp.float32)),
         }
-        for index, name in enumerate(self.objective_names):
+        for index, name in enumerate(self.objective_names or ()):  # set in __post_init__
             values = jnp.where(valid, state.objectives[:, index], -jnp.inf)
             metrics[f"max_{name}"] = jnp.max(values)
         return metrics

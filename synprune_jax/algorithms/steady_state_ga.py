@@ -41,8 +41,7 @@ from synprune_jax.algorithms.nsga2 import (
 )
 
 
-@struct.dataclass
-class SteadyStateGAHyper:
+class SteadyStateGAHyper(struct.PyTreeNode):
     """Numeric knobs of :class:`SteadyStateGA` (traced: a sweep stacks them on a run axis).
 
     Attributes:
@@ -89,8 +88,7 @@ class SteadyStateGAConfig:
             raise ValueError("ga.memo_capacity must be 0 or at least num_offspring")
 
 
-@struct.dataclass
-class SteadyStateGAState:
+class SteadyStateGAState(struct.PyTreeNode):
     """Population of the steady-state GA.
 
     Attributes:
@@ -260,7 +258,7 @@ class SteadyStateGA:
             "mean_density": jnp.mean(state.genomes.astype(jnp.float32)),
             "num_evaluations": state.num_evaluations,
         }
-        for i, name in enumerate(self.objective_names):
+        for i, name in enumerate(self.objective_names or ()):
             metrics[f"max_{name}"] = jnp.max(
                 jnp.where(jnp.isfinite(state.objectives[:, i]), state.objectives[:, i], -jnp.inf)
             )

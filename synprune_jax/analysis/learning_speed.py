@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ from flax import struct
 from synprune_jax import variation
 from synprune_jax.algorithms.es import ESConfig, ESHyper, ESState, MaskedES, validate_hyper
 from synprune_jax.analysis.information import information_profile
+from synprune_jax.tasks.base import Task
 from synprune_jax.types import Population
 
 
@@ -142,8 +144,7 @@ def plot_mi_vs_learning_speed(
     return str(path)
 
 
-@struct.dataclass
-class LearningSpeedState:
+class LearningSpeedState(struct.PyTreeNode):
     """Study state: ``N`` ES runs and their generation-0 information (no PRNG keys).
 
     Attributes:
@@ -174,8 +175,10 @@ def brax_observations(task) -> ObservationsFn:
     """``(key, population) -> (observations [P, T, obs], alive [P, T])`` from one episode of a
     :class:`~synprune_jax.tasks.BraxTask` (its first episode, trajectories kept); a task wrapped
     in :class:`~synprune_jax.sharding.ShardedTask` / ``ChunkedTask`` keeps its wrapper."""
+    recording: Any  # the task (or its wrapper) recording trajectories
     inner = getattr(task, "task", None)
-    if inner is not None and dataclasses.is_dataclass(task):  # a wrapper: replace inside it
+    # a wrapper: replace inside it
+    if inner is not None and dataclasses.is_dataclass(task) and not isinstance(task, type):
         recording = dataclasses.replace(
             task, task=dataclasses.replace(inner, keep_trajectories=True, num_episodes=1)
         )
@@ -211,7 +214,7 @@ class LearningSpeedStudy:
         es: the :class:`~synprune_jax.algorithms.es.MaskedES` every network is trained with.
     """
 
-    task: object
+    task: Task
     es_config: ESConfig
     num_networks: int
     threshold: float
@@ -268,8 +271,10 @@ class LearningSpeedStudy:
         key_networks, key_record, key_eval, key_es = jax.random.split(key, 4)
         networks = self.initial_networks(key_networks)
         observations, weights = self._observations(key_record, networks)
+        spec = self.task.spec
+        assert spec is not None  # an MLP task (checked when the study is built)
         profile = jax.vmap(
-            lambda p, m, o, w: information_profile(self.task.spec, p, m, o, None, self.bins, w)
+            lambda p, m, o, w: information_profile(spec, p, m, o, None, self.bins, w)
         )(networks.params, networks.masks, observations, weights)
         initial = self.task.evaluate(key_eval, networks)
         es = jax.vmap(lambda k, p, m: self.es.init_from(k, p, m, hyper))(
@@ -280,7 +285,7 @@ class LearningSpeedStudy:
             es=es,
             action_mi=profile["action_mi"].astype(jnp.float32),
             entropy=jnp.mean(profile["layer_entropy"][:, :-1], axis=1).astype(jnp.float32)
-            if self.task.spec.num_layers > 1
+            if spec.num_layers > 1
             else profile["layer_entropy"][:, 0],
             density=initial.extras["density"].astype(jnp.float32),
             initial_fitness=initial.fitness.astype(jnp.float32),

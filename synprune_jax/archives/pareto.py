@@ -116,8 +116,7 @@ def survival_order(ranks: jax.Array, crowding: jax.Array) -> jax.Array:
     return jnp.lexsort((-crowding, ranks))
 
 
-@struct.dataclass
-class ParetoFront:
+class ParetoFront(struct.PyTreeNode):
     """A first front in fixed-capacity arrays.
 
     Attributes:

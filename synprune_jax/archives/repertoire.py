@@ -272,8 +272,7 @@ class CVTSpec:
 ArchiveSpec = GridSpec | CVTSpec
 
 
-@struct.dataclass
-class Archive:
+class Archive(struct.PyTreeNode):
     """A MAP-Elites repertoire with ``C`` pre-allocated cells.
 
     Attributes:

@@ -141,4 +141,7 @@ def pair_loss(encoder: dict, decoder: dict, x: jax.Array) -> jax.Array:
 
 def count_nonzero(tree) -> jax.Array:
     """Number of nonzero entries over all leaves (int32 scalar): the parameters kept."""
-    return sum(jnp.sum(leaf != 0, dtype=jnp.int32) for leaf in jax.tree_util.tree_leaves(tree))
+    return sum(
+        (jnp.sum(leaf != 0, dtype=jnp.int32) for leaf in jax.tree_util.tree_leaves(tree)),
+        jnp.zeros((), jnp.int32),
+    )

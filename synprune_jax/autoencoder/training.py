@@ -227,8 +227,7 @@ class CoevolutionConfig(TrainingConfig):
         return (row * cols + col).astype(np.int32)
 
 
-@struct.dataclass
-class TrainingHyper:
+class TrainingHyper(struct.PyTreeNode):
     """Traced numeric knobs (float32 scalars).
 
     Attributes:
@@ -406,8 +405,7 @@ def _float32(hyper: TrainingHyper) -> TrainingHyper:
 # Canonical training.
 
 
-@struct.dataclass
-class CanonicalState:
+class CanonicalState(struct.PyTreeNode):
     """Per-trial leaves have a leading ``[num_trials]`` axis.
 
     Attributes:
@@ -596,8 +594,7 @@ class CanonicalTraining(_Loop):
 # Spatial coevolution.
 
 
-@struct.dataclass
-class CoevolutionState:
+class CoevolutionState(struct.PyTreeNode):
     """Per-trial, per-cell leaves have leading axes ``[num_trials, num_cells]``.
 
     Attributes:
@@ -637,6 +634,7 @@ class SpatialCoevolution(_Loop):
     vmapped (the runner's ``Algorithm`` protocol); ``config`` is a :class:`CoevolutionConfig`,
     the data as for :class:`CanonicalTraining`."""
 
+    config: CoevolutionConfig
     setting, state_axes = "coevolution", 2
 
     @functools.cached_property

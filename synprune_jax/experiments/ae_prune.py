@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -197,8 +198,11 @@ def build(config: dict) -> Built:
                 neighbourhood=coevolution.get("neighbourhood", "von_neumann"),
             )
         data = make_binary_clustering(jax.random.key(data_seed), data_spec)
-        cls = CanonicalTraining if config["setting"] == "canonical" else SpatialCoevolution
-        algorithm = cls(algorithm_config, data["train"], data["test"])
+        algorithm: CanonicalTraining | SpatialCoevolution
+        if isinstance(algorithm_config, CoevolutionConfig):
+            algorithm = SpatialCoevolution(algorithm_config, data["train"], data["test"])
+        else:
+            algorithm = CanonicalTraining(algorithm_config, data["train"], data["test"])
     labels = {name: config[name] for name in ("setting", "operator", "schedule")}
     return Built(
         algorithm=algorithm,
@@ -215,7 +219,10 @@ def summarize(state, spec) -> dict:
     from synprune_jax.autoencoder import final_per_trial
 
     per_trial = final_per_trial(state, spec)
-    summary = {"epochs": int(state.generation), "num_trials": int(len(per_trial["l1_train"]))}
+    summary: dict[str, Any] = {
+        "epochs": int(state.generation),
+        "num_trials": int(len(per_trial["l1_train"])),
+    }
     for name, values in per_trial.items():
         values = np.asarray(values, np.float64)
         summary[name] = {
@@ -294,7 +301,7 @@ def plot_run(run_dir: str, state, metrics: dict, *, spec) -> list[str]:
     from synprune_jax import plots
     from synprune_jax.autoencoder import final_per_trial
 
-    paths = [
+    paths: list[str | os.PathLike] = [
         plots.plot_curves(
             os.path.join(run_dir, "curves.png"),
             metrics,

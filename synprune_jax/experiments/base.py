@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from synprune_jax.runner import Algorithm, RunConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -52,8 +54,8 @@ class Built:
             ``None``: ``algorithm.default_hyper``).
     """
 
-    algorithm: object
-    run_config: object
+    algorithm: Algorithm
+    run_config: RunConfig
     report: Callable[[str, object, dict], dict]
     describe: Callable[[dict], str]
     plot: Callable[[str, object, dict], list]

@@ -247,7 +247,9 @@ def report(run_dir: str, state, metrics: dict, *, spec) -> dict:
         for layer, leaves in compacted.params.items()
         for leaf, value in leaves.items()
     }
-    np.savez(os.path.join(run_dir, "compact.npz"), widths=np.asarray(compacted.widths), **arrays)
+    arrays["widths"] = np.asarray(compacted.widths)
+    # numpy's stub reads a ** dict as possibly holding allow_pickle (bool)
+    np.savez(os.path.join(run_dir, "compact.npz"), **arrays)  # type: ignore[arg-type]
     plot_run(run_dir, state, metrics)
     return summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -414,7 +415,7 @@ def report(run_dir: str, state, metrics: dict) -> dict:
         qd_offset=float(config["map_elites"]["qd_offset"]),
         best=config["task"]["name"] != "arm",
     )
-    summary = {
+    summary: dict[str, Any] = {
         "generations": int(state.generation),
         "evaluations": int(state.num_evaluations),
         "coverage": float(np.isfinite(fitness).mean()),
@@ -460,7 +461,7 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
         if len(resolution) == 1:
             resolution = resolution * centroids.shape[1]
     names = _descriptor_names(config)
-    return [
+    paths = [
         plots.plot_archive_heatmap(
             os.path.join(run_dir, "archive_heatmap.png"),
             fitness,
@@ -483,6 +484,7 @@ def plot_run(run_dir: str, state, metrics: dict) -> list[str]:
             bands=DENSITY_BANDS,
         ),
     ]
+    return [str(path) for path in paths]
 
 
 def _descriptor_names(config: dict) -> list[str]:

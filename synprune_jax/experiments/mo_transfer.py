@@ -147,12 +147,12 @@ def build(config: dict) -> Built:
         require_keys(config["report"], "report", ("bands", "accuracy_tolerance"))
         if not all(0 <= float(b) <= 100 for b in config["report"]["bands"]):
             raise ConfigError("report.bands are percentiles in [0, 100]")
-        problem = {"problem": problem_hyper}
+        extra_hyper = {"problem": problem_hyper}
         if config["algorithm"] == "nsga2":
             if len(names) < 2:
                 raise ConfigError("NSGA-II needs at least two objectives in objectives.names")
             search_config, hyper = from_section(
-                config["nsga2"], "nsga2", nsga2_lib.NSGA2Config, (nsga2_lib.NSGA2Hyper, problem)
+                config["nsga2"], "nsga2", nsga2_lib.NSGA2Config, (nsga2_lib.NSGA2Hyper, extra_hyper)
             )
             nsga2_lib.validate_hyper(hyper)
         else:
@@ -160,7 +160,7 @@ def build(config: dict) -> Built:
                 config["ga"],
                 "ga",
                 (ga_lib.SteadyStateGAConfig, ("objective_index",)),
-                (ga_lib.SteadyStateGAHyper, problem),
+                (ga_lib.SteadyStateGAHyper, extra_hyper),
             )
             ga_lib.validate_hyper(hyper)
         # host work (data, backbone, cache) before the runner traces anything
@@ -169,6 +169,7 @@ def build(config: dict) -> Built:
             head, num_features=data.num_features, num_classes=data.num_classes
         )
         problem = problem_lib.TransferProblem(data, head, train_config, names, devices=devices)
+        algorithm: nsga2_lib.NSGA2 | ga_lib.SteadyStateGA
         if config["algorithm"] == "nsga2":
             algorithm = nsga2_lib.NSGA2(search_config, problem, names)
             hyper = algorithm.resolve_hyper(hyper)  # mutation_rate null: 1 / L

@@ -55,8 +55,8 @@ def parse_seeds(text: str) -> list[int]:
         part = part.strip()
         try:
             if "-" in part[1:]:
-                low, high = part.split("-", 1) if not part.startswith("-") else (part, "")
-                low, high = int(low), int(high)
+                first, last = part.split("-", 1) if not part.startswith("-") else (part, "")
+                low, high = int(first), int(last)
                 if high < low:
                     raise ValueError
                 seeds.extend(range(low, high + 1))
@@ -149,17 +149,17 @@ def plan_runs(
     entry = get_experiment(experiment)
     base = config_lib.apply_overrides(config or entry.default_config(), overrides)
     base["experiment"] = experiment
-    runs = []
+    runs: list[RunSpec] = []
     for point in itertools.product(*grid.values()):
         point_overrides = [
             _override_text(key, value) for key, value in zip(grid, point, strict=True)
         ]
         point_config = config_lib.apply_overrides(base, point_overrides)
-        values = {key: _lookup(point_config, key) for key in grid}
+        swept = {key: _lookup(point_config, key) for key in grid}
         for seed in seeds:
             run_config = config_lib.apply_overrides(point_config, [f"run.seed={seed}"])
             runs.append(
-                RunSpec(run_id=f"run-{len(runs):03d}", seed=seed, values=values, config=run_config)
+                RunSpec(run_id=f"run-{len(runs):03d}", seed=seed, values=swept, config=run_config)
             )
     return runs
 

@@ -101,8 +101,7 @@ class SynthesisConfig:
             )
 
 
-@struct.dataclass
-class SynthesisHyper:
+class SynthesisHyper(struct.PyTreeNode):
     """The numeric settings of :class:`ClusterSynthesis` (float scalars; a sweep traces them).
     :func:`check_hyper` checks their ranges.
 
@@ -128,8 +127,7 @@ def check_hyper(hyper: SynthesisHyper) -> None:
     check_encoding_hyper(hyper.encoding)
 
 
-@struct.dataclass
-class SynthesisState:
+class SynthesisState(struct.PyTreeNode):
     """Algorithm state (no PRNG keys; the runner derives them from seed and generation).
 
     Attributes:
@@ -192,6 +190,12 @@ class ClusterSynthesis(trees.EqualByData):
 
     config: SynthesisConfig
     data: Dataset = dataclasses.field(repr=False)
+    # derived from ``data`` in __post_init__
+    train_images: jax.Array = dataclasses.field(init=False, repr=False)
+    train_labels: jax.Array = dataclasses.field(init=False, repr=False)
+    validation: tuple = dataclasses.field(init=False, repr=False)
+    test: tuple = dataclasses.field(init=False, repr=False)
+    eval_batch: int = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self):
         config, data = self.config, self.data

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, type | np.dtype] = {
     0x08: np.uint8,
     0x09: np.int8,
     0x0B: np.dtype(">i2"),

@@ -83,8 +83,7 @@ class EncodingConfig:
                 )
 
 
-@struct.dataclass
-class EncodingHyper:
+class EncodingHyper(struct.PyTreeNode):
     """Numeric constants of the encoding (float scalars, traced in a sweep); the defaults are the
     published encoding. :func:`check_encoding_hyper` checks their ranges.
 

@@ -22,7 +22,7 @@ bias mask together with all its synapses, so a dead cluster outputs exactly zero
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -145,7 +145,7 @@ class LeNetSpec:
 
     def apply(self, params: Params, masks: Masks, images: jax.Array) -> jax.Array:
         """Masked forward pass: ``images [N, S, S, C] -> logits [N, num_classes]``."""
-        return self.module().apply({"params": apply_masks(params, masks)}, images)
+        return cast(jax.Array, self.module().apply({"params": apply_masks(params, masks)}, images))
 
     def check_images(self, images) -> None:
         expected = (self.image_size, self.image_size, self.channels)
@@ -231,13 +231,13 @@ def network_stats(spec: LeNetSpec, masks: Masks) -> NetworkStats:
     kept, kernels = kept_synapses(spec, masks)
     layer_synapses = jnp.stack([jnp.sum(masks[name]["kernel"], dtype=jnp.int32) for name in LAYERS])
     effective = [jnp.sum(kernel, dtype=jnp.int32) for kernel in kernels]
-    macs = 0
+    macs = jnp.zeros((), jnp.float32)
     for count, positions in zip(effective, spec.positions, strict=True):
         macs = macs + count.astype(jnp.float32) * float(positions)
     layer_clusters = jnp.stack([jnp.sum(k, dtype=jnp.int32) for k in kept])
     return NetworkStats(
         synapses=jnp.sum(layer_synapses),
-        effective_synapses=sum(effective),
+        effective_synapses=sum(effective, jnp.zeros((), jnp.int32)),
         clusters=jnp.sum(layer_clusters[:-1]),
         layer_synapses=layer_synapses,
         layer_clusters=layer_clusters,
@@ -269,7 +269,7 @@ class CompactNetwork(NamedTuple):
 
     def apply(self, images: jax.Array) -> jax.Array:
         """``images [N, S, S, C] -> logits [N, num_classes]``."""
-        return self.module().apply({"params": self.params}, images)
+        return cast(jax.Array, self.module().apply({"params": self.params}, images))
 
     @property
     def num_weights(self) -> int:
@@ -316,7 +316,8 @@ def compact(spec: LeNetSpec, params: Params, masks: Masks) -> CompactNetwork:
             kernel, bias = np.zeros_like(kernel), np.zeros_like(bias)
         out[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
         previous = rows
-    widths = tuple(int(len(i)) for i in indices[:-1])
+    conv1, conv2, dense1, dense2 = (int(len(i)) for i in indices[:-1])  # the hidden layers
+    widths = (conv1, conv2, dense1, dense2)
     return CompactNetwork(
         params=out, widths=widths, num_classes=spec.num_classes, kept=tuple(indices)
     )

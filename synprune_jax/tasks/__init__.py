@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from synprune_jax.tasks import descriptors
 from synprune_jax.tasks.arm import KinematicArm, forward_kinematics
 from synprune_jax.tasks.base import Task
@@ -52,13 +54,16 @@ def task_section(name: str) -> dict:
 
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid: {sorted(TASKS)}")
-    section = {"name": name}
+    section: dict[str, Any] = {"name": name}
     for field in dataclasses.fields(TASKS[name]):
         if field.name == "keep_trajectories":  # an API option, not an experiment setting
             continue
-        value = (
-            field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        )
+        if field.default is not dataclasses.MISSING:
+            value = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        else:  # a required field has no default to write
+            continue
         section[field.name] = list(value) if isinstance(value, tuple) else value
     return section
 

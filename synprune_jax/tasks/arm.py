@@ -93,6 +93,14 @@ class KinematicArm:
         return _arm_spec(self.input_size, self.num_joints, self.hidden_sizes)
 
     @property
+    def _network(self) -> MLPSpec:
+        """The policy network of the ``"mlp"`` genotype."""
+        spec = self.spec
+        if spec is None:
+            raise ValueError('the "angles" genotype has no network')
+        return spec
+
+    @property
     def _context(self) -> descriptors_lib.DescriptorContext:
         capabilities = {descriptors_lib.END_EFFECTOR}
         if self.genotype == "mlp":
@@ -115,12 +123,12 @@ class KinematicArm:
     def maskable(self) -> PyTree:
         if self.genotype == "angles":
             return {"angles": True}
-        return self.spec.maskable()
+        return self._network.maskable()
 
     def init_params(self, key: jax.Array) -> Params:
         if self.genotype == "angles":
             return {"angles": jax.random.uniform(key, (self.num_joints,), jnp.float32, -1.0, 1.0)}
-        return self.spec.init(key)
+        return self._network.init(key)
 
     # ----- evaluation (per individual, then vmapped) --------------------------------------------
     def joint_angles(self, params: Params, masks) -> jax.Array:
@@ -128,7 +136,7 @@ class KinematicArm:
         if self.genotype == "angles":
             genes = masks_lib.apply_masks(params, masks)["angles"]
         else:
-            genes = self.spec.apply(params, masks, jnp.ones((self.input_size,), jnp.float32))
+            genes = self._network.apply(params, masks, jnp.ones((self.input_size,), jnp.float32))
         return math.pi * jnp.clip(genes, -1.0, 1.0)
 
     def _evaluate_one(self, params: Params, masks) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -56,6 +56,14 @@ class DescriptorContext:
     xy_bound: float = 5.0
     dims: int = 2
 
+    @property
+    def network(self) -> MLPSpec:
+        """``spec`` for the mask-based descriptors (their ``"spec"`` requirement is checked when
+        the descriptors are chosen, so it is set here)."""
+        if self.spec is None:
+            raise ValueError("a mask-based descriptor needs a task with an MLP network")
+        return self.spec
+
 
 # compute(context, inputs) -> [k] float32, for one individual. ``inputs`` keys:
 #   "masks" (the individual's masks), "final_xy" [2], "feet_contact" [F], "end_effector" [2],
@@ -93,20 +101,20 @@ def _unit_bounds(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _sparsity(context: DescriptorContext, inputs: Mapping[str, jax.Array]) -> jax.Array:
     # Counted in integers so a full network gives exactly 0 (1 - density can round below 0).
-    maskable = context.spec.maskable()
+    maskable = context.network.maskable()
     total = masks_lib.count_maskable(inputs["masks"], maskable)
     inactive = total - masks_lib.count_active(inputs["masks"], maskable)
     return jnp.reshape(inactive.astype(jnp.float32) / total, (1,))
 
 
 def _disconnected_fraction(context: DescriptorContext, inputs) -> jax.Array:
-    stats = masks_lib.mask_statistics(context.spec, inputs["masks"])
+    stats = masks_lib.mask_statistics(context.network, inputs["masks"])
     return jnp.clip(jnp.reshape(stats.disconnected_fraction, (1,)), 0.0, 1.0)
 
 
 def _layer_density(context: DescriptorContext, inputs) -> jax.Array:
     return jnp.clip(
-        masks_lib.mask_statistics(context.spec, inputs["masks"]).layer_density, 0.0, 1.0
+        masks_lib.mask_statistics(context.network, inputs["masks"]).layer_density, 0.0, 1.0
     )
 
 
@@ -160,8 +168,8 @@ DESCRIPTORS: dict[str, Descriptor] = {
         Descriptor(
             "layer_density",
             SPEC,
-            lambda c: tuple(f"layer_density_{i}" for i in range(c.spec.num_layers)),
-            lambda c: _unit_bounds(c.spec.num_layers),
+            lambda c: tuple(f"layer_density_{i}" for i in range(c.network.num_layers)),
+            lambda c: _unit_bounds(c.network.num_layers),
             _layer_density,
             "density of each kernel",
         ),

@@ -240,6 +240,7 @@ class ReachAvoidArm(EpisodeTask):
     @property
     def length(self) -> float:
         """The arm's total length ``L``."""
+        assert self.link_lengths is not None  # set in __post_init__
         return float(sum(self.link_lengths))
 
     @property

@@ -47,6 +47,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,7 +65,35 @@ class EpisodeTask:
     step_keys: bool = False  # does ``_step`` need a key
     rank_promotion: str | None = None  # "allow" for suites that broadcast implicitly (Brax)
 
-    # ----- what a suite overrides -------------------------------------------------------------
+    # ----- what a suite provides (dataclass fields or properties; see the module docstring) ----
+    descriptors: tuple[str, ...]
+    episode_length: int
+    num_episodes: int
+    keep_trajectories: bool
+
+    def _reset(self, key: jax.Array):
+        raise NotImplementedError
+
+    def _step(self, state, action: jax.Array, key):
+        raise NotImplementedError
+
+    def _observation(self, state) -> jax.Array:
+        raise NotImplementedError
+
+    def _reward(self, state) -> jax.Array:
+        raise NotImplementedError
+
+    def _done(self, state) -> jax.Array:
+        raise NotImplementedError
+
+    @property
+    def spec(self) -> MLPSpec:
+        raise NotImplementedError
+
+    def _context(self, with_spec: bool = True) -> descriptors_lib.DescriptorContext:
+        raise NotImplementedError
+
+    # ----- what a suite may override ----------------------------------------------------------
     def _action(self, output: jax.Array) -> jax.Array:
         return output
 
@@ -255,6 +285,7 @@ class EpisodeTask:
         }
         out["return"] = out["return"].astype(jnp.float32)
         if self.keep_trajectories:
+            assert trace is not None  # the scan kept it
             out.update(trace)
         return out
 
@@ -263,6 +294,8 @@ class StateEnvEpisode:
     """The episode of an env with Brax's state API, as both Brax and MuJoCo Playground have it:
     ``self.env.reset(key) -> state`` and ``self.env.step(state, action) -> state`` with
     ``state.obs``, ``state.reward`` and ``state.done`` (mix in before :class:`EpisodeTask`)."""
+
+    env: Any  # the Brax / Playground environment (the suite's field)
 
     def _reset(self, key: jax.Array):
         return self.env.reset(key)

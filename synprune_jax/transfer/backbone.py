@@ -12,6 +12,8 @@ cross-entropy with minibatches (:func:`synprune_jax.training.fit`).
 
 from __future__ import annotations
 
+from typing import cast
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -89,7 +91,7 @@ def pretrain_cnn(images: np.ndarray, labels: np.ndarray, config):
 
     @jax.jit
     def predict(x):
-        return jnp.argmax(model.apply(params, x), axis=-1)
+        return jnp.argmax(cast(jax.Array, model.apply(params, x)), axis=-1)
 
     def extract(batch_images: np.ndarray) -> np.ndarray:
         parts = [

@@ -214,6 +214,8 @@ def load_raw(source: str) -> dict:
         )
     raw["labels"] = labels.astype(np.int32)
     inputs = raw.get("images", raw.get("features"))
+    if inputs is None:
+        raise ValueError(f"{source}: needs an 'images' or a 'features' array")
     if inputs.shape[0] != raw["labels"].shape[0]:
         raise ValueError(f"{source}: {inputs.shape[0]} inputs but {raw['labels'].shape[0]} labels")
     return raw
@@ -355,7 +357,7 @@ def prepare_data(
             if k.endswith("features")
         }
     )
-    if path is not None:
+    if path is not None and cache_dir is not None:  # a path comes with a cache directory
         os.makedirs(cache_dir, exist_ok=True)
         data.save(path)
     return data

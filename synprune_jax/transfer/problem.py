@@ -44,8 +44,7 @@ from synprune_jax.transfer.objectives import (
 )
 
 
-@struct.dataclass
-class ProblemHyper:
+class ProblemHyper(struct.PyTreeNode):
     """Numeric knobs of :class:`TransferProblem` (traced: a sweep stacks them on a run axis).
 
     Attributes:
@@ -246,7 +245,7 @@ class TransferProblem:
         """Host helper: validation *and* test metrics of ``genomes [K, L]`` trained with
         ``hyper`` (numpy dict with ``val_`` / ``test_`` prefixed keys; heads trained once, in
         batches of ``batch``)."""
-        genomes = jnp.asarray(genomes, bool)
+        genome_array = jnp.asarray(genomes, bool)
 
         @jax.jit
         def both(chunk):
@@ -260,7 +259,7 @@ class TransferProblem:
             return out
 
         parts: dict = {}
-        for start in range(0, genomes.shape[0], batch):
-            for name, value in both(genomes[start : start + batch]).items():
+        for start in range(0, genome_array.shape[0], batch):
+            for name, value in both(genome_array[start : start + batch]).items():
                 parts.setdefault(name, []).append(np.asarray(value))
         return {name: np.concatenate(chunks, axis=0) for name, chunks in parts.items()}
