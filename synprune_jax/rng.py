@@ -124,9 +124,14 @@ def leafwise(
     the plain call). Works under ``jit`` and ``vmap``.
 
     Example:
+        >>> leaves = [jnp.zeros((3, 2)), jnp.zeros((5,)), jnp.zeros((2, 2))]
         >>> keys = jax.random.split(jax.random.key(0), len(leaves))
         >>> noise = leafwise(jax.random.normal, keys, [p.shape for p in leaves],
         ...                  [p.dtype for p in leaves])
+        >>> [n.shape for n in noise]
+        [(3, 2), (5,), (2, 2)]
+        >>> bool(jnp.all(noise[1] == jax.random.normal(keys[1], (5,))))  # the per-leaf numbers
+        True
 
     Args:
         sampler: ``sampler(key, shape, *args) -> array of shape``, elementwise in the random bits

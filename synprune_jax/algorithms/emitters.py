@@ -29,8 +29,8 @@ Example (mutation and ES offspring in one generation):
     ...                       ESEmitter(ESEmitterConfig(population_size=8), task)))
     >>> algorithm = MapElites(config, task, emitter)
     >>> hyper = algorithm.default_hyper          # MapElitesESHyper()
-    >>> state = algorithm.init(jax.random.key(0), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     >>> int(state.num_evaluations)  # 16 to seed the archive, then 16 mutated + 8 ES offspring
     40
 """

@@ -17,8 +17,8 @@ Example (kinematic arm):
     >>> task = KinematicArm(num_joints=4, genotype="mlp")
     >>> algorithm = MaskedES(ESConfig(strategy="open_es", population_size=8), task)
     >>> hyper = algorithm.default_hyper.replace(sigma_init=0.1)
-    >>> state = algorithm.init(jax.random.key(0), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     >>> int(state.generation)
     1
 """

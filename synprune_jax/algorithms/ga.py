@@ -20,8 +20,8 @@ Example (kinematic arm):
     >>> task = KinematicArm(num_joints=4, genotype="mlp")
     >>> algorithm = TruncationGA(GAConfig(population_size=8), task)
     >>> hyper = algorithm.default_hyper.replace(crossover_rate=0.3)
-    >>> state = algorithm.init(jax.random.key(0), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     >>> int(state.generation), state.fitness.shape
     (1, (8,))
 """

@@ -23,8 +23,8 @@ Example (kinematic arm):
     >>> config = MapElitesConfig(batch_size=32, archive=GridSpec((0.0, 0.0), (1.0, 1.0), (8, 8)))
     >>> algorithm = MapElites(config, task)
     >>> hyper = algorithm.default_hyper.replace(sigma=0.1)
-    >>> state = algorithm.init(jax.random.key(0), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     >>> int(state.generation)
     1
 """

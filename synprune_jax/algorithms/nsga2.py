@@ -27,8 +27,8 @@ Example (bi-objective LOTZ: leading ones x trailing zeros):
     ...         return jnp.stack([ones, zeros], axis=1).astype(jnp.float32)
     >>> algorithm = NSGA2(NSGA2Config(population_size=16, memo_capacity=64), Lotz())
     >>> hyper = algorithm.default_hyper.replace(crossover_rate=0.8)
-    >>> state = algorithm.init(jax.random.key(0), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     >>> state.genomes.shape, sorted(metrics)[:2]
     ((16, 8), ['front_size', 'max_objective_0'])
 """

@@ -17,8 +17,8 @@ Example (OneMax, capped at 6 ones):
     >>> algorithm = SteadyStateGA(SteadyStateGAConfig(population_size=8, memo_capacity=32),
     ...                           CappedOneMax())
     >>> hyper = algorithm.default_hyper.replace(mutation_probability=0.2)
-    >>> state = algorithm.init(jax.random.key(0), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     >>> state.fitness.shape
     (8,)
 """

@@ -19,8 +19,8 @@ with run directories and checkpoints):
     ...                         operator="random", schedule="fixed")
     >>> algorithm = CanonicalTraining(config, data["train"], data["test"])
     >>> hyper = algorithm.default_hyper.replace(learning_rate=1e-2)
-    >>> state = algorithm.init(jax.random.key(1), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(2), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(1), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(2), state, hyper)
     >>> state.l1_train.shape
     (2,)
 """

@@ -18,8 +18,8 @@ Example (a tiny network on 96 digits; the runner adds run directories and checkp
     ...                          epochs=1, ancestor_epochs=1, batch_size=32)
     >>> algorithm = ClusterSynthesis(config, data)
     >>> hyper = algorithm.default_hyper.replace(tolerance=0.05)
-    >>> state = algorithm.init(jax.random.key(0), hyper)
-    >>> state, metrics = algorithm.step(jax.random.key(1), state, hyper)
+    >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+    >>> state, metrics = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
     >>> int(state.generation), sorted(metrics)[:2]
     (1, ['accepted', 'accuracy_drop'])
 """

@@ -16,7 +16,7 @@ Example:
     >>> data = TransferData(x, y, x, y, x, y, x[:5] + 5, x[5:10] + 5, (6,), (0, 1))
     >>> problem = TransferProblem(data, HeadConfig(6, 4, 2), TrainConfig(epochs=2))
     >>> hyper = problem.default_hyper.replace(learning_rate=0.05)
-    >>> problem.evaluate(jax.random.key(0), jnp.ones((3, 6), bool), hyper).shape
+    >>> jax.jit(problem.evaluate)(jax.random.key(0), jnp.ones((3, 6), bool), hyper).shape
     (3, 3)
 """
 
