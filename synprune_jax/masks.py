@@ -34,7 +34,13 @@ def _maskable_leaves(tree: PyTree, maskable: PyTree) -> list[jax.Array]:
 
 
 def apply_masks(params: Params, masks: Masks) -> Params:
-    """Zeroes masked-out parameters (``where``, so a masked NaN cannot leak)."""
+    """Zeroes masked-out parameters (``where``, so a masked NaN cannot leak).
+
+    Examples:
+        >>> params = {"w": jnp.array([1.0, -2.0, 3.0])}
+        >>> apply_masks(params, {"w": jnp.array([True, False, True])})["w"]
+        Array([1., 0., 3.], dtype=float32)
+    """
     return _tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
 
 
@@ -106,6 +112,15 @@ def init_masks(
 
     Returns:
         Boolean masks shaped like ``params``.
+
+    Examples:
+        >>> from synprune_jax.networks import MLPSpec
+        >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
+        >>> params = spec.init(jax.random.key(0))
+        >>> maskable = spec.maskable()  # kernels True, biases False
+        >>> masks = init_masks(jax.random.key(1), params, maskable, 0.5, exact=True)
+        >>> int(masks["params"]["Dense_0"]["kernel"].sum()), float(density(masks, maskable))
+        (6, 0.5)
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     flags = jax.tree_util.tree_leaves(maskable)
@@ -171,6 +186,15 @@ def init_masks_beta(
     networks fall below 10 % density). With ``per_layer=False`` one density is drawn per network
     and shared by its layers, so the overall density itself follows ``Beta(a, b)``.
     With ``a = b = 1`` (the default) the draws are uniform on [0, 1].
+
+    Examples:
+        >>> from synprune_jax.networks import MLPSpec
+        >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
+        >>> params = spec.init(jax.random.key(0))
+        >>> maskable = spec.maskable()  # kernels True, biases False
+        >>> masks = init_masks_beta(jax.random.key(1), params, maskable, exact=True)
+        >>> bool(masks["params"]["Dense_0"]["bias"].all())  # biases are not maskable
+        True
     """
     key_density, key_mask = jax.random.split(key)
     num_maskable = sum(bool(f) for f in jax.tree_util.tree_leaves(maskable))
@@ -192,7 +216,16 @@ def count_maskable(masks: Masks, maskable: PyTree) -> int:
 
 
 def density(masks: Masks, maskable: PyTree) -> jax.Array:
-    """Fraction of maskable connections that are active (float32 scalar)."""
+    """Fraction of maskable connections that are active (float32 scalar).
+
+    Examples:
+        >>> from synprune_jax.networks import MLPSpec
+        >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
+        >>> params = spec.init(jax.random.key(0))
+        >>> maskable = spec.maskable()  # kernels True, biases False
+        >>> float(density(spec.full_masks(params), maskable))
+        1.0
+    """
     return count_active(masks, maskable).astype(jnp.float32) / count_maskable(masks, maskable)
 
 
@@ -211,6 +244,17 @@ def forward_prune(spec: MLPSpec, masks: Masks) -> Masks:
     dead; its row in the next kernel is masked, which may kill units further on. Input units are
     always alive. A dead unit still carries its bias, so forward pruning removes that constant
     contribution: it changes outputs only through units that had no inputs.
+
+    Examples:
+        >>> from synprune_jax.networks import MLPSpec
+        >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
+        >>> params = spec.init(jax.random.key(0))
+        >>> maskable = spec.maskable()  # kernels True, biases False
+        >>> masks = spec.full_masks(params)
+        >>> kernel = masks["params"]["Dense_0"]["kernel"]
+        >>> masks["params"]["Dense_0"]["kernel"] = kernel.at[:, 0].set(False)  # unit 0: no input
+        >>> forward_prune(spec, masks)["params"]["Dense_1"]["kernel"][0]  # so no output either
+        Array([False, False], dtype=bool)
     """
     kernels = spec.kernels(masks)
     new_kernels = [kernels[0]]
@@ -244,7 +288,17 @@ class MaskStats(NamedTuple):
 
 
 def mask_statistics(spec: MLPSpec, masks: Masks) -> MaskStats:
-    """Statistics of one MLP's kernel masks (jittable)."""
+    """Statistics of one MLP's kernel masks (jittable).
+
+    Examples:
+        >>> from synprune_jax.networks import MLPSpec
+        >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
+        >>> params = spec.init(jax.random.key(0))
+        >>> maskable = spec.maskable()  # kernels True, biases False
+        >>> stats = mask_statistics(spec, spec.full_masks(params))
+        >>> float(stats.density), int(stats.active_synapses), float(stats.disconnected_fraction)
+        (1.0, 20, 0.0)
+    """
     kernels = spec.kernels(masks)
     sizes = spec.layer_sizes
     layer_active = jnp.stack([jnp.sum(k, dtype=jnp.int32) for k in kernels])

@@ -25,7 +25,15 @@ from synprune_jax.types import Masks, Params, Population, PyTree
 
 
 def gaussian_mutation(key: jax.Array, params: Params, masks: Masks, sigma) -> Params:
-    """Adds ``N(0, sigma^2)`` noise to every parameter whose mask is True."""
+    """Adds ``N(0, sigma^2)`` noise to every parameter whose mask is True.
+
+    Examples:
+        >>> params = {"w": jnp.zeros(4)}
+        >>> masks = {"w": jnp.array([True, True, False, False])}
+        >>> out = gaussian_mutation(jax.random.key(0), params, masks, 0.1)
+        >>> bool(jnp.all(out["w"][2:] == 0.0)), bool(jnp.all(out["w"][:2] != 0.0))  # masked: kept
+        (True, True)
+    """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     mask_leaves = jax.tree_util.tree_leaves(masks)
     keys = jax.random.split(key, len(leaves))

@@ -52,6 +52,10 @@ def non_dominated_rank(objectives: jax.Array) -> jax.Array:
     Returns:
         ``[P]`` int32: 0 for the non-dominated points, 1 for those dominated only by front 0, ...;
         invalid (non-finite) rows get ``P``.
+
+    Examples:
+        >>> non_dominated_rank(jnp.array([[1.0, 1.0], [2.0, 0.0], [0.5, 0.5], [0.0, 0.0]]))
+        Array([0, 0, 1, 2], dtype=int32)
     """
     num_points = objectives.shape[0]
     dominates = dominance_matrix(objectives)
@@ -85,6 +89,11 @@ def crowding_distance(objectives: jax.Array, ranks: jax.Array) -> jax.Array:
 
     Returns:
         ``[P]`` float32, ``0`` for invalid rows.
+
+    Examples:
+        >>> objectives = jnp.array([[0.0, 2.0], [1.0, 1.0], [2.0, 0.0]])
+        >>> crowding_distance(objectives, non_dominated_rank(objectives))  # the ends: inf
+        Array([inf,  2., inf], dtype=float32)
     """
     num_points, num_objectives = objectives.shape
     valid = valid_rows(objectives)
@@ -224,6 +233,10 @@ def hypervolume(points, reference) -> float:
 
     Returns:
         The hypervolume as a Python float (0.0 for no point).
+
+    Examples:
+        >>> hypervolume([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], [0.0, 0.0])  # maximised objectives
+        0.25
     """
     points = np.asarray(points, np.float64)
     reference = np.asarray(reference, np.float64).reshape(-1)
