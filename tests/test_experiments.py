@@ -162,6 +162,10 @@ _SLOW = {
     "me-prune-playground",
     "me-prune-reach",
     "cluster-synthesis",
+    # the same builders as mo-prune-transfer / ae-prune (one module each), which stay in the
+    # default suite; these two add ~14 s each to it
+    "ga-prune-transfer",
+    "ae-coevolution",
 }
 # Feet-contact descriptors are step functions of the physics: the last-bit differences of a
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs

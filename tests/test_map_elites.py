@@ -207,7 +207,11 @@ def test_config_and_task_mismatch_fail_before_compiling():
 
 @pytest.mark.parametrize(
     "mutation",
-    [MutationConfig(), MutationConfig(self_adaptive=True)],
+    [
+        MutationConfig(),
+        # the same blocking with one more per-individual leaf (the rates): slow, for time
+        pytest.param(MutationConfig(self_adaptive=True), marks=pytest.mark.slow),
+    ],
     ids=["fixed-rates", "self-adaptive"],
 )
 def test_mutation_blocks_give_the_vmapped_offspring(mutation):
