@@ -65,6 +65,14 @@ class MLPSpec:
         activation: hidden activation, one of :data:`ACTIVATIONS`.
         output_activation: output activation (``"tanh"`` keeps Brax actions in [-1, 1]).
         mask_biases: if True, biases are maskable too (default False: only kernels are).
+
+    Examples:
+        >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
+        >>> spec.num_synapses, spec.num_layers  # 3 * 4 + 4 * 2 kernel weights, two layers
+        (20, 2)
+        >>> params = spec.init(jax.random.key(0))
+        >>> spec.apply(params, spec.full_masks(params), jnp.ones(3)).shape
+        (2,)
     """
 
     input_size: int

@@ -113,6 +113,11 @@ class RunConfig:
         progress: show a tqdm progress bar (tqdm also hides it when stderr is not a TTY).
         keep_checkpoints: the most recent checkpoints kept (older ones are deleted); a resume
             falls back to the newest intact one when the latest is damaged.
+
+    Examples:
+        >>> config = RunConfig(num_generations=10, chunk_size=4)  # chunks of 4, 4 and 2 generations
+        >>> config.checkpoint_interval  # checkpoint_every rounded to whole chunks
+        52
     """
 
     num_generations: int

@@ -162,6 +162,11 @@ class MutationHyper(struct.PyTreeNode):
         rate_redraw_probability: self-adaptive mode: chance each rate is redrawn at reproduction.
         rate_min: lower end of the log-uniform redraw range.
         rate_max: upper end of the log-uniform redraw range.
+
+    Examples:
+        >>> hyper = MutationHyper(sigma=0.1).replace(p_connect=0.0)  # a pytree of scalars
+        >>> hyper.sigma, hyper.p_disconnect, hyper.p_connect
+        (0.1, 0.02, 0.0)
     """
 
     sigma: float = 0.05

@@ -88,6 +88,11 @@ class GridSpec:
         lower: ``D`` lower bounds.
         upper: ``D`` upper bounds (each strictly above its lower bound).
         resolution: ``D`` numbers of cells per dimension (each >= 1).
+
+    Examples:
+        >>> grid = GridSpec(lower=(0.0, 0.0), upper=(1.0, 1.0), resolution=(4, 5))
+        >>> grid.num_cells, grid.num_descriptors
+        (20, 2)
     """
 
     lower: tuple[float, ...]

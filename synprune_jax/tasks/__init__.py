@@ -36,6 +36,10 @@ def make_task(name: str, **kwargs) -> Task:
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), or invalid arguments.
+
+    Examples:
+        >>> type(make_task("arm", num_joints=3)).__name__
+        'KinematicArm'
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid: {sorted(TASKS)}")

@@ -66,6 +66,11 @@ class KinematicArm:
             ``disconnected_fraction``, ``layer_density``).
         input_size: width of the constant all-ones input (``"mlp"`` only).
         hidden_sizes: hidden widths (``"mlp"`` only).
+
+    Examples:
+        >>> task = KinematicArm(num_joints=4)  # one gene per joint, no network
+        >>> task.descriptor_names, task.spec is None
+        (('end_effector_x', 'end_effector_y'), True)
     """
 
     num_joints: int = 8
