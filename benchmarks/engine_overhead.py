@@ -511,39 +511,14 @@ def compile_records(setting: dict) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="synprune_compile_") as scratch:
             env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(scratch, "cache")}
             for phase, sigma in (("cold", 0.05), ("warm", 0.02)):
-                command = [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.engine_overhead",
-                    "--child",
-                    name,
-                    str(sigma),
-                    os.path.join(scratch, phase),
-                ]
-                done = subprocess.run(
-                    command,
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                child, stderr = _child(
+                    ["--child", name, str(sigma), os.path.join(scratch, phase)], env
                 )
-                lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-                if done.returncode != 0 or not lines:
-                    record = {
-                        "case": "compile",
-                        "setting": name,
-                        "phase": phase,
-                        "status": "failed",
-                        "stderr": done.stderr[-600:],
-                    }
+                record = {"case": "compile", "setting": name, "phase": phase}
+                if child is None:
+                    record.update(status="failed", stderr=stderr)
                 else:
-                    record = {
-                        "case": "compile",
-                        "setting": name,
-                        "phase": phase,
-                        "sigma": sigma,
-                        **json.loads(lines[-1]),
-                    }
+                    record.update(sigma=sigma, **child)
                 records.append(emit(record))
         if name != "default":
             records.append(compile_parts_record(name))
@@ -638,8 +613,9 @@ def qdax_compile_child() -> dict:
     }
 
 
-def _child(arguments: list[str], env: dict | None = None) -> dict | None:
-    """The last JSON line a ``--child`` / ``--qdax-child`` process printed (None if it failed)."""
+def _child(arguments: list[str], env: dict | None = None) -> tuple[dict | None, str]:
+    """``(record, stderr tail)`` of a ``--child`` / ``--qdax-child`` process: the last JSON line
+    it printed, or ``None`` if it failed."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.engine_overhead", *arguments],
         capture_output=True,
@@ -648,7 +624,8 @@ def _child(arguments: list[str], env: dict | None = None) -> dict | None:
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if done.returncode == 0 and lines else None
+    record = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+    return record, done.stderr[-600:]
 
 
 def qdax_compile_record(rounds: int) -> list[dict]:
@@ -664,8 +641,8 @@ def qdax_compile_record(rounds: int) -> list[dict]:
     for index in range(rounds):
         with tempfile.TemporaryDirectory(prefix="synprune_compile_") as scratch:
             env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(scratch, "cache")}
-            ours = _child(["--child", "brax_qdax", "0.05", os.path.join(scratch, "run")], env)
-        qdax = _child(["--qdax-child"])
+            ours = _child(["--child", "brax_qdax", "0.05", os.path.join(scratch, "run")], env)[0]
+        qdax = _child(["--qdax-child"])[0]
         for side, record in (("ours", ours), ("qdax", qdax)):
             if record is None:
                 records.append(

@@ -4,6 +4,7 @@
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,21 @@ def optimized_compilation():
 def run_report_fixture():
     """:func:`run_report` for tests."""
     return run_report
+
+
+def run_tool(name: str, *arguments: str, cwd=ROOT, timeout: int = 600, env=None):
+    """Runs the command-line tool ``name`` (ruff, mypy, mkdocs) of this environment (found next
+    to the Python running the tests, else on ``PATH``) and returns the completed process; fails
+    the test with the install command when it is missing (the ``test`` extra brings them)."""
+    binary = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    if binary is None:
+        pytest.fail(f'{name} is not installed: pip install -e ".[test]"')
+    return subprocess.run(
+        [binary, *arguments], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.fixture(name="run_tool")
+def run_tool_fixture():
+    """:func:`run_tool` for tests."""
+    return run_tool

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -21,18 +19,12 @@ import synprune_jax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _mkdocs(*arguments: str, cwd: str = ROOT) -> subprocess.CompletedProcess:
-    binary = shutil.which("mkdocs", path=os.path.dirname(sys.executable)) or shutil.which("mkdocs")
-    if binary is None:
-        pytest.fail('mkdocs is not installed: pip install -e ".[test]"')
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    return subprocess.run(
-        [binary, *arguments], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
-    )
+def _mkdocs(run_tool, *arguments: str, cwd: str = ROOT):
+    return run_tool("mkdocs", *arguments, cwd=cwd, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
 
 
-def test_site_builds_strict_and_documents_every_exported_name(tmp_path):
-    done = _mkdocs("build", "--strict", "--site-dir", str(tmp_path / "site"))
+def test_site_builds_strict_and_documents_every_exported_name(tmp_path, run_tool):
+    done = _mkdocs(run_tool, "build", "--strict", "--site-dir", str(tmp_path / "site"))
     assert done.returncode == 0, done.stderr[-4000:]
     html = (tmp_path / "site" / "api" / "index.html").read_text()
     anchors = set(re.findall(r'id="synprune_jax\.([A-Za-z0-9_]+)"', html))
@@ -47,7 +39,7 @@ def test_site_builds_strict_and_documents_every_exported_name(tmp_path):
 @pytest.mark.parametrize(
     "link", ["[a page](no_such_page.md)", "[a repository file](../no_such_file.md)"]
 )
-def test_a_broken_link_fails_the_build(tmp_path, link):
+def test_a_broken_link_fails_the_build(tmp_path, link, run_tool):
     """Both kinds: a link inside the docs (MkDocs' own validation) and one to a repository file
     outside ``docs/`` (``docs/hooks.py``); a link to a file that exists passes."""
     (tmp_path / "docs").mkdir()
@@ -62,10 +54,10 @@ def test_a_broken_link_fails_the_build(tmp_path, link):
         "hooks: [docs/hooks.py]\nexclude_docs: hooks.py\nnav: [index.md, tasks.md]\n"
     )
     (tmp_path / "mkdocs.yml").write_text(config)
-    assert _mkdocs("build", "--strict", cwd=str(tmp_path)).returncode == 0
+    assert _mkdocs(run_tool, "build", "--strict", cwd=str(tmp_path)).returncode == 0
     page = (tmp_path / "site" / "index.html").read_text()
     assert "https://example.org/r/blob/main/RESULTS.md" in page
     (tmp_path / "docs" / "tasks.md").write_text(f"# Tasks\n\n{link}\n")
-    done = _mkdocs("build", "--strict", cwd=str(tmp_path))
+    done = _mkdocs(run_tool, "build", "--strict", cwd=str(tmp_path))
     assert done.returncode != 0
     assert "no_such" in done.stderr

@@ -214,8 +214,7 @@ def load_raw(source: str) -> dict:
         )
     raw["labels"] = labels.astype(np.int32)
     inputs = raw.get("images", raw.get("features"))
-    if inputs is None:
-        raise ValueError(f"{source}: needs an 'images' or a 'features' array")
+    assert inputs is not None  # exactly one of them, checked above
     if inputs.shape[0] != raw["labels"].shape[0]:
         raise ValueError(f"{source}: {inputs.shape[0]} inputs but {raw['labels'].shape[0]} labels")
     return raw
