@@ -21,7 +21,24 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A configuration or override that cannot be used."""
+    """A configuration or override that cannot be used.
+
+    A ``ValueError`` whose message is one line saying what is wrong and how to fix it: the CLI
+    prints it instead of a traceback. Raised by :func:`apply_overrides`, :func:`from_section`,
+    :func:`load`, the experiments' builders (through :func:`config_errors`) and
+    :func:`~synprune_jax.sweeps.sweep`, among others.
+
+    Examples:
+        >>> apply_overrides({"run": {"seed": 0}}, ["run.seed=one"])
+        Traceback (most recent call last):
+            ...
+        synprune_jax.config.ConfigError: run.seed: expected an integer, got 'one'
+        >>> try:
+        ...     apply_overrides({"run": {"seed": 0}}, ["run.sed=1"])
+        ... except ValueError as error:  # a ConfigError is a ValueError
+        ...     print(error)
+        unknown config key 'run.sed': 'sed' is not in run; valid keys there: ['seed']
+    """
 
 
 @contextlib.contextmanager

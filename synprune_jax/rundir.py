@@ -18,7 +18,8 @@ run and for every run of a sweep group alike.
 Example::
 
     directory = RunDirectory("runs/a", run_config)
-    start = directory.open(resume=False)        # None: start afresh
+    directory.check(resume=False)               # FileExistsError if it holds a run
+    directory.open(None)                        # None: start afresh (else the restored step)
     directory.append({"generation": np.array([1, 2]), "loss": np.array([0.5, 0.4])})
     directory.save(2, state)
     directory.close()
@@ -45,11 +46,46 @@ MACHINE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, 
 
 
 class RunDirectoryBusy(OSError):
-    """Another live process holds the run directory's lock."""
+    """Another live process holds the run directory's lock.
+
+    Raised by :class:`RunLock` (so by :func:`~synprune_jax.runner.run`,
+    :func:`~synprune_jax.sweeps.sweep` and the CLI) when ``.lock`` names the pid of another
+    process that is still alive; the message names the pid and the directory. A lock left by a
+    process that is gone is taken over instead.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     _ = (Path(run_dir) / LOCK_FILE).write_text(str(os.getppid()))  # a live process
+        ...     with RunLock(run_dir):
+        ...         pass
+        Traceback (most recent call last):
+            ...
+        synprune_jax.rundir.RunDirectoryBusy: another process (pid ...) is writing this
+        directory (...): wait for it to finish or stop it
+    """
 
 
 class RunDirectoryFull(OSError):
-    """The run directory's file system has no room for the run's checkpoints."""
+    """The run directory's file system has no room for the run's checkpoints.
+
+    Raised by :func:`check_room` (so by :func:`~synprune_jax.runner.run` and
+    :func:`~synprune_jax.sweeps.sweep`, before anything is compiled); the message gives the
+    free and the needed MiB.
+
+    Examples:
+        >>> import tempfile
+        >>> state = {"w": jax.ShapeDtypeStruct((1000,), jnp.float32)}  # 4000 bytes a checkpoint
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     check_room(run_dir, state)  # 2 checkpoints + 16 MiB fit: nothing raised
+        ...     check_room(run_dir, state, margin=2**60)  # an exbibyte for metrics and plots
+        Traceback (most recent call last):
+            ...
+        synprune_jax.rundir.RunDirectoryFull: not enough room for the run (...): ... MiB free,
+        it needs about 1099511627776.0 MiB (2 checkpoints of 0.0 MiB and the metrics and
+        plots); free space or choose another --out
+    """
 
 
 def check_room(
@@ -306,12 +342,41 @@ def _columns_to_arrays(columns: list[str], rows: list[dict[str, Any]]) -> dict[s
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads ``run_dir/metrics.csv`` or ``run_dir/metrics.jsonl``.
 
+    Only complete rows are read: a last line cut mid-write (a run killed while appending) and
+    rows that do not parse are left out.
+
+    Args:
+        run_dir: the run directory (:func:`~synprune_jax.runner.run`'s ``run_dir``, or one run
+            of a sweep, ``<out>/runs/<run_id>``).
+
     Returns:
-        ``{column: [num_rows]}``: ``generation`` and every integer-only column as int64, the rest
-        as float64 (exact copies of the float32 values written).
+        ``{column: [num_rows]}`` in the file's column order: ``generation`` and every
+        integer-only column as int64, the rest as float64 (exact copies of the float32 values
+        written).
 
     Raises:
-        FileNotFoundError: if neither file exists. ValueError: if both do.
+        FileNotFoundError: if neither file exists.
+        ValueError: if both do.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     writer = MetricsWriter(metrics_path(run_dir, "csv"), "csv", columns=None)
+        ...     writer.append({"generation": np.array([1, 2]), "loss": np.float32([0.5, 0.1])})
+        ...     print(metrics_path(run_dir, "csv").read_text(), end="")
+        ...     metrics = read_metrics(run_dir)
+        generation,loss
+        1,0.5
+        2,0.10000000149011612
+        >>> metrics["generation"].tolist(), metrics["loss"].tolist()
+        ([1, 2], [0.5, 0.10000000149011612])
+        >>> metrics["generation"].dtype, metrics["loss"].dtype
+        (dtype('int64'), dtype('float64'))
+        >>> with tempfile.TemporaryDirectory() as empty:
+        ...     read_metrics(empty)
+        Traceback (most recent call last):
+            ...
+        FileNotFoundError: no metrics.csv or metrics.jsonl in ...
     """
     run_dir = Path(run_dir)
     existing = [

@@ -185,13 +185,34 @@ def scan_generations(step: Callable, seed, state: State, length: int):
     compiled chunk (:func:`run_loop`), so a run gives the same numbers however it is driven.
 
     Args:
-        step: ``(key, state) -> (state, {name: scalar})``.
+        step: ``(key, state) -> (state, {name: scalar})``, ``key`` a typed PRNG key.
         seed: int or uint32 scalar (traced is fine, e.g. under ``vmap``).
-        state: the state at some generation ``g`` (int scalar field ``generation``).
+        state: the state at some generation ``g``: a ``flax.struct`` dataclass, dataclass or
+            NamedTuple with an int scalar field ``generation``.
         length: number of generations (static).
 
     Returns:
-        ``(state, (generations [length] int, metrics {name: [length]}))``.
+        ``(state, (generations, metrics))``: the state at ``g + length``, ``generations``
+        ``[length]`` (``g + 1, ..., g + length``, the dtype of ``state.generation``) and
+        ``metrics`` ``{name: [length]}``, each metric stacked over the generations.
+
+    Raises:
+        TypeError: ``step`` does not return a dict of metrics, or the state has no way to
+            replace ``generation`` (at trace time).
+        ValueError: a metric is not a scalar (at trace time).
+
+    Examples:
+        >>> from typing import NamedTuple
+        >>> class State(NamedTuple):
+        ...     generation: jax.Array
+        ...     total: jax.Array
+        >>> def step(key, state):  # adds 1 each generation; the runner advances `generation`
+        ...     total = state.total + 1.0
+        ...     return state._replace(total=total), {"total": total}
+        >>> start = State(generation=jnp.int32(5), total=jnp.float32(0.0))
+        >>> state, (generations, metrics) = scan_generations(step, 0, start, 3)
+        >>> generations.tolist(), metrics["total"].tolist(), int(state.generation)
+        ([6, 7, 8], [1.0, 2.0, 3.0], 8)
     """
 
     def body(state, _):
@@ -430,10 +451,25 @@ class Stopped(Exception):
     """A run stopped at SIGTERM or a first Ctrl-C: it finished its chunk and wrote a checkpoint
     of ``generation``, so a resume continues it to the result of an uninterrupted run.
 
+    Raised by :func:`run_loop` (so by :func:`run` and :func:`~synprune_jax.sweeps.sweep`) when
+    the signal arrives (in the main thread) before the run's last chunk has finished.
+
+    Args:
+        generation: the generation checkpointed.
+        signal_name: the signal that stopped the run.
+        run_dirs: the run directories.
+
     Attributes:
         generation: the generation checkpointed.
         signal_name: ``"SIGTERM"`` or ``"SIGINT"``.
-        run_dirs: the run directories, to resume.
+        run_dirs: the run directories, to resume (a list).
+
+    Examples:
+        >>> stop = Stopped(20, "SIGTERM", ["runs/a"])
+        >>> print(stop)
+        stopped by SIGTERM at generation 20 after writing a checkpoint of it (runs/a)
+        >>> stop.generation, stop.signal_name, stop.run_dirs
+        (20, 'SIGTERM', ['runs/a'])
     """
 
     def __init__(self, generation: int, signal_name: str, run_dirs: Sequence[str]):
@@ -476,14 +512,35 @@ class _StopRequests:
 
 class RunFault(OSError):
     """The machine failed a run mid-way (a full disk, a quota, an I/O error, a read-only file
-    system): the error's ``errno``, ``strerror`` and ``filename`` are the OS's; the message names
-    the last checkpoint, from which a resume continues the run to the result of an
-    uninterrupted one.
+    system). The message names the last checkpoint, from which a resume continues the run to
+    the result of an uninterrupted one.
+
+    Raised by :func:`run_loop` (so by :func:`run` and :func:`~synprune_jax.sweeps.sweep`) from
+    an ``OSError`` whose ``errno`` is one of :data:`~synprune_jax.rundir.MACHINE_FAULTS`, met
+    while writing metrics or checkpoints; that error is chained as ``__cause__``.
+
+    Args:
+        error: the OS error.
+        generation: the generation of the last checkpoint written, or ``None``.
+        run_dirs: the run directories.
 
     Attributes:
+        errno: the OS error's ``errno``.
+        strerror: the whole message (also ``str()``): the OS's text, the file, the last
+            checkpoint and what to do; ``filename`` is ``None``.
         generation: the generation of the last checkpoint written (``None``: none yet, a resume
             starts over).
-        run_dirs: the run directories.
+        run_dirs: the run directories (a list).
+
+    Examples:
+        >>> import errno
+        >>> error = OSError(errno.ENOSPC, "No space left on device", "runs/a/metrics.csv")
+        >>> fault = RunFault(error, generation=50, run_dirs=["runs/a"])
+        >>> print(fault)
+        No space left on device (runs/a/metrics.csv) during the run; the last checkpoint is
+        generation 50 (runs/a): free space or fix the disk, then resume from it
+        >>> fault.errno == errno.ENOSPC, fault.generation, fault.run_dirs
+        (True, 50, ['runs/a'])
     """
 
     def __init__(self, error: OSError, generation: int | None, run_dirs: Sequence[str]):
@@ -506,7 +563,34 @@ class RunFault(OSError):
 
 
 class CheckpointsDamaged(OSError):
-    """A run has checkpoints, but none of them can be restored."""
+    """A run has checkpoints, but none of them can be restored.
+
+    Raised by :func:`run` and :func:`~synprune_jax.sweeps.sweep` on resuming, and by
+    :func:`restore_latest`, when every checkpoint step fails to restore or holds another
+    generation than its name says; the message lists each step and why, and nothing is
+    deleted. (When only newer ones are damaged the run resumes from the newest intact one, with
+    a warning.)
+
+    Examples:
+        >>> import os, tempfile
+        >>> from typing import NamedTuple
+        >>> class State(NamedTuple):
+        ...     generation: jax.Array
+        >>> class Idle:  # a toy algorithm: its state is the generation counter
+        ...     default_hyper = {}
+        ...     def init(self, key, hyper):
+        ...         return State(generation=jnp.int32(0))
+        ...     def step(self, key, state, hyper):
+        ...         return state, {}
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     os.makedirs(os.path.join(run_dir, "checkpoints", "3"))  # step 3, its files lost
+        ...     restore_latest(Idle(), run_dir, RunConfig(num_generations=3))
+        Traceback (most recent call last):
+            ...
+        synprune_jax.runner.CheckpointsDamaged: no checkpoint of the run can be restored
+        (...checkpoints: step 3 (...)); nothing was deleted: restore a backup of the directory,
+        or move it away and start the run again
+    """
 
 
 def _restore_intact(program, directories, abstract, *, move_aside: bool = True):
@@ -757,11 +841,45 @@ def run(
         :func:`~synprune_jax.rundir.read_metrics` of the run (resumed parts included).
 
     Raises:
+        TypeError: ``run_config`` is not a :class:`RunConfig`; the algorithm's state has no
+            integer scalar ``generation`` or holds a PRNG key (:func:`check_state`).
         FileExistsError: ``resume=False`` and ``run_dir`` already holds checkpoints or metrics.
         ValueError: resuming with a different seed or metrics format.
         RunDirectoryBusy: another live process is writing ``run_dir`` (:class:`RunLock`).
-        RunDirectoryFull: no room for two checkpoints in ``run_dir`` (checked before compiling).
+        RunDirectoryFull: no room for ``keep_checkpoints`` checkpoints in ``run_dir`` (checked
+            before compiling).
+        CheckpointsDamaged: resuming, and no checkpoint of ``run_dir`` restores.
+        RunFault: the machine failed a write (a full disk, an I/O error) mid-run.
         Stopped: SIGTERM or a first Ctrl-C; the chunk was finished and checkpointed.
+
+    Examples:
+        >>> import tempfile
+        >>> from flax import struct
+        >>> class Count(struct.PyTreeNode):  # a state: the generation counter and a total
+        ...     generation: jax.Array
+        ...     total: jax.Array
+        >>> class Counter:  # a toy algorithm: adds hyper["increment"] every generation
+        ...     default_hyper = {"increment": 1.0}
+        ...     def init(self, key, hyper):
+        ...         return Count(generation=jnp.int32(0), total=jnp.float32(0.0))
+        ...     def step(self, key, state, hyper):
+        ...         total = state.total + hyper["increment"]
+        ...         return state.replace(total=total), {"total": total}
+        >>> counter, directory = Counter(), tempfile.TemporaryDirectory()
+        >>> config = RunConfig(num_generations=4, chunk_size=2, progress=False)
+        >>> state, metrics = run(counter, directory.name, config)  # two chunks of 2
+        >>> metrics["generation"].tolist(), metrics["total"].tolist(), float(state.total)
+        ([1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], 4.0)
+        >>> config = RunConfig(num_generations=6, chunk_size=2, progress=False)
+        >>> state, metrics = run(counter, directory.name, config, resume=True)  # from 4 to 6
+        >>> metrics["total"].tolist()
+        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        >>> run(counter, directory.name, config)  # resume=False: the directory holds a run
+        Traceback (most recent call last):
+            ...
+        FileExistsError: run directory ... already holds a run (...); pass resume=True to
+        continue it, or use a new directory
+        >>> directory.cleanup()
     """
     if not isinstance(run_config, RunConfig):
         raise TypeError(f"run_config must be a RunConfig, got {type(run_config).__name__}")

@@ -56,8 +56,21 @@ def make_mesh(
             ``jax.local_devices()``.
         devices: explicit devices (overrides the two options above).
 
+    Returns:
+        A ``jax.sharding.Mesh`` of shape ``{axis_name: num_devices}`` over the first
+        ``num_devices`` devices, in order.
+
     Raises:
-        ValueError: ``num_devices`` is not in ``[1, available]``.
+        ValueError: ``num_devices`` is not an int in ``[1, available]``.
+
+    Examples:
+        >>> mesh = make_mesh(1)  # the first local device
+        >>> mesh.axis_names, mesh.devices.shape
+        (('batch',), (1,))
+        >>> make_mesh(0)
+        Traceback (most recent call last):
+            ...
+        ValueError: num_devices must be an int in [1, ...] (devices available: ...), got 0
     """
     if devices is None:
         devices = jax.devices() if global_devices else jax.local_devices()
@@ -201,6 +214,27 @@ class ShardedTask(_TaskWrapper):
     of individual 0 whose results are dropped (a little wasted work, same results).
     Results equal the wrapped task's for tasks with common random numbers, up to the last bits
     where XLA picks other kernels for the per-device batch size (docs/sweeps.md).
+
+    Every other attribute (``spec``, ``maskable()``, ``init_params``, ``descriptor_bounds``,
+    ...) is the wrapped task's, so the wrapper goes wherever the task went.
+
+    Raises:
+        ValueError: ``method`` is not one of ``"shard_map"``, ``"constraint"``, or
+            ``axis_name`` is not an axis of ``mesh``.
+
+    Examples:
+        >>> from synprune_jax.types import EvalResult, Population
+        >>> class SumTask:  # a toy task: the fitness is the sum of the weights
+        ...     def evaluate(self, key, population):
+        ...         fitness = population.params["w"].sum(axis=1)
+        ...         return EvalResult(fitness, fitness[:, None], {"density": fitness * 0 + 1})
+        >>> population = Population(params={"w": jnp.arange(10.0).reshape(5, 2)},
+        ...                         masks={"w": jnp.ones((5, 2), bool)}, rates=jnp.zeros((5, 2)))
+        >>> task = ShardedTask(SumTask(), make_mesh(1))  # make_mesh(): every local device
+        >>> task.axis_name, task.num_devices, task.method
+        ('batch', 1, 'shard_map')
+        >>> jax.jit(task.evaluate)(jax.random.key(0), population).fitness  # [P], as SumTask's
+        Array([ 1.,  5.,  9., 13., 17.], dtype=float32)
     """
 
     task: Any
@@ -254,9 +288,27 @@ class ChunkedTask(_TaskWrapper):
     results are dropped. Results equal the unchunked evaluation for tasks with common random
     numbers, up to the last bits where XLA picks other kernels for the chunk size.
 
+    Every other attribute (``spec``, ``maskable()``, ``init_params``, ``descriptor_bounds``,
+    ...) is the wrapped task's.
+
     Attributes:
         task: the wrapped task.
         chunk_size: individuals per chunk (>= 1).
+
+    Raises:
+        ValueError: ``chunk_size`` is not a positive int.
+
+    Examples:
+        >>> from synprune_jax.types import EvalResult, Population
+        >>> class SumTask:  # a toy task: the fitness is the sum of the weights
+        ...     def evaluate(self, key, population):
+        ...         fitness = population.params["w"].sum(axis=1)
+        ...         return EvalResult(fitness, fitness[:, None], {"density": fitness * 0 + 1})
+        >>> population = Population(params={"w": jnp.arange(10.0).reshape(5, 2)},
+        ...                         masks={"w": jnp.ones((5, 2), bool)}, rates=jnp.zeros((5, 2)))
+        >>> task = ChunkedTask(SumTask(), chunk_size=2)  # 3 chunks, the last padded with row 0
+        >>> jax.jit(task.evaluate)(jax.random.key(0), population).fitness  # [P], as SumTask's
+        Array([ 1.,  5.,  9., 13., 17.], dtype=float32)
     """
 
     task: Any

@@ -59,6 +59,22 @@ class FitResult(struct.PyTreeNode):
             once stopped); NaN without ``validation_loss_fn``.
         best_validation_loss: float32, the lowest of them (``+inf`` without validation).
         epochs_run: int32, epochs that updated the parameters (``E`` unless stopped early).
+
+    A pytree: a ``vmap`` of :func:`fit` returns one with a leading axis on every leaf.
+
+    Examples:
+        >>> import optax
+        >>> data = jnp.ones((10, 3))  # N = 10 examples of 3 features
+        >>> loss_fn = lambda w, batch: jnp.mean((batch @ w) ** 2)
+        >>> result = jax.eval_shape(  # shapes and dtypes only: nothing is compiled or trained
+        ...     lambda key: fit(key, jnp.zeros(3), data, loss_fn, optax.sgd(0.1), batch_size=4,
+        ...                     num_epochs=5),
+        ...     jax.random.key(0),
+        ... )
+        >>> result.params.shape, result.losses.shape, result.validation_losses.shape  # M = 2
+        ((3,), (5, 2), (5,))
+        >>> result.losses.dtype, result.best_validation_loss.dtype, result.epochs_run.dtype
+        (dtype('float32'), dtype('float32'), dtype('int32'))
     """
 
     params: PyTree
@@ -138,7 +154,26 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
-        ValueError / TypeError: inconsistent arguments (at trace time).
+        TypeError: ``key`` is not a typed PRNG key (``jax.random.key``, not
+            ``jax.random.PRNGKey``).
+        ValueError: inconsistent arguments (at trace time): no ``num_epochs`` with a single
+            key, or one that disagrees with ``[E]`` keys; ``data`` without arrays or without a
+            shared leading axis; ``batch_size`` not in ``[1, N]``; ``accumulate`` without
+            ``has_aux``; ``patience`` not a positive int, or without ``validation_loss_fn``.
+
+    Examples:
+        >>> import optax
+        >>> data = jnp.array([1.0, 2.0, 3.0, 4.0])
+        >>> loss_fn = lambda w, batch: jnp.sum(w * batch)  # an epoch moves w by -10
+        >>> result = fit(jax.random.key(0), jnp.float32(0.0), data, loss_fn, optax.sgd(1.0),
+        ...              batch_size=2, num_epochs=4,
+        ...              validation_loss_fn=lambda w: jnp.abs(w + 10.0), patience=1)
+        >>> result.validation_losses.tolist()  # w = -10, -20, then frozen at -20 (stopped)
+        [0.0, 10.0, 10.0, 10.0]
+        >>> float(result.params), int(result.epochs_run), float(result.best_validation_loss)
+        (-10.0, 2, 0.0)
+        >>> jnp.isnan(result.losses).all(axis=1).tolist()  # [E, M]: NaN once stopped
+        [False, False, True, True]
     """
     epoch_keys = _epoch_keys(key, num_epochs)
     num_epochs = epoch_keys.shape[0]

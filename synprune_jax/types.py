@@ -31,6 +31,22 @@ class Population(struct.PyTreeNode):
         rates: ``[P, 2]`` float32, each individual's own ``(p_disconnect, p_connect)`` for the
             prune / reconnect flip mutation. With fixed rates every row equals the configured pair;
             with self-adaptive rates each individual carries and passes on its own.
+
+    One individual is the same container without the population axis (``rates`` ``[2]``):
+    ``population[i]`` indexes every leaf, and the variation operators work on one individual
+    (``jax.vmap`` them over a population).
+
+    Examples:
+        >>> population = Population(
+        ...     params={"w": jnp.zeros((4, 3))},  # P = 4 networks of 3 weights
+        ...     masks={"w": jnp.ones((4, 3), bool)},
+        ...     rates=jnp.full((4, 2), 0.5),
+        ... )
+        >>> population.size
+        4
+        >>> one = population[0]  # one individual: every leaf without its first axis
+        >>> one.params["w"].shape, one.masks["w"].dtype, one.rates.tolist()
+        ((3,), dtype('bool'), [0.5, 0.5])
     """
 
     params: PyTree
@@ -54,6 +70,18 @@ class EvalResult(struct.PyTreeNode):
             enters an archive.
         descriptors: ``[P, D]`` float32 behaviour descriptors.
         extras: dict of ``[P, ...]`` arrays (e.g. ``"density"``, ``"episode_length"``).
+            :func:`~synprune_jax.archives.add` reads ``extras["density"]``.
+
+    Examples:
+        >>> result = EvalResult(
+        ...     fitness=jnp.array([1.5, jnp.nan]),  # the second evaluation failed
+        ...     descriptors=jnp.array([[0.1, 0.2], [0.3, 0.4]]),
+        ...     extras={"density": jnp.array([0.5, 0.25])},
+        ... )
+        >>> result.fitness.shape, result.descriptors.shape, sorted(result.extras)
+        ((2,), (2, 2), ['density'])
+        >>> jnp.isfinite(result.fitness).tolist()  # only the first may enter an archive
+        [True, False]
     """
 
     fitness: jax.Array

@@ -119,6 +119,24 @@ class MutationConfig:
             ``p_disconnect = p_connect = 0`` at less cost (:meth:`check_hyper` refuses nonzero
             rates). Gaussian mutation only (e.g. a direct genotype, or weight search on fixed
             masks).
+
+    Raises:
+        ValueError: ``self_adaptive=True`` with ``flips=False``.
+
+    Examples:
+        >>> config = MutationConfig(forward_prune=False)  # e.g. a direct genotype
+        >>> config.self_adaptive, config.flips
+        (False, True)
+        >>> MutationConfig(flips=False).check_hyper(MutationHyper())  # default rates are not 0
+        Traceback (most recent call last):
+            ...
+        ValueError: flips=False skips the prune / reconnect flips: set p_disconnect and
+        p_connect to 0 (got 0.02 and 0.01)
+        >>> MutationConfig(self_adaptive=True, flips=False)
+        Traceback (most recent call last):
+            ...
+        ValueError: mutation: self-adaptive rates drive the prune / reconnect flips;
+        flips=False needs self_adaptive=False
     """
 
     self_adaptive: bool = False
@@ -185,7 +203,44 @@ def mutate(
     hyper: MutationHyper,
     spec: MLPSpec | None = None,
 ) -> Population:
-    """Composite mutation of one individual (``rates`` has shape ``[2]``); see module docstring."""
+    """Composite mutation of one individual; see the module docstring for the steps.
+
+    For a batch of offspring, ``jax.vmap`` a closure over ``(key, individual)`` that fixes the
+    other arguments (as the emitters do).
+
+    Args:
+        key: PRNG key.
+        individual: ONE individual: params and masks without a population axis, ``rates`` of
+            shape ``[2]`` float32.
+        maskable: pytree of Python bools with the structure of the params (the task's
+            ``maskable()``): which leaves the flips touch.
+        config: the static structure (:class:`MutationConfig`).
+        hyper: the numeric knobs (:class:`MutationHyper`; traced is fine).
+        spec: the network, needed by ``config.forward_prune``.
+
+    Returns:
+        The child, a :class:`~synprune_jax.types.Population` of one individual with the
+        parent's shapes: mutated params and masks, and ``rates`` ``[2]`` float32, either the
+        redrawn parent's (self-adaptive) or ``(hyper.p_disconnect, hyper.p_connect)``.
+
+    Raises:
+        ValueError: ``config.forward_prune`` without ``spec`` (at trace time).
+
+    Examples:
+        >>> parent = Population(params={"w": jnp.zeros(4)}, rates=jnp.zeros(2),
+        ...                     masks={"w": jnp.array([True, True, False, False])})
+        >>> config = MutationConfig(forward_prune=False)  # static: closed over
+        >>> child_of = jax.jit(lambda key, parent, hyper: mutate(key, parent, {"w": True},
+        ...                                                      config, hyper))
+        >>> hyper = MutationHyper(sigma=0.1, p_disconnect=0.0, p_connect=0.0)  # no flips
+        >>> child = child_of(jax.random.key(0), parent, hyper)
+        >>> child.masks["w"].tolist()
+        [True, True, False, False]
+        >>> (child.params["w"] != 0.0).tolist()  # only the active weights got noise
+        [True, True, False, False]
+        >>> child.rates.tolist()  # fixed rates: (hyper.p_disconnect, hyper.p_connect)
+        [0.0, 0.0]
+    """
     key_rates, key_flip, key_gauss = jax.random.split(key, 3)
     if config.self_adaptive:
         rates = redraw_rates(

@@ -122,6 +122,10 @@ class MutationEmitter:
     ``sample(key_parents, archive, batch_size)`` picks the parents, child ``i`` is mutated with
     ``split(key_mutate, batch_size)[i]``.
 
+    ``emit(key, archive, None, hyper)`` returns ``(offspring, None)``, the offspring a
+    :class:`~synprune_jax.types.Population` whose leaves are ``[batch_size, ...]`` (rates
+    ``[batch_size, 2]`` float32); ``hyper`` is a ``MutationHyper`` or has one as ``mutation``.
+
     Args:
         task: the task (its ``maskable()`` and, for forward pruning, its ``spec``).
         batch_size: offspring per generation.
@@ -129,6 +133,31 @@ class MutationEmitter:
         mutation_block: mutate the offspring this many at a time (``lax.map``; the same
             offspring as one ``vmap``, with less scratch memory, slower) instead of all at once
             (``None``).
+
+    Raises:
+        ValueError: ``batch_size`` is not an integer >= 1, ``mutation_block`` is not None or an
+            integer >= 1, or ``mutation.forward_prune`` meets a task without an MLP network.
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec, init_archive
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> from synprune_jax.types import Population
+        >>> task = KinematicArm(num_joints=3)  # genes {"angles": [3]}, a direct genotype
+        >>> one = Population({"angles": jnp.zeros(3)}, {"angles": jnp.ones(3, bool)}, jnp.zeros(2))
+        >>> archive = init_archive(GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)), one)  # 4 cells
+        >>> MutationEmitter(task, batch_size=4)  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: mutation.forward_prune needs an MLP network; this task has a direct genotype
+        (set forward_prune=False)
+        >>> no_forward = MutationConfig(forward_prune=False)
+        >>> emitter = MutationEmitter(task, batch_size=4, mutation=no_forward)
+        >>> hyper = emitter.default_hyper
+        >>> emitter.init(archive, hyper) is None  # stateless
+        True
+        >>> offspring, state = jax.eval_shape(emitter.emit, jax.random.key(0), archive, None, hyper)
+        >>> jax.tree.map(jnp.shape, offspring), state  # shapes only, nothing runs
+        (Population(params={'angles': (4, 3)}, masks={'angles': (4, 3)}, rates=(4, 2)), None)
     """
 
     task: Any
@@ -197,6 +226,20 @@ class ESEmitterConfig:
         restart_every: generations between re-centrings on a new elite.
         use_mutation_emitter: read by :func:`~synprune_jax.algorithms.map_elites.MapElitesES`:
             mix the ES emitter with the mutation emitter (True) or use it alone (False).
+
+    Raises:
+        ValueError: an unknown or population-based ``strategy``, ``population_size`` < 2, or
+            ``restart_every`` < 1 (``optimizer`` and ``search_space`` are checked when
+            :class:`ESEmitter` builds the strategy).
+
+    Examples:
+        >>> config = ESEmitterConfig(population_size=8, restart_every=5)
+        >>> config.strategy, config.search_space, config.use_mutation_emitter
+        ('open_es', 'unmasked', True)
+        >>> ESEmitterConfig(strategy="de")
+        Traceback (most recent call last):
+        ...
+        ValueError: the ES emitter needs a distribution-based strategy, got 'de'
     """
 
     strategy: str = "open_es"
@@ -222,11 +265,25 @@ class ESEmitterConfig:
 class MapElitesESHyper(struct.PyTreeNode):
     """Traced hyper-parameters of MAP-Elites with an ES emitter (what a sweep may vmap over).
 
+    A ``flax.struct`` pytree of scalars (``[R]`` arrays for ``R`` stacked runs); nothing is
+    checked here: :func:`validate_es_hyper` checks ``sigma_init`` and ``learning_rate``.
+
     Attributes:
         mutation: :class:`~synprune_jax.variation.MutationHyper` of the mutation emitter and of
             the archive's random seeding.
-        sigma_init: the ES emitter's initial search std.
-        learning_rate: the ES emitter's optimizer step.
+        sigma_init: the ES emitter's initial search std (> 0).
+        learning_rate: the ES emitter's optimizer step (> 0).
+
+    Examples:
+        >>> hyper = MapElitesESHyper(sigma_init=0.1)
+        >>> jax.tree.leaves(hyper)  # the mutation's six knobs, then sigma_init, learning_rate
+        [0.05, 0.02, 0.01, 0.1, 0.0001, 0.2, 0.1, 0.05]
+        >>> mutation_hyper(hyper) is hyper.mutation  # what the mutation emitter reads
+        True
+        >>> validate_es_hyper(hyper.replace(learning_rate=0.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: sigma_init and learning_rate must be > 0
     """
 
     mutation: MutationHyper = struct.field(default_factory=MutationHyper)
@@ -274,9 +331,40 @@ class ESEmitter:
     strategy's ``init(key_init, ...)``. Reads ``hyper.sigma_init`` and ``hyper.learning_rate``
     (:class:`MapElitesESHyper`; :meth:`strategy`).
 
+    ``init(archive, hyper)`` returns an :class:`ESEmitterState`; ``emit(key, archive, state,
+    hyper)`` returns ``(offspring, state)``, the offspring a
+    :class:`~synprune_jax.types.Population` with leaves ``[population_size, ...]``.
+
     Args:
         config: :class:`ESEmitterConfig`.
         task: the task (its parameter template fixes the search dimension ``N``).
+
+    Attributes:
+        adapter: the :class:`~synprune_jax.algorithms.es.MaskedStrategy` built with
+            :class:`MapElitesESHyper`'s default values (:meth:`strategy` rebinds it).
+
+    Raises:
+        ValueError: an unknown ``config.search_space`` or ``config.optimizer`` (from
+            :class:`~synprune_jax.algorithms.es.MaskedStrategy`).
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec, init_archive
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> from synprune_jax.types import Population
+        >>> task = KinematicArm(num_joints=3)  # genes {"angles": [3]}, a direct genotype
+        >>> one = Population({"angles": jnp.zeros(3)}, {"angles": jnp.ones(3, bool)}, jnp.zeros(2))
+        >>> archive = init_archive(GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)), one)  # 4 cells
+        >>> emitter = ESEmitter(ESEmitterConfig(population_size=4), task)
+        >>> emitter.batch_size, emitter.adapter.num_dims  # P = 4 samples of N = 3 parameters
+        (4, 3)
+        >>> emitter.check_hyper(MutationHyper())  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        TypeError: the ES emitter reads hyper fields ['sigma_init', 'learning_rate'];
+        MutationHyper has none (use MapElitesESHyper)
+        >>> state = emitter.init(archive, emitter.default_hyper)  # zeros, due for centring
+        >>> jax.tree.map(jnp.shape, state.replace(strategy=None)), int(state.age)
+        (ESEmitterState(strategy=None, masks={'angles': (3,)}, rates=(2,), age=()), 10)
     """
 
     config: ESEmitterConfig
@@ -398,8 +486,42 @@ class MixEmitter:
     Metrics are merged; a name reported by several emitters gets the emitter's index appended
     (``es_max_fitness_1``).
 
+    ``emit(key, archive, state, hyper)`` returns ``(offspring, state)``, the offspring a
+    :class:`~synprune_jax.types.Population` with leaves ``[batch_size, ...]`` (the sum of the
+    emitters' batch sizes); ``update`` returns ``(state, metrics)``.
+
     Args:
         emitters: a tuple of emitters (at least one).
+
+    Raises:
+        TypeError: ``emitters`` is not a non-empty tuple.
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec, init_archive
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> from synprune_jax.types import Population
+        >>> task = KinematicArm(num_joints=3)  # genes {"angles": [3]}, a direct genotype
+        >>> one = Population({"angles": jnp.zeros(3)}, {"angles": jnp.ones(3, bool)}, jnp.zeros(2))
+        >>> archive = init_archive(GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)), one)  # 4 cells
+        >>> no_forward = MutationConfig(forward_prune=False)
+        >>> mutation = MutationEmitter(task, batch_size=4, mutation=no_forward)
+        >>> emitter = MixEmitter((mutation, ESEmitter(ESEmitterConfig(population_size=2), task)))
+        >>> emitter.batch_size  # 4 mutated, then 2 ES offspring
+        6
+        >>> hyper = emitter.default_hyper  # the one both can read
+        >>> type(hyper).__name__
+        'MapElitesESHyper'
+        >>> state = emitter.init(archive, hyper)
+        >>> state[0], type(state[1]).__name__
+        (None, 'ESEmitterState')
+        >>> key = jax.random.key(0)
+        >>> offspring, state = jax.eval_shape(emitter.emit, key, archive, state, hyper)
+        >>> jax.tree.map(jnp.shape, offspring)  # shapes only, nothing runs
+        Population(params={'angles': (6, 3)}, masks={'angles': (6, 3)}, rates=(6, 2))
+        >>> MixEmitter([mutation])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: emitters must be a non-empty tuple, got [MutationEmitter(...)]
     """
 
     emitters: tuple
@@ -438,6 +560,7 @@ class MixEmitter:
             emitter.check_hyper(hyper)
 
     def init(self, archive: Archive, hyper: Any) -> tuple | None:
+        """The tuple of the emitters' ``init`` states, or ``None`` when every one is ``None``."""
         states = tuple(emitter.init(archive, hyper) for emitter in self.emitters)
         return None if all(state is None for state in states) else states
 

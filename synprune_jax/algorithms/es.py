@@ -151,6 +151,38 @@ class MaskedStrategy:
         strategy_kwargs: extra constructor arguments passed to evosax unchanged (they override
             the ones above, e.g. ``{"std_schedule": my_schedule}``).
         params_overrides: fields of the strategy's ``default_params`` to replace.
+
+    Attributes:
+        name: the ``strategy`` name as given.
+        search_space: ``"all"`` or ``"unmasked"``.
+        population_size: ``P`` (int).
+        population_based: True for evosax's population-based strategies (GA, DE, PSO, ...):
+            :meth:`init` then needs an evaluated initial population.
+        num_dims: ``N``, the number of parameters of one network.
+        unravel: ``[N]`` -> one network's params (the inverse of :meth:`ravel`).
+        es: the evosax instance.
+        params: its params (``default_params`` with ``std_init`` and the overrides).
+
+    Raises:
+        ValueError: an unknown ``strategy``, ``search_space`` or ``optimizer`` name,
+            ``population_size`` < 2, ``strategy_kwargs`` the evosax class does not accept, or
+            ``params_overrides`` naming fields its params lack.
+
+    Examples:
+        >>> strategy = MaskedStrategy("open_es", 4, {"w": jnp.zeros(3)})  # P = 4, N = 3
+        >>> strategy.num_dims, strategy.population_based, strategy.search_space
+        (3, False, 'unmasked')
+        >>> masks = {"w": jnp.array([True, False, True])}
+        >>> state = strategy.init(jax.random.key(0), {"w": jnp.ones(3)}, masks)
+        >>> strategy.mean(state)  # centred on the network, projected onto its mask
+        {'w': Array([1., 0., 1.], dtype=float32)}
+        >>> samples, _ = jax.eval_shape(strategy.ask, jax.random.key(1), state, masks)
+        >>> samples.shape  # [P, N], masked coordinates 0 (shapes only, nothing runs)
+        (4, 3)
+        >>> MaskedStrategy("open_es", 4, {"w": jnp.zeros(3)}, search_space="masked")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown search_space 'masked'; valid: ['all', 'unmasked']
     """
 
     def __init__(
@@ -360,6 +392,20 @@ class ESConfig:
         prune_end: generation at which linear / cubic schedules reach ``target_density``.
         prune_scope: ``"layer"`` or ``"global"``.
         evaluate_mean: also evaluate the mean network every generation (one more individual).
+
+    Raises:
+        ValueError: an unknown strategy or option name, or a value out of range
+            (``population_size`` < 2, odd with OpenES; ``sigma_decay`` outside (0, 1];
+            ``prune_every`` < 0; not ``0 <= prune_start < prune_end``).
+
+    Examples:
+        >>> config = ESConfig(strategy="cma_es", population_size=6, prune_every=5)
+        >>> strategy_class(config.strategy).__name__, config.prune_schedule, config.evaluate_mean
+        ('CMA_ES', 'constant', True)
+        >>> ESConfig(population_size=5)
+        Traceback (most recent call last):
+        ...
+        ValueError: OpenES needs an even population_size, got 5
     """
 
     strategy: str = "open_es"
@@ -421,6 +467,19 @@ class ESHyper(struct.PyTreeNode):
         init_density: density of the initial mask, exact per layer (in (0, 1]; 1.0 = dense).
         prune_amount: ``"constant"`` schedule: fraction of active weights removed per prune.
         target_density: density never pruned below (end of the schedules).
+
+    Examples:
+        >>> hyper = ESHyper(sigma_init=0.1)
+        >>> jax.tree.leaves(hyper)  # in field order
+        [0.1, 0.0, 0.01, 1.0, 0.1, 0.1]
+        >>> runs = jax.tree.map(lambda *v: jnp.stack(v), ESHyper(), hyper)  # two runs stacked
+        >>> runs.sigma_init.shape
+        (2,)
+        >>> validate_hyper(runs)  # stacked (or traced) values are not checked here
+        >>> validate_hyper(hyper.replace(init_density=0.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: init_density must be in (0, 1], got 0.0
     """
 
     sigma_init: float = 0.05
@@ -480,7 +539,18 @@ class ESState(struct.PyTreeNode):
         best_masks: its masks.
         best_fitness: its fitness (float32 scalar, ``-inf`` before the first evaluation).
         generation: int32 scalar.
-        num_evaluations: int32 scalar.
+        num_evaluations: int32 scalar (``P``, plus one with ``evaluate_mean``, per generation;
+            population-based strategies also count their ``P`` initial members).
+
+    Examples:
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> algorithm = MaskedES(ESConfig(population_size=4), KinematicArm(num_joints=3))
+        >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
+        >>> jax.tree.map(jnp.shape, state.replace(strategy=None))  # doctest: +NORMALIZE_WHITESPACE
+        ESState(strategy=None, masks={'angles': (3,)}, best_params={'angles': (3,)},
+                best_masks={'angles': (3,)}, best_fitness=(), generation=(), num_evaluations=())
+        >>> state.strategy.mean.shape, state.masks["angles"].dtype  # evosax's state: [N] vectors
+        ((3,), dtype('bool'))
     """
 
     strategy: Any
@@ -502,6 +572,11 @@ class MaskedES:
     value (``config``, ``task``, the extra evosax arguments): runs that differ only in their
     :class:`ESHyper` share one compiled program.
 
+    ``init(key, hyper)`` returns an :class:`ESState`; ``step(key, state, hyper)`` returns
+    ``(state, metrics)``, a dict of scalars: ``max_fitness``, ``mean_fitness`` (of the ``P``
+    samples), ``best_fitness``, ``density``, ``active_weights``, ``mean_std``,
+    ``num_evaluations`` (after the step) and, with ``evaluate_mean``, ``mean_network_fitness``.
+
     Args:
         config: :class:`ESConfig`.
         task: the evaluation task.
@@ -512,6 +587,28 @@ class MaskedES:
         adapter: the :class:`MaskedStrategy`, built with :attr:`default_hyper`'s values;
             :meth:`strategy_for` binds it to a run's hyper-parameters.
         maskable: the task's maskable-leaf flags.
+
+    Raises:
+        ValueError: ``strategy_kwargs`` the evosax class does not accept, or
+            ``params_overrides`` naming fields its params lack (:class:`MaskedStrategy`).
+
+    Examples:
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> algorithm = MaskedES(ESConfig(population_size=4), KinematicArm(num_joints=3))
+        >>> algorithm.adapter.num_dims, algorithm.default_hyper.sigma_init
+        (3, 0.05)
+        >>> algorithm.strategy_for(algorithm.default_hyper) is algorithm.adapter  # nothing rebuilt
+        True
+        >>> key, hyper = jax.random.key(0), algorithm.default_hyper
+        >>> state = jax.eval_shape(algorithm.init, key, hyper)  # shapes only, nothing runs
+        >>> _, metrics = jax.eval_shape(algorithm.step, key, state, hyper)
+        >>> sorted(metrics)  # doctest: +NORMALIZE_WHITESPACE
+        ['active_weights', 'best_fitness', 'density', 'max_fitness', 'mean_fitness',
+         'mean_network_fitness', 'mean_std', 'num_evaluations']
+        >>> algorithm.init(key, hyper.replace(sigma_init=0.0))  # checked before anything runs
+        Traceback (most recent call last):
+        ...
+        ValueError: sigma_init must be > 0, got 0.0
     """
 
     config: ESConfig

@@ -60,6 +60,20 @@ class GAConfig:
         init_beta_b: ``b`` of that distribution.
         init_per_layer: each layer draws its own density (else one per network).
         exact_init_density: initial masks keep exactly ``round(d * size)`` connections.
+
+    Raises:
+        ValueError: ``population_size`` < 2, an ``elite_fraction`` that keeps no elite or the
+            whole population, an unknown ``crossover`` or ``init``, or a Beta parameter <= 0.
+
+    Examples:
+        >>> GAConfig(population_size=8).num_elites  # the best half
+        4
+        >>> GAConfig(population_size=10, elite_fraction=0.2, crossover="uniform").num_elites
+        2
+        >>> GAConfig(population_size=8, elite_fraction=0.05)
+        Traceback (most recent call last):
+        ...
+        ValueError: elite_fraction 0.05 keeps 0 of 8; it must keep between 1 and P - 1
     """
 
     population_size: int = 128
@@ -89,15 +103,33 @@ class GAConfig:
 
     @property
     def num_elites(self) -> int:
+        """``E = round(elite_fraction * population_size)``."""
         return int(round(self.elite_fraction * self.population_size))
 
 
 class GAHyper(struct.PyTreeNode):
     """Numeric knobs of :class:`TruncationGA` (scalars; a sweep stacks them on a run axis).
 
+    A ``flax.struct`` pytree whose leaves are the mutation's knobs, then ``crossover_rate``.
+    Nothing is checked here: :func:`validate_hyper` (called by :meth:`TruncationGA.init`)
+    checks a concrete ``crossover_rate``.
+
     Attributes:
         mutation: :class:`~synprune_jax.variation.MutationHyper` of the core mutation.
-        crossover_rate: probability that a child is produced by crossover (in [0, 1]).
+        crossover_rate: probability that a child is produced by crossover (in [0, 1]; unused
+            with ``crossover="none"``).
+
+    Examples:
+        >>> hyper = GAHyper(crossover_rate=0.3)
+        >>> jax.tree.leaves(hyper)  # mutation's sigma, p_disconnect, ..., then crossover_rate
+        [0.05, 0.02, 0.01, 0.1, 0.0001, 0.2, 0.3]
+        >>> runs = jax.tree.map(lambda *v: jnp.stack(v), GAHyper(), hyper)  # two runs stacked
+        >>> runs.crossover_rate.shape, runs.mutation.sigma.shape
+        ((2,), (2,))
+        >>> validate_hyper(GAHyper(crossover_rate=1.5))
+        Traceback (most recent call last):
+        ...
+        ValueError: crossover_rate must be in [0, 1], got 1.5
     """
 
     mutation: MutationHyper = dataclasses.field(default_factory=MutationHyper)
@@ -116,13 +148,28 @@ def validate_hyper(hyper: GAHyper) -> None:
 
 
 class GAState(struct.PyTreeNode):
-    """GA state (no PRNG keys).
+    """GA state (no PRNG keys; :meth:`TruncationGA.init` makes it, :meth:`TruncationGA.step`
+    advances it).
 
     Attributes:
-        population: ``P`` individuals (params, masks, rates ``[P, 2]``).
+        population: ``P`` individuals (:class:`~synprune_jax.types.Population`: params and
+            bool masks with leaves ``[P, ...]``, float32 rates ``[P, 2]``); after a step the
+            ``E`` elites come first, best first, then the children.
         fitness: ``[P]`` float32 (non-finite = invalid, ranked last).
         generation: int32 scalar.
-        num_evaluations: int32 scalar.
+        num_evaluations: int32 scalar (``P`` after init, plus ``P - E`` per step).
+
+    Examples:
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> config = GAConfig(population_size=4, mutation=MutationConfig(forward_prune=False))
+        >>> algorithm = TruncationGA(config, KinematicArm(num_joints=3))  # genes {"angles": [3]}
+        >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
+        >>> jax.tree.map(jnp.shape, state)  # doctest: +NORMALIZE_WHITESPACE
+        GAState(population=Population(params={'angles': (4, 3)}, masks={'angles': (4, 3)},
+                                      rates=(4, 2)),
+                fitness=(4,), generation=(), num_evaluations=())
+        >>> state.population.masks["angles"].dtype, state.fitness.dtype
+        (dtype('bool'), dtype('float32'))
     """
 
     population: Population
@@ -169,6 +216,11 @@ class TruncationGA:
     Holds only static structure and compares by value (``config``, ``task`` and the digest of
     the elites), so runs that differ only in their :class:`GAHyper` share one compiled program.
 
+    ``init(key, hyper)`` returns a :class:`GAState`; ``step(key, state, hyper)`` returns
+    ``(state, metrics)``, the metrics being scalars ``max_fitness``, ``mean_fitness``,
+    ``children_max_fitness``, ``best_density``, ``mean_density``, ``num_invalid`` (int32) and
+    ``num_evaluations`` (int32, after the step).
+
     Args:
         config: :class:`GAConfig`.
         task: evaluation task.
@@ -180,6 +232,25 @@ class TruncationGA:
     Raises:
         ValueError: ``forward_prune`` on a direct genotype; ``init="archive"`` without elites,
             or elites whose networks differ from the task's.
+
+    Examples:
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> task = KinematicArm(num_joints=3)  # a direct genotype: no forward pruning
+        >>> TruncationGA(GAConfig(population_size=4), task)  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: mutation.forward_prune needs an MLP network; this task has a direct genotype
+        (set forward_prune=False)
+        >>> config = GAConfig(population_size=4, mutation=MutationConfig(forward_prune=False))
+        >>> algorithm = TruncationGA(config, task)
+        >>> algorithm.default_hyper.crossover_rate, config.num_elites
+        (0.5, 2)
+        >>> key, hyper = jax.random.key(0), algorithm.default_hyper
+        >>> state = jax.eval_shape(algorithm.init, key, hyper)  # shapes only, nothing runs
+        >>> _, metrics = jax.eval_shape(algorithm.step, key, state, hyper)
+        >>> sorted(metrics)  # doctest: +NORMALIZE_WHITESPACE
+        ['best_density', 'children_max_fitness', 'max_fitness', 'mean_density', 'mean_fitness',
+         'num_evaluations', 'num_invalid']
     """
 
     config: GAConfig

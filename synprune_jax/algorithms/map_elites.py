@@ -75,6 +75,21 @@ class MapElitesConfig:
         density_bands: densities at which the best fitness is reported each generation.
         mutation_block: the mutation emitter's ``mutation_block`` (:class:`MutationEmitter`):
             mutate the offspring this many at a time (``None``: all at once).
+
+    Raises:
+        TypeError: ``archive`` is not a ``GridSpec`` or ``CVTSpec``.
+        ValueError: ``batch_size`` or ``initial_batch_size`` < 1, a Beta parameter <= 0, a
+            density band outside (0, 1], or a ``mutation_block`` that is not None or >= 1.
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec
+        >>> config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4, 4)), batch_size=8)
+        >>> config.initial_batch_size, config.archive.num_descriptors, config.density_bands
+        (None, 2, (0.1, 0.25, 0.5, 1.0))
+        >>> MapElitesConfig(archive=(4, 4))
+        Traceback (most recent call last):
+        ...
+        TypeError: archive must be a GridSpec or CVTSpec, got <class 'tuple'>
     """
 
     archive: ArchiveSpec
@@ -108,6 +123,28 @@ class MapElitesState(struct.PyTreeNode):
 
     With an emitter that has state (its ``init`` returns other than ``None``) the state is a
     :class:`MapElitesEmitterState`, which adds ``emitter_state``.
+
+    Attributes:
+        archive: the :class:`~synprune_jax.archives.Archive` of ``C`` cells (genome leaves
+            ``[C, ...]``, ``fitness [C]`` float32 with ``-inf`` in empty cells,
+            ``descriptors [C, D]``, ``density [C]``, ``centroids [C, D]``).
+        generation: int32 scalar, generations stepped.
+        num_evaluations: int32 scalar, individuals evaluated (the seeding batch included).
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)), batch_size=4,
+        ...                          mutation=MutationConfig(forward_prune=False))
+        >>> algorithm = MapElites(config, KinematicArm(num_joints=3))  # genes {"angles": [3]}
+        >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
+        >>> jax.tree.map(jnp.shape, state)  # doctest: +NORMALIZE_WHITESPACE
+        MapElitesState(archive=Archive(genomes=Population(params={'angles': (4, 3)},
+                                                          masks={'angles': (4, 3)},
+                                                          rates=(4, 2)),
+                                       fitness=(4,), descriptors=(4, 2), density=(4,),
+                                       centroids=(4, 2)),
+                       generation=(), num_evaluations=())
     """
 
     archive: Archive
@@ -188,7 +225,10 @@ class MapElites:
     """MAP-Elites synaptic pruning on a task (the runner's ``Algorithm`` protocol).
 
     Static and hashable (equal ``config``, ``task`` and ``emitter``: one compiled program); the
-    numeric knobs are the hyper passed to every call.
+    numeric knobs are the hyper passed to every call. ``init(key, hyper)`` returns a
+    :class:`MapElitesState`; ``step(key, state, hyper)`` returns ``(state, metrics)``, a dict of
+    scalars: the archive's QD metrics (:func:`~synprune_jax.archives.qd_metrics`), the
+    offspring's, then the emitter's.
 
     Args:
         config: :class:`MapElitesConfig`.
@@ -196,6 +236,36 @@ class MapElites:
         emitter: where offspring come from (:mod:`synprune_jax.algorithms.emitters`); ``None``
             (the default) means ``mutation_emitter(config, task)``, and the hyper is then a
             :class:`~synprune_jax.variation.MutationHyper`.
+
+    Raises:
+        ValueError: the archive's descriptor dimension differs from the task's, or
+            ``config.mutation.forward_prune`` meets a task without an MLP network.
+        TypeError: the emitter lacks ``init``, ``emit``, ``update`` or ``check_hyper``.
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> task = KinematicArm(num_joints=3)  # descriptors: the tip's x and y
+        >>> one_dimension = MapElitesConfig(archive=GridSpec((0.0,), (1.0,), (4,)))
+        >>> MapElites(one_dimension, task)  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: the archive has 1 descriptor dimensions but the task produces 2:
+        ['end_effector_x', 'end_effector_y']
+        >>> config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)), batch_size=4,
+        ...                          mutation=MutationConfig(forward_prune=False))
+        >>> algorithm = MapElites(config, task)
+        >>> type(algorithm.emitter).__name__, algorithm.default_hyper.sigma
+        ('MutationEmitter', 0.05)
+        >>> key, hyper = jax.random.key(0), algorithm.default_hyper
+        >>> state = jax.eval_shape(algorithm.init, key, hyper)  # shapes only, nothing runs
+        >>> _, metrics = jax.eval_shape(algorithm.step, key, state, hyper)
+        >>> sorted(metrics)  # doctest: +NORMALIZE_WHITESPACE
+        ['best_fitness_density_le_10', 'best_fitness_density_le_100',
+         'best_fitness_density_le_25', 'best_fitness_density_le_50', 'coverage', 'max_fitness',
+         'mean_fitness', 'mean_p_connect', 'mean_p_disconnect', 'num_evaluations', 'num_filled',
+         'num_inserted', 'num_invalid', 'offspring_max_fitness', 'offspring_mean_density',
+         'qd_score']
     """
 
     config: MapElitesConfig
@@ -230,6 +300,9 @@ class MapElites:
         """Seeds an archive with ``initial_batch_size`` random individuals, then the emitter.
 
         Draws: ``key_population, key_eval = split(key)``; the emitter's ``init`` takes no key.
+
+        Raises:
+            TypeError: the emitter cannot read ``hyper`` (its ``check_hyper``).
         """
         config, task = self.config, self.task
         self.emitter.check_hyper(hyper)
@@ -251,7 +324,11 @@ class MapElites:
         self, key: jax.Array, state: MapElitesState, hyper
     ) -> tuple[MapElitesState, dict[str, jax.Array]]:
         """One generation: emit, evaluate, insert, update the emitter. Pure; the caller jits /
-        scans it. Metrics: the archive's QD metrics, the offspring's, then the emitter's."""
+        scans it. Metrics: the archive's QD metrics, the offspring's, then the emitter's.
+
+        Raises:
+            ValueError: the emitter reports a metric named like one of MAP-Elites' own.
+        """
         config, task, emitter = self.config, self.task, self.emitter
         key_emit, key_eval = jax.random.split(key)
         emitter_state = getattr(state, "emitter_state", None)
@@ -285,10 +362,40 @@ def MapElitesES(config: MapElitesConfig, emitter: ESEmitterConfig, task) -> MapE
     A :class:`MapElites` whose emitter is ``MixEmitter((mutation_emitter(config, task),
     ESEmitter(emitter, task)))`` when ``emitter.use_mutation_emitter`` (``config.batch_size``
     mutated and ``emitter.population_size`` ES offspring per generation, evaluated in one batch
-    and inserted together), else ``ESEmitter(emitter, task)`` alone (example: the module
+    and inserted together), else ``ESEmitter(emitter, task)`` alone (a run: the module
     docstring of :mod:`~synprune_jax.algorithms.emitters`). Its hyper is a
     :class:`~synprune_jax.algorithms.emitters.MapElitesESHyper`; extra metrics
-    ``es_num_inserted`` and ``es_max_fitness``.
+    ``es_num_inserted`` and ``es_max_fitness``; its state a :class:`MapElitesEmitterState`.
+
+    Args:
+        config: :class:`MapElitesConfig` (archive, seeding and the mutation emitter).
+        emitter: :class:`~synprune_jax.algorithms.emitters.ESEmitterConfig` of the ES emitter.
+        task: the evaluation task.
+
+    Returns:
+        The :class:`MapElites` algorithm.
+
+    Raises:
+        ValueError: what :class:`~synprune_jax.algorithms.emitters.ESEmitter` (an unknown
+            ``search_space`` or ``optimizer``) and :class:`MapElites` raise.
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)), batch_size=4,
+        ...                          mutation=MutationConfig(forward_prune=False))
+        >>> task = KinematicArm(num_joints=3)
+        >>> algorithm = MapElitesES(config, ESEmitterConfig(population_size=6), task)
+        >>> type(algorithm.emitter).__name__, algorithm.emitter.batch_size  # 4 mutated + 6 ES
+        ('MixEmitter', 10)
+        >>> type(algorithm.default_hyper).__name__
+        'MapElitesESHyper'
+        >>> alone = ESEmitterConfig(population_size=6, use_mutation_emitter=False)
+        >>> type(MapElitesES(config, alone, task).emitter).__name__
+        'ESEmitter'
+        >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
+        >>> type(state).__name__, state.emitter_state[1].age.dtype  # (mutation's, ES') states
+        ('MapElitesEmitterState', dtype('int32'))
     """
     es_emitter = ESEmitter(emitter, task)
     if emitter.use_mutation_emitter:

@@ -226,11 +226,25 @@ def objective_names_of(problem, objective_names) -> tuple[str, ...]:
 class NSGA2Hyper(struct.PyTreeNode):
     """Numeric knobs of :class:`NSGA2` (traced: a sweep stacks them on a run axis).
 
+    A ``flax.struct`` pytree: its fields are leaves (scalars, or ``[R]`` arrays for ``R`` stacked
+    runs); a field left at None is an empty subtree. Nothing is checked here:
+    :func:`validate_hyper` checks concrete values.
+
     Attributes:
-        crossover_rate: probability that a pair is recombined (uniform crossover).
-        mutation_rate: bit-flip probability per bit; None means ``1 / L``
+        crossover_rate: probability that a pair is recombined (uniform crossover), in [0, 1].
+        mutation_rate: bit-flip probability per bit, in [0, 1]; None means ``1 / L``
             (:attr:`NSGA2.default_hyper` and :meth:`NSGA2.resolve_hyper` fill it in).
-        problem: the problem's own hyper-parameter pytree, or None.
+        problem: the problem's own hyper-parameter pytree, or None (passed to
+            ``problem.evaluate`` as its third argument when not None).
+
+    Examples:
+        >>> hyper = NSGA2Hyper(crossover_rate=0.8)
+        >>> hyper
+        NSGA2Hyper(crossover_rate=0.8, mutation_rate=None, problem=None)
+        >>> jax.tree.leaves(hyper)  # None fields are empty subtrees
+        [0.8]
+        >>> hyper.replace(mutation_rate=0.25).mutation_rate
+        0.25
     """
 
     crossover_rate: float = 0.9
@@ -253,8 +267,23 @@ class NSGA2Config:
     Attributes:
         population_size: ``P`` (>= 2).
         mode: ``"generational"`` (``P`` children per step) or ``"steady_state"``.
-        num_offspring: children per step in steady-state mode (ignored when generational).
-        memo_capacity: genomes remembered with all their objectives (0 disables the memo).
+        num_offspring: children per step in steady-state mode (>= 1; ignored when
+            generational).
+        memo_capacity: genomes remembered with all their objectives (0 disables the memo;
+            otherwise at least :attr:`offspring_per_step`).
+
+    Raises:
+        ValueError: an unknown ``mode`` or a value out of range (the message names the field).
+
+    Examples:
+        >>> NSGA2Config(population_size=10).offspring_per_step  # generational: P children
+        10
+        >>> NSGA2Config(population_size=10, mode="steady_state", num_offspring=2).offspring_per_step
+        2
+        >>> NSGA2Config(population_size=10, memo_capacity=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: nsga2.memo_capacity must be 0 or at least the children per step
     """
 
     population_size: int = 40
@@ -276,21 +305,39 @@ class NSGA2Config:
 
     @property
     def offspring_per_step(self) -> int:
+        """Children made per step: ``population_size`` (generational) or ``num_offspring``."""
         return self.population_size if self.mode == "generational" else self.num_offspring
 
 
 class NSGA2State(struct.PyTreeNode):
-    """Population and bookkeeping of NSGA-II.
+    """Population and bookkeeping of NSGA-II (a pytree without PRNG keys;
+    :meth:`NSGA2.init` makes it, :meth:`NSGA2.step` advances it).
 
     Attributes:
         genomes: ``[P, L]`` bool.
         objectives: ``[P, M]`` float32 (maximised).
-        ranks: ``[P]`` int32 front index.
-        crowding: ``[P]`` float32 crowding distance.
-        memo: :class:`Memo`.
-        generation: int32.
-        num_evaluations: int32, genomes evaluated by the problem (memo misses, initial
+        ranks: ``[P]`` int32 front index (0: non-dominated).
+        crowding: ``[P]`` float32 crowding distance (``inf`` at the ends of a front).
+        memo: :class:`Memo` of capacity ``C = memo_capacity``.
+        generation: int32 scalar.
+        num_evaluations: int32 scalar, genomes evaluated by the problem (memo misses, initial
             population included).
+
+    Examples:
+        >>> class Lotz:  # leading ones x trailing zeros
+        ...     genome_length, num_objectives = 4, 2
+        ...     def evaluate(self, key, genomes):
+        ...         ones = jnp.cumprod(genomes, axis=1).sum(axis=1)
+        ...         zeros = jnp.cumprod(~genomes[:, ::-1], axis=1).sum(axis=1)
+        ...         return jnp.stack([ones, zeros], axis=1).astype(jnp.float32)
+        >>> algorithm = NSGA2(NSGA2Config(population_size=6, memo_capacity=8), Lotz())
+        >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
+        >>> jax.tree.map(jnp.shape, state)  # doctest: +NORMALIZE_WHITESPACE
+        NSGA2State(genomes=(6, 4), objectives=(6, 2), ranks=(6,), crowding=(6,),
+                   memo=Memo(genomes=(8, 4), objectives=(8, 2), filled=(8,), next_slot=()),
+                   generation=(), num_evaluations=())
+        >>> state.genomes.dtype, state.objectives.dtype, state.ranks.dtype
+        (dtype('bool'), dtype('float32'), dtype('int32'))
     """
 
     genomes: jax.Array
@@ -307,12 +354,41 @@ class NSGA2:
     """NSGA-II for a bit-string problem (see module docstring).
 
     Static structure only (equal config, problem and names compare equal); the rates are the
-    :class:`NSGA2Hyper` of each call.
+    :class:`NSGA2Hyper` of each call. ``init(key, hyper)`` returns an :class:`NSGA2State`;
+    ``step(key, state, hyper)`` returns ``(state, metrics)``, the metrics being int32 / float32
+    scalars ``front_size``, ``max_<name>`` per objective, ``mean_density`` and
+    ``num_evaluations``. Both are pure; the caller jits / scans them.
 
     Args:
         config: :class:`NSGA2Config`.
-        problem: ``genome_length``, ``num_objectives``, ``evaluate`` (hashable).
-        objective_names: names for the metrics (``max_<name>``); default ``objective_<i>``.
+        problem: ``genome_length`` ``L``, ``num_objectives`` ``M`` (>= 2), ``evaluate(key,
+            genomes [B, L] bool) -> [B, M] float32`` (hashable; see module docstring).
+        objective_names: ``M`` names for the metrics (``max_<name>``); default
+            ``objective_<i>``.
+
+    Raises:
+        ValueError: the problem has fewer than two objectives, or ``objective_names`` does not
+            name each of them.
+
+    Examples:
+        >>> class Lotz:  # leading ones x trailing zeros
+        ...     genome_length, num_objectives = 4, 2
+        ...     def evaluate(self, key, genomes):
+        ...         ones = jnp.cumprod(genomes, axis=1).sum(axis=1)
+        ...         zeros = jnp.cumprod(~genomes[:, ::-1], axis=1).sum(axis=1)
+        ...         return jnp.stack([ones, zeros], axis=1).astype(jnp.float32)
+        >>> algorithm = NSGA2(NSGA2Config(population_size=6), Lotz(), ("ones", "zeros"))
+        >>> algorithm.default_hyper  # mutation_rate = 1 / L
+        NSGA2Hyper(crossover_rate=0.9, mutation_rate=0.25, problem=None)
+        >>> key, hyper = jax.random.key(0), algorithm.default_hyper
+        >>> state = jax.eval_shape(algorithm.init, key, hyper)  # shapes only, nothing runs
+        >>> _, metrics = jax.eval_shape(algorithm.step, key, state, hyper)
+        >>> sorted(metrics)
+        ['front_size', 'max_ones', 'max_zeros', 'mean_density', 'num_evaluations']
+        >>> NSGA2(NSGA2Config(), Lotz(), ("ones",))
+        Traceback (most recent call last):
+        ...
+        ValueError: objective_names must name every objective
     """
 
     config: NSGA2Config

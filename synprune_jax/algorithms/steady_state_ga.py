@@ -44,9 +44,25 @@ from synprune_jax.algorithms.nsga2 import (
 class SteadyStateGAHyper(struct.PyTreeNode):
     """Numeric knobs of :class:`SteadyStateGA` (traced: a sweep stacks them on a run axis).
 
+    A ``flax.struct`` pytree: its fields are leaves (scalars, or ``[R]`` arrays for ``R`` stacked
+    runs); a ``problem`` of None is an empty subtree. Nothing is checked here:
+    :func:`validate_hyper` checks concrete values.
+
     Attributes:
-        mutation_probability: probability that a child gets one bit flipped.
-        problem: the problem's own hyper-parameter pytree, or None.
+        mutation_probability: probability that a child gets one bit flipped, in [0, 1].
+        problem: the problem's own hyper-parameter pytree, or None (passed to
+            ``problem.evaluate`` as its third argument when not None).
+
+    Examples:
+        >>> hyper = SteadyStateGAHyper(mutation_probability=0.1)
+        >>> hyper
+        SteadyStateGAHyper(mutation_probability=0.1, problem=None)
+        >>> jax.tree.leaves(hyper)
+        [0.1]
+        >>> validate_hyper(hyper.replace(mutation_probability=1.5))
+        Traceback (most recent call last):
+        ...
+        ValueError: ga.mutation_probability must be in [0, 1]
     """
 
     mutation_probability: float = 0.07
@@ -66,11 +82,26 @@ class SteadyStateGAConfig:
 
     Attributes:
         population_size: ``P`` (>= 2).
-        num_offspring: children per step (evaluated together, inserted one after another).
-        num_candidates: random candidates for parent 2 (the most Hamming-distant one is chosen).
+        num_offspring: children per step ``B`` (>= 1; evaluated together, inserted one after
+            another).
+        num_candidates: random candidates for parent 2 (>= 1; the most Hamming-distant one is
+            chosen).
         memo_capacity: genomes remembered with all their objectives (0 disables the memo; else
             at least ``num_offspring``).
-        objective_index: which objective of the problem is the fitness.
+        objective_index: which objective of the problem is the fitness (checked against the
+            problem by :class:`SteadyStateGA`).
+
+    Raises:
+        ValueError: a value out of range (the message names the field).
+
+    Examples:
+        >>> config = SteadyStateGAConfig(population_size=8, num_offspring=2, memo_capacity=16)
+        >>> config.num_candidates, config.objective_index
+        (3, 0)
+        >>> SteadyStateGAConfig(num_offspring=4, memo_capacity=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: ga.memo_capacity must be 0 or at least num_offspring
     """
 
     population_size: int = 40
@@ -158,13 +189,47 @@ class SteadyStateGA:
     """The single-objective GA of the original method (see module docstring).
 
     Static structure only (equal config, problem and names compare equal); the mutation
-    probability is the :class:`SteadyStateGAHyper` of each call.
+    probability is the :class:`SteadyStateGAHyper` of each call. ``init(key, hyper)`` returns a
+    :class:`SteadyStateGAState` (``genomes [P, L]`` bool, ``objectives [P, M]`` and
+    ``fitness [P]`` float32, the memo, int32 counters); ``step(key, state, hyper)`` returns
+    ``(state, metrics)``, the metrics being scalars ``max_fitness``, ``mean_fitness``,
+    ``best_density``, ``mean_density``, ``num_evaluations`` and ``max_<name>`` per objective.
+    Both are pure; the caller jits / scans them.
 
     Args:
         config: :class:`SteadyStateGAConfig`.
-        problem: ``genome_length``, ``num_objectives``, ``evaluate`` (hashable; see
+        problem: ``genome_length`` ``L``, ``num_objectives`` ``M``, ``evaluate(key,
+            genomes [B, L] bool) -> [B, M] float32`` (hashable; see
             :mod:`synprune_jax.algorithms.nsga2`).
         objective_names: names for the metrics (``max_<name>``); default ``objective_<i>``.
+
+    Raises:
+        ValueError: ``config.objective_index`` is not in ``[0, M)``.
+
+    Examples:
+        >>> class OneMax:  # objectives: ones, zeros
+        ...     genome_length, num_objectives = 4, 2
+        ...     def evaluate(self, key, genomes):
+        ...         ones = genomes.sum(axis=1).astype(jnp.float32)
+        ...         return jnp.stack([ones, 4 - ones], axis=1)
+        >>> config = SteadyStateGAConfig(population_size=6, num_offspring=2, memo_capacity=8)
+        >>> algorithm = SteadyStateGA(config, OneMax())
+        >>> algorithm.objective_names
+        ('objective_0', 'objective_1')
+        >>> key, hyper = jax.random.key(0), algorithm.default_hyper
+        >>> state = jax.eval_shape(algorithm.init, key, hyper)  # shapes only, nothing runs
+        >>> state.genomes.shape, state.fitness.shape, state.objectives.shape
+        ((6, 4), (6,), (6, 2))
+        >>> jax.eval_shape(algorithm.ask, key, state, hyper).shape  # B children
+        (2, 4)
+        >>> _, metrics = jax.eval_shape(algorithm.step, key, state, hyper)
+        >>> sorted(metrics)  # doctest: +NORMALIZE_WHITESPACE
+        ['best_density', 'max_fitness', 'max_objective_0', 'max_objective_1', 'mean_density',
+         'mean_fitness', 'num_evaluations']
+        >>> SteadyStateGA(SteadyStateGAConfig(objective_index=2), OneMax())
+        Traceback (most recent call last):
+        ...
+        ValueError: ga.objective_index 2 is not an objective index of the problem (M = 2)
     """
 
     config: SteadyStateGAConfig

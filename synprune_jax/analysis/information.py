@@ -106,7 +106,34 @@ def joint_entropy(
     y_range=(None, None),
     weights=None,
 ) -> jax.Array:
-    """``H(X, Y)`` of paired samples ``x [T]``, ``y [T]`` (nats)."""
+    """Joint histogram entropy ``H(X, Y)`` of paired samples, in nats.
+
+    Each variable is binned into ``bins`` equal-width bins (see the module docstring); the
+    result is the plug-in entropy of the ``bins x bins`` joint histogram.
+
+    Args:
+        x: ``[T]`` samples of ``X`` (any real dtype; binned as float32).
+        y: ``[T]`` samples of ``Y``, paired with ``x`` (same shape).
+        bins: bins per variable (static, >= 1).
+        x_range: ``(lower, upper)`` binning range of ``x``; a ``None`` end is ``min(x)`` /
+            ``max(x)``. Values outside are clipped into the end bins.
+        y_range: the same for ``y``.
+        weights: ``[T]`` float sample weights (e.g. the alive flag of a rollout); default all 1.
+
+    Returns:
+        float32 scalar ``H(X, Y)``, between ``max(H(X), H(Y))`` and ``H(X) + H(Y)``.
+
+    Raises:
+        ValueError: ``x`` and ``y`` are not 1-D arrays of the same shape, or ``bins < 1``.
+
+    Examples:
+        >>> x = jnp.array([0.0, 0.0, 1.0, 1.0])
+        >>> y = jnp.array([0.0, 1.0, 0.0, 1.0])
+        >>> round(float(joint_entropy(x, x, bins=2)), 4)  # H(X, X) = H(X) = ln 2
+        0.6931
+        >>> round(float(joint_entropy(x, y, bins=2)), 4)  # four equally likely pairs: ln 4
+        1.3863
+    """
     return entropy_from_probabilities(joint_histogram(x, y, bins, x_range, y_range, weights))
 
 
@@ -145,7 +172,41 @@ def normalized_mutual_information(
     y_range=(None, None),
     weights=None,
 ) -> jax.Array:
-    """Mutual information divided by an entropy bound (see module docstring); in [0, 1]."""
+    """Mutual information divided by an entropy bound (see the module docstring); in [0, 1].
+
+    Args:
+        x: ``[T]`` samples of ``X`` (any real dtype; binned as float32).
+        y: ``[T]`` samples of ``Y``, paired with ``x`` (same shape).
+        bins: bins per variable (static, >= 1).
+        method: the denominator (static), one of :data:`NMI_METHODS`: ``"sqrt"``
+            ``sqrt(H(X) H(Y))``, ``"min"``, ``"max"``, ``"arithmetic"`` ``(H(X) + H(Y)) / 2``
+            or ``"joint"`` ``H(X, Y)``.
+        x_range: ``(lower, upper)`` binning range of ``x``; a ``None`` end is ``min(x)`` /
+            ``max(x)``. Values outside are clipped into the end bins.
+        y_range: the same for ``y``.
+        weights: ``[T]`` float sample weights (e.g. the alive flag of a rollout); default all 1.
+
+    Returns:
+        float32 scalar: ``I(X; Y)`` over the denominator; 1 when the binned ``X`` and ``Y``
+        determine each other, 0 when their joint histogram is the product of the marginals
+        and whenever the denominator is 0 (e.g. a constant variable).
+
+    Raises:
+        ValueError: an unknown ``method``; ``x`` and ``y`` not 1-D arrays of the same shape;
+            ``bins < 1``.
+
+    Examples:
+        >>> x = jnp.array([0.0, 0.0, 1.0, 1.0])
+        >>> y = jnp.array([0.0, 0.0, 0.0, 1.0])  # H(X) = ln 2, H(Y) = 0.5623, I = 0.2158
+        >>> round(float(normalized_mutual_information(x, x, bins=2)), 4)
+        1.0
+        >>> round(float(normalized_mutual_information(x, y, bins=2)), 4)  # 0.2158 / 0.6243
+        0.3456
+        >>> round(float(normalized_mutual_information(x, y, bins=2, method="min")), 4)
+        0.3837
+        >>> float(normalized_mutual_information(x, jnp.zeros(4), bins=2))  # H(Y) = 0
+        0.0
+    """
     if method not in NMI_METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(NMI_METHODS)}")
     joint = joint_histogram(x, y, bins, x_range, y_range, weights)

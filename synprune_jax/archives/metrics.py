@@ -46,6 +46,25 @@ def qd_metrics(
 
     Raises:
         ValueError: if two bands map to the same key.
+
+    Examples:
+        >>> from synprune_jax.archives import Archive
+        >>> from synprune_jax.types import Population
+        >>> archive = Archive(  # three cells, the middle one empty
+        ...     genomes=Population(params={}, masks={}, rates=jnp.zeros((3, 2))),
+        ...     fitness=jnp.array([1.0, -jnp.inf, 3.0]),
+        ...     descriptors=jnp.array([[0.2], [0.0], [0.8]]),
+        ...     density=jnp.array([0.2, 0.0, 0.5]),
+        ...     centroids=jnp.array([[1 / 6], [0.5], [5 / 6]]),
+        ... )
+        >>> metrics = jax.jit(qd_metrics, static_argnames="density_bands")(
+        ...     archive, qd_offset=-1.0, density_bands=(0.25, 1.0)
+        ... )
+        >>> {name: round(float(value), 4) for name, value in metrics.items()}  # keys sorted by jit
+        {'best_fitness_density_le_100': 3.0, 'best_fitness_density_le_25': 1.0, 'coverage': 0.6667,
+         'max_fitness': 3.0, 'mean_fitness': 2.0, 'num_filled': 2.0, 'qd_score': 6.0}
+        >>> metrics["num_filled"]
+        Array(2, dtype=int32)
     """
     keys = [density_band_key(band) for band in density_bands]
     if len(set(keys)) != len(keys):

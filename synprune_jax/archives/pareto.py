@@ -126,12 +126,29 @@ def survival_order(ranks: jax.Array, crowding: jax.Array) -> jax.Array:
 
 
 class ParetoFront(struct.PyTreeNode):
-    """A first front in fixed-capacity arrays.
+    """A first front in fixed-capacity arrays (a pytree; :func:`padded_front` builds it).
+
+    ``K`` is the capacity, ``M`` the number of objectives and ``L`` the genome length. The
+    members come first, in survival order (front boundary points first, then by decreasing
+    crowding distance); each objective vector appears once.
 
     Attributes:
         objectives: ``[K, M]`` float32 (maximised); padding rows hold ``-inf``.
         genomes: ``[K, L]`` bool masks of the members; padding rows are all False.
         valid: ``[K]`` bool, True for real members (they come first).
+
+    Examples:
+        >>> objectives = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.2, 0.2], [1.0, 0.0]])
+        >>> genomes = jnp.array([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0]], bool)
+        >>> front = jax.jit(padded_front, static_argnames="capacity")(
+        ...     objectives, genomes, capacity=4
+        ... )  # [0.2, 0.2] is dominated, the second [1, 0] a duplicate
+        >>> front.valid.tolist()
+        [True, True, True, False]
+        >>> front.objectives.tolist()  # the two ends (crowding inf) first, then the middle
+        [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-inf, -inf]]
+        >>> front.genomes.tolist()
+        [[True, False], [False, True], [True, True], [False, False]]
     """
 
     objectives: jax.Array

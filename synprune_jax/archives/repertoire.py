@@ -213,6 +213,24 @@ class CVTSpec:
         num_samples: uniform samples used by k-means (>= ``num_cells``).
         num_iterations: Lloyd iterations (>= 0).
         seed: seed of the samples; the centroids are a deterministic function of the spec.
+
+    Raises:
+        ValueError: no dimension, ``lower`` and ``upper`` of different lengths, a non-finite
+            bound or ``lower >= upper`` in a dimension; ``num_cells``, ``num_samples`` or
+            ``num_iterations`` not an integer in its range.
+
+    Examples:
+        >>> spec = CVTSpec(lower=(0.0, 0.0), upper=(1.0, 1.0), num_cells=8, num_samples=200,
+        ...                num_iterations=5)
+        >>> centroids = spec.centroids()  # k-means on 200 uniform samples of the unit square
+        >>> centroids.shape, centroids.dtype, spec.num_descriptors
+        ((8, 2), dtype('float32'), 2)
+        >>> spec.cell_index(centroids, centroids).tolist()  # each centroid is in its own cell
+        [0, 1, 2, 3, 4, 5, 6, 7]
+        >>> CVTSpec(lower=(0.0,), upper=(1.0,), num_cells=10, num_samples=5)
+        Traceback (most recent call last):
+            ...
+        ValueError: CVTSpec: num_samples must be an integer >= num_cells, got 5
     """
 
     lower: tuple[float, ...]
@@ -286,6 +304,19 @@ class Archive(struct.PyTreeNode):
         descriptors: ``[C, D]`` float32, each elite's own descriptors (0 when empty).
         density: ``[C]`` float32, each elite's mask density (0 when empty).
         centroids: ``[C, D]`` float32 cell centres (grid) or k-means centroids (CVT).
+
+    :func:`init_archive` makes an empty one, :func:`add` inserts a batch, :func:`sample` draws
+    parents and :func:`elites` lists the filled cells on the host.
+
+    Examples:
+        >>> spec = GridSpec(lower=(0.0,), upper=(1.0,), resolution=(4,))
+        >>> template = Population(params={"w": jnp.zeros(3)}, masks={"w": jnp.ones(3, bool)},
+        ...                       rates=jnp.zeros(2))  # one individual
+        >>> archive = init_archive(spec, template)
+        >>> archive.num_cells, archive.genomes.params["w"].shape, archive.genomes.rates.shape
+        (4, (4, 3), (4, 2))
+        >>> archive.filled.tolist(), archive.centroids[:, 0].tolist()
+        ([False, False, False, False], [0.125, 0.375, 0.625, 0.875])
     """
 
     genomes: Population

@@ -13,8 +13,8 @@ Example (a tiny canonical run, stepped by hand; :func:`synprune_jax.runner.run` 
 with run directories and checkpoints):
     >>> import jax
     >>> from synprune_jax.autoencoder import BinaryClusteringSpec, make_binary_clustering
-    >>> data = make_binary_clustering(jax.random.key(0), BinaryClusteringSpec(
-    ...     num_clusters=3, dim=40, num_train=20, num_test=10))
+    >>> data = jax.jit(make_binary_clustering, static_argnums=1)(jax.random.key(0),
+    ...     BinaryClusteringSpec(num_clusters=3, dim=40, num_train=20, num_test=10))
     >>> config = TrainingConfig(spec=AutoencoderSpec(40, 6, 3), num_epochs=2, num_trials=2,
     ...                         operator="random", schedule="fixed")
     >>> algorithm = CanonicalTraining(config, data["train"], data["test"])
@@ -92,6 +92,21 @@ class TrainingConfig:
         num_cases: cases drawn (with replacement, from the training set) by ``conjunctive``.
         eval_every: full train / test evaluation period in epochs (also at the last epoch).
         adam_beta1, adam_beta2: Adam moments.
+
+    Raises:
+        ValueError: a count that is not a positive int, an unknown ``operator``, ``schedule``
+            or ``activation_point``, a non-bool ``persistent``, or an Adam beta outside [0, 1).
+
+    Examples:
+        >>> config = TrainingConfig(spec=AutoencoderSpec(40, 6, 3), num_epochs=10,
+        ...                         operator="random", schedule="fixed")
+        >>> config.num_trials, config.batch_size, config.activation_point
+        (1, 5, 'post_relu')
+        >>> TrainingConfig(operator="magnitude")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown pruning operator 'magnitude'; valid: ['none', 'random', 'variance',
+        'conjunctive']
     """
 
     spec: AutoencoderSpec = AutoencoderSpec()
@@ -141,6 +156,31 @@ class CoevolutionConfig(TrainingConfig):
     Neighbourhoods list the cell itself first; the ring needs ``2 radius + 1 <= num_cells``
     (unless ``num_cells == 1``); on a small torus, offsets that wrap onto the same cell are kept
     once, so every cell has the same :attr:`neighbourhood_size` ``n`` (``docs/autoencoder.md``).
+
+    Raises:
+        ValueError: what :class:`TrainingConfig` rejects; a ``num_cells`` that is not a positive
+            int or a negative ``radius``; an unknown ``order``, ``topology`` or
+            ``neighbourhood``; a ring too small for ``radius``; a ``grid_shape`` on a ring, or
+            one that is not two positive ints multiplying to ``num_cells``.
+
+    Examples:
+        >>> ring = CoevolutionConfig(num_cells=5, radius=1)
+        >>> ring.neighbourhood_size, ring.neighbour_offsets()
+        (3, (0, 1, -1))
+        >>> ring.neighbour_table()[0]  # cell 0 and its two ring neighbours
+        array([0, 1, 4], dtype=int32)
+        >>> torus = CoevolutionConfig(num_cells=9, topology="torus")
+        >>> torus.grid_shape, torus.neighbourhood_size  # 3 x 3, von Neumann: itself and 4
+        ((3, 3), 5)
+        >>> torus.neighbour_table()[4]  # the centre cell: itself, up, left, right, down
+        array([4, 1, 3, 5, 7], dtype=int32)
+        >>> moore = CoevolutionConfig(num_cells=9, topology="torus", neighbourhood="moore")
+        >>> moore.neighbourhood_size  # the whole 3 x 3 grid
+        9
+        >>> CoevolutionConfig(num_cells=4, radius=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: radius 2 is too large for a ring of 4 cells (need 2 radius + 1 <= num_cells)
     """
 
     num_cells: int = 10
@@ -228,14 +268,29 @@ class CoevolutionConfig(TrainingConfig):
 
 
 class TrainingHyper(struct.PyTreeNode):
-    """Traced numeric knobs (float32 scalars).
+    """Traced numeric knobs of both loops (a pytree of float scalars: Python floats or arrays,
+    cast to float32 where used; a sweep may stack them on a run axis). :func:`check_hyper`
+    checks their ranges; the class itself accepts any value.
 
     Attributes:
-        learning_rate: initial learning rate.
-        prune_probability: ``p0`` of the schedule.
-        prune_amount: fraction per tensor for the random operator.
-        threshold: ``theta`` of the conjunctive operator.
-        lr_mutation_std, lr_min, lr_max: the coevolution's learning-rate mutation.
+        learning_rate: initial learning rate (> 0; default 1e-5, the published one).
+        prune_probability: ``p0`` of the schedule, in [0, 1].
+        prune_amount: fraction per tensor for the random operator, in [0, 1].
+        threshold: ``theta`` of the conjunctive operator, in [0, 1].
+        lr_mutation_std, lr_min, lr_max: the coevolution's learning-rate mutation (Gaussian
+            standard deviation >= 0, clipped to ``[lr_min, lr_max]``, ``0 < lr_min <= lr_max``).
+
+    Examples:
+        >>> hyper = TrainingHyper(learning_rate=1e-3).replace(threshold=0.2)
+        >>> hyper.learning_rate, hyper.prune_probability, hyper.threshold
+        (0.001, 0.5, 0.2)
+        >>> len(jax.tree_util.tree_leaves(hyper))  # seven traced leaves
+        7
+        >>> from synprune_jax.autoencoder.training import check_hyper
+        >>> check_hyper(hyper.replace(prune_amount=1.5))
+        Traceback (most recent call last):
+        ...
+        ValueError: prune_amount must be in [0, 1], got 1.5
     """
 
     learning_rate: Any = 1e-5
@@ -540,11 +595,38 @@ class _Loop(trees.EqualByData):
 @dataclasses.dataclass(frozen=True, eq=False)
 class CanonicalTraining(_Loop):
     """Canonical training with scheduled pruning, ``num_trials`` trials vmapped (the runner's
-    ``Algorithm`` protocol).
+    ``Algorithm`` protocol: ``init(key, hyper) -> CanonicalState``, ``step(key, state, hyper)
+    -> (state, metrics)``, one step per epoch; the module docstring steps a tiny run).
 
-    Args: ``config`` (:class:`TrainingConfig`), ``train [N, d]`` (``N`` a multiple of
-    ``config.batch_size``), ``test [M, d]``; data that do not fit the config raise
-    ``ValueError``. Static structure only, compared by value like :class:`SpatialCoevolution`.
+    Static structure only: two instances compare equal (and hash alike) when their configs are
+    equal and their data identical (by content, :func:`synprune_jax.trees.fingerprint`), like
+    :class:`SpatialCoevolution`.
+
+    Args:
+        config: :class:`TrainingConfig`.
+        train: ``[N, d]`` training data (cast to float32), ``N`` a multiple of
+            ``config.batch_size``, ``d = config.spec.input_dim``.
+        test: ``[M, d]`` test data (cast to float32).
+
+    Raises:
+        ValueError: ``train`` or ``test`` not ``[*, d]``, or ``N`` not a multiple of the batch
+            size.
+
+    Examples:
+        >>> config = TrainingConfig(spec=AutoencoderSpec(40, 6, 3), num_epochs=8, num_trials=2)
+        >>> algorithm = CanonicalTraining(config, jnp.zeros((20, 40)), jnp.zeros((10, 40)))
+        >>> algorithm.final_epoch  # T of the schedules: num_epochs
+        8
+        >>> hyper = algorithm.default_hyper.replace(learning_rate=1.0)
+        >>> jnp.stack([algorithm.learning_rate(epoch, hyper) for epoch in (0, 1, 2, 7)])
+        Array([1. , 1. , 0.1 , 0.001], dtype=float32)
+        >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), hyper)  # shapes only
+        >>> state.params["encoder"]["layer_0"]["kernel"].shape, state.l1_train.shape
+        ((2, 40, 6), (2,))
+        >>> CanonicalTraining(config, jnp.zeros((21, 40)), jnp.zeros((10, 40)))
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size 5 must divide the 21 training samples
     """
 
     def init(self, key: jax.Array, hyper: TrainingHyper) -> CanonicalState:
@@ -631,8 +713,30 @@ def _put(tree, index, value):
 @dataclasses.dataclass(frozen=True, eq=False)
 class SpatialCoevolution(_Loop):
     """Spatial coevolution of encoders and decoders on a ring or torus, ``num_trials`` trials
-    vmapped (the runner's ``Algorithm`` protocol); ``config`` is a :class:`CoevolutionConfig`,
-    the data as for :class:`CanonicalTraining`."""
+    vmapped (the runner's ``Algorithm`` protocol: ``init(key, hyper) -> CoevolutionState``,
+    ``step(key, state, hyper) -> (state, metrics)``, one step per epoch of every cell).
+    Compared by value like :class:`CanonicalTraining`.
+
+    Args:
+        config: :class:`CoevolutionConfig` (the grid).
+        train: ``[N, d]`` training data (cast to float32), ``N`` a multiple of
+            ``config.batch_size`` (each cell draws one batch of that size to pick its pair).
+        test: ``[M, d]`` test data (cast to float32).
+
+    Raises:
+        ValueError: as :class:`CanonicalTraining`.
+
+    Examples:
+        >>> config = CoevolutionConfig(spec=AutoencoderSpec(40, 6, 3), num_epochs=8, num_cells=5)
+        >>> algorithm = SpatialCoevolution(config, jnp.zeros((20, 40)), jnp.zeros((10, 40)))
+        >>> algorithm.final_epoch  # T of the schedules: num_epochs - 1
+        7
+        >>> algorithm.neighbours(0)  # ring of 5, radius 1: the cell itself first
+        Array([0, 1, 4], dtype=int32)
+        >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
+        >>> state.learning_rate.shape, state.params["decoder"]["layer_1"]["kernel"].shape
+        ((1, 5), (1, 5, 6, 40))
+    """
 
     config: CoevolutionConfig
     setting, state_axes = "coevolution", 2

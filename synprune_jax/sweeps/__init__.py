@@ -125,11 +125,30 @@ class SweepResult:
 
     Attributes:
         out: the sweep directory.
-        runs: one :class:`RunSpec` per run.
+        runs: one :class:`RunSpec` per run, in run-id order (grid points row-major, seeds
+            fastest), as :func:`plan_runs` makes them.
         table: the tidy ``pandas.DataFrame`` (columns ``run_id``, ``group``, ``seed``, each
-            swept key, ``generation`` and every metric).
-        timing: per group timing dicts (empty for groups that were already finished).
+            swept key, ``generation`` and every metric; one row per run and generation), as
+            :func:`collect` reads it back from ``out``.
+        timing: one timing dict per group run by this call (:func:`run_group`'s, plus its
+            ``group`` index; a group whose runs resume from different generations runs in
+            parts, one dict each); groups that were already finished have none.
         skipped: run ids that were already finished and not run again.
+
+    Examples:
+        >>> result = sweep("me-arm", seeds=range(2), grid={"mutation.sigma": [0.02, 0.1]},
+        ...                out="runs/arm-sweep", overrides=["run.num_generations=20"],
+        ...                )  # doctest: +SKIP
+        >>> result.table[["run_id", "seed", "mutation.sigma"]].drop_duplicates()  # doctest: +SKIP
+             run_id  seed  mutation.sigma
+        0   run-000     0            0.02
+        20  run-001     1            0.02
+        40  run-002     0            0.10
+        60  run-003     1            0.10
+        >>> runs = plan_runs("me-arm", seeds=range(2), grid={"mutation.sigma": [0.02, 0.1]})
+        >>> [(spec.run_id, spec.seed, spec.values) for spec in runs]  # what result.runs holds
+        [('run-000', 0, {'mutation.sigma': 0.02}), ('run-001', 1, {'mutation.sigma': 0.02}),
+         ('run-002', 0, {'mutation.sigma': 0.1}), ('run-003', 1, {'mutation.sigma': 0.1})]
     """
 
     out: Path
@@ -261,7 +280,23 @@ def sweep(
             before compiling).
         RunFault: the machine failed mid-run (disk full, I/O error); rerunning the same sweep
             resumes from the last checkpoints.
+        CheckpointsDamaged: resuming a run none of whose checkpoints restores.
         Stopped: SIGTERM or a first Ctrl-C; the chunk was finished and checkpointed.
+
+    Examples:
+        >>> result = sweep("me-arm", seeds=range(2), grid={"mutation.sigma": [0.02, 0.1]},
+        ...                out="runs/arm-sweep", overrides=["run.num_generations=20"],
+        ...                )  # doctest: +SKIP
+        >>> [spec.run_id for spec in result.runs], result.table.shape  # doctest: +SKIP
+        (['run-000', 'run-001', 'run-002', 'run-003'], (80, 21))
+        >>> sweep("me-arm", seeds=range(2), grid={"mutation.sigma": [0.02, 0.1]},
+        ...       out="runs/arm-sweep", overrides=["run.num_generations=20"],
+        ...       ).skipped  # the same sweep again: every run is finished  # doctest: +SKIP
+        ['run-000', 'run-001', 'run-002', 'run-003']
+        >>> sweep("me-arm", seeds=[0, 0], out="runs/arm-sweep")  # checked before any file
+        Traceback (most recent call last):
+            ...
+        synprune_jax.config.ConfigError: repeated seeds in [0, 0]
     """
 
     out = Path(out)

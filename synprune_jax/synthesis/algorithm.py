@@ -8,14 +8,17 @@ and keeps the best if its validation accuracy stays within ``tolerance`` of the 
 structure lives in :class:`SynthesisConfig` (hashable), the numbers a sweep may trace in
 :class:`SynthesisHyper`. See ``docs/cluster_synthesis.md``.
 
-Example (a tiny network on 96 digits; the runner adds run directories and checkpoints):
-    >>> import jax
-    >>> from synprune_jax.synthesis import LeNetSpec, load_digits_32
-    >>> data = load_digits_32()
-    >>> data = data._replace(train_images=data.train_images[:96],
-    ...                      train_labels=data.train_labels[:96])
-    >>> config = SynthesisConfig(network=LeNetSpec(widths=(3, 4, 8, 6)), num_offspring=2,
-    ...                          epochs=1, ancestor_epochs=1, batch_size=32)
+Example (a tiny network on 96 random 16x16 "images" (real digits:
+:func:`~synprune_jax.synthesis.data.load_digits_32`); the runner adds run directories and
+checkpoints):
+    >>> import jax, numpy as np
+    >>> from synprune_jax.synthesis import Dataset, LeNetSpec
+    >>> rng = np.random.default_rng(0)
+    >>> def split(n):  # images [n, 16, 16, 1] float32, labels [n] int32
+    ...     return rng.random((n, 16, 16, 1), np.float32), rng.integers(0, 10, n, np.int32)
+    >>> data = Dataset(*split(96), *split(40), *split(40), num_classes=10, name="noise")
+    >>> config = SynthesisConfig(network=LeNetSpec(image_size=16, widths=(3, 4, 8, 6)),
+    ...                          num_offspring=2, epochs=1, ancestor_epochs=1, batch_size=32)
     >>> algorithm = ClusterSynthesis(config, data)
     >>> hyper = algorithm.default_hyper.replace(tolerance=0.05)
     >>> state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
@@ -67,7 +70,20 @@ class SynthesisConfig:
         stop_on_drop: reject offspring that drop more than ``tolerance`` (and stop after
             ``patience`` rejections in a row); False accepts every best offspring.
         patience: rejections in a row that stop the run, >= 1.
-        eval_batch_size: images per forward pass in evaluation.
+        eval_batch_size: images per forward pass in evaluation (capped at the larger of the
+            validation and test sizes).
+
+    Raises:
+        ValueError: a count that is not a positive int, or an unknown ``schedule``.
+
+    Examples:
+        >>> config = SynthesisConfig(network=LeNetSpec(widths=(3, 4, 8, 6)), num_offspring=2)
+        >>> config.num_offspring, config.epochs, config.encoding.mode
+        (2, 8, 'both')
+        >>> SynthesisConfig(schedule="linear")
+        Traceback (most recent call last):
+        ...
+        ValueError: synthesis.schedule must be 'cosine' or 'constant', got 'linear'
     """
 
     network: LeNetSpec = LeNetSpec()
@@ -111,6 +127,19 @@ class SynthesisHyper(struct.PyTreeNode):
             (fraction: 0.02 = 2 points; default).
         encoding: the encoding's constants (:class:`~synprune_jax.synthesis.encoding.
             EncodingHyper`; default: the published encoding).
+
+    Examples:
+        >>> hyper = SynthesisHyper(tolerance=0.05)
+        >>> hyper.learning_rate, hyper.tolerance, hyper.encoding.synapse_rate
+        (0.003, 0.05, 1.0)
+        >>> gentler = hyper.replace(encoding=hyper.encoding.replace(synapse_rate=0.5))
+        >>> gentler.encoding.synapse_rate
+        0.5
+        >>> from synprune_jax.synthesis import check_hyper
+        >>> check_hyper(hyper.replace(tolerance=2.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: synthesis.tolerance must be in [0, 1], got 2.0
     """
 
     learning_rate: float = 3e-3
@@ -185,7 +214,26 @@ class ClusterSynthesis(trees.EqualByData):
         eval_batch: images per evaluation pass.
 
     Raises:
-        ValueError: data that do not fit the network or the batch size.
+        ValueError: images not ``[N, S, S, C]`` of the network, a class count other than the
+            network's, or fewer training examples than ``batch_size``.
+
+    Examples:
+        >>> from synprune_jax.synthesis import Dataset
+        >>> rng = np.random.default_rng(0)
+        >>> def split(n):  # images [n, 16, 16, 1] float32, labels [n] int32
+        ...     return rng.random((n, 16, 16, 1), np.float32), rng.integers(0, 10, n, np.int32)
+        >>> data = Dataset(*split(96), *split(40), *split(30), num_classes=10, name="noise")
+        >>> config = SynthesisConfig(network=LeNetSpec(image_size=16, widths=(3, 4, 8, 6)))
+        >>> algorithm = ClusterSynthesis(config, data)
+        >>> algorithm.train_images.shape, algorithm.eval_batch  # the larger split: 40
+        ((96, 16, 16, 1), 40)
+        >>> images, labels, valid = algorithm.test  # 30 examples padded to 40
+        >>> images.shape, int(valid.sum())
+        ((40, 16, 16, 1), 30)
+        >>> ClusterSynthesis(SynthesisConfig(), data)  # the default network wants 32x32
+        Traceback (most recent call last):
+        ...
+        ValueError: images must be [N, 32, 32, 1], got (96, 16, 16, 1)
     """
 
     config: SynthesisConfig

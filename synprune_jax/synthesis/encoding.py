@@ -13,15 +13,14 @@ The structure (``mode``, scopes, conv clusters) is the static :class:`EncodingCo
 numbers (``F_s``, ``F_c``, ``truncation``, ``r_s``, ``r_c``) are the :class:`EncodingHyper`
 pytree, so a sweep can trace them.
 
-Example:
-    >>> import jax
-    >>> from synprune_jax.synthesis.lenet import LeNetSpec
-    >>> spec = LeNetSpec(image_size=16, widths=(3, 4, 8, 6))
-    >>> params = spec.init(jax.random.key(0))
-    >>> masks = synthesize(jax.random.key(1), params, spec.full_masks(params), EncodingConfig(),
-    ...                    EncodingHyper(synapse_rate=0.5), spec)
-    >>> masks["conv1"]["kernel"].shape, masks["conv1"]["kernel"].dtype
-    ((5, 5, 1, 3), dtype('bool'))
+Example (the synapse rule on three magnitudes, the strongest 1.0: ``P = 2**(|w| / 1.0) - 1``;
+:func:`synthesize` draws a whole network's masks):
+    >>> import jax.numpy as jnp
+    >>> probabilities = synapse_probabilities(jnp.array([0.0, 0.5, 1.0]), 1.0)
+    >>> probabilities
+    Array([0. , 0.41421354, 1. ], dtype=float32)
+    >>> gentle(probabilities, 0.5)  # removal rate 0.5 halves every removal probability
+    Array([0.5 , 0.70710677, 1. ], dtype=float32)
 """
 
 from __future__ import annotations
@@ -63,6 +62,19 @@ class EncodingConfig:
         synapse_scope: normalisation of ``z_s``: ``"cluster"`` (default: the strongest synapse
             of each filter / neuron has probability ``F_s``), ``"layer"`` (the strongest of each
             layer has) or ``"network"``.
+
+    Raises:
+        ValueError: a value not among the listed ones.
+
+    Examples:
+        >>> EncodingConfig()  # the published encoding
+        EncodingConfig(mode='both', conv_clusters='filter', scope='layer', synapse_scope='cluster')
+        >>> EncodingConfig(mode="synapse").mode  # the synapse-only ablation
+        'synapse'
+        >>> EncodingConfig(scope="cluster")
+        Traceback (most recent call last):
+        ...
+        ValueError: encoding.scope must be one of ['layer', 'network'], got 'cluster'
     """
 
     mode: str = "both"
@@ -99,6 +111,16 @@ class EncodingHyper(struct.PyTreeNode):
             step per generation).
         cluster_rate: removal rate ``r_c`` in (0, 1] on cluster survival, likewise
             (default 1.0).
+
+    Examples:
+        >>> hyper = EncodingHyper(synapse_rate=0.5)  # a gentler synapse step, else published
+        >>> hyper.synapse_factor, hyper.truncation, hyper.synapse_rate
+        (1.0, 0.1, 0.5)
+        >>> from synprune_jax.synthesis import check_encoding_hyper
+        >>> check_encoding_hyper(hyper.replace(cluster_rate=0.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: encoding.cluster_rate must be in (0, 1], got 0.0
     """
 
     synapse_factor: Any = 1.0
@@ -264,17 +286,36 @@ def synthesize(
 
     Args:
         key: PRNG key.
-        params: the parent's parameters.
-        masks: the parent's masks; the offspring's are a subset of them.
-        config: the encoding's structure.
-        hyper: its constants.
-        spec: the network's structure; when given, synapses and biases that can no longer
-            influence the output are cleared too (:func:`remove_unused`).
+        params: the parent's parameters (float32 leaves, shapes in
+            :mod:`synprune_jax.synthesis.lenet`; masked-out entries are ignored).
+        masks: the parent's masks (bool, shaped like ``params``); the offspring's are a subset
+            of them.
+        config: the encoding's structure (static under ``jit``).
+        hyper: its constants (may be traced).
+        spec: the network's structure (static under ``jit``); when given, synapses and biases
+            that can no longer influence the output are cleared too (:func:`remove_unused`).
 
     Returns:
-        Offspring masks: kernel masks keep synapses that survive (cluster and synapse draws per
-        ``config.mode``); bias masks keep clusters that still have an alive synapse (output layer
-        biases always stay).
+        Offspring masks (bool, shaped like ``masks``): kernel masks keep synapses that survive
+        (cluster and synapse draws per ``config.mode``); bias masks keep clusters that still have
+        an alive synapse (output layer biases always stay); with ``spec``, also only units
+        :func:`remove_unused` keeps.
+
+    Examples:
+        >>> from synprune_jax.synthesis.lenet import LeNetSpec
+        >>> spec = LeNetSpec(image_size=16, widths=(3, 4, 8, 6))
+        >>> params = jax.jit(spec.init)(jax.random.key(0))
+        >>> parent = spec.full_masks(params)
+        >>> draw = jax.jit(synthesize, static_argnums=(3, 5))  # config and spec are static
+        >>> child = draw(jax.random.key(1), params, parent, EncodingConfig(),
+        ...              EncodingHyper(synapse_rate=0.5), spec)
+        >>> child["conv1"]["kernel"].shape, child["conv1"]["kernel"].dtype
+        ((5, 5, 1, 3), dtype('bool'))
+        >>> pairs = zip(jax.tree_util.tree_leaves(child), jax.tree_util.tree_leaves(parent))
+        >>> all(np.all(np.asarray(c) <= np.asarray(p)) for c, p in pairs)  # a subset
+        True
+        >>> int(np.sum(child["dense3"]["bias"]))  # the output biases stay
+        10
     """
     synapse_p, cluster_p = survival_probabilities(params, masks, config, hyper)
     keys = jax.random.split(key, 2 * len(LAYERS))

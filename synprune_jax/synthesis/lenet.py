@@ -65,8 +65,28 @@ class LeNetSpec:
         image_size: input side ``S`` (square images); 28 and 32 are the usual ones, any
             ``S >= 16`` works.
         channels: input channels ``C``.
-        num_classes: outputs.
-        widths: filters of conv1, conv2 and neurons of dense1, dense2.
+        num_classes: outputs (>= 2).
+        widths: filters of conv1, conv2 and neurons of dense1, dense2 (4 positive ints; any
+            sequence, stored as a tuple of ints).
+
+    Raises:
+        ValueError: ``widths`` not 4 positive ints, ``image_size < 16``, ``channels < 1`` or
+            ``num_classes < 2``.
+
+    Examples:
+        >>> spec = LeNetSpec()  # the published LeNet-5 on 32x32 single-channel images
+        >>> spec.conv_output_sizes, spec.pooled_size  # 32 - 4 = 28; 28 // 2 - 4 = 10; 10 // 2
+        ((28, 10), 5)
+        >>> spec.layer_inputs  # dense1 reads the 5 * 5 * 16 flattened features
+        (1, 6, 400, 120, 84)
+        >>> spec.num_synapses, spec.num_clusters  # kernel entries; 6 + 16 + 120 + 84
+        (61470, 226)
+        >>> jax.eval_shape(spec.init, jax.random.key(0))["dense1"]["kernel"].shape
+        (400, 120)
+        >>> LeNetSpec(image_size=12)
+        Traceback (most recent call last):
+        ...
+        ValueError: image_size must be >= 16 for two 5x5 conv + 2x2 pool stages, got 12
     """
 
     image_size: int = 32
@@ -279,14 +299,33 @@ class CompactNetwork(NamedTuple):
 def compact(spec: LeNetSpec, params: Params, masks: Masks) -> CompactNetwork:
     """Exports the masked network as a smaller dense one (host side; shapes depend on the masks).
 
+    A filter / neuron survives when :func:`kept_units` keeps it; the kernels and biases of the
+    survivors are copied (masked-out entries as zeros), the rest are dropped along both the
+    output axis of their layer and the input axis of the next.
+
     Args:
         spec: the full network's structure.
-        params: one network's parameters (full shapes).
-        masks: its masks.
+        params: one network's parameters (float32, full shapes; no leading axis).
+        masks: its masks (bool, shaped like ``params``).
 
     Returns:
         A :class:`CompactNetwork` whose ``apply`` equals ``spec.apply(params, masks, x)`` for
         every input ``x`` (up to float summation order).
+
+    Examples:
+        >>> spec = LeNetSpec(image_size=16, widths=(3, 4, 8, 6))
+        >>> params = jax.jit(spec.init)(jax.random.key(0))
+        >>> masks = jax.tree_util.tree_map(lambda p: np.ones(p.shape, bool), params)  # all alive
+        >>> alive = np.array([False, True, True])  # conv1's filter 0 dies
+        >>> masks["conv1"] = {"kernel": np.broadcast_to(alive, (5, 5, 1, 3)), "bias": alive}
+        >>> net = compact(spec, params, masks)
+        >>> net.widths, net.kept[0]
+        ((2, 4, 8, 6), array([1, 2]))
+        >>> net.num_weights, spec.num_synapses  # 515 - 25 (the filter) - 4 * 25 (its readers)
+        (390, 515)
+        >>> x = jnp.ones((2, 16, 16, 1))
+        >>> bool(jnp.allclose(jax.jit(net.apply)(x), jax.jit(spec.apply)(params, masks, x)))
+        True
     """
     kept = [np.asarray(k) for k in jax.jit(kept_units, static_argnums=0)(spec, masks)]
     indices = [

@@ -175,6 +175,45 @@ class BraxTask(StateEnvEpisode, EpisodeTask):
         keep_trajectories: also return observations, actions and alive flags in ``extras``
             (memory: ``P * E * T * (obs + act)`` floats).
         contact_threshold: a foot touches the ground when its lowest point is below this height.
+
+    :meth:`evaluate` takes a PRNG key and a :class:`~synprune_jax.types.Population` of policies
+    (params and masks shaped like :attr:`spec`'s, with a leading ``[P]`` axis) and returns an
+    :class:`~synprune_jax.types.EvalResult`: fitness ``[P]`` float32 (the mean over episodes of
+    the summed rewards while alive), descriptors ``[P, D]`` float32 (:attr:`descriptor_names`),
+    extras ``density`` and ``episode_length`` ``[P]`` (plus the trajectories with
+    ``keep_trajectories``; see :mod:`synprune_jax.tasks.rollout`).
+
+    Construction imports Brax (seconds) but builds no environment; :attr:`observation_size`,
+    :attr:`action_size` and :attr:`spec` build it once (cached) and read the sizes with
+    ``jax.eval_shape``.
+
+    Raises:
+        ValueError: an unknown ``env_name``, ``backend`` or descriptor name, a descriptor the
+            env cannot compute, ``mjx_fast_solver`` without ``backend="mjx"``, an
+            ``episode_length`` / ``num_episodes`` that is not an int >= 1, or ``xy_bound <= 0``.
+        ImportError: Brax is not installed (the ``tasks`` extra).
+
+    Examples:
+        >>> BraxTask.backend, BraxTask.episode_length  # the defaults; nothing imports Brax
+        ('spring', 100)
+        >>> task = BraxTask("hopper", episode_length=10, hidden_sizes=(8,),  # doctest: +SKIP
+        ...                 descriptors=("final_xy", "feet_contact"))
+        >>> task.observation_size, task.action_size, task.spec.layer_sizes  # doctest: +SKIP
+        (11, 3, (11, 8, 3))
+        >>> task.feet, task.descriptor_names  # doctest: +SKIP
+        (('foot',), ('final_x', 'final_y', 'feet_contact_foot'))
+        >>> from synprune_jax.types import Population
+        >>> keys = jax.random.split(jax.random.key(0), 2)  # doctest: +SKIP
+        >>> params = jax.vmap(task.init_params)(keys)  # doctest: +SKIP
+        >>> masks = task.spec.full_masks(params)  # doctest: +SKIP
+        >>> population = Population(params, masks, jnp.zeros((2, 2)))  # doctest: +SKIP
+        >>> result = jax.jit(task.evaluate)(jax.random.key(1), population)  # doctest: +SKIP
+        >>> result.fitness.shape, result.descriptors.shape, sorted(result.extras)  # doctest: +SKIP
+        ((2,), (2, 3), ['density', 'episode_length'])
+        >>> BraxTask("hopper", mjx_fast_solver=True)  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        ValueError: mjx_fast_solver only applies to backend 'mjx', got backend 'spring'
     """
 
     env_name: str = "hopper"

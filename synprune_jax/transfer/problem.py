@@ -85,6 +85,34 @@ class TransferProblem:
             ``jax.shard_map``; a batch not a multiple of it is padded with copies of its first
             genome). On a CPU, create them first (``jax_num_cpu_devices``). Results equal a
             1-device evaluation up to float rounding (docs/mo_transfer.md, "Use your cores").
+
+    Attributes:
+        arrays: the data's splits as device arrays (features ``[N, F]`` float32, labels
+            ``[N]`` int32): ``train_x``, ``train_y``, ``val_x``, ``val_y``, ``test_x``,
+            ``test_y``, ``ood_val_x``, ``ood_test_x``.
+        objective_names: the objectives, in the order of :meth:`evaluate`'s columns.
+
+    Raises:
+        ValueError: ``objectives`` empty, repeated or unknown; a head whose features or
+            classes differ from the data's; ``devices`` not a positive int or more than the
+            local devices (:class:`~synprune_jax.config.ConfigError`, a ``ValueError``).
+
+    Examples:
+        >>> from synprune_jax.transfer.data import TransferData
+        >>> from synprune_jax.transfer.head import HeadConfig, TrainConfig
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 2, 40)
+        >>> data = TransferData(x, y, x, y, x, y, x[:5] + 5, x[5:10] + 5, (6,), (0, 1))
+        >>> head = HeadConfig(6, 4, 2, genome="both")  # masks 6 inputs and 4 hidden units
+        >>> problem = TransferProblem(data, head, TrainConfig(epochs=2), ("accuracy", "sparsity"))
+        >>> problem.genome_length, problem.num_objectives
+        (10, 2)
+        >>> problem.arrays["train_x"].shape, problem.arrays["train_y"].dtype
+        ((40, 6), dtype('int32'))
+        >>> TransferProblem(data, HeadConfig(5, 4, 2), TrainConfig())
+        Traceback (most recent call last):
+        ...
+        ValueError: head expects 5 features / 2 classes, data have 6 / 2
     """
 
     def __init__(
@@ -122,6 +150,7 @@ class TransferProblem:
 
     @property
     def genome_length(self) -> int:
+        """``L``: the head's genome length (:attr:`HeadConfig.genome_length`)."""
         return self.head.genome_length
 
     @property
@@ -150,6 +179,7 @@ class TransferProblem:
 
     @property
     def num_objectives(self) -> int:
+        """``M``: the number of objectives."""
         return len(self.objective_names)
 
     def train_heads(self, genomes: jax.Array, hyper: ProblemHyper):
