@@ -84,6 +84,8 @@ def test_model_shapes_counts_and_recorded_activations():
     spec = AutoencoderSpec()
     assert spec.num_parameters("encoder") == 1000 * 30 + 30 + 30 * 10 + 10
     assert spec.num_parameters("decoder") == 10 * 30 + 30 + 30 * 1000 + 1000
+    with pytest.raises(ValueError, match="'encoder' or 'decoder', got 'encodr'"):
+        spec.num_parameters("encodr")
     params = init_autoencoder(jax.random.key(0), TINY)
     assert params["encoder"]["layer_0"]["kernel"].shape == (40, 6)
     assert params["decoder"]["layer_1"]["bias"].shape == (40,)

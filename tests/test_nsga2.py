@@ -252,6 +252,16 @@ def test_algorithms_compare_by_static_structure():
         validate_ga_hyper(SteadyStateGAHyper(mutation_probability=2.0))
     with pytest.raises(ValueError, match="objective_index"):
         SteadyStateGA(SteadyStateGAConfig(objective_index=2), OneMax())
+    # one metric name per objective, for the single-objective GA too (extra names used to read
+    # a clamped column: max_<extra> repeated the last objective)
+    for names in (("a",), ("a", "b", "c")):
+        with pytest.raises(ValueError, match=f"2 names, got {len(names)}"):
+            SteadyStateGA(ga_config, one_max, names)
+    # mean_fitness leaves out invalid (non-finite) individuals, as the other algorithms do
+    state = SteadyStateGA(ga_config, one_max).init(jax.random.key(0), SteadyStateGAHyper())
+    state = state.replace(fitness=state.fitness.at[0].set(jnp.nan).at[1].set(-jnp.inf))
+    metrics = SteadyStateGA(ga_config, one_max).metrics(state)
+    assert float(metrics["mean_fitness"]) == pytest.approx(float(jnp.mean(state.fitness[2:])))
 
 
 @pytest.mark.parametrize("kind", ["nsga2", "steady_state_ga"])

@@ -216,8 +216,18 @@ def ask_evaluate_tell(algorithm, key: jax.Array, state, hyper):
 
 
 def objective_names_of(problem, objective_names) -> tuple[str, ...]:
-    """``objective_names`` as a tuple, or ``objective_<i>`` for each of the problem's objectives."""
-    return tuple(objective_names or (f"objective_{i}" for i in range(problem.num_objectives)))
+    """``objective_names`` as a tuple, or ``objective_<i>`` for each of the problem's objectives.
+
+    Raises:
+        ValueError: ``objective_names`` does not have one name per objective.
+    """
+    names = tuple(objective_names or (f"objective_{i}" for i in range(problem.num_objectives)))
+    if len(names) != problem.num_objectives:
+        raise ValueError(
+            f"objective_names must name every objective: {problem.num_objectives} names, "
+            f"got {len(names)} ({', '.join(names)})"
+        )
+    return names
 
 
 # ----- NSGA-II ------------------------------------------------------------------------------------
@@ -388,7 +398,7 @@ class NSGA2:
         >>> NSGA2(NSGA2Config(), Lotz(), ("ones",))
         Traceback (most recent call last):
         ...
-        ValueError: objective_names must name every objective
+        ValueError: objective_names must name every objective: 2 names, got 1 (ones)
     """
 
     config: NSGA2Config
@@ -399,8 +409,6 @@ class NSGA2:
         if self.problem.num_objectives < 2:
             raise ValueError("NSGA-II needs at least two objectives (use SteadyStateGA for one)")
         names = objective_names_of(self.problem, self.objective_names)
-        if len(names) != self.problem.num_objectives:
-            raise ValueError("objective_names must name every objective")
         object.__setattr__(self, "objective_names", names)
 
     @property

@@ -318,7 +318,9 @@ class SteadyStateGA:
         best = jnp.argmax(fitness)
         metrics = {
             "max_fitness": fitness[best],
-            "mean_fitness": jnp.mean(state.fitness),
+            "mean_fitness": jnp.nanmean(
+                jnp.where(jnp.isfinite(state.fitness), state.fitness, jnp.nan)
+            ),
             "best_density": jnp.mean(state.genomes[best].astype(jnp.float32)),
             "mean_density": jnp.mean(state.genomes.astype(jnp.float32)),
             "num_evaluations": state.num_evaluations,

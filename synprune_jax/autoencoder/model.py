@@ -29,8 +29,29 @@ LAYERS = ("layer_0", "layer_1")
 
 @dataclasses.dataclass(frozen=True)
 class AutoencoderSpec:
-    """Layer sizes. The published model: ``input_dim=1000, hidden_dim=30, bottleneck_dim=10``
-    (the "small" variant has ``bottleneck_dim=2``)."""
+    """Layer sizes of one autoencoder (hashable). The published model: ``input_dim=1000,
+    hidden_dim=30, bottleneck_dim=10`` (the "small" variant, :data:`SMALL`, has
+    ``bottleneck_dim=2``).
+
+    Attributes:
+        input_dim: ``d``, the data's dimension (encoder input, decoder output).
+        hidden_dim: ``h``, the hidden layer of both networks.
+        bottleneck_dim: ``z``, the code (encoder output, decoder input).
+
+    Raises:
+        ValueError: a size that is not a positive int (a bool is not one).
+
+    Examples:
+        >>> spec = AutoencoderSpec(input_dim=40, hidden_dim=6, bottleneck_dim=3)
+        >>> spec.encoder_sizes, spec.decoder_sizes
+        ((40, 6, 3), (3, 6, 40))
+        >>> spec.num_parameters("encoder"), spec.num_parameters("decoder")  # kernels + biases
+        (267, 304)
+        >>> AutoencoderSpec(hidden_dim=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: model.hidden_dim must be a positive int, got 0
+    """
 
     input_dim: int = 1000
     hidden_dim: int = 30
@@ -44,13 +65,22 @@ class AutoencoderSpec:
 
     @property
     def encoder_sizes(self) -> tuple[int, int, int]:
+        """``(d, h, z)``: the encoder's unit counts, input first."""
         return (self.input_dim, self.hidden_dim, self.bottleneck_dim)
 
     @property
     def decoder_sizes(self) -> tuple[int, int, int]:
+        """``(z, h, d)``: the decoder's unit counts, input first."""
         return (self.bottleneck_dim, self.hidden_dim, self.input_dim)
 
     def num_parameters(self, network: str) -> int:
+        """Weights plus biases of ``network``, ``"encoder"`` or ``"decoder"``.
+
+        Raises:
+            ValueError: any other name.
+        """
+        if network not in ("encoder", "decoder"):
+            raise ValueError(f"network must be 'encoder' or 'decoder', got {network!r}")
         sizes = self.encoder_sizes if network == "encoder" else self.decoder_sizes
         return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
