@@ -39,8 +39,11 @@ Backends:
   ``max_joint_step * output``, ``physics_steps`` physics steps of ``timestep`` follow, the links
   are blocked by the pillars they touch, and a collision is a MuJoCo contact with negative
   distance. The obstacles' radius is the middle of ``obstacle_radius`` (a model constant).
-  ``mujoco-menagerie``'s arms (Panda, iiwa) download their meshes on first use, so they cannot
-  be used offline; this model is self-contained.
+  With ``robot`` set (``dims=3``), a real arm instead: a ``mujoco-menagerie`` arm by name
+  (``"franka_emika_panda"``, ``"kuka_iiwa_14"``, ...) or any serial arm's ``.xml`` file, with
+  pillars added to its scene (:mod:`synprune_jax.tasks.robot_arm`). The observation is then
+  ``[cos q, sin q (n), tip (3), target (3), pillars (k x [x, y, radius])]``, positions relative
+  to the arm's shoulder, and the clearance is measured from the links' collision capsules.
 
 Example:
     >>> import jax
@@ -63,9 +66,12 @@ import numpy as np
 
 from synprune_jax.networks import MLPSpec
 from synprune_jax.tasks import descriptors as descriptors_lib
+from synprune_jax.tasks.robot_arm import RobotArm, load_robot_arm
 from synprune_jax.tasks.rollout import EpisodeTask, check_choice, check_episodes, policy_spec
 
 BACKENDS = ("kinematic", "mjx")
+PLANAR = "planar"  # ``robot``: the built-in arm of ``arm_mjcf`` / the kinematic chain
+LINK_RADIUS = 0.04  # metres: the collision capsules along a robot arm's links
 
 
 def joint_positions(angles: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -153,6 +159,16 @@ def _mjx_model(
         return model, mjx.put_model(model, impl="jax")
 
 
+@functools.cache
+def _robot_model(robot: str, num_obstacles: int, obstacle_radius: float):
+    """``(RobotArm, MjModel, mjx.Model)`` of a robot arm with its pillars (built once)."""
+    from mujoco import mjx
+
+    arm, model = load_robot_arm(robot, num_obstacles, obstacle_radius, LINK_RADIUS)
+    with jax.ensure_compile_time_eval():
+        return arm, model, mjx.put_model(model, impl="jax")
+
+
 @dataclasses.dataclass(frozen=True)
 class ReachAvoidArm(EpisodeTask):
     """Reach a target, avoid obstacles (module docstring).
@@ -170,6 +186,11 @@ class ReachAvoidArm(EpisodeTask):
         collision_penalty: subtracted per colliding step.
         success_bonus: added on the step that reaches the target.
         backend: ``"kinematic"`` or ``"mjx"`` (module docstring).
+        robot: ``mjx`` only: ``"planar"`` (the built-in arm of :func:`arm_mjcf`), a
+            ``mujoco-menagerie`` arm (``"NAME"`` or ``"NAME/ENTRY"``) or an ``.xml`` path of a
+            serial arm with position servos (:mod:`synprune_jax.tasks.robot_arm`; needs
+            ``dims=3``; ``num_joints`` and ``link_lengths`` are then unused: the robot's own
+            servos and reach count).
         physics_steps: ``mjx`` only: physics steps of ``timestep`` seconds per env step.
         timestep: ``mjx`` only: the physics time step.
         episode_length: steps per episode (``T``); num_episodes: episodes (targets) per
@@ -190,6 +211,7 @@ class ReachAvoidArm(EpisodeTask):
     collision_penalty: float = 0.1
     success_bonus: float = 1.0
     backend: str = "kinematic"
+    robot: str = PLANAR
     physics_steps: int = 5
     timestep: float = 0.01
     episode_length: int = 100
@@ -202,8 +224,14 @@ class ReachAvoidArm(EpisodeTask):
         owner = f"ReachAvoidArm(num_joints={self.num_joints})"
         check_choice("reach", "backend", self.backend, BACKENDS)
         check_choice("reach", "dims", self.dims, (2, 3))
-        if self.backend == "mjx" and self.dims != 2:
-            raise ValueError(f"{owner}: the mjx arm is planar (dims=2)")
+        if self.robot != PLANAR:
+            if self.backend != "mjx" or int(self.dims) != 3:
+                raise ValueError(
+                    f"{owner}: a robot arm ({self.robot!r}) needs backend='mjx' and dims=3, "
+                    f"got backend={self.backend!r}, dims={self.dims}"
+                )
+        elif self.backend == "mjx" and self.dims != 2:
+            raise ValueError(f"{owner}: the built-in mjx arm is planar (dims=2)")
         check_episodes(owner, self.episode_length, self.num_episodes)
         if isinstance(self.num_joints, bool) or int(self.num_joints) < 1:
             raise ValueError(f"{owner}: num_joints must be >= 1")
@@ -234,19 +262,35 @@ class ReachAvoidArm(EpisodeTask):
         if isinstance(self.physics_steps, bool) or int(self.physics_steps) < 1:
             raise ValueError(f"{owner}: physics_steps must be an integer >= 1")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if self.robot != PLANAR:  # loads it: a missing or unsuitable model fails here
+            self._robot()
         names = descriptors_lib.validate(self.descriptors, self._context(with_spec=False), owner)
         object.__setattr__(self, "descriptors", names)
 
     @property
     def length(self) -> float:
-        """The arm's total length ``L``."""
+        """The arm's total length ``L`` (a robot arm's reach, :class:`RobotArm`)."""
+        if self.robot != PLANAR:
+            return self.robot_arm.reach
         assert self.link_lengths is not None  # set in __post_init__
         return float(sum(self.link_lengths))
 
     @property
+    def robot_arm(self) -> RobotArm:
+        """The loaded robot arm (``robot`` set; module docstring)."""
+        return self._robot()[0]
+
+    def _robot(self):
+        # the pillars' radius in metres from the planar arm's fractions of L (known after load)
+        arm, _ = load_robot_arm(self.robot, 0, 1.0, LINK_RADIUS)
+        radius = arm.reach * sum(self.obstacle_radius) / 2
+        return _robot_model(self.robot, int(self.num_obstacles), radius)
+
+    @property
     def observation_size(self) -> int:
         dims = int(self.dims)
-        return 2 * self.num_controls + 2 * dims + (dims + 1) * int(self.num_obstacles)
+        per_obstacle = 3 if self.robot != PLANAR else dims + 1  # pillars: x, y, radius
+        return 2 * self.num_controls + 2 * dims + per_obstacle * int(self.num_obstacles)
 
     @property
     def spec(self) -> MLPSpec:
@@ -303,7 +347,10 @@ class ReachAvoidArm(EpisodeTask):
 
     @property
     def num_controls(self) -> int:
-        """Joints the policy moves: ``num_joints``, plus the base's yaw in 3-D."""
+        """Joints the policy moves: ``num_joints``, plus the base's yaw in 3-D (a robot arm:
+        its servos on hinge joints)."""
+        if self.robot != PLANAR:
+            return self.robot_arm.num_controls
         return int(self.num_joints) + (int(self.dims) == 3)
 
     def _points(self, angles) -> jax.Array:
@@ -317,11 +364,12 @@ class ReachAvoidArm(EpisodeTask):
     def _measure(self, points, target, obstacles) -> dict:
         """Tip, distance to the target and clearance of the arm whose joints and tip are
         ``points [n + 1, 2]``."""
-        gap = (
-            clearance(points, obstacles)
-            if int(self.num_obstacles)
-            else jnp.asarray(self.length, jnp.float32)
-        )
+        if not int(self.num_obstacles):
+            gap = jnp.asarray(self.length, jnp.float32)
+        elif self.robot != PLANAR:  # pillars: the links' distance in the plane, less their radius
+            gap = clearance(points[:, :2], obstacles) - LINK_RADIUS
+        else:
+            gap = clearance(points, obstacles)
         return {
             "tip": points[-1],
             "distance": jnp.linalg.norm(points[-1] - target),
@@ -339,6 +387,8 @@ class ReachAvoidArm(EpisodeTask):
 
     def _scene(self, key: jax.Array):
         target, obstacles = self.scene(key)
+        if self.robot != PLANAR:  # vertical pillars through the spheres' centres
+            obstacles = obstacles[:, jnp.array([0, 1, 3])]
         if self.backend == "mjx":  # the model's radius (a constant of the MuJoCo model)
             obstacles = obstacles.at[:, -1].set(self.length * sum(self.obstacle_radius) / 2)
         return target, obstacles
@@ -347,6 +397,9 @@ class ReachAvoidArm(EpisodeTask):
     def _reset(self, key: jax.Array):
         target, obstacles = self._scene(key)
         angles = jnp.zeros((self.num_controls,), jnp.float32)
+        if self.robot != PLANAR:  # the servos' set points at the start pose
+            arm = self.robot_arm
+            angles = jnp.asarray(arm.home_ctrl, jnp.float32)[jnp.asarray(arm.actuators)]
         state = {
             "angles": angles,
             "target": target,
@@ -376,11 +429,23 @@ class ReachAvoidArm(EpisodeTask):
 
     # ----- the MuJoCo backend ------------------------------------------------------------------
     def _model(self):
+        """``(MjModel, mjx.Model)`` of the arm with its obstacles."""
+        if self.robot != PLANAR:
+            return self._robot()[1:]
         radius = self.length * sum(self.obstacle_radius) / 2
         return _mjx_model(self.link_lengths, int(self.num_obstacles), radius, float(self.timestep))
 
     def _mjx_points(self, data) -> jax.Array:
-        """Joint positions (the link bodies' origins) and the tip, from MuJoCo: ``[n + 1, 2]``."""
+        """Joint positions (the link bodies' origins) and the tip, from MuJoCo: ``[n + 1, 2]``
+        (a robot arm: chain bodies and end effector relative to the shoulder, ``[n + 1, 3]``)."""
+        if self.robot != PLANAR:
+            arm = self.robot_arm
+            bodies = jnp.asarray(arm.chain_bodies)
+            end = data.xpos[arm.end_body] + data.xmat[arm.end_body].reshape(3, 3) @ jnp.asarray(
+                arm.end_offset, data.xpos.dtype
+            )
+            points = jnp.concatenate([data.xpos[bodies], end[None]])
+            return (points - jnp.asarray([arm.shoulder], points.dtype)).astype(jnp.float32)
         n = int(self.num_joints)
         return jnp.concatenate([data.xpos[1 : n + 1, :2], data.site_xpos[:1, :2]]).astype(
             jnp.float32
@@ -391,11 +456,19 @@ class ReachAvoidArm(EpisodeTask):
 
         _, model = self._model()
         data = mjx.make_data(model, impl="jax")
-        if int(self.num_obstacles):
+        base = np.zeros(3)
+        if self.robot != PLANAR:
+            arm = self.robot_arm
+            base = np.array([arm.shoulder[0], arm.shoulder[1], arm.shoulder[2]])
             data = data.replace(
-                mocap_pos=jnp.concatenate(
-                    [obstacles[:, :2], jnp.zeros((int(self.num_obstacles), 1))], axis=1
-                )
+                qpos=jnp.asarray(arm.home_qpos, data.qpos.dtype),
+                ctrl=jnp.asarray(arm.home_ctrl, data.ctrl.dtype),
+            )
+        if int(self.num_obstacles):
+            k = int(self.num_obstacles)
+            data = data.replace(
+                mocap_pos=jnp.concatenate([obstacles[:, :2], jnp.zeros((k, 1))], axis=1)
+                + jnp.asarray(base[None, :], jnp.float32)
             )
         with jax.numpy_rank_promotion("allow"):  # MJX broadcasts implicitly
             data = mjx.forward(model, data)
@@ -406,7 +479,13 @@ class ReachAvoidArm(EpisodeTask):
 
         _, model = self._model()
         goal = state["angles"] + move  # the servos' set points
-        data = state["data"].replace(ctrl=goal)
+        if self.robot != PLANAR:
+            arm = self.robot_arm
+            goal = jnp.clip(goal, jnp.asarray(arm.ctrl_low), jnp.asarray(arm.ctrl_high))
+            ctrl = state["data"].ctrl.at[jnp.asarray(arm.actuators)].set(goal)
+            data = state["data"].replace(ctrl=ctrl)
+        else:
+            data = state["data"].replace(ctrl=goal)
 
         def physics(carry, _):
             data, touched = carry
@@ -428,9 +507,11 @@ class ReachAvoidArm(EpisodeTask):
         }
 
     def _observation(self, state) -> jax.Array:
-        angles = (
-            state["data"].qpos.astype(jnp.float32) if self.backend == "mjx" else state["angles"]
-        )
+        if self.robot != PLANAR:
+            angles = state["data"].qpos[jnp.asarray(self.robot_arm.joint_qpos)]
+        else:
+            angles = state["data"].qpos if self.backend == "mjx" else state["angles"]
+        angles = angles.astype(jnp.float32)
         return jnp.concatenate(
             [
                 jnp.cos(angles),
@@ -476,6 +557,7 @@ class ReachAvoidArm(EpisodeTask):
 
 __all__ = [
     "BACKENDS",
+    "PLANAR",
     "ReachAvoidArm",
     "arm_mjcf",
     "clearance",
