@@ -8,15 +8,19 @@ link, a missing reference or a docstring that does not parse; the docs tools com
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
+import textwrap
 
+import griffe
 import pytest
 
 import synprune_jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SPHINX_ROLES = (":class:", ":func:", ":meth:", ":mod:", ":attr:", ":data:", ":exc:")
 
 
 def _mkdocs(run_tool, *arguments: str, cwd: str = ROOT):
@@ -30,6 +34,15 @@ def test_site_builds_strict_and_documents_every_exported_name(tmp_path, run_tool
     anchors = set(re.findall(r'id="synprune_jax\.([A-Za-z0-9_]+)"', html))
     missing = sorted(set(synprune_jax.__all__) - anchors)
     assert not missing, f"exported but not in the API reference: {missing}"
+    # the docstrings' Sphinx roles are rewritten (docs/griffe_roles.py): none is left as raw text,
+    # and one to an exported class is a link (its identifier resolved to the anchor on the page)
+    raw = sorted({role for role in _SPHINX_ROLES if role in html})
+    assert not raw, f"Sphinx roles left as raw text in the API reference: {raw}"
+    assert re.search(
+        r'<a class="autorefs autorefs-internal"[^>]*href="#synprune_jax\.Population"[^>]*>'
+        r"<code>Population</code></a>",
+        html,
+    ), "no cross-reference link to synprune_jax.Population in the API reference"
     for page in ("index", "tasks", "benchmarks", "notebooks/quickstart"):
         assert (tmp_path / "site" / page / "index.html").exists() or (
             tmp_path / "site" / f"{page}.html"
@@ -61,3 +74,53 @@ def test_a_broken_link_fails_the_build(tmp_path, link, run_tool):
     done = _mkdocs(run_tool, "build", "--strict", cwd=str(tmp_path))
     assert done.returncode != 0
     assert "no_such" in done.stderr
+
+
+def test_sphinx_roles_become_links_to_rendered_objects_else_code(tmp_path):
+    """``docs/griffe_roles.py`` on a small package: ``~`` shortens the text, a relative name is
+    looked up in the class, then the module, then the package; a target that the API page does not
+    render (not exported, a submodule, another package) is plain code; code keeps its roles."""
+    spec = importlib.util.spec_from_file_location("griffe_roles", f"{ROOT}/docs/griffe_roles.py")
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        '"""See :class:`~pkg.core.Thing`."""\nfrom pkg.core import Thing, run\n'
+        '__all__ = ["Thing", "run"]\n'
+    )
+    (package / "core.py").write_text(
+        textwrap.dedent(
+            '''
+            def run():
+                """Runs :class:`Thing` (:meth:`Thing.go`, :func:`helper`, :mod:`pkg.core`,
+                :func:`os.path.join`, :class:`!Thing`, ``:func:`run```)."""
+
+            def helper():
+                """Helps :func:`run`."""
+
+            class Thing:
+                """Calls :meth:`go` and :func:`~pkg.core.
+                    run`."""
+
+                def go(self):
+                    """Goes (:attr:`size`; :class:`pkg.Thing`)."""
+
+                size: int = 1
+            '''
+        )
+    )
+    loader = griffe.GriffeLoader(
+        extensions=griffe.load_extensions(roles.SphinxRoles()), search_paths=[str(tmp_path)]
+    )
+    pkg = loader.load("pkg")
+    assert pkg.docstring.value == "See [`Thing`][pkg.Thing]."
+    assert pkg["core.run"].docstring.value == (
+        "Runs [`Thing`][pkg.Thing] ([`Thing.go`][pkg.Thing.go], `helper`, `pkg.core`,\n"
+        "`os.path.join`, `Thing`, ``:func:`run```)."
+    )
+    assert pkg["core.helper"].docstring.value == "Helps [`run`][pkg.run]."
+    assert pkg["core.Thing"].docstring.value == "Calls [`go`][pkg.Thing.go] and [`run`][pkg.run]."
+    assert pkg["core.Thing.go"].docstring.value == (
+        "Goes ([`size`][pkg.Thing.size]; [`pkg.Thing`][pkg.Thing])."
+    )
