@@ -36,6 +36,16 @@ def _maskable_leaves(tree: PyTree, maskable: PyTree) -> list[jax.Array]:
 def apply_masks(params: Params, masks: Masks) -> Params:
     """Zeroes masked-out parameters (``where``, so a masked NaN cannot leak).
 
+    Args:
+        params: parameter pytree (any leading axes, e.g. ``[P, ...]`` for a population).
+        masks: bool pytree with the structure and shapes of ``params``.
+
+    Returns:
+        Pytree like ``params`` (same shapes and dtypes), zero where ``masks`` is False.
+
+    Raises:
+        ValueError: ``masks`` does not have the tree structure of ``params``.
+
     Examples:
         >>> params = {"w": jnp.array([1.0, -2.0, 3.0])}
         >>> apply_masks(params, {"w": jnp.array([True, False, True])})["w"]
@@ -187,6 +197,19 @@ def init_masks_beta(
     and shared by its layers, so the overall density itself follows ``Beta(a, b)``.
     With ``a = b = 1`` (the default) the draws are uniform on [0, 1].
 
+    Args:
+        key: PRNG key (split into a density key and a mask key).
+        params: one individual's parameters.
+        maskable: pytree of bools (see module docstring).
+        beta_a: Beta shape ``a`` (> 0; float scalar, may be traced).
+        beta_b: Beta shape ``b`` (> 0; float scalar, may be traced).
+        exact: if True each leaf keeps exactly ``round(density * size)`` connections; otherwise
+            Bernoulli draws (see :func:`init_masks`).
+        per_layer: one density per maskable leaf (True) or one for the whole network (False).
+
+    Returns:
+        Bool masks shaped like ``params``; non-maskable leaves all True.
+
     Examples:
         >>> from synprune_jax.networks import MLPSpec
         >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
@@ -218,6 +241,16 @@ def count_maskable(masks: Masks, maskable: PyTree) -> int:
 def density(masks: Masks, maskable: PyTree) -> jax.Array:
     """Fraction of maskable connections that are active (float32 scalar).
 
+    Args:
+        masks: one individual's bool masks.
+        maskable: pytree of bools with the structure of ``masks`` (see module docstring).
+
+    Returns:
+        float32 scalar in [0, 1]: active / total over the maskable leaves only.
+
+    Raises:
+        ValueError: ``maskable`` and ``masks`` have different numbers of leaves.
+
     Examples:
         >>> from synprune_jax.networks import MLPSpec
         >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
@@ -244,6 +277,14 @@ def forward_prune(spec: MLPSpec, masks: Masks) -> Masks:
     dead; its row in the next kernel is masked, which may kill units further on. Input units are
     always alive. A dead unit still carries its bias, so forward pruning removes that constant
     contribution: it changes outputs only through units that had no inputs.
+
+    Args:
+        spec: the network (:class:`~synprune_jax.networks.MLPSpec`).
+        masks: one MLP's bool masks (kernels ``[in, out]``, no population axis).
+
+    Returns:
+        Masks of the same structure, shapes and dtype; only kernel entries change (True to
+        False), other leaves are returned as they are.
 
     Examples:
         >>> from synprune_jax.networks import MLPSpec
@@ -289,6 +330,16 @@ class MaskStats(NamedTuple):
 
 def mask_statistics(spec: MLPSpec, masks: Masks) -> MaskStats:
     """Statistics of one MLP's kernel masks (jittable).
+
+    Args:
+        spec: the network (:class:`~synprune_jax.networks.MLPSpec`).
+        masks: one MLP's bool masks (kernels ``[in, out]``, no population axis); bias masks
+            are ignored.
+
+    Returns:
+        :class:`MaskStats`: ``density``, ``disconnected_fraction`` float32 scalars;
+        ``layer_density`` ``[L]`` float32; ``active_synapses``, ``effective_macs`` int32
+        scalars; ``disconnected_per_layer`` ``[L]`` int32 (``L = spec.num_layers``).
 
     Examples:
         >>> from synprune_jax.networks import MLPSpec

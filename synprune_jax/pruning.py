@@ -150,6 +150,21 @@ def prune_random(
 ) -> Masks:
     """Removes exactly k uniformly chosen active connections (same k rules as magnitude).
 
+    Args:
+        key: PRNG key (one uniform score per mask entry).
+        masks: one individual's bool masks.
+        maskable: pytree of bools (which leaves are maskable).
+        amount: fraction of active connections to remove (``k = floor(amount * active)``;
+            float scalar, may be traced).
+        count: exact number to remove instead of ``amount`` (int scalar, may be traced).
+        scope: ``"layer"`` (k per maskable leaf) or ``"global"`` (one ranking over all leaves).
+
+    Returns:
+        Bool masks of the same structure and shapes; non-maskable leaves unchanged.
+
+    Raises:
+        ValueError: not exactly one of ``amount`` and ``count`` given, or an unknown ``scope``.
+
     Examples:
         >>> from synprune_jax.networks import MLPSpec
         >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
@@ -187,6 +202,24 @@ def regrow(
     (masked weights keep their last value, so this revives the strongest former synapses).
     A restored connection gets back its stored weight.
 
+    Args:
+        key: PRNG key (used by ``criterion="random"``).
+        params: one individual's parameters (used by ``criterion="magnitude"``).
+        masks: its bool masks.
+        maskable: pytree of bools (which leaves are maskable).
+        amount: fraction of inactive connections to restore (``k = floor(amount * inactive)``;
+            float scalar, may be traced).
+        count: exact number to restore instead of ``amount`` (int scalar, may be traced).
+        scope: ``"layer"`` (k per maskable leaf) or ``"global"`` (one ranking over all leaves).
+        criterion: ``"random"`` or ``"magnitude"`` (static).
+
+    Returns:
+        Bool masks of the same structure and shapes; non-maskable leaves unchanged.
+
+    Raises:
+        ValueError: not exactly one of ``amount`` and ``count`` given, an unknown
+            ``criterion`` or an unknown ``scope``.
+
     Examples:
         >>> from synprune_jax.networks import MLPSpec
         >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
@@ -214,6 +247,19 @@ def prune_magnitude_to_density(
 ) -> Masks:
     """Magnitude-prunes until density is at most ``target_density``:
     :func:`prune_to_density_by_score` with scores ``|w|``.
+
+    Args:
+        params: one individual's parameters.
+        masks: its bool masks.
+        maskable: pytree of bools (which leaves are maskable).
+        target_density: scalar in [0, 1] (may be traced).
+        scope: ``"layer"`` (every maskable leaf to ``floor(target * size)``) or ``"global"``.
+
+    Returns:
+        The pruned bool masks (same structure and shapes); never regrows.
+
+    Raises:
+        ValueError: an unknown ``scope``.
 
     Examples:
         >>> from synprune_jax.networks import MLPSpec
@@ -318,6 +364,20 @@ def scheduled_density(
 def flip_mutation(key: jax.Array, masks: Masks, maskable: PyTree, p_disconnect, p_connect) -> Masks:
     """Prune / reconnect flips: each active maskable connection is cut with probability
     ``p_disconnect``; each inactive one is restored with probability ``p_connect``.
+
+    Args:
+        key: PRNG key (split into one key per leaf).
+        masks: one individual's bool masks.
+        maskable: pytree of bools with the structure of ``masks``; only these leaves flip.
+        p_disconnect: probability in [0, 1] of cutting an active connection (float scalar, may
+            be traced).
+        p_connect: probability in [0, 1] of restoring an inactive one (likewise).
+
+    Returns:
+        Bool masks of the same structure and shapes; non-maskable leaves unchanged.
+
+    Raises:
+        ValueError: ``maskable`` and ``masks`` have different numbers of leaves.
 
     Examples:
         >>> masks = {"w": jnp.ones(1000, bool)}

@@ -27,6 +27,20 @@ from synprune_jax.types import Masks, Params, Population, PyTree
 def gaussian_mutation(key: jax.Array, params: Params, masks: Masks, sigma) -> Params:
     """Adds ``N(0, sigma^2)`` noise to every parameter whose mask is True.
 
+    Args:
+        key: PRNG key (split into one key per leaf).
+        params: one individual's parameters (float leaves).
+        masks: bool pytree with the structure and shapes of ``params``; non-maskable leaves
+            (all True) are mutated too.
+        sigma: noise standard deviation (float scalar, may be traced).
+
+    Returns:
+        Params of the same structure, shapes and dtypes; masked-out entries unchanged.
+
+    Raises:
+        ValueError: ``masks`` and ``params`` have different numbers of leaves or mismatched
+            shapes.
+
     Examples:
         >>> params = {"w": jnp.zeros(4)}
         >>> masks = {"w": jnp.array([True, True, False, False])}

@@ -88,6 +88,20 @@ def entropy(
 ) -> jax.Array:
     """Histogram entropy of ``x [T]`` (nats; divided by ``log(bins)`` if ``normalize``).
 
+    Args:
+        x: ``[T]`` samples (any real dtype; binned as float32).
+        bins: number of equal-width bins (static, >= 1).
+        lower: lower end of the binning range (default ``min(x)``); values below are clipped.
+        upper: upper end of the binning range (default ``max(x)``); values above are clipped.
+        normalize: divide by ``log(bins)`` (static; ignored when ``bins == 1``).
+        weights: ``[T]`` float sample weights (e.g. the alive flag of a rollout); default all 1.
+
+    Returns:
+        float32 scalar: the entropy in nats, or in [0, 1] when ``normalize``.
+
+    Raises:
+        ValueError: ``bins < 1``.
+
     Examples:
         >>> x = jnp.array([0.0, 0.0, 1.0, 1.0])
         >>> round(float(entropy(x, bins=2)), 4)  # two equally likely values: ln 2 nats
@@ -147,6 +161,21 @@ def mutual_information(
     weights=None,
 ) -> jax.Array:
     """``I(X; Y) = H(X) + H(Y) - H(X, Y)`` of paired samples ``x [T]``, ``y [T]`` (nats).
+
+    Args:
+        x: ``[T]`` samples of ``X`` (any real dtype; binned as float32).
+        y: ``[T]`` samples of ``Y``, paired with ``x`` (same shape).
+        bins: bins per variable (static, >= 1).
+        x_range: ``(lower, upper)`` binning range of ``x``; a ``None`` end is ``min(x)`` /
+            ``max(x)``. Values outside are clipped into the end bins.
+        y_range: the same for ``y``.
+        weights: ``[T]`` float sample weights (e.g. the alive flag of a rollout); default all 1.
+
+    Returns:
+        float32 scalar ``I(X; Y)`` in nats, between 0 and ``min(H(X), H(Y))`` (up to rounding).
+
+    Raises:
+        ValueError: ``x`` and ``y`` are not 1-D arrays of the same shape, or ``bins < 1``.
 
     Examples:
         >>> x = jnp.array([0.0, 0.0, 1.0, 1.0])

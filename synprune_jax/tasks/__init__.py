@@ -34,8 +34,17 @@ TASKS: dict[str, type] = {
 def make_task(name: str, **kwargs) -> Task:
     """Builds a task by registry name (a key of :data:`TASKS`) with its keyword arguments.
 
+    Args:
+        name: a key of :data:`TASKS` (``"arm"``, ``"reach"``, ``"brax"``, ``"playground"``,
+            ``"gymnax"``).
+        **kwargs: fields of that task class (passed to its constructor).
+
+    Returns:
+        The task instance (``TASKS[name](**kwargs)``).
+
     Raises:
         ValueError: unknown name (the message lists the valid ones), or invalid arguments.
+        TypeError: a keyword that the task class does not take.
 
     Examples:
         >>> type(make_task("arm", num_joints=3)).__name__
