@@ -84,6 +84,16 @@ from synprune_jax.autoencoder import (
     TrainingHyper,
 )
 from synprune_jax.config import ConfigError
+from synprune_jax.export import (
+    CompactMLP,
+    RunNetworks,
+    apply_compact,
+    compact_mlp,
+    export_network,
+    inspect_run,
+    open_run,
+    select_network,
+)
 from synprune_jax.masks import (
     apply_masks,
     density,
@@ -131,6 +141,14 @@ from synprune_jax.variation import MutationConfig, MutationHyper, gaussian_mutat
 __version__ = "0.2.0"
 
 __all__ = [
+    "CompactMLP",
+    "RunNetworks",
+    "apply_compact",
+    "compact_mlp",
+    "export_network",
+    "inspect_run",
+    "open_run",
+    "select_network",
     "Archive",
     "AutoencoderSpec",
     "BraxTask",

@@ -325,6 +325,31 @@ def command_plot(args) -> int:
     return 0
 
 
+def command_inspect(args) -> int:
+    from synprune_jax.export import inspect_run
+
+    table = inspect_run(args.run_dir)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {len(table)} rows to {args.csv}")
+    shown = table if args.all else table.head(args.rows)
+    print(shown.to_string(index=False, float_format=lambda value: f"{value:.4g}"))
+    if len(shown) < len(table):
+        print(f"... {len(table) - len(shown)} more rows (--all, or --csv FILE for the whole table)")
+    return 0
+
+
+def command_export(args) -> int:
+    from synprune_jax.export import export_network
+
+    paths = export_network(
+        args.run_dir, args.out, density=args.density, cell=args.cell, rank=args.rank
+    )
+    for path in paths.values():
+        print(path)
+    return 0
+
+
 def command_list(args) -> int:
     from synprune_jax.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 
@@ -429,6 +454,26 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser = add_parser("plot", help="redraw a run's plots from its checkpoint")
     plot_parser.add_argument("run_dir")
     plot_parser.set_defaults(handler=command_plot)
+
+    inspect_parser = add_parser(
+        "inspect", help="tabulate the networks a run holds (density, units, fitness, ...)"
+    )
+    inspect_parser.add_argument("run_dir")
+    inspect_parser.add_argument("--csv", help="write the whole table to this CSV file")
+    inspect_parser.add_argument("--rows", type=int, default=20, help="rows shown (default 20)")
+    inspect_parser.add_argument("--all", action="store_true", help="show every row")
+    inspect_parser.set_defaults(handler=command_inspect)
+
+    export_parser = add_parser(
+        "export", help="write one network of a run, compacted (npz, flax msgpack, json)"
+    )
+    export_parser.add_argument("run_dir")
+    choice = export_parser.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--density", type=float, help="the best network with at most this density")
+    choice.add_argument("--cell", type=int, help="the elite of this archive cell")
+    choice.add_argument("--rank", type=int, help="the K-th best network (0: the best)")
+    export_parser.add_argument("--out", help="directory (default: RUN/export/CHOICE)")
+    export_parser.set_defaults(handler=command_export)
 
     sweep_parser = add_parser(
         "sweep",

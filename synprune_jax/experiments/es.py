@@ -280,22 +280,11 @@ def load_archive_elites(run_dir: str | os.PathLike, count: int | None = None) ->
     """
     import jax
 
-    from synprune_jax import checkpoint
-    from synprune_jax.config import load
-    from synprune_jax.experiments import get_experiment
-    from synprune_jax.runner import abstract_state
+    from synprune_jax.export import restore_run
 
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
-    config = load(config_path)
-    if isinstance(config.get("task"), dict):  # only shapes are needed: no devices to claim
-        config["task"]["devices"] = 1
-    built = get_experiment(config["experiment"]).build(config)
-    abstract = abstract_state(built.algorithm, built.hyper)
-    if not hasattr(abstract, "archive"):
+    config, _, state = restore_run(run_dir)
+    if not hasattr(state, "archive"):
         raise ValueError(f"the run in {run_dir} ({config['experiment']}) has no archive")
-    state = checkpoint.restore(os.path.join(run_dir, "checkpoints"), None, abstract)
     archive = jax.device_get(state.archive)
     fitness = np.asarray(archive.fitness)
     filled = np.nonzero(np.isfinite(fitness))[0]

@@ -1,0 +1,628 @@
+"""What a pruned network is for: list a run's networks, take one out compacted, and use it.
+
+A finished run directory (``config.json`` plus an orbax checkpoint) holds networks: the elites
+of an archive (MAP-Elites, ME-ES), a population (the GA) or the searched network (ES: its best
+network so far). :func:`open_run` restores them (host side, no evaluation), :func:`inspect_run`
+tabulates them, :func:`compact_mlp` shrinks one to the units that matter, and
+:func:`export_network` writes it to a directory that needs neither JAX nor synprune_jax to use.
+
+**Compaction** (:func:`compact_mlp`) is exact, not approximate. A hidden unit that no input
+reaches (all its incoming connections masked, directly or further up) outputs a constant,
+``activation(bias)``: its contribution is folded into the next layer's biases and the unit is
+removed. A unit with no path to an output is removed. Observation entries that reach no output
+are dropped (``inputs`` lists the ones kept). Masked weights become zeros in the compact dense
+kernels, and the CSR form keeps only the active ones. The compact network's outputs equal the
+masked network's up to float summation order.
+
+The exported directory (:func:`export_network`):
+
+* ``network.npz``: ``layer_widths`` (kept inputs, hidden units..., outputs), ``inputs`` (the
+  observation entries used, int), ``kernel_<l>`` ``[in, out]`` and ``bias_<l>`` float32,
+  ``activation`` / ``output_activation`` (names), the CSR form of each kernel's transpose
+  (``csr_<l>_data``, ``csr_<l>_indices``, ``csr_<l>_indptr``, ``csr_<l>_shape``: ``[out, in]``),
+  ``observation_size`` / ``action_size`` and ``provenance`` (JSON text: run, experiment,
+  generation, which network, fitness, density, descriptors);
+* ``network.msgpack``: the same compact weights as flax parameters
+  (``flax.serialization.to_bytes`` of ``{"params": {"Dense_<l>": {"kernel", "bias"}}}``);
+* ``network.json``: the provenance and the sizes, readable.
+
+Inference without this package (NumPy only; ``docs/export.md`` has the same)::
+
+    import numpy as np
+    ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0), "linear": lambda x: x,
+           "sigmoid": lambda x: 1 / (1 + np.exp(-x))}
+    net = np.load("network.npz")
+    def act(observation):
+        x = np.asarray(observation, np.float32)[..., net["inputs"]]
+        layers = len(net["layer_widths"]) - 1
+        for l in range(layers):
+            x = x @ net[f"kernel_{l}"] + net[f"bias_{l}"]
+            x = ACT[str(net["output_activation" if l == layers - 1 else "activation"])](x)
+        return x
+
+Examples:
+    >>> from synprune_jax.networks import MLPSpec
+    >>> spec = MLPSpec(input_size=3, hidden_sizes=(4,), output_size=2)
+    >>> params = spec.init(jax.random.key(0))
+    >>> masks = spec.full_masks(params)
+    >>> kernel = masks["params"]["Dense_0"]["kernel"]
+    >>> masks["params"]["Dense_0"]["kernel"] = kernel.at[:, :2].set(False)  # units 0, 1: no input
+    >>> net = compact_mlp(spec, params, masks)
+    >>> net.layer_widths, [k.tolist() for k in net.kept]
+    ((3, 2, 2), [[0, 1, 2], [2, 3], [0, 1]])
+    >>> x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    >>> bool(np.allclose(apply_compact(net, x), spec.apply(params, masks, x), atol=1e-6))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from synprune_jax.networks import MLPSpec
+from synprune_jax.types import Masks, Params
+
+NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0),
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "linear": lambda x: x,
+}
+
+
+class CompactMLP(NamedTuple):
+    """A masked MLP shrunk to the units that matter (:func:`compact_mlp`).
+
+    Attributes:
+        inputs: ``[n_0]`` int, the observation entries the network reads.
+        kernels: ``L`` float32 arrays ``[n_l, n_{l+1}]`` (masked weights are zeros).
+        biases: ``L`` float32 arrays ``[n_{l+1}]`` (constants of removed units folded in).
+        activation: hidden activation name (:data:`synprune_jax.networks.ACTIVATIONS`).
+        output_activation: output activation name.
+        kept: ``L + 1`` int arrays: the original indices of the kept units of every layer
+            (``kept[0] == inputs``; the output layer keeps every unit).
+    """
+
+    inputs: np.ndarray
+    kernels: list[np.ndarray]
+    biases: list[np.ndarray]
+    activation: str
+    output_activation: str
+    kept: list[np.ndarray]
+
+    @property
+    def layer_widths(self) -> tuple[int, ...]:
+        """Units per layer, inputs first: ``(n_0, ..., n_L)``."""
+        return tuple(len(k) for k in self.kept)
+
+    @property
+    def num_weights(self) -> int:
+        """Entries of the compact dense kernels (multiply-adds of its dense forward pass)."""
+        return int(sum(k.size for k in self.kernels))
+
+    @property
+    def num_nonzero(self) -> int:
+        """Nonzero kernel entries (multiply-adds of the CSR forward pass)."""
+        return int(sum(np.count_nonzero(k) for k in self.kernels))
+
+
+def compact_mlp(spec: MLPSpec, params: Params, masks: Masks) -> CompactMLP:
+    """Shrinks one masked MLP (no population axis) to its live units, exactly (module docstring).
+
+    Args:
+        spec: the network's structure.
+        params: one network's parameters (float32, shapes of ``spec.init``).
+        masks: its masks (bool, shaped like ``params``; biases masked where
+            ``spec.mask_biases``).
+
+    Returns:
+        A :class:`CompactMLP` whose :func:`apply_compact` equals ``spec.apply(params, masks,
+        x)`` up to float summation order.
+
+    Examples:
+        >>> spec = MLPSpec(input_size=2, hidden_sizes=(3,), output_size=1)
+        >>> params = spec.init(jax.random.key(1))
+        >>> masks = spec.full_masks(params)
+        >>> kernel = masks["params"]["Dense_1"]["kernel"]
+        >>> masks["params"]["Dense_1"]["kernel"] = kernel.at[0].set(False)
+        >>> compact_mlp(spec, params, masks).layer_widths  # hidden unit 0 reaches no output
+        (2, 2, 1)
+    """
+    hidden = NUMPY_ACTIVATIONS[spec.activation]
+    kernels = [
+        np.asarray(k, np.float32) * np.asarray(m, bool)
+        for k, m in zip(spec.kernels(params), spec.kernels(masks), strict=True)
+    ]
+    biases = [np.asarray(b, np.float32) for b in spec.biases(params)]
+    if spec.mask_biases:
+        biases = [b * np.asarray(m, bool) for b, m in zip(biases, spec.biases(masks), strict=True)]
+    links = [np.asarray(m, bool) for m in spec.kernels(masks)]
+    sizes = spec.layer_sizes
+    # units some input reaches (inputs always); the others are constants, folded downstream
+    reached = [np.ones(sizes[0], bool)]
+    for link in links:
+        reached.append(np.any(link & reached[-1][:, None], axis=0))
+    # units with a path to an output (outputs always)
+    useful = [np.ones(sizes[-1], bool)]
+    for link in reversed(links):
+        useful.insert(0, np.any(link & useful[0][None, :], axis=1))
+    folded = [b.copy() for b in biases]
+    for layer in range(1, len(sizes) - 1):  # constants of hidden layer `layer`
+        value = hidden(folded[layer - 1])
+        constant = ~reached[layer]
+        folded[layer] = folded[layer] + value[constant] @ kernels[layer][constant]
+    kept = [np.flatnonzero(reached[i] & useful[i]) for i in range(len(sizes) - 1)]
+    kept.append(np.arange(sizes[-1]))
+    compact_kernels = [
+        np.ascontiguousarray(kernels[i][np.ix_(kept[i], kept[i + 1])], np.float32)
+        for i in range(len(kernels))
+    ]
+    compact_biases = [folded[i][kept[i + 1]].astype(np.float32) for i in range(len(kernels))]
+    return CompactMLP(
+        inputs=kept[0],
+        kernels=compact_kernels,
+        biases=compact_biases,
+        activation=spec.activation,
+        output_activation=spec.output_activation,
+        kept=kept,
+    )
+
+
+def apply_compact(net: CompactMLP, observation) -> np.ndarray:
+    """The compact network's outputs for ``observation`` ``[..., observation_size]`` (NumPy).
+
+    Examples:
+        >>> spec = MLPSpec(input_size=2, hidden_sizes=(3,), output_size=1)
+        >>> params = spec.init(jax.random.key(1))
+        >>> net = compact_mlp(spec, params, spec.full_masks(params))
+        >>> apply_compact(net, np.zeros((4, 2), np.float32)).shape
+        (4, 1)
+    """
+    x = np.asarray(observation, np.float32)[..., net.inputs]
+    last = len(net.kernels) - 1
+    for index, (kernel, bias) in enumerate(zip(net.kernels, net.biases, strict=True)):
+        name = net.output_activation if index == last else net.activation
+        x = NUMPY_ACTIVATIONS[name](x @ kernel + bias)
+    return x
+
+
+# ----- the networks of a run --------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunNetworks:
+    """The networks a finished run holds (:func:`open_run`), best first.
+
+    Attributes:
+        run_dir: the run directory.
+        experiment: its experiment name.
+        kind: ``"archive"`` (elites, one per filled cell), ``"population"`` (the GA's) or
+            ``"best"`` (ES: the best network evaluated).
+        generation: the checkpoint's generation.
+        spec: the networks' :class:`~synprune_jax.networks.MLPSpec`.
+        params: ``K`` networks' parameters (NumPy leaves ``[K, ...]``).
+        masks: their masks (bool leaves ``[K, ...]``).
+        fitness: ``[K]`` float32.
+        index: ``[K]`` int: the archive cell, or the population member (``0`` for ES).
+        descriptors: ``[K, D]`` float32 or ``None``; descriptor_names: their names.
+        task: the run's task (rebuilt from its config with one device).
+        config: the run's config.
+
+    Examples:
+        >>> networks = open_run("runs/me-prune-reach-tiny")  # doctest: +SKIP
+        >>> networks.kind, len(networks), networks.spec.layer_sizes  # doctest: +SKIP
+        ('archive', 18, (13, 6, 3))
+        >>> params, masks = networks.network(0)  # the best: no leading axis  # doctest: +SKIP
+    """
+
+    run_dir: str
+    experiment: str
+    kind: str
+    generation: int
+    spec: MLPSpec
+    params: Params
+    masks: Masks
+    fitness: np.ndarray
+    index: np.ndarray
+    descriptors: np.ndarray | None
+    descriptor_names: tuple[str, ...]
+    task: Any
+    config: dict
+
+    def __len__(self) -> int:
+        return int(self.fitness.shape[0])
+
+    def network(self, row: int) -> tuple[Params, Masks]:
+        """``(params, masks)`` of network ``row`` (no leading axis)."""
+        take = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[row], tree)
+        return take(self.params), take(self.masks)
+
+
+def restore_run(run_dir: str | os.PathLike):
+    """``(config, built, state)`` of a run directory: its config, the experiment rebuilt from it
+    (with one device: only shapes are needed) and its latest checkpoint's state (host arrays).
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or no checkpoint (the message says which).
+    """
+    from synprune_jax import checkpoint
+    from synprune_jax.config import load
+    from synprune_jax.experiments import get_experiment
+    from synprune_jax.runner import abstract_state
+
+    run_dir = os.fspath(run_dir)
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
+    config = load(config_path)
+    for section in ("task", "train"):
+        if isinstance(config.get(section), dict) and "devices" in config[section]:
+            config[section]["devices"] = 1
+    built = get_experiment(config["experiment"]).build(config)
+    abstract = abstract_state(built.algorithm, built.hyper)
+    directory = os.path.join(run_dir, "checkpoints")
+    if checkpoint.latest_step(directory) is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {directory}: the run wrote none yet (it checkpoints every "
+            "run.checkpoint_every generations and at its end)"
+        )
+    state = jax.device_get(checkpoint.restore(directory, None, abstract))
+    return config, built, state
+
+
+def open_run(run_dir: str | os.PathLike) -> RunNetworks:
+    """The networks of a finished run, best first (module docstring).
+
+    Args:
+        run_dir: a run directory (``config.json`` and ``checkpoints/``).
+
+    Returns:
+        A :class:`RunNetworks`, its rows sorted by fitness, best first.
+
+    Raises:
+        FileNotFoundError: not a run directory, or no checkpoint.
+        ValueError: the run's genomes are not MLP networks (e.g. the kinematic arm's angles), or
+            it holds none with a finite fitness; runs of other methods (transfer fronts,
+            autoencoders, LeNet synthesis) are not covered yet.
+
+    Examples:
+        >>> open_run("no/such/run")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no config.json in no/such/run: not a run directory
+        >>> networks = open_run("runs/me-prune-reach-tiny")  # doctest: +SKIP
+        >>> networks.fitness[:3], networks.index[:3]  # best first; archive cells  # doctest: +SKIP
+        (array([0.06121051, 0.05045617, 0.04833388], dtype=float32), array([200, 220, 242]))
+    """
+    config, built, state = restore_run(run_dir)
+    algorithm = built.algorithm
+    task = getattr(algorithm, "task", None)
+    spec = getattr(task, "spec", None)
+    if not isinstance(spec, MLPSpec):
+        raise ValueError(
+            f"the run in {run_dir} ({config['experiment']}) does not evolve MLP networks: "
+            "nothing to inspect or export"
+        )
+    names: tuple[str, ...] = ()
+    descriptors = None
+    if hasattr(state, "archive"):
+        kind, genomes = "archive", state.archive.genomes
+        fitness = np.asarray(state.archive.fitness, np.float32)
+        descriptors = np.asarray(state.archive.descriptors, np.float32)
+        names = tuple(getattr(task, "descriptor_names", ()))
+        params, masks = genomes.params, genomes.masks
+    elif hasattr(state, "population"):
+        kind = "population"
+        fitness = np.asarray(state.fitness, np.float32)
+        params, masks = state.population.params, state.population.masks
+    elif hasattr(state, "best_params"):
+        kind = "best"
+        fitness = np.asarray(state.best_fitness, np.float32)[None]
+        add_axis = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], tree)
+        params, masks = add_axis(state.best_params), add_axis(state.best_masks)
+    else:
+        raise ValueError(f"the run in {run_dir} ({config['experiment']}) holds no networks")
+    rows = np.flatnonzero(np.isfinite(fitness))
+    if rows.size == 0:
+        raise ValueError(f"the run in {run_dir} holds no network with a finite fitness yet")
+    order = rows[np.argsort(-fitness[rows], kind="stable")]
+    take = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[order], tree)
+    return RunNetworks(
+        run_dir=os.fspath(run_dir),
+        experiment=config["experiment"],
+        kind=kind,
+        generation=int(state.generation),
+        spec=spec,
+        params=take(params),
+        masks=take(masks),
+        fitness=fitness[order],
+        index=order,
+        descriptors=None if descriptors is None else descriptors[order],
+        descriptor_names=names,
+        task=task,
+        config=config,
+    )
+
+
+def inspect_run(run_dir: str | os.PathLike, networks: RunNetworks | None = None):
+    """A table of the run's networks, best first (``synprune inspect RUN``).
+
+    Columns: ``cell`` (archive) or ``member`` (population, ES: 0), ``fitness``, ``density``
+    (active / all kernel connections), ``disconnected_fraction`` (hidden and output units with
+    no active incoming connection), ``active_connections``, ``effective_connections``
+    (connections on a path from an input to an output: the multiply-adds that matter),
+    ``live_units`` (units per layer after :func:`compact_mlp`, inputs first, as ``"a-b-c"``),
+    ``dense_macs`` (multiply-adds of the unpruned network), ``compact_macs`` (of the compact
+    dense network), then one column per descriptor (``descriptor_<name>`` where the name is
+    one of the columns before, e.g. ``disconnected_fraction``).
+
+    Args:
+        run_dir: a run directory.
+        networks: its :class:`RunNetworks` if already opened (else :func:`open_run`).
+
+    Returns:
+        A ``pandas.DataFrame``, one row per network.
+
+    Raises:
+        FileNotFoundError: as :func:`open_run` (no run directory or checkpoint).
+        ValueError: as :func:`open_run` (no MLP networks, none with a finite fitness).
+
+    Examples:
+        >>> table = inspect_run("runs/me-prune-reach-tiny")  # doctest: +SKIP
+        >>> columns = ["cell", "fitness", "density", "effective_connections", "live_units",
+        ...            "compact_macs"]  # doctest: +SKIP
+        >>> print(table[columns].head(3).to_string(index=False))  # doctest: +SKIP
+         cell  fitness  density  effective_connections live_units  compact_macs
+          200 0.061211 0.468750                     45     11-6-3            84
+          220 0.050456 0.437500                     42     11-6-3            84
+          242 0.048334 0.385417                     25     11-4-3            56
+    """
+    import pandas as pd
+
+    from synprune_jax.masks import mask_statistics
+
+    networks = networks or open_run(run_dir)
+    spec = networks.spec
+    stats = jax.device_get(jax.jit(jax.vmap(lambda m: mask_statistics(spec, m)))(networks.masks))
+    dense_macs = sum(
+        a * b for a, b in zip(spec.layer_sizes[:-1], spec.layer_sizes[1:], strict=True)
+    )
+    rows = []
+    for row in range(len(networks)):
+        net = compact_mlp(spec, *networks.network(row))
+        record = {
+            "cell" if networks.kind == "archive" else "member": int(networks.index[row]),
+            "fitness": float(networks.fitness[row]),
+            "density": float(stats.density[row]),
+            "disconnected_fraction": float(stats.disconnected_fraction[row]),
+            "active_connections": int(stats.active_synapses[row]),
+            "effective_connections": int(stats.effective_macs[row]),
+            "live_units": "-".join(str(width) for width in net.layer_widths),
+            "dense_macs": int(dense_macs),
+            "compact_macs": net.num_weights,
+        }
+        if networks.descriptors is not None:
+            for column, name in enumerate(networks.descriptor_names):
+                key = f"descriptor_{name}" if name in record else name  # not overwritten
+                record[key] = float(networks.descriptors[row, column])
+        rows.append(record)
+    return pd.DataFrame(rows)
+
+
+def select_network(
+    networks: RunNetworks,
+    density: float | None = None,
+    cell: int | None = None,
+    rank: int | None = None,
+) -> int:
+    """The row of the network chosen by exactly one of: the best with ``density`` at most the
+    given one, archive ``cell``, or ``rank`` (0 = the best).
+
+    Args:
+        networks: a run's networks (:func:`open_run`).
+        density: the largest density allowed (active / all kernel connections).
+        cell: an archive cell index.
+        rank: a position in the fitness order.
+
+    Returns:
+        The row (an int) of ``networks``.
+
+    Raises:
+        ValueError: not exactly one choice; no network at or below ``density`` (the message gives
+            the sparsest); ``cell`` empty or not an archive run; ``rank`` out of range.
+
+    Examples:
+        >>> select_network(None, density=0.1, rank=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: choose the network with exactly one of --density, --cell, --rank
+        >>> networks = open_run("runs/me-prune-reach-tiny")  # doctest: +SKIP
+        >>> row = select_network(networks, density=0.25)  # doctest: +SKIP
+        >>> row, networks.index[row]  # the 5th best is the best at <= 25 %  # doctest: +SKIP
+        (4, 393)
+    """
+    chosen = [
+        name
+        for name, value in (("density", density), ("cell", cell), ("rank", rank))
+        if value is not None
+    ]
+    if len(chosen) != 1:
+        raise ValueError("choose the network with exactly one of --density, --cell, --rank")
+    if density is not None:
+        from synprune_jax.masks import density as density_of
+
+        values = np.asarray(
+            jax.vmap(lambda m: density_of(m, networks.spec.maskable()))(networks.masks)
+        )
+        rows = np.flatnonzero(values <= float(density) + 1e-9)
+        if rows.size == 0:
+            raise ValueError(
+                f"no network at or below density {density}: the sparsest has density "
+                f"{values.min():.4f}"
+            )
+        return int(rows[0])  # best first
+    if cell is not None:
+        if networks.kind != "archive":
+            raise ValueError(
+                f"--cell needs an archive run; {networks.run_dir} holds a {networks.kind}"
+            )
+        rows = np.flatnonzero(networks.index == int(cell))
+        if rows.size == 0:
+            raise ValueError(f"cell {cell} of {networks.run_dir} is empty")
+        return int(rows[0])
+    assert rank is not None
+    if not 0 <= int(rank) < len(networks):
+        raise ValueError(f"--rank {rank} is out of range: the run holds {len(networks)} networks")
+    return int(rank)
+
+
+def export_network(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    density: float | None = None,
+    cell: int | None = None,
+    rank: int | None = None,
+) -> dict[str, str]:
+    """Writes the chosen network of a run, compacted, to ``out`` (default
+    ``RUN/export/<choice>``): ``network.npz``, ``network.msgpack``, ``network.json`` (module
+    docstring).
+
+    Args:
+        run_dir: a run directory.
+        out: the directory to write (created).
+        density: see :func:`select_network`.
+        cell: see :func:`select_network`.
+        rank: see :func:`select_network`.
+
+    Returns:
+        ``{"npz": path, "msgpack": path, "json": path}``.
+
+    Raises:
+        FileNotFoundError: as :func:`open_run` (no run directory or checkpoint).
+        ValueError: as :func:`open_run` and :func:`select_network`.
+
+    Examples:
+        >>> paths = export_network("runs/me-prune-reach-tiny", density=0.25)  # doctest: +SKIP
+        >>> paths["npz"]  # doctest: +SKIP
+        'runs/me-prune-reach-tiny/export/density-0.25/network.npz'
+    """
+    from flax import serialization
+
+    networks = open_run(run_dir)
+    row = select_network(networks, density=density, cell=cell, rank=rank)
+    params, masks = networks.network(row)
+    net = compact_mlp(networks.spec, params, masks)
+    choice = (
+        f"density-{density}"
+        if density is not None
+        else f"cell-{cell}"
+        if cell is not None
+        else f"rank-{rank}"
+    )
+    out = os.fspath(out or os.path.join(os.fspath(run_dir), "export", choice))
+    os.makedirs(out, exist_ok=True)
+    from synprune_jax.masks import density as density_of
+
+    provenance = {
+        "run": os.path.abspath(os.fspath(run_dir)),
+        "experiment": networks.experiment,
+        "generation": networks.generation,
+        "kind": networks.kind,
+        ("cell" if networks.kind == "archive" else "member"): int(networks.index[row]),
+        "fitness": float(networks.fitness[row]),
+        "density": float(density_of(masks, networks.spec.maskable())),
+        "descriptors": (
+            {}
+            if networks.descriptors is None
+            else dict(
+                zip(networks.descriptor_names, map(float, networks.descriptors[row]), strict=True)
+            )
+        ),
+    }
+    arrays: dict[str, Any] = {
+        "format_version": np.int32(1),
+        "layer_widths": np.asarray(net.layer_widths, np.int64),
+        "inputs": net.inputs.astype(np.int64),
+        "activation": np.asarray(net.activation),
+        "output_activation": np.asarray(net.output_activation),
+        "observation_size": np.int64(networks.spec.input_size),
+        "action_size": np.int64(networks.spec.output_size),
+        "provenance": np.asarray(json.dumps(provenance)),
+    }
+    for layer, (kernel, bias) in enumerate(zip(net.kernels, net.biases, strict=True)):
+        arrays[f"kernel_{layer}"] = kernel
+        arrays[f"bias_{layer}"] = bias
+        data, indices, indptr = csr(kernel.T)
+        arrays[f"csr_{layer}_data"] = data
+        arrays[f"csr_{layer}_indices"] = indices
+        arrays[f"csr_{layer}_indptr"] = indptr
+        arrays[f"csr_{layer}_shape"] = np.asarray(kernel.T.shape, np.int64)
+    paths = {key: os.path.join(out, f"network.{key}") for key in ("npz", "msgpack", "json")}
+    np.savez(paths["npz"], **arrays)
+    flax_params = {
+        "params": {
+            f"Dense_{layer}": {"kernel": kernel, "bias": bias}
+            for layer, (kernel, bias) in enumerate(zip(net.kernels, net.biases, strict=True))
+        }
+    }
+    with open(paths["msgpack"], "wb") as handle:
+        handle.write(serialization.to_bytes(flax_params))
+    with open(paths["json"], "w") as handle:
+        json.dump(
+            {
+                **provenance,
+                "layer_widths": list(net.layer_widths),
+                "inputs": net.inputs.tolist(),
+                "activation": net.activation,
+                "output_activation": net.output_activation,
+                "observation_size": networks.spec.input_size,
+                "action_size": networks.spec.output_size,
+                "weights": net.num_weights,
+                "nonzero_weights": net.num_nonzero,
+            },
+            handle,
+            indent=2,
+        )
+    return paths
+
+
+def csr(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(data, indices, indptr)`` of a 2-D array's nonzero entries in compressed sparse row
+    form (SciPy's ``csr_matrix((data, indices, indptr), shape)`` reads it back).
+
+    Examples:
+        >>> data, indices, indptr = csr(np.array([[0.0, 2.0], [3.0, 0.0], [0.0, 0.0]]))
+        >>> data.tolist(), indices.tolist(), indptr.tolist()
+        ([2.0, 3.0], [1, 0], [0, 1, 2, 2])
+    """
+    matrix = np.asarray(matrix)
+    rows, columns = np.nonzero(matrix)
+    indptr = np.zeros(matrix.shape[0] + 1, np.int64)
+    np.add.at(indptr, rows + 1, 1)
+    return (
+        matrix[rows, columns].astype(np.float32),
+        columns.astype(np.int64),
+        np.cumsum(indptr),
+    )
+
+
+__all__ = [
+    "CompactMLP",
+    "RunNetworks",
+    "apply_compact",
+    "compact_mlp",
+    "csr",
+    "export_network",
+    "inspect_run",
+    "open_run",
+    "restore_run",
+    "select_network",
+]

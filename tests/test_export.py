@@ -1,0 +1,225 @@
+"""Taking a pruned network out of a run (synprune_jax/export.py): exact compaction, the exported
+files (NumPy, CSR, flax) against the masked network, the run table, and the errors."""
+
+import json
+import os
+import shutil
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse
+
+from synprune_jax.cli import main
+from synprune_jax.export import (
+    apply_compact,
+    compact_mlp,
+    export_network,
+    inspect_run,
+    open_run,
+    select_network,
+)
+from synprune_jax.masks import mask_statistics
+from synprune_jax.networks import _MLP, MLPSpec
+
+
+def _random_masks(spec, params, key, density):
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    masks = [
+        jax.random.bernoulli(k, density, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)
+    ]
+    masks = jax.tree_util.tree_unflatten(tree, masks)
+    if not spec.mask_biases:  # biases stay unmasked
+        masks = jax.tree_util.tree_map_with_path(
+            lambda path, m: jnp.ones_like(m) if "bias" in str(path[-1]) else m, masks
+        )
+    return masks
+
+
+OBSERVATIONS = np.random.default_rng(0).normal(size=(1000, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "spec, density",
+    [
+        (MLPSpec(input_size=6, hidden_sizes=(8, 8), output_size=3), 0.3),  # dead units
+        (MLPSpec(input_size=6, hidden_sizes=(8, 8), output_size=3, activation="relu"), 0.15),
+        (MLPSpec(6, 3, (5, 7, 4), activation="sigmoid", output_activation="linear"), 0.4),
+        (MLPSpec(input_size=6, hidden_sizes=(8,), output_size=3, mask_biases=True), 0.5),
+    ],
+)
+def test_compaction_gives_the_masked_networks_outputs(spec, density):
+    apply, init = jax.jit(spec.apply), jax.jit(spec.init)
+    for seed in range(3):
+        params = init(jax.random.key(seed))
+        masks = _random_masks(spec, params, jax.random.key(100 + seed), density)
+        net = compact_mlp(spec, params, masks)
+        expected = np.asarray(apply(params, masks, OBSERVATIONS))
+        np.testing.assert_allclose(apply_compact(net, OBSERVATIONS), expected, atol=2e-5)
+        # nothing left that does not matter: every kept hidden unit reads an input and feeds
+        # an output, so the compact network is no larger than the effective connections allow
+        stats = mask_statistics(spec, masks)
+        assert net.num_nonzero == int(stats.effective_macs)
+
+
+def test_a_fully_masked_layer_leaves_constant_outputs():
+    spec = MLPSpec(input_size=6, hidden_sizes=(8, 8), output_size=3)
+    params = spec.init(jax.random.key(0))
+    masks = spec.full_masks(params)
+    masks["params"]["Dense_1"]["kernel"] = jnp.zeros((8, 8), bool)
+    net = compact_mlp(spec, params, masks)
+    assert net.layer_widths == (0, 0, 0, 3) and net.num_weights == 0
+    outputs = apply_compact(net, OBSERVATIONS)
+    np.testing.assert_allclose(outputs, spec.apply(params, masks, OBSERVATIONS), atol=1e-6)
+    assert np.ptp(outputs, axis=0).max() == 0.0  # the same action for every observation
+
+
+def test_compaction_by_hand():
+    # 2 inputs -> 3 hidden -> 1 output, linear hidden units so the folded bias is exact
+    spec = MLPSpec(input_size=2, hidden_sizes=(3,), output_size=1, activation="linear")
+    params = {
+        "params": {
+            "Dense_0": {
+                "kernel": jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]),
+                "bias": jnp.array([0.5, -1.0, 2.0]),
+            },
+            "Dense_1": {"kernel": jnp.array([[1.0], [10.0], [100.0]]), "bias": jnp.array([0.25])},
+        }
+    }
+    masks = spec.full_masks(params)
+    # unit 0 reads no input (a constant 0.5); unit 2 feeds no output; input 0 feeds only unit 0
+    masks["params"]["Dense_0"]["kernel"] = jnp.array([[False, False, True], [False, True, True]])
+    masks["params"]["Dense_1"]["kernel"] = jnp.array([[True], [True], [False]])
+    net = compact_mlp(spec, params, masks)
+    assert [k.tolist() for k in net.kept] == [[1], [1], [0]]
+    assert net.kernels[0].tolist() == [[5.0]] and net.kernels[1].tolist() == [[10.0]]
+    assert net.biases[0].tolist() == [-1.0]
+    assert net.biases[1].tolist() == [0.25 + 0.5 * 1.0]  # the constant unit folded in
+    x = np.array([[3.0, 2.0]], np.float32)
+    assert apply_compact(net, x).tolist() == [[np.tanh(0.75 + 10.0 * (5.0 * 2.0 - 1.0))]]
+
+
+# ----- a run ------------------------------------------------------------------------------------
+
+TINY_RUN = [
+    "run.num_generations=3",
+    "run.chunk_size=1",
+    "run.progress=false",
+    "map_elites.batch_size=8",
+    "map_elites.initial_batch_size=16",
+    "task.episode_length=5",
+    "task.num_episodes=1",
+    "task.hidden_sizes=[6]",
+    "task.devices=1",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("export") / "run")
+    args = ["run", "me-prune-reach", "--out", out]
+    for item in TINY_RUN:
+        args += ["--set", item]
+    assert main(args) == 0
+    return out
+
+
+def test_inspect_counts_every_elite(run_dir):
+    networks = open_run(run_dir)
+    table = inspect_run(run_dir, networks)
+    assert networks.kind == "archive" and len(table) == len(networks) > 1
+    assert list(table["fitness"]) == sorted(table["fitness"], reverse=True)  # best first
+    spec = networks.spec
+    assert (spec.input_size, spec.output_size) == (13, 3)  # 3 joints, 1 obstacle
+    for row in (0, len(table) - 1):
+        params, masks = networks.network(row)
+        kernels = [np.asarray(k) for k in spec.kernels(masks)]
+        active = sum(int(k.sum()) for k in kernels)
+        assert table["active_connections"][row] == active
+        assert table["density"][row] == pytest.approx(active / spec.num_synapses)
+        net = compact_mlp(spec, params, masks)
+        assert table["live_units"][row] == "-".join(map(str, net.layer_widths))
+        assert table["compact_macs"][row] == net.num_weights
+        assert table["dense_macs"][row] == 13 * 6 + 6 * 3  # reach arm: 13 inputs, 3 joints
+        assert table["cell"][row] == networks.index[row]
+    assert {"sparsity", "descriptor_disconnected_fraction"} <= set(table.columns)
+
+
+def test_exported_files_run_without_synprune(run_dir, tmp_path):
+    networks = open_run(run_dir)
+    row = select_network(networks, density=0.5)
+    paths = export_network(run_dir, tmp_path / "net", density=0.5)
+    params, masks = networks.network(row)
+    observations = np.random.default_rng(1).normal(size=(1000, 13)).astype(np.float32)
+    expected = np.asarray(networks.spec.apply(params, masks, observations))
+    data = np.load(paths["npz"])
+    provenance = json.loads(str(data["provenance"]))
+    assert provenance["fitness"] == pytest.approx(float(networks.fitness[row]))
+    assert provenance["density"] <= 0.5 and provenance["cell"] == int(networks.index[row])
+    with open(paths["json"]) as handle:
+        assert json.load(handle)["layer_widths"] == data["layer_widths"].tolist()
+    # the NumPy inference of docs/export.md
+    acts = {"tanh": np.tanh, "linear": lambda x: x}
+    x = observations[..., data["inputs"]]
+    layers = len(data["layer_widths"]) - 1
+    sparse = x.copy()
+    for layer in range(layers):
+        name = "output_activation" if layer == layers - 1 else "activation"
+        x = acts[str(data[name])](x @ data[f"kernel_{layer}"] + data[f"bias_{layer}"])
+        csr = scipy.sparse.csr_matrix(
+            (data[f"csr_{layer}_data"], data[f"csr_{layer}_indices"], data[f"csr_{layer}_indptr"]),
+            shape=tuple(data[f"csr_{layer}_shape"]),
+        )
+        np.testing.assert_array_equal(csr.toarray(), data[f"kernel_{layer}"].T)
+        sparse = acts[str(data[name])]((csr @ sparse.T).T + data[f"bias_{layer}"])
+    np.testing.assert_allclose(x, expected, atol=2e-5)
+    np.testing.assert_allclose(sparse, expected, atol=2e-5)
+    # the flax form: the compact widths as a plain flax MLP
+    widths = [int(w) for w in data["layer_widths"][1:]]
+    module = _MLP(layer_sizes=widths, activation="tanh", output_activation="tanh")
+    target = jax.tree_util.tree_map(
+        np.zeros_like,
+        {
+            "params": {
+                f"Dense_{layer}": {
+                    "kernel": data[f"kernel_{layer}"],
+                    "bias": data[f"bias_{layer}"],
+                }
+                for layer in range(layers)
+            }
+        },
+    )
+    with open(paths["msgpack"], "rb") as handle:
+        restored = flax.serialization.from_bytes(target, handle.read())
+    outputs = module.apply(restored, observations[..., data["inputs"]])
+    np.testing.assert_allclose(outputs, expected, atol=2e-5)
+
+
+def test_choices_and_their_errors(run_dir, tmp_path, capsys):
+    networks = open_run(run_dir)
+    assert select_network(networks, rank=0) == 0
+    assert select_network(networks, cell=int(networks.index[2])) == 2
+    with pytest.raises(ValueError, match="no network at or below density 0.0001: the sparsest"):
+        select_network(networks, density=0.0001)
+    empty = next(c for c in range(10_000) if c not in set(networks.index.tolist()))
+    with pytest.raises(ValueError, match=f"cell {empty} of .* is empty"):
+        select_network(networks, cell=empty)
+    with pytest.raises(ValueError, match="--rank 9999 is out of range"):
+        select_network(networks, rank=9999)
+    with pytest.raises(ValueError, match="exactly one of"):
+        select_network(networks, rank=0, cell=1)
+    # the CLI: one line each
+    assert main(["export", run_dir, "--density", "0.0001"]) == 2
+    assert "no network at or below density" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(os.path.join(run_dir, "config.json"), bare / "config.json")
+    assert main(["inspect", str(bare)]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err
+    assert main(["inspect", run_dir, "--rows", "2", "--csv", str(tmp_path / "t.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "live_units" in printed and "more rows" in printed
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == len(networks) + 1
