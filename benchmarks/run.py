@@ -40,6 +40,7 @@ BENCHMARKS = (
     "throughput",
     "task_suites",
     "engine_overhead",
+    "pruned_inference",
 )
 
 

@@ -328,7 +328,7 @@ def command_plot(args) -> int:
 def command_inspect(args) -> int:
     from synprune_jax.export import inspect_run
 
-    table = inspect_run(args.run_dir)
+    table = inspect_run(args.run_dir, cost=args.cost)
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {len(table)} rows to {args.csv}")
@@ -462,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_parser.add_argument("--csv", help="write the whole table to this CSV file")
     inspect_parser.add_argument("--rows", type=int, default=20, help="rows shown (default 20)")
     inspect_parser.add_argument("--all", action="store_true", help="show every row")
+    inspect_parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="add bytes and an energy estimate per forward pass for the dense, masked, compact "
+        "and CSR forms (docs/export.md)",
+    )
     inspect_parser.set_defaults(handler=command_inspect)
 
     export_parser = add_parser(

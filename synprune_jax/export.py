@@ -351,7 +351,9 @@ def open_run(run_dir: str | os.PathLike) -> RunNetworks:
     )
 
 
-def inspect_run(run_dir: str | os.PathLike, networks: RunNetworks | None = None):
+def inspect_run(
+    run_dir: str | os.PathLike, networks: RunNetworks | None = None, cost: bool = False
+):
     """A table of the run's networks, best first (``synprune inspect RUN``).
 
     Columns: ``cell`` (archive) or ``member`` (population, ES: 0), ``fitness``, ``density``
@@ -366,6 +368,8 @@ def inspect_run(run_dir: str | os.PathLike, networks: RunNetworks | None = None)
     Args:
         run_dir: a run directory.
         networks: its :class:`RunNetworks` if already opened (else :func:`open_run`).
+        cost: add, per form of :func:`network_cost` (``dense``, ``masked``, ``compact``,
+            ``csr``), its ``<form>_bytes`` and ``<form>_energy_pj`` (an estimate).
 
     Returns:
         A ``pandas.DataFrame``, one row per network.
@@ -408,6 +412,10 @@ def inspect_run(run_dir: str | os.PathLike, networks: RunNetworks | None = None)
             "dense_macs": int(dense_macs),
             "compact_macs": net.num_weights,
         }
+        if cost:
+            for form in network_cost(spec, *networks.network(row)):
+                record[f"{form['form']}_bytes"] = form["bytes"]
+                record[f"{form['form']}_energy_pj"] = form["energy_pj"]
         if networks.descriptors is not None:
             for column, name in enumerate(networks.descriptor_names):
                 key = f"descriptor_{name}" if name in record else name  # not overwritten
@@ -594,6 +602,99 @@ def export_network(
     return paths
 
 
+# ----- what a network costs ----------------------------------------------------------------------
+
+# Energy per operation, 45 nm, from M. Horowitz, "Computing's energy problem (and what we can do
+# about it)", ISSCC 2014: a 32-bit float multiply, a 32-bit float add, a 32-bit read from an 8 KB
+# SRAM (the weights of these networks fit a cache). An estimate: it counts arithmetic and weight
+# reads only (no activations, control, DRAM or the host), on a process that is not this CPU's.
+ENERGY_PJ = {"fp32_multiply": 3.7, "fp32_add": 0.9, "sram_read_32bit": 5.0}
+FORMS = ("dense", "masked", "compact", "csr")
+
+
+def network_cost(spec: MLPSpec, params: Params, masks: Masks) -> list[dict]:
+    """Parameters, bytes, multiply-adds and an energy estimate of one forward pass (one
+    observation) of a masked MLP in four forms: ``dense`` (the unpruned network), ``masked``
+    (what the engine runs: every weight multiplied, plus a bool mask per maskable entry),
+    ``compact`` (:func:`compact_mlp`, dense kernels) and ``csr`` (its kernels' nonzeros with
+    int32 column indices and row pointers).
+
+    ``energy_pj`` = multiply-adds x (multiply + add) + 32-bit words read x SRAM read, with the
+    45 nm figures of :data:`ENERGY_PJ` (Horowitz, ISSCC 2014): an estimate, not a measurement.
+
+    Args:
+        spec: the network's structure.
+        params: one network's parameters.
+        masks: its masks.
+
+    Returns:
+        Four dicts (one per form, in :data:`FORMS` order) with ``form``, ``parameters``,
+        ``bytes``, ``macs`` and ``energy_pj``.
+
+    Examples:
+        >>> spec = MLPSpec(input_size=2, hidden_sizes=(3,), output_size=1)
+        >>> params = spec.init(jax.random.key(1))
+        >>> masks = spec.full_masks(params)
+        >>> kernel = masks["params"]["Dense_0"]["kernel"]
+        >>> masks["params"]["Dense_0"]["kernel"] = kernel.at[:, 0].set(False)  # 2-2-1: 4 + 2 MACs
+        >>> [(c["form"], c["parameters"], c["macs"]) for c in network_cost(spec, params, masks)]
+        [('dense', 13, 9), ('masked', 13, 9), ('compact', 9, 6), ('csr', 9, 6)]
+    """
+    net = compact_mlp(spec, params, masks)
+    sizes = spec.layer_sizes
+    dense_macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    biases = sum(sizes[1:])
+    maskable = sum(
+        int(np.size(leaf))
+        for leaf, flag in zip(
+            jax.tree_util.tree_leaves(params),
+            jax.tree_util.tree_leaves(spec.maskable()),
+            strict=True,
+        )
+        if flag
+    )
+    compact_biases = sum(len(b) for b in net.biases)
+    csr_index_words = net.num_nonzero + sum(k.shape[1] + 1 for k in net.kernels)
+    per_mac = ENERGY_PJ["fp32_multiply"] + ENERGY_PJ["fp32_add"]
+    read = ENERGY_PJ["sram_read_32bit"]
+
+    def row(form, parameters, size, macs, words):
+        return {
+            "form": form,
+            "parameters": int(parameters),
+            "bytes": int(size),
+            "macs": int(macs),
+            "energy_pj": float(macs * per_mac + words * read),
+        }
+
+    dense_params = dense_macs + biases
+    return [
+        row("dense", dense_params, 4 * dense_params, dense_macs, dense_params),
+        # the engine reads every weight and, per maskable entry, one mask byte (a quarter word)
+        row(
+            "masked",
+            dense_params,
+            4 * dense_params + maskable,
+            dense_macs,
+            dense_params + maskable / 4,
+        ),
+        row(
+            "compact",
+            net.num_weights + compact_biases,
+            4 * (net.num_weights + compact_biases),
+            net.num_weights,
+            net.num_weights + compact_biases,
+        ),
+        row(
+            "csr",
+            net.num_nonzero + compact_biases,
+            4 * (net.num_nonzero + compact_biases + csr_index_words),
+            net.num_nonzero,
+            net.num_nonzero + compact_biases + csr_index_words,
+        ),
+    ]
+
+
 def csr(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(data, indices, indptr)`` of a 2-D array's nonzero entries in compressed sparse row
     form (SciPy's ``csr_matrix((data, indices, indptr), shape)`` reads it back).
@@ -620,8 +721,11 @@ __all__ = [
     "apply_compact",
     "compact_mlp",
     "csr",
+    "ENERGY_PJ",
+    "FORMS",
     "export_network",
     "inspect_run",
+    "network_cost",
     "open_run",
     "restore_run",
     "select_network",

@@ -26,7 +26,13 @@ if ROOT not in sys.path:  # benchmarks/ is a top-level package of the repository
 from conftest import optimized_compilation  # noqa: E402
 
 import benchmarks  # noqa: E402
-from benchmarks import archive_insertion, masked_vs_dense, qdax_map_elites, run  # noqa: E402
+from benchmarks import (  # noqa: E402
+    archive_insertion,
+    masked_vs_dense,
+    pruned_inference,
+    qdax_map_elites,
+    run,
+)
 
 
 def _check_records(records, benchmark_keys):
@@ -195,6 +201,29 @@ def test_masked_vs_dense_toy():
         assert by_variant[variant]["max_abs_diff_vs_masked"] < 1e-5, variant
     assert by_variant["packed_bits"]["mask_mb"] < by_variant["masked_once"]["mask_mb"]
     assert by_variant["dense"]["ratio_to_dense"] == 1.0
+
+
+def test_pruned_inference_forms_agree_and_report_costs():
+    from synprune_jax.networks import MLPSpec
+
+    spec = MLPSpec(5, 2, (6, 4))
+    params, masks = pruned_inference.random_network(spec, 0.3, 0)
+    setting = {"batches": (3,), "repeats": 1, "inner": 1}
+    records = pruned_inference.measure(spec, params, masks, {"network": "tiny"}, setting)
+    _check_records(records, ["latency_us", "energy_pj_estimate"])
+    assert {(r["form"], r["backend"]) for r in records} == {
+        ("dense", "jax"),
+        ("dense", "numpy"),
+        ("masked", "jax"),
+        ("masked", "numpy"),
+        ("compact", "jax"),
+        ("compact", "numpy"),
+        ("csr", "scipy"),
+    }
+    for record in records:
+        assert record["max_abs_diff"] < 1e-5, record
+    by_form = {r["form"]: r for r in records}
+    assert by_form["compact"]["macs"] <= by_form["masked"]["macs"] == 5 * 6 + 6 * 4 + 4 * 2
 
 
 def test_run_entry_point_writes_csv_and_json(tmp_path, capsys):

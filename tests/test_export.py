@@ -146,6 +146,15 @@ def test_inspect_counts_every_elite(run_dir):
         assert table["dense_macs"][row] == 13 * 6 + 6 * 3  # reach arm: 13 inputs, 3 joints
         assert table["cell"][row] == networks.index[row]
     assert {"sparsity", "descriptor_disconnected_fraction"} <= set(table.columns)
+    # --cost: bytes and the energy estimate per form, from the operation counts
+    costs = inspect_run(run_dir, networks, cost=True)
+    dense_parameters = 13 * 6 + 6 * 3 + 6 + 3
+    assert (costs["dense_bytes"] == 4 * dense_parameters).all()
+    assert costs["dense_energy_pj"][0] == pytest.approx(96 * (3.7 + 0.9) + dense_parameters * 5.0)
+    net = compact_mlp(spec, *networks.network(0))
+    compact_parameters = net.num_weights + sum(len(b) for b in net.biases)
+    assert costs["compact_bytes"][0] == 4 * compact_parameters
+    assert (costs["compact_energy_pj"] <= costs["dense_energy_pj"]).all()  # never larger
 
 
 def test_exported_files_run_without_synprune(run_dir, tmp_path):
