@@ -68,14 +68,17 @@ def numpy_forward(kernels, biases, hidden: str, output: str):
     return forward
 
 
-def jax_forward(kernels, biases, hidden: str, output: str):
-    """The same in JAX, jitted, the weights closed over as constants of the program."""
+def jax_forward(kernels, biases, hidden: str, output: str, inputs=None):
+    """The same in JAX, jitted, the weights (and the observation entries read, ``inputs``)
+    closed over as constants of the program."""
     kernels = [jnp.asarray(k) for k in kernels]
     biases = [jnp.asarray(b) for b in biases]
     last = len(kernels) - 1
 
     @jax.jit
     def forward(x):
+        if inputs is not None:
+            x = x[..., jnp.asarray(inputs)]
         for index, (kernel, bias) in enumerate(zip(kernels, biases, strict=True)):
             x = ACTIVATIONS[output if index == last else hidden](x @ kernel + bias[None, :])
         return x
@@ -102,15 +105,13 @@ def forms(spec: MLPSpec, params, masks) -> dict:
             x = NUMPY_ACTIVATIONS[output if index == last else hidden](x)
         return x.T
 
-    compact_jax = jax_forward(net.kernels, net.biases, hidden, output)
-    inputs = jnp.asarray(net.inputs)
     return {
         "dense_jax": jax_forward(dense_k, dense_b, hidden, output),
         "dense_numpy": numpy_forward(dense_k, dense_b, hidden, output),
         # the engine's form: masks applied once (per evaluation), then dense passes
         "masked_jax": jax_forward(masked_k, masked_b, hidden, output),
         "masked_numpy": numpy_forward(masked_k, masked_b, hidden, output),
-        "compact_jax": lambda x: compact_jax(x[..., inputs]),
+        "compact_jax": jax_forward(net.kernels, net.biases, hidden, output, net.inputs),
         "compact_numpy": lambda x: apply_compact(net, x),
         "csr_scipy": csr_forward,
     }
