@@ -2,7 +2,9 @@
 
 No timing assertions: speed is measured only by the benchmark scripts themselves. The Brax and
 arm MAP-Elites benchmarks compile whole programs, so their toy runs are marked slow, as are the
-two-device worker of the QDax comparison and the transfer-heads script (30-60 s each on 2 cores).
+two-device worker of the QDax comparison and the transfer-heads script (30-60 s each on 2 cores),
+and, to keep the default suite in its budget, the toy runs of masked_vs_dense, rng_compile and
+task_suites (5-10 s each cold).
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ def test_pack_unpack_round_trip():
     np.testing.assert_array_equal(masked_vs_dense.unpack(packed, masks)["w"], masks["w"])
 
 
+@pytest.mark.slow  # a benchmark script's toy run (5-10 s cold)
 def test_compaction_drops_exactly_the_dead_units():
     from synprune_jax.masks import apply_masks
     from synprune_jax.networks import MLPSpec
@@ -186,6 +189,7 @@ def test_archive_insertion_toy():
         assert records[0]["case"] == "peer_missing" and "qdax" in records[0]["status"]
 
 
+@pytest.mark.slow  # a benchmark script's toy run (5-10 s cold)
 def test_masked_vs_dense_toy():
     records = masked_vs_dense.run("toy")
     _check_records(records, ["ratio_to_dense", "compact_widths"])
@@ -262,6 +266,7 @@ def test_map_elites_benchmarks_toy(tmp_path):
     assert any(path.endswith("scaling_toy.png") for path in written)
 
 
+@pytest.mark.slow  # a benchmark script's toy run (5-10 s cold)
 def test_rng_compile_variants_draw_the_same_shapes(capsys):
     from benchmarks import rng_compile
 
@@ -360,6 +365,7 @@ def test_transfer_heads_benchmark_runs_with_devices(tmp_path):
         assert record[name]["children_per_generation"] == 3 and record[name]["min_s"] > 0
 
 
+@pytest.mark.slow  # a benchmark script's toy run (5-10 s cold)
 def test_task_suites_benchmark_toy():
     from benchmarks import task_suites
 

@@ -162,10 +162,14 @@ _SLOW = {
     "me-prune-playground",
     "me-prune-reach",
     "cluster-synthesis",
-    # the same builders as mo-prune-transfer / ae-prune (one module each), which stay in the
-    # default suite; these two add ~14 s each to it
+    # the transfer and autoencoder builders (one module each) stay covered in the default suite
+    # by the CLI runs of tests/test_transfer.py (mo-prune-transfer) and tests/test_autoencoder.py
+    # (ae-coevolution); me-es by its default-table case below. Each adds 12-17 s cold.
     "ga-prune-transfer",
     "ae-coevolution",
+    "mo-prune-transfer",
+    "ae-prune",
+    "me-es",
 }
 # Feet-contact descriptors are step functions of the physics: the last-bit differences of a
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs

@@ -590,7 +590,10 @@ def test_resume_refuses_a_run_whose_checkpoints_are_gone_and_restart_redoes_it(t
     assert (run_dir / "metrics.csv").read_bytes() == before["metrics.csv"]  # same seed, same run
 
 
-@pytest.mark.parametrize("signal_name, status", [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.parametrize(
+    "signal_name, status",
+    [("SIGTERM", 143), pytest.param("SIGINT", 130, marks=pytest.mark.slow)],  # the same path
+)
 def test_a_signal_finishes_the_chunk_checkpoints_and_resumes_identically(
     signal_name, status, tmp_path
 ):

@@ -115,7 +115,9 @@ def _old_step(key, archive, task, config, hyper):
     "settings",
     [
         {},  # the README's default run: fixed rates, forward pruning
-        {"mutation": MutationConfig(self_adaptive=True)},  # blocks: test_mutation_blocks_give_...
+        pytest.param(  # blocks: test_mutation_blocks_give_...; 6.5 s cold
+            {"mutation": MutationConfig(self_adaptive=True)}, marks=pytest.mark.slow
+        ),
     ],
     ids=["default", "self-adaptive"],
 )

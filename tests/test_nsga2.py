@@ -264,7 +264,7 @@ def test_algorithms_compare_by_static_structure():
     assert float(metrics["mean_fitness"]) == pytest.approx(float(jnp.mean(state.fitness[2:])))
 
 
-@pytest.mark.parametrize("kind", ["nsga2", "steady_state_ga"])
+@pytest.mark.parametrize("kind", ["nsga2", pytest.param("steady_state_ga", marks=pytest.mark.slow)])
 def test_hyper_parameters_vmap_like_separate_runs(kind):
     # hyper-parameters stacked on a run axis: one vmapped program gives each run's numbers (a
     # problem without default_hyper contributes no traced knobs)
@@ -321,7 +321,7 @@ class ScaledOneMax:
         return jnp.stack([ones * scale, -ones], axis=1)
 
 
-@pytest.mark.parametrize("kind", ["nsga2", "steady_state_ga"])
+@pytest.mark.parametrize("kind", ["nsga2", pytest.param("steady_state_ga", marks=pytest.mark.slow)])
 def test_problem_hyper_parameters_reach_the_evaluation(kind):
     # objective 0 scaled by 3 (exact in float32) changes no rank, crowding ratio or comparison,
     # so the run is the same with every objective-0 value three times as large: the problem's

@@ -520,7 +520,9 @@ def test_cli_sweep_of_a_traced_es_key(tmp_path, capsys):
     assert len(timing) == 1 and timing[0]["runs"] == ["run-000", "run-001"]
 
 
-@pytest.mark.parametrize("strategy", ["sep_cma_es", "simple_ga"])
+@pytest.mark.parametrize(
+    "strategy", ["sep_cma_es", pytest.param("simple_ga", marks=pytest.mark.slow)]
+)
 def test_es_sweep_over_sigma_with_other_evosax_strategies(strategy, tmp_path):
     # Sep-CMA-ES takes sigma through params.std_init, SimpleGA through its initial population and
     # a decaying std schedule (sigma_min traced inside optax's exponential_decay). Full CMA-ES is
