@@ -210,8 +210,9 @@ def test_config_and_task_mismatch_fail_before_compiling():
 @pytest.mark.parametrize(
     "mutation",
     [
-        MutationConfig(),
-        # the same blocking with one more per-individual leaf (the rates): slow, for time
+        # an opt-in path (map_elites.mutation_block, off by default): 18 s cold, so slow
+        pytest.param(MutationConfig(), marks=pytest.mark.slow),
+        # the same blocking with one more per-individual leaf (the rates)
         pytest.param(MutationConfig(self_adaptive=True), marks=pytest.mark.slow),
     ],
     ids=["fixed-rates", "self-adaptive"],
