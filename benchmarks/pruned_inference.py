@@ -161,6 +161,20 @@ def measure(spec, params, masks, label: dict, setting: dict) -> list[dict]:
     return records
 
 
+def random_cases(network: str, spec: MLPSpec, setting: dict) -> list[dict]:
+    """The records of ``spec`` with random forward-pruned masks at every density of DENSITIES."""
+    records: list[dict] = []
+    for density in DENSITIES:
+        label = {
+            "network": network,
+            "source": "random masks",
+            "density_bound": density,
+            "widths": "-".join(map(str, spec.layer_sizes)),
+        }
+        records += measure(spec, *random_network(spec, density, 0), label, setting)
+    return records
+
+
 def run(suite: str, run_dir: str | None) -> list[dict]:
     setting = SIZES[suite]
     records: list[dict] = []
@@ -186,24 +200,10 @@ def run(suite: str, run_dir: str | None) -> list[dict]:
         from synprune_jax.experiments import DEFAULT_EXPERIMENT, get_experiment
 
         task = get_experiment(DEFAULT_EXPERIMENT).default_config()["task"]
-        spec = MLPSpec(11, 3, tuple(task["hidden_sizes"]))
-        for density in DENSITIES:
-            label = {
-                "network": "default_shape",
-                "source": "random masks",
-                "density_bound": density,
-                "widths": "-".join(map(str, spec.layer_sizes)),
-            }
-            records += measure(spec, *random_network(spec, density, 0), label, setting)
-    wide = MLPSpec(11, 3, (256, 256))
-    for density in DENSITIES:
-        label = {
-            "network": "wide",
-            "source": "random masks",
-            "density_bound": density,
-            "widths": "-".join(map(str, wide.layer_sizes)),
-        }
-        records += measure(wide, *random_network(wide, density, 0), label, setting)
+        records += random_cases(
+            "default_shape", MLPSpec(11, 3, tuple(task["hidden_sizes"])), setting
+        )
+    records += random_cases("wide", MLPSpec(11, 3, (256, 256)), setting)
     return records
 
 
