@@ -282,6 +282,17 @@ def test_hyper_errors_are_clear():
         me.ESEmitterConfig(strategy="simple_ga")
     with pytest.raises(ValueError, match="restart_every"):
         me.ESEmitterConfig(restart_every=0)
+    # checked before any strategy is built (OpenES asserted an even population inside evosax)
+    for strategy in ("open_es", "pgpe", "ars"):
+        with pytest.raises(ValueError, match="refuses population_size=5: Population size must"):
+            me.ESEmitterConfig(strategy=strategy, population_size=5)
+    me.ESEmitterConfig(strategy="snes", population_size=5)  # others take any size
+    with pytest.raises(
+        ValueError, match=r"optimizer must be one of \['sgd', 'adam'\], got 'adamw'"
+    ):
+        me.ESEmitterConfig(optimizer="adamw")
+    with pytest.raises(ValueError, match="search_space must be one of"):
+        me.ESEmitterConfig(search_space="masked")
 
 
 @pytest.mark.parametrize("mixed", [True, pytest.param(False, marks=pytest.mark.slow)])

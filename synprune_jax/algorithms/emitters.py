@@ -228,9 +228,10 @@ class ESEmitterConfig:
             mix the ES emitter with the mutation emitter (True) or use it alone (False).
 
     Raises:
-        ValueError: an unknown or population-based ``strategy``, ``population_size`` < 2, or
-            ``restart_every`` < 1 (``optimizer`` and ``search_space`` are checked when
-            :class:`ESEmitter` builds the strategy).
+        ValueError: an unknown or population-based ``strategy``, an unknown ``optimizer`` or
+            ``search_space``, ``population_size`` < 2 (or one the strategy refuses: odd for
+            OpenES, PGPE, ARS, ...; :func:`~synprune_jax.algorithms.es.check_population_size`), or
+            ``restart_every`` < 1.
 
     Examples:
         >>> config = ESEmitterConfig(population_size=8, restart_every=5)
@@ -256,8 +257,17 @@ class ESEmitterConfig:
             raise ValueError(
                 f"the ES emitter needs a distribution-based strategy, got {self.strategy!r}"
             )
+        for name, valid in (
+            ("optimizer", es_lib.OPTIMIZERS),
+            ("search_space", es_lib.SEARCH_SPACES),
+        ):
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}"
+                )
         if self.population_size < 2:
             raise ValueError(f"population_size must be >= 2, got {self.population_size}")
+        es_lib.check_population_size(self.strategy, self.population_size)
         if self.restart_every < 1:
             raise ValueError(f"restart_every must be >= 1, got {self.restart_every}")
 

@@ -89,6 +89,32 @@ def strategy_class(name: str) -> type:
     return by_name[key]
 
 
+def check_population_size(name: str, population_size: int) -> None:
+    """Refuses, in one line, a ``population_size`` that evosax's strategy ``name`` would assert
+    against when built (OpenES, PGPE, ARS and the other antithetic strategies need an even one):
+    the strategy is built once on a 2-dimensional problem and its assertion becomes the message.
+
+    Raises:
+        ValueError: the strategy refuses the size (the message is evosax's reason).
+
+    Examples:
+        >>> check_population_size("snes", 5)  # SNES takes any size
+        >>> check_population_size("open_es", 5)
+        Traceback (most recent call last):
+        ...
+        ValueError: evosax's Open_ES refuses population_size=5: Population size must be even.
+    """
+    cls = strategy_class(name)
+    try:
+        cls(population_size=int(population_size), solution=jnp.zeros((2,), jnp.float32))
+    except AssertionError as error:
+        raise ValueError(
+            f"evosax's {cls.__name__} refuses population_size={population_size}: {error}"
+        ) from None
+    except TypeError:  # a strategy with other required arguments: checked when it is built
+        return
+
+
 def is_population_based(name: str) -> bool:
     """True for evosax's population-based strategies (GA, DE, PSO, ...)."""
     from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
@@ -405,7 +431,7 @@ class ESConfig:
         >>> ESConfig(population_size=5)
         Traceback (most recent call last):
         ...
-        ValueError: OpenES needs an even population_size, got 5
+        ValueError: evosax's Open_ES refuses population_size=5: Population size must be even.
     """
 
     strategy: str = "open_es"
@@ -445,15 +471,11 @@ class ESConfig:
                 0 <= self.prune_start < self.prune_end,
                 f"need 0 <= prune_start < prune_end, got {self.prune_start}, {self.prune_end}",
             ),
-            (
-                strategy_class(self.strategy).__name__ != "Open_ES"
-                or self.population_size % 2 == 0,
-                f"OpenES needs an even population_size, got {self.population_size}",
-            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_population_size(self.strategy, self.population_size)
 
 
 class ESHyper(struct.PyTreeNode):
