@@ -413,7 +413,7 @@ def inspect_run(
             "compact_macs": net.num_weights,
         }
         if cost:
-            for form in network_cost(spec, *networks.network(row)):
+            for form in network_cost(spec, *networks.network(row), net=net):
                 record[f"{form['form']}_bytes"] = form["bytes"]
                 record[f"{form['form']}_energy_pj"] = form["energy_pj"]
         if networks.descriptors is not None:
@@ -612,7 +612,9 @@ ENERGY_PJ = {"fp32_multiply": 3.7, "fp32_add": 0.9, "sram_read_32bit": 5.0}
 FORMS = ("dense", "masked", "compact", "csr")
 
 
-def network_cost(spec: MLPSpec, params: Params, masks: Masks) -> list[dict]:
+def network_cost(
+    spec: MLPSpec, params: Params, masks: Masks, net: CompactMLP | None = None
+) -> list[dict]:
     """Parameters, bytes, multiply-adds and an energy estimate of one forward pass (one
     observation) of a masked MLP in four forms: ``dense`` (the unpruned network), ``masked``
     (what the engine runs: every weight multiplied, plus a bool mask per maskable entry),
@@ -626,6 +628,7 @@ def network_cost(spec: MLPSpec, params: Params, masks: Masks) -> list[dict]:
         spec: the network's structure.
         params: one network's parameters.
         masks: its masks.
+        net: its :func:`compact_mlp` if already computed (else computed here).
 
     Returns:
         Four dicts (one per form, in :data:`FORMS` order) with ``form``, ``parameters``,
@@ -640,7 +643,7 @@ def network_cost(spec: MLPSpec, params: Params, masks: Masks) -> list[dict]:
         >>> [(c["form"], c["parameters"], c["macs"]) for c in network_cost(spec, params, masks)]
         [('dense', 13, 9), ('masked', 13, 9), ('compact', 9, 6), ('csr', 9, 6)]
     """
-    net = compact_mlp(spec, params, masks)
+    net = net if net is not None else compact_mlp(spec, params, masks)
     sizes = spec.layer_sizes
     dense_macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     biases = sum(sizes[1:])
