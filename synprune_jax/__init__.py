@@ -91,7 +91,9 @@ from synprune_jax.export import (
     compact_mlp,
     export_network,
     inspect_run,
+    network_cost,
     open_run,
+    run_networks,
     select_network,
 )
 from synprune_jax.masks import (
@@ -110,6 +112,7 @@ from synprune_jax.pruning import (
     prune_random,
     regrow,
 )
+from synprune_jax.replays import Replay, replay
 from synprune_jax.rundir import RunDirectoryBusy, RunDirectoryFull
 from synprune_jax.runner import (
     CheckpointsDamaged,
@@ -147,7 +150,11 @@ __all__ = [
     "compact_mlp",
     "export_network",
     "inspect_run",
+    "network_cost",
     "open_run",
+    "replay",
+    "Replay",
+    "run_networks",
     "select_network",
     "Archive",
     "AutoencoderSpec",

@@ -33,6 +33,11 @@ PyTree = Any
 
 DEFAULT_MAX_TO_KEEP = 2
 
+#: State fields added after checkpoints were first written, with the value an older checkpoint
+#: (which lacks them) restores them to. ``evaluated_at`` (MAP-Elites, GA) and
+#: ``best_evaluated_at`` (ES): -1, "evaluation generation unknown".
+ADDED_FIELDS: dict[str, int] = {"evaluated_at": -1, "best_evaluated_at": -1}
+
 
 def _absolute(directory: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(directory))
@@ -199,7 +204,9 @@ def restore(directory: str | os.PathLike, step: int | None, abstract_state: PyTr
             ``jax.eval_shape(algorithm.init, key)``; concrete arrays work too.
 
     Returns:
-        A pytree with the structure of ``abstract_state`` holding the saved arrays.
+        A pytree with the structure of ``abstract_state`` holding the saved arrays. A checkpoint
+        written before a field of :data:`ADDED_FIELDS` existed restores that field filled with
+        its value there; any other difference of structure raises orbax's error.
 
     Raises:
         FileNotFoundError: if there is no such checkpoint.
@@ -219,7 +226,50 @@ def restore(directory: str | os.PathLike, step: int | None, abstract_state: PyTr
                 f"no checkpoint step {step} in {_absolute(directory)}; "
                 f"available: {sorted(manager.all_steps())}"
             )
-        restore_args = ocp.args.StandardRestore(_with_default_sharding(abstract_state))
-        return manager.restore(int(step), args=restore_args)
+        target = _with_default_sharding(abstract_state)
+        try:
+            return manager.restore(int(step), args=ocp.args.StandardRestore(target))
+        except ValueError as error:
+            if "structures do not match" not in str(error):
+                raise
+            raw = manager.restore(int(step), args=ocp.args.StandardRestore())
+            migrated = _fill_added_fields(raw, target)
+            if migrated is None:
+                raise
+            return migrated
     finally:
         manager.close()
+
+
+def _fill_added_fields(raw: PyTree, target: PyTree) -> PyTree | None:
+    """``target``'s structure filled from ``raw`` (orbax's nested dicts and lists), leaves
+    named in :data:`ADDED_FIELDS` that ``raw`` lacks filled with their value; ``None`` when
+    anything else differs (a missing or extra leaf, another shape or dtype)."""
+    import numpy as np
+
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+    used = 0
+    values = []
+    for path, leaf in leaves:
+        node, name = raw, None
+        for entry in path:
+            name = getattr(entry, "name", getattr(entry, "key", getattr(entry, "idx", None)))
+            in_dict = isinstance(node, dict) and name in node
+            in_list = isinstance(node, (list, tuple)) and isinstance(name, int) and name < len(node)
+            if in_dict or in_list:
+                node = node[name]
+            else:
+                node = None
+                break
+        if node is None:
+            if name not in ADDED_FIELDS:
+                return None
+            value = np.full(leaf.shape, ADDED_FIELDS[name], leaf.dtype)
+        else:
+            if tuple(np.shape(node)) != tuple(leaf.shape) or np.dtype(node.dtype) != leaf.dtype:
+                return None
+            value, used = node, used + 1
+        values.append(jax.device_put(value, leaf.sharding))
+    if used != len(jax.tree_util.tree_leaves(raw)):
+        return None  # the checkpoint holds leaves the target does not have
+    return jax.tree_util.tree_unflatten(treedef, values)

@@ -350,6 +350,39 @@ def command_export(args) -> int:
     return 0
 
 
+def command_replay(args) -> int:
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"  # headless: MuJoCo's renderer needs EGL (or osmesa)
+    path = os.path.join(args.run_dir, "config.json")
+    if os.path.exists(path):  # the run's devices, so that each evaluates its share again
+        from synprune_jax import config as config_lib
+
+        _claim_cpu_devices(config_lib.load(path))
+    from synprune_jax.replays import replay
+
+    result = replay(
+        args.run_dir,
+        args.out,
+        density=args.density,
+        cell=args.cell,
+        rank=args.rank,
+        episodes=args.episodes,
+        seed=args.seed,
+        video=not args.no_video,
+    )
+    returns = ", ".join(f"{value:.6g}" for value in result.returns)
+    verdict = {True: "equal to", False: "NOT equal to", None: "beside"}[result.exact]
+    print(
+        f"replayed {len(result.returns)} episode(s): returns {returns}; fitness "
+        f"{result.fitness:.6g} {verdict} the archived {result.archived_fitness:.6g}"
+    )
+    if result.note:
+        print(f"note: {result.note}")
+    for path in result.files.values():
+        print(path)
+    return 0
+
+
 def command_list(args) -> int:
     from synprune_jax.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 
@@ -480,6 +513,27 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--rank", type=int, help="the K-th best network (0: the best)")
     export_parser.add_argument("--out", help="directory (default: RUN/export/CHOICE)")
     export_parser.set_defaults(handler=command_export)
+
+    replay_parser = add_parser(
+        "replay",
+        help="roll one network of a run out in its task: trajectory, return, figure, viewer, video",
+    )
+    replay_parser.add_argument("run_dir")
+    choice = replay_parser.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--density", type=float, help="the best network with at most this density")
+    choice.add_argument("--cell", type=int, help="the elite of this archive cell")
+    choice.add_argument("--rank", type=int, help="the K-th best network (0: the best)")
+    replay_parser.add_argument(
+        "--episodes",
+        type=int,
+        help="episodes (default: the task's, which repeats the archived evaluation exactly)",
+    )
+    replay_parser.add_argument(
+        "--seed", type=int, help="new episodes from this key instead of the archived evaluation's"
+    )
+    replay_parser.add_argument("--no-video", action="store_true", help="skip video.gif")
+    replay_parser.add_argument("--out", help="directory (default: RUN/replay/CHOICE)")
+    replay_parser.set_defaults(handler=command_replay)
 
     sweep_parser = add_parser(
         "sweep",

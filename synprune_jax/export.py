@@ -2,9 +2,11 @@
 
 A finished run directory (``config.json`` plus an orbax checkpoint) holds networks: the elites
 of an archive (MAP-Elites, ME-ES), a population (the GA) or the searched network (ES: its best
-network so far). :func:`open_run` restores them (host side, no evaluation), :func:`inspect_run`
-tabulates them, :func:`compact_mlp` shrinks one to the units that matter, and
-:func:`export_network` writes it to a directory that needs neither JAX nor synprune_jax to use.
+network so far); autoencoders (as one ``d -> h -> z -> h -> d`` chain, :func:`autoencoder_mlp`)
+and transfer heads (trained again from their genomes) are read as MLPs too. :func:`open_run`
+restores them (host side, no evaluation), :func:`inspect_run` tabulates them,
+:func:`compact_mlp` shrinks one to the units that matter, and :func:`export_network` writes it
+to a directory that needs neither JAX nor synprune_jax to use.
 
 **Compaction** (:func:`compact_mlp`) is exact, not approximate. A hidden unit that no input
 reaches (all its incoming connections masked, directly or further up) outputs a constant,
@@ -21,7 +23,7 @@ The exported directory (:func:`export_network`):
   ``activation`` / ``output_activation`` (names), the CSR form of each kernel's transpose
   (``csr_<l>_data``, ``csr_<l>_indices``, ``csr_<l>_indptr``, ``csr_<l>_shape``: ``[out, in]``),
   ``observation_size`` / ``action_size`` and ``provenance`` (JSON text: run, experiment,
-  generation, which network, fitness, density, descriptors);
+  generation, which network, fitness, the generation that evaluated it, density, descriptors);
 * ``network.msgpack``: the same compact weights as flax parameters
   (``flax.serialization.to_bytes`` of ``{"params": {"Dense_<l>": {"kernel", "bias"}}}``);
 * ``network.json``: the provenance and the sizes, readable.
@@ -64,6 +66,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from synprune_jax.networks import MLPSpec
@@ -212,8 +215,13 @@ class RunNetworks:
         fitness: ``[K]`` float32.
         index: ``[K]`` int: the archive cell, or the population member (``0`` for ES).
         descriptors: ``[K, D]`` float32 or ``None``; descriptor_names: their names.
+        evaluated_at: ``[K]`` int: the generation whose evaluation gave each network its fitness
+            (-1: unknown, a checkpoint written before runs recorded it).
         task: the run's task (rebuilt from its config with one device).
         config: the run's config.
+        algorithm: the run's algorithm (rebuilt likewise; :func:`synprune_jax.replay` asks it
+            how a generation was evaluated).
+        seed: the run's seed.
 
     Examples:
         >>> networks = open_run("runs/me-prune-reach-tiny")  # doctest: +SKIP
@@ -233,8 +241,11 @@ class RunNetworks:
     index: np.ndarray
     descriptors: np.ndarray | None
     descriptor_names: tuple[str, ...]
+    evaluated_at: np.ndarray
     task: Any
     config: dict
+    algorithm: Any
+    seed: int
 
     def __len__(self) -> int:
         return int(self.fitness.shape[0])
@@ -245,9 +256,15 @@ class RunNetworks:
         return take(self.params), take(self.masks)
 
 
-def restore_run(run_dir: str | os.PathLike):
+def restore_run(run_dir: str | os.PathLike, *, as_run: bool = False):
     """``(config, built, state)`` of a run directory: its config, the experiment rebuilt from it
-    (with one device: only shapes are needed) and its latest checkpoint's state (host arrays).
+    and its latest checkpoint's state (host arrays).
+
+    Args:
+        run_dir: a run directory.
+        as_run: rebuild the task on the run's devices (``task.devices``) where this process has
+            that many, as a replay that repeats its evaluations needs; otherwise (and by
+            default: only shapes are needed) on one device.
 
     Raises:
         FileNotFoundError: no ``config.json`` or no checkpoint (the message says which).
@@ -264,7 +281,9 @@ def restore_run(run_dir: str | os.PathLike):
     config = load(config_path)
     for section in ("task", "train"):
         if isinstance(config.get(section), dict) and "devices" in config[section]:
-            config[section]["devices"] = 1
+            devices = config[section]["devices"]
+            keep = as_run and isinstance(devices, int) and devices <= jax.device_count()
+            config[section]["devices"] = devices if keep else 1
     built = get_experiment(config["experiment"]).build(config)
     abstract = abstract_state(built.algorithm, built.hyper)
     directory = os.path.join(run_dir, "checkpoints")
@@ -277,20 +296,20 @@ def restore_run(run_dir: str | os.PathLike):
     return config, built, state
 
 
-def open_run(run_dir: str | os.PathLike) -> RunNetworks:
+def open_run(run_dir: str | os.PathLike, *, as_run: bool = False) -> RunNetworks:
     """The networks of a finished run, best first (module docstring).
 
     Args:
         run_dir: a run directory (``config.json`` and ``checkpoints/``).
+        as_run: the algorithm's task on the run's devices where possible (:func:`restore_run`).
 
     Returns:
         A :class:`RunNetworks`, its rows sorted by fitness, best first.
 
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint.
-        ValueError: the run's genomes are not MLP networks (e.g. the kinematic arm's angles), or
-            it holds none with a finite fitness; runs of other methods (transfer fronts,
-            autoencoders, LeNet synthesis) are not covered yet.
+        ValueError: the run's genomes are not MLP networks (the kinematic arm's angles, LeNet
+            synthesis), or it holds none with a finite fitness.
 
     Examples:
         >>> open_run("no/such/run")
@@ -301,42 +320,199 @@ def open_run(run_dir: str | os.PathLike) -> RunNetworks:
         >>> networks.fitness[:3], networks.index[:3]  # best first; archive cells  # doctest: +SKIP
         (array([0.06121051, 0.05045617, 0.04833388], dtype=float32), array([200, 220, 242]))
     """
-    config, built, state = restore_run(run_dir)
-    algorithm = built.algorithm
-    task = getattr(algorithm, "task", None)
+    config, built, state = restore_run(run_dir, as_run=as_run)
+    return run_networks(
+        built.algorithm,
+        state,
+        seed=int(built.run_config.seed),
+        hyper=built.hyper,
+        run_dir=run_dir,
+        experiment=config["experiment"],
+        config=config,
+    )
+
+
+def autoencoder_mlp(spec) -> MLPSpec:
+    """An autoencoder (:class:`~synprune_jax.autoencoder.AutoencoderSpec`) as one MLP chain:
+    ``d -> h -> z -> h -> d``, ReLU inside (the code layer included, as the encoder's output),
+    sigmoid out, biases maskable. Its layers ``Dense_0``, ``Dense_1`` are the encoder's,
+    ``Dense_2``, ``Dense_3`` the decoder's (:func:`autoencoder_as_mlp`).
+
+    Examples:
+        >>> from synprune_jax.autoencoder import AutoencoderSpec
+        >>> spec = AutoencoderSpec(input_dim=40, hidden_dim=6, bottleneck_dim=3)
+        >>> autoencoder_mlp(spec).layer_sizes
+        (40, 6, 3, 6, 40)
+    """
+    return MLPSpec(
+        input_size=spec.input_dim,
+        hidden_sizes=(spec.hidden_dim, spec.bottleneck_dim, spec.hidden_dim),
+        output_size=spec.input_dim,
+        activation="relu",
+        output_activation="sigmoid",
+        mask_biases=True,
+    )
+
+
+def autoencoder_as_mlp(tree: dict) -> dict:
+    """``{"encoder": {"layer_0", "layer_1"}, "decoder": ...}`` (params or masks, any leading
+    axes) -> the :func:`autoencoder_mlp` layout ``{"params": {"Dense_0", ..., "Dense_3"}}``."""
+    layers = [
+        tree[net][layer] for net in ("encoder", "decoder") for layer in ("layer_0", "layer_1")
+    ]
+    return {"params": {f"Dense_{index}": layer for index, layer in enumerate(layers)}}
+
+
+def _autoencoders(algorithm, state):
+    """Every autoencoder of an ``ae-prune`` (``[T]`` trials) or ``ae-coevolution`` (``[T, N]``
+    cells) state as rows of :func:`autoencoder_mlp` networks; fitness = -(test L1 error)."""
+    spec = autoencoder_mlp(algorithm.config.spec)
+    lead = np.shape(state.l1_test)
+    flat = lambda leaf: np.asarray(leaf).reshape(-1, *np.shape(leaf)[len(lead) :])  # noqa: E731
+    params = jax.tree_util.tree_map(flat, autoencoder_as_mlp(state.params))
+    masks = jax.tree_util.tree_map(lambda leaf: flat(leaf) != 0, autoencoder_as_mlp(state.masks))
+    fitness = -np.asarray(state.l1_test, np.float32).reshape(-1)
+    return ("trial" if len(lead) == 1 else "cell"), spec, params, masks, fitness
+
+
+def _transfer_heads(algorithm, state, hyper):
+    """A transfer run's genomes as trained heads (``relu`` MLP ``F -> H -> C``, linear logits):
+    the input mask on the first kernel's rows, the hidden mask on the second's; each genome's
+    head is trained again with the run's hyper (its weights are not kept in the state)."""
+    problem = algorithm.problem
+    hyper = hyper if hyper is not None else algorithm.default_hyper
+    if hasattr(algorithm, "resolve_hyper"):
+        hyper = algorithm.resolve_hyper(hyper)
+    genomes = np.asarray(state.genomes, bool)
+    trained, _ = jax.jit(problem.train_heads)(jnp.asarray(genomes), hyper.problem)
+    trained = jax.device_get(trained)
+    head = problem.head
+    input_mask, hidden_mask = (np.asarray(mask) > 0 for mask in jax.vmap(head.split)(genomes))
+    size = genomes.shape[0]
+    spec = MLPSpec(
+        input_size=head.num_features,
+        hidden_sizes=(head.num_hidden,),
+        output_size=head.num_classes,
+        activation="relu",
+        output_activation="linear",
+    )
+    params = {
+        "params": {
+            "Dense_0": {"kernel": trained["w1"], "bias": trained["b1"]},
+            "Dense_1": {"kernel": trained["w2"], "bias": trained["b2"]},
+        }
+    }
+    masks = {
+        "params": {
+            "Dense_0": {
+                "kernel": np.broadcast_to(input_mask[:, :, None], np.shape(trained["w1"])),
+                "bias": np.ones((size, head.num_hidden), bool),
+            },
+            "Dense_1": {
+                "kernel": np.broadcast_to(hidden_mask[:, :, None], np.shape(trained["w2"])),
+                "bias": np.ones((size, head.num_classes), bool),
+            },
+        }
+    }
+    objectives = np.asarray(state.objectives, np.float32)
+    fitness = np.asarray(getattr(state, "fitness", objectives[:, 0]), np.float32)
+    kind = "front" if hasattr(state, "ranks") else "population"
+    return kind, spec, params, masks, fitness, objectives
+
+
+def run_networks(
+    algorithm,
+    state,
+    *,
+    seed: int = 0,
+    hyper=None,
+    run_dir: str | os.PathLike = "",
+    experiment: str = "",
+    config: dict | None = None,
+) -> RunNetworks:
+    """The networks of an algorithm's state, best first: :func:`open_run` without the files,
+    for a run made from Python (``synprune_jax.run(algorithm, run_dir, ...)`` writes no
+    ``config.json`` to rebuild it from).
+
+    Args:
+        algorithm: the run's algorithm (MAP-Elites, GA or ES on a task with an MLP policy; a
+            ``ShardedTask`` / ``ChunkedTask`` wrapper is looked through).
+        state: its state (an archive, a population or an ES's best).
+        seed: the run's ``RunConfig.seed`` (replays derive the evaluation keys from it).
+        hyper: the run's hyper-parameters; needed for transfer heads, whose weights are not in
+            the state (each genome's head is trained again with them, as its evaluation did).
+        run_dir: the run directory, for provenance and default output folders.
+        experiment: a name for provenance.
+        config: the run's config, if any.
+
+    Returns:
+        A :class:`RunNetworks`.
+
+    Raises:
+        ValueError: as :func:`open_run`.
+
+    Examples:
+        >>> from synprune_jax.archives import GridSpec
+        >>> from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
+        >>> from synprune_jax.tasks import KinematicArm
+        >>> task = KinematicArm(num_joints=3, genotype="mlp", hidden_sizes=(4,))
+        >>> config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4, 4)), batch_size=8)
+        >>> algorithm = MapElites(config, task)
+        >>> state = algorithm.init(jax.random.key(0), algorithm.default_hyper)
+        >>> networks = run_networks(algorithm, state)
+        >>> filled = int(state.archive.filled.sum())
+        >>> networks.kind, networks.spec.layer_sizes, len(networks) == filled
+        ('archive', (4, 4, 3), True)
+    """
+    task: Any = getattr(algorithm, "task", None)
+    while hasattr(task, "task"):  # ShardedTask, ChunkedTask: the task they wrap
+        task = task.task
     spec = getattr(task, "spec", None)
-    if not isinstance(spec, MLPSpec):
-        raise ValueError(
-            f"the run in {run_dir} ({config['experiment']}) does not evolve MLP networks: "
-            "nothing to inspect or export"
-        )
+    name = experiment or type(algorithm).__name__
+    label = f"the run in {os.fspath(run_dir) or 'memory'} ({name})"
+    state = jax.device_get(state)
     names: tuple[str, ...] = ()
     descriptors = None
-    if hasattr(state, "archive"):
+    evaluated_at = None
+    if hasattr(state, "l1_test") and isinstance(getattr(state, "params", None), dict):
+        kind, spec, params, masks, fitness = _autoencoders(algorithm, state)
+        task = algorithm
+    elif hasattr(state, "genomes") and hasattr(getattr(algorithm, "problem", None), "train_heads"):
+        kind, spec, params, masks, fitness, descriptors = _transfer_heads(algorithm, state, hyper)
+        task = algorithm.problem
+        names = tuple(algorithm.problem.objective_names)
+    elif not isinstance(spec, MLPSpec):
+        raise ValueError(f"{label} does not evolve MLP networks: nothing to inspect or export")
+    elif hasattr(state, "archive"):
         kind, genomes = "archive", state.archive.genomes
         fitness = np.asarray(state.archive.fitness, np.float32)
         descriptors = np.asarray(state.archive.descriptors, np.float32)
         names = tuple(getattr(task, "descriptor_names", ()))
         params, masks = genomes.params, genomes.masks
+        evaluated_at = np.asarray(state.evaluated_at)
     elif hasattr(state, "population"):
         kind = "population"
         fitness = np.asarray(state.fitness, np.float32)
         params, masks = state.population.params, state.population.masks
+        evaluated_at = np.asarray(state.evaluated_at)
     elif hasattr(state, "best_params"):
         kind = "best"
         fitness = np.asarray(state.best_fitness, np.float32)[None]
+        evaluated_at = np.asarray(state.best_evaluated_at)[None]
         add_axis = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], tree)
         params, masks = add_axis(state.best_params), add_axis(state.best_masks)
     else:
-        raise ValueError(f"the run in {run_dir} ({config['experiment']}) holds no networks")
+        raise ValueError(f"{label} holds no networks")
+    if evaluated_at is None:  # evaluations without episodes: nothing to replay
+        evaluated_at = np.full(fitness.shape, -1)
     rows = np.flatnonzero(np.isfinite(fitness))
     if rows.size == 0:
-        raise ValueError(f"the run in {run_dir} holds no network with a finite fitness yet")
+        raise ValueError(f"{label} holds no network with a finite fitness yet")
     order = rows[np.argsort(-fitness[rows], kind="stable")]
     take = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[order], tree)
     return RunNetworks(
         run_dir=os.fspath(run_dir),
-        experiment=config["experiment"],
+        experiment=experiment,
         kind=kind,
         generation=int(state.generation),
         spec=spec,
@@ -346,8 +522,11 @@ def open_run(run_dir: str | os.PathLike) -> RunNetworks:
         index=order,
         descriptors=None if descriptors is None else descriptors[order],
         descriptor_names=names,
+        evaluated_at=evaluated_at[order].astype(np.int64),
         task=task,
-        config=config,
+        config=config or {},
+        algorithm=algorithm,
+        seed=int(seed),
     )
 
 
@@ -356,7 +535,8 @@ def inspect_run(
 ):
     """A table of the run's networks, best first (``synprune inspect RUN``).
 
-    Columns: ``cell`` (archive) or ``member`` (population, ES: 0), ``fitness``, ``density``
+    Columns: ``cell`` (archive) or ``member`` (population, ES: 0), ``fitness``,
+    ``evaluated_at`` (the generation whose evaluation gave the fitness; -1 unknown), ``density``
     (active / all kernel connections), ``disconnected_fraction`` (hidden and output units with
     no active incoming connection), ``active_connections``, ``effective_connections``
     (connections on a path from an input to an output: the multiply-adds that matter),
@@ -404,6 +584,7 @@ def inspect_run(
         record = {
             "cell" if networks.kind == "archive" else "member": int(networks.index[row]),
             "fitness": float(networks.fitness[row]),
+            "evaluated_at": int(networks.evaluated_at[row]),
             "density": float(stats.density[row]),
             "disconnected_fraction": float(stats.disconnected_fraction[row]),
             "active_connections": int(stats.active_synapses[row]),
@@ -491,6 +672,19 @@ def select_network(
     return int(rank)
 
 
+def choice_name(density: float | None, cell: int | None, rank: int | None) -> str:
+    """The folder name of a choice of :func:`select_network` (``density-0.1``, ``cell-17``,
+    ``rank-0``).
+
+    Examples:
+        >>> choice_name(0.1, None, None), choice_name(None, 17, None)
+        ('density-0.1', 'cell-17')
+    """
+    if density is not None:
+        return f"density-{density}"
+    return f"cell-{cell}" if cell is not None else f"rank-{rank}"
+
+
 def export_network(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -498,6 +692,7 @@ def export_network(
     density: float | None = None,
     cell: int | None = None,
     rank: int | None = None,
+    networks: RunNetworks | None = None,
 ) -> dict[str, str]:
     """Writes the chosen network of a run, compacted, to ``out`` (default
     ``RUN/export/<choice>``): ``network.npz``, ``network.msgpack``, ``network.json`` (module
@@ -509,6 +704,8 @@ def export_network(
         density: see :func:`select_network`.
         cell: see :func:`select_network`.
         rank: see :func:`select_network`.
+        networks: the run's :class:`RunNetworks` if already opened (:func:`open_run`, or
+            :func:`run_networks` for a run made from Python).
 
     Returns:
         ``{"npz": path, "msgpack": path, "json": path}``.
@@ -524,17 +721,11 @@ def export_network(
     """
     from flax import serialization
 
-    networks = open_run(run_dir)
+    networks = networks or open_run(run_dir)
     row = select_network(networks, density=density, cell=cell, rank=rank)
     params, masks = networks.network(row)
     net = compact_mlp(networks.spec, params, masks)
-    choice = (
-        f"density-{density}"
-        if density is not None
-        else f"cell-{cell}"
-        if cell is not None
-        else f"rank-{rank}"
-    )
+    choice = choice_name(density, cell, rank)
     out = os.fspath(out or os.path.join(os.fspath(run_dir), "export", choice))
     os.makedirs(out, exist_ok=True)
     from synprune_jax.masks import density as density_of
@@ -546,6 +737,7 @@ def export_network(
         "kind": networks.kind,
         ("cell" if networks.kind == "archive" else "member"): int(networks.index[row]),
         "fitness": float(networks.fitness[row]),
+        "evaluated_at": int(networks.evaluated_at[row]),
         "density": float(density_of(masks, networks.spec.maskable())),
         "descriptors": (
             {}

@@ -1,6 +1,8 @@
-"""Taking a pruned network out of a run (synprune_jax/export.py): exact compaction, the exported
-files (NumPy, CSR, flax) against the masked network, the run table, and the errors."""
+"""Taking a pruned network out of a run (synprune_jax/export.py, replay.py): exact compaction, the
+exported files (NumPy, CSR, flax) against the masked network, the run table, replays that repeat
+the archived evaluation, and the errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse
+from conftest import optimized_compilation
 
 from synprune_jax.cli import main
 from synprune_jax.export import (
@@ -23,6 +26,8 @@ from synprune_jax.export import (
 )
 from synprune_jax.masks import mask_statistics
 from synprune_jax.networks import _MLP, MLPSpec
+from synprune_jax.replays import replay
+from synprune_jax.tasks import KinematicArm
 
 
 def _random_masks(spec, params, key, density):
@@ -111,7 +116,7 @@ TINY_RUN = [
     "map_elites.batch_size=8",
     "map_elites.initial_batch_size=16",
     "task.episode_length=5",
-    "task.num_episodes=1",
+    "task.num_episodes=2",
     "task.hidden_sizes=[6]",
     "task.devices=1",
 ]
@@ -232,3 +237,183 @@ def test_choices_and_their_errors(run_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "live_units" in printed and "more rows" in printed
     assert len((tmp_path / "t.csv").read_text().splitlines()) == len(networks) + 1
+
+
+# ----- replay -----------------------------------------------------------------------------------
+
+
+def test_replay_repeats_the_archived_evaluation(run_dir, tmp_path, capsys):
+    networks = open_run(run_dir)
+    at = networks.evaluated_at
+    assert at.min() >= 0 and at.max() <= 3 and 0 in at and at.max() > 0
+    # one elite of the seeding batch (16 evaluated at once), one of a step's batch (8)
+    for row in (int(np.flatnonzero(at == 0)[0]), int(np.flatnonzero(at > 0)[0])):
+        result = replay(run_dir, tmp_path / f"row-{row}", rank=row, networks=networks)
+        assert result.exact is True and result.note == ""
+        assert result.fitness == float(networks.fitness[row])  # float32, exactly
+        assert result.evaluation == {
+            "generation": int(at[row]),
+            "seed": 0,
+            "batch_size": 16 if at[row] == 0 else 8,
+            "episodes": 2,
+        }
+        trajectory = result.trajectory
+        assert trajectory["observations"].shape == (2, 5, 13)
+        assert trajectory["actions"].shape == (2, 5, 3) and trajectory["tip"].shape == (2, 5, 2)
+        assert np.float32(np.mean(result.returns)) == pytest.approx(result.fitness, abs=1e-7)
+        assert sorted(result.files) == ["figure", "json", "npz"]  # no MuJoCo model: no viewer
+        with open(result.files["json"]) as handle:
+            summary = json.load(handle)
+        assert summary["exact"] is True and summary["cell"] == int(networks.index[row])
+        saved = np.load(result.files["npz"])
+        np.testing.assert_array_equal(saved["rewards"], trajectory["rewards"])
+    # new episodes, an unknown evaluation (a checkpoint from before it was recorded)
+    fresh = replay(run_dir, tmp_path / "fresh", rank=0, seed=5, networks=networks)
+    assert fresh.exact is None and "new episodes (key 5)" in fresh.note
+    assert fresh.evaluation["batch_size"] == 1
+    older = dataclasses.replace(networks, evaluated_at=np.full_like(at, -1))
+    unknown = replay(run_dir, tmp_path / "older", rank=0, networks=older)
+    assert unknown.exact is None and "does not record" in unknown.note
+    arm = dataclasses.replace(networks, task=KinematicArm(num_joints=3, genotype="mlp"))
+    with pytest.raises(ValueError, match="KinematicArm, which has no episodes"):
+        replay(run_dir, tmp_path / "arm", rank=0, networks=arm)
+    # the CLI
+    assert main(["replay", run_dir, "--rank", "0", "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert "equal to the archived" in printed and "NOT" not in printed
+    assert os.path.exists(tmp_path / "cli" / "trajectory.png")
+    assert main(["replay", run_dir, "--density", "0.0001"]) == 2
+    assert "no network at or below density" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "experiment, settings",
+    [
+        ("me-prune", ["map_elites.batch_size=8", "map_elites.initial_batch_size=8"]),
+        ("ga-pruned-init", ["ga.population_size=8"]),
+        ("es-prune", ["es.population_size=8"]),
+        ("me-prune-playground", ["map_elites.batch_size=8", "map_elites.initial_batch_size=8"]),
+    ],
+)
+def test_replays_of_physics_runs_are_exact(experiment, settings, tmp_path):
+    """Brax and Playground runs of the three algorithms, compiled fully optimised as users'
+    are (in the suite's cheap compile mode the run's chunk and the replay are two programs that
+    round differently): the replayed return is the archived fitness; the viewer (and, where
+    MuJoCo can render, the video) is written."""
+    out = str(tmp_path / "run")
+    args = ["run", experiment, "--out", out]
+    common = ["run.num_generations=3", "run.chunk_size=1", "run.progress=false"]
+    for item in [*common, "task.episode_length=40", "task.devices=1", *settings]:
+        args += ["--set", item]
+    with optimized_compilation():
+        assert main(args) == 0
+        result = replay(out, tmp_path / "replay", rank=0)
+    assert result.exact is True, result.note
+    assert {"npz", "json", "figure", "viewer"} <= set(result.files)
+    assert "video" in result.files or "no video" in result.note
+    trajectory = result.trajectory
+    assert trajectory["body_pos"].shape[:2] == trajectory["qpos"].shape[:2] == (1, 40)
+    with open(result.files["viewer"]) as handle:
+        assert "brax-viewer" in handle.read()
+
+
+@pytest.mark.slow
+def test_a_sharded_run_replays_on_its_devices(run_report, tmp_path):
+    """A run evaluated over two devices is replayed over two devices (each its share again),
+    through the CLI, which claims the run's devices before JAX starts."""
+    out = str(tmp_path / "run")
+    items = [item for item in TINY_RUN if item != "task.devices=1"] + ["task.devices=2"]
+    code = f"""
+import json
+from synprune_jax.cli import main
+args = ["run", "me-prune-reach", "--out", {out!r}]
+for item in {items!r}:
+    args += ["--set", item]
+assert main(args) == 0
+assert main(["replay", {out!r}, "--rank", "1", "--out", {out + "/replay"!r}]) == 0
+with open({out + "/replay/replay.json"!r}) as handle:
+    print("REPORT " + handle.read().replace("\\n", " "))
+"""
+    env = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "0", "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"}
+    report = run_report(code, env={**env, "JAX_NUM_CPU_DEVICES": "2"})
+    assert report["exact"] is True, report["note"]
+    assert report["evaluation"]["batch_size"] in (8, 16)
+
+
+# ----- other methods' networks ------------------------------------------------------------------
+
+
+def test_autoencoders_compact_as_one_chain(tmp_path):
+    """ae-prune's autoencoders (trials) as d -> h -> z -> h -> d MLPs: the compact network
+    reconstructs as the masked autoencoder does, and export writes it."""
+    from synprune_jax.autoencoder import AutoencoderSpec, CanonicalTraining, TrainingConfig
+    from synprune_jax.autoencoder.data import BinaryClusteringSpec, make_binary_clustering
+    from synprune_jax.autoencoder.model import reconstruct
+    from synprune_jax.autoencoder.training import TrainingHyper
+    from synprune_jax.export import run_networks
+
+    data = make_binary_clustering(
+        jax.random.key(0), BinaryClusteringSpec(num_clusters=3, dim=20, num_train=10, num_test=5)
+    )
+    spec = AutoencoderSpec(input_dim=20, hidden_dim=5, bottleneck_dim=3)
+    config = TrainingConfig(spec=spec, num_epochs=2, num_trials=3, batch_size=5)
+    algorithm = CanonicalTraining(config, data["train"], data["test"])
+    state = algorithm.init(jax.random.key(0), TrainingHyper())
+    # prune by hand: half of the encoder's first kernel, one hidden unit's outgoing weights
+    masks = jax.tree_util.tree_map(np.array, state.masks)
+    masks["encoder"]["layer_0"]["kernel"] = masks["encoder"]["layer_0"]["kernel"] * (
+        np.arange(20)[None, :, None] % 2
+    )
+    masks["decoder"]["layer_0"]["kernel"][:, 1, :] = 0.0
+    state = state.replace(masks=masks)
+    networks = run_networks(algorithm, state, run_dir=str(tmp_path))
+    assert networks.kind == "trial" and len(networks) == 3
+    assert networks.spec.layer_sizes == (20, 5, 3, 5, 20)
+    assert list(networks.fitness) == sorted(-np.asarray(state.l1_test), reverse=True)
+    x = np.asarray(data["test"], np.float32)
+    for row in range(3):
+        trial = int(networks.index[row])
+        masked = jax.tree_util.tree_map(lambda p, m, t=trial: p[t] * m[t], state.params, masks)
+        expected, _ = reconstruct(masked, x)
+        net = compact_mlp(networks.spec, *networks.network(row))
+        assert net.layer_widths[0] == 10  # the inputs no unit reads are dropped
+        np.testing.assert_allclose(apply_compact(net, x), np.asarray(expected), atol=1e-5)
+    paths = export_network(str(tmp_path), tmp_path / "ae", rank=0, networks=networks)
+    assert str(np.load(paths["npz"])["output_activation"]) == "sigmoid"
+    table = inspect_run(str(tmp_path), networks)
+    assert list(table["member"]) == list(networks.index)
+
+
+def test_transfer_heads_are_trained_again_and_compacted(tmp_path):
+    """An NSGA-II front of head genomes: each head, trained again from its genome with the
+    run's hyper, compacts to the logits of the masked head."""
+    from synprune_jax.algorithms.nsga2 import NSGA2, NSGA2Config
+    from synprune_jax.export import run_networks
+    from synprune_jax.transfer.data import TransferData
+    from synprune_jax.transfer.head import HeadConfig, TrainConfig, head_logits
+    from synprune_jax.transfer.problem import TransferProblem
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 2, 40)
+    data = TransferData(x, y, x, y, x, y, x[:5] + 5, x[5:10] + 5, (6,), (0, 1))
+    problem = TransferProblem(
+        data, HeadConfig(6, 4, 2, genome="both"), TrainConfig(epochs=2), ("accuracy", "sparsity")
+    )
+    algorithm = NSGA2(NSGA2Config(population_size=6, memo_capacity=16), problem)
+    hyper = algorithm.default_hyper
+    state = algorithm.init(jax.random.key(0), hyper)
+    networks = run_networks(algorithm, state, hyper=hyper, run_dir=str(tmp_path))
+    assert networks.kind == "front" and len(networks) == 6
+    assert networks.descriptor_names == ("accuracy", "sparsity")
+    trained, _ = problem.train_heads(state.genomes, hyper.problem)
+    for row in range(len(networks)):
+        member = int(networks.index[row])
+        genome = state.genomes[member]
+        head = jax.tree_util.tree_map(lambda leaf, m=member: leaf[m], trained)
+        expected = head_logits(head, *problem.head.split(genome), jnp.asarray(x))
+        net = compact_mlp(networks.spec, *networks.network(row))
+        assert net.layer_widths[0] <= int(np.asarray(genome[:6]).sum())  # read and used
+        np.testing.assert_allclose(apply_compact(net, x), np.asarray(expected), atol=1e-5)
+    table = inspect_run(str(tmp_path), networks)
+    assert {"accuracy", "sparsity"} <= set(table.columns)

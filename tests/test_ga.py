@@ -196,6 +196,15 @@ def test_truncation_keeps_the_best_half_unchanged(ga_run):
     )
 
 
+def test_each_member_remembers_the_generation_that_evaluated_it(ga_run):
+    _, states, _ = ga_run
+    assert np.asarray(states[0].evaluated_at).tolist() == [0] * 16
+    for generation, (before, after) in enumerate(zip(states[:-1], states[1:], strict=True), 1):
+        order = np.argsort(-np.asarray(before.fitness), kind="stable")[:8]
+        expected = [*np.asarray(before.evaluated_at)[order], *[generation] * 8]
+        assert np.asarray(after.evaluated_at).tolist() == expected
+
+
 def test_initial_population_is_beta_pruned(ga_run):
     algorithm, states, _ = ga_run
     density = jax.vmap(lambda m: jnp.mean(m["params"]["Dense_0"]["kernel"]))(

@@ -143,10 +143,11 @@ def test_mutation_emitter_draws_the_old_random_numbers(settings):
         ):
             np.testing.assert_array_equal(new, old)
     assert int(jnp.sum(jnp.isfinite(archive.fitness))) > 0
-    # no emitter state: the state (and so its checkpoints) keeps its three fields
+    # no emitter state: the state (and so its checkpoints) keeps its four fields
     assert type(state) is me.MapElitesState
     assert [f.name for f in dataclasses.fields(state)] == [
         "archive",
+        "evaluated_at",
         "generation",
         "num_evaluations",
     ]

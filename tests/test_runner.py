@@ -235,6 +235,27 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
         checkpoint.restore(directory, 5, abstract)
 
 
+def test_an_older_checkpoint_restores_added_fields_as_unknown(tmp_path):
+    """A checkpoint written before ``evaluated_at`` existed restores it as -1; any other
+    difference of structure is still refused."""
+    old = NestedState(
+        generation=jnp.int32(7),
+        inner=Inner(mask=jnp.array([True, False]), weights=jnp.array([1.5, 2.0])),
+        extras={"count": jnp.arange(3, dtype=jnp.int32)},
+    )
+    checkpoint.save(tmp_path, 7, old)
+    added = {**old.extras, "evaluated_at": jnp.zeros(3, jnp.int32)}
+    restored = checkpoint.restore(tmp_path, 7, old.replace(extras=added))
+    assert restored.extras["evaluated_at"].tolist() == [-1, -1, -1]
+    assert restored.extras["count"].tolist() == [0, 1, 2]
+    assert_trees_equal(restored.inner, old.inner)
+    unknown = {**old.extras, "something_else": jnp.zeros(3, jnp.int32)}
+    with pytest.raises(ValueError, match="structures do not match"):
+        checkpoint.restore(tmp_path, 7, old.replace(extras=unknown))
+    with pytest.raises(ValueError, match="structures do not match"):  # a field removed
+        checkpoint.restore(tmp_path, 7, old.replace(extras={}))
+
+
 def test_reruns_in_one_process_reuse_the_compiled_programs(tmp_path, monkeypatch):
     """Runs of an equal algorithm (another seed, other hyper-parameter values, a resume) trace
     and compile nothing again: seed and hyper-parameters are arguments of the programs."""

@@ -319,12 +319,20 @@ def test_brax_result_shapes_and_dtypes(hopper):
     assert result.fitness.shape == (POPULATION,) and result.fitness.dtype == jnp.float32
     assert result.descriptors.shape == (POPULATION, 7)
     assert result.descriptors.dtype == jnp.float32
-    assert set(result.extras) == {"density", "episode_length", "observations", "actions", "alive"}
+    trajectory = {"observations", "actions", "alive", "rewards", "qpos", "body_pos", "body_quat"}
+    assert set(result.extras) == {"density", "episode_length", *trajectory}
     assert result.extras["density"].shape == (POPULATION,)
     assert result.extras["episode_length"].shape == (POPULATION,)
     assert result.extras["observations"].shape == (POPULATION, 1, steps, obs)
     assert result.extras["actions"].shape == (POPULATION, 1, steps, act)
     assert result.extras["alive"].shape == (POPULATION, 1, steps)
+    # the counted rewards, summed in step order, are the return (float32, exactly)
+    rewards = np.asarray(result.extras["rewards"])[:, 0]
+    np.testing.assert_array_equal(
+        np.cumsum(rewards, axis=1, dtype=np.float32)[:, -1], np.asarray(result.fitness)
+    )
+    assert result.extras["body_pos"].shape[:3] == (POPULATION, 1, steps)
+    assert result.extras["body_pos"].shape[-1] == 3 and result.extras["body_quat"].shape[-1] == 4
     assert np.all(np.isfinite(np.asarray(result.fitness)))
     density = jax.vmap(masks_lib.density, in_axes=(0, None))(population.masks, HOPPER.maskable())
     np.testing.assert_allclose(np.asarray(result.extras["density"]), np.asarray(density))

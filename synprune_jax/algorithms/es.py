@@ -560,6 +560,9 @@ class ESState(struct.PyTreeNode):
         best_params: best network evaluated so far (params of one network).
         best_masks: its masks.
         best_fitness: its fitness (float32 scalar, ``-inf`` before the first evaluation).
+        best_evaluated_at: int32 scalar, the generation whose evaluation found the best (-1
+            before the first, or in a checkpoint written before this field existed): with the
+            run's seed, its evaluation key (:meth:`MaskedES.evaluation`).
         generation: int32 scalar.
         num_evaluations: int32 scalar (``P``, plus one with ``evaluate_mean``, per generation;
             population-based strategies also count their ``P`` initial members).
@@ -570,7 +573,8 @@ class ESState(struct.PyTreeNode):
         >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
         >>> jax.tree.map(jnp.shape, state.replace(strategy=None))  # doctest: +NORMALIZE_WHITESPACE
         ESState(strategy=None, masks={'angles': (3,)}, best_params={'angles': (3,)},
-                best_masks={'angles': (3,)}, best_fitness=(), generation=(), num_evaluations=())
+                best_masks={'angles': (3,)}, best_fitness=(), best_evaluated_at=(), generation=(),
+                num_evaluations=())
         >>> state.strategy.mean.shape, state.masks["angles"].dtype  # evosax's state: [N] vectors
         ((3,), dtype('bool'))
     """
@@ -580,6 +584,7 @@ class ESState(struct.PyTreeNode):
     best_params: Params
     best_masks: Masks
     best_fitness: jax.Array
+    best_evaluated_at: jax.Array
     generation: jax.Array
     num_evaluations: jax.Array
 
@@ -743,6 +748,7 @@ class MaskedES:
             best_params=mean,
             best_masks=masks,
             best_fitness=jnp.asarray(-jnp.inf, jnp.float32),
+            best_evaluated_at=jnp.asarray(-1, jnp.int32),
             generation=jnp.zeros((), jnp.int32),
             num_evaluations=jnp.asarray(num_evaluations, jnp.int32),
         )
@@ -752,6 +758,7 @@ class MaskedES:
     ) -> tuple[ESState, dict[str, jax.Array]]:
         """One generation: ask, evaluate, tell, and prune on prune generations. Pure."""
         config, adapter = self.config, self.strategy_for(hyper)
+        # evaluation() mirrors this split
         key_ask, key_eval, key_tell, key_prune = jax.random.split(key, 4)
         masks = state.masks
         population, strategy = adapter.ask(key_ask, state.strategy, masks)
@@ -798,6 +805,7 @@ class MaskedES:
             best_params=best_params,
             best_masks=best_masks,
             best_fitness=best_fitness,
+            best_evaluated_at=jnp.where(improved, generation, state.best_evaluated_at),
             generation=generation,
             num_evaluations=state.num_evaluations + candidates.shape[0],
         )
@@ -813,3 +821,27 @@ class MaskedES:
         if config.evaluate_mean:
             metrics["mean_network_fitness"] = result.fitness[-1]
         return state, metrics
+
+    def evaluation(self, key: jax.Array, generation: int) -> tuple[jax.Array, int]:
+        """How the networks evaluated at ``generation >= 1`` were evaluated, for replaying the
+        best (:attr:`ESState.best_evaluated_at`).
+
+        Args:
+            key: the key of the step into ``generation`` (the runner's
+                ``generation_key(seed, generation - 1)``).
+            generation: the generation (>= 1: the best is never taken from :meth:`init`).
+
+        Returns:
+            ``(key_eval, batch_size)``: the key passed to ``task.evaluate`` and that batch's
+            size (``P``, plus one with ``evaluate_mean``).
+
+        Examples:
+            >>> from synprune_jax.tasks import KinematicArm
+            >>> algorithm = MaskedES(ESConfig(population_size=4), KinematicArm(num_joints=3))
+            >>> algorithm.evaluation(jax.random.key(0), 3)[1]  # 4 samples and the mean
+            5
+        """
+        if generation < 1:
+            raise ValueError(f"MaskedES evaluates its best from generation 1 on, got {generation}")
+        config = self.config
+        return jax.random.split(key, 4)[1], config.population_size + int(config.evaluate_mean)

@@ -156,6 +156,10 @@ class GAState(struct.PyTreeNode):
             bool masks with leaves ``[P, ...]``, float32 rates ``[P, 2]``); after a step the
             ``E`` elites come first, best first, then the children.
         fitness: ``[P]`` float32 (non-finite = invalid, ranked last).
+        evaluated_at: ``[P]`` int32, the generation whose evaluation gave each member its
+            fitness (0: the initial population; an elite keeps its own; -1 for members of a
+            checkpoint written before this field existed): with the run's seed, each member's
+            evaluation key (:meth:`TruncationGA.evaluation`).
         generation: int32 scalar.
         num_evaluations: int32 scalar (``P`` after init, plus ``P - E`` per step).
 
@@ -167,13 +171,14 @@ class GAState(struct.PyTreeNode):
         >>> jax.tree.map(jnp.shape, state)  # doctest: +NORMALIZE_WHITESPACE
         GAState(population=Population(params={'angles': (4, 3)}, masks={'angles': (4, 3)},
                                       rates=(4, 2)),
-                fitness=(4,), generation=(), num_evaluations=())
+                fitness=(4,), evaluated_at=(4,), generation=(), num_evaluations=())
         >>> state.population.masks["angles"].dtype, state.fitness.dtype
         (dtype('bool'), dtype('float32'))
     """
 
     population: Population
     fitness: jax.Array
+    evaluated_at: jax.Array
     generation: jax.Array
     num_evaluations: jax.Array
 
@@ -337,12 +342,13 @@ class TruncationGA:
             ValueError: a concrete ``crossover_rate`` outside [0, 1].
         """
         validate_hyper(hyper)
-        key_population, key_eval = jax.random.split(key)
+        key_population, key_eval = jax.random.split(key)  # evaluation() mirrors this split
         population = self.initial_population(key_population, hyper)
         fitness = self.task.evaluate(key_eval, population).fitness
         return GAState(
             population=population,
             fitness=fitness.astype(jnp.float32),
+            evaluated_at=jnp.zeros((self.config.population_size,), jnp.int32),
             generation=jnp.zeros((), jnp.int32),
             num_evaluations=jnp.asarray(self.config.population_size, jnp.int32),
         )
@@ -373,19 +379,24 @@ class TruncationGA:
         """One generation: keep the ``E`` best, reproduce them into ``P - E`` children,
         evaluate the children. Pure; the caller jits / scans it."""
         config = self.config
-        key_children, key_eval = jax.random.split(key)
+        key_children, key_eval = jax.random.split(key)  # evaluation() mirrors this split
         ranked = jnp.where(jnp.isfinite(state.fitness), state.fitness, -jnp.inf)
         order = jnp.argsort(-ranked, stable=True)
         elites = state.population[order[: config.num_elites]]
         elite_fitness = state.fitness[order[: config.num_elites]]
+        elite_evaluated_at = state.evaluated_at[order[: config.num_elites]]
         children = self.reproduce(key_children, elites, hyper)
         result = self.task.evaluate(key_eval, children)
         population = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), elites, children)
         fitness = jnp.concatenate([elite_fitness, result.fitness.astype(jnp.float32)])
         num_children = config.population_size - config.num_elites
+        evaluated_at = jnp.concatenate(
+            [elite_evaluated_at, jnp.full((num_children,), state.generation + 1, jnp.int32)]
+        )
         state = GAState(
             population=population,
             fitness=fitness,
+            evaluated_at=evaluated_at,
             generation=state.generation + 1,
             num_evaluations=state.num_evaluations + num_children,
         )
@@ -404,3 +415,27 @@ class TruncationGA:
             "num_evaluations": state.num_evaluations,
         }
         return state, metrics
+
+    def evaluation(self, key: jax.Array, generation: int) -> tuple[jax.Array, int]:
+        """How the members evaluated at ``generation`` were evaluated, for replaying them.
+
+        Args:
+            key: the key :meth:`init` got (``generation == 0``) or the key of the step into
+                ``generation`` (the runner's ``generation_key(seed, generation - 1)``).
+            generation: a value of :attr:`GAState.evaluated_at` (>= 0).
+
+        Returns:
+            ``(key_eval, batch_size)``: the key passed to ``task.evaluate`` and that batch's
+            size (``P`` at generation 0, else the ``P - E`` children).
+
+        Examples:
+            >>> from synprune_jax.tasks import KinematicArm
+            >>> config = GAConfig(population_size=6, elite_fraction=1 / 3,  # 2 elites
+            ...                   mutation=MutationConfig(forward_prune=False))
+            >>> algorithm = TruncationGA(config, KinematicArm(num_joints=3))
+            >>> [algorithm.evaluation(jax.random.key(0), g)[1] for g in (0, 1)]
+            [6, 4]
+        """
+        config = self.config
+        children = config.population_size - config.num_elites
+        return jax.random.split(key)[1], config.population_size if generation == 0 else children

@@ -128,6 +128,11 @@ class MapElitesState(struct.PyTreeNode):
         archive: the :class:`~synprune_jax.archives.Archive` of ``C`` cells (genome leaves
             ``[C, ...]``, ``fitness [C]`` float32 with ``-inf`` in empty cells,
             ``descriptors [C, D]``, ``density [C]``, ``centroids [C, D]``).
+        evaluated_at: ``[C]`` int32, the generation whose evaluation gave each elite its
+            fitness (0: the seeding batch, ``g``: the step into generation ``g``; -1 when the
+            cell is empty, or for elites of a checkpoint written before this field existed).
+            With the run's seed it gives the elite's evaluation key (:meth:`MapElites.evaluation`),
+            so an elite can be replayed to its archived fitness (:func:`synprune_jax.replay`).
         generation: int32 scalar, generations stepped.
         num_evaluations: int32 scalar, individuals evaluated (the seeding batch included).
 
@@ -144,10 +149,11 @@ class MapElitesState(struct.PyTreeNode):
                                                           rates=(4, 2)),
                                        fitness=(4,), descriptors=(4, 2), density=(4,),
                                        centroids=(4, 2)),
-                       generation=(), num_evaluations=())
+                       evaluated_at=(4,), generation=(), num_evaluations=())
     """
 
     archive: Archive
+    evaluated_at: jax.Array  # [C] int32
     generation: jax.Array  # int32 scalar
     num_evaluations: jax.Array  # int32 scalar
 
@@ -306,7 +312,7 @@ class MapElites:
         """
         config, task = self.config, self.task
         self.emitter.check_hyper(hyper)
-        key_population, key_eval = jax.random.split(key)
+        key_population, key_eval = jax.random.split(key)  # evaluation() mirrors this split
         size = config.initial_batch_size or config.batch_size
         population = random_population(key_population, task, config, mutation_hyper(hyper), size)
         template = jax.tree_util.tree_map(lambda leaf: leaf[0], population)
@@ -316,6 +322,7 @@ class MapElites:
         return _state(
             self.emitter.init(archive, hyper),
             archive=archive,
+            evaluated_at=jnp.where(archive.filled, 0, -1).astype(jnp.int32),
             generation=jnp.zeros((), jnp.int32),
             num_evaluations=jnp.asarray(size, jnp.int32),
         )
@@ -330,7 +337,7 @@ class MapElites:
             ValueError: the emitter reports a metric named like one of MAP-Elites' own.
         """
         config, task, emitter = self.config, self.task, self.emitter
-        key_emit, key_eval = jax.random.split(key)
+        key_emit, key_eval = jax.random.split(key)  # evaluation() mirrors this split
         emitter_state = getattr(state, "emitter_state", None)
         offspring, emitter_state = emitter.emit(key_emit, state.archive, emitter_state, hyper)
         result = task.evaluate(key_eval, offspring)
@@ -338,9 +345,12 @@ class MapElites:
         emitter_state, emitter_metrics = emitter.update(
             key_emit, emitter_state, offspring, result, inserted, hyper
         )
+        # an insertion always raises the cell's fitness strictly (add's rule 3)
+        replaced = archive.fitness != state.archive.fitness
         state = _state(
             emitter_state,
             archive=archive,
+            evaluated_at=jnp.where(replaced, state.generation + 1, state.evaluated_at),
             generation=state.generation + 1,
             num_evaluations=state.num_evaluations + emitter.batch_size,
         )
@@ -351,6 +361,31 @@ class MapElites:
             raise ValueError(f"the emitter reports metrics named like MAP-Elites' own: {clash}")
         metrics.update(emitter_metrics)
         return state, metrics
+
+    def evaluation(self, key: jax.Array, generation: int) -> tuple[jax.Array, int]:
+        """How the individuals evaluated at ``generation`` were evaluated, for replaying them.
+
+        Args:
+            key: the key :meth:`init` got (``generation == 0``) or the key of the step into
+                ``generation`` (the runner's ``generation_key(seed, generation - 1)``).
+            generation: a value of :attr:`MapElitesState.evaluated_at` (>= 0).
+
+        Returns:
+            ``(key_eval, batch_size)``: the key passed to ``task.evaluate`` and the size of that
+            batch (the seeding batch at generation 0, else the emitter's batch).
+
+        Examples:
+            >>> from synprune_jax.archives import GridSpec
+            >>> from synprune_jax.tasks import KinematicArm
+            >>> config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (2, 2)),
+            ...                          batch_size=4, initial_batch_size=6,
+            ...                          mutation=MutationConfig(forward_prune=False))
+            >>> algorithm = MapElites(config, KinematicArm(num_joints=3))
+            >>> [algorithm.evaluation(jax.random.key(0), g)[1] for g in (0, 1, 2)]
+            [6, 4, 4]
+        """
+        size = self.config.initial_batch_size or self.config.batch_size
+        return jax.random.split(key)[1], size if generation == 0 else self.emitter.batch_size
 
 
 # ----- ES emitter (ME-ES style) ----------------------------------------------------------------

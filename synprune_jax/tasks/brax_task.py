@@ -287,6 +287,17 @@ class BraxTask(StateEnvEpisode, EpisodeTask):
     def _last(self, state) -> dict:
         return {"final_xy": state.pipeline_state.x.pos[0, :2].astype(jnp.float32)}
 
+    def view_model(self):
+        return self.env.sys.mj_model
+
+    def view_system(self):
+        """The Brax system (its links are ``body_pos``'s bodies) for Brax's HTML viewer."""
+        return self.env.sys
+
+    def _view(self, state) -> dict:
+        pipeline = state.pipeline_state
+        return {"qpos": pipeline.q, "body_pos": pipeline.x.pos, "body_quat": pipeline.x.rot}
+
     def _summed(self, state) -> dict:
         if "feet_contact" not in self.descriptors:
             return {}

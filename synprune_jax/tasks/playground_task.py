@@ -196,6 +196,13 @@ class PlaygroundTask(StateEnvEpisode, EpisodeTask):
     def _last(self, state) -> dict:
         return {"final_xy": state.data.xpos[1, :2].astype(jnp.float32)}
 
+    def view_model(self):
+        return self.env.mj_model
+
+    def _view(self, state) -> dict:
+        data = state.data
+        return {"qpos": data.qpos, "body_pos": data.xpos[1:], "body_quat": data.xquat[1:]}
+
     def _summed(self, state) -> dict:
         if "feet_contact" not in self.descriptors:
             return {}

@@ -535,6 +535,18 @@ class ReachAvoidArm(EpisodeTask):
             "success": state["done"].astype(jnp.float32),
         }
 
+    def view_model(self):
+        return self._model()[0] if self.backend == "mjx" else None
+
+    def _view(self, state) -> dict:
+        view = {name: state[name] for name in ("tip", "target", "obstacles")}
+        if self.backend == "mjx":
+            data = state["data"]
+            view.update(qpos=data.qpos, body_pos=data.xpos[1:], body_quat=data.xquat[1:])
+            if int(self.num_obstacles):
+                view["mocap_pos"] = data.mocap_pos
+        return view
+
     def _summed(self, state) -> dict:
         return {"collision_steps": state["collided"].astype(jnp.float32)}
 

@@ -20,7 +20,10 @@ says how to reset and step one episode and what to measure; the base evaluates a
 ``fitness`` is the mean over episodes of the summed counted rewards. ``extras`` always holds
 ``"density"`` ``[P]`` and ``"episode_length"`` ``[P]`` (alive steps, mean over episodes); with
 ``keep_trajectories=True`` also ``"observations"`` ``[P, E, T, obs]``, ``"actions"``
-``[P, E, T, act]`` and ``"alive"`` ``[P, E, T]`` (alive before each step).
+``[P, E, T, act]``, ``"alive"`` ``[P, E, T]`` (alive before each step), ``"rewards"``
+``[P, E, T]`` (each step's counted reward: their sum is the return) and the suite's ``_view``
+values ``[P, E, T, ...]`` (what a viewer draws, at each step's start; used by
+:func:`synprune_jax.replay`).
 
 What a suite provides (methods of the subclass, for **one** episode; ``state`` is the suite's
 own pytree):
@@ -32,7 +35,9 @@ own pytree):
 * ``_last(state) -> dict``: values kept at the last alive step (e.g. ``final_xy``);
   ``_summed(state) -> dict``: values summed over the alive steps after reset (e.g. feet contact);
   ``_lowest(state) -> dict``: minima over the alive steps, reset included (e.g. the distance to
-  an obstacle);
+  an obstacle); ``_view(state) -> dict``: with ``keep_trajectories``, what a viewer needs
+  (``"qpos"``, ``"body_pos" [bodies, 3]`` and ``"body_quat" [bodies, 4]`` (w, x, y, z) of the
+  MuJoCo bodies after the world body, an end effector's ``"tip"``, ...);
 * ``_descriptor_inputs(out, steps) -> dict``: the descriptor inputs (besides ``masks``) from the
   rollout's outputs ``[P, E, ...]`` (a ``feet_contact_steps`` sum ``[F]`` becomes the
   ``feet_contact`` input, the fraction of alive steps); ``_extras(out, steps) -> dict``: extra
@@ -106,6 +111,14 @@ class EpisodeTask:
     def _lowest(self, state) -> dict:
         return {}
 
+    def _view(self, state) -> dict:
+        return {}
+
+    def view_model(self):
+        """The ``mujoco.MjModel`` whose bodies ``_view``'s ``body_pos`` / ``body_quat`` and
+        ``qpos`` describe (what :func:`synprune_jax.replay` draws and renders), or ``None``."""
+        return None
+
     def _descriptor_inputs(self, out: dict, steps: jax.Array) -> dict:
         return {}
 
@@ -159,7 +172,8 @@ class EpisodeTask:
         }
         if self.keep_trajectories:
             extras.update(
-                observations=out["observations"], actions=out["actions"], alive=out["alive"]
+                {name: out[name] for name in ("observations", "actions", "alive", "rewards")},
+                **out["view"],
             )
         return EvalResult(
             fitness=jnp.mean(out["return"], axis=1), descriptors=descriptors, extras=extras
@@ -177,7 +191,7 @@ class EpisodeTask:
             dict with ``"return"`` (summed counted rewards), ``"steps"`` (int32 alive steps),
             the suite's ``_last`` / ``_summed`` / ``_lowest`` values and, with
             ``keep_trajectories``, ``"observations" [T, obs]``, ``"actions" [T, act]``,
-            ``"alive" [T]``.
+            ``"alive" [T]``, ``"rewards" [T]`` and ``"view"`` (the suite's ``_view``, ``[T, ...]``).
         """
         carry = self._first_carry(key)
 
@@ -258,11 +272,12 @@ class EpisodeTask:
         else:
             step_key = None
         next_state = self._step(state, action, step_key)
+        reward = jnp.where(alive, self._reward(next_state), 0.0)
         new.update(
             {
                 "state": next_state,
                 "alive": alive & jnp.logical_not(self._done(next_state)),
-                "return": carry["return"] + jnp.where(alive, self._reward(next_state), 0.0),
+                "return": carry["return"] + reward,
                 "steps": carry["steps"] + alive.astype(jnp.int32),
             }
         )
@@ -273,7 +288,13 @@ class EpisodeTask:
         for name, value in self._lowest(next_state).items():
             new[name] = jnp.where(alive, jnp.minimum(carry[name], value), carry[name])
         trace = (
-            {"observations": self._observation(state), "actions": action, "alive": alive}
+            {
+                "observations": self._observation(state),
+                "actions": action,
+                "alive": alive,
+                "rewards": reward,
+                "view": self._view(state),
+            }
             if self.keep_trajectories
             else None
         )
