@@ -207,7 +207,9 @@ class RunNetworks:
         run_dir: the run directory.
         experiment: its experiment name.
         kind: ``"archive"`` (elites, one per filled cell), ``"population"`` (the GA's) or
-            ``"best"`` (ES: the best network evaluated).
+            ``"es"`` (member 0: the best network evaluated; member 1: the final search mean,
+            never evaluated after the last update, fitness NaN); ``"trial"`` / ``"cell"``
+            (autoencoders), ``"front"`` (NSGA-II heads).
         generation: the checkpoint's generation.
         spec: the networks' :class:`~synprune_jax.networks.MLPSpec`.
         params: ``K`` networks' parameters (NumPy leaves ``[K, ...]``).
@@ -496,19 +498,28 @@ def run_networks(
         params, masks = state.population.params, state.population.masks
         evaluated_at = np.asarray(state.evaluated_at)
     elif hasattr(state, "best_params"):
-        kind = "best"
-        fitness = np.asarray(state.best_fitness, np.float32)[None]
-        evaluated_at = np.asarray(state.best_evaluated_at)[None]
-        add_axis = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], tree)
-        params, masks = add_axis(state.best_params), add_axis(state.best_masks)
+        # member 0: the best network evaluated; member 1: the final search mean (not evaluated
+        # after the last update: fitness NaN)
+        kind = "es"
+        fitness = np.asarray([state.best_fitness, np.nan], np.float32)
+        evaluated_at = np.asarray([state.best_evaluated_at, -1])
+        mean = algorithm.strategy_for(hyper or algorithm.default_hyper).mean(state.strategy)
+        params, masks = jax.tree_util.tree_map(
+            lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]),
+            (state.best_params, state.best_masks),
+            (jax.device_get(mean), state.masks),
+        )
     else:
         raise ValueError(f"{label} holds no networks")
     if evaluated_at is None:  # evaluations without episodes: nothing to replay
         evaluated_at = np.full(fitness.shape, -1)
-    rows = np.flatnonzero(np.isfinite(fitness))
-    if rows.size == 0:
+    if not np.isfinite(fitness).any():
         raise ValueError(f"{label} holds no network with a finite fitness yet")
-    order = rows[np.argsort(-fitness[rows], kind="stable")]
+    listed = np.isfinite(fitness)
+    if kind == "es":
+        listed[1] = True  # the mean: listed, never evaluated
+    rows = np.flatnonzero(listed)
+    order = rows[np.argsort(-fitness[rows], kind="stable")]  # NaN last
     take = lambda tree: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[order], tree)
     return RunNetworks(
         run_dir=os.fspath(run_dir),

@@ -109,8 +109,8 @@ def _evaluation(networks, row: int, episodes: int, seed: int | None):
         note = f"new episodes (key {seed}), not the archived evaluation's"
     elif generation < 0:
         note = (
-            "the run's checkpoint does not record which evaluation gave this network its "
-            "fitness (written before runs recorded it): new episodes (key 0)"
+            "no recorded evaluation of this network to repeat (an ES's final mean is never "
+            "evaluated; checkpoints written before runs recorded it): new episodes (key 0)"
         )
     else:
         note = (

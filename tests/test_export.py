@@ -273,7 +273,7 @@ def test_replay_repeats_the_archived_evaluation(run_dir, tmp_path, capsys):
     assert fresh.evaluation["batch_size"] == 1
     older = dataclasses.replace(networks, evaluated_at=np.full_like(at, -1))
     unknown = replay(run_dir, tmp_path / "older", rank=0, networks=older)
-    assert unknown.exact is None and "does not record" in unknown.note
+    assert unknown.exact is None and "no recorded evaluation" in unknown.note
     arm = dataclasses.replace(networks, task=KinematicArm(num_joints=3, genotype="mlp"))
     with pytest.raises(ValueError, match="KinematicArm, which has no episodes"):
         replay(run_dir, tmp_path / "arm", rank=0, networks=arm)
@@ -386,8 +386,8 @@ def test_autoencoders_compact_as_one_chain(tmp_path):
 
 
 def test_transfer_heads_are_trained_again_and_compacted(tmp_path):
-    """An NSGA-II front of head genomes: each head, trained again from its genome with the
-    run's hyper, compacts to the logits of the masked head."""
+    """An NSGA-II front of head genomes: each head (trained again from its genome with the run's
+    hyper) compacts to the logits of the head under the genome's masks."""
     from synprune_jax.algorithms.nsga2 import NSGA2, NSGA2Config
     from synprune_jax.export import run_networks
     from synprune_jax.transfer.data import TransferData
@@ -398,22 +398,46 @@ def test_transfer_heads_are_trained_again_and_compacted(tmp_path):
     x, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 2, 40)
     data = TransferData(x, y, x, y, x, y, x[:5] + 5, x[5:10] + 5, (6,), (0, 1))
     problem = TransferProblem(
-        data, HeadConfig(6, 4, 2, genome="both"), TrainConfig(epochs=2), ("accuracy", "sparsity")
+        data, HeadConfig(6, 4, 2, genome="both"), TrainConfig(epochs=1), ("accuracy", "sparsity")
     )
-    algorithm = NSGA2(NSGA2Config(population_size=6, memo_capacity=16), problem)
+    algorithm = NSGA2(NSGA2Config(population_size=4, memo_capacity=8), problem)
     hyper = algorithm.default_hyper
     state = algorithm.init(jax.random.key(0), hyper)
     networks = run_networks(algorithm, state, hyper=hyper, run_dir=str(tmp_path))
-    assert networks.kind == "front" and len(networks) == 6
+    assert networks.kind == "front" and len(networks) == 4
     assert networks.descriptor_names == ("accuracy", "sparsity")
-    trained, _ = problem.train_heads(state.genomes, hyper.problem)
     for row in range(len(networks)):
-        member = int(networks.index[row])
-        genome = state.genomes[member]
-        head = jax.tree_util.tree_map(lambda leaf, m=member: leaf[m], trained)
+        genome = state.genomes[int(networks.index[row])]
+        layers = networks.network(row)[0]["params"]
+        head = {"w1": layers["Dense_0"]["kernel"], "b1": layers["Dense_0"]["bias"]}
+        head.update(w2=layers["Dense_1"]["kernel"], b2=layers["Dense_1"]["bias"])
         expected = head_logits(head, *problem.head.split(genome), jnp.asarray(x))
         net = compact_mlp(networks.spec, *networks.network(row))
         assert net.layer_widths[0] <= int(np.asarray(genome[:6]).sum())  # read and used
         np.testing.assert_allclose(apply_compact(net, x), np.asarray(expected), atol=1e-5)
     table = inspect_run(str(tmp_path), networks)
     assert {"accuracy", "sparsity"} <= set(table.columns)
+
+
+def test_an_es_run_lists_its_best_network_and_its_final_mean(tmp_path):
+    from synprune_jax.algorithms.es import ESConfig, MaskedES
+    from synprune_jax.export import run_networks
+
+    task = KinematicArm(num_joints=3, genotype="mlp", hidden_sizes=(4,))
+    algorithm = MaskedES(ESConfig(population_size=4), task)
+    hyper = algorithm.default_hyper
+    state = algorithm.init(jax.random.key(0), hyper)
+    with pytest.raises(ValueError, match="no network with a finite fitness yet"):
+        run_networks(algorithm, state)
+    state, _ = jax.jit(algorithm.step)(jax.random.key(1), state, hyper)
+    networks = run_networks(algorithm, state, hyper=hyper, run_dir=str(tmp_path))
+    assert networks.kind == "es" and networks.index.tolist() == [0, 1]
+    assert networks.fitness[0] == state.best_fitness and np.isnan(networks.fitness[1])
+    assert networks.evaluated_at.tolist() == [1, -1]
+    mean = algorithm.strategy_for(hyper).mean(state.strategy)
+    for got, want in zip(
+        jax.tree_util.tree_leaves(networks.network(1)[0]),
+        jax.tree_util.tree_leaves(mean),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, np.asarray(want))
