@@ -460,7 +460,7 @@ def run_networks(
         >>> task = KinematicArm(num_joints=3, genotype="mlp", hidden_sizes=(4,))
         >>> config = MapElitesConfig(archive=GridSpec((0.0, 0.0), (1.0, 1.0), (4, 4)), batch_size=8)
         >>> algorithm = MapElites(config, task)
-        >>> state = algorithm.init(jax.random.key(0), algorithm.default_hyper)
+        >>> state = jax.jit(algorithm.init)(jax.random.key(0), algorithm.default_hyper)
         >>> networks = run_networks(algorithm, state)
         >>> filled = int(state.archive.filled.sum())
         >>> networks.kind, networks.spec.layer_sizes, len(networks) == filled

@@ -122,6 +122,20 @@ def _evaluation(networks, row: int, episodes: int, seed: int | None):
     return jax.random.key(seed), 1, info, note
 
 
+def _compiled_evaluate(evaluator):
+    """``jax.jit(evaluator.evaluate)``, one per equal evaluator in this process (tasks compare by
+    value), so replaying several networks of a run compiles each batch size once."""
+    try:
+        return _jitted_evaluate(evaluator)
+    except TypeError:  # an unhashable task: no reuse
+        return jax.jit(evaluator.evaluate)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_evaluate(evaluator):
+    return jax.jit(evaluator.evaluate)
+
+
 def _rewrapped(wrapper, task):
     """``wrapper`` (a chain of task wrappers with a ``task`` field) around ``task`` instead of
     the task it wraps."""
@@ -203,7 +217,7 @@ def replay(
     # the run's wrappers (ShardedTask over its devices, ChunkedTask) around the replay's task, so
     # that each device evaluates the share it evaluated in the run
     evaluator = _rewrapped(getattr(networks.algorithm, "task", task), replay_task)
-    result = jax.device_get(jax.jit(evaluator.evaluate)(key, population))
+    result = jax.device_get(_compiled_evaluate(evaluator)(key, population))
     fitness = float(result.fitness[0])
     archived = float(networks.fitness[row])
     exact: bool | None = None
