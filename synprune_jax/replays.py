@@ -81,15 +81,6 @@ class Replay:
     files: dict[str, str]
 
 
-def _run_devices(config: dict) -> int:
-    """The device count a run's config evaluated on (1 when it does not say)."""
-    for section in ("task", "train"):
-        devices = (config.get(section) or {}).get("devices", 1)
-        if isinstance(devices, int) and not isinstance(devices, bool):
-            return devices
-    return 1
-
-
 def _evaluation(networks, row: int, episodes: int, seed: int | None):
     """``(key, batch_size, info, note)`` of the evaluation to repeat for ``row``."""
     from synprune_jax import runner
@@ -224,7 +215,9 @@ def replay(
     if not note:
         exact = bool(np.float32(fitness) == np.float32(archived))
         if not exact:
-            devices = _run_devices(networks.config)
+            from synprune_jax.config import requested_devices
+
+            _, devices = requested_devices(networks.config)
             here = getattr(evaluator, "num_devices", 1)
             where = (
                 f"on {devices} devices, replayed on {here} (this process has {jax.device_count()})"
@@ -259,7 +252,7 @@ def replay(
     notes = [note] if note else []
     model = task.view_model() if "body_pos" in trajectory else None
     if model is not None:
-        files["viewer"] = viewer_html(task, model, trajectory, os.path.join(out, "viewer.html"))
+        files["viewer"] = viewer_html(model, trajectory, os.path.join(out, "viewer.html"))
         if video:
             path, why = render_gif(model, trajectory, os.path.join(out, "video.gif"))
             if path is None:
@@ -409,19 +402,16 @@ def trajectory_figure(trajectory: dict[str, np.ndarray], path: str, title: str =
     return path
 
 
-def viewer_html(task, model, trajectory: dict[str, np.ndarray], path: str) -> str:
-    """Brax's HTML viewer of episode 0 (``body_pos`` / ``body_quat``) on the task's system;
-    returns ``path``. The page loads the viewer's JavaScript from a CDN when opened."""
+def viewer_html(model, trajectory: dict[str, np.ndarray], path: str) -> str:
+    """Brax's HTML viewer of episode 0 (``body_pos`` / ``body_quat``) on the system Brax builds
+    from ``model`` (a ``mujoco.MjModel``); returns ``path``. The page loads the viewer's
+    JavaScript from a CDN when opened."""
     from types import SimpleNamespace
 
     from brax.base import Transform
-    from brax.io import html
+    from brax.io import html, mjcf
 
-    system = task.view_system() if hasattr(task, "view_system") else None
-    if system is None:
-        from brax.io import mjcf
-
-        system = mjcf.load_model(model)
+    system = mjcf.load_model(model)
     steps = _alive_steps(trajectory)
     positions = trajectory["body_pos"][0, :steps]
     rotations = trajectory["body_quat"][0, :steps]

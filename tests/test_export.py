@@ -284,6 +284,8 @@ def test_replay_repeats_the_archived_evaluation(run_dir, tmp_path, capsys):
     assert os.path.exists(tmp_path / "cli" / "trajectory.png")
     assert main(["replay", run_dir, "--density", "0.0001"]) == 2
     assert "no network at or below density" in capsys.readouterr().err
+    assert main(["replay", run_dir, "--rank", "0", "--episodes", "0"]) == 2
+    assert "episodes must be >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -290,10 +290,6 @@ class BraxTask(StateEnvEpisode, EpisodeTask):
     def view_model(self):
         return self.env.sys.mj_model
 
-    def view_system(self):
-        """The Brax system (its links are ``body_pos``'s bodies) for Brax's HTML viewer."""
-        return self.env.sys
-
     def _view(self, state) -> dict:
         pipeline = state.pipeline_state
         return {"qpos": pipeline.q, "body_pos": pipeline.x.pos, "body_quat": pipeline.x.rot}
