@@ -437,7 +437,7 @@ def run_networks(
     ``config.json`` to rebuild it from).
 
     Args:
-        algorithm: the run's algorithm (MAP-Elites, GA or ES on a task with an MLP policy; a
+        algorithm: the run's algorithm (MAP-Elites, GA, ES or PPO on a task with an MLP policy; a
             ``ShardedTask`` / ``ChunkedTask`` wrapper is looked through).
         state: its state (an archive, a population or an ES's best).
         seed: the run's ``RunConfig.seed`` (replays derive the evaluation keys from it).
@@ -497,6 +497,13 @@ def run_networks(
         fitness = np.asarray(state.fitness, np.float32)
         params, masks = state.population.params, state.population.masks
         evaluated_at = np.asarray(state.evaluated_at)
+    elif hasattr(state, "normalizer"):  # PPO: the final policy, its normaliser folded in
+        kind = "ppo"
+        fitness = np.asarray([state.fitness], np.float32)
+        evaluated_at = np.asarray([state.evaluated_at])
+        params, masks = jax.tree_util.tree_map(
+            lambda leaf: np.asarray(leaf)[None], algorithm.policy_network(state)
+        )
     elif hasattr(state, "best_params"):
         # member 0: the best network evaluated; member 1: the final search mean (not evaluated
         # after the last update: fitness NaN)
