@@ -106,6 +106,34 @@ TINY = {
         _AUTOENCODER + ["coevolution.num_cells=3"],
         ("coevolution.lr_mutation_std", [1e-5, 1e-4]),
     ),
+    "ppo": (
+        _BRAX
+        + [
+            "ppo.num_envs=4",
+            "ppo.batch_size=4",
+            "ppo.num_minibatches=2",
+            "ppo.unroll_length=5",
+            "ppo.value_hidden_sizes=[4]",
+        ],
+        ("ppo.learning_rate", [1e-4, 1e-3]),
+    ),
+    "ppo-prune": (
+        [
+            "task.name=reach",
+            "task.num_joints=2",
+            "task.episode_length=10",
+            "task.num_episodes=1",
+            "task.hidden_sizes=[4]",
+            "ppo.num_envs=4",
+            "ppo.batch_size=4",
+            "ppo.num_minibatches=2",
+            "ppo.unroll_length=5",
+            "ppo.value_hidden_sizes=[4]",
+            "ppo.pruning=rigl",
+            "ppo.update_every=1",
+        ],
+        ("ppo.density", [0.25, 0.5]),
+    ),
     "cluster-synthesis": (
         [
             "network.widths=3,4,8,6",
@@ -170,11 +198,16 @@ _SLOW = {
     "mo-prune-transfer",
     "ae-prune",
     "me-es",
+    "ppo",  # PPO's builder and run: ppo-prune on the reach arm; hopper's compile costs ~60 s
 }
 # Feet-contact descriptors are step functions of the physics: the last-bit differences of a
 # batched (vmapped) kernel can move an offspring into another archive cell, so a sweep's runs
 # agree with the runs alone only statistically; the sweep is still checked to be one group.
 _DISCONTINUOUS = {"me-prune-feet"}
+# Gradient training: Adam's first updates are sign-like (m / sqrt(v)), so a last-bit difference of
+# the batched program in a near-zero gradient component moves that weight by a whole step; the
+# sweep's PPO runs agree with the runs alone to 1e-2 (measured 1e-3 on a policy loss), not 1e-5.
+_GRADIENT_TRAINED = {"ppo", "ppo-prune"}
 
 
 def _check_table(rows):
@@ -205,6 +238,8 @@ DEFAULT_RUNS = {
     "me-prune-reach": 100,
     "me-prune-gymnax": 100,
     "me-prune-playground": 20,
+    "ppo": 20,
+    "ppo-prune": 40,
 }
 
 
@@ -307,10 +342,13 @@ def test_experiment_contract(name, tmp_path):
             # AUROC at T = 1000 compares near-tied scores: one ulp of a batched kernel can flip
             # a pair (1 / (A * B) ~ 5e-4 here); everything else agrees to float tolerance
             atol = 2e-3 if "auroc" in column else 1e-5
+            rtol = 1e-5
+            if name in _GRADIENT_TRAINED:
+                atol, rtol = 1e-3, 1e-2
             np.testing.assert_allclose(
                 rows[column].to_numpy(np.float64),
                 values,
-                rtol=1e-5,
+                rtol=rtol,
                 atol=atol,
                 err_msg=f"{name} seed {seed} {column}",
             )

@@ -37,7 +37,7 @@ the weights, and the optimiser's update is masked before it is applied.
 
 Example:
     >>> from synprune_jax.tasks import GymnaxTask                       # doctest: +SKIP
-    >>> algorithm = PPO(PPOConfig(pruning="rigl"), GymnaxTask("Pendulum-v1"), num_iterations=50)
+    >>> algorithm = PPO(PPOConfig(pruning="rigl"), GymnaxTask("Pendulum-v1"))
     >>> state = algorithm.init(jax.random.key(0), algorithm.default_hyper)  # doctest: +SKIP
 """
 
@@ -80,10 +80,12 @@ class PPOConfig:
         max_grad_norm: clip the global gradient norm (``None``: no clipping).
         pruning: one of :data:`~synprune_jax.sparse_training.METHODS` (``"none"``: dense).
         distribution: per-layer densities, ``"uniform"`` or ``"erk"``.
-        prune_start: GMP starts at this fraction of the run's iterations ...
-        prune_end: ... and reaches the target density at this fraction.
+        prune_start: GMP's first pruning iteration ...
+        prune_end: ... and the iteration at which it reaches the target density (the schedule is
+            in iterations, like the ES's, so a resumed or extended run keeps it).
         update_every: iterations between mask updates (GMP, SET, RigL).
-        update_end: SET / RigL stop changing the mask at this fraction of the iterations.
+        update_end: SET / RigL change the mask before this iteration only (the drop fraction's
+            cosine decays to 0 there).
 
     Example:
         >>> PPOConfig().env_steps_per_iteration  # 32 * 8 trajectories of 20 steps
@@ -102,10 +104,10 @@ class PPOConfig:
     max_grad_norm: float | None = None
     pruning: str = "none"
     distribution: str = "uniform"
-    prune_start: float = 0.2
-    prune_end: float = 0.8
+    prune_start: int = 40
+    prune_end: int = 160
     update_every: int = 10
-    update_end: float = 0.75
+    update_end: int = 150
 
     def __post_init__(self):
         object.__setattr__(
@@ -122,6 +124,10 @@ class PPOConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ppo.{name} must be an integer >= 1, got {value!r}")
+        for name in ("prune_start", "prune_end", "update_end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"ppo.{name} must be an integer >= 0, got {value!r}")
         if (self.batch_size * self.num_minibatches) % self.num_envs:
             raise ValueError(
                 f"ppo.batch_size * ppo.num_minibatches ({self.batch_size * self.num_minibatches})"
@@ -136,11 +142,7 @@ class PPOConfig:
                 f"unknown ppo.distribution {self.distribution!r}; "
                 f"valid: {list(sparse_training.DISTRIBUTIONS)}"
             )
-        for name in ("prune_start", "prune_end", "update_end"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"ppo.{name} must be a fraction in [0, 1], got {value!r}")
-        if float(self.prune_end) <= float(self.prune_start):
+        if self.prune_end <= self.prune_start:
             raise ValueError(
                 f"ppo.prune_end ({self.prune_end}) must be after ppo.prune_start "
                 f"({self.prune_start})"
@@ -234,9 +236,9 @@ class Normalizer(struct.PyTreeNode):
         """Merges a batch ``[..., obs]`` (Welford's parallel update)."""
         batch = observations.reshape(-1, observations.shape[-1]).astype(jnp.float32)
         count = self.count + batch.shape[0]
-        to_old = batch - self.mean
+        to_old = batch - self.mean[None]
         mean = self.mean + jnp.sum(to_old, axis=0) / count
-        summed = self.summed_variance + jnp.sum(to_old * (batch - mean), axis=0)
+        summed = self.summed_variance + jnp.sum(to_old * (batch - mean[None]), axis=0)
         return Normalizer(count=count, mean=mean, summed_variance=summed)
 
     @property
@@ -248,7 +250,8 @@ class Normalizer(struct.PyTreeNode):
         return jnp.where(self.count > 0, std, 1.0)
 
     def apply(self, observations: jax.Array) -> jax.Array:
-        return (observations - self.mean) / self.std
+        """``(observations - mean) / std`` for observations ``[..., obs]``."""
+        return (observations - _like(self.mean, observations)) / _like(self.std, observations)
 
 
 def compute_gae(
@@ -312,6 +315,12 @@ def clipped_surrogate(log_ratio: jax.Array, advantages: jax.Array, epsilon) -> j
     return -jnp.mean(jnp.minimum(unclipped, clipped))
 
 
+def _like(vector: jax.Array, array: jax.Array) -> jax.Array:
+    """A ``[d]`` vector broadcast to ``array``'s shape ``[..., d]`` (explicitly: the suite runs
+    with ``jax_numpy_rank_promotion="raise"``)."""
+    return jnp.broadcast_to(vector, array.shape)
+
+
 def _tanh_log_det(raw: jax.Array) -> jax.Array:
     """``log |d tanh(u) / du|`` per element (stable form, as Brax's bijector)."""
     return 2.0 * (jnp.log(2.0) - raw - jax.nn.softplus(-2.0 * raw))
@@ -319,15 +328,17 @@ def _tanh_log_det(raw: jax.Array) -> jax.Array:
 
 def normal_log_prob(raw: jax.Array, loc: jax.Array, std: jax.Array) -> jax.Array:
     """Log-density of the tanh-Normal at ``tanh(raw)``, summed over the last axis."""
+    std = _like(std, raw)
     log_normal = -0.5 * ((raw - loc) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2.0 * jnp.pi)
     return jnp.sum(log_normal - _tanh_log_det(raw), axis=-1)
 
 
 def tanh_normal_entropy(key: jax.Array, loc: jax.Array, std: jax.Array) -> jax.Array:
     """Brax's estimate: the Normal's entropy plus the log-determinant at one sample ``[...]``."""
+    std = _like(std, loc)
     entropy = 0.5 + 0.5 * jnp.log(2.0 * jnp.pi) + jnp.log(std)
     sample = loc + std * jax.random.normal(key, loc.shape)
-    return jnp.sum(entropy * jnp.ones_like(loc) + _tanh_log_det(sample), axis=-1)
+    return jnp.sum(entropy + _tanh_log_det(sample), axis=-1)
 
 
 def value_spec(observation_size: int, hidden_sizes: tuple[int, ...]) -> MLPSpec:
@@ -403,7 +414,6 @@ class PPO:
     Args:
         config: :class:`PPOConfig`.
         task: an :class:`~synprune_jax.tasks.rollout.EpisodeTask`.
-        num_iterations: the run's iterations (the pruning schedules' fractions refer to it).
 
     Raises:
         TypeError: ``task`` is not an environment task.
@@ -411,7 +421,7 @@ class PPO:
     Example:
         >>> from synprune_jax.tasks import ReachAvoidArm
         >>> algorithm = PPO(PPOConfig(num_envs=4, batch_size=4, num_minibatches=2,
-        ...                 unroll_length=5), ReachAvoidArm(num_joints=2, episode_length=10), 10)
+        ...                 unroll_length=5), ReachAvoidArm(num_joints=2, episode_length=10))
         >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), algorithm.default_hyper)
         >>> state.scale.shape, state.masks["params"]["Dense_0"]["kernel"].dtype
         ((2,), dtype('bool'))
@@ -419,7 +429,6 @@ class PPO:
 
     config: PPOConfig
     task: Any
-    num_iterations: int
 
     def __post_init__(self):
         from synprune_jax.tasks.rollout import EpisodeTask
@@ -429,8 +438,6 @@ class PPO:
                 f"PPO needs an environment task (Brax, Playground, gymnax, reach), got "
                 f"{type(self.task).__name__}"
             )
-        if isinstance(self.num_iterations, bool) or int(self.num_iterations) < 1:
-            raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations!r}")
 
     # ----- structure ---------------------------------------------------------------------------
     @property
@@ -449,9 +456,6 @@ class PPO:
     @property
     def value_spec(self) -> MLPSpec:
         return value_spec(self.spec.input_size, self.config.value_hidden_sizes)
-
-    def _iteration(self, fraction: float) -> int:
-        return int(round(float(fraction) * self.num_iterations))
 
     def _optimizer(self, hyper: PPOHyper) -> optax.GradientTransformation:
         adam = optax.adam(hyper.learning_rate)
@@ -643,7 +647,7 @@ class PPO:
                 observations = jax.vmap(task._observation)(envs["state"])
                 normalized = self._normalized(state.normalizer, observations)
                 loc = self._loc(state.params, state.masks, normalized)
-                raw = loc + std * jax.random.normal(key_action, loc.shape)
+                raw = loc + _like(std, loc) * jax.random.normal(key_action, loc.shape)
                 log_prob = normal_log_prob(raw, loc, std)
                 value = self._value(state.value_params, normalized)
                 step_keys = jax.random.split(key_env, config.num_envs) if task.step_keys else None
@@ -783,7 +787,7 @@ class PPO:
             return masks
         every = config.update_every
         if method == "gmp":
-            start, end = self._iteration(config.prune_start), self._iteration(config.prune_end)
+            start, end = config.prune_start, config.prune_end
             densities = sparse_training.gmp_densities(
                 spec, hyper.density, config.distribution, iteration, start, end
             )
@@ -799,7 +803,7 @@ class PPO:
                 & (((iteration - start) % every == 0) | (iteration == end))
             )
             return trees.select(due, pruned, masks)
-        update_end = self._iteration(config.update_end)
+        update_end = config.update_end
         fraction = sparse_training.drop_fraction_at(hyper.drop_fraction, iteration, update_end)
         grow_scores = None
         if method == "rigl":

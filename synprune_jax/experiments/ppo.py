@@ -93,7 +93,7 @@ def build_ppo(config: dict) -> Built:
         ppo_config, hyper = ppo_config_and_hyper(config["ppo"])
         task = build_task(config["task"], 1)  # one policy evaluated at a time: one device
         run_config = from_section(config["run"], "run", RunConfig)
-        algorithm = PPO(ppo_config, task, run_config.num_generations)
+        algorithm = PPO(ppo_config, task)
     return Built(
         algorithm=algorithm,
         hyper=hyper,
@@ -136,7 +136,10 @@ def report_ppo(run_dir: str, state, metrics: dict) -> dict:
         "pruning": section["pruning"],
         "distribution": section["distribution"],
         "target_density": float(section["density"]),
-        "table": over_time(metrics, _OVER_TIME),
+        "table": over_time(
+            metrics,
+            {k: v for k, v in _OVER_TIME.items() if k != "density" or section["pruning"] != "none"},
+        ),
     }
     write_summary(run_dir, summary, describe_ppo(summary))
     plot_ppo(run_dir, state, metrics)
@@ -152,7 +155,11 @@ def describe_ppo(summary: dict) -> str:
         f"PPO, pruning {method}: {summary['iterations']} iterations, {summary['env_steps']:,} "
         f"env steps; final policy: return {summary['final_fitness']:.3f} at density "
         f"{summary['final_density']:.3f}\n\n"
-        + markdown_table(summary["table"], _HEADERS, formats={"env_steps": ",.0f"})
+        + markdown_table(
+            summary["table"],
+            {k: v for k, v in _HEADERS.items() if not summary["table"] or k in summary["table"][0]},
+            formats={"env_steps": ",.0f"},
+        )
     )
 
 
