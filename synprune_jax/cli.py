@@ -24,6 +24,7 @@ import os
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 from synprune_jax.config import AUTO, requested_devices
 
@@ -431,6 +432,38 @@ def command_sweep(args) -> int:
     return 0
 
 
+def command_compare_pruning(args) -> int:
+    from synprune_jax import comparison, sweeps
+    from synprune_jax.config import ConfigError
+
+    seeds = sweeps.parse_seeds(args.seeds)
+    try:
+        densities = [float(d) for d in args.densities.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--densities must be numbers separated by commas, got {args.densities!r}"
+        ) from None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    _claim_sweep_cpu_devices(args.devices, len(seeds) * len(densities))
+    out = args.out or _default_out("compare-pruning")
+    _enable_compilation_cache()
+    table = comparison.compare_pruning(
+        out,
+        budget=args.budget,
+        seeds=seeds,
+        densities=densities,
+        methods=methods,
+        overrides=args.set or [],
+        episodes=args.episodes,
+        devices=args.devices,
+        log=lambda message: print(message, flush=True),
+    )
+    del table
+    print(f"\nComparison directory: {out}  (comparison.csv, comparison.md, return_vs_density.png)")
+    print(Path(out, "comparison.md").read_text())
+    return 0
+
+
 def _grid_points(grid: dict) -> int:
     count = 1
     for values in grid.values():
@@ -571,6 +604,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip each run's summary and plots (the sweep plots are kept)",
     )
     sweep_parser.set_defaults(handler=command_sweep)
+
+    compare_parser = add_parser(
+        "compare-pruning",
+        help="MAP-Elites, ES and PPO with GMP / static / SET / RigL pruning at equal env-step "
+        "budgets: return against density (docs/ppo.md)",
+    )
+    compare_parser.add_argument(
+        "--budget", type=int, default=1_024_000, help="env steps per run (default 1024000)"
+    )
+    compare_parser.add_argument("--seeds", default="0-2", help="seeds, e.g. 0-2 (default)")
+    compare_parser.add_argument(
+        "--densities", default="0.05,0.1,0.25,0.5,1.0", help="density bounds / targets"
+    )
+    compare_parser.add_argument(
+        "--methods",
+        default="map-elites,es,gmp,static,set,rigl,dense",
+        help="a subset of map-elites,es,gmp,static,set,rigl,dense",
+    )
+    compare_parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override for the experiments that have its section, e.g. task.env_name=walker2d "
+        "(repeatable)",
+    )
+    compare_parser.add_argument(
+        "--episodes", type=int, default=16, help="evaluation episodes per network (default 16)"
+    )
+    compare_parser.add_argument("--out", help="directory (default: runs/compare-pruning-TIME)")
+    compare_parser.add_argument(
+        "--devices", type=int, default=None, help="local devices each sweep uses (default: all)"
+    )
+    compare_parser.set_defaults(handler=command_compare_pruning)
     return parser
 
 
