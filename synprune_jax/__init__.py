@@ -30,6 +30,10 @@ The public API in one screen (submodules hold the rest):
 * autoencoder pruning (:mod:`synprune_jax.autoencoder`): :class:`CanonicalTraining`,
   :class:`SpatialCoevolution` (:class:`TrainingHyper`); minibatch training shared by the
   methods: :func:`fit`;
+* gradient-based baselines (:mod:`synprune_jax.algorithms.ppo`,
+  :mod:`synprune_jax.sparse_training`): :class:`PPO` (:class:`PPOConfig`, :class:`PPOHyper`)
+  with GMP, static (uniform / ERK), SET or RigL pruning of the same masks;
+  :func:`compare_pruning` runs them against MAP-Elites and ES at one env-step budget;
 * running: every algorithm holds static structure and takes its hyper-parameters per call
   (``default_hyper``, ``init(key, hyper)``, ``step(key, state, hyper)``); :class:`RunConfig`,
   :func:`run`, :func:`read_metrics`, :func:`scan_generations`;
@@ -57,6 +61,7 @@ from synprune_jax.algorithms.map_elites import (
     MapElitesState,
 )
 from synprune_jax.algorithms.nsga2 import NSGA2, NSGA2Config, NSGA2Hyper, NSGA2State
+from synprune_jax.algorithms.ppo import PPO, PPOConfig, PPOHyper, PPOState
 from synprune_jax.algorithms.steady_state_ga import (
     SteadyStateGA,
     SteadyStateGAConfig,
@@ -83,6 +88,7 @@ from synprune_jax.autoencoder import (
     TrainingConfig,
     TrainingHyper,
 )
+from synprune_jax.comparison import compare_pruning
 from synprune_jax.config import ConfigError
 from synprune_jax.export import (
     CompactMLP,
@@ -144,6 +150,11 @@ from synprune_jax.variation import MutationConfig, MutationHyper, gaussian_mutat
 __version__ = "0.2.0"
 
 __all__ = [
+    "PPO",
+    "PPOConfig",
+    "PPOHyper",
+    "PPOState",
+    "compare_pruning",
     "CompactMLP",
     "RunNetworks",
     "apply_compact",

@@ -18,8 +18,9 @@ runner generation)::
 
 Policy: the task's MLP (``task.spec``; masked kernels) gives the location ``loc`` of a Gaussian
 over pre-tanh actions (the spec's hidden activation, no output activation); its scale is
-``softplus(scale) + 0.001`` with one state-independent parameter per action dimension (Brax makes
-the scale an output of the network; here the network stays the evolved one's shape). Actions are
+``softplus(scale) + 0.001`` with one state-independent parameter per action dimension, starting
+at 1 (Brax 0.14's default ``noise_std_type="scalar"``, ``init_noise_std=1``), so the network
+stays the evolved one's shape. Actions are
 ``tanh`` of a sample, passed to the task's ``_action``. The deterministic policy ``tanh(loc)`` is
 exactly ``task.spec`` applied to normalised observations, and :meth:`PPO.policy_network` folds
 the normaliser into the first layer, so the trained network *is* a network of ``task.spec``.
@@ -58,6 +59,7 @@ from synprune_jax.networks import MLPSpec
 from synprune_jax.types import Masks, Params, Population
 
 MIN_STD = 0.001  # Brax's NormalTanhDistribution: scale = softplus(x) + 0.001
+INIT_SCALE = 1.0  # Brax 0.14's init_noise_std: the scale parameter starts at 1 (std 1.31)
 
 
 # ----- configuration -------------------------------------------------------------------------
@@ -514,7 +516,7 @@ class PPO:
             masks = self.spec.full_masks(params)
         params = masks_lib.apply_masks(params, masks)
         value_params = self.value_spec.init(key_value)
-        scale = jnp.zeros((self.spec.output_size,), jnp.float32)
+        scale = jnp.full((self.spec.output_size,), INIT_SCALE, jnp.float32)
         optimizer = self._optimizer(hyper).init((params, scale, value_params))
         envs = self._with_rank_promotion(
             jax.vmap(self._fresh_env), jax.random.split(key_envs, config.num_envs)
