@@ -23,7 +23,7 @@ wall and compile seconds divided by the group's runs, which ran vmapped together
 ``comparison.md`` (mean and spread per method and density), ``comparison.json`` (the
 definition) and ``return_vs_density.png``.
 
-Example:
+Examples:
     >>> table = compare_pruning("runs/compare", budget=1_024_000, seeds=[0, 1, 2])  # doctest: +SKIP
 """
 
@@ -97,7 +97,7 @@ def plan_arms(
         ConfigError: an unknown method, a density outside ``(0, 1]``, or a budget too small for
             one generation of a method.
 
-    Example:
+    Examples:
         >>> [(arm.name, arm.env_steps) for arm in plan_arms(1_024_000, [0.1, 1.0], METHODS)]
         [('map-elites', 1024000), ('es', 1020500), ('ppo-pruning', 1024000), ('ppo-dense', 1024000)]
     """

@@ -26,7 +26,7 @@ the target density) or ``"erk"`` (Erdős–Rényi-Kernel: ``d_l`` proportional t
 ``(n_in + n_out) / (n_in * n_out)``, capped at 1, scaled so the kernel weights in all add up to
 the target density; :func:`erk_densities`).
 
-Example:
+Examples:
     >>> from synprune_jax.networks import MLPSpec
     >>> spec = MLPSpec(input_size=11, hidden_sizes=(16, 16), output_size=3)
     >>> [round(float(d), 3) for d in erk_densities(spec, 0.25)]  # the small last layer: denser
@@ -64,7 +64,7 @@ def erk_densities(spec: MLPSpec, density) -> jax.Array:
     are made dense and ``eps`` is solved again over the rest (``L`` rounds suffice).
     ``density`` may be traced.
 
-    Example:
+    Examples:
         >>> spec = MLPSpec(input_size=2, hidden_sizes=(64,), output_size=1)
         >>> [round(float(d), 3) for d in erk_densities(spec, 0.5)]
         [0.378, 0.744]
@@ -157,7 +157,7 @@ def drop_and_grow(
     with the largest ``grow_scores`` (RigL: ``|gradient|``), or at random when ``grow_scores``
     is ``None`` (SET). Each kernel keeps its count.
 
-    Example:
+    Examples:
         >>> spec = MLPSpec(input_size=2, hidden_sizes=(), output_size=2)
         >>> params = {"params": {"Dense_0": {"kernel": jnp.array([[0.1, 0.5], [0.0, 0.0]]),
         ...                                  "bias": jnp.zeros(2)}}}

@@ -296,6 +296,10 @@ def test_replay_repeats_the_archived_evaluation(run_dir, tmp_path, capsys):
         ("ga-pruned-init", ["ga.population_size=8"]),
         ("es-prune", ["es.population_size=8"]),
         ("me-prune-playground", ["map_elites.batch_size=8", "map_elites.initial_batch_size=8"]),
+        (
+            "ppo-prune",
+            ["ppo.num_envs=4", "ppo.batch_size=4", "ppo.num_minibatches=2", "ppo.unroll_length=5"],
+        ),
     ],
 )
 def test_replays_of_physics_runs_are_exact(experiment, settings, tmp_path):

@@ -266,3 +266,41 @@ def test_bad_settings_are_refused_with_one_line():
 
         PPO(PPOConfig(), KinematicArm(num_joints=3, genotype="mlp"))
     assert dataclasses.replace(PPOConfig(), pruning="rigl").env_steps_per_iteration == 5120
+
+
+def test_a_ppo_run_lists_exports_and_replays_its_policy(tmp_path, capsys):
+    """The trained policy (normaliser folded in) is a network of the task's spec: inspect lists
+    it, export writes it, replay repeats its recorded evaluation exactly."""
+    from synprune_jax import cli
+    from synprune_jax.export import open_run
+    from synprune_jax.replays import replay
+
+    out = tmp_path / "run"
+    args = ["run", "ppo-prune", "--out", str(out)]
+    for item in [
+        "task.name=reach",
+        "task.num_joints=2",
+        "task.episode_length=10",
+        "task.num_episodes=2",
+        "task.hidden_sizes=[8]",
+        "ppo.num_envs=4",
+        "ppo.batch_size=4",
+        "ppo.num_minibatches=2",
+        "ppo.unroll_length=5",
+        "ppo.value_hidden_sizes=[8]",
+        "ppo.pruning=static",
+        "ppo.density=0.5",
+        "run.num_generations=3",
+        "run.progress=false",
+    ]:
+        args += ["--set", item]
+    assert cli.main(args) == 0
+    assert "PPO, pruning static (uniform, target density 0.5)" in capsys.readouterr().out
+    networks = open_run(out)
+    assert networks.kind == "ppo" and len(networks) == 1
+    assert networks.evaluated_at.tolist() == [3]
+    result = replay(out, tmp_path / "replay", rank=0, networks=networks)
+    assert result.exact is True, result.note
+    assert result.fitness == float(networks.fitness[0])
+    assert cli.main(["export", str(out), "--rank", "0", "--out", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export").exists()

@@ -36,10 +36,15 @@ Pruning (:mod:`synprune_jax.sparse_training`): the policy's kernels only (the cr
 deployed and stays dense). A pruned weight is zero and gets no update: the forward pass masks
 the weights, and the optimiser's update is masked before it is applied.
 
-Example:
-    >>> from synprune_jax.tasks import GymnaxTask                       # doctest: +SKIP
-    >>> algorithm = PPO(PPOConfig(pruning="rigl"), GymnaxTask("Pendulum-v1"))
-    >>> state = algorithm.init(jax.random.key(0), algorithm.default_hyper)  # doctest: +SKIP
+Examples:
+    >>> from synprune_jax.tasks import ReachAvoidArm
+    >>> algorithm = PPO(PPOConfig(pruning="rigl"), ReachAvoidArm(num_joints=2))
+    >>> hyper = algorithm.default_hyper.replace(density=0.25)
+    >>> state = jax.eval_shape(algorithm.init, jax.random.key(0), hyper)  # shapes only
+    >>> _, metrics = jax.eval_shape(algorithm.step, jax.random.key(1), state, hyper)
+    >>> sorted(metrics)  # doctest: +NORMALIZE_WHITESPACE
+    ['active_weights', 'density', 'entropy', 'env_steps', 'eval_fitness', 'policy_loss', 'std',
+     'train_return', 'value_loss']
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class PPOConfig:
         update_end: SET / RigL change the mask before this iteration only (the drop fraction's
             cosine decays to 0 there).
 
-    Example:
+    Examples:
         >>> PPOConfig().env_steps_per_iteration  # 32 * 8 trajectories of 20 steps
         5120
     """
@@ -193,7 +198,7 @@ def validate_hyper(hyper: PPOHyper) -> None:
     """Raises ``ValueError`` for an out-of-range :class:`PPOHyper` value (traced values are
     skipped; non-finite values are refused).
 
-    Example:
+    Examples:
         >>> validate_hyper(PPOHyper(density=0.0))
         Traceback (most recent call last):
         ...
@@ -272,7 +277,7 @@ def compute_gae(
     Returns:
         ``(value_targets [T, B], advantages [T, B])`` (no gradient).
 
-    Example:
+    Examples:
         >>> ones = jnp.ones((2, 1))
         >>> targets, advantages = compute_gae(0 * ones, 0 * ones, ones, 0 * ones, jnp.zeros(1),
         ...                                   lambda_=1.0, discount=0.5)
@@ -306,10 +311,10 @@ def clipped_surrogate(log_ratio: jax.Array, advantages: jax.Array, epsilon) -> j
     """PPO's policy loss ``-mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A))``, ``r =
     exp(log_ratio)``.
 
-    Example:
-        >>> ratio = jnp.array([0.5, 1.0, 2.0])
-        >>> float(clipped_surrogate(jnp.log(ratio), jnp.array([1.0, 1.0, 1.0]), 0.2))
-        -0.8333333134651184
+    Examples:
+        >>> ratio = jnp.array([0.5, 1.0, 2.0])  # min(r, clip(r, 0.8, 1.2)) = 0.5, 1, 1.2
+        >>> round(float(clipped_surrogate(jnp.log(ratio), jnp.ones(3), 0.2)), 6)
+        -0.9
     """
     ratio = jnp.exp(log_ratio)
     unclipped = ratio * advantages
@@ -420,7 +425,7 @@ class PPO:
     Raises:
         TypeError: ``task`` is not an environment task.
 
-    Example:
+    Examples:
         >>> from synprune_jax.tasks import ReachAvoidArm
         >>> algorithm = PPO(PPOConfig(num_envs=4, batch_size=4, num_minibatches=2,
         ...                 unroll_length=5), ReachAvoidArm(num_joints=2, episode_length=10))
