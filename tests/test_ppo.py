@@ -304,3 +304,28 @@ def test_a_ppo_run_lists_exports_and_replays_its_policy(tmp_path, capsys):
     assert result.fitness == float(networks.fitness[0])
     assert cli.main(["export", str(out), "--rank", "0", "--out", str(tmp_path / "export")]) == 0
     assert (tmp_path / "export").exists()
+
+
+@pytest.mark.slow
+def test_ppo_solves_brax_inverted_pendulum():
+    """Brax inverted_pendulum (spring, 100-step episodes, 16-16 policy): the deterministic policy
+    balances for the whole episode (return 100) within 20 iterations (102,400 env steps; seed 0
+    reached it at iteration 10 when measured); the untrained policy falls within ~15 steps."""
+    from conftest import optimized_compilation
+
+    from synprune_jax.tasks import BraxTask
+
+    task = BraxTask(
+        env_name="inverted_pendulum", backend="spring", episode_length=100, hidden_sizes=(16, 16)
+    )
+    algorithm = PPO(PPOConfig(), task)
+    hyper = algorithm.default_hyper
+    with optimized_compilation():
+        state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
+        step = jax.jit(algorithm.step)
+        returns = []
+        for generation in range(20):
+            state, metrics = step(jax.random.fold_in(jax.random.key(1), generation), state, hyper)
+            returns.append(float(metrics["eval_fitness"]))
+    assert returns[0] < 50, returns
+    assert max(returns[-5:]) == 100.0 and np.mean(returns[-5:]) > 90, returns
