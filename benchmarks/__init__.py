@@ -100,6 +100,33 @@ def peer_records(module: str) -> tuple[bool, list[dict]]:
     return usable, records
 
 
+def run_peer_script(python: str, script: str, arguments: Sequence[str], side: str) -> dict:
+    """Runs a peer script (one that prints one JSON object) with another environment's
+    interpreter and returns that object, or ``{"side": side, "error": ...}`` saying why there is
+    none (no interpreter, or the script's exit status and last line of stderr)."""
+    import subprocess
+
+    if not os.path.exists(python):
+        return {
+            "side": side,
+            "error": f"no interpreter at {python} (make an environment with jax<0.10 and brax "
+            "there; see docs/benchmarks.md)",
+        }
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run(
+        [python, script, *arguments], capture_output=True, text=True, cwd=root
+    )
+    for line in reversed(completed.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = completed.stderr.strip().splitlines()
+    return {
+        "side": side,
+        "error": f"the peer failed (exit {completed.returncode})"
+        + (f": {tail[-1]}" if tail else " without output"),
+    }
+
+
 def emit(record: dict) -> dict:
     """Prints one JSON line (flushes) and returns the record."""
     print(json.dumps(record, default=_json_default), flush=True)

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -39,6 +38,9 @@ import jax
 import jax.numpy as jnp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run as a script: the benchmarks package
+from benchmarks import run_peer_script  # noqa: E402
+
 PEER = os.path.join(ROOT, "benchmarks", "peers", "brax_es_peer.py")
 DEFAULT_BRAX_PYTHON = os.path.join(ROOT, ".venv-brax", "bin", "python")
 
@@ -173,16 +175,7 @@ def run_in_process(args, sides) -> dict:
 
 
 def run_brax(args) -> dict:
-    python = args.brax_python
-    if not os.path.exists(python):
-        return {
-            "side": "brax",
-            "error": f"no interpreter at {python} (make an environment with "
-            "jax<0.10 and brax there; see docs/es_ga.md)",
-        }
-    command = [
-        python,
-        PEER,
+    arguments = [
         "--env",
         args.env,
         "--backend",
@@ -196,17 +189,7 @@ def run_brax(args) -> dict:
         "--epochs",
         str(args.generations + 1),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    for line in reversed(completed.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {
-        "side": "brax",
-        "error": f"the peer failed (exit {completed.returncode}): "
-        + completed.stderr.strip().splitlines()[-1]
-        if completed.stderr.strip()
-        else f"the peer failed (exit {completed.returncode}) without output",
-    }
+    return run_peer_script(args.brax_python, PEER, arguments, "brax")
 
 
 def main(argv=None) -> int:

@@ -32,12 +32,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run as a script: the benchmarks package
+from benchmarks import run_peer_script  # noqa: E402
+
 PEER = os.path.join(ROOT, "benchmarks", "peers", "brax_ppo_peer.py")
 DEFAULT_BRAX_PYTHON = os.path.join(ROOT, ".venv-brax", "bin", "python")
 STEPS_PER_ITERATION = 32 * 8 * 20  # the ppo experiment's batch_size * num_minibatches * unroll
@@ -109,16 +111,7 @@ def run_ours(args) -> dict:
 
 
 def run_brax(args) -> dict:
-    python = args.brax_python
-    if not os.path.exists(python):
-        return {
-            "side": "brax",
-            "error": f"no interpreter at {python} (make an environment with jax<0.10 and brax "
-            "there; see docs/ppo.md)",
-        }
-    command = [
-        python,
-        PEER,
+    arguments = [
         "--env",
         args.env,
         "--backend",
@@ -130,16 +123,7 @@ def run_brax(args) -> dict:
         "--seeds",
         ",".join(map(str, args.seeds)),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    for line in reversed(completed.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    tail = completed.stderr.strip().splitlines()
-    return {
-        "side": "brax",
-        "error": f"the peer failed (exit {completed.returncode})"
-        + (f": {tail[-1]}" if tail else " without output"),
-    }
+    return run_peer_script(args.brax_python, PEER, arguments, "brax")
 
 
 def _brax_finals(brax: dict) -> list[float]:
