@@ -87,7 +87,11 @@ def _check_outputs(out, table, methods, densities, seeds):
             expected |= {(method, d, seed) for d in densities if d < 1 for seed in seeds}
     assert set(zip(table["method"], table["density"], table["seed"], strict=True)) == expected
     assert np.isfinite(table["return"]).all()
-    assert (table["actual_density"] <= table["density"] + 1e-6).all()
+    # MAP-Elites' bound and the ES's floor(d n_l) never exceed the density; the gradient methods'
+    # round(d n_l) per layer may exceed it by half a connection per layer (exact counts: test_ppo)
+    evolved = table["method"].isin(["map-elites", "es"])
+    assert (table.loc[evolved, "actual_density"] <= table.loc[evolved, "density"] + 1e-6).all()
+    assert (table["actual_density"] <= table["density"] + 0.05).all()
     assert (table["wall_s"] > 0).all()
     pd.testing.assert_frame_equal(pd.read_csv(out / "comparison.csv"), table)
     assert (out / "return_vs_density.png").stat().st_size > 0
