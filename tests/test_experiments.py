@@ -239,7 +239,7 @@ DEFAULT_RUNS = {
     "me-prune-gymnax": 100,
     "me-prune-playground": 20,
     "ppo": 20,
-    "ppo-prune": 40,
+    "ppo-prune": 60,  # GMP prunes from iteration 40 on
 }
 
 
