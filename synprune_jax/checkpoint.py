@@ -22,12 +22,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import re
 import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
 
@@ -98,7 +101,7 @@ class CheckpointWriter:
             )
         try:
             with quiet_orbax():
-                self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+                self._manager.save(step, args=ocp.args.StandardSave(_stand_ins(state)), force=True)
                 self._manager.wait_until_finished()
         except Exception as error:
             # the partial save is garbage: free its space now (the steps before are intact)
@@ -226,19 +229,45 @@ def restore(directory: str | os.PathLike, step: int | None, abstract_state: PyTr
                 f"no checkpoint step {step} in {_absolute(directory)}; "
                 f"available: {sorted(manager.all_steps())}"
             )
-        target = _with_default_sharding(abstract_state)
+        target = _with_default_sharding(_stand_ins(abstract_state))
         try:
-            return manager.restore(int(step), args=ocp.args.StandardRestore(target))
+            restored = manager.restore(int(step), args=ocp.args.StandardRestore(target))
         except ValueError as error:
             if "structures do not match" not in str(error):
                 raise
             raw = manager.restore(int(step), args=ocp.args.StandardRestore())
-            migrated = _fill_added_fields(raw, target)
-            if migrated is None:
+            restored = _fill_added_fields(raw, target)
+            if restored is None:
                 raise
-            return migrated
+        return _without_stand_ins(restored, abstract_state)
     finally:
         manager.close()
+
+
+def _stand_ins(tree: PyTree) -> PyTree:
+    """``tree`` with each zero-size leaf (e.g. MJX's ``act`` of a model without actuator
+    states, ``[..., 0]``) replaced by a one-element zero array of its dtype: orbax cannot save
+    zero-size arrays. :func:`_without_stand_ins` undoes it on restore."""
+
+    def one(leaf):
+        if math.prod(leaf.shape) != 0:
+            return leaf
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct((1,), leaf.dtype)
+        return np.zeros((1,), leaf.dtype)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _without_stand_ins(restored: PyTree, abstract_state: PyTree) -> PyTree:
+    """The zero-size leaves of ``abstract_state`` back in place of their stand-ins."""
+    return jax.tree_util.tree_map(
+        lambda leaf, like: (
+            jnp.zeros(like.shape, like.dtype) if math.prod(like.shape) == 0 else leaf
+        ),
+        restored,
+        abstract_state,
+    )
 
 
 def _fill_added_fields(raw: PyTree, target: PyTree) -> PyTree | None:

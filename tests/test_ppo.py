@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -330,3 +331,64 @@ def test_ppo_solves_brax_inverted_pendulum():
             returns.append(float(metrics["eval_fitness"]))
     assert returns[0] < 50, returns
     assert max(returns[-5:]) == 100.0 and np.mean(returns[-5:]) > 90, returns
+
+
+def test_env_states_holding_typed_keys_are_stored_as_key_data():
+    """MuJoCo Playground keeps PRNG keys in its env states; PPO's state stores their raw data
+    (no typed keys in a checkpoint) and wraps them back for the env."""
+    from synprune_jax.algorithms.ppo import _key_data, _typed_keys
+
+    tree = {"rng": jax.random.key(3), "x": jnp.ones(2), "keys": jax.random.split(jax.random.key(4))}
+    stored = _key_data(tree)
+    assert stored["rng"].dtype == jnp.uint32 and stored["keys"].shape == (2, 2)
+    template = jax.eval_shape(lambda: tree)
+    back = _typed_keys(stored, template)
+    assert jax.random.key_data(back["rng"]).tolist() == jax.random.key_data(tree["rng"]).tolist()
+    assert float(jax.random.uniform(back["keys"][1])) == float(jax.random.uniform(tree["keys"][1]))
+
+
+@pytest.mark.slow
+def test_ppo_on_playground_checkpoints_and_resumes_exactly(tmp_path):
+    """A Playground task (typed keys and a zero-size ``act`` in its MJX state): a run cut after
+    2 of 4 iterations and resumed writes the same metrics as the run done at once."""
+    from synprune_jax import cli
+
+    common = [
+        "task.name=playground",
+        "task.env_name=CartpoleBalance",
+        "task.episode_length=20",
+        "task.hidden_sizes=[4]",
+        "ppo.num_envs=4",
+        "ppo.batch_size=4",
+        "ppo.num_minibatches=2",
+        "ppo.unroll_length=5",
+        "ppo.pruning=set",
+        "ppo.density=0.5",
+        "ppo.update_every=1",
+        "run.chunk_size=2",
+        "run.checkpoint_every=2",
+        "run.progress=false",
+    ]
+
+    def run(out, generations):
+        args = [
+            "run",
+            "ppo-prune",
+            "--out",
+            str(out),
+            "--set",
+            f"run.num_generations={generations}",
+        ]
+        for item in common:
+            args += ["--set", item]
+        assert cli.main(args) == 0
+
+    run(tmp_path / "whole", 4)
+    run(tmp_path / "cut", 2)
+    config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    config["run"]["num_generations"] = 4
+    (tmp_path / "cut" / "config.json").write_text(json.dumps(config))
+    assert cli.main(["resume", str(tmp_path / "cut")]) == 0
+    assert (tmp_path / "whole" / "metrics.csv").read_text() == (
+        tmp_path / "cut" / "metrics.csv"
+    ).read_text()

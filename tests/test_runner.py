@@ -215,7 +215,12 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
             mask=jnp.array([[True, False], [False, True]]),
             weights=jnp.array([[1.5, -jnp.inf], [jnp.nan, 0.25]], dtype=jnp.float32),
         ),
-        extras={"count": jnp.arange(3, dtype=jnp.int32), "sigma": jnp.float32(0.5)},
+        extras={
+            "count": jnp.arange(3, dtype=jnp.int32),
+            "sigma": jnp.float32(0.5),
+            # zero-size leaves (MJX's `act` without actuator states): orbax cannot save them
+            "empty": jnp.zeros((4, 0), jnp.float32),
+        },
     )
     directory = tmp_path / "checkpoints"
     assert checkpoint.latest_step(directory) is None
@@ -231,6 +236,7 @@ def test_checkpoint_round_trip_nested_state(tmp_path):
     assert isinstance(restored, NestedState) and isinstance(restored.inner, Inner)
     assert_trees_equal(state, restored)
     assert restored.inner.mask.dtype == jnp.bool_
+    assert restored.extras["empty"].shape == (4, 0)
     with pytest.raises(FileNotFoundError):
         checkpoint.restore(directory, 5, abstract)
 

@@ -328,6 +328,31 @@ def _like(vector: jax.Array, array: jax.Array) -> jax.Array:
     return jnp.broadcast_to(vector, array.shape)
 
 
+def _is_key(leaf) -> bool:
+    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _key_data(tree):
+    """``tree`` with its typed PRNG-key leaves replaced by their raw ``uint32`` data."""
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.random.key_data(leaf) if _is_key(leaf) else leaf, tree
+    )
+
+
+def _typed_keys(tree, template):
+    """Undoes :func:`_key_data`: the leaves that are keys in ``template`` (an
+    ``eval_shape`` of the same tree) wrapped back into typed keys of its implementation."""
+    return jax.tree_util.tree_map(
+        lambda leaf, like: (
+            jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(jax.random.key(0)))
+            if _is_key(like)
+            else leaf
+        ),
+        tree,
+        template,
+    )
+
+
 def _tanh_log_det(raw: jax.Array) -> jax.Array:
     """``log |d tanh(u) / du|`` per element (stable form, as Brax's bijector)."""
     return 2.0 * (jnp.log(2.0) - raw - jax.nn.softplus(-2.0 * raw))
@@ -539,9 +564,15 @@ class PPO:
             generation=jnp.zeros((), jnp.int32),
         )
 
+    def _reset(self, key: jax.Array):
+        """The task's reset, its PRNG-key leaves stored as raw key data (a state holds no typed
+        keys: checkpoints and the runner's size checks read plain arrays; MuJoCo Playground
+        keeps keys in its env state)."""
+        return _key_data(self.task._reset(key))
+
     def _fresh_env(self, key: jax.Array) -> dict:
         return {
-            "state": self.task._reset(key),
+            "state": self._reset(key),
             "steps": jnp.zeros((), jnp.int32),
             "return": jnp.zeros((), jnp.float32),
         }
@@ -621,9 +652,14 @@ class PPO:
         config, task = self.config, self.task
         num_unrolls = config.trajectories_per_iteration // config.num_envs
         std = jax.nn.softplus(state.scale) + MIN_STD
+        template = jax.eval_shape(task._reset, jax.random.key(0))  # where the typed keys are
+
+        def observe(env_state):
+            return task._observation(_typed_keys(env_state, template))
 
         def env_step(env, raw_action, reset_state, step_key):
-            next_state = task._step(env["state"], task._action(jnp.tanh(raw_action)), step_key)
+            typed = _typed_keys(env["state"], template)
+            next_state = _key_data(task._step(typed, task._action(jnp.tanh(raw_action)), step_key))
             reward = jnp.asarray(task._reward(next_state), jnp.float32)
             ended = task._done(next_state)
             steps = env["steps"] + 1
@@ -647,11 +683,11 @@ class PPO:
         def unroll(envs, unroll_key):
             key_reset, key_steps = jax.random.split(unroll_key)
             # one fresh reset per env and unroll: an episode that ends starts from it
-            resets = jax.vmap(task._reset)(jax.random.split(key_reset, config.num_envs))
+            resets = jax.vmap(self._reset)(jax.random.split(key_reset, config.num_envs))
 
             def time_step(envs, step_key):
                 key_action, key_env = jax.random.split(step_key)
-                observations = jax.vmap(task._observation)(envs["state"])
+                observations = jax.vmap(observe)(envs["state"])
                 normalized = self._normalized(state.normalizer, observations)
                 loc = self._loc(state.params, state.masks, normalized)
                 raw = loc + _like(std, loc) * jax.random.normal(key_action, loc.shape)
@@ -669,7 +705,7 @@ class PPO:
             envs, trace = jax.lax.scan(
                 time_step, envs, jax.random.split(key_steps, config.unroll_length)
             )
-            last = jax.vmap(task._observation)(envs["state"])
+            last = jax.vmap(observe)(envs["state"])
             return envs, (trace, last)
 
         envs, (trace, last) = jax.lax.scan(unroll, state.envs, jax.random.split(key, num_unrolls))
