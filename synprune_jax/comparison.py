@@ -437,7 +437,7 @@ def describe(summary, *, budget: int, episodes: int, seeds: Sequence[int]) -> st
         {
             "method": row.method,
             "density": f"{row.density:g}",
-            "return": f"{row.mean:.4g} ± {0.0 if math.isnan(row.std) else row.std:.2g}",
+            "return": f"{row.mean:.4g}" + ("" if math.isnan(row.std) else f" ± {row.std:.2g}"),
             "range": f"{row.min:.4g} to {row.max:.4g}",
             "actual_density": float(row.actual_density),
             "env_steps": f"{int(row.env_steps):,}",
@@ -449,7 +449,7 @@ def describe(summary, *, budget: int, episodes: int, seeds: Sequence[int]) -> st
     headers = {
         "method": "method",
         "density": "density (bound / target)",
-        "return": "return (mean ± std)",
+        "return": "return (mean ± std over seeds)",
         "range": "min to max",
         "actual_density": "actual density",
         "env_steps": "env steps per run",
