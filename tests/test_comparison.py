@@ -122,10 +122,10 @@ def test_the_comparison_runs_end_to_end_and_resumes(tmp_path):
 def test_a_small_comparison_runs_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "compare"
     args = ["compare-pruning", "--budget", "2000", "--seeds", "0", "--densities", "0.5,1"]
-    args += ["--methods", "es,dense", "--episodes", "4", "--out", str(out), "--devices", "1"]
+    args += ["--methods", "dense", "--episodes", "4", "--out", str(out), "--devices", "1"]
     for item in TINY:
         args += ["--set", item]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
-    assert "| es | 0.5 |" in printed and "| dense | 1 |" in printed
-    _check_outputs(out, pd.read_csv(out / "comparison.csv"), ["es", "dense"], [0.5, 1.0], [0])
+    assert "| dense | 1 |" in printed  # every method: the slow test above
+    _check_outputs(out, pd.read_csv(out / "comparison.csv"), ["dense"], [0.5, 1.0], [0])
