@@ -227,40 +227,29 @@ def plan_arms(
 
 
 def _chosen(arm: Arm, run_dir: Path, values: dict, densities: Sequence[float]):
-    """``[(method, density row, params, masks)]`` of one finished run."""
-    from synprune_jax import masks as masks_lib
-    from synprune_jax.export import open_run
+    """``[(method, density row, network row, RunNetworks, actual density)]`` of one finished
+    run: MAP-Elites' best elite at or below each density bound (:func:`select_network`), the
+    ES's final search mean, PPO's final policy."""
+    from synprune_jax.export import open_run, select_network
 
     networks = open_run(run_dir)
-    maskable = networks.spec.maskable()
-    actual = np.asarray(
-        [
-            float(masks_lib.density(_row(networks.masks, row), maskable))
-            for row in range(len(networks))
-        ]
-    )
-    chosen = []
+    actual = networks.densities()
     if arm.name == "map-elites":
-        for bound in densities:  # rows are sorted best first
-            rows = np.flatnonzero(actual <= bound + 1e-6)
-            if rows.size:
-                chosen.append(("map-elites", bound, rows[0], networks, actual[rows[0]]))
-    elif arm.name == "es":
+        chosen = []
+        for bound in densities:
+            try:
+                row = select_network(networks, density=bound)
+            except ValueError:  # no elite that sparse
+                continue
+            chosen.append(("map-elites", bound, row, networks, actual[row]))
+        return chosen
+    if arm.name == "es":
         row = int(np.flatnonzero(networks.index == 1)[0])  # the final search mean
-        chosen.append(("es", float(values["es.target_density"]), row, networks, actual[row]))
-    elif arm.name == "ppo-pruning":
-        chosen.append(
-            (str(values["ppo.pruning"]), float(values["ppo.density"]), 0, networks, actual[0])
-        )
-    else:
-        chosen.append(("dense", 1.0, 0, networks, actual[0]))
-    return chosen
-
-
-def _row(tree, row: int):
-    import jax
-
-    return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[row], tree)
+        return [("es", float(values["es.target_density"]), row, networks, actual[row])]
+    if arm.name == "ppo-pruning":
+        method, density = str(values["ppo.pruning"]), float(values["ppo.density"])
+        return [(method, density, 0, networks, actual[0])]
+    return [("dense", 1.0, 0, networks, actual[0])]
 
 
 def _evaluate(task, picks: list, episodes: int, seed: int) -> np.ndarray:
@@ -272,8 +261,9 @@ def _evaluate(task, picks: list, episodes: int, seed: int) -> np.ndarray:
 
     evaluator = dataclasses.replace(task, num_episodes=episodes)
     stack = lambda trees: jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *trees)  # noqa: E731
-    params = stack([_row(networks.params, row) for _, _, row, networks, _ in picks])
-    masks = stack([_row(networks.masks, row) for _, _, row, networks, _ in picks])
+    chosen = [networks.network(row) for _, _, row, networks, _ in picks]
+    params = stack([params for params, _ in chosen])
+    masks = stack([masks for _, masks in chosen])
     population = Population(
         params=params, masks=masks, rates=jnp.zeros((len(picks), 2), jnp.float32)
     )

@@ -252,6 +252,13 @@ class RunNetworks:
     def __len__(self) -> int:
         return int(self.fitness.shape[0])
 
+    def densities(self) -> np.ndarray:
+        """``[K]`` density of every network (active / all kernel connections)."""
+        from synprune_jax.masks import density
+
+        maskable = self.spec.maskable()
+        return np.asarray(jax.vmap(lambda masks: density(masks, maskable))(self.masks))
+
     def network(self, row: int) -> tuple[Params, Masks]:
         """``(params, masks)`` of network ``row`` (no leading axis)."""
         take = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[row], tree)
@@ -663,11 +670,7 @@ def select_network(
     if len(chosen) != 1:
         raise ValueError("choose the network with exactly one of --density, --cell, --rank")
     if density is not None:
-        from synprune_jax.masks import density as density_of
-
-        values = np.asarray(
-            jax.vmap(lambda m: density_of(m, networks.spec.maskable()))(networks.masks)
-        )
+        values = networks.densities()
         rows = np.flatnonzero(values <= float(density) + 1e-9)
         if rows.size == 0:
             raise ValueError(
