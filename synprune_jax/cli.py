@@ -394,6 +394,9 @@ def command_list(args) -> int:
     return 0
 
 
+CLUSTER_OPTIONS = ("cpus_per_task", "gpus_per_task", "runs_per_task", "max_retries", "storage")
+
+
 def command_sweep(args) -> int:
     from synprune_jax import config as config_lib
     from synprune_jax import sweeps
@@ -406,7 +409,17 @@ def command_sweep(args) -> int:
         )
     seeds = sweeps.parse_seeds(args.seeds)
     grid = sweeps.parse_grid(args.grid or [])
-    _claim_sweep_cpu_devices(args.devices, len(seeds) * _grid_points(grid))
+    cluster = None
+    options = {
+        name: getattr(args, name) for name in CLUSTER_OPTIONS if getattr(args, name) is not None
+    }
+    if args.cluster is not None:
+        cluster = sweeps.RayCluster.parse(args.cluster, **options)
+    else:
+        if options:
+            option = "--" + next(iter(options)).replace("_", "-")
+            raise config_lib.ConfigError(f"{option} is an option of --cluster")
+        _claim_sweep_cpu_devices(args.devices, len(seeds) * _grid_points(grid))
     out = args.out or _default_out(f"sweep-{args.experiment}")
     from synprune_jax.experiments import get_experiment
 
@@ -423,6 +436,7 @@ def command_sweep(args) -> int:
         report=not args.no_report,
         progress=True,
         log=lambda message: print(message, flush=True),
+        cluster=cluster,
     )
     args.mujoco_log.into(out)
     if result.skipped:
@@ -602,6 +616,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-report",
         action="store_true",
         help="skip each run's summary and plots (the sweep plots are kept)",
+    )
+    cluster_options = sweep_parser.add_argument_group(
+        "on a Ray cluster (pip install 'synprune-jax[ray]'; docs/sweeps.md, Many hosts)"
+    )
+    cluster_options.add_argument(
+        "--cluster",
+        metavar="ray|ray://HOST:PORT",
+        help="run the groups as Ray tasks: `ray` joins RAY_ADDRESS or starts Ray on this "
+        "machine; ray://HOST:PORT (Ray Client) or HOST:PORT names a cluster",
+    )
+    cluster_options.add_argument(
+        "--cpus-per-task", type=int, help="CPUs (CPU devices) per task (default 1)"
+    )
+    cluster_options.add_argument(
+        "--gpus-per-task",
+        type=int,
+        help="GPUs per task (default: 1 when the cluster has GPUs, else 0)",
+    )
+    cluster_options.add_argument(
+        "--runs-per-task",
+        type=int,
+        help="runs per task (default: each group spread evenly over the task slots)",
+    )
+    cluster_options.add_argument(
+        "--max-retries",
+        type=int,
+        help="resubmissions of a task whose worker or node died (default 3)",
+    )
+    cluster_options.add_argument(
+        "--storage",
+        choices=("auto", "shared", "copy"),
+        help="shared: tasks write into --out (a file system all nodes see); copy: tasks send "
+        "their run directories back; auto (default): shared where a task sees --out",
     )
     sweep_parser.set_defaults(handler=command_sweep)
 

@@ -383,14 +383,26 @@ class _Single:
 
 class _Batched:
     """A group of runs stacked on a leading run axis, split over ``mesh`` (``None``: one
-    device); seeds and hyper-parameters are traced, padded with copies of the first run."""
+    device); seeds and hyper-parameters are traced, padded with copies of the first run up to
+    ``size`` runs (at least), then to a multiple of the device count. XLA may round differently
+    for another run-axis length, so a group run in parts gives the numbers of the whole group when
+    every part is padded to the same ``size``."""
 
     batched = True
 
-    def __init__(self, algorithm, seeds: Sequence[int], hypers: Sequence[PyTree], mesh=None):
+    def __init__(
+        self,
+        algorithm,
+        seeds: Sequence[int],
+        hypers: Sequence[PyTree],
+        mesh=None,
+        *,
+        size: int = 0,
+    ):
         self.algorithm = algorithm
         self.num_devices = 1 if mesh is None else int(mesh.devices.size)
-        self.padding = (-len(seeds)) % self.num_devices
+        self.padding = max(size - len(seeds), 0)
+        self.padding += (-(len(seeds) + self.padding)) % self.num_devices
         self.put: Callable[[Any], Any]
         self.shardings: dict[str, Any]
         if mesh is None:

@@ -40,6 +40,7 @@ from synprune_jax.rundir import (
     read_metrics,
     write_json,
 )
+from synprune_jax.sweeps.cluster import RayCluster, require_ray, run_on_ray
 from synprune_jax.sweeps.plan import (
     Member,
     RunSpec,
@@ -70,6 +71,7 @@ def run_group(
     members: Sequence[Member],
     *,
     mesh=None,
+    size: int = 0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict, Any]:
@@ -77,7 +79,9 @@ def run_group(
 
     Every member must be at the same starting point: all fresh, or all restored from a checkpoint
     at the same generation (:func:`sweep` arranges this). Writes each member's metrics and
-    checkpoints into its run directory as :func:`synprune_jax.runner.run` would.
+    checkpoints into its run directory as :func:`synprune_jax.runner.run` would. ``size`` pads the
+    run axis with copies of the first run up to that many runs (a part of a larger group run
+    elsewhere keeps the whole group's numbers: see :class:`~synprune_jax.runner._Batched`).
 
     Returns:
         ``(timing, states)``: timing dict (``runs``, ``padded_runs``, ``num_devices``,
@@ -92,6 +96,7 @@ def run_group(
         [m.spec.seed for m in members],
         [m.built.hyper for m in members],
         mesh,
+        size=size,
     )
     directories = []
     for member in members:
@@ -185,11 +190,18 @@ def _pending(groups):
     return pending, skipped
 
 
-def _run_sweep(
-    out: Path, definition: dict, runs, members, grid, devices, local, *, report, progress, log
-):
-    """The part of :func:`sweep` that writes ``out`` (under its lock): the definition, the runs'
-    index, every unfinished group (after checking that their checkpoints fit)."""
+def report_runs(members: Sequence[Member], states) -> None:
+    """Calls each member's reporter (summary and plots in its run directory) with its final
+    state (row ``i`` of ``states``, the group's final states from :func:`run_group`)."""
+    host = jax.device_get(states)
+    for index, member in enumerate(members):
+        state = jax.tree_util.tree_map(lambda leaf, index=index: leaf[index], host)
+        member.built.report(str(member.run_dir), state, read_metrics(member.run_dir))
+
+
+def _plan_out(out: Path, definition: dict, runs, members, grid):
+    """Writes the definition and the runs' index into ``out`` (under its lock) and checks that
+    every unfinished run's checkpoints fit; returns ``(groups, pending, skipped)``."""
     write_json(out / SWEEP_FILE, definition)
     groups = group_members(members)
     group_ids = {id(m): index for index, group in enumerate(groups) for m in group}
@@ -207,8 +219,11 @@ def _run_sweep(
         [[shapes[index]] * len(subgroup) for index, _, subgroup in pending],
         copies=members[0].built.run_config.keep_checkpoints,
     )
+    return groups, pending, skipped
 
-    count = local if devices is None else devices
+
+def _run_local(pending, count: int, *, report, progress, log) -> list[dict]:
+    """Runs every unfinished group on this machine's first ``count`` devices."""
     meshes: dict[int, object] = {}
 
     def mesh_for(runs: int):
@@ -233,11 +248,8 @@ def _run_sweep(
         group_timing["group"] = group_index
         timing.append(group_timing)
         if report:
-            host = jax.device_get(states)
-            for index, member in enumerate(subgroup):
-                state = jax.tree_util.tree_map(lambda leaf, index=index: leaf[index], host)
-                member.built.report(str(member.run_dir), state, read_metrics(member.run_dir))
-    return timing, skipped
+            report_runs(subgroup, states)
+    return timing
 
 
 def sweep(
@@ -253,6 +265,7 @@ def sweep(
     plots: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    cluster: str | RayCluster | None = None,
 ) -> SweepResult:
     """Runs (or resumes) a sweep; see the module docstring.
 
@@ -266,8 +279,13 @@ def sweep(
         devices: local devices to split the run axis over (``None``: all; 1: no sharding).
         report: call the experiment's reporter for each run (summary and plots in its run dir).
         plots: draw the sweep summary plots into ``out/plots``.
-        progress: tqdm bar per group.
+        progress: tqdm bar per group (on a cluster: one bar over all runs, with finished /
+            running / retried counts).
         log: optional callable receiving one-line progress messages.
+        cluster: ``None`` (this machine), ``"ray"`` (``RAY_ADDRESS``, else a local Ray
+            instance), ``"ray://host:port"`` / ``"host:port"``, or a :class:`RayCluster`: the
+            groups run as Ray tasks (:mod:`~synprune_jax.sweeps.cluster`); same directory, same
+            table. ``devices`` is then not used.
 
     Returns:
         :class:`SweepResult`.
@@ -305,6 +323,17 @@ def sweep(
     definition = _definition(experiment, seeds, grid, overrides, config)
     runs = plan_runs(experiment, seeds, grid, overrides, config)
     members = build_members(experiment, runs, out)
+    if isinstance(cluster, str):
+        cluster = RayCluster.parse(cluster)
+    if cluster is not None:
+        if not isinstance(cluster, RayCluster):
+            raise ConfigError(f"cluster must be None, a string or a RayCluster, got {cluster!r}")
+        if devices is not None:
+            raise ConfigError(
+                "devices is for a sweep on this machine; on a cluster each task uses the "
+                "devices it asks for (cpus_per_task / gpus_per_task)"
+            )
+        require_ray()
     local = len(jax.local_devices())
     if devices is not None and (
         isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= local
@@ -334,20 +363,27 @@ def sweep(
             f"grid points into {out}"
         )
     with RunLock(out):  # one writer per sweep directory
-        timing, skipped = _run_sweep(
-            out,
-            definition,
-            runs,
-            members,
-            grid,
-            devices,
-            local,
-            report=report,
-            progress=progress,
-            log=log,
-        )
-        if timing:
-            write_json(out / "timing.json", {"groups": timing})
+        groups, pending, skipped = _plan_out(out, definition, runs, members, grid)
+        if cluster is None:
+            count = local if devices is None else devices
+            timing = _run_local(pending, count, report=report, progress=progress, log=log)
+            if timing:
+                write_json(out / "timing.json", {"groups": timing})
+        elif pending:
+            timing, summary = run_on_ray(
+                out,
+                experiment,
+                groups,
+                pending,
+                skipped,
+                cluster,
+                report=report,
+                progress=progress,
+                log=log,
+            )
+            write_json(out / "timing.json", {"cluster": summary, "tasks": timing})
+        else:
+            timing = []
         table = collect(out)
         if plots:
             plot_sweep(table, list(grid), out / "plots")
@@ -357,6 +393,7 @@ def sweep(
 __all__ = [
     "FALLBACK_METRICS",
     "Member",
+    "RayCluster",
     "RunSpec",
     "SUMMARY_METRICS",
     "SweepResult",
@@ -370,6 +407,7 @@ __all__ = [
     "plan_groups",
     "plan_runs",
     "plot_sweep",
+    "report_runs",
     "run_group",
     "summarize",
     "summary_metrics",

@@ -1,0 +1,256 @@
+"""Sweeps on Ray (``synprune_jax.sweeps.cluster``): options, task planning, and sweeps on Ray
+clusters started on this machine (a local instance in the default suite; a head and two worker
+nodes, each its own raylet process, a worker killed, the driver killed, in the slow tests)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from synprune_jax import sweeps
+from synprune_jax.cli import main
+from synprune_jax.config import ConfigError
+from synprune_jax.sweeps.cluster import RayCluster, plan_tasks, require_ray
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = ["run.num_generations=4", "run.chunk_size=2", "run.checkpoint_every=2"]
+
+
+def test_cluster_options_are_checked_before_anything_runs():
+    assert RayCluster.parse("ray") == RayCluster()
+    assert RayCluster.parse("ray://head:10001", cpus_per_task=2).address == "ray://head:10001"
+    assert RayCluster.parse("10.0.0.1:6379").address == "10.0.0.1:6379"
+    with pytest.raises(ConfigError, match="--cluster takes ray"):
+        RayCluster.parse("slurm")
+    with pytest.raises(ConfigError, match="cpus_per_task must be an int >= 1, got 0"):
+        RayCluster(cpus_per_task=0)
+    with pytest.raises(ConfigError, match="runs_per_task must be an int >= 1 or None"):
+        RayCluster(runs_per_task=0)
+    with pytest.raises(ConfigError, match="storage must be one of"):
+        RayCluster(storage="nfs")
+    with pytest.raises(ConfigError, match="devices is for a sweep on this machine"):
+        sweeps.sweep("me-arm", out="unused", cluster="ray", devices=1)
+
+
+def test_a_missing_ray_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'synprune-jax\[ray\]'"):
+        require_ray()
+
+
+def test_tasks_split_each_group_evenly_and_pad_to_the_whole_groups_share():
+    groups = [list(range(8)), list(range(8, 11))]
+    pending = [(0, -1, list(range(8))), (1, 20, [9, 10])]  # group 1: two runs left, resumed
+    tasks, sizes = plan_tasks(groups, pending, slots=3, runs_per_task=None)
+    assert [(task.group, task.members) for task in tasks] == [
+        (0, [0, 1, 2]),
+        (0, [3, 4, 5]),
+        (0, [6, 7]),
+        (1, [9]),
+        (1, [10]),
+    ]
+    assert sizes == {0: 3, 1: 1}  # ceil(8 / 3), ceil(3 / 3): from whole groups
+    assert plan_tasks(groups, pending, slots=3, runs_per_task=1)[1] == {0: 1, 1: 1}
+    assert len(plan_tasks(groups, pending, slots=3, runs_per_task=1)[0]) == 10
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--storage", "copy"], "--storage is an option of --cluster"),
+        (["--cluster", "slurm"], "--cluster takes ray"),
+        (["--cluster", "ray", "--devices", "1"], "devices is for a sweep on this machine"),
+        (["--cluster", "ray", "--max-retries", "-1"], "max_retries must be an int >= 0"),
+    ],
+)
+def test_the_command_line_refuses_bad_cluster_options_in_one_line(
+    tmp_path, capsys, arguments, message
+):
+    code = main(["sweep", "me-arm", "--out", str(tmp_path / "s"), *arguments])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def _table(out) -> pd.DataFrame:
+    return pd.read_parquet(Path(out) / "results.parquet")
+
+
+def test_a_sweep_on_a_local_ray_instance_equals_the_local_sweep(tmp_path):
+    """The default suite's smoke test: Ray started in this process with one CPU; the task's
+    run directories come back as an archive (storage='copy') and give the local sweep's table."""
+    ray = require_ray()
+    local = sweeps.sweep(
+        "me-arm", seeds=[0, 1], out=tmp_path / "local", overrides=SHORT, devices=1, plots=False
+    )
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        result = sweeps.sweep(
+            "me-arm",
+            seeds=[0, 1],
+            out=tmp_path / "ray",
+            overrides=SHORT,
+            plots=False,
+            cluster=RayCluster(storage="copy"),
+        )
+    finally:
+        ray.shutdown()
+    pd.testing.assert_frame_equal(_table(tmp_path / "ray"), _table(tmp_path / "local"))
+    assert len(result.table) == len(local.table) == 8
+    assert (tmp_path / "ray" / "runs" / "run-001" / "summary.json").exists()  # reported there
+    assert sorted(os.listdir(tmp_path / "ray" / "runs")) == ["run-000", "run-001"]
+    assert not (tmp_path / "ray" / ".cluster-probe").exists()
+
+
+# ----- a cluster of a head and two worker nodes on this machine (slow) --------------------------
+
+LONG = ["run.num_generations=300", "run.chunk_size=10", "run.checkpoint_every=50"]
+
+
+def _environment(**extra) -> dict:
+    """The suite's JAX settings (they reach Ray's workers through the raylets' environment),
+    the persistent compilation cache (a task's second compile of a program is a cache hit),
+    Ray without token authentication (loopback only)."""
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        RAY_AUTH_MODE="disabled",
+        JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head node (no CPUs: it schedules nothing) and two worker nodes of one CPU each, every
+    node its own raylet process on this machine (``ray.cluster_utils.Cluster``; the nodes and the
+    driver use the machine's own address: a driver finds its node's raylet by that address)."""
+    require_ray()
+    from ray.cluster_utils import Cluster
+
+    saved = dict(os.environ)
+    os.environ.update(_environment())
+    try:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False},
+        )
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    yield cluster
+    cluster.shutdown()
+
+
+def _sweep_command(out, *extra) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "synprune_jax.cli",
+        "sweep",
+        "me-arm",
+        "--seeds",
+        "0-7",
+        "--out",
+        str(out),
+        "--no-report",
+        *[part for item in LONG for part in ("--set", item)],
+        *extra,
+    ]
+
+
+def _run(command, **extra) -> subprocess.CompletedProcess:
+    completed = subprocess.run(
+        command, cwd=ROOT, env=_environment(**extra), capture_output=True, text=True, timeout=900
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
+    return completed
+
+
+@pytest.fixture(scope="module")
+def local_table(tmp_path_factory):
+    """The local sweep the cluster sweeps must equal: 8 runs over 4 CPU devices, 2 runs each
+    (the cluster sweeps below run tasks of 2 runs on one device)."""
+    out = tmp_path_factory.mktemp("local") / "sweep"
+    _run(
+        _sweep_command(out, "--devices", "4"),
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
+    )
+    return _table(out)
+
+
+def _cluster_sweep(cluster, out, *extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        _sweep_command(out, "--cluster", cluster.address, "--runs-per-task", "2", *extra),
+        cwd=ROOT,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _task_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "ray::run_task"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _wait_for(condition, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _checkpointed(out) -> bool:
+    return any(Path(out).glob("runs/*/checkpoints/50"))
+
+
+@pytest.mark.slow
+def test_a_ray_sweep_equals_the_local_sweep_and_survives_a_killed_worker(
+    ray_cluster, local_table, tmp_path
+):
+    complete = _cluster_sweep(ray_cluster, tmp_path / "complete")
+    output = complete.communicate(timeout=900)[0]
+    assert complete.returncode == 0, output[-3000:]
+    assert "ray: 8 runs in 4 task(s) over 2 slot(s)" in output
+    pd.testing.assert_frame_equal(_table(tmp_path / "complete"), local_table)
+
+    driver = _cluster_sweep(ray_cluster, tmp_path / "killed")
+    _wait_for(lambda: _checkpointed(tmp_path / "killed") and _task_pids())
+    os.kill(_task_pids()[0], signal.SIGKILL)  # a worker process, mid-task
+    output = driver.communicate(timeout=900)[0]
+    assert driver.returncode == 0, output[-3000:]
+    assert "WorkerCrashedError, submitted again (attempt 2)" in output
+    timing = pd.read_json(tmp_path / "killed" / "timing.json", typ="series")
+    assert timing["cluster"]["retried_runs"] == 2
+    pd.testing.assert_frame_equal(_table(tmp_path / "killed"), local_table)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_reruns_only_what_did_not_finish(ray_cluster, local_table, tmp_path):
+    from synprune_jax.rundir import completed_generation
+
+    out = tmp_path / "sweep"
+    driver = _cluster_sweep(ray_cluster, out)
+
+    def finished() -> int:
+        return sum(completed_generation(run_dir) == 300 for run_dir in (out / "runs").glob("run-*"))
+
+    _wait_for(lambda: finished() >= 2 and _task_pids())  # a task done, others running
+    driver.kill()
+    driver.wait()
+    _wait_for(lambda: not _task_pids(), timeout=60)  # Ray stops the dead driver's tasks
+    done = finished()
+    rerun = _run(_sweep_command(out, "--cluster", ray_cluster.address, "--runs-per-task", "2"))
+    assert f"already finished, not rerun: {done} runs" in rerun.stdout
+    assert f"ray: {8 - done} runs in" in rerun.stdout
+    pd.testing.assert_frame_equal(_table(out), local_table)
