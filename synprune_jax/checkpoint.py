@@ -9,6 +9,13 @@ item per step saved with ``args.StandardSave`` and read back with ``args.Standar
 are synchronous (``enable_async_checkpointing=False``): a checkpoint is complete on disk when
 :func:`save` returns, which is what a run that may be killed at any moment needs.
 
+In a job of several processes (``jax.distributed``) a :class:`CheckpointWriter` spans them all:
+every process calls :meth:`CheckpointWriter.save` with the same global arrays, writes its own
+shards, and process 0 (orbax's primary host) writes the metadata and commits the step, with
+barriers between; the folder must be on a file system all processes share. Readers
+(:func:`all_steps`, :func:`restore`) are each process's own: a restore reads this process's
+shards of the target's shardings (an abstract state whose leaves carry global shardings).
+
 Example::
 
     save("/tmp/run/checkpoints", 50, state)
@@ -71,8 +78,25 @@ def _manager(directory: str | os.PathLike, *, max_to_keep: int | None, create: b
         create=create,
         cleanup_tmp_directories=create,
         enable_async_checkpointing=False,
+        multiprocessing_options=_multiprocessing_options(ocp, writer=create),
     )
     return ocp.CheckpointManager(_absolute(directory), options=options)
+
+
+def _multiprocessing_options(ocp, *, writer: bool):
+    """Orbax's multi-process settings. A writer spans every process of the job (saves are
+    collective: each process writes its shards, process 0 the metadata and the commit, with
+    barriers between). A reader is this process's own (steps, restores: no barrier, so a
+    process can look at a directory on its own; a restore reads this process's shards of the
+    target shardings). One process: orbax's defaults, which it treats alike."""
+    if writer or jax.process_count() == 1:
+        return ocp.options.MultiprocessingOptions(primary_host=0)
+    index = jax.process_index()
+    return ocp.options.MultiprocessingOptions(
+        primary_host=index,
+        active_processes={index},
+        barrier_sync_key_prefix=f"synprune_reader_{index}",
+    )
 
 
 class CheckpointWriter:
@@ -183,7 +207,7 @@ def _with_default_sharding(abstract_state: PyTree) -> PyTree:
     ``jax.eval_shape`` returns ``ShapeDtypeStruct`` leaves without sharding; orbax wants one to
     know where to place restored arrays.
     """
-    device_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device_sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     def leaf(value):
         if isinstance(value, jax.ShapeDtypeStruct):
@@ -204,7 +228,9 @@ def restore(directory: str | os.PathLike, step: int | None, abstract_state: PyTr
         directory: checkpoint folder.
         step: step to restore, or ``None`` for :func:`latest_step`.
         abstract_state: pytree with the target structure, shapes and dtypes, e.g.
-            ``jax.eval_shape(algorithm.init, key)``; concrete arrays work too.
+            ``jax.eval_shape(algorithm.init, key)``; concrete arrays work too. A leaf's
+            ``sharding`` (a ``jax.ShapeDtypeStruct``'s or an array's) is where it is restored
+            to; without one, this process's first device.
 
     Returns:
         A pytree with the structure of ``abstract_state`` holding the saved arrays. A checkpoint
@@ -274,7 +300,7 @@ def _fill_added_fields(raw: PyTree, target: PyTree) -> PyTree | None:
     """``target``'s structure filled from ``raw`` (orbax's nested dicts and lists), leaves
     named in :data:`ADDED_FIELDS` that ``raw`` lacks filled with their value; ``None`` when
     anything else differs (a missing or extra leaf, another shape or dtype)."""
-    import numpy as np
+    from synprune_jax.sharding import place
 
     leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
     used = 0
@@ -298,7 +324,7 @@ def _fill_added_fields(raw: PyTree, target: PyTree) -> PyTree | None:
             if tuple(np.shape(node)) != tuple(leaf.shape) or np.dtype(node.dtype) != leaf.dtype:
                 return None
             value, used = node, used + 1
-        values.append(jax.device_put(value, leaf.sharding))
+        values.append(place(value, leaf.sharding))
     if used != len(jax.tree_util.tree_leaves(raw)):
         return None  # the checkpoint holds leaves the target does not have
     return jax.tree_util.tree_unflatten(treedef, values)

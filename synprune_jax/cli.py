@@ -33,6 +33,13 @@ from synprune_jax.config import AUTO, requested_devices
 NOISE_LINES = ("Failed to import warp:", "Failed to import mujoco_warp:")
 NOISE_WARNINGS = ((r".*not actively being maintained", r"brax\."),)
 MUJOCO_LOG = "MUJOCO_LOG.TXT"
+DISTRIBUTED_HELP = (
+    "one run across the processes of a jax.distributed job (start the same command on "
+    "every host): JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID, "
+    "or detected under srun / mpirun / on a TPU pod; the population is split over every "
+    "device of every process, process 0 writes the run directory (on a file system all "
+    "processes share)"
+)
 
 
 class _DropLines(io.TextIOBase):
@@ -222,11 +229,40 @@ def _finish(built, run_dir: str, state, metrics) -> None:
     print(built.describe(summary))
 
 
+def _join_job(config: dict) -> None:
+    """``--distributed``: joins the job (``initialize_distributed(required=True)``, before any
+    other JAX call), then creates this process's share of the CPU devices: one per usable core
+    for ``"auto"``, else ``devices / processes`` (rounded up); a no-op for other backends."""
+    from synprune_jax.sharding import initialize_distributed
+
+    _, processes = initialize_distributed(required=True)
+    _, devices = requested_devices(config)
+    if devices == AUTO:
+        devices = usable_cores()
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        devices = -(-devices // processes)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1:
+        _set_cpu_devices(devices)
+
+
+def _finish_job(built, run_dir: str, state, metrics) -> None:
+    """The end of a ``--distributed`` run: the final state copied to every process (a
+    collective), then process 0 alone writes the report and the plots and prints them."""
+    from synprune_jax.sharding import gather_to_host, is_primary, process_index
+
+    state = gather_to_host(state)
+    if is_primary():
+        _finish(built, run_dir, state, metrics)
+    else:
+        print(f"synprune: process {process_index()} done; process 0 wrote {run_dir}", flush=True)
+
+
 def command_run(args) -> int:
     from synprune_jax import config as config_lib
     from synprune_jax.experiments import DEFAULT_EXPERIMENT, get_experiment
     from synprune_jax.rundir import RunLock, prepare_directory
     from synprune_jax.runner import run
+    from synprune_jax.sharding import barrier, is_primary
 
     if args.config:
         config = config_lib.load(args.config)
@@ -241,7 +277,11 @@ def command_run(args) -> int:
     base = config if args.config else experiment.default_config()
     config = config_lib.apply_overrides(base, args.set or [])
     config["experiment"] = name
-    _claim_cpu_devices(config)
+    distributed = getattr(args, "distributed", False)
+    if distributed:
+        _join_job(config)
+    else:
+        _claim_cpu_devices(config)
     args.mujoco_log.install(config)
     option, requested = requested_devices(config)
     built = experiment.build(config)  # validates before anything compiles; resolves "auto"
@@ -251,29 +291,36 @@ def command_run(args) -> int:
             f"{run_dir} already holds a run; use `synprune resume {run_dir}` or another --out"
         )
     prepare_directory(run_dir)
-    with RunLock(run_dir):
-        args.mujoco_log.into(run_dir)
-        config_lib.save(config, os.path.join(run_dir, "config.json"))
-        print(f"synprune: running {name!r} into {run_dir}", flush=True)
-        if requested == AUTO:
-            print(devices_line(option, requested_devices(config)[1]), flush=True)
+    barrier("synprune_jax.cli:checked")  # a distributed job: every process checked --out
+    with RunLock(run_dir):  # a distributed job: process 0 writes the files, all checkpoint
+        if is_primary():
+            args.mujoco_log.into(run_dir)
+            config_lib.save(config, os.path.join(run_dir, "config.json"))
+            print(f"synprune: running {name!r} into {run_dir}", flush=True)
+            if requested == AUTO:
+                print(devices_line(option, requested_devices(config)[1]), flush=True)
         _enable_compilation_cache()
         state, metrics = run(built.algorithm, run_dir, built.run_config, hyper=built.hyper)
-        _finish(built, run_dir, state, metrics)
+        (_finish_job if distributed else _finish)(built, run_dir, state, metrics)
     return 0
 
 
-def _load_run(run_dir: str, mujoco_log: MujocoLog):
+def _load_run(run_dir: str, mujoco_log: MujocoLog, *, distributed: bool = False):
     from synprune_jax import config as config_lib
     from synprune_jax.experiments import get_experiment
+    from synprune_jax.sharding import is_primary
 
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         raise config_lib.ConfigError(f"{run_dir} is not a run directory (no config.json)")
     config = config_lib.load(path)
-    _claim_cpu_devices(config)
+    if distributed:
+        _join_job(config)
+    else:
+        _claim_cpu_devices(config)
     mujoco_log.install(config)
-    mujoco_log.into(run_dir)
+    if is_primary():
+        mujoco_log.into(run_dir)
     return get_experiment(config["experiment"]).build(config)
 
 
@@ -282,9 +329,11 @@ def command_resume(args) -> int:
     from synprune_jax.config import ConfigError
     from synprune_jax.rundir import RunLock, metrics_path
     from synprune_jax.runner import run
+    from synprune_jax.sharding import barrier, is_primary
 
-    built = _load_run(args.run_dir, args.mujoco_log)
-    with RunLock(args.run_dir):
+    distributed = getattr(args, "distributed", False)
+    built = _load_run(args.run_dir, args.mujoco_log, distributed=distributed)
+    with RunLock(args.run_dir):  # a distributed job: process 0 writes the files
         directory = os.path.join(os.path.abspath(args.run_dir), "checkpoints")
         resume = checkpoint.latest_step(directory) is not None
         if not resume and not args.restart:
@@ -294,15 +343,17 @@ def command_resume(args) -> int:
                 f"{args.run_dir}` runs it again from generation 0 (the old "
                 "metrics kept as .bak)"
             )
-        if not resume:
+        barrier("synprune_jax.cli:checked")  # a distributed job: every process looked
+        if not resume and is_primary():
             metrics_file = str(metrics_path(args.run_dir, built.run_config.metrics_format))
             if os.path.exists(metrics_file):
                 os.replace(metrics_file, metrics_file + ".bak")
+        barrier("synprune_jax.cli:moved")
         _enable_compilation_cache()
         state, metrics = run(
             built.algorithm, args.run_dir, built.run_config, hyper=built.hyper, resume=resume
         )
-        _finish(built, args.run_dir, state, metrics)
+        (_finish_job if distributed else _finish)(built, args.run_dir, state, metrics)
     return 0
 
 
@@ -516,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--config", help="start from a saved config.json instead of the experiment's defaults"
     )
+    run_parser.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
     run_parser.set_defaults(handler=command_run)
 
     resume_parser = add_parser("resume", help="continue a run from its last checkpoint")
@@ -526,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a run without any checkpoint: start it again from "
         "generation 0 (its metrics file is kept as .bak)",
     )
+    resume_parser.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
     resume_parser.set_defaults(handler=command_resume)
 
     list_parser = add_parser("list", help="list experiments")

@@ -154,7 +154,8 @@ class RunLock:
     ``with`` block runs (created with ``O_EXCL``). A lock of a live other process raises
     :class:`RunDirectoryBusy`; a stale one (its process is gone, e.g. killed) is taken over with
     a warning. Nested in the same process (the CLI's lock around :func:`~synprune_jax.run`'s),
-    the inner one does nothing.
+    the inner one does nothing. In a job of several processes (``jax.distributed``) the primary
+    process (process 0) holds it for the job; on the others it does nothing.
 
     Example:
         >>> with RunLock(tmp_dir):  # doctest: +SKIP
@@ -168,8 +169,10 @@ class RunLock:
     def __enter__(self) -> RunLock:
         import warnings
 
-        if self.file.parent in _HELD_LOCKS:
-            self.nested = True
+        from synprune_jax.sharding import is_primary
+
+        if self.file.parent in _HELD_LOCKS or not is_primary():
+            self.nested = True  # held already, or by the primary process of this job
             return self
         self.file.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -415,15 +418,27 @@ def completed_generation(run_dir: str | os.PathLike) -> int | None:
 class RunDirectory:
     """The files of one run: metrics rows, checkpoints and ``run_config.json``.
 
+    In a job of several processes (``jax.distributed``) every process makes one; only the
+    primary one (process 0, :attr:`primary`) writes the metrics and ``run_config.json``, and
+    all of them write the checkpoints together (each its own shards, orbax's primary host the
+    metadata), so the directory must lie on a file system every process sees.
+
     Args:
         path: the run directory (created by :meth:`open`).
         run_config: the run's :class:`~synprune_jax.runner.RunConfig`.
+
+    Attributes:
+        primary: whether this process writes the metrics and ``run_config.json``
+            (:func:`~synprune_jax.sharding.is_primary`, read when the object is made).
     """
 
     def __init__(self, path: str | os.PathLike, run_config):
+        from synprune_jax.sharding import is_primary
+
         self.path = Path(path)
         self.run_config = run_config
         self.metrics = metrics_path(self.path, run_config.metrics_format)
+        self.primary = is_primary()
         self._writer: MetricsWriter | None = None
         self._checkpoints: checkpoint_lib.CheckpointWriter | None = None
 
@@ -473,28 +488,35 @@ class RunDirectory:
     def open(self, saved_generation: int | None) -> None:
         """Creates the directory, writes ``run_config.json`` and prepares the metrics file:
         rows past ``saved_generation`` (the restored checkpoint) are dropped; with ``None``
-        (a fresh start) any old metrics file is removed."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / "run_config.json", dataclasses.asdict(self.run_config))
-        if saved_generation is None:
-            if self.metrics.exists():
-                self.metrics.unlink()
-            columns = None
-        else:
-            columns = truncate_metrics(self.metrics, saved_generation)
-        self._writer = MetricsWriter(self.metrics, self.run_config.metrics_format, columns)
+        (a fresh start) any old metrics file is removed. In a job of several processes only
+        the primary one (:attr:`primary`) touches these files; every process opens the
+        checkpoints (orbax saves collectively)."""
+        if self.primary:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(self.path / "run_config.json", dataclasses.asdict(self.run_config))
+            if saved_generation is None:
+                if self.metrics.exists():
+                    self.metrics.unlink()
+                columns = None
+            else:
+                columns = truncate_metrics(self.metrics, saved_generation)
+            self._writer = MetricsWriter(self.metrics, self.run_config.metrics_format, columns)
         self._checkpoints = checkpoint_lib.CheckpointWriter(
             self.checkpoint_dir, max_to_keep=self.run_config.keep_checkpoints
         )
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
-        """Appends one chunk's rows (see :class:`MetricsWriter`)."""
+        """Appends one chunk's rows (see :class:`MetricsWriter`); nothing on a process other
+        than the primary one."""
+        if not self.primary:
+            return
         if self._writer is None:
             raise RuntimeError("RunDirectory.append before open()")
         self._writer.append(rows)
 
     def save(self, generation: int, state) -> None:
-        """Checkpoints ``state`` as step ``generation`` (blocking)."""
+        """Checkpoints ``state`` as step ``generation`` (blocking; in a job of several
+        processes every process calls it, each writing its shards)."""
         if self._checkpoints is None:
             raise RuntimeError("RunDirectory.save before open()")
         self._checkpoints.save(generation, state)

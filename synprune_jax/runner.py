@@ -34,6 +34,17 @@ and dtypes, the chunk length and ``jax_disable_most_optimizations``): another se
 hyper-parameter values, a rerun or a resume of the same run compiles nothing again, and with JAX's
 persistent compilation cache (on in the CLI) neither does a new process.
 
+Many processes. In a ``jax.distributed`` job (:func:`~synprune_jax.sharding.initialize_distributed`,
+``synprune run --distributed``) every process calls :func:`run` alike and runs the same compiled
+programs on the job's global mesh (a task sharded over every process's devices). Host values
+(seed, hyper-parameters, the init key) enter on the programs' input shardings, each chunk's
+metrics are read back on every process, and a resume restores each process's shards of the
+state the compiled chunk wants. Process 0 alone writes the metrics, ``run_config.json``,
+``timing.json`` and the lock; checkpoints are saved and restored by all processes together
+(orbax's multi-process saves, still synchronous), so the run directory must lie on a file system
+every process sees. A stop signal received by any process stops all of them after the same chunk.
+Groups of runs (:class:`_Batched`, sweeps) run in one process.
+
 Example:
     >>> import jax, tempfile
     >>> from synprune_jax.algorithms.map_elites import MapElites, MapElitesConfig
@@ -76,6 +87,7 @@ from synprune_jax.rundir import (
     read_metrics,
     write_json,
 )
+from synprune_jax.sharding import all_processes, barrier, gather_to_host, is_primary, place
 from synprune_jax.trees import strong_types
 
 PyTree = Any
@@ -357,9 +369,12 @@ class _Single:
             return jax.jit(init).lower(self.key, self.hyper_args).compile()
 
         compiled = _reuse(("init", *self.identity), build)
-        return lambda: compiled(self.key, self.hyper_args)
+        if jax.process_count() == 1:
+            return lambda: compiled(self.key, self.hyper_args)
+        # A job of several processes: every input on the program's own (global) shardings
+        return lambda: compiled(*place((self.key, self.hyper_args), compiled.input_shardings[0]))
 
-    def compile_chunk(self, length: int, abstract):
+    def _compile_chunk(self, length: int, abstract):
         def build():
             def chunk(state, seed, hyper):
                 step = lambda key, state: self.algorithm.step(key, state, hyper)
@@ -367,11 +382,32 @@ class _Single:
 
             return jax.jit(chunk).lower(abstract, self.seed, self.hyper_args).compile()
 
-        compiled = _reuse(("chunk", *self.identity, length), build)  # abstract: from identity
+        return _reuse(("chunk", *self.identity, length), build)  # abstract: from identity
+
+    def compile_chunk(self, length: int, abstract):
+        compiled = self._compile_chunk(length, abstract)
         # A restored checkpoint lives on the default device; a program that spans a mesh (a task
         # sharded over devices) wants its state there. A no-op when it already is.
         sharding = compiled.input_shardings[0][0]
-        return lambda state: compiled(jax.device_put(state, sharding), self.seed, self.hyper_args)
+        if jax.process_count() == 1:
+            return lambda state: compiled(
+                jax.device_put(state, sharding), self.seed, self.hyper_args
+            )
+        # A job of several processes: the state (init's output, the last chunk's, or restored
+        # on these shardings) spans every process; the seed and the hyper-parameters, host
+        # values equal on every process, are placed on the program's shardings
+        seed, hyper = place((self.seed, self.hyper_args), compiled.input_shardings[0][1:])
+        return lambda state: compiled(place(state, sharding), seed, hyper)
+
+    def placed_abstract(self, length: int, abstract):
+        """``abstract`` with the shardings the compiled chunk of ``length`` generations wants
+        for its state (what a restore in a job of several processes reads into)."""
+        shardings = self._compile_chunk(length, abstract).input_shardings[0][0]
+        return jax.tree_util.tree_map(
+            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+            abstract,
+            shardings,
+        )
 
     def restore(self, directories, generation, abstract):
         return checkpoint_lib.restore(directories[0].checkpoint_dir, generation, abstract)
@@ -459,6 +495,15 @@ class _Batched:
         return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
 
+def _first_generation(state: State) -> int:
+    """``state.generation`` (a group's first run's) as an int, read from this process's own
+    copy (no communication, also in a job of several processes)."""
+    leaf = state.generation
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        leaf = leaf.addressable_shards[0].data
+    return int(np.asarray(jax.device_get(leaf)).reshape(-1)[0])
+
+
 class Stopped(Exception):
     """A run stopped at SIGTERM or a first Ctrl-C: it finished its chunk and wrote a checkpoint
     of ``generation``, so a resume continues it to the result of an uninterrupted run.
@@ -490,6 +535,16 @@ class Stopped(Exception):
             f"stopped by {signal_name} at generation {generation} after writing a "
             f"checkpoint of it ({', '.join(self.run_dirs)})"
         )
+
+
+def _first_signal(name: str | None) -> str | None:
+    """The stop signal any process of the job received (SIGTERM before SIGINT), or ``None``
+    (a collective: every process calls it after each chunk)."""
+    from jax.experimental import multihost_utils
+
+    names = (None, *_StopRequests.SIGNALS)
+    codes = multihost_utils.process_allgather(np.asarray([names.index(name)], np.int32))
+    return names[int(np.max(codes))]
 
 
 class _StopRequests:
@@ -622,16 +677,18 @@ def _restore_intact(program, directories, abstract, *, move_aside: bool = True):
         for step in sorted(steps[0], reverse=True):
             try:
                 state = program.restore(directories, step, abstract)
-                found = int(np.asarray(jax.device_get(state.generation)).reshape(-1)[0])
+                found = _first_generation(state)
+                problem = None if found == step else f"step {step} (holds generation {found})"
             except Exception as error:  # noqa: BLE001 - orbax raises many types for a bad file
-                skipped.append(f"step {step} ({type(error).__name__}: {str(error)[:120]})")
+                problem = f"step {step} ({type(error).__name__}: {str(error)[:120]})"
+            # a job of several processes: a step counts only where every process restored it
+            if not all_processes(problem is None) and problem is None:
+                problem = f"step {step} (another process could not restore it)"
+            if problem is not None:
+                skipped.append(problem)
                 damaged.append(step)
                 continue
-            if found != step:
-                skipped.append(f"step {step} (holds generation {found})")
-                damaged.append(step)
-                continue
-            if skipped and move_aside:  # kept, not deleted; the run can write those steps again
+            if skipped and move_aside and is_primary():  # kept, not deleted; the run can write
                 for directory in directories:
                     aside = directory.path / "damaged_checkpoints"
                     aside.mkdir(exist_ok=True)
@@ -719,19 +776,31 @@ def run_loop(
         "init_compile_s": None,
         "chunk_compile_s": {},
     }
+    processes = jax.process_count()
+    if processes > 1 and program.batched:
+        raise ValueError(
+            "a group of runs (a sweep) runs in one process; in a distributed job run one "
+            "experiment at a time, or give each process its own sweep"
+        )
+    target = abstract
+    if resume and processes > 1:  # each process reads its shards of the chunk's state
+        started = time.perf_counter()
+        target = program.placed_abstract(run_config.chunk_size, abstract)
+        timing["chunk_compile_s"][str(run_config.chunk_size)] = time.perf_counter() - started
     saved_generation, state = (
-        _restore_intact(program, directories, abstract) if resume else (None, None)
+        _restore_intact(program, directories, target) if resume else (None, None)
     )
     if saved_generation is None:
         started = time.perf_counter()
         init = program.compile_init()
         timing["init_compile_s"] = time.perf_counter() - started
         state = init()
+    barrier("synprune_jax.run_loop:restored")  # every process read the directory before it changes
     for directory in directories:
         directory.open(saved_generation)
 
     assert state is not None  # restored, or made by init
-    generation = int(np.asarray(jax.device_get(state.generation)).reshape(-1)[0])
+    generation = _first_generation(state)
     end_generation = run_config.num_generations
     timing["start_generation"] = generation
     if generation > end_generation:
@@ -744,7 +813,7 @@ def run_loop(
     chunks: dict[int, Callable] = {}
     per_generation: list[float] = []
     bar = None
-    if progress and generation < end_generation:
+    if progress and generation < end_generation and is_primary():
         from tqdm.auto import tqdm  # lazy: host only
 
         bar = tqdm(
@@ -765,14 +834,17 @@ def run_loop(
             if length not in chunks:
                 started = time.perf_counter()
                 chunks[length] = program.compile_chunk(length, abstract)
-                timing["chunk_compile_s"][str(length)] = time.perf_counter() - started
+                compile_s = timing["chunk_compile_s"].get(str(length), 0.0)  # + a restore's
+                timing["chunk_compile_s"][str(length)] = compile_s + time.perf_counter() - started
             started = time.perf_counter()
             state, outputs = chunks[length](state)
-            generations, metrics = jax.device_get(outputs)  # the chunk's one host round trip
+            generations, metrics = gather_to_host(outputs)  # the chunk's one host round trip
             if length == run_config.chunk_size:
                 per_generation.append((time.perf_counter() - started) / length)
             new_generation = generation + length
             stop = requests.signal_name  # read once: a signal arriving later stops the next chunk
+            if processes > 1:  # every process stops after the same chunk
+                stop = _first_signal(stop)
             save = (
                 new_generation // interval > generation // interval
                 or new_generation >= end_generation
@@ -850,7 +922,10 @@ def run(
 
     Returns:
         ``(final_state, metrics_history)``, the history being
-        :func:`~synprune_jax.rundir.read_metrics` of the run (resumed parts included).
+        :func:`~synprune_jax.rundir.read_metrics` of the run (resumed parts included). In a job
+        of several processes (module docstring, "Many processes") every process calls it and
+        gets both; the state's arrays span the job
+        (:func:`~synprune_jax.sharding.gather_to_host` copies them to each host).
 
     Raises:
         TypeError: ``run_config`` is not a :class:`RunConfig`; the algorithm's state has no
@@ -909,7 +984,9 @@ def run(
             on_chunk=on_chunk,
             progress=run_config.progress,
         )
-        write_json(directory.path / "timing.json", timing)
+        if is_primary():
+            write_json(directory.path / "timing.json", timing)
+    barrier("synprune_jax.run:written")  # the metrics file is complete for every process
     return state, read_metrics(run_dir) if directory.metrics.exists() else {}
 
 

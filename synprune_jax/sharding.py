@@ -4,7 +4,10 @@ Everything here wraps the engine from the outside; algorithms and tasks stay una
 :func:`make_mesh` builds a one-axis mesh (axis type Auto, so GSPMD propagates shardings through
 one-device code); :class:`ShardedTask` splits a task's population axis over it;
 :class:`ChunkedTask` evaluates a population a chunk at a time; :func:`place_archive` replicates
-(default) or shards an archive; :func:`initialize_distributed` joins a multi-host job.
+(default) or shards an archive; :func:`initialize_distributed` joins a multi-host job, after
+which :func:`devices_mesh` spans every process's devices, :func:`place` puts host values on a
+program's global shardings, :func:`gather_to_host` reads global arrays back on every process and
+:func:`is_primary` names the one process that writes files (``synprune run --distributed``).
 docs/sweeps.md ("Devices", "Many hosts") explains when results stay bit-identical (tasks with
 common random numbers: one key per batch, per-individual results independent of the batch).
 
@@ -86,35 +89,62 @@ def make_mesh(
 
 
 def resolve_devices(devices: Any, population: Any = None) -> Any:
-    """The device count a config's ``devices`` option stands for: ``"auto"`` is every local
-    device (on a CPU, those ``synprune run`` created, one per usable core), at most
-    ``population`` (the individuals one evaluation splits, when a positive int); any other value
-    is returned as given (:func:`devices_mesh` validates it).
+    """The device count a config's ``devices`` option stands for: ``"auto"`` is every device
+    (``jax.device_count()``: those of every process of a distributed job, else the local ones;
+    on a CPU, those ``synprune run`` created, one per usable core), at most ``population`` (the
+    individuals one evaluation splits, when a positive int), in a job of several processes
+    rounded down to a multiple of the process count; any other value is returned as given
+    (:func:`devices_mesh` validates it).
 
-    Example:
+    Examples:
         >>> resolve_devices(3), resolve_devices("auto", population=1)
         (3, 1)
     """
     if devices != AUTO:
         return devices
-    count = jax.local_device_count()
+    count = jax.device_count()
     if isinstance(population, int) and not isinstance(population, bool) and population >= 1:
         count = min(count, population)
-    return count
+    processes = jax.process_count()
+    return max(processes, count // processes * processes)
 
 
 def devices_mesh(devices: Any, option: str = "devices") -> Mesh | None:
-    """The mesh of a config's ``devices`` option (``task.devices``, ``train.devices``):
-    ``None`` for 1, else a one-axis mesh over the first ``devices`` local devices.
+    """The mesh of a config's ``devices`` option (``task.devices``, ``train.devices``).
+
+    One process: ``None`` for 1, else a one-axis mesh over the first ``devices`` local devices.
+    A job of several processes (``jax.distributed``): a mesh over ``devices / process_count``
+    devices of each process (the first of each, in process order), so every process holds its
+    share of the population.
 
     Raises:
-        ConfigError: ``devices`` is not a positive int, or more than the local devices (with
-            how to create CPU devices).
+        ConfigError: ``devices`` is not a positive int, is more than the devices (with how to
+            create CPU devices), or in a job of several processes is not a multiple of the
+            process count.
     """
     from synprune_jax.config import ConfigError
 
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ConfigError(f"{option} must be a positive int, got {devices!r}")
+    processes = jax.process_count()
+    if processes > 1:
+        if devices % processes:
+            raise ConfigError(
+                f"{option}={devices} in a job of {processes} processes: give a multiple of "
+                f"{processes} (each process holds an equal share), or 'auto'"
+            )
+        per_process = devices // processes
+        owned = [
+            [device for device in jax.devices() if device.process_index == index]
+            for index in range(processes)
+        ]
+        held = min(len(each) for each in owned)
+        if per_process > held:
+            raise ConfigError(
+                f"{option}={devices} but the job's {processes} processes hold {held} device(s) "
+                f"each: give at most {processes * held}, or 'auto'"
+            )
+        return make_mesh(devices=[device for each in owned for device in each[:per_process]])
     if devices == 1:
         return None
     available = jax.local_device_count()
@@ -393,48 +423,254 @@ def archive_memory(archive, num_devices: int) -> dict[str, int]:
 
 # ----- multi-host --------------------------------------------------------------------------------
 
+#: The environment variables :func:`initialize_distributed` reads, in the order of the arguments:
+#: the coordinator's ``host:port`` (the one ``jax.distributed.initialize`` itself reads), the
+#: number of processes and this process's index.
+DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+#: Older names of :data:`DISTRIBUTED_VARIABLES`, still read when those are unset.
+_OLD_DISTRIBUTED_VARIABLES = (
+    "SYNPRUNE_COORDINATOR",
+    "SYNPRUNE_NUM_PROCESSES",
+    "SYNPRUNE_PROCESS_ID",
+)
+
+
+def distributed_settings(environ: Any = None) -> tuple[str | None, int | None, int | None]:
+    """``(coordinator_address, num_processes, process_id)`` from the environment.
+
+    Each value comes from :data:`DISTRIBUTED_VARIABLES` (``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), else from its older name
+    (``SYNPRUNE_COORDINATOR``, ``SYNPRUNE_NUM_PROCESSES``, ``SYNPRUNE_PROCESS_ID``); ``None``
+    where neither is set (or set to the empty string).
+
+    Args:
+        environ: a mapping of environment variables (``None``: ``os.environ``).
+
+    Raises:
+        ConfigError: a count or index is not a non-negative int (the message names the
+            variable).
+
+    Examples:
+        >>> distributed_settings({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234",
+        ...                       "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"})
+        ('10.0.0.1:1234', 2, 1)
+        >>> distributed_settings({})
+        (None, None, None)
+        >>> distributed_settings({"JAX_NUM_PROCESSES": "two"})
+        Traceback (most recent call last):
+            ...
+        synprune_jax.config.ConfigError: JAX_NUM_PROCESSES must be a non-negative int, got 'two'
+    """
+    from synprune_jax.config import ConfigError
+
+    environ = os.environ if environ is None else environ
+    values: list[Any] = []
+    for index, (name, old) in enumerate(
+        zip(DISTRIBUTED_VARIABLES, _OLD_DISTRIBUTED_VARIABLES, strict=True)
+    ):
+        variable = name if environ.get(name) else old
+        value = environ.get(variable) or None
+        if value is not None and index > 0:  # the count and the index are ints
+            if not value.strip().isdigit():
+                raise ConfigError(f"{variable} must be a non-negative int, got {value!r}")
+            value = int(value)
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
+def _distributed_state():
+    # jax.distributed keeps the job in this object; reading it starts no backend (unlike
+    # jax.process_index()), so the CLI can join the job and still choose the CPU devices
+    from jax._src import distributed
+
+    return distributed.global_state
+
+
+def process_index() -> int:
+    """This process's index in the job (0 without one), read without starting a JAX backend
+    when none has started (afterwards: ``jax.process_index()``)."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return jax.process_index()
+    state = _distributed_state()
+    return int(state.process_id) if state.client is not None else 0
+
+
+def is_primary() -> bool:
+    """Whether this process writes a run's files (metrics, plots, reports, ``config.json``,
+    ``timing.json``, the lock): process 0 of a distributed job, or the only process.
+
+    Examples:
+        >>> is_primary()  # one process: it writes everything
+        True
+    """
+    return process_index() == 0
+
 
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    required: bool = False,
     **kwargs,
 ) -> tuple[int, int]:
-    """Joins a multi-host job (``jax.distributed.initialize``); returns ``(index, count)``.
+    """Joins a multi-process job (``jax.distributed.initialize``); returns ``(index, count)``.
 
-    Call it once per process, before any other JAX call. On Cloud TPU pods and on SLURM / Open
-    MPI clusters the arguments are auto-detected (call it with none); elsewhere pass the
-    coordinator's ``host:port`` and the process count / index (or set
-    ``SYNPRUNE_COORDINATOR``, ``SYNPRUNE_NUM_PROCESSES``, ``SYNPRUNE_PROCESS_ID``). With
-    ``num_processes == 1`` (or the environment variable unset on a single machine) nothing is
-    initialised and ``(0, 1)`` is returned, so the same script runs on a laptop.
+    Call it once per process, before any other JAX call (it starts no backend itself, so CPU
+    devices can still be chosen after it). Each argument left ``None`` is read from the
+    environment (:func:`distributed_settings`: ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``); what is still missing JAX detects on Cloud TPU
+    pods, SLURM (``srun``) and Open MPI (``mpirun``) clusters. With ``num_processes == 1``
+    nothing is initialised and ``(0, 1)`` is returned; likewise when nothing is set and no
+    cluster is detected, unless ``required``. A job already joined is returned as it is.
 
-    Extra keyword arguments (e.g. ``local_device_ids``) go to ``jax.distributed.initialize``.
+    On CPU the processes' collectives use gloo (``jax_cpu_collectives_implementation``, unless
+    another implementation was chosen).
+
+    Args:
+        coordinator_address: ``host:port`` of process 0 (every process gives the same).
+        num_processes: number of processes in the job.
+        process_id: this process's index, ``0 .. num_processes - 1``.
+        required: raise instead of returning ``(0, 1)`` when no job can be formed (the CLI's
+            ``--distributed``).
+        **kwargs: more arguments of ``jax.distributed.initialize`` (``local_device_ids``,
+            ``initialization_timeout``, ...).
+
+    Returns:
+        ``(process_index, process_count)``.
+
+    Raises:
+        ConfigError: ``required`` and no job can be formed (the message names what to set), a
+            setting is malformed, JAX already started (the job must be joined first), or the
+            coordinator could not be reached.
+
+    Examples:
+        >>> initialize_distributed(num_processes=1)  # one process: nothing to join
+        (0, 1)
     """
-    coordinator_address = coordinator_address or os.environ.get("SYNPRUNE_COORDINATOR")
-    if num_processes is None and "SYNPRUNE_NUM_PROCESSES" in os.environ:
-        num_processes = int(os.environ["SYNPRUNE_NUM_PROCESSES"])
-    if process_id is None and "SYNPRUNE_PROCESS_ID" in os.environ:
-        process_id = int(os.environ["SYNPRUNE_PROCESS_ID"])
+    from synprune_jax.config import ConfigError
+
+    state = _distributed_state()
+    if state.client is not None:
+        return int(state.process_id), int(state.num_processes)
+    environment = distributed_settings()
+    coordinator_address = coordinator_address or environment[0]
+    num_processes = environment[1] if num_processes is None else num_processes
+    process_id = environment[2] if process_id is None else process_id
     if num_processes == 1:
         return 0, 1
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-        **kwargs,
-    )
-    return jax.process_index(), jax.process_count()
+    if getattr(jax.config, "jax_cpu_collectives_implementation", None) is None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    given = (coordinator_address, num_processes, process_id)
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            **kwargs,
+        )
+    except (ValueError, TypeError) as error:  # a setting neither given nor detected, or invalid
+        if not required and given == (None, None, None):
+            return 0, 1  # no job: one process
+        missing = [
+            name for name, value in zip(DISTRIBUTED_VARIABLES, given, strict=True) if value is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"no distributed job can be formed: {', '.join(missing)} not set and no "
+                "cluster detected (SLURM srun, Open MPI mpirun, a Cloud TPU pod); set "
+                "JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and "
+                "JAX_PROCESS_ID on every process"
+            ) from None
+        raise ConfigError(f"cannot form the distributed job: {error}") from None
+    except RuntimeError as error:
+        if "must be called before" not in str(error):  # the coordinator did not answer
+            first = (str(error).splitlines() or [type(error).__name__])[0]
+            raise ConfigError(
+                f"could not join the distributed job at {coordinator_address} as process "
+                f"{process_id} of {num_processes} ({first}): start every process, and check "
+                "the address and that its port is open"
+            ) from None
+        if not required and given == (None, None, None):  # JAX started, knows its processes
+            return jax.process_index(), jax.process_count()
+        raise ConfigError(
+            "the distributed job must be joined before JAX starts: call "
+            "initialize_distributed() before any other JAX call"
+        ) from None
+    state = _distributed_state()
+    if state.client is None:  # jax.distributed.initialize stood in for (tests)
+        return process_id or 0, num_processes or 1
+    return int(state.process_id), int(state.num_processes)
+
+
+def all_processes(flag: bool) -> bool:
+    """Whether ``flag`` is true on every process of the job (a collective: every process must
+    call it); ``flag`` itself in one process."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([bool(flag)]))
+    return bool(np.all(flags))
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of the job reaches the barrier ``name`` (nothing in one
+    process). Every process must pass the same barriers in the same order."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 def gather_to_host(tree: PyTree) -> PyTree:
-    """NumPy copy of a (possibly multi-host) global pytree, on every process.
+    """NumPy copy of a (possibly multi-process) global pytree, on every process.
 
-    Single process: ``jax.device_get``. Multi-host: arrays that span devices of other processes
-    are all-gathered first (``multihost_utils.process_allgather(..., tiled=True)``).
+    Single process: ``jax.device_get``. In a job of several processes each leaf that spans
+    devices of other processes is all-gathered first
+    (``multihost_utils.process_allgather(..., tiled=True)``; a collective: every process must
+    call it with the same tree); a leaf this process holds entirely (fully addressable, or a
+    NumPy value) is copied as it is.
     """
     if jax.process_count() == 1:
         return jax.device_get(tree)
     from jax.experimental import multihost_utils
 
-    return multihost_utils.process_allgather(tree, tiled=True)
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            if leaf.is_fully_replicated:
+                return np.asarray(leaf.addressable_data(0))
+            return multihost_utils.process_allgather(leaf, tiled=True)
+        return jax.device_get(leaf)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def place(tree: PyTree, shardings: PyTree) -> PyTree:
+    """``tree`` on ``shardings`` (a sharding per leaf, e.g. a compiled program's
+    ``input_shardings``): ``jax.device_put`` in one process. In a job of several processes a
+    leaf already spanning the job's devices is resharded; any other (NumPy, a typed key or a
+    process-local array, the same value on every process) is cut into the shards this process
+    holds, with no communication; a leaf whose sharding is ``None`` (an input the program
+    drops) is left as it is."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(leaf, sharding):
+        if sharding is None:  # an input the compiled program does not use
+            return leaf
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+                return leaf
+            return jax.jit(lambda value: value, out_shardings=sharding)(leaf)
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = np.asarray(jax.random.key_data(leaf))  # a key's bits, wrapped on the devices
+            bits = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+            return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(one, tree, shardings)
