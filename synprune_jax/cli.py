@@ -471,6 +471,11 @@ def command_sweep(args) -> int:
             option = "--" + next(iter(options)).replace("_", "-")
             raise config_lib.ConfigError(f"{option} is an option of --cluster")
         _claim_sweep_cpu_devices(args.devices, len(seeds) * _grid_points(grid))
+    share = None
+    if args.share is not None:
+        share = sweeps.parse_share(args.share)
+        if args.out is None:
+            raise config_lib.ConfigError("--share needs --out: every share writes into it")
     out = args.out or _default_out(f"sweep-{args.experiment}")
     from synprune_jax.experiments import get_experiment
 
@@ -488,10 +493,17 @@ def command_sweep(args) -> int:
         progress=True,
         log=lambda message: print(message, flush=True),
         cluster=cluster,
+        share=share,
     )
     args.mujoco_log.into(out)
     if result.skipped:
         print(f"already finished, not rerun: {len(result.skipped)} runs")
+    if result.table is None:
+        print(
+            f"\nShare {args.share} done in {out}; the same command without --share gathers "
+            "the table (it reruns nothing that finished)"
+        )
+        return 0
     print(f"\nSweep directory: {out}  (results.csv, results.parquet, plots/, runs/)")
     print(sweeps.format_summary(sweeps.summarize(result.table, list(grid)), list(grid)))
     return 0
@@ -669,6 +681,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-report",
         action="store_true",
         help="skip each run's summary and plots (the sweep plots are kept)",
+    )
+    sweep_parser.add_argument(
+        "--share",
+        metavar="I/N",
+        help="run only share I of N (from 0) of every group, e.g. one job of a SLURM array "
+        '(--share "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"); then the same command '
+        "without --share gathers the table",
     )
     cluster_options = sweep_parser.add_argument_group(
         "on a Ray cluster (pip install 'synprune-jax[ray]'; docs/sweeps.md, Many hosts)"

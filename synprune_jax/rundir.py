@@ -210,7 +210,7 @@ class RunLock:
 def write_json(path: str | os.PathLike, payload: dict) -> None:
     """Writes ``payload`` as indented, key-sorted JSON, atomically (temporary file + rename)."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # writers never share one
     with open(temporary, "w") as file:
         json.dump(payload, file, indent=2, sort_keys=True)
         file.write("\n")
@@ -404,7 +404,7 @@ def truncate_metrics(path: Path, last_generation: int) -> list[str] | None:
         for row in rows
         if int(row["generation"]) <= last_generation
     ]
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # writers never share one
     temporary.write_text("".join(line + "\n" for line in lines))
     os.replace(temporary, path)
     return columns or None

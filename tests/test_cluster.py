@@ -254,3 +254,38 @@ def test_a_killed_driver_reruns_only_what_did_not_finish(ray_cluster, local_tabl
     assert f"already finished, not rerun: {done} runs" in rerun.stdout
     assert f"ray: {8 - done} runs in" in rerun.stdout
     pd.testing.assert_frame_equal(_table(out), local_table)
+
+
+def test_a_share_takes_consecutive_parts_of_every_group_without_finished_runs():
+    from synprune_jax.sweeps import _share_of, parse_share
+
+    groups = [list("abcdefg"), list("xyz")]
+    pending = [(0, -1, list("abcdeg")), (1, -1, list("xyz"))]  # f finished
+    assert _share_of(groups, pending, (0, 3)) == (
+        [(0, -1, list("abc")), (1, -1, ["x"])],
+        {0: 3, 1: 1},
+    )
+    assert _share_of(groups, pending, (1, 3))[0] == [(0, -1, list("de")), (1, -1, ["y"])]
+    assert _share_of(groups, pending, (2, 3))[0] == [(0, -1, ["g"]), (1, -1, ["z"])]
+    assert parse_share("0/1") == (0, 1)
+    for text in ("3/3", "-1/2", "1", "a/b"):
+        with pytest.raises(ConfigError, match="--share takes I/N"):
+            parse_share(text)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--share", "0/2"], "--share needs --out"),
+        (["--share", "2/2", "--out", "x"], "--share takes I/N"),
+        (["--share", "0/2", "--out", "x", "--cluster", "ray"], "give share or cluster"),
+    ],
+)
+def test_the_command_line_refuses_bad_shares_in_one_line(
+    tmp_path, capsys, monkeypatch, arguments, message
+):
+    monkeypatch.chdir(tmp_path)
+    code = main(["sweep", "me-arm", *arguments])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -222,8 +223,53 @@ def _plan_out(out: Path, definition: dict, runs, members, grid):
     return groups, pending, skipped
 
 
-def _run_local(pending, count: int, *, report, progress, log) -> list[dict]:
-    """Runs every unfinished group on this machine's first ``count`` devices."""
+def _share_of(groups, pending, share: tuple[int, int]):
+    """``(pending, sizes)`` of share ``index`` of ``count``: part ``index`` of each group cut into
+    ``count`` consecutive parts of ``ceil(len(group) / count)`` runs (``sizes[group]``, the
+    run-axis length each part pads to), without its finished runs."""
+    index, count = share
+    sizes = {g: math.ceil(len(group) / count) for g, group in enumerate(groups)}
+    mine = {
+        id(member)
+        for g, group in enumerate(groups)
+        for member in group[index * sizes[g] : (index + 1) * sizes[g]]
+    }
+    chosen = []
+    for group_index, start, subgroup in pending:
+        part = [member for member in subgroup if id(member) in mine]
+        if part:
+            chosen.append((group_index, start, part))
+    return chosen, sizes
+
+
+def parse_share(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``: share 2 of 8 (shares count from 0).
+
+    Raises:
+        ConfigError: not ``I/N`` with ``0 <= I < N``.
+
+    Examples:
+        >>> parse_share("2/8")
+        (2, 8)
+        >>> parse_share("8/8")
+        Traceback (most recent call last):
+            ...
+        synprune_jax.config.ConfigError: --share takes I/N with 0 <= I < N (shares count from
+        0), got '8/8'
+    """
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise ConfigError(f"--share takes I/N with 0 <= I < N (shares count from 0), got {text!r}")
+    return index, count
+
+
+def _run_local(pending, count: int, *, sizes=None, report, progress, log) -> list[dict]:
+    """Runs every unfinished group on this machine's first ``count`` devices (each group's run
+    axis padded to ``sizes[group]`` runs when given)."""
+    sizes = sizes or {}
     meshes: dict[int, object] = {}
 
     def mesh_for(runs: int):
@@ -242,8 +288,13 @@ def _run_local(pending, count: int, *, report, progress, log) -> list[dict]:
     for group_index, start, subgroup in pending:
         if log is not None:
             log(f"group {group_index}: {len(subgroup)} runs from generation {max(start, 0)}")
+        size = sizes.get(group_index, 0)
         group_timing, states = run_group(
-            subgroup, mesh=mesh_for(len(subgroup)), progress=progress, log=log
+            subgroup,
+            mesh=mesh_for(max(len(subgroup), size)),
+            size=size,
+            progress=progress,
+            log=log,
         )
         group_timing["group"] = group_index
         timing.append(group_timing)
@@ -266,6 +317,7 @@ def sweep(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     cluster: str | RayCluster | None = None,
+    share: tuple[int, int] | None = None,
 ) -> SweepResult:
     """Runs (or resumes) a sweep; see the module docstring.
 
@@ -286,6 +338,11 @@ def sweep(
             instance), ``"ray://host:port"`` / ``"host:port"``, or a :class:`RayCluster`: the
             groups run as Ray tasks (:mod:`~synprune_jax.sweeps.cluster`); same directory, same
             table. ``devices`` is then not used.
+        share: ``(index, count)``: run only part ``index`` of every group cut into ``count``
+            parts (one job of a SLURM array, say), into ``out`` like the whole sweep, padded as
+            the whole group is on ``count`` devices; writes no table, plots or timing. The same
+            sweep without ``share`` afterwards skips every finished run and gathers the table.
+            Shares of one sweep may run at once (on a file system they all see).
 
     Returns:
         :class:`SweepResult`.
@@ -334,6 +391,10 @@ def sweep(
                 "devices it asks for (cpus_per_task / gpus_per_task)"
             )
         require_ray()
+    if share is not None:
+        if cluster is not None:
+            raise ConfigError("a share of a sweep runs on this machine: give share or cluster")
+        share = parse_share("/".join(str(part) for part in share))
     local = len(jax.local_devices())
     if devices is not None and (
         isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= local
@@ -362,6 +423,15 @@ def sweep(
             f"synprune: sweep {experiment!r}, {len(seeds)} seeds x {len(runs) // len(seeds)} "
             f"grid points into {out}"
         )
+    if share is not None:  # one writer per share; the shares' runs do not overlap
+        with RunLock(out / "shares" / str(share[0])):
+            groups, pending, skipped = _plan_out(out, definition, runs, members, grid)
+            pending, sizes = _share_of(groups, pending, share)
+            count = local if devices is None else devices
+            timing = _run_local(
+                pending, count, sizes=sizes, report=report, progress=progress, log=log
+            )
+        return SweepResult(out=out, runs=runs, table=None, timing=timing, skipped=skipped)
     with RunLock(out):  # one writer per sweep directory
         groups, pending, skipped = _plan_out(out, definition, runs, members, grid)
         if cluster is None:
@@ -404,6 +474,7 @@ __all__ = [
     "format_summary",
     "parse_grid",
     "parse_seeds",
+    "parse_share",
     "plan_groups",
     "plan_runs",
     "plot_sweep",
