@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -427,7 +428,8 @@ def archive_memory(archive, num_devices: int) -> dict[str, int]:
 #: the coordinator's ``host:port`` (the one ``jax.distributed.initialize`` itself reads), the
 #: number of processes and this process's index.
 DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-#: Older names of :data:`DISTRIBUTED_VARIABLES`, still read when those are unset.
+#: Older names of :data:`DISTRIBUTED_VARIABLES` (0.2.0), still read when those are unset, with a
+#: ``FutureWarning``; they are removed in 0.4.0.
 _OLD_DISTRIBUTED_VARIABLES = (
     "SYNPRUNE_COORDINATOR",
     "SYNPRUNE_NUM_PROCESSES",
@@ -439,9 +441,10 @@ def distributed_settings(environ: Any = None) -> tuple[str | None, int | None, i
     """``(coordinator_address, num_processes, process_id)`` from the environment.
 
     Each value comes from :data:`DISTRIBUTED_VARIABLES` (``JAX_COORDINATOR_ADDRESS``,
-    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), else from its older name
-    (``SYNPRUNE_COORDINATOR``, ``SYNPRUNE_NUM_PROCESSES``, ``SYNPRUNE_PROCESS_ID``); ``None``
-    where neither is set (or set to the empty string).
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), else from its deprecated older name
+    (``SYNPRUNE_COORDINATOR``, ``SYNPRUNE_NUM_PROCESSES``, ``SYNPRUNE_PROCESS_ID``: a
+    ``FutureWarning``; removed in 0.4.0); ``None`` where neither is set (or set to the empty
+    string).
 
     Args:
         environ: a mapping of environment variables (``None``: ``os.environ``).
@@ -470,6 +473,10 @@ def distributed_settings(environ: Any = None) -> tuple[str | None, int | None, i
     ):
         variable = name if environ.get(name) else old
         value = environ.get(variable) or None
+        if value is not None and variable == old:
+            warnings.warn(
+                f"{old} is deprecated and removed in 0.4.0: set {name}", FutureWarning, stacklevel=2
+            )
         if value is not None and index > 0:  # the count and the index are ints
             if not value.strip().isdigit():
                 raise ConfigError(f"{variable} must be a non-negative int, got {value!r}")

@@ -282,9 +282,15 @@ def test_distributed_settings_read_jax_names_then_the_old_ones():
     }
     assert read(jax_names) == ("h0:1234", 4, 3)
     old = {"SYNPRUNE_COORDINATOR": "h1:99", "SYNPRUNE_NUM_PROCESSES": "2"}
-    assert read(old) == ("h1:99", 2, None)
-    assert read({**old, **jax_names}) == ("h0:1234", 4, 3)  # JAX's names first
-    assert read({"JAX_PROCESS_ID": "", "SYNPRUNE_PROCESS_ID": "1"}) == (None, None, 1)
+    with pytest.warns(FutureWarning) as caught:
+        assert read(old) == ("h1:99", 2, None)
+    assert [str(warning.message) for warning in caught] == [
+        "SYNPRUNE_COORDINATOR is deprecated and removed in 0.4.0: set JAX_COORDINATOR_ADDRESS",
+        "SYNPRUNE_NUM_PROCESSES is deprecated and removed in 0.4.0: set JAX_NUM_PROCESSES",
+    ]
+    assert read({**old, **jax_names}) == ("h0:1234", 4, 3)  # JAX's names first, no warning
+    with pytest.warns(FutureWarning, match="set JAX_PROCESS_ID"):
+        assert read({"JAX_PROCESS_ID": "", "SYNPRUNE_PROCESS_ID": "1"}) == (None, None, 1)
     for bad in ("-1", "1.5", "two"):
         with pytest.raises(ConfigError, match=f"JAX_PROCESS_ID must be a non-negative int.*{bad}"):
             read({"JAX_PROCESS_ID": bad})

@@ -349,12 +349,12 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
     called = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: called.append(kwargs))
     assert sharding.initialize_distributed(num_processes=1) == (0, 1)
-    monkeypatch.setenv("SYNPRUNE_NUM_PROCESSES", "1")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
     assert sharding.initialize_distributed() == (0, 1)
     assert called == []
-    monkeypatch.setenv("SYNPRUNE_NUM_PROCESSES", "2")
-    monkeypatch.setenv("SYNPRUNE_PROCESS_ID", "1")
-    monkeypatch.setenv("SYNPRUNE_COORDINATOR", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
     sharding.initialize_distributed()
     assert called == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}]
     np.testing.assert_array_equal(sharding.gather_to_host(np.arange(3)), np.arange(3))
