@@ -37,8 +37,9 @@ The public API in one screen (submodules hold the rest):
 * running: every algorithm holds static structure and takes its hyper-parameters per call
   (``default_hyper``, ``init(key, hyper)``, ``step(key, state, hyper)``); :class:`RunConfig`,
   :func:`run`, :func:`read_metrics`, :func:`scan_generations`;
-  sweeps and devices: :func:`sweep`, :class:`ShardedTask`, :class:`ChunkedTask`,
-  :func:`make_mesh`; experiments by name in :data:`synprune_jax.experiments.EXPERIMENTS`;
+  sweeps and devices: :func:`sweep` (on a Ray cluster: :class:`RayCluster`),
+  :class:`ShardedTask`, :class:`ChunkedTask`, :func:`make_mesh`; experiments by name in
+  :data:`synprune_jax.experiments.EXPERIMENTS`;
 * errors (``docs/failures.md``): :class:`ConfigError` (a ``ValueError``: bad config, override,
   output path or data file), the ``OSError`` subclasses :class:`RunDirectoryBusy`,
   :class:`RunDirectoryFull`, :class:`RunFault` (the machine failed mid-run; resume) and
@@ -130,7 +131,7 @@ from synprune_jax.runner import (
     scan_generations,
 )
 from synprune_jax.sharding import ChunkedTask, ShardedTask, make_mesh
-from synprune_jax.sweeps import SweepResult, sweep
+from synprune_jax.sweeps import RayCluster, SweepResult, sweep
 from synprune_jax.synthesis import (
     ClusterSynthesis,
     EncodingConfig,
@@ -218,6 +219,7 @@ __all__ = [
     "NSGA2State",
     "ParetoFront",
     "Population",
+    "RayCluster",
     "RunConfig",
     "ShardedTask",
     "SpatialCoevolution",

@@ -1,10 +1,16 @@
-"""Command-line interface: ``synprune run | resume | list | plot | sweep``.
+"""Command-line interface: ``synprune run | resume | list | plot | inspect | export | replay |
+sweep | compare-pruning``.
 
-    synprune run [EXPERIMENT] [--set key.path=value ...] [--out DIR] [--config FILE]
-    synprune resume DIR
+    synprune run [EXPERIMENT] [--set key.path=value ...] [--out DIR] [--config FILE] [--distributed]
+    synprune resume DIR [--restart] [--distributed]
     synprune list
     synprune plot DIR
     synprune sweep EXPERIMENT [--seeds 0-7] [--grid key=v1,v2 ...] [--set key=value ...] [--out DIR]
+                   [--share I/N | --cluster ray|ray://HOST:PORT ...]
+
+``--distributed`` joins a ``jax.distributed`` job (one run over every process's devices);
+``--cluster`` runs a sweep's groups as Ray tasks; ``--share`` runs one share of a sweep (a SLURM
+array job). docs/sweeps.md ("Many hosts") describes all three.
 
 Every command takes ``--verbose`` (keep other libraries' import noise; see
 :func:`quiet_third_party`).

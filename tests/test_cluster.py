@@ -131,14 +131,23 @@ def ray_cluster():
     node its own raylet process on this machine (``ray.cluster_utils.Cluster``; the nodes and the
     driver use the machine's own address: a driver finds its node's raylet by that address)."""
     require_ray()
+    import socket
+
     from ray.cluster_utils import Cluster
 
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        client_port = probe.getsockname()[1]
     saved = dict(os.environ)
     os.environ.update(_environment())
     try:
         cluster = Cluster(
             initialize_head=True,
-            head_node_args={"num_cpus": 0, "include_dashboard": False},
+            head_node_args={
+                "num_cpus": 0,
+                "include_dashboard": False,
+                "ray_client_server_port": client_port,
+            },
         )
         for _ in range(2):
             cluster.add_node(num_cpus=1)
@@ -146,6 +155,7 @@ def ray_cluster():
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    cluster.client_address = f"ray://127.0.0.1:{client_port}"  # Ray Client, from outside
     yield cluster
     cluster.shutdown()
 
@@ -187,9 +197,10 @@ def local_table(tmp_path_factory):
     return _table(out)
 
 
-def _cluster_sweep(cluster, out, *extra) -> subprocess.Popen:
+def _cluster_sweep(cluster, out, *extra, address=None) -> subprocess.Popen:
+    address = address or cluster.address
     return subprocess.Popen(
-        _sweep_command(out, "--cluster", cluster.address, "--runs-per-task", "2", *extra),
+        _sweep_command(out, "--cluster", address, "--runs-per-task", "2", *extra),
         cwd=ROOT,
         env=_environment(),
         stdout=subprocess.PIPE,
@@ -218,11 +229,23 @@ def _checkpointed(out) -> bool:
 def test_a_ray_sweep_equals_the_local_sweep_and_survives_a_killed_worker(
     ray_cluster, local_table, tmp_path
 ):
-    complete = _cluster_sweep(ray_cluster, tmp_path / "complete")
+    # through Ray Client, the run directories sent back to the driver (no shared storage)
+    complete = _cluster_sweep(
+        ray_cluster,
+        tmp_path / "complete",
+        "--storage",
+        "copy",
+        address=ray_cluster.client_address,
+    )
     output = complete.communicate(timeout=900)[0]
     assert complete.returncode == 0, output[-3000:]
     assert "ray: 8 runs in 4 task(s) over 2 slot(s)" in output
     pd.testing.assert_frame_equal(_table(tmp_path / "complete"), local_table)
+    timing = pd.read_json(tmp_path / "complete" / "timing.json", typ="series")
+    assert not any(task["shared"] for task in timing["tasks"])
+    assert all(
+        (tmp_path / "complete" / "runs" / f"run-00{i}" / "checkpoints").is_dir() for i in range(8)
+    )
 
     driver = _cluster_sweep(ray_cluster, tmp_path / "killed")
     _wait_for(lambda: _checkpointed(tmp_path / "killed") and _task_pids())
