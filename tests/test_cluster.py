@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import pandas as pd
 import pytest
 
@@ -81,12 +82,20 @@ def _table(out) -> pd.DataFrame:
     return pd.read_parquet(Path(out) / "results.parquet")
 
 
-def test_a_sweep_on_a_local_ray_instance_equals_the_local_sweep(tmp_path):
+def test_a_sweep_on_a_local_ray_instance_equals_the_local_sweep(tmp_path, monkeypatch):
     """The default suite's smoke test: Ray started in this process with one CPU; the task's
-    run directories come back as an archive (storage='copy') and give the local sweep's table."""
+    run directories come back as an archive (storage='copy') and give the local sweep's table.
+    The worker inherits the suite's compilation cache, so it loads the local sweep's program."""
     ray = require_ray()
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
     local = sweeps.sweep(
-        "me-arm", seeds=[0, 1], out=tmp_path / "local", overrides=SHORT, devices=1, plots=False
+        "me-arm",
+        seeds=[0, 1],
+        out=tmp_path / "local",
+        overrides=SHORT,
+        devices=1,
+        plots=False,
+        report=False,
     )
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
