@@ -82,6 +82,7 @@ def _table(out) -> pd.DataFrame:
     return pd.read_parquet(Path(out) / "results.parquet")
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # Ray starts its processes
 def test_a_sweep_on_a_local_ray_instance_equals_the_local_sweep(tmp_path, monkeypatch):
     """The default suite's smoke test: Ray started in this process with one CPU; the task's
     run directories come back as an archive (storage='copy') and give the local sweep's table.
