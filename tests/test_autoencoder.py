@@ -492,14 +492,23 @@ def test_fresh_adam_is_the_first_step_of_optax_adam():
     params = init_autoencoder(jax.random.key(0), TINY)
     from synprune_jax.autoencoder import l1_loss
 
-    for seed in range(3):
-        x = jax.random.bernoulli(jax.random.key(seed + 1), 0.7, (5, 40)).astype(jnp.float32)
+    betas = ((0.5, 0.999), (0.9, 0.999))
+
+    @jax.jit  # one program per seed's data, not op by op
+    def updates(x):
         grads = jax.grad(l1_loss)(params, x)
         fresh, state = fresh_adam(1e-3).update(grads, fresh_adam(1e-3).init(params))
-        assert state == optax.EmptyState()
-        for b1, b2 in ((0.5, 0.999), (0.9, 0.999)):
+        references = []
+        for b1, b2 in betas:
             adam = optax.adam(1e-3, b1=b1, b2=b2, eps=1e-8)
-            reference, _ = adam.update(grads, adam.init(params))
+            references.append(adam.update(grads, adam.init(params))[0])
+        return fresh, state, references
+
+    for seed in range(3):
+        x = jax.random.bernoulli(jax.random.key(seed + 1), 0.7, (5, 40)).astype(jnp.float32)
+        fresh, state, references = updates(x)
+        assert state == optax.EmptyState()
+        for reference in references:
             chex.assert_trees_all_close(fresh, reference, rtol=1e-5, atol=1e-9)
 
 
@@ -605,7 +614,7 @@ def canonical_run(tiny_data):
     )
     algorithm = CanonicalTraining(config, tiny_data["train"], tiny_data["test"])
     step = jax.jit(chex.assert_max_traces(algorithm.step, n=1))
-    state = algorithm.init(jax.random.key(0), CANONICAL_HYPER)
+    state = jax.jit(algorithm.init)(jax.random.key(0), CANONICAL_HYPER)
     history = []
     for epoch in range(3):
         state, metrics = step(jax.random.fold_in(jax.random.key(1), epoch), state, CANONICAL_HYPER)
@@ -851,10 +860,10 @@ def test_torus_run_is_deterministic_and_finite(tiny_data, order):
     assert config.neighbourhood_size == 6  # 2 rows: d_row = -1 and +1 coincide
     algorithm = SpatialCoevolution(config, tiny_data["train"], tiny_data["test"])
     hyper = TrainingHyper(learning_rate=1e-2, prune_probability=1.0)
-    step = jax.jit(algorithm.step)
+    init, step = jax.jit(algorithm.init), jax.jit(algorithm.step)
 
     def run():
-        state = algorithm.init(jax.random.key(3), hyper)
+        state = init(jax.random.key(3), hyper)
         history = []
         for epoch in range(2):
             state, metrics = step(jax.random.fold_in(jax.random.key(4), epoch), state, hyper)
@@ -871,7 +880,7 @@ def test_torus_run_is_deterministic_and_finite(tiny_data, order):
 
 
 def test_coevolution_step_metrics(coevolution):
-    state = coevolution.init(jax.random.key(0), COEVOLUTION_HYPER)
+    state = jax.jit(coevolution.init)(jax.random.key(0), COEVOLUTION_HYPER)
     assert state.l1_train.shape == (2, 4) and state.learning_rate.shape == (2, 4)
     np.testing.assert_array_equal(state.learning_rate, np.full((2, 4), np.float32(1e-2)))
     state, metrics = jax.jit(coevolution.step)(jax.random.key(1), state, COEVOLUTION_HYPER)

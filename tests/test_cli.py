@@ -116,8 +116,9 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # nothing written for a config that failed
 
 
-# The quickstart notebook (default suite) runs the same Brax MAP-Elites end to end; the CLI's
-# run path is tested on the arm.
+# Brax MAP-Elites runs end to end from the command line by default in
+# test_cli_uses_every_core_and_prints_no_noise (halfcheetah, split over every core; the quickstart
+# notebook runs it on hopper with -m slow); the CLI's run path is tested on the arm.
 @pytest.mark.slow
 def test_tiny_brax_run(tmp_path, capsys):
     out = tmp_path / "brax"

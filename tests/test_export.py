@@ -408,7 +408,7 @@ def test_transfer_heads_are_trained_again_and_compacted(tmp_path):
     )
     algorithm = NSGA2(NSGA2Config(population_size=4, memo_capacity=8), problem)
     hyper = algorithm.default_hyper
-    state = algorithm.init(jax.random.key(0), hyper)
+    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     networks = run_networks(algorithm, state, hyper=hyper, run_dir=str(tmp_path))
     assert networks.kind == "front" and len(networks) == 4
     assert networks.descriptor_names == ("accuracy", "sparsity")

@@ -40,9 +40,10 @@ def _algorithm(**kwargs):
 
 def test_initial_population_spreads_over_sparsity():
     algorithm = _algorithm()
-    population = me.random_population(jax.random.key(0), TASK, algorithm.config, HYPER, 256)
+    draw = jax.jit(me.random_population, static_argnums=(1, 2, 4))  # one program, not op by op
+    population = draw(jax.random.key(0), TASK, algorithm.config, HYPER, 256)
     layer = np.asarray(
-        jax.vmap(lambda m: M.mask_statistics(TASK.spec, m).layer_density)(population.masks)
+        jax.jit(jax.vmap(lambda m: M.mask_statistics(TASK.spec, m).layer_density))(population.masks)
     )
     # Beta(1, 1) per layer before forward pruning: the first layer (never forward-pruned)
     # is uniform: both tails populated.

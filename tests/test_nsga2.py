@@ -172,11 +172,11 @@ def test_nsga2_population_objectives_belong_to_their_genomes(lotz_run):
 def test_nsga2_elitist_survival_exact():
     problem = LeadingOnesTrailingZeros(4)
     algorithm = NSGA2(NSGA2Config(population_size=2, memo_capacity=0), problem)
-    state = algorithm.init(jax.random.key(0), algorithm.default_hyper)
+    state = jax.jit(algorithm.init)(jax.random.key(0), algorithm.default_hyper)
     parents = jnp.array([[0, 0, 0, 0], [1, 0, 0, 0]], bool)  # (0, 4), (1, 3)
     state = state.replace(genomes=parents, objectives=problem.evaluate(None, parents))
     children = jnp.array([[1, 1, 0, 0], [0, 1, 0, 0]], bool)  # (2, 2), dominated (0, 2)
-    state = algorithm.tell(state, children, problem.evaluate(None, children))
+    state = jax.jit(algorithm.tell)(state, children, problem.evaluate(None, children))
     # front {(0,4), (1,3), (2,2)} is cut to 2 by crowding: the two boundary points survive
     np.testing.assert_array_equal(np.asarray(state.genomes), [[0, 0, 0, 0], [1, 1, 0, 0]])
     np.testing.assert_array_equal(np.asarray(state.ranks), [0, 0])
@@ -190,7 +190,7 @@ def test_steady_state_nsga2_and_config_errors():
         problem,
     )
     hyper = algorithm.default_hyper
-    state = algorithm.init(jax.random.key(0), hyper)
+    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     step = jax.jit(algorithm.step)
     for generation in range(40):
         state, metrics = step(jax.random.key(generation), state, hyper)
@@ -214,7 +214,7 @@ def test_steady_state_ga_improves_and_prefers_sparse_ties():
     algorithm = SteadyStateGA(config, problem)
     hyper = algorithm.default_hyper
     assert hyper == SteadyStateGAHyper(mutation_probability=0.07)
-    state = algorithm.init(jax.random.key(0), hyper)
+    state = jax.jit(algorithm.init)(jax.random.key(0), hyper)
     step = jax.jit(algorithm.step)
     initial_best = float(state.fitness.max())
     worst, best = [float(state.fitness.min())], [initial_best]

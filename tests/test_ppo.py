@@ -80,20 +80,25 @@ def test_normalizer_matches_numpy_over_several_batches():
 
 
 def test_folded_normaliser_gives_the_same_policy_on_raw_observations():
-    params = SPEC.init(jax.random.key(0))
-    masks = masks_lib.init_masks(jax.random.key(1), params, SPEC.maskable(), 0.3, exact=True)
-    params = masks_lib.apply_masks(params, masks)
-    normalizer = Normalizer.create(11).update(
-        jax.random.normal(jax.random.key(2), (64, 11)) * 3.0 + 1.0
-    )
-    raw = jax.random.normal(jax.random.key(3), (8, 11)) * 3.0 + 1.0
-    folded = fold_normalizer(SPEC, params, normalizer)
-    np.testing.assert_allclose(
-        SPEC.apply(folded, masks, raw),
-        SPEC.apply_dense(params, normalizer.apply(raw)),
-        rtol=1e-4,
-        atol=1e-5,
-    )
+    @jax.jit  # one program, not op by op
+    def both_forms():
+        params = SPEC.init(jax.random.key(0))
+        masks = masks_lib.init_masks(jax.random.key(1), params, SPEC.maskable(), 0.3, exact=True)
+        params = masks_lib.apply_masks(params, masks)
+        normalizer = Normalizer.create(11).update(
+            jax.random.normal(jax.random.key(2), (64, 11)) * 3.0 + 1.0
+        )
+        raw = jax.random.normal(jax.random.key(3), (8, 11)) * 3.0 + 1.0
+        folded = fold_normalizer(SPEC, params, normalizer)
+        return (
+            folded,
+            masks,
+            SPEC.apply(folded, masks, raw),
+            SPEC.apply_dense(params, normalizer.apply(raw)),
+        )
+
+    folded, masks, on_raw, on_normalised = both_forms()
+    np.testing.assert_allclose(on_raw, on_normalised, rtol=1e-4, atol=1e-5)
     # a pruned weight stays zero in the folded network
     kernel = np.asarray(SPEC.kernels(folded)[0])
     assert np.all(kernel[~np.asarray(SPEC.kernels(masks)[0])] == 0)

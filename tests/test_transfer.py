@@ -222,36 +222,36 @@ def test_training_follows_the_documented_rule():
 def test_problem_objectives(toy_problem):
     genomes = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], bool)
 
-    def evaluate_toy(key, genomes):
-        return toy_problem.evaluate(key, genomes, TOY_HYPER)
+    def evaluate_toy(key, genomes, hyper):
+        return toy_problem.evaluate(key, genomes, hyper)
 
+    # the hyper-parameters are an argument: the reseeded call below reuses this program
     evaluate = jax.jit(chex.assert_max_traces(evaluate_toy, n=1))
-    objectives = np.asarray(evaluate(jax.random.key(0), genomes))
+    objectives = np.asarray(evaluate(jax.random.key(0), genomes, TOY_HYPER))
     assert objectives.shape == (2, 4)
     np.testing.assert_allclose(objectives[:, 1], [0.0, 4.0 / 6.0], rtol=1e-6)  # sparsity
     assert objectives[0, 0] > 0.9 and objectives[0, 2] > 0.5  # separable blobs, far OOD
-    np.testing.assert_array_equal(objectives, np.asarray(evaluate(jax.random.key(9), genomes)))
+    again = evaluate(jax.random.key(9), genomes, TOY_HYPER)
+    np.testing.assert_array_equal(objectives, np.asarray(again))
     report = toy_problem.report_metrics(np.asarray(genomes), TOY_HYPER)
     np.testing.assert_allclose(report["val_accuracy"], objectives[:, 0], rtol=1e-6)
     assert report["test_predictions"].shape == (2, 30)
     assert report["test_probabilities"].shape == (2, 30, 3)
     # the hyper-parameters reach training and scoring: another seed trains other heads (other
     # losses), another temperature gives other OOD scores
-    reseeded = np.asarray(evaluate_with(toy_problem, TOY_HYPER.replace(seed=np.uint32(7)), genomes))
+    reseeded = evaluate(jax.random.key(0), genomes, TOY_HYPER.replace(seed=np.uint32(7)))
+    reseeded = np.asarray(reseeded)
     assert not np.array_equal(reseeded[:, 3], objectives[:, 3])
     np.testing.assert_array_equal(reseeded[:, 1], objectives[:, 1])  # sparsity: the genome's
-    warm = toy_problem.metrics(genomes, TOY_HYPER.replace(temperature=1.0))
-    cold = toy_problem.metrics(genomes, TOY_HYPER)
+    metrics = jax.jit(toy_problem.metrics)  # one program for both temperatures (traced)
+    warm = metrics(genomes, TOY_HYPER.replace(temperature=1.0))
+    cold = metrics(genomes, TOY_HYPER)
     np.testing.assert_array_equal(np.asarray(warm["loss"]), np.asarray(cold["loss"]))
     assert not np.allclose(np.asarray(warm["in_score"]), np.asarray(cold["in_score"]))
     with pytest.raises(ValueError, match="objectives must be distinct"):
         TransferProblem(
             toy_problem.data, toy_problem.head, toy_problem.train_config, ("accuracy", "beauty")
         )
-
-
-def evaluate_with(problem, hyper, genomes):
-    return jax.jit(functools.partial(problem.evaluate, hyper=hyper))(jax.random.key(0), genomes)
 
 
 def test_problem_equality_and_hyper_validation(toy_problem):
