@@ -322,3 +322,31 @@ def test_the_command_line_refuses_bad_shares_in_one_line(
     error = capsys.readouterr().err.strip()
     assert code == 2 and message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_a_tasks_own_error_reaches_the_driver_in_one_line():
+    from synprune_jax.sweeps.cluster import _Task, _task_error
+
+    class Spec:
+        def __init__(self, run_id):
+            self.run_id = run_id
+
+    class Member:
+        def __init__(self, run_id):
+            self.spec = Spec(run_id)
+
+    class RayTaskError(Exception):  # what ray.get raises: the task's exception as ``cause``
+        def __init__(self, cause):
+            super().__init__("traceback of the worker ...")
+            self.cause = cause
+
+    task = _Task(index=3, group=0, members=[Member("run-006"), Member("run-007")])
+    error = _task_error(RayTaskError(ConfigError("this node runs other versions")), task)
+    assert isinstance(error, ConfigError)
+    assert str(error) == "task 3 (run-006, run-007): this node runs other versions"
+    full = OSError(28, "No space left on device")
+    assert _task_error(RayTaskError(full), task) is full  # the CLI words machine faults itself
+    unknown = _task_error(RayTaskError(None), task)
+    assert isinstance(unknown, RuntimeError) and str(unknown).startswith(
+        "task 3 (run-006, run-007) failed"
+    )

@@ -78,6 +78,18 @@ def _command(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "synprune_jax.cli", *arguments]
 
 
+def _run_alone(devices: int, *arguments: str) -> subprocess.CompletedProcess:
+    """``synprune ARGUMENTS`` as one process (no job) with ``devices`` CPU devices."""
+    return subprocess.run(
+        _command(*arguments),
+        cwd=ROOT,
+        env=_environment(devices),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
 @contextlib.contextmanager
 def _job(*arguments: str, processes: int = 2, log: Path):
     """Starts ``synprune ARGUMENTS`` as ``processes`` processes of one job (2 CPU devices
@@ -228,13 +240,8 @@ RELATIVE_TOLERANCE = 1e-6
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(uninterrupted, tmp_path):
     out = tmp_path / "one"
-    completed = subprocess.run(
-        _command("run", "me-arm", "--out", str(out), *ARGUMENTS, "--set", "task.devices=4"),
-        cwd=ROOT,
-        env=_environment(4),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
+    completed = _run_alone(
+        4, "run", "me-arm", "--out", str(out), *ARGUMENTS, "--set", "task.devices=4"
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     one, two = read_metrics(out), read_metrics(uninterrupted[0])
@@ -346,14 +353,7 @@ def test_initialize_distributed_failures_are_one_line(monkeypatch, error, expect
 
 def test_cli_distributed_without_a_job_says_so_in_one_line(tmp_path):
     out = tmp_path / "run"
-    completed = subprocess.run(
-        _command("run", "me-arm", "--distributed", "--out", str(out)),
-        cwd=ROOT,
-        env=_environment(1),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    completed = _run_alone(1, "run", "me-arm", "--distributed", "--out", str(out))
     assert completed.returncode == 2, completed.stderr[-3000:]
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
