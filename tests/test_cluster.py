@@ -350,3 +350,18 @@ def test_a_tasks_own_error_reaches_the_driver_in_one_line():
     assert isinstance(unknown, RuntimeError) and str(unknown).startswith(
         "task 3 (run-006, run-007) failed"
     )
+
+
+def test_task_slots_follow_the_clusters_resources_and_a_full_one_is_one_line():
+    from types import SimpleNamespace
+
+    from synprune_jax.sweeps.cluster import _slots
+
+    def ray_with(**resources):
+        return SimpleNamespace(cluster_resources=lambda: resources)
+
+    assert _slots(ray_with(CPU=8.0), RayCluster(cpus_per_task=3)) == (2, 3, 0)
+    assert _slots(ray_with(CPU=8.0, GPU=2.0), RayCluster()) == (2, 1, 1)  # a GPU per task
+    assert _slots(ray_with(CPU=8.0, GPU=2.0), RayCluster(gpus_per_task=0)) == (8, 1, 0)
+    with pytest.raises(ConfigError, match=r"no room for a task asking for 2 CPU\(s\) and 0 GPU"):
+        _slots(ray_with(CPU=1.0), RayCluster(cpus_per_task=2))
